@@ -1,0 +1,216 @@
+//! Calls: the record the engine keeps per call leg, and the snapshot it hands out.
+
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+
+/// The fixed facts of a call leg, shared (not copied) by the call record, the queue member
+/// and every event about the call.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CallIdentity {
+    /// The call's id and control token.
+    pub call_control_id: Box<str>,
+    /// Unique id of the leg.
+    pub call_leg_id: Uuid,
+    /// Id of the session the leg belongs to.
+    pub call_session_id: Uuid,
+    /// The Call Control application (connection) of the call.
+    pub connection_id: Arc<str>,
+    /// The calling party.
+    pub from: Arc<str>,
+    /// The called party.
+    pub to: Arc<str>,
+    /// When the call started (was answered).
+    pub start_time: Timestamp,
+    /// Where this call's webhooks go, if not to the frontend's default.
+    pub webhook_url: Option<Box<str>>,
+}
+
+/// An `Arc<CallIdentity>` that hashes and compares by `call_control_id`, so maps keyed by it
+/// can be searched with a `&str`.
+#[derive(Clone, Debug)]
+pub(crate) struct CallRef(pub(crate) Arc<CallIdentity>);
+
+impl Hash for CallRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.call_control_id.hash(state);
+    }
+}
+impl PartialEq for CallRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.call_control_id == other.0.call_control_id
+    }
+}
+impl Eq for CallRef {}
+impl Borrow<str> for CallRef {
+    fn borrow(&self) -> &str {
+        &self.0.call_control_id
+    }
+}
+
+/// Lifecycle state of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallState {
+    /// Answered, in no queue, not bridged ("parked").
+    Active,
+    /// Waiting in exactly one queue.
+    Queued,
+    /// Bridged to exactly one other call.
+    Bridged,
+    /// Hung up; kept for `ended_call_retention` so its status can be read.
+    Ended,
+}
+
+impl CallState {
+    /// The state's name on the wire.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Queued => "queued",
+            Self::Bridged => "bridged",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+/// Where a call is attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Link {
+    None,
+    /// Member of this queue (of the call's tenant). Also holds for an ended call kept after
+    /// hangup.
+    Queued(Arc<str>),
+    /// Bridged with this call; `park_after_unbridge` is what this leg asked for.
+    Bridged { with: Arc<CallIdentity>, park_after_unbridge: bool },
+}
+
+/// How many `command_id`s are remembered per call; older ones are forgotten first.
+pub(crate) const COMMAND_ID_MEMORY: usize = 16;
+/// How long a `command_id` is remembered (SPEC.md 2: 60 s).
+pub(crate) const COMMAND_ID_WINDOW_MICROS: u64 = 60_000_000;
+
+#[derive(Debug)]
+pub(crate) struct CallRecord {
+    pub(crate) ident: Arc<CallIdentity>,
+    pub(crate) client_state: Option<Arc<str>>,
+    pub(crate) end_time: Option<Timestamp>,
+    pub(crate) link: Link,
+    recent_commands: Vec<(Box<str>, Timestamp)>,
+}
+
+impl CallRecord {
+    pub(crate) fn new(ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
+        Self { ident, client_state, end_time: None, link: Link::None, recent_commands: Vec::new() }
+    }
+
+    pub(crate) fn state(&self) -> CallState {
+        match (&self.end_time, &self.link) {
+            (Some(_), _) => CallState::Ended,
+            (None, Link::Queued(_)) => CallState::Queued,
+            (None, Link::Bridged { .. }) => CallState::Bridged,
+            (None, Link::None) => CallState::Active,
+        }
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.end_time.is_some()
+    }
+
+    pub(crate) fn queue(&self) -> Option<&Arc<str>> {
+        match &self.link {
+            Link::Queued(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn bridged_with(&self) -> Option<&Arc<CallIdentity>> {
+        match &self.link {
+            Link::Bridged { with, .. } => Some(with),
+            _ => None,
+        }
+    }
+
+    /// Whether `command_id` was accepted for this call within the window.
+    pub(crate) fn saw_command(&self, command_id: &str, now: Timestamp) -> bool {
+        self.recent_commands.iter().any(|(id, at)| {
+            &**id == command_id && now.as_micros().saturating_sub(at.as_micros()) < COMMAND_ID_WINDOW_MICROS
+        })
+    }
+
+    pub(crate) fn remember_command(&mut self, command_id: &str, now: Timestamp) {
+        self.recent_commands
+            .retain(|(_, at)| now.as_micros().saturating_sub(at.as_micros()) < COMMAND_ID_WINDOW_MICROS);
+        if self.recent_commands.len() == COMMAND_ID_MEMORY {
+            self.recent_commands.remove(0);
+        }
+        self.recent_commands.push((command_id.into(), now));
+    }
+
+    pub(crate) fn snapshot(&self, now: Timestamp) -> CallInfo {
+        let id = &self.ident;
+        let until = self.end_time.unwrap_or(now);
+        CallInfo {
+            record_type: "call",
+            call_control_id: id.call_control_id.to_string(),
+            call_leg_id: id.call_leg_id,
+            call_session_id: id.call_session_id,
+            connection_id: id.connection_id.to_string(),
+            from: id.from.to_string(),
+            to: id.to.to_string(),
+            client_state: self.client_state.as_deref().map(str::to_owned),
+            state: self.state(),
+            is_alive: !self.is_ended(),
+            start_time: id.start_time,
+            end_time: self.end_time,
+            call_duration: until.secs_since(id.start_time),
+            queue: self.queue().map(|q| q.to_string()),
+            bridged_with: self.bridged_with().map(|b| b.call_control_id.to_string()),
+        }
+    }
+}
+
+/// A call's status, as read by `GET /v2/calls/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallInfo {
+    /// Always `"call"`.
+    pub record_type: &'static str,
+    /// The call's id.
+    pub call_control_id: String,
+    /// Unique id of the leg.
+    pub call_leg_id: Uuid,
+    /// Id of the session.
+    pub call_session_id: Uuid,
+    /// The connection (Call Control application).
+    pub connection_id: String,
+    /// The calling party.
+    pub from: String,
+    /// The called party.
+    pub to: String,
+    /// The last client state supplied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_state: Option<String>,
+    /// [ext] Lifecycle state.
+    pub state: CallState,
+    /// Not yet hung up.
+    pub is_alive: bool,
+    /// When the call started.
+    pub start_time: Timestamp,
+    /// When the call ended; only for ended calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Timestamp>,
+    /// Whole seconds from start to end (or to now while alive).
+    pub call_duration: u64,
+    /// [ext] The queue the call is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// [ext] The call this one is bridged with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridged_with: Option<String>,
+}

@@ -1,0 +1,390 @@
+//! The engine handle, its builder, tenants, and the maintenance that fires timers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::clock::{Clock, Timestamp};
+use crate::error::{Error, Result};
+use crate::event::{EventBus, Subscription};
+use crate::shard::Shards;
+use crate::timers::Timer;
+
+/// Default time an empty auto queue is kept (SPEC.md 3).
+pub const DEFAULT_QUEUE_IDLE_TTL: Duration = Duration::from_secs(300);
+/// Default time an ended call's status stays readable (SPEC.md 1).
+pub const DEFAULT_ENDED_CALL_RETENTION: Duration = Duration::from_secs(600);
+/// Default cap on live calls per tenant.
+pub const DEFAULT_MAX_LIVE_CALLS: usize = 4_000_000;
+/// Default cap on queues per tenant.
+pub const DEFAULT_MAX_QUEUES: usize = 100_000;
+/// Default number of lock shards.
+pub const DEFAULT_SHARDS: usize = 64;
+/// Default depth of a subscriber's channel, in command batches.
+pub const DEFAULT_EVENT_CAPACITY: usize = 65_536;
+/// The tenant of single-tenant embeddings.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Builds an [`Engine`]. Every setting has a documented default.
+#[derive(Clone, Debug)]
+pub struct EngineBuilder {
+    queue_idle_ttl: Duration,
+    ended_call_retention: Duration,
+    max_live_calls: usize,
+    max_queues: usize,
+    shards: usize,
+    event_capacity: usize,
+    clock: Clock,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self {
+            queue_idle_ttl: DEFAULT_QUEUE_IDLE_TTL,
+            ended_call_retention: DEFAULT_ENDED_CALL_RETENTION,
+            max_live_calls: DEFAULT_MAX_LIVE_CALLS,
+            max_queues: DEFAULT_MAX_QUEUES,
+            shards: DEFAULT_SHARDS,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            clock: Clock::System,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// How long an empty auto queue with no change is kept (default 300 s).
+    #[must_use]
+    pub const fn queue_idle_ttl(mut self, ttl: Duration) -> Self {
+        self.queue_idle_ttl = ttl;
+        self
+    }
+
+    /// How long an ended call's status stays readable (default 600 s).
+    #[must_use]
+    pub const fn ended_call_retention(mut self, retention: Duration) -> Self {
+        self.ended_call_retention = retention;
+        self
+    }
+
+    /// Cap on live (not ended) calls per tenant (default 4 000 000); past it dial answers
+    /// `95004`.
+    #[must_use]
+    pub const fn max_live_calls_per_tenant(mut self, cap: usize) -> Self {
+        self.max_live_calls = cap;
+        self
+    }
+
+    /// Cap on queues per tenant (default 100 000); past it queue creation answers `95004`.
+    #[must_use]
+    pub const fn max_queues_per_tenant(mut self, cap: usize) -> Self {
+        self.max_queues = cap;
+        self
+    }
+
+    /// Number of lock shards, rounded up to a power of two (default 64). More shards mean
+    /// less contention between commands on unrelated calls and queues.
+    #[must_use]
+    pub const fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Depth of each subscriber's channel in command batches (default 65 536); a subscriber
+    /// that falls further behind loses batches, counted by [`Subscription::dropped`].
+    #[must_use]
+    pub const fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
+    /// The clock (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the engine.
+    #[must_use]
+    pub fn build(self) -> Engine {
+        let shards = self.shards.clamp(1, 1 << 16).next_power_of_two();
+        Engine {
+            inner: Arc::new(Inner {
+                config: Config {
+                    queue_idle_ttl: self.queue_idle_ttl,
+                    ended_call_retention: self.ended_call_retention,
+                    max_live_calls: self.max_live_calls,
+                    max_queues: self.max_queues,
+                    event_capacity: self.event_capacity,
+                },
+                clock: self.clock,
+                shards: Shards::new(shards),
+                bus: EventBus::default(),
+                tenants: RwLock::default(),
+                next_due: AtomicU64::new(u64::MAX),
+                maintenance: Mutex::new(()),
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) queue_idle_ttl: Duration,
+    pub(crate) ended_call_retention: Duration,
+    pub(crate) max_live_calls: usize,
+    pub(crate) max_queues: usize,
+    pub(crate) event_capacity: usize,
+}
+
+/// What the engine keeps per tenant besides its calls and queues (which live in the shards).
+#[derive(Debug)]
+pub(crate) struct TenantState {
+    pub(crate) index: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) live_calls: AtomicUsize,
+    /// Names of the tenant's queues, sorted: the queue list and the queue cap. Taken only
+    /// while shard locks are held, never the other way round.
+    pub(crate) queue_names: Mutex<BTreeSet<Arc<str>>>,
+}
+
+impl TenantState {
+    /// Counts one more live call, unless the cap is reached.
+    pub(crate) fn reserve_call(&self, cap: usize) -> Result<()> {
+        self.live_calls
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
+            .map(|_| ())
+            .map_err(|_| Error::LimitReached { what: "live calls", limit: cap })
+    }
+
+    pub(crate) fn release_call(&self) {
+        self.live_calls.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Registers a queue name, unless the cap is reached.
+    pub(crate) fn reserve_queue(&self, name: &Arc<str>, cap: usize) -> Result<()> {
+        let mut names = self.queue_names.lock();
+        if names.len() >= cap {
+            return Err(Error::LimitReached { what: "queues", limit: cap });
+        }
+        names.insert(name.clone());
+        Ok(())
+    }
+
+    pub(crate) fn release_queue(&self, name: &str) {
+        self.queue_names.lock().remove(name);
+    }
+}
+
+#[derive(Debug, Default)]
+struct TenantRegistry {
+    by_name: hashbrown::HashMap<Arc<str>, Arc<TenantState>>,
+    by_index: Vec<Arc<TenantState>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) clock: Clock,
+    pub(crate) shards: Shards,
+    pub(crate) bus: EventBus,
+    tenants: RwLock<TenantRegistry>,
+    /// A lower bound on the earliest pending timer of any shard (`u64::MAX`: none). Read by
+    /// every command, written only when an earlier timer is set: it stays shared between
+    /// cores instead of bouncing.
+    pub(crate) next_due: AtomicU64,
+    /// One maintenance run at a time; commands that find timers due wait for it, so that
+    /// no command sees a state in which a due timer has not fired.
+    maintenance: Mutex<()>,
+}
+
+impl Inner {
+    pub(crate) fn tenants(&self) -> Vec<Arc<TenantState>> {
+        self.tenants.read().by_index.clone()
+    }
+
+    pub(crate) fn tenant_by_index(&self, index: u32) -> Option<Arc<TenantState>> {
+        self.tenants.read().by_index.get(index as usize).cloned()
+    }
+
+    /// Reads the clock once and fires whatever is due first.
+    pub(crate) fn begin(&self) -> Timestamp {
+        let now = self.clock.now();
+        if now.as_micros() >= self.next_due.load(Ordering::Acquire) {
+            self.run_due(now);
+        }
+        now
+    }
+
+    pub(crate) fn note_timer(&self, at: Timestamp) {
+        self.next_due.fetch_min(at.as_micros(), Ordering::AcqRel);
+    }
+
+    /// Fires every timer due at `now`, in time order (ties: deadlines in enqueue order, then
+    /// idle queues, then forgetting calls). Timers set while firing (a queue that a timeout
+    /// emptied) are fired in a next round if already due.
+    pub(crate) fn run_due(&self, now: Timestamp) -> usize {
+        let _one_at_a_time = self.maintenance.lock();
+        let mut fired = 0;
+        let mut due = Vec::new();
+        while now.as_micros() >= self.next_due.load(Ordering::Acquire) {
+            // Reset first: a timer set concurrently lowers it again after this store.
+            self.next_due.store(u64::MAX, Ordering::Release);
+            due.clear();
+            for shard in self.shards.iter() {
+                let mut s = shard.lock();
+                s.timers.take_due(now, &mut due);
+                if let Some(at) = s.timers.earliest() {
+                    self.note_timer(at);
+                }
+            }
+            due.sort_by(|a, b| (a.0, a.1.tie_key()).cmp(&(b.0, b.1.tie_key())));
+            for (at, timer) in due.drain(..) {
+                fired += usize::from(self.fire(at, &timer));
+            }
+        }
+        fired
+    }
+
+    fn fire(&self, at: Timestamp, timer: &Timer) -> bool {
+        let tenant = match timer {
+            Timer::Deadline { tenant, .. } | Timer::Idle { tenant, .. } | Timer::Forget { tenant, .. } => *tenant,
+        };
+        let Some(tenant) = self.tenant_by_index(tenant) else { return false };
+        crate::rules::fire_timer(self, &tenant, at, timer)
+    }
+}
+
+/// The call-queue engine: a cheap-to-clone handle, safe to share between threads.
+///
+/// Calls and queues belong to tenants; [`Engine::tenant`] gives the handle that runs
+/// commands for one of them, and [`Engine::default_tenant`] the one for single-tenant use.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::builder().build()
+    }
+}
+
+impl Engine {
+    /// A builder with every default.
+    #[must_use]
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The handle for tenant `name` (made on first use). Keep it: making one takes a lock.
+    #[must_use]
+    pub fn tenant(&self, name: &str) -> Tenant {
+        if let Some(state) = self.inner.tenants.read().by_name.get(name) {
+            return Tenant { engine: self.clone(), state: state.clone() };
+        }
+        let mut reg = self.inner.tenants.write();
+        let state = if let Some(state) = reg.by_name.get(name) {
+            state.clone()
+        } else {
+            let state = Arc::new(TenantState {
+                index: u32::try_from(reg.by_index.len()).expect("fewer than 2^32 tenants"),
+                name: name.into(),
+                live_calls: AtomicUsize::new(0),
+                queue_names: Mutex::default(),
+            });
+            reg.by_index.push(state.clone());
+            reg.by_name.insert(state.name.clone(), state.clone());
+            state
+        };
+        Tenant { engine: self.clone(), state }
+    }
+
+    /// The handle for the tenant named `"default"`.
+    #[must_use]
+    pub fn default_tenant(&self) -> Tenant {
+        self.tenant(DEFAULT_TENANT)
+    }
+
+    /// Every event of every tenant from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> Subscription {
+        self.inner.bus.subscribe(None, self.inner.config.event_capacity)
+    }
+
+    /// Every event of one tenant from now on.
+    #[must_use]
+    pub fn subscribe_tenant(&self, tenant: &str) -> Subscription {
+        self.inner.bus.subscribe(Some(tenant.into()), self.inner.config.event_capacity)
+    }
+
+    /// The engine's clock.
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Fires every timer due now (max-wait expiry, idle queues, forgetting ended calls) and
+    /// returns how many changed something. Commands do this on their own when they find
+    /// work due; frontends also call it periodically so timers fire without traffic.
+    pub fn run_pending_tasks(&self) -> usize {
+        let now = self.inner.clock.now();
+        self.inner.run_due(now)
+    }
+
+    /// When the earliest pending timer is due, if any: a frontend sleeps until then.
+    #[must_use]
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        match self.inner.next_due.load(Ordering::Acquire) {
+            u64::MAX => None,
+            t => Some(Timestamp::from_micros(t)),
+        }
+    }
+
+    /// Checks the engine's invariants (every queued call in exactly the queue that lists it,
+    /// positions dense, sizes equal to members, bridges symmetric, counters right). Takes
+    /// every lock: for tests and fuzzing, not for production paths.
+    ///
+    /// # Errors
+    /// A description of the first broken invariant.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        crate::invariants::check(&self.inner)
+    }
+
+    /// How long an empty auto queue is kept.
+    #[must_use]
+    pub fn queue_idle_ttl(&self) -> Duration {
+        self.inner.config.queue_idle_ttl
+    }
+}
+
+/// Runs commands for one tenant. Cheap to clone; another tenant's calls and queues answer
+/// exactly as if they did not exist.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub(crate) engine: Engine,
+    pub(crate) state: Arc<TenantState>,
+}
+
+impl Tenant {
+    /// The tenant's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// The engine this tenant lives in.
+    #[must_use]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Live (not ended) calls of this tenant.
+    #[must_use]
+    pub fn live_calls(&self) -> usize {
+        self.state.live_calls.load(Ordering::Acquire)
+    }
+}

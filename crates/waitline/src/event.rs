@@ -1,0 +1,448 @@
+//! Events: one per state change (SPEC.md section 4), and the bus that hands them to
+//! subscribers.
+//!
+//! A command's events are handed to every subscriber's channel as one batch at the moment the
+//! command commits, while it still holds the locks of the calls it changed: so events of one
+//! call reach every subscriber in the order the changes happened, and a command's events stay
+//! together. Subscriber code never runs under an engine lock, and a subscriber that does not
+//! keep up loses batches (counted) instead of slowing commands.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::RwLock;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::call::CallIdentity;
+use crate::clock::Timestamp;
+
+/// Why a call left a queue (typed removal cause).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DequeueReason {
+    /// Bridged with another call (an agent's bridge to the queue, or a direct bridge).
+    Bridged,
+    /// Hung up while waiting (or found dead at the head, when kept after hangup).
+    Hangup,
+    /// `leave_queue`, a move to another queue, or removal through the queue API.
+    Leave,
+    /// `max_wait_time_secs` ran out.
+    Timeout,
+}
+
+impl DequeueReason {
+    /// The reason's name on the wire.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Bridged => "bridged",
+            Self::Hangup => "hangup",
+            Self::Leave => "leave",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// Which party ended a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HangupSource {
+    /// The call itself hung up (a hangup command).
+    Caller,
+    /// The other leg of its bridge went away (the unbridge rule, SPEC.md 2.5).
+    Callee,
+}
+
+/// Why a queue was deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueDeletedReason {
+    /// By the delete call.
+    Explicit,
+    /// Empty and unchanged for `queue_idle_ttl`.
+    Idle,
+}
+
+/// The call an event is about, with its client state at the time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSubject {
+    /// The call.
+    pub call: Arc<CallIdentity>,
+    /// Its client state when the event happened.
+    pub client_state: Option<Arc<str>>,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A call was created (dial or transfer).
+    CallInitiated(CallSubject),
+    /// A call was answered (at once, for dialed calls).
+    CallAnswered(CallSubject),
+    /// A call left a queue.
+    CallDequeued {
+        /// The call.
+        subject: CallSubject,
+        /// The queue's name.
+        queue: Arc<str>,
+        /// The position it had when it left.
+        queue_position: usize,
+        /// Why it left.
+        reason: DequeueReason,
+        /// Whole seconds waited.
+        wait_time_secs: u64,
+    },
+    /// A call was bridged (one event per leg).
+    CallBridged(CallSubject),
+    /// A call hung up.
+    CallHangup {
+        /// The call.
+        subject: CallSubject,
+        /// Who ended it.
+        source: HangupSource,
+    },
+    /// A call joined a queue.
+    CallEnqueued {
+        /// The call.
+        subject: CallSubject,
+        /// The queue's name.
+        queue: Arc<str>,
+        /// Its 1-based position.
+        current_position: usize,
+        /// The queue's average wait when it joined.
+        queue_avg_wait_time_secs: u64,
+    },
+    /// [ext] A queue was created (stream subscribers only, never webhooks).
+    QueueCreated {
+        /// The queue's name.
+        queue: Arc<str>,
+        /// Its new id.
+        queue_id: Uuid,
+    },
+    /// [ext] A queue was deleted (stream subscribers only, never webhooks).
+    QueueDeleted {
+        /// The queue's name.
+        queue: Arc<str>,
+        /// Its id.
+        queue_id: Uuid,
+        /// Why.
+        reason: QueueDeletedReason,
+    },
+}
+
+impl EventKind {
+    /// The `event_type` on the wire.
+    #[must_use]
+    pub const fn event_type(&self) -> &'static str {
+        match self {
+            Self::CallInitiated(_) => "call.initiated",
+            Self::CallAnswered(_) => "call.answered",
+            Self::CallDequeued { .. } => "call.dequeued",
+            Self::CallBridged(_) => "call.bridged",
+            Self::CallHangup { .. } => "call.hangup",
+            Self::CallEnqueued { .. } => "call.enqueued",
+            Self::QueueCreated { .. } => "queue.created",
+            Self::QueueDeleted { .. } => "queue.deleted",
+        }
+    }
+
+    /// The order of kinds within one command (SPEC.md 4: dequeued, bridged, hangup,
+    /// enqueued; a call is created before anything happens to it, a queue before a call
+    /// joins it).
+    pub(crate) const fn rank(&self) -> u8 {
+        match self {
+            Self::CallInitiated(_) => 0,
+            Self::CallAnswered(_) => 1,
+            Self::CallDequeued { .. } => 2,
+            Self::QueueDeleted { .. } => 3,
+            Self::CallBridged(_) => 4,
+            Self::CallHangup { .. } => 5,
+            Self::QueueCreated { .. } => 6,
+            Self::CallEnqueued { .. } => 7,
+        }
+    }
+
+    /// The call the event is about, if it is a call event.
+    #[must_use]
+    pub const fn subject(&self) -> Option<&CallSubject> {
+        match self {
+            Self::CallInitiated(s) | Self::CallAnswered(s) | Self::CallBridged(s) => Some(s),
+            Self::CallDequeued { subject, .. }
+            | Self::CallHangup { subject, .. }
+            | Self::CallEnqueued { subject, .. } => Some(subject),
+            Self::QueueCreated { .. } | Self::QueueDeleted { .. } => None,
+        }
+    }
+
+    /// Whether the event goes to webhooks (the Telnyx ones) or only to streams ([ext]).
+    #[must_use]
+    pub const fn is_webhook_event(&self) -> bool {
+        self.subject().is_some()
+    }
+}
+
+/// One event, serialised as the `data` object of the Telnyx envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Unique id of the event.
+    pub id: Uuid,
+    /// When the change happened (for a timeout: the deadline itself).
+    pub occurred_at: Timestamp,
+    /// The tenant whose call or queue changed.
+    pub tenant: Arc<str>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// The `event_type` on the wire.
+    #[must_use]
+    pub const fn event_type(&self) -> &'static str {
+        self.kind.event_type()
+    }
+
+    /// The payload object alone (SPEC.md 4).
+    #[must_use]
+    pub const fn payload(&self) -> Payload<'_> {
+        Payload(self)
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("record_type", "event")?;
+        m.serialize_entry("event_type", self.event_type())?;
+        m.serialize_entry("id", &self.id)?;
+        m.serialize_entry("occurred_at", &self.occurred_at)?;
+        m.serialize_entry("payload", &Payload(self))?;
+        m.end()
+    }
+}
+
+/// The `payload` object of an event.
+#[derive(Debug, Clone, Copy)]
+pub struct Payload<'a>(&'a Event);
+
+impl Serialize for Payload<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(subject) = self.0.kind.subject() {
+            let c = &subject.call;
+            m.serialize_entry("call_control_id", &*c.call_control_id)?;
+            m.serialize_entry("call_leg_id", &c.call_leg_id)?;
+            m.serialize_entry("call_session_id", &c.call_session_id)?;
+            m.serialize_entry("connection_id", &*c.connection_id)?;
+            m.serialize_entry("client_state", &subject.client_state.as_deref())?;
+        }
+        match &self.0.kind {
+            EventKind::CallInitiated(s) => {
+                m.serialize_entry("from", &*s.call.from)?;
+                m.serialize_entry("to", &*s.call.to)?;
+                m.serialize_entry("direction", "outgoing")?;
+                m.serialize_entry("state", "bridging")?;
+            }
+            EventKind::CallAnswered(s) => {
+                m.serialize_entry("from", &*s.call.from)?;
+                m.serialize_entry("to", &*s.call.to)?;
+                m.serialize_entry("start_time", &s.call.start_time)?;
+                m.serialize_entry("state", "answered")?;
+            }
+            EventKind::CallDequeued { queue, queue_position, reason, wait_time_secs, .. } => {
+                m.serialize_entry("queue", &**queue)?;
+                m.serialize_entry("queue_position", queue_position)?;
+                m.serialize_entry("reason", reason)?;
+                m.serialize_entry("wait_time_secs", wait_time_secs)?;
+            }
+            EventKind::CallBridged(s) => {
+                m.serialize_entry("from", &*s.call.from)?;
+                m.serialize_entry("to", &*s.call.to)?;
+            }
+            EventKind::CallHangup { subject, source } => {
+                m.serialize_entry("from", &*subject.call.from)?;
+                m.serialize_entry("to", &*subject.call.to)?;
+                m.serialize_entry("start_time", &subject.call.start_time)?;
+                m.serialize_entry("hangup_cause", "normal_clearing")?;
+                m.serialize_entry("hangup_source", source)?;
+                m.serialize_entry("sip_hangup_cause", "unspecified")?;
+                m.serialize_entry("state", "hangup")?;
+            }
+            EventKind::CallEnqueued { queue, current_position, queue_avg_wait_time_secs, .. } => {
+                m.serialize_entry("queue", &**queue)?;
+                m.serialize_entry("current_position", current_position)?;
+                m.serialize_entry("queue_avg_wait_time_secs", queue_avg_wait_time_secs)?;
+            }
+            EventKind::QueueCreated { queue, queue_id } => {
+                m.serialize_entry("queue", &**queue)?;
+                m.serialize_entry("queue_id", queue_id)?;
+            }
+            EventKind::QueueDeleted { queue, queue_id, reason } => {
+                m.serialize_entry("queue", &**queue)?;
+                m.serialize_entry("queue_id", queue_id)?;
+                m.serialize_entry("reason", reason)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// The events of one command, in order, all of one tenant.
+pub(crate) type Batch = Arc<[Event]>;
+
+#[derive(Debug)]
+struct Subscriber {
+    tenant: Option<Arc<str>>,
+    sender: Sender<Batch>,
+    dropped: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
+}
+
+/// Fan-out of committed event batches to subscribers.
+#[derive(Debug, Default)]
+pub(crate) struct EventBus {
+    subscribers: RwLock<Vec<Subscriber>>,
+    /// Read on every command to skip building events nobody will read.
+    count: AtomicUsize,
+}
+
+impl EventBus {
+    pub(crate) fn has_subscribers(&self) -> bool {
+        self.count.load(Ordering::Relaxed) > 0
+    }
+
+    pub(crate) fn subscribe(&self, tenant: Option<Arc<str>>, capacity: usize) -> Subscription {
+        let (sender, receiver) = crossbeam_channel::bounded(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let closed = Arc::new(AtomicBool::new(false));
+        let mut subs = self.subscribers.write();
+        subs.retain(|s| !s.closed.load(Ordering::Relaxed));
+        subs.push(Subscriber { tenant, sender, dropped: dropped.clone(), closed: closed.clone() });
+        self.count.store(subs.len(), Ordering::Relaxed);
+        Subscription { receiver, current: None, next: 0, dropped, closed }
+    }
+
+    /// Hands a batch to every subscriber of its tenant without waiting.
+    pub(crate) fn publish(&self, tenant: &str, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let batch: Batch = events.into();
+        let mut any_closed = false;
+        {
+            let subs = self.subscribers.read();
+            for sub in subs.iter() {
+                if sub.closed.load(Ordering::Relaxed) {
+                    any_closed = true;
+                    continue;
+                }
+                if sub.tenant.as_deref().is_some_and(|t| t != tenant) {
+                    continue;
+                }
+                match sub.sender.try_send(batch.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        sub.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => any_closed = true,
+                }
+            }
+        }
+        if any_closed {
+            let mut subs = self.subscribers.write();
+            subs.retain(|s| !s.closed.load(Ordering::Relaxed));
+            self.count.store(subs.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A stream of events; each subscriber gets its own copy of every batch.
+///
+/// Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    receiver: Receiver<Batch>,
+    current: Option<Batch>,
+    next: usize,
+    dropped: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Subscription {
+    fn take_buffered(&mut self) -> Option<Event> {
+        let batch = self.current.as_ref()?;
+        let ev = batch.get(self.next).cloned();
+        self.next += 1;
+        if self.next >= batch.len() {
+            self.current = None;
+            self.next = 0;
+        }
+        ev
+    }
+
+    fn load(&mut self, batch: Batch) {
+        self.current = Some(batch);
+        self.next = 0;
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        loop {
+            if let Some(ev) = self.take_buffered() {
+                return Some(ev);
+            }
+            let batch = self.receiver.try_recv().ok()?;
+            self.load(batch);
+        }
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(ev) = self.take_buffered() {
+                return Some(ev);
+            }
+            let batch = self.receiver.recv_deadline(deadline).ok()?;
+            self.load(batch);
+        }
+    }
+
+    /// The next event, waiting as long as it takes (`None` once the engine is gone).
+    pub fn recv(&mut self) -> Option<Event> {
+        loop {
+            if let Some(ev) = self.take_buffered() {
+                return Some(ev);
+            }
+            let batch = self.receiver.recv().ok()?;
+            self.load(batch);
+        }
+    }
+
+    /// Every event waiting now, oldest first.
+    pub fn drain(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.try_recv()).collect()
+    }
+
+    /// Events this subscriber lost because its channel was full.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Event;
+    fn next(&mut self) -> Option<Event> {
+        self.recv()
+    }
+}

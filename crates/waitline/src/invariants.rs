@@ -1,0 +1,96 @@
+//! A full consistency check of the engine's state, for tests, stress runs and fuzzing.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::call::Link;
+use crate::engine::Inner;
+use crate::shard::{CallLookup, QueueLookup};
+
+pub(crate) fn check(inner: &Inner) -> Result<(), String> {
+    // Ascending shard order, as every command takes them.
+    let shards: Vec<_> = inner.shards.iter().map(parking_lot::Mutex::lock).collect();
+    let tenants = inner.tenants();
+    let mut live: HashMap<u32, usize> = HashMap::new();
+    let mut queue_names: HashMap<u32, BTreeSet<String>> = HashMap::new();
+    let find_call = |tenant: u32, id: &str| {
+        let shard = &shards[inner.shards.of_call(tenant, id)];
+        shard.calls.get(&CallLookup::new(tenant, id))
+    };
+    let find_queue = |tenant: u32, name: &str| {
+        let shard = &shards[inner.shards.of_queue(tenant, name)];
+        shard.queues.get(&QueueLookup::new(tenant, name))
+    };
+
+    for (index, shard) in shards.iter().enumerate() {
+        for (key, rec) in &shard.calls {
+            let id = &*rec.ident.call_control_id;
+            if inner.shards.of_call(key.tenant, id) != index {
+                return Err(format!("call {id} in the wrong shard"));
+            }
+            if !rec.is_ended() {
+                *live.entry(key.tenant).or_default() += 1;
+            }
+            match &rec.link {
+                Link::None => {}
+                Link::Queued(q) => {
+                    let queue = find_queue(key.tenant, q).ok_or(format!("call {id} queued in missing queue {q}"))?;
+                    let m = queue.member(id).ok_or(format!("call {id} not a member of its queue {q}"))?;
+                    if m.alive == rec.is_ended() {
+                        return Err(format!("member {id} alive={} but call ended={}", m.alive, rec.is_ended()));
+                    }
+                }
+                Link::Bridged { with, .. } => {
+                    if rec.is_ended() {
+                        return Err(format!("ended call {id} still bridged"));
+                    }
+                    let other = find_call(key.tenant, &with.call_control_id)
+                        .ok_or(format!("call {id} bridged with a missing call"))?;
+                    if other.bridged_with().map(|o| &*o.call_control_id) != Some(id) {
+                        return Err(format!("bridge of {id} is not symmetric"));
+                    }
+                }
+            }
+        }
+        for (key, q) in &shard.queues {
+            if inner.shards.of_queue(key.tenant(), &q.name) != index {
+                return Err(format!("queue {} in the wrong shard", q.name));
+            }
+            queue_names.entry(key.tenant()).or_default().insert(q.name.to_string());
+            let mut positions = Vec::new();
+            let mut count = 0;
+            for m in q.members_in_arrival_order() {
+                count += 1;
+                let id = &*m.call.call_control_id;
+                let rec = find_call(key.tenant(), id).ok_or(format!("member {id} of {} has no call", q.name))?;
+                if rec.queue().map(|n| &**n) != Some(&*q.name) {
+                    return Err(format!("member {id} of {} points elsewhere", q.name));
+                }
+                positions.push(q.position(id).ok_or(format!("member {id} without position"))?);
+            }
+            if count != q.len() {
+                return Err(format!("queue {} counts {} but has {count}", q.name, q.len()));
+            }
+            positions.sort_unstable();
+            if positions != (1..=count).collect::<Vec<_>>() {
+                return Err(format!("queue {} positions are not 1..={count}", q.name));
+            }
+            if let Some(head) = q.head() {
+                if q.position(&head.call.call_control_id) != Some(1) {
+                    return Err(format!("queue {} head is not at position 1", q.name));
+                }
+            }
+        }
+    }
+    for t in tenants {
+        let counted = t.live_calls.load(std::sync::atomic::Ordering::Acquire);
+        let found = live.get(&t.index).copied().unwrap_or(0);
+        if counted != found {
+            return Err(format!("tenant {} counts {counted} live calls, has {found}", t.name));
+        }
+        let registered: BTreeSet<String> = t.queue_names.lock().iter().map(ToString::to_string).collect();
+        if registered != queue_names.remove(&t.index).unwrap_or_default() {
+            return Err(format!("tenant {} queue registry differs from its queues", t.name));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Service order of one queue: priority bands served highest first, first-in-first-out
+//! within a band, with O(log n) position, removal from anywhere, and head lookup.
+//!
+//! Every member gets a slot numbered by arrival (`Seq`). Each priority band keeps a Fenwick
+//! tree over the slots marking its members, so a member's position is the size of the bands
+//! above it plus a prefix count in its own band. Removal clears a slot (no shifting). When
+//! the slot array fills up it is compacted (live members renumbered in arrival order) or
+//! doubled; when it becomes sparse it shrinks. Both are amortised O(1) per operation.
+
+/// Number of priority bands (priorities `0..=9`).
+pub(crate) const BANDS: usize = 10;
+
+/// A slot number: arrival order within one queue. Changes only on compaction, which reports
+/// every move through the `relocate` callback.
+pub(crate) type Seq = usize;
+
+const MIN_CAPACITY: usize = 16;
+
+/// Counts over slots `0..cap`, 1-based internally.
+#[derive(Debug, Default, Clone)]
+struct Fenwick {
+    tree: Vec<u32>,
+}
+
+impl Fenwick {
+    fn is_allocated(&self) -> bool {
+        !self.tree.is_empty()
+    }
+
+    fn with_capacity(cap: usize) -> Self {
+        Self { tree: vec![0; cap + 1] }
+    }
+
+    fn add(&mut self, slot: usize, delta: i32) {
+        let mut i = slot + 1;
+        while i < self.tree.len() {
+            self.tree[i] = self.tree[i].wrapping_add_signed(delta);
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Number of marked slots in `0..=slot`.
+    fn prefix(&self, slot: usize) -> u32 {
+        let mut i = slot + 1;
+        let mut sum = 0;
+        while i > 0 {
+            sum += self.tree[i];
+            i &= i - 1;
+        }
+        sum
+    }
+
+    /// The slot of the `k`-th marked slot (`k >= 1`). The caller guarantees it exists.
+    fn select(&self, mut k: u32) -> usize {
+        let cap = self.tree.len() - 1; // a power of two
+        let mut pos = 0;
+        let mut step = cap;
+        while step > 0 {
+            let next = pos + step;
+            if next <= cap && self.tree[next] < k {
+                pos = next;
+                k -= self.tree[next];
+            }
+            step >>= 1;
+        }
+        pos // 1-based `pos + 1` is the answer; as a 0-based slot that is `pos`
+    }
+
+    /// Rebuilds in O(cap) from the marked slots.
+    fn rebuild(cap: usize, marked: impl Iterator<Item = usize>) -> Self {
+        let mut f = Self::with_capacity(cap);
+        for slot in marked {
+            f.tree[slot + 1] += 1;
+        }
+        for i in 1..=cap {
+            let parent = i + (i & i.wrapping_neg());
+            if parent <= cap {
+                f.tree[parent] += f.tree[i];
+            }
+        }
+        f
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry<T> {
+    band: u8,
+    value: T,
+}
+
+/// Members of one queue in service order.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberOrder<T> {
+    slots: Vec<Option<Entry<T>>>,
+    cap: usize,
+    /// No live slot below this index (advanced lazily).
+    first_live: usize,
+    band_len: [u32; BANDS],
+    trees: [Fenwick; BANDS],
+    len: usize,
+}
+
+impl<T> Default for MemberOrder<T> {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            cap: MIN_CAPACITY,
+            first_live: 0,
+            band_len: [0; BANDS],
+            trees: Default::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> MemberOrder<T> {
+    /// Number of members.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends `value` at the end of `band`. `relocate` is told of every member that a
+    /// compaction renumbers (the new member included, with its final slot).
+    pub(crate) fn push(&mut self, band: u8, value: T, mut relocate: impl FnMut(&T, Seq)) -> Seq {
+        debug_assert!((band as usize) < BANDS);
+        if self.slots.len() == self.cap {
+            // Full: compact when at least half the slots are holes, else grow.
+            let new_cap = if self.len * 2 <= self.cap { self.cap } else { self.cap * 2 };
+            self.rebuild(new_cap, &mut relocate);
+        }
+        let seq = self.slots.len();
+        self.slots.push(Some(Entry { band, value }));
+        self.mark(seq, band, 1);
+        self.len += 1;
+        seq
+    }
+
+    /// Removes the member in `seq`.
+    pub(crate) fn remove(&mut self, seq: Seq, relocate: impl FnMut(&T, Seq)) -> T {
+        let entry = self.slots[seq].take().expect("removing an empty slot");
+        self.mark(seq, entry.band, -1);
+        self.len -= 1;
+        if self.len == 0 {
+            *self = Self::default();
+        } else {
+            while self.slots[self.first_live].is_none() {
+                self.first_live += 1;
+            }
+            // Shrink when sparse; amortised against the removals that made it so.
+            if self.cap > 1024 && self.len * 8 < self.cap {
+                let new_cap = (self.len * 2).next_power_of_two().max(MIN_CAPACITY);
+                self.rebuild(new_cap, relocate);
+            }
+        }
+        entry.value
+    }
+
+    pub(crate) fn get(&self, seq: Seq) -> &T {
+        &self.slots[seq].as_ref().expect("empty slot").value
+    }
+
+    pub(crate) fn get_mut(&mut self, seq: Seq) -> &mut T {
+        &mut self.slots[seq].as_mut().expect("empty slot").value
+    }
+
+    /// 1-based position of the member in `seq`.
+    pub(crate) fn position(&self, seq: Seq) -> usize {
+        let band = self.slots[seq].as_ref().expect("empty slot").band as usize;
+        let above: u32 = self.band_len[band + 1..].iter().sum();
+        (above + self.trees[band].prefix(seq)) as usize
+    }
+
+    /// The member at 1-based `position`, if any.
+    pub(crate) fn seq_at(&self, position: usize) -> Option<Seq> {
+        if position == 0 || position > self.len {
+            return None;
+        }
+        let mut k = u32::try_from(position).ok()?;
+        for band in (0..BANDS).rev() {
+            if k <= self.band_len[band] {
+                return Some(self.trees[band].select(k));
+            }
+            k -= self.band_len[band];
+        }
+        None
+    }
+
+    /// The member served next.
+    pub(crate) fn head(&self) -> Option<Seq> {
+        self.seq_at(1)
+    }
+
+    /// The member that arrived first (whatever its band).
+    pub(crate) fn oldest(&self) -> Option<&T> {
+        self.slots.get(self.first_live)?.as_ref().map(|e| &e.value)
+    }
+
+    /// Moves the member in `seq` to `band`, keeping its arrival order.
+    pub(crate) fn set_band(&mut self, seq: Seq, band: u8) {
+        let entry = self.slots[seq].as_mut().expect("empty slot");
+        let old = entry.band;
+        if old != band {
+            entry.band = band;
+            self.mark(seq, old, -1);
+            self.mark(seq, band, 1);
+        }
+    }
+
+    /// Members in arrival order (not service order), for whole-queue scans.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots[self.first_live.min(self.slots.len())..]
+            .iter()
+            .filter_map(|s| s.as_ref().map(|e| &e.value))
+    }
+
+    fn mark(&mut self, seq: Seq, band: u8, delta: i32) {
+        let b = band as usize;
+        if !self.trees[b].is_allocated() {
+            self.trees[b] = Fenwick::with_capacity(self.cap);
+        }
+        self.trees[b].add(seq, delta);
+        self.band_len[b] = self.band_len[b].wrapping_add_signed(delta);
+    }
+
+    /// Renumbers live members densely in arrival order into `new_cap` slots.
+    fn rebuild(&mut self, new_cap: usize, mut relocate: impl FnMut(&T, Seq)) {
+        let old = std::mem::take(&mut self.slots);
+        let mut slots = Vec::with_capacity(new_cap);
+        for entry in old.into_iter().flatten() {
+            relocate(&entry.value, slots.len());
+            slots.push(Some(entry));
+        }
+        self.slots = slots;
+        self.cap = new_cap;
+        self.first_live = 0;
+        for band in 0..BANDS {
+            let b = u8::try_from(band).unwrap_or(0);
+            self.trees[band] = if self.band_len[band] == 0 {
+                Fenwick::default()
+            } else {
+                let marked = self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.as_ref().is_some_and(|e| e.band == b))
+                    .map(|(i, _)| i);
+                Fenwick::rebuild(new_cap, marked)
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// The obvious model: a vector in service order.
+    #[derive(Default)]
+    struct Model {
+        members: Vec<(u8, u64)>, // (band, id) in arrival order
+    }
+
+    impl Model {
+        fn service_order(&self) -> Vec<u64> {
+            let mut v: Vec<_> = self.members.iter().enumerate().collect();
+            v.sort_by_key(|(i, (band, _))| (std::cmp::Reverse(*band), *i));
+            v.into_iter().map(|(_, (_, id))| *id).collect()
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(u8),
+        Remove(usize),
+        PopHead,
+        SetBand(usize, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..3).prop_map(Op::Push),
+            2 => any::<usize>().prop_map(Op::Remove),
+            2 => Just(Op::PopHead),
+            1 => (any::<usize>(), 0u8..3).prop_map(|(i, b)| Op::SetBand(i, b)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_sorted_vector(ops in proptest::collection::vec(op(), 1..400)) {
+            let mut order = MemberOrder::<u64>::default();
+            let mut seqs: HashMap<u64, Seq> = HashMap::new();
+            let mut model = Model::default();
+            let mut next_id = 0u64;
+            for op in ops {
+                match op {
+                    Op::Push(band) => {
+                        let id = next_id;
+                        next_id += 1;
+                        let seq = order.push(band, id, |v, s| { seqs.insert(*v, s); });
+                        seqs.insert(id, seq);
+                        model.members.push((band, id));
+                    }
+                    Op::Remove(i) | Op::SetBand(i, _) if model.members.is_empty() => { let _ = i; }
+                    Op::Remove(i) => {
+                        let (_, id) = model.members.remove(i % model.members.len());
+                        let seq = seqs.remove(&id).unwrap();
+                        let got = order.remove(seq, |v, s| { seqs.insert(*v, s); });
+                        prop_assert_eq!(got, id);
+                    }
+                    Op::PopHead => {
+                        let expected = model.service_order().first().copied();
+                        let got = order.head().map(|s| *order.get(s));
+                        prop_assert_eq!(got, expected);
+                        if let Some(id) = expected {
+                            model.members.retain(|(_, m)| *m != id);
+                            let seq = seqs.remove(&id).unwrap();
+                            order.remove(seq, |v, s| { seqs.insert(*v, s); });
+                        }
+                    }
+                    Op::SetBand(i, band) => {
+                        let i = i % model.members.len();
+                        model.members[i].0 = band;
+                        order.set_band(seqs[&model.members[i].1], band);
+                    }
+                }
+                let expected = model.service_order();
+                prop_assert_eq!(order.len(), expected.len());
+                for (pos, id) in expected.iter().enumerate() {
+                    prop_assert_eq!(order.position(seqs[id]), pos + 1);
+                    prop_assert_eq!(order.seq_at(pos + 1), Some(seqs[id]));
+                }
+                prop_assert_eq!(order.seq_at(expected.len() + 1), None);
+                prop_assert_eq!(order.oldest().copied(), model.members.first().map(|m| m.1));
+            }
+        }
+    }
+
+    #[test]
+    fn grows_compacts_and_shrinks() {
+        let mut order = MemberOrder::<u64>::default();
+        let mut seqs: HashMap<u64, Seq> = HashMap::new();
+        for id in 0..5000u64 {
+            let s = order.push(0, id, |v, s| { seqs.insert(*v, s); });
+            seqs.insert(id, s);
+        }
+        // Remove all but every 100th, from the head, so the array becomes sparse.
+        for id in 0..5000u64 {
+            if id % 100 != 0 {
+                let s = seqs.remove(&id).unwrap();
+                order.remove(s, |v, s| { seqs.insert(*v, s); });
+            }
+        }
+        assert_eq!(order.len(), 50);
+        assert!(order.cap <= 128, "shrank to {}", order.cap);
+        for (i, id) in (0..5000u64).step_by(100).enumerate() {
+            assert_eq!(order.position(seqs[&id]), i + 1);
+        }
+    }
+}

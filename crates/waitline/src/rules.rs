@@ -1,0 +1,731 @@
+//! The rules of SPEC.md sections 2 and 3: every command, and what each timer does when it
+//! fires. Each command checks everything first (taking the locks it needs as it reads), then
+//! applies its changes, which cannot fail past the first step.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::call::{CallIdentity, CallInfo, CallRecord, Link};
+use crate::clock::Timestamp;
+use crate::engine::{Inner, Tenant, TenantState};
+use crate::error::{CallbackInfo, Error, Result};
+use crate::event::{DequeueReason, EventKind, HangupSource, QueueDeletedReason};
+use crate::params::{
+    validate_max_size, validate_queue_name, BridgeParams, BridgeTarget, CommandOptions, DialParams,
+    EnqueueParams, Page, PageRequest, QueueCallUpdate, TransferParams, DEFAULT_EXPLICIT_QUEUE_SIZE,
+};
+use crate::queue::{Member, Queue, QueueCallInfo, QueueInfo};
+use crate::shard::{Step, Txn};
+use crate::timers::Timer;
+
+/// What a command knows of its call once it passed the common checks.
+struct CallView {
+    ident: Arc<CallIdentity>,
+    link: Link,
+}
+
+impl CallView {
+    fn id(&self) -> &str {
+        &self.ident.call_control_id
+    }
+
+    fn queue(&self) -> Option<&Arc<str>> {
+        match &self.link {
+            Link::Queued(q) => Some(q),
+            _ => None,
+        }
+    }
+}
+
+/// A fresh Telnyx-style id: `v3:` and 40 URL-safe characters from 240 random bits.
+fn new_call_control_id() -> Box<str> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut id = String::with_capacity(43);
+    id.push_str("v3:");
+    for _ in 0..2 {
+        // 20 characters of 6 bits from the 122 random bits of a v4 UUID.
+        let mut bits = Uuid::new_v4().as_u128();
+        for _ in 0..20 {
+            id.push(char::from(ALPHABET[(bits & 63) as usize]));
+            bits >>= 6;
+        }
+    }
+    id.into_boxed_str()
+}
+
+fn new_identity(id: Box<str>, from: &str, to: &str, connection_id: Arc<str>, webhook_url: Option<&str>, now: Timestamp) -> Arc<CallIdentity> {
+    Arc::new(CallIdentity {
+        call_control_id: id,
+        call_leg_id: Uuid::new_v4(),
+        call_session_id: Uuid::new_v4(),
+        connection_id,
+        from: from.into(),
+        to: to.into(),
+        start_time: now,
+        webhook_url: webhook_url.map(Into::into),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Building blocks of the changes. They run after the checks, with every lock held.
+// ---------------------------------------------------------------------------------------
+
+impl Txn<'_> {
+    /// The call a command acts on: `Ok(None)` for a repeated `command_id`.
+    fn target(&self, id: &str, command_id: Option<&str>) -> Step<Result<Option<CallView>>> {
+        let Some(rec) = self.call(id)? else { return Ok(Err(Error::CallNotFound)) };
+        if command_id.is_some_and(|c| rec.saw_command(c, self.now)) {
+            return Ok(Ok(None));
+        }
+        if rec.is_ended() {
+            return Ok(Err(Error::CallEnded { callback: None }));
+        }
+        Ok(Ok(Some(CallView { ident: rec.ident.clone(), link: rec.link.clone() })))
+    }
+
+    /// Makes sure the shards of the call's queue and of the other leg of its bridge are held.
+    fn need_surroundings(&self, link: &Link) -> Step<()> {
+        match link {
+            Link::None => Ok(()),
+            Link::Queued(q) => self.need(self.queue_shard(q)),
+            Link::Bridged { with, .. } => self.need(self.call_shard(&with.call_control_id)),
+        }
+    }
+
+    /// The command is accepted: store its client state and remember its command id.
+    fn accept(&mut self, id: &str, opts: &CommandOptions) {
+        let now = self.now;
+        let rec = self.call_mut(id);
+        if let Some(cs) = &opts.client_state {
+            rec.client_state = Some(cs.as_str().into());
+        }
+        if let Some(cid) = &opts.command_id {
+            rec.remember_command(cid, now);
+        }
+    }
+
+    /// Takes a call out of its queue with a `call.dequeued` event.
+    fn leave(&mut self, ident: &Arc<CallIdentity>, queue: &str, reason: DequeueReason) {
+        self.remove_member(ident, queue, Some(reason));
+    }
+
+    /// Takes a call out of its queue; `reason: None` drops a dead member without an event.
+    fn remove_member(&mut self, ident: &Arc<CallIdentity>, queue: &str, reason: Option<DequeueReason>) {
+        let now = self.now;
+        let id = &*ident.call_control_id;
+        let q = self.queue_mut(queue);
+        let departure = q.remove(id, reason, now).expect("member checked before the change");
+        let name = q.name.clone();
+        let idle = (q.is_empty() && !q.explicit).then_some(q.id);
+        self.call_mut(id).link = Link::None;
+        if let Some(queue_id) = idle {
+            self.schedule_idle(&name, queue_id);
+        }
+        if let Some(reason) = reason {
+            let subject = self.subject(ident);
+            self.emit(now, || EventKind::CallDequeued {
+                subject,
+                queue: name,
+                queue_position: departure.position,
+                reason,
+                wait_time_secs: departure.wait_time_secs,
+            });
+        }
+    }
+
+    fn schedule_idle(&mut self, queue: &Arc<str>, queue_id: Uuid) {
+        let at = self.now.saturating_add(self.inner.config.queue_idle_ttl);
+        let timer = Timer::Idle { tenant: self.tenant.index, queue: queue.clone(), queue_id };
+        self.schedule(self.queue_shard(queue), at, timer);
+    }
+
+    /// Ends a call: `call.hangup`, and it will be forgotten after the retention time.
+    fn end_call(&mut self, ident: &Arc<CallIdentity>, source: HangupSource) {
+        let now = self.now;
+        let id = &*ident.call_control_id;
+        self.call_mut(id).end_time = Some(now);
+        self.tenant.release_call();
+        let subject = self.subject(ident);
+        self.emit(now, || EventKind::CallHangup { subject, source });
+        let at = now.saturating_add(self.inner.config.ended_call_retention);
+        let timer = Timer::Forget { tenant: self.tenant.index, call: id.into() };
+        self.schedule(self.call_shard(id), at, timer);
+    }
+
+    /// SPEC.md 2.5: the leg that stays is parked if it asked for it, else hung up.
+    fn release_partner(&mut self, partner: &Arc<CallIdentity>) {
+        let rec = self.call_mut(&partner.call_control_id);
+        let park = matches!(rec.link, Link::Bridged { park_after_unbridge: true, .. });
+        rec.link = Link::None;
+        if !park {
+            self.end_call(partner, HangupSource::Callee);
+        }
+    }
+
+    /// Frees a call from its queue (with `reason`) and from its bridge.
+    fn detach(&mut self, ident: &Arc<CallIdentity>, reason: DequeueReason) {
+        let link = self.call_mut(&ident.call_control_id).link.clone();
+        match link {
+            Link::None => {}
+            Link::Queued(q) => self.leave(ident, &q, reason),
+            Link::Bridged { with, .. } => {
+                self.call_mut(&ident.call_control_id).link = Link::None;
+                self.release_partner(&with);
+            }
+        }
+    }
+
+    fn bridge_pair(&mut self, a: &Arc<CallIdentity>, b: &Arc<CallIdentity>, park_a: bool) {
+        self.detach(a, DequeueReason::Bridged);
+        self.detach(b, DequeueReason::Bridged);
+        self.call_mut(&a.call_control_id).link = Link::Bridged { with: b.clone(), park_after_unbridge: park_a };
+        self.call_mut(&b.call_control_id).link = Link::Bridged { with: a.clone(), park_after_unbridge: false };
+        let now = self.now;
+        let (sa, sb) = (self.subject(a), self.subject(b));
+        self.emit(now, || EventKind::CallBridged(sa));
+        self.emit(now, || EventKind::CallBridged(sb));
+    }
+
+    fn create_call(&mut self, ident: &Arc<CallIdentity>, client_state: Option<&str>) {
+        self.insert_call(CallRecord::new(ident.clone(), client_state.map(Into::into)));
+        let now = self.now;
+        let subject = self.subject(ident);
+        let answered = subject.clone();
+        self.emit(now, || EventKind::CallInitiated(subject));
+        self.emit(now, || EventKind::CallAnswered(answered));
+    }
+
+    fn create_queue(&mut self, name: &str, max_size: usize, explicit: bool) -> Result<Arc<str>> {
+        let name: Arc<str> = name.into();
+        self.tenant.reserve_queue(&name, self.inner.config.max_queues)?;
+        let q = Queue::new(name.clone(), max_size, explicit, self.now);
+        let (queue, queue_id) = (name.clone(), q.id);
+        self.insert_queue(q);
+        let now = self.now;
+        self.emit(now, || EventKind::QueueCreated { queue, queue_id });
+        Ok(name)
+    }
+
+    fn delete_queue(&mut self, name: &str, reason: QueueDeletedReason) {
+        if let Some(q) = self.remove_queue(name) {
+            self.tenant.release_queue(name);
+            let now = self.now;
+            self.emit(now, || EventKind::QueueDeleted { queue: q.name, queue_id: q.id, reason });
+        }
+    }
+}
+
+enum BridgePlan {
+    With(Arc<CallIdentity>),
+    AlreadyBridged,
+    DeadHead { queue: Arc<str>, head: Arc<CallIdentity> },
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands.
+// ---------------------------------------------------------------------------------------
+
+impl Tenant {
+    fn inner(&self) -> &Inner {
+        &self.engine.inner
+    }
+
+    fn run<R>(&self, now: Timestamp, first: &[usize], body: impl FnMut(&mut Txn<'_>) -> Step<R>) -> R {
+        Txn::run(self.inner(), &self.state, now, first, body)
+    }
+
+    fn call_shard(&self, id: &str) -> usize {
+        self.inner().shards.of_call(self.state.index, id)
+    }
+
+    fn queue_shard(&self, name: &str) -> usize {
+        self.inner().shards.of_queue(self.state.index, name)
+    }
+
+    /// The common frame of call commands: the call must exist and be alive, a repeated
+    /// `command_id` answers success at once, `check` decides (taking locks), `apply` changes.
+    fn call_command<P>(
+        &self,
+        id: &str,
+        opts: &CommandOptions,
+        also: Option<usize>,
+        mut check: impl FnMut(&Txn<'_>, &CallView) -> Step<Result<P>>,
+        mut apply: impl FnMut(&mut Txn<'_>, &CallView, P) -> Result<()>,
+    ) -> Result<()> {
+        let now = self.inner().begin();
+        let first = [Some(self.call_shard(id)), also];
+        let first: smallvec::SmallVec<[usize; 2]> = first.into_iter().flatten().collect();
+        self.run(now, &first, |txn| {
+            let view = match txn.target(id, opts.command_id.as_deref())? {
+                Err(e) => return Ok(Err(e)),
+                Ok(None) => return Ok(Ok(())),
+                Ok(Some(view)) => view,
+            };
+            let plan = match check(txn, &view)? {
+                Err(e) => return Ok(Err(e)),
+                Ok(plan) => plan,
+            };
+            Ok(apply(txn, &view, plan))
+        })
+    }
+
+    /// Creates a call in state `active` with fresh ids (SPEC.md 2, dial).
+    pub fn dial(&self, p: &DialParams) -> Result<CallInfo> {
+        let (to, from, connection_id) = p.validate()?;
+        let inner = self.inner();
+        let now = inner.begin();
+        let id = p.call_control_id.as_deref().map_or_else(new_call_control_id, Into::into);
+        let ident = new_identity(id, from, to, connection_id.into(), p.webhook_url.as_deref(), now);
+        self.run(now, &[self.call_shard(&ident.call_control_id)], |txn| {
+            if txn.call(&ident.call_control_id)?.is_some() {
+                return Ok(Err(Error::CallExists));
+            }
+            if let Err(e) = txn.tenant.reserve_call(inner.config.max_live_calls) {
+                return Ok(Err(e));
+            }
+            txn.create_call(&ident, p.client_state.as_deref());
+            Ok(Ok(txn.call(&ident.call_control_id)?.expect("just inserted").snapshot(now)))
+        })
+    }
+
+    /// A call's status (`90015` when unknown or forgotten).
+    pub fn call(&self, id: &str) -> Result<CallInfo> {
+        let now = self.inner().begin();
+        self.run(now, &[self.call_shard(id)], |txn| {
+            Ok(txn.call(id)?.map(|r| r.snapshot(now)).ok_or(Error::CallNotFound))
+        })
+    }
+
+    /// Puts the call at the end of a queue (of its priority band), making the queue if
+    /// needed (SPEC.md 2, enqueue).
+    pub fn enqueue(&self, id: &str, p: &EnqueueParams) -> Result<()> {
+        let v = p.validate()?;
+        let qshard = self.queue_shard(v.queue);
+        self.call_command(
+            id,
+            &p.options,
+            Some(qshard),
+            |txn, call| {
+                if call.queue().is_some_and(|q| &**q == v.queue) {
+                    return Ok(Err(Error::AlreadyInQueue));
+                }
+                txn.need_surroundings(&call.link)?;
+                match txn.queue(v.queue)? {
+                    Some(q) if q.is_full() => Ok(Err(Error::QueueFull)),
+                    Some(q) => Ok(Ok(Some(q.name.clone()))),
+                    None => Ok(Ok(None)),
+                }
+            },
+            |txn, call, existing| {
+                let queue = match existing {
+                    Some(name) => name,
+                    None => txn.create_queue(v.queue, v.max_size, false)?,
+                };
+                txn.accept(call.id(), &p.options);
+                txn.detach(&call.ident, DequeueReason::Leave);
+                let now = txn.now;
+                let q = txn.queue_mut(&queue);
+                let position = q.push(
+                    Member {
+                        call: call.ident.clone(),
+                        enqueued_at: now,
+                        deadline: None,
+                        keep_after_hangup: v.keep_after_hangup,
+                        priority: v.priority,
+                        alive: true,
+                    },
+                    now,
+                );
+                let avg = q.average_wait_secs(now);
+                let arrival = q.total_enqueued();
+                let member = q.member_mut(call.id()).expect("just pushed");
+                let deadline = v.max_wait_secs.map(|s| member.enqueued_at.saturating_add(std::time::Duration::from_secs(s)));
+                member.deadline = deadline;
+                txn.call_mut(call.id()).link = Link::Queued(queue.clone());
+                let subject = txn.subject(&call.ident);
+                let name = queue.clone();
+                txn.emit(now, || EventKind::CallEnqueued {
+                    subject,
+                    queue: name,
+                    current_position: position,
+                    queue_avg_wait_time_secs: avg,
+                });
+                if let Some(at) = deadline {
+                    let timer = Timer::Deadline {
+                        tenant: txn.tenant.index,
+                        queue: queue.clone(),
+                        call: call.id().into(),
+                        arrival,
+                    };
+                    txn.schedule(qshard, at, timer);
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// The call leaves its queue and stays active (`95002` when in none).
+    pub fn leave_queue(&self, id: &str, opts: &CommandOptions) -> Result<()> {
+        opts.validate()?;
+        self.call_command(
+            id,
+            opts,
+            None,
+            |txn, call| {
+                let Some(q) = call.queue() else { return Ok(Err(Error::NotInQueue)) };
+                txn.need(txn.queue_shard(q))?;
+                Ok(Ok(q.clone()))
+            },
+            |txn, call, queue| {
+                txn.accept(call.id(), opts);
+                txn.leave(&call.ident, &queue, DequeueReason::Leave);
+                Ok(())
+            },
+        )
+    }
+
+    /// Bridges the call with another call or with the head of a queue (SPEC.md 2, bridge).
+    pub fn bridge(&self, id: &str, p: &BridgeParams) -> Result<()> {
+        let (target, park) = p.validate()?;
+        let also = match target {
+            BridgeTarget::Queue(q) => self.queue_shard(q),
+            BridgeTarget::Call(b) => self.call_shard(b),
+        };
+        self.call_command(
+            id,
+            &p.options,
+            Some(also),
+            |txn, a| {
+                txn.need_surroundings(&a.link)?;
+                match target {
+                    BridgeTarget::Queue(qname) => {
+                        if a.queue().is_some_and(|q| &**q == qname) {
+                            return Ok(Err(Error::out_of_range(
+                                "/queue",
+                                "A call cannot be bridged with the queue it is waiting in.",
+                            )));
+                        }
+                        let Some(q) = txn.queue(qname)? else { return Ok(Err(Error::QueueEmpty)) };
+                        let Some(head) = q.head() else { return Ok(Err(Error::QueueEmpty)) };
+                        let (queue, head_call, alive) = (q.name.clone(), head.call.clone(), head.alive);
+                        txn.call(&head_call.call_control_id)?;
+                        if alive {
+                            Ok(Ok(BridgePlan::With(head_call)))
+                        } else {
+                            Ok(Ok(BridgePlan::DeadHead { queue, head: head_call }))
+                        }
+                    }
+                    BridgeTarget::Call(b) => {
+                        if b == a.id() {
+                            return Ok(Err(Error::out_of_range(
+                                "/call_control_id",
+                                "A call cannot be bridged with itself.",
+                            )));
+                        }
+                        let Some(rec) = txn.call(b)? else { return Ok(Err(Error::CallNotFound)) };
+                        if rec.is_ended() {
+                            return Ok(Err(Error::CallEnded { callback: None }));
+                        }
+                        let b_ident = rec.ident.clone();
+                        let b_link = rec.link.clone();
+                        txn.need_surroundings(&b_link)?;
+                        if rec.bridged_with().is_some_and(|w| w.call_control_id == a.ident.call_control_id) {
+                            return Ok(Ok(BridgePlan::AlreadyBridged));
+                        }
+                        Ok(Ok(BridgePlan::With(b_ident)))
+                    }
+                }
+            },
+            |txn, a, plan| match plan {
+                BridgePlan::With(b) => {
+                    txn.accept(a.id(), &p.options);
+                    txn.bridge_pair(&a.ident, &b, park);
+                    Ok(())
+                }
+                BridgePlan::AlreadyBridged => {
+                    txn.accept(a.id(), &p.options);
+                    if let Link::Bridged { park_after_unbridge, .. } = &mut txn.call_mut(a.id()).link {
+                        *park_after_unbridge = park;
+                    }
+                    Ok(())
+                }
+                BridgePlan::DeadHead { queue, head } => {
+                    // The head is removed even though the bridge fails (SPEC.md 2).
+                    txn.leave(&head, &queue, DequeueReason::Hangup);
+                    let client_state = txn.call(&head.call_control_id).ok().flatten().and_then(|r| r.client_state.clone());
+                    Err(Error::CallEnded {
+                        callback: Some(Box::new(CallbackInfo {
+                            call_control_id: head.call_control_id.as_ref().into(),
+                            from: head.from.clone(),
+                            to: head.to.clone(),
+                            connection_id: head.connection_id.clone(),
+                            client_state,
+                        })),
+                    })
+                }
+            },
+        )
+    }
+
+    /// Hangs the call up (SPEC.md 2, hangup).
+    pub fn hangup(&self, id: &str, opts: &CommandOptions) -> Result<()> {
+        opts.validate()?;
+        self.call_command(
+            id,
+            opts,
+            None,
+            |txn, call| {
+                txn.need_surroundings(&call.link)?;
+                let keep = match &call.link {
+                    Link::Queued(q) => txn.queue(q)?.and_then(|q| q.member(call.id())).is_some_and(|m| m.keep_after_hangup),
+                    _ => false,
+                };
+                Ok(Ok(keep))
+            },
+            |txn, call, keep| {
+                txn.accept(call.id(), opts);
+                let mut partner = None;
+                match &call.link {
+                    Link::None => {}
+                    Link::Queued(q) if keep => {
+                        let now = txn.now;
+                        let q = txn.queue_mut(q);
+                        q.updated_at = now;
+                        if let Some(m) = q.member_mut(call.id()) {
+                            m.alive = false;
+                        }
+                    }
+                    Link::Queued(q) => txn.leave(&call.ident, q, DequeueReason::Hangup),
+                    Link::Bridged { with, .. } => {
+                        txn.call_mut(call.id()).link = Link::None;
+                        partner = Some(with.clone());
+                    }
+                }
+                txn.end_call(&call.ident, HangupSource::Caller);
+                if let Some(p) = partner {
+                    txn.release_partner(&p);
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Makes a new call to `to` and bridges the call with it (SPEC.md 2, transfer). Returns
+    /// the new call.
+    pub fn transfer(&self, id: &str, p: &TransferParams) -> Result<CallInfo> {
+        let to = p.validate()?;
+        let new_id = new_call_control_id();
+        let mut created = None;
+        self.call_command(
+            id,
+            &p.options,
+            Some(self.call_shard(&new_id)),
+            |txn, call| {
+                txn.need_surroundings(&call.link)?;
+                let from = p.from.clone().map_or_else(|| call.ident.to.clone(), Into::into);
+                Ok(Ok(new_identity(new_id.clone(), &from, to, call.ident.connection_id.clone(), call.ident.webhook_url.as_deref(), txn.now)))
+            },
+            |txn, call, b| {
+                txn.tenant.reserve_call(txn.inner.config.max_live_calls)?;
+                txn.accept(call.id(), &p.options);
+                txn.create_call(&b, None);
+                txn.bridge_pair(&call.ident, &b, false);
+                created = Some(b.call_control_id.clone());
+                Ok(())
+            },
+        )?;
+        // A repeated command_id creates nothing: answer with the call itself then.
+        self.call(created.as_deref().unwrap_or(id))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Queues (SPEC.md 3).
+    // -----------------------------------------------------------------------------------
+
+    /// Creates an explicit queue (never idle-collected); `max_size` defaults to 300.
+    pub fn create_queue(&self, name: Option<&str>, max_size: Option<i64>) -> Result<QueueInfo> {
+        let name = name.ok_or_else(|| Error::missing("/queue_name"))?;
+        validate_queue_name("/queue_name", name)?;
+        let max_size = match max_size {
+            None => DEFAULT_EXPLICIT_QUEUE_SIZE,
+            some => validate_max_size("/max_size", some)?,
+        };
+        let now = self.inner().begin();
+        self.run(now, &[self.queue_shard(name)], |txn| {
+            if txn.queue(name)?.is_some() {
+                return Ok(Err(Error::QueueExists));
+            }
+            Ok(txn.create_queue(name, max_size, true).map(|_| txn.queue_mut(name).snapshot(now)))
+        })
+    }
+
+    /// A queue's state and figures.
+    pub fn queue(&self, name: &str) -> Result<QueueInfo> {
+        let now = self.inner().begin();
+        self.run(now, &[self.queue_shard(name)], |txn| {
+            Ok(txn.queue(name)?.map(|q| q.snapshot(now)).ok_or(Error::QueueNotFound))
+        })
+    }
+
+    /// The tenant's queues sorted by name, one page.
+    pub fn queues(&self, page: PageRequest) -> Result<Page<QueueInfo>> {
+        let (number, size) = page.validate()?;
+        let now = self.inner().begin();
+        let (names, total): (Vec<Arc<str>>, usize) = {
+            let all = self.state.queue_names.lock();
+            let skip = (number - 1).saturating_mul(size);
+            (all.iter().skip(skip).take(size).cloned().collect(), all.len())
+        };
+        let data = names
+            .iter()
+            .filter_map(|n| self.run(now, &[self.queue_shard(n)], |txn| Ok(txn.queue(n)?.map(|q| q.snapshot(now)))))
+            .collect();
+        Ok(Page::new(data, number, size, total))
+    }
+
+    /// Sets a queue's `max_size` (required, 1..=1 000 000). Nobody is removed when it drops
+    /// below the current size.
+    pub fn update_queue(&self, name: &str, max_size: Option<i64>) -> Result<QueueInfo> {
+        let max_size = validate_max_size("/max_size", max_size)?;
+        let now = self.inner().begin();
+        self.run(now, &[self.queue_shard(name)], |txn| {
+            let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
+            let idle = (q.is_empty() && !q.explicit).then_some((q.name.clone(), q.id));
+            let q = txn.queue_mut(name);
+            q.max_size = max_size;
+            q.updated_at = now;
+            let snapshot = q.snapshot(now);
+            if let Some((name, id)) = idle {
+                txn.schedule_idle(&name, id);
+            }
+            Ok(Ok(snapshot))
+        })
+    }
+
+    /// Deletes an empty queue (`90050` when it has members).
+    pub fn delete_queue(&self, name: &str) -> Result<()> {
+        let now = self.inner().begin();
+        self.run(now, &[self.queue_shard(name)], |txn| {
+            let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
+            if !q.is_empty() {
+                return Ok(Err(Error::QueueNotEmpty));
+            }
+            txn.delete_queue(name, QueueDeletedReason::Explicit);
+            Ok(Ok(()))
+        })
+    }
+
+    /// A queue's members in service order, one page.
+    pub fn queue_calls(&self, name: &str, page: PageRequest) -> Result<Page<QueueCallInfo>> {
+        let (number, size) = page.validate()?;
+        let now = self.inner().begin();
+        self.run(now, &[self.queue_shard(name)], |txn| {
+            let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
+            let from = (number - 1).saturating_mul(size).saturating_add(1);
+            let data = q.page(from, size).map(|(pos, m)| q.call_snapshot(pos, m, now)).collect();
+            Ok(Ok(Page::new(data, number, size, q.len())))
+        })
+    }
+
+    /// One member of a queue (`10005` when the call is not a member).
+    pub fn queue_call(&self, name: &str, id: &str) -> Result<QueueCallInfo> {
+        let now = self.inner().begin();
+        self.run(now, &[self.queue_shard(name)], |txn| {
+            let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
+            Ok(match (q.position(id), q.member(id)) {
+                (Some(pos), Some(m)) => Ok(q.call_snapshot(pos, m, now)),
+                _ => Err(Error::QueueCallNotFound),
+            })
+        })
+    }
+
+    /// Changes `keep_after_hangup` and/or the priority of a member.
+    pub fn update_queue_call(&self, name: &str, id: &str, update: &QueueCallUpdate) -> Result<QueueCallInfo> {
+        let priority = update.validate()?;
+        let now = self.inner().begin();
+        self.run(now, &[self.queue_shard(name)], |txn| {
+            let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
+            if !q.contains(id) {
+                return Ok(Err(Error::QueueCallNotFound));
+            }
+            let q = txn.queue_mut(name);
+            if let Some(keep) = update.keep_after_hangup {
+                q.member_mut(id).expect("checked").keep_after_hangup = keep;
+                q.updated_at = now;
+            }
+            if let Some(p) = priority {
+                q.set_priority(id, p, now);
+            }
+            let pos = q.position(id).expect("checked");
+            Ok(Ok(q.call_snapshot(pos, q.member(id).expect("checked"), now)))
+        })
+    }
+
+    /// Removes a member: a live call stays active (`call.dequeued`, reason `leave`); a dead
+    /// kept call is dropped silently.
+    pub fn remove_queue_call(&self, name: &str, id: &str) -> Result<()> {
+        let now = self.inner().begin();
+        self.run(now, &[self.queue_shard(name), self.call_shard(id)], |txn| {
+            let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
+            let Some(m) = q.member(id) else { return Ok(Err(Error::QueueCallNotFound)) };
+            let (ident, alive) = (m.call.clone(), m.alive);
+            txn.call(id)?;
+            txn.remove_member(&ident, name, alive.then_some(DequeueReason::Leave));
+            Ok(Ok(()))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Timers.
+// ---------------------------------------------------------------------------------------
+
+/// Applies a due timer at its own instant `at`; returns whether it changed anything.
+pub(crate) fn fire_timer(inner: &Inner, tenant: &TenantState, at: Timestamp, timer: &Timer) -> bool {
+    let shards = &inner.shards;
+    match timer {
+        Timer::Deadline { queue, call, .. } => {
+            let first = [shards.of_queue(tenant.index, queue), shards.of_call(tenant.index, call)];
+            Txn::run(inner, tenant, at, &first, |txn| {
+                let Some(q) = txn.queue(queue)? else { return Ok(false) };
+                let Some(m) = q.member(call).filter(|m| m.deadline == Some(at)) else { return Ok(false) };
+                let ident = m.call.clone();
+                txn.call(call)?;
+                txn.leave(&ident, queue, DequeueReason::Timeout);
+                Ok(true)
+            })
+        }
+        Timer::Idle { queue, queue_id, .. } => {
+            let ttl = inner.config.queue_idle_ttl;
+            Txn::run(inner, tenant, at, &[shards.of_queue(tenant.index, queue)], |txn| {
+                let idle = txn.queue(queue)?.is_some_and(|q| {
+                    q.id == *queue_id && q.is_empty() && !q.explicit && q.updated_at.saturating_add(ttl) <= at
+                });
+                if idle {
+                    txn.delete_queue(queue, QueueDeletedReason::Idle);
+                }
+                Ok(idle)
+            })
+        }
+        Timer::Forget { call, .. } => {
+            let retention = inner.config.ended_call_retention;
+            let shard = shards.of_call(tenant.index, call);
+            Txn::run(inner, tenant, at, &[shard], |txn| {
+                let Some(rec) = txn.call(call)? else { return Ok(false) };
+                let Some(end) = rec.end_time else { return Ok(false) };
+                if end.saturating_add(retention) > at {
+                    return Ok(false);
+                }
+                if rec.queue().is_some() {
+                    // Still a dead member of a queue: keep it readable a while longer.
+                    let timer = Timer::Forget { tenant: tenant.index, call: call.clone() };
+                    txn.schedule(shard, at.saturating_add(retention), timer);
+                    return Ok(false);
+                }
+                txn.remove_call(call);
+                Ok(true)
+            })
+        }
+    }
+}

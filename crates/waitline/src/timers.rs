@@ -1,0 +1,119 @@
+//! Per-shard timers: queue-member deadlines, idle queues and ended-call retention.
+//!
+//! Timers are bucketed by whole second in a `BTreeMap`, so scheduling costs a lookup among
+//! the few distinct seconds in use plus a push, and taking the due ones is proportional to
+//! what is due. A timer is never cancelled: when it fires the engine checks that what it
+//! was set for still holds (the member is still there with that deadline, the queue is still
+//! idle, the call is still ended), so leaving a queue costs nothing here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// A member's `max_wait_time_secs` runs out; `arrival` breaks ties between equal
+    /// deadlines in enqueue order.
+    Deadline { tenant: u32, queue: Arc<str>, call: Arc<str>, arrival: u64 },
+    /// An auto queue may have been idle for `queue_idle_ttl`.
+    Idle { tenant: u32, queue: Arc<str>, queue_id: Uuid },
+    /// An ended call may be forgotten.
+    Forget { tenant: u32, call: Arc<str> },
+}
+
+impl Timer {
+    /// Order among timers due at the same instant: deadlines (in enqueue order), then idle
+    /// queues, then forgetting calls.
+    pub(crate) fn tie_key(&self) -> (u8, u32, &str, u64) {
+        match self {
+            Self::Deadline { tenant, queue, arrival, .. } => (0, *tenant, queue, *arrival),
+            Self::Idle { tenant, queue, .. } => (1, *tenant, queue, 0),
+            Self::Forget { tenant, call } => (2, *tenant, call, 0),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    earliest: u64,
+    items: Vec<(Timestamp, Timer)>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    buckets: BTreeMap<u64, Bucket>,
+}
+
+impl Timers {
+    pub(crate) fn schedule(&mut self, at: Timestamp, timer: Timer) {
+        let bucket = self
+            .buckets
+            .entry(at.as_secs())
+            .or_insert_with(|| Bucket { earliest: u64::MAX, items: Vec::new() });
+        bucket.earliest = bucket.earliest.min(at.as_micros());
+        bucket.items.push((at, timer));
+    }
+
+    /// The earliest pending timer, exactly.
+    pub(crate) fn earliest(&self) -> Option<Timestamp> {
+        self.buckets.values().next().map(|b| Timestamp::from_micros(b.earliest))
+    }
+
+    /// Moves every timer due at `now` into `out`.
+    pub(crate) fn take_due(&mut self, now: Timestamp, out: &mut Vec<(Timestamp, Timer)>) {
+        while let Some(mut entry) = self.buckets.first_entry() {
+            let second = *entry.key();
+            let bucket = entry.get_mut();
+            if bucket.earliest > now.as_micros() {
+                break;
+            }
+            if second < now.as_secs() {
+                out.append(&mut entry.remove().items);
+                continue;
+            }
+            // The bucket of the current second: take what is due, keep the rest.
+            let mut rest = Vec::new();
+            for item in bucket.items.drain(..) {
+                if item.0 <= now { out.push(item) } else { rest.push(item) }
+            }
+            if rest.is_empty() {
+                entry.remove();
+            } else {
+                bucket.earliest = rest.iter().map(|(at, _)| at.as_micros()).min().unwrap_or(u64::MAX);
+                bucket.items = rest;
+            }
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forget(n: u32) -> Timer {
+        Timer::Forget { tenant: n, call: "c".into() }
+    }
+
+    #[test]
+    fn takes_exactly_what_is_due() {
+        let mut t = Timers::default();
+        t.schedule(Timestamp::from_micros(2_500_000), forget(1));
+        t.schedule(Timestamp::from_micros(2_000_001), forget(2));
+        t.schedule(Timestamp::from_micros(7_000_000), forget(3));
+        assert_eq!(t.earliest(), Some(Timestamp::from_micros(2_000_001)));
+        let mut out = Vec::new();
+        t.take_due(Timestamp::from_micros(2_000_000), &mut out);
+        assert!(out.is_empty());
+        t.take_due(Timestamp::from_micros(2_000_001), &mut out);
+        assert_eq!(out, vec![(Timestamp::from_micros(2_000_001), forget(2))]);
+        assert_eq!(t.earliest(), Some(Timestamp::from_micros(2_500_000)));
+        out.clear();
+        t.take_due(Timestamp::from_secs(100), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(t.earliest(), None);
+    }
+}
