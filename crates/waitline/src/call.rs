@@ -88,7 +88,10 @@ pub(crate) enum Link {
     /// hangup.
     Queued(Arc<str>),
     /// Bridged with this call; `park_after_unbridge` is what this leg asked for.
-    Bridged { with: Arc<CallIdentity>, park_after_unbridge: bool },
+    Bridged {
+        with: Arc<CallIdentity>,
+        park_after_unbridge: bool,
+    },
 }
 
 /// How many `command_id`s are remembered per call; older ones are forgotten first.

@@ -115,15 +115,9 @@ impl Error {
     #[must_use]
     pub const fn title(&self) -> &'static str {
         match self {
-            Self::InvalidParameter { problem: ParamProblem::Missing, .. } => {
-                "Missing required parameter"
-            }
-            Self::InvalidParameter { problem: ParamProblem::InvalidEnum, .. } => {
-                "Invalid enumerated value"
-            }
-            Self::InvalidParameter { problem: ParamProblem::OutOfRange, .. } => {
-                "Value outside of range"
-            }
+            Self::InvalidParameter { problem: ParamProblem::Missing, .. } => "Missing required parameter",
+            Self::InvalidParameter { problem: ParamProblem::InvalidEnum, .. } => "Invalid enumerated value",
+            Self::InvalidParameter { problem: ParamProblem::OutOfRange, .. } => "Value outside of range",
             Self::CallNotFound | Self::CallExists => "Invalid Call Control ID",
             Self::CallEnded { .. } => "Call has already ended",
             Self::QueueFull => "Queue full",

@@ -33,10 +33,15 @@ pub(crate) fn check(inner: &Inner) -> Result<(), String> {
             match &rec.link {
                 Link::None => {}
                 Link::Queued(q) => {
-                    let queue = find_queue(key.tenant, q).ok_or(format!("call {id} queued in missing queue {q}"))?;
+                    let queue =
+                        find_queue(key.tenant, q).ok_or(format!("call {id} queued in missing queue {q}"))?;
                     let m = queue.member(id).ok_or(format!("call {id} not a member of its queue {q}"))?;
                     if m.alive == rec.is_ended() {
-                        return Err(format!("member {id} alive={} but call ended={}", m.alive, rec.is_ended()));
+                        return Err(format!(
+                            "member {id} alive={} but call ended={}",
+                            m.alive,
+                            rec.is_ended()
+                        ));
                     }
                 }
                 Link::Bridged { with, .. } => {
@@ -61,7 +66,8 @@ pub(crate) fn check(inner: &Inner) -> Result<(), String> {
             for m in q.members_in_arrival_order() {
                 count += 1;
                 let id = &*m.call.call_control_id;
-                let rec = find_call(key.tenant(), id).ok_or(format!("member {id} of {} has no call", q.name))?;
+                let rec =
+                    find_call(key.tenant(), id).ok_or(format!("member {id} of {} has no call", q.name))?;
                 if rec.queue().map(|n| &**n) != Some(&*q.name) {
                     return Err(format!("member {id} of {} points elsewhere", q.name));
                 }

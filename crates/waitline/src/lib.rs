@@ -42,17 +42,17 @@ mod timers;
 pub use call::{CallIdentity, CallInfo, CallState};
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use engine::{
-    Engine, EngineBuilder, Tenant, DEFAULT_ENDED_CALL_RETENTION, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_LIVE_CALLS,
-    DEFAULT_MAX_QUEUES, DEFAULT_QUEUE_IDLE_TTL, DEFAULT_SHARDS, DEFAULT_TENANT,
+    DEFAULT_ENDED_CALL_RETENTION, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_LIVE_CALLS, DEFAULT_MAX_QUEUES,
+    DEFAULT_QUEUE_IDLE_TTL, DEFAULT_SHARDS, DEFAULT_TENANT, Engine, EngineBuilder, Tenant,
 };
 pub use error::{CallbackInfo, Error, ParamProblem, Result};
 pub use event::{
     CallSubject, DequeueReason, Event, EventKind, HangupSource, Payload, QueueDeletedReason, Subscription,
 };
 pub use params::{
-    BridgeMediaOptions, BridgeParams, CommandOptions, DialParams, EnqueueParams, Page, PageRequest,
-    QueueCallUpdate, TransferParams, DEFAULT_AUTO_QUEUE_SIZE, DEFAULT_EXPLICIT_QUEUE_SIZE, DEFAULT_PAGE_SIZE,
-    MAX_CLIENT_STATE_LEN, MAX_NAME_LEN, MAX_PAGE_SIZE, MAX_PRIORITY, MAX_QUEUE_SIZE, MAX_URL_LEN,
-    MAX_WAIT_TIME_SECS,
+    BridgeMediaOptions, BridgeParams, CommandOptions, DEFAULT_AUTO_QUEUE_SIZE, DEFAULT_EXPLICIT_QUEUE_SIZE,
+    DEFAULT_PAGE_SIZE, DialParams, EnqueueParams, MAX_CLIENT_STATE_LEN, MAX_NAME_LEN, MAX_PAGE_SIZE,
+    MAX_PRIORITY, MAX_QUEUE_SIZE, MAX_URL_LEN, MAX_WAIT_TIME_SECS, Page, PageRequest, QueueCallUpdate,
+    TransferParams,
 };
 pub use queue::{DequeueTotals, QueueCallInfo, QueueInfo};

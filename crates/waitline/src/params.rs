@@ -211,9 +211,9 @@ pub struct BridgeMediaOptions {
 }
 
 const RINGTONES: &[&str] = &[
-    "at", "au", "be", "bg", "br", "ch", "cl", "cn", "cz", "de", "dk", "ee", "es", "fi", "fr", "gr",
-    "hu", "il", "in", "it", "jp", "lt", "mx", "my", "nl", "no", "nz", "ph", "pl", "pt", "ru", "se",
-    "sg", "th", "tw", "uk", "us-old", "us", "ve", "za",
+    "at", "au", "be", "bg", "br", "ch", "cl", "cn", "cz", "de", "dk", "ee", "es", "fi", "fr", "gr", "hu",
+    "il", "in", "it", "jp", "lt", "mx", "my", "nl", "no", "nz", "ph", "pl", "pt", "ru", "se", "sg", "th",
+    "tw", "uk", "us-old", "us", "ve", "za",
 ];
 
 impl BridgeMediaOptions {
@@ -457,7 +457,8 @@ pub(crate) fn validate_queue_name(pointer: &'static str, v: &str) -> Result<()> 
 fn validate_client_state(v: &str) -> Result<()> {
     let body = v.trim_end_matches('=');
     let padding = v.len() - body.len();
-    let alphabet_ok = body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'));
+    let alphabet_ok =
+        body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'));
     if v.is_empty() || v.len() > MAX_CLIENT_STATE_LEN || padding > 2 || !alphabet_ok {
         return Err(Error::out_of_range(
             "/client_state",
@@ -472,7 +473,10 @@ fn validate_url(pointer: &'static str, v: &str) -> Result<()> {
     if !scheme_ok || v.len() > MAX_URL_LEN || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(Error::out_of_range(
             pointer,
-            format!("The '{}' parameter must be an http(s) URL of at most {MAX_URL_LEN} bytes.", &pointer[1..]),
+            format!(
+                "The '{}' parameter must be an http(s) URL of at most {MAX_URL_LEN} bytes.",
+                &pointer[1..]
+            ),
         ));
     }
     Ok(())
@@ -499,7 +503,14 @@ mod tests {
         bad(EnqueueParams::new("q").max_size(1_000_001), "/max_size");
         bad(EnqueueParams::new("q").priority(10), "/priority");
         bad(EnqueueParams::new("q").priority(-1), "/priority");
-        assert!(EnqueueParams::new("x".repeat(255)).max_wait_time_secs(86_400).max_size(1_000_000).priority(9).validate().is_ok());
+        assert!(
+            EnqueueParams::new("x".repeat(255))
+                .max_wait_time_secs(86_400)
+                .max_size(1_000_000)
+                .priority(9)
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

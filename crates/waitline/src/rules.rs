@@ -12,8 +12,8 @@ use crate::engine::{Inner, Tenant, TenantState};
 use crate::error::{CallbackInfo, Error, Result};
 use crate::event::{DequeueReason, EventKind, HangupSource, QueueDeletedReason};
 use crate::params::{
-    validate_max_size, validate_queue_name, BridgeParams, BridgeTarget, CommandOptions, DialParams,
-    EnqueueParams, Page, PageRequest, QueueCallUpdate, TransferParams, DEFAULT_EXPLICIT_QUEUE_SIZE,
+    BridgeParams, BridgeTarget, CommandOptions, DEFAULT_EXPLICIT_QUEUE_SIZE, DialParams, EnqueueParams, Page,
+    PageRequest, QueueCallUpdate, TransferParams, validate_max_size, validate_queue_name,
 };
 use crate::queue::{Member, Queue, QueueCallInfo, QueueInfo};
 use crate::shard::{Step, Txn};
@@ -54,7 +54,14 @@ fn new_call_control_id() -> Box<str> {
     id.into_boxed_str()
 }
 
-fn new_identity(id: Box<str>, from: &str, to: &str, connection_id: Arc<str>, webhook_url: Option<&str>, now: Timestamp) -> Arc<CallIdentity> {
+fn new_identity(
+    id: Box<str>,
+    from: &str,
+    to: &str,
+    connection_id: Arc<str>,
+    webhook_url: Option<&str>,
+    now: Timestamp,
+) -> Arc<CallIdentity> {
     Arc::new(CallIdentity {
         call_control_id: id,
         call_leg_id: Uuid::new_v4(),
@@ -179,8 +186,10 @@ impl Txn<'_> {
     fn bridge_pair(&mut self, a: &Arc<CallIdentity>, b: &Arc<CallIdentity>, park_a: bool) {
         self.detach(a, DequeueReason::Bridged);
         self.detach(b, DequeueReason::Bridged);
-        self.call_mut(&a.call_control_id).link = Link::Bridged { with: b.clone(), park_after_unbridge: park_a };
-        self.call_mut(&b.call_control_id).link = Link::Bridged { with: a.clone(), park_after_unbridge: false };
+        self.call_mut(&a.call_control_id).link =
+            Link::Bridged { with: b.clone(), park_after_unbridge: park_a };
+        self.call_mut(&b.call_control_id).link =
+            Link::Bridged { with: a.clone(), park_after_unbridge: false };
         let now = self.now;
         let (sa, sb) = (self.subject(a), self.subject(b));
         self.emit(now, || EventKind::CallBridged(sa));
@@ -340,7 +349,9 @@ impl Tenant {
                 let avg = q.average_wait_secs(now);
                 let arrival = q.total_enqueued();
                 let member = q.member_mut(call.id()).expect("just pushed");
-                let deadline = v.max_wait_secs.map(|s| member.enqueued_at.saturating_add(std::time::Duration::from_secs(s)));
+                let deadline = v
+                    .max_wait_secs
+                    .map(|s| member.enqueued_at.saturating_add(std::time::Duration::from_secs(s)));
                 member.deadline = deadline;
                 txn.call_mut(call.id()).link = Link::Queued(queue.clone());
                 let subject = txn.subject(&call.ident);
@@ -453,7 +464,8 @@ impl Tenant {
                 BridgePlan::DeadHead { queue, head } => {
                     // The head is removed even though the bridge fails (SPEC.md 2).
                     txn.leave(&head, &queue, DequeueReason::Hangup);
-                    let client_state = txn.call(&head.call_control_id).ok().flatten().and_then(|r| r.client_state.clone());
+                    let client_state =
+                        txn.call(&head.call_control_id).ok().flatten().and_then(|r| r.client_state.clone());
                     Err(Error::CallEnded {
                         callback: Some(Box::new(CallbackInfo {
                             call_control_id: head.call_control_id.as_ref().into(),
@@ -478,7 +490,9 @@ impl Tenant {
             |txn, call| {
                 txn.need_surroundings(&call.link)?;
                 let keep = match &call.link {
-                    Link::Queued(q) => txn.queue(q)?.and_then(|q| q.member(call.id())).is_some_and(|m| m.keep_after_hangup),
+                    Link::Queued(q) => {
+                        txn.queue(q)?.and_then(|q| q.member(call.id())).is_some_and(|m| m.keep_after_hangup)
+                    }
                     _ => false,
                 };
                 Ok(Ok(keep))
@@ -524,7 +538,14 @@ impl Tenant {
             |txn, call| {
                 txn.need_surroundings(&call.link)?;
                 let from = p.from.clone().map_or_else(|| call.ident.to.clone(), Into::into);
-                Ok(Ok(new_identity(new_id.clone(), &from, to, call.ident.connection_id.clone(), call.ident.webhook_url.as_deref(), txn.now)))
+                Ok(Ok(new_identity(
+                    new_id.clone(),
+                    &from,
+                    to,
+                    call.ident.connection_id.clone(),
+                    call.ident.webhook_url.as_deref(),
+                    txn.now,
+                )))
             },
             |txn, call, b| {
                 txn.tenant.reserve_call(txn.inner.config.max_live_calls)?;
@@ -579,7 +600,9 @@ impl Tenant {
         };
         let data = names
             .iter()
-            .filter_map(|n| self.run(now, &[self.queue_shard(n)], |txn| Ok(txn.queue(n)?.map(|q| q.snapshot(now)))))
+            .filter_map(|n| {
+                self.run(now, &[self.queue_shard(n)], |txn| Ok(txn.queue(n)?.map(|q| q.snapshot(now))))
+            })
             .collect();
         Ok(Page::new(data, number, size, total))
     }

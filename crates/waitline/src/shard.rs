@@ -17,7 +17,7 @@ use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
 use uuid::Uuid;
 
-use crate::call::{CallRecord, CallRef, CallIdentity};
+use crate::call::{CallIdentity, CallRecord, CallRef};
 use crate::clock::Timestamp;
 use crate::engine::{Inner, TenantState};
 use crate::event::{CallSubject, Event, EventKind};
@@ -73,10 +73,6 @@ pub(crate) struct QueueKey {
 impl QueueKey {
     pub(crate) const fn tenant(&self) -> u32 {
         self.tenant
-    }
-
-    pub(crate) fn name(&self) -> &str {
-        &self.name
     }
 }
 
@@ -295,7 +291,12 @@ impl<'e> Txn<'e> {
     /// Records an event, building it only if somebody listens.
     pub(crate) fn emit(&mut self, at: Timestamp, kind: impl FnOnce() -> EventKind) {
         if let Some(events) = &mut self.events {
-            events.push(Event { id: Uuid::new_v4(), occurred_at: at, tenant: self.tenant.name.clone(), kind: kind() });
+            events.push(Event {
+                id: Uuid::new_v4(),
+                occurred_at: at,
+                tenant: self.tenant.name.clone(),
+                kind: kind(),
+            });
         }
     }
 
