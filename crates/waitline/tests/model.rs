@@ -1,7 +1,7 @@
 //! Model-based test: random command sequences (with clock advances) applied to the engine and
 //! to a small, obviously-correct reference model; every result, event, queue figure, queue
 //! listing and call state must agree after every step, and the engine's invariants must hold.
-#![allow(clippy::unwrap_used, clippy::too_many_lines)]
+#![allow(clippy::unwrap_used, clippy::too_many_lines, clippy::manual_checked_ops)]
 
 mod common;
 
@@ -110,7 +110,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (t.clone(), q.clone()).prop_map(|(t, q)| Op::DeleteQueue { t, q }),
         1 => (t.clone(), q.clone(), c.clone(), prop::option::of(any::<bool>()), prop::option::of(-1i64..11))
             .prop_map(|(t, q, c, keep, prio)| Op::UpdateQueueCall { t, q, c, keep, prio }),
-        1 => (t.clone(), q, c).prop_map(|(t, q, c)| Op::RemoveQueueCall { t, q, c }),
+        1 => (t, q, c).prop_map(|(t, q, c)| Op::RemoveQueueCall { t, q, c }),
         4 => prop_oneof![0u64..3, 0u64..250].prop_map(|secs| Op::Advance { secs }),
     ]
 }
