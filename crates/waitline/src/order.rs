@@ -141,7 +141,7 @@ impl<T> MemberOrder<T> {
         self.mark(seq, entry.band, -1);
         self.len -= 1;
         if self.len == 0 {
-            *self = Self::default();
+            self.reset();
         } else {
             while self.slots[self.first_live].is_none() {
                 self.first_live += 1;
@@ -204,6 +204,19 @@ impl<T> MemberOrder<T> {
             self.mark(seq, old, -1);
             self.mark(seq, band, 1);
         }
+    }
+
+    /// Back to empty, keeping small allocations: queues that empty and refill all the time
+    /// (the common case) then allocate nothing.
+    fn reset(&mut self) {
+        if self.cap > 1024 {
+            *self = Self::default();
+            return;
+        }
+        // Every +1 in the trees met its -1, so they are all zeros again: nothing to clear.
+        self.slots.clear();
+        self.first_live = 0;
+        debug_assert!(self.trees.iter().all(|t| t.tree.iter().all(|&c| c == 0)));
     }
 
     /// Members in arrival order (not service order), for whole-queue scans.

@@ -92,11 +92,17 @@ impl Txn<'_> {
     }
 
     /// Makes sure the shards of the call's queue and of the other leg of its bridge are held.
-    fn need_surroundings(&self, link: &Link) -> Step<()> {
+    fn need_surroundings(&mut self, link: &Link) -> Step<()> {
         match link {
             Link::None => Ok(()),
-            Link::Queued(q) => self.need(self.queue_shard(q)),
-            Link::Bridged { with, .. } => self.need(self.call_shard(&with.call_control_id)),
+            Link::Queued(q) => {
+                let shard = self.queue_shard(q);
+                self.need(shard)
+            }
+            Link::Bridged { with, .. } => {
+                let shard = self.call_shard(&with.call_control_id);
+                self.need(shard)
+            }
         }
     }
 
@@ -259,7 +265,7 @@ impl Tenant {
         id: &str,
         opts: &CommandOptions,
         also: Option<usize>,
-        mut check: impl FnMut(&Txn<'_>, &CallView) -> Step<Result<P>>,
+        mut check: impl FnMut(&mut Txn<'_>, &CallView) -> Step<Result<P>>,
         mut apply: impl FnMut(&mut Txn<'_>, &CallView, P) -> Result<()>,
     ) -> Result<()> {
         let now = self.inner().begin();
@@ -385,7 +391,8 @@ impl Tenant {
             None,
             |txn, call| {
                 let Some(q) = call.queue() else { return Ok(Err(Error::NotInQueue)) };
-                txn.need(txn.queue_shard(q))?;
+                let shard = txn.queue_shard(q);
+                txn.need(shard)?;
                 Ok(Ok(q.clone()))
             },
             |txn, call, queue| {
@@ -420,7 +427,8 @@ impl Tenant {
                         let Some(q) = txn.queue(qname)? else { return Ok(Err(Error::QueueEmpty)) };
                         let Some(head) = q.head() else { return Ok(Err(Error::QueueEmpty)) };
                         let (queue, head_call, alive) = (q.name.clone(), head.call.clone(), head.alive);
-                        txn.call(&head_call.call_control_id)?;
+                        let shard = txn.call_shard(&head_call.call_control_id);
+                        txn.need(shard)?;
                         if alive {
                             Ok(Ok(BridgePlan::With(head_call)))
                         } else {
@@ -438,10 +446,10 @@ impl Tenant {
                         if rec.is_ended() {
                             return Ok(Err(Error::CallEnded { callback: None }));
                         }
-                        let b_ident = rec.ident.clone();
-                        let b_link = rec.link.clone();
+                        let already = rec.bridged_with().is_some_and(|w| w.call_control_id == a.ident.call_control_id);
+                        let (b_ident, b_link) = (rec.ident.clone(), rec.link.clone());
                         txn.need_surroundings(&b_link)?;
-                        if rec.bridged_with().is_some_and(|w| w.call_control_id == a.ident.call_control_id) {
+                        if already {
                             return Ok(Ok(BridgePlan::AlreadyBridged));
                         }
                         Ok(Ok(BridgePlan::With(b_ident)))
@@ -660,6 +668,15 @@ impl Tenant {
                 (Some(pos), Some(m)) => Ok(q.call_snapshot(pos, m, now)),
                 _ => Err(Error::QueueCallNotFound),
             })
+        })
+    }
+
+    /// Just the 1-based position of a member (no snapshot is built): O(log n).
+    pub fn queue_position(&self, name: &str, id: &str) -> Result<usize> {
+        let now = self.inner().begin();
+        self.run(now, &[self.queue_shard(name)], |txn| {
+            let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
+            Ok(q.position(id).ok_or(Error::QueueCallNotFound))
         })
     }
 

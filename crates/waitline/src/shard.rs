@@ -99,6 +99,28 @@ pub(crate) struct Shard {
     pub(crate) timers: Timers,
 }
 
+impl Shard {
+    /// Drops the timers that would do nothing when they fire. Every timer checks state of
+    /// its own shard, so this needs no other lock.
+    fn purge_stale_timers(&mut self, idle_ttl: std::time::Duration) {
+        let (calls, queues) = (&self.calls, &self.queues);
+        self.timers.purge(|at, timer| match timer {
+            Timer::Deadline { tenant, queue, call, .. } => queues
+                .get(&QueueLookup::new(*tenant, queue))
+                .and_then(|q| q.member(call))
+                .is_some_and(|m| m.deadline == Some(at)),
+            Timer::Idle { tenant, queue, queue_id } => {
+                queues.get(&QueueLookup::new(*tenant, queue)).is_some_and(|q| {
+                    q.id == *queue_id && q.is_empty() && !q.explicit && q.updated_at.saturating_add(idle_ttl) == at
+                })
+            }
+            Timer::Forget { tenant, call } => {
+                calls.get(&CallLookup::new(*tenant, call)).is_some_and(crate::call::CallRecord::is_ended)
+            }
+        });
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Shards {
     pub(crate) shards: Box<[CachePadded<Mutex<Shard>>]>,
@@ -223,9 +245,22 @@ impl<'e> Txn<'e> {
         self.inner.shards.of_queue(self.tenant.index, name)
     }
 
-    /// Makes sure the shard is locked (for a change to come).
-    pub(crate) fn need(&self, shard: usize) -> Step<()> {
-        self.index_of(shard).map(|_| ())
+    /// Locks one more shard if that is safe without starting again: waiting is safe for a
+    /// shard above every shard held (the order stays ascending), and taking a lower one is
+    /// safe when it is free right now (no waiting, so no cycle). Otherwise the command starts
+    /// again with the shard in its set. Either way no two commands wait on each other in a
+    /// cycle: a command only ever waits for a shard above all it holds.
+    pub(crate) fn need(&mut self, shard: usize) -> Step<()> {
+        if self.index_of(shard).is_ok() {
+            return Ok(());
+        }
+        let mutex = &self.inner.shards.shards[shard];
+        let highest = self.locked.iter().map(|(i, _)| *i).max();
+        let guard = if highest.is_none_or(|h| shard > h) { Some(mutex.lock()) } else { mutex.try_lock() };
+        let guard = guard.ok_or(NeedLock(shard))?;
+        debug_assert!(!self.changed, "a command asked for a lock after changing state");
+        self.locked.push((shard, guard));
+        Ok(())
     }
 
     pub(crate) fn call(&self, id: &str) -> Step<Option<&CallRecord>> {
@@ -284,7 +319,12 @@ impl<'e> Txn<'e> {
 
     /// Sets a timer in `shard` (the shard of what the timer checks when it fires).
     pub(crate) fn schedule(&mut self, shard: usize, at: Timestamp, timer: Timer) {
-        self.shard_mut(shard).expect("shard checked before the change").timers.schedule(at, timer);
+        let idle_ttl = self.inner.config.queue_idle_ttl;
+        let s = self.shard_mut(shard).expect("shard checked before the change");
+        s.timers.schedule(at, timer);
+        if s.timers.wants_purge() {
+            s.purge_stale_timers(idle_ttl);
+        }
         self.inner.note_timer(at);
     }
 

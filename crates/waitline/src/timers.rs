@@ -4,7 +4,9 @@
 //! the few distinct seconds in use plus a push, and taking the due ones is proportional to
 //! what is due. A timer is never cancelled: when it fires the engine checks that what it
 //! was set for still holds (the member is still there with that deadline, the queue is still
-//! idle, the call is still ended), so leaving a queue costs nothing here.
+//! idle, the call is still ended), so leaving a queue costs nothing here. So that timers made
+//! stale by churn cannot pile up, a shard purges them once they outnumber the ones still
+//! valid (amortised O(1) per timer; see `Shard::schedule`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,9 +44,21 @@ struct Bucket {
     items: Vec<(Timestamp, Timer)>,
 }
 
-#[derive(Debug, Default)]
+/// Below this many timers a shard never purges.
+const PURGE_FLOOR: usize = 4096;
+
+#[derive(Debug)]
 pub(crate) struct Timers {
     buckets: BTreeMap<u64, Bucket>,
+    len: usize,
+    /// Purge when `len` reaches this; reset to twice what survives a purge.
+    purge_at: usize,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self { buckets: BTreeMap::new(), len: 0, purge_at: PURGE_FLOOR }
+    }
 }
 
 impl Timers {
@@ -55,6 +69,28 @@ impl Timers {
             .or_insert_with(|| Bucket { earliest: u64::MAX, items: Vec::new() });
         bucket.earliest = bucket.earliest.min(at.as_micros());
         bucket.items.push((at, timer));
+        self.len += 1;
+    }
+
+    /// Whether enough timers piled up that a purge pays for itself.
+    pub(crate) const fn wants_purge(&self) -> bool {
+        self.len >= self.purge_at
+    }
+
+    /// Drops every timer for which `valid` says no.
+    pub(crate) fn purge(&mut self, mut valid: impl FnMut(Timestamp, &Timer) -> bool) {
+        self.buckets.retain(|_, bucket| {
+            bucket.items.retain(|(at, t)| valid(*at, t));
+            bucket.earliest = bucket.items.iter().map(|(at, _)| at.as_micros()).min().unwrap_or(u64::MAX);
+            !bucket.items.is_empty()
+        });
+        self.len = self.buckets.values().map(|b| b.items.len()).sum();
+        self.purge_at = (self.len * 2).max(PURGE_FLOOR);
+    }
+
+    #[cfg(test)]
+    pub(crate) const fn len(&self) -> usize {
+        self.len
     }
 
     /// The earliest pending timer, exactly.
@@ -71,13 +107,20 @@ impl Timers {
                 break;
             }
             if second < now.as_secs() {
-                out.append(&mut entry.remove().items);
+                let items = entry.remove().items;
+                self.len -= items.len();
+                out.extend(items);
                 continue;
             }
             // The bucket of the current second: take what is due, keep the rest.
             let mut rest = Vec::new();
             for item in bucket.items.drain(..) {
-                if item.0 <= now { out.push(item) } else { rest.push(item) }
+                if item.0 <= now {
+                    out.push(item);
+                    self.len -= 1;
+                } else {
+                    rest.push(item);
+                }
             }
             if rest.is_empty() {
                 entry.remove();
@@ -115,5 +158,19 @@ mod tests {
         t.take_due(Timestamp::from_secs(100), &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(t.earliest(), None);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn purge_keeps_only_valid_timers() {
+        let mut t = Timers::default();
+        for n in 0..10_000 {
+            t.schedule(Timestamp::from_secs(u64::from(n % 7)), forget(n));
+        }
+        assert!(t.wants_purge());
+        t.purge(|_, timer| matches!(timer, Timer::Forget { tenant, .. } if tenant % 2 == 0));
+        assert_eq!(t.len(), 5_000);
+        assert!(!t.wants_purge());
+        assert_eq!(t.earliest(), Some(Timestamp::from_secs(0)));
     }
 }

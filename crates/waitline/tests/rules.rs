@@ -617,3 +617,22 @@ fn errors_carry_telnyx_code_title_and_status() {
     let e = f.t.delete_queue("nope").unwrap_err();
     assert_eq!((e.code(), e.title(), e.http_status()), ("10005", "Resource not found", 404));
 }
+
+#[test]
+fn timers_made_stale_by_churn_are_purged_and_valid_ones_still_fire() {
+    let mut f = Fixture::new();
+    let (a, b) = (f.dial(), f.dial());
+    for _ in 0..20_000 {
+        f.t.enqueue(&a, &EnqueueParams::new("q").max_wait_time_secs(100)).unwrap();
+        f.t.leave_queue(&a, &none()).unwrap();
+    }
+    f.t.enqueue(&b, &EnqueueParams::new("q").max_wait_time_secs(50)).unwrap();
+    f.t.enqueue(&a, &EnqueueParams::new("q").max_wait_time_secs(100)).unwrap();
+    f.take();
+    f.advance(50);
+    assert_eq!(f.take(), vec![ev("call.dequeued", &b)]);
+    f.advance(50);
+    assert_eq!(f.take(), vec![ev("call.dequeued", &a)]);
+    f.advance(300);
+    assert_eq!(code(f.t.queue("q")), "10005", "the idle timer survived the purges");
+}

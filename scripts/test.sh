@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing what it needs first. Safe to run again.
+# Used as is by CI (.ci/run) on a fresh clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+# One target directory for every step, so nothing is built twice.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Rust tests (unit, rules, model-based, stress, doc)"
+cargo test --workspace --locked
+
+step "benchmark smoke (each benchmark runs once, untimed)"
+cargo bench -p waitline-benches --locked -- --test
+
+step "example"
+cargo run -q -p waitline-example-embed --locked >/dev/null
+
+printf '\nall tests passed\n'
