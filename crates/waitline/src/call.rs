@@ -1,7 +1,5 @@
 //! Calls: the record the engine keeps per call leg, and the snapshot it hands out.
 
-use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -29,28 +27,22 @@ pub struct CallIdentity {
     pub start_time: Timestamp,
     /// Where this call's webhooks go, if not to the frontend's default.
     pub webhook_url: Option<Box<str>>,
+    /// Hash of (tenant, id) under the engine's hasher: computed once at dial, it places the
+    /// call in its shard and finds it in the shard's table and in queues.
+    pub(crate) key_hash: u64,
 }
 
-/// An `Arc<CallIdentity>` that hashes and compares by `call_control_id`, so maps keyed by it
-/// can be searched with a `&str`.
-#[derive(Clone, Debug)]
-pub(crate) struct CallRef(pub(crate) Arc<CallIdentity>);
+impl CallIdentity {
+    pub(crate) fn key(&self) -> CallKey<'_> {
+        CallKey { hash: self.key_hash, id: &self.call_control_id }
+    }
+}
 
-impl Hash for CallRef {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.call_control_id.hash(state);
-    }
-}
-impl PartialEq for CallRef {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.call_control_id == other.0.call_control_id
-    }
-}
-impl Eq for CallRef {}
-impl Borrow<str> for CallRef {
-    fn borrow(&self) -> &str {
-        &self.0.call_control_id
-    }
+/// A call id with its hash, so that nothing hashes the same id twice.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallKey<'a> {
+    pub(crate) hash: u64,
+    pub(crate) id: &'a str,
 }
 
 /// Lifecycle state of a call.
@@ -101,6 +93,7 @@ pub(crate) const COMMAND_ID_WINDOW_MICROS: u64 = 60_000_000;
 
 #[derive(Debug)]
 pub(crate) struct CallRecord {
+    pub(crate) tenant: u32,
     pub(crate) ident: Arc<CallIdentity>,
     pub(crate) client_state: Option<Arc<str>>,
     pub(crate) end_time: Option<Timestamp>,
@@ -109,8 +102,8 @@ pub(crate) struct CallRecord {
 }
 
 impl CallRecord {
-    pub(crate) fn new(ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
-        Self { ident, client_state, end_time: None, link: Link::None, recent_commands: Vec::new() }
+    pub(crate) fn new(tenant: u32, ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
+        Self { tenant, ident, client_state, end_time: None, link: Link::None, recent_commands: Vec::new() }
     }
 
     pub(crate) fn state(&self) -> CallState {

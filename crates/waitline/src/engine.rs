@@ -250,12 +250,7 @@ impl Inner {
     }
 
     fn fire(&self, at: Timestamp, timer: &Timer) -> bool {
-        let tenant = match timer {
-            Timer::Deadline { tenant, .. } | Timer::Idle { tenant, .. } | Timer::Forget { tenant, .. } => {
-                *tenant
-            }
-        };
-        let Some(tenant) = self.tenant_by_index(tenant) else { return false };
+        let Some(tenant) = self.tenant_by_index(timer.tenant()) else { return false };
         crate::rules::fire_timer(self, &tenant, at, timer)
     }
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::call::Link;
 use crate::engine::Inner;
-use crate::shard::{CallLookup, QueueLookup};
+use crate::call::CallKey;
 
 pub(crate) fn check(inner: &Inner) -> Result<(), String> {
     // Ascending shard order, as every command takes them.
@@ -13,29 +13,30 @@ pub(crate) fn check(inner: &Inner) -> Result<(), String> {
     let mut live: HashMap<u32, usize> = HashMap::new();
     let mut queue_names: HashMap<u32, BTreeSet<String>> = HashMap::new();
     let find_call = |tenant: u32, id: &str| {
-        let shard = &shards[inner.shards.of_call(tenant, id)];
-        shard.calls.get(&CallLookup::new(tenant, id))
+        let key = CallKey { hash: inner.shards.call_hash(tenant, id), id };
+        shards[inner.shards.of_hash(key.hash)].call(tenant, key)
     };
     let find_queue = |tenant: u32, name: &str| {
-        let shard = &shards[inner.shards.of_queue(tenant, name)];
-        shard.queues.get(&QueueLookup::new(tenant, name))
+        let hash = inner.shards.queue_hash(tenant, name);
+        shards[inner.shards.of_hash(hash)].queue(tenant, hash, name)
     };
 
     for (index, shard) in shards.iter().enumerate() {
-        for (key, rec) in &shard.calls {
+        for rec in &shard.calls {
             let id = &*rec.ident.call_control_id;
-            if inner.shards.of_call(key.tenant, id) != index {
-                return Err(format!("call {id} in the wrong shard"));
+            let tenant = rec.tenant;
+            if rec.ident.key_hash != inner.shards.call_hash(tenant, id) || inner.shards.of_hash(rec.ident.key_hash) != index {
+                return Err(format!("call {id} with a wrong hash or in the wrong shard"));
             }
             if !rec.is_ended() {
-                *live.entry(key.tenant).or_default() += 1;
+                *live.entry(tenant).or_default() += 1;
             }
             match &rec.link {
                 Link::None => {}
                 Link::Queued(q) => {
                     let queue =
-                        find_queue(key.tenant, q).ok_or(format!("call {id} queued in missing queue {q}"))?;
-                    let m = queue.member(id).ok_or(format!("call {id} not a member of its queue {q}"))?;
+                        find_queue(tenant, q).ok_or(format!("call {id} queued in missing queue {q}"))?;
+                    let m = queue.member(rec.ident.key()).ok_or(format!("call {id} not a member of its queue {q}"))?;
                     if m.alive == rec.is_ended() {
                         return Err(format!(
                             "member {id} alive={} but call ended={}",
@@ -48,7 +49,7 @@ pub(crate) fn check(inner: &Inner) -> Result<(), String> {
                     if rec.is_ended() {
                         return Err(format!("ended call {id} still bridged"));
                     }
-                    let other = find_call(key.tenant, &with.call_control_id)
+                    let other = find_call(tenant, &with.call_control_id)
                         .ok_or(format!("call {id} bridged with a missing call"))?;
                     if other.bridged_with().map(|o| &*o.call_control_id) != Some(id) {
                         return Err(format!("bridge of {id} is not symmetric"));
@@ -56,22 +57,22 @@ pub(crate) fn check(inner: &Inner) -> Result<(), String> {
                 }
             }
         }
-        for (key, q) in &shard.queues {
-            if inner.shards.of_queue(key.tenant(), &q.name) != index {
-                return Err(format!("queue {} in the wrong shard", q.name));
+        for q in &shard.queues {
+            if q.key_hash != inner.shards.queue_hash(q.tenant, &q.name) || inner.shards.of_hash(q.key_hash) != index {
+                return Err(format!("queue {} with a wrong hash or in the wrong shard", q.name));
             }
-            queue_names.entry(key.tenant()).or_default().insert(q.name.to_string());
+            queue_names.entry(q.tenant).or_default().insert(q.name.to_string());
             let mut positions = Vec::new();
             let mut count = 0;
             for m in q.members_in_arrival_order() {
                 count += 1;
                 let id = &*m.call.call_control_id;
                 let rec =
-                    find_call(key.tenant(), id).ok_or(format!("member {id} of {} has no call", q.name))?;
+                    find_call(q.tenant, id).ok_or(format!("member {id} of {} has no call", q.name))?;
                 if rec.queue().map(|n| &**n) != Some(&*q.name) {
                     return Err(format!("member {id} of {} points elsewhere", q.name));
                 }
-                positions.push(q.position(id).ok_or(format!("member {id} without position"))?);
+                positions.push(q.position(m.call.key()).ok_or(format!("member {id} without position"))?);
             }
             if count != q.len() {
                 return Err(format!("queue {} counts {} but has {count}", q.name, q.len()));
@@ -81,7 +82,7 @@ pub(crate) fn check(inner: &Inner) -> Result<(), String> {
                 return Err(format!("queue {} positions are not 1..={count}", q.name));
             }
             if let Some(head) = q.head() {
-                if q.position(&head.call.call_control_id) != Some(1) {
+                if q.position(head.call.key()) != Some(1) {
                     return Err(format!("queue {} head is not at position 1", q.name));
                 }
             }

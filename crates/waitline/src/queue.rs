@@ -6,15 +6,17 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::call::{CallIdentity, CallRef};
+use crate::call::{CallIdentity, CallKey};
 use crate::clock::Timestamp;
 use crate::event::DequeueReason;
 use crate::order::{MemberOrder, Seq};
+use crate::timers::QueueInstance;
 
 /// How many bridge-dequeues the estimated wait looks back on (SPEC.md 3).
 const ESTIMATE_WINDOW: usize = 20;
 
-type IndexMap = hashbrown::HashMap<CallRef, Seq, foldhash::fast::RandomState>;
+/// Member slots by call, hashed with the calls' own key hashes.
+type Index = hashbrown::HashTable<(Arc<CallIdentity>, Seq)>;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
@@ -49,6 +51,9 @@ pub struct DequeueTotals {
 
 #[derive(Debug)]
 pub(crate) struct Queue {
+    pub(crate) tenant: u32,
+    /// Hash of (tenant, name): places the queue in its shard and finds it there.
+    pub(crate) key_hash: u64,
     pub(crate) name: Arc<str>,
     pub(crate) id: Uuid,
     pub(crate) max_size: usize,
@@ -57,7 +62,7 @@ pub(crate) struct Queue {
     pub(crate) created_at: Timestamp,
     pub(crate) updated_at: Timestamp,
     members: MemberOrder<Member>,
-    index: IndexMap,
+    index: Index,
     sum_enqueued_micros: u128,
     /// Enqueue times are kept non-decreasing in arrival order, so the oldest arrival is
     /// the longest waiting.
@@ -68,8 +73,10 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub(crate) fn new(name: Arc<str>, max_size: usize, explicit: bool, now: Timestamp) -> Self {
+    pub(crate) fn new(tenant: u32, key_hash: u64, name: Arc<str>, max_size: usize, explicit: bool, now: Timestamp) -> Self {
         Self {
+            tenant,
+            key_hash,
             name,
             id: Uuid::new_v4(),
             max_size,
@@ -77,7 +84,7 @@ impl Queue {
             created_at: now,
             updated_at: now,
             members: MemberOrder::default(),
-            index: IndexMap::default(),
+            index: Index::new(),
             sum_enqueued_micros: 0,
             last_enqueued_at: Timestamp::EPOCH,
             bridge_dequeue_times: VecDeque::with_capacity(ESTIMATE_WINDOW),
@@ -88,6 +95,11 @@ impl Queue {
 
     pub(crate) fn len(&self) -> usize {
         self.members.len()
+    }
+
+    /// This incarnation of the queue, for timers.
+    pub(crate) fn instance(&self) -> QueueInstance {
+        QueueInstance { tenant: self.tenant, name: self.name.clone(), key_hash: self.key_hash, id: self.id }
     }
 
     /// Enqueues since creation; also the arrival number of the latest member.
@@ -103,8 +115,19 @@ impl Queue {
         self.members.len() >= self.max_size
     }
 
-    pub(crate) fn contains(&self, call_control_id: &str) -> bool {
-        self.index.contains_key(call_control_id)
+    fn slot(&self, key: CallKey<'_>) -> Option<Seq> {
+        self.index.find(key.hash, |(c, _)| *c.call_control_id == *key.id).map(|(_, s)| *s)
+    }
+
+    /// Points the index entry of `call` at `seq` (after a compaction moved it).
+    fn relocate(index: &mut Index, call: &Arc<CallIdentity>, seq: Seq) {
+        if let Some(entry) = index.find_mut(call.key_hash, |(c, _)| Arc::ptr_eq(c, call)) {
+            entry.1 = seq;
+        }
+    }
+
+    pub(crate) fn contains(&self, key: CallKey<'_>) -> bool {
+        self.slot(key).is_some()
     }
 
     /// Adds a member at the end of its priority band; returns its position.
@@ -114,28 +137,25 @@ impl Queue {
         self.sum_enqueued_micros += u128::from(member.enqueued_at.as_micros());
         self.total_enqueued += 1;
         self.updated_at = now;
-        let key = CallRef(member.call.clone());
+        let call = member.call.clone();
         let index = &mut self.index;
-        let seq = self.members.push(member.priority, member, |m, s| {
-            index.insert(CallRef(m.call.clone()), s);
-        });
-        self.index.insert(key, seq);
+        let seq = self.members.push(member.priority, member, |m, s| Self::relocate(index, &m.call, s));
+        self.index.insert_unique(call.key_hash, (call, seq), |(c, _)| c.key_hash);
         self.members.position(seq)
     }
 
     /// Removes a member; `reason` is counted in the totals (`None`: dropped without a count).
     pub(crate) fn remove(
         &mut self,
-        call_control_id: &str,
+        key: CallKey<'_>,
         reason: Option<DequeueReason>,
         now: Timestamp,
     ) -> Option<Departure> {
-        let seq = self.index.remove(call_control_id)?;
+        let entry = self.index.find_entry(key.hash, |(c, _)| *c.call_control_id == *key.id).ok()?;
+        let ((_, seq), _) = entry.remove();
         let position = self.members.position(seq);
         let index = &mut self.index;
-        let member = self.members.remove(seq, |m, s| {
-            index.insert(CallRef(m.call.clone()), s);
-        });
+        let member = self.members.remove(seq, |m, s| Self::relocate(index, &m.call, s));
         self.sum_enqueued_micros -= u128::from(member.enqueued_at.as_micros());
         self.updated_at = now;
         if let Some(reason) = reason {
@@ -164,21 +184,21 @@ impl Queue {
         self.members.head().map(|s| self.members.get(s))
     }
 
-    pub(crate) fn member(&self, call_control_id: &str) -> Option<&Member> {
-        self.index.get(call_control_id).map(|&s| self.members.get(s))
+    pub(crate) fn member(&self, key: CallKey<'_>) -> Option<&Member> {
+        self.slot(key).map(|s| self.members.get(s))
     }
 
-    pub(crate) fn member_mut(&mut self, call_control_id: &str) -> Option<&mut Member> {
-        let seq = *self.index.get(call_control_id)?;
+    pub(crate) fn member_mut(&mut self, key: CallKey<'_>) -> Option<&mut Member> {
+        let seq = self.slot(key)?;
         Some(self.members.get_mut(seq))
     }
 
-    pub(crate) fn position(&self, call_control_id: &str) -> Option<usize> {
-        self.index.get(call_control_id).map(|&s| self.members.position(s))
+    pub(crate) fn position(&self, key: CallKey<'_>) -> Option<usize> {
+        self.slot(key).map(|s| self.members.position(s))
     }
 
-    pub(crate) fn set_priority(&mut self, call_control_id: &str, priority: u8, now: Timestamp) {
-        if let Some(&seq) = self.index.get(call_control_id) {
+    pub(crate) fn set_priority(&mut self, key: CallKey<'_>, priority: u8, now: Timestamp) {
+        if let Some(seq) = self.slot(key) {
             self.members.get_mut(seq).priority = priority;
             self.members.set_band(seq, priority);
             self.updated_at = now;

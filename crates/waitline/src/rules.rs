@@ -17,7 +17,7 @@ use crate::params::{
 };
 use crate::queue::{Member, Queue, QueueCallInfo, QueueInfo};
 use crate::shard::{Step, Txn};
-use crate::timers::Timer;
+use crate::timers::{QueueInstance, Timer};
 
 /// What a command knows of its call once it passed the common checks.
 struct CallView {
@@ -55,6 +55,7 @@ fn new_call_control_id() -> Box<str> {
 }
 
 fn new_identity(
+    key_hash: u64,
     id: Box<str>,
     from: &str,
     to: &str,
@@ -71,6 +72,7 @@ fn new_identity(
         to: to.into(),
         start_time: now,
         webhook_url: webhook_url.map(Into::into),
+        key_hash,
     })
 }
 
@@ -81,7 +83,7 @@ fn new_identity(
 impl Txn<'_> {
     /// The call a command acts on: `Ok(None)` for a repeated `command_id`.
     fn target(&self, id: &str, command_id: Option<&str>) -> Step<Result<Option<CallView>>> {
-        let Some(rec) = self.call(id)? else { return Ok(Err(Error::CallNotFound)) };
+        let Some(rec) = self.call(self.key(id))? else { return Ok(Err(Error::CallNotFound)) };
         if command_id.is_some_and(|c| rec.saw_command(c, self.now)) {
             return Ok(Ok(None));
         }
@@ -95,21 +97,17 @@ impl Txn<'_> {
     fn need_surroundings(&mut self, link: &Link) -> Step<()> {
         match link {
             Link::None => Ok(()),
-            Link::Queued(q) => {
-                let shard = self.queue_shard(q);
-                self.need(shard)
-            }
+            Link::Queued(q) => self.need_queue(q),
             Link::Bridged { with, .. } => {
-                let shard = self.call_shard(&with.call_control_id);
-                self.need(shard)
+                self.need_call(with.key())
             }
         }
     }
 
     /// The command is accepted: store its client state and remember its command id.
-    fn accept(&mut self, id: &str, opts: &CommandOptions) {
+    fn accept(&mut self, call: &CallIdentity, opts: &CommandOptions) {
         let now = self.now;
-        let rec = self.call_mut(id);
+        let rec = self.call_mut(call.key());
         if let Some(cs) = &opts.client_state {
             rec.client_state = Some(cs.as_str().into());
         }
@@ -126,14 +124,13 @@ impl Txn<'_> {
     /// Takes a call out of its queue; `reason: None` drops a dead member without an event.
     fn remove_member(&mut self, ident: &Arc<CallIdentity>, queue: &str, reason: Option<DequeueReason>) {
         let now = self.now;
-        let id = &*ident.call_control_id;
         let q = self.queue_mut(queue);
-        let departure = q.remove(id, reason, now).expect("member checked before the change");
+        let departure = q.remove(ident.key(), reason, now).expect("member checked before the change");
         let name = q.name.clone();
-        let idle = (q.is_empty() && !q.explicit).then_some(q.id);
-        self.call_mut(id).link = Link::None;
-        if let Some(queue_id) = idle {
-            self.schedule_idle(&name, queue_id);
+        let idle = (q.is_empty() && !q.explicit).then(|| q.instance());
+        self.call_mut(ident.key()).link = Link::None;
+        if let Some(instance) = idle {
+            self.schedule_idle(instance);
         }
         if let Some(reason) = reason {
             let subject = self.subject(ident);
@@ -147,28 +144,27 @@ impl Txn<'_> {
         }
     }
 
-    fn schedule_idle(&mut self, queue: &Arc<str>, queue_id: Uuid) {
+    fn schedule_idle(&mut self, queue: QueueInstance) {
         let at = self.now.saturating_add(self.inner.config.queue_idle_ttl);
-        let timer = Timer::Idle { tenant: self.tenant.index, queue: queue.clone(), queue_id };
-        self.schedule(self.queue_shard(queue), at, timer);
+        let shard = self.inner.shards.of_hash(queue.key_hash);
+        self.schedule(shard, at, Timer::Idle { queue });
     }
 
     /// Ends a call: `call.hangup`, and it will be forgotten after the retention time.
     fn end_call(&mut self, ident: &Arc<CallIdentity>, source: HangupSource) {
         let now = self.now;
-        let id = &*ident.call_control_id;
-        self.call_mut(id).end_time = Some(now);
+        self.call_mut(ident.key()).end_time = Some(now);
         self.tenant.release_call();
         let subject = self.subject(ident);
         self.emit(now, || EventKind::CallHangup { subject, source });
         let at = now.saturating_add(self.inner.config.ended_call_retention);
-        let timer = Timer::Forget { tenant: self.tenant.index, call: id.into() };
-        self.schedule(self.call_shard(id), at, timer);
+        let timer = Timer::Forget { tenant: self.tenant.index, call: ident.clone() };
+        self.schedule(self.call_shard(ident.key()), at, timer);
     }
 
     /// SPEC.md 2.5: the leg that stays is parked if it asked for it, else hung up.
     fn release_partner(&mut self, partner: &Arc<CallIdentity>) {
-        let rec = self.call_mut(&partner.call_control_id);
+        let rec = self.call_mut(partner.key());
         let park = matches!(rec.link, Link::Bridged { park_after_unbridge: true, .. });
         rec.link = Link::None;
         if !park {
@@ -178,12 +174,12 @@ impl Txn<'_> {
 
     /// Frees a call from its queue (with `reason`) and from its bridge.
     fn detach(&mut self, ident: &Arc<CallIdentity>, reason: DequeueReason) {
-        let link = self.call_mut(&ident.call_control_id).link.clone();
+        let link = self.call_mut(ident.key()).link.clone();
         match link {
             Link::None => {}
             Link::Queued(q) => self.leave(ident, &q, reason),
             Link::Bridged { with, .. } => {
-                self.call_mut(&ident.call_control_id).link = Link::None;
+                self.call_mut(ident.key()).link = Link::None;
                 self.release_partner(&with);
             }
         }
@@ -192,9 +188,9 @@ impl Txn<'_> {
     fn bridge_pair(&mut self, a: &Arc<CallIdentity>, b: &Arc<CallIdentity>, park_a: bool) {
         self.detach(a, DequeueReason::Bridged);
         self.detach(b, DequeueReason::Bridged);
-        self.call_mut(&a.call_control_id).link =
+        self.call_mut(a.key()).link =
             Link::Bridged { with: b.clone(), park_after_unbridge: park_a };
-        self.call_mut(&b.call_control_id).link =
+        self.call_mut(b.key()).link =
             Link::Bridged { with: a.clone(), park_after_unbridge: false };
         let now = self.now;
         let (sa, sb) = (self.subject(a), self.subject(b));
@@ -203,7 +199,7 @@ impl Txn<'_> {
     }
 
     fn create_call(&mut self, ident: &Arc<CallIdentity>, client_state: Option<&str>) {
-        self.insert_call(CallRecord::new(ident.clone(), client_state.map(Into::into)));
+        self.insert_call(CallRecord::new(self.tenant.index, ident.clone(), client_state.map(Into::into)));
         let now = self.now;
         let subject = self.subject(ident);
         let answered = subject.clone();
@@ -214,7 +210,7 @@ impl Txn<'_> {
     fn create_queue(&mut self, name: &str, max_size: usize, explicit: bool) -> Result<Arc<str>> {
         let name: Arc<str> = name.into();
         self.tenant.reserve_queue(&name, self.inner.config.max_queues)?;
-        let q = Queue::new(name.clone(), max_size, explicit, self.now);
+        let q = Queue::new(self.tenant.index, self.queue_hash(&name), name.clone(), max_size, explicit, self.now);
         let (queue, queue_id) = (name.clone(), q.id);
         self.insert_queue(q);
         let now = self.now;
@@ -250,12 +246,16 @@ impl Tenant {
         Txn::run(self.inner(), &self.state, now, first, body)
     }
 
+    fn call_hash(&self, id: &str) -> u64 {
+        self.inner().shards.call_hash(self.state.index, id)
+    }
+
     fn call_shard(&self, id: &str) -> usize {
-        self.inner().shards.of_call(self.state.index, id)
+        self.inner().shards.of_hash(self.call_hash(id))
     }
 
     fn queue_shard(&self, name: &str) -> usize {
-        self.inner().shards.of_queue(self.state.index, name)
+        self.inner().shards.of_hash(self.inner().shards.queue_hash(self.state.index, name))
     }
 
     /// The common frame of call commands: the call must exist and be alive, a repeated
@@ -291,16 +291,16 @@ impl Tenant {
         let inner = self.inner();
         let now = inner.begin();
         let id = p.call_control_id.as_deref().map_or_else(new_call_control_id, Into::into);
-        let ident = new_identity(id, from, to, connection_id.into(), p.webhook_url.as_deref(), now);
-        self.run(now, &[self.call_shard(&ident.call_control_id)], |txn| {
-            if txn.call(&ident.call_control_id)?.is_some() {
+        let ident = new_identity(self.call_hash(&id), id, from, to, connection_id.into(), p.webhook_url.as_deref(), now);
+        self.run(now, &[self.inner().shards.of_hash(ident.key_hash)], |txn| {
+            if txn.call(ident.key())?.is_some() {
                 return Ok(Err(Error::CallExists));
             }
             if let Err(e) = txn.tenant.reserve_call(inner.config.max_live_calls) {
                 return Ok(Err(e));
             }
             txn.create_call(&ident, p.client_state.as_deref());
-            Ok(Ok(txn.call(&ident.call_control_id)?.expect("just inserted").snapshot(now)))
+            Ok(Ok(txn.call(ident.key())?.expect("just inserted").snapshot(now)))
         })
     }
 
@@ -308,7 +308,7 @@ impl Tenant {
     pub fn call(&self, id: &str) -> Result<CallInfo> {
         let now = self.inner().begin();
         self.run(now, &[self.call_shard(id)], |txn| {
-            Ok(txn.call(id)?.map(|r| r.snapshot(now)).ok_or(Error::CallNotFound))
+            Ok(txn.call(txn.key(id))?.map(|r| r.snapshot(now)).ok_or(Error::CallNotFound))
         })
     }
 
@@ -337,7 +337,7 @@ impl Tenant {
                     Some(name) => name,
                     None => txn.create_queue(v.queue, v.max_size, false)?,
                 };
-                txn.accept(call.id(), &p.options);
+                txn.accept(&call.ident, &p.options);
                 txn.detach(&call.ident, DequeueReason::Leave);
                 let now = txn.now;
                 let q = txn.queue_mut(&queue);
@@ -354,12 +354,13 @@ impl Tenant {
                 );
                 let avg = q.average_wait_secs(now);
                 let arrival = q.total_enqueued();
-                let member = q.member_mut(call.id()).expect("just pushed");
+                let instance = q.instance();
+                let member = q.member_mut(call.ident.key()).expect("just pushed");
                 let deadline = v
                     .max_wait_secs
                     .map(|s| member.enqueued_at.saturating_add(std::time::Duration::from_secs(s)));
                 member.deadline = deadline;
-                txn.call_mut(call.id()).link = Link::Queued(queue.clone());
+                txn.call_mut(call.ident.key()).link = Link::Queued(queue.clone());
                 let subject = txn.subject(&call.ident);
                 let name = queue.clone();
                 txn.emit(now, || EventKind::CallEnqueued {
@@ -369,12 +370,7 @@ impl Tenant {
                     queue_avg_wait_time_secs: avg,
                 });
                 if let Some(at) = deadline {
-                    let timer = Timer::Deadline {
-                        tenant: txn.tenant.index,
-                        queue: queue.clone(),
-                        call: call.id().into(),
-                        arrival,
-                    };
+                    let timer = Timer::Deadline { queue: instance, call: call.ident.clone(), arrival };
                     txn.schedule(qshard, at, timer);
                 }
                 Ok(())
@@ -391,12 +387,11 @@ impl Tenant {
             None,
             |txn, call| {
                 let Some(q) = call.queue() else { return Ok(Err(Error::NotInQueue)) };
-                let shard = txn.queue_shard(q);
-                txn.need(shard)?;
+                txn.need_queue(q)?;
                 Ok(Ok(q.clone()))
             },
             |txn, call, queue| {
-                txn.accept(call.id(), opts);
+                txn.accept(&call.ident, opts);
                 txn.leave(&call.ident, &queue, DequeueReason::Leave);
                 Ok(())
             },
@@ -427,8 +422,7 @@ impl Tenant {
                         let Some(q) = txn.queue(qname)? else { return Ok(Err(Error::QueueEmpty)) };
                         let Some(head) = q.head() else { return Ok(Err(Error::QueueEmpty)) };
                         let (queue, head_call, alive) = (q.name.clone(), head.call.clone(), head.alive);
-                        let shard = txn.call_shard(&head_call.call_control_id);
-                        txn.need(shard)?;
+                        txn.need_call(head_call.key())?;
                         if alive {
                             Ok(Ok(BridgePlan::With(head_call)))
                         } else {
@@ -442,7 +436,7 @@ impl Tenant {
                                 "A call cannot be bridged with itself.",
                             )));
                         }
-                        let Some(rec) = txn.call(b)? else { return Ok(Err(Error::CallNotFound)) };
+                        let Some(rec) = txn.call(txn.key(b))? else { return Ok(Err(Error::CallNotFound)) };
                         if rec.is_ended() {
                             return Ok(Err(Error::CallEnded { callback: None }));
                         }
@@ -458,13 +452,13 @@ impl Tenant {
             },
             |txn, a, plan| match plan {
                 BridgePlan::With(b) => {
-                    txn.accept(a.id(), &p.options);
+                    txn.accept(&a.ident, &p.options);
                     txn.bridge_pair(&a.ident, &b, park);
                     Ok(())
                 }
                 BridgePlan::AlreadyBridged => {
-                    txn.accept(a.id(), &p.options);
-                    if let Link::Bridged { park_after_unbridge, .. } = &mut txn.call_mut(a.id()).link {
+                    txn.accept(&a.ident, &p.options);
+                    if let Link::Bridged { park_after_unbridge, .. } = &mut txn.call_mut(a.ident.key()).link {
                         *park_after_unbridge = park;
                     }
                     Ok(())
@@ -473,7 +467,7 @@ impl Tenant {
                     // The head is removed even though the bridge fails (SPEC.md 2).
                     txn.leave(&head, &queue, DequeueReason::Hangup);
                     let client_state =
-                        txn.call(&head.call_control_id).ok().flatten().and_then(|r| r.client_state.clone());
+                        txn.call(head.key()).ok().flatten().and_then(|r| r.client_state.clone());
                     Err(Error::CallEnded {
                         callback: Some(Box::new(CallbackInfo {
                             call_control_id: head.call_control_id.as_ref().into(),
@@ -499,14 +493,14 @@ impl Tenant {
                 txn.need_surroundings(&call.link)?;
                 let keep = match &call.link {
                     Link::Queued(q) => {
-                        txn.queue(q)?.and_then(|q| q.member(call.id())).is_some_and(|m| m.keep_after_hangup)
+                        txn.queue(q)?.and_then(|q| q.member(call.ident.key())).is_some_and(|m| m.keep_after_hangup)
                     }
                     _ => false,
                 };
                 Ok(Ok(keep))
             },
             |txn, call, keep| {
-                txn.accept(call.id(), opts);
+                txn.accept(&call.ident, opts);
                 let mut partner = None;
                 match &call.link {
                     Link::None => {}
@@ -514,13 +508,13 @@ impl Tenant {
                         let now = txn.now;
                         let q = txn.queue_mut(q);
                         q.updated_at = now;
-                        if let Some(m) = q.member_mut(call.id()) {
+                        if let Some(m) = q.member_mut(call.ident.key()) {
                             m.alive = false;
                         }
                     }
                     Link::Queued(q) => txn.leave(&call.ident, q, DequeueReason::Hangup),
                     Link::Bridged { with, .. } => {
-                        txn.call_mut(call.id()).link = Link::None;
+                        txn.call_mut(call.ident.key()).link = Link::None;
                         partner = Some(with.clone());
                     }
                 }
@@ -539,14 +533,16 @@ impl Tenant {
         let to = p.validate()?;
         let new_id = new_call_control_id();
         let mut created = None;
+        let new_hash = self.call_hash(&new_id);
         self.call_command(
             id,
             &p.options,
-            Some(self.call_shard(&new_id)),
+            Some(self.inner().shards.of_hash(new_hash)),
             |txn, call| {
                 txn.need_surroundings(&call.link)?;
                 let from = p.from.clone().map_or_else(|| call.ident.to.clone(), Into::into);
                 Ok(Ok(new_identity(
+                    new_hash,
                     new_id.clone(),
                     &from,
                     to,
@@ -557,7 +553,7 @@ impl Tenant {
             },
             |txn, call, b| {
                 txn.tenant.reserve_call(txn.inner.config.max_live_calls)?;
-                txn.accept(call.id(), &p.options);
+                txn.accept(&call.ident, &p.options);
                 txn.create_call(&b, None);
                 txn.bridge_pair(&call.ident, &b, false);
                 created = Some(b.call_control_id.clone());
@@ -622,13 +618,13 @@ impl Tenant {
         let now = self.inner().begin();
         self.run(now, &[self.queue_shard(name)], |txn| {
             let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
-            let idle = (q.is_empty() && !q.explicit).then_some((q.name.clone(), q.id));
+            let idle = (q.is_empty() && !q.explicit).then(|| q.instance());
             let q = txn.queue_mut(name);
             q.max_size = max_size;
             q.updated_at = now;
             let snapshot = q.snapshot(now);
-            if let Some((name, id)) = idle {
-                txn.schedule_idle(&name, id);
+            if let Some(instance) = idle {
+                txn.schedule_idle(instance);
             }
             Ok(Ok(snapshot))
         })
@@ -664,7 +660,8 @@ impl Tenant {
         let now = self.inner().begin();
         self.run(now, &[self.queue_shard(name)], |txn| {
             let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
-            Ok(match (q.position(id), q.member(id)) {
+            let key = txn.key(id);
+            Ok(match (q.position(key), q.member(key)) {
                 (Some(pos), Some(m)) => Ok(q.call_snapshot(pos, m, now)),
                 _ => Err(Error::QueueCallNotFound),
             })
@@ -676,7 +673,7 @@ impl Tenant {
         let now = self.inner().begin();
         self.run(now, &[self.queue_shard(name)], |txn| {
             let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
-            Ok(q.position(id).ok_or(Error::QueueCallNotFound))
+            Ok(q.position(txn.key(id)).ok_or(Error::QueueCallNotFound))
         })
     }
 
@@ -686,19 +683,20 @@ impl Tenant {
         let now = self.inner().begin();
         self.run(now, &[self.queue_shard(name)], |txn| {
             let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
-            if !q.contains(id) {
+            let key = txn.key(id);
+            if !q.contains(key) {
                 return Ok(Err(Error::QueueCallNotFound));
             }
             let q = txn.queue_mut(name);
             if let Some(keep) = update.keep_after_hangup {
-                q.member_mut(id).expect("checked").keep_after_hangup = keep;
+                q.member_mut(key).expect("checked").keep_after_hangup = keep;
                 q.updated_at = now;
             }
             if let Some(p) = priority {
-                q.set_priority(id, p, now);
+                q.set_priority(key, p, now);
             }
-            let pos = q.position(id).expect("checked");
-            Ok(Ok(q.call_snapshot(pos, q.member(id).expect("checked"), now)))
+            let pos = q.position(key).expect("checked");
+            Ok(Ok(q.call_snapshot(pos, q.member(key).expect("checked"), now)))
         })
     }
 
@@ -708,9 +706,8 @@ impl Tenant {
         let now = self.inner().begin();
         self.run(now, &[self.queue_shard(name), self.call_shard(id)], |txn| {
             let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
-            let Some(m) = q.member(id) else { return Ok(Err(Error::QueueCallNotFound)) };
+            let Some(m) = q.member(txn.key(id)) else { return Ok(Err(Error::QueueCallNotFound)) };
             let (ident, alive) = (m.call.clone(), m.alive);
-            txn.call(id)?;
             txn.remove_member(&ident, name, alive.then_some(DequeueReason::Leave));
             Ok(Ok(()))
         })
@@ -726,33 +723,36 @@ pub(crate) fn fire_timer(inner: &Inner, tenant: &TenantState, at: Timestamp, tim
     let shards = &inner.shards;
     match timer {
         Timer::Deadline { queue, call, .. } => {
-            let first = [shards.of_queue(tenant.index, queue), shards.of_call(tenant.index, call)];
+            let first = [shards.of_hash(queue.key_hash), shards.of_hash(call.key_hash)];
             Txn::run(inner, tenant, at, &first, |txn| {
-                let Some(q) = txn.queue(queue)? else { return Ok(false) };
-                let Some(m) = q.member(call).filter(|m| m.deadline == Some(at)) else { return Ok(false) };
-                let ident = m.call.clone();
-                txn.call(call)?;
-                txn.leave(&ident, queue, DequeueReason::Timeout);
-                Ok(true)
+                let due = txn
+                    .queue(&queue.name)?
+                    .filter(|q| q.id == queue.id)
+                    .and_then(|q| q.member(call.key()))
+                    .is_some_and(|m| m.deadline == Some(at));
+                if due {
+                    txn.leave(call, &queue.name, DequeueReason::Timeout);
+                }
+                Ok(due)
             })
         }
-        Timer::Idle { queue, queue_id, .. } => {
+        Timer::Idle { queue } => {
             let ttl = inner.config.queue_idle_ttl;
-            Txn::run(inner, tenant, at, &[shards.of_queue(tenant.index, queue)], |txn| {
-                let idle = txn.queue(queue)?.is_some_and(|q| {
-                    q.id == *queue_id && q.is_empty() && !q.explicit && q.updated_at.saturating_add(ttl) <= at
+            Txn::run(inner, tenant, at, &[shards.of_hash(queue.key_hash)], |txn| {
+                let idle = txn.queue(&queue.name)?.is_some_and(|q| {
+                    q.id == queue.id && q.is_empty() && !q.explicit && q.updated_at.saturating_add(ttl) <= at
                 });
                 if idle {
-                    txn.delete_queue(queue, QueueDeletedReason::Idle);
+                    txn.delete_queue(&queue.name, QueueDeletedReason::Idle);
                 }
                 Ok(idle)
             })
         }
         Timer::Forget { call, .. } => {
             let retention = inner.config.ended_call_retention;
-            let shard = shards.of_call(tenant.index, call);
+            let shard = shards.of_hash(call.key_hash);
             Txn::run(inner, tenant, at, &[shard], |txn| {
-                let Some(rec) = txn.call(call)? else { return Ok(false) };
+                let Some(rec) = txn.call(call.key())? else { return Ok(false) };
                 let Some(end) = rec.end_time else { return Ok(false) };
                 if end.saturating_add(retention) > at {
                     return Ok(false);
@@ -763,7 +763,7 @@ pub(crate) fn fire_timer(inner: &Inner, tenant: &TenantState, at: Timestamp, tim
                     txn.schedule(shard, at.saturating_add(retention), timer);
                     return Ok(false);
                 }
-                txn.remove_call(call);
+                txn.remove_call(call.key());
                 Ok(true)
             })
         }

@@ -3,120 +3,68 @@
 //! Calls and queues are spread over shards by hash; each shard is one mutex. A command
 //! locks the shards of everything it reads or changes (the call, its queue, the other leg
 //! of its bridge, ...) in ascending shard order, so no two commands can wait on each other
-//! in a cycle. It learns what it needs by reading: when it meets a shard it has not
-//! locked, it releases everything and starts again with that shard added. The set only
-//! grows, so this ends. Commands validate everything before they change anything, which
+//! in a cycle. It learns what it needs by reading; see [`Txn::need`] for how it takes a
+//! shard it did not know it needed, and when it has to release everything and start again
+//! with that shard added (the set only grows, so this ends). Commands validate everything before they change anything, which
 //! makes the retry safe and gives "a rejected command changes nothing".
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
-use hashbrown::Equivalent;
+use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use smallvec::SmallVec;
 use uuid::Uuid;
 
-use crate::call::{CallIdentity, CallRecord, CallRef};
+use crate::call::{CallIdentity, CallKey, CallRecord};
 use crate::clock::Timestamp;
 use crate::engine::{Inner, TenantState};
 use crate::event::{CallSubject, Event, EventKind};
 use crate::queue::Queue;
 use crate::timers::{Timer, Timers};
 
-type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
-
-/// A call's key: its tenant and id.
-#[derive(Clone, Debug)]
-pub(crate) struct CallKey {
-    pub(crate) tenant: u32,
-    pub(crate) call: CallRef,
-}
-
-impl Hash for CallKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.tenant.hash(h);
-        self.call.0.call_control_id.hash(h);
-    }
-}
-impl PartialEq for CallKey {
-    fn eq(&self, o: &Self) -> bool {
-        self.tenant == o.tenant && self.call == o.call
-    }
-}
-impl Eq for CallKey {}
-
-/// Borrowed form of [`CallKey`] for lookups.
-#[derive(Hash)]
-pub(crate) struct CallLookup<'a> {
-    tenant: u32,
-    id: &'a str,
-}
-impl<'a> CallLookup<'a> {
-    pub(crate) const fn new(tenant: u32, id: &'a str) -> Self {
-        Self { tenant, id }
-    }
-}
-impl Equivalent<CallKey> for CallLookup<'_> {
-    fn equivalent(&self, k: &CallKey) -> bool {
-        self.tenant == k.tenant && self.id == &*k.call.0.call_control_id
-    }
-}
-
-/// A queue's key: its tenant and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct QueueKey {
-    tenant: u32,
-    name: Arc<str>,
-}
-
-impl QueueKey {
-    pub(crate) const fn tenant(&self) -> u32 {
-        self.tenant
-    }
-}
-
-#[derive(Hash)]
-pub(crate) struct QueueLookup<'a> {
-    tenant: u32,
-    name: &'a str,
-}
-impl<'a> QueueLookup<'a> {
-    pub(crate) const fn new(tenant: u32, name: &'a str) -> Self {
-        Self { tenant, name }
-    }
-}
-impl Equivalent<QueueKey> for QueueLookup<'_> {
-    fn equivalent(&self, k: &QueueKey) -> bool {
-        self.tenant == k.tenant && self.name == &*k.name
-    }
-}
-
+/// Calls and queues of a shard, in tables keyed by hashes computed once per key
+/// ([`Shards::call_key`], [`Shards::queue_hash`]).
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
-    pub(crate) calls: Map<CallKey, CallRecord>,
-    pub(crate) queues: Map<QueueKey, Queue>,
+    pub(crate) calls: HashTable<CallRecord>,
+    pub(crate) queues: HashTable<Queue>,
     pub(crate) timers: Timers,
 }
 
 impl Shard {
+    pub(crate) fn call(&self, tenant: u32, key: CallKey<'_>) -> Option<&CallRecord> {
+        self.calls.find(key.hash, |r| r.tenant == tenant && *r.ident.call_control_id == *key.id)
+    }
+
+    fn call_mut(&mut self, tenant: u32, key: CallKey<'_>) -> Option<&mut CallRecord> {
+        self.calls.find_mut(key.hash, |r| r.tenant == tenant && *r.ident.call_control_id == *key.id)
+    }
+
+    pub(crate) fn queue(&self, tenant: u32, hash: u64, name: &str) -> Option<&Queue> {
+        self.queues.find(hash, |q| q.tenant == tenant && *q.name == *name)
+    }
+
+    fn queue_mut(&mut self, tenant: u32, hash: u64, name: &str) -> Option<&mut Queue> {
+        self.queues.find_mut(hash, |q| q.tenant == tenant && *q.name == *name)
+    }
+
     /// Drops the timers that would do nothing when they fire. Every timer checks state of
     /// its own shard, so this needs no other lock.
     fn purge_stale_timers(&mut self, idle_ttl: std::time::Duration) {
         let (calls, queues) = (&self.calls, &self.queues);
         self.timers.purge(|at, timer| match timer {
-            Timer::Deadline { tenant, queue, call, .. } => queues
-                .get(&QueueLookup::new(*tenant, queue))
-                .and_then(|q| q.member(call))
+            Timer::Deadline { queue, call, .. } => queues
+                .find(queue.key_hash, |q| q.id == queue.id)
+                .and_then(|q| q.member(call.key()))
                 .is_some_and(|m| m.deadline == Some(at)),
-            Timer::Idle { tenant, queue, queue_id } => {
-                queues.get(&QueueLookup::new(*tenant, queue)).is_some_and(|q| {
-                    q.id == *queue_id && q.is_empty() && !q.explicit && q.updated_at.saturating_add(idle_ttl) == at
-                })
-            }
-            Timer::Forget { tenant, call } => {
-                calls.get(&CallLookup::new(*tenant, call)).is_some_and(crate::call::CallRecord::is_ended)
-            }
+            Timer::Idle { queue } => queues.find(queue.key_hash, |q| q.id == queue.id).is_some_and(|q| {
+                q.is_empty() && !q.explicit && q.updated_at.saturating_add(idle_ttl) == at
+            }),
+            Timer::Forget { tenant, call } => calls
+                .find(call.key_hash, |r| r.tenant == *tenant && Arc::ptr_eq(&r.ident, call))
+                .is_some_and(CallRecord::is_ended),
         });
     }
 }
@@ -125,7 +73,8 @@ impl Shard {
 pub(crate) struct Shards {
     pub(crate) shards: Box<[CachePadded<Mutex<Shard>>]>,
     mask: usize,
-    placement: foldhash::fast::FixedState,
+    /// Seeded per engine, so that clients cannot pick ids that collide on purpose.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Shards {
@@ -134,7 +83,7 @@ impl Shards {
         Self {
             shards: (0..n).map(|_| CachePadded::new(Mutex::new(Shard::default()))).collect(),
             mask: n - 1,
-            placement: foldhash::fast::FixedState::with_seed(0x5eed_ca11_0000_0001),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -142,21 +91,18 @@ impl Shards {
         self.shards.iter().map(|s| &**s)
     }
 
-    fn place(&self, kind: u8, tenant: u32, name: &str) -> usize {
-        let mut h = self.placement.build_hasher();
-        kind.hash(&mut h);
-        tenant.hash(&mut h);
-        name.hash(&mut h);
-        // The high bits: the low ones also pick the bucket inside the shard's map.
-        (h.finish() >> 40) as usize & self.mask
+    pub(crate) fn call_hash(&self, tenant: u32, id: &str) -> u64 {
+        self.hasher.hash_one((0u8, tenant, id))
     }
 
-    pub(crate) fn of_call(&self, tenant: u32, id: &str) -> usize {
-        self.place(0, tenant, id)
+    pub(crate) fn queue_hash(&self, tenant: u32, name: &str) -> u64 {
+        self.hasher.hash_one((1u8, tenant, name))
     }
 
-    pub(crate) fn of_queue(&self, tenant: u32, name: &str) -> usize {
-        self.place(1, tenant, name)
+    /// The shard of a key hash. Bits 32.. so that the shard does not correlate with the bits
+    /// the tables use (low bits for the bucket, top 7 for the tag).
+    pub(crate) const fn of_hash(&self, hash: u64) -> usize {
+        (hash >> 32) as usize & self.mask
     }
 }
 
@@ -237,14 +183,6 @@ impl<'e> Txn<'e> {
         Ok(&mut self.locked[pos].1)
     }
 
-    pub(crate) fn call_shard(&self, id: &str) -> usize {
-        self.inner.shards.of_call(self.tenant.index, id)
-    }
-
-    pub(crate) fn queue_shard(&self, name: &str) -> usize {
-        self.inner.shards.of_queue(self.tenant.index, name)
-    }
-
     /// Locks one more shard if that is safe without starting again: waiting is safe for a
     /// shard above every shard held (the order stays ascending), and taking a lower one is
     /// safe when it is free right now (no waiting, so no cycle). Otherwise the command starts
@@ -263,58 +201,85 @@ impl<'e> Txn<'e> {
         Ok(())
     }
 
-    pub(crate) fn call(&self, id: &str) -> Step<Option<&CallRecord>> {
-        let lookup = CallLookup { tenant: self.tenant.index, id };
-        Ok(self.shard(self.call_shard(id))?.calls.get(&lookup))
+    /// The key of a call id of this command's tenant.
+    pub(crate) fn key<'k>(&self, id: &'k str) -> CallKey<'k> {
+        CallKey { hash: self.inner.shards.call_hash(self.tenant.index, id), id }
+    }
+
+    pub(crate) fn call_shard(&self, key: CallKey<'_>) -> usize {
+        self.inner.shards.of_hash(key.hash)
+    }
+
+    pub(crate) fn queue_hash(&self, name: &str) -> u64 {
+        self.inner.shards.queue_hash(self.tenant.index, name)
+    }
+
+    pub(crate) fn queue_shard(&self, name: &str) -> usize {
+        self.inner.shards.of_hash(self.queue_hash(name))
+    }
+
+    /// Locks the shard of a call.
+    pub(crate) fn need_call(&mut self, key: CallKey<'_>) -> Step<()> {
+        self.need(self.call_shard(key))
+    }
+
+    /// Locks the shard of a queue.
+    pub(crate) fn need_queue(&mut self, name: &str) -> Step<()> {
+        self.need(self.queue_shard(name))
+    }
+
+    pub(crate) fn call(&self, key: CallKey<'_>) -> Step<Option<&CallRecord>> {
+        Ok(self.shard(self.call_shard(key))?.call(self.tenant.index, key))
     }
 
     pub(crate) fn queue(&self, name: &str) -> Step<Option<&Queue>> {
-        let lookup = QueueLookup { tenant: self.tenant.index, name };
-        Ok(self.shard(self.queue_shard(name))?.queues.get(&lookup))
+        let hash = self.queue_hash(name);
+        Ok(self.shard(self.inner.shards.of_hash(hash))?.queue(self.tenant.index, hash, name))
     }
 
     /// A call this command has already found (and so locked).
-    pub(crate) fn call_mut(&mut self, id: &str) -> &mut CallRecord {
-        let lookup = CallLookup { tenant: self.tenant.index, id };
-        let shard = self.call_shard(id);
-        self.shard_mut(shard)
-            .ok()
-            .and_then(|s| s.calls.get_mut(&lookup))
-            .expect("call checked before the change")
+    pub(crate) fn call_mut(&mut self, key: CallKey<'_>) -> &mut CallRecord {
+        let (tenant, shard) = (self.tenant.index, self.call_shard(key));
+        self.shard_mut(shard).ok().and_then(|s| s.call_mut(tenant, key)).expect("call checked before the change")
     }
 
     /// A queue this command has already found (and so locked).
     pub(crate) fn queue_mut(&mut self, name: &str) -> &mut Queue {
-        let lookup = QueueLookup { tenant: self.tenant.index, name };
-        let shard = self.queue_shard(name);
+        let (tenant, hash) = (self.tenant.index, self.queue_hash(name));
+        let shard = self.inner.shards.of_hash(hash);
         self.shard_mut(shard)
             .ok()
-            .and_then(|s| s.queues.get_mut(&lookup))
+            .and_then(|s| s.queue_mut(tenant, hash, name))
             .expect("queue checked before the change")
     }
 
     pub(crate) fn insert_call(&mut self, record: CallRecord) {
-        let shard = self.call_shard(&record.ident.call_control_id);
-        let key = CallKey { tenant: self.tenant.index, call: CallRef(record.ident.clone()) };
-        self.shard_mut(shard).expect("shard checked before the change").calls.insert(key, record);
+        let hash = record.ident.key_hash;
+        let shard = self.inner.shards.of_hash(hash);
+        let s = self.shard_mut(shard).expect("shard checked before the change");
+        s.calls.insert_unique(hash, record, |r| r.ident.key_hash);
     }
 
-    pub(crate) fn remove_call(&mut self, id: &str) -> Option<CallRecord> {
-        let lookup = CallLookup { tenant: self.tenant.index, id };
-        let shard = self.call_shard(id);
-        self.shard_mut(shard).ok()?.calls.remove(&lookup)
+    pub(crate) fn remove_call(&mut self, key: CallKey<'_>) -> Option<CallRecord> {
+        let (tenant, shard) = (self.tenant.index, self.call_shard(key));
+        let s = self.shard_mut(shard).ok()?;
+        let entry =
+            s.calls.find_entry(key.hash, |r| r.tenant == tenant && *r.ident.call_control_id == *key.id).ok()?;
+        Some(entry.remove().0)
     }
 
     pub(crate) fn insert_queue(&mut self, queue: Queue) {
-        let shard = self.queue_shard(&queue.name);
-        let key = QueueKey { tenant: self.tenant.index, name: queue.name.clone() };
-        self.shard_mut(shard).expect("shard checked before the change").queues.insert(key, queue);
+        let hash = queue.key_hash;
+        let shard = self.inner.shards.of_hash(hash);
+        let s = self.shard_mut(shard).expect("shard checked before the change");
+        s.queues.insert_unique(hash, queue, |q| q.key_hash);
     }
 
     pub(crate) fn remove_queue(&mut self, name: &str) -> Option<Queue> {
-        let lookup = QueueLookup { tenant: self.tenant.index, name };
-        let shard = self.queue_shard(name);
-        self.shard_mut(shard).ok()?.queues.remove(&lookup)
+        let (tenant, hash) = (self.tenant.index, self.queue_hash(name));
+        let s = self.shard_mut(self.inner.shards.of_hash(hash)).ok()?;
+        let entry = s.queues.find_entry(hash, |q| q.tenant == tenant && *q.name == *name).ok()?;
+        Some(entry.remove().0)
     }
 
     /// Sets a timer in `shard` (the shard of what the timer checks when it fires).
@@ -331,19 +296,13 @@ impl<'e> Txn<'e> {
     /// Records an event, building it only if somebody listens.
     pub(crate) fn emit(&mut self, at: Timestamp, kind: impl FnOnce() -> EventKind) {
         if let Some(events) = &mut self.events {
-            events.push(Event {
-                id: Uuid::new_v4(),
-                occurred_at: at,
-                tenant: self.tenant.name.clone(),
-                kind: kind(),
-            });
+            events.push(Event { id: Uuid::new_v4(), occurred_at: at, tenant: self.tenant.name.clone(), kind: kind() });
         }
     }
 
-    /// The subject of an event about call `id`, with its current client state.
+    /// The subject of an event about a call, with its current client state.
     pub(crate) fn subject(&self, ident: &Arc<CallIdentity>) -> CallSubject {
-        let client_state =
-            self.call(&ident.call_control_id).ok().flatten().and_then(|r| r.client_state.clone());
+        let client_state = self.call(ident.key()).ok().flatten().and_then(|r| r.client_state.clone());
         CallSubject { call: ident.clone(), client_state }
     }
 }

@@ -13,27 +13,44 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::call::CallIdentity;
 use crate::clock::Timestamp;
+
+/// One incarnation of a queue (a queue deleted and made again has a new `id`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct QueueInstance {
+    pub(crate) tenant: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) key_hash: u64,
+    pub(crate) id: Uuid,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Timer {
     /// A member's `max_wait_time_secs` runs out; `arrival` breaks ties between equal
     /// deadlines in enqueue order.
-    Deadline { tenant: u32, queue: Arc<str>, call: Arc<str>, arrival: u64 },
+    Deadline { queue: QueueInstance, call: Arc<CallIdentity>, arrival: u64 },
     /// An auto queue may have been idle for `queue_idle_ttl`.
-    Idle { tenant: u32, queue: Arc<str>, queue_id: Uuid },
+    Idle { queue: QueueInstance },
     /// An ended call may be forgotten.
-    Forget { tenant: u32, call: Arc<str> },
+    Forget { tenant: u32, call: Arc<CallIdentity> },
 }
 
 impl Timer {
+    pub(crate) const fn tenant(&self) -> u32 {
+        match self {
+            Self::Deadline { queue, .. } | Self::Idle { queue } => queue.tenant,
+            Self::Forget { tenant, .. } => *tenant,
+        }
+    }
+
     /// Order among timers due at the same instant: deadlines (in enqueue order), then idle
     /// queues, then forgetting calls.
     pub(crate) fn tie_key(&self) -> (u8, u32, &str, u64) {
         match self {
-            Self::Deadline { tenant, queue, arrival, .. } => (0, *tenant, queue, *arrival),
-            Self::Idle { tenant, queue, .. } => (1, *tenant, queue, 0),
-            Self::Forget { tenant, call } => (2, *tenant, call, 0),
+            Self::Deadline { queue, arrival, .. } => (0, queue.tenant, &queue.name, *arrival),
+            Self::Idle { queue } => (1, queue.tenant, &queue.name, 0),
+            Self::Forget { tenant, call } => (2, *tenant, &call.call_control_id, 0),
         }
     }
 }
@@ -138,7 +155,18 @@ mod tests {
     use super::*;
 
     fn forget(n: u32) -> Timer {
-        Timer::Forget { tenant: n, call: "c".into() }
+        let call = CallIdentity {
+            call_control_id: "c".into(),
+            call_leg_id: Uuid::nil(),
+            call_session_id: Uuid::nil(),
+            connection_id: "x".into(),
+            from: "a".into(),
+            to: "b".into(),
+            start_time: Timestamp::EPOCH,
+            webhook_url: None,
+            key_hash: 0,
+        };
+        Timer::Forget { tenant: n, call: Arc::new(call) }
     }
 
     #[test]
