@@ -61,6 +61,8 @@ pub(crate) struct Queue {
     pub(crate) explicit: bool,
     pub(crate) created_at: Timestamp,
     pub(crate) updated_at: Timestamp,
+    /// When the one pending idle timer of this queue fires, if one is pending.
+    pub(crate) idle_timer: Option<Timestamp>,
     members: MemberOrder<Member>,
     index: Index,
     sum_enqueued_micros: u128,
@@ -83,6 +85,7 @@ impl Queue {
             explicit,
             created_at: now,
             updated_at: now,
+            idle_timer: None,
             members: MemberOrder::default(),
             index: Index::new(),
             sum_enqueued_micros: 0,

@@ -17,7 +17,7 @@ use crate::params::{
 };
 use crate::queue::{Member, Queue, QueueCallInfo, QueueInfo};
 use crate::shard::{Step, Txn};
-use crate::timers::{QueueInstance, Timer};
+use crate::timers::Timer;
 
 /// What a command knows of its call once it passed the common checks.
 struct CallView {
@@ -107,7 +107,7 @@ impl Txn<'_> {
     /// The command is accepted: store its client state and remember its command id.
     fn accept(&mut self, call: &CallIdentity, opts: &CommandOptions) {
         let now = self.now;
-        let rec = self.call_mut(call.key());
+        let rec = self.call_mut(call);
         if let Some(cs) = &opts.client_state {
             rec.client_state = Some(cs.as_str().into());
         }
@@ -127,10 +127,10 @@ impl Txn<'_> {
         let q = self.queue_mut(queue);
         let departure = q.remove(ident.key(), reason, now).expect("member checked before the change");
         let name = q.name.clone();
-        let idle = (q.is_empty() && !q.explicit).then(|| q.instance());
-        self.call_mut(ident.key()).link = Link::None;
-        if let Some(instance) = idle {
-            self.schedule_idle(instance);
+        let emptied = q.is_empty() && !q.explicit;
+        self.call_mut(ident).link = Link::None;
+        if emptied {
+            self.arm_idle_timer(&name);
         }
         if let Some(reason) = reason {
             let subject = self.subject(ident);
@@ -144,8 +144,21 @@ impl Txn<'_> {
         }
     }
 
-    fn schedule_idle(&mut self, queue: QueueInstance) {
+    /// An auto queue became empty (or changed while empty): make sure a timer will check it
+    /// for idleness. One pending timer per queue is enough: when it fires early (the queue
+    /// changed since) it sets itself again for `updated_at + queue_idle_ttl`.
+    fn arm_idle_timer(&mut self, name: &str) {
         let at = self.now.saturating_add(self.inner.config.queue_idle_ttl);
+        self.arm_idle_timer_at(name, at);
+    }
+
+    fn arm_idle_timer_at(&mut self, name: &str, at: Timestamp) {
+        let q = self.queue_mut(name);
+        if q.idle_timer.is_some() {
+            return;
+        }
+        q.idle_timer = Some(at);
+        let queue = q.instance();
         let shard = self.inner.shards.of_hash(queue.key_hash);
         self.schedule(shard, at, Timer::Idle { queue });
     }
@@ -153,7 +166,7 @@ impl Txn<'_> {
     /// Ends a call: `call.hangup`, and it will be forgotten after the retention time.
     fn end_call(&mut self, ident: &Arc<CallIdentity>, source: HangupSource) {
         let now = self.now;
-        self.call_mut(ident.key()).end_time = Some(now);
+        self.call_mut(ident).end_time = Some(now);
         self.tenant.release_call();
         let subject = self.subject(ident);
         self.emit(now, || EventKind::CallHangup { subject, source });
@@ -164,7 +177,7 @@ impl Txn<'_> {
 
     /// SPEC.md 2.5: the leg that stays is parked if it asked for it, else hung up.
     fn release_partner(&mut self, partner: &Arc<CallIdentity>) {
-        let rec = self.call_mut(partner.key());
+        let rec = self.call_mut(partner);
         let park = matches!(rec.link, Link::Bridged { park_after_unbridge: true, .. });
         rec.link = Link::None;
         if !park {
@@ -174,12 +187,12 @@ impl Txn<'_> {
 
     /// Frees a call from its queue (with `reason`) and from its bridge.
     fn detach(&mut self, ident: &Arc<CallIdentity>, reason: DequeueReason) {
-        let link = self.call_mut(ident.key()).link.clone();
+        let link = self.call_mut(ident).link.clone();
         match link {
             Link::None => {}
             Link::Queued(q) => self.leave(ident, &q, reason),
             Link::Bridged { with, .. } => {
-                self.call_mut(ident.key()).link = Link::None;
+                self.call_mut(ident).link = Link::None;
                 self.release_partner(&with);
             }
         }
@@ -188,9 +201,9 @@ impl Txn<'_> {
     fn bridge_pair(&mut self, a: &Arc<CallIdentity>, b: &Arc<CallIdentity>, park_a: bool) {
         self.detach(a, DequeueReason::Bridged);
         self.detach(b, DequeueReason::Bridged);
-        self.call_mut(a.key()).link =
+        self.call_mut(a).link =
             Link::Bridged { with: b.clone(), park_after_unbridge: park_a };
-        self.call_mut(b.key()).link =
+        self.call_mut(b).link =
             Link::Bridged { with: a.clone(), park_after_unbridge: false };
         let now = self.now;
         let (sa, sb) = (self.subject(a), self.subject(b));
@@ -360,7 +373,7 @@ impl Tenant {
                     .max_wait_secs
                     .map(|s| member.enqueued_at.saturating_add(std::time::Duration::from_secs(s)));
                 member.deadline = deadline;
-                txn.call_mut(call.ident.key()).link = Link::Queued(queue.clone());
+                txn.call_mut(&call.ident).link = Link::Queued(queue.clone());
                 let subject = txn.subject(&call.ident);
                 let name = queue.clone();
                 txn.emit(now, || EventKind::CallEnqueued {
@@ -458,7 +471,7 @@ impl Tenant {
                 }
                 BridgePlan::AlreadyBridged => {
                     txn.accept(&a.ident, &p.options);
-                    if let Link::Bridged { park_after_unbridge, .. } = &mut txn.call_mut(a.ident.key()).link {
+                    if let Link::Bridged { park_after_unbridge, .. } = &mut txn.call_mut(&a.ident).link {
                         *park_after_unbridge = park;
                     }
                     Ok(())
@@ -514,7 +527,7 @@ impl Tenant {
                     }
                     Link::Queued(q) => txn.leave(&call.ident, q, DequeueReason::Hangup),
                     Link::Bridged { with, .. } => {
-                        txn.call_mut(call.ident.key()).link = Link::None;
+                        txn.call_mut(&call.ident).link = Link::None;
                         partner = Some(with.clone());
                     }
                 }
@@ -618,13 +631,13 @@ impl Tenant {
         let now = self.inner().begin();
         self.run(now, &[self.queue_shard(name)], |txn| {
             let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
-            let idle = (q.is_empty() && !q.explicit).then(|| q.instance());
+            let idle = q.is_empty() && !q.explicit;
             let q = txn.queue_mut(name);
             q.max_size = max_size;
             q.updated_at = now;
             let snapshot = q.snapshot(now);
-            if let Some(instance) = idle {
-                txn.schedule_idle(instance);
+            if idle {
+                txn.arm_idle_timer(name);
             }
             Ok(Ok(snapshot))
         })
@@ -739,13 +752,20 @@ pub(crate) fn fire_timer(inner: &Inner, tenant: &TenantState, at: Timestamp, tim
         Timer::Idle { queue } => {
             let ttl = inner.config.queue_idle_ttl;
             Txn::run(inner, tenant, at, &[shards.of_hash(queue.key_hash)], |txn| {
-                let idle = txn.queue(&queue.name)?.is_some_and(|q| {
-                    q.id == queue.id && q.is_empty() && !q.explicit && q.updated_at.saturating_add(ttl) <= at
-                });
-                if idle {
-                    txn.delete_queue(&queue.name, QueueDeletedReason::Idle);
+                let Some(q) = txn.queue(&queue.name)?.filter(|q| q.id == queue.id && q.idle_timer == Some(at)) else {
+                    return Ok(false);
+                };
+                let (empty_auto, idle_until) = (q.is_empty() && !q.explicit, q.updated_at.saturating_add(ttl));
+                txn.queue_mut(&queue.name).idle_timer = None;
+                if !empty_auto {
+                    return Ok(false); // the next time it empties sets a new timer
                 }
-                Ok(idle)
+                if idle_until <= at {
+                    txn.delete_queue(&queue.name, QueueDeletedReason::Idle);
+                    return Ok(true);
+                }
+                txn.arm_idle_timer_at(&queue.name, idle_until);
+                Ok(false)
             })
         }
         Timer::Forget { call, .. } => {

@@ -38,8 +38,9 @@ impl Shard {
         self.calls.find(key.hash, |r| r.tenant == tenant && *r.ident.call_control_id == *key.id)
     }
 
-    fn call_mut(&mut self, tenant: u32, key: CallKey<'_>) -> Option<&mut CallRecord> {
-        self.calls.find_mut(key.hash, |r| r.tenant == tenant && *r.ident.call_control_id == *key.id)
+    /// Found by identity: the record holds the very `Arc` every other reference shares.
+    fn call_mut(&mut self, ident: &CallIdentity) -> Option<&mut CallRecord> {
+        self.calls.find_mut(ident.key_hash, |r| std::ptr::eq(&*r.ident, ident))
     }
 
     pub(crate) fn queue(&self, tenant: u32, hash: u64, name: &str) -> Option<&Queue> {
@@ -52,16 +53,16 @@ impl Shard {
 
     /// Drops the timers that would do nothing when they fire. Every timer checks state of
     /// its own shard, so this needs no other lock.
-    fn purge_stale_timers(&mut self, idle_ttl: std::time::Duration) {
+    fn purge_stale_timers(&mut self) {
         let (calls, queues) = (&self.calls, &self.queues);
         self.timers.purge(|at, timer| match timer {
             Timer::Deadline { queue, call, .. } => queues
                 .find(queue.key_hash, |q| q.id == queue.id)
                 .and_then(|q| q.member(call.key()))
                 .is_some_and(|m| m.deadline == Some(at)),
-            Timer::Idle { queue } => queues.find(queue.key_hash, |q| q.id == queue.id).is_some_and(|q| {
-                q.is_empty() && !q.explicit && q.updated_at.saturating_add(idle_ttl) == at
-            }),
+            Timer::Idle { queue } => {
+                queues.find(queue.key_hash, |q| q.id == queue.id).is_some_and(|q| q.idle_timer == Some(at))
+            }
             Timer::Forget { tenant, call } => calls
                 .find(call.key_hash, |r| r.tenant == *tenant && Arc::ptr_eq(&r.ident, call))
                 .is_some_and(CallRecord::is_ended),
@@ -238,9 +239,9 @@ impl<'e> Txn<'e> {
     }
 
     /// A call this command has already found (and so locked).
-    pub(crate) fn call_mut(&mut self, key: CallKey<'_>) -> &mut CallRecord {
-        let (tenant, shard) = (self.tenant.index, self.call_shard(key));
-        self.shard_mut(shard).ok().and_then(|s| s.call_mut(tenant, key)).expect("call checked before the change")
+    pub(crate) fn call_mut(&mut self, ident: &CallIdentity) -> &mut CallRecord {
+        let shard = self.inner.shards.of_hash(ident.key_hash);
+        self.shard_mut(shard).ok().and_then(|s| s.call_mut(ident)).expect("call checked before the change")
     }
 
     /// A queue this command has already found (and so locked).
@@ -284,11 +285,10 @@ impl<'e> Txn<'e> {
 
     /// Sets a timer in `shard` (the shard of what the timer checks when it fires).
     pub(crate) fn schedule(&mut self, shard: usize, at: Timestamp, timer: Timer) {
-        let idle_ttl = self.inner.config.queue_idle_ttl;
         let s = self.shard_mut(shard).expect("shard checked before the change");
         s.timers.schedule(at, timer);
         if s.timers.wants_purge() {
-            s.purge_stale_timers(idle_ttl);
+            s.purge_stale_timers();
         }
         self.inner.note_timer(at);
     }
