@@ -7,9 +7,9 @@ use std::hint::black_box;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use waitline::Engine;
-use waitline_benches::{fill, NaiveEngine, PairFixture};
+use waitline_benches::{NaiveEngine, PairFixture, fill};
 
 const QUEUES: usize = 100;
 const MILLION: usize = 1_000_000;

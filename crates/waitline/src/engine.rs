@@ -223,30 +223,40 @@ impl Inner {
         self.next_due.fetch_min(at.as_micros(), Ordering::AcqRel);
     }
 
-    /// Fires every timer due at `now`, in time order (ties: deadlines in enqueue order, then
-    /// idle queues, then forgetting calls). Timers set while firing (a queue that a timeout
-    /// emptied) are fired in a next round if already due.
+    /// Fires every timer due at `now` in exact time order (ties: deadlines in enqueue order,
+    /// then idle queues, then forgetting calls), each at its own instant. A timer set while
+    /// firing (an idle check set again for later) that is due too is merged in at its place.
     pub(crate) fn run_due(&self, now: Timestamp) -> usize {
         let _one_at_a_time = self.maintenance.lock();
         let mut fired = 0;
-        let mut due = Vec::new();
-        while now.as_micros() >= self.next_due.load(Ordering::Acquire) {
-            // Reset first: a timer set concurrently lowers it again after this store.
-            self.next_due.store(u64::MAX, Ordering::Release);
-            due.clear();
-            for shard in self.shards.iter() {
-                let mut s = shard.lock();
-                s.timers.take_due(now, &mut due);
-                if let Some(at) = s.timers.earliest() {
-                    self.note_timer(at);
-                }
+        // Sorted latest first, so the next to fire is popped from the end.
+        let mut due: Vec<(Timestamp, Timer)> = Vec::new();
+        loop {
+            let next_set = self.next_due.load(Ordering::Acquire);
+            let next_taken = due.last().map_or(u64::MAX, |(at, _)| at.as_micros());
+            if next_set <= now.as_micros() && next_set <= next_taken {
+                // Something due is still in the shards (first pass, or set while firing).
+                self.collect_due(now, &mut due);
+                continue;
             }
-            due.sort_by(|a, b| (a.0, a.1.tie_key()).cmp(&(b.0, b.1.tie_key())));
-            for (at, timer) in due.drain(..) {
-                fired += usize::from(self.fire(at, &timer));
-            }
+            let Some((at, timer)) = due.pop() else { break };
+            fired += usize::from(self.fire(at, &timer));
         }
         fired
+    }
+
+    /// Moves every timer due at `now` from the shards into `due`, kept sorted latest first.
+    fn collect_due(&self, now: Timestamp, due: &mut Vec<(Timestamp, Timer)>) {
+        // Reset first: a timer set concurrently lowers it again after this store.
+        self.next_due.store(u64::MAX, Ordering::Release);
+        for shard in self.shards.iter() {
+            let mut s = shard.lock();
+            s.timers.take_due(now, due);
+            if let Some(at) = s.timers.earliest() {
+                self.note_timer(at);
+            }
+        }
+        due.sort_by(|a, b| (b.0, b.1.tie_key()).cmp(&(a.0, a.1.tie_key())));
     }
 
     fn fire(&self, at: Timestamp, timer: &Timer) -> bool {

@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::call::CallKey;
 use crate::call::Link;
 use crate::engine::Inner;
-use crate::call::CallKey;
 
 pub(crate) fn check(inner: &Inner) -> Result<(), String> {
     // Ascending shard order, as every command takes them.
@@ -25,7 +25,9 @@ pub(crate) fn check(inner: &Inner) -> Result<(), String> {
         for rec in &shard.calls {
             let id = &*rec.ident.call_control_id;
             let tenant = rec.tenant;
-            if rec.ident.key_hash != inner.shards.call_hash(tenant, id) || inner.shards.of_hash(rec.ident.key_hash) != index {
+            if rec.ident.key_hash != inner.shards.call_hash(tenant, id)
+                || inner.shards.of_hash(rec.ident.key_hash) != index
+            {
                 return Err(format!("call {id} with a wrong hash or in the wrong shard"));
             }
             if !rec.is_ended() {
@@ -36,7 +38,9 @@ pub(crate) fn check(inner: &Inner) -> Result<(), String> {
                 Link::Queued(q) => {
                     let queue =
                         find_queue(tenant, q).ok_or(format!("call {id} queued in missing queue {q}"))?;
-                    let m = queue.member(rec.ident.key()).ok_or(format!("call {id} not a member of its queue {q}"))?;
+                    let m = queue
+                        .member(rec.ident.key())
+                        .ok_or(format!("call {id} not a member of its queue {q}"))?;
                     if m.alive == rec.is_ended() {
                         return Err(format!(
                             "member {id} alive={} but call ended={}",
@@ -58,7 +62,9 @@ pub(crate) fn check(inner: &Inner) -> Result<(), String> {
             }
         }
         for q in &shard.queues {
-            if q.key_hash != inner.shards.queue_hash(q.tenant, &q.name) || inner.shards.of_hash(q.key_hash) != index {
+            if q.key_hash != inner.shards.queue_hash(q.tenant, &q.name)
+                || inner.shards.of_hash(q.key_hash) != index
+            {
                 return Err(format!("queue {} with a wrong hash or in the wrong shard", q.name));
             }
             queue_names.entry(q.tenant).or_default().insert(q.name.to_string());
@@ -67,8 +73,7 @@ pub(crate) fn check(inner: &Inner) -> Result<(), String> {
             for m in q.members_in_arrival_order() {
                 count += 1;
                 let id = &*m.call.call_control_id;
-                let rec =
-                    find_call(q.tenant, id).ok_or(format!("member {id} of {} has no call", q.name))?;
+                let rec = find_call(q.tenant, id).ok_or(format!("member {id} of {} has no call", q.name))?;
                 if rec.queue().map(|n| &**n) != Some(&*q.name) {
                     return Err(format!("member {id} of {} points elsewhere", q.name));
                 }

@@ -438,11 +438,8 @@ fn one_of(pointer: &'static str, v: Option<&str>, allowed: &[&str]) -> Result<()
 /// 1..=255 bytes, no control characters: call ids, numbers, connection ids, command ids.
 pub(crate) fn validate_text(pointer: &'static str, v: &str) -> Result<()> {
     // Control characters are ASCII ones or U+0080..=U+009F: scan chars only past ASCII.
-    let has_control = if v.is_ascii() {
-        v.bytes().any(|b| b.is_ascii_control())
-    } else {
-        v.chars().any(char::is_control)
-    };
+    let has_control =
+        if v.is_ascii() { v.bytes().any(|b| b.is_ascii_control()) } else { v.chars().any(char::is_control) };
     if v.is_empty() || v.len() > MAX_NAME_LEN || has_control {
         return Err(Error::out_of_range(
             pointer,

@@ -75,7 +75,14 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub(crate) fn new(tenant: u32, key_hash: u64, name: Arc<str>, max_size: usize, explicit: bool, now: Timestamp) -> Self {
+    pub(crate) fn new(
+        tenant: u32,
+        key_hash: u64,
+        name: Arc<str>,
+        max_size: usize,
+        explicit: bool,
+        now: Timestamp,
+    ) -> Self {
         Self {
             tenant,
             key_hash,

@@ -98,9 +98,7 @@ impl Txn<'_> {
         match link {
             Link::None => Ok(()),
             Link::Queued(q) => self.need_queue(q),
-            Link::Bridged { with, .. } => {
-                self.need_call(with.key())
-            }
+            Link::Bridged { with, .. } => self.need_call(with.key()),
         }
     }
 
@@ -201,10 +199,8 @@ impl Txn<'_> {
     fn bridge_pair(&mut self, a: &Arc<CallIdentity>, b: &Arc<CallIdentity>, park_a: bool) {
         self.detach(a, DequeueReason::Bridged);
         self.detach(b, DequeueReason::Bridged);
-        self.call_mut(a).link =
-            Link::Bridged { with: b.clone(), park_after_unbridge: park_a };
-        self.call_mut(b).link =
-            Link::Bridged { with: a.clone(), park_after_unbridge: false };
+        self.call_mut(a).link = Link::Bridged { with: b.clone(), park_after_unbridge: park_a };
+        self.call_mut(b).link = Link::Bridged { with: a.clone(), park_after_unbridge: false };
         let now = self.now;
         let (sa, sb) = (self.subject(a), self.subject(b));
         self.emit(now, || EventKind::CallBridged(sa));
@@ -223,7 +219,8 @@ impl Txn<'_> {
     fn create_queue(&mut self, name: &str, max_size: usize, explicit: bool) -> Result<Arc<str>> {
         let name: Arc<str> = name.into();
         self.tenant.reserve_queue(&name, self.inner.config.max_queues)?;
-        let q = Queue::new(self.tenant.index, self.queue_hash(&name), name.clone(), max_size, explicit, self.now);
+        let q =
+            Queue::new(self.tenant.index, self.queue_hash(&name), name.clone(), max_size, explicit, self.now);
         let (queue, queue_id) = (name.clone(), q.id);
         self.insert_queue(q);
         let now = self.now;
@@ -304,7 +301,15 @@ impl Tenant {
         let inner = self.inner();
         let now = inner.begin();
         let id = p.call_control_id.as_deref().map_or_else(new_call_control_id, Into::into);
-        let ident = new_identity(self.call_hash(&id), id, from, to, connection_id.into(), p.webhook_url.as_deref(), now);
+        let ident = new_identity(
+            self.call_hash(&id),
+            id,
+            from,
+            to,
+            connection_id.into(),
+            p.webhook_url.as_deref(),
+            now,
+        );
         self.run(now, &[self.inner().shards.of_hash(ident.key_hash)], |txn| {
             if txn.call(ident.key())?.is_some() {
                 return Ok(Err(Error::CallExists));
@@ -453,7 +458,8 @@ impl Tenant {
                         if rec.is_ended() {
                             return Ok(Err(Error::CallEnded { callback: None }));
                         }
-                        let already = rec.bridged_with().is_some_and(|w| w.call_control_id == a.ident.call_control_id);
+                        let already =
+                            rec.bridged_with().is_some_and(|w| w.call_control_id == a.ident.call_control_id);
                         let (b_ident, b_link) = (rec.ident.clone(), rec.link.clone());
                         txn.need_surroundings(&b_link)?;
                         if already {
@@ -505,9 +511,10 @@ impl Tenant {
             |txn, call| {
                 txn.need_surroundings(&call.link)?;
                 let keep = match &call.link {
-                    Link::Queued(q) => {
-                        txn.queue(q)?.and_then(|q| q.member(call.ident.key())).is_some_and(|m| m.keep_after_hangup)
-                    }
+                    Link::Queued(q) => txn
+                        .queue(q)?
+                        .and_then(|q| q.member(call.ident.key()))
+                        .is_some_and(|m| m.keep_after_hangup),
                     _ => false,
                 };
                 Ok(Ok(keep))
@@ -752,10 +759,13 @@ pub(crate) fn fire_timer(inner: &Inner, tenant: &TenantState, at: Timestamp, tim
         Timer::Idle { queue } => {
             let ttl = inner.config.queue_idle_ttl;
             Txn::run(inner, tenant, at, &[shards.of_hash(queue.key_hash)], |txn| {
-                let Some(q) = txn.queue(&queue.name)?.filter(|q| q.id == queue.id && q.idle_timer == Some(at)) else {
+                let Some(q) =
+                    txn.queue(&queue.name)?.filter(|q| q.id == queue.id && q.idle_timer == Some(at))
+                else {
                     return Ok(false);
                 };
-                let (empty_auto, idle_until) = (q.is_empty() && !q.explicit, q.updated_at.saturating_add(ttl));
+                let (empty_auto, idle_until) =
+                    (q.is_empty() && !q.explicit, q.updated_at.saturating_add(ttl));
                 txn.queue_mut(&queue.name).idle_timer = None;
                 if !empty_auto {
                     return Ok(false); // the next time it empties sets a new timer

@@ -264,8 +264,10 @@ impl<'e> Txn<'e> {
     pub(crate) fn remove_call(&mut self, key: CallKey<'_>) -> Option<CallRecord> {
         let (tenant, shard) = (self.tenant.index, self.call_shard(key));
         let s = self.shard_mut(shard).ok()?;
-        let entry =
-            s.calls.find_entry(key.hash, |r| r.tenant == tenant && *r.ident.call_control_id == *key.id).ok()?;
+        let entry = s
+            .calls
+            .find_entry(key.hash, |r| r.tenant == tenant && *r.ident.call_control_id == *key.id)
+            .ok()?;
         Some(entry.remove().0)
     }
 
@@ -296,7 +298,12 @@ impl<'e> Txn<'e> {
     /// Records an event, building it only if somebody listens.
     pub(crate) fn emit(&mut self, at: Timestamp, kind: impl FnOnce() -> EventKind) {
         if let Some(events) = &mut self.events {
-            events.push(Event { id: Uuid::new_v4(), occurred_at: at, tenant: self.tenant.name.clone(), kind: kind() });
+            events.push(Event {
+                id: Uuid::new_v4(),
+                occurred_at: at,
+                tenant: self.tenant.name.clone(),
+                kind: kind(),
+            });
         }
     }
 

@@ -111,7 +111,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (t.clone(), q.clone(), c.clone(), prop::option::of(any::<bool>()), prop::option::of(-1i64..11))
             .prop_map(|(t, q, c, keep, prio)| Op::UpdateQueueCall { t, q, c, keep, prio }),
         1 => (t, q, c).prop_map(|(t, q, c)| Op::RemoveQueueCall { t, q, c }),
-        4 => prop_oneof![0u64..3, 0u64..250].prop_map(|secs| Op::Advance { secs }),
+        4 => prop_oneof![0u64..3, 0u64..250, 250u64..1300].prop_map(|secs| Op::Advance { secs }),
     ]
 }
 
@@ -795,7 +795,8 @@ fn compare_state(model: &Model, tenants: &[waitline::Tenant]) -> Result<(), Test
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    // PROPTEST_CASES overrides the default number of cases (longer runs find rarer bugs).
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300)))]
 
     #[test]
     fn engine_agrees_with_model(ops in prop::collection::vec(op(), 1..80)) {
