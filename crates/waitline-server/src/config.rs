@@ -1,0 +1,236 @@
+//! Configuration: flags, environment variables and an optional TOML file, in that order of
+//! precedence (a flag beats its variable, which beats the file, which beats the default).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::auth::KeySpec;
+use crate::webhook::WebhookConfig;
+
+/// The resolved configuration of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// API keys and their tenants (empty: `main` generates one).
+    pub api_keys: Vec<KeySpec>,
+    /// Base64 of the 32-byte Ed25519 seed that signs webhooks (absent: generated).
+    pub signing_key: Option<String>,
+    /// How long an empty auto queue is kept.
+    pub queue_idle_ttl: Duration,
+    /// Per-tenant cap on live calls.
+    pub max_calls_per_tenant: usize,
+    /// Per-tenant cap on queues.
+    pub max_queues_per_tenant: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Webhook delivery.
+    pub webhooks: WebhookConfig,
+    /// How long shutdown waits for the webhook outbox to drain.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_keys: Vec::new(),
+            signing_key: None,
+            queue_idle_ttl: waitline::DEFAULT_QUEUE_IDLE_TTL,
+            max_calls_per_tenant: 100_000,
+            max_queues_per_tenant: 10_000,
+            max_body_bytes: 64 * 1024,
+            webhooks: WebhookConfig::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `waitline`: the call-queue service.
+#[derive(Debug, Parser)]
+#[command(name = "waitline", version, about = "Telnyx-compatible call-queue service")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+}
+
+/// Flags of `waitline serve`; each also reads an environment variable.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "WAITLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "WAITLINE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// API key, KEY or KEY:TENANT; repeatable (env: comma-separated).
+    #[arg(long = "api-key", env = "WAITLINE_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// Default webhook URL (for calls dialed without one).
+    #[arg(long, env = "WAITLINE_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Webhook URL tried after the primary failed every attempt.
+    #[arg(long, env = "WAITLINE_WEBHOOK_FAILOVER_URL")]
+    pub webhook_failover_url: Option<String>,
+    /// Base64 of the 32-byte Ed25519 seed that signs webhooks.
+    #[arg(long, env = "WAITLINE_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+    /// Seconds an empty auto queue is kept [default: 300].
+    #[arg(long, env = "WAITLINE_QUEUE_IDLE_TTL_SECS")]
+    pub queue_idle_ttl_secs: Option<u64>,
+    /// Per-tenant cap on live calls [default: 100000].
+    #[arg(long, env = "WAITLINE_MAX_CALLS_PER_TENANT")]
+    pub max_calls_per_tenant: Option<usize>,
+    /// Per-tenant cap on queues [default: 10000].
+    #[arg(long, env = "WAITLINE_MAX_QUEUES_PER_TENANT")]
+    pub max_queues_per_tenant: Option<usize>,
+    /// Largest request body in bytes [default: 65536].
+    #[arg(long, env = "WAITLINE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Attempts per webhook URL [default: 3].
+    #[arg(long, env = "WAITLINE_WEBHOOK_ATTEMPTS")]
+    pub webhook_attempts: Option<u32>,
+    /// First retry delay in milliseconds, doubling after each [default: 500].
+    #[arg(long, env = "WAITLINE_WEBHOOK_BACKOFF_MS")]
+    pub webhook_backoff_ms: Option<u64>,
+    /// Time allowed per webhook attempt in milliseconds [default: 5000].
+    #[arg(long, env = "WAITLINE_WEBHOOK_TIMEOUT_MS")]
+    pub webhook_timeout_ms: Option<u64>,
+    /// Seconds shutdown waits for undelivered webhooks [default: 10].
+    #[arg(long, env = "WAITLINE_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// The TOML file: the same settings, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<SocketAddr>,
+    api_keys: Option<Vec<String>>,
+    webhook_url: Option<String>,
+    webhook_failover_url: Option<String>,
+    signing_key: Option<String>,
+    queue_idle_ttl_secs: Option<u64>,
+    max_calls_per_tenant: Option<usize>,
+    max_queues_per_tenant: Option<usize>,
+    max_body_bytes: Option<usize>,
+    webhook_attempts: Option<u32>,
+    webhook_backoff_ms: Option<u64>,
+    webhook_timeout_ms: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+impl ServeArgs {
+    /// Merges flags/environment (already merged by clap) over the file over the defaults.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, or an invalid key.
+    pub fn resolve(self) -> Result<Config, String> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let keys = if self.api_keys.is_empty() { file.api_keys.unwrap_or_default() } else { self.api_keys };
+        let api_keys = keys
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| KeySpec::parse(k))
+            .collect::<Result<_, _>>()?;
+        let secs = Duration::from_secs;
+        let millis = Duration::from_millis;
+        Ok(Config {
+            listen: self.listen.or(file.listen).unwrap_or(d.listen),
+            api_keys,
+            signing_key: self.signing_key.or(file.signing_key),
+            queue_idle_ttl: self
+                .queue_idle_ttl_secs
+                .or(file.queue_idle_ttl_secs)
+                .map_or(d.queue_idle_ttl, secs),
+            max_calls_per_tenant: self
+                .max_calls_per_tenant
+                .or(file.max_calls_per_tenant)
+                .unwrap_or(d.max_calls_per_tenant),
+            max_queues_per_tenant: self
+                .max_queues_per_tenant
+                .or(file.max_queues_per_tenant)
+                .unwrap_or(d.max_queues_per_tenant),
+            max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(d.max_body_bytes),
+            webhooks: WebhookConfig {
+                url: self.webhook_url.or(file.webhook_url),
+                failover_url: self.webhook_failover_url.or(file.webhook_failover_url),
+                attempts: self.webhook_attempts.or(file.webhook_attempts).unwrap_or(d.webhooks.attempts),
+                backoff: self
+                    .webhook_backoff_ms
+                    .or(file.webhook_backoff_ms)
+                    .map_or(d.webhooks.backoff, millis),
+                timeout: self
+                    .webhook_timeout_ms
+                    .or(file.webhook_timeout_ms)
+                    .map_or(d.webhooks.timeout, millis),
+                ..d.webhooks
+            },
+            shutdown_grace: self
+                .shutdown_grace_secs
+                .or(file.shutdown_grace_secs)
+                .map_or(d.shutdown_grace, secs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("waitline-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nqueue_idle_ttl_secs = 7\napi_keys = [\"f:filetenant\"]\nwebhook_attempts = 5\n").unwrap();
+        let args =
+            ServeArgs { config: Some(path.clone()), queue_idle_ttl_secs: Some(9), ..ServeArgs::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.queue_idle_ttl, Duration::from_secs(9));
+        assert_eq!(c.api_keys[0].tenant, "filetenant");
+        assert_eq!(c.webhooks.attempts, 5);
+        assert_eq!(c.max_body_bytes, 65_536);
+        std::fs::write(&path, "lisen = 1\n").unwrap();
+        let args = ServeArgs { config: Some(path), ..ServeArgs::default() };
+        assert!(args.resolve().unwrap_err().contains("lisen"));
+    }
+
+    #[test]
+    fn cli_parses_repeated_keys() {
+        let cli = Cli::parse_from([
+            "waitline",
+            "serve",
+            "--api-key",
+            "a:t1",
+            "--api-key",
+            "b",
+            "--listen",
+            "127.0.0.1:1",
+        ]);
+        let Command::Serve(args) = cli.command;
+        let c = args.resolve().unwrap();
+        assert_eq!(c.api_keys.len(), 2);
+        assert_eq!(c.api_keys[1].tenant, "default");
+    }
+}

@@ -1,0 +1,140 @@
+//! The service's one error type: every way a request can fail, mapped to the Telnyx error
+//! body (`{"errors":[{code,title,detail,source:{pointer}}]}`) in one exhaustive match.
+//!
+//! No client mistake maps to a 5xx or a 409: the official SDKs retry those.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The engine refused the command (its code, title and status come from the core).
+    Engine(waitline::Error),
+    /// The body is not JSON (or not a JSON object).
+    MalformedJson(String),
+    /// A field has the wrong JSON type.
+    WrongType {
+        /// JSON pointer of the field.
+        pointer: &'static str,
+        /// What was expected, e.g. `"a string"`.
+        expected: &'static str,
+    },
+    /// A query parameter is not a number.
+    BadQuery {
+        /// The parameter, as a pointer (`/page[number]`).
+        pointer: &'static str,
+    },
+    /// Missing or unknown API key.
+    Unauthorized,
+    /// No such route.
+    RouteNotFound,
+    /// The route exists, not with this method.
+    MethodNotAllowed,
+    /// The body is larger than the configured limit.
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+}
+
+impl From<waitline::Error> for ApiError {
+    fn from(e: waitline::Error) -> Self {
+        Self::Engine(e)
+    }
+}
+
+impl ApiError {
+    /// HTTP status, Telnyx code, title, detail, pointer and extra `meta`.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String, Option<&'static str>, Option<Value>) {
+        match self {
+            Self::Engine(e) => {
+                let status =
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+                let meta = match e {
+                    waitline::Error::CallEnded { callback: Some(cb) } => Some(json!({ "call": cb })),
+                    _ => None,
+                };
+                (status, e.code(), e.title(), e.to_string(), e.pointer(), meta)
+            }
+            Self::MalformedJson(why) => (
+                StatusCode::BAD_REQUEST,
+                "10015",
+                "Bad Request",
+                format!("The request body is not a valid JSON object: {why}"),
+                None,
+                None,
+            ),
+            Self::WrongType { pointer, expected } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "10033",
+                "Value outside of range",
+                format!("The '{}' parameter must be {expected}.", &pointer[1..]),
+                Some(pointer),
+                None,
+            ),
+            Self::BadQuery { pointer } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "10033",
+                "Value outside of range",
+                format!("The '{}' query parameter must be an integer.", &pointer[1..]),
+                Some(pointer),
+                None,
+            ),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "10009",
+                "Authentication failed",
+                "The API key is missing or not valid. Send it as 'Authorization: Bearer <key>'.".to_owned(),
+                None,
+                None,
+            ),
+            Self::RouteNotFound => (
+                StatusCode::NOT_FOUND,
+                "10005",
+                "Resource not found",
+                "The requested route does not exist.".to_owned(),
+                None,
+                None,
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "10005",
+                "Method not allowed",
+                "The route does not accept this method.".to_owned(),
+                None,
+                None,
+            ),
+            Self::BodyTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "10015",
+                "Request body too large",
+                format!("The request body exceeds {limit} bytes."),
+                None,
+                None,
+            ),
+        }
+    }
+
+    /// The error body, as JSON.
+    #[must_use]
+    pub fn body(&self) -> Value {
+        let (_, code, title, detail, pointer, meta) = self.parts();
+        let mut error = json!({ "code": code, "title": title, "detail": detail });
+        if let Some(p) = pointer {
+            error["source"] = json!({ "pointer": p });
+        }
+        if let Some(m) = meta {
+            error["meta"] = m;
+        }
+        json!({ "errors": [error] })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.parts().0;
+        (status, axum::Json(self.body())).into_response()
+    }
+}

@@ -1,0 +1,140 @@
+//! # waitline-server
+//!
+//! The waitline engine over HTTP with the wire format of the Telnyx Voice API v2: code
+//! written for Telnyx (the official SDKs or curl) works against it by changing the base URL.
+//! A thin layer: it parses, authenticates, maps errors and delivers events; every rule is
+//! the core's.
+//!
+//! [`router`] builds the whole service for an [`AppState`], so tests can drive it without a
+//! socket; [`run`] serves it on a listener until a shutdown signal.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod webhook;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use waitline::Engine;
+
+use crate::auth::ApiKeys;
+use crate::config::Config;
+use crate::webhook::{Signer, Webhooks};
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    engine: Engine,
+    keys: ApiKeys,
+    public_key: String,
+    body_limit: usize,
+}
+
+impl AppState {
+    /// State for `engine` with the configured keys.
+    #[must_use]
+    pub fn new(engine: Engine, config: &Config, signer: &Signer) -> Self {
+        let keys = ApiKeys::new(&engine, &config.api_keys);
+        Self {
+            shared: Arc::new(Shared {
+                engine,
+                keys,
+                public_key: signer.public_key_base64(),
+                body_limit: config.max_body_bytes,
+            }),
+        }
+    }
+
+    /// The engine.
+    #[must_use]
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    pub(crate) fn keys(&self) -> &ApiKeys {
+        &self.shared.keys
+    }
+
+    pub(crate) fn public_key(&self) -> &str {
+        &self.shared.public_key
+    }
+
+    pub(crate) fn body_limit(&self) -> usize {
+        self.shared.body_limit
+    }
+}
+
+/// The whole HTTP service.
+pub fn router(state: AppState) -> Router {
+    let limit = state.body_limit();
+    Router::new()
+        .nest("/v2", routes::api())
+        .merge(routes::api())
+        .route("/healthz", get(routes::healthz))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The engine a configuration asks for.
+#[must_use]
+pub fn engine(config: &Config) -> Engine {
+    Engine::builder()
+        .queue_idle_ttl(config.queue_idle_ttl)
+        .max_live_calls_per_tenant(config.max_calls_per_tenant)
+        .max_queues_per_tenant(config.max_queues_per_tenant)
+        .build()
+}
+
+/// Serves until `shutdown` resolves, then drains the webhook outbox (up to the configured
+/// grace period). Timers fire on time without traffic: a background task runs the engine's
+/// maintenance.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn run(
+    config: Config,
+    engine: Engine,
+    signer: Signer,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = AppState::new(engine.clone(), &config, &signer);
+    let webhooks = Webhooks::start(&engine, signer, config.webhooks.clone());
+    let maintenance = tokio::spawn(maintain(engine));
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+    });
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    maintenance.abort();
+    webhooks.shutdown(config.shutdown_grace).await;
+    served
+}
+
+/// Fires due timers (max-wait expiry, idle queues) even when no request comes. Sleeps until
+/// the next timer, at most 100 ms at a time so that a timer set meanwhile is not missed.
+async fn maintain(engine: Engine) {
+    loop {
+        engine.run_pending_tasks();
+        let now = waitline::Timestamp::now_utc().as_micros();
+        let until_next = engine.next_wakeup().map_or(u64::MAX, |t| t.as_micros().saturating_sub(now));
+        tokio::time::sleep(Duration::from_micros(until_next.clamp(1_000, 100_000))).await;
+    }
+}

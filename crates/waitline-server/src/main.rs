@@ -1,0 +1,78 @@
+//! `waitline serve`: the Telnyx-compatible call-queue service.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use waitline_server::auth::KeySpec;
+use waitline_server::config::{Cli, Command};
+use waitline_server::webhook::Signer;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let Command::Serve(args) = Cli::parse().command;
+    let mut config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("waitline: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if config.api_keys.is_empty() {
+        // The quickstart works with nothing set: a key for tenant `default`, shown once on
+        // standard output (never in the log).
+        let key = waitline_server::auth::generate_key();
+        println!("No API key configured; generated one for tenant 'default': {key}");
+        config.api_keys.push(KeySpec { key, tenant: waitline::DEFAULT_TENANT.into() });
+    }
+    let signer = match config.signing_key.as_deref().map(Signer::from_base64_seed) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            eprintln!("waitline: {e}");
+            return std::process::ExitCode::from(2);
+        }
+        None => {
+            let s = Signer::generate();
+            println!(
+                "No signing key configured; webhooks are signed with a generated key. Public key: {}",
+                s.public_key_base64()
+            );
+            s
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("waitline: cannot listen on {}: {e}", config.listen);
+            return std::process::ExitCode::from(1);
+        }
+    };
+    tracing::info!(listen = %config.listen, tenants = config.api_keys.len(), "waitline serving");
+    println!("Listening on http://{}", config.listen);
+    let engine = waitline_server::engine(&config);
+    match waitline_server::run(config, engine, signer, listener, shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("waitline: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}

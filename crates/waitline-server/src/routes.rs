@@ -1,0 +1,224 @@
+//! The routes of SPEC.md section 5. Each handler translates: read the request, call the
+//! engine, shape the answer. No rule is decided here.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde_json::json;
+use waitline::PageRequest;
+
+use crate::AppState;
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::wire::{self, Body};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A request body read within the size limit; too large answers 413 in the Telnyx shape.
+#[derive(Debug)]
+pub struct JsonBody(pub Body);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge { limit: state.body_limit() }
+            } else {
+                ApiError::MalformedJson(e.body_text())
+            }
+        })?;
+        Ok(Self(wire::body(&bytes)?))
+    }
+}
+
+/// Path segments, percent-decoded; undecodable ones answer 404 like any unknown resource.
+fn segments<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v).map_err(|_| ApiError::RouteNotFound)
+}
+
+/// `page[number]` and `page[size]` from the query string (other parameters are ignored).
+fn page_request(query: Option<&str>) -> Result<PageRequest, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
+    let mut page = PageRequest::default();
+    for (k, v) in pairs {
+        let (slot, pointer) = match k.as_str() {
+            "page[number]" => (&mut page.number, "/page[number]"),
+            "page[size]" => (&mut page.size, "/page[size]"),
+            _ => continue,
+        };
+        *slot = Some(v.trim().parse().map_err(|_| ApiError::BadQuery { pointer })?);
+    }
+    Ok(page)
+}
+
+/// Every API route, mounted at `/v2` and at the root.
+pub fn api() -> Router<AppState> {
+    Router::new()
+        .route("/calls", post(dial))
+        .route("/calls/{call_control_id}", get(call))
+        .route("/calls/{call_control_id}/actions/{action}", post(action))
+        .route("/queues", get(list_queues).post(create_queue))
+        .route("/queues/{queue_name}", get(queue).post(update_queue).delete(delete_queue))
+        .route("/queues/{queue_name}/calls", get(queue_calls))
+        .route(
+            "/queues/{queue_name}/calls/{call_control_id}",
+            get(queue_call).patch(update_queue_call).delete(remove_queue_call),
+        )
+        .route("/events", get(events))
+        .route("/webhook_public_key", get(public_key))
+}
+
+async fn dial(Auth(t): Auth, JsonBody(b): JsonBody) -> ApiResult {
+    Ok(wire::data(&t.dial(&b.dial()?)?))
+}
+
+async fn call(Auth(t): Auth, id: Result<Path<String>, PathRejection>) -> ApiResult {
+    Ok(wire::data(&t.call(&segments(id)?)?))
+}
+
+async fn action(
+    Auth(t): Auth,
+    p: Result<Path<(String, String)>, PathRejection>,
+    JsonBody(b): JsonBody,
+) -> ApiResult {
+    let (id, action) = segments(p)?;
+    match action.as_str() {
+        "enqueue" => t.enqueue(&id, &b.enqueue()?)?,
+        "leave_queue" => t.leave_queue(&id, &b.command_options()?)?,
+        "bridge" => t.bridge(&id, &b.bridge()?)?,
+        "hangup" => t.hangup(&id, &b.command_options()?)?,
+        "transfer" => {
+            t.transfer(&id, &b.transfer()?)?;
+        }
+        _ => return Err(ApiError::RouteNotFound),
+    }
+    Ok(wire::ok_result())
+}
+
+async fn list_queues(Auth(t): Auth, RawQuery(q): RawQuery) -> ApiResult {
+    Ok(wire::page(&t.queues(page_request(q.as_deref())?)?))
+}
+
+async fn create_queue(Auth(t): Auth, JsonBody(b): JsonBody) -> ApiResult {
+    let name = b.string("/queue_name")?;
+    Ok(wire::data(&t.create_queue(name.as_deref(), b.int("/max_size")?)?))
+}
+
+async fn queue(Auth(t): Auth, name: Result<Path<String>, PathRejection>) -> ApiResult {
+    Ok(wire::data(&t.queue(&segments(name)?)?))
+}
+
+async fn update_queue(
+    Auth(t): Auth,
+    name: Result<Path<String>, PathRejection>,
+    JsonBody(b): JsonBody,
+) -> ApiResult {
+    Ok(wire::data(&t.update_queue(&segments(name)?, b.int("/max_size")?)?))
+}
+
+async fn delete_queue(Auth(t): Auth, name: Result<Path<String>, PathRejection>) -> ApiResult {
+    t.delete_queue(&segments(name)?)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn queue_calls(
+    Auth(t): Auth,
+    name: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    Ok(wire::page(&t.queue_calls(&segments(name)?, page_request(q.as_deref())?)?))
+}
+
+async fn queue_call(Auth(t): Auth, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult {
+    let (name, id) = segments(p)?;
+    Ok(wire::data(&t.queue_call(&name, &id)?))
+}
+
+async fn update_queue_call(
+    Auth(t): Auth,
+    p: Result<Path<(String, String)>, PathRejection>,
+    JsonBody(b): JsonBody,
+) -> ApiResult {
+    let (name, id) = segments(p)?;
+    t.update_queue_call(&name, &id, &b.queue_call_update()?)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn remove_queue_call(Auth(t): Auth, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult {
+    let (name, id) = segments(p)?;
+    t.remove_queue_call(&name, &id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// [ext] The tenant's events as Server-Sent Events, in the webhook envelope.
+async fn events(
+    State(state): State<AppState>,
+    Auth(t): Auth,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(1024);
+    let mut sub = state.engine().subscribe_tenant(t.name());
+    // The engine's channel blocks; a blocking task forwards until the client goes away.
+    tokio::task::spawn_blocking(move || {
+        while !tx.is_closed() {
+            if let Some(ev) = sub.recv_timeout(Duration::from_millis(200)) {
+                let data = crate::webhook::envelope(&ev, 1, "/v2/events").to_string();
+                let sse = SseEvent::default().event(ev.event_type()).id(ev.id.to_string()).data(data);
+                if tx.blocking_send(sse).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let stream = futures_util::StreamExt::map(stream, Ok);
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// [ext] The Ed25519 public key that verifies webhook signatures.
+async fn public_key(State(state): State<AppState>) -> Response {
+    Json(json!({ "data": { "public_key": state.public_key() } })).into_response()
+}
+
+/// Liveness.
+pub async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Unknown route.
+pub async fn not_found() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+/// Known route, other method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_from_queries() {
+        assert_eq!(page_request(None).unwrap(), PageRequest::default());
+        assert_eq!(
+            page_request(Some("page%5Bnumber%5D=2&page[size]=5&x=y")).unwrap(),
+            PageRequest::new(2, 5)
+        );
+        assert!(matches!(
+            page_request(Some("page[size]=abc")),
+            Err(ApiError::BadQuery { pointer: "/page[size]" })
+        ));
+    }
+}

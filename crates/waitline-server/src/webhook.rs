@@ -1,0 +1,280 @@
+//! Webhooks: every Telnyx event of a call is POSTed in the Telnyx envelope, signed with
+//! Ed25519 exactly as Telnyx signs (`telnyx-timestamp`, and `telnyx-signature-ed25519` over
+//! `"{timestamp}|{body}"`), to the call's `webhook_url` or the configured one. A failed
+//! delivery is retried with exponential backoff, then sent to the failover URL.
+//!
+//! Commands never wait for delivery: the engine hands events to a reader thread, which puts
+//! them in a bounded outbox per worker; a call always maps to the same worker, so its events
+//! arrive in order. What does not fit in a full outbox is dropped, counted and logged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ed25519_dalek::{Signer as _, SigningKey};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use waitline::{Engine, Event};
+
+/// Signs webhook bodies.
+#[derive(Clone)]
+pub struct Signer {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("public_key", &self.public_key_base64()).finish()
+    }
+}
+
+impl Signer {
+    /// From the base64 of a 32-byte Ed25519 seed.
+    ///
+    /// # Errors
+    /// Not base64, or not 32 bytes.
+    pub fn from_base64_seed(seed: &str) -> Result<Self, String> {
+        let bytes = BASE64.decode(seed.trim()).map_err(|e| format!("signing key is not base64: {e}"))?;
+        let seed: [u8; 32] =
+            bytes.try_into().map_err(|_| "signing key must be the base64 of 32 bytes".to_owned())?;
+        Ok(Self { key: SigningKey::from_bytes(&seed) })
+    }
+
+    /// A fresh random key.
+    ///
+    /// # Panics
+    /// If the operating system has no randomness to give.
+    #[must_use]
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("the OS random source");
+        Self { key: SigningKey::from_bytes(&seed) }
+    }
+
+    /// The public key, base64 (what receivers verify with).
+    #[must_use]
+    pub fn public_key_base64(&self) -> String {
+        BASE64.encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// The two signature headers for `body` sent at Unix time `timestamp`.
+    #[must_use]
+    pub fn sign(&self, timestamp: u64, body: &[u8]) -> (String, String) {
+        let mut message = format!("{timestamp}|").into_bytes();
+        message.extend_from_slice(body);
+        (timestamp.to_string(), BASE64.encode(self.key.sign(&message).to_bytes()))
+    }
+}
+
+/// Where and how webhooks are delivered.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Used for calls dialed without a `webhook_url`.
+    pub url: Option<String>,
+    /// Tried after every attempt at the primary URL failed.
+    pub failover_url: Option<String>,
+    /// Attempts per URL (at least 1).
+    pub attempts: u32,
+    /// Wait before the second attempt; doubles after each.
+    pub backoff: Duration,
+    /// Time allowed for one attempt.
+    pub timeout: Duration,
+    /// Number of workers (parallel deliveries; one call always uses the same one).
+    pub workers: usize,
+    /// Events waiting per worker before new ones are dropped.
+    pub outbox_capacity: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            failover_url: None,
+            attempts: 3,
+            backoff: Duration::from_millis(500),
+            timeout: Duration::from_secs(5),
+            workers: 16,
+            outbox_capacity: 10_000,
+        }
+    }
+}
+
+/// Counters of the outbox.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    /// Accepted with a 2xx.
+    pub delivered: AtomicU64,
+    /// Failed on every URL.
+    pub failed: AtomicU64,
+    /// Dropped because an outbox was full (or the engine's channel overflowed).
+    pub dropped: AtomicU64,
+}
+
+/// The running outbox.
+#[derive(Debug)]
+pub struct Webhooks {
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    /// Delivery counters.
+    pub stats: Arc<WebhookStats>,
+}
+
+struct Delivery {
+    signer: Signer,
+    config: WebhookConfig,
+    client: reqwest::Client,
+    stats: Arc<WebhookStats>,
+}
+
+impl Webhooks {
+    /// Starts the reader thread and the workers (inside a tokio runtime).
+    ///
+    /// # Panics
+    /// If the HTTP client or the reader thread cannot be made.
+    #[must_use]
+    pub fn start(engine: &Engine, signer: Signer, config: WebhookConfig) -> Self {
+        let stats = Arc::new(WebhookStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = reqwest::Client::builder().timeout(config.timeout).build().expect("HTTP client");
+        let (workers_n, capacity) = (config.workers.max(1), config.outbox_capacity.max(1));
+        let delivery = Arc::new(Delivery { signer, config, client, stats: stats.clone() });
+        let mut senders = Vec::with_capacity(workers_n);
+        let mut workers = Vec::with_capacity(workers_n);
+        for _ in 0..workers_n {
+            let (tx, rx) = mpsc::channel::<Event>(capacity);
+            senders.push(tx);
+            workers.push(tokio::spawn(worker(rx, delivery.clone())));
+        }
+        let mut events = engine.subscribe();
+        let (reader_stop, reader_stats) = (stop.clone(), stats.clone());
+        let reader = std::thread::Builder::new()
+            .name("waitline-webhooks".into())
+            .spawn(move || {
+                let mut lost_upstream = 0;
+                while !reader_stop.load(Ordering::Acquire) {
+                    if let Some(event) = events.recv_timeout(Duration::from_millis(50)) {
+                        route(&senders, event, &reader_stats);
+                    }
+                    let lost = events.dropped();
+                    if lost > lost_upstream {
+                        reader_stats.dropped.fetch_add(lost - lost_upstream, Ordering::Relaxed);
+                        tracing::warn!(
+                            lost = lost - lost_upstream,
+                            "webhook events lost: the engine channel overflowed"
+                        );
+                        lost_upstream = lost;
+                    }
+                }
+                // Hand over what is already committed, then close the outboxes.
+                for event in events.drain() {
+                    route(&senders, event, &reader_stats);
+                }
+            })
+            .expect("webhook reader thread");
+        Self { stop, reader: Some(reader), workers, stats }
+    }
+
+    /// Stops taking events, then waits for the outboxes to drain, at most `grace`.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        }
+        let drain = futures_util::future::join_all(self.workers.drain(..));
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("webhook outbox not drained within the shutdown grace period");
+        }
+    }
+}
+
+/// Puts an event in the outbox of its call's worker.
+fn route(senders: &[mpsc::Sender<Event>], event: Event, stats: &WebhookStats) {
+    let Some(subject) = event.kind.subject() else { return }; // [ext] queue events: streams only
+    let worker = (subject.call.call_leg_id.as_u128() % senders.len() as u128) as usize;
+    if let Err(e) = senders[worker].try_send(event) {
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if let mpsc::error::TrySendError::Full(ev) = e {
+            tracing::warn!(event = ev.event_type(), id = %ev.id, "webhook outbox full: event dropped");
+        }
+    }
+}
+
+async fn worker(mut rx: mpsc::Receiver<Event>, delivery: Arc<Delivery>) {
+    while let Some(event) = rx.recv().await {
+        delivery.deliver(&event).await;
+    }
+}
+
+impl Delivery {
+    async fn deliver(&self, event: &Event) {
+        let own = event.kind.subject().and_then(|s| s.call.webhook_url.as_deref());
+        let Some(primary) = own.or(self.config.url.as_deref()) else { return };
+        let urls = std::iter::once(primary).chain(self.config.failover_url.as_deref());
+        let mut attempt = 0;
+        for url in urls {
+            let mut backoff = self.config.backoff;
+            for try_no in 0..self.config.attempts.max(1) {
+                if try_no > 0 {
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+                attempt += 1;
+                match self.post(url, event, attempt).await {
+                    Ok(()) => {
+                        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(why) => tracing::debug!(%url, attempt, %why, "webhook attempt failed"),
+                }
+            }
+        }
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(event = event.event_type(), id = %event.id, attempts = attempt, "webhook not delivered");
+    }
+
+    async fn post(&self, url: &str, event: &Event, attempt: u32) -> Result<(), String> {
+        let body = serde_json::to_vec(&envelope(event, attempt, url)).map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let (timestamp, signature) = self.signer.sign(now.as_secs(), &body);
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("telnyx-timestamp", timestamp)
+            .header("telnyx-signature-ed25519", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status().is_success() { Ok(()) } else { Err(format!("status {}", response.status())) }
+    }
+}
+
+/// The Telnyx envelope: `{"data": event, "meta": {"attempt", "delivered_to"}}`.
+#[must_use]
+pub fn envelope(event: &Event, attempt: u32, delivered_to: &str) -> serde_json::Value {
+    json!({ "data": event, "meta": { "attempt": attempt, "delivered_to": delivered_to } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+
+    #[test]
+    fn signature_verifies_over_timestamp_pipe_body() {
+        let signer = Signer::from_base64_seed(&BASE64.encode([7u8; 32])).unwrap();
+        let (ts, sig) = signer.sign(1_700_000_000, b"{\"a\":1}");
+        let public: [u8; 32] = BASE64.decode(signer.public_key_base64()).unwrap().try_into().unwrap();
+        let sig: [u8; 64] = BASE64.decode(sig).unwrap().try_into().unwrap();
+        let key = VerifyingKey::from_bytes(&public).unwrap();
+        assert_eq!(ts, "1700000000");
+        assert!(key.verify(b"1700000000|{\"a\":1}", &Signature::from_bytes(&sig)).is_ok());
+        assert!(key.verify(b"1700000001|{\"a\":1}", &Signature::from_bytes(&sig)).is_err());
+        assert!(Signer::from_base64_seed("AAAA").is_err());
+    }
+}

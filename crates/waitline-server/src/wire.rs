@@ -1,0 +1,231 @@
+//! JSON in and out: reading request bodies field by field (so each mistake names its field),
+//! and the Telnyx response envelopes.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use waitline::{
+    BridgeMediaOptions, BridgeParams, CommandOptions, DialParams, EnqueueParams, Page, QueueCallUpdate,
+    TransferParams,
+};
+
+use crate::error::ApiError;
+
+/// A request body: a JSON object whose fields are read with their types checked. Unknown
+/// fields are ignored and `null` counts as absent.
+#[derive(Debug)]
+pub struct Body(Map<String, Value>);
+
+impl Body {
+    /// Parses raw bytes; an empty body is an empty object.
+    ///
+    /// # Errors
+    /// `MalformedJson` for anything that is not a JSON object.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Map::new()));
+        }
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(_) => Err(ApiError::MalformedJson("expected an object".into())),
+            Err(e) => Err(ApiError::MalformedJson(e.to_string())),
+        }
+    }
+
+    fn get(&self, pointer: &'static str) -> Option<&Value> {
+        self.0.get(&pointer[1..]).filter(|v| !v.is_null())
+    }
+
+    /// A string field.
+    ///
+    /// # Errors
+    /// `WrongType` when present and not a string.
+    pub fn string(&self, pointer: &'static str) -> Result<Option<String>, ApiError> {
+        match self.get(pointer) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::WrongType { pointer, expected: "a string" }),
+        }
+    }
+
+    /// An integer field (any JSON integer; ranges are the engine's business).
+    ///
+    /// # Errors
+    /// `WrongType` when present and not an integer, or beyond 64 bits.
+    pub fn int(&self, pointer: &'static str) -> Result<Option<i64>, ApiError> {
+        match self.get(pointer) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) => Ok(Some(i)),
+                // An integer too large for i64 is out of every range; a fraction is no integer.
+                None if n.is_u64() => Ok(Some(i64::MAX)),
+                None => Err(ApiError::WrongType { pointer, expected: "an integer" }),
+            },
+            Some(_) => Err(ApiError::WrongType { pointer, expected: "an integer" }),
+        }
+    }
+
+    /// A boolean field.
+    ///
+    /// # Errors
+    /// `WrongType` when present and not a boolean.
+    pub fn boolean(&self, pointer: &'static str) -> Result<Option<bool>, ApiError> {
+        match self.get(pointer) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::WrongType { pointer, expected: "a boolean" }),
+        }
+    }
+
+    /// `client_state` and `command_id`.
+    ///
+    /// # Errors
+    /// A wrong type.
+    pub fn command_options(&self) -> Result<CommandOptions, ApiError> {
+        Ok(CommandOptions {
+            client_state: self.string("/client_state")?,
+            command_id: self.string("/command_id")?,
+        })
+    }
+
+    /// The body of dial.
+    ///
+    /// # Errors
+    /// A wrong type.
+    pub fn dial(&self) -> Result<DialParams, ApiError> {
+        Ok(DialParams {
+            to: self.string("/to")?,
+            from: self.string("/from")?,
+            connection_id: self.string("/connection_id")?,
+            client_state: self.string("/client_state")?,
+            webhook_url: self.string("/webhook_url")?,
+            webhook_url_method: self.string("/webhook_url_method")?,
+            call_control_id: self.string("/call_control_id")?,
+        })
+    }
+
+    /// The body of enqueue.
+    ///
+    /// # Errors
+    /// A wrong type.
+    pub fn enqueue(&self) -> Result<EnqueueParams, ApiError> {
+        Ok(EnqueueParams {
+            queue_name: self.string("/queue_name")?,
+            max_wait_time_secs: self.int("/max_wait_time_secs")?,
+            max_size: self.int("/max_size")?,
+            keep_after_hangup: self.boolean("/keep_after_hangup")?,
+            priority: self.int("/priority")?,
+            options: self.command_options()?,
+        })
+    }
+
+    /// The body of bridge.
+    ///
+    /// # Errors
+    /// A wrong type.
+    pub fn bridge(&self) -> Result<BridgeParams, ApiError> {
+        Ok(BridgeParams {
+            call_control_id: self.string("/call_control_id")?,
+            queue: self.string("/queue")?,
+            park_after_unbridge: self.string("/park_after_unbridge")?,
+            media: BridgeMediaOptions {
+                play_ringtone: self.boolean("/play_ringtone")?,
+                ringtone: self.string("/ringtone")?,
+                record: self.string("/record")?,
+                record_channels: self.string("/record_channels")?,
+                record_format: self.string("/record_format")?,
+                record_max_length: self.int("/record_max_length")?,
+                record_timeout_secs: self.int("/record_timeout_secs")?,
+                record_track: self.string("/record_track")?,
+                record_trim: self.string("/record_trim")?,
+                record_custom_file_name: self.string("/record_custom_file_name")?,
+                mute_dtmf: self.string("/mute_dtmf")?,
+                hold_after_unbridge: self.boolean("/hold_after_unbridge")?,
+                prevent_double_bridge: self.boolean("/prevent_double_bridge")?,
+                video_room_id: self.string("/video_room_id")?,
+                video_room_context: self.string("/video_room_context")?,
+            },
+            options: self.command_options()?,
+        })
+    }
+
+    /// The body of transfer.
+    ///
+    /// # Errors
+    /// A wrong type.
+    pub fn transfer(&self) -> Result<TransferParams, ApiError> {
+        Ok(TransferParams {
+            to: self.string("/to")?,
+            from: self.string("/from")?,
+            options: self.command_options()?,
+        })
+    }
+
+    /// The body of a queue-call update.
+    ///
+    /// # Errors
+    /// A wrong type.
+    pub fn queue_call_update(&self) -> Result<QueueCallUpdate, ApiError> {
+        Ok(QueueCallUpdate {
+            keep_after_hangup: self.boolean("/keep_after_hangup")?,
+            priority: self.int("/priority")?,
+        })
+    }
+}
+
+/// `{"data": …}` with status 200.
+pub fn data<T: Serialize>(value: &T) -> Response {
+    Json(json!({ "data": value })).into_response()
+}
+
+/// `{"data":{"result":"ok"}}`, the answer of every call action.
+pub fn ok_result() -> Response {
+    Json(json!({ "data": { "result": "ok" } })).into_response()
+}
+
+/// `{"data":[…],"meta":{…}}`.
+pub fn page<T: Serialize>(p: &Page<T>) -> Response {
+    Json(json!({
+        "data": p.data,
+        "meta": {
+            "page_number": p.page_number,
+            "page_size": p.page_size,
+            "total_pages": p.total_pages,
+            "total_results": p.total_results,
+        }
+    }))
+    .into_response()
+}
+
+/// Reads a body that axum already limited in size.
+///
+/// # Errors
+/// See [`Body::parse`].
+pub fn body(bytes: &Bytes) -> Result<Body, ApiError> {
+    Body::parse(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_type_checked_with_pointers() {
+        let b = Body::parse(
+            br#"{"queue_name": 5, "max_size": "x", "keep_after_hangup": 1, "priority": 2.5, "x": {}}"#,
+        )
+        .unwrap();
+        assert!(matches!(b.string("/queue_name"), Err(ApiError::WrongType { pointer: "/queue_name", .. })));
+        assert!(matches!(b.int("/max_size"), Err(ApiError::WrongType { pointer: "/max_size", .. })));
+        assert!(matches!(b.boolean("/keep_after_hangup"), Err(ApiError::WrongType { .. })));
+        assert!(matches!(b.int("/priority"), Err(ApiError::WrongType { .. })));
+        let b = Body::parse(br#"{"max_size": 18446744073709551615, "client_state": null}"#).unwrap();
+        assert_eq!(b.int("/max_size").unwrap(), Some(i64::MAX));
+        assert_eq!(b.string("/client_state").unwrap(), None);
+        assert!(Body::parse(b"").is_ok());
+        assert!(matches!(Body::parse(b"[1]"), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(Body::parse(b"{"), Err(ApiError::MalformedJson(_))));
+    }
+}

@@ -1,0 +1,197 @@
+//! A real server on a free loopback port, a client for it, and a webhook receiver that
+//! verifies every signature.
+#![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use waitline_server::auth::KeySpec;
+use waitline_server::config::Config;
+use waitline_server::webhook::Signer;
+
+pub const KEY_A: &str = "key-tenant-a";
+pub const KEY_B: &str = "key-tenant-b";
+
+pub struct Server {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub signer_public: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    pub async fn start(mut config: Config) -> Self {
+        config.api_keys = vec![
+            KeySpec::parse(&format!("{KEY_A}:a")).unwrap(),
+            KeySpec::parse(&format!("{KEY_B}:b")).unwrap(),
+        ];
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let signer = Signer::generate();
+        let signer_public = signer.public_key_base64();
+        let engine = waitline_server::engine(&config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(waitline_server::run(config, engine, signer, listener, async {
+            let _ = rx.await;
+        }));
+        Self { base, http: reqwest::Client::new(), signer_public, stop: Some(tx), task: Some(task) }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.req("GET", path, Some(KEY_A), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.req("POST", path, Some(KEY_A), Some(body)).await
+    }
+
+    pub async fn dial(&self) -> String {
+        self.dial_with(json!({})).await
+    }
+
+    pub async fn dial_with(&self, extra: Value) -> String {
+        let mut body = json!({"to": "+15550001", "from": "+15550002", "connection_id": "app"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (s, v) = self.post("/v2/calls", body).await;
+        assert_eq!(s, 200, "{v}");
+        v["data"]["call_control_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn action(&self, id: &str, action: &str, body: Value) -> (u16, Value) {
+        self.post(&format!("/v2/calls/{id}/actions/{action}"), body).await
+    }
+}
+
+/// The error code of an error answer.
+pub fn code(v: &Value) -> &str {
+    v["errors"][0]["code"].as_str().unwrap_or("")
+}
+
+/// One webhook as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub body: Value,
+    pub verified: bool,
+}
+
+/// A webhook receiver; answers 500 to the first `fail_first` requests.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Received>>>,
+    pub public_key: Arc<Mutex<Option<String>>>,
+    fail_first: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct Rx {
+    got: Arc<Mutex<Vec<Received>>>,
+    public_key: Arc<Mutex<Option<String>>>,
+    fail_first: Arc<AtomicUsize>,
+}
+
+async fn receive(State(rx): State<Rx>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    if rx.fail_first.load(Ordering::SeqCst) > 0 {
+        rx.fail_first.fetch_sub(1, Ordering::SeqCst);
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let verified = rx.public_key.lock().as_deref().is_some_and(|k| verify(k, &headers, &body));
+    let body = serde_json::from_slice(&body).unwrap();
+    rx.got.lock().push(Received { body, verified });
+    StatusCode::OK
+}
+
+pub fn verify(public_key: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (Some(ts), Some(sig)) = (headers.get("telnyx-timestamp"), headers.get("telnyx-signature-ed25519"))
+    else {
+        return false;
+    };
+    let key: [u8; 32] = b64.decode(public_key).unwrap().try_into().unwrap();
+    let Ok(sig) = b64.decode(sig.as_bytes()) else { return false };
+    let Ok(sig): Result<[u8; 64], _> = sig.try_into() else { return false };
+    let mut msg = ts.as_bytes().to_vec();
+    msg.push(b'|');
+    msg.extend_from_slice(body);
+    VerifyingKey::from_bytes(&key).unwrap().verify(&msg, &Signature::from_bytes(&sig)).is_ok()
+}
+
+impl Receiver {
+    pub async fn start(fail_first: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let rx = Rx {
+            got: Arc::default(),
+            public_key: Arc::default(),
+            fail_first: Arc::new(AtomicUsize::new(fail_first)),
+        };
+        let app = Router::new().route("/hook", post(receive)).with_state(rx.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url: format!("http://{addr}/hook"),
+            got: rx.got,
+            public_key: rx.public_key,
+            fail_first: rx.fail_first,
+        }
+    }
+
+    pub fn trust(&self, public_key: &str) {
+        *self.public_key.lock() = Some(public_key.to_owned());
+    }
+
+    /// Waits until `n` webhooks arrived (at most 10 s).
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        for _ in 0..200 {
+            if self.got.lock().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.got.lock().clone()
+    }
+}
