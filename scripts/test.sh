@@ -18,6 +18,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust tests (unit, rules, model-based, stress, doc)"
 cargo test --workspace --locked
 
+step "Python environment for the compatibility suite (.venv)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r crates/waitline-server/compat/requirements.txt
+
+step "Telnyx SDK compatibility and OpenAPI conformance of the HTTP service"
+cargo build --locked -p waitline-server --bin waitline
+WAITLINE_BIN="$CARGO_TARGET_DIR/debug/waitline" .venv/bin/python -m pytest -q crates/waitline-server/compat
+
 step "benchmark smoke (each benchmark runs once, untimed)"
 cargo bench -p waitline-benches --locked -- --test
 
