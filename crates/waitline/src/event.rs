@@ -394,38 +394,31 @@ impl Subscription {
         self.next = 0;
     }
 
-    /// The next event if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Event> {
+    /// The next event: from the batch at hand, else from the next batch `fetch` gives.
+    fn next_with(&mut self, mut fetch: impl FnMut(&Receiver<Batch>) -> Option<Batch>) -> Option<Event> {
         loop {
             if let Some(ev) = self.take_buffered() {
                 return Some(ev);
             }
-            let batch = self.receiver.try_recv().ok()?;
+            let batch = fetch(&self.receiver)?;
             self.load(batch);
         }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.next_with(|rx| rx.try_recv().ok())
     }
 
     /// The next event, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
         let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(ev) = self.take_buffered() {
-                return Some(ev);
-            }
-            let batch = self.receiver.recv_deadline(deadline).ok()?;
-            self.load(batch);
-        }
+        self.next_with(|rx| rx.recv_deadline(deadline).ok())
     }
 
     /// The next event, waiting as long as it takes (`None` once the engine is gone).
     pub fn recv(&mut self) -> Option<Event> {
-        loop {
-            if let Some(ev) = self.take_buffered() {
-                return Some(ev);
-            }
-            let batch = self.receiver.recv().ok()?;
-            self.load(batch);
-        }
+        self.next_with(|rx| rx.recv().ok())
     }
 
     /// Every event waiting now, oldest first.
