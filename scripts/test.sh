@@ -22,11 +22,16 @@ step "Python environment for the compatibility suite (.venv)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r crates/waitline-server/compat/requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+  -r crates/waitline-server/compat/requirements.txt -r python/requirements-dev.txt
 
 step "Telnyx SDK compatibility and OpenAPI conformance of the HTTP service"
 cargo build --locked -p waitline-server --bin waitline
 WAITLINE_BIN="$CARGO_TARGET_DIR/debug/waitline" .venv/bin/python -m pytest -q crates/waitline-server/compat
+
+step "Python package: build the native module into .venv, then its tests (stubs included)"
+(cd python && VIRTUAL_ENV="$PWD/../.venv" ../.venv/bin/maturin develop --quiet)
+.venv/bin/python -m pytest -q python/tests
 
 step "benchmark smoke (each benchmark runs once, untimed)"
 cargo bench -p waitline-benches --locked -- --test

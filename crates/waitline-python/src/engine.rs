@@ -1,0 +1,369 @@
+//! `waitline.Engine`: the engine in-process, for one tenant.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use waitline::{
+    Clock, DialParams, Engine, ManualClock, PageRequest, QueueCallUpdate, Subscription, Tenant, Timestamp,
+};
+
+use crate::call::{PyCall, enqueue_params, options};
+use crate::convert::opt_int;
+use crate::errors::IntoPyResult;
+use crate::snapshots::{PyEvent, PyQueue, PyQueueCall};
+
+/// With the real clock, a thread owned by the engine fires due timers (max wait, idle
+/// queues) on time with no call from Python. Dropping the engine stops it.
+#[derive(Debug)]
+struct Maintenance {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Maintenance {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("waitline-maintenance".into())
+            .spawn(move || {
+                loop {
+                    engine.run_pending_tasks();
+                    let now = Timestamp::now_utc().as_micros();
+                    let wait = engine.next_wakeup().map_or(u64::MAX, |t| t.as_micros().saturating_sub(now));
+                    let mut stopped = flag.0.lock();
+                    if *stopped {
+                        return;
+                    }
+                    // At most 100 ms, so a timer set meanwhile is not missed.
+                    flag.1.wait_for(&mut stopped, Duration::from_micros(wait.clamp(500, 100_000)));
+                    if *stopped {
+                        return;
+                    }
+                }
+            })
+            .ok();
+        Self { stop, thread: Mutex::new(thread) }
+    }
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The call-queue engine. Thread-safe: share it between Python threads.
+#[pyclass(frozen, module = "waitline._native", name = "Engine")]
+#[derive(Debug)]
+pub struct PyEngine {
+    engine: Engine,
+    tenant: Tenant,
+    manual: Option<ManualClock>,
+    events: Mutex<Subscription>,
+    _maintenance: Option<Maintenance>,
+}
+
+const PAGE: i64 = waitline::MAX_PAGE_SIZE;
+
+impl PyEngine {
+    fn all_pages<T>(
+        mut fetch: impl FnMut(PageRequest) -> waitline::Result<waitline::Page<T>>,
+    ) -> waitline::Result<Vec<T>> {
+        let mut out = Vec::new();
+        for number in 1.. {
+            let page = fetch(PageRequest::new(number, PAGE))?;
+            let last = page.data.len() < PAGE as usize;
+            out.extend(page.data);
+            if last {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (queue_idle_ttl_secs=300.0, manual_clock=false, ended_call_retention_secs=600.0, tenant="default", max_live_calls=None, max_queues=None))]
+    fn new(
+        queue_idle_ttl_secs: f64,
+        manual_clock: bool,
+        ended_call_retention_secs: f64,
+        tenant: &str,
+        max_live_calls: Option<usize>,
+        max_queues: Option<usize>,
+    ) -> PyResult<Self> {
+        let secs = |v: f64, name: &str| {
+            Duration::try_from_secs_f64(v).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0")))
+        };
+        let mut builder = Engine::builder()
+            .queue_idle_ttl(secs(queue_idle_ttl_secs, "queue_idle_ttl_secs")?)
+            .ended_call_retention(secs(ended_call_retention_secs, "ended_call_retention_secs")?);
+        if let Some(n) = max_live_calls {
+            builder = builder.max_live_calls_per_tenant(n);
+        }
+        if let Some(n) = max_queues {
+            builder = builder.max_queues_per_tenant(n);
+        }
+        let manual = manual_clock.then(|| ManualClock::new(Timestamp::now_utc()));
+        if let Some(m) = &manual {
+            builder = builder.clock(Clock::Manual(m.clone()));
+        }
+        let engine = builder.build();
+        let events = Mutex::new(engine.subscribe_tenant(tenant));
+        let maintenance = (!manual_clock).then(|| Maintenance::start(engine.clone()));
+        Ok(Self { tenant: engine.tenant(tenant), engine, manual, events, _maintenance: maintenance })
+    }
+
+    /// Manual clock only: moves time forward and fires what became due. Returns how many
+    /// timers changed something.
+    fn advance(&self, py: Python<'_>, seconds: f64) -> PyResult<usize> {
+        let Some(clock) = &self.manual else {
+            return Err(PyRuntimeError::new_err("advance() needs Engine(manual_clock=True)"));
+        };
+        let d = Duration::try_from_secs_f64(seconds)
+            .map_err(|_| PyValueError::new_err("seconds must be >= 0"))?;
+        Ok(py.detach(|| {
+            clock.advance(d);
+            self.engine.run_pending_tasks()
+        }))
+    }
+
+    /// The engine's current time (ISO 8601, UTC).
+    #[getter]
+    fn now(&self) -> String {
+        self.engine.clock().now().to_string()
+    }
+
+    /// Fires every timer due now; returns how many changed something.
+    fn run_pending_tasks(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.engine.run_pending_tasks())
+    }
+
+    #[pyo3(signature = (to, from_, connection_id="default", client_state=None, call_control_id=None, webhook_url=None))]
+    fn dial(
+        &self,
+        py: Python<'_>,
+        to: String,
+        from_: String,
+        connection_id: &str,
+        client_state: Option<String>,
+        call_control_id: Option<String>,
+        webhook_url: Option<String>,
+    ) -> PyResult<PyCall> {
+        let p = DialParams {
+            to: Some(to),
+            from: Some(from_),
+            connection_id: Some(connection_id.to_owned()),
+            client_state,
+            webhook_url,
+            webhook_url_method: None,
+            call_control_id,
+        };
+        let info = py.detach(|| self.tenant.dial(&p)).or_raise(py)?;
+        Ok(PyCall::new(self.tenant.clone(), &info))
+    }
+
+    /// Dials `count` calls at once (bulk work without per-call Python overhead).
+    #[pyo3(signature = (count, to, from_, connection_id="default"))]
+    fn dial_many(
+        &self,
+        py: Python<'_>,
+        count: usize,
+        to: String,
+        from_: String,
+        connection_id: &str,
+    ) -> PyResult<Vec<PyCall>> {
+        let p = DialParams::new(to, from_, connection_id);
+        let infos = py
+            .detach(|| (0..count).map(|_| self.tenant.dial(&p)).collect::<Result<Vec<_>, _>>())
+            .or_raise(py)?;
+        Ok(infos.iter().map(|i| PyCall::new(self.tenant.clone(), i)).collect())
+    }
+
+    /// Enqueues many calls into one queue in one call, in order; stops at the first refusal
+    /// (raising it), leaving the calls before it enqueued. Returns how many were enqueued.
+    #[pyo3(signature = (call_control_ids, queue_name, max_wait_time_secs=None, max_size=None, keep_after_hangup=false, priority=None))]
+    fn enqueue_many(
+        &self,
+        py: Python<'_>,
+        call_control_ids: Vec<String>,
+        queue_name: String,
+        max_wait_time_secs: Option<&Bound<'_, PyAny>>,
+        max_size: Option<&Bound<'_, PyAny>>,
+        keep_after_hangup: bool,
+        priority: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let p = enqueue_params(
+            queue_name,
+            max_wait_time_secs,
+            max_size,
+            keep_after_hangup,
+            priority,
+            options(None, None),
+        )?;
+        let mut done = 0;
+        let r = py.detach(|| {
+            for id in &call_control_ids {
+                self.tenant.enqueue(id, &p)?;
+                done += 1;
+            }
+            Ok(())
+        });
+        r.or_raise(py)?;
+        Ok(done)
+    }
+
+    /// An existing call (`CallNotFoundError` otherwise).
+    fn call(&self, py: Python<'_>, call_control_id: &str) -> PyResult<PyCall> {
+        let info = py.detach(|| self.tenant.call(call_control_id)).or_raise(py)?;
+        Ok(PyCall::new(self.tenant.clone(), &info))
+    }
+
+    #[pyo3(signature = (queue_name, max_size=None))]
+    fn create_queue(
+        &self,
+        py: Python<'_>,
+        queue_name: &str,
+        max_size: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyQueue> {
+        let size = opt_int(max_size, "max_size")?;
+        let q = py.detach(|| self.tenant.create_queue(Some(queue_name), size)).or_raise(py)?;
+        PyQueue::new(py, q)
+    }
+
+    fn update_queue(
+        &self,
+        py: Python<'_>,
+        queue_name: &str,
+        max_size: &Bound<'_, PyAny>,
+    ) -> PyResult<PyQueue> {
+        let size = opt_int(Some(max_size), "max_size")?;
+        let q = py.detach(|| self.tenant.update_queue(queue_name, size)).or_raise(py)?;
+        PyQueue::new(py, q)
+    }
+
+    fn delete_queue(&self, py: Python<'_>, queue_name: &str) -> PyResult<()> {
+        py.detach(|| self.tenant.delete_queue(queue_name)).or_raise(py)
+    }
+
+    fn queue(&self, py: Python<'_>, queue_name: &str) -> PyResult<PyQueue> {
+        let q = py.detach(|| self.tenant.queue(queue_name)).or_raise(py)?;
+        PyQueue::new(py, q)
+    }
+
+    /// Every queue, sorted by name.
+    fn queues(&self, py: Python<'_>) -> PyResult<Vec<PyQueue>> {
+        let all = py.detach(|| Self::all_pages(|p| self.tenant.queues(p))).or_raise(py)?;
+        all.into_iter().map(|q| PyQueue::new(py, q)).collect()
+    }
+
+    /// Every member of a queue, in service order.
+    fn queue_calls(&self, py: Python<'_>, queue_name: &str) -> PyResult<Vec<PyQueueCall>> {
+        let all = py.detach(|| Self::all_pages(|p| self.tenant.queue_calls(queue_name, p))).or_raise(py)?;
+        Ok(all.into_iter().map(PyQueueCall::from).collect())
+    }
+
+    fn queue_call(&self, py: Python<'_>, queue_name: &str, call_control_id: &str) -> PyResult<PyQueueCall> {
+        let c = py.detach(|| self.tenant.queue_call(queue_name, call_control_id)).or_raise(py)?;
+        Ok(c.into())
+    }
+
+    /// Just the 1-based position of a member: O(log n), no snapshot built.
+    fn queue_position(&self, py: Python<'_>, queue_name: &str, call_control_id: &str) -> PyResult<usize> {
+        py.detach(|| self.tenant.queue_position(queue_name, call_control_id)).or_raise(py)
+    }
+
+    #[pyo3(signature = (queue_name, call_control_id, keep_after_hangup=None, priority=None))]
+    fn update_queue_call(
+        &self,
+        py: Python<'_>,
+        queue_name: &str,
+        call_control_id: &str,
+        keep_after_hangup: Option<bool>,
+        priority: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyQueueCall> {
+        let u = QueueCallUpdate { keep_after_hangup, priority: opt_int(priority, "priority")? };
+        let c = py.detach(|| self.tenant.update_queue_call(queue_name, call_control_id, &u)).or_raise(py)?;
+        Ok(c.into())
+    }
+
+    fn remove_queue_call(&self, py: Python<'_>, queue_name: &str, call_control_id: &str) -> PyResult<()> {
+        py.detach(|| self.tenant.remove_queue_call(queue_name, call_control_id)).or_raise(py)
+    }
+
+    /// Events taken from the engine, oldest first (at most `max`).
+    #[pyo3(signature = (max=None))]
+    fn poll_events(&self, py: Python<'_>, max: Option<usize>) -> Vec<PyEvent> {
+        py.detach(|| {
+            let mut sub = self.events.lock();
+            std::iter::from_fn(|| sub.try_recv())
+                .take(max.unwrap_or(usize::MAX))
+                .map(|e| PyEvent::from(&e))
+                .collect()
+        })
+    }
+
+    /// An iterator that blocks (with the GIL released) for the next event; it ends after
+    /// `timeout` seconds without one (never, with `None`).
+    #[pyo3(signature = (timeout=None))]
+    fn events(slf: Py<Self>, timeout: Option<f64>) -> PyResult<EventIterator> {
+        let timeout = timeout
+            .map(|t| {
+                Duration::try_from_secs_f64(t).map_err(|_| PyValueError::new_err("timeout must be >= 0"))
+            })
+            .transpose()?;
+        Ok(EventIterator { engine: slf, timeout })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Engine(tenant={:?}, manual_clock={})",
+            self.tenant.name(),
+            if self.manual.is_some() { "True" } else { "False" }
+        )
+    }
+}
+
+/// Iterates over the engine's events as they happen.
+#[pyclass(frozen, module = "waitline._native", name = "EventIterator")]
+#[derive(Debug)]
+pub struct EventIterator {
+    engine: Py<PyEngine>,
+    timeout: Option<Duration>,
+}
+
+#[pymethods]
+impl EventIterator {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyEvent>> {
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let engine = self.engine.get();
+        loop {
+            let slice = deadline.map_or(Duration::from_millis(100), |d| {
+                d.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
+            });
+            if let Some(ev) = py.detach(|| engine.events.lock().recv_timeout(slice)) {
+                return Ok(Some(PyEvent::from(&ev)));
+            }
+            // Let Ctrl-C through while waiting.
+            py.check_signals()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+}

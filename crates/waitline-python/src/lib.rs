@@ -1,0 +1,26 @@
+//! The native part of the `waitline` Python package: a thin layer over the core engine. No
+//! rule is decided here; commands run with the GIL released.
+#![allow(unsafe_code)]
+// pyo3's macros expand to the FFI glue, which is unsafe by nature.
+// Python signatures decide these: keyword arguments, and values pyo3 hands over owned.
+#![allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
+
+mod call;
+mod convert;
+mod engine;
+mod errors;
+mod snapshots;
+
+use pyo3::prelude::*;
+
+/// `waitline._native`
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<engine::PyEngine>()?;
+    m.add_class::<engine::EventIterator>()?;
+    m.add_class::<call::PyCall>()?;
+    m.add_class::<snapshots::PyQueue>()?;
+    m.add_class::<snapshots::PyQueueCall>()?;
+    m.add_class::<snapshots::PyEvent>()?;
+    Ok(())
+}

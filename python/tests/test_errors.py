@@ -1,0 +1,74 @@
+"""Every exception class with its Telnyx code, and "a refused command changes nothing"."""
+
+from __future__ import annotations
+
+import pytest
+
+import waitline
+
+
+def test_hierarchy() -> None:
+    classes = [
+        waitline.CallNotFoundError, waitline.CallEndedError, waitline.QueueFullError, waitline.AlreadyInQueueError,
+        waitline.NotInQueueError, waitline.QueueEmptyError, waitline.QueueNotFoundError, waitline.QueueNotEmptyError,
+        waitline.QueueExistsError, waitline.LimitReachedError, waitline.InvalidParameterError,
+    ]
+    assert all(issubclass(c, waitline.WaitlineError) for c in classes)
+    assert issubclass(waitline.InvalidParameterError, ValueError)
+
+
+def code_of(fn) -> tuple[type, str]:
+    with pytest.raises(waitline.WaitlineError) as err:
+        fn()
+    return type(err.value), err.value.code
+
+
+def test_every_code() -> None:
+    e = waitline.Engine(manual_clock=True, max_queues=3, max_live_calls=4)
+    a, b, ended = e.dial(to="1", from_="2"), e.dial(to="1", from_="2"), e.dial(to="1", from_="2")
+    ended.hangup()
+    a.enqueue("one", max_size=1)
+    cases = [
+        (lambda: e.call("x"), waitline.CallNotFoundError, "90015"),
+        (lambda: ended.enqueue("q"), waitline.CallEndedError, "90018"),
+        (lambda: b.enqueue("one"), waitline.QueueFullError, "90036"),
+        (lambda: a.enqueue("one"), waitline.AlreadyInQueueError, "90038"),
+        (lambda: b.leave_queue(), waitline.NotInQueueError, "95002"),
+        (lambda: b.bridge(queue="nobody"), waitline.QueueEmptyError, "95001"),
+        (lambda: e.queue("nope"), waitline.QueueNotFoundError, "10005"),
+        (lambda: e.queue_call("one", b.call_control_id), waitline.QueueNotFoundError, "10005"),
+        (lambda: e.delete_queue("one"), waitline.QueueNotEmptyError, "90050"),
+        (lambda: e.create_queue("one"), waitline.QueueExistsError, "95003"),
+        (lambda: b.enqueue("q", max_wait_time_secs=0), waitline.InvalidParameterError, "10033"),
+        (lambda: b.enqueue("q", priority=10**40), waitline.InvalidParameterError, "10033"),
+        (lambda: b.bridge(), waitline.InvalidParameterError, "10004"),
+        (lambda: b.bridge(queue="one", park_after_unbridge="other"), waitline.InvalidParameterError, "10032"),
+    ]
+    for fn, cls, code in cases:
+        assert code_of(fn) == (cls, code)
+    e.create_queue("two")
+    e.create_queue("three")
+    assert code_of(lambda: e.create_queue("four")) == (waitline.LimitReachedError, "95004")
+    e.dial(to="1", from_="2")
+    e.dial(to="1", from_="2")  # 4 live calls: a, b and these two (the ended one does not count)
+    assert code_of(lambda: e.dial(to="1", from_="2")) == (waitline.LimitReachedError, "95004")
+    with pytest.raises(TypeError):
+        b.enqueue("q", priority="high")  # type: ignore[arg-type]
+
+
+def test_refused_commands_change_nothing() -> None:
+    e = waitline.Engine(manual_clock=True)
+    a, b = e.dial(to="1", from_="2"), e.dial(to="1", from_="2")
+    a.enqueue("full", max_size=1)
+    b.enqueue("other")
+    before = [(q.name, q.current_size) for q in e.queues()], b.queue
+    with pytest.raises(waitline.QueueFullError):
+        b.enqueue("full")
+    with pytest.raises(waitline.InvalidParameterError):
+        b.enqueue("new", max_size=0)
+    assert ([(q.name, q.current_size) for q in e.queues()], b.queue) == before
+
+
+def test_advance_needs_a_manual_clock() -> None:
+    with pytest.raises(RuntimeError):
+        waitline.Engine().advance(1)

@@ -1,0 +1,99 @@
+"""Manual-clock expiry and idle collection, the real clock's own maintenance, events."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import waitline
+from conftest import call_events
+
+
+def test_max_wait_expires_exactly_on_time(engine: waitline.Engine) -> None:
+    c = engine.dial(to="1", from_="2")
+    c.enqueue("q", max_wait_time_secs=30)
+    engine.poll_events()
+    engine.advance(29.999)
+    assert c.state == "queued"
+    assert engine.advance(0.001) == 1
+    assert c.state == "active"
+    (ev,) = engine.poll_events()
+    assert ev.payload["reason"] == "timeout" and ev.payload["wait_time_secs"] == 30
+
+
+def test_idle_queues_are_collected(engine: waitline.Engine) -> None:
+    c = engine.dial(to="1", from_="2")
+    c.enqueue("auto")
+    c.leave_queue()
+    engine.advance(299)
+    assert engine.queue("auto").current_size == 0
+    engine.advance(1)
+    assert [q.name for q in engine.queues()] == []
+
+
+def test_real_clock_expiry_needs_no_call_from_python() -> None:
+    engine = waitline.Engine()
+    c = engine.dial(to="1", from_="2")
+    c.enqueue("q", max_wait_time_secs=1)
+    events = engine.events(timeout=5)
+    seen = [next(events) for _ in range(5)]  # initiated, answered, queue.created, enqueued, dequeued
+    assert seen[-1].event_type == "call.dequeued" and seen[-1].payload["reason"] == "timeout"
+    assert c.state == "active"
+
+
+def test_event_shape_and_order(engine: waitline.Engine) -> None:
+    c = engine.dial(to="+1", from_="+2", client_state="aGk=")
+    first = engine.poll_events(max=1)
+    assert [e.event_type for e in first] == ["call.initiated"]
+    answered = engine.poll_events()[0]
+    env = answered.to_dict()
+    assert env["data"]["record_type"] == "event" and env["data"]["event_type"] == "call.answered"
+    assert env["data"]["payload"] == answered.payload
+    assert answered.payload["client_state"] == "aGk=" and answered.payload["call_control_id"] == c.call_control_id
+    assert answered.occurred_at.endswith("Z") and len(answered.id) == 36
+    assert "call.answered" in repr(answered)
+
+
+def test_events_iterator_ends_after_timeout(engine: waitline.Engine) -> None:
+    engine.poll_events()
+    start = time.monotonic()
+    assert list(engine.events(timeout=0.2)) == []
+    assert time.monotonic() - start >= 0.19
+
+
+def test_many_python_threads() -> None:
+    engine = waitline.Engine(manual_clock=True)
+    calls = engine.dial_many(400, to="1", from_="2")
+    agents = engine.dial_many(4, to="1", from_="2")
+    errors: list[BaseException] = []
+
+    def producer(chunk):
+        try:
+            for c in chunk:
+                c.enqueue(f"q{hash(c.call_control_id) % 3}")
+        except BaseException as e:  # noqa: BLE001 - surfaced below
+            errors.append(e)
+
+    def consumer(agent):
+        try:
+            for _ in range(200):
+                for q in ("q0", "q1", "q2"):
+                    try:
+                        agent.bridge(queue=q, park_after_unbridge="self")
+                    except waitline.QueueEmptyError:
+                        pass
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=producer, args=(calls[i::4],)) for i in range(4)]
+    threads += [threading.Thread(target=consumer, args=(a,)) for a in agents]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    enq = sum(1 for e in engine.poll_events() if e.event_type == "call.enqueued")
+    queued = sum(engine.queue(q).current_size for q in ("q0", "q1", "q2") if q in {x.name for x in engine.queues()})
+    bridged = sum(engine.queue(q).total_dequeued["bridged"] for q in ("q0", "q1", "q2"))
+    assert enq == 400 and queued + bridged == 400
+    assert call_events(engine) == []

@@ -1,0 +1,48 @@
+"""waitline: an in-process call-queue engine with the semantics of the Telnyx Call Queue API.
+
+>>> import waitline
+>>> engine = waitline.Engine(manual_clock=True)
+>>> caller = engine.dial(to="+15550001", from_="+15550002")
+>>> caller.enqueue("support")
+>>> engine.queue("support").current_size
+1
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    AlreadyInQueueError,
+    CallEndedError,
+    CallNotFoundError,
+    InvalidParameterError,
+    LimitReachedError,
+    NotInQueueError,
+    QueueEmptyError,
+    QueueExistsError,
+    QueueFullError,
+    QueueNotEmptyError,
+    QueueNotFoundError,
+    WaitlineError,
+)
+from ._native import Call, Engine, Event, EventIterator, Queue, QueueCall
+
+__all__ = [
+    "Engine",
+    "Call",
+    "Queue",
+    "QueueCall",
+    "Event",
+    "EventIterator",
+    "WaitlineError",
+    "CallNotFoundError",
+    "CallEndedError",
+    "QueueFullError",
+    "AlreadyInQueueError",
+    "NotInQueueError",
+    "QueueEmptyError",
+    "QueueNotFoundError",
+    "QueueNotEmptyError",
+    "QueueExistsError",
+    "LimitReachedError",
+    "InvalidParameterError",
+]
