@@ -39,6 +39,7 @@ pub struct AppState {
 #[derive(Debug)]
 struct Shared {
     engine: Engine,
+    webhooks: Webhooks,
     keys: ApiKeys,
     public_key: String,
     body_limit: usize,
@@ -51,6 +52,7 @@ impl AppState {
         let keys = ApiKeys::new(&engine, &config.api_keys);
         Self {
             shared: Arc::new(Shared {
+                webhooks: Webhooks::new(&engine, signer.clone(), config.webhooks.clone()),
                 engine,
                 keys,
                 public_key: signer.public_key_base64(),
@@ -63,6 +65,12 @@ impl AppState {
     #[must_use]
     pub fn engine(&self) -> &Engine {
         &self.shared.engine
+    }
+
+    /// The webhook outbox.
+    #[must_use]
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.shared.webhooks
     }
 
     pub(crate) fn keys(&self) -> &ApiKeys {
@@ -115,16 +123,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState::new(engine.clone(), &config, &signer);
-    let webhooks = Webhooks::start(&engine, signer, config.webhooks.clone());
+    if state.webhooks().has_default_url() {
+        state.webhooks().ensure_started();
+    }
     let maintenance = tokio::spawn(maintain(engine));
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set: {e}");
         }
     });
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
     maintenance.abort();
-    webhooks.shutdown(config.shutdown_grace).await;
+    state.webhooks().shutdown(config.shutdown_grace).await;
     served
 }
 

@@ -79,8 +79,13 @@ pub fn api() -> Router<AppState> {
         .route("/webhook_public_key", get(public_key))
 }
 
-async fn dial(Auth(t): Auth, JsonBody(b): JsonBody) -> ApiResult {
-    Ok(wire::data(&t.dial(&b.dial()?)?))
+async fn dial(State(state): State<AppState>, Auth(t): Auth, JsonBody(b): JsonBody) -> ApiResult {
+    let params = b.dial()?;
+    if params.webhook_url.is_some() {
+        // Before the call exists, so its first event is delivered too.
+        state.webhooks().ensure_started();
+    }
+    Ok(wire::data(&t.dial(&params)?))
 }
 
 async fn call(Auth(t): Auth, id: Result<Path<String>, PathRejection>) -> ApiResult {

@@ -113,14 +113,24 @@ pub struct WebhookStats {
     pub dropped: AtomicU64,
 }
 
-/// The running outbox.
+/// The outbox. It starts on first need: at once when a default URL is configured, otherwise
+/// before the first call that brings its own `webhook_url` is dialed, so that a server with
+/// nowhere to send webhooks does not build and route events for nothing.
 #[derive(Debug)]
 pub struct Webhooks {
+    engine: Engine,
+    signer: Signer,
+    config: WebhookConfig,
+    running: parking_lot::Mutex<Option<Running>>,
+    /// Delivery counters.
+    pub stats: Arc<WebhookStats>,
+}
+
+#[derive(Debug)]
+struct Running {
     stop: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
-    /// Delivery counters.
-    pub stats: Arc<WebhookStats>,
 }
 
 struct Delivery {
@@ -131,17 +141,44 @@ struct Delivery {
 }
 
 impl Webhooks {
-    /// Starts the reader thread and the workers (inside a tokio runtime).
+    /// The outbox of `engine`; nothing runs until [`Webhooks::ensure_started`].
+    #[must_use]
+    pub fn new(engine: &Engine, signer: Signer, config: WebhookConfig) -> Self {
+        Self {
+            engine: engine.clone(),
+            signer,
+            config,
+            running: parking_lot::Mutex::new(None),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Whether a default URL is configured.
+    #[must_use]
+    pub fn has_default_url(&self) -> bool {
+        self.config.url.is_some()
+    }
+
+    /// Starts the reader thread and the workers if they are not running (inside a tokio
+    /// runtime). Events committed before this are not delivered.
     ///
     /// # Panics
     /// If the HTTP client or the reader thread cannot be made.
-    #[must_use]
-    pub fn start(engine: &Engine, signer: Signer, config: WebhookConfig) -> Self {
-        let stats = Arc::new(WebhookStats::default());
+    pub fn ensure_started(&self) {
+        let mut running = self.running.lock();
+        if running.is_some() {
+            return;
+        }
+        let stats = self.stats.clone();
         let stop = Arc::new(AtomicBool::new(false));
-        let client = reqwest::Client::builder().timeout(config.timeout).build().expect("HTTP client");
-        let (workers_n, capacity) = (config.workers.max(1), config.outbox_capacity.max(1));
-        let delivery = Arc::new(Delivery { signer, config, client, stats: stats.clone() });
+        let client = reqwest::Client::builder().timeout(self.config.timeout).build().expect("HTTP client");
+        let (workers_n, capacity) = (self.config.workers.max(1), self.config.outbox_capacity.max(1));
+        let delivery = Arc::new(Delivery {
+            signer: self.signer.clone(),
+            config: self.config.clone(),
+            client,
+            stats: stats.clone(),
+        });
         let mut senders = Vec::with_capacity(workers_n);
         let mut workers = Vec::with_capacity(workers_n);
         for _ in 0..workers_n {
@@ -149,19 +186,19 @@ impl Webhooks {
             senders.push(tx);
             workers.push(tokio::spawn(worker(rx, delivery.clone())));
         }
-        let mut events = engine.subscribe();
-        let (reader_stop, reader_stats) = (stop.clone(), stats.clone());
+        let mut events = self.engine.subscribe();
+        let reader_stop = stop.clone();
         let reader = std::thread::Builder::new()
             .name("waitline-webhooks".into())
             .spawn(move || {
                 let mut lost_upstream = 0;
                 while !reader_stop.load(Ordering::Acquire) {
                     if let Some(event) = events.recv_timeout(Duration::from_millis(50)) {
-                        route(&senders, event, &reader_stats);
+                        route(&senders, event, &stats);
                     }
                     let lost = events.dropped();
                     if lost > lost_upstream {
-                        reader_stats.dropped.fetch_add(lost - lost_upstream, Ordering::Relaxed);
+                        stats.dropped.fetch_add(lost - lost_upstream, Ordering::Relaxed);
                         tracing::warn!(
                             lost = lost - lost_upstream,
                             "webhook events lost: the engine channel overflowed"
@@ -171,20 +208,21 @@ impl Webhooks {
                 }
                 // Hand over what is already committed, then close the outboxes.
                 for event in events.drain() {
-                    route(&senders, event, &reader_stats);
+                    route(&senders, event, &stats);
                 }
             })
             .expect("webhook reader thread");
-        Self { stop, reader: Some(reader), workers, stats }
+        *running = Some(Running { stop, reader: Some(reader), workers });
     }
 
     /// Stops taking events, then waits for the outboxes to drain, at most `grace`.
-    pub async fn shutdown(mut self, grace: Duration) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(reader) = self.reader.take() {
+    pub async fn shutdown(&self, grace: Duration) {
+        let Some(mut running) = self.running.lock().take() else { return };
+        running.stop.store(true, Ordering::Release);
+        if let Some(reader) = running.reader.take() {
             let _ = tokio::task::spawn_blocking(move || reader.join()).await;
         }
-        let drain = futures_util::future::join_all(self.workers.drain(..));
+        let drain = futures_util::future::join_all(running.workers.drain(..));
         if tokio::time::timeout(grace, drain).await.is_err() {
             tracing::warn!("webhook outbox not drained within the shutdown grace period");
         }

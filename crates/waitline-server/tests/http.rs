@@ -316,3 +316,18 @@ async fn event_stream_sends_the_tenants_events() {
     drop(stream);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_call_webhook_url_works_without_a_default_url() {
+    let rx = Receiver::start(0).await;
+    let s = Server::start(Config::default()).await;
+    rx.trust(&s.signer_public);
+    s.dial().await; // no URL anywhere: nothing to deliver
+    let a = s.dial_with(json!({"webhook_url": rx.url})).await;
+    s.action(&a, "hangup", json!({})).await;
+    let got = rx.wait_for(3).await;
+    let types: Vec<&str> = got.iter().map(|r| r.body["data"]["event_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["call.initiated", "call.answered", "call.hangup"]);
+    assert!(got.iter().all(|r| r.verified && r.body["data"]["payload"]["call_control_id"] == a.as_str()));
+    s.stop().await;
+}

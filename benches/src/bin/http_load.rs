@@ -1,0 +1,457 @@
+//! HTTP load benchmark, loopback only, bounded in time: waitline's real server against an
+//! axum hello-world (same connections, same load generator), and against Redis used as the
+//! queue store (sorted set: ZADD, ZPOPMIN, ZRANK, ZREM) at the same concurrency.
+//!
+//! `scripts/bench.sh http` builds what it needs and runs this; by hand:
+//! `http_load TARGET_DIR [SECONDS] [CONNECTIONS]` with `waitline` and `hello_server` built in
+//! release in TARGET_DIR. Redis is used when `redis-server` is on the PATH.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const KEY: &str = "bench-key";
+
+/// A child process killed when dropped.
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &str, args: &[&str]) -> Server {
+    Server(
+        Command::new(cmd)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server"),
+    )
+}
+
+async fn wait_port(addr: &str) {
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{addr} did not come up");
+}
+
+/// A keep-alive HTTP/1.1 connection (just enough of the protocol for the benchmark).
+struct Http {
+    s: TcpStream,
+    buf: Vec<u8>,
+    host: String,
+}
+
+impl Http {
+    async fn connect(addr: &str) -> Self {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).ok();
+        Self { s, buf: Vec::with_capacity(4096), host: addr.to_owned() }
+    }
+
+    /// Sends one request, returns the status and body.
+    async fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.s.write_all(req.as_bytes()).await.expect("write");
+        // Read whole chunks; a response is complete once its head and body are in.
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let body = String::from_utf8_lossy(&self.buf[end + 4..end + 4 + len]).into_owned();
+                    self.buf.drain(..end + 4 + len);
+                    return (status, body);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.s.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// A Redis connection speaking RESP.
+struct Redis {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Redis {
+    async fn connect(addr: &str) -> Self {
+        let s = TcpStream::connect(addr).await.expect("connect redis");
+        s.set_nodelay(true).ok();
+        let (r, w) = s.into_split();
+        Self { r: BufReader::new(r), w }
+    }
+
+    async fn cmd(&mut self, args: &[&str]) {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        self.w.write_all(out.as_bytes()).await.expect("write");
+        self.read_reply().await;
+    }
+
+    async fn line(&mut self) -> String {
+        let mut l = Vec::new();
+        while !l.ends_with(b"\r\n") {
+            l.push(self.r.read_u8().await.expect("read"));
+        }
+        String::from_utf8_lossy(&l[..l.len() - 2]).into_owned()
+    }
+
+    fn read_reply(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let l = self.line().await;
+            match l.as_bytes().first() {
+                Some(b'$') => {
+                    let n: i64 = l[1..].parse().unwrap_or(-1);
+                    if n >= 0 {
+                        let mut b = vec![0; n as usize + 2];
+                        self.r.read_exact(&mut b).await.expect("bulk");
+                    }
+                }
+                Some(b'*') => {
+                    let n: i64 = l[1..].parse().unwrap_or(0);
+                    for _ in 0..n.max(0) {
+                        self.read_reply().await;
+                    }
+                }
+                _ => {}
+            }
+        })
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    ops: u64,
+    lat: Vec<u32>, // microseconds
+}
+
+impl Tally {
+    fn merge(mut self, o: Self) -> Self {
+        self.ops += o.ops;
+        self.lat.extend(o.lat);
+        self
+    }
+    fn p99_ms(&mut self) -> f64 {
+        self.lat.sort_unstable();
+        self.lat.get((self.lat.len() as f64 * 0.99) as usize).copied().unwrap_or(0) as f64 / 1000.0
+    }
+}
+
+/// Runs `conns` connections for `secs`, each calling `op(conn_index, iteration)`.
+async fn load<C, F, Fut>(
+    conns: usize,
+    secs: f64,
+    connect: impl Fn(usize) -> Fut + Clone + Send + 'static,
+    op: F,
+) -> (f64, f64)
+where
+    C: Send + 'static,
+    Fut: std::future::Future<Output = C> + Send,
+    F: Fn(&mut C, usize, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let op = Arc::new(op);
+    let mut clients = Vec::new();
+    for i in 0..conns {
+        clients.push(connect.clone()(i).await);
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut t = Tally::default();
+                let mut k = 0u64;
+                while Instant::now() < deadline {
+                    let s = Instant::now();
+                    op(&mut c, i, k).await;
+                    t.lat.push(s.elapsed().as_micros() as u32);
+                    t.ops += 1;
+                    k += 1;
+                }
+                t
+            })
+        })
+        .collect();
+    let mut total = Tally::default();
+    for t in tasks {
+        total = total.merge(t.await.expect("task"));
+    }
+    let rate = total.ops as f64 / start.elapsed().as_secs_f64();
+    (rate, total.p99_ms())
+}
+
+fn row(name: &str, ours: (f64, f64), base: (f64, f64), target: f64) {
+    let ratio = ours.0 / base.0;
+    println!(
+        "| {name} | {:.0} /s (p99 {:.2} ms) | {:.0} /s (p99 {:.2} ms) | {ratio:.2}x | >= {target}x | {} |",
+        ours.0,
+        ours.1,
+        base.0,
+        base.1,
+        if ratio >= target { "yes" } else { "**no**" }
+    );
+}
+
+async fn dial(c: &mut Http) -> String {
+    let (_, body) = c.call("POST", "/v2/calls", r#"{"connection_id":"b","from":"+1","to":"+2"}"#).await;
+    let start = body.find("\"call_control_id\":\"").map(|i| i + 19).expect("dial");
+    body[start..start + body[start..].find('"').expect("id end")].to_owned()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = args.get(1).cloned().unwrap_or_else(|| "target/release".into());
+    let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let conns: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let (w_addr, h_addr, r_port) = ("127.0.0.1:18181", "127.0.0.1:18182", "18183");
+    let _w = spawn(
+        &format!("{dir}/waitline"),
+        &[
+            "serve",
+            "--listen",
+            w_addr,
+            "--api-key",
+            KEY,
+            "--max-calls-per-tenant",
+            "10000000",
+            "--max-queues-per-tenant",
+            "100000",
+        ],
+    );
+    let _h = spawn(&format!("{dir}/hello_server"), &[h_addr]);
+    wait_port(w_addr).await;
+    wait_port(h_addr).await;
+
+    println!(
+        "## HTTP (loopback, {conns} keep-alive connections, {secs} s per case, load generator on the same 2 cores)\n"
+    );
+    println!("| case | waitline | baseline | ratio | target | met |\n|---|---|---|---|---|---|");
+    // Enqueue: each connection moves its own call between two queues, so every request is a
+    // real, successful enqueue.
+    let ids = {
+        let mut c = Http::connect(w_addr).await;
+        let mut v = Vec::new();
+        for _ in 0..conns * 2 {
+            v.push(dial(&mut c).await);
+        }
+        Arc::new(v)
+    };
+    let w_ids = ids.clone();
+    let ours = load(
+        conns,
+        secs,
+        move |_| Http::connect(w_addr),
+        move |c: &mut Http, i, k| {
+            let path = format!("/v2/calls/{}/actions/enqueue", w_ids[i]);
+            let body = if k % 2 == 0 { r#"{"queue_name":"bench-a"}"# } else { r#"{"queue_name":"bench-b"}"# };
+            Box::pin(async move {
+                let (s, b) = c.call("POST", &path, body).await;
+                assert_eq!(s, 200, "{b}");
+            })
+        },
+    )
+    .await;
+    let hello = load(
+        conns,
+        secs,
+        move |_| Http::connect(h_addr),
+        move |c: &mut Http, i, _| {
+            let path = format!("/v2/calls/{i}/actions/enqueue");
+            Box::pin(async move {
+                c.call("POST", &path, r#"{"queue_name":"bench-a"}"#).await;
+            })
+        },
+    )
+    .await;
+    row("enqueue vs axum hello-world", ours, hello, 0.85);
+
+    let redis_ok = Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok();
+    if !redis_ok {
+        println!("\n(redis-server not found: the Redis comparison was skipped)");
+        return;
+    }
+    let _r =
+        spawn("redis-server", &["--port", r_port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+    let r_addr = format!("127.0.0.1:{r_port}");
+    wait_port(&r_addr).await;
+    let rc = conns.min(50);
+    println!("\n### Against Redis as the queue store ({rc} connections, unpipelined)\n");
+    println!(
+        "| operation | waitline (HTTP) | Redis sorted set | ratio | target | met |\n|---|---|---|---|---|---|"
+    );
+    let ra = r_addr.clone();
+    let redis = move |_| {
+        let a = ra.clone();
+        async move { Redis::connect(&a).await }
+    };
+    // Enqueue.
+    let w_ids = ids.clone();
+    let ours = load(
+        rc,
+        secs,
+        move |_| Http::connect(w_addr),
+        move |c: &mut Http, i, k| {
+            let path = format!("/v2/calls/{}/actions/enqueue", w_ids[i]);
+            let body = if k % 2 == 0 { r#"{"queue_name":"bench-c"}"# } else { r#"{"queue_name":"bench-d"}"# };
+            Box::pin(async move {
+                c.call("POST", &path, body).await;
+            })
+        },
+    )
+    .await;
+    let theirs = load(rc, secs, redis.clone(), |c: &mut Redis, i, k| {
+        Box::pin(async move {
+            c.cmd(&["ZADD", "q", &k.to_string(), &format!("c{i}-{k}")]).await;
+        })
+    })
+    .await;
+    row("enqueue (ZADD)", ours, theirs, 1.0);
+    // Bridge from the queue: each connection enqueues its caller, then its agent takes the head.
+    let w_ids = ids.clone();
+    let ours = load(
+        rc,
+        secs,
+        move |_| Http::connect(w_addr),
+        move |c: &mut Http, i, k| {
+            let (caller, agent) = (w_ids[i].clone(), w_ids[conns + i].clone());
+            Box::pin(async move {
+                if k % 2 == 0 {
+                    c.call(
+                        "POST",
+                        &format!("/v2/calls/{caller}/actions/enqueue"),
+                        &format!(r#"{{"queue_name":"pair-{i}"}}"#),
+                    )
+                    .await;
+                } else {
+                    c.call(
+                        "POST",
+                        &format!("/v2/calls/{agent}/actions/bridge"),
+                        &format!(r#"{{"queue":"pair-{i}","park_after_unbridge":"self"}}"#),
+                    )
+                    .await;
+                }
+            })
+        },
+    )
+    .await;
+    let theirs = load(rc, secs, redis.clone(), |c: &mut Redis, i, k| {
+        Box::pin(async move {
+            let key = format!("pair-{i}");
+            if k % 2 == 0 {
+                c.cmd(&["ZADD", &key, &k.to_string(), "caller"]).await;
+            } else {
+                c.cmd(&["ZPOPMIN", &key]).await;
+            }
+        })
+    })
+    .await;
+    row("enqueue / bridge-from-queue alternating (ZADD / ZPOPMIN)", ours, theirs, 1.0);
+    // Position and removal in a queue of 10,000.
+    let members = {
+        let mut c = Http::connect(w_addr).await;
+        let mut r = Redis::connect(&r_addr).await;
+        let mut v = Vec::new();
+        for n in 0..10_000 {
+            let id = dial(&mut c).await;
+            c.call(
+                "POST",
+                &format!("/v2/calls/{id}/actions/enqueue"),
+                r#"{"queue_name":"big","max_size":1000000}"#,
+            )
+            .await;
+            r.cmd(&["ZADD", "big", &n.to_string(), &id]).await;
+            v.push(id);
+        }
+        Arc::new(v)
+    };
+    let m = members.clone();
+    let ours = load(
+        rc,
+        secs,
+        move |_| Http::connect(w_addr),
+        move |c: &mut Http, i, k| {
+            let id = m[(i * 7919 + k as usize * 104_729) % m.len()].clone();
+            Box::pin(async move {
+                c.call("GET", &format!("/v2/queues/big/calls/{id}"), "").await;
+            })
+        },
+    )
+    .await;
+    let m = members.clone();
+    let theirs = load(rc, secs, redis.clone(), move |c: &mut Redis, i, k| {
+        let id = m[(i * 7919 + k as usize * 104_729) % m.len()].clone();
+        Box::pin(async move {
+            c.cmd(&["ZRANK", "big", &id]).await;
+        })
+    })
+    .await;
+    row("position in a queue of 10,000 (ZRANK)", ours, theirs, 1.0);
+    // Removal: each connection removes its own member and puts it back, alternately.
+    let m = members.clone();
+    let ours = load(
+        rc,
+        secs,
+        move |_| Http::connect(w_addr),
+        move |c: &mut Http, i, k| {
+            let id = m[i * 97].clone();
+            Box::pin(async move {
+                if k % 2 == 0 {
+                    c.call("DELETE", &format!("/v2/queues/big/calls/{id}"), "").await;
+                } else {
+                    c.call("POST", &format!("/v2/calls/{id}/actions/enqueue"), r#"{"queue_name":"big"}"#)
+                        .await;
+                }
+            })
+        },
+    )
+    .await;
+    let m = members.clone();
+    let theirs = load(rc, secs, redis, move |c: &mut Redis, i, k| {
+        let id = m[i * 97].clone();
+        Box::pin(async move {
+            if k % 2 == 0 {
+                c.cmd(&["ZREM", "big", &id]).await;
+            } else {
+                c.cmd(&["ZADD", "big", &k.to_string(), &id]).await;
+            }
+        })
+    })
+    .await;
+    row("remove / re-add alternating (ZREM / ZADD)", ours, theirs, 1.0);
+}
