@@ -33,8 +33,12 @@ step "Python package: build the native module into .venv, then its tests (stubs 
 (cd python && VIRTUAL_ENV="$PWD/../.venv" ../.venv/bin/maturin develop --quiet)
 .venv/bin/python -m pytest -q python/tests
 
-step "benchmark smoke (each benchmark runs once, untimed)"
+step "benchmark smoke: every suite runs briefly so none can rot (nothing is timed here)"
 cargo bench -p waitline-benches --locked -- --test
+cargo run -q --locked -p waitline-benches --bin report -- --quick >/dev/null
+cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server
+"$CARGO_TARGET_DIR/debug/http_load" "$CARGO_TARGET_DIR/debug" 0.3 4 >/dev/null
+.venv/bin/python python/benchmarks/bench.py --quick >/dev/null
 
 step "example"
 cargo run -q -p waitline-example-embed --locked >/dev/null

@@ -5,7 +5,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use axum::http::header::CONTENT_TYPE;
+use serde_json::{Map, Value};
 use waitline::{
     BridgeMediaOptions, BridgeParams, CommandOptions, DialParams, EnqueueParams, Page, QueueCallUpdate,
     TransferParams,
@@ -175,28 +176,45 @@ impl Body {
     }
 }
 
-/// `{"data": …}` with status 200.
-pub fn data<T: Serialize>(value: &T) -> Response {
-    Json(json!({ "data": value })).into_response()
+/// `{"data": …}`, serialised straight from the value (no intermediate JSON tree).
+#[derive(Serialize)]
+struct Data<'a, T> {
+    data: &'a T,
 }
 
-/// `{"data":{"result":"ok"}}`, the answer of every call action.
+/// `{"data": …}` with status 200.
+pub fn data<T: Serialize>(value: &T) -> Response {
+    Json(Data { data: value }).into_response()
+}
+
+/// `{"data":{"result":"ok"}}`, the answer of every call action (a constant).
 pub fn ok_result() -> Response {
-    Json(json!({ "data": { "result": "ok" } })).into_response()
+    ([(CONTENT_TYPE, "application/json")], r#"{"data":{"result":"ok"}}"#).into_response()
+}
+
+#[derive(Serialize)]
+struct PageMeta {
+    page_number: usize,
+    page_size: usize,
+    total_pages: usize,
+    total_results: usize,
+}
+
+#[derive(Serialize)]
+struct PageBody<'a, T> {
+    data: &'a [T],
+    meta: PageMeta,
 }
 
 /// `{"data":[…],"meta":{…}}`.
 pub fn page<T: Serialize>(p: &Page<T>) -> Response {
-    Json(json!({
-        "data": p.data,
-        "meta": {
-            "page_number": p.page_number,
-            "page_size": p.page_size,
-            "total_pages": p.total_pages,
-            "total_results": p.total_results,
-        }
-    }))
-    .into_response()
+    let meta = PageMeta {
+        page_number: p.page_number,
+        page_size: p.page_size,
+        total_pages: p.total_pages,
+        total_results: p.total_results,
+    };
+    Json(PageBody { data: &p.data, meta }).into_response()
 }
 
 /// Reads a body that axum already limited in size.

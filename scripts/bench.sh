@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the benchmark suites, each measuring waitline and its baseline in the same run, and
+# prints the tables of BENCHMARKS.md. Loopback only, bounded in time (a few minutes in all).
+#   scripts/bench.sh            all suites
+#   scripts/bench.sh core|http|python
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+what="${1:-all}"
+
+if [[ "$what" == all || "$what" == core ]]; then
+  cargo run --release -q -p waitline-benches --bin report
+fi
+
+if [[ "$what" == all || "$what" == http ]]; then
+  if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get install -y -q redis-server || (apt-get update -q && apt-get install -y -q redis-server)) >/dev/null
+  fi
+  cargo build --release -q -p waitline-server --bin waitline
+  cargo build --release -q -p waitline-benches --bin http_load --bin hello_server
+  "$CARGO_TARGET_DIR/release/http_load" "$CARGO_TARGET_DIR/release" 5 64
+fi
+
+if [[ "$what" == all || "$what" == python ]]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r python/requirements-dev.txt
+  (cd python && VIRTUAL_ENV="$PWD/../.venv" ../.venv/bin/maturin develop --release --quiet)
+  .venv/bin/python python/benchmarks/bench.py
+fi
