@@ -3,9 +3,9 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use axum::http::header::CONTENT_TYPE;
 use serde_json::{Map, Value};
 use waitline::{
     BridgeMediaOptions, BridgeParams, CommandOptions, DialParams, EnqueueParams, Page, QueueCallUpdate,

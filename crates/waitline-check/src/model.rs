@@ -1,25 +1,49 @@
-//! Model-based test: random command sequences (with clock advances) applied to the engine and
-//! to a small, obviously-correct reference model; every result, event, queue figure, queue
-//! listing and call state must agree after every step, and the engine's invariants must hold.
-#![allow(clippy::unwrap_used, clippy::too_many_lines, clippy::manual_checked_ops)]
-
-mod common;
+//! A small, obviously-correct reference model of the engine (plain vectors and maps, every
+//! rule of SPEC.md written the direct way), and [`run`], which applies a scenario to the
+//! engine and to the model and compares every result, event, queue figure, listing and call
+//! state after every step, with the engine's own invariants. Shared by the proptest
+//! (`tests/model.rs`), the `engine_model` fuzz target and the corpus replay.
+#![allow(clippy::too_many_lines, clippy::manual_checked_ops, clippy::unwrap_used, missing_docs)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use proptest::prelude::*;
-use waitline::*;
+use waitline::{
+    BridgeParams, CallState, Clock, CommandOptions, DequeueTotals, DialParams, Engine, EnqueueParams, Error,
+    Event, EventKind, HangupSource, PageRequest, QueueCallUpdate, QueueDeletedReason, Timestamp,
+    TransferParams,
+};
 
-const TTL: u64 = 300;
-const RETENTION: u64 = 600;
-const CALLS: usize = 6;
-const QUEUES: [&str; 3] = ["q0", "q1", "q 2/x"];
-const TENANTS: [&str; 2] = ["t0", "t1"];
-const SEC: u64 = 1_000_000;
+/// 2026-01-01T00:00:00Z, where scenarios start.
+pub const START: Timestamp = Timestamp::from_secs(1_767_225_600);
 
-#[derive(Debug, Clone)]
-enum Op {
+/// `prop_assert_eq!` for plain `Result<(), String>` code.
+macro_rules! ensure_eq {
+    ($a:expr, $b:expr $(,)?) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(format!("{} != {}: {:?} vs {:?}", stringify!($a), stringify!($b), a, b));
+        }
+    }};
+    ($a:expr, $b:expr, $($fmt:tt)+) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(format!("{}: {:?} vs {:?}", format!($($fmt)+), a, b));
+        }
+    }};
+}
+
+pub const TTL: u64 = 300;
+pub const RETENTION: u64 = 600;
+pub const CALLS: usize = 6;
+pub const QUEUES: [&str; 3] = ["q0", "q1", "q 2/x"];
+pub const TENANTS: [&str; 2] = ["t0", "t1"];
+pub const SEC: u64 = 1_000_000;
+
+/// One step of a generated scenario. Indices are reduced modulo the sizes of the scenario
+/// (see [`Op::normalized`]), so any value is valid: fuzzers and proptest share the type.
+#[derive(Debug, Clone, arbitrary::Arbitrary)]
+pub enum Op {
     Dial {
         t: usize,
         c: usize,
@@ -89,30 +113,6 @@ enum Op {
     Advance {
         secs: u64,
     },
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let t = 0..TENANTS.len();
-    let c = 0..CALLS;
-    let q = 0..QUEUES.len();
-    let cmd = prop::option::weighted(0.3, 0u8..3);
-    prop_oneof![
-        3 => (t.clone(), c.clone()).prop_map(|(t, c)| Op::Dial { t, c }),
-        6 => (t.clone(), c.clone(), q.clone(), prop::option::of(1i64..200), prop::option::weighted(0.3, 0i64..4), any::<bool>(), prop::option::weighted(0.4, -1i64..11), cmd.clone())
-            .prop_map(|(t, c, q, wait, size, keep, prio, cmd)| Op::Enqueue { t, c, q, wait, size, keep, prio, cmd }),
-        2 => (t.clone(), c.clone(), cmd.clone()).prop_map(|(t, c, cmd)| Op::Leave { t, c, cmd }),
-        4 => (t.clone(), c.clone(), q.clone(), any::<bool>()).prop_map(|(t, c, q, park)| Op::BridgeQueue { t, c, q, park }),
-        2 => (t.clone(), c.clone(), c.clone(), any::<bool>()).prop_map(|(t, c, other, park)| Op::BridgeCall { t, c, other, park }),
-        3 => (t.clone(), c.clone(), cmd).prop_map(|(t, c, cmd)| Op::Hangup { t, c, cmd }),
-        1 => (t.clone(), c.clone()).prop_map(|(t, c)| Op::Transfer { t, c }),
-        1 => (t.clone(), q.clone(), prop::option::of(0i64..4)).prop_map(|(t, q, size)| Op::CreateQueue { t, q, size }),
-        1 => (t.clone(), q.clone(), 0i64..4).prop_map(|(t, q, size)| Op::UpdateQueue { t, q, size }),
-        1 => (t.clone(), q.clone()).prop_map(|(t, q)| Op::DeleteQueue { t, q }),
-        1 => (t.clone(), q.clone(), c.clone(), prop::option::of(any::<bool>()), prop::option::of(-1i64..11))
-            .prop_map(|(t, q, c, keep, prio)| Op::UpdateQueueCall { t, q, c, keep, prio }),
-        1 => (t, q, c).prop_map(|(t, q, c)| Op::RemoveQueueCall { t, q, c }),
-        4 => prop_oneof![0u64..3, 0u64..250, 250u64..1300].prop_map(|secs| Op::Advance { secs }),
-    ]
 }
 
 // ------------------------------------------------------------------------------------------
@@ -545,7 +545,7 @@ impl Model {
             }
             Op::CreateQueue { t, q, size } => {
                 let (t, qn) = (*t, QUEUES[*q].to_owned());
-                if size.is_some_and(|s| s < 1) {
+                if size.is_some_and(|s| !(1..=1_000_000).contains(&s)) {
                     return "10033".into();
                 }
                 if self.tenants[t].queues.contains_key(&qn) {
@@ -561,7 +561,7 @@ impl Model {
             }
             Op::UpdateQueue { t, q, size } => {
                 let (t, qn) = (*t, QUEUES[*q].to_owned());
-                if *size < 1 {
+                if !(1..=1_000_000).contains(size) {
                     return "10033".into();
                 }
                 let Some(queue) = self.t(t).queues.get_mut(&qn) else { return "10005".into() };
@@ -715,13 +715,13 @@ fn run_engine(tenants: &[waitline::Tenant], op: &Op) -> (String, Option<String>)
     }
 }
 
-fn compare_state(model: &Model, tenants: &[waitline::Tenant]) -> Result<(), TestCaseError> {
+fn compare_state(model: &Model, tenants: &[waitline::Tenant]) -> Result<(), String> {
     let now = model.now;
     for (ti, t) in tenants.iter().enumerate() {
         let m = &model.tenants[ti];
         let listed: Vec<String> =
             t.queues(PageRequest::new(1, 250)).unwrap().data.into_iter().map(|q| q.name).collect();
-        prop_assert_eq!(listed, m.queues.keys().cloned().collect::<Vec<_>>());
+        ensure_eq!(listed, m.queues.keys().cloned().collect::<Vec<_>>());
         for (name, mq) in &m.queues {
             let q = t.queue(name).unwrap();
             let n = mq.members.len() as u64;
@@ -731,14 +731,14 @@ fn compare_state(model: &Model, tenants: &[waitline::Tenant]) -> Result<(), Test
                 mq.members.iter().map(|x| now - x.enqueued_at).sum::<u64>() / n / SEC
             };
             let longest = mq.members.iter().map(|x| (now - x.enqueued_at) / SEC).max().unwrap_or(0);
-            prop_assert_eq!(q.current_size, mq.members.len());
-            prop_assert_eq!(q.max_size, mq.max_size);
-            prop_assert_eq!(q.average_wait_time_secs, avg);
-            prop_assert_eq!(q.longest_wait_time_secs, longest);
-            prop_assert_eq!(q.total_enqueued, mq.total_enqueued);
-            prop_assert_eq!(q.total_dequeued, mq.totals);
-            prop_assert_eq!(q.explicit, mq.explicit);
-            prop_assert_eq!(q.estimated_wait_time_secs, mq.estimate(mq.members.len() + 1));
+            ensure_eq!(q.current_size, mq.members.len());
+            ensure_eq!(q.max_size, mq.max_size);
+            ensure_eq!(q.average_wait_time_secs, avg);
+            ensure_eq!(q.longest_wait_time_secs, longest);
+            ensure_eq!(q.total_enqueued, mq.total_enqueued);
+            ensure_eq!(q.total_dequeued, mq.totals);
+            ensure_eq!(q.explicit, mq.explicit);
+            ensure_eq!(q.estimated_wait_time_secs, mq.estimate(mq.members.len() + 1));
             let calls = t.queue_calls(name, PageRequest::new(1, 250)).unwrap().data;
             let got: Vec<_> = calls
                 .iter()
@@ -770,7 +770,7 @@ fn compare_state(model: &Model, tenants: &[waitline::Tenant]) -> Result<(), Test
                     )
                 })
                 .collect();
-            prop_assert_eq!(got, want);
+            ensure_eq!(got, want);
         }
         for (id, mc) in &m.calls {
             let info = t.call(id).unwrap();
@@ -780,49 +780,81 @@ fn compare_state(model: &Model, tenants: &[waitline::Tenant]) -> Result<(), Test
                 (None, MLink::Bridged { .. }) => CallState::Bridged,
                 (None, MLink::None) => CallState::Active,
             };
-            prop_assert_eq!(info.state, state, "call {}", id);
-            prop_assert_eq!(info.client_state, mc.client_state.clone());
+            ensure_eq!(info.state, state, "call {}", id);
+            ensure_eq!(info.client_state, mc.client_state.clone());
         }
         for c in 0..CALLS {
             let id = format!("c{c}");
             if !m.calls.contains_key(&id) {
-                prop_assert_eq!(t.call(&id).err().map(|e| e.code()), Some("90015"));
+                ensure_eq!(t.call(&id).err().map(|e| e.code()), Some("90015"));
             }
         }
-        prop_assert_eq!(t.live_calls(), m.calls.values().filter(|c| c.ended.is_none()).count());
+        ensure_eq!(t.live_calls(), m.calls.values().filter(|c| c.ended.is_none()).count());
     }
     Ok(())
 }
 
-proptest! {
-    // PROPTEST_CASES overrides the default number of cases (longer runs find rarer bugs).
-    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300)))]
-
-    #[test]
-    fn engine_agrees_with_model(ops in prop::collection::vec(op(), 1..80)) {
-        let (clock, hand) = Clock::manual(common::START);
-        let engine = Engine::builder()
-            .clock(clock)
-            .queue_idle_ttl(Duration::from_secs(TTL))
-            .ended_call_retention(Duration::from_secs(RETENTION))
-            .build();
-        let mut sub = engine.subscribe();
-        let tenants: Vec<_> = TENANTS.iter().map(|n| engine.tenant(n)).collect();
-        let mut model = Model { now: common::START.as_micros(), ..Model::default() };
-        for op in &ops {
-            if let Op::Advance { secs } = op {
-                hand.advance(Duration::from_secs(*secs));
-                engine.run_pending_tasks();
-                model.advance_to(hand.now().as_micros());
+impl Op {
+    /// The same step with every index reduced to the scenario's sizes.
+    #[must_use]
+    pub fn normalized(&self) -> Self {
+        let (nt, nc, nq) = (TENANTS.len(), CALLS, QUEUES.len());
+        let cmd = |c: &Option<u8>| c.map(|c| c % 3);
+        match self.clone() {
+            Self::Dial { t, c } => Self::Dial { t: t % nt, c: c % nc },
+            Self::Enqueue { t, c, q, wait, size, keep, prio, cmd: k } => {
+                Self::Enqueue { t: t % nt, c: c % nc, q: q % nq, wait, size, keep, prio, cmd: cmd(&k) }
             }
-            let (got, new_id) = run_engine(&tenants, op);
-            let want = model.apply(op, new_id.as_deref());
-            prop_assert_eq!(&got, &want, "result of {:?}", op);
-            let events: Vec<String> = sub.drain().iter().map(|e| describe(e, &TENANTS)).collect();
-            let expected = std::mem::take(&mut model.events);
-            prop_assert_eq!(events, expected, "events of {:?}", op);
-            engine.check_invariants().map_err(TestCaseError::fail)?;
-            compare_state(&model, &tenants)?;
+            Self::Leave { t, c, cmd: k } => Self::Leave { t: t % nt, c: c % nc, cmd: cmd(&k) },
+            Self::BridgeQueue { t, c, q, park } => {
+                Self::BridgeQueue { t: t % nt, c: c % nc, q: q % nq, park }
+            }
+            Self::BridgeCall { t, c, other, park } => {
+                Self::BridgeCall { t: t % nt, c: c % nc, other: other % nc, park }
+            }
+            Self::Hangup { t, c, cmd: k } => Self::Hangup { t: t % nt, c: c % nc, cmd: cmd(&k) },
+            Self::Transfer { t, c } => Self::Transfer { t: t % nt, c: c % nc },
+            Self::CreateQueue { t, q, size } => Self::CreateQueue { t: t % nt, q: q % nq, size },
+            Self::UpdateQueue { t, q, size } => Self::UpdateQueue { t: t % nt, q: q % nq, size },
+            Self::DeleteQueue { t, q } => Self::DeleteQueue { t: t % nt, q: q % nq },
+            Self::UpdateQueueCall { t, q, c, keep, prio } => {
+                Self::UpdateQueueCall { t: t % nt, q: q % nq, c: c % nc, keep, prio }
+            }
+            Self::RemoveQueueCall { t, q, c } => Self::RemoveQueueCall { t: t % nt, q: q % nq, c: c % nc },
+            Self::Advance { secs } => Self::Advance { secs: secs % 1300 },
         }
     }
+}
+
+/// Applies `ops` to a fresh engine and to the model; the first disagreement is the error.
+///
+/// # Errors
+/// A description of the first step where engine and model disagree, or an invariant broke.
+pub fn run(ops: &[Op]) -> Result<(), String> {
+    let (clock, hand) = Clock::manual(START);
+    let engine = Engine::builder()
+        .clock(clock)
+        .queue_idle_ttl(Duration::from_secs(TTL))
+        .ended_call_retention(Duration::from_secs(RETENTION))
+        .build();
+    let mut sub = engine.subscribe();
+    let tenants: Vec<_> = TENANTS.iter().map(|n| engine.tenant(n)).collect();
+    let mut model = Model { now: START.as_micros(), ..Model::default() };
+    for op in ops {
+        let op = &op.normalized();
+        if let Op::Advance { secs } = op {
+            hand.advance(Duration::from_secs(*secs));
+            engine.run_pending_tasks();
+            model.advance_to(hand.now().as_micros());
+        }
+        let (got, new_id) = run_engine(&tenants, op);
+        let want = model.apply(op, new_id.as_deref());
+        ensure_eq!(got, want, "result of {op:?}");
+        let events: Vec<String> = sub.drain().iter().map(|e| describe(e, &TENANTS)).collect();
+        let expected = std::mem::take(&mut model.events);
+        ensure_eq!(events, expected, "events of {op:?}");
+        engine.check_invariants().map_err(|e| format!("after {op:?}: {e}"))?;
+        compare_state(&model, &tenants).map_err(|e| format!("after {op:?}: {e}"))?;
+    }
+    Ok(())
 }

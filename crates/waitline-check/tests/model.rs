@@ -1,0 +1,40 @@
+//! Model-based test: random command sequences (with clock advances) applied to the engine and
+//! to the reference model of `waitline_check::model`; every result, event, queue figure,
+//! listing and call state must agree after every step, and the engine's invariants must hold.
+//! `PROPTEST_CASES` sets the number of cases (default 300).
+
+use proptest::prelude::*;
+use waitline_check::model::{CALLS, Op, QUEUES, TENANTS, run};
+
+fn op() -> impl Strategy<Value = Op> {
+    let t = 0..TENANTS.len();
+    let c = 0..CALLS;
+    let q = 0..QUEUES.len();
+    let cmd = prop::option::weighted(0.3, 0u8..3);
+    prop_oneof![
+        3 => (t.clone(), c.clone()).prop_map(|(t, c)| Op::Dial { t, c }),
+        6 => (t.clone(), c.clone(), q.clone(), prop::option::of(1i64..200), prop::option::weighted(0.3, 0i64..4), any::<bool>(), prop::option::weighted(0.4, -1i64..11), cmd.clone())
+            .prop_map(|(t, c, q, wait, size, keep, prio, cmd)| Op::Enqueue { t, c, q, wait, size, keep, prio, cmd }),
+        2 => (t.clone(), c.clone(), cmd.clone()).prop_map(|(t, c, cmd)| Op::Leave { t, c, cmd }),
+        4 => (t.clone(), c.clone(), q.clone(), any::<bool>()).prop_map(|(t, c, q, park)| Op::BridgeQueue { t, c, q, park }),
+        2 => (t.clone(), c.clone(), c.clone(), any::<bool>()).prop_map(|(t, c, other, park)| Op::BridgeCall { t, c, other, park }),
+        3 => (t.clone(), c.clone(), cmd).prop_map(|(t, c, cmd)| Op::Hangup { t, c, cmd }),
+        1 => (t.clone(), c.clone()).prop_map(|(t, c)| Op::Transfer { t, c }),
+        1 => (t.clone(), q.clone(), prop::option::of(0i64..4)).prop_map(|(t, q, size)| Op::CreateQueue { t, q, size }),
+        1 => (t.clone(), q.clone(), 0i64..4).prop_map(|(t, q, size)| Op::UpdateQueue { t, q, size }),
+        1 => (t.clone(), q.clone()).prop_map(|(t, q)| Op::DeleteQueue { t, q }),
+        1 => (t.clone(), q.clone(), c.clone(), prop::option::of(any::<bool>()), prop::option::of(-1i64..11))
+            .prop_map(|(t, q, c, keep, prio)| Op::UpdateQueueCall { t, q, c, keep, prio }),
+        1 => (t, q, c).prop_map(|(t, q, c)| Op::RemoveQueueCall { t, q, c }),
+        4 => prop_oneof![0u64..3, 0u64..250, 250u64..1300].prop_map(|secs| Op::Advance { secs }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300)))]
+
+    #[test]
+    fn engine_agrees_with_model(ops in prop::collection::vec(op(), 1..80)) {
+        run(&ops).map_err(TestCaseError::fail)?;
+    }
+}
