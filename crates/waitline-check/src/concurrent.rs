@@ -1,0 +1,142 @@
+//! Interleavings of commands from several threads: the engine's invariants hold at the end
+//! and every enqueue is matched by exactly one dequeue, or the call is still queued.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use arbitrary::Arbitrary;
+use waitline::{
+    BridgeParams, Clock, CommandOptions, DialParams, Engine, EnqueueParams, EventKind, PageRequest,
+};
+
+const CALLS: usize = 8;
+const QUEUES: usize = 3;
+
+/// One command of one thread.
+#[derive(Debug, Clone, Arbitrary)]
+pub enum ThreadOp {
+    /// Enqueue call `c` into queue `q` (priority, optional max wait, keep after hangup).
+    Enqueue { c: u8, q: u8, priority: u8, wait: Option<u8>, keep: bool },
+    /// Bridge call `c` with the head of queue `q`.
+    BridgeQueue { c: u8, q: u8 },
+    /// Bridge two calls.
+    BridgeCall { c: u8, other: u8 },
+    /// Leave the queue.
+    Leave { c: u8 },
+    /// Hang up.
+    Hangup { c: u8 },
+    /// Remove a member through the queue API.
+    Remove { q: u8, c: u8 },
+    /// Move the clock (by this thread; other threads see it too).
+    Advance { secs: u8 },
+}
+
+/// Runs each list on its own thread against one engine, then checks the accounting.
+///
+/// # Errors
+/// A broken invariant, an unexpected error code, or an enqueue/dequeue imbalance.
+pub fn check_threads(threads: &[Vec<ThreadOp>]) -> Result<(), String> {
+    let (clock, hand) = Clock::manual(crate::model::START);
+    let engine = Engine::builder().clock(clock).event_capacity(1 << 20).shards(4).build();
+    let mut events = engine.subscribe();
+    let tenant = engine.default_tenant();
+    let ids: Vec<String> = (0..CALLS)
+        .map(|i| {
+            let mut p = DialParams::new("+1", "+2", "app");
+            p.call_control_id = Some(format!("c{i}"));
+            tenant.dial(&p).map(|c| c.call_control_id).map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = threads
+            .iter()
+            .take(4)
+            .map(|ops| {
+                let (tenant, ids, hand) = (&tenant, &ids, &hand);
+                s.spawn(move || -> Result<(), String> {
+                    for op in ops.iter().take(64) {
+                        let c = |i: &u8| &ids[*i as usize % CALLS];
+                        let q = |i: &u8| format!("q{}", *i as usize % QUEUES);
+                        let r = match op {
+                            ThreadOp::Enqueue { c: ci, q: qi, priority, wait, keep } => {
+                                let mut p = EnqueueParams::new(q(qi))
+                                    .priority(i64::from(*priority % 10))
+                                    .keep_after_hangup(*keep);
+                                p.max_wait_time_secs = wait.map(|w| i64::from(w % 5) + 1);
+                                tenant.enqueue(c(ci), &p)
+                            }
+                            ThreadOp::BridgeQueue { c: ci, q: qi } => {
+                                tenant.bridge(c(ci), &BridgeParams::queue(q(qi)).park_after_unbridge())
+                            }
+                            ThreadOp::BridgeCall { c: ci, other } => {
+                                tenant.bridge(c(ci), &BridgeParams::call(c(other)))
+                            }
+                            ThreadOp::Leave { c: ci } => {
+                                tenant.leave_queue(c(ci), &CommandOptions::default())
+                            }
+                            ThreadOp::Hangup { c: ci } => tenant.hangup(c(ci), &CommandOptions::default()),
+                            ThreadOp::Remove { q: qi, c: ci } => tenant.remove_queue_call(&q(qi), c(ci)),
+                            ThreadOp::Advance { secs } => {
+                                hand.advance(Duration::from_secs(u64::from(*secs % 4)));
+                                Ok(())
+                            }
+                        };
+                        if let Err(e) = r {
+                            let expected =
+                                ["90015", "90018", "90036", "90038", "95001", "95002", "10005", "10033"];
+                            if !expected.contains(&e.code()) {
+                                return Err(format!("{op:?}: unexpected {e:?}"));
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().map_err(|_| "a thread panicked".to_owned()).and_then(|r| r).err())
+            .collect()
+    });
+    if let Some(f) = failures.into_iter().next() {
+        return Err(f);
+    }
+    engine.run_pending_tasks();
+    engine.check_invariants()?;
+    if events.dropped() > 0 {
+        return Err("events dropped".into());
+    }
+    let mut open: HashMap<String, i64> = HashMap::new();
+    for e in events.drain() {
+        let Some(s) = e.kind.subject() else { continue };
+        let delta = match e.kind {
+            EventKind::CallEnqueued { .. } => 1,
+            EventKind::CallDequeued { .. } => -1,
+            _ => continue,
+        };
+        let v = open.entry(s.call.call_control_id.to_string()).or_default();
+        *v += delta;
+        if !(0..=1).contains(v) {
+            return Err(format!("{}: enqueues minus dequeues went to {v}", s.call.call_control_id));
+        }
+    }
+    for q in 0..QUEUES {
+        let Ok(page) = tenant.queue_calls(&format!("q{q}"), PageRequest::new(1, 250)) else { continue };
+        for (i, m) in page.data.iter().enumerate() {
+            if m.queue_position != i + 1 {
+                return Err("positions are not dense".into());
+            }
+            if open.get(&m.call_control_id) != Some(&1) {
+                return Err(format!("{} is queued without an open enqueue", m.call_control_id));
+            }
+        }
+    }
+    // An open enqueue that is no membership can only be a dead kept call dropped silently.
+    for (id, v) in &open {
+        let member = (0..QUEUES).any(|q| tenant.queue_call(&format!("q{q}"), id).is_ok());
+        if *v == 1 && !member && tenant.call(id).map(|c| c.is_alive).unwrap_or(false) {
+            return Err(format!("{id} has an open enqueue but is in no queue"));
+        }
+    }
+    Ok(())
+}
