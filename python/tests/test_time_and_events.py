@@ -70,7 +70,7 @@ def test_many_python_threads() -> None:
     def producer(chunk):
         try:
             for c in chunk:
-                c.enqueue(f"q{hash(c.call_control_id) % 3}")
+                c.enqueue(f"q{hash(c.call_control_id) % 3}", max_size=1000)
         except BaseException as e:  # noqa: BLE001 - surfaced below
             errors.append(e)
 
