@@ -40,6 +40,27 @@ cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server
 "$CARGO_TARGET_DIR/debug/http_load" "$CARGO_TARGET_DIR/debug" 0.3 4 >/dev/null
 .venv/bin/python python/benchmarks/bench.py --quick >/dev/null
 
+step "fuzzing: build every target, run each for \${FUZZ_SECONDS:-20} s (corpus replay runs with the Rust tests)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --version 0.13.2
+fi
+# The toolchain is stable: RUSTC_BOOTSTRAP lets it take cargo-fuzz's nightly flags.
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none --target-dir "$CARGO_TARGET_DIR/fuzz")
+fuzz_work=$(mktemp -d)
+for target in engine_model engine_concurrent http_request json_bodies; do
+  mkdir -p "$fuzz_work/$target"
+  # New inputs go to a scratch corpus; the committed seeds are read only.
+  if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --target-dir "$CARGO_TARGET_DIR/fuzz" "$target" \
+        "$fuzz_work/$target" "corpus/$target" -- -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10) \
+        >"$fuzz_work/$target.log" 2>&1; then
+    printf '%s: %s\n' "$target" "$(grep -E '^Done [0-9]+ runs' "$fuzz_work/$target.log" | tail -n 1)"
+  else
+    tail -n 40 "$fuzz_work/$target.log"
+    echo "fuzz target $target failed; the input is in fuzz/artifacts/$target" >&2
+    exit 1
+  fi
+done
+
 step "example"
 cargo run -q -p waitline-example-embed --locked >/dev/null
 
