@@ -40,7 +40,7 @@ cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server
 "$CARGO_TARGET_DIR/debug/http_load" "$CARGO_TARGET_DIR/debug" 0.3 4 >/dev/null
 .venv/bin/python python/benchmarks/bench.py --quick >/dev/null
 
-step "fuzzing: build every target, run each for \${FUZZ_SECONDS:-20} s (corpus replay runs with the Rust tests)"
+step "fuzzing: build every target, run each for ${FUZZ_SECONDS:-20} s (corpus replay runs with the Rust tests)"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
