@@ -47,6 +47,21 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 - 1.0) * p) as usize]
 }
 
+/// One row of p50/p99 latencies (nanoseconds) with the ratio of the p50s.
+fn latency_row(name: &str, mut ours: Vec<u64>, mut theirs: Vec<u64>, target: f64) {
+    ours.sort_unstable();
+    theirs.sort_unstable();
+    let r = percentile(&theirs, 0.5) as f64 / percentile(&ours, 0.5) as f64;
+    println!(
+        "| {name} | {} ns / {} ns | {} ns / {} ns | {r:.0}x | >= {target}x | {} |",
+        percentile(&ours, 0.5),
+        percentile(&ours, 0.99),
+        percentile(&theirs, 0.5),
+        percentile(&theirs, 0.99),
+        if r >= target { "yes" } else { "**no**" }
+    );
+}
+
 fn naive_pairs(naive: &NaiveEngine, names: &[String], n: usize, offset: u64) -> Duration {
     let t = Instant::now();
     for i in 0..n {
@@ -150,7 +165,7 @@ fn million_section(s: &Scale, b: &Big) {
         "| operation | waitline p50 / p99 | naive p50 / p99 | ratio of p50 | target | met |\n|---|---|---|---|---|---|"
     );
     let mut seed = 0x9e37_79b9_u64;
-    let mut ours: Vec<u64> = (0..s.samples)
+    let ours: Vec<u64> = (0..s.samples)
         .map(|_| {
             let id = &b.ids[rng(&mut seed) % n];
             let t = Instant::now();
@@ -158,7 +173,7 @@ fn million_section(s: &Scale, b: &Big) {
             t.elapsed().as_nanos() as u64
         })
         .collect();
-    let mut theirs: Vec<u64> = (0..(s.samples / 100).max(20))
+    let theirs: Vec<u64> = (0..(s.samples / 100).max(20))
         .map(|_| {
             let id = (rng(&mut seed) % n) as u64;
             let t = Instant::now();
@@ -166,20 +181,10 @@ fn million_section(s: &Scale, b: &Big) {
             t.elapsed().as_nanos() as u64
         })
         .collect();
-    ours.sort_unstable();
-    theirs.sort_unstable();
-    let r = percentile(&theirs, 0.5) as f64 / percentile(&ours, 0.5) as f64;
-    println!(
-        "| position of a random call | {} ns / {} ns | {} ns / {} ns | {r:.0}x | >= 1000x | {} |",
-        percentile(&ours, 0.5),
-        percentile(&ours, 0.99),
-        percentile(&theirs, 0.5),
-        percentile(&theirs, 0.99),
-        if r >= 1000.0 { "yes" } else { "**no**" }
-    );
+    latency_row("position of a random call", ours, theirs, 1000.0);
     // Remove a random member and put a call back at the end, so the size stays.
     let p = EnqueueParams::new("big");
-    let mut ours: Vec<u64> = (0..s.samples / 10)
+    let ours: Vec<u64> = (0..s.samples / 10)
         .map(|_| {
             let id = &b.ids[rng(&mut seed) % n];
             let t = Instant::now();
@@ -191,7 +196,7 @@ fn million_section(s: &Scale, b: &Big) {
             e
         })
         .collect();
-    let mut theirs: Vec<u64> = (0..(s.samples / 100).max(20))
+    let theirs: Vec<u64> = (0..(s.samples / 100).max(20))
         .map(|_| {
             let id = (rng(&mut seed) % n) as u64;
             let t = Instant::now();
@@ -203,17 +208,7 @@ fn million_section(s: &Scale, b: &Big) {
             e
         })
         .collect();
-    ours.sort_unstable();
-    theirs.sort_unstable();
-    let r = percentile(&theirs, 0.5) as f64 / percentile(&ours, 0.5) as f64;
-    println!(
-        "| remove a random call from the middle | {} ns / {} ns | {} ns / {} ns | {r:.0}x | >= 1000x | {} |",
-        percentile(&ours, 0.5),
-        percentile(&ours, 0.99),
-        percentile(&theirs, 0.5),
-        percentile(&theirs, 0.99),
-        if r >= 1000.0 { "yes" } else { "**no**" }
-    );
+    latency_row("remove a random call from the middle", ours, theirs, 1000.0);
 }
 
 fn expiry_section(n: usize) {

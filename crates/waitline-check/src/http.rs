@@ -179,10 +179,17 @@ pub(crate) fn send(
     let before = snapshot(tenant);
     let response = runtime().block_on(router.clone().oneshot(request)).map_err(|e| format!("{what}: {e}"))?;
     let status = response.status().as_u16();
-    let streaming = response.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let streaming = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if streaming {
         // The event stream never ends: its status and type are what can be checked.
-        return if status == 200 { Ok(()) } else { Err(format!("{what}: event stream with status {status}")) };
+        return if status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{what}: event stream with status {status}"))
+        };
     }
     let bytes = runtime()
         .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
