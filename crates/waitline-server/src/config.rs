@@ -28,6 +28,8 @@ pub struct Config {
     pub max_queues_per_tenant: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Event streams (`GET /v2/events`) open at once, all tenants together.
+    pub max_event_streams: usize,
     /// Webhook delivery.
     pub webhooks: WebhookConfig,
     /// How long shutdown waits for the webhook outbox to drain.
@@ -44,6 +46,7 @@ impl Default for Config {
             max_calls_per_tenant: 100_000,
             max_queues_per_tenant: 10_000,
             max_body_bytes: 64 * 1024,
+            max_event_streams: 64,
             webhooks: WebhookConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -99,6 +102,9 @@ pub struct ServeArgs {
     /// Largest request body in bytes [default: 65536].
     #[arg(long, env = "WAITLINE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Event streams open at once [default: 64].
+    #[arg(long, env = "WAITLINE_MAX_EVENT_STREAMS")]
+    pub max_event_streams: Option<usize>,
     /// Attempts per webhook URL [default: 3].
     #[arg(long, env = "WAITLINE_WEBHOOK_ATTEMPTS")]
     pub webhook_attempts: Option<u32>,
@@ -126,6 +132,7 @@ pub struct FileConfig {
     max_calls_per_tenant: Option<usize>,
     max_queues_per_tenant: Option<usize>,
     max_body_bytes: Option<usize>,
+    max_event_streams: Option<usize>,
     webhook_attempts: Option<u32>,
     webhook_backoff_ms: Option<u64>,
     webhook_timeout_ms: Option<u64>,
@@ -171,6 +178,10 @@ impl ServeArgs {
                 .or(file.max_queues_per_tenant)
                 .unwrap_or(d.max_queues_per_tenant),
             max_body_bytes: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(d.max_body_bytes),
+            max_event_streams: self
+                .max_event_streams
+                .or(file.max_event_streams)
+                .unwrap_or(d.max_event_streams),
             webhooks: WebhookConfig {
                 url: self.webhook_url.or(file.webhook_url),
                 failover_url: self.webhook_failover_url.or(file.webhook_failover_url),

@@ -32,6 +32,11 @@ pub enum ApiError {
     RouteNotFound,
     /// The route exists, not with this method.
     MethodNotAllowed,
+    /// Every event-stream slot is taken.
+    TooManyStreams {
+        /// The configured cap.
+        limit: usize,
+    },
     /// The body is larger than the configured limit.
     BodyTooLarge {
         /// The limit in bytes.
@@ -103,6 +108,14 @@ impl ApiError {
                 "10005",
                 "Method not allowed",
                 "The route does not accept this method.".to_owned(),
+                None,
+                None,
+            ),
+            Self::TooManyStreams { limit } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "10011",
+                "Too many requests",
+                format!("At most {limit} event streams may be open at once; close one first."),
                 None,
                 None,
             ),

@@ -43,6 +43,11 @@ struct Shared {
     keys: ApiKeys,
     public_key: String,
     body_limit: usize,
+    /// Set when shutdown begins: event streams end so their connections can close.
+    closing: tokio::sync::watch::Sender<bool>,
+    /// Free event-stream slots.
+    stream_slots: Arc<tokio::sync::Semaphore>,
+    max_streams: usize,
 }
 
 impl AppState {
@@ -57,6 +62,9 @@ impl AppState {
                 keys,
                 public_key: signer.public_key_base64(),
                 body_limit: config.max_body_bytes,
+                closing: tokio::sync::watch::Sender::new(false),
+                stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
+                max_streams: config.max_event_streams,
             }),
         }
     }
@@ -79,6 +87,23 @@ impl AppState {
 
     pub(crate) fn public_key(&self) -> &str {
         &self.shared.public_key
+    }
+
+    /// Resolves once shutdown has begun.
+    pub(crate) fn closing(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut rx = self.shared.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|closing| *closing).await;
+        }
+    }
+
+    /// A slot for one event stream, held while it is open.
+    pub(crate) fn stream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, crate::error::ApiError> {
+        self.shared
+            .stream_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| crate::error::ApiError::TooManyStreams { limit: self.shared.max_streams })
     }
 
     pub(crate) fn body_limit(&self) -> usize {
@@ -132,6 +157,12 @@ pub async fn run(
             tracing::debug!("TCP_NODELAY not set: {e}");
         }
     });
+    let closing = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // End the event streams, or their connections would keep the server up.
+        closing.shared.closing.send_replace(true);
+    };
     let served = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
     maintenance.abort();
     state.webhooks().shutdown(config.shutdown_grace).await;

@@ -170,11 +170,14 @@ async fn remove_queue_call(Auth(t): Auth, p: Result<Path<(String, String)>, Path
 async fn events(
     State(state): State<AppState>,
     Auth(t): Auth,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // Each stream holds a thread and a bounded buffer: their number is capped.
+    let slot = state.stream_slot()?;
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(1024);
-    let mut sub = state.engine().subscribe_tenant(t.name());
+    let mut sub = state.engine().subscribe_tenant_bounded(t.name(), STREAM_BUFFER);
     // The engine's channel blocks; a blocking task forwards until the client goes away.
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         while !tx.is_closed() {
             if let Some(ev) = sub.recv_timeout(Duration::from_millis(200)) {
                 let data = crate::webhook::envelope(&ev, 1, "/v2/events").to_string();
@@ -186,9 +189,13 @@ async fn events(
         }
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let stream = futures_util::StreamExt::map(stream, Ok);
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let stream =
+        futures_util::StreamExt::take_until(futures_util::StreamExt::map(stream, Ok), state.closing());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
+
+/// Command batches an event stream may fall behind by before it loses events.
+const STREAM_BUFFER: usize = 4096;
 
 /// [ext] The Ed25519 public key that verifies webhook signatures.
 async fn public_key(State(state): State<AppState>) -> Response {

@@ -331,3 +331,40 @@ async fn per_call_webhook_url_works_without_a_default_url() {
     assert!(got.iter().all(|r| r.verified && r.body["data"]["payload"]["call_control_id"] == a.as_str()));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped() {
+    let s = Server::start(Config { max_event_streams: 1, ..Config::default() }).await;
+    let open = || s.http.get(format!("{}/v2/events", s.base)).bearer_auth(KEY_A).send();
+    let first = open().await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let second = open().await.unwrap();
+    assert_eq!(second.status().as_u16(), 429);
+    let v: Value = second.json().await.unwrap();
+    assert_eq!(code(&v), "10011");
+    drop(first);
+    // The slot comes back once the server notices the client left.
+    let mut reopened = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.dial().await; // an event makes the forwarder notice the closed stream
+        let r = open().await.unwrap();
+        if r.status().as_u16() == 200 {
+            reopened = 200;
+            break;
+        }
+    }
+    assert_eq!(reopened, 200);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_event_streams() {
+    let s = Server::start(Config::default()).await;
+    let stream = s.http.get(format!("{}/v2/events", s.base)).bearer_auth(KEY_A).send().await.unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    tokio::time::timeout(Duration::from_secs(10), s.stop())
+        .await
+        .expect("shutdown does not wait for the stream");
+    drop(stream);
+}

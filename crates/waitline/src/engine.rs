@@ -325,7 +325,15 @@ impl Engine {
     /// Every event of one tenant from now on.
     #[must_use]
     pub fn subscribe_tenant(&self, tenant: &str) -> Subscription {
-        self.inner.bus.subscribe(Some(tenant.into()), self.inner.config.event_capacity)
+        self.subscribe_tenant_bounded(tenant, self.inner.config.event_capacity)
+    }
+
+    /// Every event of one tenant from now on, with a channel of `capacity` command batches
+    /// (a subscriber that falls further behind loses batches, counted by
+    /// [`Subscription::dropped`]).
+    #[must_use]
+    pub fn subscribe_tenant_bounded(&self, tenant: &str, capacity: usize) -> Subscription {
+        self.inner.bus.subscribe(Some(tenant.into()), capacity)
     }
 
     /// The engine's clock.
