@@ -215,6 +215,58 @@ where
     (rate, total.p99_ms())
 }
 
+/// One HTTP request of a case: method, path, body.
+type HttpCall = (&'static str, String, String);
+
+/// `conns` keep-alive connections to `addr` for `secs`, each sending `request(conn, k)`. Every
+/// answer must be a success: a benchmark of refusals would measure nothing.
+async fn http_case(
+    addr: &'static str,
+    conns: usize,
+    secs: f64,
+    request: impl Fn(usize, u64) -> HttpCall + Send + Sync + 'static,
+) -> (f64, f64) {
+    let request = Arc::new(request);
+    load(
+        conns,
+        secs,
+        move |_| Http::connect(addr),
+        move |c: &mut Http, i, k| {
+            let (method, path, body) = request(i, k);
+            Box::pin(async move {
+                let (status, answer) = c.call(method, &path, &body).await;
+                assert!(status < 400, "{method} {path}: {status} {answer}");
+            })
+        },
+    )
+    .await
+}
+
+/// `conns` Redis connections for `secs`, each sending the command `command(conn, k)`.
+async fn redis_case(
+    addr: &str,
+    conns: usize,
+    secs: f64,
+    command: impl Fn(usize, u64) -> Vec<String> + Send + Sync + 'static,
+) -> (f64, f64) {
+    let (addr, command) = (addr.to_owned(), Arc::new(command));
+    let connect = move |_| {
+        let a = addr.clone();
+        async move { Redis::connect(&a).await }
+    };
+    load(conns, secs, connect, move |c: &mut Redis, i, k| {
+        let args = command(i, k);
+        Box::pin(async move {
+            c.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        })
+    })
+    .await
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
 fn row(name: &str, ours: (f64, f64), base: (f64, f64), target: f64) {
     let ratio = ours.0 / base.0;
     println!(
@@ -262,9 +314,8 @@ async fn main() {
         "## HTTP (loopback, {conns} keep-alive connections, {secs} s per case, load generator on the same 2 cores)\n"
     );
     println!("| case | waitline | baseline | ratio | target | met |\n|---|---|---|---|---|---|");
-    // Enqueue: each connection moves its own call between two queues, so every request is a
-    // real, successful enqueue.
-    let ids = {
+    // Callers and agents, one of each per connection.
+    let ids: Arc<Vec<String>> = {
         let mut c = Http::connect(w_addr).await;
         let mut v = Vec::new();
         for _ in 0..conns * 2 {
@@ -272,32 +323,18 @@ async fn main() {
         }
         Arc::new(v)
     };
-    let w_ids = ids.clone();
-    let ours = load(
-        conns,
-        secs,
-        move |_| Http::connect(w_addr),
-        move |c: &mut Http, i, k| {
-            let path = format!("/v2/calls/{}/actions/enqueue", w_ids[i]);
-            let body = if k % 2 == 0 { r#"{"queue_name":"bench-a"}"# } else { r#"{"queue_name":"bench-b"}"# };
-            Box::pin(async move {
-                let (s, b) = c.call("POST", &path, body).await;
-                assert_eq!(s, 200, "{b}");
-            })
-        },
-    )
-    .await;
-    let hello = load(
-        conns,
-        secs,
-        move |_| Http::connect(h_addr),
-        move |c: &mut Http, i, _| {
-            let path = format!("/v2/calls/{i}/actions/enqueue");
-            Box::pin(async move {
-                c.call("POST", &path, r#"{"queue_name":"bench-a"}"#).await;
-            })
-        },
-    )
+    // Enqueue: each connection moves its own call between two queues, so every request is a
+    // real, successful enqueue.
+    let moves = |prefix: &'static str, ids: Arc<Vec<String>>| {
+        move |i: usize, k: u64| -> HttpCall {
+            let body = format!(r#"{{"queue_name":"{prefix}-{}"}}"#, k % 2);
+            ("POST", format!("/v2/calls/{}/actions/enqueue", ids[i]), body)
+        }
+    };
+    let ours = http_case(w_addr, conns, secs, moves("bench", ids.clone())).await;
+    let hello = http_case(h_addr, conns, secs, |i, _| {
+        ("POST", format!("/v2/calls/{i}/actions/enqueue"), r#"{"queue_name":"bench-0"}"#.to_owned())
+    })
     .await;
     row("enqueue vs axum hello-world", ours, hello, 0.85);
 
@@ -315,75 +352,41 @@ async fn main() {
     println!(
         "| operation | waitline (HTTP) | Redis sorted set | ratio | target | met |\n|---|---|---|---|---|---|"
     );
-    let ra = r_addr.clone();
-    let redis = move |_| {
-        let a = ra.clone();
-        async move { Redis::connect(&a).await }
-    };
-    // Enqueue.
-    let w_ids = ids.clone();
-    let ours = load(
-        rc,
-        secs,
-        move |_| Http::connect(w_addr),
-        move |c: &mut Http, i, k| {
-            let path = format!("/v2/calls/{}/actions/enqueue", w_ids[i]);
-            let body = if k % 2 == 0 { r#"{"queue_name":"bench-c"}"# } else { r#"{"queue_name":"bench-d"}"# };
-            Box::pin(async move {
-                c.call("POST", &path, body).await;
-            })
-        },
-    )
-    .await;
-    let theirs = load(rc, secs, redis.clone(), |c: &mut Redis, i, k| {
-        Box::pin(async move {
-            c.cmd(&["ZADD", "q", &k.to_string(), &format!("c{i}-{k}")]).await;
-        })
+
+    let ours = http_case(w_addr, rc, secs, moves("redis-cmp", ids.clone())).await;
+    let theirs =
+        redis_case(&r_addr, rc, secs, |i, k| strings(&["ZADD", "q", &k.to_string(), &format!("c{i}-{k}")]))
+            .await;
+    row("enqueue (ZADD)", ours, theirs, 1.0);
+
+    // Each connection enqueues its caller, then its agent takes the head of that queue.
+    let pair_ids = ids.clone();
+    let ours = http_case(w_addr, rc, secs, move |i, k| {
+        if k % 2 == 0 {
+            (
+                "POST",
+                format!("/v2/calls/{}/actions/enqueue", pair_ids[i]),
+                format!(r#"{{"queue_name":"pair-{i}"}}"#),
+            )
+        } else {
+            let body = format!(r#"{{"queue":"pair-{i}","park_after_unbridge":"self"}}"#);
+            ("POST", format!("/v2/calls/{}/actions/bridge", pair_ids[conns + i]), body)
+        }
     })
     .await;
-    row("enqueue (ZADD)", ours, theirs, 1.0);
-    // Bridge from the queue: each connection enqueues its caller, then its agent takes the head.
-    let w_ids = ids.clone();
-    let ours = load(
-        rc,
-        secs,
-        move |_| Http::connect(w_addr),
-        move |c: &mut Http, i, k| {
-            let (caller, agent) = (w_ids[i].clone(), w_ids[conns + i].clone());
-            Box::pin(async move {
-                if k % 2 == 0 {
-                    c.call(
-                        "POST",
-                        &format!("/v2/calls/{caller}/actions/enqueue"),
-                        &format!(r#"{{"queue_name":"pair-{i}"}}"#),
-                    )
-                    .await;
-                } else {
-                    c.call(
-                        "POST",
-                        &format!("/v2/calls/{agent}/actions/bridge"),
-                        &format!(r#"{{"queue":"pair-{i}","park_after_unbridge":"self"}}"#),
-                    )
-                    .await;
-                }
-            })
-        },
-    )
-    .await;
-    let theirs = load(rc, secs, redis.clone(), |c: &mut Redis, i, k| {
-        Box::pin(async move {
-            let key = format!("pair-{i}");
-            if k % 2 == 0 {
-                c.cmd(&["ZADD", &key, &k.to_string(), "caller"]).await;
-            } else {
-                c.cmd(&["ZPOPMIN", &key]).await;
-            }
-        })
+    let theirs = redis_case(&r_addr, rc, secs, |i, k| {
+        let key = format!("pair-{i}");
+        if k % 2 == 0 {
+            strings(&["ZADD", &key, &k.to_string(), "caller"])
+        } else {
+            strings(&["ZPOPMIN", &key])
+        }
     })
     .await;
     row("enqueue / bridge-from-queue alternating (ZADD / ZPOPMIN)", ours, theirs, 1.0);
+
     // Position and removal in a queue of 10,000.
-    let members = {
+    let members: Arc<Vec<String>> = {
         let mut c = Http::connect(w_addr).await;
         let mut r = Redis::connect(&r_addr).await;
         let mut v = Vec::new();
@@ -400,57 +403,31 @@ async fn main() {
         }
         Arc::new(v)
     };
+    let pick = |m: &[String], i: usize, k: u64| m[(i * 7919 + k as usize * 104_729) % m.len()].clone();
     let m = members.clone();
-    let ours = load(
-        rc,
-        secs,
-        move |_| Http::connect(w_addr),
-        move |c: &mut Http, i, k| {
-            let id = m[(i * 7919 + k as usize * 104_729) % m.len()].clone();
-            Box::pin(async move {
-                c.call("GET", &format!("/v2/queues/big/calls/{id}"), "").await;
-            })
-        },
-    )
-    .await;
-    let m = members.clone();
-    let theirs = load(rc, secs, redis.clone(), move |c: &mut Redis, i, k| {
-        let id = m[(i * 7919 + k as usize * 104_729) % m.len()].clone();
-        Box::pin(async move {
-            c.cmd(&["ZRANK", "big", &id]).await;
-        })
+    let ours = http_case(w_addr, rc, secs, move |i, k| {
+        ("GET", format!("/v2/queues/big/calls/{}", pick(&m, i, k)), String::new())
     })
     .await;
+    let m = members.clone();
+    let theirs = redis_case(&r_addr, rc, secs, move |i, k| strings(&["ZRANK", "big", &pick(&m, i, k)])).await;
     row("position in a queue of 10,000 (ZRANK)", ours, theirs, 1.0);
-    // Removal: each connection removes its own member and puts it back, alternately.
+
+    // Each connection removes its own member and puts it back, alternately.
     let m = members.clone();
-    let ours = load(
-        rc,
-        secs,
-        move |_| Http::connect(w_addr),
-        move |c: &mut Http, i, k| {
-            let id = m[i * 97].clone();
-            Box::pin(async move {
-                if k % 2 == 0 {
-                    c.call("DELETE", &format!("/v2/queues/big/calls/{id}"), "").await;
-                } else {
-                    c.call("POST", &format!("/v2/calls/{id}/actions/enqueue"), r#"{"queue_name":"big"}"#)
-                        .await;
-                }
-            })
-        },
-    )
+    let ours = http_case(w_addr, rc, secs, move |i, k| {
+        let id = &m[i * 97];
+        if k % 2 == 0 {
+            ("DELETE", format!("/v2/queues/big/calls/{id}"), String::new())
+        } else {
+            ("POST", format!("/v2/calls/{id}/actions/enqueue"), r#"{"queue_name":"big"}"#.to_owned())
+        }
+    })
     .await;
-    let m = members.clone();
-    let theirs = load(rc, secs, redis, move |c: &mut Redis, i, k| {
-        let id = m[i * 97].clone();
-        Box::pin(async move {
-            if k % 2 == 0 {
-                c.cmd(&["ZREM", "big", &id]).await;
-            } else {
-                c.cmd(&["ZADD", "big", &k.to_string(), &id]).await;
-            }
-        })
+    let m = members;
+    let theirs = redis_case(&r_addr, rc, secs, move |i, k| {
+        let id = &m[i * 97];
+        if k % 2 == 0 { strings(&["ZREM", "big", id]) } else { strings(&["ZADD", "big", &k.to_string(), id]) }
     })
     .await;
     row("remove / re-add alternating (ZREM / ZADD)", ours, theirs, 1.0);
