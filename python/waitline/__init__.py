@@ -26,23 +26,6 @@ from .errors import (
 )
 from ._native import Call, Engine, Event, EventIterator, Queue, QueueCall
 
-__all__ = [
-    "Engine",
-    "Call",
-    "Queue",
-    "QueueCall",
-    "Event",
-    "EventIterator",
-    "WaitlineError",
-    "CallNotFoundError",
-    "CallEndedError",
-    "QueueFullError",
-    "AlreadyInQueueError",
-    "NotInQueueError",
-    "QueueEmptyError",
-    "QueueNotFoundError",
-    "QueueNotEmptyError",
-    "QueueExistsError",
-    "LimitReachedError",
-    "InvalidParameterError",
-]
+from . import errors as _errors
+
+__all__ = ["Engine", "Call", "Queue", "QueueCall", "Event", "EventIterator", *_errors.__all__]

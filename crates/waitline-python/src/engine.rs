@@ -33,14 +33,12 @@ impl Maintenance {
             .spawn(move || {
                 loop {
                     engine.run_pending_tasks();
-                    let now = Timestamp::now_utc().as_micros();
-                    let wait = engine.next_wakeup().map_or(u64::MAX, |t| t.as_micros().saturating_sub(now));
+                    let wait = engine.sleep_until_next_wakeup(Duration::from_millis(100));
                     let mut stopped = flag.0.lock();
                     if *stopped {
                         return;
                     }
-                    // At most 100 ms, so a timer set meanwhile is not missed.
-                    flag.1.wait_for(&mut stopped, Duration::from_micros(wait.clamp(500, 100_000)));
+                    flag.1.wait_for(&mut stopped, wait);
                     if *stopped {
                         return;
                     }

@@ -174,8 +174,6 @@ pub async fn run(
 async fn maintain(engine: Engine) {
     loop {
         engine.run_pending_tasks();
-        let now = waitline::Timestamp::now_utc().as_micros();
-        let until_next = engine.next_wakeup().map_or(u64::MAX, |t| t.as_micros().saturating_sub(now));
-        tokio::time::sleep(Duration::from_micros(until_next.clamp(1_000, 100_000))).await;
+        tokio::time::sleep(engine.sleep_until_next_wakeup(Duration::from_millis(100))).await;
     }
 }

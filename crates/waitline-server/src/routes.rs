@@ -38,7 +38,7 @@ impl FromRequest<AppState> for JsonBody {
                 ApiError::MalformedJson(e.body_text())
             }
         })?;
-        Ok(Self(wire::body(&bytes)?))
+        Ok(Self(Body::parse(&bytes)?))
     }
 }
 

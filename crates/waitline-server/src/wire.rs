@@ -2,7 +2,6 @@
 //! and the Telnyx response envelopes.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -215,14 +214,6 @@ pub fn page<T: Serialize>(p: &Page<T>) -> Response {
         total_results: p.total_results,
     };
     Json(PageBody { data: &p.data, meta }).into_response()
-}
-
-/// Reads a body that axum already limited in size.
-///
-/// # Errors
-/// See [`Body::parse`].
-pub fn body(bytes: &Bytes) -> Result<Body, ApiError> {
-    Body::parse(bytes)
 }
 
 #[cfg(test)]

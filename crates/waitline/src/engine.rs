@@ -369,6 +369,16 @@ impl Engine {
         crate::invariants::check(&self.inner)
     }
 
+    /// How long a maintenance loop may sleep: until the next timer is due, but at least 1 ms
+    /// (no busy loop) and at most `cap` (so a timer set meanwhile is not missed). Read on the
+    /// engine's own clock.
+    #[must_use]
+    pub fn sleep_until_next_wakeup(&self, cap: Duration) -> Duration {
+        let now = self.inner.clock.now().as_micros();
+        let until = self.next_wakeup().map_or(u64::MAX, |t| t.as_micros().saturating_sub(now));
+        Duration::from_micros(until).clamp(Duration::from_millis(1).min(cap), cap)
+    }
+
     /// How long an empty auto queue is kept.
     #[must_use]
     pub fn queue_idle_ttl(&self) -> Duration {
@@ -401,5 +411,25 @@ impl Tenant {
     #[must_use]
     pub fn live_calls(&self) -> usize {
         self.state.live_calls.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_sleeps_until_the_next_timer_within_bounds() {
+        let (clock, hand) = Clock::manual(Timestamp::from_secs(1_000));
+        let engine = Engine::builder().clock(clock).build();
+        let cap = Duration::from_millis(100);
+        assert_eq!(engine.sleep_until_next_wakeup(cap), cap, "no timer: the cap");
+        let t = engine.default_tenant();
+        let c = t.dial(&crate::DialParams::new("1", "2", "c")).unwrap().call_control_id;
+        t.enqueue(&c, &crate::EnqueueParams::new("q").max_wait_time_secs(1)).unwrap();
+        hand.advance(Duration::from_millis(950));
+        assert_eq!(engine.sleep_until_next_wakeup(cap), Duration::from_millis(50));
+        hand.advance(Duration::from_millis(60));
+        assert_eq!(engine.sleep_until_next_wakeup(cap), Duration::from_millis(1), "due: no busy loop");
     }
 }

@@ -372,7 +372,6 @@ impl Tenant {
                 );
                 let avg = q.average_wait_secs(now);
                 let arrival = q.total_enqueued();
-                let instance = q.instance();
                 let member = q.member_mut(call.ident.key()).expect("just pushed");
                 let deadline = v
                     .max_wait_secs
@@ -388,6 +387,7 @@ impl Tenant {
                     queue_avg_wait_time_secs: avg,
                 });
                 if let Some(at) = deadline {
+                    let instance = txn.queue_mut(&queue).instance();
                     let timer = Timer::Deadline { queue: instance, call: call.ident.clone(), arrival };
                     txn.schedule(qshard, at, timer);
                 }
