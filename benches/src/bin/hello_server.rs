@@ -1,5 +1,6 @@
 //! The HTTP baseline: an axum hello-world that answers every POST with the same small JSON
-//! waitline answers an enqueue with, on the same runtime settings (TCP_NODELAY, multi-thread).
+//! waitline answers an enqueue with, on the same runtime settings (TCP_NODELAY, multi-thread,
+//! the same allocator), so that the ratio measures what waitline adds to the framework.
 //!
 //! `hello_server ADDR`
 
@@ -7,6 +8,9 @@ use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::post;
 use axum::serve::ListenerExt;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {

@@ -115,8 +115,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let limit = state.body_limit();
     Router::new()
-        .nest("/v2", routes::api())
-        .merge(routes::api())
+        .merge(routes::api("/v2"))
+        .merge(routes::api(""))
         .route("/healthz", get(routes::healthz))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

@@ -6,6 +6,11 @@ use waitline_server::auth::KeySpec;
 use waitline_server::config::{Cli, Command};
 use waitline_server::webhook::Signer;
 
+// Request handling allocates small short-lived buffers on every worker thread: mimalloc
+// serves them from thread-local pages where glibc malloc takes arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()

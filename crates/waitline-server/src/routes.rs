@@ -62,21 +62,24 @@ fn page_request(query: Option<&str>) -> Result<PageRequest, ApiError> {
     Ok(page)
 }
 
-/// Every API route, mounted at `/v2` and at the root.
-pub fn api() -> Router<AppState> {
+/// Every API route under `prefix` (`/v2`, or `` for the root). Routes are registered with
+/// their full paths rather than nested: a nested router rewrites every request's URI, which
+/// costs an allocation per request.
+pub fn api(prefix: &str) -> Router<AppState> {
+    let at = |path: &str| format!("{prefix}{path}");
     Router::new()
-        .route("/calls", post(dial))
-        .route("/calls/{call_control_id}", get(call))
-        .route("/calls/{call_control_id}/actions/{action}", post(action))
-        .route("/queues", get(list_queues).post(create_queue))
-        .route("/queues/{queue_name}", get(queue).post(update_queue).delete(delete_queue))
-        .route("/queues/{queue_name}/calls", get(queue_calls))
+        .route(&at("/calls"), post(dial))
+        .route(&at("/calls/{call_control_id}"), get(call))
+        .route(&at("/calls/{call_control_id}/actions/{action}"), post(action))
+        .route(&at("/queues"), get(list_queues).post(create_queue))
+        .route(&at("/queues/{queue_name}"), get(queue).post(update_queue).delete(delete_queue))
+        .route(&at("/queues/{queue_name}/calls"), get(queue_calls))
         .route(
-            "/queues/{queue_name}/calls/{call_control_id}",
+            &at("/queues/{queue_name}/calls/{call_control_id}"),
             get(queue_call).patch(update_queue_call).delete(remove_queue_call),
         )
-        .route("/events", get(events))
-        .route("/webhook_public_key", get(public_key))
+        .route(&at("/events"), get(events))
+        .route(&at("/webhook_public_key"), get(public_key))
 }
 
 async fn dial(State(state): State<AppState>, Auth(t): Auth, JsonBody(b): JsonBody) -> ApiResult {
