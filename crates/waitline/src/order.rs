@@ -1,8 +1,8 @@
 //! Service order of one queue: priority bands served highest first, first-in-first-out
 //! within a band, with O(log n) position, removal from anywhere, and head lookup.
 //!
-//! Every member gets a slot numbered by arrival (`Seq`). Each priority band keeps a Fenwick
-//! tree over the slots marking its members, so a member's position is the size of the bands
+//! Every member gets a slot numbered by arrival (`Seq`). Each priority band keeps a bitmap
+//! of the slots of its members with a Fenwick tree over the bitmap's words, so a member's position is the size of the bands
 //! above it plus a prefix count in its own band. Removal clears a slot (no shifting). When
 //! the slot array fills up it is compacted (live members renumbered in arrival order) or
 //! doubled; when it becomes sparse it shrinks. Both are amortised O(1) per operation.
@@ -16,69 +16,92 @@ pub(crate) type Seq = usize;
 
 const MIN_CAPACITY: usize = 16;
 
-/// Counts over slots `0..cap`, 1-based internally.
+/// Which slots of `0..cap` hold a member of one band: a bitmap, plus a Fenwick tree over the
+/// bitmap's 64-bit words (1-based internally). A prefix count is a walk of the small tree
+/// and one popcount; at a million slots the bitmap is 128 KiB and the tree 64 KiB, so both
+/// stay in cache where a tree over every slot (4 MiB) would miss at each level.
 #[derive(Debug, Default, Clone)]
-struct Fenwick {
+struct Marks {
+    words: Vec<u64>,
     tree: Vec<u32>,
 }
 
-impl Fenwick {
+impl Marks {
     fn is_allocated(&self) -> bool {
-        !self.tree.is_empty()
+        !self.words.is_empty()
     }
 
+    /// `cap` is a power of two, so the word count is one too (which `select` relies on).
     fn with_capacity(cap: usize) -> Self {
-        Self { tree: vec![0; cap + 1] }
+        let words = cap.div_ceil(64).max(1);
+        Self { words: vec![0; words], tree: vec![0; words + 1] }
     }
 
-    fn add(&mut self, slot: usize, delta: i32) {
-        let mut i = slot + 1;
+    fn add_to_tree(&mut self, word: usize, delta: i32) {
+        let mut i = word + 1;
         while i < self.tree.len() {
             self.tree[i] = self.tree[i].wrapping_add_signed(delta);
             i += i & i.wrapping_neg();
         }
     }
 
+    /// Marks (`delta` 1) or unmarks (`delta` -1) `slot`.
+    fn add(&mut self, slot: usize, delta: i32) {
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        debug_assert_eq!(self.words[word] & bit != 0, delta < 0, "mark set twice or cleared twice");
+        self.words[word] ^= bit;
+        self.add_to_tree(word, delta);
+    }
+
     /// Number of marked slots in `0..=slot`.
     fn prefix(&self, slot: usize) -> u32 {
-        let mut i = slot + 1;
+        let word = slot / 64;
+        let mut i = word; // words 0..word, 1-based prefix up to `word`
         let mut sum = 0;
         while i > 0 {
             sum += self.tree[i];
             i &= i - 1;
         }
-        sum
+        let below = self.words[word] & (u64::MAX >> (63 - slot % 64));
+        sum + below.count_ones()
     }
 
     /// The slot of the `k`-th marked slot (`k >= 1`). The caller guarantees it exists.
     fn select(&self, mut k: u32) -> usize {
-        let cap = self.tree.len() - 1; // a power of two
-        let mut pos = 0;
-        let mut step = cap;
+        let n = self.tree.len() - 1; // a power of two
+        let mut word = 0;
+        let mut step = n;
         while step > 0 {
-            let next = pos + step;
-            if next <= cap && self.tree[next] < k {
-                pos = next;
+            let next = word + step;
+            if next <= n && self.tree[next] < k {
+                word = next;
                 k -= self.tree[next];
             }
             step >>= 1;
         }
-        pos // 1-based `pos + 1` is the answer; as a 0-based slot that is `pos`
+        // `word` (0-based) holds the k-th remaining mark: drop the k-1 lowest bits.
+        let mut bits = self.words[word];
+        for _ in 1..k {
+            bits &= bits - 1;
+        }
+        word * 64 + bits.trailing_zeros() as usize
     }
 
     /// Rebuilds in O(cap) from the marked slots.
     fn rebuild(cap: usize, marked: impl Iterator<Item = usize>) -> Self {
-        let mut f = Self::with_capacity(cap);
+        let mut m = Self::with_capacity(cap);
         for slot in marked {
-            f.tree[slot + 1] += 1;
+            m.words[slot / 64] |= 1 << (slot % 64);
         }
-        for i in 1..=cap {
+        let n = m.words.len();
+        for i in 1..=n {
+            m.tree[i] += m.words[i - 1].count_ones();
             let parent = i + (i & i.wrapping_neg());
-            if parent <= cap {
-                f.tree[parent] += f.tree[i];
+            if parent <= n {
+                m.tree[parent] += m.tree[i];
             }
         }
-        f
+        m
     }
 }
 
@@ -96,7 +119,7 @@ pub(crate) struct MemberOrder<T> {
     /// No live slot below this index (advanced lazily).
     first_live: usize,
     band_len: [u32; BANDS],
-    trees: [Fenwick; BANDS],
+    trees: [Marks; BANDS],
     len: usize,
 }
 
@@ -164,8 +187,16 @@ impl<T> MemberOrder<T> {
     }
 
     /// 1-based position of the member in `seq`.
+    #[cfg(test)]
     pub(crate) fn position(&self, seq: Seq) -> usize {
-        let band = self.slots[seq].as_ref().expect("empty slot").band as usize;
+        self.position_in_band(seq, self.slots[seq].as_ref().expect("empty slot").band)
+    }
+
+    /// 1-based position of the member in `seq`, whose band the caller knows (saving a look
+    /// at its slot).
+    pub(crate) fn position_in_band(&self, seq: Seq, band: u8) -> usize {
+        let band = band as usize;
+        debug_assert_eq!(self.slots[seq].as_ref().map(|e| e.band as usize), Some(band));
         let above: u32 = self.band_len[band + 1..].iter().sum();
         (above + self.trees[band].prefix(seq)) as usize
     }
@@ -216,7 +247,7 @@ impl<T> MemberOrder<T> {
         // Every +1 in the trees met its -1, so they are all zeros again: nothing to clear.
         self.slots.clear();
         self.first_live = 0;
-        debug_assert!(self.trees.iter().all(|t| t.tree.iter().all(|&c| c == 0)));
+        debug_assert!(self.trees.iter().all(|t| t.words.iter().all(|&w| w == 0)));
     }
 
     /// Members in arrival order (not service order), for whole-queue scans.
@@ -229,7 +260,7 @@ impl<T> MemberOrder<T> {
     fn mark(&mut self, seq: Seq, band: u8, delta: i32) {
         let b = band as usize;
         if !self.trees[b].is_allocated() {
-            self.trees[b] = Fenwick::with_capacity(self.cap);
+            self.trees[b] = Marks::with_capacity(self.cap);
         }
         self.trees[b].add(seq, delta);
         self.band_len[b] = self.band_len[b].wrapping_add_signed(delta);
@@ -249,7 +280,7 @@ impl<T> MemberOrder<T> {
         for band in 0..BANDS {
             let b = u8::try_from(band).unwrap_or(0);
             self.trees[band] = if self.band_len[band] == 0 {
-                Fenwick::default()
+                Marks::default()
             } else {
                 let marked = self
                     .slots
@@ -257,7 +288,7 @@ impl<T> MemberOrder<T> {
                     .enumerate()
                     .filter(|(_, s)| s.as_ref().is_some_and(|e| e.band == b))
                     .map(|(i, _)| i);
-                Fenwick::rebuild(new_cap, marked)
+                Marks::rebuild(new_cap, marked)
             };
         }
     }

@@ -636,3 +636,36 @@ fn timers_made_stale_by_churn_are_purged_and_valid_ones_still_fire() {
     f.advance(300);
     assert_eq!(code(f.t.queue("q")), "10005", "the idle timer survived the purges");
 }
+
+/// The queue's member index keeps short ids inline and compares long ones through the call:
+/// ids of every length, and long ids that share a long prefix, are told apart.
+#[test]
+fn queue_members_are_found_by_ids_of_any_length() {
+    let f = Fixture::new();
+    let prefix = "x".repeat(49);
+    let ids: Vec<String> =
+        ["a".into(), "b".repeat(50), format!("{prefix}1"), format!("{prefix}12"), format!("{prefix}13")]
+            .into_iter()
+            .chain(std::iter::once("z".repeat(200)))
+            .collect();
+    for id in &ids {
+        let mut p = DialParams::new("+1", "+2", "app");
+        p.call_control_id = Some(id.clone());
+        f.t.dial(&p).unwrap();
+        f.t.enqueue(id, &EnqueueParams::new("q")).unwrap();
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(f.t.queue_position("q", id).unwrap(), i + 1, "{id}");
+        assert_eq!(f.t.queue_call("q", id).unwrap().call_control_id, *id);
+    }
+    assert_eq!(code(f.t.queue_position("q", &format!("{prefix}14"))), "10005");
+    assert_eq!(code(f.t.queue_position("q", &"b".repeat(51))), "10005");
+    f.t.update_queue_call("q", &ids[4], &QueueCallUpdate { priority: Some(5), ..Default::default() })
+        .unwrap();
+    assert_eq!(f.t.queue_position("q", &ids[4]).unwrap(), 1);
+    f.t.remove_queue_call("q", &ids[3]).unwrap();
+    assert_eq!(code(f.t.queue_position("q", &ids[3])), "10005");
+    assert_eq!(f.t.queue_position("q", &ids[2]).unwrap(), 4);
+    assert_eq!(f.t.queue_position("q", &ids[5]).unwrap(), 5);
+    f.engine.check_invariants().unwrap();
+}
