@@ -240,9 +240,39 @@ impl Inner {
                 continue;
             }
             let Some((at, timer)) = due.pop() else { break };
-            fired += usize::from(self.fire(at, &timer));
+            if let Timer::Deadline { queue, call, .. } = timer {
+                fired += self.fire_deadlines(&queue, (at, call), &mut due, next_set);
+            } else {
+                fired += usize::from(self.fire(at, &timer));
+            }
         }
         fired
+    }
+
+    /// Fires a deadline together with the deadlines of the same queue that come right after
+    /// it in firing order (and before any timer set meanwhile), in one transaction: the
+    /// order of firing is unchanged, the locking and lookups are paid once per batch.
+    fn fire_deadlines(
+        &self,
+        queue: &crate::timers::QueueInstance,
+        first: (Timestamp, Arc<crate::call::CallIdentity>),
+        due: &mut Vec<(Timestamp, Timer)>,
+        next_set: u64,
+    ) -> usize {
+        const BATCH: usize = 256;
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match due.last() {
+                Some((at, Timer::Deadline { queue: q, .. })) if q == queue && at.as_micros() <= next_set => {
+                    if let Some((at, Timer::Deadline { call, .. })) = due.pop() {
+                        batch.push((at, call));
+                    }
+                }
+                _ => break,
+            }
+        }
+        let Some(tenant) = self.tenant_by_index(queue.tenant) else { return 0 };
+        crate::rules::fire_deadlines(self, &tenant, queue, &batch)
     }
 
     /// Moves every timer due at `now` from the shards into `due`, kept sorted latest first.

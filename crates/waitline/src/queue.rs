@@ -209,11 +209,11 @@ impl Queue {
     /// Removes a member; `reason` is counted in the totals (`None`: dropped without a count).
     pub(crate) fn remove(
         &mut self,
-        key: CallKey<'_>,
+        call: &Arc<CallIdentity>,
         reason: Option<DequeueReason>,
         now: Timestamp,
     ) -> Option<Departure> {
-        let entry = self.index.find_entry(key.hash, |e| e.is(key)).ok()?;
+        let entry = self.index.find_entry(call.key_hash, |e| Arc::ptr_eq(&e.call, call)).ok()?;
         let (entry, _) = entry.remove();
         let seq = entry.seq();
         let position = self.members.position_in_band(seq, entry.band);
@@ -249,6 +249,12 @@ impl Queue {
 
     pub(crate) fn member(&self, key: CallKey<'_>) -> Option<&Member> {
         self.slot(key).map(|s| self.members.get(s))
+    }
+
+    /// The member that is this very call (the engine's shared identity): no id comparison.
+    pub(crate) fn member_of(&self, call: &Arc<CallIdentity>) -> Option<&Member> {
+        let entry = self.index.find(call.key_hash, |e| Arc::ptr_eq(&e.call, call))?;
+        Some(self.members.get(entry.seq()))
     }
 
     pub(crate) fn member_mut(&mut self, key: CallKey<'_>) -> Option<&mut Member> {

@@ -17,7 +17,7 @@ use crate::params::{
 };
 use crate::queue::{Member, Queue, QueueCallInfo, QueueInfo};
 use crate::shard::{Step, Txn};
-use crate::timers::Timer;
+use crate::timers::{QueueInstance, Timer};
 
 /// What a command knows of its call once it passed the common checks.
 struct CallView {
@@ -123,7 +123,7 @@ impl Txn<'_> {
     fn remove_member(&mut self, ident: &Arc<CallIdentity>, queue: &str, reason: Option<DequeueReason>) {
         let now = self.now;
         let q = self.queue_mut(queue);
-        let departure = q.remove(ident.key(), reason, now).expect("member checked before the change");
+        let departure = q.remove(ident, reason, now).expect("member checked before the change");
         let name = q.name.clone();
         let emptied = q.is_empty() && !q.explicit;
         self.call_mut(ident).link = Link::None;
@@ -513,7 +513,7 @@ impl Tenant {
                 let keep = match &call.link {
                     Link::Queued(q) => txn
                         .queue(q)?
-                        .and_then(|q| q.member(call.ident.key()))
+                        .and_then(|q| q.member_of(&call.ident))
                         .is_some_and(|m| m.keep_after_hangup),
                     _ => false,
                 };
@@ -738,23 +738,48 @@ impl Tenant {
 // Timers.
 // ---------------------------------------------------------------------------------------
 
+/// Applies deadlines of one queue, each at its own instant, in the given order, in one
+/// transaction; returns how many took their member out. A deadline does nothing when the
+/// member left since or was enqueued again with another deadline.
+pub(crate) fn fire_deadlines(
+    inner: &Inner,
+    tenant: &TenantState,
+    queue: &QueueInstance,
+    batch: &[(Timestamp, Arc<CallIdentity>)],
+) -> usize {
+    let Some(&(first_at, _)) = batch.first() else { return 0 };
+    let shards = &inner.shards;
+    Txn::run(inner, tenant, first_at, &[shards.of_hash(queue.key_hash)], |txn| {
+        // Check every deadline (taking the locks of the calls) before changing anything.
+        // A member re-enqueued within the same instant left equal timers: it goes once.
+        let mut due = Vec::with_capacity(batch.len());
+        let mut taken = hashbrown::HashSet::with_capacity(batch.len());
+        if let Some(q) = txn.queue(&queue.name)?.filter(|q| q.id == queue.id) {
+            for (at, call) in batch {
+                if q.member_of(call).is_some_and(|m| m.deadline == Some(*at))
+                    && taken.insert(Arc::as_ptr(call))
+                {
+                    due.push((*at, call));
+                }
+            }
+        }
+        for (_, call) in &due {
+            txn.need_call(call.key())?;
+        }
+        for (at, call) in &due {
+            txn.now = *at;
+            txn.leave(call, &queue.name, DequeueReason::Timeout);
+        }
+        Ok(due.len())
+    })
+}
+
 /// Applies a due timer at its own instant `at`; returns whether it changed anything.
 pub(crate) fn fire_timer(inner: &Inner, tenant: &TenantState, at: Timestamp, timer: &Timer) -> bool {
     let shards = &inner.shards;
     match timer {
         Timer::Deadline { queue, call, .. } => {
-            let first = [shards.of_hash(queue.key_hash), shards.of_hash(call.key_hash)];
-            Txn::run(inner, tenant, at, &first, |txn| {
-                let due = txn
-                    .queue(&queue.name)?
-                    .filter(|q| q.id == queue.id)
-                    .and_then(|q| q.member(call.key()))
-                    .is_some_and(|m| m.deadline == Some(at));
-                if due {
-                    txn.leave(call, &queue.name, DequeueReason::Timeout);
-                }
-                Ok(due)
-            })
+            fire_deadlines(inner, tenant, queue, &[(at, call.clone())]) > 0
         }
         Timer::Idle { queue } => {
             let ttl = inner.config.queue_idle_ttl;

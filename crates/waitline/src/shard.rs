@@ -58,7 +58,7 @@ impl Shard {
         self.timers.purge(|at, timer| match timer {
             Timer::Deadline { queue, call, .. } => queues
                 .find(queue.key_hash, |q| q.id == queue.id)
-                .and_then(|q| q.member(call.key()))
+                .and_then(|q| q.member_of(call))
                 .is_some_and(|m| m.deadline == Some(at)),
             Timer::Idle { queue } => {
                 queues.find(queue.key_hash, |q| q.id == queue.id).is_some_and(|q| q.idle_timer == Some(at))
@@ -169,8 +169,9 @@ impl<'e> Txn<'e> {
         // Guards drop here, after publishing: see `event` for why.
     }
 
+    /// `locked` is kept sorted by shard: a batch may hold every shard.
     fn index_of(&self, shard: usize) -> Step<usize> {
-        self.locked.iter().position(|(i, _)| *i == shard).ok_or(NeedLock(shard))
+        self.locked.binary_search_by_key(&shard, |(i, _)| *i).map_err(|_| NeedLock(shard))
     }
 
     fn shard(&self, shard: usize) -> Step<&Shard> {
@@ -194,11 +195,12 @@ impl<'e> Txn<'e> {
             return Ok(());
         }
         let mutex = &self.inner.shards.shards[shard];
-        let highest = self.locked.iter().map(|(i, _)| *i).max();
+        let highest = self.locked.last().map(|(i, _)| *i);
         let guard = if highest.is_none_or(|h| shard > h) { Some(mutex.lock()) } else { mutex.try_lock() };
         let guard = guard.ok_or(NeedLock(shard))?;
         debug_assert!(!self.changed, "a command asked for a lock after changing state");
-        self.locked.push((shard, guard));
+        let at = self.locked.partition_point(|(i, _)| *i < shard);
+        self.locked.insert(at, (shard, guard));
         Ok(())
     }
 

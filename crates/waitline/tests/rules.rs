@@ -669,3 +669,37 @@ fn queue_members_are_found_by_ids_of_any_length() {
     assert_eq!(f.t.queue_position("q", &ids[5]).unwrap(), 5);
     f.engine.check_invariants().unwrap();
 }
+
+/// Deadlines of one queue fire in batches: the order of firing stays exact across queues
+/// and across batch boundaries (ties: by queue, then enqueue order), and each member leaves
+/// at its own instant.
+#[test]
+fn many_deadlines_fire_in_exact_order_across_queues_and_batches() {
+    let mut f = Fixture::new();
+    let (mut in_a, mut in_b) = (Vec::new(), Vec::new());
+    // 600 calls spread over two queues, all due at the same instant.
+    for i in 0..600 {
+        let c = f.dial();
+        let (q, list) = if i % 3 == 0 { ("b", &mut in_b) } else { ("a", &mut in_a) };
+        f.t.enqueue(&c, &EnqueueParams::new(q).max_size(1000).max_wait_time_secs(30)).unwrap();
+        list.push(c);
+    }
+    // And one that waits less, enqueued last but due first.
+    let early = f.dial();
+    f.t.enqueue(&early, &EnqueueParams::new("a").max_size(1000).max_wait_time_secs(10)).unwrap();
+    f.take();
+    f.clock.advance(Duration::from_millis(10_500));
+    f.engine.run_pending_tasks();
+    assert_eq!(f.take(), vec![ev("call.dequeued", &early)]);
+    f.advance(20);
+    let events = f.events.drain();
+    let got: Vec<String> =
+        events.iter().filter_map(|e| e.kind.subject()).map(|s| s.call.call_control_id.to_string()).collect();
+    let expected: Vec<String> = in_a.iter().chain(&in_b).cloned().collect();
+    assert!(got == expected, "deadlines fired out of order ({} events)", got.len());
+    let deadline = START.saturating_add(Duration::from_secs(30));
+    assert!(events.iter().all(|e| e.event_type() == "call.dequeued" && e.occurred_at == deadline));
+    assert_eq!(f.t.queue("a").unwrap().total_dequeued.timeout, 401);
+    assert_eq!(f.t.queue("b").unwrap().total_dequeued.timeout, 200);
+    f.engine.check_invariants().unwrap();
+}
