@@ -220,7 +220,10 @@ impl Inner {
     }
 
     pub(crate) fn note_timer(&self, at: Timestamp) {
-        self.next_due.fetch_min(at.as_micros(), Ordering::AcqRel);
+        // Read first: a store only when it lowers the bound, so the line stays shared.
+        if at.as_micros() < self.next_due.load(Ordering::Acquire) {
+            self.next_due.fetch_min(at.as_micros(), Ordering::AcqRel);
+        }
     }
 
     /// Fires every timer due at `now` in exact time order (ties: deadlines in enqueue order,

@@ -192,9 +192,16 @@ impl Queue {
         self.slot(key).is_some()
     }
 
-    /// Adds a member at the end of its priority band; returns its position.
-    pub(crate) fn push(&mut self, mut member: Member, now: Timestamp) -> usize {
-        member.enqueued_at = member.enqueued_at.max(self.last_enqueued_at);
+    /// The enqueue time of a member arriving at `now`: never before the previous arrival, so
+    /// that arrival order and enqueue times agree.
+    pub(crate) fn arrival_time(&self, now: Timestamp) -> Timestamp {
+        now.max(self.last_enqueued_at)
+    }
+
+    /// Adds a member (its `enqueued_at` from [`Queue::arrival_time`]) at the end of its
+    /// priority band; returns its position.
+    pub(crate) fn push(&mut self, member: Member, now: Timestamp) -> usize {
+        debug_assert!(member.enqueued_at >= self.last_enqueued_at);
         self.last_enqueued_at = member.enqueued_at;
         self.sum_enqueued_micros += u128::from(member.enqueued_at.as_micros());
         self.total_enqueued += 1;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::call::{CallIdentity, CallInfo, CallRecord, Link};
+use crate::call::{CallIdentity, CallInfo, CallKey, CallRecord, Link};
 use crate::clock::Timestamp;
 use crate::engine::{Inner, Tenant, TenantState};
 use crate::error::{CallbackInfo, Error, Result};
@@ -82,8 +82,8 @@ fn new_identity(
 
 impl Txn<'_> {
     /// The call a command acts on: `Ok(None)` for a repeated `command_id`.
-    fn target(&self, id: &str, command_id: Option<&str>) -> Step<Result<Option<CallView>>> {
-        let Some(rec) = self.call(self.key(id))? else { return Ok(Err(Error::CallNotFound)) };
+    fn target(&self, key: CallKey<'_>, command_id: Option<&str>) -> Step<Result<Option<CallView>>> {
+        let Some(rec) = self.call(key)? else { return Ok(Err(Error::CallNotFound)) };
         if command_id.is_some_and(|c| rec.saw_command(c, self.now)) {
             return Ok(Ok(None));
         }
@@ -131,9 +131,8 @@ impl Txn<'_> {
             self.arm_idle_timer(&name);
         }
         if let Some(reason) = reason {
-            let subject = self.subject(ident);
-            self.emit(now, || EventKind::CallDequeued {
-                subject,
+            self.emit(now, |t| EventKind::CallDequeued {
+                subject: t.subject(ident),
                 queue: name,
                 queue_position: departure.position,
                 reason,
@@ -166,8 +165,7 @@ impl Txn<'_> {
         let now = self.now;
         self.call_mut(ident).end_time = Some(now);
         self.tenant.release_call();
-        let subject = self.subject(ident);
-        self.emit(now, || EventKind::CallHangup { subject, source });
+        self.emit(now, |t| EventKind::CallHangup { subject: t.subject(ident), source });
         let at = now.saturating_add(self.inner.config.ended_call_retention);
         let timer = Timer::Forget { tenant: self.tenant.index, call: ident.clone() };
         self.schedule(self.call_shard(ident.key()), at, timer);
@@ -202,18 +200,15 @@ impl Txn<'_> {
         self.call_mut(a).link = Link::Bridged { with: b.clone(), park_after_unbridge: park_a };
         self.call_mut(b).link = Link::Bridged { with: a.clone(), park_after_unbridge: false };
         let now = self.now;
-        let (sa, sb) = (self.subject(a), self.subject(b));
-        self.emit(now, || EventKind::CallBridged(sa));
-        self.emit(now, || EventKind::CallBridged(sb));
+        self.emit(now, |t| EventKind::CallBridged(t.subject(a)));
+        self.emit(now, |t| EventKind::CallBridged(t.subject(b)));
     }
 
     fn create_call(&mut self, ident: &Arc<CallIdentity>, client_state: Option<&str>) {
         self.insert_call(CallRecord::new(self.tenant.index, ident.clone(), client_state.map(Into::into)));
         let now = self.now;
-        let subject = self.subject(ident);
-        let answered = subject.clone();
-        self.emit(now, || EventKind::CallInitiated(subject));
-        self.emit(now, || EventKind::CallAnswered(answered));
+        self.emit(now, |t| EventKind::CallInitiated(t.subject(ident)));
+        self.emit(now, |t| EventKind::CallAnswered(t.subject(ident)));
     }
 
     fn create_queue(&mut self, name: &str, max_size: usize, explicit: bool) -> Result<Arc<str>> {
@@ -224,7 +219,7 @@ impl Txn<'_> {
         let (queue, queue_id) = (name.clone(), q.id);
         self.insert_queue(q);
         let now = self.now;
-        self.emit(now, || EventKind::QueueCreated { queue, queue_id });
+        self.emit(now, |_| EventKind::QueueCreated { queue, queue_id });
         Ok(name)
     }
 
@@ -232,7 +227,7 @@ impl Txn<'_> {
         if let Some(q) = self.remove_queue(name) {
             self.tenant.release_queue(name);
             let now = self.now;
-            self.emit(now, || EventKind::QueueDeleted { queue: q.name, queue_id: q.id, reason });
+            self.emit(now, |_| EventKind::QueueDeleted { queue: q.name, queue_id: q.id, reason });
         }
     }
 }
@@ -279,10 +274,12 @@ impl Tenant {
         mut apply: impl FnMut(&mut Txn<'_>, &CallView, P) -> Result<()>,
     ) -> Result<()> {
         let now = self.inner().begin();
-        let first = [Some(self.call_shard(id)), also];
-        let first: smallvec::SmallVec<[usize; 2]> = first.into_iter().flatten().collect();
-        self.run(now, &first, |txn| {
-            let view = match txn.target(id, opts.command_id.as_deref())? {
+        let key = CallKey { hash: self.call_hash(id), id };
+        let shard = self.inner().shards.of_hash(key.hash);
+        let both = [shard, also.unwrap_or(shard)];
+        let first = if also.is_some() { &both[..] } else { &both[..1] };
+        self.run(now, first, |txn| {
+            let view = match txn.target(key, opts.command_id.as_deref())? {
                 Err(e) => return Ok(Err(e)),
                 Ok(None) => return Ok(Ok(())),
                 Ok(Some(view)) => view,
@@ -359,11 +356,14 @@ impl Tenant {
                 txn.detach(&call.ident, DequeueReason::Leave);
                 let now = txn.now;
                 let q = txn.queue_mut(&queue);
+                let enqueued_at = q.arrival_time(now);
+                let deadline =
+                    v.max_wait_secs.map(|s| enqueued_at.saturating_add(std::time::Duration::from_secs(s)));
                 let position = q.push(
                     Member {
                         call: call.ident.clone(),
-                        enqueued_at: now,
-                        deadline: None,
+                        enqueued_at,
+                        deadline,
                         keep_after_hangup: v.keep_after_hangup,
                         priority: v.priority,
                         alive: true,
@@ -372,22 +372,15 @@ impl Tenant {
                 );
                 let avg = q.average_wait_secs(now);
                 let arrival = q.total_enqueued();
-                let member = q.member_mut(call.ident.key()).expect("just pushed");
-                let deadline = v
-                    .max_wait_secs
-                    .map(|s| member.enqueued_at.saturating_add(std::time::Duration::from_secs(s)));
-                member.deadline = deadline;
+                let instance = deadline.map(|_| q.instance());
                 txn.call_mut(&call.ident).link = Link::Queued(queue.clone());
-                let subject = txn.subject(&call.ident);
-                let name = queue.clone();
-                txn.emit(now, || EventKind::CallEnqueued {
-                    subject,
-                    queue: name,
+                txn.emit(now, |t| EventKind::CallEnqueued {
+                    subject: t.subject(&call.ident),
+                    queue,
                     current_position: position,
                     queue_avg_wait_time_secs: avg,
                 });
-                if let Some(at) = deadline {
-                    let instance = txn.queue_mut(&queue).instance();
+                if let (Some(at), Some(instance)) = (deadline, instance) {
                     let timer = Timer::Deadline { queue: instance, call: call.ident.clone(), arrival };
                     txn.schedule(qshard, at, timer);
                 }

@@ -135,15 +135,19 @@ impl<'e> Txn<'e> {
         first: &[usize],
         mut body: impl FnMut(&mut Txn<'e>) -> Step<R>,
     ) -> R {
-        let mut want: SmallVec<[usize; 6]> = first.iter().copied().collect();
+        let mut want: SmallVec<[usize; 6]> = SmallVec::from_slice(first);
         loop {
             want.sort_unstable();
             want.dedup();
+            let mut locked = SmallVec::new();
+            for &i in &want {
+                locked.push((i, inner.shards.shards[i].lock()));
+            }
             let mut txn = Txn {
                 inner,
                 tenant,
                 now,
-                locked: want.iter().map(|&i| (i, inner.shards.shards[i].lock())).collect(),
+                locked,
                 events: inner.bus.has_subscribers().then(Vec::new),
                 changed: false,
             };
@@ -169,9 +173,14 @@ impl<'e> Txn<'e> {
         // Guards drop here, after publishing: see `event` for why.
     }
 
-    /// `locked` is kept sorted by shard: a batch may hold every shard.
+    /// `locked` is kept sorted by shard: a command holds a handful (a scan is quickest), a
+    /// batch of timers may hold every shard (a binary search then).
     fn index_of(&self, shard: usize) -> Step<usize> {
-        self.locked.binary_search_by_key(&shard, |(i, _)| *i).map_err(|_| NeedLock(shard))
+        let locked = self.locked.as_slice();
+        if locked.len() <= 8 {
+            return locked.iter().position(|(i, _)| *i == shard).ok_or(NeedLock(shard));
+        }
+        locked.binary_search_by_key(&shard, |(i, _)| *i).map_err(|_| NeedLock(shard))
     }
 
     fn shard(&self, shard: usize) -> Step<&Shard> {
@@ -297,15 +306,16 @@ impl<'e> Txn<'e> {
         self.inner.note_timer(at);
     }
 
-    /// Records an event, building it only if somebody listens.
-    pub(crate) fn emit(&mut self, at: Timestamp, kind: impl FnOnce() -> EventKind) {
+    /// Records an event, building it (which may read state, see [`Txn::subject`]) only if
+    /// somebody listens.
+    pub(crate) fn emit(&mut self, at: Timestamp, kind: impl FnOnce(&Self) -> EventKind) {
+        if self.events.is_none() {
+            return;
+        }
+        let event =
+            Event { id: Uuid::new_v4(), occurred_at: at, tenant: self.tenant.name.clone(), kind: kind(self) };
         if let Some(events) = &mut self.events {
-            events.push(Event {
-                id: Uuid::new_v4(),
-                occurred_at: at,
-                tenant: self.tenant.name.clone(),
-                kind: kind(),
-            });
+            events.push(event);
         }
     }
 
