@@ -183,14 +183,10 @@ impl Txn<'_> {
 
     /// Frees a call from its queue (with `reason`) and from its bridge.
     fn detach(&mut self, ident: &Arc<CallIdentity>, reason: DequeueReason) {
-        let link = self.call_mut(ident).link.clone();
-        match link {
+        match std::mem::replace(&mut self.call_mut(ident).link, Link::None) {
             Link::None => {}
             Link::Queued(q) => self.leave(ident, &q, reason),
-            Link::Bridged { with, .. } => {
-                self.call_mut(ident).link = Link::None;
-                self.release_partner(&with);
-            }
+            Link::Bridged { with, .. } => self.release_partner(&with),
         }
     }
 
