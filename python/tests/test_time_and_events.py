@@ -97,3 +97,20 @@ def test_many_python_threads() -> None:
     bridged = sum(engine.queue(q).total_dequeued["bridged"] for q in ("q0", "q1", "q2"))
     assert enq == 400 and queued + bridged == 400
     assert call_events(engine) == []
+
+
+def test_an_engine_without_events_keeps_none_and_works_the_same() -> None:
+    e = waitline.Engine(manual_clock=True, events=False)
+    assert "events=False" in repr(e)
+    c = e.dial(to="1", from_="2")
+    c.enqueue("q", max_wait_time_secs=5)
+    assert e.queue_position("q", c.call_control_id) == 1
+    assert e.advance(5) == 1
+    assert c.state == "active"
+    for read in (e.poll_events, e.events):
+        try:
+            read()
+        except RuntimeError as err:
+            assert "events=False" in str(err)
+        else:
+            raise AssertionError(f"{read.__name__} answered without events")

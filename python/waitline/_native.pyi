@@ -12,6 +12,7 @@ class Engine:
         tenant: str = "default",
         max_live_calls: Optional[int] = None,
         max_queues: Optional[int] = None,
+        events: bool = True,
     ) -> Engine: ...
     def advance(self, seconds: float) -> int: ...
     @property

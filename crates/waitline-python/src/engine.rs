@@ -66,13 +66,20 @@ pub struct PyEngine {
     engine: Engine,
     tenant: Tenant,
     manual: Option<ManualClock>,
-    events: Mutex<Subscription>,
+    /// `None` when made with `events=False`: commands then build no events at all.
+    events: Option<Mutex<Subscription>>,
     _maintenance: Option<Maintenance>,
 }
 
 const PAGE: i64 = waitline::MAX_PAGE_SIZE;
 
 impl PyEngine {
+    fn subscription(&self) -> PyResult<&Mutex<Subscription>> {
+        self.events.as_ref().ok_or_else(|| {
+            PyRuntimeError::new_err("this engine was made with events=False: it keeps no events")
+        })
+    }
+
     fn all_pages<T>(
         mut fetch: impl FnMut(PageRequest) -> waitline::Result<waitline::Page<T>>,
     ) -> waitline::Result<Vec<T>> {
@@ -92,7 +99,7 @@ impl PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (queue_idle_ttl_secs=300.0, manual_clock=false, ended_call_retention_secs=600.0, tenant="default", max_live_calls=None, max_queues=None))]
+    #[pyo3(signature = (queue_idle_ttl_secs=300.0, manual_clock=false, ended_call_retention_secs=600.0, tenant="default", max_live_calls=None, max_queues=None, events=true))]
     fn new(
         queue_idle_ttl_secs: f64,
         manual_clock: bool,
@@ -100,6 +107,7 @@ impl PyEngine {
         tenant: &str,
         max_live_calls: Option<usize>,
         max_queues: Option<usize>,
+        events: bool,
     ) -> PyResult<Self> {
         let secs = |v: f64, name: &str| {
             Duration::try_from_secs_f64(v).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0")))
@@ -118,7 +126,9 @@ impl PyEngine {
             builder = builder.clock(Clock::Manual(m.clone()));
         }
         let engine = builder.build();
-        let events = Mutex::new(engine.subscribe_tenant(tenant));
+        // Without a subscriber the engine does not even build events (a third of a command's
+        // cost): programs that never read them should not pay for them.
+        let events = events.then(|| Mutex::new(engine.subscribe_tenant(tenant)));
         let maintenance = (!manual_clock).then(|| Maintenance::start(engine.clone()));
         Ok(Self { tenant: engine.tenant(tenant), engine, manual, events, _maintenance: maintenance })
     }
@@ -302,20 +312,22 @@ impl PyEngine {
 
     /// Events taken from the engine, oldest first (at most `max`).
     #[pyo3(signature = (max=None))]
-    fn poll_events(&self, py: Python<'_>, max: Option<usize>) -> Vec<PyEvent> {
-        py.detach(|| {
-            let mut sub = self.events.lock();
+    fn poll_events(&self, py: Python<'_>, max: Option<usize>) -> PyResult<Vec<PyEvent>> {
+        let events = self.subscription()?;
+        Ok(py.detach(|| {
+            let mut sub = events.lock();
             std::iter::from_fn(|| sub.try_recv())
                 .take(max.unwrap_or(usize::MAX))
                 .map(|e| PyEvent::from(&e))
                 .collect()
-        })
+        }))
     }
 
     /// An iterator that blocks (with the GIL released) for the next event; it ends after
     /// `timeout` seconds without one (never, with `None`).
     #[pyo3(signature = (timeout=None))]
     fn events(slf: Py<Self>, timeout: Option<f64>) -> PyResult<EventIterator> {
+        slf.get().subscription()?;
         let timeout = timeout
             .map(|t| {
                 Duration::try_from_secs_f64(t).map_err(|_| PyValueError::new_err("timeout must be >= 0"))
@@ -325,10 +337,12 @@ impl PyEngine {
     }
 
     fn __repr__(&self) -> String {
+        let py_bool = |b: bool| if b { "True" } else { "False" };
         format!(
-            "Engine(tenant={:?}, manual_clock={})",
+            "Engine(tenant={:?}, manual_clock={}, events={})",
             self.tenant.name(),
-            if self.manual.is_some() { "True" } else { "False" }
+            py_bool(self.manual.is_some()),
+            py_bool(self.events.is_some())
         )
     }
 }
@@ -354,7 +368,8 @@ impl EventIterator {
             let slice = deadline.map_or(Duration::from_millis(100), |d| {
                 d.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
             });
-            if let Some(ev) = py.detach(|| engine.events.lock().recv_timeout(slice)) {
+            let events = engine.subscription()?;
+            if let Some(ev) = py.detach(|| events.lock().recv_timeout(slice)) {
                 return Ok(Some(PyEvent::from(&ev)));
             }
             // Let Ctrl-C through while waiting.
