@@ -832,7 +832,10 @@ impl Op {
 /// A description of the first step where engine and model disagree, or an invariant broke.
 pub fn run(ops: &[Op]) -> Result<(), String> {
     let (clock, hand) = Clock::manual(START);
+    // Few shards: calls and queues share them often (more lock orders exercised), and the
+    // invariant check after every step, which takes every shard, stays cheap.
     let engine = Engine::builder()
+        .shards(16)
         .clock(clock)
         .queue_idle_ttl(Duration::from_secs(TTL))
         .ended_call_retention(Duration::from_secs(RETENTION))
