@@ -264,7 +264,7 @@ impl Inner {
         due: &mut Vec<(Timestamp, Timer)>,
         next_set: u64,
     ) -> usize {
-        const BATCH: usize = 256;
+        const BATCH: usize = 64;
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match due.last() {
