@@ -93,7 +93,7 @@ pub struct ServeArgs {
     /// Seconds an empty auto queue is kept [default: 300].
     #[arg(long, env = "WAITLINE_QUEUE_IDLE_TTL_SECS")]
     pub queue_idle_ttl_secs: Option<u64>,
-    /// Per-tenant cap on live calls [default: 100000].
+    /// Per-tenant cap on live calls, and on ended calls kept readable [default: 100000].
     #[arg(long, env = "WAITLINE_MAX_CALLS_PER_TENANT")]
     pub max_calls_per_tenant: Option<usize>,
     /// Per-tenant cap on queues [default: 10000].

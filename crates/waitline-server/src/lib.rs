@@ -130,6 +130,9 @@ pub fn engine(config: &Config) -> Engine {
     Engine::builder()
         .queue_idle_ttl(config.queue_idle_ttl)
         .max_live_calls_per_tenant(config.max_calls_per_tenant)
+        // Ended calls are bounded like live ones, or dial-and-hang-up loops would grow
+        // memory for the whole retention time.
+        .max_ended_calls_per_tenant(config.max_calls_per_tenant)
         .max_queues_per_tenant(config.max_queues_per_tenant)
         .build()
 }

@@ -368,3 +368,25 @@ async fn shutdown_ends_open_event_streams() {
         .expect("shutdown does not wait for the stream");
     drop(stream);
 }
+
+/// Ended calls kept readable are bounded by the per-tenant call cap: a dial-and-hang-up loop
+/// cannot grow the server's memory for the whole retention time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_calls_kept_are_capped_like_live_ones() {
+    let s = Server::start(Config { max_calls_per_tenant: 2, ..Config::default() }).await;
+    let mut ended = Vec::new();
+    for _ in 0..4 {
+        let c = s.dial().await;
+        assert_eq!(s.action(&c, "hangup", json!({})).await.0, 200);
+        ended.push(c);
+    }
+    for (i, c) in ended.iter().enumerate() {
+        let (status, v) = s.get(&format!("/v2/calls/{c}")).await;
+        if i < 2 {
+            assert_eq!((status, code(&v)), (422, "90015"), "{v}");
+        } else {
+            assert_eq!((status, v["data"]["state"].as_str()), (200, Some("ended")), "{v}");
+        }
+    }
+    s.stop().await;
+}

@@ -1,12 +1,13 @@
 //! The engine handle, its builder, tenants, and the maintenance that fires timers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::call::CallIdentity;
 use crate::clock::{Clock, Timestamp};
 use crate::error::{Error, Result};
 use crate::event::{EventBus, Subscription};
@@ -19,6 +20,8 @@ pub const DEFAULT_QUEUE_IDLE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_ENDED_CALL_RETENTION: Duration = Duration::from_secs(600);
 /// Default cap on live calls per tenant.
 pub const DEFAULT_MAX_LIVE_CALLS: usize = 4_000_000;
+/// Default cap on ended calls kept readable per tenant (past it the oldest go early).
+pub const DEFAULT_MAX_ENDED_CALLS: usize = 4_000_000;
 /// Default cap on queues per tenant.
 pub const DEFAULT_MAX_QUEUES: usize = 100_000;
 /// Default number of lock shards. Many, so that threads working on unrelated calls and
@@ -36,6 +39,7 @@ pub struct EngineBuilder {
     queue_idle_ttl: Duration,
     ended_call_retention: Duration,
     max_live_calls: usize,
+    max_ended_calls: usize,
     max_queues: usize,
     shards: usize,
     event_capacity: usize,
@@ -48,6 +52,7 @@ impl Default for EngineBuilder {
             queue_idle_ttl: DEFAULT_QUEUE_IDLE_TTL,
             ended_call_retention: DEFAULT_ENDED_CALL_RETENTION,
             max_live_calls: DEFAULT_MAX_LIVE_CALLS,
+            max_ended_calls: DEFAULT_MAX_ENDED_CALLS,
             max_queues: DEFAULT_MAX_QUEUES,
             shards: DEFAULT_SHARDS,
             event_capacity: DEFAULT_EVENT_CAPACITY,
@@ -76,6 +81,16 @@ impl EngineBuilder {
     #[must_use]
     pub const fn max_live_calls_per_tenant(mut self, cap: usize) -> Self {
         self.max_live_calls = cap;
+        self
+    }
+
+    /// Cap on ended calls kept readable per tenant (default 4 000 000). Ended calls are kept
+    /// for [`EngineBuilder::ended_call_retention`]; a tenant that ends calls faster than
+    /// that would otherwise hold without bound, so past the cap the longest-ended are
+    /// forgotten early (a call still kept in a queue after hangup stays).
+    #[must_use]
+    pub const fn max_ended_calls_per_tenant(mut self, cap: usize) -> Self {
+        self.max_ended_calls = cap;
         self
     }
 
@@ -119,6 +134,7 @@ impl EngineBuilder {
                     queue_idle_ttl: self.queue_idle_ttl,
                     ended_call_retention: self.ended_call_retention,
                     max_live_calls: self.max_live_calls,
+                    max_ended_calls: self.max_ended_calls,
                     max_queues: self.max_queues,
                     event_capacity: self.event_capacity,
                 },
@@ -138,6 +154,7 @@ pub(crate) struct Config {
     pub(crate) queue_idle_ttl: Duration,
     pub(crate) ended_call_retention: Duration,
     pub(crate) max_live_calls: usize,
+    pub(crate) max_ended_calls: usize,
     pub(crate) max_queues: usize,
     pub(crate) event_capacity: usize,
 }
@@ -151,6 +168,9 @@ pub(crate) struct TenantState {
     /// Names of the tenant's queues, sorted: the queue list and the queue cap. Taken only
     /// while shard locks are held, never the other way round.
     pub(crate) queue_names: Mutex<BTreeSet<Arc<str>>>,
+    /// Ended calls in the order they ended (some may be forgotten already): the cap on kept
+    /// ended calls forgets from the front. Same lock order as `queue_names`.
+    pub(crate) ended: Mutex<VecDeque<(Timestamp, Arc<CallIdentity>)>>,
 }
 
 impl TenantState {
@@ -337,6 +357,7 @@ impl Engine {
                 name: name.into(),
                 live_calls: AtomicUsize::new(0),
                 queue_names: Mutex::default(),
+                ended: Mutex::default(),
             });
             reg.by_index.push(state.clone());
             reg.by_name.insert(state.name.clone(), state.clone());

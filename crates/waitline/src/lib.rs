@@ -42,8 +42,9 @@ mod timers;
 pub use call::{CallIdentity, CallInfo, CallState};
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use engine::{
-    DEFAULT_ENDED_CALL_RETENTION, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_LIVE_CALLS, DEFAULT_MAX_QUEUES,
-    DEFAULT_QUEUE_IDLE_TTL, DEFAULT_SHARDS, DEFAULT_TENANT, Engine, EngineBuilder, Tenant,
+    DEFAULT_ENDED_CALL_RETENTION, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_ENDED_CALLS, DEFAULT_MAX_LIVE_CALLS,
+    DEFAULT_MAX_QUEUES, DEFAULT_QUEUE_IDLE_TTL, DEFAULT_SHARDS, DEFAULT_TENANT, Engine, EngineBuilder,
+    Tenant,
 };
 pub use error::{CallbackInfo, Error, ParamProblem, Result};
 pub use event::{

@@ -2,7 +2,9 @@
 //! fires. Each command checks everything first (taking the locks it needs as it reads), then
 //! applies its changes, which cannot fail past the first step.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -160,15 +162,26 @@ impl Txn<'_> {
         self.schedule(shard, at, Timer::Idle { queue });
     }
 
-    /// Ends a call: `call.hangup`, and it will be forgotten after the retention time.
+    /// Ends a call: `call.hangup`, and it will be forgotten after the retention time (or
+    /// earlier, past the tenant's cap on kept ended calls).
     fn end_call(&mut self, ident: &Arc<CallIdentity>, source: HangupSource) {
         let now = self.now;
         self.call_mut(ident).end_time = Some(now);
         self.tenant.release_call();
+        self.note_ended(ident);
         self.emit(now, |t| EventKind::CallHangup { subject: t.subject(ident), source });
         let at = now.saturating_add(self.inner.config.ended_call_retention);
         let timer = Timer::Forget { tenant: self.tenant.index, call: ident.clone() };
         self.schedule(self.call_shard(ident.key()), at, timer);
+    }
+
+    /// Adds an ended call to the tenant's list in end order, dropping from its front what
+    /// the retention time has passed (forgotten by their timers, or about to be).
+    fn note_ended(&mut self, ident: &Arc<CallIdentity>) {
+        let mut ended = self.tenant.ended.lock();
+        prune_ended(&mut ended, self.now, self.inner.config.ended_call_retention);
+        ended.push_back((self.now, ident.clone()));
+        self.ended_calls = true;
     }
 
     /// SPEC.md 2.5: the leg that stays is parked if it asked for it, else hung up.
@@ -727,6 +740,41 @@ impl Tenant {
 // Timers.
 // ---------------------------------------------------------------------------------------
 
+/// Drops from the front of a tenant's ended calls those the retention time has passed:
+/// their own timers forget them (or keep them while they are dead queue members).
+fn prune_ended(ended: &mut VecDeque<(Timestamp, Arc<CallIdentity>)>, now: Timestamp, retention: Duration) {
+    while ended.front().is_some_and(|(at, _)| at.saturating_add(retention) <= now) {
+        ended.pop_front();
+    }
+}
+
+/// Forgets the longest-ended calls of a tenant while it keeps more than its cap of ended
+/// calls. A call still kept in a queue after hangup is not forgotten (it leaves the list; its
+/// own timer keeps it while it is a member). Runs with no lock held.
+pub(crate) fn forget_excess_ended(inner: &Inner, tenant: &TenantState, now: Timestamp) {
+    let cap = inner.config.max_ended_calls;
+    loop {
+        let oldest = {
+            let mut ended = tenant.ended.lock();
+            if ended.len() <= cap {
+                return;
+            }
+            ended.pop_front()
+        };
+        let Some((_, call)) = oldest else { return };
+        let shard = inner.shards.of_hash(call.key_hash);
+        Txn::run(inner, tenant, now, &[shard], |txn| {
+            let forgettable = txn
+                .call(call.key())?
+                .is_some_and(|r| Arc::ptr_eq(&r.ident, &call) && r.is_ended() && r.queue().is_none());
+            if forgettable {
+                txn.remove_call(call.key());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Applies deadlines of one queue, each at its own instant, in the given order, in one
 /// transaction; returns how many took their member out. A deadline does nothing when the
 /// member left since or was enqueued again with another deadline.
@@ -808,6 +856,7 @@ pub(crate) fn fire_timer(inner: &Inner, tenant: &TenantState, at: Timestamp, tim
                     return Ok(false);
                 }
                 txn.remove_call(call.key());
+                prune_ended(&mut tenant.ended.lock(), at, retention);
                 Ok(true)
             })
         }

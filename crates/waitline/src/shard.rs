@@ -124,6 +124,8 @@ pub(crate) struct Txn<'e> {
     events: Option<Vec<Event>>,
     /// Set by the first change; a lock request after it would be a bug.
     changed: bool,
+    /// Set when the command ended a call: the tenant may now keep too many ended calls.
+    pub(crate) ended_calls: bool,
 }
 
 impl<'e> Txn<'e> {
@@ -143,17 +145,16 @@ impl<'e> Txn<'e> {
             for &i in &want {
                 locked.push((i, inner.shards.shards[i].lock()));
             }
-            let mut txn = Txn {
-                inner,
-                tenant,
-                now,
-                locked,
-                events: inner.bus.has_subscribers().then(Vec::new),
-                changed: false,
-            };
+            let events = inner.bus.has_subscribers().then(Vec::new);
+            let mut txn = Txn { inner, tenant, now, locked, events, changed: false, ended_calls: false };
             match body(&mut txn) {
                 Ok(r) => {
+                    let ended_calls = txn.ended_calls;
                     txn.commit();
+                    if ended_calls {
+                        // With every lock released: forgetting takes the calls' own shards.
+                        crate::rules::forget_excess_ended(inner, tenant, now);
+                    }
                     return r;
                 }
                 Err(NeedLock(i)) => {

@@ -703,3 +703,33 @@ fn many_deadlines_fire_in_exact_order_across_queues_and_batches() {
     assert_eq!(f.t.queue("b").unwrap().total_dequeued.timeout, 200);
     f.engine.check_invariants().unwrap();
 }
+
+/// Past the cap on kept ended calls, the longest-ended are forgotten at once; a call kept in
+/// a queue after hangup stays; a new call reusing a forgotten id is not touched.
+#[test]
+fn ended_calls_past_the_cap_are_forgotten_oldest_first() {
+    let f = Fixture::with(Engine::builder().max_ended_calls_per_tenant(2));
+    let kept = f.dial();
+    f.t.enqueue(&kept, &EnqueueParams::new("q").keep_after_hangup(true)).unwrap();
+    f.t.hangup(&kept, &none()).unwrap();
+    let mut p = DialParams::new("+1", "+2", "app");
+    p.call_control_id = Some("reused".into());
+    f.t.dial(&p).unwrap();
+    f.t.hangup("reused", &none()).unwrap();
+    let ended: Vec<String> = (0..3).map(|_| f.dial()).collect();
+    for c in &ended {
+        f.t.hangup(c, &none()).unwrap();
+    }
+    assert_eq!(f.t.call(&kept).unwrap().state, CallState::Ended, "a dead queue member stays");
+    assert_eq!(code(f.t.call("reused")), "90015");
+    assert_eq!(code(f.t.call(&ended[0])), "90015");
+    assert_eq!(f.t.call(&ended[1]).unwrap().state, CallState::Ended);
+    assert_eq!(f.t.call(&ended[2]).unwrap().state, CallState::Ended);
+    // The id is free again; the new call is not taken for the forgotten one.
+    f.t.dial(&p).unwrap();
+    let more = f.dial();
+    f.t.hangup(&more, &none()).unwrap();
+    assert_eq!(f.t.call("reused").unwrap().state, CallState::Active);
+    assert_eq!(code(f.t.call(&ended[1])), "90015");
+    f.engine.check_invariants().unwrap();
+}
