@@ -128,7 +128,12 @@ impl Txn<'_> {
         let departure = q.remove(ident, reason, now).expect("member checked before the change");
         let name = q.name.clone();
         let emptied = q.is_empty() && !q.explicit;
-        self.call_mut(ident).link = Link::None;
+        let rec = self.call_mut(ident);
+        rec.link = Link::None;
+        if rec.is_ended() {
+            // A dead member leaving: kept from now on like any ended call, under the cap.
+            self.note_ended(ident);
+        }
         if emptied {
             self.arm_idle_timer(&name);
         }
