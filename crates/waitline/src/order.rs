@@ -119,7 +119,9 @@ pub(crate) struct MemberOrder<T> {
     /// No live slot below this index (advanced lazily).
     first_live: usize,
     band_len: [u32; BANDS],
-    trees: [Marks; BANDS],
+    /// Boxed: ten headers inline would spread a queue's hot fields over many more cache
+    /// lines, and a queue shared by threads pays for every line it touches.
+    trees: Box<[Marks; BANDS]>,
     len: usize,
 }
 

@@ -117,16 +117,17 @@ impl Txn<'_> {
     }
 
     /// Takes a call out of its queue with a `call.dequeued` event.
-    fn leave(&mut self, ident: &Arc<CallIdentity>, queue: &str, reason: DequeueReason) {
+    fn leave(&mut self, ident: &Arc<CallIdentity>, queue: &Arc<str>, reason: DequeueReason) {
         self.remove_member(ident, queue, Some(reason));
     }
 
     /// Takes a call out of its queue; `reason: None` drops a dead member without an event.
-    fn remove_member(&mut self, ident: &Arc<CallIdentity>, queue: &str, reason: Option<DequeueReason>) {
+    /// `queue` is the caller's own reference to the name, so that the queue's is not cloned
+    /// (its count is one more cache line that threads sharing the queue would pass around).
+    fn remove_member(&mut self, ident: &Arc<CallIdentity>, queue: &Arc<str>, reason: Option<DequeueReason>) {
         let now = self.now;
         let q = self.queue_mut(queue);
         let departure = q.remove(ident, reason, now).expect("member checked before the change");
-        let name = q.name.clone();
         let emptied = q.is_empty() && !q.explicit;
         let rec = self.call_mut(ident);
         rec.link = Link::None;
@@ -135,12 +136,12 @@ impl Txn<'_> {
             self.note_ended(ident);
         }
         if emptied {
-            self.arm_idle_timer(&name);
+            self.arm_idle_timer(queue);
         }
         if let Some(reason) = reason {
             self.emit(now, |t| EventKind::CallDequeued {
                 subject: t.subject(ident),
-                queue: name,
+                queue: queue.clone(),
                 queue_position: departure.position,
                 reason,
                 wait_time_secs: departure.wait_time_secs,
@@ -387,13 +388,13 @@ impl Tenant {
                 let avg = q.average_wait_secs(now);
                 let arrival = q.total_enqueued();
                 let instance = deadline.map(|_| q.instance());
-                txn.call_mut(&call.ident).link = Link::Queued(queue.clone());
                 txn.emit(now, |t| EventKind::CallEnqueued {
                     subject: t.subject(&call.ident),
-                    queue,
+                    queue: queue.clone(),
                     current_position: position,
                     queue_avg_wait_time_secs: avg,
                 });
+                txn.call_mut(&call.ident).link = Link::Queued(queue);
                 if let (Some(at), Some(instance)) = (deadline, instance) {
                     let timer = Timer::Deadline { queue: instance, call: call.ident.clone(), arrival };
                     txn.schedule(qshard, at, timer);
@@ -734,8 +735,8 @@ impl Tenant {
         self.run(now, &[self.queue_shard(name), self.call_shard(id)], |txn| {
             let Some(q) = txn.queue(name)? else { return Ok(Err(Error::QueueNotFound)) };
             let Some(m) = q.member(txn.key(id)) else { return Ok(Err(Error::QueueCallNotFound)) };
-            let (ident, alive) = (m.call.clone(), m.alive);
-            txn.remove_member(&ident, name, alive.then_some(DequeueReason::Leave));
+            let (ident, alive, name) = (m.call.clone(), m.alive, q.name.clone());
+            txn.remove_member(&ident, &name, alive.then_some(DequeueReason::Leave));
             Ok(Ok(()))
         })
     }
