@@ -172,9 +172,14 @@ impl Txn<'_> {
     /// earlier, past the tenant's cap on kept ended calls).
     fn end_call(&mut self, ident: &Arc<CallIdentity>, source: HangupSource) {
         let now = self.now;
-        self.call_mut(ident).end_time = Some(now);
+        let rec = self.call_mut(ident);
+        rec.end_time = Some(now);
+        let kept_in_queue = rec.queue().is_some();
         self.tenant.release_call();
-        self.note_ended(ident);
+        if !kept_in_queue {
+            // A dead member joins the kept ended calls when it leaves its queue.
+            self.note_ended(ident);
+        }
         self.emit(now, |t| EventKind::CallHangup { subject: t.subject(ident), source });
         let at = now.saturating_add(self.inner.config.ended_call_retention);
         let timer = Timer::Forget { tenant: self.tenant.index, call: ident.clone() };

@@ -731,5 +731,13 @@ fn ended_calls_past_the_cap_are_forgotten_oldest_first() {
     f.t.hangup(&more, &none()).unwrap();
     assert_eq!(f.t.call("reused").unwrap().state, CallState::Active);
     assert_eq!(code(f.t.call(&ended[1])), "90015");
+    // The dead member leaves its queue: from then on it counts like any ended call.
+    f.t.remove_queue_call("q", &kept).unwrap();
+    assert_eq!(f.t.call(&kept).unwrap().state, CallState::Ended);
+    for _ in 0..2 {
+        let c = f.dial();
+        f.t.hangup(&c, &none()).unwrap();
+    }
+    assert_eq!(code(f.t.call(&kept)), "90015");
     f.engine.check_invariants().unwrap();
 }
