@@ -265,39 +265,38 @@ impl Inner {
                 continue;
             }
             let Some((at, timer)) = due.pop() else { break };
-            if let Timer::Deadline { queue, call, .. } = timer {
-                fired += self.fire_deadlines(&queue, (at, call), &mut due, next_set);
-            } else {
-                fired += usize::from(self.fire(at, &timer));
-            }
+            fired += self.fire(at, timer, &mut due, next_set);
         }
         fired
     }
 
-    /// Fires a deadline together with the deadlines of the same queue that come right after
-    /// it in firing order (and before any timer set meanwhile), in one transaction: the
-    /// order of firing is unchanged, the locking and lookups are paid once per batch.
-    fn fire_deadlines(
-        &self,
-        queue: &crate::timers::QueueInstance,
-        first: (Timestamp, Arc<crate::call::CallIdentity>),
-        due: &mut Vec<(Timestamp, Timer)>,
-        next_set: u64,
-    ) -> usize {
+    /// Fires one due timer at its own instant; returns how many changed something. A
+    /// deadline takes with it the deadlines of the same queue that come right after it in
+    /// firing order (and before any timer set meanwhile): one transaction for the batch, the
+    /// order of firing unchanged.
+    fn fire(&self, at: Timestamp, timer: Timer, due: &mut Vec<(Timestamp, Timer)>, next_set: u64) -> usize {
         const BATCH: usize = 64;
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match due.last() {
-                Some((at, Timer::Deadline { queue: q, .. })) if q == queue && at.as_micros() <= next_set => {
-                    if let Some((at, Timer::Deadline { call, .. })) = due.pop() {
-                        batch.push((at, call));
+        let Some(tenant) = self.tenant_by_index(timer.tenant()) else { return 0 };
+        match timer {
+            Timer::Deadline { queue, call, .. } => {
+                let mut batch = vec![(at, call)];
+                while batch.len() < BATCH {
+                    match due.last() {
+                        Some((at, Timer::Deadline { queue: q, .. }))
+                            if *q == queue && at.as_micros() <= next_set =>
+                        {
+                            if let Some((at, Timer::Deadline { call, .. })) = due.pop() {
+                                batch.push((at, call));
+                            }
+                        }
+                        _ => break,
                     }
                 }
-                _ => break,
+                crate::rules::fire_deadlines(self, &tenant, &queue, &batch)
             }
+            Timer::Idle { queue } => usize::from(crate::rules::fire_idle(self, &tenant, at, &queue)),
+            Timer::Forget { call, .. } => usize::from(crate::rules::fire_forget(self, &tenant, at, &call)),
         }
-        let Some(tenant) = self.tenant_by_index(queue.tenant) else { return 0 };
-        crate::rules::fire_deadlines(self, &tenant, queue, &batch)
     }
 
     /// Moves every timer due at `now` from the shards into `due`, kept sorted latest first.
@@ -312,11 +311,6 @@ impl Inner {
             }
         }
         due.sort_by(|a, b| (b.0, b.1.tie_key()).cmp(&(a.0, a.1.tie_key())));
-    }
-
-    fn fire(&self, at: Timestamp, timer: &Timer) -> bool {
-        let Some(tenant) = self.tenant_by_index(timer.tenant()) else { return false };
-        crate::rules::fire_timer(self, &tenant, at, timer)
     }
 }
 

@@ -61,6 +61,12 @@ impl IndexEntry {
     }
 }
 
+/// Matches the index entry of this very call (the engine's shared identity): no id
+/// comparison.
+fn same_call(call: &Arc<CallIdentity>) -> impl Fn(&IndexEntry) -> bool + '_ {
+    move |e| Arc::ptr_eq(&e.call, call)
+}
+
 /// Slots are bounded by twice the largest queue size (1,000,000), far below `u32::MAX`.
 fn seq_u32(seq: Seq) -> u32 {
     u32::try_from(seq).expect("a slot number fits in 32 bits")
@@ -183,7 +189,7 @@ impl Queue {
 
     /// Points the index entry of `call` at `seq` (after a compaction moved it).
     fn relocate(index: &mut Index, call: &Arc<CallIdentity>, seq: Seq) {
-        if let Some(entry) = index.find_mut(call.key_hash, |e| Arc::ptr_eq(&e.call, call)) {
+        if let Some(entry) = index.find_mut(call.key_hash, same_call(call)) {
             entry.seq = seq_u32(seq);
         }
     }
@@ -220,7 +226,7 @@ impl Queue {
         reason: Option<DequeueReason>,
         now: Timestamp,
     ) -> Option<Departure> {
-        let entry = self.index.find_entry(call.key_hash, |e| Arc::ptr_eq(&e.call, call)).ok()?;
+        let entry = self.index.find_entry(call.key_hash, same_call(call)).ok()?;
         let (entry, _) = entry.remove();
         let seq = entry.seq();
         let position = self.members.position_in_band(seq, entry.band);
@@ -260,7 +266,7 @@ impl Queue {
 
     /// The member that is this very call (the engine's shared identity): no id comparison.
     pub(crate) fn member_of(&self, call: &Arc<CallIdentity>) -> Option<&Member> {
-        let entry = self.index.find(call.key_hash, |e| Arc::ptr_eq(&e.call, call))?;
+        let entry = self.index.find(call.key_hash, same_call(call))?;
         Some(self.members.get(entry.seq()))
     }
 

@@ -822,54 +822,52 @@ pub(crate) fn fire_deadlines(
     })
 }
 
-/// Applies a due timer at its own instant `at`; returns whether it changed anything.
-pub(crate) fn fire_timer(inner: &Inner, tenant: &TenantState, at: Timestamp, timer: &Timer) -> bool {
-    let shards = &inner.shards;
-    match timer {
-        Timer::Deadline { queue, call, .. } => {
-            fire_deadlines(inner, tenant, queue, &[(at, call.clone())]) > 0
+/// An idle check of a queue, at its own instant `at`: deletes the queue if it is an auto
+/// queue left empty and unchanged for `queue_idle_ttl`; returns whether it did.
+pub(crate) fn fire_idle(inner: &Inner, tenant: &TenantState, at: Timestamp, queue: &QueueInstance) -> bool {
+    let ttl = inner.config.queue_idle_ttl;
+    Txn::run(inner, tenant, at, &[inner.shards.of_hash(queue.key_hash)], |txn| {
+        let Some(q) = txn.queue(&queue.name)?.filter(|q| q.id == queue.id && q.idle_timer == Some(at)) else {
+            return Ok(false);
+        };
+        let (empty_auto, idle_until) = (q.is_empty() && !q.explicit, q.updated_at.saturating_add(ttl));
+        txn.queue_mut(&queue.name).idle_timer = None;
+        if !empty_auto {
+            return Ok(false); // the next time it empties sets a new timer
         }
-        Timer::Idle { queue } => {
-            let ttl = inner.config.queue_idle_ttl;
-            Txn::run(inner, tenant, at, &[shards.of_hash(queue.key_hash)], |txn| {
-                let Some(q) =
-                    txn.queue(&queue.name)?.filter(|q| q.id == queue.id && q.idle_timer == Some(at))
-                else {
-                    return Ok(false);
-                };
-                let (empty_auto, idle_until) =
-                    (q.is_empty() && !q.explicit, q.updated_at.saturating_add(ttl));
-                txn.queue_mut(&queue.name).idle_timer = None;
-                if !empty_auto {
-                    return Ok(false); // the next time it empties sets a new timer
-                }
-                if idle_until <= at {
-                    txn.delete_queue(&queue.name, QueueDeletedReason::Idle);
-                    return Ok(true);
-                }
-                txn.arm_idle_timer_at(&queue.name, idle_until);
-                Ok(false)
-            })
+        if idle_until <= at {
+            txn.delete_queue(&queue.name, QueueDeletedReason::Idle);
+            return Ok(true);
         }
-        Timer::Forget { call, .. } => {
-            let retention = inner.config.ended_call_retention;
-            let shard = shards.of_hash(call.key_hash);
-            Txn::run(inner, tenant, at, &[shard], |txn| {
-                let Some(rec) = txn.call(call.key())? else { return Ok(false) };
-                let Some(end) = rec.end_time else { return Ok(false) };
-                if end.saturating_add(retention) > at {
-                    return Ok(false);
-                }
-                if rec.queue().is_some() {
-                    // Still a dead member of a queue: keep it readable a while longer.
-                    let timer = Timer::Forget { tenant: tenant.index, call: call.clone() };
-                    txn.schedule(shard, at.saturating_add(retention), timer);
-                    return Ok(false);
-                }
-                txn.remove_call(call.key());
-                prune_ended(&mut tenant.ended.lock(), at, retention);
-                Ok(true)
-            })
+        txn.arm_idle_timer_at(&queue.name, idle_until);
+        Ok(false)
+    })
+}
+
+/// The retention of an ended call ran out at `at`: forgets it (or keeps it a while longer
+/// while it is still a dead member of a queue); returns whether it was forgotten.
+pub(crate) fn fire_forget(
+    inner: &Inner,
+    tenant: &TenantState,
+    at: Timestamp,
+    call: &Arc<CallIdentity>,
+) -> bool {
+    let retention = inner.config.ended_call_retention;
+    let shard = inner.shards.of_hash(call.key_hash);
+    Txn::run(inner, tenant, at, &[shard], |txn| {
+        let Some(rec) = txn.call(call.key())? else { return Ok(false) };
+        let Some(end) = rec.end_time else { return Ok(false) };
+        if end.saturating_add(retention) > at {
+            return Ok(false);
         }
-    }
+        if rec.queue().is_some() {
+            // Still a dead member of a queue: keep it readable a while longer.
+            let timer = Timer::Forget { tenant: tenant.index, call: call.clone() };
+            txn.schedule(shard, at.saturating_add(retention), timer);
+            return Ok(false);
+        }
+        txn.remove_call(call.key());
+        prune_ended(&mut tenant.ended.lock(), at, retention);
+        Ok(true)
+    })
 }
