@@ -1,5 +1,5 @@
 //! A small, obviously-correct reference model of the engine (plain vectors and maps, every
-//! rule of SPEC.md written the direct way), and [`run`], which applies a scenario to the
+//! rule of docs/behaviour.md written the direct way), and [`run`], which applies a scenario to the
 //! engine and to the model and compares every result, event, queue figure, listing and call
 //! state after every step, with the engine's own invariants. Shared by the proptest
 //! (`tests/model.rs`), the `engine_model` fuzz target and the corpus replay.
@@ -116,7 +116,7 @@ pub enum Op {
 }
 
 // ------------------------------------------------------------------------------------------
-// The model: plain vectors and maps, every rule of SPEC.md written the obvious way.
+// The model: plain vectors and maps, every rule of docs/behaviour.md written the obvious way.
 // ------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq)]
@@ -289,7 +289,7 @@ impl Model {
         }
     }
 
-    /// Events of one command, ordered by kind as SPEC.md 4 says.
+    /// Events of one command, ordered by kind as docs/behaviour.md §4 says.
     fn order_events(&mut self, from: usize) {
         let rank = |e: &String| {
             let kind = e.split(' ').nth(1).unwrap_or("");

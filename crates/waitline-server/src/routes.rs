@@ -1,4 +1,4 @@
-//! The routes of SPEC.md section 5. Each handler translates: read the request, call the
+//! The routes of docs/behaviour.md §5. Each handler translates: read the request, call the
 //! engine, shape the answer. No rule is decided here.
 
 use std::convert::Infallible;

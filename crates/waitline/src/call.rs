@@ -88,7 +88,7 @@ pub(crate) enum Link {
 
 /// How many `command_id`s are remembered per call; older ones are forgotten first.
 pub(crate) const COMMAND_ID_MEMORY: usize = 16;
-/// How long a `command_id` is remembered (SPEC.md 2: 60 s).
+/// How long a `command_id` is remembered (docs/behaviour.md §2: 60 s).
 pub(crate) const COMMAND_ID_WINDOW_MICROS: u64 = 60_000_000;
 
 #[derive(Debug)]
@@ -192,7 +192,7 @@ pub struct CallInfo {
     /// The last client state supplied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_state: Option<String>,
-    /// [ext] Lifecycle state.
+    /// \[ext\] Lifecycle state.
     pub state: CallState,
     /// Not yet hung up.
     pub is_alive: bool,
@@ -203,10 +203,10 @@ pub struct CallInfo {
     pub end_time: Option<Timestamp>,
     /// Whole seconds from start to end (or to now while alive).
     pub call_duration: u64,
-    /// [ext] The queue the call is in.
+    /// \[ext\] The queue the call is in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
-    /// [ext] The call this one is bridged with.
+    /// \[ext\] The call this one is bridged with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bridged_with: Option<String>,
 }

@@ -14,9 +14,9 @@ use crate::event::{EventBus, Subscription};
 use crate::shard::Shards;
 use crate::timers::Timer;
 
-/// Default time an empty auto queue is kept (SPEC.md 3).
+/// Default time an empty auto queue is kept (docs/behaviour.md §3).
 pub const DEFAULT_QUEUE_IDLE_TTL: Duration = Duration::from_secs(300);
-/// Default time an ended call's status stays readable (SPEC.md 1).
+/// Default time an ended call's status stays readable (docs/behaviour.md §1).
 pub const DEFAULT_ENDED_CALL_RETENTION: Duration = Duration::from_secs(600);
 /// Default cap on live calls per tenant.
 pub const DEFAULT_MAX_LIVE_CALLS: usize = 4_000_000;

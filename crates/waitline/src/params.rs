@@ -1,4 +1,4 @@
-//! Command parameters and their validation. Every range, length and enumeration of SPEC.md
+//! Command parameters and their validation. Every range, length and enumeration of docs/behaviour.md
 //! is checked here, so frontends only translate types.
 //!
 //! Numbers are `i64` and required fields are `Option` on purpose: a frontend passes what the
@@ -64,7 +64,7 @@ pub struct DialParams {
     pub webhook_url: Option<String>,
     /// Only `POST` is supported.
     pub webhook_url_method: Option<String>,
-    /// [ext] Adopt this id (from an external switch) instead of making one.
+    /// \[ext\] Adopt this id (from an external switch) instead of making one.
     pub call_control_id: Option<String>,
 }
 
@@ -116,7 +116,7 @@ pub struct EnqueueParams {
     pub max_size: Option<i64>,
     /// Stay in the queue (as a dead member) after hangup.
     pub keep_after_hangup: Option<bool>,
-    /// [ext] 0..=9, default 0; higher is served first.
+    /// \[ext\] 0..=9, default 0; higher is served first.
     pub priority: Option<i64>,
     /// `client_state` and `command_id`.
     pub options: CommandOptions,
@@ -346,7 +346,7 @@ impl TransferParams {
 pub struct QueueCallUpdate {
     /// Keep the call in the queue after hangup.
     pub keep_after_hangup: Option<bool>,
-    /// [ext] New priority, 0..=9; the call keeps its arrival order within the new band.
+    /// \[ext\] New priority, 0..=9; the call keeps its arrival order within the new band.
     pub priority: Option<i64>,
 }
 
@@ -452,7 +452,7 @@ pub(crate) fn validate_text(pointer: &'static str, v: &str) -> Result<()> {
     Ok(())
 }
 
-/// Queue names follow the same rule as other names (SPEC.md 1).
+/// Queue names follow the same rule as other names (docs/behaviour.md §1).
 pub(crate) fn validate_queue_name(pointer: &'static str, v: &str) -> Result<()> {
     validate_text(pointer, v)
 }

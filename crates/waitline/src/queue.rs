@@ -12,7 +12,7 @@ use crate::event::DequeueReason;
 use crate::order::{MemberOrder, Seq};
 use crate::timers::QueueInstance;
 
-/// How many bridge-dequeues the estimated wait looks back on (SPEC.md 3).
+/// How many bridge-dequeues the estimated wait looks back on (docs/behaviour.md §3).
 const ESTIMATE_WINDOW: usize = 20;
 
 /// Member slots by call, hashed with the calls' own key hashes.
@@ -386,15 +386,15 @@ pub struct QueueInfo {
     pub created_at: Timestamp,
     /// When its members or settings last changed.
     pub updated_at: Timestamp,
-    /// [ext] Wait of the longest-waiting member.
+    /// \[ext\] Wait of the longest-waiting member.
     pub longest_wait_time_secs: u64,
-    /// [ext] Estimated wait for a caller joining now.
+    /// \[ext\] Estimated wait for a caller joining now.
     pub estimated_wait_time_secs: u64,
-    /// [ext] Enqueues since the queue was created.
+    /// \[ext\] Enqueues since the queue was created.
     pub total_enqueued: u64,
-    /// [ext] Departures since the queue was created, by reason.
+    /// \[ext\] Departures since the queue was created, by reason.
     pub total_dequeued: DequeueTotals,
-    /// [ext] Created by the create call (never idle-collected).
+    /// \[ext\] Created by the create call (never idle-collected).
     pub explicit: bool,
 }
 
@@ -423,14 +423,14 @@ pub struct QueueCallInfo {
     pub queue_position: usize,
     /// The queue's id.
     pub queue_id: Uuid,
-    /// [ext] The queue's name.
+    /// \[ext\] The queue's name.
     pub queue_name: String,
     /// False for a call kept in the queue after hangup.
     pub is_alive: bool,
-    /// [ext] Priority band, 0..=9, higher served first.
+    /// \[ext\] Priority band, 0..=9, higher served first.
     pub priority: u8,
-    /// [ext] Whether the call stays in the queue after hangup.
+    /// \[ext\] Whether the call stays in the queue after hangup.
     pub keep_after_hangup: bool,
-    /// [ext] Estimated wait at this position.
+    /// \[ext\] Estimated wait at this position.
     pub estimated_wait_time_secs: u64,
 }

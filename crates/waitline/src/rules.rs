@@ -1,4 +1,4 @@
-//! The rules of SPEC.md sections 2 and 3: every command, and what each timer does when it
+//! The rules of docs/behaviour.md §2 and §3: every command, and what each timer does when it
 //! fires. Each command checks everything first (taking the locks it needs as it reads), then
 //! applies its changes, which cannot fail past the first step.
 
@@ -195,7 +195,7 @@ impl Txn<'_> {
         self.ended_calls = true;
     }
 
-    /// SPEC.md 2.5: the leg that stays is parked if it asked for it, else hung up.
+    /// docs/behaviour.md §2.5: the leg that stays is parked if it asked for it, else hung up.
     fn release_partner(&mut self, partner: &Arc<CallIdentity>) {
         let rec = self.call_mut(partner);
         let park = matches!(rec.link, Link::Bridged { park_after_unbridge: true, .. });
@@ -312,7 +312,7 @@ impl Tenant {
         })
     }
 
-    /// Creates a call in state `active` with fresh ids (SPEC.md 2, dial).
+    /// Creates a call in state `active` with fresh ids (docs/behaviour.md §2.1, dial).
     pub fn dial(&self, p: &DialParams) -> Result<CallInfo> {
         let (to, from, connection_id) = p.validate()?;
         let inner = self.inner();
@@ -348,7 +348,7 @@ impl Tenant {
     }
 
     /// Puts the call at the end of a queue (of its priority band), making the queue if
-    /// needed (SPEC.md 2, enqueue).
+    /// needed (docs/behaviour.md §2.2, enqueue).
     pub fn enqueue(&self, id: &str, p: &EnqueueParams) -> Result<()> {
         let v = p.validate()?;
         let qshard = self.queue_shard(v.queue);
@@ -429,7 +429,7 @@ impl Tenant {
         )
     }
 
-    /// Bridges the call with another call or with the head of a queue (SPEC.md 2, bridge).
+    /// Bridges the call with another call or with the head of a queue (docs/behaviour.md §2.4, bridge).
     pub fn bridge(&self, id: &str, p: &BridgeParams) -> Result<()> {
         let (target, park) = p.validate()?;
         let also = match target {
@@ -496,7 +496,7 @@ impl Tenant {
                     Ok(())
                 }
                 BridgePlan::DeadHead { queue, head } => {
-                    // The head is removed even though the bridge fails (SPEC.md 2).
+                    // The head is removed even though the bridge fails (docs/behaviour.md §2).
                     txn.leave(&head, &queue, DequeueReason::Hangup);
                     let client_state =
                         txn.call(head.key()).ok().flatten().and_then(|r| r.client_state.clone());
@@ -514,7 +514,7 @@ impl Tenant {
         )
     }
 
-    /// Hangs the call up (SPEC.md 2, hangup).
+    /// Hangs the call up (docs/behaviour.md §2.6, hangup).
     pub fn hangup(&self, id: &str, opts: &CommandOptions) -> Result<()> {
         opts.validate()?;
         self.call_command(
@@ -560,7 +560,7 @@ impl Tenant {
         )
     }
 
-    /// Makes a new call to `to` and bridges the call with it (SPEC.md 2, transfer). Returns
+    /// Makes a new call to `to` and bridges the call with it (docs/behaviour.md §2.7, transfer). Returns
     /// the new call.
     pub fn transfer(&self, id: &str, p: &TransferParams) -> Result<CallInfo> {
         let to = p.validate()?;
@@ -598,7 +598,7 @@ impl Tenant {
     }
 
     // -----------------------------------------------------------------------------------
-    // Queues (SPEC.md 3).
+    // Queues (docs/behaviour.md §3).
     // -----------------------------------------------------------------------------------
 
     /// Creates an explicit queue (never idle-collected); `max_size` defaults to 300.

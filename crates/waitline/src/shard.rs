@@ -167,7 +167,7 @@ impl<'e> Txn<'e> {
 
     fn commit(mut self) {
         if let Some(mut events) = self.events.take() {
-            // SPEC.md 4: within a command, events go by kind (stable within a kind).
+            // docs/behaviour.md §4: within a command, events go by kind (stable within a kind).
             events.sort_by_key(|e| e.kind.rank());
             self.inner.bus.publish(&self.tenant.name, events);
         }

@@ -1,4 +1,4 @@
-//! One test per rule of SPEC.md sections 1 to 4 and 6, each error code included, and the
+//! One test per rule of docs/behaviour.md §1 to §4 and §6, each error code included, and the
 //! "a rejected command changes nothing" rule.
 #![allow(clippy::unwrap_used)]
 
@@ -367,6 +367,25 @@ fn hangup_event_payload_has_the_telnyx_fields() {
         assert!(p[k].is_string(), "{k}");
     }
     assert!(v["occurred_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn an_absent_client_state_is_left_out_of_event_payloads() {
+    let mut f = Fixture::new();
+    let (a, b) = (f.dial(), f.dial());
+    f.t.enqueue(&a, &EnqueueParams::new("q")).unwrap();
+    f.t.bridge(&b, &BridgeParams::queue("q")).unwrap();
+    f.t.hangup(&b, &none()).unwrap();
+    let events = f.take_events();
+    let types: std::collections::BTreeSet<_> =
+        events.iter().filter(|e| e.kind.is_webhook_event()).map(Event::event_type).collect();
+    assert_eq!(types.len(), 6, "every call event type: {types:?}");
+    for e in &events {
+        let v = serde_json::to_value(e).unwrap();
+        let payload = v["payload"].as_object().unwrap();
+        assert!(!payload.contains_key("client_state"), "{}: {payload:?}", e.event_type());
+        assert!(payload.values().all(|x| !x.is_null()), "{}: {payload:?}", e.event_type());
+    }
 }
 
 #[test]

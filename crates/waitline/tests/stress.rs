@@ -165,7 +165,7 @@ fn concurrent_commands_lose_and_duplicate_nothing() {
         members += listed.len();
     }
     // An open enqueue is either a membership, or a dead kept call that the queue API dropped
-    // (SPEC.md 3: silently, so without a dequeue event).
+    // (docs/behaviour.md §3: silently, so without a dequeue event).
     let members_set: std::collections::HashSet<String> = (0..QUEUES)
         .filter_map(|q| tenant.queue_calls(&format!("q{q}"), PageRequest::new(1, 250)).ok())
         .flat_map(|p| p.data.into_iter().map(|c| c.call_control_id))
