@@ -52,6 +52,25 @@ def test_event_shape_and_order(engine: waitline.Engine) -> None:
     assert answered.payload["client_state"] == "aGk=" and answered.payload["call_control_id"] == c.call_control_id
     assert answered.occurred_at.endswith("Z") and len(answered.id) == 36
     assert "call.answered" in repr(answered)
+    assert env["meta"] == {"attempt": 1}
+
+
+def test_absent_values_are_missing_keys_not_none(engine: waitline.Engine) -> None:
+    """As in webhooks: a call with no client_state has no client_state key in any payload."""
+    engine.poll_events()
+    caller, agent = engine.dial(to="+1", from_="+2"), engine.dial(to="+3", from_="+4")
+    caller.enqueue("absent")
+    agent.bridge(queue="absent")
+    agent.hangup()
+    events = [e for e in engine.poll_events() if e.event_type.startswith("call.")]
+    assert {e.event_type for e in events} == {
+        "call.initiated", "call.answered", "call.enqueued", "call.dequeued", "call.bridged", "call.hangup"
+    }
+    for e in events:
+        assert "client_state" not in e.payload, (e.event_type, e.payload)
+        assert None not in e.payload.values(), (e.event_type, e.payload)
+        assert e.to_dict()["data"]["payload"] == e.payload
+    assert caller.client_state is None  # attribute snapshots keep None
 
 
 def test_events_iterator_ends_after_timeout(engine: waitline.Engine) -> None:

@@ -114,7 +114,7 @@ impl PyQueueCall {
     }
 }
 
-/// One event, as the webhook of SPEC.md section 4 would carry it.
+/// One event, as the webhook of docs/behaviour.md §4 would carry it.
 #[pyclass(frozen, module = "waitline._native", name = "Event")]
 #[derive(Debug)]
 pub struct PyEvent {
@@ -143,16 +143,18 @@ impl From<&waitline::Event> for PyEvent {
 
 #[pymethods]
 impl PyEvent {
-    /// The payload object, exactly the webhook's `data.payload`.
+    /// The payload object, exactly the webhook's `data.payload` (an absent value, such as a
+    /// call's `client_state` when it has none, is a missing key, never `None`).
     #[getter]
     fn payload<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         json_to_py(py, &self.data["payload"])
     }
 
-    /// The whole webhook envelope: `{"data": {...}, "meta": {"attempt": 1, "delivered_to": None}}`.
+    /// The whole webhook envelope: `{"data": {...}, "meta": {"attempt": 1}}` (no
+    /// `delivered_to`: an event read in-process was delivered to no URL, and an absent value is
+    /// a missing key, never `None`).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let envelope =
-            serde_json::json!({ "data": self.data, "meta": { "attempt": 1, "delivered_to": null } });
+        let envelope = serde_json::json!({ "data": self.data, "meta": { "attempt": 1 } });
         json_to_py(py, &envelope)
     }
 

@@ -1,9 +1,15 @@
 """Fixtures: a real `waitline serve` on a free loopback port, a webhook receiver, and a
-validator of responses against Telnyx's own OpenAPI description."""
+validator of responses and webhooks against Telnyx's own OpenAPI description
+(`telnyx/openapi-queue-subset.yml` beside this file, or the file named by `WAITLINE_OPENAPI`).
+
+Every webhook the receiver gets is checked as it arrives: its Ed25519 signature against the
+server's public key, its headers and body against the webhook of its event type in the
+description. Failures are recorded, and the session fails at its end if there was any."""
 
 from __future__ import annotations
 
 import base64
+import collections
 import http.server
 import json
 import os
@@ -17,12 +23,29 @@ import urllib.request
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 API_KEY = "compat-test-key"
 SIGNING_SEED = base64.b64encode(bytes(range(32))).decode()
+OPENAPI_IN_REPO = pathlib.Path(__file__).resolve().parent / "telnyx" / "openapi-queue-subset.yml"
+
+# The webhook of the description that each event type is sent as.
+WEBHOOK_OF_EVENT = {
+    "call.initiated": "callInitiated",
+    "call.answered": "callAnswered",
+    "call.enqueued": "callEnqueued",
+    "call.dequeued": "callLeftQueue",
+    "call.bridged": "callBridged",
+    "call.hangup": "callHangup",
+}
+# How far a webhook's telnyx-timestamp may be from now (what the Telnyx SDKs accept).
+TIMESTAMP_TOLERANCE_SECS = 300
+# The session's receiver, for the terminal summary.
+SESSION_HOOKS: list["Hooks"] = []
 
 
 def free_port() -> int:
@@ -31,12 +54,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Hooks:
-    """Webhooks as received: raw body text and headers, in arrival order."""
+def _call_of(raw: bytes) -> str:
+    """The event type and call a webhook body names, for messages."""
+    try:
+        data = json.loads(raw)["data"]
+        return f"{data['event_type']} of call {data['payload']['call_control_id']}"
+    except Exception:  # noqa: BLE001
+        return f"unreadable body {raw[:200]!r}"
 
-    def __init__(self) -> None:
+
+class Hooks:
+    """Webhooks as received (raw body text and headers, in arrival order), each checked on
+    arrival: signature, headers and body against the description. A check that fails is
+    recorded in `failures`; the ones that pass are counted by event type in `validated`."""
+
+    def __init__(self, openapi: "OpenApi") -> None:
         self.items: list[tuple[str, dict[str, str]]] = []
+        self.failures: list[str] = []
+        self.validated: collections.Counter[str] = collections.Counter()
+        self.public_key: str | None = None
+        self.server_started = False
+        self.openapi = openapi
         self.lock = threading.Lock()
+
+    def receive(self, raw: bytes, headers: dict[str, str]) -> None:
+        problems = self._check(raw, headers)
+        with self.lock:
+            self.items.append((raw.decode("utf-8", "replace"), headers))
+            if problems:
+                self.failures.append(f"webhook #{len(self.items)} ({_call_of(raw)}): {'; '.join(problems)}")
+
+    def _check(self, raw: bytes, headers: dict[str, str]) -> list[str]:
+        try:
+            problems = self._signature_problems(raw, headers)
+            body = json.loads(raw)
+            event_type = body.get("data", {}).get("event_type") if isinstance(body, dict) else None
+            webhook = WEBHOOK_OF_EVENT.get(event_type)
+            if webhook is None:
+                return [*problems, f"unknown event type {event_type!r}"]
+            problems += self.openapi.webhook_errors(webhook, headers, body)
+        except Exception as e:  # noqa: BLE001 (a receiver never fails the delivery)
+            return [f"check raised {e!r}"]
+        if not problems:
+            with self.lock:
+                self.validated[event_type] += 1
+        return problems
+
+    def _signature_problems(self, raw: bytes, headers: dict[str, str]) -> list[str]:
+        h = {k.lower(): v for k, v in headers.items()}
+        timestamp, signature = h.get("telnyx-timestamp"), h.get("telnyx-signature-ed25519")
+        if timestamp is None or signature is None:
+            return ["signature headers missing"]
+        if self.public_key is None:
+            return ["arrived before the server's public key was known"]
+        problems = []
+        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > TIMESTAMP_TOLERANCE_SECS:
+            problems.append(f"telnyx-timestamp {timestamp!r} not a current Unix time")
+        try:
+            VerifyKey(base64.b64decode(self.public_key)).verify(
+                timestamp.encode() + b"|" + raw, base64.b64decode(signature, validate=True)
+            )
+        except (BadSignatureError, ValueError) as e:
+            problems.append(f"signature does not verify ({e})")
+        return problems
 
     def wait_for(self, pred, timeout: float = 10.0):
         deadline = time.time() + timeout
@@ -48,16 +128,39 @@ class Hooks:
             time.sleep(0.05)
         raise AssertionError("webhook not received in time")
 
+    def wait_for_count(self, pred, count: int, timeout: float = 10.0) -> list[dict]:
+        """The bodies matching `pred`, once there are at least `count` of them."""
+        deadline = time.time() + timeout
+        while True:
+            with self.lock:
+                found = [b for b in (json.loads(i[0]) for i in self.items) if pred(b)]
+            if len(found) >= count:
+                return found
+            assert time.time() < deadline, f"{len(found)} of {count} webhooks received in time"
+            time.sleep(0.05)
+
+    def wait_quiet(self, quiet: float = 0.5, timeout: float = 15.0) -> None:
+        """Waits until no webhook has arrived for `quiet` seconds (at most `timeout`)."""
+        deadline = time.time() + timeout
+        seen = -1
+        while time.time() < deadline:
+            with self.lock:
+                n = len(self.items)
+            if n == seen:
+                return
+            seen = n
+            time.sleep(quiet)
+
 
 @pytest.fixture(scope="session")
-def hooks():
-    store = Hooks()
+def hooks(openapi):
+    store = Hooks(openapi)
+    SESSION_HOOKS.append(store)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's naming)
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            with store.lock:
-                store.items.append((body, dict(self.headers.items())))
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            store.receive(raw, dict(self.headers.items()))
             self.send_response(200)
             self.end_headers()
 
@@ -69,6 +172,29 @@ def hooks():
     store.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     yield store
     server.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def webhooks_conform(hooks):
+    """Fails the run if any webhook received in the session failed its checks or had an
+    unknown event type, or if a session that ran the server validated none at all."""
+    yield
+    hooks.wait_quiet()
+    with hooks.lock:
+        failures, validated, received = list(hooks.failures), sum(hooks.validated.values()), len(hooks.items)
+    assert not failures, f"{len(failures)} of {received} webhooks failed their checks:\n" + "\n".join(failures[:20])
+    if hooks.server_started:
+        assert validated > 0, "the server ran but no webhook was received and validated"
+    assert validated == received, f"{received} webhooks received, {validated} validated"
+
+
+def pytest_terminal_summary(terminalreporter):
+    for store in SESSION_HOOKS:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(store.validated.items()))
+        terminalreporter.write_line(
+            f"webhooks: {sum(store.validated.values())} validated against the Telnyx description "
+            f"({counts or 'none'}); {len(store.failures)} failed"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +218,10 @@ def server(hooks):
         proc.kill()
         raise RuntimeError("server did not start")
     public_key = json.load(urllib.request.urlopen(base + "/v2/webhook_public_key"))["data"]["public_key"]
+    expected = base64.b64encode(bytes(SigningKey(base64.b64decode(SIGNING_SEED)).verify_key)).decode()
+    assert public_key == expected, "the published public key is not the one of --signing-key"
+    hooks.public_key = public_key
+    hooks.server_started = True
     yield {"base": base, "public_key": public_key}
     proc.terminate()
     proc.wait(timeout=20)
@@ -99,7 +229,7 @@ def server(hooks):
 
 def openapi_path() -> pathlib.Path:
     env = os.environ.get("WAITLINE_OPENAPI")
-    return pathlib.Path(env) if env else ROOT.parent / "shared" / "telnyx" / "openapi-queue-subset.yml"
+    return pathlib.Path(env) if env else OPENAPI_IN_REPO
 
 
 class OpenApi:
@@ -128,9 +258,53 @@ class OpenApi:
             assert body in (None, b"", ""), f"{status} must have no body"
             return
         schema = content["application/json"]["schema"]
+        errors = self.errors(schema, body)
+        assert not errors, f"{method} {template} {status}: {errors[0]}"
+
+    def errors(self, schema, instance) -> list[str]:
+        """Every way `instance` breaks `schema` (a `null` breaks any schema whose type does not
+        list "null"), as "message at path" strings."""
         validator = Draft202012Validator(self._rebase(schema), registry=self.registry)
-        errors = sorted(validator.iter_errors(body), key=str)
-        assert not errors, f"{method} {template} {status}: {errors[0].message} at {list(errors[0].path)}"
+        found = sorted(validator.iter_errors(instance), key=lambda e: (list(e.absolute_path), e.message))
+        return [f"{e.message} at {list(e.absolute_path)}" for e in found]
+
+    def webhook_errors(self, webhook: str, headers: dict[str, str], body) -> list[str]:
+        """Checks a received webhook against `webhooks.<webhook>` of the description: its
+        required header parameters (present, of their type), its body against the request
+        body's schema, and, since Telnyx's schemas require no field, that the event object
+        carries every field its schema declares and no field that it does not."""
+        op = self.doc["webhooks"][webhook]["post"]
+        lowered = {k.lower(): v for k, v in headers.items()}
+        problems = []
+        for param in map(self._deref, op.get("parameters", [])):
+            if param.get("in") != "header":
+                continue
+            value = lowered.get(param["name"].lower())
+            if value is None:
+                if param.get("required"):
+                    problems.append(f"header {param['name']} missing")
+                continue
+            if param["schema"].get("type") == "integer":
+                if not value.lstrip("-").isdigit():
+                    problems.append(f"header {param['name']} {value!r} is not an integer")
+                    continue
+                value = int(value)
+            problems += [f"header {param['name']}: {e}" for e in self.errors(param["schema"], value)]
+        schema = self._deref(op["requestBody"]["content"]["application/json"]["schema"])
+        problems += [f"{webhook}: {e}" for e in self.errors(schema, body)]
+        event_schema = self._deref(schema["properties"]["data"])
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            problems.append(f"{webhook}: no data object")
+        else:
+            declared = set(event_schema["properties"])
+            problems += [f"{webhook}: data.{k} missing" for k in sorted(declared - set(data))]
+            problems += [f"{webhook}: data.{k} not in the schema" for k in sorted(set(data) - declared)]
+            payload_declared = set(self._deref(event_schema["properties"]["payload"])["properties"])
+            payload = data.get("payload")
+            if isinstance(payload, dict):
+                problems += [f"{webhook}: payload.{k} not in the schema" for k in sorted(set(payload) - payload_declared)]
+        return problems
 
     def _rebase(self, schema):
         """Points local refs (#/components/...) at the registered document."""

@@ -1,5 +1,5 @@
 """Drives waitline with the official `telnyx` Python SDK, only `base_url` changed, and checks
-every response against Telnyx's own OpenAPI description."""
+every response and every webhook against Telnyx's own OpenAPI description."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 import telnyx
 
-from conftest import API_KEY
+from conftest import API_KEY, WEBHOOK_OF_EVENT
 
 
 @pytest.fixture()
@@ -71,6 +71,60 @@ def test_webhooks_verify_with_the_sdk(client, hooks):
     assert event.data.event_type == "call.enqueued"
     with pytest.raises(Exception):
         client.webhooks.unwrap(body.replace("sdk-hooks", "sdk-hookz"), headers=headers)
+
+
+def test_every_webhook_type_validates_against_the_telnyx_openapi(client, hooks):
+    """One scenario that sends each of the six webhooks, with and without client_state; the
+    receiver checks each as it arrives (signature, headers, body), this test that they all
+    came and passed."""
+    plain = dial(client)
+    stated = client.calls.dial(connection_id="app", from_="+15550003", to="+15550001", client_state="aGk=").data.call_control_id
+    agent, dropped = dial(client), dial(client)
+    client.calls.actions.enqueue(plain, queue_name="sdk-every-hook")
+    client.calls.actions.enqueue(stated, queue_name="sdk-every-hook", client_state="Y2I=")
+    client.calls.actions.enqueue(dropped, queue_name="sdk-every-hook")
+    client.calls.actions.leave_queue(stated)  # call.dequeued, reason leave
+    client.calls.actions.hangup(dropped)  # call.dequeued (hangup), call.hangup
+    client.calls.actions.bridge(agent, call_control_id_to_bridge_with=agent, queue="sdk-every-hook")  # dequeued, bridged x2
+    client.calls.actions.hangup(agent)  # call.hangup for both legs (caller, callee)
+    client.calls.actions.hangup(stated, client_state="ZW5k")
+
+    expected = {
+        plain: ["call.initiated", "call.answered", "call.enqueued", "call.dequeued", "call.bridged", "call.hangup"],
+        stated: ["call.initiated", "call.answered", "call.enqueued", "call.dequeued", "call.hangup"],
+        agent: ["call.initiated", "call.answered", "call.bridged", "call.hangup"],
+        dropped: ["call.initiated", "call.answered", "call.enqueued", "call.dequeued", "call.hangup"],
+    }
+    def call_of(body) -> str | None:
+        return body["data"]["payload"].get("call_control_id")
+
+    received = hooks.wait_for_count(lambda b: call_of(b) in expected, sum(map(len, expected.values())))
+    got: dict[str, list[str]] = {}
+    for b in received:
+        got.setdefault(call_of(b), []).append(b["data"]["event_type"])
+    assert got == expected
+    assert {t for types in got.values() for t in types} == set(WEBHOOK_OF_EVENT)
+    with hooks.lock:
+        failed = [f for f in hooks.failures if any(c in f for c in expected)]
+    assert not failed, "\n".join(failed)
+    states = {(b["data"]["event_type"], b["data"]["payload"].get("client_state")) for b in received if call_of(b) == stated}
+    assert ("call.initiated", "aGk=") in states and ("call.hangup", "ZW5k") in states
+    assert all("client_state" not in b["data"]["payload"] for b in received if call_of(b) != stated)
+
+
+def test_the_validators_refuse_null_for_a_string(openapi):
+    """A `null` where Telnyx's schema says string fails, in a response and in a webhook."""
+    call = {"record_type": "call", "call_control_id": "c", "call_leg_id": "l", "call_session_id": "s",
+            "is_alive": True, "client_state": None}
+    with pytest.raises(AssertionError, match="None is not of type 'string'"):
+        openapi.check("GET", "/calls/{call_control_id}", 200, {"data": call})
+    event = {"record_type": "event", "event_type": "call.answered", "id": "00000000-0000-0000-0000-000000000000",
+             "occurred_at": "2024-01-01T00:00:00Z", "payload": {"call_control_id": "c", "client_state": None}}
+    headers = {"telnyx-timestamp": "1700000000", "telnyx-signature-ed25519": "x"}
+    errors = openapi.webhook_errors("callAnswered", headers, {"data": event})
+    assert errors == ["callAnswered: None is not of type 'string' at ['data', 'payload', 'client_state']"]
+    assert openapi.webhook_errors("callAnswered", headers, {"data": {**event, "payload": {"call_control_id": "c"}}}) == []
+    assert "header telnyx-timestamp missing" in openapi.webhook_errors("callAnswered", {}, {"data": event})
 
 
 def raw(server, method: str, path: str, body=None, key: str | None = API_KEY):

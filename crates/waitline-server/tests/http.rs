@@ -147,6 +147,14 @@ async fn every_error_code_with_the_telnyx_body() {
     expect(s.action(&ended, "hangup", json!({})).await, 422, "90018");
     expect(s.action(&a, "leave_queue", json!({})).await, 422, "95002");
     expect(s.action(&a, "bridge", json!({"queue": "nobody-here"})).await, 422, "95001");
+    // A dead head: the callback details, with no client state left out rather than null.
+    let dead = s.dial().await;
+    s.action(&dead, "enqueue", json!({"queue_name": "dead", "keep_after_hangup": true})).await;
+    s.action(&dead, "hangup", json!({})).await;
+    let v = expect(s.action(&a, "bridge", json!({"queue": "dead"})).await, 422, "90018");
+    let callback = v["errors"][0]["meta"]["call"].as_object().unwrap();
+    assert_eq!(callback["call_control_id"], dead.as_str());
+    assert!(!callback.contains_key("client_state"), "absent, not null: {callback:?}");
     s.action(&a, "enqueue", json!({"queue_name": "one", "max_size": 1})).await;
     expect(s.action(&a, "enqueue", json!({"queue_name": "one"})).await, 422, "90038");
     let b = s.dial().await;
@@ -248,6 +256,8 @@ async fn webhooks_are_signed_ordered_and_per_call_urls_win() {
     let agent_got = own.wait_for(4).await;
     assert_eq!(agent_got.len(), 4);
     assert!(agent_got.iter().all(|r| r.body["data"]["payload"]["call_control_id"] == agent.as_str()));
+    // The agent has no client state: the field is left out, never null.
+    assert!(agent_got.iter().all(|r| r.body["data"]["payload"].get("client_state").is_none()));
     s.stop().await;
 }
 

@@ -1,5 +1,5 @@
 //! The one error type of the engine, with the Telnyx code, title and HTTP status of each case
-//! (SPEC.md section 6), so that every frontend maps errors in one place.
+//! (docs/behaviour.md §6), so that every frontend maps errors in one place.
 
 use std::sync::Arc;
 
@@ -25,7 +25,8 @@ pub struct CallbackInfo {
     pub to: Arc<str>,
     /// Its connection.
     pub connection_id: Arc<str>,
-    /// Its last client state.
+    /// Its last client state (left out of the JSON when it has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_state: Option<Arc<str>>,
 }
 

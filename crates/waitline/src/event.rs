@@ -1,4 +1,4 @@
-//! Events: one per state change (SPEC.md section 4), and the bus that hands them to
+//! Events: one per state change (docs/behaviour.md §4), and the bus that hands them to
 //! subscribers.
 //!
 //! A command's events are handed to every subscriber's channel as one batch at the moment the
@@ -53,7 +53,7 @@ impl DequeueReason {
 pub enum HangupSource {
     /// The call itself hung up (a hangup command).
     Caller,
-    /// The other leg of its bridge went away (the unbridge rule, SPEC.md 2.5).
+    /// The other leg of its bridge went away (the unbridge rule, docs/behaviour.md §2.5).
     Callee,
 }
 
@@ -116,14 +116,14 @@ pub enum EventKind {
         /// The queue's average wait when it joined.
         queue_avg_wait_time_secs: u64,
     },
-    /// [ext] A queue was created (stream subscribers only, never webhooks).
+    /// \[ext\] A queue was created (stream subscribers only, never webhooks).
     QueueCreated {
         /// The queue's name.
         queue: Arc<str>,
         /// Its new id.
         queue_id: Uuid,
     },
-    /// [ext] A queue was deleted (stream subscribers only, never webhooks).
+    /// \[ext\] A queue was deleted (stream subscribers only, never webhooks).
     QueueDeleted {
         /// The queue's name.
         queue: Arc<str>,
@@ -150,7 +150,7 @@ impl EventKind {
         }
     }
 
-    /// The order of kinds within one command (SPEC.md 4: dequeued, bridged, hangup,
+    /// The order of kinds within one command (docs/behaviour.md §4: dequeued, bridged, hangup,
     /// enqueued; a call is created before anything happens to it, a queue before a call
     /// joins it).
     pub(crate) const fn rank(&self) -> u8 {
@@ -178,7 +178,7 @@ impl EventKind {
         }
     }
 
-    /// Whether the event goes to webhooks (the Telnyx ones) or only to streams ([ext]).
+    /// Whether the event goes to webhooks (the Telnyx ones) or only to streams (\[ext\]).
     #[must_use]
     pub const fn is_webhook_event(&self) -> bool {
         self.subject().is_some()
@@ -205,7 +205,7 @@ impl Event {
         self.kind.event_type()
     }
 
-    /// The payload object alone (SPEC.md 4).
+    /// The payload object alone (docs/behaviour.md §4).
     #[must_use]
     pub const fn payload(&self) -> Payload<'_> {
         Payload(self)
@@ -237,7 +237,10 @@ impl Serialize for Payload<'_> {
             m.serialize_entry("call_leg_id", &c.call_leg_id)?;
             m.serialize_entry("call_session_id", &c.call_session_id)?;
             m.serialize_entry("connection_id", &*c.connection_id)?;
-            m.serialize_entry("client_state", &subject.client_state.as_deref())?;
+            // Telnyx's schemas type client_state as a string: absent, it is left out (no null).
+            if let Some(state) = subject.client_state.as_deref() {
+                m.serialize_entry("client_state", state)?;
+            }
         }
         match &self.0.kind {
             EventKind::CallInitiated(s) => {
