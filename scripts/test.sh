@@ -9,14 +9,31 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "the repository stands on its own (no tracked file refers outside it)"
+python3 scripts/check_self_contained.py
+
+step "system tools the README's examples use (curl, jq)"
+missing=$(for tool in curl jq; do command -v "$tool" >/dev/null 2>&1 || echo "$tool"; done)
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "missing: $missing (install them, or run as root on Debian to have them installed)" >&2
+    exit 1
+  fi
+fi
+
 step "rustfmt"
 cargo fmt --all -- --check
 
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "Rust tests (unit, rules, model-based, stress, doc)"
+step "Rust tests (unit, rules, model-based, stress, doc, the README's Rust example)"
 cargo test --workspace --locked
+
+step "API docs build without warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p waitline -p waitline-server -p waitline-python
 
 step "Python environment for the compatibility suite (.venv)"
 if [ ! -x .venv/bin/python ]; then
@@ -25,11 +42,13 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
   -r crates/waitline-server/compat/requirements.txt -r python/requirements-dev.txt
 
-step "Telnyx SDK compatibility and OpenAPI conformance of the HTTP service"
+step "Telnyx SDK compatibility and OpenAPI conformance of the HTTP service; the README's service examples"
 cargo build --locked -p waitline-server --bin waitline
+# The README's quickstart runs the release build: built here so that its test starts at once.
+cargo build --release --locked -p waitline-server --bin waitline
 WAITLINE_BIN="$CARGO_TARGET_DIR/debug/waitline" .venv/bin/python -m pytest -q crates/waitline-server/compat
 
-step "Python package: build the native module into .venv, then its tests (stubs included)"
+step "Python package: build the native module into .venv, then its tests (stubs and README examples included)"
 (cd python && VIRTUAL_ENV="$PWD/../.venv" ../.venv/bin/maturin develop --quiet)
 .venv/bin/python -m pytest -q python/tests
 

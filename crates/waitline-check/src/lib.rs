@@ -6,3 +6,9 @@ pub mod concurrent;
 pub mod http;
 pub mod json_bodies;
 pub mod model;
+
+/// The repository README's Rust example, compiled and run by `cargo test` as a doctest, so the
+/// example a reader pastes keeps working.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;

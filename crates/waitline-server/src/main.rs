@@ -1,5 +1,7 @@
 //! `waitline serve`: the Telnyx-compatible call-queue service.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use waitline_server::auth::KeySpec;
@@ -13,8 +15,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Logs go to standard error; colour only on a terminal (and never with NO_COLOR), so a
+    // log written to a file or a pipe carries no escape sequences.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     let Command::Serve(args) = Cli::parse().command;
     let mut config = match args.resolve() {
