@@ -37,7 +37,7 @@ pub enum ThreadOp {
 /// A broken invariant, an unexpected error code, or an enqueue/dequeue imbalance.
 pub fn check_threads(threads: &[Vec<ThreadOp>]) -> Result<(), String> {
     let (clock, hand) = Clock::manual(crate::model::START);
-    let engine = Engine::builder().clock(clock).event_capacity(1 << 20).shards(4).build();
+    let engine = Engine::builder().clock(clock).event_capacity(1 << 20).build();
     let mut events = engine.subscribe();
     let tenant = engine.default_tenant();
     let ids: Vec<String> = (0..CALLS)

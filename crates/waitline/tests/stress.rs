@@ -38,7 +38,6 @@ fn concurrent_commands_lose_and_duplicate_nothing() {
     let engine = Engine::builder()
         .clock(clock)
         .event_capacity(1 << 22)
-        .shards(16)
         .ended_call_retention(Duration::from_secs(1_000_000))
         // Small, so that forgetting ended calls past the cap runs alongside everything else.
         .max_ended_calls_per_tenant(8)
