@@ -1,9 +1,9 @@
 //! Multi-threaded stress: threads enqueue, bridge, leave, hang up and expire thousands of
 //! calls across queues, of one tenant or of several (threads sharing a tenant and threads
-//! on different ones), while another checks the invariants (which takes every lock). At the
-//! end every call is accounted for exactly once, every enqueue has exactly one matching
-//! dequeue or is still queued, each tenant's events came in the order of its sequence, and
-//! no tenant sees another's calls.
+//! on different ones), while another checks the invariants (taking each tenant's lock in
+//! turn). At the end every call is accounted for exactly once, every enqueue has exactly one
+//! matching dequeue or is still queued, each tenant's events came in the order of its
+//! sequence, and no tenant sees another's calls.
 #![allow(clippy::unwrap_used)]
 
 mod common;
