@@ -153,13 +153,9 @@ impl Txn<'_> {
     }
 
     fn arm_idle_timer_at(&mut self, name: &str, at: Timestamp) {
-        let pending = self.idle_timer_mut(name);
-        if pending.is_some() {
-            return;
+        if let Some(queue) = self.mark_idle_check(name, Some(at)) {
+            self.schedule(at, Timer::Idle { queue });
         }
-        *pending = Some(at);
-        let queue = self.queue(name).expect("queue checked before the change").instance();
-        self.schedule(at, Timer::Idle { queue });
     }
 
     /// Ends a call: `call.hangup`, and it will be forgotten after the retention time (or
@@ -793,7 +789,7 @@ fn fire_idle(txn: &mut Txn<'_>, queue: &QueueInstance) -> bool {
         return false;
     };
     let (empty_auto, idle_until) = (q.is_empty() && !q.explicit, q.updated_at.saturating_add(ttl));
-    *txn.idle_timer_mut(&queue.name) = None;
+    txn.mark_idle_check(&queue.name, None);
     if !empty_auto {
         return false; // the next time it empties sets a new timer
     }

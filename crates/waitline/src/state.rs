@@ -23,7 +23,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{CallSubject, Event, EventKind};
 use crate::queue::Queue;
-use crate::timers::{Timer, Timers};
+use crate::timers::{QueueInstance, Timer, Timers};
 
 #[derive(Debug)]
 pub(crate) struct Config {
@@ -245,11 +245,18 @@ impl<'e> Txn<'e> {
         self.change().queues.find_mut(hash, |q| *q.name == *name).expect("queue checked before the change")
     }
 
-    /// The pending idle check of a queue the command has checked (bookkeeping).
-    pub(crate) fn idle_timer_mut(&mut self, name: &str) -> &mut Option<Timestamp> {
+    /// Marks an idle check of a queue the command has checked as pending at `at`, unless
+    /// one is pending already; returns the queue's instance for the timer when it marked it.
+    /// `None` for `at` clears the mark. Bookkeeping.
+    pub(crate) fn mark_idle_check(&mut self, name: &str, at: Option<Timestamp>) -> Option<QueueInstance> {
         let hash = self.shared.queue_hash(name);
-        let queue = self.bookkeeping().queues.find_mut(hash, |q| *q.name == *name);
-        &mut queue.expect("queue checked before the change").idle_timer
+        let q = self.bookkeeping().queues.find_mut(hash, |q| *q.name == *name);
+        let q = q.expect("queue checked before the change");
+        if at.is_some() && q.idle_timer.is_some() {
+            return None;
+        }
+        q.idle_timer = at;
+        at.map(|_| q.instance())
     }
 
     pub(crate) fn insert_call(&mut self, record: CallRecord) {
