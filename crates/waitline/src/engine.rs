@@ -291,6 +291,22 @@ impl Tenant {
     /// ([`crate::Event::seq`]): the numbers are dense and increasing per tenant, so they
     /// order the tenant's changes for a journal or a replica. A rejected command and a read
     /// take none.
+    ///
+    /// ```
+    /// use waitline::{DialParams, Engine, EnqueueParams};
+    ///
+    /// let engine = Engine::default();
+    /// let mut events = engine.subscribe();
+    /// let t = engine.default_tenant();
+    /// let call = t.dial(&DialParams::new("+1", "+2", "app"))?.call_control_id;
+    /// t.enqueue(&call, &EnqueueParams::new("support"))?; // queue.created + call.enqueued
+    /// assert!(t.enqueue(&call, &EnqueueParams::new("support")).is_err()); // refused: no number
+    /// t.call(&call)?; // a read: no number
+    /// assert_eq!(t.last_seq(), 2);
+    /// let seqs: Vec<u64> = events.drain().iter().map(|e| e.seq()).collect();
+    /// assert_eq!(seqs, [1, 1, 2, 2]);
+    /// # Ok::<(), waitline::Error>(())
+    /// ```
     #[must_use]
     pub fn last_seq(&self) -> u64 {
         self.state.lock().last_seq()
