@@ -5,7 +5,8 @@
 //! locks its tenant once and runs on the core through a [`Txn`]: it reads what it needs,
 //! checks everything, and only then changes state, so a rejected command changes nothing.
 //! Changes go through the `Txn`, which gives the command the tenant's next sequence number
-//! at its first change and stamps it on every event the command makes.
+//! at its first change and stamps it on every event the command makes (setting timers is
+//! bookkeeping, not a change: what a timer does when it fires is numbered then).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::hash::BuildHasher;
@@ -203,8 +204,8 @@ impl<'e> Txn<'e> {
         self.core
     }
 
-    /// The state, for bookkeeping that neither a reader nor a replica sees (timers, the idle
-    /// mark of a queue): it takes no sequence number.
+    /// The state, for bookkeeping that no reader sees and that follows from the numbered
+    /// changes (timers, the idle mark of a queue): it takes no sequence number.
     fn bookkeeping(&mut self) -> &mut TenantCore {
         self.core
     }
