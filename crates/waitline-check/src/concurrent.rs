@@ -1,5 +1,7 @@
-//! Interleavings of commands from several threads: the engine's invariants hold at the end
-//! and every enqueue is matched by exactly one dequeue, or the call is still queued.
+//! Interleavings of commands from several threads, on two tenants (threads 0 and 2 on one,
+//! 1 and 3 on the other): the engine's invariants hold at the end, every enqueue is matched
+//! by exactly one dequeue or the call is still queued, and each tenant's events come in the
+//! order of its sequence.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,22 +39,25 @@ pub enum ThreadOp {
 /// A broken invariant, an unexpected error code, or an enqueue/dequeue imbalance.
 pub fn check_threads(threads: &[Vec<ThreadOp>]) -> Result<(), String> {
     let (clock, hand) = Clock::manual(crate::model::START);
-    let engine = Engine::builder().clock(clock).event_capacity(1 << 20).shards(4).build();
+    let engine = Engine::builder().clock(clock).event_capacity(1 << 20).build();
     let mut events = engine.subscribe();
-    let tenant = engine.default_tenant();
-    let ids: Vec<String> = (0..CALLS)
-        .map(|i| {
+    let tenants = [engine.tenant("a"), engine.tenant("b")];
+    // The same ids in both tenants: they must not meet.
+    let ids: Vec<String> = (0..CALLS).map(|i| format!("c{i}")).collect();
+    for tenant in &tenants {
+        for id in &ids {
             let mut p = DialParams::new("+1", "+2", "app");
-            p.call_control_id = Some(format!("c{i}"));
-            tenant.dial(&p).map(|c| c.call_control_id).map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
+            p.call_control_id = Some(id.clone());
+            tenant.dial(&p).map_err(|e| e.to_string())?;
+        }
+    }
     let failures: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = threads
             .iter()
             .take(4)
-            .map(|ops| {
-                let (tenant, ids, hand) = (&tenant, &ids, &hand);
+            .enumerate()
+            .map(|(i, ops)| {
+                let (tenant, ids, hand) = (&tenants[i % tenants.len()], &ids, &hand);
                 s.spawn(move || -> Result<(), String> {
                     for op in ops.iter().take(64) {
                         let c = |i: &u8| &ids[*i as usize % CALLS];
@@ -106,36 +111,49 @@ pub fn check_threads(threads: &[Vec<ThreadOp>]) -> Result<(), String> {
     if events.dropped() > 0 {
         return Err("events dropped".into());
     }
-    let mut open: HashMap<String, i64> = HashMap::new();
+    let mut open: HashMap<(String, String), i64> = HashMap::new();
+    let mut seqs: HashMap<String, u64> = HashMap::new();
     for e in events.drain() {
+        let seq = seqs.entry(e.tenant.to_string()).or_default();
+        if e.seq() < *seq {
+            return Err(format!("tenant {}: event of {} after {seq}", e.tenant, e.seq()));
+        }
+        *seq = e.seq();
         let Some(s) = e.kind.subject() else { continue };
         let delta = match e.kind {
             EventKind::CallEnqueued { .. } => 1,
             EventKind::CallDequeued { .. } => -1,
             _ => continue,
         };
-        let v = open.entry(s.call.call_control_id.to_string()).or_default();
+        let v = open.entry((e.tenant.to_string(), s.call.call_control_id.to_string())).or_default();
         *v += delta;
         if !(0..=1).contains(v) {
             return Err(format!("{}: enqueues minus dequeues went to {v}", s.call.call_control_id));
         }
     }
-    for q in 0..QUEUES {
-        let Ok(page) = tenant.queue_calls(&format!("q{q}"), PageRequest::new(1, 250)) else { continue };
-        for (i, m) in page.data.iter().enumerate() {
-            if m.queue_position != i + 1 {
-                return Err("positions are not dense".into());
-            }
-            if open.get(&m.call_control_id) != Some(&1) {
-                return Err(format!("{} is queued without an open enqueue", m.call_control_id));
+    for tenant in &tenants {
+        let key = |id: &str| (tenant.name().to_owned(), id.to_owned());
+        if seqs.get(tenant.name()).is_some_and(|s| *s > tenant.last_seq()) {
+            return Err(format!("tenant {}: an event beyond its last sequence number", tenant.name()));
+        }
+        for q in 0..QUEUES {
+            let Ok(page) = tenant.queue_calls(&format!("q{q}"), PageRequest::new(1, 250)) else { continue };
+            for (i, m) in page.data.iter().enumerate() {
+                if m.queue_position != i + 1 {
+                    return Err("positions are not dense".into());
+                }
+                if open.get(&key(&m.call_control_id)) != Some(&1) {
+                    return Err(format!("{} is queued without an open enqueue", m.call_control_id));
+                }
             }
         }
-    }
-    // An open enqueue that is no membership can only be a dead kept call dropped silently.
-    for (id, v) in &open {
-        let member = (0..QUEUES).any(|q| tenant.queue_call(&format!("q{q}"), id).is_ok());
-        if *v == 1 && !member && tenant.call(id).map(|c| c.is_alive).unwrap_or(false) {
-            return Err(format!("{id} has an open enqueue but is in no queue"));
+        // An open enqueue that is no membership can only be a dead kept call dropped silently.
+        for id in &ids {
+            let member = (0..QUEUES).any(|q| tenant.queue_call(&format!("q{q}"), id).is_ok());
+            let alive = tenant.call(id).map(|c| c.is_alive).unwrap_or(false);
+            if open.get(&key(id)) == Some(&1) && !member && alive {
+                return Err(format!("{id} has an open enqueue but is in no queue"));
+            }
         }
     }
     Ok(())

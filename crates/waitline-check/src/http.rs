@@ -105,9 +105,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// A fresh server state: calls `c0` (queued in `q0`) and `c1` (active), tenant `t`.
 pub(crate) fn seeded_state() -> (AppState, Tenant) {
     let (clock, _) = Clock::manual(crate::model::START);
-    // A few shards are plenty for a handful of calls, and cheap to build per input.
     let engine = waitline::Engine::builder()
-        .shards(8)
         .clock(clock)
         .max_queues_per_tenant(8)
         .max_live_calls_per_tenant(8)

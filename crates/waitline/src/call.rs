@@ -27,8 +27,8 @@ pub struct CallIdentity {
     pub start_time: Timestamp,
     /// Where this call's webhooks go, if not to the frontend's default.
     pub webhook_url: Option<Box<str>>,
-    /// Hash of (tenant, id) under the engine's hasher: computed once at dial, it places the
-    /// call in its shard and finds it in the shard's table and in queues.
+    /// Hash of the id under the engine's hasher: computed once at dial, it finds the call in
+    /// its tenant's table and in queues.
     pub(crate) key_hash: u64,
 }
 
@@ -93,7 +93,6 @@ pub(crate) const COMMAND_ID_WINDOW_MICROS: u64 = 60_000_000;
 
 #[derive(Debug)]
 pub(crate) struct CallRecord {
-    pub(crate) tenant: u32,
     pub(crate) ident: Arc<CallIdentity>,
     pub(crate) client_state: Option<Arc<str>>,
     pub(crate) end_time: Option<Timestamp>,
@@ -102,8 +101,8 @@ pub(crate) struct CallRecord {
 }
 
 impl CallRecord {
-    pub(crate) fn new(tenant: u32, ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
-        Self { tenant, ident, client_state, end_time: None, link: Link::None, recent_commands: Vec::new() }
+    pub(crate) fn new(ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
+        Self { ident, client_state, end_time: None, link: Link::None, recent_commands: Vec::new() }
     }
 
     pub(crate) fn state(&self) -> CallState {

@@ -1,18 +1,17 @@
-//! The engine handle, its builder, tenants, and the maintenance that fires timers.
+//! The engine handle, its builder, and the tenant registry and handles.
+//!
+//! The commands of a [`Tenant`] and the maintenance of [`Engine::run_pending_tasks`] are in
+//! `rules`, which builds on this module; this module builds on `state` only.
 
-use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
-use crate::call::CallIdentity;
 use crate::clock::{Clock, Timestamp};
-use crate::error::{Error, Result};
 use crate::event::{EventBus, Subscription};
-use crate::shard::Shards;
-use crate::timers::Timer;
+use crate::state::{Config, Shared, TenantState};
 
 /// Default time an empty auto queue is kept (docs/behaviour.md §3).
 pub const DEFAULT_QUEUE_IDLE_TTL: Duration = Duration::from_secs(300);
@@ -24,10 +23,6 @@ pub const DEFAULT_MAX_LIVE_CALLS: usize = 4_000_000;
 pub const DEFAULT_MAX_ENDED_CALLS: usize = 4_000_000;
 /// Default cap on queues per tenant.
 pub const DEFAULT_MAX_QUEUES: usize = 100_000;
-/// Default number of lock shards. Many, so that threads working on unrelated calls and
-/// queues rarely take the same lock (each time they do, its cache line crosses cores): with
-/// 2 threads, 1024 shards gave 1.4x the pairs per second of 64 (`report --only pairs`).
-pub const DEFAULT_SHARDS: usize = 1024;
 /// Default depth of a subscriber's channel, in command batches.
 pub const DEFAULT_EVENT_CAPACITY: usize = 65_536;
 /// The tenant of single-tenant embeddings.
@@ -41,7 +36,6 @@ pub struct EngineBuilder {
     max_live_calls: usize,
     max_ended_calls: usize,
     max_queues: usize,
-    shards: usize,
     event_capacity: usize,
     clock: Clock,
 }
@@ -54,7 +48,6 @@ impl Default for EngineBuilder {
             max_live_calls: DEFAULT_MAX_LIVE_CALLS,
             max_ended_calls: DEFAULT_MAX_ENDED_CALLS,
             max_queues: DEFAULT_MAX_QUEUES,
-            shards: DEFAULT_SHARDS,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             clock: Clock::System,
         }
@@ -101,14 +94,6 @@ impl EngineBuilder {
         self
     }
 
-    /// Number of lock shards, rounded up to a power of two (default 1024). More shards mean
-    /// less contention between commands on unrelated calls and queues.
-    #[must_use]
-    pub const fn shards(mut self, shards: usize) -> Self {
-        self.shards = shards;
-        self
-    }
-
     /// Depth of each subscriber's channel in command batches (default 65 536); a subscriber
     /// that falls further behind loses batches, counted by [`Subscription::dropped`].
     #[must_use]
@@ -127,190 +112,48 @@ impl EngineBuilder {
     /// Builds the engine.
     #[must_use]
     pub fn build(self) -> Engine {
-        let shards = self.shards.clamp(1, 1 << 16).next_power_of_two();
         Engine {
             inner: Arc::new(Inner {
-                config: Config {
+                shared: Shared::new(Config {
                     queue_idle_ttl: self.queue_idle_ttl,
                     ended_call_retention: self.ended_call_retention,
                     max_live_calls: self.max_live_calls,
                     max_ended_calls: self.max_ended_calls,
                     max_queues: self.max_queues,
                     event_capacity: self.event_capacity,
-                },
+                }),
                 clock: self.clock,
-                shards: Shards::new(shards),
                 bus: EventBus::default(),
                 tenants: RwLock::default(),
-                next_due: AtomicU64::new(u64::MAX),
-                maintenance: Mutex::new(()),
             }),
         }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Config {
-    pub(crate) queue_idle_ttl: Duration,
-    pub(crate) ended_call_retention: Duration,
-    pub(crate) max_live_calls: usize,
-    pub(crate) max_ended_calls: usize,
-    pub(crate) max_queues: usize,
-    pub(crate) event_capacity: usize,
-}
-
-/// What the engine keeps per tenant besides its calls and queues (which live in the shards).
-#[derive(Debug)]
-pub(crate) struct TenantState {
-    pub(crate) index: u32,
-    pub(crate) name: Arc<str>,
-    pub(crate) live_calls: AtomicUsize,
-    /// Names of the tenant's queues, sorted: the queue list and the queue cap. Taken only
-    /// while shard locks are held, never the other way round.
-    pub(crate) queue_names: Mutex<BTreeSet<Arc<str>>>,
-    /// Ended calls in the order they ended (some may be forgotten already): the cap on kept
-    /// ended calls forgets from the front. Same lock order as `queue_names`.
-    pub(crate) ended: Mutex<VecDeque<(Timestamp, Arc<CallIdentity>)>>,
-}
-
-impl TenantState {
-    /// Counts one more live call, unless the cap is reached.
-    pub(crate) fn reserve_call(&self, cap: usize) -> Result<()> {
-        self.live_calls
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
-            .map(|_| ())
-            .map_err(|_| Error::LimitReached { what: "live calls", limit: cap })
-    }
-
-    pub(crate) fn release_call(&self) {
-        self.live_calls.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Registers a queue name, unless the cap is reached.
-    pub(crate) fn reserve_queue(&self, name: &Arc<str>, cap: usize) -> Result<()> {
-        let mut names = self.queue_names.lock();
-        if names.len() >= cap {
-            return Err(Error::LimitReached { what: "queues", limit: cap });
-        }
-        names.insert(name.clone());
-        Ok(())
-    }
-
-    pub(crate) fn release_queue(&self, name: &str) {
-        self.queue_names.lock().remove(name);
     }
 }
 
 #[derive(Debug, Default)]
 struct TenantRegistry {
     by_name: hashbrown::HashMap<Arc<str>, Arc<TenantState>>,
-    by_index: Vec<Arc<TenantState>>,
+    /// In the order they were made: maintenance visits them in this order.
+    all: Vec<Arc<TenantState>>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) config: Config,
+    pub(crate) shared: Shared,
     pub(crate) clock: Clock,
-    pub(crate) shards: Shards,
     pub(crate) bus: EventBus,
     tenants: RwLock<TenantRegistry>,
-    /// A lower bound on the earliest pending timer of any shard (`u64::MAX`: none). Read by
-    /// every command, written only when an earlier timer is set: it stays shared between
-    /// cores instead of bouncing.
-    pub(crate) next_due: AtomicU64,
-    /// One maintenance run at a time; commands that find timers due wait for it, so that
-    /// no command sees a state in which a due timer has not fired.
-    maintenance: Mutex<()>,
 }
 
 impl Inner {
     pub(crate) fn tenants(&self) -> Vec<Arc<TenantState>> {
-        self.tenants.read().by_index.clone()
+        self.tenants.read().all.clone()
     }
 
-    pub(crate) fn tenant_by_index(&self, index: u32) -> Option<Arc<TenantState>> {
-        self.tenants.read().by_index.get(index as usize).cloned()
-    }
-
-    /// Reads the clock once and fires whatever is due first.
+    /// Reads the clock, once per command. Timers due by then fire under the tenant's lock
+    /// before the command runs (see `rules`).
     pub(crate) fn begin(&self) -> Timestamp {
-        let now = self.clock.now();
-        if now.as_micros() >= self.next_due.load(Ordering::Acquire) {
-            self.run_due(now);
-        }
-        now
-    }
-
-    pub(crate) fn note_timer(&self, at: Timestamp) {
-        // Read first: a store only when it lowers the bound, so the line stays shared.
-        if at.as_micros() < self.next_due.load(Ordering::Acquire) {
-            self.next_due.fetch_min(at.as_micros(), Ordering::AcqRel);
-        }
-    }
-
-    /// Fires every timer due at `now` in exact time order (ties: deadlines in enqueue order,
-    /// then idle queues, then forgetting calls), each at its own instant. A timer set while
-    /// firing (an idle check set again for later) that is due too is merged in at its place.
-    pub(crate) fn run_due(&self, now: Timestamp) -> usize {
-        let _one_at_a_time = self.maintenance.lock();
-        let mut fired = 0;
-        // Sorted latest first, so the next to fire is popped from the end.
-        let mut due: Vec<(Timestamp, Timer)> = Vec::new();
-        loop {
-            let next_set = self.next_due.load(Ordering::Acquire);
-            let next_taken = due.last().map_or(u64::MAX, |(at, _)| at.as_micros());
-            if next_set <= now.as_micros() && next_set <= next_taken {
-                // Something due is still in the shards (first pass, or set while firing).
-                self.collect_due(now, &mut due);
-                continue;
-            }
-            let Some((at, timer)) = due.pop() else { break };
-            fired += self.fire(at, timer, &mut due, next_set);
-        }
-        fired
-    }
-
-    /// Fires one due timer at its own instant; returns how many changed something. A
-    /// deadline takes with it the deadlines of the same queue that come right after it in
-    /// firing order (and before any timer set meanwhile): one transaction for the batch, the
-    /// order of firing unchanged.
-    fn fire(&self, at: Timestamp, timer: Timer, due: &mut Vec<(Timestamp, Timer)>, next_set: u64) -> usize {
-        const BATCH: usize = 64;
-        let Some(tenant) = self.tenant_by_index(timer.tenant()) else { return 0 };
-        match timer {
-            Timer::Deadline { queue, call, .. } => {
-                let mut batch = vec![(at, call)];
-                while batch.len() < BATCH {
-                    match due.last() {
-                        Some((at, Timer::Deadline { queue: q, .. }))
-                            if *q == queue && at.as_micros() <= next_set =>
-                        {
-                            if let Some((at, Timer::Deadline { call, .. })) = due.pop() {
-                                batch.push((at, call));
-                            }
-                        }
-                        _ => break,
-                    }
-                }
-                crate::rules::fire_deadlines(self, &tenant, &queue, &batch)
-            }
-            Timer::Idle { queue } => usize::from(crate::rules::fire_idle(self, &tenant, at, &queue)),
-            Timer::Forget { call, .. } => usize::from(crate::rules::fire_forget(self, &tenant, at, &call)),
-        }
-    }
-
-    /// Moves every timer due at `now` from the shards into `due`, kept sorted latest first.
-    fn collect_due(&self, now: Timestamp, due: &mut Vec<(Timestamp, Timer)>) {
-        // Reset first: a timer set concurrently lowers it again after this store.
-        self.next_due.store(u64::MAX, Ordering::Release);
-        for shard in self.shards.iter() {
-            let mut s = shard.lock();
-            s.timers.take_due(now, due);
-            if let Some(at) = s.timers.earliest() {
-                self.note_timer(at);
-            }
-        }
-        due.sort_by(|a, b| (b.0, b.1.tie_key()).cmp(&(a.0, a.1.tie_key())));
+        self.clock.now()
     }
 }
 
@@ -346,14 +189,8 @@ impl Engine {
         let state = if let Some(state) = reg.by_name.get(name) {
             state.clone()
         } else {
-            let state = Arc::new(TenantState {
-                index: u32::try_from(reg.by_index.len()).expect("fewer than 2^32 tenants"),
-                name: name.into(),
-                live_calls: AtomicUsize::new(0),
-                queue_names: Mutex::default(),
-                ended: Mutex::default(),
-            });
-            reg.by_index.push(state.clone());
+            let state = Arc::new(TenantState::new(name.into()));
+            reg.all.push(state.clone());
             reg.by_name.insert(state.name.clone(), state.clone());
             state
         };
@@ -369,13 +206,13 @@ impl Engine {
     /// Every event of every tenant from now on.
     #[must_use]
     pub fn subscribe(&self) -> Subscription {
-        self.inner.bus.subscribe(None, self.inner.config.event_capacity)
+        self.inner.bus.subscribe(None, self.inner.shared.config.event_capacity)
     }
 
     /// Every event of one tenant from now on.
     #[must_use]
     pub fn subscribe_tenant(&self, tenant: &str) -> Subscription {
-        self.subscribe_tenant_bounded(tenant, self.inner.config.event_capacity)
+        self.subscribe_tenant_bounded(tenant, self.inner.shared.config.event_capacity)
     }
 
     /// Every event of one tenant from now on, with a channel of `capacity` command batches
@@ -392,31 +229,15 @@ impl Engine {
         &self.inner.clock
     }
 
-    /// Fires every timer due now (max-wait expiry, idle queues, forgetting ended calls) and
-    /// returns how many changed something. Commands do this on their own when they find
-    /// work due; frontends also call it periodically so timers fire without traffic.
-    pub fn run_pending_tasks(&self) -> usize {
-        let now = self.inner.clock.now();
-        self.inner.run_due(now)
-    }
-
-    /// When the earliest pending timer is due, if any: a frontend sleeps until then.
+    /// When the earliest pending timer is due, if any: a frontend sleeps until then. A lower
+    /// bound: a timer that fired because a command of its tenant found it due keeps it until
+    /// the next [`Engine::run_pending_tasks`].
     #[must_use]
     pub fn next_wakeup(&self) -> Option<Timestamp> {
-        match self.inner.next_due.load(Ordering::Acquire) {
+        match self.inner.shared.next_due.load(Ordering::Acquire) {
             u64::MAX => None,
             t => Some(Timestamp::from_micros(t)),
         }
-    }
-
-    /// Checks the engine's invariants (every queued call in exactly the queue that lists it,
-    /// positions dense, sizes equal to members, bridges symmetric, counters right). Takes
-    /// every lock: for tests and fuzzing, not for production paths.
-    ///
-    /// # Errors
-    /// A description of the first broken invariant.
-    pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        crate::invariants::check(&self.inner)
     }
 
     /// How long a maintenance loop may sleep: until the next timer is due, but at least 1 ms
@@ -432,7 +253,7 @@ impl Engine {
     /// How long an empty auto queue is kept.
     #[must_use]
     pub fn queue_idle_ttl(&self) -> Duration {
-        self.inner.config.queue_idle_ttl
+        self.inner.shared.config.queue_idle_ttl
     }
 }
 
@@ -460,7 +281,35 @@ impl Tenant {
     /// Live (not ended) calls of this tenant.
     #[must_use]
     pub fn live_calls(&self) -> usize {
-        self.state.live_calls.load(Ordering::Acquire)
+        self.state.lock().live_calls()
+    }
+
+    /// The number of the tenant's last state-changing command (0: none yet).
+    ///
+    /// Every command that changes the tenant's state, and every timer firing that does,
+    /// takes the next number of this sequence, and each event it makes carries it
+    /// ([`crate::Event::seq`]): the numbers are dense and increasing per tenant, so they
+    /// order the tenant's changes for a journal or a replica. A rejected command and a read
+    /// take none.
+    ///
+    /// ```
+    /// use waitline::{DialParams, Engine, EnqueueParams};
+    ///
+    /// let engine = Engine::default();
+    /// let mut events = engine.subscribe();
+    /// let t = engine.default_tenant();
+    /// let call = t.dial(&DialParams::new("+1", "+2", "app"))?.call_control_id;
+    /// t.enqueue(&call, &EnqueueParams::new("support"))?; // queue.created + call.enqueued
+    /// assert!(t.enqueue(&call, &EnqueueParams::new("support")).is_err()); // refused: no number
+    /// t.call(&call)?; // a read: no number
+    /// assert_eq!(t.last_seq(), 2);
+    /// let seqs: Vec<u64> = events.drain().iter().map(|e| e.seq()).collect();
+    /// assert_eq!(seqs, [1, 1, 2, 2]);
+    /// # Ok::<(), waitline::Error>(())
+    /// ```
+    #[must_use]
+    pub fn last_seq(&self) -> u64 {
+        self.state.lock().last_seq()
     }
 }
 

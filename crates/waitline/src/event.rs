@@ -2,9 +2,9 @@
 //! subscribers.
 //!
 //! A command's events are handed to every subscriber's channel as one batch at the moment the
-//! command commits, while it still holds the locks of the calls it changed: so events of one
-//! call reach every subscriber in the order the changes happened, and a command's events stay
-//! together. Subscriber code never runs under an engine lock, and a subscriber that does not
+//! command commits, while it still holds its tenant's lock: so a tenant's events reach every
+//! subscriber in the order of the tenant's sequence numbers ([`Event::seq`]), and a command's
+//! events stay together. Subscriber code never runs under an engine lock, and a subscriber that does not
 //! keep up loses batches (counted) instead of slowing commands.
 
 use std::sync::Arc;
@@ -196,9 +196,21 @@ pub struct Event {
     pub tenant: Arc<str>,
     /// What happened.
     pub kind: EventKind,
+    /// The tenant's sequence number of the command that made the event (see
+    /// [`Event::seq`]). Not part of the Telnyx JSON.
+    pub(crate) seq: u64,
 }
 
 impl Event {
+    /// The number the tenant's sequence gave the command (or timer firing) that made this
+    /// event: every event of one command carries the same number, and the numbers of a
+    /// tenant's state-changing commands are dense and increasing (see
+    /// [`Tenant::last_seq`](crate::Tenant::last_seq)).
+    #[must_use]
+    pub const fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// The `event_type` on the wire.
     #[must_use]
     pub const fn event_type(&self) -> &'static str {

@@ -21,10 +21,11 @@
 //! # Ok::<(), waitline::Error>(())
 //! ```
 //!
-//! The engine is a cheap-to-clone handle ([`Engine`]); state is sharded so that commands on
-//! different queues do not contend on one lock; time comes from an injectable [`Clock`];
-//! timers fire on time through [`Engine::run_pending_tasks`] and on their own whenever a
-//! command finds one due.
+//! The engine is a cheap-to-clone handle ([`Engine`]); each tenant's state sits behind one
+//! lock that a command takes once, and every state-changing command of a tenant gets the
+//! next number of the tenant's sequence ([`Tenant::last_seq`], [`Event::seq`]); time comes
+//! from an injectable [`Clock`]; timers fire on time through [`Engine::run_pending_tasks`]
+//! and on their own whenever a command finds one of its tenant due.
 
 mod call;
 mod clock;
@@ -36,15 +37,14 @@ mod order;
 mod params;
 mod queue;
 mod rules;
-mod shard;
+mod state;
 mod timers;
 
 pub use call::{CallIdentity, CallInfo, CallState};
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use engine::{
     DEFAULT_ENDED_CALL_RETENTION, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_ENDED_CALLS, DEFAULT_MAX_LIVE_CALLS,
-    DEFAULT_MAX_QUEUES, DEFAULT_QUEUE_IDLE_TTL, DEFAULT_SHARDS, DEFAULT_TENANT, Engine, EngineBuilder,
-    Tenant,
+    DEFAULT_MAX_QUEUES, DEFAULT_QUEUE_IDLE_TTL, DEFAULT_TENANT, Engine, EngineBuilder, Tenant,
 };
 pub use error::{CallbackInfo, Error, ParamProblem, Result};
 pub use event::{

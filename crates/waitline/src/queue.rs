@@ -105,8 +105,7 @@ pub struct DequeueTotals {
 
 #[derive(Debug)]
 pub(crate) struct Queue {
-    pub(crate) tenant: u32,
-    /// Hash of (tenant, name): places the queue in its shard and finds it there.
+    /// Hash of the name: finds the queue in its tenant's table.
     pub(crate) key_hash: u64,
     pub(crate) name: Arc<str>,
     pub(crate) id: Uuid,
@@ -130,7 +129,6 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub(crate) fn new(
-        tenant: u32,
         key_hash: u64,
         name: Arc<str>,
         max_size: usize,
@@ -138,7 +136,6 @@ impl Queue {
         now: Timestamp,
     ) -> Self {
         Self {
-            tenant,
             key_hash,
             name,
             id: Uuid::new_v4(),
@@ -163,7 +160,7 @@ impl Queue {
 
     /// This incarnation of the queue, for timers.
     pub(crate) fn instance(&self) -> QueueInstance {
-        QueueInstance { tenant: self.tenant, name: self.name.clone(), key_hash: self.key_hash, id: self.id }
+        QueueInstance { name: self.name.clone(), key_hash: self.key_hash, id: self.id }
     }
 
     /// Enqueues since creation; also the arrival number of the latest member.

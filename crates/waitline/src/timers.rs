@@ -1,12 +1,12 @@
-//! Per-shard timers: queue-member deadlines, idle queues and ended-call retention.
+//! Per-tenant timers: queue-member deadlines, idle queues and ended-call retention.
 //!
 //! Timers are bucketed by whole second in a `BTreeMap`, so scheduling costs a lookup among
 //! the few distinct seconds in use plus a push, and taking the due ones is proportional to
 //! what is due. A timer is never cancelled: when it fires the engine checks that what it
 //! was set for still holds (the member is still there with that deadline, the queue is still
 //! idle, the call is still ended), so leaving a queue costs nothing here. So that timers made
-//! stale by churn cannot pile up, a shard purges them once they outnumber the ones still
-//! valid (amortised O(1) per timer; see `Shard::schedule`).
+//! stale by churn cannot pile up, a tenant purges them once they outnumber the ones still
+//! valid (amortised O(1) per timer; see `Txn::schedule`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +19,6 @@ use crate::clock::Timestamp;
 /// One incarnation of a queue (a queue deleted and made again has a new `id`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct QueueInstance {
-    pub(crate) tenant: u32,
     pub(crate) name: Arc<str>,
     pub(crate) key_hash: u64,
     pub(crate) id: Uuid,
@@ -33,24 +32,17 @@ pub(crate) enum Timer {
     /// An auto queue may have been idle for `queue_idle_ttl`.
     Idle { queue: QueueInstance },
     /// An ended call may be forgotten.
-    Forget { tenant: u32, call: Arc<CallIdentity> },
+    Forget { call: Arc<CallIdentity> },
 }
 
 impl Timer {
-    pub(crate) const fn tenant(&self) -> u32 {
-        match self {
-            Self::Deadline { queue, .. } | Self::Idle { queue } => queue.tenant,
-            Self::Forget { tenant, .. } => *tenant,
-        }
-    }
-
     /// Order among timers due at the same instant: deadlines (in enqueue order), then idle
     /// queues, then forgetting calls.
-    pub(crate) fn tie_key(&self) -> (u8, u32, &str, u64) {
+    pub(crate) fn tie_key(&self) -> (u8, &str, u64) {
         match self {
-            Self::Deadline { queue, arrival, .. } => (0, queue.tenant, &queue.name, *arrival),
-            Self::Idle { queue } => (1, queue.tenant, &queue.name, 0),
-            Self::Forget { tenant, call } => (2, *tenant, &call.call_control_id, 0),
+            Self::Deadline { queue, arrival, .. } => (0, &queue.name, *arrival),
+            Self::Idle { queue } => (1, &queue.name, 0),
+            Self::Forget { call } => (2, &call.call_control_id, 0),
         }
     }
 }
@@ -61,12 +53,14 @@ struct Bucket {
     items: Vec<(Timestamp, Timer)>,
 }
 
-/// Below this many timers a shard never purges.
+/// Below this many timers a tenant never purges.
 const PURGE_FLOOR: usize = 4096;
 
 #[derive(Debug)]
 pub(crate) struct Timers {
     buckets: BTreeMap<u64, Bucket>,
+    /// The earliest pending timer in microseconds (`u64::MAX`: none), read by every command.
+    next: u64,
     len: usize,
     /// Purge when `len` reaches this; reset to twice what survives a purge.
     purge_at: usize,
@@ -74,7 +68,7 @@ pub(crate) struct Timers {
 
 impl Default for Timers {
     fn default() -> Self {
-        Self { buckets: BTreeMap::new(), len: 0, purge_at: PURGE_FLOOR }
+        Self { buckets: BTreeMap::new(), next: u64::MAX, len: 0, purge_at: PURGE_FLOOR }
     }
 }
 
@@ -87,6 +81,16 @@ impl Timers {
         bucket.earliest = bucket.earliest.min(at.as_micros());
         bucket.items.push((at, timer));
         self.len += 1;
+        self.next = self.next.min(at.as_micros());
+    }
+
+    /// When the earliest pending timer is due, in microseconds (`u64::MAX`: none).
+    pub(crate) const fn next_due(&self) -> u64 {
+        self.next
+    }
+
+    fn refresh_next(&mut self) {
+        self.next = self.buckets.values().next().map_or(u64::MAX, |b| b.earliest);
     }
 
     /// Whether enough timers piled up that a purge pays for itself.
@@ -103,6 +107,7 @@ impl Timers {
         });
         self.len = self.buckets.values().map(|b| b.items.len()).sum();
         self.purge_at = (self.len * 2).max(PURGE_FLOOR);
+        self.refresh_next();
     }
 
     #[cfg(test)]
@@ -111,12 +116,18 @@ impl Timers {
     }
 
     /// The earliest pending timer, exactly.
+    #[cfg(test)]
     pub(crate) fn earliest(&self) -> Option<Timestamp> {
         self.buckets.values().next().map(|b| Timestamp::from_micros(b.earliest))
     }
 
     /// Moves every timer due at `now` into `out`.
     pub(crate) fn take_due(&mut self, now: Timestamp, out: &mut Vec<(Timestamp, Timer)>) {
+        self.take_due_inner(now, out);
+        self.refresh_next();
+    }
+
+    fn take_due_inner(&mut self, now: Timestamp, out: &mut Vec<(Timestamp, Timer)>) {
         while let Some(mut entry) = self.buckets.first_entry() {
             let second = *entry.key();
             let bucket = entry.get_mut();
@@ -156,7 +167,7 @@ mod tests {
 
     fn forget(n: u32) -> Timer {
         let call = CallIdentity {
-            call_control_id: "c".into(),
+            call_control_id: n.to_string().into(),
             call_leg_id: Uuid::nil(),
             call_session_id: Uuid::nil(),
             connection_id: "x".into(),
@@ -164,9 +175,9 @@ mod tests {
             to: "b".into(),
             start_time: Timestamp::EPOCH,
             webhook_url: None,
-            key_hash: 0,
+            key_hash: u64::from(n),
         };
-        Timer::Forget { tenant: n, call: Arc::new(call) }
+        Timer::Forget { call: Arc::new(call) }
     }
 
     #[test]
@@ -176,6 +187,7 @@ mod tests {
         t.schedule(Timestamp::from_micros(2_000_001), forget(2));
         t.schedule(Timestamp::from_micros(7_000_000), forget(3));
         assert_eq!(t.earliest(), Some(Timestamp::from_micros(2_000_001)));
+        assert_eq!(t.next_due(), 2_000_001);
         let mut out = Vec::new();
         t.take_due(Timestamp::from_micros(2_000_000), &mut out);
         assert!(out.is_empty());
@@ -186,6 +198,7 @@ mod tests {
         t.take_due(Timestamp::from_secs(100), &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(t.earliest(), None);
+        assert_eq!(t.next_due(), u64::MAX);
         assert_eq!(t.len(), 0);
     }
 
@@ -196,7 +209,7 @@ mod tests {
             t.schedule(Timestamp::from_secs(u64::from(n % 7)), forget(n));
         }
         assert!(t.wants_purge());
-        t.purge(|_, timer| matches!(timer, Timer::Forget { tenant, .. } if tenant % 2 == 0));
+        t.purge(|_, timer| matches!(timer, Timer::Forget { call } if call.key_hash % 2 == 0));
         assert_eq!(t.len(), 5_000);
         assert!(!t.wants_purge());
         assert_eq!(t.earliest(), Some(Timestamp::from_secs(0)));

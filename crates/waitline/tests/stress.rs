@@ -1,7 +1,9 @@
 //! Multi-threaded stress: threads enqueue, bridge, leave, hang up and expire thousands of
-//! calls across queues while another checks the invariants (which takes every lock). At the
-//! end every call is accounted for exactly once and every enqueue has exactly one matching
-//! dequeue or is still queued.
+//! calls across queues, of one tenant or of several (threads sharing a tenant and threads
+//! on different ones), while another checks the invariants (taking each tenant's lock in
+//! turn). At the end every call is accounted for exactly once, every enqueue has exactly one
+//! matching dequeue or is still queued, each tenant's events came in the order of its
+//! sequence, and no tenant sees another's calls.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -34,27 +36,44 @@ impl Rng {
 
 #[test]
 fn concurrent_commands_lose_and_duplicate_nothing() {
+    run(&["default"]);
+}
+
+#[test]
+fn tenants_on_several_threads_stay_apart() {
+    // 4 threads on 3 tenants: two threads share the first, the others have one each.
+    run(&["a", "b", "c"]);
+}
+
+fn run(names: &[&str]) {
     let (clock, hand) = Clock::manual(common::START);
     let engine = Engine::builder()
         .clock(clock)
         .event_capacity(1 << 22)
-        .shards(16)
         .ended_call_retention(Duration::from_secs(1_000_000))
         // Small, so that forgetting ended calls past the cap runs alongside everything else.
         .max_ended_calls_per_tenant(8)
         .build();
     let mut events = engine.subscribe();
-    let tenant = engine.default_tenant();
-    let calls: Arc<Vec<String>> = Arc::new(
-        (0..THREADS * CALLS_PER_THREAD)
-            .map(|_| tenant.dial(&DialParams::new("+1", "+2", "c")).unwrap().call_control_id)
-            .collect(),
-    );
+    let tenants: Vec<Tenant> = names.iter().map(|n| engine.tenant(n)).collect();
+    // Each tenant's pool: CALLS_PER_THREAD for each thread working on it.
+    let pools: Vec<Arc<Vec<String>>> = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, tenant)| {
+            let threads = (0..THREADS).filter(|w| w % tenants.len() == i).count();
+            Arc::new(
+                (0..threads * CALLS_PER_THREAD)
+                    .map(|_| tenant.dial(&DialParams::new("+1", "+2", "c")).unwrap().call_control_id)
+                    .collect(),
+            )
+        })
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
 
     let workers: Vec<_> = (0..THREADS)
         .map(|w| {
-            let (tenant, calls) = (tenant.clone(), calls.clone());
+            let (tenant, calls) = (tenants[w % tenants.len()].clone(), pools[w % tenants.len()].clone());
             std::thread::spawn(move || {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((w as u64 + 1) * 0x1234_5678));
                 let mut refused = 0;
@@ -121,13 +140,24 @@ fn concurrent_commands_lose_and_duplicate_nothing() {
     engine.run_pending_tasks();
     engine.check_invariants().unwrap();
 
-    // Replay the events: per call, enqueues minus dequeues is 1 exactly when it is a member.
-    let mut balance: HashMap<String, i64> = HashMap::new();
-    let mut bridged_with: HashMap<String, usize> = HashMap::new();
+    // Tenants never see each other's calls.
+    if tenants.len() > 1 {
+        for id in pools[0].iter().take(20) {
+            assert!(matches!(tenants[1].call(id), Err(Error::CallNotFound)), "{id} seen by another tenant");
+        }
+    }
+    // Replay the events per tenant: its sequence never goes back, and per call enqueues minus
+    // dequeues is 1 exactly when it is a member.
     assert_eq!(events.dropped(), 0);
+    let mut balances: HashMap<String, HashMap<String, i64>> = HashMap::new();
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
     for e in events.drain() {
+        let seq = last_seq.entry(e.tenant.to_string()).or_default();
+        assert!(e.seq() >= *seq, "tenant {}: event of {} after {seq}", e.tenant, e.seq());
+        *seq = e.seq();
         let Some(s) = e.kind.subject() else { continue };
         let id = s.call.call_control_id.to_string();
+        let balance = balances.entry(e.tenant.to_string()).or_default();
         match e.kind {
             EventKind::CallEnqueued { .. } => *balance.entry(id).or_default() += 1,
             EventKind::CallDequeued { .. } => {
@@ -135,10 +165,17 @@ fn concurrent_commands_lose_and_duplicate_nothing() {
                 *b -= 1;
                 assert!(*b >= 0, "{id} dequeued more often than enqueued");
             }
-            EventKind::CallBridged(_) => *bridged_with.entry(id).or_default() += 1,
             _ => {}
         }
     }
+    for (tenant, calls) in tenants.iter().zip(&pools) {
+        assert!(last_seq.get(tenant.name()).copied().unwrap_or(0) <= tenant.last_seq());
+        check_tenant(tenant, calls, &balances.remove(tenant.name()).unwrap_or_default());
+    }
+}
+
+/// The accounting of one tenant at the end.
+fn check_tenant(tenant: &Tenant, calls: &[String], balance: &HashMap<String, i64>) {
     let mut members = 0;
     for q in 0..QUEUES {
         let name = format!("q{q}");
@@ -177,7 +214,7 @@ fn concurrent_commands_lose_and_duplicate_nothing() {
         Err(e) => panic!("{id}: {e}"),
     };
     let mut open = 0;
-    for (id, b) in &balance {
+    for (id, b) in balance {
         if *b == 1 {
             open += 1;
             if !members_set.contains(id) {
@@ -192,7 +229,7 @@ fn concurrent_commands_lose_and_duplicate_nothing() {
     assert_eq!(open, members, "every call with an open enqueue is a member of exactly one queue");
     assert!(balance.values().all(|b| *b == 0 || *b == 1));
     let mut by_state: HashMap<Option<CallState>, usize> = HashMap::new();
-    for id in calls.iter() {
+    for id in calls {
         *by_state.entry(state(id)).or_default() += 1;
     }
     assert!(by_state.get(&Some(CallState::Queued)).copied().unwrap_or(0) <= members);
