@@ -84,10 +84,15 @@ pub struct PairFixture {
 }
 
 impl PairFixture {
-    /// `queues` lanes in a fresh engine.
+    /// `queues` lanes in the engine's default tenant.
     #[must_use]
     pub fn new(engine: &Engine, queues: usize) -> Self {
-        let tenant = engine.default_tenant();
+        Self::in_tenant(engine.default_tenant(), queues)
+    }
+
+    /// `queues` lanes in `tenant`.
+    #[must_use]
+    pub fn in_tenant(tenant: Tenant, queues: usize) -> Self {
         let lanes = (0..queues)
             .map(|i| {
                 let caller = dial(&tenant);

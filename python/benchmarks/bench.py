@@ -87,7 +87,7 @@ def main() -> None:
             pure.enqueue(ids[i], names[i])
             pure.pop(names[i])
 
-    row("enqueue + bridge pair", best(reps, ours_pairs) / n, best(reps, pure_pairs) / n, 2)
+    row("enqueue + bridge pair", best(reps, ours_pairs) / n, best(reps, pure_pairs) / n, 1)
 
     # Batch enqueue of n calls into one queue.
     def ours_batch() -> float:
@@ -107,7 +107,7 @@ def main() -> None:
 
     ours = min(ours_batch() for _ in range(reps)) / n
     base = min(pure_batch() for _ in range(reps)) / n
-    row(f"batch enqueue of {n:,} calls", ours, base, 10)
+    row(f"batch enqueue of {n:,} calls", ours, base, 5)
 
     # Position of a random call at 10k and 1M queued.
     for size, target, samples in ((10_000, 50, 2_000), (1_000_000, 5_000, 50)):

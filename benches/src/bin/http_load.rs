@@ -336,7 +336,7 @@ async fn main() {
         ("POST", format!("/v2/calls/{i}/actions/enqueue"), r#"{"queue_name":"bench-0"}"#.to_owned())
     })
     .await;
-    row("enqueue vs axum hello-world", ours, hello, 0.85);
+    row("enqueue vs axum hello-world", ours, hello, 0.9);
 
     let redis_ok = Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok();
     if !redis_ok {
