@@ -2,6 +2,7 @@
 //! engine, shape the answer. No rule is decided here.
 
 use std::convert::Infallible;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -179,9 +180,14 @@ async fn events(
     let mut sub = state.engine().subscribe_tenant_bounded(t.name(), STREAM_BUFFER);
     // The subscription is awaited where the response body is polled: no thread, no polling.
     // When the client goes away the body is dropped, and with it the subscription and the slot.
+    // Each event spends the task's budget, so a stream that is never empty still lets the
+    // runtime's other tasks run.
     let stream = futures_util::stream::poll_fn(move |cx| {
         let _slot = &slot;
-        sub.poll_recv(cx).map(|ev| ev.map(|ev| Ok(sse_event(&ev))))
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        let next = ready!(sub.poll_recv(cx));
+        coop.made_progress();
+        Poll::Ready(next.map(|ev| Ok(sse_event(&ev))))
     });
     let stream = futures_util::StreamExt::take_until(stream, state.closing());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

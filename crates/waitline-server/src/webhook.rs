@@ -214,11 +214,12 @@ async fn read(
 ) {
     let mut lost_upstream = 0;
     loop {
-        // `recv_async` is cancel-safe: an event is taken only when it is returned.
+        // `recv_async` is cancel-safe: an event is taken only when it is returned. Each event
+        // spends the task's budget, so a busy engine does not keep the other tasks waiting.
         let event = tokio::select! {
             biased;
             _ = &mut stop => break,
-            event = events.recv_async() => event,
+            event = tokio::task::coop::cooperative(events.recv_async()) => event,
         };
         let Some(event) = event else { break };
         route(&senders, event, &stats);
