@@ -47,8 +47,9 @@ def test_call_lookup_and_adopted_ids(engine: waitline.Engine) -> None:
     with pytest.raises(waitline.CallNotFoundError) as err:
         engine.call("nope")
     assert (err.value.code, err.value.title) == ("90015", "Invalid Call Control ID")
-    with pytest.raises(waitline.CallNotFoundError):
+    with pytest.raises(waitline.CallExistsError) as exists:
         engine.dial(to="1", from_="2", call_control_id="sip-leg-7")
+    assert (exists.value.code, exists.value.title) == ("90015", "Invalid Call Control ID")
 
 
 def test_bridge_with_a_call_and_park(engine: waitline.Engine) -> None:

@@ -9,12 +9,18 @@ import waitline
 
 def test_hierarchy() -> None:
     classes = [
-        waitline.CallNotFoundError, waitline.CallEndedError, waitline.QueueFullError, waitline.AlreadyInQueueError,
-        waitline.NotInQueueError, waitline.QueueEmptyError, waitline.QueueNotFoundError, waitline.QueueNotEmptyError,
+        waitline.CallNotFoundError, waitline.CallExistsError, waitline.CallEndedError, waitline.QueueFullError, waitline.AlreadyInQueueError,
+        waitline.NotInQueueError, waitline.QueueEmptyError, waitline.QueueNotFoundError,
+        waitline.QueueCallNotFoundError, waitline.QueueNotEmptyError,
         waitline.QueueExistsError, waitline.LimitReachedError, waitline.InvalidParameterError,
     ]
     assert all(issubclass(c, waitline.WaitlineError) for c in classes)
     assert issubclass(waitline.InvalidParameterError, ValueError)
+    # One Telnyx 10005 "Resource not found": catching QueueNotFoundError catches both.
+    assert issubclass(waitline.QueueCallNotFoundError, waitline.QueueNotFoundError)
+    # An existing call is not an unknown one, though Telnyx gives both 90015.
+    assert not issubclass(waitline.CallExistsError, waitline.CallNotFoundError)
+    assert set(waitline.errors.__all__) <= set(waitline.__all__)
 
 
 def code_of(fn) -> tuple[type, str]:
@@ -30,13 +36,17 @@ def test_every_code() -> None:
     a.enqueue("one", max_size=1)
     cases = [
         (lambda: e.call("x"), waitline.CallNotFoundError, "90015"),
+        (lambda: e.dial(to="1", from_="2", call_control_id=a.call_control_id), waitline.CallExistsError, "90015"),
         (lambda: ended.enqueue("q"), waitline.CallEndedError, "90018"),
         (lambda: b.enqueue("one"), waitline.QueueFullError, "90036"),
         (lambda: a.enqueue("one"), waitline.AlreadyInQueueError, "90038"),
         (lambda: b.leave_queue(), waitline.NotInQueueError, "95002"),
         (lambda: b.bridge(queue="nobody"), waitline.QueueEmptyError, "95001"),
         (lambda: e.queue("nope"), waitline.QueueNotFoundError, "10005"),
-        (lambda: e.queue_call("one", b.call_control_id), waitline.QueueNotFoundError, "10005"),
+        (lambda: e.queue_call("nope", b.call_control_id), waitline.QueueNotFoundError, "10005"),
+        (lambda: e.queue_call("one", b.call_control_id), waitline.QueueCallNotFoundError, "10005"),
+        (lambda: e.remove_queue_call("one", b.call_control_id), waitline.QueueCallNotFoundError, "10005"),
+        (lambda: e.update_queue_call("one", b.call_control_id, priority=1), waitline.QueueCallNotFoundError, "10005"),
         (lambda: e.delete_queue("one"), waitline.QueueNotEmptyError, "90050"),
         (lambda: e.create_queue("one"), waitline.QueueExistsError, "95003"),
         (lambda: b.enqueue("q", max_wait_time_secs=0), waitline.InvalidParameterError, "10033"),
@@ -46,12 +56,17 @@ def test_every_code() -> None:
     ]
     for fn, cls, code in cases:
         assert code_of(fn) == (cls, code)
+    raised = {cls for _, cls, _ in cases}
     e.create_queue("two")
     e.create_queue("three")
     assert code_of(lambda: e.create_queue("four")) == (waitline.LimitReachedError, "95004")
     e.dial(to="1", from_="2")
     e.dial(to="1", from_="2")  # 4 live calls: a, b and these two (the ended one does not count)
     assert code_of(lambda: e.dial(to="1", from_="2")) == (waitline.LimitReachedError, "95004")
+    # Every class of waitline.errors but the base is raised by some engine error.
+    raised.add(waitline.LimitReachedError)
+    every = {getattr(waitline.errors, name) for name in waitline.errors.__all__} - {waitline.WaitlineError}
+    assert raised == every
     with pytest.raises(TypeError):
         b.enqueue("q", priority="high")  # type: ignore[arg-type]
 
@@ -72,3 +87,11 @@ def test_refused_commands_change_nothing() -> None:
 def test_advance_needs_a_manual_clock() -> None:
     with pytest.raises(RuntimeError):
         waitline.Engine().advance(1)
+
+
+def test_classes_are_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The native module holds the classes it imported at start: no lookup by name per raise.
+    original = waitline.errors.CallNotFoundError
+    monkeypatch.setattr(waitline.errors, "CallNotFoundError", KeyError)
+    with pytest.raises(original):
+        waitline.Engine(manual_clock=True).call("x")

@@ -13,10 +13,12 @@ from __future__ import annotations
 from .errors import (
     AlreadyInQueueError,
     CallEndedError,
+    CallExistsError,
     CallNotFoundError,
     InvalidParameterError,
     LimitReachedError,
     NotInQueueError,
+    QueueCallNotFoundError,
     QueueEmptyError,
     QueueExistsError,
     QueueFullError,

@@ -2,7 +2,8 @@
 
 Every engine refusal raises a subclass of :class:`WaitlineError` carrying the Telnyx values of
 the waitline spec (section 6): ``code`` (digits, as text), ``title`` and ``detail``. Which
-engine error becomes which class is decided in one place, the native module's error mapping.
+engine error becomes which class is decided in one place, the native module's error mapping,
+and each engine error has a class of its own.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from typing import Any, Optional
 __all__ = [
     "WaitlineError",
     "CallNotFoundError",
+    "CallExistsError",
     "CallEndedError",
     "QueueFullError",
     "AlreadyInQueueError",
     "NotInQueueError",
     "QueueEmptyError",
     "QueueNotFoundError",
+    "QueueCallNotFoundError",
     "QueueNotEmptyError",
     "QueueExistsError",
     "LimitReachedError",
@@ -49,7 +52,12 @@ class WaitlineError(Exception):
 
 
 class CallNotFoundError(WaitlineError):
-    """90015: no such call (or an adopted id that is already known)."""
+    """90015: no such call."""
+
+
+class CallExistsError(WaitlineError):
+    """90015: ``dial`` with a ``call_control_id`` that is already known. Telnyx gives it the
+    code of an unknown call; it is not a :class:`CallNotFoundError`, since the call exists."""
 
 
 class CallEndedError(WaitlineError):
@@ -74,7 +82,15 @@ class QueueEmptyError(WaitlineError):
 
 
 class QueueNotFoundError(WaitlineError):
-    """10005: unknown queue, or a call that is not a member of that queue."""
+    """10005: unknown queue (and, through :class:`QueueCallNotFoundError`, a call that is not a
+    member of that queue)."""
+
+
+class QueueCallNotFoundError(QueueNotFoundError):
+    """10005: the queue-call resource does not exist: the call is not a member of that queue.
+    Telnyx answers both this and an unknown queue with one "Resource not found" (same code,
+    HTTP 404), so it is also a :class:`QueueNotFoundError`: ``except QueueNotFoundError``
+    catches every 10005, as it did before this class existed."""
 
 
 class QueueNotEmptyError(WaitlineError):

@@ -347,6 +347,9 @@ impl PyEngine {
     }
 }
 
+/// Longest blocking wait between two checks for signals: Ctrl-C is answered within it.
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
 /// Iterates over the engine's events as they happen.
 #[pyclass(frozen, module = "waitline._native", name = "EventIterator")]
 #[derive(Debug)]
@@ -364,15 +367,17 @@ impl EventIterator {
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyEvent>> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let engine = self.engine.get();
+        let events = engine.subscription()?;
         loop {
-            let slice = deadline.map_or(Duration::from_millis(100), |d| {
-                d.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
-            });
-            let events = engine.subscription()?;
+            // The wait is on the engine's channel (an event wakes it at once), with the GIL
+            // released. It is cut in slices of at most SIGNAL_SLICE only because Python runs
+            // signal handlers (Ctrl-C's KeyboardInterrupt) on the main thread, between
+            // bytecodes: a thread blocked in Rust must come back to let them run.
+            let slice = deadline
+                .map_or(SIGNAL_SLICE, |d| d.saturating_duration_since(Instant::now()).min(SIGNAL_SLICE));
             if let Some(ev) = py.detach(|| events.lock().recv_timeout(slice)) {
                 return Ok(Some(PyEvent::from(&ev)));
             }
-            // Let Ctrl-C through while waiting.
             py.check_signals()?;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);

@@ -16,6 +16,8 @@ use pyo3::prelude::*;
 /// `waitline._native`
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The exception classes, imported once (`waitline` has imported `waitline.errors` first).
+    errors::init(m.py())?;
     m.add_class::<engine::PyEngine>()?;
     m.add_class::<engine::EventIterator>()?;
     m.add_class::<call::PyCall>()?;

@@ -2,6 +2,7 @@
 //! engine, shape the answer. No rule is decided here.
 
 use std::convert::Infallible;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -174,27 +175,28 @@ async fn events(
     State(state): State<AppState>,
     Auth(t): Auth,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    // Each stream holds a thread and a bounded buffer: their number is capped.
+    // Each stream holds a bounded buffer in the engine: their number is capped.
     let slot = state.stream_slot()?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(1024);
     let mut sub = state.engine().subscribe_tenant_bounded(t.name(), STREAM_BUFFER);
-    // The engine's channel blocks; a blocking task forwards until the client goes away.
-    tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        while !tx.is_closed() {
-            if let Some(ev) = sub.recv_timeout(Duration::from_millis(200)) {
-                let data = crate::webhook::envelope(&ev, 1, "/v2/events").to_string();
-                let sse = SseEvent::default().event(ev.event_type()).id(ev.id.to_string()).data(data);
-                if tx.blocking_send(sse).is_err() {
-                    break;
-                }
-            }
-        }
+    // The subscription is awaited where the response body is polled: no thread, no polling.
+    // When the client goes away the body is dropped, and with it the subscription and the slot.
+    // Each event spends the task's budget, so a stream that is never empty still lets the
+    // runtime's other tasks run.
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        let _slot = &slot;
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        let next = ready!(sub.poll_recv(cx));
+        coop.made_progress();
+        Poll::Ready(next.map(|ev| Ok(sse_event(&ev))))
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let stream =
-        futures_util::StreamExt::take_until(futures_util::StreamExt::map(stream, Ok), state.closing());
+    let stream = futures_util::StreamExt::take_until(stream, state.closing());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One event as an SSE event, its data the webhook envelope.
+fn sse_event(ev: &waitline::Event) -> SseEvent {
+    let data = crate::webhook::envelope(ev, 1, "/v2/events").to_string();
+    SseEvent::default().event(ev.event_type()).id(ev.id.to_string()).data(data)
 }
 
 /// Command batches an event stream may fall behind by before it loses events.

@@ -3,21 +3,21 @@
 //! `"{timestamp}|{body}"`), to the call's `webhook_url` or the configured one. A failed
 //! delivery is retried with exponential backoff, then sent to the failover URL.
 //!
-//! Commands never wait for delivery: the engine hands events to a reader thread, which puts
+//! Commands never wait for delivery: the engine hands events to a reader task, which puts
 //! them in a bounded outbox per worker; a call always maps to the same worker, so its events
 //! arrive in order. What does not fit in a full outbox is dropped, counted and logged.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use waitline::{Engine, Event};
+use waitline::{Engine, Event, Subscription};
 
 /// Signs webhook bodies.
 #[derive(Clone)]
@@ -128,8 +128,9 @@ pub struct Webhooks {
 
 #[derive(Debug)]
 struct Running {
-    stop: Arc<AtomicBool>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    /// Sent (or dropped) to stop the reader.
+    stop: oneshot::Sender<()>,
+    reader: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -159,18 +160,18 @@ impl Webhooks {
         self.config.url.is_some()
     }
 
-    /// Starts the reader thread and the workers if they are not running (inside a tokio
+    /// Starts the reader task and the workers if they are not running (inside a tokio
     /// runtime). Events committed before this are not delivered.
     ///
     /// # Panics
-    /// If the HTTP client or the reader thread cannot be made.
+    /// If the HTTP client cannot be made, or outside a tokio runtime.
     pub fn ensure_started(&self) {
         let mut running = self.running.lock();
         if running.is_some() {
             return;
         }
         let stats = self.stats.clone();
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = oneshot::channel();
         let client = reqwest::Client::builder().timeout(self.config.timeout).build().expect("HTTP client");
         let (workers_n, capacity) = (self.config.workers.max(1), self.config.outbox_capacity.max(1));
         let delivery = Arc::new(Delivery {
@@ -186,46 +187,51 @@ impl Webhooks {
             senders.push(tx);
             workers.push(tokio::spawn(worker(rx, delivery.clone())));
         }
-        let mut events = self.engine.subscribe();
-        let reader_stop = stop.clone();
-        let reader = std::thread::Builder::new()
-            .name("waitline-webhooks".into())
-            .spawn(move || {
-                let mut lost_upstream = 0;
-                while !reader_stop.load(Ordering::Acquire) {
-                    if let Some(event) = events.recv_timeout(Duration::from_millis(50)) {
-                        route(&senders, event, &stats);
-                    }
-                    let lost = events.dropped();
-                    if lost > lost_upstream {
-                        stats.dropped.fetch_add(lost - lost_upstream, Ordering::Relaxed);
-                        tracing::warn!(
-                            lost = lost - lost_upstream,
-                            "webhook events lost: the engine channel overflowed"
-                        );
-                        lost_upstream = lost;
-                    }
-                }
-                // Hand over what is already committed, then close the outboxes.
-                for event in events.drain() {
-                    route(&senders, event, &stats);
-                }
-            })
-            .expect("webhook reader thread");
-        *running = Some(Running { stop, reader: Some(reader), workers });
+        let events = self.engine.subscribe();
+        let reader = tokio::spawn(read(events, senders, stats, stopped));
+        *running = Some(Running { stop, reader, workers });
     }
 
     /// Stops taking events, then waits for the outboxes to drain, at most `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         let Some(mut running) = self.running.lock().take() else { return };
-        running.stop.store(true, Ordering::Release);
-        if let Some(reader) = running.reader.take() {
-            let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-        }
+        let _ = running.stop.send(());
+        let _ = running.reader.await;
         let drain = futures_util::future::join_all(running.workers.drain(..));
         if tokio::time::timeout(grace, drain).await.is_err() {
             tracing::warn!("webhook outbox not drained within the shutdown grace period");
         }
+    }
+}
+
+/// Awaits the engine's events and routes each to its worker's outbox, until `stop` (or until
+/// the engine is gone); then hands over what is already committed and closes the outboxes.
+async fn read(
+    mut events: Subscription,
+    senders: Vec<mpsc::Sender<Event>>,
+    stats: Arc<WebhookStats>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut lost_upstream = 0;
+    loop {
+        // `recv_async` is cancel-safe: an event is taken only when it is returned. Each event
+        // spends the task's budget, so a busy engine does not keep the other tasks waiting.
+        let event = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            event = tokio::task::coop::cooperative(events.recv_async()) => event,
+        };
+        let Some(event) = event else { break };
+        route(&senders, event, &stats);
+        let lost = events.dropped();
+        if lost > lost_upstream {
+            stats.dropped.fetch_add(lost - lost_upstream, Ordering::Relaxed);
+            tracing::warn!(lost = lost - lost_upstream, "webhook events lost: the engine channel overflowed");
+            lost_upstream = lost;
+        }
+    }
+    for event in events.drain() {
+        route(&senders, event, &stats);
     }
 }
 

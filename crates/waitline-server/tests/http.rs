@@ -327,6 +327,35 @@ async fn event_stream_sends_the_tenants_events() {
     s.stop().await;
 }
 
+/// An open stream awaits its subscription: an event reaches it as soon as it is committed,
+/// after an idle spell as much as in a burst (the bound is loose: the machine may be busy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_reaches_an_open_stream_without_delay() {
+    use futures_util::StreamExt;
+    let s = Server::start(Config::default()).await;
+    let resp = s.http.get(format!("{}/v2/events", s.base)).bearer_auth(KEY_A).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200); // subscribed before the answer
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(250)).await; // idle: nothing to wake for
+        let sent = tokio::time::Instant::now();
+        let a = s.dial().await;
+        while !text.contains(&a) {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("the event arrives")
+                .expect("the stream stays open")
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let took = sent.elapsed();
+        assert!(took < Duration::from_secs(2), "round {round}: {took:?}");
+    }
+    drop(stream);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_call_webhook_url_works_without_a_default_url() {
     let rx = Receiver::start(0).await;
@@ -357,7 +386,7 @@ async fn event_streams_are_capped() {
     let mut reopened = 0;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        s.dial().await; // an event makes the forwarder notice the closed stream
+        s.dial().await; // an event makes the server write, and notice the closed stream
         let r = open().await.unwrap();
         if r.status().as_u16() == 200 {
             reopened = 200;

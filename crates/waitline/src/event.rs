@@ -6,13 +6,19 @@
 //! subscriber in the order of the tenant's sequence numbers ([`Event::seq`]), and a command's
 //! events stay together. Subscriber code never runs under an engine lock, and a subscriber that does not
 //! keep up loses batches (counted) instead of slowing commands.
+//!
+//! A [`Subscription`] is read blocking ([`Subscription::recv`], [`Subscription::recv_timeout`])
+//! or awaited in any async runtime ([`Subscription::poll_recv`], [`Subscription::recv_async`]):
+//! each subscriber has a waker slot that a publish wakes after handing it a batch.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use parking_lot::RwLock;
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use uuid::Uuid;
@@ -308,12 +314,56 @@ impl Serialize for Payload<'_> {
 /// The events of one command, in order, all of one tenant.
 pub(crate) type Batch = Arc<[Event]>;
 
+/// The waker of a subscriber's task while it awaits a batch (`AtomicWaker`-like).
+///
+/// `armed` says a waker is registered, so that a publish to a subscriber nobody awaits costs a
+/// fence and a load, never the lock. No wake-up is lost: the reader arms, fences, then looks
+/// at the channel again; the publisher sends, fences, then looks at `armed`. With both fences
+/// `SeqCst`, at least one of them sees the other's write.
+#[derive(Debug, Default)]
+struct WakerSlot {
+    armed: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl WakerSlot {
+    /// Registers the task to wake (the caller then checks the channel again).
+    fn register(&self, waker: &Waker) {
+        {
+            let mut slot = self.waker.lock();
+            match &mut *slot {
+                Some(w) if w.will_wake(waker) => {}
+                other => *other = Some(waker.clone()),
+            }
+            self.armed.store(true, Ordering::Relaxed);
+        }
+        fence(Ordering::SeqCst);
+    }
+
+    /// Wakes the registered task, if any (after a send or a disconnect).
+    fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if !self.armed.load(Ordering::Relaxed) {
+            return;
+        }
+        let waker = {
+            let mut slot = self.waker.lock();
+            self.armed.store(false, Ordering::Relaxed);
+            slot.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Subscriber {
     tenant: Option<Arc<str>>,
     sender: Sender<Batch>,
     dropped: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
+    waker: Arc<WakerSlot>,
 }
 
 /// Fan-out of committed event batches to subscribers.
@@ -333,11 +383,18 @@ impl EventBus {
         let (sender, receiver) = crossbeam_channel::bounded(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let closed = Arc::new(AtomicBool::new(false));
+        let waker = Arc::new(WakerSlot::default());
         let mut subs = self.subscribers.write();
         subs.retain(|s| !s.closed.load(Ordering::Relaxed));
-        subs.push(Subscriber { tenant, sender, dropped: dropped.clone(), closed: closed.clone() });
+        subs.push(Subscriber {
+            tenant,
+            sender,
+            dropped: dropped.clone(),
+            closed: closed.clone(),
+            waker: waker.clone(),
+        });
         self.count.store(subs.len(), Ordering::Relaxed);
-        Subscription { receiver, current: None, next: 0, dropped, closed }
+        Subscription { receiver, current: None, next: 0, dropped, closed, waker }
     }
 
     /// Hands a batch to every subscriber of its tenant without waiting.
@@ -358,7 +415,7 @@ impl EventBus {
                     continue;
                 }
                 match sub.sender.try_send(batch.clone()) {
-                    Ok(()) => {}
+                    Ok(()) => sub.waker.wake(),
                     Err(TrySendError::Full(_)) => {
                         sub.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
@@ -374,9 +431,20 @@ impl EventBus {
     }
 }
 
+impl Drop for EventBus {
+    /// The engine is gone: every channel disconnects, then its awaiting task is woken to see it.
+    fn drop(&mut self) {
+        for Subscriber { sender, waker, .. } in self.subscribers.get_mut().drain(..) {
+            drop(sender);
+            waker.wake();
+        }
+    }
+}
+
 /// A stream of events; each subscriber gets its own copy of every batch.
 ///
-/// Dropping it unsubscribes.
+/// Read it blocking (`recv`, `recv_timeout`, the `Iterator`) or await it in any async runtime
+/// (`poll_recv`, `recv_async`). Dropping it unsubscribes.
 #[derive(Debug)]
 pub struct Subscription {
     receiver: Receiver<Batch>,
@@ -384,6 +452,7 @@ pub struct Subscription {
     next: usize,
     dropped: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
+    waker: Arc<WakerSlot>,
 }
 
 impl Drop for Subscription {
@@ -436,6 +505,41 @@ impl Subscription {
         self.next_with(|rx| rx.recv().ok())
     }
 
+    /// Polls for the next event: `Ready(Some)` when one is waiting, `Ready(None)` once the
+    /// engine is gone (and every event it sent has been read), else `Pending`, and the task of
+    /// `cx` is woken when a batch arrives or the engine goes away. Needs no particular async
+    /// runtime. Only the waker of the latest call is kept.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if let Some(ev) = self.take_buffered() {
+            return Poll::Ready(Some(ev));
+        }
+        let mut registered = false;
+        loop {
+            match self.receiver.try_recv() {
+                Ok(batch) => {
+                    self.load(batch);
+                    if let Some(ev) = self.take_buffered() {
+                        return Poll::Ready(Some(ev));
+                    }
+                }
+                Err(TryRecvError::Disconnected) => return Poll::Ready(None),
+                // Empty after registering: a later send wakes the task.
+                Err(TryRecvError::Empty) if registered => return Poll::Pending,
+                // Empty: register, then look again, or a batch sent in between would be missed.
+                Err(TryRecvError::Empty) => {
+                    self.waker.register(cx.waker());
+                    registered = true;
+                }
+            }
+        }
+    }
+
+    /// The next event, awaited (`None` once the engine is gone). Cancel-safe: dropping the
+    /// future loses no event.
+    pub fn recv_async(&mut self) -> impl Future<Output = Option<Event>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_recv(cx))
+    }
+
     /// Every event waiting now, oldest first.
     pub fn drain(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.try_recv()).collect()
@@ -452,5 +556,182 @@ impl Iterator for Subscription {
     type Item = Event;
     fn next(&mut self) -> Option<Event> {
         self.recv()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Count {
+        fn get(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn event(n: u128) -> Event {
+        Event {
+            id: Uuid::from_u128(n),
+            occurred_at: Timestamp::from_secs(1),
+            tenant: "t".into(),
+            kind: EventKind::QueueCreated { queue: "q".into(), queue_id: Uuid::from_u128(n) },
+        }
+    }
+
+    fn poll(sub: &mut Subscription, waker: &Waker) -> Poll<Option<Event>> {
+        sub.poll_recv(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn poll_recv_is_woken_by_a_publish() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
+        assert_eq!(count.get(), 0);
+        bus.publish("t", vec![event(1), event(2)]);
+        assert_eq!(count.get(), 1, "the publish wakes the waiting task");
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
+        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
+        // Another tenant's batch neither reaches a tenant subscriber nor wakes it.
+        let mut only_u = bus.subscribe(Some("u".into()), 8);
+        let other = Arc::new(Count::default());
+        assert_eq!(poll(&mut only_u, &Waker::from(other.clone())), Poll::Pending);
+        bus.publish("t", vec![event(3)]);
+        assert_eq!((count.get(), other.get()), (2, 0));
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(3))));
+        // No one waiting: a publish wakes nothing and the events wait in the channel.
+        bus.publish("t", vec![event(4)]);
+        assert_eq!(count.get(), 2);
+        assert_eq!(sub.try_recv(), Some(event(4)));
+    }
+
+    #[test]
+    fn recv_async_under_a_plain_executor() {
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        fn block_on<F: Future>(f: F) -> F::Output {
+            let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+            let mut cx = Context::from_waker(&waker);
+            let mut f = std::pin::pin!(f);
+            loop {
+                if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                    return v;
+                }
+                std::thread::park();
+            }
+        }
+        let bus = Arc::new(EventBus::default());
+        let mut sub = bus.subscribe(None, 1024);
+        let n = 2000;
+        let publisher = {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    // A full channel drops; the reader below counts those too.
+                    while bus.subscribers.read()[0].sender.is_full() {
+                        std::thread::yield_now();
+                    }
+                    bus.publish("t", vec![event(i)]);
+                }
+            })
+        };
+        let got: Vec<u128> =
+            (0..n).map(|_| block_on(sub.recv_async()).expect("event").id.as_u128()).collect();
+        publisher.join().expect("publisher");
+        assert_eq!(got, (0..n).collect::<Vec<_>>(), "every event, in order, none lost");
+        assert_eq!(sub.dropped(), 0);
+        drop(Arc::into_inner(bus).expect("last reference"));
+        assert_eq!(block_on(sub.recv_async()), None);
+    }
+
+    #[test]
+    fn no_lost_wake_up_between_check_and_register() {
+        // Publishes race with polls on another thread: whenever a poll says Pending, a wake-up
+        // must follow for any batch sent after it, so the reader never waits forever.
+        for _ in 0..200 {
+            let bus = Arc::new(EventBus::default());
+            let mut sub = bus.subscribe(None, 64);
+            let count = Arc::new(Count::default());
+            let waker = Waker::from(count.clone());
+            let publisher = {
+                let bus = bus.clone();
+                std::thread::spawn(move || bus.publish("t", vec![event(7)]))
+            };
+            let mut wakes_seen = 0;
+            let got = loop {
+                match poll(&mut sub, &waker) {
+                    Poll::Ready(ev) => break ev,
+                    Poll::Pending => {
+                        // Pending: the event must come with a wake-up (within seconds).
+                        let start = std::time::Instant::now();
+                        while count.get() == wakes_seen {
+                            assert!(start.elapsed() < Duration::from_secs(10), "lost wake-up");
+                            std::thread::yield_now();
+                        }
+                        wakes_seen = count.get();
+                    }
+                }
+            };
+            assert_eq!(got, Some(event(7)));
+            publisher.join().expect("publisher");
+        }
+    }
+
+    #[test]
+    fn none_once_the_engine_is_gone() {
+        let engine = crate::Engine::builder().build();
+        let mut sub = engine.subscribe();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
+        drop(engine);
+        assert_eq!(count.get(), 1, "dropping the engine wakes the waiting task");
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(None));
+        // Events sent before the engine went are read first.
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        bus.publish("t", vec![event(1)]);
+        drop(bus);
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(None));
+    }
+
+    #[test]
+    fn dropped_counts_what_a_full_channel_loses() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 1);
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
+        bus.publish("t", vec![event(1), event(2)]);
+        bus.publish("t", vec![event(3), event(4), event(5)]); // the channel holds one batch
+        assert_eq!(sub.dropped(), 3);
+        assert_eq!(count.get(), 1, "a lost batch wakes no one");
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
+        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
+        bus.publish("t", vec![event(6)]);
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(6))));
+        assert_eq!(sub.dropped(), 3);
     }
 }
