@@ -587,6 +587,7 @@ mod tests {
             id: Uuid::from_u128(n),
             occurred_at: Timestamp::from_secs(1),
             tenant: "t".into(),
+            seq: n as u64,
             kind: EventKind::QueueCreated { queue: "q".into(), queue_id: Uuid::from_u128(n) },
         }
     }
