@@ -6,6 +6,7 @@
 //! really write (do not tune it down).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use waitline::{BridgeParams, DialParams, Engine, EnqueueParams, Tenant};
@@ -115,10 +116,10 @@ impl PairFixture {
 
     /// The parameters of lane `i`'s pair.
     #[must_use]
-    pub fn params(&self, i: usize, max_wait: Option<i64>) -> (EnqueueParams, BridgeParams) {
+    pub fn params(&self, i: usize, max_wait: Option<Duration>) -> (EnqueueParams, BridgeParams) {
         let queue = &self.lanes[i].2;
         let mut e = EnqueueParams::new(queue.clone());
-        e.max_wait_time_secs = max_wait;
+        e.max_wait = max_wait;
         (e, BridgeParams::queue(queue.clone()).park_after_unbridge())
     }
 }
@@ -171,7 +172,7 @@ mod tests {
         let f = PairFixture::new(&engine, 3);
         for round in 0..3 {
             for i in 0..3 {
-                let (e, b) = f.params(i, if round == 1 { Some(60) } else { None });
+                let (e, b) = f.params(i, if round == 1 { Some(Duration::from_secs(60)) } else { None });
                 f.pair(i, &e, &b);
             }
         }

@@ -71,6 +71,17 @@ def test_every_code() -> None:
         b.enqueue("q", priority="high")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("priority", [-1, 10, 300, -(10**30), 10**30])
+def test_a_number_that_fits_no_range_names_its_parameter(priority: int) -> None:
+    e = waitline.Engine(manual_clock=True)
+    c = e.dial(to="1", from_="2")
+    with pytest.raises(waitline.InvalidParameterError) as err:
+        c.enqueue("q", priority=priority)
+    assert (err.value.code, err.value.parameter) == ("10033", "priority")
+    assert "between 0 and 9" in err.value.detail
+    assert c.state == "active"
+
+
 def test_refused_commands_change_nothing() -> None:
     e = waitline.Engine(manual_clock=True)
     a, b = e.dial(to="1", from_="2"), e.dial(to="1", from_="2")

@@ -35,16 +35,16 @@ class WaitlineError(Exception):
     code: str
     title: str
     detail: str
-    pointer: Optional[str]
+    parameter: Optional[str]
     meta: Optional[dict[str, Any]]
 
-    def __init__(self, detail: str, code: str = "", title: str = "", pointer: Optional[str] = None,
+    def __init__(self, detail: str, code: str = "", title: str = "", parameter: Optional[str] = None,
                  meta: Optional[dict[str, Any]] = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.code = code
         self.title = title
-        self.pointer = pointer
+        self.parameter = parameter
         self.meta = meta
 
     def __repr__(self) -> str:
@@ -107,4 +107,4 @@ class LimitReachedError(WaitlineError):
 
 class InvalidParameterError(WaitlineError, ValueError):
     """10004 / 10032 / 10033: a missing, out-of-enumeration or out-of-range parameter;
-    ``pointer`` names it (e.g. ``/max_wait_time_secs``)."""
+    ``parameter`` names it as the Telnyx API does (e.g. ``max_wait_time_secs``)."""

@@ -72,7 +72,12 @@ fn naive_pairs(naive: &NaiveEngine, names: &[String], n: usize, offset: u64) -> 
     t.elapsed()
 }
 
-fn engine_pairs(f: &PairFixture, lanes: std::ops::Range<usize>, n: usize, max_wait: Option<i64>) -> Duration {
+fn engine_pairs(
+    f: &PairFixture,
+    lanes: std::ops::Range<usize>,
+    n: usize,
+    max_wait: Option<Duration>,
+) -> Duration {
     let params: Vec<_> = lanes.map(|i| (i, f.params(i, max_wait))).collect();
     let t = Instant::now();
     for k in 0..n {
@@ -188,7 +193,7 @@ fn pairs_section(s: &Scale) {
         w2ns <= 120.0,
     );
 
-    let wd = best(s.reps, || engine_pairs(&f, 0..100, s.pairs, Some(3600)));
+    let wd = best(s.reps, || engine_pairs(&f, 0..100, s.pairs, Some(Duration::from_secs(3600))));
     let cost = wd.as_secs_f64() / w1.as_secs_f64();
     println!(
         "| deadline on every enqueue (waitline with / without) | {:.1} ns | {:.1} ns | {cost:.2}x slower | <= 1.15x | {} |",

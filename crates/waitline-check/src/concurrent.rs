@@ -65,9 +65,9 @@ pub fn check_threads(threads: &[Vec<ThreadOp>]) -> Result<(), String> {
                         let r = match op {
                             ThreadOp::Enqueue { c: ci, q: qi, priority, wait, keep } => {
                                 let mut p = EnqueueParams::new(q(qi))
-                                    .priority(i64::from(*priority % 10))
+                                    .priority(*priority % 10)
                                     .keep_after_hangup(*keep);
-                                p.max_wait_time_secs = wait.map(|w| i64::from(w % 5) + 1);
+                                p.max_wait = wait.map(|w| Duration::from_secs(u64::from(w % 5) + 1));
                                 tenant.enqueue(c(ci), &p)
                             }
                             ThreadOp::BridgeQueue { c: ci, q: qi } => {

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use waitline::{
-    BridgeParams, CallState, Clock, CommandOptions, DequeueTotals, DialParams, Engine, EnqueueParams, Error,
-    Event, EventKind, HangupSource, PageRequest, QueueCallUpdate, QueueDeletedReason, Timestamp,
-    TransferParams,
+    Bounds, BridgeParams, CallState, Clock, CommandOptions, DequeueTotals, DialParams, Engine, EnqueueParams,
+    Error, Event, EventKind, HangupSource, MAX_WAIT_TIME_SECS, PRIORITY, PageRequest, QUEUE_MAX_SIZE,
+    QueueCallUpdate, QueueDeletedReason, Timestamp, TransferParams,
 };
 
 /// 2026-01-01T00:00:00Z, where scenarios start.
@@ -653,6 +653,12 @@ fn check_seq(
     Ok(())
 }
 
+/// A number as the scenario has it (any integer, as a client sends it) in the engine's type,
+/// converted as a frontend converts it.
+fn wire<T: TryFrom<i64>>(bounds: Bounds, v: Option<i64>) -> Result<Option<T>, Error> {
+    v.map(|v| bounds.convert(v)).transpose()
+}
+
 fn result_code<T>(r: Result<T, Error>) -> String {
     match r {
         Ok(_) => "ok".into(),
@@ -703,15 +709,17 @@ fn run_engine(tenants: &[waitline::Tenant], op: &Op) -> (String, Option<String>)
             (result_code(tenants[*t].dial(&p)), None)
         }
         Op::Enqueue { t, c, q, wait, size, keep, prio, cmd } => {
-            let p = EnqueueParams {
-                queue_name: Some(QUEUES[*q].into()),
-                max_wait_time_secs: *wait,
-                max_size: *size,
-                keep_after_hangup: Some(*keep),
-                priority: *prio,
-                options: opts(cmd),
+            let p = || -> Result<EnqueueParams, Error> {
+                Ok(EnqueueParams {
+                    queue_name: QUEUES[*q].into(),
+                    max_wait: wire(MAX_WAIT_TIME_SECS, *wait)?.map(Duration::from_secs),
+                    max_size: wire(QUEUE_MAX_SIZE, *size)?,
+                    keep_after_hangup: *keep,
+                    priority: wire(PRIORITY, *prio)?,
+                    options: opts(cmd),
+                })
             };
-            (result_code(tenants[*t].enqueue(&format!("c{c}"), &p)), None)
+            (result_code(p().and_then(|p| tenants[*t].enqueue(&format!("c{c}"), &p))), None)
         }
         Op::Leave { t, c, cmd } => (result_code(tenants[*t].leave_queue(&format!("c{c}"), &opts(cmd))), None),
         Op::BridgeQueue { t, c, q, park } => {
@@ -737,15 +745,21 @@ fn run_engine(tenants: &[waitline::Tenant], op: &Op) -> (String, Option<String>)
             }
         }
         Op::CreateQueue { t, q, size } => {
-            (result_code(tenants[*t].create_queue(Some(QUEUES[*q]), *size)), None)
+            let size = wire(QUEUE_MAX_SIZE, *size);
+            (result_code(size.and_then(|size| tenants[*t].create_queue(QUEUES[*q], size))), None)
         }
         Op::UpdateQueue { t, q, size } => {
-            (result_code(tenants[*t].update_queue(QUEUES[*q], Some(*size))), None)
+            let size = QUEUE_MAX_SIZE.convert(*size);
+            (result_code(size.and_then(|size| tenants[*t].update_queue(QUEUES[*q], size))), None)
         }
         Op::DeleteQueue { t, q } => (result_code(tenants[*t].delete_queue(QUEUES[*q])), None),
         Op::UpdateQueueCall { t, q, c, keep, prio } => {
-            let u = QueueCallUpdate { keep_after_hangup: *keep, priority: *prio };
-            (result_code(tenants[*t].update_queue_call(QUEUES[*q], &format!("c{c}"), &u)), None)
+            let u =
+                wire(PRIORITY, *prio).map(|priority| QueueCallUpdate { keep_after_hangup: *keep, priority });
+            (
+                result_code(u.and_then(|u| tenants[*t].update_queue_call(QUEUES[*q], &format!("c{c}"), &u))),
+                None,
+            )
         }
         Op::RemoveQueueCall { t, q, c } => {
             (result_code(tenants[*t].remove_queue_call(QUEUES[*q], &format!("c{c}"))), None)

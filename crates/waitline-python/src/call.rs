@@ -1,10 +1,14 @@
 //! `waitline.Call`: a handle on one call, with the call-centric commands of Telnyx's Python
 //! examples (`call.enqueue("support")`, `call.bridge(queue=...)`, `call.leave_queue()`).
 
-use pyo3::prelude::*;
-use waitline::{BridgeParams, CallInfo, CommandOptions, EnqueueParams, Tenant, TransferParams};
+use std::time::Duration;
 
-use crate::convert::opt_int;
+use pyo3::prelude::*;
+use waitline::{
+    AfterUnbridge, BridgeParams, CallInfo, CommandOptions, EnqueueParams, Tenant, TransferParams,
+};
+
+use crate::convert::opt_bounded;
 use crate::errors::IntoPyResult;
 
 /// A call of the engine. Its ids are fixed; `state`, `queue`, `bridged_with` and `is_alive`
@@ -42,6 +46,7 @@ pub(crate) fn options(client_state: Option<String>, command_id: Option<String>) 
 
 /// The enqueue parameters shared by `Call.enqueue` and `Engine.enqueue_many`.
 pub(crate) fn enqueue_params(
+    py: Python<'_>,
     queue_name: String,
     max_wait_time_secs: Option<&Bound<'_, PyAny>>,
     max_size: Option<&Bound<'_, PyAny>>,
@@ -50,11 +55,12 @@ pub(crate) fn enqueue_params(
     options: CommandOptions,
 ) -> PyResult<EnqueueParams> {
     Ok(EnqueueParams {
-        queue_name: Some(queue_name),
-        max_wait_time_secs: opt_int(max_wait_time_secs, "max_wait_time_secs")?,
-        max_size: opt_int(max_size, "max_size")?,
-        keep_after_hangup: Some(keep_after_hangup),
-        priority: opt_int(priority, "priority")?,
+        queue_name,
+        max_wait: opt_bounded::<u64>(py, max_wait_time_secs, waitline::MAX_WAIT_TIME_SECS)?
+            .map(Duration::from_secs),
+        max_size: opt_bounded(py, max_size, waitline::QUEUE_MAX_SIZE)?,
+        keep_after_hangup,
+        priority: opt_bounded(py, priority, waitline::PRIORITY)?,
         options,
     })
 }
@@ -104,6 +110,7 @@ impl PyCall {
         command_id: Option<String>,
     ) -> PyResult<()> {
         let p = enqueue_params(
+            py,
             queue_name,
             max_wait_time_secs,
             max_size,
@@ -138,7 +145,7 @@ impl PyCall {
         let p = BridgeParams {
             call_control_id,
             queue,
-            park_after_unbridge,
+            after_unbridge: AfterUnbridge::from_wire(park_after_unbridge.as_deref()).or_raise(py)?,
             options: options(client_state, command_id),
             ..BridgeParams::default()
         };
@@ -166,7 +173,7 @@ impl PyCall {
         client_state: Option<String>,
         command_id: Option<String>,
     ) -> PyResult<Self> {
-        let p = TransferParams { to: Some(to), from: from_, options: options(client_state, command_id) };
+        let p = TransferParams { to, from: from_, options: options(client_state, command_id) };
         let info = py.detach(|| self.tenant.transfer(&self.call_control_id, &p)).or_raise(py)?;
         Ok(Self::new(self.tenant.clone(), &info))
     }

@@ -3,21 +3,30 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt};
+use waitline::Bounds;
+
+use crate::errors::IntoPyResult;
 
 /// A JSON value as the Python object `json.loads` would give (dicts, lists, str, int, ...).
 pub(crate) fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     py.import("json")?.call_method1("loads", (value.to_string(),))
 }
 
-/// An optional integer parameter. Any Python `int` is accepted, however large: the engine
-/// alone decides what is out of range (a huge value is simply out of range there).
-pub(crate) fn opt_int(value: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<i64>> {
+/// An optional integer parameter in the engine's type for it. Any Python `int` is accepted,
+/// however large or negative: the engine's bounds decide what is out of range, with the
+/// engine's error (a huge value is simply out of range there).
+pub(crate) fn opt_bounded<T: TryFrom<i64>>(
+    py: Python<'_>,
+    value: Option<&Bound<'_, PyAny>>,
+    bounds: Bounds,
+) -> PyResult<Option<T>> {
     let Some(v) = value.filter(|v| !v.is_none()) else { return Ok(None) };
     if v.is_instance_of::<PyBool>() || !v.is_instance_of::<PyInt>() {
-        return Err(PyTypeError::new_err(format!("{name} must be an int")));
+        return Err(PyTypeError::new_err(format!("{} must be an int", bounds.parameter)));
     }
-    Ok(Some(v.extract::<i64>().unwrap_or_else(|_| {
-        // Beyond 64 bits: keep the sign, so the engine reports it out of range.
+    let wide = v.extract::<i64>().unwrap_or_else(|_| {
+        // Beyond 64 bits: keep the sign, so the bounds report it out of range.
         if v.lt(0).unwrap_or(false) { i64::MIN } else { i64::MAX }
-    })))
+    });
+    bounds.convert(wide).map(Some).or_raise(py)
 }

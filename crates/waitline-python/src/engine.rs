@@ -12,7 +12,7 @@ use waitline::{
 };
 
 use crate::call::{PyCall, enqueue_params, options};
-use crate::convert::opt_int;
+use crate::convert::opt_bounded;
 use crate::errors::IntoPyResult;
 use crate::snapshots::{PyEvent, PyQueue, PyQueueCall};
 
@@ -71,7 +71,8 @@ pub struct PyEngine {
     _maintenance: Option<Maintenance>,
 }
 
-const PAGE: i64 = waitline::MAX_PAGE_SIZE;
+/// Pages of the largest size the engine allows.
+const PAGE: u32 = 250;
 
 impl PyEngine {
     fn subscription(&self) -> PyResult<&Mutex<Subscription>> {
@@ -170,12 +171,11 @@ impl PyEngine {
         webhook_url: Option<String>,
     ) -> PyResult<PyCall> {
         let p = DialParams {
-            to: Some(to),
-            from: Some(from_),
-            connection_id: Some(connection_id.to_owned()),
+            to,
+            from: from_,
+            connection_id: connection_id.to_owned(),
             client_state,
             webhook_url,
-            webhook_url_method: None,
             call_control_id,
         };
         let info = py.detach(|| self.tenant.dial(&p)).or_raise(py)?;
@@ -213,6 +213,7 @@ impl PyEngine {
         priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let p = enqueue_params(
+            py,
             queue_name,
             max_wait_time_secs,
             max_size,
@@ -245,8 +246,8 @@ impl PyEngine {
         queue_name: &str,
         max_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyQueue> {
-        let size = opt_int(max_size, "max_size")?;
-        let q = py.detach(|| self.tenant.create_queue(Some(queue_name), size)).or_raise(py)?;
+        let size = opt_bounded(py, max_size, waitline::QUEUE_MAX_SIZE)?;
+        let q = py.detach(|| self.tenant.create_queue(queue_name, size)).or_raise(py)?;
         PyQueue::new(py, q)
     }
 
@@ -256,7 +257,9 @@ impl PyEngine {
         queue_name: &str,
         max_size: &Bound<'_, PyAny>,
     ) -> PyResult<PyQueue> {
-        let size = opt_int(Some(max_size), "max_size")?;
+        let size = opt_bounded(py, Some(max_size), waitline::QUEUE_MAX_SIZE)?
+            .ok_or_else(|| waitline::Error::missing("max_size"))
+            .or_raise(py)?;
         let q = py.detach(|| self.tenant.update_queue(queue_name, size)).or_raise(py)?;
         PyQueue::new(py, q)
     }
@@ -301,7 +304,8 @@ impl PyEngine {
         keep_after_hangup: Option<bool>,
         priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyQueueCall> {
-        let u = QueueCallUpdate { keep_after_hangup, priority: opt_int(priority, "priority")? };
+        let u =
+            QueueCallUpdate { keep_after_hangup, priority: opt_bounded(py, priority, waitline::PRIORITY)? };
         let c = py.detach(|| self.tenant.update_queue_call(queue_name, call_control_id, &u)).or_raise(py)?;
         Ok(c.into())
     }

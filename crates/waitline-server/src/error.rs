@@ -16,15 +16,23 @@ pub enum ApiError {
     MalformedJson(String),
     /// A field has the wrong JSON type.
     WrongType {
-        /// JSON pointer of the field.
-        pointer: &'static str,
+        /// The field's name.
+        parameter: &'static str,
         /// What was expected, e.g. `"a string"`.
         expected: &'static str,
     },
+    /// A string field of the wire that the engine does not take outside a fixed set (e.g.
+    /// `webhook_url_method`).
+    InvalidEnum {
+        /// The field's name.
+        parameter: &'static str,
+        /// The values allowed.
+        allowed: &'static [&'static str],
+    },
     /// A query parameter is not a number.
     BadQuery {
-        /// The parameter, as a pointer (`/page[number]`).
-        pointer: &'static str,
+        /// The parameter (`page[number]`).
+        parameter: &'static str,
     },
     /// Missing or unknown API key.
     Unauthorized,
@@ -51,7 +59,7 @@ impl From<waitline::Error> for ApiError {
 }
 
 impl ApiError {
-    /// HTTP status, Telnyx code, title, detail, pointer and extra `meta`.
+    /// HTTP status, Telnyx code, title, detail, the parameter to blame and extra `meta`.
     fn parts(&self) -> (StatusCode, &'static str, &'static str, String, Option<&'static str>, Option<Value>) {
         match self {
             Self::Engine(e) => {
@@ -61,7 +69,7 @@ impl ApiError {
                     waitline::Error::CallEnded { callback: Some(cb) } => Some(json!({ "call": cb })),
                     _ => None,
                 };
-                (status, e.code(), e.title(), e.to_string(), e.pointer(), meta)
+                (status, e.code(), e.title(), e.to_string(), e.parameter(), meta)
             }
             Self::MalformedJson(why) => (
                 StatusCode::BAD_REQUEST,
@@ -71,20 +79,28 @@ impl ApiError {
                 None,
                 None,
             ),
-            Self::WrongType { pointer, expected } => (
+            Self::WrongType { parameter, expected } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "10033",
                 "Value outside of range",
-                format!("The '{}' parameter must be {expected}.", &pointer[1..]),
-                Some(pointer),
+                format!("The '{parameter}' parameter must be {expected}."),
+                Some(parameter),
                 None,
             ),
-            Self::BadQuery { pointer } => (
+            Self::InvalidEnum { parameter, allowed } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "10032",
+                "Invalid enumerated value",
+                format!("The '{parameter}' parameter must be one of: {}.", allowed.join(", ")),
+                Some(parameter),
+                None,
+            ),
+            Self::BadQuery { parameter } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "10033",
                 "Value outside of range",
-                format!("The '{}' query parameter must be an integer.", &pointer[1..]),
-                Some(pointer),
+                format!("The '{parameter}' query parameter must be an integer."),
+                Some(parameter),
                 None,
             ),
             Self::Unauthorized => (
@@ -133,10 +149,10 @@ impl ApiError {
     /// The error body, as JSON.
     #[must_use]
     pub fn body(&self) -> Value {
-        let (_, code, title, detail, pointer, meta) = self.parts();
+        let (_, code, title, detail, parameter, meta) = self.parts();
         let mut error = json!({ "code": code, "title": title, "detail": detail });
-        if let Some(p) = pointer {
-            error["source"] = json!({ "pointer": p });
+        if let Some(p) = parameter {
+            error["source"] = json!({ "pointer": format!("/{p}") });
         }
         if let Some(m) = meta {
             error["meta"] = m;

@@ -53,14 +53,20 @@ fn page_request(query: Option<&str>) -> Result<PageRequest, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
     let mut page = PageRequest::default();
     for (k, v) in pairs {
-        let (slot, pointer) = match k.as_str() {
-            "page[number]" => (&mut page.number, "/page[number]"),
-            "page[size]" => (&mut page.size, "/page[size]"),
-            _ => continue,
-        };
-        *slot = Some(v.trim().parse().map_err(|_| ApiError::BadQuery { pointer })?);
+        match k.as_str() {
+            "page[number]" => page.number = Some(query_number(waitline::PAGE_NUMBER, &v)?),
+            "page[size]" => page.size = Some(query_number(waitline::PAGE_SIZE, &v)?),
+            _ => {}
+        }
     }
     Ok(page)
+}
+
+/// A query parameter as the engine's number type: not an integer is a bad query, an integer
+/// out of range the engine's error.
+fn query_number<T: TryFrom<i64>>(bounds: waitline::Bounds, text: &str) -> Result<T, ApiError> {
+    let value: i64 = text.trim().parse().map_err(|_| ApiError::BadQuery { parameter: bounds.parameter })?;
+    Ok(bounds.convert(value)?)
 }
 
 /// Every API route under `prefix` (`/v2`, or `` for the root). Routes are registered with
@@ -120,8 +126,8 @@ async fn list_queues(Auth(t): Auth, RawQuery(q): RawQuery) -> ApiResult {
 }
 
 async fn create_queue(Auth(t): Auth, JsonBody(b): JsonBody) -> ApiResult {
-    let name = b.string("/queue_name")?;
-    Ok(wire::data(&t.create_queue(name.as_deref(), b.int("/max_size")?)?))
+    let name = b.required_string("queue_name")?;
+    Ok(wire::data(&t.create_queue(&name, b.bounded(waitline::QUEUE_MAX_SIZE)?)?))
 }
 
 async fn queue(Auth(t): Auth, name: Result<Path<String>, PathRejection>) -> ApiResult {
@@ -133,7 +139,9 @@ async fn update_queue(
     name: Result<Path<String>, PathRejection>,
     JsonBody(b): JsonBody,
 ) -> ApiResult {
-    Ok(wire::data(&t.update_queue(&segments(name)?, b.int("/max_size")?)?))
+    let max_size =
+        b.bounded(waitline::QUEUE_MAX_SIZE)?.ok_or_else(|| waitline::Error::missing("max_size"))?;
+    Ok(wire::data(&t.update_queue(&segments(name)?, max_size)?))
 }
 
 async fn delete_queue(Auth(t): Auth, name: Result<Path<String>, PathRejection>) -> ApiResult {
@@ -235,7 +243,7 @@ mod tests {
         );
         assert!(matches!(
             page_request(Some("page[size]=abc")),
-            Err(ApiError::BadQuery { pointer: "/page[size]" })
+            Err(ApiError::BadQuery { parameter: "page[size]" })
         ));
     }
 }

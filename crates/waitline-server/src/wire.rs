@@ -6,15 +6,18 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::time::Duration;
+
 use waitline::{
-    BridgeMediaOptions, BridgeParams, CommandOptions, DialParams, EnqueueParams, Page, QueueCallUpdate,
-    TransferParams,
+    AfterUnbridge, Bounds, BridgeMediaOptions, BridgeParams, CommandOptions, DialParams, EnqueueParams, Page,
+    QueueCallUpdate, TransferParams,
 };
 
 use crate::error::ApiError;
 
 /// A request body: a JSON object whose fields are read with their types checked. Unknown
-/// fields are ignored and `null` counts as absent.
+/// fields are ignored and `null` counts as absent. Fields are named as on the wire (the
+/// engine's errors name them the same way); an error's JSON pointer is made from the name.
 #[derive(Debug)]
 pub struct Body(Map<String, Value>);
 
@@ -34,48 +37,65 @@ impl Body {
         }
     }
 
-    fn get(&self, pointer: &'static str) -> Option<&Value> {
-        self.0.get(&pointer[1..]).filter(|v| !v.is_null())
+    fn get(&self, parameter: &'static str) -> Option<&Value> {
+        self.0.get(parameter).filter(|v| !v.is_null())
     }
 
     /// A string field.
     ///
     /// # Errors
     /// `WrongType` when present and not a string.
-    pub fn string(&self, pointer: &'static str) -> Result<Option<String>, ApiError> {
-        match self.get(pointer) {
+    pub fn string(&self, parameter: &'static str) -> Result<Option<String>, ApiError> {
+        match self.get(parameter) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ApiError::WrongType { pointer, expected: "a string" }),
+            Some(_) => Err(ApiError::WrongType { parameter, expected: "a string" }),
         }
     }
 
-    /// An integer field (any JSON integer; ranges are the engine's business).
+    /// A string field the request must have (the engine's "missing" error otherwise).
     ///
     /// # Errors
-    /// `WrongType` when present and not an integer, or beyond 64 bits.
-    pub fn int(&self, pointer: &'static str) -> Result<Option<i64>, ApiError> {
-        match self.get(pointer) {
+    /// `WrongType`, or the engine's `10004` when absent.
+    pub fn required_string(&self, parameter: &'static str) -> Result<String, ApiError> {
+        self.string(parameter)?.ok_or_else(|| waitline::Error::missing(parameter).into())
+    }
+
+    /// An integer field, as any JSON integer (a number too large for 64 bits is taken as
+    /// `i64::MAX`, out of every range).
+    ///
+    /// # Errors
+    /// `WrongType` when present and not an integer.
+    pub fn int(&self, parameter: &'static str) -> Result<Option<i64>, ApiError> {
+        match self.get(parameter) {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_i64() {
                 Some(i) => Ok(Some(i)),
-                // An integer too large for i64 is out of every range; a fraction is no integer.
                 None if n.is_u64() => Ok(Some(i64::MAX)),
-                None => Err(ApiError::WrongType { pointer, expected: "an integer" }),
+                None => Err(ApiError::WrongType { parameter, expected: "an integer" }),
             },
-            Some(_) => Err(ApiError::WrongType { pointer, expected: "an integer" }),
+            Some(_) => Err(ApiError::WrongType { parameter, expected: "an integer" }),
         }
+    }
+
+    /// An integer field in the Rust type of the engine's parameter: what does not fit is
+    /// refused with the engine's out-of-range error for it.
+    ///
+    /// # Errors
+    /// `WrongType`, or the engine's `10033`.
+    pub fn bounded<T: TryFrom<i64>>(&self, bounds: Bounds) -> Result<Option<T>, ApiError> {
+        Ok(self.int(bounds.parameter)?.map(|v| bounds.convert(v)).transpose()?)
     }
 
     /// A boolean field.
     ///
     /// # Errors
     /// `WrongType` when present and not a boolean.
-    pub fn boolean(&self, pointer: &'static str) -> Result<Option<bool>, ApiError> {
-        match self.get(pointer) {
+    pub fn boolean(&self, parameter: &'static str) -> Result<Option<bool>, ApiError> {
+        match self.get(parameter) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(ApiError::WrongType { pointer, expected: "a boolean" }),
+            Some(_) => Err(ApiError::WrongType { parameter, expected: "a boolean" }),
         }
     }
 
@@ -85,38 +105,44 @@ impl Body {
     /// A wrong type.
     pub fn command_options(&self) -> Result<CommandOptions, ApiError> {
         Ok(CommandOptions {
-            client_state: self.string("/client_state")?,
-            command_id: self.string("/command_id")?,
+            client_state: self.string("client_state")?,
+            command_id: self.string("command_id")?,
         })
     }
 
     /// The body of dial.
     ///
     /// # Errors
-    /// A wrong type.
+    /// A wrong type, a missing field, or a `webhook_url_method` other than `POST` (the only
+    /// method waitline delivers webhooks with).
     pub fn dial(&self) -> Result<DialParams, ApiError> {
+        let to = self.required_string("to")?;
+        let from = self.required_string("from")?;
+        let connection_id = self.required_string("connection_id")?;
+        if self.string("webhook_url_method")?.is_some_and(|m| m != "POST") {
+            return Err(ApiError::InvalidEnum { parameter: "webhook_url_method", allowed: &["POST"] });
+        }
         Ok(DialParams {
-            to: self.string("/to")?,
-            from: self.string("/from")?,
-            connection_id: self.string("/connection_id")?,
-            client_state: self.string("/client_state")?,
-            webhook_url: self.string("/webhook_url")?,
-            webhook_url_method: self.string("/webhook_url_method")?,
-            call_control_id: self.string("/call_control_id")?,
+            to,
+            from,
+            connection_id,
+            client_state: self.string("client_state")?,
+            webhook_url: self.string("webhook_url")?,
+            call_control_id: self.string("call_control_id")?,
         })
     }
 
     /// The body of enqueue.
     ///
     /// # Errors
-    /// A wrong type.
+    /// A wrong type, a missing queue name, a number that fits no range.
     pub fn enqueue(&self) -> Result<EnqueueParams, ApiError> {
         Ok(EnqueueParams {
-            queue_name: self.string("/queue_name")?,
-            max_wait_time_secs: self.int("/max_wait_time_secs")?,
-            max_size: self.int("/max_size")?,
-            keep_after_hangup: self.boolean("/keep_after_hangup")?,
-            priority: self.int("/priority")?,
+            queue_name: self.required_string("queue_name")?,
+            max_wait: self.bounded::<u64>(waitline::MAX_WAIT_TIME_SECS)?.map(Duration::from_secs),
+            max_size: self.bounded(waitline::QUEUE_MAX_SIZE)?,
+            keep_after_hangup: self.boolean("keep_after_hangup")?.unwrap_or(false),
+            priority: self.bounded(waitline::PRIORITY)?,
             options: self.command_options()?,
         })
     }
@@ -124,28 +150,28 @@ impl Body {
     /// The body of bridge.
     ///
     /// # Errors
-    /// A wrong type.
+    /// A wrong type, a value outside an enumeration or a range.
     pub fn bridge(&self) -> Result<BridgeParams, ApiError> {
         Ok(BridgeParams {
-            call_control_id: self.string("/call_control_id")?,
-            queue: self.string("/queue")?,
-            park_after_unbridge: self.string("/park_after_unbridge")?,
+            call_control_id: self.string("call_control_id")?,
+            queue: self.string("queue")?,
+            after_unbridge: AfterUnbridge::from_wire(self.string("park_after_unbridge")?.as_deref())?,
             media: BridgeMediaOptions {
-                play_ringtone: self.boolean("/play_ringtone")?,
-                ringtone: self.string("/ringtone")?,
-                record: self.string("/record")?,
-                record_channels: self.string("/record_channels")?,
-                record_format: self.string("/record_format")?,
-                record_max_length: self.int("/record_max_length")?,
-                record_timeout_secs: self.int("/record_timeout_secs")?,
-                record_track: self.string("/record_track")?,
-                record_trim: self.string("/record_trim")?,
-                record_custom_file_name: self.string("/record_custom_file_name")?,
-                mute_dtmf: self.string("/mute_dtmf")?,
-                hold_after_unbridge: self.boolean("/hold_after_unbridge")?,
-                prevent_double_bridge: self.boolean("/prevent_double_bridge")?,
-                video_room_id: self.string("/video_room_id")?,
-                video_room_context: self.string("/video_room_context")?,
+                play_ringtone: self.boolean("play_ringtone")?,
+                ringtone: self.string("ringtone")?,
+                record: self.string("record")?,
+                record_channels: self.string("record_channels")?,
+                record_format: self.string("record_format")?,
+                record_max_length: self.bounded(waitline::RECORD_MAX_LENGTH)?,
+                record_timeout_secs: self.bounded(waitline::RECORD_TIMEOUT_SECS)?,
+                record_track: self.string("record_track")?,
+                record_trim: self.string("record_trim")?,
+                record_custom_file_name: self.string("record_custom_file_name")?,
+                mute_dtmf: self.string("mute_dtmf")?,
+                hold_after_unbridge: self.boolean("hold_after_unbridge")?,
+                prevent_double_bridge: self.boolean("prevent_double_bridge")?,
+                video_room_id: self.string("video_room_id")?,
+                video_room_context: self.string("video_room_context")?,
             },
             options: self.command_options()?,
         })
@@ -154,11 +180,11 @@ impl Body {
     /// The body of transfer.
     ///
     /// # Errors
-    /// A wrong type.
+    /// A wrong type or a missing `to`.
     pub fn transfer(&self) -> Result<TransferParams, ApiError> {
         Ok(TransferParams {
-            to: self.string("/to")?,
-            from: self.string("/from")?,
+            to: self.required_string("to")?,
+            from: self.string("from")?,
             options: self.command_options()?,
         })
     }
@@ -166,11 +192,11 @@ impl Body {
     /// The body of a queue-call update.
     ///
     /// # Errors
-    /// A wrong type.
+    /// A wrong type or a priority out of range.
     pub fn queue_call_update(&self) -> Result<QueueCallUpdate, ApiError> {
         Ok(QueueCallUpdate {
-            keep_after_hangup: self.boolean("/keep_after_hangup")?,
-            priority: self.int("/priority")?,
+            keep_after_hangup: self.boolean("keep_after_hangup")?,
+            priority: self.bounded(waitline::PRIORITY)?,
         })
     }
 }
@@ -226,13 +252,20 @@ mod tests {
             br#"{"queue_name": 5, "max_size": "x", "keep_after_hangup": 1, "priority": 2.5, "x": {}}"#,
         )
         .unwrap();
-        assert!(matches!(b.string("/queue_name"), Err(ApiError::WrongType { pointer: "/queue_name", .. })));
-        assert!(matches!(b.int("/max_size"), Err(ApiError::WrongType { pointer: "/max_size", .. })));
-        assert!(matches!(b.boolean("/keep_after_hangup"), Err(ApiError::WrongType { .. })));
-        assert!(matches!(b.int("/priority"), Err(ApiError::WrongType { .. })));
-        let b = Body::parse(br#"{"max_size": 18446744073709551615, "client_state": null}"#).unwrap();
-        assert_eq!(b.int("/max_size").unwrap(), Some(i64::MAX));
-        assert_eq!(b.string("/client_state").unwrap(), None);
+        assert!(matches!(b.string("queue_name"), Err(ApiError::WrongType { parameter: "queue_name", .. })));
+        assert!(matches!(b.int("max_size"), Err(ApiError::WrongType { parameter: "max_size", .. })));
+        assert!(matches!(b.boolean("keep_after_hangup"), Err(ApiError::WrongType { .. })));
+        assert!(matches!(b.int("priority"), Err(ApiError::WrongType { .. })));
+        let b = Body::parse(br#"{"max_size": 18446744073709551615, "priority": -1, "client_state": null}"#)
+            .unwrap();
+        assert_eq!(b.int("max_size").unwrap(), Some(i64::MAX));
+        let too_big = b.bounded::<u32>(waitline::QUEUE_MAX_SIZE).unwrap_err().body();
+        assert_eq!(
+            (&too_big["errors"][0]["code"], &too_big["errors"][0]["source"]["pointer"]),
+            (&"10033".into(), &"/max_size".into())
+        );
+        assert!(b.bounded::<u8>(waitline::PRIORITY).is_err(), "negative: out of range, not a wrong type");
+        assert_eq!(b.string("client_state").unwrap(), None);
         assert!(Body::parse(b"").is_ok());
         assert!(matches!(Body::parse(b"[1]"), Err(ApiError::MalformedJson(_))));
         assert!(matches!(Body::parse(b"{"), Err(ApiError::MalformedJson(_))));

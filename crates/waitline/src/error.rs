@@ -33,14 +33,17 @@ pub struct CallbackInfo {
 /// Everything a command can answer instead of success. A rejected command changes nothing,
 /// except where a variant says otherwise.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A parameter is missing, outside its enumeration or out of range.
     #[error("{detail}")]
     InvalidParameter {
         /// Which rule the value broke.
         problem: ParamProblem,
-        /// JSON pointer of the parameter, e.g. `/max_wait_time_secs`.
-        pointer: &'static str,
+        /// The parameter, by its name on the wire, e.g. `max_wait_time_secs` (a frontend
+        /// turns it into its own form: the HTTP service into the JSON pointer
+        /// `/max_wait_time_secs`).
+        parameter: &'static str,
         /// Human-readable explanation.
         detail: String,
     },
@@ -151,32 +154,35 @@ impl Error {
         }
     }
 
-    /// JSON pointer of the offending parameter, when one is to blame.
+    /// The offending parameter, by its name on the wire, when one is to blame.
     #[must_use]
-    pub const fn pointer(&self) -> Option<&'static str> {
+    pub const fn parameter(&self) -> Option<&'static str> {
         match self {
-            Self::InvalidParameter { pointer, .. } => Some(pointer),
+            Self::InvalidParameter { parameter, .. } => Some(parameter),
             _ => None,
         }
     }
 
-    pub(crate) fn missing(pointer: &'static str) -> Self {
+    /// A required parameter is absent. Public for frontends, whose wire formats decide what
+    /// "absent" is (the Rust API makes required parameters required by type).
+    #[must_use]
+    pub fn missing(parameter: &'static str) -> Self {
         Self::InvalidParameter {
             problem: ParamProblem::Missing,
-            pointer,
-            detail: format!("The '{}' parameter is required.", &pointer[1..]),
+            parameter,
+            detail: format!("The '{parameter}' parameter is required."),
         }
     }
 
-    pub(crate) fn out_of_range(pointer: &'static str, detail: impl Into<String>) -> Self {
-        Self::InvalidParameter { problem: ParamProblem::OutOfRange, pointer, detail: detail.into() }
+    pub(crate) fn out_of_range(parameter: &'static str, detail: impl Into<String>) -> Self {
+        Self::InvalidParameter { problem: ParamProblem::OutOfRange, parameter, detail: detail.into() }
     }
 
-    pub(crate) fn invalid_enum(pointer: &'static str, allowed: &[&str]) -> Self {
+    pub(crate) fn invalid_enum(parameter: &'static str, allowed: &[&str]) -> Self {
         Self::InvalidParameter {
             problem: ParamProblem::InvalidEnum,
-            pointer,
-            detail: format!("The '{}' parameter must be one of: {}.", &pointer[1..], allowed.join(", ")),
+            parameter,
+            detail: format!("The '{parameter}' parameter must be one of: {}.", allowed.join(", ")),
         }
     }
 }
@@ -191,9 +197,9 @@ mod tests {
     #[test]
     fn every_variant_has_its_spec_code_and_status() {
         let cases = [
-            (Error::missing("/queue_name"), "10004", 422),
-            (Error::invalid_enum("/park_after_unbridge", &["self"]), "10032", 422),
-            (Error::out_of_range("/max_size", "x"), "10033", 422),
+            (Error::missing("queue_name"), "10004", 422),
+            (Error::invalid_enum("park_after_unbridge", &["self"]), "10032", 422),
+            (Error::out_of_range("max_size", "x"), "10033", 422),
             (Error::CallNotFound, "90015", 422),
             (Error::CallExists, "90015", 422),
             (Error::CallEnded { callback: None }, "90018", 422),
@@ -212,7 +218,7 @@ mod tests {
             assert_eq!(e.http_status(), status, "{e:?}");
             assert!(!e.title().is_empty());
         }
-        assert_eq!(Error::missing("/queue_name").pointer(), Some("/queue_name"));
-        assert_eq!(Error::missing("/queue_name").to_string(), "The 'queue_name' parameter is required.");
+        assert_eq!(Error::missing("queue_name").parameter(), Some("queue_name"));
+        assert_eq!(Error::missing("queue_name").to_string(), "The 'queue_name' parameter is required.");
     }
 }

@@ -84,6 +84,7 @@ pub struct CallSubject {
 
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EventKind {
     /// A call was created (dial or transfer).
     CallInitiated(CallSubject),

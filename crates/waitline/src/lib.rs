@@ -51,9 +51,9 @@ pub use event::{
     CallSubject, DequeueReason, Event, EventKind, HangupSource, Payload, QueueDeletedReason, Subscription,
 };
 pub use params::{
-    BridgeMediaOptions, BridgeParams, CommandOptions, DEFAULT_AUTO_QUEUE_SIZE, DEFAULT_EXPLICIT_QUEUE_SIZE,
-    DEFAULT_PAGE_SIZE, DialParams, EnqueueParams, MAX_CLIENT_STATE_LEN, MAX_NAME_LEN, MAX_PAGE_SIZE,
-    MAX_PRIORITY, MAX_QUEUE_SIZE, MAX_URL_LEN, MAX_WAIT_TIME_SECS, Page, PageRequest, QueueCallUpdate,
-    TransferParams,
+    AfterUnbridge, Bounds, BridgeMediaOptions, BridgeParams, CommandOptions, DEFAULT_AUTO_QUEUE_SIZE,
+    DEFAULT_EXPLICIT_QUEUE_SIZE, DEFAULT_PAGE_SIZE, DialParams, EnqueueParams, MAX_CLIENT_STATE_LEN,
+    MAX_NAME_LEN, MAX_URL_LEN, MAX_WAIT_TIME_SECS, PAGE_NUMBER, PAGE_SIZE, PRIORITY, Page, PageRequest,
+    QUEUE_MAX_SIZE, QueueCallUpdate, RECORD_MAX_LENGTH, RECORD_TIMEOUT_SECS, TransferParams,
 };
 pub use queue::{DequeueTotals, QueueCallInfo, QueueInfo};

@@ -1,8 +1,14 @@
-//! Command parameters and their validation. Every range, length and enumeration of docs/behaviour.md
-//! is checked here, so frontends only translate types.
+//! Command parameters and their validation. Every range, length and enumeration of
+//! docs/behaviour.md is checked here, so frontends only translate types.
 //!
-//! Numbers are `i64` and required fields are `Option` on purpose: a frontend passes what the
-//! client sent, and the engine alone decides what is out of range or missing.
+//! Parameters are Rust types ([`Duration`] for waits, `u8` for priorities, `bool` flags, an
+//! enum for `park_after_unbridge`); what a type cannot rule out (an empty name, a priority of
+//! 12, a wait of two days) the core refuses, naming the parameter by its wire name, so every
+//! frontend answers the same error. A frontend whose numbers come in another type (JSON
+//! integers, Python ints) converts them with the [`Bounds`] of the parameter, which refuses
+//! what does not fit exactly as the core refuses what is out of range.
+
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -12,20 +18,74 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_CLIENT_STATE_LEN: usize = 4096;
 /// Longest `webhook_url` (bytes).
 pub const MAX_URL_LEN: usize = 2048;
-/// Largest `max_wait_time_secs`.
-pub const MAX_WAIT_TIME_SECS: i64 = 86_400;
-/// Largest `max_size` of a queue.
-pub const MAX_QUEUE_SIZE: i64 = 1_000_000;
 /// Default `max_size` of a queue made by an enqueue.
 pub const DEFAULT_AUTO_QUEUE_SIZE: usize = 100;
 /// Default `max_size` of a queue made by the create call.
 pub const DEFAULT_EXPLICIT_QUEUE_SIZE: usize = 300;
-/// Highest priority band.
-pub const MAX_PRIORITY: i64 = 9;
-/// Largest page.
-pub const MAX_PAGE_SIZE: i64 = 250;
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
+
+/// A numeric parameter: its wire name and its inclusive range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// The parameter's name on the wire.
+    pub parameter: &'static str,
+    /// Smallest value allowed.
+    pub min: i64,
+    /// Largest value allowed.
+    pub max: i64,
+}
+
+/// `max_wait_time_secs`: 1 s to 24 h.
+pub const MAX_WAIT_TIME_SECS: Bounds = Bounds { parameter: "max_wait_time_secs", min: 1, max: 86_400 };
+/// `max_size` of a queue.
+pub const QUEUE_MAX_SIZE: Bounds = Bounds { parameter: "max_size", min: 1, max: 1_000_000 };
+/// \[ext\] `priority`: bands 0 to 9, higher served first.
+pub const PRIORITY: Bounds = Bounds { parameter: "priority", min: 0, max: 9 };
+/// `page[number]`, 1-based.
+pub const PAGE_NUMBER: Bounds = Bounds { parameter: "page[number]", min: 1, max: i64::MAX };
+/// `page[size]`.
+pub const PAGE_SIZE: Bounds = Bounds { parameter: "page[size]", min: 1, max: 250 };
+/// Bridge media option `record_max_length` (seconds).
+pub const RECORD_MAX_LENGTH: Bounds = Bounds { parameter: "record_max_length", min: 0, max: 43_200 };
+/// Bridge media option `record_timeout_secs`.
+pub const RECORD_TIMEOUT_SECS: Bounds =
+    Bounds { parameter: "record_timeout_secs", min: 0, max: i32::MAX as i64 };
+
+impl Bounds {
+    /// The value, if it is in range; else the core's out-of-range error for the parameter.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] (`10033`) naming the parameter.
+    pub fn check(self, value: i64) -> Result<i64> {
+        if (self.min..=self.max).contains(&value) { Ok(value) } else { Err(self.error()) }
+    }
+
+    /// A wire number as the parameter's Rust type, refused as out of range when it is not in
+    /// range (or does not fit the type).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] (`10033`) naming the parameter.
+    pub fn convert<T: TryFrom<i64>>(self, value: i64) -> Result<T> {
+        T::try_from(self.check(value)?).map_err(|_| self.error())
+    }
+
+    /// Checks a value of the parameter's Rust type.
+    fn check_unsigned(self, value: impl Into<u64>) -> Result<u64> {
+        let value = value.into();
+        match i64::try_from(value) {
+            Ok(v) if (self.min..=self.max).contains(&v) => Ok(value),
+            _ => Err(self.error()),
+        }
+    }
+
+    fn error(self) -> Error {
+        Error::out_of_range(
+            self.parameter,
+            format!("The '{}' parameter must be between {} and {}.", self.parameter, self.min, self.max),
+        )
+    }
+}
 
 /// What every call command accepts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,7 +103,7 @@ impl CommandOptions {
             validate_client_state(cs)?;
         }
         if let Some(id) = &self.command_id {
-            validate_text("/command_id", id)?;
+            validate_text("command_id", id)?;
         }
         Ok(())
     }
@@ -52,18 +112,16 @@ impl CommandOptions {
 /// Parameters of dial (create a call).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DialParams {
-    /// The called party (required).
-    pub to: Option<String>,
-    /// The calling party (required).
-    pub from: Option<String>,
-    /// The Call Control application (required).
-    pub connection_id: Option<String>,
+    /// The called party.
+    pub to: String,
+    /// The calling party.
+    pub from: String,
+    /// The Call Control application.
+    pub connection_id: String,
     /// Initial client state.
     pub client_state: Option<String>,
     /// Where this call's webhooks go.
     pub webhook_url: Option<String>,
-    /// Only `POST` is supported.
-    pub webhook_url_method: Option<String>,
     /// \[ext\] Adopt this id (from an external switch) instead of making one.
     pub call_control_id: Option<String>,
 }
@@ -72,52 +130,39 @@ impl DialParams {
     /// A dial from `from` to `to` on `connection_id`.
     #[must_use]
     pub fn new(to: impl Into<String>, from: impl Into<String>, connection_id: impl Into<String>) -> Self {
-        Self {
-            to: Some(to.into()),
-            from: Some(from.into()),
-            connection_id: Some(connection_id.into()),
-            ..Self::default()
-        }
+        Self { to: to.into(), from: from.into(), connection_id: connection_id.into(), ..Self::default() }
     }
 
     pub(crate) fn validate(&self) -> Result<(&str, &str, &str)> {
-        let to = required("/to", self.to.as_deref())?;
-        let from = required("/from", self.from.as_deref())?;
-        let connection_id = required("/connection_id", self.connection_id.as_deref())?;
-        validate_text("/to", to)?;
-        validate_text("/from", from)?;
-        validate_text("/connection_id", connection_id)?;
+        validate_text("to", &self.to)?;
+        validate_text("from", &self.from)?;
+        validate_text("connection_id", &self.connection_id)?;
         if let Some(cs) = &self.client_state {
             validate_client_state(cs)?;
         }
         if let Some(url) = &self.webhook_url {
-            validate_url("/webhook_url", url)?;
-        }
-        if let Some(m) = &self.webhook_url_method {
-            if m != "POST" {
-                return Err(Error::invalid_enum("/webhook_url_method", &["POST"]));
-            }
+            validate_url("webhook_url", url)?;
         }
         if let Some(id) = &self.call_control_id {
-            validate_text("/call_control_id", id)?;
+            validate_text("call_control_id", id)?;
         }
-        Ok((to, from, connection_id))
+        Ok((&self.to, &self.from, &self.connection_id))
     }
 }
 
 /// Parameters of enqueue.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EnqueueParams {
-    /// The queue (required); made if absent.
-    pub queue_name: Option<String>,
-    /// 1..=86 400: the call leaves with reason `timeout` after this long.
-    pub max_wait_time_secs: Option<i64>,
+    /// The queue; made if absent.
+    pub queue_name: String,
+    /// Whole seconds from 1 s to 24 h: the call leaves with reason `timeout` after this long.
+    pub max_wait: Option<Duration>,
     /// 1..=1 000 000, default 100; used only when the enqueue makes the queue.
-    pub max_size: Option<i64>,
+    pub max_size: Option<u32>,
     /// Stay in the queue (as a dead member) after hangup.
-    pub keep_after_hangup: Option<bool>,
+    pub keep_after_hangup: bool,
     /// \[ext\] 0..=9, default 0; higher is served first.
-    pub priority: Option<i64>,
+    pub priority: Option<u8>,
     /// `client_state` and `command_id`.
     pub options: CommandOptions,
 }
@@ -126,19 +171,25 @@ impl EnqueueParams {
     /// Enqueue into `queue_name` with every default.
     #[must_use]
     pub fn new(queue_name: impl Into<String>) -> Self {
-        Self { queue_name: Some(queue_name.into()), ..Self::default() }
+        Self { queue_name: queue_name.into(), ..Self::default() }
     }
 
-    /// Sets `max_wait_time_secs`.
+    /// Sets the longest wait.
     #[must_use]
-    pub const fn max_wait_time_secs(mut self, secs: i64) -> Self {
-        self.max_wait_time_secs = Some(secs);
+    pub const fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = Some(wait);
         self
+    }
+
+    /// Sets the longest wait in seconds (`max_wait_time_secs` on the wire).
+    #[must_use]
+    pub const fn max_wait_time_secs(self, secs: u64) -> Self {
+        self.max_wait(Duration::from_secs(secs))
     }
 
     /// Sets `max_size`.
     #[must_use]
-    pub const fn max_size(mut self, size: i64) -> Self {
+    pub const fn max_size(mut self, size: u32) -> Self {
         self.max_size = Some(size);
         self
     }
@@ -146,37 +197,29 @@ impl EnqueueParams {
     /// Sets `keep_after_hangup`.
     #[must_use]
     pub const fn keep_after_hangup(mut self, keep: bool) -> Self {
-        self.keep_after_hangup = Some(keep);
+        self.keep_after_hangup = keep;
         self
     }
 
     /// Sets the priority.
     #[must_use]
-    pub const fn priority(mut self, priority: i64) -> Self {
+    pub const fn priority(mut self, priority: u8) -> Self {
         self.priority = Some(priority);
         self
     }
 
     pub(crate) fn validate(&self) -> Result<ValidEnqueue<'_>> {
-        let queue = required("/queue_name", self.queue_name.as_deref())?;
-        validate_queue_name("/queue_name", queue)?;
-        let max_wait = self
-            .max_wait_time_secs
-            .map(|s| in_range("/max_wait_time_secs", s, 1, MAX_WAIT_TIME_SECS))
-            .transpose()?;
-        let max_size = self
-            .max_size
-            .map(|s| in_range("/max_size", s, 1, MAX_QUEUE_SIZE))
-            .transpose()?
-            .map_or(DEFAULT_AUTO_QUEUE_SIZE, |s| s as usize);
-        let priority = self.priority.map(|p| in_range("/priority", p, 0, MAX_PRIORITY)).transpose()?;
+        validate_queue_name("queue_name", &self.queue_name)?;
+        let max_wait_secs = self.max_wait.map(validate_max_wait).transpose()?;
+        let max_size = self.max_size.map_or(Ok(DEFAULT_AUTO_QUEUE_SIZE), validate_max_size)?;
+        let priority = self.priority.map(validate_priority).transpose()?;
         self.options.validate()?;
         Ok(ValidEnqueue {
-            queue,
-            max_wait_secs: max_wait.map(|s| s as u64),
+            queue: &self.queue_name,
+            max_wait_secs,
             max_size,
-            keep_after_hangup: self.keep_after_hangup.unwrap_or(false),
-            priority: priority.map_or(0, |p| p as u8),
+            keep_after_hangup: self.keep_after_hangup,
+            priority: priority.unwrap_or(0),
         })
     }
 }
@@ -189,7 +232,48 @@ pub(crate) struct ValidEnqueue<'a> {
     pub(crate) priority: u8,
 }
 
-/// Media options of bridge: checked for type and enumeration, otherwise without effect.
+/// A wait must be whole seconds in range (the wire speaks seconds, and so do the figures).
+fn validate_max_wait(wait: Duration) -> Result<u64> {
+    if wait.subsec_nanos() != 0 {
+        return Err(MAX_WAIT_TIME_SECS.error());
+    }
+    MAX_WAIT_TIME_SECS.check_unsigned(wait.as_secs())
+}
+
+fn validate_priority(priority: u8) -> Result<u8> {
+    PRIORITY.check_unsigned(priority).map(|_| priority)
+}
+
+/// What happens to a leg when its bridge ends (`park_after_unbridge` on the wire).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AfterUnbridge {
+    /// The leg is hung up (no `park_after_unbridge`).
+    #[default]
+    HangUp,
+    /// The leg is parked: it stays `active` (`park_after_unbridge: "self"`).
+    Park,
+}
+
+impl AfterUnbridge {
+    /// The values `park_after_unbridge` takes on the wire.
+    pub const WIRE_VALUES: &'static [&'static str] = &["self"];
+
+    /// From the wire's `park_after_unbridge` (absent: hang up).
+    ///
+    /// # Errors
+    /// `10032` for a value other than `"self"`.
+    pub fn from_wire(value: Option<&str>) -> Result<Self> {
+        match value {
+            None => Ok(Self::HangUp),
+            Some("self") => Ok(Self::Park),
+            Some(_) => Err(Error::invalid_enum("park_after_unbridge", Self::WIRE_VALUES)),
+        }
+    }
+}
+
+/// Media options of bridge: checked for type and enumeration, otherwise without effect (no
+/// media flows through waitline), so they stay the wire's strings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct BridgeMediaOptions {
@@ -198,8 +282,8 @@ pub struct BridgeMediaOptions {
     pub record: Option<String>,
     pub record_channels: Option<String>,
     pub record_format: Option<String>,
-    pub record_max_length: Option<i64>,
-    pub record_timeout_secs: Option<i64>,
+    pub record_max_length: Option<u32>,
+    pub record_timeout_secs: Option<u32>,
     pub record_track: Option<String>,
     pub record_trim: Option<String>,
     pub record_custom_file_name: Option<String>,
@@ -218,32 +302,32 @@ const RINGTONES: &[&str] = &[
 
 impl BridgeMediaOptions {
     fn validate(&self) -> Result<()> {
-        one_of("/ringtone", self.ringtone.as_deref(), RINGTONES)?;
-        one_of("/record", self.record.as_deref(), &["record-from-answer"])?;
-        one_of("/record_channels", self.record_channels.as_deref(), &["single", "dual"])?;
-        one_of("/record_format", self.record_format.as_deref(), &["wav", "mp3"])?;
-        one_of("/record_track", self.record_track.as_deref(), &["both", "inbound", "outbound"])?;
-        one_of("/record_trim", self.record_trim.as_deref(), &["trim-silence"])?;
-        one_of("/mute_dtmf", self.mute_dtmf.as_deref(), &["none", "both", "self", "opposite"])?;
+        one_of("ringtone", self.ringtone.as_deref(), RINGTONES)?;
+        one_of("record", self.record.as_deref(), &["record-from-answer"])?;
+        one_of("record_channels", self.record_channels.as_deref(), &["single", "dual"])?;
+        one_of("record_format", self.record_format.as_deref(), &["wav", "mp3"])?;
+        one_of("record_track", self.record_track.as_deref(), &["both", "inbound", "outbound"])?;
+        one_of("record_trim", self.record_trim.as_deref(), &["trim-silence"])?;
+        one_of("mute_dtmf", self.mute_dtmf.as_deref(), &["none", "both", "self", "opposite"])?;
         if let Some(v) = self.record_max_length {
-            in_range("/record_max_length", v, 0, 43_200)?;
+            RECORD_MAX_LENGTH.check_unsigned(v)?;
         }
         if let Some(v) = self.record_timeout_secs {
-            in_range("/record_timeout_secs", v, 0, i64::from(i32::MAX))?;
+            RECORD_TIMEOUT_SECS.check_unsigned(v)?;
         }
         if let Some(name) = &self.record_custom_file_name {
             if name.is_empty() || name.len() > 40 {
                 return Err(Error::out_of_range(
-                    "/record_custom_file_name",
+                    "record_custom_file_name",
                     "The 'record_custom_file_name' parameter must be 1 to 40 characters long.",
                 ));
             }
         }
         if let Some(v) = &self.video_room_id {
-            validate_text("/video_room_id", v)?;
+            validate_text("video_room_id", v)?;
         }
         if let Some(v) = &self.video_room_context {
-            validate_text("/video_room_context", v)?;
+            validate_text("video_room_context", v)?;
         }
         Ok(())
     }
@@ -256,8 +340,8 @@ pub struct BridgeParams {
     pub call_control_id: Option<String>,
     /// Bridge with the head of this queue.
     pub queue: Option<String>,
-    /// `"self"`: this leg is parked, not hung up, when the bridge ends.
-    pub park_after_unbridge: Option<String>,
+    /// What happens to this leg when the bridge ends.
+    pub after_unbridge: AfterUnbridge,
     /// Media options (validated, no effect).
     pub media: BridgeMediaOptions,
     /// `client_state` and `command_id`.
@@ -279,31 +363,26 @@ impl BridgeParams {
 
     /// Park this leg when the bridge ends (`park_after_unbridge: "self"`).
     #[must_use]
-    pub fn park_after_unbridge(mut self) -> Self {
-        self.park_after_unbridge = Some("self".into());
+    pub const fn park_after_unbridge(mut self) -> Self {
+        self.after_unbridge = AfterUnbridge::Park;
         self
     }
 
     pub(crate) fn validate(&self) -> Result<(BridgeTarget<'_>, bool)> {
-        let park = match self.park_after_unbridge.as_deref() {
-            None => false,
-            Some("self") => true,
-            Some(_) => return Err(Error::invalid_enum("/park_after_unbridge", &["self"])),
-        };
         let target = match (self.queue.as_deref(), self.call_control_id.as_deref()) {
             (Some(q), _) => {
-                validate_queue_name("/queue", q)?;
+                validate_queue_name("queue", q)?;
                 BridgeTarget::Queue(q)
             }
             (None, Some(c)) => {
-                validate_text("/call_control_id", c)?;
+                validate_text("call_control_id", c)?;
                 BridgeTarget::Call(c)
             }
-            (None, None) => return Err(Error::missing("/call_control_id")),
+            (None, None) => return Err(Error::missing("call_control_id")),
         };
         self.media.validate()?;
         self.options.validate()?;
-        Ok((target, park))
+        Ok((target, self.after_unbridge == AfterUnbridge::Park))
     }
 }
 
@@ -315,8 +394,8 @@ pub(crate) enum BridgeTarget<'a> {
 /// Parameters of transfer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TransferParams {
-    /// The new call's destination (required).
-    pub to: Option<String>,
+    /// The new call's destination.
+    pub to: String,
     /// The new call's caller id (default: the transferred call's `to`).
     pub from: Option<String>,
     /// `client_state` and `command_id`.
@@ -327,17 +406,16 @@ impl TransferParams {
     /// Transfer to `to`.
     #[must_use]
     pub fn new(to: impl Into<String>) -> Self {
-        Self { to: Some(to.into()), ..Self::default() }
+        Self { to: to.into(), ..Self::default() }
     }
 
     pub(crate) fn validate(&self) -> Result<&str> {
-        let to = required("/to", self.to.as_deref())?;
-        validate_text("/to", to)?;
+        validate_text("to", &self.to)?;
         if let Some(from) = &self.from {
-            validate_text("/from", from)?;
+            validate_text("from", from)?;
         }
         self.options.validate()?;
-        Ok(to)
+        Ok(&self.to)
     }
 }
 
@@ -347,12 +425,12 @@ pub struct QueueCallUpdate {
     /// Keep the call in the queue after hangup.
     pub keep_after_hangup: Option<bool>,
     /// \[ext\] New priority, 0..=9; the call keeps its arrival order within the new band.
-    pub priority: Option<i64>,
+    pub priority: Option<u8>,
 }
 
 impl QueueCallUpdate {
     pub(crate) fn validate(&self) -> Result<Option<u8>> {
-        Ok(self.priority.map(|p| in_range("/priority", p, 0, MAX_PRIORITY)).transpose()?.map(|p| p as u8))
+        self.priority.map(validate_priority).transpose()
     }
 }
 
@@ -360,26 +438,22 @@ impl QueueCallUpdate {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PageRequest {
     /// 1-based page number, default 1.
-    pub number: Option<i64>,
+    pub number: Option<u64>,
     /// 1..=250, default 20.
-    pub size: Option<i64>,
+    pub size: Option<u32>,
 }
 
 impl PageRequest {
     /// Page `number` of `size` items.
     #[must_use]
-    pub const fn new(number: i64, size: i64) -> Self {
+    pub const fn new(number: u64, size: u32) -> Self {
         Self { number: Some(number), size: Some(size) }
     }
 
     pub(crate) fn validate(self) -> Result<(usize, usize)> {
-        let number = self.number.map(|n| in_range("/page[number]", n, 1, i64::MAX)).transpose()?.unwrap_or(1);
-        let size = self
-            .size
-            .map(|n| in_range("/page[size]", n, 1, MAX_PAGE_SIZE))
-            .transpose()?
-            .map_or(DEFAULT_PAGE_SIZE, |s| s as usize);
-        Ok((usize::try_from(number).unwrap_or(usize::MAX), size))
+        let number = self.number.map(|n| PAGE_NUMBER.check_unsigned(n)).transpose()?.unwrap_or(1);
+        let size = self.size.map(|n| PAGE_SIZE.check_unsigned(n)).transpose()?;
+        Ok((usize::try_from(number).unwrap_or(usize::MAX), size.map_or(DEFAULT_PAGE_SIZE, |s| s as usize)))
     }
 }
 
@@ -404,48 +478,27 @@ impl<T> Page<T> {
     }
 }
 
-pub(crate) fn validate_max_size(pointer: &'static str, size: Option<i64>) -> Result<usize> {
-    let size = required_value(pointer, size)?;
-    Ok(in_range(pointer, size, 1, MAX_QUEUE_SIZE)? as usize)
+pub(crate) fn validate_max_size(size: u32) -> Result<usize> {
+    Ok(QUEUE_MAX_SIZE.check_unsigned(size)? as usize)
 }
 
-fn required<'a>(pointer: &'static str, v: Option<&'a str>) -> Result<&'a str> {
-    v.ok_or_else(|| Error::missing(pointer))
-}
-
-fn required_value<T>(pointer: &'static str, v: Option<T>) -> Result<T> {
-    v.ok_or_else(|| Error::missing(pointer))
-}
-
-fn in_range(pointer: &'static str, v: i64, lo: i64, hi: i64) -> Result<i64> {
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(Error::out_of_range(
-            pointer,
-            format!("The '{}' parameter must be between {lo} and {hi}.", &pointer[1..]),
-        ))
-    }
-}
-
-fn one_of(pointer: &'static str, v: Option<&str>, allowed: &[&str]) -> Result<()> {
+fn one_of(parameter: &'static str, v: Option<&str>, allowed: &[&str]) -> Result<()> {
     match v {
-        Some(v) if !allowed.contains(&v) => Err(Error::invalid_enum(pointer, allowed)),
+        Some(v) if !allowed.contains(&v) => Err(Error::invalid_enum(parameter, allowed)),
         _ => Ok(()),
     }
 }
 
 /// 1..=255 bytes, no control characters: call ids, numbers, connection ids, command ids.
-pub(crate) fn validate_text(pointer: &'static str, v: &str) -> Result<()> {
+pub(crate) fn validate_text(parameter: &'static str, v: &str) -> Result<()> {
     // Control characters are ASCII ones or U+0080..=U+009F: scan chars only past ASCII.
     let has_control =
         if v.is_ascii() { v.bytes().any(|b| b.is_ascii_control()) } else { v.chars().any(char::is_control) };
     if v.is_empty() || v.len() > MAX_NAME_LEN || has_control {
         return Err(Error::out_of_range(
-            pointer,
+            parameter,
             format!(
-                "The '{}' parameter must be 1 to {MAX_NAME_LEN} bytes without control characters.",
-                &pointer[1..]
+                "The '{parameter}' parameter must be 1 to {MAX_NAME_LEN} bytes without control characters."
             ),
         ));
     }
@@ -453,8 +506,8 @@ pub(crate) fn validate_text(pointer: &'static str, v: &str) -> Result<()> {
 }
 
 /// Queue names follow the same rule as other names (docs/behaviour.md §1).
-pub(crate) fn validate_queue_name(pointer: &'static str, v: &str) -> Result<()> {
-    validate_text(pointer, v)
+pub(crate) fn validate_queue_name(parameter: &'static str, v: &str) -> Result<()> {
+    validate_text(parameter, v)
 }
 
 fn validate_client_state(v: &str) -> Result<()> {
@@ -464,22 +517,19 @@ fn validate_client_state(v: &str) -> Result<()> {
         body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'));
     if v.is_empty() || v.len() > MAX_CLIENT_STATE_LEN || padding > 2 || !alphabet_ok {
         return Err(Error::out_of_range(
-            "/client_state",
+            "client_state",
             format!("The 'client_state' parameter must be base64 text of 1 to {MAX_CLIENT_STATE_LEN} bytes."),
         ));
     }
     Ok(())
 }
 
-fn validate_url(pointer: &'static str, v: &str) -> Result<()> {
+fn validate_url(parameter: &'static str, v: &str) -> Result<()> {
     let scheme_ok = v.starts_with("http://") || v.starts_with("https://");
     if !scheme_ok || v.len() > MAX_URL_LEN || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(Error::out_of_range(
-            pointer,
-            format!(
-                "The '{}' parameter must be an http(s) URL of at most {MAX_URL_LEN} bytes.",
-                &pointer[1..]
-            ),
+            parameter,
+            format!("The '{}' parameter must be an http(s) URL of at most {MAX_URL_LEN} bytes.", parameter),
         ));
     }
     Ok(())
@@ -492,20 +542,19 @@ mod tests {
     #[test]
     fn enqueue_ranges() {
         assert!(EnqueueParams::new("q").validate().is_ok());
-        let bad = |p: EnqueueParams, ptr: &str| {
+        let bad = |p: EnqueueParams, parameter: &str| {
             let e = p.validate().err().expect("must fail");
-            assert_eq!(e.pointer(), Some(ptr));
+            assert_eq!(e.parameter(), Some(parameter));
         };
-        bad(EnqueueParams::default(), "/queue_name");
-        bad(EnqueueParams::new(""), "/queue_name");
-        bad(EnqueueParams::new("a\u{7}b"), "/queue_name");
-        bad(EnqueueParams::new("x".repeat(256)), "/queue_name");
-        bad(EnqueueParams::new("q").max_wait_time_secs(0), "/max_wait_time_secs");
-        bad(EnqueueParams::new("q").max_wait_time_secs(86_401), "/max_wait_time_secs");
-        bad(EnqueueParams::new("q").max_size(0), "/max_size");
-        bad(EnqueueParams::new("q").max_size(1_000_001), "/max_size");
-        bad(EnqueueParams::new("q").priority(10), "/priority");
-        bad(EnqueueParams::new("q").priority(-1), "/priority");
+        bad(EnqueueParams::new(""), "queue_name");
+        bad(EnqueueParams::new("a\u{7}b"), "queue_name");
+        bad(EnqueueParams::new("x".repeat(256)), "queue_name");
+        bad(EnqueueParams::new("q").max_wait_time_secs(0), "max_wait_time_secs");
+        bad(EnqueueParams::new("q").max_wait_time_secs(86_401), "max_wait_time_secs");
+        bad(EnqueueParams::new("q").max_wait(Duration::from_millis(1500)), "max_wait_time_secs");
+        bad(EnqueueParams::new("q").max_size(0), "max_size");
+        bad(EnqueueParams::new("q").max_size(1_000_001), "max_size");
+        bad(EnqueueParams::new("q").priority(10), "priority");
         assert!(
             EnqueueParams::new("x".repeat(255))
                 .max_wait_time_secs(86_400)
@@ -514,6 +563,20 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn wire_numbers_convert_with_the_cores_error() {
+        assert_eq!(PRIORITY.convert::<u8>(9).ok(), Some(9));
+        for v in [-1, 10, 300, i64::MIN] {
+            let e = PRIORITY.convert::<u8>(v).expect_err("out of range");
+            assert_eq!((e.code(), e.parameter()), ("10033", Some("priority")));
+            assert_eq!(e, EnqueueParams::new("q").priority(10).validate().err().expect("refused"));
+        }
+        assert_eq!(QUEUE_MAX_SIZE.convert::<u32>(1_000_000).ok(), Some(1_000_000));
+        assert!(QUEUE_MAX_SIZE.convert::<u32>(-5).is_err());
+        assert_eq!(PAGE_NUMBER.convert::<u64>(i64::MAX).ok(), Some(i64::MAX as u64));
+        assert_eq!(PAGE_NUMBER.check(0).err().and_then(|e| e.parameter()), Some("page[number]"));
     }
 
     #[test]
@@ -527,9 +590,9 @@ mod tests {
     #[test]
     fn bridge_needs_a_target_and_valid_enums() {
         assert_eq!(BridgeParams::default().validate().err().map(|e| e.code()), Some("10004"));
-        let mut p = BridgeParams::call("x");
-        p.park_after_unbridge = Some("other".into());
-        assert_eq!(p.validate().err().map(|e| e.code()), Some("10032"));
+        assert_eq!(AfterUnbridge::from_wire(Some("other")).err().map(|e| e.code()), Some("10032"));
+        assert_eq!(AfterUnbridge::from_wire(Some("self")).ok(), Some(AfterUnbridge::Park));
+        assert_eq!(AfterUnbridge::from_wire(None).ok(), Some(AfterUnbridge::HangUp));
         let mut p = BridgeParams::queue("q");
         p.media.ringtone = Some("xx".into());
         assert_eq!(p.validate().err().map(|e| e.code()), Some("10032"));
@@ -541,8 +604,8 @@ mod tests {
     #[test]
     fn pages() {
         assert_eq!(PageRequest::default().validate().ok(), Some((1, 20)));
-        assert_eq!(PageRequest::new(0, 1).validate().err().and_then(|e| e.pointer()), Some("/page[number]"));
-        assert_eq!(PageRequest::new(1, 251).validate().err().and_then(|e| e.pointer()), Some("/page[size]"));
+        assert_eq!(PageRequest::new(0, 1).validate().err().and_then(|e| e.parameter()), Some("page[number]"));
+        assert_eq!(PageRequest::new(1, 251).validate().err().and_then(|e| e.parameter()), Some("page[size]"));
         let p: Page<u8> = Page::new(vec![], 1, 20, 41);
         assert_eq!(p.total_pages, 3);
     }

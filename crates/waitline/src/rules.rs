@@ -382,7 +382,7 @@ impl Tenant {
                 BridgeTarget::Queue(qname) => {
                     if a.queue().is_some_and(|q| &**q == qname) {
                         return Err(Error::out_of_range(
-                            "/queue",
+                            "queue",
                             "A call cannot be bridged with the queue it is waiting in.",
                         ));
                     }
@@ -397,7 +397,7 @@ impl Tenant {
                 BridgeTarget::Call(b) => {
                     if b == a.id() {
                         return Err(Error::out_of_range(
-                            "/call_control_id",
+                            "call_control_id",
                             "A call cannot be bridged with itself.",
                         ));
                     }
@@ -517,13 +517,9 @@ impl Tenant {
     // -----------------------------------------------------------------------------------
 
     /// Creates an explicit queue (never idle-collected); `max_size` defaults to 300.
-    pub fn create_queue(&self, name: Option<&str>, max_size: Option<i64>) -> Result<QueueInfo> {
-        let name = name.ok_or_else(|| Error::missing("/queue_name"))?;
-        validate_queue_name("/queue_name", name)?;
-        let max_size = match max_size {
-            None => DEFAULT_EXPLICIT_QUEUE_SIZE,
-            some => validate_max_size("/max_size", some)?,
-        };
+    pub fn create_queue(&self, name: &str, max_size: Option<u32>) -> Result<QueueInfo> {
+        validate_queue_name("queue_name", name)?;
+        let max_size = max_size.map_or(Ok(DEFAULT_EXPLICIT_QUEUE_SIZE), validate_max_size)?;
         let now = self.inner().begin();
         self.run(now, |txn| {
             if txn.queue(name).is_some() {
@@ -557,10 +553,10 @@ impl Tenant {
         })
     }
 
-    /// Sets a queue's `max_size` (required, 1..=1 000 000). Nobody is removed when it drops
-    /// below the current size.
-    pub fn update_queue(&self, name: &str, max_size: Option<i64>) -> Result<QueueInfo> {
-        let max_size = validate_max_size("/max_size", max_size)?;
+    /// Sets a queue's `max_size` (1..=1 000 000). Nobody is removed when it drops below the
+    /// current size.
+    pub fn update_queue(&self, name: &str, max_size: u32) -> Result<QueueInfo> {
+        let max_size = validate_max_size(max_size)?;
         let now = self.inner().begin();
         self.run(now, |txn| {
             let q = txn.queue(name).ok_or(Error::QueueNotFound)?;

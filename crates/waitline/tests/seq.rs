@@ -45,9 +45,9 @@ fn each_state_change_takes_the_next_number_and_its_events_share_it() {
     let (d, seqs) = step(&mut f, |t| t.bridge(&b, &BridgeParams::queue("q")).unwrap());
     assert_eq!((d, seqs), (1, vec![5, 5, 5]));
     // A change without events still takes a number.
-    let (d, seqs) = step(&mut f, |t| t.create_queue(Some("explicit"), None).unwrap());
+    let (d, seqs) = step(&mut f, |t| t.create_queue("explicit", None).unwrap());
     assert_eq!((d, seqs.len()), (1, 1));
-    let (d, seqs) = step(&mut f, |t| t.update_queue("explicit", Some(5)).unwrap());
+    let (d, seqs) = step(&mut f, |t| t.update_queue("explicit", 5).unwrap());
     assert_eq!((d, seqs), (1, vec![]));
     // hangup of a bridged leg: both legs end, one number.
     let (d, seqs) = step(&mut f, |t| t.hangup(&a, &none()).unwrap());
@@ -76,8 +76,8 @@ fn rejected_commands_and_reads_take_no_number() {
         Box::new(|t| t.bridge(&b, &BridgeParams::queue("empty")).is_err()),
         Box::new(|t| t.bridge(&b, &BridgeParams::call(&b)).is_err()),
         Box::new(|t| t.delete_queue("q").is_err()), // not empty
-        Box::new(|t| t.create_queue(Some("q"), None).is_err()),
-        Box::new(|t| t.update_queue("nope", Some(3)).is_err()),
+        Box::new(|t| t.create_queue("q", None).is_err()),
+        Box::new(|t| t.update_queue("nope", 3).is_err()),
         Box::new(|t| t.remove_queue_call("q", &b).is_err()),
         Box::new(|t| t.transfer(&a, &TransferParams::new("+3")).is_err()), // live-call cap
         Box::new(|t| t.call(&a).is_ok()),

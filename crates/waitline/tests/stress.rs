@@ -82,9 +82,9 @@ fn run(names: &[&str]) {
                     let q = format!("q{}", rng.below(QUEUES));
                     let r = match rng.below(10) {
                         0..=3 => {
-                            let mut p = EnqueueParams::new(q).priority(rng.below(3) as i64);
+                            let mut p = EnqueueParams::new(q).priority(rng.below(3) as u8);
                             if rng.below(4) == 0 {
-                                p = p.max_wait_time_secs(1 + rng.below(5) as i64);
+                                p = p.max_wait_time_secs(1 + rng.below(5) as u64);
                             }
                             p = p.keep_after_hangup(rng.below(8) == 0);
                             tenant.enqueue(id, &p)
