@@ -72,16 +72,34 @@ impl CallState {
     }
 }
 
+/// A call's membership of a queue, kept in the call's record: the queue's slot, the call's
+/// slot in the queue's order, and what the queue knows of the member. The queue itself keeps
+/// only the order (call slots), so a command that found the call finds the member too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Membership {
+    /// The queue's slot in the tenant's queue slab.
+    pub(crate) queue: u32,
+    /// The call's slot in the queue's order (changed by compaction, see `order`).
+    pub(crate) arrival: u32,
+    /// The priority band.
+    pub(crate) band: u8,
+    pub(crate) keep_after_hangup: bool,
+    /// False once the call hung up while kept in the queue.
+    pub(crate) alive: bool,
+    pub(crate) enqueued_at: Timestamp,
+    pub(crate) deadline: Option<Timestamp>,
+}
+
 /// Where a call is attached.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Link {
     None,
-    /// Member of this queue (of the call's tenant). Also holds for an ended call kept after
+    /// Member of a queue (of the call's tenant). Also holds for an ended call kept after
     /// hangup.
-    Queued(Arc<str>),
-    /// Bridged with this call; `park_after_unbridge` is what this leg asked for.
+    Queued(Membership),
+    /// Bridged with the call in this slot; `park_after_unbridge` is what this leg asked for.
     Bridged {
-        with: Arc<CallIdentity>,
+        with: u32,
         park_after_unbridge: bool,
     },
 }
@@ -114,20 +132,36 @@ impl CallRecord {
         }
     }
 
-    pub(crate) fn is_ended(&self) -> bool {
-        self.end_time.is_some()
-    }
-
-    pub(crate) fn queue(&self) -> Option<&Arc<str>> {
+    pub(crate) const fn membership(&self) -> Option<&Membership> {
         match &self.link {
-            Link::Queued(q) => Some(q),
+            Link::Queued(m) => Some(m),
             _ => None,
         }
     }
 
-    pub(crate) fn bridged_with(&self) -> Option<&Arc<CallIdentity>> {
+    pub(crate) const fn membership_mut(&mut self) -> Option<&mut Membership> {
+        match &mut self.link {
+            Link::Queued(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.end_time.is_some()
+    }
+
+    /// The slot of the queue the call is a member of.
+    pub(crate) const fn queue(&self) -> Option<u32> {
         match &self.link {
-            Link::Bridged { with, .. } => Some(with),
+            Link::Queued(m) => Some(m.queue),
+            _ => None,
+        }
+    }
+
+    /// The slot of the call this one is bridged with.
+    pub(crate) const fn bridged_with(&self) -> Option<u32> {
+        match &self.link {
+            Link::Bridged { with, .. } => Some(*with),
             _ => None,
         }
     }
@@ -148,7 +182,13 @@ impl CallRecord {
         self.recent_commands.push((command_id.into(), now));
     }
 
-    pub(crate) fn snapshot(&self, now: Timestamp) -> CallInfo {
+    /// The call's status; `queue` and `bridged_with` are the names its link points to.
+    pub(crate) fn snapshot(
+        &self,
+        now: Timestamp,
+        queue: Option<&str>,
+        bridged_with: Option<&str>,
+    ) -> CallInfo {
         let id = &self.ident;
         let until = self.end_time.unwrap_or(now);
         CallInfo {
@@ -165,8 +205,8 @@ impl CallRecord {
             start_time: id.start_time,
             end_time: self.end_time,
             call_duration: until.secs_since(id.start_time),
-            queue: self.queue().map(|q| q.to_string()),
-            bridged_with: self.bridged_with().map(|b| b.call_control_id.to_string()),
+            queue: queue.map(str::to_owned),
+            bridged_with: bridged_with.map(str::to_owned),
         }
     }
 }

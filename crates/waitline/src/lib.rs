@@ -37,6 +37,7 @@ mod order;
 mod params;
 mod queue;
 mod rules;
+mod slab;
 mod state;
 mod timers;
 

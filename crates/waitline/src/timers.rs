@@ -9,42 +9,21 @@
 //! valid (amortised O(1) per timer; see `Txn::schedule`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use uuid::Uuid;
-
-use crate::call::CallIdentity;
 use crate::clock::Timestamp;
+use crate::slab::Handle;
 
-/// One incarnation of a queue (a queue deleted and made again has a new `id`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct QueueInstance {
-    pub(crate) name: Arc<str>,
-    pub(crate) key_hash: u64,
-    pub(crate) id: Uuid,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A timer holds plain keys: slab handles (slot and generation) of the call and of the
+/// queue it was set for, checked when it fires, so a timer keeps nothing alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Timer {
     /// A member's `max_wait_time_secs` runs out; `arrival` breaks ties between equal
     /// deadlines in enqueue order.
-    Deadline { queue: QueueInstance, call: Arc<CallIdentity>, arrival: u64 },
+    Deadline { queue: Handle, call: Handle, arrival: u64 },
     /// An auto queue may have been idle for `queue_idle_ttl`.
-    Idle { queue: QueueInstance },
+    Idle { queue: Handle },
     /// An ended call may be forgotten.
-    Forget { call: Arc<CallIdentity> },
-}
-
-impl Timer {
-    /// Order among timers due at the same instant: deadlines (in enqueue order), then idle
-    /// queues, then forgetting calls.
-    pub(crate) fn tie_key(&self) -> (u8, &str, u64) {
-        match self {
-            Self::Deadline { queue, arrival, .. } => (0, &queue.name, *arrival),
-            Self::Idle { queue } => (1, &queue.name, 0),
-            Self::Forget { call } => (2, &call.call_control_id, 0),
-        }
-    }
+    Forget { call: Handle },
 }
 
 #[derive(Debug, Default)]
@@ -166,18 +145,7 @@ mod tests {
     use super::*;
 
     fn forget(n: u32) -> Timer {
-        let call = CallIdentity {
-            call_control_id: n.to_string().into(),
-            call_leg_id: Uuid::nil(),
-            call_session_id: Uuid::nil(),
-            connection_id: "x".into(),
-            from: "a".into(),
-            to: "b".into(),
-            start_time: Timestamp::EPOCH,
-            webhook_url: None,
-            key_hash: u64::from(n),
-        };
-        Timer::Forget { call: Arc::new(call) }
+        Timer::Forget { call: Handle { ix: n, generation: 0 } }
     }
 
     #[test]
@@ -209,7 +177,7 @@ mod tests {
             t.schedule(Timestamp::from_secs(u64::from(n % 7)), forget(n));
         }
         assert!(t.wants_purge());
-        t.purge(|_, timer| matches!(timer, Timer::Forget { call } if call.key_hash % 2 == 0));
+        t.purge(|_, timer| matches!(timer, Timer::Forget { call } if call.ix % 2 == 0));
         assert_eq!(t.len(), 5_000);
         assert!(!t.wants_purge());
         assert_eq!(t.earliest(), Some(Timestamp::from_secs(0)));
