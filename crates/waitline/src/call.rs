@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
+use crate::slab::Handle;
 
 /// The fixed facts of a call leg, shared (not copied) by the call record, the queue member
 /// and every event about the call.
@@ -27,22 +29,102 @@ pub struct CallIdentity {
     pub start_time: Timestamp,
     /// Where this call's webhooks go, if not to the frontend's default.
     pub webhook_url: Option<Box<str>>,
-    /// Hash of the id under the engine's hasher: computed once at dial, it finds the call in
-    /// its tenant's table and in queues.
-    pub(crate) key_hash: u64,
+    /// For an id the client gave at dial: its hash under the engine's hasher, which finds
+    /// the call in its tenant's map of client ids. `None` for ids the engine made, which
+    /// lead to their slot by themselves.
+    pub(crate) id_hash: Option<u64>,
 }
 
-impl CallIdentity {
-    pub(crate) fn key(&self) -> CallKey<'_> {
-        CallKey { hash: self.key_hash, id: &self.call_control_id }
+// ---------------------------------------------------------------------------------------
+// Call ids the engine makes.
+// ---------------------------------------------------------------------------------------
+//
+// Telnyx-style: `v3:` and 40 characters of the URL-safe base64 alphabet (`A-Z a-z 0-9 - _`,
+// 6 bits each), 43 bytes in all:
+//
+//   v3:  SSSSSSSSSSS  RRRRRRRRRRRRRRRRRRRRRRRRRRRRR
+//        11 chars:    29 chars: 174 random bits (the secret), from the thread's CSPRNG
+//        the slot     (`rand`'s ChaCha, seeded from the OS, through uuid's fast-rng)
+//
+// The slot part is 66 bits, most significant first; the top 2 are zero and the other 64
+// hold the call's slot in its tenant's slab (high 32 bits) and the slot's generation (low 32
+// bits). A lookup decodes the slot and compares the whole id with the id of the record in
+// it, in constant time: an id with a wrong secret, or for a slot used by another call since,
+// fails that comparison and then answers exactly like an unknown id. Ids the client gives at
+// dial (any shape) are found through a per-tenant hash map, which a lookup consults when the
+// decoded slot does not hold the id. To clients all ids stay opaque strings.
+
+/// The base64url alphabet, in value order.
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const ID_PREFIX: &str = "v3:";
+/// Characters of the slot part.
+const SLOT_CHARS: usize = 11;
+/// Characters of the secret part (174 bits).
+const SECRET_CHARS: usize = 29;
+const ID_LEN: usize = ID_PREFIX.len() + SLOT_CHARS + SECRET_CHARS;
+
+/// A fresh engine id with its secret and a placeholder slot part, to be completed with
+/// [`stamp_slot`] once the slot is known (under the tenant's lock; the random part is drawn
+/// before it).
+pub(crate) fn new_call_control_id() -> String {
+    let mut id = String::with_capacity(ID_LEN);
+    id.push_str(ID_PREFIX);
+    id.extend(std::iter::repeat_n('A', SLOT_CHARS));
+    // 20 + 9 characters of 6 bits from the 122 random bits of each of two v4 UUIDs.
+    for chars in [20, SECRET_CHARS - 20] {
+        let mut bits = Uuid::new_v4().as_u128();
+        for _ in 0..chars {
+            id.push(char::from(ALPHABET[(bits & 63) as usize]));
+            bits >>= 6;
+        }
     }
+    id
 }
 
-/// A call id with its hash, so that nothing hashes the same id twice.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct CallKey<'a> {
-    pub(crate) hash: u64,
-    pub(crate) id: &'a str,
+/// Writes the slot part of an id made by [`new_call_control_id`].
+pub(crate) fn stamp_slot(id: &mut String, slot: Handle) {
+    let value = (u64::from(slot.ix) << 32) | u64::from(slot.generation);
+    let mut part = [0u8; SLOT_CHARS];
+    for (i, c) in part.iter_mut().enumerate() {
+        let shift = 6 * (SLOT_CHARS - 1 - i);
+        *c = ALPHABET[((value >> shift) & 63) as usize];
+    }
+    let part = std::str::from_utf8(&part).expect("ASCII");
+    id.replace_range(ID_PREFIX.len()..ID_PREFIX.len() + SLOT_CHARS, part);
+}
+
+const fn alphabet_value(c: u8) -> Option<u64> {
+    Some(match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        b'_' => 63,
+        _ => return None,
+    } as u64)
+}
+
+/// The slot an id of the engine's shape names, if it has that shape.
+pub(crate) fn decode_slot(id: &str) -> Option<Handle> {
+    let bytes = id.as_bytes();
+    if bytes.len() != ID_LEN || !id.starts_with(ID_PREFIX) {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for (i, &c) in bytes[ID_PREFIX.len()..ID_PREFIX.len() + SLOT_CHARS].iter().enumerate() {
+        let v = alphabet_value(c)?;
+        if i == 0 && v >= 16 {
+            return None; // more than 64 bits
+        }
+        value = (value << 6) | v;
+    }
+    let ix = u32::try_from(value >> 32).ok()?;
+    Some(Handle { ix, generation: (value & u64::from(u32::MAX)) as u32 })
+}
+
+/// Whether two ids are equal, in time that depends on their length only.
+pub(crate) fn same_id(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Lifecycle state of a call.
@@ -248,4 +330,32 @@ pub struct CallInfo {
     /// \[ext\] The call this one is bridged with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bridged_with: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_ids_encode_their_slot() {
+        for (ix, generation) in [(0, 0), (1, 7), (u32::MAX, u32::MAX), (123_456, 1 << 31)] {
+            let slot = Handle { ix, generation };
+            let mut id = new_call_control_id();
+            stamp_slot(&mut id, slot);
+            assert_eq!(id.len(), 43);
+            assert!(id.starts_with("v3:"));
+            assert!(id[3..].bytes().all(|c| ALPHABET.contains(&c)));
+            assert_eq!(decode_slot(&id), Some(slot));
+        }
+        let a = new_call_control_id();
+        let b = new_call_control_id();
+        assert_ne!(a[14..], b[14..], "the secrets differ");
+        assert_eq!(decode_slot("v3:short"), None);
+        assert_eq!(decode_slot(&format!("v3:Q{}", "A".repeat(39))), None, "more than 64 bits");
+        assert_eq!(decode_slot(&format!("v3:A{}!", "A".repeat(38))).map(|h| h.ix), Some(0));
+        assert_eq!(decode_slot(&format!("v3:!{}", "A".repeat(39))), None);
+        assert!(same_id("v3:abc", "v3:abc"));
+        assert!(!same_id("v3:abc", "v3:abd"));
+        assert!(!same_id("v3:abc", "v3:ab"));
+    }
 }

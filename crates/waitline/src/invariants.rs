@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::call::{CallKey, Link};
+use crate::call::Link;
 use crate::engine::Engine;
 use crate::state::{Shared, TenantCore};
 
@@ -28,10 +28,10 @@ fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
     for (ix, rec) in core.calls() {
         calls += 1;
         let id = &*rec.ident.call_control_id;
-        if rec.ident.key_hash != shared.call_hash(id) {
+        if rec.ident.id_hash.is_some_and(|h| h != shared.call_hash(id)) {
             return Err(format!("call {id} with a wrong hash"));
         }
-        if core.call_ix(CallKey { hash: rec.ident.key_hash, id }) != Some(ix) {
+        if core.call_ix(shared, id) != Some(ix) {
             return Err(format!("call {id} not found by its id"));
         }
         if !rec.is_ended() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::call::{CallIdentity, CallInfo, CallKey, CallRecord, Link};
+use crate::call::{CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
 use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
 use crate::error::{CallbackInfo, Error, Result};
@@ -42,24 +42,10 @@ impl CallView {
     }
 }
 
-/// A fresh Telnyx-style id: `v3:` and 40 URL-safe characters from 240 random bits.
-fn new_call_control_id() -> Box<str> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut id = String::with_capacity(43);
-    id.push_str("v3:");
-    for _ in 0..2 {
-        // 20 characters of 6 bits from the 122 random bits of a v4 UUID.
-        let mut bits = Uuid::new_v4().as_u128();
-        for _ in 0..20 {
-            id.push(char::from(ALPHABET[(bits & 63) as usize]));
-            bits >>= 6;
-        }
-    }
-    id.into_boxed_str()
-}
-
+/// A call's identity; `id_hash` is the hash of an id the client gave (`None`: the engine
+/// makes the id, see `call`).
 fn new_identity(
-    key_hash: u64,
+    id_hash: Option<u64>,
     id: Box<str>,
     from: &str,
     to: &str,
@@ -76,7 +62,7 @@ fn new_identity(
         to: to.into(),
         start_time: now,
         webhook_url: webhook_url.map(Into::into),
-        key_hash,
+        id_hash,
     })
 }
 
@@ -87,8 +73,8 @@ fn new_identity(
 impl Txn<'_> {
     /// The call a command acts on: `None` for a repeated `command_id` (the command then
     /// answers success and changes nothing).
-    fn target(&self, key: CallKey<'_>, command_id: Option<&str>) -> Result<Option<CallView>> {
-        let ix = self.find_call(key).ok_or(Error::CallNotFound)?;
+    fn target(&self, id: &str, command_id: Option<&str>) -> Result<Option<CallView>> {
+        let ix = self.find_call(id).ok_or(Error::CallNotFound)?;
         let rec = self.call_at(ix);
         if command_id.is_some_and(|c| rec.saw_command(c, self.now)) {
             return Ok(None);
@@ -260,11 +246,6 @@ impl Tenant {
         &self.engine.inner
     }
 
-    /// The key of a call id, hashed before the lock is taken.
-    fn key<'k>(&self, id: &'k str) -> CallKey<'k> {
-        CallKey { hash: self.inner().shared.call_hash(id), id }
-    }
-
     /// Runs one command at `now` (read before, with [`Inner::begin`]): locks the tenant
     /// once, fires its timers due by `now`, runs `body`, publishes the events (those of the
     /// timers first) and unlocks.
@@ -288,14 +269,20 @@ impl Tenant {
     pub fn dial(&self, p: &DialParams) -> Result<CallInfo> {
         let (to, from, connection_id) = p.validate()?;
         let now = self.inner().begin();
-        let id = p.call_control_id.as_deref().map_or_else(new_call_control_id, Into::into);
-        let hash = self.inner().shared.call_hash(&id);
+        let (id, hash) = match p.call_control_id.as_deref() {
+            Some(id) => (id.into(), Some(self.inner().shared.call_hash(id))),
+            None => (new_call_control_id().into_boxed_str(), None),
+        };
         let ident = new_identity(hash, id, from, to, connection_id.into(), p.webhook_url.as_deref(), now);
         self.run(now, |txn| {
-            if txn.find_call(ident.key()).is_some() {
+            let mut ident = ident;
+            if hash.is_some() && txn.find_call(&ident.call_control_id).is_some() {
                 return Err(Error::CallExists);
             }
             txn.reserve_call()?;
+            if hash.is_none() {
+                txn.stamp_new_id(&mut ident);
+            }
             let ix = txn.create_call(ident, p.client_state.as_deref());
             Ok(txn.core().call_info(ix, now))
         })
@@ -304,9 +291,8 @@ impl Tenant {
     /// A call's status (`90015` when unknown or forgotten).
     pub fn call(&self, id: &str) -> Result<CallInfo> {
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            txn.find_call(key).map(|ix| txn.core().call_info(ix, now)).ok_or(Error::CallNotFound)
+            txn.find_call(id).map(|ix| txn.core().call_info(ix, now)).ok_or(Error::CallNotFound)
         })
     }
 
@@ -315,9 +301,8 @@ impl Tenant {
     pub fn enqueue(&self, id: &str, p: &EnqueueParams) -> Result<()> {
         let v = p.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let Some(call) = txn.target(key, p.options.command_id.as_deref())? else { return Ok(()) };
+            let Some(call) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(()) };
             let existing = txn.find_queue(v.queue);
             if call.queue().is_some() && call.queue() == existing {
                 return Err(Error::AlreadyInQueue);
@@ -360,9 +345,8 @@ impl Tenant {
     pub fn leave_queue(&self, id: &str, opts: &CommandOptions) -> Result<()> {
         opts.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let Some(call) = txn.target(key, opts.command_id.as_deref())? else { return Ok(()) };
+            let Some(call) = txn.target(id, opts.command_id.as_deref())? else { return Ok(()) };
             call.queue().ok_or(Error::NotInQueue)?;
             txn.accept(call.ix, opts);
             txn.leave(call.ix, DequeueReason::Leave);
@@ -374,9 +358,8 @@ impl Tenant {
     pub fn bridge(&self, id: &str, p: &BridgeParams) -> Result<()> {
         let (target, park) = p.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let Some(a) = txn.target(key, p.options.command_id.as_deref())? else { return Ok(()) };
+            let Some(a) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(()) };
             let plan = match target {
                 BridgeTarget::Queue(qname) => {
                     let queue = txn.find_queue(qname);
@@ -401,7 +384,7 @@ impl Tenant {
                             "A call cannot be bridged with itself.",
                         ));
                     }
-                    let bix = txn.find_call(txn.key(b)).ok_or(Error::CallNotFound)?;
+                    let bix = txn.find_call(b).ok_or(Error::CallNotFound)?;
                     let rec = txn.call_at(bix);
                     if rec.is_ended() {
                         return Err(Error::CallEnded { callback: None });
@@ -449,9 +432,8 @@ impl Tenant {
     pub fn hangup(&self, id: &str, opts: &CommandOptions) -> Result<()> {
         opts.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let Some(call) = txn.target(key, opts.command_id.as_deref())? else { return Ok(()) };
+            let Some(call) = txn.target(id, opts.command_id.as_deref())? else { return Ok(()) };
             txn.accept(call.ix, opts);
             let mut partner = None;
             match call.link {
@@ -481,18 +463,16 @@ impl Tenant {
     pub fn transfer(&self, id: &str, p: &TransferParams) -> Result<CallInfo> {
         let to = p.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
-        let new_id = new_call_control_id();
-        let new_hash = self.inner().shared.call_hash(&new_id);
+        let new_id = new_call_control_id().into_boxed_str();
         self.run(now, |txn| {
-            let Some(call) = txn.target(key, p.options.command_id.as_deref())? else {
-                let ix = txn.find_call(key).expect("found by target");
+            let Some(call) = txn.target(id, p.options.command_id.as_deref())? else {
+                let ix = txn.find_call(id).expect("found by target");
                 return Ok(txn.core().call_info(ix, now));
             };
             let ident = &txn.call_at(call.ix).ident;
             let from = p.from.clone().map_or_else(|| ident.to.clone(), Into::into);
-            let b = new_identity(
-                new_hash,
+            let mut b = new_identity(
+                None,
                 new_id,
                 &from,
                 to,
@@ -502,6 +482,7 @@ impl Tenant {
             );
             txn.reserve_call()?;
             txn.accept(call.ix, &p.options);
+            txn.stamp_new_id(&mut b);
             let b = txn.create_call(b, None);
             txn.bridge_pair(call.ix, b, false);
             Ok(txn.core().call_info(b, now))
@@ -603,18 +584,17 @@ impl Tenant {
     }
 
     /// The queue's slot and the member's call slot, or the error of a queue-call lookup.
-    fn find_member(txn: &Txn<'_>, name: &str, key: CallKey<'_>) -> Result<(u32, u32)> {
+    fn find_member(txn: &Txn<'_>, name: &str, id: &str) -> Result<(u32, u32)> {
         let queue = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
-        let call = txn.find_call(key).filter(|&c| txn.core().member(queue, c).is_some());
+        let call = txn.find_call(id).filter(|&c| txn.core().member(queue, c).is_some());
         Ok((queue, call.ok_or(Error::QueueCallNotFound)?))
     }
 
     /// One member of a queue (`10005` when the call is not a member).
     pub fn queue_call(&self, name: &str, id: &str) -> Result<QueueCallInfo> {
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let (queue, call) = Self::find_member(txn, name, key)?;
+            let (queue, call) = Self::find_member(txn, name, id)?;
             let m = txn.core().member(queue, call).expect("found");
             let pos = txn.queue_at(queue).position(m);
             Ok(txn.core().queue_call_info(queue, pos, call, now))
@@ -624,9 +604,8 @@ impl Tenant {
     /// Just the 1-based position of a member (no snapshot is built): O(log n).
     pub fn queue_position(&self, name: &str, id: &str) -> Result<usize> {
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let (queue, call) = Self::find_member(txn, name, key)?;
+            let (queue, call) = Self::find_member(txn, name, id)?;
             Ok(txn.queue_at(queue).position(txn.core().member(queue, call).expect("found")))
         })
     }
@@ -635,9 +614,8 @@ impl Tenant {
     pub fn update_queue_call(&self, name: &str, id: &str, update: &QueueCallUpdate) -> Result<QueueCallInfo> {
         let priority = update.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let (queue, call) = Self::find_member(txn, name, key)?;
+            let (queue, call) = Self::find_member(txn, name, id)?;
             let mut m = *txn.core().member(queue, call).expect("found");
             if let Some(keep) = update.keep_after_hangup {
                 m.keep_after_hangup = keep;
@@ -656,9 +634,8 @@ impl Tenant {
     /// kept call is dropped silently.
     pub fn remove_queue_call(&self, name: &str, id: &str) -> Result<()> {
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let (queue, call) = Self::find_member(txn, name, key)?;
+            let (queue, call) = Self::find_member(txn, name, id)?;
             let alive = txn.core().member(queue, call).is_some_and(|m| m.alive);
             txn.remove_member(call, alive.then_some(DequeueReason::Leave));
             Ok(())

@@ -40,6 +40,14 @@ impl<T> Slab<T> {
         self.len
     }
 
+    /// Where the next [`Slab::insert`] puts its record.
+    pub(crate) fn next_handle(&self) -> Handle {
+        match self.free.last() {
+            Some(&ix) => Handle { ix, generation: self.slots[ix as usize].generation },
+            None => Handle { ix: ix_u32(self.slots.len()), generation: 0 },
+        }
+    }
+
     pub(crate) fn insert(&mut self, value: T) -> Handle {
         self.len += 1;
         if let Some(ix) = self.free.pop() {
@@ -105,7 +113,9 @@ mod tests {
         assert_eq!((a.ix, b.ix), (0, 1));
         assert_eq!(s.remove(a.ix), "a");
         assert_eq!(s.get_handle(a), None);
+        let next = s.next_handle();
         let c = s.insert("c");
+        assert_eq!(next, c);
         assert_eq!(c.ix, 0);
         assert_ne!(c.generation, a.generation);
         assert_eq!(s.get_handle(c), Some(&"c"));

@@ -19,7 +19,7 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use uuid::Uuid;
 
-use crate::call::{CallInfo, CallKey, CallRecord, Link, Membership};
+use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, decode_slot, same_id, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{CallSubject, DequeueReason, Event, EventKind};
@@ -113,10 +113,20 @@ pub(crate) struct TenantCore {
 }
 
 impl TenantCore {
-    /// The slot of a call, by id.
-    pub(crate) fn call_ix(&self, key: CallKey<'_>) -> Option<u32> {
+    /// The slot of a call, by id: the slot an engine-made id names, if it holds the call
+    /// with exactly this id (compared in constant time), else the map of client-given ids
+    /// (see `call` for the id layout).
+    pub(crate) fn call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
+        if let Some(slot) = decode_slot(id) {
+            if self.calls.get_handle(slot).is_some_and(|r| same_id(&r.ident.call_control_id, id)) {
+                return Some(slot.ix);
+            }
+        }
+        if self.call_ids.is_empty() {
+            return None;
+        }
         let calls = &self.calls;
-        self.call_ids.find(key.hash, |&ix| *calls.at(ix).ident.call_control_id == *key.id).copied()
+        self.call_ids.find(shared.call_hash(id), |&ix| *calls.at(ix).ident.call_control_id == *id).copied()
     }
 
     /// The call in slot `ix`, if there is one (for checks).
@@ -310,14 +320,18 @@ impl<'e> Txn<'e> {
         self.core
     }
 
-    /// The key of a call id.
-    pub(crate) fn key<'k>(&self, id: &'k str) -> CallKey<'k> {
-        CallKey { hash: self.shared.call_hash(id), id }
+    /// The slot of a call, by id.
+    pub(crate) fn find_call(&self, id: &str) -> Option<u32> {
+        self.core.call_ix(self.shared, id)
     }
 
-    /// The slot of a call, by id.
-    pub(crate) fn find_call(&self, key: CallKey<'_>) -> Option<u32> {
-        self.core.call_ix(key)
+    /// Completes an id the engine made (see `call`) with the slot the call will have: the
+    /// next one [`Txn::insert_call`] fills.
+    pub(crate) fn stamp_new_id(&self, ident: &mut Arc<CallIdentity>) {
+        let ident = Arc::get_mut(ident).expect("a new identity is not shared yet");
+        let mut id = std::mem::take(&mut ident.call_control_id).into_string();
+        stamp_slot(&mut id, self.core.calls.next_handle());
+        ident.call_control_id = id.into_boxed_str();
     }
 
     /// The slot of a queue, by name (hashed here, once per command).
@@ -400,20 +414,23 @@ impl<'e> Txn<'e> {
 
     /// Adds a call; returns its slot.
     pub(crate) fn insert_call(&mut self, record: CallRecord) -> u32 {
-        let hash = record.ident.key_hash;
+        let hash = record.ident.id_hash;
         let core = self.change();
         let ix = core.calls.insert(record).ix;
-        let calls = &core.calls;
-        core.call_ids.insert_unique(hash, ix, |&i| calls.at(i).ident.key_hash);
+        if let Some(hash) = hash {
+            let calls = &core.calls;
+            core.call_ids.insert_unique(hash, ix, |&i| calls.at(i).ident.id_hash.unwrap_or_default());
+        }
         ix
     }
 
     /// Forgets the call in slot `ix`.
     pub(crate) fn remove_call(&mut self, ix: u32) -> CallRecord {
         let core = self.change();
-        let hash = core.calls.at(ix).ident.key_hash;
-        if let Ok(entry) = core.call_ids.find_entry(hash, |&i| i == ix) {
-            entry.remove();
+        if let Some(hash) = core.calls.at(ix).ident.id_hash {
+            if let Ok(entry) = core.call_ids.find_entry(hash, |&i| i == ix) {
+                entry.remove();
+            }
         }
         core.calls.remove(ix)
     }
