@@ -705,6 +705,7 @@ fn fire_due(
             continue;
         }
         let Some((at, timer)) = due.pop() else { break };
+        core.note_firing(at, &timer);
         let mut txn = Txn::new(&inner.shared, &tenant.name, core, at, listening);
         let changed = match timer {
             Timer::Deadline { queue, call, .. } => fire_deadline(&mut txn, queue, call),
@@ -739,7 +740,7 @@ fn forget_excess_ended(txn: &mut Txn<'_>) {
         let Some((_, call)) = txn.ended_mut().pop_front() else { return };
         let forgettable = txn.core().call_of(call).is_some_and(|r| r.is_ended() && r.queue().is_none());
         if forgettable {
-            txn.remove_call(call.ix);
+            txn.forget_early(call.ix);
         }
     }
 }
@@ -794,4 +795,36 @@ fn fire_forget(txn: &mut Txn<'_>, call: Handle) -> bool {
     txn.remove_call(call.ix);
     prune_ended(txn.ended_mut(), at, retention);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{CommandOptions, DialParams, Engine, EnqueueParams};
+
+    /// Members that leave before their deadline leave stale timers; once those outnumber
+    /// the valid ones the next timer set purges them.
+    #[test]
+    fn stale_timers_never_outnumber_valid_ones_for_long() {
+        let engine = Engine::default();
+        let t = engine.default_tenant();
+        let p = EnqueueParams::new("q").max_wait_time_secs(600).max_size(20_000);
+        let calls: Vec<String> =
+            (0..10_000).map(|_| t.dial(&DialParams::new("1", "2", "c")).unwrap().call_control_id).collect();
+        for c in &calls {
+            t.enqueue(c, &p).unwrap();
+        }
+        // One idle timer for the queue; the deadlines are all valid.
+        assert_eq!(t.state.lock().timer_count(), 10_000);
+        for c in &calls {
+            t.leave_queue(c, &CommandOptions::default()).unwrap();
+        }
+        t.enqueue(&calls[0], &p).unwrap();
+        assert!(t.state.lock().timer_count() <= 3, "purged: {}", t.state.lock().timer_count());
+        for _ in 0..100_000 {
+            t.leave_queue(&calls[0], &CommandOptions::default()).unwrap();
+            t.enqueue(&calls[0], &p).unwrap();
+        }
+        assert!(t.state.lock().timer_count() <= 4097);
+        engine.check_invariants().unwrap();
+    }
 }

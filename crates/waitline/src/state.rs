@@ -250,15 +250,33 @@ impl TenantCore {
         self.calls.get_handle(call)
     }
 
-    /// Drops the timers that would do nothing when they fire.
-    fn purge_stale_timers(&mut self) {
-        let mut timers = std::mem::take(&mut self.timers);
-        timers.purge(|at, timer| match *timer {
+    /// Whether a timer due at `at` would do something when it fires (else it is stale).
+    pub(crate) fn timer_holds(&self, at: Timestamp, timer: &Timer) -> bool {
+        match *timer {
             Timer::Deadline { queue, call, .. } => self.deadline_holds(queue, call, at),
             Timer::Idle { queue } => self.idle_timer_holds(queue, at),
             Timer::Forget { call } => self.call_of(call).is_some_and(CallRecord::is_ended),
-        });
+        }
+    }
+
+    /// A timer taken from the tenant's timers is about to fire: counts it if it is stale.
+    pub(crate) fn note_firing(&mut self, at: Timestamp, timer: &Timer) {
+        if !self.timer_holds(at, timer) {
+            self.timers.note_stale_fired();
+        }
+    }
+
+    /// Drops the timers that would do nothing when they fire.
+    fn purge_stale_timers(&mut self) {
+        let mut timers = std::mem::take(&mut self.timers);
+        timers.purge(|at, timer| self.timer_holds(at, timer));
         self.timers = timers;
+    }
+
+    /// Pending timers, stale ones included.
+    #[cfg(test)]
+    pub(crate) const fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 }
 
@@ -396,6 +414,11 @@ impl<'e> Txn<'e> {
             unreachable!("member checked before the change")
         };
         let departure = core.queues.at_mut(m.queue).remove(&mut core.calls, &m, reason, now);
+        if m.deadline.is_some() && reason != Some(DequeueReason::Timeout) {
+            // Only its own deadline takes a member out with reason `timeout`: any other
+            // departure leaves that timer stale.
+            core.timers.note_stale();
+        }
         (m.queue, departure)
     }
 
@@ -422,6 +445,13 @@ impl<'e> Txn<'e> {
             core.call_ids.insert_unique(hash, ix, |&i| calls.at(i).ident.id_hash.unwrap_or_default());
         }
         ix
+    }
+
+    /// Forgets the ended call in slot `ix` before its forget timer fires (that timer goes
+    /// stale).
+    pub(crate) fn forget_early(&mut self, ix: u32) {
+        self.remove_call(ix);
+        self.core.timers.note_stale();
     }
 
     /// Forgets the call in slot `ix`.
@@ -474,6 +504,9 @@ impl<'e> Txn<'e> {
         }
         let q = core.queues.remove(ix);
         core.queue_names.remove(&q.name);
+        if q.idle_timer.is_some() {
+            core.timers.note_stale(); // its idle check fires on a queue that is gone
+        }
         q
     }
 
