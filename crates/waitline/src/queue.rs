@@ -146,16 +146,18 @@ impl Queue {
     }
 
     /// Removes a member (its membership `m`, still in its record); `reason` is counted in
-    /// the totals (`None`: dropped without a count).
+    /// the totals (`None`: dropped without a count). The position it had is worked out only
+    /// if `with_position` (someone listens for the event that reports it), else it is 0.
     pub(crate) fn remove(
         &mut self,
         calls: &mut Slab<CallRecord>,
         m: &Membership,
         reason: Option<DequeueReason>,
         now: Timestamp,
+        with_position: bool,
     ) -> Departure {
         let seq = m.arrival as Seq;
-        let position = self.members.position_in_band(seq, m.band);
+        let position = if with_position { self.members.position_in_band(seq, m.band) } else { 0 };
         self.members.remove(seq, |&c, s| relocate(calls, c, s));
         self.sum_enqueued_micros -= u128::from(m.enqueued_at.as_micros());
         self.updated_at = now;

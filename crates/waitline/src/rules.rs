@@ -256,7 +256,7 @@ impl Tenant {
         if core.next_due() <= now.as_micros() {
             fire_due(inner, &self.state, &mut core, now, listening);
         }
-        let mut txn = Txn::new(&inner.shared, &self.state.name, &mut core, now, listening);
+        let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, listening);
         let r = body(&mut txn);
         if let Some(events) = settle(txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
@@ -706,7 +706,7 @@ fn fire_due(
         }
         let Some((at, timer)) = due.pop() else { break };
         core.note_firing(at, &timer);
-        let mut txn = Txn::new(&inner.shared, &tenant.name, core, at, listening);
+        let mut txn = Txn::new(&inner.shared, tenant, core, at, listening);
         let changed = match timer {
             Timer::Deadline { queue, call, .. } => fire_deadline(&mut txn, queue, call),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),

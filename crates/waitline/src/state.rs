@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, decode_slot, same_id, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::event::{CallSubject, DequeueReason, Event, EventKind};
+use crate::event::{CallSubject, DequeueReason, Event, EventKind, event_id, tenant_event_key};
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
 use crate::slab::{Handle, Slab};
 use crate::timers::{Timer, Timers};
@@ -75,12 +75,15 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct TenantState {
     pub(crate) name: Arc<str>,
+    /// The tenant's part of its event ids (see `event::event_id`).
+    event_key: u64,
     core: CachePadded<Mutex<TenantCore>>,
 }
 
 impl TenantState {
     pub(crate) fn new(name: Arc<str>) -> Self {
-        Self { name, core: CachePadded::new(Mutex::new(TenantCore::default())) }
+        let event_key = tenant_event_key(&name);
+        Self { name, event_key, core: CachePadded::new(Mutex::new(TenantCore::default())) }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, TenantCore> {
@@ -284,7 +287,7 @@ impl TenantCore {
 /// its sequence number once it changed something, the events it made.
 pub(crate) struct Txn<'e> {
     pub(crate) shared: &'e Shared,
-    tenant: &'e Arc<str>,
+    tenant: &'e TenantState,
     core: &'e mut TenantCore,
     pub(crate) now: Timestamp,
     /// `None` when nobody listens: events are then not even built.
@@ -298,7 +301,7 @@ pub(crate) struct Txn<'e> {
 impl<'e> Txn<'e> {
     pub(crate) fn new(
         shared: &'e Shared,
-        tenant: &'e Arc<str>,
+        tenant: &'e TenantState,
         core: &'e mut TenantCore,
         now: Timestamp,
         listening: bool,
@@ -307,10 +310,13 @@ impl<'e> Txn<'e> {
     }
 
     /// The command's events in publishing order (docs/behaviour.md §4: by kind, stable within a kind),
-    /// `None` when nobody listens.
+    /// with their ids, `None` when nobody listens.
     pub(crate) fn finish(self) -> Option<Vec<Event>> {
         let mut events = self.events?;
         events.sort_by_key(|e| e.kind.rank());
+        for (index, e) in events.iter_mut().enumerate() {
+            e.id = event_id(self.tenant.event_key, e.seq, index);
+        }
         Some(events)
     }
 
@@ -405,15 +411,17 @@ impl<'e> Txn<'e> {
     }
 
     /// Takes the call in slot `call` out of its queue (`reason` counted, if any); returns
-    /// the queue's slot and what the departure reports.
+    /// the queue's slot and what the departure reports (its position only when someone
+    /// listens for the event).
     pub(crate) fn leave_queue(&mut self, call: u32, reason: Option<DequeueReason>) -> (u32, Departure) {
         let now = self.now;
+        let with_position = reason.is_some() && self.events.is_some();
         let core = self.change();
         let rec = core.calls.at_mut(call);
         let Link::Queued(m) = std::mem::replace(&mut rec.link, Link::None) else {
             unreachable!("member checked before the change")
         };
-        let departure = core.queues.at_mut(m.queue).remove(&mut core.calls, &m, reason, now);
+        let departure = core.queues.at_mut(m.queue).remove(&mut core.calls, &m, reason, now, with_position);
         if m.deadline.is_some() && reason != Some(DequeueReason::Timeout) {
             // Only its own deadline takes a member out with reason `timeout`: any other
             // departure leaves that timer stale.
@@ -547,8 +555,14 @@ impl<'e> Txn<'e> {
         }
         self.change();
         let seq = self.seq.unwrap_or_default();
-        let event =
-            Event { id: Uuid::new_v4(), occurred_at: at, tenant: self.tenant.clone(), kind: kind(self), seq };
+        // The id is derived when the command's events are in their final order (`finish`).
+        let event = Event {
+            id: Uuid::nil(),
+            occurred_at: at,
+            tenant: self.tenant.name.clone(),
+            kind: kind(self),
+            seq,
+        };
         if let Some(events) = &mut self.events {
             events.push(event);
         }
