@@ -182,7 +182,50 @@ pub(crate) struct Membership {
     /// False once the call hung up while kept in the queue.
     pub(crate) alive: bool,
     pub(crate) enqueued_at: Timestamp,
-    pub(crate) deadline: Option<Timestamp>,
+    /// The deadline in microseconds, [`NONE`] for none (an `Option` would take 8 bytes more
+    /// in every call record).
+    deadline: u64,
+}
+
+/// "None" in the compact optional timestamps of call records (no real time is this late).
+const NONE: u64 = u64::MAX;
+
+const fn compact(t: Option<Timestamp>) -> u64 {
+    match t {
+        Some(t) if t.as_micros() != NONE => t.as_micros(),
+        Some(_) => NONE - 1,
+        None => NONE,
+    }
+}
+
+const fn expand(micros: u64) -> Option<Timestamp> {
+    if micros == NONE { None } else { Some(Timestamp::from_micros(micros)) }
+}
+
+impl Membership {
+    pub(crate) const fn new(
+        queue: u32,
+        arrival: u32,
+        band: u8,
+        keep_after_hangup: bool,
+        enqueued_at: Timestamp,
+        deadline: Option<Timestamp>,
+    ) -> Self {
+        Self {
+            queue,
+            arrival,
+            band,
+            keep_after_hangup,
+            alive: true,
+            enqueued_at,
+            deadline: compact(deadline),
+        }
+    }
+
+    /// When `max_wait_time_secs` runs out, if it was given.
+    pub(crate) const fn deadline(&self) -> Option<Timestamp> {
+        expand(self.deadline)
+    }
 }
 
 /// Where a call is attached.
@@ -208,18 +251,24 @@ pub(crate) const COMMAND_ID_WINDOW_MICROS: u64 = 60_000_000;
 pub(crate) struct CallRecord {
     pub(crate) ident: Arc<CallIdentity>,
     pub(crate) client_state: Option<Arc<str>>,
-    pub(crate) end_time: Option<Timestamp>,
+    /// When the call ended, [`NONE`] while it is alive.
+    end_time: u64,
     pub(crate) link: Link,
-    recent_commands: Vec<(Box<str>, Timestamp)>,
+    /// Boxed: most calls never see a `command_id`, and an empty `Vec` inline would take 24
+    /// bytes of every record.
+    recent_commands: Option<Box<RecentCommands>>,
 }
+
+/// The `command_id`s accepted for a call, with when.
+type RecentCommands = Vec<(Box<str>, Timestamp)>;
 
 impl CallRecord {
     pub(crate) fn new(ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
-        Self { ident, client_state, end_time: None, link: Link::None, recent_commands: Vec::new() }
+        Self { ident, client_state, end_time: NONE, link: Link::None, recent_commands: None }
     }
 
     pub(crate) fn state(&self) -> CallState {
-        match (&self.end_time, &self.link) {
+        match (&self.end_time(), &self.link) {
             (Some(_), _) => CallState::Ended,
             (None, Link::Queued(_)) => CallState::Queued,
             (None, Link::Bridged { .. }) => CallState::Bridged,
@@ -242,7 +291,17 @@ impl CallRecord {
     }
 
     pub(crate) fn is_ended(&self) -> bool {
-        self.end_time.is_some()
+        self.end_time != NONE
+    }
+
+    /// When the call ended, if it did.
+    pub(crate) const fn end_time(&self) -> Option<Timestamp> {
+        expand(self.end_time)
+    }
+
+    /// Marks the call ended at `at`.
+    pub(crate) const fn end(&mut self, at: Timestamp) {
+        self.end_time = compact(Some(at));
     }
 
     /// The slot of the queue the call is a member of.
@@ -263,18 +322,18 @@ impl CallRecord {
 
     /// Whether `command_id` was accepted for this call within the window.
     pub(crate) fn saw_command(&self, command_id: &str, now: Timestamp) -> bool {
-        self.recent_commands.iter().any(|(id, at)| {
+        self.recent_commands.iter().flat_map(|c| c.iter()).any(|(id, at)| {
             &**id == command_id && now.as_micros().saturating_sub(at.as_micros()) < COMMAND_ID_WINDOW_MICROS
         })
     }
 
     pub(crate) fn remember_command(&mut self, command_id: &str, now: Timestamp) {
-        self.recent_commands
-            .retain(|(_, at)| now.as_micros().saturating_sub(at.as_micros()) < COMMAND_ID_WINDOW_MICROS);
-        if self.recent_commands.len() == COMMAND_ID_MEMORY {
-            self.recent_commands.remove(0);
+        let recent = self.recent_commands.get_or_insert_default();
+        recent.retain(|(_, at)| now.as_micros().saturating_sub(at.as_micros()) < COMMAND_ID_WINDOW_MICROS);
+        if recent.len() == COMMAND_ID_MEMORY {
+            recent.remove(0);
         }
-        self.recent_commands.push((command_id.into(), now));
+        recent.push((command_id.into(), now));
     }
 
     /// The call's status; `queue` and `bridged_with` are the names its link points to.
@@ -285,7 +344,7 @@ impl CallRecord {
         bridged_with: Option<&str>,
     ) -> CallInfo {
         let id = &self.ident;
-        let until = self.end_time.unwrap_or(now);
+        let until = self.end_time().unwrap_or(now);
         CallInfo {
             record_type: "call",
             call_control_id: id.call_control_id.to_string(),
@@ -298,7 +357,7 @@ impl CallRecord {
             state: self.state(),
             is_alive: !self.is_ended(),
             start_time: id.start_time,
-            end_time: self.end_time,
+            end_time: self.end_time(),
             call_duration: until.secs_since(id.start_time),
             queue: queue.map(str::to_owned),
             bridged_with: bridged_with.map(str::to_owned),
@@ -348,6 +407,41 @@ pub struct CallInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A million queued calls hold a million records: keep them small.
+    #[test]
+    fn records_stay_small() {
+        assert_eq!(size_of::<Membership>(), 32);
+        assert_eq!(size_of::<Link>(), 32);
+        assert_eq!(size_of::<CallRecord>(), 72);
+    }
+
+    #[test]
+    fn compact_times_round_trip() {
+        for t in [None, Some(Timestamp::EPOCH), Some(Timestamp::from_secs(1_767_225_600))] {
+            assert_eq!(expand(compact(t)), t);
+        }
+        let mut rec = CallRecord::new(
+            Arc::new(CallIdentity {
+                call_control_id: "x".into(),
+                call_leg_id: Uuid::nil(),
+                call_session_id: Uuid::nil(),
+                connection_id: "c".into(),
+                from: "a".into(),
+                to: "b".into(),
+                start_time: Timestamp::EPOCH,
+                webhook_url: None,
+                id_hash: None,
+            }),
+            None,
+        );
+        assert_eq!((rec.end_time(), rec.is_ended()), (None, false));
+        rec.end(Timestamp::from_secs(5));
+        assert_eq!((rec.end_time(), rec.is_ended()), (Some(Timestamp::from_secs(5)), true));
+        assert!(!rec.saw_command("c1", Timestamp::EPOCH));
+        rec.remember_command("c1", Timestamp::EPOCH);
+        assert!(rec.saw_command("c1", Timestamp::EPOCH));
+    }
 
     #[test]
     fn engine_ids_encode_their_slot() {

@@ -145,7 +145,7 @@ impl Txn<'_> {
     fn end_call(&mut self, call: u32, source: HangupSource) {
         let now = self.now;
         let rec = self.call_mut(call);
-        rec.end_time = Some(now);
+        rec.end(now);
         let kept_in_queue = rec.queue().is_some();
         self.release_call();
         if !kept_in_queue {
@@ -328,7 +328,7 @@ impl Tenant {
                     queue_avg_wait_time_secs: q.average_wait_secs(now),
                 }
             });
-            if let Some(at) = m.deadline {
+            if let Some(at) = m.deadline() {
                 let arrival = txn.queue_at(queue).total_enqueued();
                 let timer = Timer::Deadline {
                     queue: txn.queue_handle(queue),
@@ -783,7 +783,7 @@ fn fire_idle(txn: &mut Txn<'_>, queue: Handle) -> bool {
 fn fire_forget(txn: &mut Txn<'_>, call: Handle) -> bool {
     let (at, retention) = (txn.now, txn.config().ended_call_retention);
     let Some(rec) = txn.core().call_of(call) else { return false };
-    let Some(end) = rec.end_time else { return false };
+    let Some(end) = rec.end_time() else { return false };
     if end.saturating_add(retention) > at {
         return false;
     }

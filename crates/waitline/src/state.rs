@@ -239,7 +239,7 @@ impl TenantCore {
     /// deadline `at`.
     pub(crate) fn deadline_holds(&self, queue: Handle, call: Handle, at: Timestamp) -> bool {
         self.calls.get_handle(call).and_then(CallRecord::membership).is_some_and(|m| {
-            m.queue == queue.ix && m.deadline == Some(at) && self.queues.handle(m.queue) == queue
+            m.queue == queue.ix && m.deadline() == Some(at) && self.queues.handle(m.queue) == queue
         })
     }
 
@@ -397,15 +397,7 @@ impl<'e> Txn<'e> {
         let enqueued_at = q.arrival_time(now);
         let deadline = max_wait.map(|d| enqueued_at.saturating_add(d));
         let arrival = q.push(&mut core.calls, call, priority, enqueued_at, now);
-        let m = Membership {
-            queue,
-            arrival,
-            band: priority,
-            keep_after_hangup,
-            alive: true,
-            enqueued_at,
-            deadline,
-        };
+        let m = Membership::new(queue, arrival, priority, keep_after_hangup, enqueued_at, deadline);
         core.calls.at_mut(call).link = Link::Queued(m);
         m
     }
@@ -422,7 +414,7 @@ impl<'e> Txn<'e> {
             unreachable!("member checked before the change")
         };
         let departure = core.queues.at_mut(m.queue).remove(&mut core.calls, &m, reason, now, with_position);
-        if m.deadline.is_some() && reason != Some(DequeueReason::Timeout) {
+        if m.deadline().is_some() && reason != Some(DequeueReason::Timeout) {
             // Only its own deadline takes a member out with reason `timeout`: any other
             // departure leaves that timer stale.
             core.timers.note_stale();
