@@ -799,7 +799,30 @@ fn fire_forget(txn: &mut Txn<'_>, call: Handle) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use crate::{CommandOptions, DialParams, Engine, EnqueueParams};
+
+    /// Calls through the same connection to the same number share those strings.
+    #[test]
+    fn equal_connection_ids_and_called_numbers_are_shared() {
+        let engine = Engine::default();
+        let mut events = engine.subscribe();
+        let t = engine.default_tenant();
+        for (from, to, app) in [("+1", "+2", "app"), ("+3", "+2", "app"), ("+4", "+5", "app")] {
+            t.dial(&DialParams::new(to, from, app)).unwrap();
+        }
+        let calls: Vec<_> = events
+            .drain()
+            .iter()
+            .filter(|e| e.event_type() == "call.initiated")
+            .map(|e| e.kind.subject().unwrap().call.clone())
+            .collect();
+        assert_eq!((&*calls[1].to, &*calls[1].from, &*calls[2].to), ("+2", "+3", "+5"));
+        assert!(Arc::ptr_eq(&calls[0].to, &calls[1].to));
+        assert!(!Arc::ptr_eq(&calls[0].from, &calls[1].from));
+        assert!(Arc::ptr_eq(&calls[0].connection_id, &calls[2].connection_id));
+    }
 
     /// Members that leave before their deadline leave stale timers; once those outnumber
     /// the valid ones the next timer set purges them.

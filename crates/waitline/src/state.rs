@@ -113,6 +113,20 @@ pub(crate) struct TenantCore {
     live_calls: usize,
     /// The number of the last state-changing command (0: none yet).
     seq: u64,
+    /// The last connection id and called number of a new call: the next call with the same
+    /// shares them (most calls of a tenant come through a few applications, and inbound
+    /// calls to one number), so a million calls do not hold a million copies.
+    last_connection: Option<Arc<str>>,
+    last_to: Option<Arc<str>>,
+}
+
+/// Makes `s` the same allocation as the string in `last` if they are equal, else remembers
+/// it there.
+fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
+    match last {
+        Some(l) if **l == **s => *s = l.clone(),
+        _ => *last = Some(s.clone()),
+    }
 }
 
 impl TenantCore {
@@ -436,9 +450,13 @@ impl<'e> Txn<'e> {
     }
 
     /// Adds a call; returns its slot.
-    pub(crate) fn insert_call(&mut self, record: CallRecord) -> u32 {
+    pub(crate) fn insert_call(&mut self, mut record: CallRecord) -> u32 {
         let hash = record.ident.id_hash;
         let core = self.change();
+        if let Some(ident) = Arc::get_mut(&mut record.ident) {
+            share(&mut core.last_connection, &mut ident.connection_id);
+            share(&mut core.last_to, &mut ident.to);
+        }
         let ix = core.calls.insert(record).ix;
         if let Some(hash) = hash {
             let calls = &core.calls;
