@@ -56,11 +56,11 @@ impl Shared {
     }
 
     pub(crate) fn call_hash(&self, id: &str) -> u64 {
-        self.hasher.hash_one((0u8, id))
+        self.hasher.hash_one(id)
     }
 
     pub(crate) fn queue_hash(&self, name: &str) -> u64 {
-        self.hasher.hash_one((1u8, name))
+        self.hasher.hash_one(name)
     }
 
     pub(crate) fn note_timer(&self, at: u64) {
