@@ -297,6 +297,10 @@ impl TenantCore {
     }
 }
 
+/// Room for the events of most commands (a bridge from a queue makes three, a transfer
+/// five), so that the list is allocated once.
+const EVENTS_PER_COMMAND: usize = 4;
+
 /// A command (or one timer firing) in progress on a locked tenant: the time it runs at,
 /// its sequence number once it changed something, the events it made.
 pub(crate) struct Txn<'e> {
@@ -320,7 +324,15 @@ impl<'e> Txn<'e> {
         now: Timestamp,
         listening: bool,
     ) -> Self {
-        Self { shared, tenant, core, now, events: listening.then(Vec::new), seq: None, ended_calls: false }
+        Self {
+            shared,
+            tenant,
+            core,
+            now,
+            events: listening.then(|| Vec::with_capacity(EVENTS_PER_COMMAND)),
+            seq: None,
+            ended_calls: false,
+        }
     }
 
     /// The command's events in publishing order (docs/behaviour.md §4: by kind, stable within a kind),
