@@ -72,13 +72,23 @@ pub(crate) fn new_call_control_id() -> String {
     id.extend(std::iter::repeat_n('A', SLOT_CHARS));
     // 20 + 9 characters of 6 bits from the 122 random bits of each of two v4 UUIDs.
     for chars in [20, SECRET_CHARS - 20] {
-        let mut bits = Uuid::new_v4().as_u128();
+        let mut bits = uuid_random_bits(Uuid::new_v4());
         for _ in 0..chars {
             id.push(char::from(ALPHABET[(bits & 63) as usize]));
             bits >>= 6;
         }
     }
     id
+}
+
+/// The 122 random bits of a v4 UUID, packed low (its 4 version and 2 variant bits are
+/// fixed, and left out).
+const fn uuid_random_bits(u: Uuid) -> u128 {
+    let v = u.as_u128();
+    let low = v & ((1 << 62) - 1); // below the variant
+    let mid = (v >> 64) & ((1 << 12) - 1); // between the variant and the version
+    let high = v >> 80; // above the version
+    low | (mid << 62) | (high << 74)
 }
 
 /// Writes the slot part of an id made by [`new_call_control_id`].
@@ -441,6 +451,15 @@ mod tests {
         assert!(!rec.saw_command("c1", Timestamp::EPOCH));
         rec.remember_command("c1", Timestamp::EPOCH);
         assert!(rec.saw_command("c1", Timestamp::EPOCH));
+    }
+
+    #[test]
+    fn secrets_use_only_the_random_bits_of_uuids() {
+        // All 122 random bits set, version 4 and variant RFC: every packed bit is set and
+        // nothing above bit 122.
+        let u = Uuid::from_u128((!(0xf << 76) & !(0b11 << 62)) | (0x4 << 76) | (0b10 << 62));
+        assert_eq!(uuid_random_bits(u), (1 << 122) - 1);
+        assert_eq!(uuid_random_bits(Uuid::from_u128((0x4 << 76) | (0b10 << 62))), 0);
     }
 
     #[test]
