@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
+use crate::slab::Handle;
 
 /// The fixed facts of a call leg, shared (not copied) by the call record, the queue member
 /// and every event about the call.
@@ -27,22 +29,125 @@ pub struct CallIdentity {
     pub start_time: Timestamp,
     /// Where this call's webhooks go, if not to the frontend's default.
     pub webhook_url: Option<Box<str>>,
-    /// Hash of the id under the engine's hasher: computed once at dial, it finds the call in
-    /// its tenant's table and in queues.
-    pub(crate) key_hash: u64,
+    /// For an id the client gave at dial: its hash under the engine's hasher, which finds
+    /// the call in its tenant's map of client ids. `None` for ids the engine made, which
+    /// lead to their slot by themselves.
+    pub(crate) id_hash: Option<u64>,
 }
 
-impl CallIdentity {
-    pub(crate) fn key(&self) -> CallKey<'_> {
-        CallKey { hash: self.key_hash, id: &self.call_control_id }
+// ---------------------------------------------------------------------------------------
+// Call ids the engine makes.
+// ---------------------------------------------------------------------------------------
+//
+// Telnyx-style: `v3:` and 40 characters of the URL-safe base64 alphabet (`A-Z a-z 0-9 - _`,
+// 6 bits each), 43 bytes in all:
+//
+//   v3:  SSSSSSSSSSS  RRRRRRRRRRRRRRRRRRRRRRRRRRRRR
+//        11 chars:    29 chars: 174 random bits (the secret), from the thread's CSPRNG
+//        the slot     (`rand`'s ChaCha, seeded from the OS, through uuid's fast-rng)
+//
+// The slot part is 66 bits, most significant first; the top 2 are zero and the other 64
+// hold the call's slot in its tenant's slab (high 32 bits) and the slot's generation (low 32
+// bits). A lookup decodes the slot and compares the whole id with the id of the record in
+// it, in constant time: an id with a wrong secret, or for a slot used by another call since,
+// fails that comparison and then answers exactly like an unknown id. Ids the client gives at
+// dial (any shape) are found through a per-tenant hash map, which a lookup consults when the
+// slot the id would name does not hold it. To clients all ids stay opaque strings.
+
+/// The base64url alphabet, in value order.
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const ID_PREFIX: &str = "v3:";
+/// Characters of the slot part.
+const SLOT_CHARS: usize = 11;
+/// Characters of the secret part (174 bits).
+const SECRET_CHARS: usize = 29;
+const ID_LEN: usize = ID_PREFIX.len() + SLOT_CHARS + SECRET_CHARS;
+
+/// A fresh engine id with its secret and a placeholder slot part, to be completed with
+/// [`stamp_slot`] once the slot is known (under the tenant's lock; the random part is drawn
+/// before it).
+pub(crate) fn new_call_control_id() -> String {
+    let mut id = String::with_capacity(ID_LEN);
+    id.push_str(ID_PREFIX);
+    id.extend(std::iter::repeat_n('A', SLOT_CHARS));
+    // 20 + 9 characters of 6 bits from the 122 random bits of each of two v4 UUIDs.
+    for chars in [20, SECRET_CHARS - 20] {
+        let mut bits = uuid_random_bits(Uuid::new_v4());
+        for _ in 0..chars {
+            id.push(char::from(ALPHABET[(bits & 63) as usize]));
+            bits >>= 6;
+        }
     }
+    id
 }
 
-/// A call id with its hash, so that nothing hashes the same id twice.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct CallKey<'a> {
-    pub(crate) hash: u64,
-    pub(crate) id: &'a str,
+/// The 122 random bits of a v4 UUID, packed low (its 4 version and 2 variant bits are
+/// fixed, and left out).
+const fn uuid_random_bits(u: Uuid) -> u128 {
+    let v = u.as_u128();
+    let low = v & ((1 << 62) - 1); // below the variant
+    let mid = (v >> 64) & ((1 << 12) - 1); // between the variant and the version
+    let high = v >> 80; // above the version
+    low | (mid << 62) | (high << 74)
+}
+
+/// Writes the slot part of an id made by [`new_call_control_id`].
+pub(crate) fn stamp_slot(id: &mut String, slot: Handle) {
+    let value = (u64::from(slot.ix) << 32) | u64::from(slot.generation);
+    let mut part = [0u8; SLOT_CHARS];
+    for (i, c) in part.iter_mut().enumerate() {
+        let shift = 6 * (SLOT_CHARS - 1 - i);
+        *c = ALPHABET[((value >> shift) & 63) as usize];
+    }
+    let part = std::str::from_utf8(&part).expect("ASCII");
+    id.replace_range(ID_PREFIX.len()..ID_PREFIX.len() + SLOT_CHARS, part);
+}
+
+/// The value of each byte of [`ALPHABET`] (the others: whatever, see [`decode_slot`]).
+const DECODE: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// The slot an id would name if the engine made it. Any id long enough names some slot: a
+/// lookup then compares the whole id with the id of the call in that slot, so an id the
+/// engine did not make (or made for another slot) is found only if it is that call's id.
+pub(crate) fn decode_slot(id: &str) -> Option<Handle> {
+    let part = id.as_bytes().get(ID_PREFIX.len()..ID_PREFIX.len() + SLOT_CHARS)?;
+    let value = part.iter().fold(0u64, |v, &c| (v << 6) | u64::from(DECODE[c as usize]));
+    Some(Handle { ix: (value >> 32) as u32, generation: value as u32 })
+}
+
+/// Whether two ids are equal, in time that depends on their length only: the differences
+/// of all their bytes are or-ed together without an early exit, and only the result is
+/// compared, with `subtle`. Ids of the engine's length go 8 bytes at a time.
+pub(crate) fn same_id(a: &str, b: &str) -> bool {
+    fn words(a: &[u8; ID_LEN], b: &[u8; ID_LEN]) -> u64 {
+        let word = |s: &[u8; ID_LEN], i: usize| {
+            let mut w = [0; 8];
+            w.copy_from_slice(&s[i..i + 8]);
+            u64::from_ne_bytes(w)
+        };
+        let mut diff = 0;
+        for i in (0..ID_LEN - 8).step_by(8) {
+            diff |= word(a, i) ^ word(b, i);
+        }
+        diff | (word(a, ID_LEN - 8) ^ word(b, ID_LEN - 8))
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = match (<&[u8; ID_LEN]>::try_from(a), <&[u8; ID_LEN]>::try_from(b)) {
+        (Ok(a), Ok(b)) => words(a, b),
+        _ => u64::from(a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y))),
+    };
+    bool::from(diff.ct_eq(&0))
 }
 
 /// Lifecycle state of a call.
@@ -72,16 +177,77 @@ impl CallState {
     }
 }
 
+/// A call's membership of a queue, kept in the call's record: the queue's slot, the call's
+/// slot in the queue's order, and what the queue knows of the member. The queue itself keeps
+/// only the order (call slots), so a command that found the call finds the member too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Membership {
+    /// The queue's slot in the tenant's queue slab.
+    pub(crate) queue: u32,
+    /// The call's slot in the queue's order (changed by compaction, see `order`).
+    pub(crate) arrival: u32,
+    /// The priority band.
+    pub(crate) band: u8,
+    pub(crate) keep_after_hangup: bool,
+    /// False once the call hung up while kept in the queue.
+    pub(crate) alive: bool,
+    pub(crate) enqueued_at: Timestamp,
+    /// The deadline in microseconds, [`NONE`] for none (an `Option` would take 8 bytes more
+    /// in every call record).
+    deadline: u64,
+}
+
+/// "None" in the compact optional timestamps of call records (no real time is this late).
+const NONE: u64 = u64::MAX;
+
+const fn compact(t: Option<Timestamp>) -> u64 {
+    match t {
+        Some(t) if t.as_micros() != NONE => t.as_micros(),
+        Some(_) => NONE - 1,
+        None => NONE,
+    }
+}
+
+const fn expand(micros: u64) -> Option<Timestamp> {
+    if micros == NONE { None } else { Some(Timestamp::from_micros(micros)) }
+}
+
+impl Membership {
+    pub(crate) const fn new(
+        queue: u32,
+        arrival: u32,
+        band: u8,
+        keep_after_hangup: bool,
+        enqueued_at: Timestamp,
+        deadline: Option<Timestamp>,
+    ) -> Self {
+        Self {
+            queue,
+            arrival,
+            band,
+            keep_after_hangup,
+            alive: true,
+            enqueued_at,
+            deadline: compact(deadline),
+        }
+    }
+
+    /// When `max_wait_time_secs` runs out, if it was given.
+    pub(crate) const fn deadline(&self) -> Option<Timestamp> {
+        expand(self.deadline)
+    }
+}
+
 /// Where a call is attached.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Link {
     None,
-    /// Member of this queue (of the call's tenant). Also holds for an ended call kept after
+    /// Member of a queue (of the call's tenant). Also holds for an ended call kept after
     /// hangup.
-    Queued(Arc<str>),
-    /// Bridged with this call; `park_after_unbridge` is what this leg asked for.
+    Queued(Membership),
+    /// Bridged with the call in this slot; `park_after_unbridge` is what this leg asked for.
     Bridged {
-        with: Arc<CallIdentity>,
+        with: u32,
         park_after_unbridge: bool,
     },
 }
@@ -95,18 +261,24 @@ pub(crate) const COMMAND_ID_WINDOW_MICROS: u64 = 60_000_000;
 pub(crate) struct CallRecord {
     pub(crate) ident: Arc<CallIdentity>,
     pub(crate) client_state: Option<Arc<str>>,
-    pub(crate) end_time: Option<Timestamp>,
+    /// When the call ended, [`NONE`] while it is alive.
+    end_time: u64,
     pub(crate) link: Link,
-    recent_commands: Vec<(Box<str>, Timestamp)>,
+    /// Boxed: most calls never see a `command_id`, and an empty `Vec` inline would take 24
+    /// bytes of every record.
+    recent_commands: Option<Box<RecentCommands>>,
 }
+
+/// The `command_id`s accepted for a call, with when.
+type RecentCommands = Vec<(Box<str>, Timestamp)>;
 
 impl CallRecord {
     pub(crate) fn new(ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
-        Self { ident, client_state, end_time: None, link: Link::None, recent_commands: Vec::new() }
+        Self { ident, client_state, end_time: NONE, link: Link::None, recent_commands: None }
     }
 
     pub(crate) fn state(&self) -> CallState {
-        match (&self.end_time, &self.link) {
+        match (&self.end_time(), &self.link) {
             (Some(_), _) => CallState::Ended,
             (None, Link::Queued(_)) => CallState::Queued,
             (None, Link::Bridged { .. }) => CallState::Bridged,
@@ -114,43 +286,75 @@ impl CallRecord {
         }
     }
 
-    pub(crate) fn is_ended(&self) -> bool {
-        self.end_time.is_some()
-    }
-
-    pub(crate) fn queue(&self) -> Option<&Arc<str>> {
+    pub(crate) const fn membership(&self) -> Option<&Membership> {
         match &self.link {
-            Link::Queued(q) => Some(q),
+            Link::Queued(m) => Some(m),
             _ => None,
         }
     }
 
-    pub(crate) fn bridged_with(&self) -> Option<&Arc<CallIdentity>> {
+    pub(crate) const fn membership_mut(&mut self) -> Option<&mut Membership> {
+        match &mut self.link {
+            Link::Queued(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.end_time != NONE
+    }
+
+    /// When the call ended, if it did.
+    pub(crate) const fn end_time(&self) -> Option<Timestamp> {
+        expand(self.end_time)
+    }
+
+    /// Marks the call ended at `at`.
+    pub(crate) const fn end(&mut self, at: Timestamp) {
+        self.end_time = compact(Some(at));
+    }
+
+    /// The slot of the queue the call is a member of.
+    pub(crate) const fn queue(&self) -> Option<u32> {
         match &self.link {
-            Link::Bridged { with, .. } => Some(with),
+            Link::Queued(m) => Some(m.queue),
+            _ => None,
+        }
+    }
+
+    /// The slot of the call this one is bridged with.
+    pub(crate) const fn bridged_with(&self) -> Option<u32> {
+        match &self.link {
+            Link::Bridged { with, .. } => Some(*with),
             _ => None,
         }
     }
 
     /// Whether `command_id` was accepted for this call within the window.
     pub(crate) fn saw_command(&self, command_id: &str, now: Timestamp) -> bool {
-        self.recent_commands.iter().any(|(id, at)| {
+        self.recent_commands.iter().flat_map(|c| c.iter()).any(|(id, at)| {
             &**id == command_id && now.as_micros().saturating_sub(at.as_micros()) < COMMAND_ID_WINDOW_MICROS
         })
     }
 
     pub(crate) fn remember_command(&mut self, command_id: &str, now: Timestamp) {
-        self.recent_commands
-            .retain(|(_, at)| now.as_micros().saturating_sub(at.as_micros()) < COMMAND_ID_WINDOW_MICROS);
-        if self.recent_commands.len() == COMMAND_ID_MEMORY {
-            self.recent_commands.remove(0);
+        let recent = self.recent_commands.get_or_insert_default();
+        recent.retain(|(_, at)| now.as_micros().saturating_sub(at.as_micros()) < COMMAND_ID_WINDOW_MICROS);
+        if recent.len() == COMMAND_ID_MEMORY {
+            recent.remove(0);
         }
-        self.recent_commands.push((command_id.into(), now));
+        recent.push((command_id.into(), now));
     }
 
-    pub(crate) fn snapshot(&self, now: Timestamp) -> CallInfo {
+    /// The call's status; `queue` and `bridged_with` are the names its link points to.
+    pub(crate) fn snapshot(
+        &self,
+        now: Timestamp,
+        queue: Option<&str>,
+        bridged_with: Option<&str>,
+    ) -> CallInfo {
         let id = &self.ident;
-        let until = self.end_time.unwrap_or(now);
+        let until = self.end_time().unwrap_or(now);
         CallInfo {
             record_type: "call",
             call_control_id: id.call_control_id.to_string(),
@@ -163,10 +367,10 @@ impl CallRecord {
             state: self.state(),
             is_alive: !self.is_ended(),
             start_time: id.start_time,
-            end_time: self.end_time,
+            end_time: self.end_time(),
             call_duration: until.secs_since(id.start_time),
-            queue: self.queue().map(|q| q.to_string()),
-            bridged_with: self.bridged_with().map(|b| b.call_control_id.to_string()),
+            queue: queue.map(str::to_owned),
+            bridged_with: bridged_with.map(str::to_owned),
         }
     }
 }
@@ -208,4 +412,80 @@ pub struct CallInfo {
     /// \[ext\] The call this one is bridged with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bridged_with: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A million queued calls hold a million records: keep them small.
+    #[test]
+    fn records_stay_small() {
+        assert_eq!(size_of::<Membership>(), 32);
+        assert_eq!(size_of::<Link>(), 32);
+        assert_eq!(size_of::<CallRecord>(), 72);
+    }
+
+    #[test]
+    fn compact_times_round_trip() {
+        for t in [None, Some(Timestamp::EPOCH), Some(Timestamp::from_secs(1_767_225_600))] {
+            assert_eq!(expand(compact(t)), t);
+        }
+        let mut rec = CallRecord::new(
+            Arc::new(CallIdentity {
+                call_control_id: "x".into(),
+                call_leg_id: Uuid::nil(),
+                call_session_id: Uuid::nil(),
+                connection_id: "c".into(),
+                from: "a".into(),
+                to: "b".into(),
+                start_time: Timestamp::EPOCH,
+                webhook_url: None,
+                id_hash: None,
+            }),
+            None,
+        );
+        assert_eq!((rec.end_time(), rec.is_ended()), (None, false));
+        rec.end(Timestamp::from_secs(5));
+        assert_eq!((rec.end_time(), rec.is_ended()), (Some(Timestamp::from_secs(5)), true));
+        assert!(!rec.saw_command("c1", Timestamp::EPOCH));
+        rec.remember_command("c1", Timestamp::EPOCH);
+        assert!(rec.saw_command("c1", Timestamp::EPOCH));
+    }
+
+    #[test]
+    fn secrets_use_only_the_random_bits_of_uuids() {
+        // All 122 random bits set, version 4 and variant RFC: every packed bit is set and
+        // nothing above bit 122.
+        let u = Uuid::from_u128((!(0xf << 76) & !(0b11 << 62)) | (0x4 << 76) | (0b10 << 62));
+        assert_eq!(uuid_random_bits(u), (1 << 122) - 1);
+        assert_eq!(uuid_random_bits(Uuid::from_u128((0x4 << 76) | (0b10 << 62))), 0);
+    }
+
+    #[test]
+    fn engine_ids_encode_their_slot() {
+        for (ix, generation) in [(0, 0), (1, 7), (u32::MAX, u32::MAX), (123_456, 1 << 31)] {
+            let slot = Handle { ix, generation };
+            let mut id = new_call_control_id();
+            stamp_slot(&mut id, slot);
+            assert_eq!(id.len(), 43);
+            assert!(id.starts_with("v3:"));
+            assert!(id[3..].bytes().all(|c| ALPHABET.contains(&c)));
+            assert_eq!(decode_slot(&id), Some(slot));
+        }
+        let a = new_call_control_id();
+        let b = new_call_control_id();
+        assert_ne!(a[14..], b[14..], "the secrets differ");
+        assert_eq!(decode_slot("v3:short"), None);
+        assert!(same_id("v3:abc", "v3:abc"));
+        assert!(!same_id("v3:abc", "v3:abd"));
+        assert!(!same_id("v3:abc", "v3:ab"));
+        let id = "v3:AAAAAAAAAAAabcdefghijklmnopqrstuvwxyz0123";
+        for i in 0..id.len() {
+            let mut other = id.to_owned();
+            other.replace_range(i..=i, if &id[i..=i] == "x" { "y" } else { "x" });
+            assert!(!same_id(id, &other), "a difference at {i}");
+        }
+        assert!(same_id(id, id));
+    }
 }

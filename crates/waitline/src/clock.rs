@@ -1,10 +1,15 @@
 //! Time: a microsecond [`Timestamp`] and an injectable [`Clock`].
 //!
-//! The engine reads the clock once per command. Tests (and the Python package) use a
-//! [`ManualClock`] so that expiry and idle collection fire at exactly known instants.
+//! The engine reads the clock once per command (maintenance: once per round). By default it
+//! reads a coarse clock ([`Clock::Coarse`]: the system time as a background thread read it
+//! at most about a millisecond ago, one atomic load instead of a system clock read);
+//! [`Clock::System`] reads the system clock exactly. Tests (and the Python package) use a
+//! [`ManualClock`], which is exact, so that expiry and idle collection fire at exactly known
+//! instants.
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -138,12 +143,53 @@ impl ManualClock {
     }
 }
 
+/// How often the coarse clock's thread reads the system clock.
+pub const COARSE_CLOCK_TICK: Duration = Duration::from_millis(1);
+
+/// The system time as last read by the upkeep thread (`0`: not started).
+static COARSE_NOW: AtomicU64 = AtomicU64::new(0);
+static COARSE_UPKEEP: Once = Once::new();
+
+/// The coarse clock: starts its upkeep thread at the first read (one per process, for every
+/// engine), then reads what the thread last stored. If the thread cannot be started, every
+/// read goes to the system clock.
+fn coarse_now() -> Timestamp {
+    COARSE_UPKEEP.call_once(|| {
+        COARSE_NOW.store(Timestamp::now_utc().0, Ordering::Relaxed);
+        let upkeep = std::thread::Builder::new().name("waitline-clock".into()).spawn(|| {
+            loop {
+                std::thread::sleep(COARSE_CLOCK_TICK);
+                COARSE_NOW.store(Timestamp::now_utc().0, Ordering::Relaxed);
+            }
+        });
+        if upkeep.is_err() {
+            COARSE_NOW.store(0, Ordering::Relaxed);
+        }
+    });
+    match COARSE_NOW.load(Ordering::Relaxed) {
+        0 => Timestamp::now_utc(),
+        t => Timestamp(t),
+    }
+}
+
 /// Where the engine gets the time from.
 #[derive(Clone, Debug, Default)]
 pub enum Clock {
-    /// The operating system's wall clock (read once per command).
-    #[default]
+    /// The operating system's wall clock, read exactly, once per command.
     System,
+    /// The operating system's wall clock as a background thread last read it: the thread
+    /// reads the clock every [`COARSE_CLOCK_TICK`] (1 ms) and a command reads one shared
+    /// atomic instead of the clock (a clock read costs about 25 ns, twice per
+    /// enqueue-and-bridge pair). The resolution is therefore about a millisecond (more when
+    /// the machine is so busy that the thread runs late): a command sees the time up to
+    /// about a millisecond late, so its timestamps (`enqueued_at`, `end_time`, ...) are that
+    /// coarse, and a timer fires up to that much later; timers still fire in exact order,
+    /// each at its own instant (a timeout's event carries its deadline). Waits are counted
+    /// in whole seconds, so a millisecond does not show in them. One thread per process
+    /// serves every engine with this clock; it starts at the first read and never stops.
+    /// The default.
+    #[default]
+    Coarse,
     /// A clock advanced by hand.
     Manual(ManualClock),
 }
@@ -161,6 +207,7 @@ impl Clock {
     pub fn now(&self) -> Timestamp {
         match self {
             Self::System => Timestamp::now_utc(),
+            Self::Coarse => coarse_now(),
             Self::Manual(m) => m.now(),
         }
     }
@@ -179,6 +226,17 @@ mod tests {
         // A leap day.
         let t = Timestamp::from_secs(951_782_400 + 59);
         assert_eq!(t.to_string(), "2000-02-29T00:00:59.000000Z");
+    }
+
+    #[test]
+    fn coarse_clock_follows_the_system_clock_within_its_tick() {
+        let before = Timestamp::now_utc();
+        let coarse = Clock::Coarse.now();
+        assert!(coarse.as_micros() + 1_000_000 > before.as_micros(), "{coarse} vs {before}");
+        std::thread::sleep(Duration::from_millis(20));
+        let later = Clock::Coarse.now();
+        assert!(later > coarse, "the upkeep thread moves it");
+        assert!(later <= Timestamp::now_utc());
     }
 
     #[test]

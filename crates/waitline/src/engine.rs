@@ -49,7 +49,7 @@ impl Default for EngineBuilder {
             max_ended_calls: DEFAULT_MAX_ENDED_CALLS,
             max_queues: DEFAULT_MAX_QUEUES,
             event_capacity: DEFAULT_EVENT_CAPACITY,
-            clock: Clock::System,
+            clock: Clock::Coarse,
         }
     }
 }
@@ -102,7 +102,8 @@ impl EngineBuilder {
         self
     }
 
-    /// The clock (default: the system clock).
+    /// The clock (default: [`Clock::Coarse`], the system clock at about a millisecond's
+    /// resolution; [`Clock::System`] reads it exactly).
     #[must_use]
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;

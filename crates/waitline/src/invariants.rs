@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::call::{CallKey, Link};
+use crate::call::Link;
 use crate::engine::Engine;
 use crate::state::{Shared, TenantCore};
 
@@ -23,24 +23,27 @@ impl Engine {
 }
 
 fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
-    let find_call = |id: &str| core.call(CallKey { hash: shared.call_hash(id), id });
-    let find_queue = |name: &str| core.queue(shared.queue_hash(name), name);
     let mut live = 0;
-    for rec in core.calls() {
+    let mut calls = 0;
+    for (ix, rec) in core.calls() {
+        calls += 1;
         let id = &*rec.ident.call_control_id;
-        if rec.ident.key_hash != shared.call_hash(id) {
+        if rec.ident.id_hash.is_some_and(|h| h != shared.call_hash(id)) {
             return Err(format!("call {id} with a wrong hash"));
+        }
+        if core.call_ix(shared, id) != Some(ix) {
+            return Err(format!("call {id} not found by its id"));
         }
         if !rec.is_ended() {
             live += 1;
         }
         match &rec.link {
             Link::None => {}
-            Link::Queued(q) => {
-                let queue = find_queue(q).ok_or(format!("call {id} queued in missing queue {q}"))?;
-                let m = queue
-                    .member(rec.ident.key())
-                    .ok_or(format!("call {id} not a member of its queue {q}"))?;
+            Link::Queued(m) => {
+                let q = core.queue_get(m.queue).ok_or(format!("call {id} queued in a missing queue"))?;
+                if q.call_at(m) != Some(ix) {
+                    return Err(format!("call {id} not at its slot in its queue {}", q.name));
+                }
                 if m.alive == rec.is_ended() {
                     return Err(format!("member {id} alive={} but call ended={}", m.alive, rec.is_ended()));
                 }
@@ -49,30 +52,33 @@ fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
                 if rec.is_ended() {
                     return Err(format!("ended call {id} still bridged"));
                 }
-                let other = find_call(&with.call_control_id)
-                    .ok_or(format!("call {id} bridged with a missing call"))?;
-                if other.bridged_with().map(|o| &*o.call_control_id) != Some(id) {
+                let other = core.call_get(*with).ok_or(format!("call {id} bridged with a missing call"))?;
+                if other.bridged_with() != Some(ix) {
                     return Err(format!("bridge of {id} is not symmetric"));
                 }
             }
         }
     }
     let mut names = BTreeSet::new();
-    for q in core.queues() {
+    for (qix, q) in core.queues() {
         if q.key_hash != shared.queue_hash(&q.name) {
             return Err(format!("queue {} with a wrong hash", q.name));
+        }
+        if core.queue_ix(q.key_hash, &q.name) != Some(qix) {
+            return Err(format!("queue {} not found by its name", q.name));
         }
         names.insert(q.name.clone());
         let mut positions = Vec::new();
         let mut count = 0;
-        for m in q.members_in_arrival_order() {
+        for c in q.members_in_arrival_order() {
             count += 1;
-            let id = &*m.call.call_control_id;
-            let rec = find_call(id).ok_or(format!("member {id} of {} has no call", q.name))?;
-            if rec.queue().map(|n| &**n) != Some(&*q.name) {
-                return Err(format!("member {id} of {} points elsewhere", q.name));
+            let rec = core.call_at(c);
+            let id = &*rec.ident.call_control_id;
+            let m = core.member(qix, c).ok_or(format!("member {id} of {} points elsewhere", q.name))?;
+            if q.call_at(m) != Some(c) {
+                return Err(format!("member {id} of {} has a wrong slot", q.name));
             }
-            positions.push(q.position(m.call.key()).ok_or(format!("member {id} without position"))?);
+            positions.push(q.position(m));
         }
         if count != q.len() {
             return Err(format!("queue {} counts {} but has {count}", q.name, q.len()));
@@ -82,10 +88,13 @@ fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
             return Err(format!("queue {} positions are not 1..={count}", q.name));
         }
         if let Some(head) = q.head() {
-            if q.position(head.call.key()) != Some(1) {
+            if core.member(qix, head).map(|m| q.position(m)) != Some(1) {
                 return Err(format!("queue {} head is not at position 1", q.name));
             }
         }
+    }
+    if core.call_count() != calls {
+        return Err(format!("counts {} calls, has {calls}", core.call_count()));
     }
     if core.live_calls() != live {
         return Err(format!("counts {} live calls, has {live}", core.live_calls()));

@@ -37,11 +37,12 @@ mod order;
 mod params;
 mod queue;
 mod rules;
+mod slab;
 mod state;
 mod timers;
 
 pub use call::{CallIdentity, CallInfo, CallState};
-pub use clock::{Clock, ManualClock, Timestamp};
+pub use clock::{COARSE_CLOCK_TICK, Clock, ManualClock, Timestamp};
 pub use engine::{
     DEFAULT_ENDED_CALL_RETENTION, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_ENDED_CALLS, DEFAULT_MAX_LIVE_CALLS,
     DEFAULT_MAX_QUEUES, DEFAULT_QUEUE_IDLE_TTL, DEFAULT_TENANT, Engine, EngineBuilder, Tenant,

@@ -145,7 +145,7 @@ impl<T> MemberOrder<T> {
     }
 
     /// Appends `value` at the end of `band`. `relocate` is told of every member that a
-    /// compaction renumbers (the new member included, with its final slot).
+    /// compaction renumbers (before the new member is added).
     pub(crate) fn push(&mut self, band: u8, value: T, mut relocate: impl FnMut(&T, Seq)) -> Seq {
         debug_assert!((band as usize) < BANDS);
         if self.slots.len() == self.cap {
@@ -184,8 +184,9 @@ impl<T> MemberOrder<T> {
         &self.slots[seq].as_ref().expect("empty slot").value
     }
 
-    pub(crate) fn get_mut(&mut self, seq: Seq) -> &mut T {
-        &mut self.slots[seq].as_mut().expect("empty slot").value
+    /// The member in `seq`, if the slot holds one.
+    pub(crate) fn try_get(&self, seq: Seq) -> Option<&T> {
+        self.slots.get(seq)?.as_ref().map(|e| &e.value)
     }
 
     /// 1-based position of the member in `seq`.

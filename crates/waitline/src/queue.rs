@@ -1,4 +1,9 @@
 //! One queue: its members in service order and its figures.
+//!
+//! The queue keeps only the order of its members, as slots of the tenant's call slab; what
+//! it knows of each member (band, slot in the order, enqueue time, deadline, flags) is in the
+//! member's call record ([`Membership`]), so a command that found the call has the member
+//! too. Operations that touch members take the call slab.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -6,81 +11,26 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::call::{CallIdentity, CallKey};
+use crate::call::{CallRecord, Link, Membership};
 use crate::clock::Timestamp;
 use crate::event::DequeueReason;
 use crate::order::{MemberOrder, Seq};
-use crate::timers::QueueInstance;
+use crate::slab::Slab;
 
 /// How many bridge-dequeues the estimated wait looks back on (docs/behaviour.md §3).
 const ESTIMATE_WINDOW: usize = 20;
-
-/// Member slots by call, hashed with the calls' own key hashes.
-type Index = hashbrown::HashTable<IndexEntry>;
-
-/// Bytes of a call id the member index keeps inline (Telnyx ids have 43).
-const INLINE_ID: usize = 50;
-
-/// Where a member is, found by its call id. The id's bytes are kept inline so that a lookup
-/// confirms its match without following the pointer to the call, and the band is kept so
-/// that a position needs no look at the member's slot: in a queue of a million, each pointer
-/// followed is a cache miss. 64 bytes, one cache line.
-#[derive(Debug)]
-struct IndexEntry {
-    call: Arc<CallIdentity>,
-    seq: u32,
-    band: u8,
-    /// Length of the inline id, or `u8::MAX` when it did not fit (then compared via `call`).
-    id_len: u8,
-    id: [u8; INLINE_ID],
-}
-
-impl IndexEntry {
-    fn new(call: Arc<CallIdentity>, seq: Seq, band: u8) -> Self {
-        let bytes = call.call_control_id.as_bytes();
-        let mut id = [0; INLINE_ID];
-        let id_len = match id.get_mut(..bytes.len()) {
-            Some(inline) => {
-                inline.copy_from_slice(bytes);
-                u8::try_from(bytes.len()).unwrap_or(u8::MAX)
-            }
-            None => u8::MAX,
-        };
-        Self { call, seq: seq_u32(seq), band, id_len, id }
-    }
-
-    fn is(&self, key: CallKey<'_>) -> bool {
-        match self.id.get(..usize::from(self.id_len)) {
-            Some(inline) => inline == key.id.as_bytes(),
-            None => *self.call.call_control_id == *key.id,
-        }
-    }
-
-    fn seq(&self) -> Seq {
-        self.seq as Seq
-    }
-}
-
-/// Matches the index entry of this very call (the engine's shared identity): no id
-/// comparison.
-fn same_call(call: &Arc<CallIdentity>) -> impl Fn(&IndexEntry) -> bool + '_ {
-    move |e| Arc::ptr_eq(&e.call, call)
-}
 
 /// Slots are bounded by twice the largest queue size (1,000,000), far below `u32::MAX`.
 fn seq_u32(seq: Seq) -> u32 {
     u32::try_from(seq).expect("a slot number fits in 32 bits")
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Member {
-    pub(crate) call: Arc<CallIdentity>,
-    pub(crate) enqueued_at: Timestamp,
-    pub(crate) deadline: Option<Timestamp>,
-    pub(crate) keep_after_hangup: bool,
-    pub(crate) priority: u8,
-    /// False once the call hung up while kept in the queue.
-    pub(crate) alive: bool,
+/// Points the membership of the call in slot `call` at its new slot in the order (after a
+/// compaction moved it).
+fn relocate(calls: &mut Slab<CallRecord>, call: u32, seq: Seq) {
+    if let Link::Queued(m) = &mut calls.at_mut(call).link {
+        m.arrival = seq_u32(seq);
+    }
 }
 
 /// A member that left, with what its `call.dequeued` event reports.
@@ -116,8 +66,8 @@ pub(crate) struct Queue {
     pub(crate) updated_at: Timestamp,
     /// When the one pending idle timer of this queue fires, if one is pending.
     pub(crate) idle_timer: Option<Timestamp>,
-    members: MemberOrder<Member>,
-    index: Index,
+    /// Call slots in service order.
+    members: MemberOrder<u32>,
     sum_enqueued_micros: u128,
     /// Enqueue times are kept non-decreasing in arrival order, so the oldest arrival is
     /// the longest waiting.
@@ -145,7 +95,6 @@ impl Queue {
             updated_at: now,
             idle_timer: None,
             members: MemberOrder::default(),
-            index: Index::new(),
             sum_enqueued_micros: 0,
             last_enqueued_at: Timestamp::EPOCH,
             bridge_dequeue_times: VecDeque::with_capacity(ESTIMATE_WINDOW),
@@ -156,11 +105,6 @@ impl Queue {
 
     pub(crate) fn len(&self) -> usize {
         self.members.len()
-    }
-
-    /// This incarnation of the queue, for timers.
-    pub(crate) fn instance(&self) -> QueueInstance {
-        QueueInstance { name: self.name.clone(), key_hash: self.key_hash, id: self.id }
     }
 
     /// Enqueues since creation; also the arrival number of the latest member.
@@ -176,66 +120,51 @@ impl Queue {
         self.members.len() >= self.max_size
     }
 
-    fn entry(&self, key: CallKey<'_>) -> Option<&IndexEntry> {
-        self.index.find(key.hash, |e| e.is(key))
-    }
-
-    fn slot(&self, key: CallKey<'_>) -> Option<Seq> {
-        self.entry(key).map(IndexEntry::seq)
-    }
-
-    /// Points the index entry of `call` at `seq` (after a compaction moved it).
-    fn relocate(index: &mut Index, call: &Arc<CallIdentity>, seq: Seq) {
-        if let Some(entry) = index.find_mut(call.key_hash, same_call(call)) {
-            entry.seq = seq_u32(seq);
-        }
-    }
-
-    pub(crate) fn contains(&self, key: CallKey<'_>) -> bool {
-        self.slot(key).is_some()
-    }
-
     /// The enqueue time of a member arriving at `now`: never before the previous arrival, so
     /// that arrival order and enqueue times agree.
     pub(crate) fn arrival_time(&self, now: Timestamp) -> Timestamp {
         now.max(self.last_enqueued_at)
     }
 
-    /// Adds a member (its `enqueued_at` from [`Queue::arrival_time`]) at the end of its
-    /// priority band; returns its position.
-    pub(crate) fn push(&mut self, member: Member, now: Timestamp) -> usize {
-        debug_assert!(member.enqueued_at >= self.last_enqueued_at);
-        self.last_enqueued_at = member.enqueued_at;
-        self.sum_enqueued_micros += u128::from(member.enqueued_at.as_micros());
+    /// Adds the call in slot `call` (enqueued at [`Queue::arrival_time`]) at the end of
+    /// `band`; returns its slot in the order. The caller then stores the membership in the
+    /// call's record.
+    pub(crate) fn push(
+        &mut self,
+        calls: &mut Slab<CallRecord>,
+        call: u32,
+        band: u8,
+        enqueued_at: Timestamp,
+        now: Timestamp,
+    ) -> u32 {
+        debug_assert!(enqueued_at >= self.last_enqueued_at);
+        self.last_enqueued_at = enqueued_at;
+        self.sum_enqueued_micros += u128::from(enqueued_at.as_micros());
         self.total_enqueued += 1;
         self.updated_at = now;
-        let (call, band) = (member.call.clone(), member.priority);
-        let index = &mut self.index;
-        let seq = self.members.push(band, member, |m, s| Self::relocate(index, &m.call, s));
-        self.index.insert_unique(call.key_hash, IndexEntry::new(call, seq, band), |e| e.call.key_hash);
-        self.members.position_in_band(seq, band)
+        seq_u32(self.members.push(band, call, |&c, s| relocate(calls, c, s)))
     }
 
-    /// Removes a member; `reason` is counted in the totals (`None`: dropped without a count).
+    /// Removes a member (its membership `m`, still in its record); `reason` is counted in
+    /// the totals (`None`: dropped without a count). The position it had is worked out only
+    /// if `with_position` (someone listens for the event that reports it), else it is 0.
     pub(crate) fn remove(
         &mut self,
-        call: &Arc<CallIdentity>,
+        calls: &mut Slab<CallRecord>,
+        m: &Membership,
         reason: Option<DequeueReason>,
         now: Timestamp,
-    ) -> Option<Departure> {
-        let entry = self.index.find_entry(call.key_hash, same_call(call)).ok()?;
-        let (entry, _) = entry.remove();
-        let seq = entry.seq();
-        let position = self.members.position_in_band(seq, entry.band);
-        let index = &mut self.index;
-        let member = self.members.remove(seq, |m, s| Self::relocate(index, &m.call, s));
-        self.sum_enqueued_micros -= u128::from(member.enqueued_at.as_micros());
+        with_position: bool,
+    ) -> Departure {
+        let seq = m.arrival as Seq;
+        let position = if with_position { self.members.position_in_band(seq, m.band) } else { 0 };
+        self.members.remove(seq, |&c, s| relocate(calls, c, s));
+        self.sum_enqueued_micros -= u128::from(m.enqueued_at.as_micros());
         self.updated_at = now;
         if let Some(reason) = reason {
             self.count(reason, now);
         }
-        let wait_time_secs = now.secs_since(member.enqueued_at);
-        Some(Departure { position, wait_time_secs })
+        Departure { position, wait_time_secs: now.secs_since(m.enqueued_at) }
     }
 
     fn count(&mut self, reason: DequeueReason, now: Timestamp) {
@@ -253,47 +182,37 @@ impl Queue {
         }
     }
 
-    pub(crate) fn head(&self) -> Option<&Member> {
-        self.members.head().map(|s| self.members.get(s))
+    /// The call slot of the member served next.
+    pub(crate) fn head(&self) -> Option<u32> {
+        self.members.head().map(|s| *self.members.get(s))
     }
 
-    pub(crate) fn member(&self, key: CallKey<'_>) -> Option<&Member> {
-        self.slot(key).map(|s| self.members.get(s))
+    /// The call slot at `m`'s place in the order (for checks).
+    pub(crate) fn call_at(&self, m: &Membership) -> Option<u32> {
+        self.members.try_get(m.arrival as Seq).copied()
     }
 
-    /// The member that is this very call (the engine's shared identity): no id comparison.
-    pub(crate) fn member_of(&self, call: &Arc<CallIdentity>) -> Option<&Member> {
-        let entry = self.index.find(call.key_hash, same_call(call))?;
-        Some(self.members.get(entry.seq()))
+    /// The 1-based position of a member: O(log n).
+    pub(crate) fn position(&self, m: &Membership) -> usize {
+        self.members.position_in_band(m.arrival as Seq, m.band)
     }
 
-    pub(crate) fn member_mut(&mut self, key: CallKey<'_>) -> Option<&mut Member> {
-        let seq = self.slot(key)?;
-        Some(self.members.get_mut(seq))
+    /// Moves a member to another priority band, keeping its arrival order.
+    pub(crate) fn set_priority(&mut self, m: &mut Membership, priority: u8, now: Timestamp) {
+        self.members.set_band(m.arrival as Seq, priority);
+        m.band = priority;
+        self.updated_at = now;
     }
 
-    pub(crate) fn position(&self, key: CallKey<'_>) -> Option<usize> {
-        self.entry(key).map(|e| self.members.position_in_band(e.seq(), e.band))
-    }
-
-    pub(crate) fn set_priority(&mut self, key: CallKey<'_>, priority: u8, now: Timestamp) {
-        if let Some(entry) = self.index.find_mut(key.hash, |e| e.is(key)) {
-            entry.band = priority;
-            let seq = entry.seq();
-            self.members.get_mut(seq).priority = priority;
-            self.members.set_band(seq, priority);
-            self.updated_at = now;
-        }
-    }
-
-    /// Members at 1-based positions `from..from+count`, in service order.
-    pub(crate) fn page(&self, from: usize, count: usize) -> impl Iterator<Item = (usize, &Member)> {
+    /// Call slots of the members at 1-based positions `from..from+count`, in service order.
+    pub(crate) fn page(&self, from: usize, count: usize) -> impl Iterator<Item = (usize, u32)> + '_ {
         (from..from.saturating_add(count))
-            .map_while(move |p| self.members.seq_at(p).map(|s| (p, self.members.get(s))))
+            .map_while(move |p| self.members.seq_at(p).map(|s| (p, *self.members.get(s))))
     }
 
-    pub(crate) fn members_in_arrival_order(&self) -> impl Iterator<Item = &Member> {
-        self.members.iter()
+    /// Call slots of the members in arrival order (not service order).
+    pub(crate) fn members_in_arrival_order(&self) -> impl Iterator<Item = u32> + '_ {
+        self.members.iter().copied()
     }
 
     /// Floor of the mean wait of the current members, 0 when empty.
@@ -307,8 +226,9 @@ impl Queue {
         u64::try_from(waited / n / 1_000_000).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn longest_wait_secs(&self, now: Timestamp) -> u64 {
-        self.members.oldest().map_or(0, |m| now.secs_since(m.enqueued_at))
+    pub(crate) fn longest_wait_secs(&self, calls: &Slab<CallRecord>, now: Timestamp) -> u64 {
+        let oldest = self.members.oldest().and_then(|&c| calls.at(c).membership());
+        oldest.map_or(0, |m| now.secs_since(m.enqueued_at))
     }
 
     /// Estimated wait at `position`: position times the mean interval between the recent
@@ -324,7 +244,7 @@ impl Queue {
         u64::try_from(mean * position as u128 / 1_000_000).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn snapshot(&self, now: Timestamp) -> QueueInfo {
+    pub(crate) fn snapshot(&self, calls: &Slab<CallRecord>, now: Timestamp) -> QueueInfo {
         QueueInfo {
             record_type: "queue",
             id: self.id,
@@ -334,7 +254,7 @@ impl Queue {
             average_wait_time_secs: self.average_wait_secs(now),
             created_at: self.created_at,
             updated_at: self.updated_at,
-            longest_wait_time_secs: self.longest_wait_secs(now),
+            longest_wait_time_secs: self.longest_wait_secs(calls, now),
             estimated_wait_time_secs: self.estimated_wait_secs(self.len() + 1),
             total_enqueued: self.total_enqueued,
             total_dequeued: self.totals,
@@ -342,22 +262,30 @@ impl Queue {
         }
     }
 
-    pub(crate) fn call_snapshot(&self, position: usize, m: &Member, now: Timestamp) -> QueueCallInfo {
+    /// A member's snapshot: `rec` is its call, `m` its membership.
+    pub(crate) fn call_snapshot(
+        &self,
+        position: usize,
+        rec: &CallRecord,
+        m: &Membership,
+        now: Timestamp,
+    ) -> QueueCallInfo {
+        let call = &rec.ident;
         QueueCallInfo {
             record_type: "queue_call",
-            call_control_id: m.call.call_control_id.to_string(),
-            call_leg_id: m.call.call_leg_id,
-            call_session_id: m.call.call_session_id,
-            connection_id: m.call.connection_id.to_string(),
-            from: m.call.from.to_string(),
-            to: m.call.to.to_string(),
+            call_control_id: call.call_control_id.to_string(),
+            call_leg_id: call.call_leg_id,
+            call_session_id: call.call_session_id,
+            connection_id: call.connection_id.to_string(),
+            from: call.from.to_string(),
+            to: call.to.to_string(),
             enqueued_at: m.enqueued_at,
             wait_time_secs: now.secs_since(m.enqueued_at),
             queue_position: position,
             queue_id: self.id,
             queue_name: self.name.to_string(),
             is_alive: m.alive,
-            priority: m.priority,
+            priority: m.band,
             keep_after_hangup: m.keep_after_hangup,
             estimated_wait_time_secs: self.estimated_wait_secs(position),
         }

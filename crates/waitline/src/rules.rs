@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::call::{CallIdentity, CallInfo, CallKey, CallRecord, Link};
+use crate::call::{CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
 use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
 use crate::error::{CallbackInfo, Error, Result};
@@ -21,47 +21,31 @@ use crate::params::{
     BridgeParams, BridgeTarget, CommandOptions, DEFAULT_EXPLICIT_QUEUE_SIZE, DialParams, EnqueueParams, Page,
     PageRequest, QueueCallUpdate, TransferParams, validate_max_size, validate_queue_name,
 };
-use crate::queue::{Member, Queue, QueueCallInfo, QueueInfo};
+use crate::queue::{Queue, QueueCallInfo, QueueInfo};
+use crate::slab::Handle;
 use crate::state::{TenantCore, TenantState, Txn};
-use crate::timers::{QueueInstance, Timer};
+use crate::timers::Timer;
 
-/// What a command knows of its call once it passed the common checks.
+/// What a command knows of its call once it passed the common checks: its slot and its link.
+#[derive(Clone, Copy)]
 struct CallView {
-    ident: Arc<CallIdentity>,
+    ix: u32,
     link: Link,
 }
 
 impl CallView {
-    fn id(&self) -> &str {
-        &self.ident.call_control_id
-    }
-
-    fn queue(&self) -> Option<&Arc<str>> {
+    const fn queue(&self) -> Option<u32> {
         match &self.link {
-            Link::Queued(q) => Some(q),
+            Link::Queued(m) => Some(m.queue),
             _ => None,
         }
     }
 }
 
-/// A fresh Telnyx-style id: `v3:` and 40 URL-safe characters from 240 random bits.
-fn new_call_control_id() -> Box<str> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut id = String::with_capacity(43);
-    id.push_str("v3:");
-    for _ in 0..2 {
-        // 20 characters of 6 bits from the 122 random bits of a v4 UUID.
-        let mut bits = Uuid::new_v4().as_u128();
-        for _ in 0..20 {
-            id.push(char::from(ALPHABET[(bits & 63) as usize]));
-            bits >>= 6;
-        }
-    }
-    id.into_boxed_str()
-}
-
+/// A call's identity; `id_hash` is the hash of an id the client gave (`None`: the engine
+/// makes the id, see `call`).
 fn new_identity(
-    key_hash: u64,
+    id_hash: Option<u64>,
     id: Box<str>,
     from: &str,
     to: &str,
@@ -78,7 +62,7 @@ fn new_identity(
         to: to.into(),
         start_time: now,
         webhook_url: webhook_url.map(Into::into),
-        key_hash,
+        id_hash,
     })
 }
 
@@ -89,19 +73,20 @@ fn new_identity(
 impl Txn<'_> {
     /// The call a command acts on: `None` for a repeated `command_id` (the command then
     /// answers success and changes nothing).
-    fn target(&self, key: CallKey<'_>, command_id: Option<&str>) -> Result<Option<CallView>> {
-        let rec = self.call(key).ok_or(Error::CallNotFound)?;
+    fn target(&self, id: &str, command_id: Option<&str>) -> Result<Option<CallView>> {
+        let ix = self.find_call(id).ok_or(Error::CallNotFound)?;
+        let rec = self.call_at(ix);
         if command_id.is_some_and(|c| rec.saw_command(c, self.now)) {
             return Ok(None);
         }
         if rec.is_ended() {
             return Err(Error::CallEnded { callback: None });
         }
-        Ok(Some(CallView { ident: rec.ident.clone(), link: rec.link.clone() }))
+        Ok(Some(CallView { ix, link: rec.link }))
     }
 
     /// The command is accepted: store its client state and remember its command id.
-    fn accept(&mut self, call: &CallIdentity, opts: &CommandOptions) {
+    fn accept(&mut self, call: u32, opts: &CommandOptions) {
         let now = self.now;
         let rec = self.call_mut(call);
         if let Some(cs) = &opts.client_state {
@@ -113,30 +98,27 @@ impl Txn<'_> {
     }
 
     /// Takes a call out of its queue with a `call.dequeued` event.
-    fn leave(&mut self, ident: &Arc<CallIdentity>, queue: &Arc<str>, reason: DequeueReason) {
-        self.remove_member(ident, queue, Some(reason));
+    fn leave(&mut self, call: u32, reason: DequeueReason) {
+        self.remove_member(call, Some(reason));
     }
 
     /// Takes a call out of its queue; `reason: None` drops a dead member without an event.
-    /// `queue` is the caller's own reference to the name, so that the queue's is not cloned.
-    fn remove_member(&mut self, ident: &Arc<CallIdentity>, queue: &Arc<str>, reason: Option<DequeueReason>) {
+    fn remove_member(&mut self, call: u32, reason: Option<DequeueReason>) {
         let now = self.now;
-        let q = self.queue_mut(queue);
-        let departure = q.remove(ident, reason, now).expect("member checked before the change");
+        let (queue, departure) = self.leave_queue(call, reason);
+        let q = self.queue_at(queue);
         let emptied = q.is_empty() && !q.explicit;
-        let rec = self.call_mut(ident);
-        rec.link = Link::None;
-        if rec.is_ended() {
+        if self.call_at(call).is_ended() {
             // A dead member leaving: kept from now on like any ended call, under the cap.
-            self.note_ended(ident);
+            self.note_ended(call);
         }
         if emptied {
             self.arm_idle_timer(queue);
         }
         if let Some(reason) = reason {
             self.emit(now, |t| EventKind::CallDequeued {
-                subject: t.subject(ident),
-                queue: queue.clone(),
+                subject: t.subject(call),
+                queue: t.queue_at(queue).name.clone(),
                 queue_position: departure.position,
                 reason,
                 wait_time_secs: departure.wait_time_secs,
@@ -147,46 +129,48 @@ impl Txn<'_> {
     /// An auto queue became empty (or changed while empty): make sure a timer will check it
     /// for idleness. One pending timer per queue is enough: when it fires early (the queue
     /// changed since) it sets itself again for `updated_at + queue_idle_ttl`.
-    fn arm_idle_timer(&mut self, name: &str) {
+    fn arm_idle_timer(&mut self, queue: u32) {
         let at = self.now.saturating_add(self.config().queue_idle_ttl);
-        self.arm_idle_timer_at(name, at);
+        self.arm_idle_timer_at(queue, at);
     }
 
-    fn arm_idle_timer_at(&mut self, name: &str, at: Timestamp) {
-        if let Some(queue) = self.mark_idle_check(name, Some(at)) {
+    fn arm_idle_timer_at(&mut self, queue: u32, at: Timestamp) {
+        if let Some(queue) = self.mark_idle_check(queue, Some(at)) {
             self.schedule(at, Timer::Idle { queue });
         }
     }
 
     /// Ends a call: `call.hangup`, and it will be forgotten after the retention time (or
     /// earlier, past the tenant's cap on kept ended calls).
-    fn end_call(&mut self, ident: &Arc<CallIdentity>, source: HangupSource) {
+    fn end_call(&mut self, call: u32, source: HangupSource) {
         let now = self.now;
-        let rec = self.call_mut(ident);
-        rec.end_time = Some(now);
+        let rec = self.call_mut(call);
+        rec.end(now);
         let kept_in_queue = rec.queue().is_some();
         self.release_call();
         if !kept_in_queue {
             // A dead member joins the kept ended calls when it leaves its queue.
-            self.note_ended(ident);
+            self.note_ended(call);
         }
-        self.emit(now, |t| EventKind::CallHangup { subject: t.subject(ident), source });
+        self.emit(now, |t| EventKind::CallHangup { subject: t.subject(call), source });
         let at = now.saturating_add(self.config().ended_call_retention);
-        self.schedule(at, Timer::Forget { call: ident.clone() });
+        let call = self.call_handle(call);
+        self.schedule(at, Timer::Forget { call });
     }
 
     /// Adds an ended call to the tenant's list in end order, dropping from its front what
     /// the retention time has passed (forgotten by their timers, or about to be).
-    fn note_ended(&mut self, ident: &Arc<CallIdentity>) {
+    fn note_ended(&mut self, call: u32) {
         let (now, retention) = (self.now, self.config().ended_call_retention);
+        let handle = self.call_handle(call);
         let ended = self.ended_mut();
         prune_ended(ended, now, retention);
-        ended.push_back((now, ident.clone()));
+        ended.push_back((now, handle));
         self.ended_calls = true;
     }
 
     /// docs/behaviour.md §2.5: the leg that stays is parked if it asked for it, else hung up.
-    fn release_partner(&mut self, partner: &Arc<CallIdentity>) {
+    fn release_partner(&mut self, partner: u32) {
         let rec = self.call_mut(partner);
         let park = matches!(rec.link, Link::Bridged { park_after_unbridge: true, .. });
         rec.link = Link::None;
@@ -196,54 +180,61 @@ impl Txn<'_> {
     }
 
     /// Frees a call from its queue (with `reason`) and from its bridge.
-    fn detach(&mut self, ident: &Arc<CallIdentity>, reason: DequeueReason) {
-        match std::mem::replace(&mut self.call_mut(ident).link, Link::None) {
+    fn detach(&mut self, call: u32, reason: DequeueReason) {
+        match self.call_at(call).link {
             Link::None => {}
-            Link::Queued(q) => self.leave(ident, &q, reason),
-            Link::Bridged { with, .. } => self.release_partner(&with),
+            Link::Queued(_) => self.leave(call, reason),
+            Link::Bridged { with, .. } => {
+                self.call_mut(call).link = Link::None;
+                self.release_partner(with);
+            }
         }
     }
 
-    fn bridge_pair(&mut self, a: &Arc<CallIdentity>, b: &Arc<CallIdentity>, park_a: bool) {
+    fn bridge_pair(&mut self, a: u32, b: u32, park_a: bool) {
         self.detach(a, DequeueReason::Bridged);
         self.detach(b, DequeueReason::Bridged);
-        self.call_mut(a).link = Link::Bridged { with: b.clone(), park_after_unbridge: park_a };
-        self.call_mut(b).link = Link::Bridged { with: a.clone(), park_after_unbridge: false };
+        self.call_mut(a).link = Link::Bridged { with: b, park_after_unbridge: park_a };
+        self.call_mut(b).link = Link::Bridged { with: a, park_after_unbridge: false };
         let now = self.now;
         self.emit(now, |t| EventKind::CallBridged(t.subject(a)));
         self.emit(now, |t| EventKind::CallBridged(t.subject(b)));
     }
 
-    fn create_call(&mut self, ident: &Arc<CallIdentity>, client_state: Option<&str>) {
-        self.insert_call(CallRecord::new(ident.clone(), client_state.map(Into::into)));
+    /// Adds a call and says so; returns its slot.
+    fn create_call(&mut self, ident: Arc<CallIdentity>, client_state: Option<&str>) -> u32 {
+        let ix = self.insert_call(CallRecord::new(ident, client_state.map(Into::into)));
         let now = self.now;
-        self.emit(now, |t| EventKind::CallInitiated(t.subject(ident)));
-        self.emit(now, |t| EventKind::CallAnswered(t.subject(ident)));
+        self.emit(now, |t| EventKind::CallInitiated(t.subject(ix)));
+        self.emit(now, |t| EventKind::CallAnswered(t.subject(ix)));
+        ix
     }
 
-    /// Makes a queue, unless the tenant has its cap of queues (then nothing changes).
-    fn create_queue(&mut self, name: &str, max_size: usize, explicit: bool) -> Result<Arc<str>> {
+    /// Makes a queue, unless the tenant has its cap of queues (then nothing changes);
+    /// returns its slot.
+    fn create_queue(&mut self, name: &str, max_size: usize, explicit: bool) -> Result<u32> {
         let name: Arc<str> = name.into();
-        let q = Queue::new(self.shared.queue_hash(&name), name.clone(), max_size, explicit, self.now);
-        let (queue, queue_id) = (name.clone(), q.id);
-        self.insert_queue(q)?;
+        let q = Queue::new(self.shared.queue_hash(&name), name, max_size, explicit, self.now);
+        let ix = self.insert_queue(q)?;
         let now = self.now;
-        self.emit(now, |_| EventKind::QueueCreated { queue, queue_id });
-        Ok(name)
+        self.emit(now, |t| {
+            let q = t.queue_at(ix);
+            EventKind::QueueCreated { queue: q.name.clone(), queue_id: q.id }
+        });
+        Ok(ix)
     }
 
-    fn delete_queue(&mut self, name: &str, reason: QueueDeletedReason) {
-        if let Some(q) = self.remove_queue(name) {
-            let now = self.now;
-            self.emit(now, |_| EventKind::QueueDeleted { queue: q.name, queue_id: q.id, reason });
-        }
+    fn delete_queue(&mut self, queue: u32, reason: QueueDeletedReason) {
+        let q = self.remove_queue(queue);
+        let now = self.now;
+        self.emit(now, |_| EventKind::QueueDeleted { queue: q.name, queue_id: q.id, reason });
     }
 }
 
 enum BridgePlan {
-    With(Arc<CallIdentity>),
+    With(u32),
     AlreadyBridged,
-    DeadHead { queue: Arc<str>, head: Arc<CallIdentity> },
+    DeadHead(u32),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -253,11 +244,6 @@ enum BridgePlan {
 impl Tenant {
     fn inner(&self) -> &Inner {
         &self.engine.inner
-    }
-
-    /// The key of a call id, hashed before the lock is taken.
-    fn key<'k>(&self, id: &'k str) -> CallKey<'k> {
-        CallKey { hash: self.inner().shared.call_hash(id), id }
     }
 
     /// Runs one command at `now` (read before, with [`Inner::begin`]): locks the tenant
@@ -270,7 +256,7 @@ impl Tenant {
         if core.next_due() <= now.as_micros() {
             fire_due(inner, &self.state, &mut core, now, listening);
         }
-        let mut txn = Txn::new(&inner.shared, &self.state.name, &mut core, now, listening);
+        let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, listening);
         let r = body(&mut txn);
         if let Some(events) = settle(txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
@@ -283,24 +269,31 @@ impl Tenant {
     pub fn dial(&self, p: &DialParams) -> Result<CallInfo> {
         let (to, from, connection_id) = p.validate()?;
         let now = self.inner().begin();
-        let id = p.call_control_id.as_deref().map_or_else(new_call_control_id, Into::into);
-        let hash = self.inner().shared.call_hash(&id);
+        let (id, hash) = match p.call_control_id.as_deref() {
+            Some(id) => (id.into(), Some(self.inner().shared.call_hash(id))),
+            None => (new_call_control_id().into_boxed_str(), None),
+        };
         let ident = new_identity(hash, id, from, to, connection_id.into(), p.webhook_url.as_deref(), now);
         self.run(now, |txn| {
-            if txn.call(ident.key()).is_some() {
+            let mut ident = ident;
+            if hash.is_some() && txn.find_call(&ident.call_control_id).is_some() {
                 return Err(Error::CallExists);
             }
             txn.reserve_call()?;
-            txn.create_call(&ident, p.client_state.as_deref());
-            Ok(txn.call(ident.key()).expect("just inserted").snapshot(now))
+            if hash.is_none() {
+                txn.stamp_new_id(&mut ident);
+            }
+            let ix = txn.create_call(ident, p.client_state.as_deref());
+            Ok(txn.core().call_info(ix, now))
         })
     }
 
     /// A call's status (`90015` when unknown or forgotten).
     pub fn call(&self, id: &str) -> Result<CallInfo> {
         let now = self.inner().begin();
-        let key = self.key(id);
-        self.run(now, |txn| txn.call(key).map(|r| r.snapshot(now)).ok_or(Error::CallNotFound))
+        self.run(now, |txn| {
+            txn.find_call(id).map(|ix| txn.core().call_info(ix, now)).ok_or(Error::CallNotFound)
+        })
     }
 
     /// Puts the call at the end of a queue (of its priority band), making the queue if
@@ -308,50 +301,41 @@ impl Tenant {
     pub fn enqueue(&self, id: &str, p: &EnqueueParams) -> Result<()> {
         let v = p.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let Some(call) = txn.target(key, p.options.command_id.as_deref())? else { return Ok(()) };
-            if call.queue().is_some_and(|q| &**q == v.queue) {
+            let Some(call) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(()) };
+            let existing = txn.find_queue(v.queue);
+            if call.queue().is_some() && call.queue() == existing {
                 return Err(Error::AlreadyInQueue);
             }
-            let existing = match txn.queue(v.queue) {
-                Some(q) if q.is_full() => return Err(Error::QueueFull),
-                Some(q) => Some(q.name.clone()),
-                None => None,
-            };
+            if existing.is_some_and(|q| txn.queue_at(q).is_full()) {
+                return Err(Error::QueueFull);
+            }
             // Checked; the first change (the new queue) may still be refused by the cap.
             let queue = match existing {
-                Some(name) => name,
+                Some(q) => q,
                 None => txn.create_queue(v.queue, v.max_size, false)?,
             };
-            txn.accept(&call.ident, &p.options);
-            txn.detach(&call.ident, DequeueReason::Leave);
-            let q = txn.queue_mut(&queue);
-            let enqueued_at = q.arrival_time(now);
-            let deadline = v.max_wait_secs.map(|s| enqueued_at.saturating_add(Duration::from_secs(s)));
-            let position = q.push(
-                Member {
-                    call: call.ident.clone(),
-                    enqueued_at,
-                    deadline,
-                    keep_after_hangup: v.keep_after_hangup,
-                    priority: v.priority,
-                    alive: true,
-                },
-                now,
-            );
-            let avg = q.average_wait_secs(now);
-            let arrival = q.total_enqueued();
-            let instance = deadline.map(|_| q.instance());
-            txn.emit(now, |t| EventKind::CallEnqueued {
-                subject: t.subject(&call.ident),
-                queue: queue.clone(),
-                current_position: position,
-                queue_avg_wait_time_secs: avg,
+            txn.accept(call.ix, &p.options);
+            txn.detach(call.ix, DequeueReason::Leave);
+            let max_wait = v.max_wait_secs.map(Duration::from_secs);
+            let m = txn.join_queue(queue, call.ix, v.priority, v.keep_after_hangup, max_wait);
+            txn.emit(now, |t| {
+                let q = t.queue_at(queue);
+                EventKind::CallEnqueued {
+                    subject: t.subject(call.ix),
+                    queue: q.name.clone(),
+                    current_position: q.position(&m),
+                    queue_avg_wait_time_secs: q.average_wait_secs(now),
+                }
             });
-            txn.call_mut(&call.ident).link = Link::Queued(queue);
-            if let (Some(at), Some(instance)) = (deadline, instance) {
-                txn.schedule(at, Timer::Deadline { queue: instance, call: call.ident.clone(), arrival });
+            if let Some(at) = m.deadline() {
+                let arrival = txn.queue_at(queue).total_enqueued();
+                let timer = Timer::Deadline {
+                    queue: txn.queue_handle(queue),
+                    call: txn.call_handle(call.ix),
+                    arrival,
+                };
+                txn.schedule(at, timer);
             }
             Ok(())
         })
@@ -361,12 +345,11 @@ impl Tenant {
     pub fn leave_queue(&self, id: &str, opts: &CommandOptions) -> Result<()> {
         opts.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let Some(call) = txn.target(key, opts.command_id.as_deref())? else { return Ok(()) };
-            let queue = call.queue().ok_or(Error::NotInQueue)?.clone();
-            txn.accept(&call.ident, opts);
-            txn.leave(&call.ident, &queue, DequeueReason::Leave);
+            let Some(call) = txn.target(id, opts.command_id.as_deref())? else { return Ok(()) };
+            call.queue().ok_or(Error::NotInQueue)?;
+            txn.accept(call.ix, opts);
+            txn.leave(call.ix, DequeueReason::Leave);
             Ok(())
         })
     }
@@ -375,67 +358,69 @@ impl Tenant {
     pub fn bridge(&self, id: &str, p: &BridgeParams) -> Result<()> {
         let (target, park) = p.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let Some(a) = txn.target(key, p.options.command_id.as_deref())? else { return Ok(()) };
+            let Some(a) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(()) };
             let plan = match target {
                 BridgeTarget::Queue(qname) => {
-                    if a.queue().is_some_and(|q| &**q == qname) {
+                    let queue = txn.find_queue(qname);
+                    if a.queue().is_some() && a.queue() == queue {
                         return Err(Error::out_of_range(
                             "queue",
                             "A call cannot be bridged with the queue it is waiting in.",
                         ));
                     }
-                    let q = txn.queue(qname).ok_or(Error::QueueEmpty)?;
-                    let head = q.head().ok_or(Error::QueueEmpty)?;
-                    if head.alive {
-                        BridgePlan::With(head.call.clone())
+                    let queue = queue.ok_or(Error::QueueEmpty)?;
+                    let head = txn.queue_at(queue).head().ok_or(Error::QueueEmpty)?;
+                    if txn.call_at(head).membership().is_some_and(|m| m.alive) {
+                        BridgePlan::With(head)
                     } else {
-                        BridgePlan::DeadHead { queue: q.name.clone(), head: head.call.clone() }
+                        BridgePlan::DeadHead(head)
                     }
                 }
                 BridgeTarget::Call(b) => {
-                    if b == a.id() {
+                    if *b == *txn.call_at(a.ix).ident.call_control_id {
                         return Err(Error::out_of_range(
                             "call_control_id",
                             "A call cannot be bridged with itself.",
                         ));
                     }
-                    let rec = txn.call(txn.key(b)).ok_or(Error::CallNotFound)?;
+                    let bix = txn.find_call(b).ok_or(Error::CallNotFound)?;
+                    let rec = txn.call_at(bix);
                     if rec.is_ended() {
                         return Err(Error::CallEnded { callback: None });
                     }
-                    if rec.bridged_with().is_some_and(|w| w.call_control_id == a.ident.call_control_id) {
+                    if rec.bridged_with() == Some(a.ix) {
                         BridgePlan::AlreadyBridged
                     } else {
-                        BridgePlan::With(rec.ident.clone())
+                        BridgePlan::With(bix)
                     }
                 }
             };
             match plan {
                 BridgePlan::With(b) => {
-                    txn.accept(&a.ident, &p.options);
-                    txn.bridge_pair(&a.ident, &b, park);
+                    txn.accept(a.ix, &p.options);
+                    txn.bridge_pair(a.ix, b, park);
                     Ok(())
                 }
                 BridgePlan::AlreadyBridged => {
-                    txn.accept(&a.ident, &p.options);
-                    if let Link::Bridged { park_after_unbridge, .. } = &mut txn.call_mut(&a.ident).link {
+                    txn.accept(a.ix, &p.options);
+                    if let Link::Bridged { park_after_unbridge, .. } = &mut txn.call_mut(a.ix).link {
                         *park_after_unbridge = park;
                     }
                     Ok(())
                 }
-                BridgePlan::DeadHead { queue, head } => {
+                BridgePlan::DeadHead(head) => {
                     // The head is removed even though the bridge fails (docs/behaviour.md §2).
-                    txn.leave(&head, &queue, DequeueReason::Hangup);
-                    let client_state = txn.call(head.key()).and_then(|r| r.client_state.clone());
+                    txn.leave(head, DequeueReason::Hangup);
+                    let rec = txn.call_at(head);
+                    let ident = &rec.ident;
                     Err(Error::CallEnded {
                         callback: Some(Box::new(CallbackInfo {
-                            call_control_id: head.call_control_id.as_ref().into(),
-                            from: head.from.clone(),
-                            to: head.to.clone(),
-                            connection_id: head.connection_id.clone(),
-                            client_state,
+                            call_control_id: ident.call_control_id.as_ref().into(),
+                            from: ident.from.clone(),
+                            to: ident.to.clone(),
+                            connection_id: ident.connection_id.clone(),
+                            client_state: rec.client_state.clone(),
                         })),
                     })
                 }
@@ -447,35 +432,27 @@ impl Tenant {
     pub fn hangup(&self, id: &str, opts: &CommandOptions) -> Result<()> {
         opts.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let Some(call) = txn.target(key, opts.command_id.as_deref())? else { return Ok(()) };
-            let keep = match &call.link {
-                Link::Queued(q) => {
-                    txn.queue(q).and_then(|q| q.member_of(&call.ident)).is_some_and(|m| m.keep_after_hangup)
-                }
-                _ => false,
-            };
-            txn.accept(&call.ident, opts);
+            let Some(call) = txn.target(id, opts.command_id.as_deref())? else { return Ok(()) };
+            txn.accept(call.ix, opts);
             let mut partner = None;
-            match &call.link {
+            match call.link {
                 Link::None => {}
-                Link::Queued(q) if keep => {
-                    let q = txn.queue_mut(q);
-                    q.updated_at = now;
-                    if let Some(m) = q.member_mut(call.ident.key()) {
+                Link::Queued(m) if m.keep_after_hangup => {
+                    txn.queue_mut(m.queue).updated_at = now;
+                    if let Some(m) = txn.call_mut(call.ix).membership_mut() {
                         m.alive = false;
                     }
                 }
-                Link::Queued(q) => txn.leave(&call.ident, q, DequeueReason::Hangup),
+                Link::Queued(_) => txn.leave(call.ix, DequeueReason::Hangup),
                 Link::Bridged { with, .. } => {
-                    txn.call_mut(&call.ident).link = Link::None;
-                    partner = Some(with.clone());
+                    txn.call_mut(call.ix).link = Link::None;
+                    partner = Some(with);
                 }
             }
-            txn.end_call(&call.ident, HangupSource::Caller);
+            txn.end_call(call.ix, HangupSource::Caller);
             if let Some(p) = partner {
-                txn.release_partner(&p);
+                txn.release_partner(p);
             }
             Ok(())
         })
@@ -486,17 +463,16 @@ impl Tenant {
     pub fn transfer(&self, id: &str, p: &TransferParams) -> Result<CallInfo> {
         let to = p.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
-        let new_id = new_call_control_id();
-        let new_hash = self.inner().shared.call_hash(&new_id);
+        let new_id = new_call_control_id().into_boxed_str();
         self.run(now, |txn| {
-            let Some(call) = txn.target(key, p.options.command_id.as_deref())? else {
-                return Ok(txn.call(key).expect("found by target").snapshot(now));
+            let Some(call) = txn.target(id, p.options.command_id.as_deref())? else {
+                let ix = txn.find_call(id).expect("found by target");
+                return Ok(txn.core().call_info(ix, now));
             };
-            let from = p.from.clone().map_or_else(|| call.ident.to.clone(), Into::into);
-            let ident = &call.ident;
-            let b = new_identity(
-                new_hash,
+            let ident = &txn.call_at(call.ix).ident;
+            let from = p.from.clone().map_or_else(|| ident.to.clone(), Into::into);
+            let mut b = new_identity(
+                None,
                 new_id,
                 &from,
                 to,
@@ -505,10 +481,11 @@ impl Tenant {
                 now,
             );
             txn.reserve_call()?;
-            txn.accept(&call.ident, &p.options);
-            txn.create_call(&b, None);
-            txn.bridge_pair(&call.ident, &b, false);
-            Ok(txn.call(b.key()).expect("just inserted").snapshot(now))
+            txn.accept(call.ix, &p.options);
+            txn.stamp_new_id(&mut b);
+            let b = txn.create_call(b, None);
+            txn.bridge_pair(call.ix, b, false);
+            Ok(txn.core().call_info(b, now))
         })
     }
 
@@ -522,18 +499,20 @@ impl Tenant {
         let max_size = max_size.map_or(Ok(DEFAULT_EXPLICIT_QUEUE_SIZE), validate_max_size)?;
         let now = self.inner().begin();
         self.run(now, |txn| {
-            if txn.queue(name).is_some() {
+            if txn.find_queue(name).is_some() {
                 return Err(Error::QueueExists);
             }
-            txn.create_queue(name, max_size, true)?;
-            Ok(txn.queue(name).expect("just inserted").snapshot(now))
+            let ix = txn.create_queue(name, max_size, true)?;
+            Ok(txn.core().queue_info(ix, now))
         })
     }
 
     /// A queue's state and figures.
     pub fn queue(&self, name: &str) -> Result<QueueInfo> {
         let now = self.inner().begin();
-        self.run(now, |txn| txn.queue(name).map(|q| q.snapshot(now)).ok_or(Error::QueueNotFound))
+        self.run(now, |txn| {
+            txn.find_queue(name).map(|ix| txn.core().queue_info(ix, now)).ok_or(Error::QueueNotFound)
+        })
     }
 
     /// The tenant's queues sorted by name, one page.
@@ -547,7 +526,7 @@ impl Tenant {
                 .iter()
                 .skip(skip)
                 .take(size)
-                .filter_map(|n| txn.queue(n).map(|q| q.snapshot(now)))
+                .filter_map(|n| txn.find_queue(n).map(|ix| txn.core().queue_info(ix, now)))
                 .collect();
             Ok(Page::new(data, number, size, names.len()))
         })
@@ -559,14 +538,15 @@ impl Tenant {
         let max_size = validate_max_size(max_size)?;
         let now = self.inner().begin();
         self.run(now, |txn| {
-            let q = txn.queue(name).ok_or(Error::QueueNotFound)?;
+            let ix = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
+            let q = txn.queue_at(ix);
             let idle = q.is_empty() && !q.explicit;
-            let q = txn.queue_mut(name);
+            let q = txn.queue_mut(ix);
             q.max_size = max_size;
             q.updated_at = now;
-            let snapshot = q.snapshot(now);
+            let snapshot = txn.core().queue_info(ix, now);
             if idle {
-                txn.arm_idle_timer(name);
+                txn.arm_idle_timer(ix);
             }
             Ok(snapshot)
         })
@@ -576,11 +556,11 @@ impl Tenant {
     pub fn delete_queue(&self, name: &str) -> Result<()> {
         let now = self.inner().begin();
         self.run(now, |txn| {
-            let q = txn.queue(name).ok_or(Error::QueueNotFound)?;
-            if !q.is_empty() {
+            let ix = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
+            if !txn.queue_at(ix).is_empty() {
                 return Err(Error::QueueNotEmpty);
             }
-            txn.delete_queue(name, QueueDeletedReason::Explicit);
+            txn.delete_queue(ix, QueueDeletedReason::Explicit);
             Ok(())
         })
     }
@@ -590,33 +570,39 @@ impl Tenant {
         let (number, size) = page.validate()?;
         let now = self.inner().begin();
         self.run(now, |txn| {
-            let q = txn.queue(name).ok_or(Error::QueueNotFound)?;
+            let ix = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
+            let q = txn.queue_at(ix);
             let from = (number - 1).saturating_mul(size).saturating_add(1);
-            let data = q.page(from, size).map(|(pos, m)| q.call_snapshot(pos, m, now)).collect();
+            let data =
+                q.page(from, size).map(|(pos, c)| txn.core().queue_call_info(ix, pos, c, now)).collect();
             Ok(Page::new(data, number, size, q.len()))
         })
+    }
+
+    /// The queue's slot and the member's call slot, or the error of a queue-call lookup.
+    fn find_member(txn: &Txn<'_>, name: &str, id: &str) -> Result<(u32, u32)> {
+        let queue = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
+        let call = txn.find_call(id).filter(|&c| txn.core().member(queue, c).is_some());
+        Ok((queue, call.ok_or(Error::QueueCallNotFound)?))
     }
 
     /// One member of a queue (`10005` when the call is not a member).
     pub fn queue_call(&self, name: &str, id: &str) -> Result<QueueCallInfo> {
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let q = txn.queue(name).ok_or(Error::QueueNotFound)?;
-            match (q.position(key), q.member(key)) {
-                (Some(pos), Some(m)) => Ok(q.call_snapshot(pos, m, now)),
-                _ => Err(Error::QueueCallNotFound),
-            }
+            let (queue, call) = Self::find_member(txn, name, id)?;
+            let m = txn.core().member(queue, call).expect("found");
+            let pos = txn.queue_at(queue).position(m);
+            Ok(txn.core().queue_call_info(queue, pos, call, now))
         })
     }
 
     /// Just the 1-based position of a member (no snapshot is built): O(log n).
     pub fn queue_position(&self, name: &str, id: &str) -> Result<usize> {
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let q = txn.queue(name).ok_or(Error::QueueNotFound)?;
-            q.position(key).ok_or(Error::QueueCallNotFound)
+            let (queue, call) = Self::find_member(txn, name, id)?;
+            Ok(txn.queue_at(queue).position(txn.core().member(queue, call).expect("found")))
         })
     }
 
@@ -624,22 +610,19 @@ impl Tenant {
     pub fn update_queue_call(&self, name: &str, id: &str, update: &QueueCallUpdate) -> Result<QueueCallInfo> {
         let priority = update.validate()?;
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let q = txn.queue(name).ok_or(Error::QueueNotFound)?;
-            if !q.contains(key) {
-                return Err(Error::QueueCallNotFound);
-            }
-            let q = txn.queue_mut(name);
+            let (queue, call) = Self::find_member(txn, name, id)?;
+            let mut m = *txn.core().member(queue, call).expect("found");
             if let Some(keep) = update.keep_after_hangup {
-                q.member_mut(key).expect("checked").keep_after_hangup = keep;
-                q.updated_at = now;
+                m.keep_after_hangup = keep;
+                txn.queue_mut(queue).updated_at = now;
             }
             if let Some(p) = priority {
-                q.set_priority(key, p, now);
+                txn.queue_mut(queue).set_priority(&mut m, p, now);
             }
-            let pos = q.position(key).expect("checked");
-            Ok(q.call_snapshot(pos, q.member(key).expect("checked"), now))
+            txn.call_mut(call).link = Link::Queued(m);
+            let pos = txn.queue_at(queue).position(&m);
+            Ok(txn.core().queue_call_info(queue, pos, call, now))
         })
     }
 
@@ -647,12 +630,10 @@ impl Tenant {
     /// kept call is dropped silently.
     pub fn remove_queue_call(&self, name: &str, id: &str) -> Result<()> {
         let now = self.inner().begin();
-        let key = self.key(id);
         self.run(now, |txn| {
-            let q = txn.queue(name).ok_or(Error::QueueNotFound)?;
-            let m = q.member(key).ok_or(Error::QueueCallNotFound)?;
-            let (ident, alive, name) = (m.call.clone(), m.alive, q.name.clone());
-            txn.remove_member(&ident, &name, alive.then_some(DequeueReason::Leave));
+            let (queue, call) = Self::find_member(txn, name, id)?;
+            let alive = txn.core().member(queue, call).is_some_and(|m| m.alive);
+            txn.remove_member(call, alive.then_some(DequeueReason::Leave));
             Ok(())
         })
     }
@@ -715,12 +696,14 @@ fn fire_due(
         if next_set <= now.as_micros() && next_set <= next_taken {
             // Something due is still pending (first pass, or set while firing).
             core.take_due(now, &mut due);
-            due.sort_by(|a, b| (b.0, b.1.tie_key()).cmp(&(a.0, a.1.tie_key())));
+            let order = &*core;
+            due.sort_by(|a, b| (b.0, order.timer_order(&b.1)).cmp(&(a.0, order.timer_order(&a.1))));
             continue;
         }
         let Some((at, timer)) = due.pop() else { break };
-        let mut txn = Txn::new(&inner.shared, &tenant.name, core, at, listening);
-        let changed = match &timer {
+        core.note_firing(at, &timer);
+        let mut txn = Txn::new(&inner.shared, tenant, core, at, listening);
+        let changed = match timer {
             Timer::Deadline { queue, call, .. } => fire_deadline(&mut txn, queue, call),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),
             Timer::Forget { call } => fire_forget(&mut txn, call),
@@ -738,7 +721,7 @@ fn fire_due(
 
 /// Drops from the front of a tenant's ended calls those the retention time has passed:
 /// their own timers forget them (or keep them while they are dead queue members).
-fn prune_ended(ended: &mut VecDeque<(Timestamp, Arc<CallIdentity>)>, now: Timestamp, retention: Duration) {
+fn prune_ended(ended: &mut VecDeque<(Timestamp, Handle)>, now: Timestamp, retention: Duration) {
     while ended.front().is_some_and(|(at, _)| at.saturating_add(retention) <= now) {
         ended.pop_front();
     }
@@ -751,11 +734,9 @@ fn forget_excess_ended(txn: &mut Txn<'_>) {
     let cap = txn.config().max_ended_calls;
     while txn.ended_len() > cap {
         let Some((_, call)) = txn.ended_mut().pop_front() else { return };
-        let forgettable = txn
-            .call(call.key())
-            .is_some_and(|r| Arc::ptr_eq(&r.ident, &call) && r.is_ended() && r.queue().is_none());
+        let forgettable = txn.core().call_of(call).is_some_and(|r| r.is_ended() && r.queue().is_none());
         if forgettable {
-            txn.remove_call(call.key());
+            txn.forget_early(call.ix);
         }
     }
 }
@@ -764,54 +745,105 @@ fn forget_excess_ended(txn: &mut Txn<'_>) {
 /// or was enqueued again with another deadline (a member re-enqueued within the same
 /// instant left equal timers: the first takes it out, the others find it gone). Returns
 /// whether it did.
-fn fire_deadline(txn: &mut Txn<'_>, queue: &QueueInstance, call: &Arc<CallIdentity>) -> bool {
-    let at = txn.now;
-    let due = txn
-        .queue(&queue.name)
-        .filter(|q| q.id == queue.id)
-        .and_then(|q| q.member_of(call))
-        .is_some_and(|m| m.deadline == Some(at));
+fn fire_deadline(txn: &mut Txn<'_>, queue: Handle, call: Handle) -> bool {
+    let due = txn.core().deadline_holds(queue, call, txn.now);
     if due {
-        txn.leave(call, &queue.name, DequeueReason::Timeout);
+        txn.leave(call.ix, DequeueReason::Timeout);
     }
     due
 }
 
 /// An idle check of a queue, at its own instant: deletes the queue if it is an auto queue
 /// left empty and unchanged for `queue_idle_ttl`; returns whether it did.
-fn fire_idle(txn: &mut Txn<'_>, queue: &QueueInstance) -> bool {
+fn fire_idle(txn: &mut Txn<'_>, queue: Handle) -> bool {
     let (at, ttl) = (txn.now, txn.config().queue_idle_ttl);
-    let Some(q) = txn.queue(&queue.name).filter(|q| q.id == queue.id && q.idle_timer == Some(at)) else {
+    if !txn.core().idle_timer_holds(queue, at) {
         return false;
-    };
+    }
+    let q = txn.queue_at(queue.ix);
     let (empty_auto, idle_until) = (q.is_empty() && !q.explicit, q.updated_at.saturating_add(ttl));
-    txn.mark_idle_check(&queue.name, None);
+    txn.mark_idle_check(queue.ix, None);
     if !empty_auto {
         return false; // the next time it empties sets a new timer
     }
     if idle_until <= at {
-        txn.delete_queue(&queue.name, QueueDeletedReason::Idle);
+        txn.delete_queue(queue.ix, QueueDeletedReason::Idle);
         return true;
     }
-    txn.arm_idle_timer_at(&queue.name, idle_until);
+    txn.arm_idle_timer_at(queue.ix, idle_until);
     false
 }
 
 /// The retention of an ended call ran out: forgets it (or keeps it a while longer while it
 /// is still a dead member of a queue); returns whether it was forgotten.
-fn fire_forget(txn: &mut Txn<'_>, call: &Arc<CallIdentity>) -> bool {
+fn fire_forget(txn: &mut Txn<'_>, call: Handle) -> bool {
     let (at, retention) = (txn.now, txn.config().ended_call_retention);
-    let Some(rec) = txn.call(call.key()) else { return false };
-    let Some(end) = rec.end_time else { return false };
+    let Some(rec) = txn.core().call_of(call) else { return false };
+    let Some(end) = rec.end_time() else { return false };
     if end.saturating_add(retention) > at {
         return false;
     }
     if rec.queue().is_some() {
         // Still a dead member of a queue: keep it readable a while longer.
-        txn.schedule(at.saturating_add(retention), Timer::Forget { call: call.clone() });
+        txn.schedule(at.saturating_add(retention), Timer::Forget { call });
         return false;
     }
-    txn.remove_call(call.key());
+    txn.remove_call(call.ix);
     prune_ended(txn.ended_mut(), at, retention);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::{CommandOptions, DialParams, Engine, EnqueueParams};
+
+    /// Calls through the same connection to the same number share those strings.
+    #[test]
+    fn equal_connection_ids_and_called_numbers_are_shared() {
+        let engine = Engine::default();
+        let mut events = engine.subscribe();
+        let t = engine.default_tenant();
+        for (from, to, app) in [("+1", "+2", "app"), ("+3", "+2", "app"), ("+4", "+5", "app")] {
+            t.dial(&DialParams::new(to, from, app)).unwrap();
+        }
+        let calls: Vec<_> = events
+            .drain()
+            .iter()
+            .filter(|e| e.event_type() == "call.initiated")
+            .map(|e| e.kind.subject().unwrap().call.clone())
+            .collect();
+        assert_eq!((&*calls[1].to, &*calls[1].from, &*calls[2].to), ("+2", "+3", "+5"));
+        assert!(Arc::ptr_eq(&calls[0].to, &calls[1].to));
+        assert!(!Arc::ptr_eq(&calls[0].from, &calls[1].from));
+        assert!(Arc::ptr_eq(&calls[0].connection_id, &calls[2].connection_id));
+    }
+
+    /// Members that leave before their deadline leave stale timers; once those outnumber
+    /// the valid ones the next timer set purges them.
+    #[test]
+    fn stale_timers_never_outnumber_valid_ones_for_long() {
+        let engine = Engine::default();
+        let t = engine.default_tenant();
+        let p = EnqueueParams::new("q").max_wait_time_secs(600).max_size(20_000);
+        let calls: Vec<String> =
+            (0..10_000).map(|_| t.dial(&DialParams::new("1", "2", "c")).unwrap().call_control_id).collect();
+        for c in &calls {
+            t.enqueue(c, &p).unwrap();
+        }
+        // One idle timer for the queue; the deadlines are all valid.
+        assert_eq!(t.state.lock().timer_count(), 10_000);
+        for c in &calls {
+            t.leave_queue(c, &CommandOptions::default()).unwrap();
+        }
+        t.enqueue(&calls[0], &p).unwrap();
+        assert!(t.state.lock().timer_count() <= 3, "purged: {}", t.state.lock().timer_count());
+        for _ in 0..100_000 {
+            t.leave_queue(&calls[0], &CommandOptions::default()).unwrap();
+            t.enqueue(&calls[0], &p).unwrap();
+        }
+        assert!(t.state.lock().timer_count() <= 4097);
+        engine.check_invariants().unwrap();
+    }
 }

@@ -19,12 +19,13 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use uuid::Uuid;
 
-use crate::call::{CallIdentity, CallKey, CallRecord};
+use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, decode_slot, same_id, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::event::{CallSubject, Event, EventKind};
-use crate::queue::Queue;
-use crate::timers::{QueueInstance, Timer, Timers};
+use crate::event::{CallSubject, DequeueReason, Event, EventKind, event_id, tenant_event_key};
+use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
+use crate::slab::{Handle, Slab};
+use crate::timers::{Timer, Timers};
 
 #[derive(Debug)]
 pub(crate) struct Config {
@@ -55,11 +56,11 @@ impl Shared {
     }
 
     pub(crate) fn call_hash(&self, id: &str) -> u64 {
-        self.hasher.hash_one((0u8, id))
+        self.hasher.hash_one(id)
     }
 
     pub(crate) fn queue_hash(&self, name: &str) -> u64 {
-        self.hasher.hash_one((1u8, name))
+        self.hasher.hash_one(name)
     }
 
     pub(crate) fn note_timer(&self, at: u64) {
@@ -74,12 +75,15 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct TenantState {
     pub(crate) name: Arc<str>,
+    /// The tenant's part of its event ids (see `event::event_id`).
+    event_key: u64,
     core: CachePadded<Mutex<TenantCore>>,
 }
 
 impl TenantState {
     pub(crate) fn new(name: Arc<str>) -> Self {
-        Self { name, core: CachePadded::new(Mutex::new(TenantCore::default())) }
+        let event_key = tenant_event_key(&name);
+        Self { name, event_key, core: CachePadded::new(Mutex::new(TenantCore::default())) }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, TenantCore> {
@@ -88,40 +92,96 @@ impl TenantState {
 }
 
 /// All state of one tenant. Read freely; changed only through a [`Txn`].
+///
+/// Calls and queues live in slabs and are found by slot; a call's id and a queue's name
+/// lead to their slot through one hash lookup each. A queued call's membership is in its
+/// call record, so a command that found the call has the member.
 #[derive(Debug, Default)]
 pub(crate) struct TenantCore {
-    calls: HashTable<CallRecord>,
-    queues: HashTable<Queue>,
+    calls: Slab<CallRecord>,
+    /// Call slots by id hash.
+    call_ids: HashTable<u32>,
+    queues: Slab<Queue>,
+    /// Queue slots by name hash.
+    queue_ids: HashTable<u32>,
     timers: Timers,
     /// Names of the queues, sorted: the queue list and the queue cap.
     queue_names: BTreeSet<Arc<str>>,
     /// Ended calls in the order they ended (some may be forgotten already): the cap on kept
     /// ended calls forgets from the front.
-    ended: VecDeque<(Timestamp, Arc<CallIdentity>)>,
+    ended: VecDeque<(Timestamp, Handle)>,
     live_calls: usize,
     /// The number of the last state-changing command (0: none yet).
     seq: u64,
+    /// The last connection id and called number of a new call: the next call with the same
+    /// shares them (most calls of a tenant come through a few applications, and inbound
+    /// calls to one number), so a million calls do not hold a million copies.
+    last_connection: Option<Arc<str>>,
+    last_to: Option<Arc<str>>,
+}
+
+/// Makes `s` the same allocation as the string in `last` if they are equal, else remembers
+/// it there.
+fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
+    match last {
+        Some(l) if **l == **s => *s = l.clone(),
+        _ => *last = Some(s.clone()),
+    }
 }
 
 impl TenantCore {
-    pub(crate) fn call(&self, key: CallKey<'_>) -> Option<&CallRecord> {
-        self.calls.find(key.hash, |r| *r.ident.call_control_id == *key.id)
+    /// The slot of a call, by id: the slot an engine-made id names, if it holds the call
+    /// with exactly this id (compared in constant time), else the map of client-given ids
+    /// (see `call` for the id layout).
+    pub(crate) fn call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
+        if let Some(slot) = decode_slot(id) {
+            if self.calls.get_handle(slot).is_some_and(|r| same_id(&r.ident.call_control_id, id)) {
+                return Some(slot.ix);
+            }
+        }
+        if self.call_ids.is_empty() {
+            return None;
+        }
+        let calls = &self.calls;
+        self.call_ids.find(shared.call_hash(id), |&ix| *calls.at(ix).ident.call_control_id == *id).copied()
     }
 
-    pub(crate) fn queue(&self, hash: u64, name: &str) -> Option<&Queue> {
-        self.queues.find(hash, |q| *q.name == *name)
+    /// The call in slot `ix`, if there is one (for checks).
+    pub(crate) fn call_get(&self, ix: u32) -> Option<&CallRecord> {
+        self.calls.get(ix)
     }
 
-    pub(crate) fn calls(&self) -> impl Iterator<Item = &CallRecord> {
+    /// The queue in slot `ix`, if there is one (for checks).
+    pub(crate) fn queue_get(&self, ix: u32) -> Option<&Queue> {
+        self.queues.get(ix)
+    }
+
+    /// The call in slot `ix`, which the caller found.
+    pub(crate) fn call_at(&self, ix: u32) -> &CallRecord {
+        self.calls.at(ix)
+    }
+
+    /// The slot of a queue, by name.
+    pub(crate) fn queue_ix(&self, hash: u64, name: &str) -> Option<u32> {
+        let queues = &self.queues;
+        self.queue_ids.find(hash, |&ix| *queues.at(ix).name == *name).copied()
+    }
+
+    pub(crate) fn calls(&self) -> impl Iterator<Item = (u32, &CallRecord)> {
         self.calls.iter()
     }
 
-    pub(crate) fn queues(&self) -> impl Iterator<Item = &Queue> {
+    pub(crate) fn queues(&self) -> impl Iterator<Item = (u32, &Queue)> {
         self.queues.iter()
     }
 
     pub(crate) const fn queue_names(&self) -> &BTreeSet<Arc<str>> {
         &self.queue_names
+    }
+
+    /// Calls kept, ended ones included.
+    pub(crate) const fn call_count(&self) -> usize {
+        self.calls.len()
     }
 
     pub(crate) const fn live_calls(&self) -> usize {
@@ -130,6 +190,37 @@ impl TenantCore {
 
     pub(crate) const fn last_seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The status of the call in slot `ix`.
+    pub(crate) fn call_info(&self, ix: u32, now: Timestamp) -> CallInfo {
+        let rec = self.calls.at(ix);
+        let queue = rec.queue().map(|q| &*self.queues.at(q).name);
+        let bridged = rec.bridged_with().map(|b| &*self.calls.at(b).ident.call_control_id);
+        rec.snapshot(now, queue, bridged)
+    }
+
+    /// The state and figures of the queue in slot `ix`.
+    pub(crate) fn queue_info(&self, ix: u32, now: Timestamp) -> QueueInfo {
+        self.queues.at(ix).snapshot(&self.calls, now)
+    }
+
+    /// The membership of the call in slot `call` of the queue in slot `queue`, if it is one.
+    pub(crate) fn member(&self, queue: u32, call: u32) -> Option<&Membership> {
+        self.calls.at(call).membership().filter(|m| m.queue == queue)
+    }
+
+    /// The snapshot of a member of a queue at `position`.
+    pub(crate) fn queue_call_info(
+        &self,
+        queue: u32,
+        position: usize,
+        call: u32,
+        now: Timestamp,
+    ) -> QueueCallInfo {
+        let rec = self.calls.at(call);
+        let m = rec.membership().expect("a member");
+        self.queues.at(queue).call_snapshot(position, rec, m, now)
     }
 
     /// When the tenant's earliest timer is due, in microseconds (`u64::MAX`: none).
@@ -143,29 +234,78 @@ impl TenantCore {
         self.timers.take_due(now, out);
     }
 
+    /// The order of timers due at the same instant: deadlines (by queue name, then in
+    /// enqueue order), then idle queues (by name), then forgetting calls (by id). A stale
+    /// timer (its call or queue gone) does nothing when it fires, so where it sorts does
+    /// not matter.
+    pub(crate) fn timer_order(&self, timer: &Timer) -> (u8, &str, u64) {
+        let queue_name = |h: Handle| self.queues.get_handle(h).map_or("", |q| &*q.name);
+        match *timer {
+            Timer::Deadline { queue, arrival, .. } => (0, queue_name(queue), arrival),
+            Timer::Idle { queue } => (1, queue_name(queue), 0),
+            Timer::Forget { call } => {
+                (2, self.calls.get_handle(call).map_or("", |r| &*r.ident.call_control_id), 0)
+            }
+        }
+    }
+
+    /// Whether a deadline timer set for `call` in `queue` finds it still a member with
+    /// deadline `at`.
+    pub(crate) fn deadline_holds(&self, queue: Handle, call: Handle, at: Timestamp) -> bool {
+        self.calls.get_handle(call).and_then(CallRecord::membership).is_some_and(|m| {
+            m.queue == queue.ix && m.deadline() == Some(at) && self.queues.handle(m.queue) == queue
+        })
+    }
+
+    /// The queue an idle timer was set for, if it is still there with that timer pending.
+    pub(crate) fn idle_timer_holds(&self, queue: Handle, at: Timestamp) -> bool {
+        self.queues.get_handle(queue).is_some_and(|q| q.idle_timer == Some(at))
+    }
+
+    /// The call a timer was set for, if it is still there.
+    pub(crate) fn call_of(&self, call: Handle) -> Option<&CallRecord> {
+        self.calls.get_handle(call)
+    }
+
+    /// Whether a timer due at `at` would do something when it fires (else it is stale).
+    pub(crate) fn timer_holds(&self, at: Timestamp, timer: &Timer) -> bool {
+        match *timer {
+            Timer::Deadline { queue, call, .. } => self.deadline_holds(queue, call, at),
+            Timer::Idle { queue } => self.idle_timer_holds(queue, at),
+            Timer::Forget { call } => self.call_of(call).is_some_and(CallRecord::is_ended),
+        }
+    }
+
+    /// A timer taken from the tenant's timers is about to fire: counts it if it is stale.
+    pub(crate) fn note_firing(&mut self, at: Timestamp, timer: &Timer) {
+        if !self.timer_holds(at, timer) {
+            self.timers.note_stale_fired();
+        }
+    }
+
     /// Drops the timers that would do nothing when they fire.
     fn purge_stale_timers(&mut self) {
-        let (calls, queues) = (&self.calls, &self.queues);
-        self.timers.purge(|at, timer| match timer {
-            Timer::Deadline { queue, call, .. } => queues
-                .find(queue.key_hash, |q| q.id == queue.id)
-                .and_then(|q| q.member_of(call))
-                .is_some_and(|m| m.deadline == Some(at)),
-            Timer::Idle { queue } => {
-                queues.find(queue.key_hash, |q| q.id == queue.id).is_some_and(|q| q.idle_timer == Some(at))
-            }
-            Timer::Forget { call } => {
-                calls.find(call.key_hash, |r| Arc::ptr_eq(&r.ident, call)).is_some_and(CallRecord::is_ended)
-            }
-        });
+        let mut timers = std::mem::take(&mut self.timers);
+        timers.purge(|at, timer| self.timer_holds(at, timer));
+        self.timers = timers;
+    }
+
+    /// Pending timers, stale ones included.
+    #[cfg(test)]
+    pub(crate) const fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 }
+
+/// Room for the events of most commands (a bridge from a queue makes three, a transfer
+/// five), so that the list is allocated once.
+const EVENTS_PER_COMMAND: usize = 4;
 
 /// A command (or one timer firing) in progress on a locked tenant: the time it runs at,
 /// its sequence number once it changed something, the events it made.
 pub(crate) struct Txn<'e> {
     pub(crate) shared: &'e Shared,
-    tenant: &'e Arc<str>,
+    tenant: &'e TenantState,
     core: &'e mut TenantCore,
     pub(crate) now: Timestamp,
     /// `None` when nobody listens: events are then not even built.
@@ -179,19 +319,30 @@ pub(crate) struct Txn<'e> {
 impl<'e> Txn<'e> {
     pub(crate) fn new(
         shared: &'e Shared,
-        tenant: &'e Arc<str>,
+        tenant: &'e TenantState,
         core: &'e mut TenantCore,
         now: Timestamp,
         listening: bool,
     ) -> Self {
-        Self { shared, tenant, core, now, events: listening.then(Vec::new), seq: None, ended_calls: false }
+        Self {
+            shared,
+            tenant,
+            core,
+            now,
+            events: listening.then(|| Vec::with_capacity(EVENTS_PER_COMMAND)),
+            seq: None,
+            ended_calls: false,
+        }
     }
 
     /// The command's events in publishing order (docs/behaviour.md §4: by kind, stable within a kind),
-    /// `None` when nobody listens.
+    /// with their ids, `None` when nobody listens.
     pub(crate) fn finish(self) -> Option<Vec<Event>> {
         let mut events = self.events?;
         events.sort_by_key(|e| e.kind.rank());
+        for (index, e) in events.iter_mut().enumerate() {
+            e.id = event_id(self.tenant.event_key, e.seq, index);
+        }
         Some(events)
     }
 
@@ -219,55 +370,129 @@ impl<'e> Txn<'e> {
         self.core
     }
 
-    /// The key of a call id.
-    pub(crate) fn key<'k>(&self, id: &'k str) -> CallKey<'k> {
-        CallKey { hash: self.shared.call_hash(id), id }
+    /// The slot of a call, by id.
+    pub(crate) fn find_call(&self, id: &str) -> Option<u32> {
+        self.core.call_ix(self.shared, id)
     }
 
-    pub(crate) fn call(&self, key: CallKey<'_>) -> Option<&CallRecord> {
-        self.core.call(key)
+    /// Completes an id the engine made (see `call`) with the slot the call will have: the
+    /// next one [`Txn::insert_call`] fills.
+    pub(crate) fn stamp_new_id(&self, ident: &mut Arc<CallIdentity>) {
+        let ident = Arc::get_mut(ident).expect("a new identity is not shared yet");
+        let mut id = std::mem::take(&mut ident.call_control_id).into_string();
+        stamp_slot(&mut id, self.core.calls.next_handle());
+        ident.call_control_id = id.into_boxed_str();
     }
 
-    pub(crate) fn queue(&self, name: &str) -> Option<&Queue> {
-        self.core.queue(self.shared.queue_hash(name), name)
+    /// The slot of a queue, by name (hashed here, once per command).
+    pub(crate) fn find_queue(&self, name: &str) -> Option<u32> {
+        self.core.queue_ix(self.shared.queue_hash(name), name)
     }
 
-    /// A call the command has checked: it is there.
-    pub(crate) fn call_mut(&mut self, ident: &CallIdentity) -> &mut CallRecord {
-        self.change()
-            .calls
-            .find_mut(ident.key_hash, |r| std::ptr::eq(&*r.ident, ident))
-            .expect("call checked before the change")
+    pub(crate) fn call_at(&self, ix: u32) -> &CallRecord {
+        self.core.calls.at(ix)
     }
 
-    /// A queue the command has checked: it is there.
-    pub(crate) fn queue_mut(&mut self, name: &str) -> &mut Queue {
-        let hash = self.shared.queue_hash(name);
-        self.change().queues.find_mut(hash, |q| *q.name == *name).expect("queue checked before the change")
+    pub(crate) fn queue_at(&self, ix: u32) -> &Queue {
+        self.core.queues.at(ix)
     }
 
-    /// Marks an idle check of a queue the command has checked as pending at `at`, unless
-    /// one is pending already; returns the queue's instance for the timer when it marked it.
+    /// A call the command has found, for changing.
+    pub(crate) fn call_mut(&mut self, ix: u32) -> &mut CallRecord {
+        self.change().calls.at_mut(ix)
+    }
+
+    /// A queue the command has found, for changing.
+    pub(crate) fn queue_mut(&mut self, ix: u32) -> &mut Queue {
+        self.change().queues.at_mut(ix)
+    }
+
+    /// Puts the call in slot `call` (in no queue) at the end of band `priority` of the queue
+    /// in slot `queue`; returns its membership.
+    pub(crate) fn join_queue(
+        &mut self,
+        queue: u32,
+        call: u32,
+        priority: u8,
+        keep_after_hangup: bool,
+        max_wait: Option<Duration>,
+    ) -> Membership {
+        let now = self.now;
+        let core = self.change();
+        let q = core.queues.at_mut(queue);
+        let enqueued_at = q.arrival_time(now);
+        let deadline = max_wait.map(|d| enqueued_at.saturating_add(d));
+        let arrival = q.push(&mut core.calls, call, priority, enqueued_at, now);
+        let m = Membership::new(queue, arrival, priority, keep_after_hangup, enqueued_at, deadline);
+        core.calls.at_mut(call).link = Link::Queued(m);
+        m
+    }
+
+    /// Takes the call in slot `call` out of its queue (`reason` counted, if any); returns
+    /// the queue's slot and what the departure reports (its position only when someone
+    /// listens for the event).
+    pub(crate) fn leave_queue(&mut self, call: u32, reason: Option<DequeueReason>) -> (u32, Departure) {
+        let now = self.now;
+        let with_position = reason.is_some() && self.events.is_some();
+        let core = self.change();
+        let rec = core.calls.at_mut(call);
+        let Link::Queued(m) = std::mem::replace(&mut rec.link, Link::None) else {
+            unreachable!("member checked before the change")
+        };
+        let departure = core.queues.at_mut(m.queue).remove(&mut core.calls, &m, reason, now, with_position);
+        if m.deadline().is_some() && reason != Some(DequeueReason::Timeout) {
+            // Only its own deadline takes a member out with reason `timeout`: any other
+            // departure leaves that timer stale.
+            core.timers.note_stale();
+        }
+        (m.queue, departure)
+    }
+
+    /// Marks an idle check of a queue the command has found as pending at `at`, unless
+    /// one is pending already; returns the queue's handle for the timer when it marked it.
     /// `None` for `at` clears the mark. Bookkeeping.
-    pub(crate) fn mark_idle_check(&mut self, name: &str, at: Option<Timestamp>) -> Option<QueueInstance> {
-        let hash = self.shared.queue_hash(name);
-        let q = self.bookkeeping().queues.find_mut(hash, |q| *q.name == *name);
-        let q = q.expect("queue checked before the change");
+    pub(crate) fn mark_idle_check(&mut self, queue: u32, at: Option<Timestamp>) -> Option<Handle> {
+        let core = self.bookkeeping();
+        let q = core.queues.at_mut(queue);
         if at.is_some() && q.idle_timer.is_some() {
             return None;
         }
         q.idle_timer = at;
-        at.map(|_| q.instance())
+        at.map(|_| core.queues.handle(queue))
     }
 
-    pub(crate) fn insert_call(&mut self, record: CallRecord) {
-        let hash = record.ident.key_hash;
-        self.change().calls.insert_unique(hash, record, |r| r.ident.key_hash);
+    /// Adds a call; returns its slot.
+    pub(crate) fn insert_call(&mut self, mut record: CallRecord) -> u32 {
+        let hash = record.ident.id_hash;
+        let core = self.change();
+        if let Some(ident) = Arc::get_mut(&mut record.ident) {
+            share(&mut core.last_connection, &mut ident.connection_id);
+            share(&mut core.last_to, &mut ident.to);
+        }
+        let ix = core.calls.insert(record).ix;
+        if let Some(hash) = hash {
+            let calls = &core.calls;
+            core.call_ids.insert_unique(hash, ix, |&i| calls.at(i).ident.id_hash.unwrap_or_default());
+        }
+        ix
     }
 
-    pub(crate) fn remove_call(&mut self, key: CallKey<'_>) -> Option<CallRecord> {
-        let entry = self.change().calls.find_entry(key.hash, |r| *r.ident.call_control_id == *key.id).ok()?;
-        Some(entry.remove().0)
+    /// Forgets the ended call in slot `ix` before its forget timer fires (that timer goes
+    /// stale).
+    pub(crate) fn forget_early(&mut self, ix: u32) {
+        self.remove_call(ix);
+        self.core.timers.note_stale();
+    }
+
+    /// Forgets the call in slot `ix`.
+    pub(crate) fn remove_call(&mut self, ix: u32) -> CallRecord {
+        let core = self.change();
+        if let Some(hash) = core.calls.at(ix).ident.id_hash {
+            if let Ok(entry) = core.call_ids.find_entry(hash, |&i| i == ix) {
+                entry.remove();
+            }
+        }
+        core.calls.remove(ix)
     }
 
     /// Counts one more live call, unless the cap is reached (then nothing changes).
@@ -284,28 +509,49 @@ impl<'e> Txn<'e> {
         self.change().live_calls -= 1;
     }
 
-    /// Adds a queue (and its name), unless the cap is reached (then nothing changes).
-    pub(crate) fn insert_queue(&mut self, queue: Queue) -> Result<()> {
+    /// Adds a queue (and its name), unless the cap is reached (then nothing changes);
+    /// returns its slot.
+    pub(crate) fn insert_queue(&mut self, queue: Queue) -> Result<u32> {
         let cap = self.shared.config.max_queues;
         if self.core.queue_names.len() >= cap {
             return Err(Error::LimitReached { what: "queues", limit: cap });
         }
         let core = self.change();
         core.queue_names.insert(queue.name.clone());
-        core.queues.insert_unique(queue.key_hash, queue, |q| q.key_hash);
-        Ok(())
+        let hash = queue.key_hash;
+        let ix = core.queues.insert(queue).ix;
+        let queues = &core.queues;
+        core.queue_ids.insert_unique(hash, ix, |&i| queues.at(i).key_hash);
+        Ok(ix)
     }
 
-    pub(crate) fn remove_queue(&mut self, name: &str) -> Option<Queue> {
-        let hash = self.shared.queue_hash(name);
+    /// Removes the queue in slot `ix` (and its name).
+    pub(crate) fn remove_queue(&mut self, ix: u32) -> Queue {
         let core = self.change();
-        let entry = core.queues.find_entry(hash, |q| *q.name == *name).ok()?;
-        core.queue_names.remove(name);
-        Some(entry.remove().0)
+        let hash = core.queues.at(ix).key_hash;
+        if let Ok(entry) = core.queue_ids.find_entry(hash, |&i| i == ix) {
+            entry.remove();
+        }
+        let q = core.queues.remove(ix);
+        core.queue_names.remove(&q.name);
+        if q.idle_timer.is_some() {
+            core.timers.note_stale(); // its idle check fires on a queue that is gone
+        }
+        q
+    }
+
+    /// The handle of the call in slot `ix`, for timers and the ended list.
+    pub(crate) fn call_handle(&self, ix: u32) -> Handle {
+        self.core.calls.handle(ix)
+    }
+
+    /// The handle of the queue in slot `ix`, for timers.
+    pub(crate) fn queue_handle(&self, ix: u32) -> Handle {
+        self.core.queues.handle(ix)
     }
 
     /// The tenant's ended calls in end order, for changing.
-    pub(crate) fn ended_mut(&mut self) -> &mut VecDeque<(Timestamp, Arc<CallIdentity>)> {
+    pub(crate) fn ended_mut(&mut self) -> &mut VecDeque<(Timestamp, Handle)> {
         &mut self.change().ended
     }
 
@@ -331,16 +577,22 @@ impl<'e> Txn<'e> {
         }
         self.change();
         let seq = self.seq.unwrap_or_default();
-        let event =
-            Event { id: Uuid::new_v4(), occurred_at: at, tenant: self.tenant.clone(), kind: kind(self), seq };
+        // The id is derived when the command's events are in their final order (`finish`).
+        let event = Event {
+            id: Uuid::nil(),
+            occurred_at: at,
+            tenant: self.tenant.name.clone(),
+            kind: kind(self),
+            seq,
+        };
         if let Some(events) = &mut self.events {
             events.push(event);
         }
     }
 
-    /// The subject of an event about a call, with its current client state.
-    pub(crate) fn subject(&self, ident: &Arc<CallIdentity>) -> CallSubject {
-        let client_state = self.call(ident.key()).and_then(|r| r.client_state.clone());
-        CallSubject { call: ident.clone(), client_state }
+    /// The subject of an event about the call in slot `ix`, with its current client state.
+    pub(crate) fn subject(&self, ix: u32) -> CallSubject {
+        let rec = self.call_at(ix);
+        CallSubject { call: rec.ident.clone(), client_state: rec.client_state.clone() }
     }
 }

@@ -4,47 +4,30 @@
 //! the few distinct seconds in use plus a push, and taking the due ones is proportional to
 //! what is due. A timer is never cancelled: when it fires the engine checks that what it
 //! was set for still holds (the member is still there with that deadline, the queue is still
-//! idle, the call is still ended), so leaving a queue costs nothing here. So that timers made
-//! stale by churn cannot pile up, a tenant purges them once they outnumber the ones still
-//! valid (amortised O(1) per timer; see `Txn::schedule`).
+//! idle, the call is still ended), so leaving a queue costs nothing here. Timers hold plain
+//! keys (slab handles: slot and generation), so a stale timer keeps nothing alive. So that
+//! timers made stale by churn cannot pile up, the tenant counts them as they go stale (a
+//! member with a deadline leaves other than by it, a queue with an idle check pending is
+//! deleted, an ended call is forgotten early) and purges once they outnumber the valid ones:
+//! stale timers never exceed the valid ones (or a small floor), and a purge costs O(1)
+//! amortised over the stale timers it drops (see `Txn::schedule`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use uuid::Uuid;
-
-use crate::call::CallIdentity;
 use crate::clock::Timestamp;
+use crate::slab::Handle;
 
-/// One incarnation of a queue (a queue deleted and made again has a new `id`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct QueueInstance {
-    pub(crate) name: Arc<str>,
-    pub(crate) key_hash: u64,
-    pub(crate) id: Uuid,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A timer holds plain keys: slab handles (slot and generation) of the call and of the
+/// queue it was set for, checked when it fires, so a timer keeps nothing alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Timer {
     /// A member's `max_wait_time_secs` runs out; `arrival` breaks ties between equal
     /// deadlines in enqueue order.
-    Deadline { queue: QueueInstance, call: Arc<CallIdentity>, arrival: u64 },
+    Deadline { queue: Handle, call: Handle, arrival: u64 },
     /// An auto queue may have been idle for `queue_idle_ttl`.
-    Idle { queue: QueueInstance },
+    Idle { queue: Handle },
     /// An ended call may be forgotten.
-    Forget { call: Arc<CallIdentity> },
-}
-
-impl Timer {
-    /// Order among timers due at the same instant: deadlines (in enqueue order), then idle
-    /// queues, then forgetting calls.
-    pub(crate) fn tie_key(&self) -> (u8, &str, u64) {
-        match self {
-            Self::Deadline { queue, arrival, .. } => (0, &queue.name, *arrival),
-            Self::Idle { queue } => (1, &queue.name, 0),
-            Self::Forget { call } => (2, &call.call_control_id, 0),
-        }
-    }
+    Forget { call: Handle },
 }
 
 #[derive(Debug, Default)]
@@ -62,13 +45,13 @@ pub(crate) struct Timers {
     /// The earliest pending timer in microseconds (`u64::MAX`: none), read by every command.
     next: u64,
     len: usize,
-    /// Purge when `len` reaches this; reset to twice what survives a purge.
-    purge_at: usize,
+    /// How many pending timers (here or taken and not yet fired) are stale.
+    stale: usize,
 }
 
 impl Default for Timers {
     fn default() -> Self {
-        Self { buckets: BTreeMap::new(), next: u64::MAX, len: 0, purge_at: PURGE_FLOOR }
+        Self { buckets: BTreeMap::new(), next: u64::MAX, len: 0, stale: 0 }
     }
 }
 
@@ -95,7 +78,17 @@ impl Timers {
 
     /// Whether enough timers piled up that a purge pays for itself.
     pub(crate) const fn wants_purge(&self) -> bool {
-        self.len >= self.purge_at
+        self.len >= PURGE_FLOOR && self.stale * 2 > self.len
+    }
+
+    /// A pending timer went stale (it will do nothing when it fires).
+    pub(crate) const fn note_stale(&mut self) {
+        self.stale += 1;
+    }
+
+    /// A stale timer fired (and did nothing).
+    pub(crate) const fn note_stale_fired(&mut self) {
+        self.stale = self.stale.saturating_sub(1);
     }
 
     /// Drops every timer for which `valid` says no.
@@ -106,7 +99,7 @@ impl Timers {
             !bucket.items.is_empty()
         });
         self.len = self.buckets.values().map(|b| b.items.len()).sum();
-        self.purge_at = (self.len * 2).max(PURGE_FLOOR);
+        self.stale = 0;
         self.refresh_next();
     }
 
@@ -166,18 +159,7 @@ mod tests {
     use super::*;
 
     fn forget(n: u32) -> Timer {
-        let call = CallIdentity {
-            call_control_id: n.to_string().into(),
-            call_leg_id: Uuid::nil(),
-            call_session_id: Uuid::nil(),
-            connection_id: "x".into(),
-            from: "a".into(),
-            to: "b".into(),
-            start_time: Timestamp::EPOCH,
-            webhook_url: None,
-            key_hash: u64::from(n),
-        };
-        Timer::Forget { call: Arc::new(call) }
+        Timer::Forget { call: Handle { ix: n, generation: 0 } }
     }
 
     #[test]
@@ -208,8 +190,14 @@ mod tests {
         for n in 0..10_000 {
             t.schedule(Timestamp::from_secs(u64::from(n % 7)), forget(n));
         }
+        assert!(!t.wants_purge());
+        for _ in 0..5_000 {
+            t.note_stale();
+        }
+        assert!(!t.wants_purge(), "as many stale as valid");
+        t.note_stale();
         assert!(t.wants_purge());
-        t.purge(|_, timer| matches!(timer, Timer::Forget { call } if call.key_hash % 2 == 0));
+        t.purge(|_, timer| matches!(timer, Timer::Forget { call } if call.ix % 2 == 0));
         assert_eq!(t.len(), 5_000);
         assert!(!t.wants_purge());
         assert_eq!(t.earliest(), Some(Timestamp::from_secs(0)));

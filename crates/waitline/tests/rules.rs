@@ -53,6 +53,38 @@ fn dial_validates_and_adopts_external_ids() {
     assert_eq!(f.t.live_calls(), 1);
 }
 
+/// Engine ids name their call's slot, but only the whole id finds it: an id with another
+/// secret, or the id of a forgotten call whose slot is used again, answers like an unknown
+/// id; client ids of any shape (the engine's included) keep working.
+#[test]
+fn only_the_whole_id_finds_a_call() {
+    let (clock, hand) = Clock::manual(START);
+    let e = Engine::builder().clock(clock).ended_call_retention(Duration::from_secs(1)).build();
+    let t = e.default_tenant();
+    let a = t.dial(&DialParams::new("+1", "+2", "app")).unwrap().call_control_id;
+    let mut forged = a.clone();
+    let last = if forged.ends_with('A') { "B" } else { "A" };
+    forged.replace_range(42..43, last);
+    assert_eq!(code(t.call(&forged)), "90015");
+    assert_eq!(code(t.hangup(&forged, &CommandOptions::default())), "90015");
+    let mut shaped = DialParams::new("+1", "+2", "app");
+    shaped.call_control_id = Some(forged.clone());
+    assert_eq!(t.dial(&shaped).unwrap().call_control_id, forged, "a client id of the engine's shape");
+    assert_eq!(t.call(&forged).unwrap().call_control_id, forged);
+    assert_eq!(t.call(&a).unwrap().call_control_id, a);
+    assert_eq!(code(t.dial(&shaped)), "90015");
+    let mut taken = DialParams::new("+1", "+2", "app");
+    taken.call_control_id = Some(a.clone());
+    assert_eq!(code(t.dial(&taken)), "90015", "an engine id is taken too");
+    t.hangup(&a, &CommandOptions::default()).unwrap();
+    hand.advance(Duration::from_secs(2));
+    let b = t.dial(&DialParams::new("+1", "+2", "app")).unwrap().call_control_id;
+    assert_eq!((&a[..13], a[13..14] == b[13..14]), (&b[..13], false), "the same slot, a new generation");
+    assert_eq!(code(t.call(&a)), "90015", "forgotten, its slot used again");
+    assert_eq!(t.call(&b).unwrap().call_control_id, b);
+    e.check_invariants().unwrap();
+}
+
 #[test]
 fn live_call_cap_answers_95004() {
     let f = Fixture::with(Engine::builder().max_live_calls_per_tenant(2));

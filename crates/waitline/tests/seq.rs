@@ -181,3 +181,31 @@ fn numbers_are_dense_and_increasing_under_concurrency() {
         assert_eq!(t.last_seq(), calls * 3 + calls / 2);
     }
 }
+
+/// Event ids are derived from the tenant, the sequence number and the event's place in its
+/// command (a UUID of version 8): every engine that makes the same changes makes the same
+/// ids, and they are unique.
+#[test]
+fn event_ids_are_derived_the_same_in_every_engine() {
+    let run = || {
+        let engine = Engine::default();
+        let mut events = engine.subscribe();
+        for tenant in ["acme", "globex"] {
+            let t = engine.tenant(tenant);
+            let mut p = DialParams::new("+1", "+2", "app");
+            p.call_control_id = Some("leg-a".into());
+            let a = t.dial(&p).unwrap().call_control_id;
+            let b = dial(&t);
+            t.enqueue(&a, &EnqueueParams::new("q")).unwrap();
+            t.bridge(&b, &BridgeParams::queue("q")).unwrap();
+            t.hangup(&a, &CommandOptions::default()).unwrap();
+        }
+        events.drain().iter().map(|e| (e.seq(), e.id)).collect::<Vec<_>>()
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first, second);
+    let ids: std::collections::HashSet<_> = first.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids.len(), first.len(), "unique");
+    assert!(first.iter().all(|(_, id)| id.get_version_num() == 8));
+    assert!(first.iter().all(|(seq, id)| id.as_u64_pair().1 & ((1 << 62) - 1) == *seq));
+}

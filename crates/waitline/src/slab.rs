@@ -1,0 +1,125 @@
+//! A slab: records in a `Vec` of slots, found by index, with a free list.
+//!
+//! Each slot counts its generation: it goes up when the slot's record is removed, so a
+//! [`Handle`] (index + generation) kept somewhere else (a timer, the list of ended calls)
+//! tells the record it was made for from a later one in the same slot. Freed slots are
+//! reused last-freed-first, which keeps the slab dense and its hot slots in cache.
+
+/// A slot and the generation of the record in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Handle {
+    pub(crate) ix: u32,
+    pub(crate) generation: u32,
+}
+
+#[derive(Debug)]
+struct Slot<T> {
+    generation: u32,
+    value: Option<T>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Slab<T> {
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Self { slots: Vec::new(), free: Vec::new(), len: 0 }
+    }
+}
+
+fn ix_u32(ix: usize) -> u32 {
+    u32::try_from(ix).expect("fewer than 2^32 records")
+}
+
+impl<T> Slab<T> {
+    pub(crate) const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Where the next [`Slab::insert`] puts its record.
+    pub(crate) fn next_handle(&self) -> Handle {
+        match self.free.last() {
+            Some(&ix) => Handle { ix, generation: self.slots[ix as usize].generation },
+            None => Handle { ix: ix_u32(self.slots.len()), generation: 0 },
+        }
+    }
+
+    pub(crate) fn insert(&mut self, value: T) -> Handle {
+        self.len += 1;
+        if let Some(ix) = self.free.pop() {
+            let slot = &mut self.slots[ix as usize];
+            debug_assert!(slot.value.is_none());
+            slot.value = Some(value);
+            return Handle { ix, generation: slot.generation };
+        }
+        let ix = ix_u32(self.slots.len());
+        self.slots.push(Slot { generation: 0, value: Some(value) });
+        Handle { ix, generation: 0 }
+    }
+
+    /// Removes the record in `ix` (which must hold one); handles to it go stale.
+    pub(crate) fn remove(&mut self, ix: u32) -> T {
+        let slot = &mut self.slots[ix as usize];
+        let value = slot.value.take().expect("removing an empty slot");
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(ix);
+        self.len -= 1;
+        value
+    }
+
+    pub(crate) fn get(&self, ix: u32) -> Option<&T> {
+        self.slots.get(ix as usize)?.value.as_ref()
+    }
+
+    /// The record in `ix`, which the caller knows is there.
+    pub(crate) fn at(&self, ix: u32) -> &T {
+        self.get(ix).expect("a live slot")
+    }
+
+    /// The record in `ix`, which the caller knows is there, for changing.
+    pub(crate) fn at_mut(&mut self, ix: u32) -> &mut T {
+        self.slots[ix as usize].value.as_mut().expect("a live slot")
+    }
+
+    /// The handle of the record in `ix`, which the caller knows is there.
+    pub(crate) fn handle(&self, ix: u32) -> Handle {
+        Handle { ix, generation: self.slots[ix as usize].generation }
+    }
+
+    /// The record `h` was made for, if it is still there.
+    pub(crate) fn get_handle(&self, h: Handle) -> Option<&T> {
+        let slot = self.slots.get(h.ix as usize)?;
+        if slot.generation == h.generation { slot.value.as_ref() } else { None }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.value.as_ref().map(|v| (ix_u32(i), v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuses_slots_with_a_new_generation() {
+        let mut s = Slab::default();
+        let a = s.insert("a");
+        let b = s.insert("b");
+        assert_eq!((a.ix, b.ix), (0, 1));
+        assert_eq!(s.remove(a.ix), "a");
+        assert_eq!(s.get_handle(a), None);
+        let next = s.next_handle();
+        let c = s.insert("c");
+        assert_eq!(next, c);
+        assert_eq!(c.ix, 0);
+        assert_ne!(c.generation, a.generation);
+        assert_eq!(s.get_handle(c), Some(&"c"));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.iter().map(|(_, v)| *v).collect::<Vec<_>>(), ["c", "b"]);
+    }
+}
