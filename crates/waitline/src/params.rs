@@ -579,6 +579,59 @@ mod tests {
         assert_eq!(PAGE_NUMBER.check(0).err().and_then(|e| e.parameter()), Some("page[number]"));
     }
 
+    /// Each text rule at its edges (the mutants of these checks survived the other tests).
+    #[test]
+    fn text_parameters_at_their_limits() {
+        let refused = |r: Result<()>| r.err().map(|e| (e.code(), e.parameter().unwrap_or("")));
+        // client_state: 1..=4096 bytes, at most two '=' of padding.
+        let ok = "A".repeat(MAX_CLIENT_STATE_LEN);
+        assert_eq!(refused(validate_client_state(&ok)), None);
+        assert_eq!(refused(validate_client_state(&format!("{ok}A"))), Some(("10033", "client_state")));
+        assert_eq!(refused(validate_client_state("YQ==")), None);
+        assert_eq!(refused(validate_client_state("YQ===")), Some(("10033", "client_state")));
+        assert_eq!(
+            refused(validate_client_state("A".repeat(5000).as_str())),
+            Some(("10033", "client_state"))
+        );
+        // webhook_url: http or https, at most 2048 bytes, no white space.
+        assert_eq!(refused(validate_url("webhook_url", "http://h/")), None);
+        assert_eq!(refused(validate_url("webhook_url", "https://h/")), None);
+        assert_eq!(refused(validate_url("webhook_url", "ftp://h/")), Some(("10033", "webhook_url")));
+        let long = format!("https://h/{}", "p".repeat(MAX_URL_LEN - "https://h/".len()));
+        assert_eq!(refused(validate_url("webhook_url", &long)), None);
+        assert_eq!(refused(validate_url("webhook_url", &format!("{long}p"))), Some(("10033", "webhook_url")));
+        assert_eq!(refused(validate_url("webhook_url", "https://h/a b")), Some(("10033", "webhook_url")));
+        assert_eq!(refused(validate_url("webhook_url", "ftp://h/a b")), Some(("10033", "webhook_url")));
+        // Enumerations accept their own values.
+        assert_eq!(refused(one_of("ringtone", Some("us"), RINGTONES)), None);
+        assert_eq!(refused(one_of("ringtone", Some("xx"), RINGTONES)), Some(("10032", "ringtone")));
+        // record_custom_file_name: 1..=40 bytes.
+        let file = |name: &str| {
+            let mut p = BridgeParams::queue("q");
+            p.media.record_custom_file_name = Some(name.into());
+            p.validate().err().map(|e| e.code())
+        };
+        assert_eq!(file(&"f".repeat(40)), None);
+        assert_eq!(file(&"f".repeat(41)), Some("10033"));
+        assert_eq!(file(""), Some("10033"));
+        assert_eq!(file("f"), None);
+    }
+
+    #[test]
+    fn command_options_are_checked_by_every_command_that_takes_them() {
+        let bad_state = CommandOptions { client_state: Some("not base64!".into()), command_id: None };
+        let bad_id = CommandOptions { client_state: None, command_id: Some(String::new()) };
+        for (options, parameter) in [(bad_state, "client_state"), (bad_id, "command_id")] {
+            assert_eq!(options.validate().err().and_then(|e| e.parameter()), Some(parameter));
+            let p = EnqueueParams { options: options.clone(), ..EnqueueParams::new("q") };
+            assert_eq!(p.validate().err().and_then(|e| e.parameter()), Some(parameter));
+            let p = BridgeParams { options: options.clone(), ..BridgeParams::queue("q") };
+            assert_eq!(p.validate().err().and_then(|e| e.parameter()), Some(parameter));
+            let p = TransferParams { options, ..TransferParams::new("+1") };
+            assert_eq!(p.validate().err().and_then(|e| e.parameter()), Some(parameter));
+        }
+    }
+
     #[test]
     fn client_state_must_be_base64() {
         assert!(validate_client_state("aGF2ZSBhIG5pY2UgZGF5ID1d").is_ok());
