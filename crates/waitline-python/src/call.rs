@@ -36,7 +36,7 @@ impl PyCall {
     }
 
     fn info(&self, py: Python<'_>) -> PyResult<CallInfo> {
-        py.detach(|| self.tenant.call(&self.call_control_id)).or_raise(py)
+        self.tenant.call(&self.call_control_id).or_raise(py)
     }
 }
 
@@ -118,7 +118,7 @@ impl PyCall {
             priority,
             options(client_state, command_id),
         )?;
-        py.detach(|| self.tenant.enqueue(&self.call_control_id, &p)).or_raise(py)
+        self.tenant.enqueue(&self.call_control_id, &p).or_raise(py)
     }
 
     #[pyo3(signature = (client_state=None, command_id=None))]
@@ -129,7 +129,7 @@ impl PyCall {
         command_id: Option<String>,
     ) -> PyResult<()> {
         let o = options(client_state, command_id);
-        py.detach(|| self.tenant.leave_queue(&self.call_control_id, &o)).or_raise(py)
+        self.tenant.leave_queue(&self.call_control_id, &o).or_raise(py)
     }
 
     #[pyo3(signature = (call_control_id=None, queue=None, park_after_unbridge=None, client_state=None, command_id=None))]
@@ -149,7 +149,7 @@ impl PyCall {
             options: options(client_state, command_id),
             ..BridgeParams::default()
         };
-        py.detach(|| self.tenant.bridge(&self.call_control_id, &p)).or_raise(py)
+        self.tenant.bridge(&self.call_control_id, &p).or_raise(py)
     }
 
     #[pyo3(signature = (client_state=None, command_id=None))]
@@ -160,7 +160,7 @@ impl PyCall {
         command_id: Option<String>,
     ) -> PyResult<()> {
         let o = options(client_state, command_id);
-        py.detach(|| self.tenant.hangup(&self.call_control_id, &o)).or_raise(py)
+        self.tenant.hangup(&self.call_control_id, &o).or_raise(py)
     }
 
     /// Makes a new call to `to` and bridges this call with it; returns the new call.
@@ -174,7 +174,7 @@ impl PyCall {
         command_id: Option<String>,
     ) -> PyResult<Self> {
         let p = TransferParams { to, from: from_, options: options(client_state, command_id) };
-        let info = py.detach(|| self.tenant.transfer(&self.call_control_id, &p)).or_raise(py)?;
+        let info = self.tenant.transfer(&self.call_control_id, &p).or_raise(py)?;
         Ok(Self::new(self.tenant.clone(), &info))
     }
 

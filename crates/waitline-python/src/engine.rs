@@ -178,7 +178,7 @@ impl PyEngine {
             webhook_url,
             call_control_id,
         };
-        let info = py.detach(|| self.tenant.dial(&p)).or_raise(py)?;
+        let info = self.tenant.dial(&p).or_raise(py)?;
         Ok(PyCall::new(self.tenant.clone(), &info))
     }
 
@@ -235,7 +235,7 @@ impl PyEngine {
 
     /// An existing call (`CallNotFoundError` otherwise).
     fn call(&self, py: Python<'_>, call_control_id: &str) -> PyResult<PyCall> {
-        let info = py.detach(|| self.tenant.call(call_control_id)).or_raise(py)?;
+        let info = self.tenant.call(call_control_id).or_raise(py)?;
         Ok(PyCall::new(self.tenant.clone(), &info))
     }
 
@@ -247,7 +247,7 @@ impl PyEngine {
         max_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyQueue> {
         let size = opt_bounded(py, max_size, waitline::QUEUE_MAX_SIZE)?;
-        let q = py.detach(|| self.tenant.create_queue(queue_name, size)).or_raise(py)?;
+        let q = self.tenant.create_queue(queue_name, size).or_raise(py)?;
         PyQueue::new(py, q)
     }
 
@@ -260,16 +260,16 @@ impl PyEngine {
         let size = opt_bounded(py, Some(max_size), waitline::QUEUE_MAX_SIZE)?
             .ok_or_else(|| waitline::Error::missing("max_size"))
             .or_raise(py)?;
-        let q = py.detach(|| self.tenant.update_queue(queue_name, size)).or_raise(py)?;
+        let q = self.tenant.update_queue(queue_name, size).or_raise(py)?;
         PyQueue::new(py, q)
     }
 
     fn delete_queue(&self, py: Python<'_>, queue_name: &str) -> PyResult<()> {
-        py.detach(|| self.tenant.delete_queue(queue_name)).or_raise(py)
+        self.tenant.delete_queue(queue_name).or_raise(py)
     }
 
     fn queue(&self, py: Python<'_>, queue_name: &str) -> PyResult<PyQueue> {
-        let q = py.detach(|| self.tenant.queue(queue_name)).or_raise(py)?;
+        let q = self.tenant.queue(queue_name).or_raise(py)?;
         PyQueue::new(py, q)
     }
 
@@ -286,13 +286,13 @@ impl PyEngine {
     }
 
     fn queue_call(&self, py: Python<'_>, queue_name: &str, call_control_id: &str) -> PyResult<PyQueueCall> {
-        let c = py.detach(|| self.tenant.queue_call(queue_name, call_control_id)).or_raise(py)?;
+        let c = self.tenant.queue_call(queue_name, call_control_id).or_raise(py)?;
         Ok(c.into())
     }
 
     /// Just the 1-based position of a member: O(log n), no snapshot built.
     fn queue_position(&self, py: Python<'_>, queue_name: &str, call_control_id: &str) -> PyResult<usize> {
-        py.detach(|| self.tenant.queue_position(queue_name, call_control_id)).or_raise(py)
+        self.tenant.queue_position(queue_name, call_control_id).or_raise(py)
     }
 
     #[pyo3(signature = (queue_name, call_control_id, keep_after_hangup=None, priority=None))]
@@ -306,12 +306,12 @@ impl PyEngine {
     ) -> PyResult<PyQueueCall> {
         let u =
             QueueCallUpdate { keep_after_hangup, priority: opt_bounded(py, priority, waitline::PRIORITY)? };
-        let c = py.detach(|| self.tenant.update_queue_call(queue_name, call_control_id, &u)).or_raise(py)?;
+        let c = self.tenant.update_queue_call(queue_name, call_control_id, &u).or_raise(py)?;
         Ok(c.into())
     }
 
     fn remove_queue_call(&self, py: Python<'_>, queue_name: &str, call_control_id: &str) -> PyResult<()> {
-        py.detach(|| self.tenant.remove_queue_call(queue_name, call_control_id)).or_raise(py)
+        self.tenant.remove_queue_call(queue_name, call_control_id).or_raise(py)
     }
 
     /// Events taken from the engine, oldest first (at most `max`).

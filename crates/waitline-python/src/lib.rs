@@ -1,5 +1,11 @@
 //! The native part of the `waitline` Python package: a thin layer over the core engine. No
-//! rule is decided here; commands run with the GIL released.
+//! rule is decided here.
+//!
+//! The GIL is released around real work only: bulk commands (`dial_many`, `enqueue_many`),
+//! whole listings, maintenance, and waiting for events. A single command keeps it: the core
+//! holds its tenant's lock for well under a microsecond and never calls back into Python, so
+//! nothing can wait on the GIL while holding that lock, and releasing and retaking the GIL
+//! cost about 1,600 instructions per enqueue + bridge pair (a fifth of the pair, callgrind).
 #![allow(unsafe_code)]
 // pyo3's macros expand to the FFI glue, which is unsafe by nature.
 // Python signatures decide these: keyword arguments, and values pyo3 hands over owned.
