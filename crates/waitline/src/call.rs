@@ -454,6 +454,82 @@ mod tests {
     }
 
     #[test]
+    fn ids_compare_equal_only_when_every_byte_is() {
+        let mut id = new_call_control_id();
+        stamp_slot(&mut id, Handle { ix: 3, generation: 9 });
+        assert_eq!(id.len(), ID_LEN);
+        assert!(same_id(&id, &id.clone()));
+        // One byte off, at every position (the word-wise path covers every byte).
+        for i in 0..ID_LEN {
+            let mut other = id.clone().into_bytes();
+            other[i] = if other[i] == b'A' { b'B' } else { b'A' };
+            assert!(!same_id(&id, std::str::from_utf8(&other).unwrap_or_default()), "byte {i}");
+        }
+        // The same difference in every byte of the last two, overlapping, words: or-ing
+        // differences must not let equal differences cancel out.
+        let a = "v3:".to_owned() + &"A".repeat(ID_LEN - 3);
+        let b = "v3:".to_owned() + &"A".repeat(29) + &"B".repeat(ID_LEN - 32);
+        assert!(!same_id(&a, &b));
+        // Other lengths, byte-wise, likewise; and a length difference is a difference.
+        assert!(!same_id("aa", "bb"));
+        assert!(!same_id("ab", "ba"));
+        assert!(same_id("sip-leg-1", "sip-leg-1"));
+        assert!(!same_id("sip-leg-1", "sip-leg-"));
+    }
+
+    #[test]
+    fn secrets_are_random_in_every_character() {
+        let secret = |id: &str| id[ID_PREFIX.len() + SLOT_CHARS..].to_owned();
+        let (a, b) = (secret(&new_call_control_id()), secret(&new_call_control_id()));
+        assert_eq!(a.len(), SECRET_CHARS);
+        // 29 characters drawn from 64: equal runs or few distinct characters mean bits were
+        // lost (the chance of fewer than 12 distinct is below 1e-9).
+        let distinct = |s: &str| s.bytes().collect::<std::collections::BTreeSet<_>>().len();
+        assert!(distinct(&a) >= 12 && distinct(&b) >= 12, "{a} {b}");
+        assert!(a.bytes().zip(b.bytes()).filter(|(x, y)| x != y).count() >= 15, "{a} {b}");
+    }
+
+    #[test]
+    fn states_have_their_wire_names() {
+        let names = [CallState::Active, CallState::Queued, CallState::Bridged, CallState::Ended]
+            .map(CallState::as_str);
+        assert_eq!(names, ["active", "queued", "bridged", "ended"]);
+    }
+
+    #[test]
+    fn the_latest_time_is_still_a_time() {
+        let latest = Some(Timestamp::from_micros(u64::MAX));
+        assert_eq!(compact(latest), NONE - 1);
+        assert!(expand(compact(latest)).is_some());
+    }
+
+    #[test]
+    fn command_ids_of_one_instant_are_all_remembered() {
+        let mut rec = CallRecord::new(
+            Arc::new(CallIdentity {
+                call_control_id: "x".into(),
+                call_leg_id: Uuid::nil(),
+                call_session_id: Uuid::nil(),
+                connection_id: "c".into(),
+                from: "a".into(),
+                to: "b".into(),
+                start_time: Timestamp::EPOCH,
+                webhook_url: None,
+                id_hash: None,
+            }),
+            None,
+        );
+        let now = Timestamp::from_secs(10);
+        for i in 0..COMMAND_ID_MEMORY {
+            rec.remember_command(&format!("c{i}"), now);
+        }
+        assert!((0..COMMAND_ID_MEMORY).all(|i| rec.saw_command(&format!("c{i}"), now)));
+        rec.remember_command("one more", now);
+        assert!(!rec.saw_command("c0", now), "the oldest goes first");
+        assert!(rec.saw_command("c1", now) && rec.saw_command("one more", now));
+    }
+
+    #[test]
     fn secrets_use_only_the_random_bits_of_uuids() {
         // All 122 random bits set, version 4 and variant RFC: every packed bit is set and
         // nothing above bit 122.
