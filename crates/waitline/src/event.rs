@@ -342,8 +342,31 @@ impl Serialize for Payload<'_> {
     }
 }
 
-/// The events of one command, in order, all of one tenant.
-pub(crate) type Batch = Arc<[Event]>;
+/// The events of one command, in order, all of one tenant: handed over whole to the one
+/// subscriber that takes them (no copy; it moves the events out), or shared when several do.
+#[derive(Debug)]
+pub(crate) enum Batch {
+    Owned(Vec<Event>),
+    Shared(Arc<[Event]>),
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        match self {
+            Self::Owned(v) => v.len(),
+            Self::Shared(a) => a.len(),
+        }
+    }
+}
+
+/// A batch being read: owned events are moved out (the list is reversed, so that each is
+/// popped off its end, and the emptied list goes back to the bus for a later command), shared
+/// ones cloned.
+#[derive(Debug)]
+enum Current {
+    Owned(Vec<Event>),
+    Shared(Arc<[Event]>, usize),
+}
 
 /// The waker of a subscriber's task while it awaits a batch (`AtomicWaker`-like).
 ///
@@ -397,15 +420,51 @@ struct Subscriber {
     waker: Arc<WakerSlot>,
 }
 
+/// Room for the events of most commands (a bridge from a queue makes three, a transfer
+/// five), so that a list is allocated once.
+const EVENTS_PER_COMMAND: usize = 4;
+
+/// How many emptied event lists the bus keeps for later commands.
+const SPARE_LISTS: usize = 1024;
+
+/// Lists longer than this are not kept.
+const MAX_SPARE_CAPACITY: usize = 64;
+
+/// Hands an emptied event list back to the bus, unless the bus has enough (or is gone).
+fn recycle(spare: &Sender<Vec<Event>>, mut events: Vec<Event>) {
+    if events.capacity() <= MAX_SPARE_CAPACITY {
+        events.clear();
+        let _ = spare.try_send(events);
+    }
+}
+
 /// Fan-out of committed event batches to subscribers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct EventBus {
     subscribers: RwLock<Vec<Subscriber>>,
     /// Read on every command to skip building events nobody will read.
     count: AtomicUsize,
+    /// Emptied event lists, handed back by the subscriber that read them: a command takes
+    /// one instead of allocating.
+    spare: (Sender<Vec<Event>>, Receiver<Vec<Event>>),
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self {
+            subscribers: RwLock::default(),
+            count: AtomicUsize::new(0),
+            spare: crossbeam_channel::bounded(SPARE_LISTS),
+        }
+    }
 }
 
 impl EventBus {
+    /// An empty list for a command's events: a spare one if any, else a new one.
+    pub(crate) fn list(&self) -> Vec<Event> {
+        self.spare.1.try_recv().unwrap_or_else(|_| Vec::with_capacity(EVENTS_PER_COMMAND))
+    }
+
     pub(crate) fn has_subscribers(&self) -> bool {
         self.count.load(Ordering::Relaxed) > 0
     }
@@ -425,29 +484,43 @@ impl EventBus {
             waker: waker.clone(),
         });
         self.count.store(subs.len(), Ordering::Relaxed);
-        Subscription { receiver, current: None, next: 0, dropped, closed, waker }
+        Subscription { receiver, current: None, dropped, closed, waker, spare: self.spare.0.clone() }
     }
 
-    /// Hands a batch to every subscriber of its tenant without waiting.
+    /// Hands a batch to every subscriber of its tenant without waiting: moved to the only
+    /// one, or shared among several.
     pub(crate) fn publish(&self, tenant: &str, events: Vec<Event>) {
         if events.is_empty() {
+            recycle(&self.spare.0, events);
             return;
         }
-        let batch: Batch = events.into();
         let mut any_closed = false;
         {
             let subs = self.subscribers.read();
+            let takes = |s: &Subscriber| s.tenant.as_deref().is_none_or(|t| t == tenant);
+            let takers = subs.iter().filter(|s| takes(s)).count();
+            let mut owned = Some(events);
+            let mut shared: Option<Arc<[Event]>> = None;
             for sub in subs.iter() {
                 if sub.closed.load(Ordering::Relaxed) {
                     any_closed = true;
                     continue;
                 }
-                if sub.tenant.as_deref().is_some_and(|t| t != tenant) {
+                if !takes(sub) {
                     continue;
                 }
-                match sub.sender.try_send(batch.clone()) {
+                let batch = if takers == 1 {
+                    match owned.take() {
+                        Some(v) => Batch::Owned(v),
+                        None => continue,
+                    }
+                } else {
+                    let all = shared.get_or_insert_with(|| owned.take().unwrap_or_default().into());
+                    Batch::Shared(all.clone())
+                };
+                match sub.sender.try_send(batch) {
                     Ok(()) => sub.waker.wake(),
-                    Err(TrySendError::Full(_)) => {
+                    Err(TrySendError::Full(batch)) => {
                         sub.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
                     Err(TrySendError::Disconnected(_)) => any_closed = true,
@@ -479,11 +552,12 @@ impl Drop for EventBus {
 #[derive(Debug)]
 pub struct Subscription {
     receiver: Receiver<Batch>,
-    current: Option<Batch>,
-    next: usize,
+    current: Option<Current>,
     dropped: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
     waker: Arc<WakerSlot>,
+    /// Where emptied event lists go back to.
+    spare: Sender<Vec<Event>>,
 }
 
 impl Drop for Subscription {
@@ -494,19 +568,30 @@ impl Drop for Subscription {
 
 impl Subscription {
     fn take_buffered(&mut self) -> Option<Event> {
-        let batch = self.current.as_ref()?;
-        let ev = batch.get(self.next).cloned();
-        self.next += 1;
-        if self.next >= batch.len() {
-            self.current = None;
-            self.next = 0;
+        let ev = match self.current.as_mut()? {
+            Current::Owned(events) => events.pop(),
+            Current::Shared(events, next) => {
+                let ev = events.get(*next).cloned();
+                *next += 1;
+                ev
+            }
+        };
+        if ev.is_none() {
+            if let Some(Current::Owned(events)) = self.current.take() {
+                recycle(&self.spare, events);
+            }
         }
         ev
     }
 
     fn load(&mut self, batch: Batch) {
-        self.current = Some(batch);
-        self.next = 0;
+        self.current = Some(match batch {
+            Batch::Owned(mut events) => {
+                events.reverse();
+                Current::Owned(events)
+            }
+            Batch::Shared(events) => Current::Shared(events, 0),
+        });
     }
 
     /// The next event: from the batch at hand, else from the next batch `fetch` gives.

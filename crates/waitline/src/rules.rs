@@ -256,7 +256,8 @@ impl Tenant {
         if core.next_due() <= now.as_micros() {
             fire_due(inner, &self.state, &mut core, now, listening);
         }
-        let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, listening);
+        let mut txn =
+            Txn::new(&inner.shared, &self.state, &mut core, now, listening.then(|| inner.bus.list()));
         let r = body(&mut txn);
         if let Some(events) = settle(txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
@@ -702,7 +703,7 @@ fn fire_due(
         }
         let Some((at, timer)) = due.pop() else { break };
         core.note_firing(at, &timer);
-        let mut txn = Txn::new(&inner.shared, tenant, core, at, listening);
+        let mut txn = Txn::new(&inner.shared, tenant, core, at, listening.then(|| inner.bus.list()));
         let changed = match timer {
             Timer::Deadline { queue, call, .. } => fire_deadline(&mut txn, queue, call),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),
@@ -710,7 +711,11 @@ fn fire_due(
         };
         fired += usize::from(changed);
         if let (Some(all), Some(mine)) = (events.as_mut(), settle(txn)) {
-            all.extend(mine);
+            if all.is_empty() {
+                *all = mine;
+            } else {
+                all.extend(mine);
+            }
         }
     }
     if let Some(events) = events {

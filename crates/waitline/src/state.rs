@@ -297,10 +297,6 @@ impl TenantCore {
     }
 }
 
-/// Room for the events of most commands (a bridge from a queue makes three, a transfer
-/// five), so that the list is allocated once.
-const EVENTS_PER_COMMAND: usize = 4;
-
 /// A command (or one timer firing) in progress on a locked tenant: the time it runs at,
 /// its sequence number once it changed something, the events it made.
 pub(crate) struct Txn<'e> {
@@ -308,7 +304,8 @@ pub(crate) struct Txn<'e> {
     tenant: &'e TenantState,
     core: &'e mut TenantCore,
     pub(crate) now: Timestamp,
-    /// `None` when nobody listens: events are then not even built.
+    /// `None` when nobody listens: events are then not even built. Else an empty list from
+    /// the bus ([`EventBus::list`](crate::event::EventBus::list)).
     events: Option<Vec<Event>>,
     /// Taken from the tenant's sequence at the first change.
     seq: Option<u64>,
@@ -322,17 +319,9 @@ impl<'e> Txn<'e> {
         tenant: &'e TenantState,
         core: &'e mut TenantCore,
         now: Timestamp,
-        listening: bool,
+        events: Option<Vec<Event>>,
     ) -> Self {
-        Self {
-            shared,
-            tenant,
-            core,
-            now,
-            events: listening.then(|| Vec::with_capacity(EVENTS_PER_COMMAND)),
-            seq: None,
-            ended_calls: false,
-        }
+        Self { shared, tenant, core, now, events, seq: None, ended_calls: false }
     }
 
     /// The command's events in publishing order (docs/behaviour.md §4: by kind, stable within a kind),
