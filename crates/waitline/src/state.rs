@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, decode_slot, same_id, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::event::{CallSubject, DequeueReason, Event, EventKind, event_id, tenant_event_key};
+use crate::event::{CallSubject, DequeueReason, Event, EventKind, event_id, event_list, tenant_event_key};
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
 use crate::slab::{Handle, Slab};
 use crate::timers::{Timer, Timers};
@@ -118,6 +118,8 @@ pub(crate) struct TenantCore {
     /// calls to one number), so a million calls do not hold a million copies.
     last_connection: Option<Arc<str>>,
     last_to: Option<Arc<str>>,
+    /// An emptied event list a subscriber handed back, for the next command's events.
+    event_list: Vec<Event>,
 }
 
 /// Makes `s` the same allocation as the string in `last` if they are equal, else remembers
@@ -288,6 +290,16 @@ impl TenantCore {
         let mut timers = std::mem::take(&mut self.timers);
         timers.purge(|at, timer| self.timer_holds(at, timer));
         self.timers = timers;
+    }
+
+    /// A list for a command's events: the one kept, or a new one.
+    pub(crate) fn take_event_list(&mut self) -> Vec<Event> {
+        event_list(std::mem::take(&mut self.event_list))
+    }
+
+    /// Keeps an emptied list for the next command.
+    pub(crate) fn keep_event_list(&mut self, list: Vec<Event>) {
+        self.event_list = list;
     }
 
     /// Pending timers, stale ones included.
