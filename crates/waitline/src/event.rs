@@ -618,10 +618,10 @@ impl Subscription {
     /// The next batch, waiting until `deadline` (`None`: as long as it takes; a deadline in
     /// the past: not at all). `None` when there is none by then, or the engine is gone.
     fn fetch(&mut self, deadline: Option<Option<Instant>>) -> Option<Batch> {
-        let channel = self.channel.clone();
+        let Self { channel, emptied, .. } = self;
         let mut st = channel.state.lock();
         loop {
-            match Self::fetch_locked(&mut self.emptied, &mut st) {
+            match Self::fetch_locked(emptied, &mut st) {
                 Fetch::Batch(batch) => return Some(batch),
                 Fetch::Disconnected => return None,
                 Fetch::Empty => {}
@@ -638,7 +638,7 @@ impl Subscription {
                     let timed_out = channel.ready.wait_until(&mut st, at).timed_out();
                     st.sleeping -= 1;
                     if timed_out {
-                        return match Self::fetch_locked(&mut self.emptied, &mut st) {
+                        return match Self::fetch_locked(emptied, &mut st) {
                             Fetch::Batch(batch) => Some(batch),
                             Fetch::Empty | Fetch::Disconnected => None,
                         };
@@ -684,8 +684,7 @@ impl Subscription {
             if let Some(ev) = self.take_buffered() {
                 return Poll::Ready(Some(ev));
             }
-            let channel = self.channel.clone();
-            let mut st = channel.state.lock();
+            let mut st = self.channel.state.lock();
             match Self::fetch_locked(&mut self.emptied, &mut st) {
                 Fetch::Batch(batch) => {
                     drop(st);

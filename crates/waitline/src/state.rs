@@ -340,7 +340,9 @@ impl<'e> Txn<'e> {
     /// with their ids, `None` when nobody listens.
     pub(crate) fn finish(self) -> Option<Vec<Event>> {
         let mut events = self.events?;
-        events.sort_by_key(|e| e.kind.rank());
+        if !events.is_sorted_by_key(|e| e.kind.rank()) {
+            events.sort_by_key(|e| e.kind.rank());
+        }
         for (index, e) in events.iter_mut().enumerate() {
             e.id = event_id(self.tenant.event_key, e.seq, index);
         }
