@@ -221,6 +221,13 @@ impl<T> MemberOrder<T> {
 
     /// The member served next.
     pub(crate) fn head(&self) -> Option<Seq> {
+        // The common case, without the tree: when the band of the member that arrived first
+        // holds every member, that member is served first.
+        if let Some(Some(oldest)) = self.slots.get(self.first_live) {
+            if self.band_len[oldest.band as usize] as usize == self.len {
+                return Some(self.first_live);
+            }
+        }
         self.seq_at(1)
     }
 
