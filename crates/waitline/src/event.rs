@@ -9,8 +9,8 @@
 //!
 //! A [`Subscription`] is read blocking ([`Subscription::recv`], [`Subscription::recv_timeout`])
 //! or awaited in any async runtime ([`Subscription::poll_recv`], [`Subscription::recv_async`]):
-//! each subscriber's channel is a bounded queue behind one small lock, with the waker of the
-//! task awaiting it, which the publish that hands it a batch takes and wakes.
+//! each subscriber's channel is a queue of events behind one small lock, with the waker of
+//! the task awaiting it, which the publish that hands it a batch takes and wakes.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -343,56 +343,26 @@ impl Serialize for Payload<'_> {
     }
 }
 
-/// The events of one command, in order, all of one tenant: handed over whole to the one
-/// subscriber that takes them (no copy; it moves the events out), or shared when several do.
-#[derive(Debug)]
-pub(crate) enum Batch {
-    Owned(Vec<Event>),
-    Shared(Arc<[Event]>),
-}
-
-impl Batch {
-    fn len(&self) -> usize {
-        match self {
-            Self::Owned(v) => v.len(),
-            Self::Shared(a) => a.len(),
-        }
-    }
-}
-
-/// A batch being read: owned events are moved out (the list is reversed, so that each is
-/// popped off its end, and the emptied list goes back to the bus for a later command), shared
-/// ones cloned.
-#[derive(Debug)]
-enum Current {
-    Owned(Vec<Event>),
-    Shared(Arc<[Event]>, usize),
-}
-
 /// Room for the events of most commands (a bridge from a queue makes three, a transfer
 /// five), so that a list is allocated once.
 const EVENTS_PER_COMMAND: usize = 4;
 
-/// At most this many emptied lists wait in a channel to be used again.
-const MAX_SPARE_LISTS: usize = 1024;
-
-/// Lists longer than this are not used again.
-const MAX_SPARE_CAPACITY: usize = 64;
-
-/// An empty list for a command's events: `spare` if it has room, else a new one.
-pub(crate) fn event_list(spare: Vec<Event>) -> Vec<Event> {
-    if spare.capacity() == 0 { Vec::with_capacity(EVENTS_PER_COMMAND) } else { spare }
+/// An empty list for a command's events: `kept` if it has room, else a new one.
+pub(crate) fn event_list(kept: Vec<Event>) -> Vec<Event> {
+    if kept.capacity() == 0 { Vec::with_capacity(EVENTS_PER_COMMAND) } else { kept }
 }
 
-/// A subscriber's bounded queue of batches, with everything its reader may wait on behind
-/// one lock: a publish is one lock, a batch read is one lock, and no wake-up can be lost
-/// (the reader looks at the queue and registers its waker under the lock the publisher
-/// pushes under).
+/// A subscriber's bounded queue of events, with everything its reader may wait on behind
+/// one lock: a publish appends a command's events under it, a read swaps the whole queue
+/// for the reader's emptied one (no allocation either way once both have grown), and no
+/// wake-up can be lost (the reader looks at the queue and registers its waker under the
+/// lock the publisher appends under).
 #[derive(Debug)]
 struct Channel {
     state: Mutex<ChannelState>,
     /// Signalled for a thread blocked in `recv` or `recv_timeout`.
     ready: Condvar,
+    /// How many command batches may wait.
     capacity: usize,
     dropped: AtomicU64,
     /// The subscription was dropped.
@@ -401,9 +371,9 @@ struct Channel {
 
 #[derive(Debug, Default)]
 struct ChannelState {
-    batches: VecDeque<Batch>,
-    /// Emptied lists the reader handed back, for later commands.
-    spare: Vec<Vec<Event>>,
+    /// The waiting events, oldest first, of `batches` commands.
+    events: VecDeque<Event>,
+    batches: usize,
     /// The engine is gone: no batch will come.
     disconnected: bool,
     /// The task awaiting a batch (`poll_recv`), taken by the publish that wakes it.
@@ -413,17 +383,21 @@ struct ChannelState {
 }
 
 impl Channel {
-    /// Queues a batch unless full (then counts its events as dropped); hands back a spare
-    /// list, if any.
-    fn push(&self, batch: Batch) -> Option<Vec<Event>> {
+    /// Appends a command's events unless `capacity` batches wait (then counts them as
+    /// dropped); `take` moves them (the last subscriber) or clones them.
+    fn push(&self, events: &mut Vec<Event>, take: bool) {
         let mut st = self.state.lock();
-        if st.batches.len() >= self.capacity {
+        if st.batches >= self.capacity {
             drop(st);
-            self.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            return None;
+            self.dropped.fetch_add(events.len() as u64, Ordering::Relaxed);
+            return;
         }
-        st.batches.push_back(batch);
-        let spare = st.spare.pop();
+        if take {
+            st.events.extend(events.drain(..));
+        } else {
+            st.events.extend(events.iter().cloned());
+        }
+        st.batches += 1;
         let waker = st.waker.take();
         let sleeping = st.sleeping > 0;
         drop(st);
@@ -433,13 +407,12 @@ impl Channel {
         if let Some(w) = waker {
             w.wake();
         }
-        spare
     }
 
     /// Whether the channel holds as many batches as it can (tests).
     #[cfg(test)]
     fn is_full(&self) -> bool {
-        self.state.lock().batches.len() >= self.capacity
+        self.state.lock().batches >= self.capacity
     }
 
     /// The engine is gone: wakes whoever waits, to see it.
@@ -486,52 +459,37 @@ impl EventBus {
         subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
         subs.push(Subscriber { tenant, channel: channel.clone() });
         self.count.store(subs.len(), Ordering::Relaxed);
-        Subscription { channel, current: None, emptied: Vec::new() }
+        Subscription { channel, events: VecDeque::new() }
     }
 
-    /// Hands a batch to every subscriber of its tenant without waiting: moved to the only
-    /// one, or shared among several. Returns an emptied list for a later command, if the
-    /// subscriber handed one back (or the batch was empty).
-    pub(crate) fn publish(&self, tenant: &str, events: Vec<Event>) -> Option<Vec<Event>> {
+    /// Hands a command's events to every subscriber of its tenant without waiting: moved to
+    /// the last one, cloned for the others. Leaves `events` empty, its room kept for a
+    /// later command.
+    pub(crate) fn publish(&self, tenant: &str, events: &mut Vec<Event>) {
         if events.is_empty() {
-            return Some(events);
+            return;
         }
         let mut any_closed = false;
-        let mut spare = None;
         {
             let subs = self.subscribers.read();
-            let takes = |s: &Subscriber| s.tenant.as_deref().is_none_or(|t| t == tenant);
-            let takers = subs.iter().filter(|s| takes(s)).count();
-            let mut owned = Some(events);
-            let mut shared: Option<Arc<[Event]>> = None;
-            for sub in subs.iter() {
+            let takes = |s: &Subscriber| {
+                !s.channel.closed.load(Ordering::Relaxed) && s.tenant.as_deref().is_none_or(|t| t == tenant)
+            };
+            let last = subs.iter().rposition(takes);
+            for (i, sub) in subs.iter().enumerate() {
                 if sub.channel.closed.load(Ordering::Relaxed) {
                     any_closed = true;
-                    continue;
-                }
-                if !takes(sub) {
-                    continue;
-                }
-                let batch = if takers == 1 {
-                    match owned.take() {
-                        Some(v) => Batch::Owned(v),
-                        None => continue,
-                    }
-                } else {
-                    let all = shared.get_or_insert_with(|| owned.take().unwrap_or_default().into());
-                    Batch::Shared(all.clone())
-                };
-                if let Some(list) = sub.channel.push(batch) {
-                    spare = Some(list);
+                } else if takes(sub) {
+                    sub.channel.push(events, Some(i) == last);
                 }
             }
         }
+        events.clear();
         if any_closed {
             let mut subs = self.subscribers.write();
             subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
             self.count.store(subs.len(), Ordering::Relaxed);
         }
-        spare
     }
 }
 
@@ -551,9 +509,8 @@ impl Drop for EventBus {
 #[derive(Debug)]
 pub struct Subscription {
     channel: Arc<Channel>,
-    current: Option<Current>,
-    /// Lists read to the end, handed back to the channel at the next read from it.
-    emptied: Vec<Vec<Event>>,
+    /// Events taken from the channel (all it held, in one swap), oldest first.
+    events: VecDeque<Event>,
 }
 
 impl Drop for Subscription {
@@ -564,70 +521,39 @@ impl Drop for Subscription {
 
 /// What a look at the channel found.
 enum Fetch {
-    Batch(Batch),
+    Events,
     Empty,
     Disconnected,
 }
 
 impl Subscription {
-    fn take_buffered(&mut self) -> Option<Event> {
-        let ev = match self.current.as_mut()? {
-            Current::Owned(events) => events.pop(),
-            Current::Shared(events, next) => {
-                let ev = events.get(*next).cloned();
-                *next += 1;
-                ev
-            }
-        };
-        if ev.is_none() {
-            if let Some(Current::Owned(events)) = self.current.take() {
-                if events.capacity() <= MAX_SPARE_CAPACITY {
-                    self.emptied.push(events);
-                }
-            }
-        }
-        ev
-    }
-
-    fn load(&mut self, batch: Batch) {
-        self.current = Some(match batch {
-            Batch::Owned(mut events) => {
-                events.reverse();
-                Current::Owned(events)
-            }
-            Batch::Shared(events) => Current::Shared(events, 0),
-        });
-    }
-
-    /// Under the channel's lock: hands back the emptied lists, then takes the next batch.
-    fn fetch_locked(emptied: &mut Vec<Vec<Event>>, st: &mut ChannelState) -> Fetch {
-        while let Some(list) = emptied.pop() {
-            if st.spare.len() >= MAX_SPARE_LISTS {
-                emptied.clear();
-                break;
-            }
-            st.spare.push(list);
-        }
-        match st.batches.pop_front() {
-            Some(batch) => Fetch::Batch(batch),
-            None if st.disconnected => Fetch::Disconnected,
-            None => Fetch::Empty,
+    /// Under the channel's lock: takes every waiting event (swapping queues: the reader's is
+    /// empty).
+    fn fetch_locked(events: &mut VecDeque<Event>, st: &mut ChannelState) -> Fetch {
+        if !st.events.is_empty() {
+            std::mem::swap(events, &mut st.events);
+            st.batches = 0;
+            Fetch::Events
+        } else if st.disconnected {
+            Fetch::Disconnected
+        } else {
+            Fetch::Empty
         }
     }
 
-    /// The next batch, waiting until `deadline` (`None`: as long as it takes; a deadline in
-    /// the past: not at all). `None` when there is none by then, or the engine is gone.
-    fn fetch(&mut self, deadline: Option<Option<Instant>>) -> Option<Batch> {
-        let Self { channel, emptied, .. } = self;
+    /// Takes the waiting events, waiting until `deadline` (`None`: not at all; `Some(None)`:
+    /// as long as it takes). False when there are none by then, or the engine is gone.
+    fn fetch(&mut self, deadline: Option<Option<Instant>>) -> bool {
+        let Self { channel, events } = self;
         let mut st = channel.state.lock();
         loop {
-            match Self::fetch_locked(emptied, &mut st) {
-                Fetch::Batch(batch) => return Some(batch),
-                Fetch::Disconnected => return None,
+            match Self::fetch_locked(events, &mut st) {
+                Fetch::Events => return true,
+                Fetch::Disconnected => return false,
                 Fetch::Empty => {}
             }
             match deadline {
-                None => return None,
+                None => return false,
                 Some(None) => {
                     st.sleeping += 1;
                     channel.ready.wait(&mut st);
@@ -638,25 +564,19 @@ impl Subscription {
                     let timed_out = channel.ready.wait_until(&mut st, at).timed_out();
                     st.sleeping -= 1;
                     if timed_out {
-                        return match Self::fetch_locked(emptied, &mut st) {
-                            Fetch::Batch(batch) => Some(batch),
-                            Fetch::Empty | Fetch::Disconnected => None,
-                        };
+                        return matches!(Self::fetch_locked(events, &mut st), Fetch::Events);
                     }
                 }
             }
         }
     }
 
-    /// The next event: from the batch at hand, else from the next batch `fetch` gives.
+    /// The next event: from those at hand, else from the channel.
     fn next_with(&mut self, deadline: Option<Option<Instant>>) -> Option<Event> {
-        loop {
-            if let Some(ev) = self.take_buffered() {
-                return Some(ev);
-            }
-            let batch = self.fetch(deadline)?;
-            self.load(batch);
+        if let Some(ev) = self.events.pop_front() {
+            return Some(ev);
         }
+        if self.fetch(deadline) { self.events.pop_front() } else { None }
     }
 
     /// The next event if one is waiting.
@@ -680,25 +600,23 @@ impl Subscription {
     /// `cx` is woken when a batch arrives or the engine goes away. Needs no particular async
     /// runtime. Only the waker of the latest call is kept.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        loop {
-            if let Some(ev) = self.take_buffered() {
-                return Poll::Ready(Some(ev));
+        if let Some(ev) = self.events.pop_front() {
+            return Poll::Ready(Some(ev));
+        }
+        let mut st = self.channel.state.lock();
+        match Self::fetch_locked(&mut self.events, &mut st) {
+            Fetch::Events => {
+                drop(st);
+                Poll::Ready(self.events.pop_front())
             }
-            let mut st = self.channel.state.lock();
-            match Self::fetch_locked(&mut self.emptied, &mut st) {
-                Fetch::Batch(batch) => {
-                    drop(st);
-                    self.load(batch);
+            Fetch::Disconnected => Poll::Ready(None),
+            // Registered under the lock a publish appends under: no wake-up is lost.
+            Fetch::Empty => {
+                match &mut st.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    other => *other = Some(cx.waker().clone()),
                 }
-                Fetch::Disconnected => return Poll::Ready(None),
-                // Registered under the lock a publish pushes under: no wake-up is lost.
-                Fetch::Empty => {
-                    match &mut st.waker {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        other => *other = Some(cx.waker().clone()),
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending
             }
         }
     }
@@ -773,7 +691,7 @@ mod tests {
         let waker = Waker::from(count.clone());
         assert_eq!(poll(&mut sub, &waker), Poll::Pending);
         assert_eq!(count.get(), 0);
-        bus.publish("t", vec![event(1), event(2)]);
+        bus.publish("t", &mut vec![event(1), event(2)]);
         assert_eq!(count.get(), 1, "the publish wakes the waiting task");
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
@@ -782,11 +700,11 @@ mod tests {
         let mut only_u = bus.subscribe(Some("u".into()), 8);
         let other = Arc::new(Count::default());
         assert_eq!(poll(&mut only_u, &Waker::from(other.clone())), Poll::Pending);
-        bus.publish("t", vec![event(3)]);
+        bus.publish("t", &mut vec![event(3)]);
         assert_eq!((count.get(), other.get()), (2, 0));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(3))));
         // No one waiting: a publish wakes nothing and the events wait in the channel.
-        bus.publish("t", vec![event(4)]);
+        bus.publish("t", &mut vec![event(4)]);
         assert_eq!(count.get(), 2);
         assert_eq!(sub.try_recv(), Some(event(4)));
     }
@@ -822,7 +740,7 @@ mod tests {
                     while full.is_full() {
                         std::thread::yield_now();
                     }
-                    bus.publish("t", vec![event(i)]);
+                    bus.publish("t", &mut vec![event(i)]);
                 }
             })
         };
@@ -846,7 +764,7 @@ mod tests {
             let waker = Waker::from(count.clone());
             let publisher = {
                 let bus = bus.clone();
-                std::thread::spawn(move || bus.publish("t", vec![event(7)]))
+                std::thread::spawn(move || bus.publish("t", &mut vec![event(7)]))
             };
             let mut wakes_seen = 0;
             let got = loop {
@@ -881,7 +799,7 @@ mod tests {
         // Events sent before the engine went are read first.
         let bus = EventBus::default();
         let mut sub = bus.subscribe(None, 8);
-        bus.publish("t", vec![event(1)]);
+        bus.publish("t", &mut vec![event(1)]);
         drop(bus);
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(None));
@@ -894,14 +812,14 @@ mod tests {
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        bus.publish("t", vec![event(1), event(2)]);
-        bus.publish("t", vec![event(3), event(4), event(5)]); // the channel holds one batch
+        bus.publish("t", &mut vec![event(1), event(2)]);
+        bus.publish("t", &mut vec![event(3), event(4), event(5)]); // the channel holds one batch
         assert_eq!(sub.dropped(), 3);
         assert_eq!(count.get(), 1, "a lost batch wakes no one");
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
         assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        bus.publish("t", vec![event(6)]);
+        bus.publish("t", &mut vec![event(6)]);
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(6))));
         assert_eq!(sub.dropped(), 3);
     }

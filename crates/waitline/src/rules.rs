@@ -73,6 +73,7 @@ fn new_identity(
 impl Txn<'_> {
     /// The call a command acts on: `None` for a repeated `command_id` (the command then
     /// answers success and changes nothing).
+    #[inline]
     fn target(&self, id: &str, command_id: Option<&str>) -> Result<Option<CallView>> {
         // `let else`, not `ok_or`: an error built in advance is dropped on the common path.
         let Some(ix) = self.find_call(id) else { return Err(Error::CallNotFound) };
@@ -260,11 +261,10 @@ impl Tenant {
         let list = listening.then(|| core.take_event_list());
         let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, list);
         let r = body(&mut txn);
-        if let Some(events) = settle(txn) {
+        if let Some(mut events) = settle(txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
-            if let Some(spare) = inner.bus.publish(&self.state.name, events) {
-                core.keep_event_list(spare);
-            }
+            inner.bus.publish(&self.state.name, &mut events);
+            core.keep_event_list(events);
         }
         r
     }
@@ -722,8 +722,9 @@ fn fire_due(
             }
         }
     }
-    if let Some(spare) = events.and_then(|events| inner.bus.publish(&tenant.name, events)) {
-        core.keep_event_list(spare);
+    if let Some(mut events) = events {
+        inner.bus.publish(&tenant.name, &mut events);
+        core.keep_event_list(events);
     }
     fired
 }

@@ -118,7 +118,7 @@ pub(crate) struct TenantCore {
     /// calls to one number), so a million calls do not hold a million copies.
     last_connection: Option<Arc<str>>,
     last_to: Option<Arc<str>>,
-    /// An emptied event list a subscriber handed back, for the next command's events.
+    /// The last command's event list, emptied by the publish, for the next command's events.
     event_list: Vec<Event>,
 }
 
@@ -316,8 +316,8 @@ pub(crate) struct Txn<'e> {
     tenant: &'e TenantState,
     core: &'e mut TenantCore,
     pub(crate) now: Timestamp,
-    /// `None` when nobody listens: events are then not even built. Else an empty list from
-    /// the bus ([`EventBus::list`](crate::event::EventBus::list)).
+    /// `None` when nobody listens: events are then not even built. Else an empty list, the
+    /// one the tenant kept from its last command ([`TenantCore::take_event_list`]).
     events: Option<Vec<Event>>,
     /// Taken from the tenant's sequence at the first change.
     seq: Option<u64>,
