@@ -98,6 +98,7 @@ pub struct CommandOptions {
 }
 
 impl CommandOptions {
+    #[inline]
     pub(crate) fn validate(&self) -> Result<()> {
         if let Some(cs) = &self.client_state {
             validate_client_state(cs)?;
@@ -490,6 +491,7 @@ fn one_of(parameter: &'static str, v: Option<&str>, allowed: &[&str]) -> Result<
 }
 
 /// 1..=255 bytes, no control characters: call ids, numbers, connection ids, command ids.
+#[inline]
 pub(crate) fn validate_text(parameter: &'static str, v: &str) -> Result<()> {
     // The common case, in one pass without early exits (the compiler vectorises it): the
     // right length and printable ASCII only (0x20..=0x7E), so no control character.
@@ -497,6 +499,13 @@ pub(crate) fn validate_text(parameter: &'static str, v: &str) -> Result<()> {
     if printable && !v.is_empty() && v.len() <= MAX_NAME_LEN {
         return Ok(());
     }
+    validate_text_slowly(parameter, v)
+}
+
+/// [`validate_text`] past its common case: text beyond ASCII, or refused.
+#[cold]
+#[inline(never)]
+fn validate_text_slowly(parameter: &'static str, v: &str) -> Result<()> {
     // Control characters are ASCII ones or U+0080..=U+009F: scan chars only past ASCII.
     let has_control =
         if v.is_ascii() { v.bytes().any(|b| b.is_ascii_control()) } else { v.chars().any(char::is_control) };
