@@ -671,6 +671,7 @@ impl Engine {
 
 /// Ends a command or a timer firing: forgets ended calls past the cap (part of the same
 /// change), and hands back its events.
+#[inline]
 fn settle(mut txn: Txn<'_>) -> Option<Vec<Event>> {
     if txn.ended_calls {
         forget_excess_ended(&mut txn);

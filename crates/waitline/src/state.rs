@@ -338,6 +338,7 @@ impl<'e> Txn<'e> {
 
     /// The command's events in publishing order (docs/behaviour.md §4: by kind, stable within a kind),
     /// with their ids, `None` when nobody listens.
+    #[inline]
     pub(crate) fn finish(self) -> Option<Vec<Event>> {
         let mut events = self.events?;
         if !events.is_sorted_by_key(|e| e.kind.rank()) {
