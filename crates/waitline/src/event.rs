@@ -519,6 +519,9 @@ impl Drop for Subscription {
     }
 }
 
+/// How much room (in events) an emptied queue keeps when a reader hands it to its channel.
+const KEPT_EVENTS: usize = 4096;
+
 /// What a look at the channel found.
 enum Fetch {
     Events,
@@ -531,6 +534,9 @@ impl Subscription {
     /// empty).
     fn fetch_locked(events: &mut VecDeque<Event>, st: &mut ChannelState) -> Fetch {
         if !st.events.is_empty() {
+            // A burst's room is not kept for ever: the emptied queue given to the channel
+            // keeps at most `KEPT_EVENTS` of it.
+            events.shrink_to(KEPT_EVENTS);
             std::mem::swap(events, &mut st.events);
             st.batches = 0;
             Fetch::Events
