@@ -2,7 +2,10 @@
 //! Under `valgrind --tool=callgrind` it gives instruction counts that do not depend on how
 //! busy the machine is (see BENCHMARKS.md for the command).
 //!
-//! `cargo run --release -p waitline-benches --bin pair_probe -- [ROUNDS]`
+//! `cargo run --release -p waitline-benches --bin pair_probe -- [ROUNDS] [sub]`
+//!
+//! With `sub`, an event subscriber takes every event, drained on the same thread every 256
+//! pairs (as in the report's subscriber row).
 
 use std::time::Instant;
 
@@ -10,16 +13,29 @@ const PAIRS: usize = 100_000;
 const QUEUES: usize = 100;
 
 fn main() {
-    let rounds: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let subscribed = args.next().is_some_and(|a| a == "sub");
     let engine = waitline::Engine::default();
     let f = waitline_benches::PairFixture::new(&engine, QUEUES);
     let params: Vec<_> = (0..QUEUES).map(|i| f.params(i, None)).collect();
+    let mut events = subscribed.then(|| engine.subscribe());
+    let mut seen = 0usize;
     for round in 0..rounds {
         let t = Instant::now();
         for n in 0..PAIRS {
             let i = n % QUEUES;
             f.pair(i, &params[i].0, &params[i].1);
+            if let Some(sub) = events.as_mut().filter(|_| n % 256 == 255 || n + 1 == PAIRS) {
+                while let Some(ev) = sub.try_recv() {
+                    seen += usize::from(ev.seq() > 0);
+                }
+            }
         }
         println!("round {round}: {:?} per pair", t.elapsed() / PAIRS as u32);
+    }
+    if let Some(sub) = &events {
+        assert_eq!(sub.dropped(), 0, "the subscriber must see every event");
+        println!("{seen} events");
     }
 }

@@ -9,16 +9,17 @@
 //!
 //! A [`Subscription`] is read blocking ([`Subscription::recv`], [`Subscription::recv_timeout`])
 //! or awaited in any async runtime ([`Subscription::poll_recv`], [`Subscription::recv_async`]):
-//! each subscriber has a waker slot that a publish wakes after handing it a batch.
+//! each subscriber's channel is a queue of events behind one small lock, with the waker of
+//! the task awaiting it, which the publish that hands it a batch takes and wakes.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use uuid::Uuid;
@@ -342,46 +343,85 @@ impl Serialize for Payload<'_> {
     }
 }
 
-/// The events of one command, in order, all of one tenant.
-pub(crate) type Batch = Arc<[Event]>;
+/// Room for the events of most commands (a bridge from a queue makes three, a transfer
+/// five), so that a list is allocated once.
+const EVENTS_PER_COMMAND: usize = 4;
 
-/// The waker of a subscriber's task while it awaits a batch (`AtomicWaker`-like).
-///
-/// `armed` says a waker is registered, so that a publish to a subscriber nobody awaits costs a
-/// fence and a load, never the lock. No wake-up is lost: the reader arms, fences, then looks
-/// at the channel again; the publisher sends, fences, then looks at `armed`. With both fences
-/// `SeqCst`, at least one of them sees the other's write.
-#[derive(Debug, Default)]
-struct WakerSlot {
-    armed: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+/// An empty list for a command's events: `kept` if it has room, else a new one.
+pub(crate) fn event_list(kept: Vec<Event>) -> Vec<Event> {
+    if kept.capacity() == 0 { Vec::with_capacity(EVENTS_PER_COMMAND) } else { kept }
 }
 
-impl WakerSlot {
-    /// Registers the task to wake (the caller then checks the channel again).
-    fn register(&self, waker: &Waker) {
-        {
-            let mut slot = self.waker.lock();
-            match &mut *slot {
-                Some(w) if w.will_wake(waker) => {}
-                other => *other = Some(waker.clone()),
-            }
-            self.armed.store(true, Ordering::Relaxed);
-        }
-        fence(Ordering::SeqCst);
-    }
+/// A subscriber's bounded queue of events, with everything its reader may wait on behind
+/// one lock: a publish appends a command's events under it, a read swaps the whole queue
+/// for the reader's emptied one (no allocation either way once both have grown), and no
+/// wake-up can be lost (the reader looks at the queue and registers its waker under the
+/// lock the publisher appends under).
+#[derive(Debug)]
+struct Channel {
+    state: Mutex<ChannelState>,
+    /// Signalled for a thread blocked in `recv` or `recv_timeout`.
+    ready: Condvar,
+    /// How many command batches may wait.
+    capacity: usize,
+    dropped: AtomicU64,
+    /// The subscription was dropped.
+    closed: AtomicBool,
+}
 
-    /// Wakes the registered task, if any (after a send or a disconnect).
-    fn wake(&self) {
-        fence(Ordering::SeqCst);
-        if !self.armed.load(Ordering::Relaxed) {
+#[derive(Debug, Default)]
+struct ChannelState {
+    /// The waiting events, oldest first, of `batches` commands.
+    events: VecDeque<Event>,
+    batches: usize,
+    /// The engine is gone: no batch will come.
+    disconnected: bool,
+    /// The task awaiting a batch (`poll_recv`), taken by the publish that wakes it.
+    waker: Option<Waker>,
+    /// Threads blocked in `recv` or `recv_timeout`.
+    sleeping: usize,
+}
+
+impl Channel {
+    /// Appends a command's events unless `capacity` batches wait (then counts them as
+    /// dropped); `take` moves them (the last subscriber) or clones them.
+    fn push(&self, events: &mut Vec<Event>, take: bool) {
+        let mut st = self.state.lock();
+        if st.batches >= self.capacity {
+            drop(st);
+            self.dropped.fetch_add(events.len() as u64, Ordering::Relaxed);
             return;
         }
-        let waker = {
-            let mut slot = self.waker.lock();
-            self.armed.store(false, Ordering::Relaxed);
-            slot.take()
-        };
+        if take {
+            st.events.extend(events.drain(..));
+        } else {
+            st.events.extend(events.iter().cloned());
+        }
+        st.batches += 1;
+        let waker = st.waker.take();
+        let sleeping = st.sleeping > 0;
+        drop(st);
+        if sleeping {
+            self.ready.notify_one();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether the channel holds as many batches as it can (tests).
+    #[cfg(test)]
+    fn is_full(&self) -> bool {
+        self.state.lock().batches >= self.capacity
+    }
+
+    /// The engine is gone: wakes whoever waits, to see it.
+    fn disconnect(&self) {
+        let mut st = self.state.lock();
+        st.disconnected = true;
+        let waker = st.waker.take();
+        drop(st);
+        self.ready.notify_all();
         if let Some(w) = waker {
             w.wake();
         }
@@ -391,10 +431,7 @@ impl WakerSlot {
 #[derive(Debug)]
 struct Subscriber {
     tenant: Option<Arc<str>>,
-    sender: Sender<Batch>,
-    dropped: Arc<AtomicU64>,
-    closed: Arc<AtomicBool>,
-    waker: Arc<WakerSlot>,
+    channel: Arc<Channel>,
 }
 
 /// Fan-out of committed event batches to subscribers.
@@ -411,63 +448,56 @@ impl EventBus {
     }
 
     pub(crate) fn subscribe(&self, tenant: Option<Arc<str>>, capacity: usize) -> Subscription {
-        let (sender, receiver) = crossbeam_channel::bounded(capacity.max(1));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let closed = Arc::new(AtomicBool::new(false));
-        let waker = Arc::new(WakerSlot::default());
-        let mut subs = self.subscribers.write();
-        subs.retain(|s| !s.closed.load(Ordering::Relaxed));
-        subs.push(Subscriber {
-            tenant,
-            sender,
-            dropped: dropped.clone(),
-            closed: closed.clone(),
-            waker: waker.clone(),
+        let channel = Arc::new(Channel {
+            state: Mutex::new(ChannelState::default()),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         });
+        let mut subs = self.subscribers.write();
+        subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
+        subs.push(Subscriber { tenant, channel: channel.clone() });
         self.count.store(subs.len(), Ordering::Relaxed);
-        Subscription { receiver, current: None, next: 0, dropped, closed, waker }
+        Subscription { channel, events: VecDeque::new() }
     }
 
-    /// Hands a batch to every subscriber of its tenant without waiting.
-    pub(crate) fn publish(&self, tenant: &str, events: Vec<Event>) {
+    /// Hands a command's events to every subscriber of its tenant without waiting: moved to
+    /// the last one, cloned for the others. Leaves `events` empty, its room kept for a
+    /// later command.
+    pub(crate) fn publish(&self, tenant: &str, events: &mut Vec<Event>) {
         if events.is_empty() {
             return;
         }
-        let batch: Batch = events.into();
         let mut any_closed = false;
         {
             let subs = self.subscribers.read();
-            for sub in subs.iter() {
-                if sub.closed.load(Ordering::Relaxed) {
+            let takes = |s: &Subscriber| {
+                !s.channel.closed.load(Ordering::Relaxed) && s.tenant.as_deref().is_none_or(|t| t == tenant)
+            };
+            let last = subs.iter().rposition(takes);
+            for (i, sub) in subs.iter().enumerate() {
+                if sub.channel.closed.load(Ordering::Relaxed) {
                     any_closed = true;
-                    continue;
-                }
-                if sub.tenant.as_deref().is_some_and(|t| t != tenant) {
-                    continue;
-                }
-                match sub.sender.try_send(batch.clone()) {
-                    Ok(()) => sub.waker.wake(),
-                    Err(TrySendError::Full(_)) => {
-                        sub.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    }
-                    Err(TrySendError::Disconnected(_)) => any_closed = true,
+                } else if takes(sub) {
+                    sub.channel.push(events, Some(i) == last);
                 }
             }
         }
+        events.clear();
         if any_closed {
             let mut subs = self.subscribers.write();
-            subs.retain(|s| !s.closed.load(Ordering::Relaxed));
+            subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
             self.count.store(subs.len(), Ordering::Relaxed);
         }
     }
 }
 
 impl Drop for EventBus {
-    /// The engine is gone: every channel disconnects, then its awaiting task is woken to see it.
+    /// The engine is gone: every channel disconnects, and whoever awaits it is woken to see it.
     fn drop(&mut self) {
-        for Subscriber { sender, waker, .. } in self.subscribers.get_mut().drain(..) {
-            drop(sender);
-            waker.wake();
+        for Subscriber { channel, .. } in self.subscribers.get_mut().drain(..) {
+            channel.disconnect();
         }
     }
 }
@@ -478,62 +508,97 @@ impl Drop for EventBus {
 /// (`poll_recv`, `recv_async`). Dropping it unsubscribes.
 #[derive(Debug)]
 pub struct Subscription {
-    receiver: Receiver<Batch>,
-    current: Option<Batch>,
-    next: usize,
-    dropped: Arc<AtomicU64>,
-    closed: Arc<AtomicBool>,
-    waker: Arc<WakerSlot>,
+    channel: Arc<Channel>,
+    /// Events taken from the channel (all it held, in one swap), oldest first.
+    events: VecDeque<Event>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.closed.store(true, Ordering::Relaxed);
+        self.channel.closed.store(true, Ordering::Relaxed);
     }
 }
 
+/// How much room (in events) an emptied queue keeps when a reader hands it to its channel.
+const KEPT_EVENTS: usize = 4096;
+
+/// What a look at the channel found.
+enum Fetch {
+    Events,
+    Empty,
+    Disconnected,
+}
+
 impl Subscription {
-    fn take_buffered(&mut self) -> Option<Event> {
-        let batch = self.current.as_ref()?;
-        let ev = batch.get(self.next).cloned();
-        self.next += 1;
-        if self.next >= batch.len() {
-            self.current = None;
-            self.next = 0;
+    /// Under the channel's lock: takes every waiting event (swapping queues: the reader's is
+    /// empty).
+    fn fetch_locked(events: &mut VecDeque<Event>, st: &mut ChannelState) -> Fetch {
+        if !st.events.is_empty() {
+            // A burst's room is not kept for ever: the emptied queue given to the channel
+            // keeps at most `KEPT_EVENTS` of it.
+            events.shrink_to(KEPT_EVENTS);
+            std::mem::swap(events, &mut st.events);
+            st.batches = 0;
+            Fetch::Events
+        } else if st.disconnected {
+            Fetch::Disconnected
+        } else {
+            Fetch::Empty
         }
-        ev
     }
 
-    fn load(&mut self, batch: Batch) {
-        self.current = Some(batch);
-        self.next = 0;
-    }
-
-    /// The next event: from the batch at hand, else from the next batch `fetch` gives.
-    fn next_with(&mut self, mut fetch: impl FnMut(&Receiver<Batch>) -> Option<Batch>) -> Option<Event> {
+    /// Takes the waiting events, waiting until `deadline` (`None`: not at all; `Some(None)`:
+    /// as long as it takes). False when there are none by then, or the engine is gone.
+    fn fetch(&mut self, deadline: Option<Option<Instant>>) -> bool {
+        let Self { channel, events } = self;
+        let mut st = channel.state.lock();
         loop {
-            if let Some(ev) = self.take_buffered() {
-                return Some(ev);
+            match Self::fetch_locked(events, &mut st) {
+                Fetch::Events => return true,
+                Fetch::Disconnected => return false,
+                Fetch::Empty => {}
             }
-            let batch = fetch(&self.receiver)?;
-            self.load(batch);
+            match deadline {
+                None => return false,
+                Some(None) => {
+                    st.sleeping += 1;
+                    channel.ready.wait(&mut st);
+                    st.sleeping -= 1;
+                }
+                Some(Some(at)) => {
+                    st.sleeping += 1;
+                    let timed_out = channel.ready.wait_until(&mut st, at).timed_out();
+                    st.sleeping -= 1;
+                    if timed_out {
+                        return matches!(Self::fetch_locked(events, &mut st), Fetch::Events);
+                    }
+                }
+            }
         }
+    }
+
+    /// The next event: from those at hand, else from the channel.
+    fn next_with(&mut self, deadline: Option<Option<Instant>>) -> Option<Event> {
+        if let Some(ev) = self.events.pop_front() {
+            return Some(ev);
+        }
+        if self.fetch(deadline) { self.events.pop_front() } else { None }
     }
 
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.next_with(|rx| rx.try_recv().ok())
+        self.next_with(None)
     }
 
     /// The next event, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
-        let deadline = std::time::Instant::now() + timeout;
-        self.next_with(|rx| rx.recv_deadline(deadline).ok())
+        let deadline = Instant::now() + timeout;
+        self.next_with(Some(Some(deadline)))
     }
 
     /// The next event, waiting as long as it takes (`None` once the engine is gone).
     pub fn recv(&mut self) -> Option<Event> {
-        self.next_with(|rx| rx.recv().ok())
+        self.next_with(Some(None))
     }
 
     /// Polls for the next event: `Ready(Some)` when one is waiting, `Ready(None)` once the
@@ -541,26 +606,23 @@ impl Subscription {
     /// `cx` is woken when a batch arrives or the engine goes away. Needs no particular async
     /// runtime. Only the waker of the latest call is kept.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        if let Some(ev) = self.take_buffered() {
+        if let Some(ev) = self.events.pop_front() {
             return Poll::Ready(Some(ev));
         }
-        let mut registered = false;
-        loop {
-            match self.receiver.try_recv() {
-                Ok(batch) => {
-                    self.load(batch);
-                    if let Some(ev) = self.take_buffered() {
-                        return Poll::Ready(Some(ev));
-                    }
+        let mut st = self.channel.state.lock();
+        match Self::fetch_locked(&mut self.events, &mut st) {
+            Fetch::Events => {
+                drop(st);
+                Poll::Ready(self.events.pop_front())
+            }
+            Fetch::Disconnected => Poll::Ready(None),
+            // Registered under the lock a publish appends under: no wake-up is lost.
+            Fetch::Empty => {
+                match &mut st.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    other => *other = Some(cx.waker().clone()),
                 }
-                Err(TryRecvError::Disconnected) => return Poll::Ready(None),
-                // Empty after registering: a later send wakes the task.
-                Err(TryRecvError::Empty) if registered => return Poll::Pending,
-                // Empty: register, then look again, or a batch sent in between would be missed.
-                Err(TryRecvError::Empty) => {
-                    self.waker.register(cx.waker());
-                    registered = true;
-                }
+                Poll::Pending
             }
         }
     }
@@ -579,7 +641,7 @@ impl Subscription {
     /// Events this subscriber lost because its channel was full.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.channel.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -635,7 +697,7 @@ mod tests {
         let waker = Waker::from(count.clone());
         assert_eq!(poll(&mut sub, &waker), Poll::Pending);
         assert_eq!(count.get(), 0);
-        bus.publish("t", vec![event(1), event(2)]);
+        bus.publish("t", &mut vec![event(1), event(2)]);
         assert_eq!(count.get(), 1, "the publish wakes the waiting task");
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
@@ -644,11 +706,11 @@ mod tests {
         let mut only_u = bus.subscribe(Some("u".into()), 8);
         let other = Arc::new(Count::default());
         assert_eq!(poll(&mut only_u, &Waker::from(other.clone())), Poll::Pending);
-        bus.publish("t", vec![event(3)]);
+        bus.publish("t", &mut vec![event(3)]);
         assert_eq!((count.get(), other.get()), (2, 0));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(3))));
         // No one waiting: a publish wakes nothing and the events wait in the channel.
-        bus.publish("t", vec![event(4)]);
+        bus.publish("t", &mut vec![event(4)]);
         assert_eq!(count.get(), 2);
         assert_eq!(sub.try_recv(), Some(event(4)));
     }
@@ -675,15 +737,16 @@ mod tests {
         let bus = Arc::new(EventBus::default());
         let mut sub = bus.subscribe(None, 1024);
         let n = 2000;
+        let full = sub.channel.clone();
         let publisher = {
             let bus = bus.clone();
             std::thread::spawn(move || {
                 for i in 0..n {
                     // A full channel drops; the reader below counts those too.
-                    while bus.subscribers.read()[0].sender.is_full() {
+                    while full.is_full() {
                         std::thread::yield_now();
                     }
-                    bus.publish("t", vec![event(i)]);
+                    bus.publish("t", &mut vec![event(i)]);
                 }
             })
         };
@@ -707,7 +770,7 @@ mod tests {
             let waker = Waker::from(count.clone());
             let publisher = {
                 let bus = bus.clone();
-                std::thread::spawn(move || bus.publish("t", vec![event(7)]))
+                std::thread::spawn(move || bus.publish("t", &mut vec![event(7)]))
             };
             let mut wakes_seen = 0;
             let got = loop {
@@ -742,7 +805,7 @@ mod tests {
         // Events sent before the engine went are read first.
         let bus = EventBus::default();
         let mut sub = bus.subscribe(None, 8);
-        bus.publish("t", vec![event(1)]);
+        bus.publish("t", &mut vec![event(1)]);
         drop(bus);
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(None));
@@ -755,14 +818,14 @@ mod tests {
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        bus.publish("t", vec![event(1), event(2)]);
-        bus.publish("t", vec![event(3), event(4), event(5)]); // the channel holds one batch
+        bus.publish("t", &mut vec![event(1), event(2)]);
+        bus.publish("t", &mut vec![event(3), event(4), event(5)]); // the channel holds one batch
         assert_eq!(sub.dropped(), 3);
         assert_eq!(count.get(), 1, "a lost batch wakes no one");
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
         assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        bus.publish("t", vec![event(6)]);
+        bus.publish("t", &mut vec![event(6)]);
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(6))));
         assert_eq!(sub.dropped(), 3);
     }

@@ -201,7 +201,16 @@ impl<T> MemberOrder<T> {
         let band = band as usize;
         debug_assert_eq!(self.slots[seq].as_ref().map(|e| e.band as usize), Some(band));
         let above: u32 = self.band_len[band + 1..].iter().sum();
-        (above + self.trees[band].prefix(seq)) as usize
+        // The newest member is the last of its band, the oldest the first of its own: no
+        // tree walk for the members that just joined or are about to be served.
+        let within = if seq + 1 == self.slots.len() {
+            self.band_len[band]
+        } else if seq == self.first_live {
+            1
+        } else {
+            self.trees[band].prefix(seq)
+        };
+        (above + within) as usize
     }
 
     /// The member at 1-based `position`, if any.
@@ -221,6 +230,13 @@ impl<T> MemberOrder<T> {
 
     /// The member served next.
     pub(crate) fn head(&self) -> Option<Seq> {
+        // The common case, without the tree: when the band of the member that arrived first
+        // holds every member, that member is served first.
+        if let Some(Some(oldest)) = self.slots.get(self.first_live) {
+            if self.band_len[oldest.band as usize] as usize == self.len {
+                return Some(self.first_live);
+            }
+        }
         self.seq_at(1)
     }
 

@@ -98,6 +98,7 @@ pub struct CommandOptions {
 }
 
 impl CommandOptions {
+    #[inline]
     pub(crate) fn validate(&self) -> Result<()> {
         if let Some(cs) = &self.client_state {
             validate_client_state(cs)?;
@@ -490,7 +491,21 @@ fn one_of(parameter: &'static str, v: Option<&str>, allowed: &[&str]) -> Result<
 }
 
 /// 1..=255 bytes, no control characters: call ids, numbers, connection ids, command ids.
+#[inline]
 pub(crate) fn validate_text(parameter: &'static str, v: &str) -> Result<()> {
+    // The common case, in one pass without early exits (the compiler vectorises it): the
+    // right length and printable ASCII only (0x20..=0x7E), so no control character.
+    let printable = v.bytes().fold(true, |ok, b| ok & (b.wrapping_sub(0x20) < 0x5f));
+    if printable && !v.is_empty() && v.len() <= MAX_NAME_LEN {
+        return Ok(());
+    }
+    validate_text_slowly(parameter, v)
+}
+
+/// [`validate_text`] past its common case: text beyond ASCII, or refused.
+#[cold]
+#[inline(never)]
+fn validate_text_slowly(parameter: &'static str, v: &str) -> Result<()> {
     // Control characters are ASCII ones or U+0080..=U+009F: scan chars only past ASCII.
     let has_control =
         if v.is_ascii() { v.bytes().any(|b| b.is_ascii_control()) } else { v.chars().any(char::is_control) };
@@ -577,6 +592,23 @@ mod tests {
         assert!(QUEUE_MAX_SIZE.convert::<u32>(-5).is_err());
         assert_eq!(PAGE_NUMBER.convert::<u64>(i64::MAX).ok(), Some(i64::MAX as u64));
         assert_eq!(PAGE_NUMBER.check(0).err().and_then(|e| e.parameter()), Some("page[number]"));
+    }
+
+    /// Names: 1..=255 bytes, every byte at the edges of the printable ASCII fast path, and
+    /// the control characters past ASCII.
+    #[test]
+    fn names_at_their_limits() {
+        let ok = |v: &str| validate_text("to", v).is_ok();
+        assert!(ok("a") && ok(&"a".repeat(MAX_NAME_LEN)));
+        assert!(!ok("") && !ok(&"a".repeat(MAX_NAME_LEN + 1)));
+        for b in 0u8..=0x7f {
+            let v = format!("ab{}cd", char::from(b));
+            assert_eq!(ok(&v), !b.is_ascii_control(), "byte {b:#x}");
+        }
+        assert!(ok("caf\u{e9}") && ok("\u{a0}") && ok("\u{1F600}"));
+        assert!(!ok("a\u{80}") && !ok("\u{85}") && !ok("a\u{9f}b"));
+        assert!(ok("\u{e9}".repeat(MAX_NAME_LEN / 2).as_str()));
+        assert!(!ok(&format!("{}\u{e9}", "a".repeat(MAX_NAME_LEN - 1))));
     }
 
     /// Each text rule at its edges (the mutants of these checks survived the other tests).

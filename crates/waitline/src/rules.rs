@@ -73,8 +73,10 @@ fn new_identity(
 impl Txn<'_> {
     /// The call a command acts on: `None` for a repeated `command_id` (the command then
     /// answers success and changes nothing).
+    #[inline]
     fn target(&self, id: &str, command_id: Option<&str>) -> Result<Option<CallView>> {
-        let ix = self.find_call(id).ok_or(Error::CallNotFound)?;
+        // `let else`, not `ok_or`: an error built in advance is dropped on the common path.
+        let Some(ix) = self.find_call(id) else { return Err(Error::CallNotFound) };
         let rec = self.call_at(ix);
         if command_id.is_some_and(|c| rec.saw_command(c, self.now)) {
             return Ok(None);
@@ -256,11 +258,13 @@ impl Tenant {
         if core.next_due() <= now.as_micros() {
             fire_due(inner, &self.state, &mut core, now, listening);
         }
-        let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, listening);
+        let list = listening.then(|| core.take_event_list());
+        let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, list);
         let r = body(&mut txn);
-        if let Some(events) = settle(txn) {
+        if let Some(mut events) = settle(txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
-            inner.bus.publish(&self.state.name, events);
+            inner.bus.publish(&self.state.name, &mut events);
+            core.keep_event_list(events);
         }
         r
     }
@@ -369,8 +373,8 @@ impl Tenant {
                             "A call cannot be bridged with the queue it is waiting in.",
                         ));
                     }
-                    let queue = queue.ok_or(Error::QueueEmpty)?;
-                    let head = txn.queue_at(queue).head().ok_or(Error::QueueEmpty)?;
+                    let Some(queue) = queue else { return Err(Error::QueueEmpty) };
+                    let Some(head) = txn.queue_at(queue).head() else { return Err(Error::QueueEmpty) };
                     if txn.call_at(head).membership().is_some_and(|m| m.alive) {
                         BridgePlan::With(head)
                     } else {
@@ -667,6 +671,7 @@ impl Engine {
 
 /// Ends a command or a timer firing: forgets ended calls past the cap (part of the same
 /// change), and hands back its events.
+#[inline]
 fn settle(mut txn: Txn<'_>) -> Option<Vec<Event>> {
     if txn.ended_calls {
         forget_excess_ended(&mut txn);
@@ -702,7 +707,8 @@ fn fire_due(
         }
         let Some((at, timer)) = due.pop() else { break };
         core.note_firing(at, &timer);
-        let mut txn = Txn::new(&inner.shared, tenant, core, at, listening);
+        let list = listening.then(|| core.take_event_list());
+        let mut txn = Txn::new(&inner.shared, tenant, core, at, list);
         let changed = match timer {
             Timer::Deadline { queue, call, .. } => fire_deadline(&mut txn, queue, call),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),
@@ -710,11 +716,16 @@ fn fire_due(
         };
         fired += usize::from(changed);
         if let (Some(all), Some(mine)) = (events.as_mut(), settle(txn)) {
-            all.extend(mine);
+            if all.is_empty() {
+                *all = mine;
+            } else {
+                all.extend(mine);
+            }
         }
     }
-    if let Some(events) = events {
-        inner.bus.publish(&tenant.name, events);
+    if let Some(mut events) = events {
+        inner.bus.publish(&tenant.name, &mut events);
+        core.keep_event_list(events);
     }
     fired
 }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, decode_slot, same_id, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::event::{CallSubject, DequeueReason, Event, EventKind, event_id, tenant_event_key};
+use crate::event::{CallSubject, DequeueReason, Event, EventKind, event_id, event_list, tenant_event_key};
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
 use crate::slab::{Handle, Slab};
 use crate::timers::{Timer, Timers};
@@ -118,6 +118,8 @@ pub(crate) struct TenantCore {
     /// calls to one number), so a million calls do not hold a million copies.
     last_connection: Option<Arc<str>>,
     last_to: Option<Arc<str>>,
+    /// The last command's event list, emptied by the publish, for the next command's events.
+    event_list: Vec<Event>,
 }
 
 /// Makes `s` the same allocation as the string in `last` if they are equal, else remembers
@@ -290,16 +292,22 @@ impl TenantCore {
         self.timers = timers;
     }
 
+    /// A list for a command's events: the one kept, or a new one.
+    pub(crate) fn take_event_list(&mut self) -> Vec<Event> {
+        event_list(std::mem::take(&mut self.event_list))
+    }
+
+    /// Keeps an emptied list for the next command.
+    pub(crate) fn keep_event_list(&mut self, list: Vec<Event>) {
+        self.event_list = list;
+    }
+
     /// Pending timers, stale ones included.
     #[cfg(test)]
     pub(crate) const fn timer_count(&self) -> usize {
         self.timers.len()
     }
 }
-
-/// Room for the events of most commands (a bridge from a queue makes three, a transfer
-/// five), so that the list is allocated once.
-const EVENTS_PER_COMMAND: usize = 4;
 
 /// A command (or one timer firing) in progress on a locked tenant: the time it runs at,
 /// its sequence number once it changed something, the events it made.
@@ -308,7 +316,8 @@ pub(crate) struct Txn<'e> {
     tenant: &'e TenantState,
     core: &'e mut TenantCore,
     pub(crate) now: Timestamp,
-    /// `None` when nobody listens: events are then not even built.
+    /// `None` when nobody listens: events are then not even built. Else an empty list, the
+    /// one the tenant kept from its last command ([`TenantCore::take_event_list`]).
     events: Option<Vec<Event>>,
     /// Taken from the tenant's sequence at the first change.
     seq: Option<u64>,
@@ -322,24 +331,19 @@ impl<'e> Txn<'e> {
         tenant: &'e TenantState,
         core: &'e mut TenantCore,
         now: Timestamp,
-        listening: bool,
+        events: Option<Vec<Event>>,
     ) -> Self {
-        Self {
-            shared,
-            tenant,
-            core,
-            now,
-            events: listening.then(|| Vec::with_capacity(EVENTS_PER_COMMAND)),
-            seq: None,
-            ended_calls: false,
-        }
+        Self { shared, tenant, core, now, events, seq: None, ended_calls: false }
     }
 
     /// The command's events in publishing order (docs/behaviour.md §4: by kind, stable within a kind),
     /// with their ids, `None` when nobody listens.
+    #[inline]
     pub(crate) fn finish(self) -> Option<Vec<Event>> {
         let mut events = self.events?;
-        events.sort_by_key(|e| e.kind.rank());
+        if !events.is_sorted_by_key(|e| e.kind.rank()) {
+            events.sort_by_key(|e| e.kind.rank());
+        }
         for (index, e) in events.iter_mut().enumerate() {
             e.id = event_id(self.tenant.event_key, e.seq, index);
         }
