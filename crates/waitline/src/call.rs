@@ -191,6 +191,10 @@ pub(crate) struct Membership {
     pub(crate) keep_after_hangup: bool,
     /// False once the call hung up while kept in the queue.
     pub(crate) alive: bool,
+    /// The queue's enqueue count when the call joined (its low 32 bits): names this stay in
+    /// the queue, so that a deadline timer of an earlier stay of the same call, due at the
+    /// same instant, is seen as stale (it would fire out of enqueue order, and pile up).
+    pub(crate) serial: u32,
     pub(crate) enqueued_at: Timestamp,
     /// The deadline in microseconds, [`NONE`] for none (an `Option` would take 8 bytes more
     /// in every call record).
@@ -218,6 +222,7 @@ impl Membership {
         arrival: u32,
         band: u8,
         keep_after_hangup: bool,
+        serial: u32,
         enqueued_at: Timestamp,
         deadline: Option<Timestamp>,
     ) -> Self {
@@ -227,6 +232,7 @@ impl Membership {
             band,
             keep_after_hangup,
             alive: true,
+            serial,
             enqueued_at,
             deadline: compact(deadline),
         }

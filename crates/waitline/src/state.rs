@@ -253,9 +253,12 @@ impl TenantCore {
 
     /// Whether a deadline timer set for `call` in `queue` finds it still a member with
     /// deadline `at`.
-    pub(crate) fn deadline_holds(&self, queue: Handle, call: Handle, at: Timestamp) -> bool {
+    pub(crate) fn deadline_holds(&self, queue: Handle, call: Handle, serial: u64, at: Timestamp) -> bool {
         self.calls.get_handle(call).and_then(CallRecord::membership).is_some_and(|m| {
-            m.queue == queue.ix && m.deadline() == Some(at) && self.queues.handle(m.queue) == queue
+            m.queue == queue.ix
+                && m.serial == serial as u32
+                && m.deadline() == Some(at)
+                && self.queues.handle(m.queue) == queue
         })
     }
 
@@ -272,7 +275,7 @@ impl TenantCore {
     /// Whether a timer due at `at` would do something when it fires (else it is stale).
     pub(crate) fn timer_holds(&self, at: Timestamp, timer: &Timer) -> bool {
         match *timer {
-            Timer::Deadline { queue, call, .. } => self.deadline_holds(queue, call, at),
+            Timer::Deadline { queue, call, arrival } => self.deadline_holds(queue, call, arrival, at),
             Timer::Idle { queue } => self.idle_timer_holds(queue, at),
             Timer::Forget { call } => self.call_of(call).is_some_and(CallRecord::is_ended),
         }
@@ -427,7 +430,8 @@ impl<'e> Txn<'e> {
         let enqueued_at = q.arrival_time(now);
         let deadline = max_wait.map(|d| enqueued_at.saturating_add(d));
         let arrival = q.push(&mut core.calls, call, priority, enqueued_at, now);
-        let m = Membership::new(queue, arrival, priority, keep_after_hangup, enqueued_at, deadline);
+        let serial = q.total_enqueued() as u32; // low bits: see `Membership::serial`
+        let m = Membership::new(queue, arrival, priority, keep_after_hangup, serial, enqueued_at, deadline);
         core.calls.at_mut(call).link = Link::Queued(m);
         m
     }

@@ -181,6 +181,24 @@ fn max_wait_expires_exactly_on_time_and_leaves_the_call_active() {
     assert_eq!(f.t.queue("q").unwrap().total_dequeued.timeout, 1);
 }
 
+/// A call that leaves and joins again within one instant is a new stay: its deadline comes
+/// after those of calls that joined in between, even when all are due at the same instant.
+#[test]
+fn a_stay_begun_again_in_the_same_instant_times_out_in_its_new_place() {
+    let mut f = Fixture::new();
+    let (x, y) = (f.dial(), f.dial());
+    let p = EnqueueParams::new("q").max_wait_time_secs(10);
+    f.t.enqueue(&x, &p).unwrap();
+    f.t.leave_queue(&x, &none()).unwrap();
+    f.t.enqueue(&y, &p).unwrap();
+    f.t.enqueue(&x, &p).unwrap();
+    f.take();
+    f.advance(10);
+    assert_eq!(f.take(), [ev("call.dequeued", &y), ev("call.dequeued", &x)]);
+    assert_eq!(f.t.queue("q").unwrap().total_dequeued.timeout, 2);
+    f.check();
+}
+
 #[test]
 fn deadlines_are_per_call() {
     let f = Fixture::new();
