@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -113,14 +112,14 @@ impl AppState {
 
 /// The whole HTTP service.
 pub fn router(state: AppState) -> Router {
-    let limit = state.body_limit();
+    // No body-limit layer: a layer wraps every route's service (one more boxed clone per
+    // request) and inserts an extension into every request; `JsonBody` applies the limit itself.
     Router::new()
         .merge(routes::api("/v2"))
         .merge(routes::api(""))
         .route("/healthz", get(routes::healthz))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 

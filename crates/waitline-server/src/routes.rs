@@ -5,9 +5,8 @@ use std::convert::Infallible;
 use std::task::{Poll, ready};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::extract::rejection::{PathRejection, RawPathParamsRejection};
+use axum::extract::{FromRequest, Path, RawPathParams, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -32,20 +31,44 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::BodyTooLarge { limit: state.body_limit() }
-            } else {
-                ApiError::MalformedJson(e.body_text())
-            }
-        })?;
+        let limit = state.body_limit();
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| body_error(e, limit))?;
         Ok(Self(Body::parse(&bytes)?))
+    }
+}
+
+/// A body that could not be read: over the limit (413), or broken off (400, with the text of
+/// axum's `Bytes` rejection).
+fn body_error(e: axum::Error, limit: usize) -> ApiError {
+    // The limit's error comes wrapped in one or two `axum::Error`s (the collecting and the
+    // request body's own).
+    let mut inner = e.into_inner();
+    for _ in 0..2 {
+        inner = match inner.downcast::<axum::Error>() {
+            Ok(e) => e.into_inner(),
+            Err(other) => other,
+        };
+    }
+    if inner.is::<http_body_util::LengthLimitError>() {
+        ApiError::BodyTooLarge { limit }
+    } else {
+        ApiError::MalformedJson(format!("Failed to buffer the request body: {inner}"))
     }
 }
 
 /// Path segments, percent-decoded; undecodable ones answer 404 like any unknown resource.
 fn segments<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     p.map(|Path(v)| v).map_err(|_| ApiError::RouteNotFound)
+}
+
+/// Two path segments, percent-decoded, borrowed from the request (no allocation); undecodable
+/// ones answer 404 like any unknown resource.
+fn two_segments(p: &Result<RawPathParams, RawPathParamsRejection>) -> Result<(&str, &str), ApiError> {
+    let mut it = p.as_ref().map_err(|_| ApiError::RouteNotFound)?.iter().map(|(_, v)| v);
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(ApiError::RouteNotFound),
+    }
 }
 
 /// `page[number]` and `page[size]` from the query string (other parameters are ignored).
@@ -104,17 +127,17 @@ async fn call(Auth(t): Auth, id: Result<Path<String>, PathRejection>) -> ApiResu
 
 async fn action(
     Auth(t): Auth,
-    p: Result<Path<(String, String)>, PathRejection>,
+    p: Result<RawPathParams, RawPathParamsRejection>,
     JsonBody(b): JsonBody,
 ) -> ApiResult {
-    let (id, action) = segments(p)?;
-    match action.as_str() {
-        "enqueue" => t.enqueue(&id, &b.enqueue()?)?,
-        "leave_queue" => t.leave_queue(&id, &b.command_options()?)?,
-        "bridge" => t.bridge(&id, &b.bridge()?)?,
-        "hangup" => t.hangup(&id, &b.command_options()?)?,
+    let (id, action) = two_segments(&p)?;
+    match action {
+        "enqueue" => t.enqueue(id, &b.enqueue()?)?,
+        "leave_queue" => t.leave_queue(id, &b.command_options()?)?,
+        "bridge" => t.bridge(id, &b.bridge()?)?,
+        "hangup" => t.hangup(id, &b.command_options()?)?,
         "transfer" => {
-            t.transfer(&id, &b.transfer()?)?;
+            t.transfer(id, &b.transfer()?)?;
         }
         _ => return Err(ApiError::RouteNotFound),
     }
@@ -157,24 +180,24 @@ async fn queue_calls(
     Ok(wire::page(&t.queue_calls(&segments(name)?, page_request(q.as_deref())?)?))
 }
 
-async fn queue_call(Auth(t): Auth, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult {
-    let (name, id) = segments(p)?;
-    Ok(wire::data(&t.queue_call(&name, &id)?))
+async fn queue_call(Auth(t): Auth, p: Result<RawPathParams, RawPathParamsRejection>) -> ApiResult {
+    let (name, id) = two_segments(&p)?;
+    Ok(wire::data(&t.queue_call(name, id)?))
 }
 
 async fn update_queue_call(
     Auth(t): Auth,
-    p: Result<Path<(String, String)>, PathRejection>,
+    p: Result<RawPathParams, RawPathParamsRejection>,
     JsonBody(b): JsonBody,
 ) -> ApiResult {
-    let (name, id) = segments(p)?;
-    t.update_queue_call(&name, &id, &b.queue_call_update()?)?;
+    let (name, id) = two_segments(&p)?;
+    t.update_queue_call(name, id, &b.queue_call_update()?)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn remove_queue_call(Auth(t): Auth, p: Result<Path<(String, String)>, PathRejection>) -> ApiResult {
-    let (name, id) = segments(p)?;
-    t.remove_queue_call(&name, &id)?;
+async fn remove_queue_call(Auth(t): Auth, p: Result<RawPathParams, RawPathParamsRejection>) -> ApiResult {
+    let (name, id) = two_segments(&p)?;
+    t.remove_queue_call(name, id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
