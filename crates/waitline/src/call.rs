@@ -424,6 +424,23 @@ pub struct CallInfo {
 mod tests {
     use super::*;
 
+    fn record() -> CallRecord {
+        CallRecord::new(
+            Arc::new(CallIdentity {
+                call_control_id: "x".into(),
+                call_leg_id: Uuid::nil(),
+                call_session_id: Uuid::nil(),
+                connection_id: "c".into(),
+                from: "a".into(),
+                to: "b".into(),
+                start_time: Timestamp::EPOCH,
+                webhook_url: None,
+                id_hash: None,
+            }),
+            None,
+        )
+    }
+
     /// A million queued calls hold a million records: keep them small.
     #[test]
     fn records_stay_small() {
@@ -437,20 +454,7 @@ mod tests {
         for t in [None, Some(Timestamp::EPOCH), Some(Timestamp::from_secs(1_767_225_600))] {
             assert_eq!(expand(compact(t)), t);
         }
-        let mut rec = CallRecord::new(
-            Arc::new(CallIdentity {
-                call_control_id: "x".into(),
-                call_leg_id: Uuid::nil(),
-                call_session_id: Uuid::nil(),
-                connection_id: "c".into(),
-                from: "a".into(),
-                to: "b".into(),
-                start_time: Timestamp::EPOCH,
-                webhook_url: None,
-                id_hash: None,
-            }),
-            None,
-        );
+        let mut rec = record();
         assert_eq!((rec.end_time(), rec.is_ended()), (None, false));
         rec.end(Timestamp::from_secs(5));
         assert_eq!((rec.end_time(), rec.is_ended()), (Some(Timestamp::from_secs(5)), true));
@@ -511,20 +515,7 @@ mod tests {
 
     #[test]
     fn command_ids_of_one_instant_are_all_remembered() {
-        let mut rec = CallRecord::new(
-            Arc::new(CallIdentity {
-                call_control_id: "x".into(),
-                call_leg_id: Uuid::nil(),
-                call_session_id: Uuid::nil(),
-                connection_id: "c".into(),
-                from: "a".into(),
-                to: "b".into(),
-                start_time: Timestamp::EPOCH,
-                webhook_url: None,
-                id_hash: None,
-            }),
-            None,
-        );
+        let mut rec = record();
         let now = Timestamp::from_secs(10);
         for i in 0..COMMAND_ID_MEMORY {
             rec.remember_command(&format!("c{i}"), now);
