@@ -4,9 +4,8 @@
 use axum::Json;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 use waitline::{
@@ -19,167 +18,8 @@ use crate::error::ApiError;
 /// A request body: a JSON object whose fields are read with their types checked. Unknown
 /// fields are ignored and `null` counts as absent. Fields are named as on the wire (the
 /// engine's errors name them the same way); an error's JSON pointer is made from the name.
-///
-/// Only the fields some command reads are kept, each as the JSON type it had: parsing
-/// builds no tree, and a body of one field costs one small allocation besides its strings.
 #[derive(Debug)]
-pub struct Body(Vec<(&'static str, Field)>);
-
-/// Every field a command reads (a name read but missing here would always be absent: `get`
-/// asserts it in debug builds).
-const KNOWN: [&str; 30] = [
-    "queue_name",
-    waitline::MAX_WAIT_TIME_SECS.parameter,
-    waitline::QUEUE_MAX_SIZE.parameter,
-    "keep_after_hangup",
-    waitline::PRIORITY.parameter,
-    "client_state",
-    "command_id",
-    "to",
-    "from",
-    "connection_id",
-    "webhook_url_method",
-    "webhook_url",
-    "call_control_id",
-    "queue",
-    "park_after_unbridge",
-    "play_ringtone",
-    "ringtone",
-    "record",
-    "record_channels",
-    "record_format",
-    waitline::RECORD_MAX_LENGTH.parameter,
-    waitline::RECORD_TIMEOUT_SECS.parameter,
-    "record_track",
-    "record_trim",
-    "record_custom_file_name",
-    "mute_dtmf",
-    "hold_after_unbridge",
-    "prevent_double_bridge",
-    "video_room_id",
-    "video_room_context",
-];
-
-/// A field's value, classified as `serde_json::Value` would hold it.
-#[derive(Debug)]
-enum Field {
-    Null,
-    Bool(bool),
-    /// An integer that fits `i64`.
-    Int(i64),
-    /// An integer above `i64::MAX` that fits `u64`.
-    BigInt,
-    /// Any other number.
-    Float,
-    Str(String),
-    /// An array or an object.
-    Other,
-}
-
-impl Field {
-    fn from_value(v: Value) -> Self {
-        match v {
-            Value::Null => Self::Null,
-            Value::Bool(b) => Self::Bool(b),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => Self::Int(i),
-                None if n.is_u64() => Self::BigInt,
-                None => Self::Float,
-            },
-            Value::String(s) => Self::Str(s),
-            Value::Array(_) | Value::Object(_) => Self::Other,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Field {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(FieldVisitor)
-    }
-}
-
-/// Reads one value the way `Value` would (the same parser calls, so the same numbers and
-/// the same errors), keeping only its type and, for scalars, its value.
-struct FieldVisitor;
-
-impl<'de> Visitor<'de> for FieldVisitor {
-    type Value = Field;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Field, E> {
-        Ok(Field::Null)
-    }
-    fn visit_bool<E>(self, b: bool) -> Result<Field, E> {
-        Ok(Field::Bool(b))
-    }
-    fn visit_i64<E>(self, i: i64) -> Result<Field, E> {
-        Ok(Field::Int(i))
-    }
-    fn visit_u64<E>(self, u: u64) -> Result<Field, E> {
-        Ok(i64::try_from(u).map_or(Field::BigInt, Field::Int))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Field, E> {
-        Ok(Field::Float)
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Field, E> {
-        Ok(Field::Str(s.to_owned()))
-    }
-    fn visit_string<E>(self, s: String) -> Result<Field, E> {
-        Ok(Field::Str(s))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
-        while seq.next_element::<Value>()?.is_some() {}
-        Ok(Field::Other)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
-        while map.next_entry::<String, Value>()?.is_some() {}
-        Ok(Field::Other)
-    }
-}
-
-/// The top-level object, read without a tree. Keys are borrowed, so a key with an escape
-/// fails here and the body is read again as a `Value` (as is any body this refuses).
-struct Fields(Vec<(&'static str, Field)>);
-
-impl<'de> Deserialize<'de> for Fields {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(FieldsVisitor)
-    }
-}
-
-struct FieldsVisitor;
-
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Fields;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let mut fields = Vec::new();
-        while let Some(key) = map.next_key::<&'de str>()? {
-            match KNOWN.iter().find(|k| **k == key) {
-                Some(name) => {
-                    let field = map.next_value::<Field>()?;
-                    insert(&mut fields, name, field);
-                }
-                // Read as a tree, so that what `Value` refuses is refused here too.
-                None => drop(map.next_value::<Value>()?),
-            }
-        }
-        Ok(Fields(fields))
-    }
-}
-
-/// Sets a field; a repeated key's last value wins, as in a JSON map.
-fn insert(fields: &mut Vec<(&'static str, Field)>, name: &'static str, field: Field) {
-    match fields.iter_mut().find(|(n, _)| *n == name) {
-        Some(slot) => slot.1 = field,
-        None => fields.push((name, field)),
-    }
-}
+pub struct Body(Map<String, Value>);
 
 impl Body {
     /// Parses raw bytes; an empty body is an empty object.
@@ -188,30 +28,17 @@ impl Body {
     /// `MalformedJson` for anything that is not a JSON object.
     pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(Vec::new()));
+            return Ok(Self(Map::new()));
         }
-        if let Ok(Fields(fields)) = serde_json::from_slice::<Fields>(bytes) {
-            return Ok(Self(fields));
-        }
-        // Refused, or a key with an escape: the tree decides, with its own error messages.
         match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(map)) => {
-                let mut fields = Vec::new();
-                for (key, value) in map {
-                    if let Some(name) = KNOWN.iter().find(|k| **k == key) {
-                        insert(&mut fields, name, Field::from_value(value));
-                    }
-                }
-                Ok(Self(fields))
-            }
+            Ok(Value::Object(map)) => Ok(Self(map)),
             Ok(_) => Err(ApiError::MalformedJson("expected an object".into())),
             Err(e) => Err(ApiError::MalformedJson(e.to_string())),
         }
     }
 
-    fn get(&self, parameter: &'static str) -> Option<&Field> {
-        debug_assert!(KNOWN.contains(&parameter), "{parameter} is read but not kept");
-        self.0.iter().find(|(n, _)| *n == parameter).map(|(_, f)| f).filter(|f| !matches!(f, Field::Null))
+    fn get(&self, parameter: &'static str) -> Option<&Value> {
+        self.0.get(parameter).filter(|v| !v.is_null())
     }
 
     /// A string field.
@@ -221,7 +48,7 @@ impl Body {
     pub fn string(&self, parameter: &'static str) -> Result<Option<String>, ApiError> {
         match self.get(parameter) {
             None => Ok(None),
-            Some(Field::Str(s)) => Ok(Some(s.clone())),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(ApiError::WrongType { parameter, expected: "a string" }),
         }
     }
@@ -242,8 +69,11 @@ impl Body {
     pub fn int(&self, parameter: &'static str) -> Result<Option<i64>, ApiError> {
         match self.get(parameter) {
             None => Ok(None),
-            Some(Field::Int(i)) => Ok(Some(*i)),
-            Some(Field::BigInt) => Ok(Some(i64::MAX)),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) => Ok(Some(i)),
+                None if n.is_u64() => Ok(Some(i64::MAX)),
+                None => Err(ApiError::WrongType { parameter, expected: "an integer" }),
+            },
             Some(_) => Err(ApiError::WrongType { parameter, expected: "an integer" }),
         }
     }
@@ -264,7 +94,7 @@ impl Body {
     pub fn boolean(&self, parameter: &'static str) -> Result<Option<bool>, ApiError> {
         match self.get(parameter) {
             None => Ok(None),
-            Some(Field::Bool(b)) => Ok(Some(*b)),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(_) => Err(ApiError::WrongType { parameter, expected: "a boolean" }),
         }
     }
@@ -439,30 +269,5 @@ mod tests {
         assert!(Body::parse(b"").is_ok());
         assert!(matches!(Body::parse(b"[1]"), Err(ApiError::MalformedJson(_))));
         assert!(matches!(Body::parse(b"{"), Err(ApiError::MalformedJson(_))));
-    }
-
-    #[test]
-    fn read_without_a_tree_as_the_tree_would() {
-        // A key with an escape, a repeated key (the last wins), null after a value.
-        let b = Body::parse(br#"{"queue\u005fname": "a", "to": 1, "to": "x", "from": "y", "from": null}"#)
-            .unwrap();
-        assert_eq!(b.string("queue_name").unwrap().as_deref(), Some("a"));
-        assert_eq!(b.string("to").unwrap().as_deref(), Some("x"));
-        assert_eq!(b.string("from").unwrap(), None);
-        // Unknown fields are read as strictly as known ones; nested values too.
-        for bad in [&br#"{"x": 1e400}"#[..], br#"{"x": [1,]}"#, br#"{"to": {"a": tru}}"#, b"{} x", b"null"] {
-            assert!(matches!(Body::parse(bad), Err(ApiError::MalformedJson(_))), "{bad:?}");
-        }
-        let b =
-            Body::parse(br#"{"x": {"y": [1e5, "\ud83d\ude00"]}, "to": [], "priority": -0, "max_size": 1e2}"#)
-                .unwrap();
-        assert!(matches!(b.string("to"), Err(ApiError::WrongType { parameter: "to", .. })));
-        // As the tree reads it (`-0` is a float to serde_json).
-        assert_eq!(b.int("priority").ok().flatten(), serde_json::from_str::<Value>("-0").unwrap().as_i64());
-        assert!(matches!(b.int("max_size"), Err(ApiError::WrongType { .. })));
-        assert_eq!(
-            Body::parse(b"[1]").unwrap_err().body()["errors"][0]["detail"],
-            "The request body is not a valid JSON object: expected an object"
-        );
     }
 }
