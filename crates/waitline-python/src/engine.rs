@@ -73,7 +73,7 @@ pub struct PyEngine {
 }
 
 /// Pages of the largest size the engine allows.
-const PAGE: u32 = 250;
+const PAGE: u32 = waitline::PAGE_SIZE.max as u32;
 
 impl PyEngine {
     fn subscription(&self) -> PyResult<&Mutex<Subscription>> {
