@@ -32,7 +32,9 @@ fn main() {
                         while Instant::now() < until {
                             seq += 1;
                             let t = Instant::now();
-                            store.wait(store.append(&tenant, seq, &payload).expect("append")).expect("durable");
+                            store
+                                .wait(store.append(&tenant, seq, &payload).expect("append"))
+                                .expect("durable");
                             waits.push(t.elapsed());
                         }
                         waits
@@ -43,7 +45,9 @@ fn main() {
         });
         let elapsed = start.elapsed();
         waits.sort();
-        let pct = |p: f64| waits.get(((waits.len() as f64 * p) as usize).min(waits.len().saturating_sub(1))).copied();
+        let pct = |p: f64| {
+            waits.get(((waits.len() as f64 * p) as usize).min(waits.len().saturating_sub(1))).copied()
+        };
         let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
         println!(
             "| {fsync:?} | {writers} | {:.0} | {:.2} ms | {:.2} ms | {:.1} |",
