@@ -287,12 +287,9 @@ impl Tenant {
         let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, list, draws);
         let r = body(&mut txn);
         if let Some(journal) = journal {
-            if let Some((seq, draws)) = txn.outcome() {
-                let record = Record { at_micros: now.as_micros(), draws, change: change() };
-                journal.append(&self.state.name, seq, &record.encode());
-            }
+            record(journal, &self.state.name, &mut txn, change);
         }
-        if let Some(mut events) = settle(txn) {
+        if let Some(mut events) = settle(&mut txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
             inner.bus.publish(&self.state.name, &mut events);
             core.keep_event_list(events);
@@ -811,12 +808,23 @@ impl Engine {
     }
 }
 
+/// Hands the command's record to the journal, if the command changed anything. Out of line:
+/// most engines have no journal, and their commands should not carry this code.
+#[cold]
+#[inline(never)]
+fn record(journal: &dyn Journal, tenant: &str, txn: &mut Txn<'_>, change: impl FnOnce() -> Change) {
+    if let Some((seq, draws)) = txn.outcome() {
+        let record = Record { at_micros: txn.now.as_micros(), draws, change: change() };
+        journal.append(tenant, seq, &record.encode());
+    }
+}
+
 /// Ends a command or a timer firing: forgets ended calls past the cap (part of the same
 /// change), and hands back its events.
-#[inline]
-fn settle(mut txn: Txn<'_>) -> Option<Vec<Event>> {
+#[inline(always)]
+fn settle(txn: &mut Txn<'_>) -> Option<Vec<Event>> {
     if txn.ended_calls {
-        forget_excess_ended(&mut txn);
+        forget_excess_ended(txn);
     }
     txn.finish()
 }
@@ -864,7 +872,7 @@ fn fire_due(
             let record = Record { at_micros: now.as_micros(), draws: Vec::new(), change: Change::Timers };
             journal.append(&tenant.name, seq, &record.encode());
         }
-        if let (Some(all), Some(mine)) = (events.as_mut(), settle(txn)) {
+        if let (Some(all), Some(mine)) = (events.as_mut(), settle(&mut txn)) {
             if all.is_empty() {
                 *all = mine;
             } else {

@@ -332,6 +332,7 @@ pub(crate) struct Txn<'e> {
 }
 
 impl<'e> Txn<'e> {
+    #[inline(always)]
     pub(crate) fn new(
         shared: &'e Shared,
         tenant: &'e TenantState,
@@ -359,9 +360,9 @@ impl<'e> Txn<'e> {
 
     /// The command's events in publishing order (docs/behaviour.md §4: by kind, stable within a kind),
     /// with their ids, `None` when nobody listens.
-    #[inline]
-    pub(crate) fn finish(self) -> Option<Vec<Event>> {
-        let mut events = self.events?;
+    #[inline(always)]
+    pub(crate) fn finish(&mut self) -> Option<Vec<Event>> {
+        let mut events = self.events.take()?;
         if !events.is_sorted_by_key(|e| e.kind.rank()) {
             events.sort_by_key(|e| e.kind.rank());
         }
