@@ -388,10 +388,23 @@ impl Store {
         std::future::poll_fn(move |cx| self.poll_durable(ticket, cx))
     }
 
+    /// The ticket of the latest append (or snapshot): once it is durable, so is everything
+    /// appended before this call.
+    #[must_use]
+    pub fn last_ticket(&self) -> Ticket {
+        Ticket(self.shared.channel.pending.lock().next_ticket.saturating_sub(1))
+    }
+
     /// Waits until everything appended so far is durable.
     pub fn flush(&self) -> Result<()> {
-        let last = self.shared.channel.pending.lock().next_ticket.saturating_sub(1);
-        self.wait(Ticket(last))
+        self.wait(self.last_ticket())
+    }
+
+    /// Whether the store has stopped after a failed write or sync (then every append and
+    /// every wait fails).
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.shared.channel.failed.load(Ordering::Acquire)
     }
 
     /// Transactions committed so far (each may hold many records).

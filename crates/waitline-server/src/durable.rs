@@ -1,0 +1,168 @@
+//! Durability: the engine's journal kept in a data directory and replayed at start; a write
+//! is answered, and its events delivered, only once its change is on disk.
+//!
+//! Every change takes the next number of its tenant's sequence and is appended to the store
+//! under the tenant's lock (see `waitline::journal`). Acknowledging waits for the store's
+//! latest ticket at the time the command returned: that covers the command's own record
+//! (appended before it returned), and perhaps a few later ones that share its commit.
+
+use std::path::Path;
+use std::task::{Context, Poll};
+
+use waitline::{Engine, EngineBuilder, Journal};
+use waitline_store::{Entry, Fsync, Options, Replayed, Store, Ticket};
+
+/// The engine's journal, in the store.
+#[derive(Debug)]
+struct StoreJournal(Store);
+
+impl Journal for StoreJournal {
+    fn append(&self, tenant: &str, seq: u64, record: &[u8]) {
+        // A store that has stopped refuses; whoever waits for this record hears why.
+        let _ = self.0.append(tenant, seq, record);
+    }
+}
+
+/// The store behind a durable service; nothing for one in memory. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Durability(Option<Store>);
+
+impl Durability {
+    /// Nothing is kept.
+    #[must_use]
+    pub const fn in_memory() -> Self {
+        Self(None)
+    }
+
+    /// Opens `dir` (creating it), builds the engine with the store as its journal, and
+    /// replays what the store holds into it.
+    ///
+    /// # Errors
+    /// The directory is in use or unusable, or what it holds is damaged or cannot be
+    /// replayed: the message says which file, tenant and record.
+    pub fn open(
+        dir: &Path,
+        fsync: Fsync,
+        recover_truncate: bool,
+        engine: EngineBuilder,
+    ) -> Result<(Engine, Self, Replayed), String> {
+        let store = Store::open(dir, Options { fsync, recover_truncate }).map_err(|e| e.to_string())?;
+        let engine = engine.journal(std::sync::Arc::new(StoreJournal(store.clone()))).build();
+        let replayed = store
+            .replay(|entry| match entry {
+                Entry::Record { tenant, seq, data } => {
+                    engine.tenant(tenant).replay(seq, data).map_err(|e| e.to_string())
+                }
+                Entry::Snapshot { .. } => Err("this version does not read snapshots".to_owned()),
+            })
+            .map_err(|e| e.to_string())?;
+        for (tenant, seq, why) in &replayed.truncated {
+            tracing::warn!(tenant = %tenant, seq, why = %why, "damaged journal: dropped this record and the tenant's later ones");
+        }
+        Ok((engine, Self(Some(store)), replayed))
+    }
+
+    /// Whether changes are kept on disk.
+    #[must_use]
+    pub const fn is_durable(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether the store has stopped (a write or a sync failed): no change may be
+    /// acknowledged any more, until a restart.
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.0.as_ref().is_some_and(Store::is_stopped)
+    }
+
+    /// A mark covering every change made so far.
+    #[must_use]
+    pub fn mark(&self) -> Option<Ticket> {
+        self.0.as_ref().map(Store::last_ticket)
+    }
+
+    /// `Ready(Ok)` once every change up to `mark` is on disk (at once in memory).
+    pub fn poll_durable(&self, mark: Option<Ticket>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+        match (&self.0, mark) {
+            (Some(store), Some(ticket)) => store.poll_durable(ticket, cx).map_err(|e| e.to_string()),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Resolves once every change made so far is on disk.
+    ///
+    /// # Errors
+    /// The store has stopped.
+    pub async fn settled(&self) -> Result<(), String> {
+        let mark = self.mark();
+        std::future::poll_fn(|cx| self.poll_durable(mark, cx)).await
+    }
+}
+
+/// Where a secret came from (see [`stored_secret`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// Made now, and kept in the data directory (if there is one).
+    Made,
+    /// Read from the data directory, as an earlier start left it.
+    Stored,
+}
+
+/// A secret the service makes when it is not configured (the API key, the signing key),
+/// kept in the data directory so that it survives a restart: read from `dir/name` when the
+/// file exists, else made by `make` and written there, readable by the owner only (written
+/// to a temporary file, synced, then renamed: never half a key). With no directory it is
+/// made and not kept.
+///
+/// # Errors
+/// The file cannot be read or written.
+pub fn stored_secret(
+    dir: Option<&Path>,
+    name: &str,
+    make: impl FnOnce() -> String,
+) -> Result<(String, SecretOrigin), String> {
+    let Some(dir) = dir else { return Ok((make(), SecretOrigin::Made)) };
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return Ok((text.trim().to_owned(), SecretOrigin::Stored)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let secret = make();
+    let temporary = dir.join(format!("{name}.new"));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temporary)?;
+        file.write_all(secret.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((secret, SecretOrigin::Made))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_made_once_then_read_back_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, origin) = stored_secret(Some(dir.path()), "api-key", || "k1".into()).unwrap();
+        assert_eq!((first.as_str(), origin), ("k1", SecretOrigin::Made));
+        let (again, origin) = stored_secret(Some(dir.path()), "api-key", || "k2".into()).unwrap();
+        assert_eq!((again.as_str(), origin), ("k1", SecretOrigin::Stored));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("api-key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(stored_secret(None, "api-key", || "k3".into()).unwrap().0, "k3");
+    }
+}
