@@ -101,7 +101,9 @@ async fn main() -> std::process::ExitCode {
         }
     };
     tracing::info!(listen = %config.listen, tenants = config.api_keys.len(), "waitline serving");
-    println!("Listening on http://{}", config.listen);
+    // The address bound (with port 0 in the configuration, the one the system chose).
+    let bound = listener.local_addr().unwrap_or(config.listen);
+    println!("Listening on http://{bound}");
     match waitline_server::run(config, engine, durability, signer, listener, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
