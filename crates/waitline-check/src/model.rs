@@ -699,7 +699,7 @@ fn describe(e: &Event, tenants: &[&str]) -> String {
     }
 }
 
-fn run_engine(tenants: &[waitline::Tenant], op: &Op) -> (String, Option<String>) {
+pub(crate) fn run_engine(tenants: &[waitline::Tenant], op: &Op) -> (String, Option<String>) {
     // A command id also brings a client state, so that both are exercised.
     let opts = |cmd: &Option<u8>| CommandOptions {
         client_state: cmd.map(|c| format!("Y21k{c}")),
@@ -936,7 +936,7 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
     check_replay(&journal, &all_events, &model, hand.now()).map_err(|e| format!("replaying the journal: {e}"))
 }
 
-fn scenario_engine(clock: Clock) -> waitline::EngineBuilder {
+pub(crate) fn scenario_engine(clock: Clock) -> waitline::EngineBuilder {
     Engine::builder()
         .clock(clock)
         .queue_idle_ttl(Duration::from_secs(TTL))

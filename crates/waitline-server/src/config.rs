@@ -77,9 +77,21 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 pub enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Print what a data directory holds (tenants, queues, calls, sequence numbers, sizes)
+    /// without serving; the directory must not be in use.
+    Inspect(InspectArgs),
+}
+
+/// Flags of `waitline inspect`.
+#[derive(Debug, Args, Default)]
+pub struct InspectArgs {
+    /// The data directory [default: waitline-data].
+    #[arg(long, env = "WAITLINE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
 }
 
 /// Flags of `waitline serve`; each also reads an environment variable.
@@ -291,7 +303,7 @@ mod tests {
             "--listen",
             "127.0.0.1:1",
         ]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!("serve") };
         let c = args.resolve().unwrap();
         assert_eq!(c.api_keys.len(), 2);
         assert_eq!(c.api_keys[1].tenant, "default");
@@ -300,7 +312,10 @@ mod tests {
     #[test]
     fn durability_flags() {
         let parse = |args: &[&str]| {
-            let Command::Serve(a) = Cli::try_parse_from([&["waitline", "serve"], args].concat())?.command;
+            let Command::Serve(a) = Cli::try_parse_from([&["waitline", "serve"], args].concat())?.command
+            else {
+                panic!("serve")
+            };
             Ok::<_, clap::Error>(a.resolve().unwrap())
         };
         let c = parse(&["--data-dir", "/somewhere", "--fsync", "periodic"]).unwrap();

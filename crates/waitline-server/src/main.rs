@@ -24,7 +24,21 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(colour)
         .init();
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::Inspect(args) => {
+            return match waitline_server::durable::inspect(&args.data_dir) {
+                Ok(text) => {
+                    print!("{text}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("waitline: {e}");
+                    std::process::ExitCode::from(1)
+                }
+            };
+        }
+    };
     let mut config = match args.resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -100,9 +114,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    tracing::info!(listen = %config.listen, tenants = config.api_keys.len(), "waitline serving");
     // The address bound (with port 0 in the configuration, the one the system chose).
     let bound = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(listen = %bound, tenants = config.api_keys.len(), "waitline serving");
     println!("Listening on http://{bound}");
     match waitline_server::run(config, engine, durability, signer, listener, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

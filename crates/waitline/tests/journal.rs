@@ -154,3 +154,30 @@ fn a_replay_that_cannot_make_the_recorded_change_says_so() {
     assert_eq!(err, ReplayError::Diverged { seq: 1, change: "dial", reached: 0 });
     assert!(err.to_string().contains("the journal and the rules disagree"));
 }
+
+#[test]
+fn a_deadline_that_passed_while_down_fires_at_start_with_the_wait_up_to_it() {
+    let journal = Arc::new(Recorded::default());
+    let (live, _) = engine(Some(journal.clone()));
+    let t = live.default_tenant();
+    let call = t.dial(&DialParams::new("+1", "+2", "app")).unwrap().call_control_id;
+    t.enqueue(&call, &EnqueueParams::new("support").max_wait_time_secs(10)).unwrap();
+    let records = journal.take();
+    drop(live); // the process stops before the deadline
+
+    // It starts again a minute later: the journal is replayed, then maintenance runs.
+    let (again, hand) = engine(None);
+    let mut events = again.subscribe();
+    let t2 = again.default_tenant();
+    for (_, seq, bytes) in &records {
+        t2.replay(*seq, bytes).unwrap();
+    }
+    events.drain();
+    hand.advance(Duration::from_secs(60));
+    assert_eq!(again.run_pending_tasks(), 1);
+    let fired = events.drain();
+    let EventKind::CallDequeued { reason, wait_time_secs, .. } = &fired[0].kind else { panic!("{fired:?}") };
+    assert_eq!((*reason, *wait_time_secs), (DequeueReason::Timeout, 10));
+    assert_eq!(fired[0].occurred_at, START.saturating_add(Duration::from_secs(10)), "at the deadline itself");
+    assert_eq!(t2.call(&call).unwrap().state, CallState::Active, "parked, as a timeout leaves it");
+}
