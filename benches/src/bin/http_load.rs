@@ -296,6 +296,7 @@ async fn main() {
         &format!("{dir}/waitline"),
         &[
             "serve",
+            "--in-memory",
             "--listen",
             w_addr,
             "--api-key",
@@ -337,6 +338,49 @@ async fn main() {
     })
     .await;
     row("enqueue vs axum hello-world", ours, hello, 0.9);
+
+    // Durability: the same enqueues on servers that keep every change before answering.
+    println!("\n### Durable service vs in memory ({conns} connections, the enqueue workload above)\n");
+    println!("| case | durable | in memory | ratio | target | met |\n|---|---|---|---|---|---|");
+    let data = tempfile::tempdir().expect("temporary directory");
+    for (policy, addr, target) in [("always", "127.0.0.1:18184", 0.8), ("periodic", "127.0.0.1:18185", 0.95)]
+    {
+        let data_dir = data.path().join(policy);
+        let dir_arg = data_dir.to_str().expect("a UTF-8 path");
+        let server = spawn(
+            &format!("{dir}/waitline"),
+            &["serve", "--listen", addr, "--api-key", KEY, "--data-dir", dir_arg, "--fsync", policy],
+        );
+        wait_port(addr).await;
+        let ids: Arc<Vec<String>> = {
+            let mut c = Http::connect(addr).await;
+            let mut v = Vec::new();
+            for _ in 0..conns {
+                v.push(dial(&mut c).await);
+            }
+            Arc::new(v)
+        };
+        let durable = http_case(addr, conns, secs, moves("bench", ids)).await;
+        row(&format!("enqueue, `--fsync {policy}` vs `--in-memory`"), durable, ours, target);
+        drop(server);
+        if let Ok(out) =
+            Command::new(format!("{dir}/waitline")).args(["inspect", "--data-dir", dir_arg]).output()
+        {
+            let text = String::from_utf8_lossy(&out.stdout);
+            // "... journal N records (B bytes) ..."
+            let figures = text.split("journal ").nth(1).and_then(|rest| {
+                let n: f64 = rest.split_whitespace().next()?.parse().ok()?;
+                let b: f64 = rest.split('(').nth(1)?.split_whitespace().next()?.parse().ok()?;
+                Some((n, b))
+            });
+            if let Some((n, b)) = figures.filter(|(n, _)| *n > 0.0) {
+                println!(
+                    "| journal bytes per command (`--fsync {policy}`, {n:.0} records) | {:.1} B | | | | |",
+                    b / n
+                );
+            }
+        }
+    }
 
     let redis_ok = Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok();
     if !redis_ok {

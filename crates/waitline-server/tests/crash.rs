@@ -6,7 +6,7 @@
 //!
 //! `WAITLINE_CRASH_SEEDS` sets how many seeds run (default 10), `WAITLINE_CRASH_SEED` runs
 //! one.
-#![allow(clippy::unwrap_used, clippy::zombie_processes)] // every server is killed and waited for
+#![allow(clippy::unwrap_used, clippy::zombie_processes)] // servers are killed and waited for on drop
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -67,6 +67,14 @@ struct Client {
 struct Server {
     child: Child,
     base: String,
+}
+
+/// A failing check must not leave a server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start(dir: &std::path::Path) -> Server {
@@ -403,9 +411,7 @@ async fn crash_and_check(seed: u64) -> usize {
             );
         }
     }
-    let mut server = server;
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    drop(server);
     checked
 }
 

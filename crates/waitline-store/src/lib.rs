@@ -4,8 +4,9 @@
 //!
 //! The store knows nothing of calls and queues: records and snapshots are bytes that the
 //! engine makes and replays, so the engine stays the only implementation of the rules. The
-//! same two tables (`journal` keyed by tenant and sequence number, `snapshots` by tenant)
-//! are what a PostgreSQL store keeps for several nodes.
+//! same two tables (`journal`, a row per commit and tenant keyed by the tenant and its first
+//! sequence number; `snapshots` by tenant) are what a PostgreSQL store keeps for several
+//! nodes.
 //!
 //! ```no_run
 //! use waitline_store::{Options, Store};
@@ -45,14 +46,15 @@ use crate::writer::{Channel, Op, sql_seq};
 pub const DB_FILE: &str = "journal.sqlite3";
 
 /// Version of the tables this code reads and writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal (
     tenant TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    record BLOB NOT NULL,
+    last INTEGER NOT NULL,
+    records BLOB NOT NULL,
     PRIMARY KEY (tenant, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -436,8 +438,8 @@ impl Store {
         let tenants = self.tenants(&conn)?;
         let mut snapshot =
             conn.prepare("SELECT seq, data FROM snapshots WHERE tenant = ?1").map_err(|e| self.sql(e))?;
-        let mut records = conn
-            .prepare("SELECT seq, record FROM journal WHERE tenant = ?1 AND seq > ?2 ORDER BY seq")
+        let mut rows = conn
+            .prepare("SELECT seq, last, records FROM journal WHERE tenant = ?1 AND last > ?2 ORDER BY seq")
             .map_err(|e| self.sql(e))?;
         let refused = |tenant: &str, seq, detail| Error::Replay { tenant: tenant.into(), seq, detail };
         for tenant in &tenants {
@@ -449,36 +451,54 @@ impl Store {
                 .map_err(|e| self.sql(e))?;
             if let Some((seq, stored)) = snap {
                 let seq = stored_seq(seq);
-                let data = frame::decode(tenant, seq, &stored)
-                    .map_err(|d| self.corrupt("snapshot", tenant, seq, d))?;
+                let data = match frame::decode_run(tenant, seq, &stored).next() {
+                    Some(Ok((_, data))) => data,
+                    Some(Err((_, why))) => return Err(self.corrupt("snapshot", tenant, seq, why)),
+                    None => return Err(self.corrupt("snapshot", tenant, seq, "empty")),
+                };
                 visit(Entry::Snapshot { tenant, seq, data }).map_err(|d| refused(tenant, seq, d))?;
                 out.snapshots += 1;
                 last = seq;
             }
-            let mut rows = records.query(params![tenant, sql_seq(last)]).map_err(|e| self.sql(e))?;
-            while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
-                let seq = stored_seq(row.get(0).map_err(|e| self.sql(e))?);
-                let stored: Vec<u8> = row.get(1).map_err(|e| self.sql(e))?;
-                let damage = if seq == last + 1 {
-                    frame::decode(tenant, seq, &stored).err().map(str::to_owned)
-                } else {
-                    Some(format!("missing (the next record stored is number {seq})"))
-                };
-                if let Some(detail) = damage {
-                    let first_bad = last + 1;
-                    if !self.shared.options.recover_truncate {
-                        return Err(self.corrupt("record", tenant, first_bad, &detail));
-                    }
-                    out.truncated.push((tenant.clone(), first_bad, detail));
-                    let ticket =
-                        self.push(Op::Truncate { tenant: tenant.as_str().into(), seq: first_bad })?;
-                    self.wait(ticket)?;
+            let mut found = rows.query(params![tenant, sql_seq(last)]).map_err(|e| self.sql(e))?;
+            let mut damage: Option<(u64, String)> = None;
+            'rows: while let Some(row) = found.next().map_err(|e| self.sql(e))? {
+                let first = stored_seq(row.get(0).map_err(|e| self.sql(e))?);
+                let row_last = stored_seq(row.get(1).map_err(|e| self.sql(e))?);
+                let stored: Vec<u8> = row.get(2).map_err(|e| self.sql(e))?;
+                if first > last + 1 {
+                    damage = Some((last + 1, format!("missing (the next record stored is number {first})")));
                     break;
                 }
-                let data = &stored[frame::HEADER..];
-                visit(Entry::Record { tenant, seq, data }).map_err(|d| refused(tenant, seq, d))?;
-                out.records += 1;
-                last = seq;
+                for item in frame::decode_run(tenant, first, &stored) {
+                    match item {
+                        // Covered by the snapshot (a row can straddle it).
+                        Ok((seq, _)) if seq <= last => {}
+                        Ok((seq, data)) => {
+                            visit(Entry::Record { tenant, seq, data })
+                                .map_err(|d| refused(tenant, seq, d))?;
+                            out.records += 1;
+                            last = seq;
+                        }
+                        Err((seq, why)) => {
+                            damage = Some((seq, why.to_owned()));
+                            break 'rows;
+                        }
+                    }
+                }
+                if last < row_last {
+                    damage = Some((last + 1, format!("missing (its row ends at {last}, not {row_last})")));
+                    break;
+                }
+            }
+            drop(found);
+            if let Some((first_bad, detail)) = damage {
+                if !self.shared.options.recover_truncate {
+                    return Err(self.corrupt("record", tenant, first_bad, &detail));
+                }
+                out.truncated.push((tenant.clone(), first_bad, detail));
+                let ticket = self.push(Op::Truncate { tenant: tenant.as_str().into(), seq: first_bad })?;
+                self.wait(ticket)?;
             }
         }
         Ok(out)
@@ -514,10 +534,13 @@ impl Store {
                 .optional()
                 .map_err(|e| self.sql(e))?
                 .unwrap_or_default();
+            // Records after the snapshot (a row may straddle it), and the bytes of their rows.
+            let after = snapshot_seq.map_or(0, sql_seq);
             let (records, record_bytes, last): (i64, i64, Option<i64>) = conn
                 .query_row(
-                    "SELECT count(*), coalesce(sum(length(record)), 0), max(seq) FROM journal WHERE tenant = ?1",
-                    [&tenant],
+                    "SELECT coalesce(sum(last - max(seq, ?2 + 1) + 1), 0), coalesce(sum(length(records)), 0), max(last) \
+                     FROM journal WHERE tenant = ?1 AND last > ?2",
+                    params![&tenant, after],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .map_err(|e| self.sql(e))?;

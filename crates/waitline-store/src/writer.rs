@@ -7,7 +7,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::Fsync;
 
@@ -92,6 +92,7 @@ impl Channel {
 /// Runs until the store closes (after writing what is pending) or a write fails.
 pub(crate) fn run(channel: &Channel, mut conn: Connection, fsync: Fsync) {
     let mut last_sync = Instant::now();
+    let mut heads = Heads::default();
     loop {
         let (ops, upto, closing) = {
             let mut p = channel.pending.lock();
@@ -112,7 +113,7 @@ pub(crate) fn run(channel: &Channel, mut conn: Connection, fsync: Fsync) {
             (std::mem::take(&mut p.ops), p.next_ticket.saturating_sub(1), p.closing)
         };
         if !ops.is_empty() {
-            if let Err(e) = write_batch(&mut conn, &ops) {
+            if let Err(e) = write_batch(&mut conn, &mut heads, &ops) {
                 channel.fail(format!("writing the journal failed: {e}"));
                 return;
             }
@@ -133,32 +134,162 @@ pub(crate) fn run(channel: &Channel, mut conn: Connection, fsync: Fsync) {
     }
 }
 
-fn write_batch(conn: &mut Connection, ops: &[Op]) -> rusqlite::Result<()> {
+/// The last record number of each tenant the writer has written, read from the database
+/// the first time a tenant is seen: every record must be the next number (anything else is a
+/// second history, and stops the store).
+#[derive(Debug, Default)]
+pub(crate) struct Heads(std::collections::HashMap<Box<str>, u64>);
+
+impl Heads {
+    fn get(&mut self, tx: &rusqlite::Transaction<'_>, tenant: &str) -> rusqlite::Result<u64> {
+        if let Some(&last) = self.0.get(tenant) {
+            return Ok(last);
+        }
+        let last: i64 = tx.query_row(
+            "SELECT max(coalesce((SELECT max(last) FROM journal WHERE tenant = ?1), 0), \
+                        coalesce((SELECT seq FROM snapshots WHERE tenant = ?1), 0))",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        let last = last.unsigned_abs();
+        self.0.insert(tenant.into(), last);
+        Ok(last)
+    }
+}
+
+/// A run of one tenant's records with consecutive numbers, becoming one row.
+struct Run<'a> {
+    tenant: &'a str,
+    first: u64,
+    last: u64,
+    stored: Vec<u8>,
+}
+
+/// Why a batch could not be written.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    Sqlite(rusqlite::Error),
+    /// A record that is not its tenant's next number.
+    OutOfOrder {
+        tenant: String,
+        seq: u64,
+        last: u64,
+    },
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(e) => write!(f, "{e}"),
+            Self::OutOfOrder { tenant, seq, last } => {
+                write!(f, "record {seq} of tenant {tenant:?} does not follow {last}: two histories")
+            }
+        }
+    }
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+/// Writes `ops` in one transaction: each tenant's consecutive records as one row.
+pub(crate) fn write_batch(conn: &mut Connection, heads: &mut Heads, ops: &[Op]) -> Result<(), WriteError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut insert =
-            tx.prepare_cached("INSERT INTO journal (tenant, seq, record) VALUES (?1, ?2, ?3)")?;
+    let mut runs: Vec<Run<'_>> = Vec::new();
+    let flush = |tx: &rusqlite::Transaction<'_>, run: Run<'_>| -> rusqlite::Result<()> {
+        tx.prepare_cached("INSERT INTO journal (tenant, seq, last, records) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![run.tenant, sql_seq(run.first), sql_seq(run.last), run.stored])?;
+        Ok(())
+    };
+    let result = (|| -> Result<(), WriteError> {
         for op in ops {
             match op {
                 Op::Record { tenant, seq, stored } => {
-                    insert.execute(params![&**tenant, sql_seq(*seq), stored])?;
+                    let last = match runs.iter().find(|r| r.tenant == &**tenant) {
+                        Some(run) => run.last,
+                        None => heads.get(&tx, tenant)?,
+                    };
+                    if *seq != last + 1 {
+                        return Err(WriteError::OutOfOrder { tenant: tenant.to_string(), seq: *seq, last });
+                    }
+                    match runs.iter_mut().find(|r| r.tenant == &**tenant) {
+                        Some(run) => {
+                            run.last = *seq;
+                            run.stored.extend_from_slice(stored);
+                        }
+                        None => runs.push(Run { tenant, first: *seq, last: *seq, stored: stored.clone() }),
+                    }
                 }
                 Op::Snapshot { tenant, seq, stored } => {
+                    if let Some(i) = runs.iter().position(|r| r.tenant == &**tenant) {
+                        flush(&tx, runs.swap_remove(i))?;
+                    }
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO snapshots (tenant, seq, data) VALUES (?1, ?2, ?3)",
                     )?
                     .execute(params![&**tenant, sql_seq(*seq), stored])?;
-                    tx.prepare_cached("DELETE FROM journal WHERE tenant = ?1 AND seq <= ?2")?
+                    tx.prepare_cached("DELETE FROM journal WHERE tenant = ?1 AND last <= ?2")?
                         .execute(params![&**tenant, sql_seq(*seq)])?;
                 }
                 Op::Truncate { tenant, seq } => {
-                    tx.prepare_cached("DELETE FROM journal WHERE tenant = ?1 AND seq >= ?2")?
-                        .execute(params![&**tenant, sql_seq(*seq)])?;
+                    if let Some(i) = runs.iter().position(|r| r.tenant == &**tenant) {
+                        flush(&tx, runs.swap_remove(i))?;
+                    }
+                    truncate(&tx, tenant, *seq)?;
+                    heads.0.insert(tenant.clone(), seq.saturating_sub(1));
                 }
             }
         }
+        for run in runs.drain(..) {
+            flush(&tx, run)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            tx.commit()?;
+            for op in ops {
+                if let Op::Record { tenant, seq, .. } = op {
+                    heads.0.insert(tenant.clone(), *seq);
+                }
+            }
+            Ok(())
+        }
+        // The transaction rolls back when dropped; the heads read inside it may be stale.
+        Err(e) => {
+            heads.0.clear();
+            Err(e)
+        }
     }
-    tx.commit()
+}
+
+/// Deletes a tenant's records from `from` on: whole rows after it, and the tail of the row
+/// that holds it.
+fn truncate(tx: &rusqlite::Transaction<'_>, tenant: &str, from: u64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM journal WHERE tenant = ?1 AND seq >= ?2")?
+        .execute(params![tenant, sql_seq(from)])?;
+    let straddling: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT seq, records FROM journal WHERE tenant = ?1 AND seq < ?2 AND last >= ?2",
+            params![tenant, sql_seq(from)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((first, stored)) = straddling {
+        let first = first.unsigned_abs();
+        let mut keep = 0;
+        for item in crate::frame::decode_run(tenant, first, &stored) {
+            match item {
+                Ok((seq, payload)) if seq < from => keep += crate::frame::HEADER + payload.len(),
+                _ => break,
+            }
+        }
+        tx.prepare_cached("UPDATE journal SET last = ?3, records = ?4 WHERE tenant = ?1 AND seq = ?2")?
+            .execute(params![tenant, sql_seq(first), sql_seq(from - 1), &stored[..keep]])?;
+    }
+    Ok(())
 }
 
 /// SQLite integers are signed 64-bit: sequence numbers above `i64::MAX` cannot be stored

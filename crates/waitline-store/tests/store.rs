@@ -67,6 +67,61 @@ fn appends_waiting_together_share_one_commit() {
     assert_eq!(store.commits() - before, 1, "100 records, one transaction");
     // An earlier ticket is durable once a later one is.
     store.wait(tickets[0]).unwrap();
+    let (seen, _) = replay_all(&store);
+    assert_eq!(seen, (1..=100).map(|s| ("acme".to_owned(), "record", s, record(s))).collect::<Vec<_>>());
+    let d = store.describe().unwrap();
+    assert_eq!((d[0].records, d[0].last_seq), (100, 100));
+}
+
+#[test]
+fn a_record_out_of_turn_is_a_second_history_and_stops_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    store.wait(store.append("acme", 1, b"one").unwrap()).unwrap();
+    let skipped = store.append("acme", 3, b"three").unwrap();
+    let err = store.wait(skipped).unwrap_err();
+    assert!(
+        err.to_string().contains("record 3 of tenant \"acme\" does not follow 1: two histories"),
+        "{err}"
+    );
+    drop(store);
+    // A restart knows where each tenant is, from what is stored.
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert!(store.wait(store.append("acme", 1, b"again").unwrap()).is_err());
+    let store = Store::open(dir.path(), Options::default());
+    assert!(matches!(store, Err(Error::Locked(_))) || store.is_ok());
+}
+
+#[test]
+fn recovery_cuts_a_row_of_many_records_at_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        store.pause_writer();
+        for seq in 1..=6 {
+            store.append("acme", seq, &record(seq)).unwrap();
+        }
+        store.resume_writer();
+        store.flush().unwrap();
+    }
+    // One row holds the six; damage the fourth.
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(waitline_store::DB_FILE)).unwrap();
+        let mut stored: Vec<u8> = conn.query_row("SELECT records FROM journal", [], |r| r.get(0)).unwrap();
+        let fourth = 3 * (8 + record(1).len()) + 8;
+        stored[fourth] ^= 1;
+        conn.execute("UPDATE journal SET records = ?1", [stored]).unwrap();
+    }
+    let store = Store::open(dir.path(), Options { recover_truncate: true, ..Options::default() }).unwrap();
+    let (seen, summary) = replay_all(&store);
+    assert_eq!(seen.iter().map(|e| e.2).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(summary.truncated, vec![("acme".to_owned(), 4, "checksum mismatch".to_owned())]);
+    store.wait(store.append("acme", 4, b"new 4").unwrap()).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let (seen, _) = replay_all(&store);
+    assert_eq!(seen.iter().map(|e| e.2).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(seen[3].3, b"new 4");
 }
 
 #[test]
@@ -120,7 +175,7 @@ fn a_snapshot_replaces_the_journal_it_covers() {
     let d = store.describe().unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!((d[0].snapshot_seq, d[0].records, d[0].last_seq), (Some(6), 4, 10));
-    assert_eq!(d[0].snapshot_bytes, 4 + 10, "checksum + data");
+    assert_eq!(d[0].snapshot_bytes, 8 + 10, "length and checksum, then the data");
     // A later snapshot covering everything leaves no journal.
     store.snapshot("acme", 10, b"state at 10").unwrap();
     store.flush().unwrap();
@@ -134,13 +189,14 @@ fn tamper(dir: &std::path::Path, sql: &str) {
     conn.execute_batch(sql).unwrap();
 }
 
+/// Five records of two tenants, each record committed on its own (one row each).
 fn fill(dir: &std::path::Path) {
     let store = Store::open(dir, Options::default()).unwrap();
     for seq in 1..=5 {
         store.append("acme", seq, &record(seq)).unwrap();
         store.append("zeta", seq, &record(seq)).unwrap();
+        store.flush().unwrap();
     }
-    store.flush().unwrap();
 }
 
 #[test]
@@ -150,10 +206,10 @@ fn a_flipped_bit_is_named_and_only_recovery_truncates_it() {
     // Flip one bit of the payload of acme's record 3.
     {
         let conn = rusqlite::Connection::open(dir.path().join(waitline_store::DB_FILE)).unwrap();
-        let get = "SELECT record FROM journal WHERE tenant = 'acme' AND seq = 3";
+        let get = "SELECT records FROM journal WHERE tenant = 'acme' AND seq = 3";
         let mut stored: Vec<u8> = conn.query_row(get, [], |r| r.get(0)).unwrap();
-        stored[6] ^= 0x10;
-        conn.execute("UPDATE journal SET record = ?1 WHERE tenant = 'acme' AND seq = 3", [stored]).unwrap();
+        stored[9] ^= 0x10; // a byte of the payload, after the length and the checksum
+        conn.execute("UPDATE journal SET records = ?1 WHERE tenant = 'acme' AND seq = 3", [stored]).unwrap();
     }
     {
         let store = Store::open(dir.path(), Options::default()).unwrap();
@@ -272,7 +328,7 @@ fn sequence_numbers_beyond_sqlite_integers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Options::default()).unwrap();
     assert!(matches!(store.append("acme", u64::MAX, b"x"), Err(Error::SeqRange(u64::MAX))));
-    store.wait(store.append("acme", i64::MAX as u64, b"x").unwrap()).unwrap();
+    store.wait(store.append("acme", 1, b"x").unwrap()).unwrap();
 }
 
 #[derive(Default)]
@@ -296,6 +352,11 @@ fn a_task_is_woken_when_its_ticket_is_durable() {
     assert!(store.poll_durable(ticket, &mut cx).is_pending());
     store.resume_writer();
     store.flush().unwrap();
+    // The writer wakes tasks just after it tells blocking waiters: give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wakes.0.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
     assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
     assert!(matches!(store.poll_durable(ticket, &mut cx), Poll::Ready(Ok(()))));
 }
@@ -375,4 +436,26 @@ fn kill_9_loses_nothing_acknowledged() {
             );
         }
     }
+}
+
+#[test]
+fn a_row_cut_between_two_records_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        store.pause_writer();
+        for seq in 1..=3 {
+            store.append("acme", seq, &record(seq)).unwrap();
+        }
+        store.resume_writer();
+        store.flush().unwrap();
+    }
+    // Keep only the first record's bytes: every frame left is whole.
+    tamper(dir.path(), &format!("UPDATE journal SET records = substr(records, 1, {})", 8 + record(1).len()));
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let err = store.replay(|_| Ok(())).unwrap_err();
+    assert!(
+        err.to_string().contains("at sequence number 2 is damaged: missing (its row ends at 1, not 3)"),
+        "{err}"
+    );
 }
