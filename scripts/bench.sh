@@ -2,7 +2,7 @@
 # Runs the benchmark suites, each measuring waitline and its baseline in the same run, and
 # prints the tables of BENCHMARKS.md. Loopback only, bounded in time (a few minutes in all).
 #   scripts/bench.sh            all suites
-#   scripts/bench.sh core|http|python
+#   scripts/bench.sh core|http|durable|python
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -19,6 +19,14 @@ if [[ "$what" == all || "$what" == http ]]; then
   cargo build --release -q -p waitline-server --bin waitline
   cargo build --release -q -p waitline-benches --bin http_load --bin hello_server
   "$CARGO_TARGET_DIR/release/http_load" "$CARGO_TARGET_DIR/release" 5 64
+fi
+
+if [[ "$what" == all || "$what" == durable ]]; then
+  cargo build --release -q -p waitline-benches --bin store_load --bin restart_probe
+  # In a directory on the disk under test (the system's temporary directory may be memory).
+  export TMPDIR="${TMPDIR:-$CARGO_TARGET_DIR}"
+  "$CARGO_TARGET_DIR/release/store_load" 3 64
+  "$CARGO_TARGET_DIR/release/restart_probe" 1000000
 fi
 
 if [[ "$what" == all || "$what" == python ]]; then

@@ -55,7 +55,9 @@ step "Python package: build the native module into .venv, then its tests (stubs 
 step "benchmark smoke: every suite runs briefly so none can rot (nothing is timed here)"
 cargo bench -p waitline-benches --locked -- --test
 cargo run -q --locked -p waitline-benches --bin report -- --quick >/dev/null
-cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server
+cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server --bin store_load --bin restart_probe
+"$CARGO_TARGET_DIR/debug/store_load" 0.2 4 >/dev/null
+"$CARGO_TARGET_DIR/debug/restart_probe" 2000 >/dev/null
 "$CARGO_TARGET_DIR/debug/http_load" "$CARGO_TARGET_DIR/debug" 0.3 4 >/dev/null
 .venv/bin/python python/benchmarks/bench.py --quick >/dev/null
 
