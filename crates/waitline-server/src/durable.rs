@@ -6,32 +6,57 @@
 //! latest ticket at the time the command returned: that covers the command's own record
 //! (appended before it returned), and perhaps a few later ones that share its commit.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use waitline::{Engine, EngineBuilder, Journal};
+use waitline::journal::Record;
+use waitline::{Engine, EngineBuilder, Event, Journal, Subscription};
 use waitline_store::{Entry, Fsync, Options, Replayed, Store, Ticket};
 
 /// The engine's journal, in the store.
 #[derive(Debug)]
-struct StoreJournal(Store);
+struct StoreJournal {
+    store: Store,
+    heads: Heads,
+}
 
 impl Journal for StoreJournal {
     fn append(&self, tenant: &str, seq: u64, record: &[u8]) {
         // A store that has stopped refuses; whoever waits for this record hears why.
-        let _ = self.0.append(tenant, seq, record);
+        let _ = self.store.append(tenant, seq, record);
+        let mut heads = self.heads.lock();
+        match heads.get_mut(tenant) {
+            Some(last) => *last = seq,
+            None => {
+                heads.insert(tenant.into(), seq);
+            }
+        }
     }
 }
 
+/// Each tenant's last number appended.
+type Heads = Arc<parking_lot::Mutex<HashMap<Box<str>, u64>>>;
+
 /// The store behind a durable service; nothing for one in memory. Cheap to clone.
 #[derive(Clone, Debug, Default)]
-pub struct Durability(Option<Store>);
+pub struct Durability {
+    store: Option<Store>,
+    /// Events the replay made again whose webhooks were not handled before the restart,
+    /// taken once by the webhook outbox.
+    backlog: Arc<parking_lot::Mutex<Vec<Event>>>,
+    /// Each tenant's last number appended, and the delivery mark last kept for it while no
+    /// outbox runs (see [`Durability::mark_all_delivered`]).
+    heads: Heads,
+    marked: Heads,
+}
 
 impl Durability {
     /// Nothing is kept.
     #[must_use]
-    pub const fn in_memory() -> Self {
-        Self(None)
+    pub fn in_memory() -> Self {
+        Self::default()
     }
 
     /// Opens `dir` (creating it), builds the engine with the store as its journal, and
@@ -47,43 +72,123 @@ impl Durability {
         engine: EngineBuilder,
     ) -> Result<(Engine, Self, Replayed), String> {
         let store = Store::open(dir, Options { fsync, recover_truncate }).map_err(|e| e.to_string())?;
-        let engine = engine.journal(std::sync::Arc::new(StoreJournal(store.clone()))).build();
+        let heads = Heads::default();
+        let engine =
+            engine.journal(Arc::new(StoreJournal { store: store.clone(), heads: heads.clone() })).build();
+        // Events are made again only past each tenant's delivery mark: a subscription opens
+        // when the replay gets there (before it, no event is even built). One firing of
+        // timers may take numbers on both sides of the mark, all made by its first record:
+        // such a record is replayed with a subscription, kept if it went past the mark.
+        let delivered = store.delivered().map_err(|e| e.to_string())?;
+        let mut listening: HashMap<String, Subscription> = HashMap::new();
         let replayed = store
             .replay(|entry| match entry {
                 Entry::Record { tenant, seq, data } => {
-                    engine.tenant(tenant).replay(seq, data).map_err(|e| e.to_string())
+                    let mark = delivered.get(tenant).copied().unwrap_or(0);
+                    let handle = engine.tenant(tenant);
+                    if !listening.contains_key(tenant) {
+                        let timers = seq <= mark
+                            && Record::decode(data)
+                                .is_ok_and(|r| r.change == waitline::journal::Change::Timers);
+                        if seq > mark || timers {
+                            listening.insert(
+                                tenant.to_owned(),
+                                engine.subscribe_tenant_bounded(tenant, usize::MAX),
+                            );
+                        }
+                        handle.replay(seq, data).map_err(|e| e.to_string())?;
+                        if timers && handle.last_seq() <= mark {
+                            listening.remove(tenant);
+                        }
+                        return Ok(());
+                    }
+                    handle.replay(seq, data).map_err(|e| e.to_string())
                 }
                 Entry::Snapshot { .. } => Err("this version does not read snapshots".to_owned()),
             })
             .map_err(|e| e.to_string())?;
+        let backlog: Vec<Event> = listening
+            .into_values()
+            .flat_map(|mut sub| sub.drain())
+            .filter(|e| e.seq() > delivered.get(&*e.tenant).copied().unwrap_or(0))
+            .collect();
+        if !backlog.is_empty() {
+            tracing::info!(
+                events = backlog.len(),
+                "events whose webhooks were not handled before the restart: sent again"
+            );
+        }
         for (tenant, seq, why) in &replayed.truncated {
             tracing::warn!(tenant = %tenant, seq, why = %why, "damaged journal: dropped this record and the tenant's later ones");
         }
-        Ok((engine, Self(Some(store)), replayed))
+        let marked = Arc::new(parking_lot::Mutex::new(
+            delivered.into_iter().map(|(t, s)| (t.into_boxed_str(), s)).collect::<HashMap<_, _>>(),
+        ));
+        let backlog = Arc::new(parking_lot::Mutex::new(backlog));
+        Ok((engine, Self { store: Some(store), backlog, heads, marked }, replayed))
     }
 
     /// Whether changes are kept on disk.
     #[must_use]
     pub const fn is_durable(&self) -> bool {
-        self.0.is_some()
+        self.store.is_some()
+    }
+
+    /// Whether a restart left events to send again.
+    #[must_use]
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.lock().is_empty()
+    }
+
+    /// The events to send again after a restart (once: later calls get none).
+    #[must_use]
+    pub fn take_backlog(&self) -> Vec<Event> {
+        std::mem::take(&mut self.backlog.lock())
+    }
+
+    /// With no webhook outbox running, no event is waiting for delivery: marks every
+    /// tenant's events handled up to its last number appended (only where it moved), so that
+    /// a restart does not send the whole history again.
+    /// `idle` says whether still no outbox runs, asked after the heads are read: an outbox
+    /// that started before then may have events of those numbers to deliver.
+    pub fn mark_all_delivered(&self, idle: impl Fn() -> bool) {
+        let Some(store) = &self.store else { return };
+        let heads = self.heads.lock().clone();
+        if !idle() {
+            return;
+        }
+        let mut marked = self.marked.lock();
+        for (tenant, seq) in heads {
+            if marked.get(&tenant).is_none_or(|m| *m < seq) {
+                let _ = store.mark_delivered(&tenant, seq);
+                marked.insert(tenant, seq);
+            }
+        }
+    }
+
+    /// Every event of `tenant` up to `seq` has been handled by the webhook outbox.
+    pub fn mark_delivered(&self, tenant: &str, seq: u64) {
+        if let Some(store) = &self.store {
+            let _ = store.mark_delivered(tenant, seq);
+        }
     }
 
     /// Whether the store has stopped (a write or a sync failed): no change may be
     /// acknowledged any more, until a restart.
     #[must_use]
     pub fn is_stopped(&self) -> bool {
-        self.0.as_ref().is_some_and(Store::is_stopped)
+        self.store.as_ref().is_some_and(Store::is_stopped)
     }
 
     /// A mark covering every change made so far.
     #[must_use]
     pub fn mark(&self) -> Option<Ticket> {
-        self.0.as_ref().map(Store::last_ticket)
+        self.store.as_ref().map(Store::last_ticket)
     }
 
     /// `Ready(Ok)` once every change up to `mark` is on disk (at once in memory).
     pub fn poll_durable(&self, mark: Option<Ticket>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-        match (&self.0, mark) {
+        match (&self.store, mark) {
             (Some(store), Some(ticket)) => store.poll_durable(ticket, cx).map_err(|e| e.to_string()),
             _ => Poll::Ready(Ok(())),
         }
@@ -94,7 +199,7 @@ impl Durability {
     /// # Errors
     /// The store has stopped.
     pub fn settled_blocking(&self) -> Result<(), String> {
-        match &self.0 {
+        match &self.store {
             Some(store) => store.flush().map_err(|e| e.to_string()),
             None => Ok(()),
         }
@@ -122,7 +227,7 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
         return Err(format!("{}: no waitline data here", dir.display()));
     }
     let (engine, durability, replayed) = Durability::open(dir, Fsync::Always, false, Engine::builder())?;
-    let Some(store) = &durability.0 else { unreachable!("opened on a directory") };
+    let Some(store) = &durability.store else { unreachable!("opened on a directory") };
     let tenants = store.describe().map_err(|e| e.to_string())?;
     let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
     let db = waitline_store::DB_FILE;

@@ -219,10 +219,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState::durable(engine.clone(), durability, &config, &signer);
-    if state.webhooks().has_default_url() {
+    if state.webhooks().has_default_url() || state.durability().has_backlog() {
         state.webhooks().ensure_started();
     }
-    let maintenance = tokio::spawn(maintain(engine));
+    let maintenance = tokio::spawn(maintain(engine, state.clone()));
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set: {e}");
@@ -240,11 +240,16 @@ pub async fn run(
     served
 }
 
-/// Fires due timers (max-wait expiry, idle queues) even when no request comes. Sleeps until
-/// the next timer, at most 100 ms at a time so that a timer set meanwhile is not missed.
-async fn maintain(engine: Engine) {
+/// Fires due timers (max-wait expiry, idle queues) even when no request comes, and, while no
+/// webhook outbox runs, keeps the delivery marks up with the journal. Sleeps until the next
+/// timer, at most 100 ms at a time so that a timer set meanwhile is not missed.
+async fn maintain(engine: Engine, state: AppState) {
     loop {
         engine.run_pending_tasks();
+        if !state.webhooks().is_running() {
+            // Nothing waits for delivery: a restart need not send these events again.
+            state.durability().mark_all_delivered(|| !state.webhooks().is_running());
+        }
         tokio::time::sleep(engine.sleep_until_next_wakeup(Duration::from_millis(100))).await;
     }
 }

@@ -149,6 +149,7 @@ struct Delivery {
     config: WebhookConfig,
     client: reqwest::Client,
     stats: Arc<WebhookStats>,
+    tracker: Arc<Tracker>,
 }
 
 impl Webhooks {
@@ -163,6 +164,13 @@ impl Webhooks {
             running: parking_lot::Mutex::new(None),
             stats: Arc::default(),
         }
+    }
+
+    /// Whether the outbox runs (it starts with a default URL, or at the first call with a
+    /// URL of its own).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.running.lock().is_some()
     }
 
     /// Whether a default URL is configured.
@@ -185,11 +193,14 @@ impl Webhooks {
         let (stop, stopped) = oneshot::channel();
         let client = reqwest::Client::builder().timeout(self.config.timeout).build().expect("HTTP client");
         let (workers_n, capacity) = (self.config.workers.max(1), self.config.outbox_capacity.max(1));
+        let tracker =
+            Arc::new(Tracker { durability: self.durability.clone(), tenants: parking_lot::Mutex::default() });
         let delivery = Arc::new(Delivery {
             signer: self.signer.clone(),
             config: self.config.clone(),
             client,
             stats: stats.clone(),
+            tracker: tracker.clone(),
         });
         let mut senders = Vec::with_capacity(workers_n);
         let mut workers = Vec::with_capacity(workers_n);
@@ -199,7 +210,9 @@ impl Webhooks {
             workers.push(tokio::spawn(worker(rx, delivery.clone())));
         }
         let events = self.engine.subscribe();
-        let reader = tokio::spawn(read(events, self.durability.clone(), senders, stats, stopped));
+        let outbox = Outbox { senders, tracker, stats };
+        let backlog = self.durability.take_backlog();
+        let reader = tokio::spawn(read(events, backlog, self.durability.clone(), outbox, stopped));
         *running = Some(Running { stop, reader, workers });
     }
 
@@ -215,15 +228,26 @@ impl Webhooks {
     }
 }
 
+/// Where the reader puts events: the workers' queues, and the tracker of what is handled.
+struct Outbox {
+    senders: Vec<mpsc::Sender<Event>>,
+    tracker: Arc<Tracker>,
+    stats: Arc<WebhookStats>,
+}
+
 /// Awaits the engine's events and routes each to its worker's outbox, until `stop` (or until
 /// the engine is gone); then hands over what is already committed and closes the outboxes.
+/// The events of `backlog` (made again by the replay after a restart) go first.
 async fn read(
     mut events: Subscription,
+    backlog: Vec<Event>,
     durability: Durability,
-    senders: Vec<mpsc::Sender<Event>>,
-    stats: Arc<WebhookStats>,
+    outbox: Outbox,
     mut stop: oneshot::Receiver<()>,
 ) {
+    for event in backlog {
+        outbox.route(event);
+    }
     let mut lost_upstream = 0;
     loop {
         // `recv_async` is cancel-safe: an event is taken only when it is returned. Each event
@@ -240,10 +264,10 @@ async fn read(
             tracing::error!(why = %why, "webhooks stopped: the store cannot keep changes");
             break;
         }
-        route(&senders, event, &stats);
+        outbox.route(event);
         let lost = events.dropped();
         if lost > lost_upstream {
-            stats.dropped.fetch_add(lost - lost_upstream, Ordering::Relaxed);
+            outbox.stats.dropped.fetch_add(lost - lost_upstream, Ordering::Relaxed);
             tracing::warn!(lost = lost - lost_upstream, "webhook events lost: the engine channel overflowed");
             lost_upstream = lost;
         }
@@ -251,19 +275,85 @@ async fn read(
     let committed = events.drain();
     if durability.settled().await.is_ok() {
         for event in committed {
-            route(&senders, event, &stats);
+            outbox.route(event);
         }
     }
 }
 
-/// Puts an event in the outbox of its call's worker.
-fn route(senders: &[mpsc::Sender<Event>], event: Event, stats: &WebhookStats) {
-    let Some(subject) = event.kind.subject() else { return }; // [ext] queue events: streams only
-    let worker = (subject.call.call_leg_id.as_u128() % senders.len() as u128) as usize;
-    if let Err(e) = senders[worker].try_send(event) {
-        stats.dropped.fetch_add(1, Ordering::Relaxed);
-        if let mpsc::error::TrySendError::Full(ev) = e {
-            tracing::warn!(event = ev.event_type(), id = %ev.id, "webhook outbox full: event dropped");
+impl Outbox {
+    /// Puts an event in the outbox of its call's worker.
+    fn route(&self, event: Event) {
+        let Some(subject) = event.kind.subject() else {
+            // [ext] queue events: streams only, handled at once.
+            self.tracker.handled(&event.tenant, event.seq(), false);
+            return;
+        };
+        let worker = (subject.call.call_leg_id.as_u128() % self.senders.len() as u128) as usize;
+        self.tracker.handled(&event.tenant, event.seq(), true);
+        if let Err(e) = self.senders[worker].try_send(event) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            let ev = match e {
+                mpsc::error::TrySendError::Full(ev) => {
+                    tracing::warn!(event = ev.event_type(), id = %ev.id, "webhook outbox full: event dropped");
+                    ev
+                }
+                mpsc::error::TrySendError::Closed(ev) => ev,
+            };
+            self.tracker.done(&ev.tenant, ev.seq());
+        }
+    }
+}
+
+/// What the outbox has handled, per tenant, so that a restart sends again only the events
+/// not handled: the mark is the highest number below which every event is delivered or
+/// given up on, kept in the store with its next commit.
+#[derive(Debug)]
+struct Tracker {
+    durability: Durability,
+    tenants: parking_lot::Mutex<std::collections::HashMap<Arc<str>, Handled>>,
+}
+
+#[derive(Debug, Default)]
+struct Handled {
+    /// Numbers with events in the outbox, and how many each.
+    pending: std::collections::BTreeMap<u64, u32>,
+    /// The highest number routed.
+    routed: u64,
+    /// The mark last kept.
+    marked: u64,
+}
+
+impl Tracker {
+    /// An event of `tenant` numbered `seq` was routed: into the outbox (`queued`), or
+    /// handled at once.
+    fn handled(&self, tenant: &Arc<str>, seq: u64, queued: bool) {
+        let mut tenants = self.tenants.lock();
+        let h = tenants.entry(tenant.clone()).or_default();
+        h.routed = h.routed.max(seq);
+        if queued {
+            *h.pending.entry(seq).or_default() += 1;
+        }
+        self.remark(tenant, h);
+    }
+
+    /// An event from the outbox was delivered or given up on.
+    fn done(&self, tenant: &Arc<str>, seq: u64) {
+        let mut tenants = self.tenants.lock();
+        let Some(h) = tenants.get_mut(tenant) else { return };
+        if let std::collections::btree_map::Entry::Occupied(mut e) = h.pending.entry(seq) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        self.remark(tenant, h);
+    }
+
+    fn remark(&self, tenant: &str, h: &mut Handled) {
+        let mark = h.pending.first_key_value().map_or(h.routed, |(first, _)| first - 1);
+        if mark > h.marked {
+            h.marked = mark;
+            self.durability.mark_delivered(tenant, mark);
         }
     }
 }
@@ -271,6 +361,7 @@ fn route(senders: &[mpsc::Sender<Event>], event: Event, stats: &WebhookStats) {
 async fn worker(mut rx: mpsc::Receiver<Event>, delivery: Arc<Delivery>) {
     while let Some(event) = rx.recv().await {
         delivery.deliver(&event).await;
+        delivery.tracker.done(&event.tenant, event.seq());
     }
 }
 

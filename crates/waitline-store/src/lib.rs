@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     seq INTEGER NOT NULL,
     data BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS delivered (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 /// When an appended record counts as durable.
@@ -328,6 +329,23 @@ impl Store {
             seq: checked(seq)?,
             stored: frame::encode(tenant, seq, data),
         })
+    }
+
+    /// Notes that every event of `tenant` up to number `seq` has been handled (delivered,
+    /// or given up on): after a restart, only later ones are sent again. Kept with the next
+    /// commit; never moves back.
+    pub fn mark_delivered(&self, tenant: &str, seq: u64) -> Result<Ticket> {
+        self.push(Op::Delivered { tenant: tenant.into(), seq: checked(seq)? })
+    }
+
+    /// The marks of [`Store::mark_delivered`], per tenant.
+    pub fn delivered(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare("SELECT tenant, seq FROM delivered").map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, stored_seq(r.get(1)?))))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sql(e))
     }
 
     fn push(&self, op: Op) -> Result<Ticket> {

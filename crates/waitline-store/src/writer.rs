@@ -23,6 +23,8 @@ pub(crate) enum Op {
     Snapshot { tenant: Box<str>, seq: u64, stored: Vec<u8> },
     /// Deletes a tenant's records from `seq` on (recovery from a bad record).
     Truncate { tenant: Box<str>, seq: u64 },
+    /// Every event of the tenant up to `seq` was handled.
+    Delivered { tenant: Box<str>, seq: u64 },
 }
 
 /// Operations not yet taken by the writer.
@@ -232,6 +234,13 @@ pub(crate) fn write_batch(conn: &mut Connection, heads: &mut Heads, ops: &[Op]) 
                     .execute(params![&**tenant, sql_seq(*seq), stored])?;
                     tx.prepare_cached("DELETE FROM journal WHERE tenant = ?1 AND last <= ?2")?
                         .execute(params![&**tenant, sql_seq(*seq)])?;
+                }
+                Op::Delivered { tenant, seq } => {
+                    tx.prepare_cached(
+                        "INSERT INTO delivered (tenant, seq) VALUES (?1, ?2) \
+                         ON CONFLICT (tenant) DO UPDATE SET seq = max(seq, excluded.seq)",
+                    )?
+                    .execute(params![&**tenant, sql_seq(*seq)])?;
                 }
                 Op::Truncate { tenant, seq } => {
                     if let Some(i) = runs.iter().position(|r| r.tenant == &**tenant) {
