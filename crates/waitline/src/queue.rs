@@ -145,6 +145,11 @@ impl Queue {
         seq_u32(self.members.push(band, call, |&c, s| relocate(calls, c, s)))
     }
 
+    /// Makes room for `additional` more members (see [`MemberOrder::reserve`]).
+    pub(crate) fn reserve(&mut self, calls: &mut Slab<CallRecord>, additional: usize) {
+        self.members.reserve(additional, |&c, s| relocate(calls, c, s));
+    }
+
     /// Removes a member (its membership `m`, still in its record); `reason` is counted in
     /// the totals (`None`: dropped without a count). The position it had is worked out only
     /// if `with_position` (someone listens for the event that reports it), else it is 0.

@@ -369,7 +369,9 @@ impl Tenant {
     /// before it stay enqueued, the refused one and those after it are not touched, and the
     /// error gives the refused one's index. Returns how many commands succeeded: `ids.len()`.
     ///
-    /// The parameters are validated once and the queue found once per lock hold. The lock
+    /// The parameters are validated once and the queue found once per lock hold; after the
+    /// first call, the queue makes room for the rest at once (as far as its `max_size`
+    /// allows), instead of growing step by step. The lock
     /// is taken once per chunk of [`ENQUEUE_MANY_CHUNK`] calls, so that other commands of
     /// the tenant wait at most one chunk; a chunk's commands share one clock reading, and
     /// a timer due by then fires before the next command, as between single commands.
@@ -393,6 +395,7 @@ impl Tenant {
         let v = p.validate().map_err(|error| BatchError { index: 0, error })?;
         let inner = self.inner();
         let mut done = 0;
+        let mut reserved = false;
         while done < ids.len() {
             let chunk = &ids[done..ids.len().min(done + ENQUEUE_MANY_CHUNK)];
             // As `run`, with one `Txn` (and settling) per command.
@@ -423,6 +426,11 @@ impl Tenant {
                     Ok(q) => {
                         queue = q.or(existing);
                         done += 1;
+                        if let (false, Some(q)) = (reserved, queue) {
+                            // Room for the rest of the batch at once.
+                            reserved = true;
+                            core.reserve_members(q, ids.len() - done);
+                        }
                     }
                     Err(error) => {
                         refused = Some(error);

@@ -96,8 +96,23 @@ fn state(f: &Fixture, ids: &[String]) -> String {
 /// Runs `ids` as single enqueues on one world and as one batch on a twin, and checks that
 /// both answer, change and tell alike.
 fn same_as_singles(builder: impl Fn() -> EngineBuilder, n: usize, batch: &[&str], p: &EnqueueParams) {
+    same_as_singles_after(builder, n, |_| {}, batch, p);
+}
+
+/// [`same_as_singles`], once `prepare` ran on both worlds.
+fn same_as_singles_after(
+    builder: impl Fn() -> EngineBuilder,
+    n: usize,
+    prepare: impl Fn(&Tenant),
+    batch: &[&str],
+    p: &EnqueueParams,
+) {
     let (mut single, ids) = world(builder(), n);
     let (mut many, _) = world(builder(), n);
+    for f in [&mut single, &mut many] {
+        prepare(&f.t);
+        f.take_events();
+    }
     let mut answer = Ok(batch.len());
     for (index, id) in batch.iter().enumerate() {
         if let Err(error) = single.t.enqueue(id, p) {
@@ -128,6 +143,19 @@ fn a_batch_is_the_sequence_of_single_enqueues() {
     same_as_singles(Engine::builder, n, &batch, &params("z"));
     // Into a queue that exists (c0 waits in x).
     same_as_singles(Engine::builder, n, &["c1", "c2", "c5"], &params("x"));
+    // Into a queue with members of other bands and holes where members left: the room the
+    // batch makes for itself renumbers them in the order.
+    let holes = |t: &Tenant| {
+        for i in 5..60 {
+            let p = EnqueueParams { priority: Some(i % 4), ..EnqueueParams::new("x") };
+            t.enqueue(&format!("c{i}"), &p).unwrap();
+        }
+        for i in (5..60).step_by(3) {
+            t.leave_queue(&format!("c{i}"), &none()).unwrap();
+        }
+    };
+    let rest: Vec<&str> = ids[60..300].iter().map(String::as_str).collect();
+    same_as_singles_after(Engine::builder, 300, holes, &rest, &params("x"));
     // With a cap of one ended call: c2's enqueue hangs up its partner c3, which makes the
     // tenant forget c4 at the end of that command, so the next one no longer finds c4.
     let one_ended = || Engine::builder().max_ended_calls_per_tenant(1);
