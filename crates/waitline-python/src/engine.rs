@@ -225,33 +225,23 @@ impl PyEngine {
         )?;
         // The ids are read in place (no copy of each into Rust) with the GIL held: copying
         // them cost more than the enqueues (a malloc and a memcpy each), and the borrowed
-        // text must not outlive the GIL. They go to the core's batch command a chunk at a
-        // time (the core's own chunk: one lock each), read before the lock is taken: an id
-        // that is not valid UTF-8 raises after the ids before it were enqueued.
-        let mut chunk: Vec<&str> =
-            Vec::with_capacity(call_control_ids.len().min(waitline::ENQUEUE_MANY_CHUNK));
-        let mut rest = call_control_ids.iter();
-        let mut done = 0;
-        loop {
-            chunk.clear();
-            let mut unreadable = None;
-            for id in rest.by_ref().take(waitline::ENQUEUE_MANY_CHUNK) {
-                match id.to_str() {
-                    Ok(id) => chunk.push(id),
-                    Err(e) => {
-                        unreadable = Some(e);
-                        break;
-                    }
+        // text must not outlive the GIL (the list above holds the strings). All are read
+        // before the core's batch command takes its lock, in one call (the core locks once
+        // per chunk, and makes room in the queue for the whole batch at once): an id that is
+        // not valid UTF-8 raises after the ids before it were enqueued.
+        let mut ids: Vec<&str> = Vec::with_capacity(call_control_ids.len());
+        let mut unreadable = None;
+        for id in &call_control_ids {
+            match id.to_str() {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    unreadable = Some(e);
+                    break;
                 }
             }
-            done += self.tenant.enqueue_many(&chunk, &p).map_err(|e| to_py_err(py, &e.error))?;
-            if let Some(e) = unreadable {
-                return Err(e);
-            }
-            if chunk.len() < waitline::ENQUEUE_MANY_CHUNK {
-                return Ok(done);
-            }
         }
+        let done = self.tenant.enqueue_many(&ids, &p).map_err(|e| to_py_err(py, &e.error))?;
+        unreadable.map_or(Ok(done), Err)
     }
 
     /// An existing call (`CallNotFoundError` otherwise).
