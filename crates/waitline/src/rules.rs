@@ -235,18 +235,20 @@ impl Txn<'_> {
 
 impl Txn<'_> {
     /// One enqueue command on a locked tenant ([`Tenant::enqueue`], and each call of
-    /// [`Tenant::enqueue_many`]); `existing` is the queue's slot, if it exists. Returns the
-    /// slot of the queue the call joined (`None`: a repeated `command_id`, nothing done).
+    /// [`Tenant::enqueue_many`]); `find_queue` gives the queue's slot, if it exists. Returns
+    /// the slot of the queue the call joined (`None`: a repeated `command_id`, nothing done).
+    #[inline]
     fn enqueue(
         &mut self,
         id: &str,
         p: &EnqueueParams,
         v: &ValidEnqueue<'_>,
-        existing: Option<u32>,
+        find_queue: impl FnOnce(&Self) -> Option<u32>,
     ) -> Result<Option<u32>> {
         let now = self.now;
         let txn = self;
         let Some(call) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(None) };
+        let existing = find_queue(txn);
         if call.queue().is_some() && call.queue() == existing {
             return Err(Error::AlreadyInQueue);
         }
@@ -357,10 +359,7 @@ impl Tenant {
     pub fn enqueue(&self, id: &str, p: &EnqueueParams) -> Result<()> {
         let v = p.validate()?;
         let now = self.inner().begin();
-        self.run(now, |txn| {
-            let existing = txn.find_queue(v.queue);
-            txn.enqueue(id, p, &v, existing).map(drop)
-        })
+        self.run(now, |txn| txn.enqueue(id, p, &v, |txn| txn.find_queue(v.queue)).map(drop))
     }
 
     /// Enqueues each call of `ids`, in order, into one queue: exactly the sequence of
@@ -416,15 +415,14 @@ impl Tenant {
                 }
                 let list = listening.then(|| core.take_event_list());
                 let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, list);
-                let existing = queue.or_else(|| txn.find_queue(v.queue));
-                let r = txn.enqueue(id.as_ref(), p, &v, existing);
+                let r = txn.enqueue(id.as_ref(), p, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)));
                 if let (Some(all), Some(mut mine)) = (events.as_mut(), settle(txn)) {
                     all.append(&mut mine);
                     core.keep_event_list(mine);
                 }
                 match r {
                     Ok(q) => {
-                        queue = q.or(existing);
+                        queue = q.or(queue);
                         done += 1;
                         if let (false, Some(q)) = (reserved, queue) {
                             // Room for the rest of the batch at once.
