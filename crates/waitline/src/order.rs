@@ -144,6 +144,12 @@ impl<T> MemberOrder<T> {
         self.len
     }
 
+    /// Slots before the next compaction or growth.
+    #[cfg(test)]
+    pub(crate) const fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// Appends `value` at the end of `band`. `relocate` is told of every member that a
     /// compaction renumbers (before the new member is added).
     pub(crate) fn push(&mut self, band: u8, value: T, mut relocate: impl FnMut(&T, Seq)) -> Seq {

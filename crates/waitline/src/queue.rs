@@ -145,6 +145,12 @@ impl Queue {
         seq_u32(self.members.push(band, call, |&c, s| relocate(calls, c, s)))
     }
 
+    /// Slots of the order before it must compact or grow.
+    #[cfg(test)]
+    pub(crate) const fn order_capacity(&self) -> usize {
+        self.members.capacity()
+    }
+
     /// Makes room for `additional` more members (see [`MemberOrder::reserve`]).
     pub(crate) fn reserve(&mut self, calls: &mut Slab<CallRecord>, additional: usize) {
         self.members.reserve(additional, |&c, s| relocate(calls, c, s));

@@ -912,6 +912,23 @@ mod tests {
 
     use crate::{CommandOptions, DialParams, Engine, EnqueueParams};
 
+    /// A batch makes room in its queue for all its calls after the first (as far as the
+    /// queue's `max_size` allows), even when it stops early.
+    #[test]
+    fn a_batch_makes_room_for_itself_at_once() {
+        for (max_size, room) in [(100_000, 1024), (500, 512)] {
+            let t = Engine::default().default_tenant();
+            let dial = || t.dial(&DialParams::new("+1", "+2", "app")).map(|c| c.call_control_id).unwrap();
+            let mut ids: Vec<String> = (0..1023).map(|_| dial()).collect();
+            ids[2] = "nope".into();
+            let p = EnqueueParams { max_size: Some(max_size), ..EnqueueParams::new("q") };
+            assert_eq!(t.enqueue_many(&ids, &p).map_err(|e| e.index), Err(2));
+            let core = t.state.lock();
+            let (_, q) = core.queues().next().unwrap();
+            assert_eq!((q.len(), q.order_capacity()), (2, room), "max_size {max_size}");
+        }
+    }
+
     /// Calls through the same connection to the same number share those strings.
     #[test]
     fn equal_connection_ids_and_called_numbers_are_shared() {
