@@ -1,15 +1,19 @@
 //! Interleavings of commands from several threads, on two tenants (threads 0 and 2 on one,
 //! 1 and 3 on the other): the engine's invariants hold at the end, every enqueue is matched
 //! by exactly one dequeue or the call is still queued, and each tenant's events come in the
-//! order of its sequence.
+//! order of its sequence; and replaying the journal the interleaving wrote, tenant by
+//! tenant, makes the same events and the same state.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use waitline::{
     BridgeParams, Clock, CommandOptions, DialParams, Engine, EnqueueParams, EventKind, PageRequest,
 };
+
+use crate::model::VecJournal;
 
 const CALLS: usize = 8;
 const QUEUES: usize = 3;
@@ -39,7 +43,8 @@ pub enum ThreadOp {
 /// A broken invariant, an unexpected error code, or an enqueue/dequeue imbalance.
 pub fn check_threads(threads: &[Vec<ThreadOp>]) -> Result<(), String> {
     let (clock, hand) = Clock::manual(crate::model::START);
-    let engine = Engine::builder().clock(clock).event_capacity(1 << 20).build();
+    let journal = Arc::new(VecJournal::default());
+    let engine = Engine::builder().clock(clock).event_capacity(1 << 20).journal(journal.clone()).build();
     let mut events = engine.subscribe();
     let tenants = [engine.tenant("a"), engine.tenant("b")];
     // The same ids in both tenants: they must not meet.
@@ -113,7 +118,9 @@ pub fn check_threads(threads: &[Vec<ThreadOp>]) -> Result<(), String> {
     }
     let mut open: HashMap<(String, String), i64> = HashMap::new();
     let mut seqs: HashMap<String, u64> = HashMap::new();
-    for e in events.drain() {
+    let all = events.drain();
+    check_replay(&journal, &all, &tenants, &ids, hand.now())?;
+    for e in all {
         let seq = seqs.entry(e.tenant.to_string()).or_default();
         if e.seq() < *seq {
             return Err(format!("tenant {}: event of {} after {seq}", e.tenant, e.seq()));
@@ -154,6 +161,52 @@ pub fn check_threads(threads: &[Vec<ThreadOp>]) -> Result<(), String> {
             if open.get(&key(id)) == Some(&1) && !member && alive {
                 return Err(format!("{id} has an open enqueue but is in no queue"));
             }
+        }
+    }
+    Ok(())
+}
+
+/// What a tenant shows of itself: its queues, their members, and the calls `ids`.
+fn dump(tenant: &waitline::Tenant, ids: &[String]) -> Vec<String> {
+    let mut out = vec![format!("{:?}", tenant.queues(PageRequest::new(1, 250)))];
+    for q in 0..QUEUES {
+        out.push(format!("{:?}", tenant.queue_calls(&format!("q{q}"), PageRequest::new(1, 250))));
+    }
+    out.extend(ids.iter().map(|id| format!("{:?}", tenant.call(id))));
+    out
+}
+
+/// Replays the records that the threads' interleaving made into a fresh engine, tenant by
+/// tenant: the same events (ids included) and the same state.
+fn check_replay(
+    journal: &VecJournal,
+    events: &[waitline::Event],
+    tenants: &[waitline::Tenant],
+    ids: &[String],
+    now: waitline::Timestamp,
+) -> Result<(), String> {
+    let (clock, hand) = Clock::manual(crate::model::START);
+    let engine = Engine::builder().clock(clock).event_capacity(1 << 20).build();
+    let mut sub = engine.subscribe();
+    let records = journal.records();
+    let mut replayed = Vec::new();
+    for live in tenants {
+        let again = engine.tenant(live.name());
+        for (_, seq, bytes) in records.iter().filter(|r| r.0 == live.name()) {
+            again.replay(*seq, bytes).map_err(|e| format!("tenant {}: {e}", live.name()))?;
+        }
+        replayed.extend(sub.drain());
+        let mine = |e: &&waitline::Event| *e.tenant == *live.name();
+        if !events.iter().filter(mine).eq(replayed.iter().filter(mine)) {
+            return Err(format!("tenant {}: replayed events differ", live.name()));
+        }
+    }
+    hand.set(now);
+    engine.check_invariants()?;
+    for live in tenants {
+        let (a, b) = (dump(live, ids), dump(&engine.tenant(live.name()), ids));
+        if a != b {
+            return Err(format!("tenant {}: replayed state differs:\n{a:#?}\nvs\n{b:#?}", live.name()));
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 
 pub mod concurrent;
 pub mod http;
+pub mod journal;
 pub mod json_bodies;
 pub mod model;
 

@@ -6,12 +6,15 @@
 #![allow(clippy::too_many_lines, clippy::manual_checked_ops, clippy::unwrap_used, missing_docs)]
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use waitline::journal::{Change, Record};
 
 use waitline::{
     Bounds, BridgeParams, CallState, Clock, CommandOptions, DequeueTotals, DialParams, Engine, EnqueueParams,
-    Error, Event, EventKind, HangupSource, MAX_WAIT_TIME_SECS, PRIORITY, PageRequest, QUEUE_MAX_SIZE,
-    QueueCallUpdate, QueueDeletedReason, Timestamp, TransferParams,
+    Error, Event, EventKind, HangupSource, Journal, MAX_WAIT_TIME_SECS, PRIORITY, PageRequest,
+    QUEUE_MAX_SIZE, QueueCallUpdate, QueueDeletedReason, ReplayError, Timestamp, TransferParams,
 };
 
 /// 2026-01-01T00:00:00Z, where scenarios start.
@@ -696,7 +699,7 @@ fn describe(e: &Event, tenants: &[&str]) -> String {
     }
 }
 
-fn run_engine(tenants: &[waitline::Tenant], op: &Op) -> (String, Option<String>) {
+pub(crate) fn run_engine(tenants: &[waitline::Tenant], op: &Op) -> (String, Option<String>) {
     // A command id also brings a client state, so that both are exercised.
     let opts = |cmd: &Option<u8>| CommandOptions {
         client_state: cmd.map(|c| format!("Y21k{c}")),
@@ -904,12 +907,10 @@ impl Op {
 /// A description of the first step where engine and model disagree, or an invariant broke.
 pub fn run(ops: &[Op]) -> Result<(), String> {
     let (clock, hand) = Clock::manual(START);
-    let engine = Engine::builder()
-        .clock(clock)
-        .queue_idle_ttl(Duration::from_secs(TTL))
-        .ended_call_retention(Duration::from_secs(RETENTION))
-        .build();
+    let journal = Arc::new(VecJournal::default());
+    let engine = scenario_engine(clock).journal(journal.clone()).build();
     let mut sub = engine.subscribe();
+    let mut all_events = Vec::new();
     let tenants: Vec<_> = TENANTS.iter().map(|n| engine.tenant(n)).collect();
     let mut model = Model { now: START.as_micros(), ..Model::default() };
     let mut seqs = vec![0; tenants.len()];
@@ -930,6 +931,74 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
         ensure_eq!(events, expected, "events of {op:?}");
         engine.check_invariants().map_err(|e| format!("after {op:?}: {e}"))?;
         compare_state(&model, &tenants).map_err(|e| format!("after {op:?}: {e}"))?;
+        all_events.extend(raw);
+    }
+    check_replay(&journal, &all_events, &model, hand.now()).map_err(|e| format!("replaying the journal: {e}"))
+}
+
+pub(crate) fn scenario_engine(clock: Clock) -> waitline::EngineBuilder {
+    Engine::builder()
+        .clock(clock)
+        .queue_idle_ttl(Duration::from_secs(TTL))
+        .ended_call_retention(Duration::from_secs(RETENTION))
+}
+
+/// A journal in memory: every record the engine handed over, in the order it did.
+#[derive(Debug, Default)]
+pub struct VecJournal {
+    records: Mutex<Vec<(String, u64, Vec<u8>)>>,
+}
+
+impl Journal for VecJournal {
+    fn append(&self, tenant: &str, seq: u64, record: &[u8]) {
+        self.records.lock().unwrap().push((tenant.into(), seq, record.to_vec()));
+    }
+}
+
+impl VecJournal {
+    /// The records so far, as (tenant, seq, bytes).
+    #[must_use]
+    pub fn records(&self) -> Vec<(String, u64, Vec<u8>)> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+/// Replays `journal` into a fresh engine, tenant by tenant (tenants are independent), and
+/// checks that it makes the same events (ids included) and ends in the model's state.
+fn check_replay(journal: &VecJournal, events: &[Event], model: &Model, now: Timestamp) -> Result<(), String> {
+    let records = journal.records();
+    for t in TENANTS {
+        let seqs: Vec<u64> = records.iter().filter(|r| r.0 == t).map(|r| r.1).collect();
+        ensure_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "tenant {t}: one record per number");
+    }
+    let (clock, hand) = Clock::manual(START);
+    let engine = scenario_engine(clock).build();
+    let mut sub = engine.subscribe();
+    let tenants: Vec<_> = TENANTS.iter().map(|n| engine.tenant(n)).collect();
+    let mut replayed = Vec::new();
+    for (ti, t) in tenants.iter().enumerate() {
+        for (_, seq, bytes) in records.iter().filter(|r| r.0 == TENANTS[ti]) {
+            t.replay(*seq, bytes).map_err(|e| format!("tenant {}: {e}", TENANTS[ti]))?;
+        }
+        replayed.extend(sub.drain());
+    }
+    // The same events, tenant by tenant (the live run interleaved the tenants).
+    for t in TENANTS {
+        let live: Vec<&Event> = events.iter().filter(|e| *e.tenant == *t).collect();
+        let again: Vec<&Event> = replayed.iter().filter(|e| *e.tenant == *t).collect();
+        ensure_eq!(live, again, "events of tenant {t}");
+    }
+    hand.set(now);
+    engine.check_invariants()?;
+    compare_state(model, &tenants)?;
+    // A record out of turn is refused and changes nothing.
+    if let Some((t, seq, bytes)) =
+        records.iter().rev().find(|r| !matches!(Record::decode(&r.2).map(|r| r.change), Ok(Change::Timers)))
+    {
+        let tenant = engine.tenant(t);
+        let last = tenant.last_seq();
+        ensure_eq!(tenant.replay(*seq, bytes), Err(ReplayError::OutOfOrder { got: *seq, last }));
+        ensure_eq!(tenant.last_seq(), last);
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
-use waitline_check::{concurrent, http, json_bodies, model};
+use waitline_check::{concurrent, http, journal, json_bodies, model};
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
@@ -51,4 +51,9 @@ fn http_request_corpus() {
 #[test]
 fn json_bodies_corpus() {
     assert!(replay::<Vec<json_bodies::JsonCommand>>("json_bodies", |i| json_bodies::check_commands(i)) > 0);
+}
+
+#[test]
+fn journal_records_corpus() {
+    assert!(replay::<journal::DamagedJournal>("journal_records", journal::check_damaged_journal) > 0);
 }

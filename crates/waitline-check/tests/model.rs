@@ -4,6 +4,7 @@
 //! `PROPTEST_CASES` sets the number of cases (default 300).
 
 use proptest::prelude::*;
+use waitline_check::concurrent::{ThreadOp, check_threads};
 use waitline_check::model::{CALLS, Op, QUEUES, TENANTS, run};
 
 fn op() -> impl Strategy<Value = Op> {
@@ -36,5 +37,19 @@ proptest! {
     #[test]
     fn engine_agrees_with_model(ops in prop::collection::vec(op(), 1..80)) {
         run(&ops).map_err(TestCaseError::fail)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse::<u32>().ok()).map_or(64, |c| c.div_ceil(4))))]
+
+    /// Four threads on two tenants, from random bytes decoded as in the `engine_concurrent`
+    /// fuzz target: invariants, enqueue/dequeue accounting, per-tenant event order, and a
+    /// replay of the journal the interleaving wrote (same events, same state).
+    #[test]
+    fn threads_on_two_tenants(bytes in prop::collection::vec(any::<u8>(), 64..4096)) {
+        let mut input = arbitrary::Unstructured::new(&bytes);
+        let threads: Vec<Vec<ThreadOp>> = (0..4).map(|_| input.arbitrary().unwrap_or_default()).collect();
+        check_threads(&threads).map_err(TestCaseError::fail)?;
     }
 }

@@ -15,7 +15,9 @@ import json
 import os
 import pathlib
 import socket
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -201,9 +203,11 @@ def pytest_terminal_summary(terminalreporter):
 def server(hooks):
     binary = os.environ.get("WAITLINE_BIN", str(ROOT / "target" / "debug" / "waitline"))
     port = free_port()
+    # A durable server (the default), on a data directory of its own.
+    data = tempfile.mkdtemp(prefix="waitline-compat-")
     proc = subprocess.Popen(
         [binary, "serve", "--listen", f"127.0.0.1:{port}", "--api-key", API_KEY,
-         "--webhook-url", hooks.url, "--signing-key", SIGNING_SEED],
+         "--webhook-url", hooks.url, "--signing-key", SIGNING_SEED, "--data-dir", data],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -225,6 +229,7 @@ def server(hooks):
     yield {"base": base, "public_key": public_key}
     proc.terminate()
     proc.wait(timeout=20)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def openapi_path() -> pathlib.Path:

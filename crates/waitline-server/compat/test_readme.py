@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -45,6 +47,10 @@ def quickstart():
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAITLINE_")}
     env["WAITLINE_LISTEN"] = f"127.0.0.1:{port}"
+    # Its data directory is a fresh one (the default, ./waitline-data, would keep the key
+    # of an earlier run, and the quickstart prints a key only when it makes one).
+    data = tempfile.mkdtemp(prefix="waitline-quickstart-")
+    env["WAITLINE_DATA_DIR"] = data
     proc = subprocess.Popen(command, shell=True, cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     key = None
@@ -59,6 +65,7 @@ def quickstart():
     yield {"base": f"http://127.0.0.1:{port}/v2", "key": key}
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def test_readme_curl_flow(quickstart):

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
+pub use waitline_store::Fsync;
 
 use crate::auth::KeySpec;
 use crate::webhook::WebhookConfig;
@@ -34,7 +35,16 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// How long shutdown waits for the webhook outbox to drain.
     pub shutdown_grace: Duration,
+    /// Where the journal lives (`None`: in memory, nothing kept).
+    pub data_dir: Option<PathBuf>,
+    /// When a change counts as durable.
+    pub fsync: Fsync,
+    /// Start even when the journal has a damaged record (dropping it and what follows).
+    pub recover_truncate: bool,
 }
+
+/// The data directory when none is given: in the working directory.
+pub const DEFAULT_DATA_DIR: &str = "waitline-data";
 
 impl Default for Config {
     fn default() -> Self {
@@ -49,6 +59,9 @@ impl Default for Config {
             max_event_streams: 64,
             webhooks: WebhookConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
+            fsync: Fsync::Always,
+            recover_truncate: false,
         }
     }
 }
@@ -64,9 +77,21 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 pub enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Print what a data directory holds (tenants, queues, calls, sequence numbers, sizes)
+    /// without serving; the directory must not be in use.
+    Inspect(InspectArgs),
+}
+
+/// Flags of `waitline inspect`.
+#[derive(Debug, Args, Default)]
+pub struct InspectArgs {
+    /// The data directory [default: waitline-data].
+    #[arg(long, env = "WAITLINE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
 }
 
 /// Flags of `waitline serve`; each also reads an environment variable.
@@ -117,6 +142,28 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for undelivered webhooks [default: 10].
     #[arg(long, env = "WAITLINE_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Directory of the journal, created on first start [default: waitline-data].
+    #[arg(long, env = "WAITLINE_DATA_DIR", conflicts_with = "in_memory")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep nothing on disk: every call and queue is lost when the process ends.
+    #[arg(long, env = "WAITLINE_IN_MEMORY")]
+    pub in_memory: bool,
+    /// When a change is acknowledged: `always` once synced to disk (survives a power
+    /// loss), `periodic` once written to the OS, synced every second [default: always].
+    #[arg(long, env = "WAITLINE_FSYNC", value_parser = parse_fsync)]
+    pub fsync: Option<Fsync>,
+    /// Start even when the journal has a damaged record: drop it and the tenant's later
+    /// records (logged).
+    #[arg(long, env = "WAITLINE_RECOVER_TRUNCATE")]
+    pub recover_truncate: bool,
+}
+
+fn parse_fsync(s: &str) -> Result<Fsync, String> {
+    match s {
+        "always" => Ok(Fsync::Always),
+        "periodic" => Ok(Fsync::Periodic),
+        other => Err(format!("'{other}' is not a policy: use always or periodic")),
+    }
 }
 
 /// The TOML file: the same settings, all optional.
@@ -137,6 +184,9 @@ pub struct FileConfig {
     webhook_backoff_ms: Option<u64>,
     webhook_timeout_ms: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    data_dir: Option<PathBuf>,
+    in_memory: Option<bool>,
+    fsync: Option<String>,
 }
 
 impl ServeArgs {
@@ -200,12 +250,25 @@ impl ServeArgs {
                 .shutdown_grace_secs
                 .or(file.shutdown_grace_secs)
                 .map_or(d.shutdown_grace, secs),
+            data_dir: if self.in_memory || (self.data_dir.is_none() && file.in_memory == Some(true)) {
+                None
+            } else {
+                self.data_dir.or(file.data_dir).or(d.data_dir)
+            },
+            fsync: match (self.fsync, file.fsync) {
+                (Some(f), _) => f,
+                (None, Some(f)) => parse_fsync(&f).map_err(|e| format!("fsync: {e}"))?,
+                (None, None) => d.fsync,
+            },
+            recover_truncate: self.recover_truncate,
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -222,6 +285,7 @@ mod tests {
         assert_eq!(c.api_keys[0].tenant, "filetenant");
         assert_eq!(c.webhooks.attempts, 5);
         assert_eq!(c.max_body_bytes, 65_536);
+        assert_eq!((c.data_dir.as_deref(), c.fsync), (Some(Path::new(DEFAULT_DATA_DIR)), Fsync::Always));
         std::fs::write(&path, "lisen = 1\n").unwrap();
         let args = ServeArgs { config: Some(path), ..ServeArgs::default() };
         assert!(args.resolve().unwrap_err().contains("lisen"));
@@ -239,9 +303,26 @@ mod tests {
             "--listen",
             "127.0.0.1:1",
         ]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!("serve") };
         let c = args.resolve().unwrap();
         assert_eq!(c.api_keys.len(), 2);
         assert_eq!(c.api_keys[1].tenant, "default");
+    }
+
+    #[test]
+    fn durability_flags() {
+        let parse = |args: &[&str]| {
+            let Command::Serve(a) = Cli::try_parse_from([&["waitline", "serve"], args].concat())?.command
+            else {
+                panic!("serve")
+            };
+            Ok::<_, clap::Error>(a.resolve().unwrap())
+        };
+        let c = parse(&["--data-dir", "/somewhere", "--fsync", "periodic"]).unwrap();
+        assert_eq!((c.data_dir.as_deref(), c.fsync), (Some(Path::new("/somewhere")), Fsync::Periodic));
+        assert_eq!(parse(&["--in-memory"]).unwrap().data_dir, None);
+        assert!(parse(&["--in-memory", "--data-dir", "x"]).is_err(), "one or the other");
+        assert!(parse(&["--fsync", "sometimes"]).unwrap_err().to_string().contains("always or periodic"));
+        assert!(parse(&["--recover-truncate"]).unwrap().recover_truncate);
     }
 }

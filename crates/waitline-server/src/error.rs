@@ -1,7 +1,8 @@
 //! The service's one error type: every way a request can fail, mapped to the Telnyx error
 //! body (`{"errors":[{code,title,detail,source:{pointer}}]}`) in one exhaustive match.
 //!
-//! No client mistake maps to a 5xx or a 409: the official SDKs retry those.
+//! No client mistake maps to a 5xx or a 409: the official SDKs retry those. The one 5xx is
+//! a change the store could not keep.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -50,6 +51,9 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The store could not keep a change: it is not acknowledged, and no change is taken
+    /// until a restart.
+    NotDurable,
 }
 
 impl From<waitline::Error> for ApiError {
@@ -140,6 +144,16 @@ impl ApiError {
                 "10015",
                 "Request body too large",
                 format!("The request body exceeds {limit} bytes."),
+                None,
+                None,
+            ),
+            // The one 5xx: the change is not known to be on disk, so it is not acknowledged
+            // (the SDKs retry; a `command_id` makes the retry safe).
+            Self::NotDurable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "10007",
+                "Service unavailable",
+                "The change could not be stored durably and was not acknowledged; the service takes no changes until it is restarted.".to_owned(),
                 None,
                 None,
             ),

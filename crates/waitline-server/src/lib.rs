@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod routes;
 pub mod webhook;
@@ -20,13 +21,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use waitline::Engine;
+use waitline::{Engine, EngineBuilder};
 
 use crate::auth::ApiKeys;
 use crate::config::Config;
+use crate::durable::Durability;
+use crate::error::ApiError;
 use crate::webhook::{Signer, Webhooks};
 
 /// What every handler shares. Cheap to clone.
@@ -38,6 +45,7 @@ pub struct AppState {
 #[derive(Debug)]
 struct Shared {
     engine: Engine,
+    durability: Durability,
     webhooks: Webhooks,
     keys: ApiKeys,
     public_key: String,
@@ -50,13 +58,20 @@ struct Shared {
 }
 
 impl AppState {
-    /// State for `engine` with the configured keys.
+    /// State for `engine` (in memory) with the configured keys.
     #[must_use]
     pub fn new(engine: Engine, config: &Config, signer: &Signer) -> Self {
+        Self::durable(engine, Durability::in_memory(), config, signer)
+    }
+
+    /// State for `engine`, whose changes `durability` keeps.
+    #[must_use]
+    pub fn durable(engine: Engine, durability: Durability, config: &Config, signer: &Signer) -> Self {
         let keys = ApiKeys::new(&engine, &config.api_keys);
         Self {
             shared: Arc::new(Shared {
-                webhooks: Webhooks::new(&engine, signer.clone(), config.webhooks.clone()),
+                webhooks: Webhooks::new(&engine, durability.clone(), signer.clone(), config.webhooks.clone()),
+                durability,
                 engine,
                 keys,
                 public_key: signer.public_key_base64(),
@@ -72,6 +87,12 @@ impl AppState {
     #[must_use]
     pub fn engine(&self) -> &Engine {
         &self.shared.engine
+    }
+
+    /// Where changes are kept.
+    #[must_use]
+    pub fn durability(&self) -> &Durability {
+        &self.shared.durability
     }
 
     /// The webhook outbox.
@@ -114,18 +135,42 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     // No body-limit layer: a layer wraps every route's service (one more boxed clone per
     // request) and inserts an extension into every request; `JsonBody` applies the limit itself.
-    Router::new()
+    let router = Router::new()
         .merge(routes::api("/v2"))
         .merge(routes::api(""))
         .route("/healthz", get(routes::healthz))
         .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(state)
+        .method_not_allowed_fallback(routes::method_not_allowed);
+    // A service in memory has nothing to wait for: no layer, no cost.
+    let router = if state.durability().is_durable() {
+        router.layer(axum::middleware::from_fn_with_state(state.clone(), acknowledge_when_durable))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
-/// The engine a configuration asks for.
+/// A write is answered only once its change is on disk; once the store has stopped, no
+/// write is taken at all (503, and nothing changes). Reads are served from memory.
+async fn acknowledge_when_durable(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let durability = state.durability();
+    if write && durability.is_stopped() {
+        return ApiError::NotDurable.into_response();
+    }
+    let response = next.run(request).await;
+    if write {
+        if let Err(why) = durability.settled().await {
+            tracing::error!(why = %why, "a change could not be stored: no change is acknowledged until a restart");
+            return ApiError::NotDurable.into_response();
+        }
+    }
+    response
+}
+
+/// The engine a configuration asks for, before its journal.
 #[must_use]
-pub fn engine(config: &Config) -> Engine {
+pub fn engine_builder(config: &Config) -> EngineBuilder {
     Engine::builder()
         .queue_idle_ttl(config.queue_idle_ttl)
         .max_live_calls_per_tenant(config.max_calls_per_tenant)
@@ -133,7 +178,30 @@ pub fn engine(config: &Config) -> Engine {
         // memory for the whole retention time.
         .max_ended_calls_per_tenant(config.max_calls_per_tenant)
         .max_queues_per_tenant(config.max_queues_per_tenant)
-        .build()
+}
+
+/// The engine a configuration asks for, in memory.
+#[must_use]
+pub fn engine(config: &Config) -> Engine {
+    engine_builder(config).build()
+}
+
+/// The engine a configuration asks for, with its data directory opened and replayed (in
+/// memory when it has none).
+///
+/// # Errors
+/// The data directory cannot be used or replayed (see [`Durability::open`]).
+pub fn open_engine(config: &Config) -> Result<(Engine, Durability), String> {
+    let Some(dir) = &config.data_dir else { return Ok((engine(config), Durability::in_memory())) };
+    let (engine, durability, replayed) =
+        Durability::open(dir, config.fsync, config.recover_truncate, engine_builder(config))?;
+    tracing::info!(
+        data_dir = %dir.display(),
+        tenants = replayed.tenants,
+        records = replayed.records,
+        "journal replayed"
+    );
+    Ok((engine, durability))
 }
 
 /// Serves until `shutdown` resolves, then drains the webhook outbox (up to the configured
@@ -145,11 +213,12 @@ pub fn engine(config: &Config) -> Engine {
 pub async fn run(
     config: Config,
     engine: Engine,
+    durability: Durability,
     signer: Signer,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AppState::new(engine.clone(), &config, &signer);
+    let state = AppState::durable(engine.clone(), durability, &config, &signer);
     if state.webhooks().has_default_url() {
         state.webhooks().ensure_started();
     }

@@ -6,6 +6,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use waitline_server::auth::KeySpec;
 use waitline_server::config::{Cli, Command};
+use waitline_server::durable::{SecretOrigin, stored_secret};
 use waitline_server::webhook::Signer;
 
 // Request handling allocates small short-lived buffers on every worker thread: mimalloc
@@ -23,7 +24,21 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(colour)
         .init();
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::Inspect(args) => {
+            return match waitline_server::durable::inspect(&args.data_dir) {
+                Ok(text) => {
+                    print!("{text}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("waitline: {e}");
+                    std::process::ExitCode::from(1)
+                }
+            };
+        }
+    };
     let mut config = match args.resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -31,26 +46,65 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // The journal is replayed before the service listens: once it answers, it is ready.
+    let (engine, durability) = match waitline_server::open_engine(&config) {
+        Ok(opened) => opened,
+        Err(e) => {
+            eprintln!("waitline: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let dir = config.data_dir.clone();
+    let kept = |name: &str| {
+        dir.as_ref().map_or_else(String::new, |d| format!(" (kept in {})", d.join(name).display()))
+    };
     if config.api_keys.is_empty() {
-        // The quickstart works with nothing set: a key for tenant `default`, shown once on
-        // standard output (never in the log).
-        let key = waitline_server::auth::generate_key();
-        println!("No API key configured; generated one for tenant 'default': {key}");
-        config.api_keys.push(KeySpec { key, tenant: waitline::DEFAULT_TENANT.into() });
+        // The quickstart works with nothing set: a key for tenant `default`, shown on
+        // standard output when it is made (never in the log), and kept in the data directory.
+        match stored_secret(dir.as_deref(), "api-key", waitline_server::auth::generate_key) {
+            Ok((key, SecretOrigin::Made)) => {
+                println!("No API key configured; generated one for tenant 'default': {key}");
+                if dir.is_some() {
+                    println!("  {}", kept("api-key").trim_start());
+                }
+                config.api_keys.push(KeySpec { key, tenant: waitline::DEFAULT_TENANT.into() });
+            }
+            Ok((key, SecretOrigin::Stored)) => {
+                println!("No API key configured; using the one for tenant 'default'{}", kept("api-key"));
+                config.api_keys.push(KeySpec { key, tenant: waitline::DEFAULT_TENANT.into() });
+            }
+            Err(e) => {
+                eprintln!("waitline: {e}");
+                return std::process::ExitCode::from(1);
+            }
+        }
     }
-    let signer = match config.signing_key.as_deref().map(Signer::from_base64_seed) {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => {
+    let configured = config.signing_key.clone();
+    let seed = match configured {
+        Some(seed) => Ok((seed, None)),
+        None => stored_secret(dir.as_deref(), "signing-key", || Signer::generate().seed_base64())
+            .map(|(s, o)| (s, Some(o))),
+    };
+    let signer = match seed.and_then(|(seed, origin)| Ok((Signer::from_base64_seed(&seed)?, origin))) {
+        Ok((s, origin)) => {
+            match origin {
+                Some(SecretOrigin::Made) => println!(
+                    "No signing key configured; webhooks are signed with a generated key{}. Public key: {}",
+                    kept("signing-key"),
+                    s.public_key_base64()
+                ),
+                Some(SecretOrigin::Stored) => println!(
+                    "No signing key configured; webhooks are signed with the key{}. Public key: {}",
+                    kept("signing-key"),
+                    s.public_key_base64()
+                ),
+                None => {}
+            }
+            s
+        }
+        Err(e) => {
             eprintln!("waitline: {e}");
             return std::process::ExitCode::from(2);
-        }
-        None => {
-            let s = Signer::generate();
-            println!(
-                "No signing key configured; webhooks are signed with a generated key. Public key: {}",
-                s.public_key_base64()
-            );
-            s
         }
     };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
@@ -60,10 +114,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    tracing::info!(listen = %config.listen, tenants = config.api_keys.len(), "waitline serving");
-    println!("Listening on http://{}", config.listen);
-    let engine = waitline_server::engine(&config);
-    match waitline_server::run(config, engine, signer, listener, shutdown_signal()).await {
+    // The address bound (with port 0 in the configuration, the one the system chose).
+    let bound = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(listen = %bound, tenants = config.api_keys.len(), "waitline serving");
+    println!("Listening on http://{bound}");
+    match waitline_server::run(config, engine, durability, signer, listener, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("waitline: {e}");

@@ -209,6 +209,10 @@ async fn events(
     // Each stream holds a bounded buffer in the engine: their number is capped.
     let slot = state.stream_slot()?;
     let mut sub = state.engine().subscribe_tenant_bounded(t.name(), STREAM_BUFFER);
+    let durability = state.durability().clone();
+    // An event taken from the subscription, and the store's mark that covers its change:
+    // it is sent once that mark is on disk.
+    let mut held: Option<(waitline::Event, Option<waitline_store::Ticket>)> = None;
     // The subscription is awaited where the response body is polled: no thread, no polling.
     // When the client goes away the body is dropped, and with it the subscription and the slot.
     // Each event spends the task's budget, so a stream that is never empty still lets the
@@ -216,9 +220,16 @@ async fn events(
     let stream = futures_util::stream::poll_fn(move |cx| {
         let _slot = &slot;
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
-        let next = ready!(sub.poll_recv(cx));
+        if held.is_none() {
+            let Some(ev) = ready!(sub.poll_recv(cx)) else { return Poll::Ready(None) };
+            held = Some((ev, durability.mark()));
+        }
+        let mark = held.as_ref().and_then(|(_, mark)| *mark);
+        if ready!(durability.poll_durable(mark, cx)).is_err() {
+            return Poll::Ready(None); // the store stopped: nothing more is told
+        }
         coop.made_progress();
-        Poll::Ready(next.map(|ev| Ok(sse_event(&ev))))
+        Poll::Ready(held.take().map(|(ev, _)| Ok(sse_event(&ev))))
     });
     let stream = futures_util::StreamExt::take_until(stream, state.closing());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use waitline::{Engine, Event, Subscription};
 
+use crate::durable::Durability;
+
 /// Signs webhook bodies.
 #[derive(Clone)]
 pub struct Signer {
@@ -52,6 +54,13 @@ impl Signer {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).expect("the OS random source");
         Self { key: SigningKey::from_bytes(&seed) }
+    }
+
+    /// The secret seed, base64 (what `from_base64_seed` reads): for keeping it in the data
+    /// directory, never for a log.
+    #[must_use]
+    pub fn seed_base64(&self) -> String {
+        BASE64.encode(self.key.to_bytes())
     }
 
     /// The public key, base64 (what receivers verify with).
@@ -119,6 +128,7 @@ pub struct WebhookStats {
 #[derive(Debug)]
 pub struct Webhooks {
     engine: Engine,
+    durability: Durability,
     signer: Signer,
     config: WebhookConfig,
     running: parking_lot::Mutex<Option<Running>>,
@@ -144,9 +154,10 @@ struct Delivery {
 impl Webhooks {
     /// The outbox of `engine`; nothing runs until [`Webhooks::ensure_started`].
     #[must_use]
-    pub fn new(engine: &Engine, signer: Signer, config: WebhookConfig) -> Self {
+    pub fn new(engine: &Engine, durability: Durability, signer: Signer, config: WebhookConfig) -> Self {
         Self {
             engine: engine.clone(),
+            durability,
             signer,
             config,
             running: parking_lot::Mutex::new(None),
@@ -188,7 +199,7 @@ impl Webhooks {
             workers.push(tokio::spawn(worker(rx, delivery.clone())));
         }
         let events = self.engine.subscribe();
-        let reader = tokio::spawn(read(events, senders, stats, stopped));
+        let reader = tokio::spawn(read(events, self.durability.clone(), senders, stats, stopped));
         *running = Some(Running { stop, reader, workers });
     }
 
@@ -208,6 +219,7 @@ impl Webhooks {
 /// the engine is gone); then hands over what is already committed and closes the outboxes.
 async fn read(
     mut events: Subscription,
+    durability: Durability,
     senders: Vec<mpsc::Sender<Event>>,
     stats: Arc<WebhookStats>,
     mut stop: oneshot::Receiver<()>,
@@ -222,6 +234,12 @@ async fn read(
             event = tokio::task::coop::cooperative(events.recv_async()) => event,
         };
         let Some(event) = event else { break };
+        // Only a change on disk is told: its record was appended before its event was
+        // published, so the store's latest mark covers it.
+        if let Err(why) = durability.settled().await {
+            tracing::error!(why = %why, "webhooks stopped: the store cannot keep changes");
+            break;
+        }
         route(&senders, event, &stats);
         let lost = events.dropped();
         if lost > lost_upstream {
@@ -230,8 +248,11 @@ async fn read(
             lost_upstream = lost;
         }
     }
-    for event in events.drain() {
-        route(&senders, event, &stats);
+    let committed = events.drain();
+    if durability.settled().await.is_ok() {
+        for event in committed {
+            route(&senders, event, &stats);
+        }
     }
 }
 

@@ -42,7 +42,9 @@ fn serve_piped(extra_env: &[(&str, &str)]) -> (String, String) {
 
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes_and_no_secrets() {
-    let (stdout, stderr) = serve_piped(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let (stdout, stderr) = serve_piped(&[("WAITLINE_DATA_DIR", dir)]);
     assert!(stderr.contains("waitline serving"), "the log goes to standard error: {stderr:?}");
     assert!(!stderr.contains('\u{1b}'), "escape sequences in a piped log: {stderr:?}");
     // The generated key is shown once on standard output, never in the log.
@@ -53,4 +55,12 @@ fn logs_to_a_pipe_carry_no_colour_codes_and_no_secrets() {
     assert!(!key.is_empty());
     assert!(!stderr.contains(key), "the API key leaked into the log");
     assert!(!stdout.contains('\u{1b}'));
+    // A restart on the same data directory keeps the key (and says where it is, not what).
+    let (again, stderr) = serve_piped(&[("WAITLINE_DATA_DIR", dir)]);
+    assert!(again.contains("using the one for tenant 'default'"), "{again:?}");
+    assert!(!again.contains(key) && !stderr.contains(key));
+    assert_eq!(std::fs::read_to_string(data.path().join("api-key")).unwrap(), key);
+    let public = |out: &str| out.lines().find_map(|l| l.split("Public key: ").nth(1)).map(str::to_owned);
+    assert_eq!(public(&stdout), public(&again), "the same signing key after a restart");
+    assert!(stderr.contains("journal replayed"), "{stderr:?}");
 }

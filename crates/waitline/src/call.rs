@@ -11,7 +11,7 @@ use crate::slab::Handle;
 
 /// The fixed facts of a call leg, shared (not copied) by the call record, the queue member
 /// and every event about the call.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Eq)]
 pub struct CallIdentity {
     /// The call's id and control token.
     pub call_control_id: Box<str>,
@@ -33,6 +33,32 @@ pub struct CallIdentity {
     /// the call in its tenant's map of client ids. `None` for ids the engine made, which
     /// lead to their slot by themselves.
     pub(crate) id_hash: Option<u64>,
+}
+
+/// Equal when every fact is: the hash of a client-given id depends on the engine's hasher
+/// (seeded per engine) and is no fact of the call.
+impl PartialEq for CallIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            call_control_id,
+            call_leg_id,
+            call_session_id,
+            connection_id,
+            from,
+            to,
+            start_time,
+            webhook_url,
+            id_hash: _,
+        } = self;
+        *call_control_id == other.call_control_id
+            && *call_leg_id == other.call_leg_id
+            && *call_session_id == other.call_session_id
+            && *connection_id == other.connection_id
+            && *from == other.from
+            && *to == other.to
+            && *start_time == other.start_time
+            && *webhook_url == other.webhook_url
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -66,13 +92,13 @@ const ID_LEN: usize = ID_PREFIX.len() + SLOT_CHARS + SECRET_CHARS;
 /// A fresh engine id with its secret and a placeholder slot part, to be completed with
 /// [`stamp_slot`] once the slot is known (under the tenant's lock; the random part is drawn
 /// before it).
-pub(crate) fn new_call_control_id() -> String {
+pub(crate) fn new_call_control_id(mut draw_uuid: impl FnMut() -> Uuid) -> String {
     let mut id = String::with_capacity(ID_LEN);
     id.push_str(ID_PREFIX);
     id.extend(std::iter::repeat_n('A', SLOT_CHARS));
     // 20 + 9 characters of 6 bits from the 122 random bits of each of two v4 UUIDs.
     for chars in [20, SECRET_CHARS - 20] {
-        let mut bits = uuid_random_bits(Uuid::new_v4());
+        let mut bits = uuid_random_bits(draw_uuid());
         for _ in 0..chars {
             id.push(char::from(ALPHABET[(bits & 63) as usize]));
             bits >>= 6;
@@ -465,7 +491,7 @@ mod tests {
 
     #[test]
     fn ids_compare_equal_only_when_every_byte_is() {
-        let mut id = new_call_control_id();
+        let mut id = new_call_control_id(Uuid::new_v4);
         stamp_slot(&mut id, Handle { ix: 3, generation: 9 });
         assert_eq!(id.len(), ID_LEN);
         assert!(same_id(&id, &id.clone()));
@@ -490,7 +516,7 @@ mod tests {
     #[test]
     fn secrets_are_random_in_every_character() {
         let secret = |id: &str| id[ID_PREFIX.len() + SLOT_CHARS..].to_owned();
-        let (a, b) = (secret(&new_call_control_id()), secret(&new_call_control_id()));
+        let (a, b) = (secret(&new_call_control_id(Uuid::new_v4)), secret(&new_call_control_id(Uuid::new_v4)));
         assert_eq!(a.len(), SECRET_CHARS);
         // 29 characters drawn from 64: equal runs or few distinct characters mean bits were
         // lost (the chance of fewer than 12 distinct is below 1e-9).
@@ -539,15 +565,15 @@ mod tests {
     fn engine_ids_encode_their_slot() {
         for (ix, generation) in [(0, 0), (1, 7), (u32::MAX, u32::MAX), (123_456, 1 << 31)] {
             let slot = Handle { ix, generation };
-            let mut id = new_call_control_id();
+            let mut id = new_call_control_id(Uuid::new_v4);
             stamp_slot(&mut id, slot);
             assert_eq!(id.len(), 43);
             assert!(id.starts_with("v3:"));
             assert!(id[3..].bytes().all(|c| ALPHABET.contains(&c)));
             assert_eq!(decode_slot(&id), Some(slot));
         }
-        let a = new_call_control_id();
-        let b = new_call_control_id();
+        let a = new_call_control_id(Uuid::new_v4);
+        let b = new_call_control_id(Uuid::new_v4);
         assert_ne!(a[14..], b[14..], "the secrets differ");
         assert_eq!(decode_slot("v3:short"), None);
         assert!(same_id("v3:abc", "v3:abc"));

@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 
 use crate::clock::{Clock, Timestamp};
 use crate::event::{EventBus, Subscription};
+use crate::journal::{Journal, Replaying};
 use crate::state::{Config, Shared, TenantState};
 
 /// Default time an empty auto queue is kept (docs/behaviour.md §3).
@@ -38,6 +39,7 @@ pub struct EngineBuilder {
     max_queues: usize,
     event_capacity: usize,
     clock: Clock,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl Default for EngineBuilder {
@@ -50,6 +52,7 @@ impl Default for EngineBuilder {
             max_queues: DEFAULT_MAX_QUEUES,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             clock: Clock::Coarse,
+            journal: None,
         }
     }
 }
@@ -110,6 +113,15 @@ impl EngineBuilder {
         self
     }
 
+    /// Where every state change of every tenant is recorded (default: nowhere), one record
+    /// per number of the tenant's sequence, so that [`Tenant::replay`] can rebuild the
+    /// state after a restart (see [`crate::journal`]).
+    #[must_use]
+    pub fn journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
     /// Builds the engine.
     #[must_use]
     pub fn build(self) -> Engine {
@@ -124,6 +136,7 @@ impl EngineBuilder {
                     event_capacity: self.event_capacity,
                 }),
                 clock: self.clock,
+                journal: self.journal,
                 bus: EventBus::default(),
                 tenants: RwLock::default(),
             }),
@@ -142,6 +155,7 @@ struct TenantRegistry {
 pub(crate) struct Inner {
     pub(crate) shared: Shared,
     pub(crate) clock: Clock,
+    pub(crate) journal: Option<Arc<dyn Journal>>,
     pub(crate) bus: EventBus,
     tenants: RwLock<TenantRegistry>,
 }
@@ -184,7 +198,7 @@ impl Engine {
     #[must_use]
     pub fn tenant(&self, name: &str) -> Tenant {
         if let Some(state) = self.inner.tenants.read().by_name.get(name) {
-            return Tenant { engine: self.clone(), state: state.clone() };
+            return Tenant { engine: self.clone(), state: state.clone(), replaying: None };
         }
         let mut reg = self.inner.tenants.write();
         let state = if let Some(state) = reg.by_name.get(name) {
@@ -195,7 +209,7 @@ impl Engine {
             reg.by_name.insert(state.name.clone(), state.clone());
             state
         };
-        Tenant { engine: self.clone(), state }
+        Tenant { engine: self.clone(), state, replaying: None }
     }
 
     /// The handle for the tenant named `"default"`.
@@ -264,6 +278,9 @@ impl Engine {
 pub struct Tenant {
     pub(crate) engine: Engine,
     pub(crate) state: Arc<TenantState>,
+    /// Set on the handle [`Tenant::replay`] runs a recorded command through: its time and
+    /// random values come from the record, and nothing is recorded again.
+    pub(crate) replaying: Option<Arc<Replaying>>,
 }
 
 impl Tenant {

@@ -33,6 +33,7 @@ mod engine;
 mod error;
 mod event;
 mod invariants;
+pub mod journal;
 mod order;
 mod params;
 mod queue;
@@ -51,6 +52,7 @@ pub use error::{BatchError, CallbackInfo, Error, ParamProblem, Result};
 pub use event::{
     CallSubject, DequeueReason, Event, EventKind, HangupSource, Payload, QueueDeletedReason, Subscription,
 };
+pub use journal::{Journal, ReplayError};
 pub use params::{
     AfterUnbridge, Bounds, BridgeMediaOptions, BridgeParams, CommandOptions, DEFAULT_AUTO_QUEUE_SIZE,
     DEFAULT_EXPLICIT_QUEUE_SIZE, DEFAULT_PAGE_SIZE, DialParams, EnqueueParams, MAX_CLIENT_STATE_LEN,

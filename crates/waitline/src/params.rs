@@ -88,7 +88,7 @@ impl Bounds {
 }
 
 /// What every call command accepts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommandOptions {
     /// Stored on the call and echoed in its later events (base64 text).
     pub client_state: Option<String>,
@@ -111,7 +111,7 @@ impl CommandOptions {
 }
 
 /// Parameters of dial (create a call).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DialParams {
     /// The called party.
     pub to: String,
@@ -152,7 +152,7 @@ impl DialParams {
 }
 
 /// Parameters of enqueue.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EnqueueParams {
     /// The queue; made if absent.
     pub queue_name: String,
@@ -246,7 +246,7 @@ fn validate_priority(priority: u8) -> Result<u8> {
 }
 
 /// What happens to a leg when its bridge ends (`park_after_unbridge` on the wire).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum AfterUnbridge {
     /// The leg is hung up (no `park_after_unbridge`).
@@ -275,7 +275,7 @@ impl AfterUnbridge {
 
 /// Media options of bridge: checked for type and enumeration, otherwise without effect (no
 /// media flows through waitline), so they stay the wire's strings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[allow(missing_docs)]
 pub struct BridgeMediaOptions {
     pub play_ringtone: Option<bool>,
@@ -335,7 +335,7 @@ impl BridgeMediaOptions {
 }
 
 /// Parameters of bridge: with a queue (its head) or with a call.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BridgeParams {
     /// The other call (ignored when `queue` is given).
     pub call_control_id: Option<String>,
@@ -393,7 +393,7 @@ pub(crate) enum BridgeTarget<'a> {
 }
 
 /// Parameters of transfer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TransferParams {
     /// The new call's destination.
     pub to: String,
@@ -421,7 +421,7 @@ impl TransferParams {
 }
 
 /// Changes to a queue member; `None` leaves a field as it is.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueCallUpdate {
     /// Keep the call in the queue after hangup.
     pub keep_after_hangup: Option<bool>,

@@ -81,6 +81,7 @@ impl Queue {
     pub(crate) fn new(
         key_hash: u64,
         name: Arc<str>,
+        id: Uuid,
         max_size: usize,
         explicit: bool,
         now: Timestamp,
@@ -88,7 +89,7 @@ impl Queue {
         Self {
             key_hash,
             name,
-            id: Uuid::new_v4(),
+            id,
             max_size,
             explicit,
             created_at: now,

@@ -10,13 +10,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use uuid::Uuid;
-
 use crate::call::{CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
 use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
 use crate::error::{BatchError, CallbackInfo, Error, Result};
 use crate::event::{DequeueReason, Event, EventKind, HangupSource, QueueDeletedReason};
+use crate::journal::{Change, Draws, Journal, Record, ReplayError, Replaying};
 use crate::params::{
     BridgeParams, BridgeTarget, CommandOptions, DEFAULT_EXPLICIT_QUEUE_SIZE, DialParams, EnqueueParams, Page,
     PageRequest, QueueCallUpdate, TransferParams, ValidEnqueue, validate_max_size, validate_queue_name,
@@ -45,18 +44,19 @@ impl CallView {
 /// A call's identity; `id_hash` is the hash of an id the client gave (`None`: the engine
 /// makes the id, see `call`).
 fn new_identity(
+    txn: &mut Txn<'_>,
     id_hash: Option<u64>,
     id: Box<str>,
     from: &str,
     to: &str,
     connection_id: Arc<str>,
     webhook_url: Option<&str>,
-    now: Timestamp,
 ) -> Arc<CallIdentity> {
+    let now = txn.now;
     Arc::new(CallIdentity {
         call_control_id: id,
-        call_leg_id: Uuid::new_v4(),
-        call_session_id: Uuid::new_v4(),
+        call_leg_id: txn.draw_uuid(),
+        call_session_id: txn.draw_uuid(),
         connection_id,
         from: from.into(),
         to: to.into(),
@@ -216,7 +216,8 @@ impl Txn<'_> {
     /// returns its slot.
     fn create_queue(&mut self, name: &str, max_size: usize, explicit: bool) -> Result<u32> {
         let name: Arc<str> = name.into();
-        let q = Queue::new(self.shared.queue_hash(&name), name, max_size, explicit, self.now);
+        let id = self.draw_uuid();
+        let q = Queue::new(self.shared.queue_hash(&name), name, id, max_size, explicit, self.now);
         let ix = self.insert_queue(q)?;
         let now = self.now;
         self.emit(now, |t| {
@@ -302,20 +303,47 @@ impl Tenant {
         &self.engine.inner
     }
 
-    /// Runs one command at `now` (read before, with [`Inner::begin`]): locks the tenant
-    /// once, fires its timers due by `now`, runs `body`, publishes the events (those of the
-    /// timers first) and unlocks.
-    fn run<R>(&self, now: Timestamp, body: impl FnOnce(&mut Txn<'_>) -> R) -> R {
+    /// The time a command runs at, read once: the clock's, or the record's in a replay.
+    fn begin(&self) -> Timestamp {
+        match &self.replaying {
+            Some(r) => r.at,
+            None => self.inner().begin(),
+        }
+    }
+
+    /// The journal records go to: none while replaying (the records are already there).
+    fn journal(&self) -> Option<&dyn Journal> {
+        if self.replaying.is_some() { None } else { self.inner().journal.as_deref() }
+    }
+
+    /// Runs one command at `now` (read before, with [`Tenant::begin`]): locks the tenant
+    /// once, fires its timers due by `now`, runs `body`, records the change (`change` says
+    /// what ran; asked only when there is a journal and the command changed something),
+    /// publishes the events (those of the timers first) and unlocks.
+    fn run<R>(
+        &self,
+        now: Timestamp,
+        change: impl FnOnce() -> Change,
+        body: impl FnOnce(&mut Txn<'_>) -> R,
+    ) -> R {
         let inner = self.inner();
+        let journal = self.journal();
         let listening = inner.bus.has_subscribers();
         let mut core = self.state.lock();
         if core.next_due() <= now.as_micros() {
-            fire_due(inner, &self.state, &mut core, now, listening);
+            fire_due(inner, journal, &self.state, &mut core, now, listening);
         }
         let list = listening.then(|| core.take_event_list());
-        let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, list);
+        let draws = match &self.replaying {
+            Some(r) => Draws::Replay(r.draws.clone().into_iter()),
+            None => Draws::Live(Vec::new()),
+        };
+        let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, list, draws);
         let r = body(&mut txn);
-        if let Some(mut events) = settle(txn) {
+        if let Some(journal) = journal {
+            record(journal, &self.state.name, &mut txn, change);
+        }
+        if let Some(mut events) = settle(&mut txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
             inner.bus.publish(&self.state.name, &mut events);
             core.keep_event_list(events);
@@ -323,33 +351,104 @@ impl Tenant {
         r
     }
 
+    /// Runs a command that only reads (the timers it finds due are recorded by themselves).
+    fn read<R>(&self, now: Timestamp, body: impl FnOnce(&mut Txn<'_>) -> R) -> R {
+        self.run(
+            now,
+            || {
+                debug_assert!(false, "a read changed the state");
+                Change::Timers
+            },
+            body,
+        )
+    }
+
+    /// Applies record `seq` of this tenant, as a [`Journal`] received it, through the same
+    /// rules that made it: at the record's time, with the record's random values, making
+    /// the same change, the same ids and the same events (with the same event ids). Records
+    /// are replayed in sequence order from the tenant's next number on; the later records
+    /// of one firing of timers are made by its first, and are accepted again.
+    ///
+    /// # Errors
+    /// [`ReplayError`] when the record is not the next one, or when replaying it did not
+    /// make the change numbered `seq`: the state after it cannot be trusted.
+    pub fn replay(&self, seq: u64, record: &[u8]) -> Result<(), ReplayError> {
+        let record = Record::decode(record)?;
+        let last = self.last_seq();
+        if seq <= last && record.change == Change::Timers {
+            return Ok(());
+        }
+        if seq != last + 1 {
+            return Err(ReplayError::OutOfOrder { got: seq, last });
+        }
+        let at = record.at();
+        let t = Self {
+            engine: self.engine.clone(),
+            state: self.state.clone(),
+            replaying: Some(Arc::new(Replaying { at, draws: record.draws })),
+        };
+        // A command's own answer does not matter here (some change state and still answer
+        // an error, like a bridge that finds a dead head): the number it took does.
+        let _ = match &record.change {
+            Change::Dial(p) => t.dial(p).map(drop),
+            Change::Enqueue { call, params } => t.enqueue(call, params),
+            Change::LeaveQueue { call, options } => t.leave_queue(call, options),
+            Change::Bridge { call, params } => t.bridge(call, params),
+            Change::Hangup { call, options } => t.hangup(call, options),
+            Change::Transfer { call, params } => t.transfer(call, params).map(drop),
+            Change::CreateQueue { name, max_size } => t.create_queue(name, *max_size).map(drop),
+            Change::UpdateQueue { name, max_size } => t.update_queue(name, *max_size).map(drop),
+            Change::DeleteQueue { name } => t.delete_queue(name),
+            Change::UpdateQueueCall { queue, call, update } => {
+                t.update_queue_call(queue, call, update).map(drop)
+            }
+            Change::RemoveQueueCall { queue, call } => t.remove_queue_call(queue, call),
+            Change::Timers => {
+                let inner = self.inner();
+                let mut core = self.state.lock();
+                fire_due(inner, None, &self.state, &mut core, at, inner.bus.has_subscribers());
+                Ok(())
+            }
+        };
+        let reached = self.last_seq();
+        let made = if record.change == Change::Timers { reached >= seq } else { reached == seq };
+        if made { Ok(()) } else { Err(ReplayError::Diverged { seq, change: record.change.name(), reached }) }
+    }
+
     /// Creates a call in state `active` with fresh ids (docs/behaviour.md §2.1, dial).
     pub fn dial(&self, p: &DialParams) -> Result<CallInfo> {
         let (to, from, connection_id) = p.validate()?;
-        let now = self.inner().begin();
-        let (id, hash) = match p.call_control_id.as_deref() {
-            Some(id) => (id.into(), Some(self.inner().shared.call_hash(id))),
-            None => (new_call_control_id().into_boxed_str(), None),
-        };
-        let ident = new_identity(hash, id, from, to, connection_id.into(), p.webhook_url.as_deref(), now);
-        self.run(now, |txn| {
-            let mut ident = ident;
-            if hash.is_some() && txn.find_call(&ident.call_control_id).is_some() {
-                return Err(Error::CallExists);
-            }
-            txn.reserve_call()?;
-            if hash.is_none() {
-                txn.stamp_new_id(&mut ident);
-            }
-            let ix = txn.create_call(ident, p.client_state.as_deref());
-            Ok(txn.core().call_info(ix, now))
-        })
+        let now = self.begin();
+        let hash = p.call_control_id.as_deref().map(|id| self.inner().shared.call_hash(id));
+        self.run(
+            now,
+            || Change::Dial(p.clone()),
+            |txn| {
+                // The random values are drawn under the lock, in a fixed order (id, leg, session),
+                // so that the record holds them in the order a replay asks for them.
+                let id = match p.call_control_id.as_deref() {
+                    Some(id) => id.into(),
+                    None => new_call_control_id(|| txn.draw_uuid()).into_boxed_str(),
+                };
+                let mut ident =
+                    new_identity(txn, hash, id, from, to, connection_id.into(), p.webhook_url.as_deref());
+                if hash.is_some() && txn.find_call(&ident.call_control_id).is_some() {
+                    return Err(Error::CallExists);
+                }
+                txn.reserve_call()?;
+                if hash.is_none() {
+                    txn.stamp_new_id(&mut ident);
+                }
+                let ix = txn.create_call(ident, p.client_state.as_deref());
+                Ok(txn.core().call_info(ix, now))
+            },
+        )
     }
 
     /// A call's status (`90015` when unknown or forgotten).
     pub fn call(&self, id: &str) -> Result<CallInfo> {
-        let now = self.inner().begin();
-        self.run(now, |txn| {
+        let now = self.begin();
+        self.read(now, |txn| {
             txn.find_call(id).map(|ix| txn.core().call_info(ix, now)).ok_or(Error::CallNotFound)
         })
     }
@@ -358,13 +457,17 @@ impl Tenant {
     /// needed (docs/behaviour.md §2.2, enqueue).
     pub fn enqueue(&self, id: &str, p: &EnqueueParams) -> Result<()> {
         let v = p.validate()?;
-        let now = self.inner().begin();
-        self.run(now, |txn| txn.enqueue(id, p, &v, |txn| txn.find_queue(v.queue)).map(drop))
+        let now = self.begin();
+        self.run(
+            now,
+            || Change::Enqueue { call: id.into(), params: p.clone() },
+            |txn| txn.enqueue(id, p, &v, |txn| txn.find_queue(v.queue)).map(drop),
+        )
     }
 
     /// Enqueues each call of `ids`, in order, into one queue: exactly the sequence of
     /// [`Tenant::enqueue`] commands with these parameters (each its own command, with its own
-    /// sequence number and events), run with fewer locks. Stops at the first refusal: the calls
+    /// sequence number, events and journal record), run with fewer locks. Stops at the first refusal: the calls
     /// before it stay enqueued, the refused one and those after it are not touched, and the
     /// error gives the refused one's index. Returns how many commands succeeded: `ids.len()`.
     ///
@@ -392,17 +495,26 @@ impl Tenant {
             return Ok(0);
         }
         let v = p.validate().map_err(|error| BatchError { index: 0, error })?;
+        if self.replaying.is_some() {
+            // A replay applies recorded single enqueues; a batch is never one of them, but a
+            // handle that replays would run it as those, with the record's clock and values.
+            for (index, id) in ids.iter().enumerate() {
+                self.enqueue(id.as_ref(), p).map_err(|error| BatchError { index, error })?;
+            }
+            return Ok(ids.len());
+        }
         let inner = self.inner();
+        let journal = self.journal();
         let mut done = 0;
         let mut reserved = false;
         while done < ids.len() {
             let chunk = &ids[done..ids.len().min(done + ENQUEUE_MANY_CHUNK)];
-            // As `run`, with one `Txn` (and settling) per command.
-            let now = inner.begin();
+            // As `run`, with one `Txn` (journal record, settling) per command.
+            let now = self.begin();
             let listening = inner.bus.has_subscribers();
             let mut core = self.state.lock();
             if core.next_due() <= now.as_micros() {
-                fire_due(inner, &self.state, &mut core, now, listening);
+                fire_due(inner, journal, &self.state, &mut core, now, listening);
             }
             let mut events = listening.then(|| core.take_event_list());
             let mut queue = None;
@@ -414,9 +526,19 @@ impl Tenant {
                     break;
                 }
                 let list = listening.then(|| core.take_event_list());
-                let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, list);
-                let r = txn.enqueue(id.as_ref(), p, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)));
-                if let (Some(all), Some(mut mine)) = (events.as_mut(), settle(txn)) {
+                let mut txn =
+                    Txn::new(&inner.shared, &self.state, &mut core, now, list, Draws::Live(Vec::new()));
+                let id = id.as_ref();
+                let r = txn.enqueue(id, p, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)));
+                if let Some(journal) = journal {
+                    record(journal, &self.state.name, &mut txn, || Change::Enqueue {
+                        call: id.into(),
+                        params: p.clone(),
+                    });
+                }
+                let mine = settle(&mut txn);
+                drop(txn);
+                if let (Some(all), Some(mut mine)) = (events.as_mut(), mine) {
                     all.append(&mut mine);
                     core.keep_event_list(mine);
                 }
@@ -451,149 +573,165 @@ impl Tenant {
     /// The call leaves its queue and stays active (`95002` when in none).
     pub fn leave_queue(&self, id: &str, opts: &CommandOptions) -> Result<()> {
         opts.validate()?;
-        let now = self.inner().begin();
-        self.run(now, |txn| {
-            let Some(call) = txn.target(id, opts.command_id.as_deref())? else { return Ok(()) };
-            call.queue().ok_or(Error::NotInQueue)?;
-            txn.accept(call.ix, opts);
-            txn.leave(call.ix, DequeueReason::Leave);
-            Ok(())
-        })
+        let now = self.begin();
+        self.run(
+            now,
+            || Change::LeaveQueue { call: id.into(), options: opts.clone() },
+            |txn| {
+                let Some(call) = txn.target(id, opts.command_id.as_deref())? else { return Ok(()) };
+                call.queue().ok_or(Error::NotInQueue)?;
+                txn.accept(call.ix, opts);
+                txn.leave(call.ix, DequeueReason::Leave);
+                Ok(())
+            },
+        )
     }
 
     /// Bridges the call with another call or with the head of a queue (docs/behaviour.md §2.4, bridge).
     pub fn bridge(&self, id: &str, p: &BridgeParams) -> Result<()> {
         let (target, park) = p.validate()?;
-        let now = self.inner().begin();
-        self.run(now, |txn| {
-            let Some(a) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(()) };
-            let plan = match target {
-                BridgeTarget::Queue(qname) => {
-                    let queue = txn.find_queue(qname);
-                    if a.queue().is_some() && a.queue() == queue {
-                        return Err(Error::out_of_range(
-                            "queue",
-                            "A call cannot be bridged with the queue it is waiting in.",
-                        ));
+        let now = self.begin();
+        self.run(
+            now,
+            || Change::Bridge { call: id.into(), params: p.clone() },
+            |txn| {
+                let Some(a) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(()) };
+                let plan = match target {
+                    BridgeTarget::Queue(qname) => {
+                        let queue = txn.find_queue(qname);
+                        if a.queue().is_some() && a.queue() == queue {
+                            return Err(Error::out_of_range(
+                                "queue",
+                                "A call cannot be bridged with the queue it is waiting in.",
+                            ));
+                        }
+                        let Some(queue) = queue else { return Err(Error::QueueEmpty) };
+                        let Some(head) = txn.queue_at(queue).head() else { return Err(Error::QueueEmpty) };
+                        if txn.call_at(head).membership().is_some_and(|m| m.alive) {
+                            BridgePlan::With(head)
+                        } else {
+                            BridgePlan::DeadHead(head)
+                        }
                     }
-                    let Some(queue) = queue else { return Err(Error::QueueEmpty) };
-                    let Some(head) = txn.queue_at(queue).head() else { return Err(Error::QueueEmpty) };
-                    if txn.call_at(head).membership().is_some_and(|m| m.alive) {
-                        BridgePlan::With(head)
-                    } else {
-                        BridgePlan::DeadHead(head)
+                    BridgeTarget::Call(b) => {
+                        if *b == *txn.call_at(a.ix).ident.call_control_id {
+                            return Err(Error::out_of_range(
+                                "call_control_id",
+                                "A call cannot be bridged with itself.",
+                            ));
+                        }
+                        let bix = txn.find_call(b).ok_or(Error::CallNotFound)?;
+                        let rec = txn.call_at(bix);
+                        if rec.is_ended() {
+                            return Err(Error::CallEnded { callback: None });
+                        }
+                        if rec.bridged_with() == Some(a.ix) {
+                            BridgePlan::AlreadyBridged
+                        } else {
+                            BridgePlan::With(bix)
+                        }
+                    }
+                };
+                match plan {
+                    BridgePlan::With(b) => {
+                        txn.accept(a.ix, &p.options);
+                        txn.bridge_pair(a.ix, b, park);
+                        Ok(())
+                    }
+                    BridgePlan::AlreadyBridged => {
+                        txn.accept(a.ix, &p.options);
+                        if let Link::Bridged { park_after_unbridge, .. } = &mut txn.call_mut(a.ix).link {
+                            *park_after_unbridge = park;
+                        }
+                        Ok(())
+                    }
+                    BridgePlan::DeadHead(head) => {
+                        // The head is removed even though the bridge fails (docs/behaviour.md §2).
+                        txn.leave(head, DequeueReason::Hangup);
+                        let rec = txn.call_at(head);
+                        let ident = &rec.ident;
+                        Err(Error::CallEnded {
+                            callback: Some(Box::new(CallbackInfo {
+                                call_control_id: ident.call_control_id.as_ref().into(),
+                                from: ident.from.clone(),
+                                to: ident.to.clone(),
+                                connection_id: ident.connection_id.clone(),
+                                client_state: rec.client_state.clone(),
+                            })),
+                        })
                     }
                 }
-                BridgeTarget::Call(b) => {
-                    if *b == *txn.call_at(a.ix).ident.call_control_id {
-                        return Err(Error::out_of_range(
-                            "call_control_id",
-                            "A call cannot be bridged with itself.",
-                        ));
-                    }
-                    let bix = txn.find_call(b).ok_or(Error::CallNotFound)?;
-                    let rec = txn.call_at(bix);
-                    if rec.is_ended() {
-                        return Err(Error::CallEnded { callback: None });
-                    }
-                    if rec.bridged_with() == Some(a.ix) {
-                        BridgePlan::AlreadyBridged
-                    } else {
-                        BridgePlan::With(bix)
-                    }
-                }
-            };
-            match plan {
-                BridgePlan::With(b) => {
-                    txn.accept(a.ix, &p.options);
-                    txn.bridge_pair(a.ix, b, park);
-                    Ok(())
-                }
-                BridgePlan::AlreadyBridged => {
-                    txn.accept(a.ix, &p.options);
-                    if let Link::Bridged { park_after_unbridge, .. } = &mut txn.call_mut(a.ix).link {
-                        *park_after_unbridge = park;
-                    }
-                    Ok(())
-                }
-                BridgePlan::DeadHead(head) => {
-                    // The head is removed even though the bridge fails (docs/behaviour.md §2).
-                    txn.leave(head, DequeueReason::Hangup);
-                    let rec = txn.call_at(head);
-                    let ident = &rec.ident;
-                    Err(Error::CallEnded {
-                        callback: Some(Box::new(CallbackInfo {
-                            call_control_id: ident.call_control_id.as_ref().into(),
-                            from: ident.from.clone(),
-                            to: ident.to.clone(),
-                            connection_id: ident.connection_id.clone(),
-                            client_state: rec.client_state.clone(),
-                        })),
-                    })
-                }
-            }
-        })
+            },
+        )
     }
 
     /// Hangs the call up (docs/behaviour.md §2.6, hangup).
     pub fn hangup(&self, id: &str, opts: &CommandOptions) -> Result<()> {
         opts.validate()?;
-        let now = self.inner().begin();
-        self.run(now, |txn| {
-            let Some(call) = txn.target(id, opts.command_id.as_deref())? else { return Ok(()) };
-            txn.accept(call.ix, opts);
-            let mut partner = None;
-            match call.link {
-                Link::None => {}
-                Link::Queued(m) if m.keep_after_hangup => {
-                    txn.queue_mut(m.queue).updated_at = now;
-                    if let Some(m) = txn.call_mut(call.ix).membership_mut() {
-                        m.alive = false;
+        let now = self.begin();
+        self.run(
+            now,
+            || Change::Hangup { call: id.into(), options: opts.clone() },
+            |txn| {
+                let Some(call) = txn.target(id, opts.command_id.as_deref())? else { return Ok(()) };
+                txn.accept(call.ix, opts);
+                let mut partner = None;
+                match call.link {
+                    Link::None => {}
+                    Link::Queued(m) if m.keep_after_hangup => {
+                        txn.queue_mut(m.queue).updated_at = now;
+                        if let Some(m) = txn.call_mut(call.ix).membership_mut() {
+                            m.alive = false;
+                        }
+                    }
+                    Link::Queued(_) => txn.leave(call.ix, DequeueReason::Hangup),
+                    Link::Bridged { with, .. } => {
+                        txn.call_mut(call.ix).link = Link::None;
+                        partner = Some(with);
                     }
                 }
-                Link::Queued(_) => txn.leave(call.ix, DequeueReason::Hangup),
-                Link::Bridged { with, .. } => {
-                    txn.call_mut(call.ix).link = Link::None;
-                    partner = Some(with);
+                txn.end_call(call.ix, HangupSource::Caller);
+                if let Some(p) = partner {
+                    txn.release_partner(p);
                 }
-            }
-            txn.end_call(call.ix, HangupSource::Caller);
-            if let Some(p) = partner {
-                txn.release_partner(p);
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
     }
 
     /// Makes a new call to `to` and bridges the call with it (docs/behaviour.md §2.7, transfer). Returns
     /// the new call (the call itself for a repeated `command_id`, which creates nothing).
     pub fn transfer(&self, id: &str, p: &TransferParams) -> Result<CallInfo> {
         let to = p.validate()?;
-        let now = self.inner().begin();
-        let new_id = new_call_control_id().into_boxed_str();
-        self.run(now, |txn| {
-            let Some(call) = txn.target(id, p.options.command_id.as_deref())? else {
-                let ix = txn.find_call(id).expect("found by target");
-                return Ok(txn.core().call_info(ix, now));
-            };
-            let ident = &txn.call_at(call.ix).ident;
-            let from = p.from.clone().map_or_else(|| ident.to.clone(), Into::into);
-            let mut b = new_identity(
-                None,
-                new_id,
-                &from,
-                to,
-                ident.connection_id.clone(),
-                ident.webhook_url.as_deref(),
-                now,
-            );
-            txn.reserve_call()?;
-            txn.accept(call.ix, &p.options);
-            txn.stamp_new_id(&mut b);
-            let b = txn.create_call(b, None);
-            txn.bridge_pair(call.ix, b, false);
-            Ok(txn.core().call_info(b, now))
-        })
+        let now = self.begin();
+        self.run(
+            now,
+            || Change::Transfer { call: id.into(), params: p.clone() },
+            |txn| {
+                let Some(call) = txn.target(id, p.options.command_id.as_deref())? else {
+                    let ix = txn.find_call(id).expect("found by target");
+                    return Ok(txn.core().call_info(ix, now));
+                };
+                let ident = txn.call_at(call.ix).ident.clone();
+                let from = p.from.clone().map_or_else(|| ident.to.clone(), Into::into);
+                let new_id = new_call_control_id(|| txn.draw_uuid()).into_boxed_str();
+                let mut b = new_identity(
+                    txn,
+                    None,
+                    new_id,
+                    &from,
+                    to,
+                    ident.connection_id.clone(),
+                    ident.webhook_url.as_deref(),
+                );
+                txn.reserve_call()?;
+                txn.accept(call.ix, &p.options);
+                txn.stamp_new_id(&mut b);
+                let b = txn.create_call(b, None);
+                txn.bridge_pair(call.ix, b, false);
+                Ok(txn.core().call_info(b, now))
+            },
+        )
     }
 
     // -----------------------------------------------------------------------------------
@@ -603,21 +741,25 @@ impl Tenant {
     /// Creates an explicit queue (never idle-collected); `max_size` defaults to 300.
     pub fn create_queue(&self, name: &str, max_size: Option<u32>) -> Result<QueueInfo> {
         validate_queue_name("queue_name", name)?;
-        let max_size = max_size.map_or(Ok(DEFAULT_EXPLICIT_QUEUE_SIZE), validate_max_size)?;
-        let now = self.inner().begin();
-        self.run(now, |txn| {
-            if txn.find_queue(name).is_some() {
-                return Err(Error::QueueExists);
-            }
-            let ix = txn.create_queue(name, max_size, true)?;
-            Ok(txn.core().queue_info(ix, now))
-        })
+        let size = max_size.map_or(Ok(DEFAULT_EXPLICIT_QUEUE_SIZE), validate_max_size)?;
+        let now = self.begin();
+        self.run(
+            now,
+            || Change::CreateQueue { name: name.into(), max_size },
+            |txn| {
+                if txn.find_queue(name).is_some() {
+                    return Err(Error::QueueExists);
+                }
+                let ix = txn.create_queue(name, size, true)?;
+                Ok(txn.core().queue_info(ix, now))
+            },
+        )
     }
 
     /// A queue's state and figures.
     pub fn queue(&self, name: &str) -> Result<QueueInfo> {
-        let now = self.inner().begin();
-        self.run(now, |txn| {
+        let now = self.begin();
+        self.read(now, |txn| {
             txn.find_queue(name).map(|ix| txn.core().queue_info(ix, now)).ok_or(Error::QueueNotFound)
         })
     }
@@ -625,8 +767,8 @@ impl Tenant {
     /// The tenant's queues sorted by name, one page.
     pub fn queues(&self, page: PageRequest) -> Result<Page<QueueInfo>> {
         let (number, size) = page.validate()?;
-        let now = self.inner().begin();
-        self.run(now, |txn| {
+        let now = self.begin();
+        self.read(now, |txn| {
             let names = txn.core().queue_names();
             let skip = (number - 1).saturating_mul(size);
             let data = names
@@ -642,41 +784,49 @@ impl Tenant {
     /// Sets a queue's `max_size` (1..=1 000 000). Nobody is removed when it drops below the
     /// current size.
     pub fn update_queue(&self, name: &str, max_size: u32) -> Result<QueueInfo> {
-        let max_size = validate_max_size(max_size)?;
-        let now = self.inner().begin();
-        self.run(now, |txn| {
-            let ix = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
-            let q = txn.queue_at(ix);
-            let idle = q.is_empty() && !q.explicit;
-            let q = txn.queue_mut(ix);
-            q.max_size = max_size;
-            q.updated_at = now;
-            let snapshot = txn.core().queue_info(ix, now);
-            if idle {
-                txn.arm_idle_timer(ix);
-            }
-            Ok(snapshot)
-        })
+        let size = validate_max_size(max_size)?;
+        let now = self.begin();
+        self.run(
+            now,
+            || Change::UpdateQueue { name: name.into(), max_size },
+            |txn| {
+                let ix = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
+                let q = txn.queue_at(ix);
+                let idle = q.is_empty() && !q.explicit;
+                let q = txn.queue_mut(ix);
+                q.max_size = size;
+                q.updated_at = now;
+                let snapshot = txn.core().queue_info(ix, now);
+                if idle {
+                    txn.arm_idle_timer(ix);
+                }
+                Ok(snapshot)
+            },
+        )
     }
 
     /// Deletes an empty queue (`90050` when it has members).
     pub fn delete_queue(&self, name: &str) -> Result<()> {
-        let now = self.inner().begin();
-        self.run(now, |txn| {
-            let ix = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
-            if !txn.queue_at(ix).is_empty() {
-                return Err(Error::QueueNotEmpty);
-            }
-            txn.delete_queue(ix, QueueDeletedReason::Explicit);
-            Ok(())
-        })
+        let now = self.begin();
+        self.run(
+            now,
+            || Change::DeleteQueue { name: name.into() },
+            |txn| {
+                let ix = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
+                if !txn.queue_at(ix).is_empty() {
+                    return Err(Error::QueueNotEmpty);
+                }
+                txn.delete_queue(ix, QueueDeletedReason::Explicit);
+                Ok(())
+            },
+        )
     }
 
     /// A queue's members in service order, one page.
     pub fn queue_calls(&self, name: &str, page: PageRequest) -> Result<Page<QueueCallInfo>> {
         let (number, size) = page.validate()?;
-        let now = self.inner().begin();
-        self.run(now, |txn| {
+        let now = self.begin();
+        self.read(now, |txn| {
             let ix = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
             let q = txn.queue_at(ix);
             let from = (number - 1).saturating_mul(size).saturating_add(1);
@@ -695,8 +845,8 @@ impl Tenant {
 
     /// One member of a queue (`10005` when the call is not a member).
     pub fn queue_call(&self, name: &str, id: &str) -> Result<QueueCallInfo> {
-        let now = self.inner().begin();
-        self.run(now, |txn| {
+        let now = self.begin();
+        self.read(now, |txn| {
             let (queue, call) = Self::find_member(txn, name, id)?;
             let m = txn.core().member(queue, call).expect("found");
             let pos = txn.queue_at(queue).position(m);
@@ -706,8 +856,8 @@ impl Tenant {
 
     /// Just the 1-based position of a member (no snapshot is built): O(log n).
     pub fn queue_position(&self, name: &str, id: &str) -> Result<usize> {
-        let now = self.inner().begin();
-        self.run(now, |txn| {
+        let now = self.begin();
+        self.read(now, |txn| {
             let (queue, call) = Self::find_member(txn, name, id)?;
             Ok(txn.queue_at(queue).position(txn.core().member(queue, call).expect("found")))
         })
@@ -716,33 +866,41 @@ impl Tenant {
     /// Changes `keep_after_hangup` and/or the priority of a member.
     pub fn update_queue_call(&self, name: &str, id: &str, update: &QueueCallUpdate) -> Result<QueueCallInfo> {
         let priority = update.validate()?;
-        let now = self.inner().begin();
-        self.run(now, |txn| {
-            let (queue, call) = Self::find_member(txn, name, id)?;
-            let mut m = *txn.core().member(queue, call).expect("found");
-            if let Some(keep) = update.keep_after_hangup {
-                m.keep_after_hangup = keep;
-                txn.queue_mut(queue).updated_at = now;
-            }
-            if let Some(p) = priority {
-                txn.queue_mut(queue).set_priority(&mut m, p, now);
-            }
-            txn.call_mut(call).link = Link::Queued(m);
-            let pos = txn.queue_at(queue).position(&m);
-            Ok(txn.core().queue_call_info(queue, pos, call, now))
-        })
+        let now = self.begin();
+        self.run(
+            now,
+            || Change::UpdateQueueCall { queue: name.into(), call: id.into(), update: update.clone() },
+            |txn| {
+                let (queue, call) = Self::find_member(txn, name, id)?;
+                let mut m = *txn.core().member(queue, call).expect("found");
+                if let Some(keep) = update.keep_after_hangup {
+                    m.keep_after_hangup = keep;
+                    txn.queue_mut(queue).updated_at = now;
+                }
+                if let Some(p) = priority {
+                    txn.queue_mut(queue).set_priority(&mut m, p, now);
+                }
+                txn.call_mut(call).link = Link::Queued(m);
+                let pos = txn.queue_at(queue).position(&m);
+                Ok(txn.core().queue_call_info(queue, pos, call, now))
+            },
+        )
     }
 
     /// Removes a member: a live call stays active (`call.dequeued`, reason `leave`); a dead
     /// kept call is dropped silently.
     pub fn remove_queue_call(&self, name: &str, id: &str) -> Result<()> {
-        let now = self.inner().begin();
-        self.run(now, |txn| {
-            let (queue, call) = Self::find_member(txn, name, id)?;
-            let alive = txn.core().member(queue, call).is_some_and(|m| m.alive);
-            txn.remove_member(call, alive.then_some(DequeueReason::Leave));
-            Ok(())
-        })
+        let now = self.begin();
+        self.run(
+            now,
+            || Change::RemoveQueueCall { queue: name.into(), call: id.into() },
+            |txn| {
+                let (queue, call) = Self::find_member(txn, name, id)?;
+                let alive = txn.core().member(queue, call).is_some_and(|m| m.alive);
+                txn.remove_member(call, alive.then_some(DequeueReason::Leave));
+                Ok(())
+            },
+        )
     }
 }
 
@@ -764,7 +922,7 @@ impl Engine {
         for tenant in inner.tenants() {
             let mut core = tenant.lock();
             if core.next_due() <= now.as_micros() {
-                fired += fire_due(inner, &tenant, &mut core, now, listening);
+                fired += fire_due(inner, inner.journal.as_deref(), &tenant, &mut core, now, listening);
             }
             inner.shared.note_timer(core.next_due());
         }
@@ -772,12 +930,23 @@ impl Engine {
     }
 }
 
+/// Hands the command's record to the journal, if the command changed anything. Out of line:
+/// most engines have no journal, and their commands should not carry this code.
+#[cold]
+#[inline(never)]
+fn record(journal: &dyn Journal, tenant: &str, txn: &mut Txn<'_>, change: impl FnOnce() -> Change) {
+    if let Some((seq, draws)) = txn.outcome() {
+        let record = Record { at_micros: txn.now.as_micros(), draws, change: change() };
+        journal.append(tenant, seq, &record.encode());
+    }
+}
+
 /// Ends a command or a timer firing: forgets ended calls past the cap (part of the same
 /// change), and hands back its events.
-#[inline]
-fn settle(mut txn: Txn<'_>) -> Option<Vec<Event>> {
+#[inline(always)]
+fn settle(txn: &mut Txn<'_>) -> Option<Vec<Event>> {
     if txn.ended_calls {
-        forget_excess_ended(&mut txn);
+        forget_excess_ended(txn);
     }
     txn.finish()
 }
@@ -789,6 +958,7 @@ fn settle(mut txn: Txn<'_>) -> Option<Vec<Event>> {
 /// in at its place. Returns how many changed something.
 fn fire_due(
     inner: &Inner,
+    journal: Option<&dyn Journal>,
     tenant: &TenantState,
     core: &mut TenantCore,
     now: Timestamp,
@@ -811,14 +981,20 @@ fn fire_due(
         let Some((at, timer)) = due.pop() else { break };
         core.note_firing(at, &timer);
         let list = listening.then(|| core.take_event_list());
-        let mut txn = Txn::new(&inner.shared, tenant, core, at, list);
+        let mut txn = Txn::new(&inner.shared, tenant, core, at, list, Draws::Live(Vec::new()));
         let changed = match timer {
             Timer::Deadline { queue, call, arrival } => fire_deadline(&mut txn, queue, call, arrival),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),
             Timer::Forget { call } => fire_forget(&mut txn, call),
         };
         fired += usize::from(changed);
-        if let (Some(all), Some(mine)) = (events.as_mut(), settle(txn)) {
+        if let (Some(journal), Some((seq, _))) = (journal, txn.outcome()) {
+            // Recorded with the instant the run fired at (not the timer's own): replaying
+            // the first record fires the same timers again.
+            let record = Record { at_micros: now.as_micros(), draws: Vec::new(), change: Change::Timers };
+            journal.append(&tenant.name, seq, &record.encode());
+        }
+        if let (Some(all), Some(mine)) = (events.as_mut(), settle(&mut txn)) {
             if all.is_empty() {
                 *all = mine;
             } else {

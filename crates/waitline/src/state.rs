@@ -23,6 +23,7 @@ use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, decode_s
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{CallSubject, DequeueReason, Event, EventKind, event_id, event_list, tenant_event_key};
+use crate::journal::Draws;
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
 use crate::slab::{Handle, Slab};
 use crate::timers::{Timer, Timers};
@@ -334,24 +335,42 @@ pub(crate) struct Txn<'e> {
     seq: Option<u64>,
     /// Set when the command ended a call: the tenant may now keep too many ended calls.
     pub(crate) ended_calls: bool,
+    /// The random values of the command: drawn (and kept for its record), or replayed.
+    draws: Draws,
 }
 
 impl<'e> Txn<'e> {
+    #[inline(always)]
     pub(crate) fn new(
         shared: &'e Shared,
         tenant: &'e TenantState,
         core: &'e mut TenantCore,
         now: Timestamp,
         events: Option<Vec<Event>>,
+        draws: Draws,
     ) -> Self {
-        Self { shared, tenant, core, now, events, seq: None, ended_calls: false }
+        Self { shared, tenant, core, now, events, seq: None, ended_calls: false, draws }
+    }
+
+    /// A random value for the command (replayed from its record when it is replayed).
+    pub(crate) fn draw_uuid(&mut self) -> Uuid {
+        self.draws.uuid()
+    }
+
+    /// The number the command took, if it changed anything, and the values it drew.
+    pub(crate) fn outcome(&mut self) -> Option<(u64, Vec<Uuid>)> {
+        let drawn = match &mut self.draws {
+            Draws::Live(drawn) => std::mem::take(drawn),
+            Draws::Replay(_) => Vec::new(),
+        };
+        self.seq.map(|seq| (seq, drawn))
     }
 
     /// The command's events in publishing order (docs/behaviour.md §4: by kind, stable within a kind),
     /// with their ids, `None` when nobody listens.
-    #[inline]
-    pub(crate) fn finish(self) -> Option<Vec<Event>> {
-        let mut events = self.events?;
+    #[inline(always)]
+    pub(crate) fn finish(&mut self) -> Option<Vec<Event>> {
+        let mut events = self.events.take()?;
         if !events.is_sorted_by_key(|e| e.kind.rank()) {
             events.sort_by_key(|e| e.kind.rank());
         }

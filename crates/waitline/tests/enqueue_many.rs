@@ -250,3 +250,62 @@ fn a_batch_error_names_the_refused_call() {
     let e = BatchError { index: 3, error: Error::CallNotFound };
     assert_eq!(e.to_string(), format!("item 3 refused: {}", Error::CallNotFound));
 }
+
+#[derive(Debug, Default)]
+struct Recorded(std::sync::Mutex<Vec<(u64, Vec<u8>)>>);
+
+impl Journal for Recorded {
+    fn append(&self, _tenant: &str, seq: u64, record: &[u8]) {
+        self.0.lock().unwrap().push((seq, record.to_vec()));
+    }
+}
+
+#[test]
+fn a_batch_is_journaled_as_its_single_enqueues_and_replays() {
+    use waitline::journal::{Change, Record};
+    let journal = std::sync::Arc::new(Recorded::default());
+    let (clock, _) = Clock::manual(START);
+    let engine = Engine::builder().clock(clock).journal(journal.clone()).build();
+    let t = engine.default_tenant();
+    let ids: Vec<String> =
+        (0..300).map(|_| t.dial(&DialParams::new("+1", "+2", "app")).unwrap().call_control_id).collect();
+    t.enqueue(&ids[7], &EnqueueParams::new("other")).unwrap();
+    let before = t.last_seq();
+    let p = params("z");
+    let mut batch: Vec<&str> = ids.iter().map(String::as_str).collect();
+    batch.push("nope");
+    assert_eq!(t.enqueue_many(&batch, &p).map_err(|e| e.index), Err(300));
+    let records = journal.0.lock().unwrap().clone();
+    // One record per enqueue that changed something, numbered as the changes, none for the
+    // refusal.
+    let mine: Vec<(u64, Change)> = records
+        .iter()
+        .filter(|(seq, _)| *seq > before)
+        .map(|(seq, bytes)| (*seq, Record::decode(bytes).unwrap().change))
+        .collect();
+    let expected: Vec<(u64, Change)> = ids
+        .iter()
+        .zip(before + 1..)
+        .map(|(id, seq)| (seq, Change::Enqueue { call: id.clone(), params: p.clone() }))
+        .collect();
+    assert_eq!(mine, expected);
+    assert_eq!(t.last_seq(), before + 300);
+    // Replaying the whole journal rebuilds the same state, the queue's random id included.
+    let (clock2, _) = Clock::manual(START);
+    let t2 = Engine::builder().clock(clock2).build().default_tenant();
+    for (seq, bytes) in &records {
+        t2.replay(*seq, bytes).unwrap();
+    }
+    let view = |t: &Tenant| {
+        let q = t.queue("z").unwrap();
+        let members: Vec<String> = t
+            .queue_calls("z", PageRequest::new(1, 250))
+            .unwrap()
+            .data
+            .into_iter()
+            .map(|m| m.call_control_id)
+            .collect();
+        (q.id, q.current_size, members, t.queue("other").unwrap().current_size, t.last_seq())
+    };
+    assert_eq!(view(&t2), view(&t));
+}

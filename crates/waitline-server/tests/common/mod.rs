@@ -31,6 +31,8 @@ pub struct Server {
     pub signer_public: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The data directory: every test server is durable (removed when the server is dropped).
+    _data: tempfile::TempDir,
 }
 
 impl Server {
@@ -43,12 +45,21 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let signer = Signer::generate();
         let signer_public = signer.public_key_base64();
-        let engine = waitline_server::engine(&config);
+        let data = tempfile::tempdir().unwrap();
+        config.data_dir = Some(data.path().to_path_buf());
+        let (engine, durability) = waitline_server::open_engine(&config).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(waitline_server::run(config, engine, signer, listener, async {
+        let task = tokio::spawn(waitline_server::run(config, engine, durability, signer, listener, async {
             let _ = rx.await;
         }));
-        Self { base, http: reqwest::Client::new(), signer_public, stop: Some(tx), task: Some(task) }
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            signer_public,
+            stop: Some(tx),
+            task: Some(task),
+            _data: data,
+        }
     }
 
     pub async fn stop(mut self) {

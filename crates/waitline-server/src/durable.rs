@@ -1,0 +1,256 @@
+//! Durability: the engine's journal kept in a data directory and replayed at start; a write
+//! is answered, and its events delivered, only once its change is on disk.
+//!
+//! Every change takes the next number of its tenant's sequence and is appended to the store
+//! under the tenant's lock (see `waitline::journal`). Acknowledging waits for the store's
+//! latest ticket at the time the command returned: that covers the command's own record
+//! (appended before it returned), and perhaps a few later ones that share its commit.
+
+use std::path::Path;
+use std::task::{Context, Poll};
+
+use waitline::{Engine, EngineBuilder, Journal};
+use waitline_store::{Entry, Fsync, Options, Replayed, Store, Ticket};
+
+/// The engine's journal, in the store.
+#[derive(Debug)]
+struct StoreJournal(Store);
+
+impl Journal for StoreJournal {
+    fn append(&self, tenant: &str, seq: u64, record: &[u8]) {
+        // A store that has stopped refuses; whoever waits for this record hears why.
+        let _ = self.0.append(tenant, seq, record);
+    }
+}
+
+/// The store behind a durable service; nothing for one in memory. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Durability(Option<Store>);
+
+impl Durability {
+    /// Nothing is kept.
+    #[must_use]
+    pub const fn in_memory() -> Self {
+        Self(None)
+    }
+
+    /// Opens `dir` (creating it), builds the engine with the store as its journal, and
+    /// replays what the store holds into it.
+    ///
+    /// # Errors
+    /// The directory is in use or unusable, or what it holds is damaged or cannot be
+    /// replayed: the message says which file, tenant and record.
+    pub fn open(
+        dir: &Path,
+        fsync: Fsync,
+        recover_truncate: bool,
+        engine: EngineBuilder,
+    ) -> Result<(Engine, Self, Replayed), String> {
+        let store = Store::open(dir, Options { fsync, recover_truncate }).map_err(|e| e.to_string())?;
+        let engine = engine.journal(std::sync::Arc::new(StoreJournal(store.clone()))).build();
+        let replayed = store
+            .replay(|entry| match entry {
+                Entry::Record { tenant, seq, data } => {
+                    engine.tenant(tenant).replay(seq, data).map_err(|e| e.to_string())
+                }
+                Entry::Snapshot { .. } => Err("this version does not read snapshots".to_owned()),
+            })
+            .map_err(|e| e.to_string())?;
+        for (tenant, seq, why) in &replayed.truncated {
+            tracing::warn!(tenant = %tenant, seq, why = %why, "damaged journal: dropped this record and the tenant's later ones");
+        }
+        Ok((engine, Self(Some(store)), replayed))
+    }
+
+    /// Whether changes are kept on disk.
+    #[must_use]
+    pub const fn is_durable(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether the store has stopped (a write or a sync failed): no change may be
+    /// acknowledged any more, until a restart.
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.0.as_ref().is_some_and(Store::is_stopped)
+    }
+
+    /// A mark covering every change made so far.
+    #[must_use]
+    pub fn mark(&self) -> Option<Ticket> {
+        self.0.as_ref().map(Store::last_ticket)
+    }
+
+    /// `Ready(Ok)` once every change up to `mark` is on disk (at once in memory).
+    pub fn poll_durable(&self, mark: Option<Ticket>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+        match (&self.0, mark) {
+            (Some(store), Some(ticket)) => store.poll_durable(ticket, cx).map_err(|e| e.to_string()),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Blocks until every change made so far is on disk (for code outside a runtime).
+    ///
+    /// # Errors
+    /// The store has stopped.
+    pub fn settled_blocking(&self) -> Result<(), String> {
+        match &self.0 {
+            Some(store) => store.flush().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves once every change made so far is on disk.
+    ///
+    /// # Errors
+    /// The store has stopped.
+    pub async fn settled(&self) -> Result<(), String> {
+        let mark = self.mark();
+        std::future::poll_fn(|cx| self.poll_durable(mark, cx)).await
+    }
+}
+
+/// What a data directory holds, as `waitline inspect` prints it: per tenant its sequence
+/// numbers and stored sizes, then (from a replay into an engine in memory) its calls and
+/// queues. The directory is locked meanwhile: a running service must be stopped first.
+///
+/// # Errors
+/// The directory is in use, unusable, or cannot be replayed.
+pub fn inspect(dir: &Path) -> Result<String, String> {
+    use std::fmt::Write;
+    if !dir.join(waitline_store::DB_FILE).exists() {
+        return Err(format!("{}: no waitline data here", dir.display()));
+    }
+    let (engine, durability, replayed) = Durability::open(dir, Fsync::Always, false, Engine::builder())?;
+    let Some(store) = &durability.0 else { unreachable!("opened on a directory") };
+    let tenants = store.describe().map_err(|e| e.to_string())?;
+    let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+    let db = waitline_store::DB_FILE;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {} tenants, {} records replayed; {db} {} bytes, its write-ahead log {} bytes",
+        dir.display(),
+        replayed.tenants,
+        replayed.records,
+        size(db),
+        size(&format!("{db}-wal"))
+    );
+    for t in tenants {
+        let tenant = engine.tenant(&t.tenant);
+        let snapshot = t
+            .snapshot_seq
+            .map_or_else(|| "none".to_owned(), |s| format!("at {s} ({} bytes)", t.snapshot_bytes));
+        let _ = writeln!(
+            out,
+            "tenant {:?}: last sequence number {}, snapshot {snapshot}, journal {} records ({} bytes), {} live calls",
+            t.tenant,
+            t.last_seq,
+            t.records,
+            t.record_bytes,
+            tenant.live_calls()
+        );
+        for number in 1.. {
+            let Ok(page) = tenant.queues(waitline::PageRequest::new(number, 250)) else { break };
+            for q in &page.data {
+                let _ =
+                    writeln!(out, "  queue {:?}: {} waiting (max {})", q.name, q.current_size, q.max_size);
+            }
+            if number >= page.total_pages as u64 {
+                break;
+            }
+        }
+    }
+    drop(engine);
+    Ok(out)
+}
+
+/// Where a secret came from (see [`stored_secret`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// Made now, and kept in the data directory (if there is one).
+    Made,
+    /// Read from the data directory, as an earlier start left it.
+    Stored,
+}
+
+/// A secret the service makes when it is not configured (the API key, the signing key),
+/// kept in the data directory so that it survives a restart: read from `dir/name` when the
+/// file exists, else made by `make` and written there, readable by the owner only (written
+/// to a temporary file, synced, then renamed: never half a key). With no directory it is
+/// made and not kept.
+///
+/// # Errors
+/// The file cannot be read or written.
+pub fn stored_secret(
+    dir: Option<&Path>,
+    name: &str,
+    make: impl FnOnce() -> String,
+) -> Result<(String, SecretOrigin), String> {
+    let Some(dir) = dir else { return Ok((make(), SecretOrigin::Made)) };
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return Ok((text.trim().to_owned(), SecretOrigin::Stored)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let secret = make();
+    let temporary = dir.join(format!("{name}.new"));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temporary)?;
+        file.write_all(secret.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((secret, SecretOrigin::Made))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspect_tells_what_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(inspect(dir.path()).unwrap_err().contains("no waitline data here"));
+        {
+            let (engine, _durability, _) =
+                Durability::open(dir.path(), Fsync::Always, false, Engine::builder()).unwrap();
+            let t = engine.tenant("acme");
+            let c = t.dial(&waitline::DialParams::new("+1", "+2", "app")).unwrap().call_control_id;
+            t.enqueue(&c, &waitline::EnqueueParams::new("support")).unwrap();
+            _durability.settled_blocking().unwrap();
+        }
+        let text = inspect(dir.path()).unwrap();
+        assert!(text.contains("1 tenants, 2 records replayed"), "{text}");
+        assert!(
+            text.contains("tenant \"acme\": last sequence number 2, snapshot none, journal 2 records"),
+            "{text}"
+        );
+        assert!(text.contains("1 live calls"), "{text}");
+        assert!(text.contains("queue \"support\": 1 waiting (max 100)"), "{text}");
+    }
+
+    #[test]
+    fn a_secret_is_made_once_then_read_back_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, origin) = stored_secret(Some(dir.path()), "api-key", || "k1".into()).unwrap();
+        assert_eq!((first.as_str(), origin), ("k1", SecretOrigin::Made));
+        let (again, origin) = stored_secret(Some(dir.path()), "api-key", || "k2".into()).unwrap();
+        assert_eq!((again.as_str(), origin), ("k1", SecretOrigin::Stored));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("api-key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(stored_secret(None, "api-key", || "k3".into()).unwrap().0, "k3");
+    }
+}
