@@ -138,14 +138,14 @@ impl PyCall {
         py: Python<'_>,
         call_control_id: Option<String>,
         queue: Option<String>,
-        park_after_unbridge: Option<String>,
+        park_after_unbridge: Option<&str>,
         client_state: Option<String>,
         command_id: Option<String>,
     ) -> PyResult<()> {
         let p = BridgeParams {
             call_control_id,
             queue,
-            after_unbridge: AfterUnbridge::from_wire(park_after_unbridge.as_deref()).or_raise(py)?,
+            after_unbridge: AfterUnbridge::from_wire(park_after_unbridge).or_raise(py)?,
             options: options(client_state, command_id),
             ..BridgeParams::default()
         };

@@ -14,7 +14,7 @@ use waitline::{
 
 use crate::call::{PyCall, enqueue_params, options};
 use crate::convert::opt_bounded;
-use crate::errors::IntoPyResult;
+use crate::errors::{IntoPyResult, to_py_err};
 use crate::snapshots::{PyEvent, PyQueue, PyQueueCall};
 
 /// With the real clock, a thread owned by the engine fires due timers (max wait, idle
@@ -200,8 +200,9 @@ impl PyEngine {
         Ok(infos.iter().map(|i| PyCall::new(self.tenant.clone(), i)).collect())
     }
 
-    /// Enqueues many calls into one queue in one call, in order; stops at the first refusal
-    /// (raising it), leaving the calls before it enqueued. Returns how many were enqueued.
+    /// Enqueues many calls into one queue in one call: the core's batch command, the single
+    /// enqueues in order. Stops at the first refusal (raising it as that enqueue would),
+    /// leaving the calls before it enqueued. Returns how many were enqueued.
     #[pyo3(signature = (call_control_ids, queue_name, max_wait_time_secs=None, max_size=None, keep_after_hangup=false, priority=None))]
     fn enqueue_many(
         &self,
@@ -224,11 +225,23 @@ impl PyEngine {
         )?;
         // The ids are read in place (no copy of each into Rust) with the GIL held: copying
         // them cost more than the enqueues (a malloc and a memcpy each), and the borrowed
-        // text must not outlive the GIL. Each enqueue holds its tenant's lock briefly.
+        // text must not outlive the GIL (the list above holds the strings). All are read
+        // before the core's batch command takes its lock, in one call (the core locks once
+        // per chunk, and makes room in the queue for the whole batch at once): an id that is
+        // not valid UTF-8 raises after the ids before it were enqueued.
+        let mut ids: Vec<&str> = Vec::with_capacity(call_control_ids.len());
+        let mut unreadable = None;
         for id in &call_control_ids {
-            self.tenant.enqueue(id.to_str()?, &p).or_raise(py)?;
+            match id.to_str() {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    unreadable = Some(e);
+                    break;
+                }
+            }
         }
-        Ok(call_control_ids.len())
+        let done = self.tenant.enqueue_many(&ids, &p).map_err(|e| to_py_err(py, &e.error))?;
+        unreadable.map_or(Ok(done), Err)
     }
 
     /// An existing call (`CallNotFoundError` otherwise).

@@ -187,6 +187,18 @@ impl Error {
     }
 }
 
+/// A batch command ([`crate::Tenant::enqueue_many`]) stopped at a refused item: the items
+/// before `index` were done, the one at `index` was refused with `error` (and changed
+/// nothing), those after it were not tried.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("item {index} refused: {error}")]
+pub struct BatchError {
+    /// The refused item's index: how many items were done.
+    pub index: usize,
+    /// Why it was refused.
+    pub error: Error,
+}
+
 /// The result of every engine command.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

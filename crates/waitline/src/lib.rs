@@ -48,7 +48,7 @@ pub use engine::{
     DEFAULT_ENDED_CALL_RETENTION, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_ENDED_CALLS, DEFAULT_MAX_LIVE_CALLS,
     DEFAULT_MAX_QUEUES, DEFAULT_QUEUE_IDLE_TTL, DEFAULT_TENANT, Engine, EngineBuilder, Tenant,
 };
-pub use error::{CallbackInfo, Error, ParamProblem, Result};
+pub use error::{BatchError, CallbackInfo, Error, ParamProblem, Result};
 pub use event::{
     CallSubject, DequeueReason, Event, EventKind, HangupSource, Payload, QueueDeletedReason, Subscription,
 };
@@ -60,3 +60,4 @@ pub use params::{
     QUEUE_MAX_SIZE, QueueCallUpdate, RECORD_MAX_LENGTH, RECORD_TIMEOUT_SECS, TransferParams,
 };
 pub use queue::{DequeueTotals, QueueCallInfo, QueueInfo};
+pub use rules::ENQUEUE_MANY_CHUNK;

@@ -144,6 +144,12 @@ impl<T> MemberOrder<T> {
         self.len
     }
 
+    /// Slots before the next compaction or growth.
+    #[cfg(test)]
+    pub(crate) const fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// Appends `value` at the end of `band`. `relocate` is told of every member that a
     /// compaction renumbers (before the new member is added).
     pub(crate) fn push(&mut self, band: u8, value: T, mut relocate: impl FnMut(&T, Seq)) -> Seq {
@@ -158,6 +164,15 @@ impl<T> MemberOrder<T> {
         self.mark(seq, band, 1);
         self.len += 1;
         seq
+    }
+
+    /// Makes room for `additional` more members: the pushes that follow neither compact nor
+    /// grow (one rebuild now, when needed, instead of one per doubling on the way).
+    pub(crate) fn reserve(&mut self, additional: usize, relocate: impl FnMut(&T, Seq)) {
+        if self.slots.len().saturating_add(additional) > self.cap {
+            let new_cap = self.len.saturating_add(additional).next_power_of_two().max(self.cap);
+            self.rebuild(new_cap, relocate);
+        }
     }
 
     /// Removes the member in `seq`.
@@ -424,6 +439,47 @@ mod tests {
         assert!(order.cap <= 1024, "shrank to {}", order.cap);
         for (i, id) in (0..5000u64).step_by(100).enumerate() {
             assert_eq!(order.position(seqs[&id]), i + 1);
+        }
+    }
+
+    #[test]
+    fn reserve_makes_room_at_once_and_keeps_the_order() {
+        let mut order = MemberOrder::<u64>::default();
+        let mut seqs: HashMap<u64, Seq> = HashMap::new();
+        for id in 0..40u64 {
+            let s = order.push(u8::try_from(id % 3).unwrap(), id, |v, s| {
+                seqs.insert(*v, s);
+            });
+            seqs.insert(id, s);
+        }
+        for id in (0..40u64).step_by(4) {
+            order.remove(seqs.remove(&id).unwrap(), |v, s| {
+                seqs.insert(*v, s);
+            });
+        }
+        let service = |order: &MemberOrder<u64>| -> Vec<u64> {
+            (1..=order.len()).map(|p| *order.get(order.seq_at(p).unwrap())).collect()
+        };
+        let before = service(&order);
+        order.reserve(1000, |v, s| {
+            seqs.insert(*v, s);
+        });
+        assert!(order.cap >= 30 + 1000 && order.cap.is_power_of_two(), "cap {}", order.cap);
+        assert_eq!(service(&order), before, "the same order");
+        for (id, s) in &seqs {
+            assert_eq!(order.get(*s), id, "every move reported");
+        }
+        // Room enough: what was reserved comes in without a rebuild, and a reserve that
+        // fits changes nothing.
+        for id in 40..1040u64 {
+            let s = order.push(1, id, |_, _| panic!("rebuilt within the reserved room"));
+            seqs.insert(id, s);
+        }
+        let cap = order.cap;
+        order.reserve(cap - order.slots.len(), |_, _| panic!("rebuilt with room enough"));
+        assert_eq!(order.cap, cap);
+        for (id, s) in &seqs {
+            assert_eq!(order.get(*s), id);
         }
     }
 }

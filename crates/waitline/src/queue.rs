@@ -146,6 +146,17 @@ impl Queue {
         seq_u32(self.members.push(band, call, |&c, s| relocate(calls, c, s)))
     }
 
+    /// Slots of the order before it must compact or grow.
+    #[cfg(test)]
+    pub(crate) const fn order_capacity(&self) -> usize {
+        self.members.capacity()
+    }
+
+    /// Makes room for `additional` more members (see [`MemberOrder::reserve`]).
+    pub(crate) fn reserve(&mut self, calls: &mut Slab<CallRecord>, additional: usize) {
+        self.members.reserve(additional, |&c, s| relocate(calls, c, s));
+    }
+
     /// Removes a member (its membership `m`, still in its record); `reason` is counted in
     /// the totals (`None`: dropped without a count). The position it had is worked out only
     /// if `with_position` (someone listens for the event that reports it), else it is 0.

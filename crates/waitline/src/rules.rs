@@ -13,12 +13,12 @@ use std::time::Duration;
 use crate::call::{CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
 use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
-use crate::error::{CallbackInfo, Error, Result};
+use crate::error::{BatchError, CallbackInfo, Error, Result};
 use crate::event::{DequeueReason, Event, EventKind, HangupSource, QueueDeletedReason};
 use crate::journal::{Change, Draws, Journal, Record, ReplayError, Replaying};
 use crate::params::{
     BridgeParams, BridgeTarget, CommandOptions, DEFAULT_EXPLICIT_QUEUE_SIZE, DialParams, EnqueueParams, Page,
-    PageRequest, QueueCallUpdate, TransferParams, validate_max_size, validate_queue_name,
+    PageRequest, QueueCallUpdate, TransferParams, ValidEnqueue, validate_max_size, validate_queue_name,
 };
 use crate::queue::{Queue, QueueCallInfo, QueueInfo};
 use crate::slab::Handle;
@@ -234,6 +234,56 @@ impl Txn<'_> {
     }
 }
 
+impl Txn<'_> {
+    /// One enqueue command on a locked tenant ([`Tenant::enqueue`], and each call of
+    /// [`Tenant::enqueue_many`]); `find_queue` gives the queue's slot, if it exists. Returns
+    /// the slot of the queue the call joined (`None`: a repeated `command_id`, nothing done).
+    #[inline]
+    fn enqueue(
+        &mut self,
+        id: &str,
+        p: &EnqueueParams,
+        v: &ValidEnqueue<'_>,
+        find_queue: impl FnOnce(&Self) -> Option<u32>,
+    ) -> Result<Option<u32>> {
+        let now = self.now;
+        let txn = self;
+        let Some(call) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(None) };
+        let existing = find_queue(txn);
+        if call.queue().is_some() && call.queue() == existing {
+            return Err(Error::AlreadyInQueue);
+        }
+        if existing.is_some_and(|q| txn.queue_at(q).is_full()) {
+            return Err(Error::QueueFull);
+        }
+        // Checked; the first change (the new queue) may still be refused by the cap.
+        let queue = match existing {
+            Some(q) => q,
+            None => txn.create_queue(v.queue, v.max_size, false)?,
+        };
+        txn.accept(call.ix, &p.options);
+        txn.detach(call.ix, DequeueReason::Leave);
+        let max_wait = v.max_wait_secs.map(Duration::from_secs);
+        let m = txn.join_queue(queue, call.ix, v.priority, v.keep_after_hangup, max_wait);
+        txn.emit(now, |t| {
+            let q = t.queue_at(queue);
+            EventKind::CallEnqueued {
+                subject: t.subject(call.ix),
+                queue: q.name.clone(),
+                current_position: q.position(&m),
+                queue_avg_wait_time_secs: q.average_wait_secs(now),
+            }
+        });
+        if let Some(at) = m.deadline() {
+            let arrival = txn.queue_at(queue).total_enqueued();
+            let timer =
+                Timer::Deadline { queue: txn.queue_handle(queue), call: txn.call_handle(call.ix), arrival };
+            txn.schedule(at, timer);
+        }
+        Ok(Some(queue))
+    }
+}
+
 enum BridgePlan {
     With(u32),
     AlreadyBridged,
@@ -243,6 +293,10 @@ enum BridgePlan {
 // ---------------------------------------------------------------------------------------
 // Commands.
 // ---------------------------------------------------------------------------------------
+
+/// How many calls [`Tenant::enqueue_many`] enqueues per hold of the tenant's lock: other
+/// commands of the tenant wait at most this many enqueues (tens of microseconds).
+pub const ENQUEUE_MANY_CHUNK: usize = 256;
 
 impl Tenant {
     fn inner(&self) -> &Inner {
@@ -407,45 +461,113 @@ impl Tenant {
         self.run(
             now,
             || Change::Enqueue { call: id.into(), params: p.clone() },
-            |txn| {
-                let Some(call) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(()) };
-                let existing = txn.find_queue(v.queue);
-                if call.queue().is_some() && call.queue() == existing {
-                    return Err(Error::AlreadyInQueue);
-                }
-                if existing.is_some_and(|q| txn.queue_at(q).is_full()) {
-                    return Err(Error::QueueFull);
-                }
-                // Checked; the first change (the new queue) may still be refused by the cap.
-                let queue = match existing {
-                    Some(q) => q,
-                    None => txn.create_queue(v.queue, v.max_size, false)?,
-                };
-                txn.accept(call.ix, &p.options);
-                txn.detach(call.ix, DequeueReason::Leave);
-                let max_wait = v.max_wait_secs.map(Duration::from_secs);
-                let m = txn.join_queue(queue, call.ix, v.priority, v.keep_after_hangup, max_wait);
-                txn.emit(now, |t| {
-                    let q = t.queue_at(queue);
-                    EventKind::CallEnqueued {
-                        subject: t.subject(call.ix),
-                        queue: q.name.clone(),
-                        current_position: q.position(&m),
-                        queue_avg_wait_time_secs: q.average_wait_secs(now),
-                    }
-                });
-                if let Some(at) = m.deadline() {
-                    let arrival = txn.queue_at(queue).total_enqueued();
-                    let timer = Timer::Deadline {
-                        queue: txn.queue_handle(queue),
-                        call: txn.call_handle(call.ix),
-                        arrival,
-                    };
-                    txn.schedule(at, timer);
-                }
-                Ok(())
-            },
+            |txn| txn.enqueue(id, p, &v, |txn| txn.find_queue(v.queue)).map(drop),
         )
+    }
+
+    /// Enqueues each call of `ids`, in order, into one queue: exactly the sequence of
+    /// [`Tenant::enqueue`] commands with these parameters (each its own command, with its own
+    /// sequence number, events and journal record), run with fewer locks. Stops at the first refusal: the calls
+    /// before it stay enqueued, the refused one and those after it are not touched, and the
+    /// error gives the refused one's index. Returns how many commands succeeded: `ids.len()`.
+    ///
+    /// The parameters are validated once and the queue found once per lock hold; after the
+    /// first call, the queue makes room for the rest at once (as far as its `max_size`
+    /// allows), instead of growing step by step. The lock
+    /// is taken once per chunk of [`ENQUEUE_MANY_CHUNK`] calls, so that other commands of
+    /// the tenant wait at most one chunk; a chunk's commands share one clock reading, and
+    /// a timer due by then fires before the next command, as between single commands.
+    ///
+    /// ```
+    /// use waitline::{DialParams, Engine, EnqueueParams};
+    ///
+    /// let t = Engine::default().default_tenant();
+    /// let dial = || t.dial(&DialParams::new("+1", "+2", "app")).map(|c| c.call_control_id);
+    /// let ids = [dial()?, dial()?, dial()?];
+    /// assert_eq!(t.enqueue_many(&ids, &EnqueueParams::new("support")), Ok(3));
+    /// let refused = t.enqueue_many(&["nope", &ids[0]], &EnqueueParams::new("other")).unwrap_err();
+    /// assert_eq!((refused.index, refused.error), (0, waitline::Error::CallNotFound));
+    /// # Ok::<(), waitline::Error>(())
+    /// ```
+    pub fn enqueue_many<S: AsRef<str>>(&self, ids: &[S], p: &EnqueueParams) -> Result<usize, BatchError> {
+        if ids.is_empty() {
+            // No command at all, as with no single enqueue: nothing is validated.
+            return Ok(0);
+        }
+        let v = p.validate().map_err(|error| BatchError { index: 0, error })?;
+        if self.replaying.is_some() {
+            // A replay applies recorded single enqueues; a batch is never one of them, but a
+            // handle that replays would run it as those, with the record's clock and values.
+            for (index, id) in ids.iter().enumerate() {
+                self.enqueue(id.as_ref(), p).map_err(|error| BatchError { index, error })?;
+            }
+            return Ok(ids.len());
+        }
+        let inner = self.inner();
+        let journal = self.journal();
+        let mut done = 0;
+        let mut reserved = false;
+        while done < ids.len() {
+            let chunk = &ids[done..ids.len().min(done + ENQUEUE_MANY_CHUNK)];
+            // As `run`, with one `Txn` (journal record, settling) per command.
+            let now = self.begin();
+            let listening = inner.bus.has_subscribers();
+            let mut core = self.state.lock();
+            if core.next_due() <= now.as_micros() {
+                fire_due(inner, journal, &self.state, &mut core, now, listening);
+            }
+            let mut events = listening.then(|| core.take_event_list());
+            let mut queue = None;
+            let mut refused = None;
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 && core.next_due() <= now.as_micros() {
+                    // A timer came due (an idle queue with no idle time): the next hold
+                    // fires it before the next command, as the next single command would.
+                    break;
+                }
+                let list = listening.then(|| core.take_event_list());
+                let mut txn =
+                    Txn::new(&inner.shared, &self.state, &mut core, now, list, Draws::Live(Vec::new()));
+                let id = id.as_ref();
+                let r = txn.enqueue(id, p, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)));
+                if let Some(journal) = journal {
+                    record(journal, &self.state.name, &mut txn, || Change::Enqueue {
+                        call: id.into(),
+                        params: p.clone(),
+                    });
+                }
+                let mine = settle(&mut txn);
+                drop(txn);
+                if let (Some(all), Some(mut mine)) = (events.as_mut(), mine) {
+                    all.append(&mut mine);
+                    core.keep_event_list(mine);
+                }
+                match r {
+                    Ok(q) => {
+                        queue = q.or(queue);
+                        done += 1;
+                        if let (false, Some(q)) = (reserved, queue) {
+                            // Room for the rest of the batch at once.
+                            reserved = true;
+                            core.reserve_members(q, ids.len() - done);
+                        }
+                    }
+                    Err(error) => {
+                        refused = Some(error);
+                        break;
+                    }
+                }
+            }
+            if let Some(mut events) = events {
+                inner.bus.publish(&self.state.name, &mut events);
+                core.keep_event_list(events);
+            }
+            drop(core);
+            if let Some(error) = refused {
+                return Err(BatchError { index: done, error });
+            }
+        }
+        Ok(done)
     }
 
     /// The call leaves its queue and stays active (`95002` when in none).
@@ -965,6 +1087,23 @@ mod tests {
     use std::sync::Arc;
 
     use crate::{CommandOptions, DialParams, Engine, EnqueueParams};
+
+    /// A batch makes room in its queue for all its calls after the first (as far as the
+    /// queue's `max_size` allows), even when it stops early.
+    #[test]
+    fn a_batch_makes_room_for_itself_at_once() {
+        for (max_size, room) in [(100_000, 1024), (500, 512)] {
+            let t = Engine::default().default_tenant();
+            let dial = || t.dial(&DialParams::new("+1", "+2", "app")).map(|c| c.call_control_id).unwrap();
+            let mut ids: Vec<String> = (0..1023).map(|_| dial()).collect();
+            ids[2] = "nope".into();
+            let p = EnqueueParams { max_size: Some(max_size), ..EnqueueParams::new("q") };
+            assert_eq!(t.enqueue_many(&ids, &p).map_err(|e| e.index), Err(2));
+            let core = t.state.lock();
+            let (_, q) = core.queues().next().unwrap();
+            assert_eq!((q.len(), q.order_capacity()), (2, room), "max_size {max_size}");
+        }
+    }
 
     /// Calls through the same connection to the same number share those strings.
     #[test]

@@ -226,6 +226,14 @@ impl TenantCore {
         self.queues.at(queue).call_snapshot(position, rec, m, now)
     }
 
+    /// Makes room in a queue for `additional` more members, as far as its `max_size` allows
+    /// (bookkeeping: it may renumber the members' slots in the order, which no reader sees).
+    pub(crate) fn reserve_members(&mut self, queue: u32, additional: usize) {
+        let q = self.queues.at_mut(queue);
+        let room = q.max_size.saturating_sub(q.len());
+        q.reserve(&mut self.calls, additional.min(room));
+    }
+
     /// When the tenant's earliest timer is due, in microseconds (`u64::MAX`: none).
     pub(crate) const fn next_due(&self) -> u64 {
         self.timers.next_due()
