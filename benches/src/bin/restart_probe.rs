@@ -5,20 +5,11 @@
 //!
 //! `cargo run --release -p waitline-benches --bin restart_probe -- [N]` (default 1,000,000)
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use waitline::{DialParams, Engine, EnqueueParams, Journal};
-use waitline_store::{Entry, Options, Store};
-
-#[derive(Debug)]
-struct StoreJournal(Store);
-
-impl Journal for StoreJournal {
-    fn append(&self, tenant: &str, seq: u64, record: &[u8]) {
-        let _ = self.0.append(tenant, seq, record);
-    }
-}
+use waitline::{DialParams, Engine, EnqueueParams};
+use waitline_store::engine::{StoreJournal, apply_record, replay_into};
+use waitline_store::{Options, Store};
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
@@ -27,7 +18,7 @@ fn main() {
     let t = Instant::now();
     {
         let store = Store::open(dir.path(), options).expect("open");
-        let engine = Engine::builder().journal(Arc::new(StoreJournal(store.clone()))).build();
+        let engine = Engine::builder().journal(StoreJournal::new(store.clone())).build();
         let tenant = engine.default_tenant();
         let p = EnqueueParams::new("big").max_size(1_000_000);
         for _ in 0..n {
@@ -54,15 +45,8 @@ fn main() {
 
     let t = Instant::now();
     let store = Store::open(dir.path(), Options::default()).expect("reopen");
-    let engine = Engine::builder().journal(Arc::new(StoreJournal(store.clone()))).build();
-    let replayed = store
-        .replay(|entry| match entry {
-            Entry::Record { tenant, seq, data } => {
-                engine.tenant(tenant).replay(seq, data).map_err(|e| e.to_string())
-            }
-            Entry::Snapshot { .. } => Err("no snapshots here".into()),
-        })
-        .expect("replay");
+    let engine = Engine::builder().journal(StoreJournal::new(store.clone())).build();
+    let replayed = replay_into(&store, &engine, apply_record).expect("replay");
     let took = t.elapsed();
     let size = engine.default_tenant().queue("big").expect("the queue").current_size;
     assert_eq!(size, n, "every queued call is back");

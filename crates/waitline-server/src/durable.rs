@@ -12,32 +12,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use waitline::journal::Record;
-use waitline::{Engine, EngineBuilder, Event, Journal, Subscription};
-use waitline_store::{Entry, Fsync, Options, Replayed, Store, Ticket};
+use waitline::{Engine, EngineBuilder, Event, Subscription};
+use waitline_store::engine::{StoreJournal, apply_record, replay_into};
+use waitline_store::{Fsync, Options, Replayed, Store, Ticket};
 
-/// The engine's journal, in the store.
-#[derive(Debug)]
-struct StoreJournal {
-    store: Store,
-    heads: Heads,
-}
-
-impl Journal for StoreJournal {
-    fn append(&self, tenant: &str, seq: u64, record: &[u8]) {
-        // A store that has stopped refuses; whoever waits for this record hears why.
-        let _ = self.store.append(tenant, seq, record);
-        let mut heads = self.heads.lock();
-        match heads.get_mut(tenant) {
-            Some(last) => *last = seq,
-            None => {
-                heads.insert(tenant.into(), seq);
-            }
-        }
-    }
-}
-
-/// Each tenant's last number appended.
-type Heads = Arc<parking_lot::Mutex<HashMap<Box<str>, u64>>>;
+/// The delivery mark last kept for each tenant.
+type Marks = Arc<parking_lot::Mutex<HashMap<Box<str>, u64>>>;
 
 /// The store behind a durable service; nothing for one in memory. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -46,10 +26,10 @@ pub struct Durability {
     /// Events the replay made again whose webhooks were not handled before the restart,
     /// taken once by the webhook outbox.
     backlog: Arc<parking_lot::Mutex<Vec<Event>>>,
-    /// Each tenant's last number appended, and the delivery mark last kept for it while no
-    /// outbox runs (see [`Durability::mark_all_delivered`]).
-    heads: Heads,
-    marked: Heads,
+    /// The journal (each tenant's last number appended), and the delivery mark last kept
+    /// for each tenant while no outbox runs (see [`Durability::mark_all_delivered`]).
+    journal: Option<Arc<StoreJournal>>,
+    marked: Marks,
 }
 
 impl Durability {
@@ -72,41 +52,32 @@ impl Durability {
         engine: EngineBuilder,
     ) -> Result<(Engine, Self, Replayed), String> {
         let store = Store::open(dir, Options { fsync, recover_truncate }).map_err(|e| e.to_string())?;
-        let heads = Heads::default();
-        let engine =
-            engine.journal(Arc::new(StoreJournal { store: store.clone(), heads: heads.clone() })).build();
+        let journal = StoreJournal::new(store.clone());
+        let engine = engine.journal(journal.clone()).build();
         // Events are made again only past each tenant's delivery mark: a subscription opens
         // when the replay gets there (before it, no event is even built). One firing of
         // timers may take numbers on both sides of the mark, all made by its first record:
         // such a record is replayed with a subscription, kept if it went past the mark.
         let delivered = store.delivered().map_err(|e| e.to_string())?;
         let mut listening: HashMap<String, Subscription> = HashMap::new();
-        let replayed = store
-            .replay(|entry| match entry {
-                Entry::Record { tenant, seq, data } => {
-                    let mark = delivered.get(tenant).copied().unwrap_or(0);
-                    let handle = engine.tenant(tenant);
-                    if !listening.contains_key(tenant) {
-                        let timers = seq <= mark
-                            && Record::decode(data)
-                                .is_ok_and(|r| r.change == waitline::journal::Change::Timers);
-                        if seq > mark || timers {
-                            listening.insert(
-                                tenant.to_owned(),
-                                engine.subscribe_tenant_bounded(tenant, usize::MAX),
-                            );
-                        }
-                        handle.replay(seq, data).map_err(|e| e.to_string())?;
-                        if timers && handle.last_seq() <= mark {
-                            listening.remove(tenant);
-                        }
-                        return Ok(());
-                    }
-                    handle.replay(seq, data).map_err(|e| e.to_string())
-                }
-                Entry::Snapshot { .. } => Err("this version does not read snapshots".to_owned()),
-            })
-            .map_err(|e| e.to_string())?;
+        let replayed = replay_into(&store, &engine, |handle, seq, data| {
+            let tenant = handle.name();
+            if listening.contains_key(tenant) {
+                return apply_record(handle, seq, data);
+            }
+            let mark = delivered.get(tenant).copied().unwrap_or(0);
+            let timers = seq <= mark
+                && Record::decode(data).is_ok_and(|r| r.change == waitline::journal::Change::Timers);
+            if seq > mark || timers {
+                listening.insert(tenant.to_owned(), engine.subscribe_tenant_bounded(tenant, usize::MAX));
+            }
+            apply_record(handle, seq, data)?;
+            if timers && handle.last_seq() <= mark {
+                listening.remove(tenant);
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
         let backlog: Vec<Event> = listening
             .into_values()
             .flat_map(|mut sub| sub.drain())
@@ -125,7 +96,7 @@ impl Durability {
             delivered.into_iter().map(|(t, s)| (t.into_boxed_str(), s)).collect::<HashMap<_, _>>(),
         ));
         let backlog = Arc::new(parking_lot::Mutex::new(backlog));
-        Ok((engine, Self { store: Some(store), backlog, heads, marked }, replayed))
+        Ok((engine, Self { store: Some(store), backlog, journal: Some(journal), marked }, replayed))
     }
 
     /// Whether changes are kept on disk.
@@ -152,8 +123,8 @@ impl Durability {
     /// `idle` says whether still no outbox runs, asked after the heads are read: an outbox
     /// that started before then may have events of those numbers to deliver.
     pub fn mark_all_delivered(&self, idle: impl Fn() -> bool) {
-        let Some(store) = &self.store else { return };
-        let heads = self.heads.lock().clone();
+        let (Some(store), Some(journal)) = (&self.store, &self.journal) else { return };
+        let heads = journal.heads();
         if !idle() {
             return;
         }

@@ -26,6 +26,7 @@
 //! known; restarting replays what is really on disk).
 
 mod dir;
+pub mod engine;
 mod frame;
 mod writer;
 
