@@ -16,6 +16,7 @@ from .errors import (
     CallExistsError,
     CallNotFoundError,
     InvalidParameterError,
+    StoreError,
     LimitReachedError,
     NotInQueueError,
     QueueCallNotFoundError,

@@ -1,6 +1,7 @@
 """Type stubs of the native module (checked against it by `mypy.stubtest` in the tests)."""
 
-from typing import Any, Literal, Optional, final
+import os
+from typing import Any, Literal, Optional, Union, final
 
 @final
 class Engine:
@@ -13,7 +14,12 @@ class Engine:
         max_live_calls: Optional[int] = None,
         max_queues: Optional[int] = None,
         events: bool = True,
+        data_dir: Optional[Union[str, os.PathLike[str]]] = None,
+        fsync: Literal["always", "periodic"] = "always",
     ) -> Engine: ...
+    def flush(self) -> None: ...
+    @property
+    def durable(self) -> bool: ...
     def advance(self, seconds: float) -> int: ...
     @property
     def now(self) -> str: ...

@@ -25,6 +25,7 @@ __all__ = [
     "QueueExistsError",
     "LimitReachedError",
     "InvalidParameterError",
+    "StoreError",
 ]
 
 
@@ -108,3 +109,9 @@ class LimitReachedError(WaitlineError):
 class InvalidParameterError(WaitlineError, ValueError):
     """10004 / 10032 / 10033: a missing, out-of-enumeration or out-of-range parameter;
     ``parameter`` names it as the Telnyx API does (e.g. ``max_wait_time_secs``)."""
+
+
+class StoreError(Exception):
+    """The data directory (``Engine(data_dir=...)``) could not be used: in use by another
+    process, unreadable, damaged (the message names the file, tenant and record), or a change
+    could not be kept. Not a :class:`WaitlineError`: no command was refused."""

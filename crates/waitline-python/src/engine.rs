@@ -11,10 +11,12 @@ use pyo3::types::PyString;
 use waitline::{
     Clock, DialParams, Engine, ManualClock, PageRequest, QueueCallUpdate, Subscription, Tenant, Timestamp,
 };
+use waitline_store::engine::{StoreJournal, apply_record, replay_into};
+use waitline_store::{Fsync, Options as StoreOptions, Store};
 
 use crate::call::{PyCall, enqueue_params, options};
 use crate::convert::opt_bounded;
-use crate::errors::{IntoPyResult, to_py_err};
+use crate::errors::{IntoPyResult, store_err, to_py_err};
 use crate::snapshots::{PyEvent, PyQueue, PyQueueCall};
 
 /// With the real clock, a thread owned by the engine fires due timers (max wait, idle
@@ -69,6 +71,8 @@ pub struct PyEngine {
     manual: Option<ManualClock>,
     /// `None` when made with `events=False`: commands then build no events at all.
     events: Option<Mutex<Subscription>>,
+    /// Where changes are kept, with `data_dir`.
+    store: Option<Store>,
     _maintenance: Option<Maintenance>,
 }
 
@@ -101,8 +105,10 @@ impl PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (queue_idle_ttl_secs=300.0, manual_clock=false, ended_call_retention_secs=600.0, tenant="default", max_live_calls=None, max_queues=None, events=true))]
+    #[pyo3(signature = (queue_idle_ttl_secs=300.0, manual_clock=false, ended_call_retention_secs=600.0, tenant="default", max_live_calls=None, max_queues=None, events=true, data_dir=None, fsync="always"))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments, each with its default
     fn new(
+        py: Python<'_>,
         queue_idle_ttl_secs: f64,
         manual_clock: bool,
         ended_call_retention_secs: f64,
@@ -110,7 +116,18 @@ impl PyEngine {
         max_live_calls: Option<usize>,
         max_queues: Option<usize>,
         events: bool,
+        data_dir: Option<std::path::PathBuf>,
+        fsync: &str,
     ) -> PyResult<Self> {
+        let fsync = match fsync {
+            "always" => Fsync::Always,
+            "periodic" => Fsync::Periodic,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "fsync must be 'always' or 'periodic', not {other:?}"
+                )));
+            }
+        };
         let secs = |v: f64, name: &str| {
             Duration::try_from_secs_f64(v).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0")))
         };
@@ -127,12 +144,40 @@ impl PyEngine {
         if let Some(m) = &manual {
             builder = builder.clock(Clock::Manual(m.clone()));
         }
-        let engine = builder.build();
+        // With a data directory: its journal is replayed (the GIL released meanwhile) before
+        // the engine takes a command; events the replay makes again are not delivered.
+        let (engine, store) = match data_dir {
+            None => (builder.build(), None),
+            Some(dir) => {
+                let opened = py.detach(|| -> Result<_, waitline_store::Error> {
+                    let store = Store::open(&dir, StoreOptions { fsync, ..StoreOptions::default() })?;
+                    let engine = builder.journal(StoreJournal::new(store.clone())).build();
+                    replay_into(&store, &engine, apply_record)?;
+                    Ok((engine, store))
+                });
+                let (engine, store) = opened.map_err(|e| store_err(py, &e))?;
+                (engine, Some(store))
+            }
+        };
         // Without a subscriber the engine does not even build events (a third of a command's
         // cost): programs that never read them should not pay for them.
         let events = events.then(|| Mutex::new(engine.subscribe_tenant(tenant)));
         let maintenance = (!manual_clock).then(|| Maintenance::start(engine.clone()));
-        Ok(Self { tenant: engine.tenant(tenant), engine, manual, events, _maintenance: maintenance })
+        Ok(Self { tenant: engine.tenant(tenant), engine, manual, events, store, _maintenance: maintenance })
+    }
+
+    /// With `data_dir`: waits until every change made so far is on disk (synced with
+    /// `fsync="always"`, written to the operating system with `"periodic"`); many changes
+    /// share one sync. Without a data directory, returns at once.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(store) = &self.store else { return Ok(()) };
+        py.detach(|| store.flush()).map_err(|e| store_err(py, &e))
+    }
+
+    /// The data directory's store is open (`data_dir` given).
+    #[getter]
+    fn durable(&self) -> bool {
+        self.store.is_some()
     }
 
     /// Manual clock only: moves time forward and fires what became due. Returns how many

@@ -106,7 +106,14 @@ fn classes(py: Python<'_>) -> PyResult<&'static [Py<PyType>]> {
 
 /// Imports the classes (at module initialisation, so that a missing one fails the import).
 pub(crate) fn init(py: Python<'_>) -> PyResult<()> {
-    classes(py).map(drop)
+    classes(py)?;
+    store_error_class(py).map(drop)
+}
+
+fn store_error_class(py: Python<'_>) -> PyResult<&Py<PyType>> {
+    STORE_ERROR.get_or_try_init(py, || {
+        Ok(py.import("waitline.errors")?.getattr("StoreError")?.cast_into::<PyType>()?.unbind())
+    })
 }
 
 /// The Python exception for an engine error, with `code`, `title`, `detail`, `parameter` and
@@ -128,6 +135,20 @@ pub(crate) fn to_py_err(py: Python<'_>, e: &Error) -> PyErr {
     build().unwrap_or_else(|import_error| {
         PyRuntimeError::new_err(format!("{e} (waitline.errors unavailable: {import_error})"))
     })
+}
+
+/// `waitline.errors.StoreError`, imported once.
+static STORE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// The Python exception for a failure of the data directory (`StoreError`: opening,
+/// replaying, or keeping a change).
+pub(crate) fn store_err(py: Python<'_>, e: &waitline_store::Error) -> PyErr {
+    match store_error_class(py) {
+        Ok(class) => PyErr::from_type(class.bind(py).clone(), e.to_string()),
+        Err(import_error) => {
+            PyRuntimeError::new_err(format!("{e} (waitline.errors unavailable: {import_error})"))
+        }
+    }
 }
 
 /// `?` for engine results in Python-facing code.
