@@ -485,3 +485,17 @@ fn delivery_marks_survive_a_restart_and_never_move_back() {
     let marks = store.delivered().unwrap();
     assert_eq!((marks["acme"], marks["zeta"], marks.len()), (5, 1, 2));
 }
+
+#[test]
+fn what_was_appended_is_written_when_the_last_handle_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        assert!(format!("{store:?}").starts_with("Store {"), "{store:?}");
+        for seq in 1..=50 {
+            store.append("acme", seq, &record(seq)).unwrap(); // nobody waits
+        }
+    } // dropped: the writer finishes what is queued, then stops
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(replay_all(&store).1.records, 50);
+}
