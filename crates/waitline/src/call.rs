@@ -48,9 +48,11 @@ pub struct CallIdentity {
 //
 // The slot part is 66 bits, most significant first; the top 2 are zero and the other 64
 // hold the call's slot in its tenant's slab (high 32 bits) and the slot's generation (low 32
-// bits). A lookup decodes the slot and compares the whole id with the id of the record in
-// it, in constant time: an id with a wrong secret, or for a slot used by another call since,
-// fails that comparison and then answers exactly like an unknown id. Ids the client gives at
+// bits). A lookup checks the id's shape, decodes the slot, and compares the rest of the id
+// with the secret kept in the record in that slot ([`Secret`]), in constant time: an id with
+// a wrong secret, or for a slot used by another call since (its generation differs), fails
+// and then answers exactly like an unknown id. The record alone decides: finding a call by
+// id reads nothing else (at a million calls, every other read would be a cache miss). Ids the client gives at
 // dial (any shape) are found through a per-tenant hash map, which a lookup consults when the
 // slot the id would name does not hold it. To clients all ids stay opaque strings.
 
@@ -103,9 +105,12 @@ pub(crate) fn stamp_slot(id: &mut String, slot: Handle) {
     id.replace_range(ID_PREFIX.len()..ID_PREFIX.len() + SLOT_CHARS, part);
 }
 
-/// The value of each byte of [`ALPHABET`] (the others: whatever, see [`decode_slot`]).
+/// Marks a byte outside [`ALPHABET`] in [`DECODE`].
+const INVALID: u8 = 0x80;
+
+/// The value of each byte of [`ALPHABET`]; [`INVALID`] for the others.
 const DECODE: [u8; 256] = {
-    let mut table = [0; 256];
+    let mut table = [INVALID; 256];
     let mut i = 0;
     while i < 64 {
         table[ALPHABET[i] as usize] = i as u8;
@@ -114,40 +119,73 @@ const DECODE: [u8; 256] = {
     table
 };
 
-/// The slot an id would name if the engine made it. Any id long enough names some slot: a
-/// lookup then compares the whole id with the id of the call in that slot, so an id the
-/// engine did not make (or made for another slot) is found only if it is that call's id.
-pub(crate) fn decode_slot(id: &str) -> Option<Handle> {
-    let part = id.as_bytes().get(ID_PREFIX.len()..ID_PREFIX.len() + SLOT_CHARS)?;
-    let value = part.iter().fold(0u64, |v, &c| (v << 6) | u64::from(DECODE[c as usize]));
+/// Where the secret starts in an engine id.
+const SECRET_START: usize = ID_PREFIX.len() + SLOT_CHARS;
+
+/// The slot an id names if it has the shape of the engine's ids: the length, the prefix,
+/// and a slot part that [`stamp_slot`] could have written (alphabet characters, the top 2
+/// of its 66 bits zero), so that the slot part is the one encoding of the slot. The secret
+/// is then compared with the record's ([`Secret::matches`]): only the id of the call in
+/// that slot passes both. What is checked here is the id's shape, never a secret.
+pub(crate) fn engine_slot(id: &str) -> Option<Handle> {
+    let id = id.as_bytes();
+    if id.len() != ID_LEN || !id.starts_with(ID_PREFIX.as_bytes()) {
+        return None;
+    }
+    let part = &id[ID_PREFIX.len()..SECRET_START];
+    let (value, invalid) = part.iter().fold((0u64, 0u8), |(v, bad), &c| {
+        let d = DECODE[c as usize];
+        ((v << 6) | u64::from(d & 63), bad | d)
+    });
+    // 11 characters hold 66 bits: the first character's top 2 (value 16 and up) are not
+    // part of the slot, so only a first character below 16 spells the slot exactly.
+    if invalid & INVALID != 0 || DECODE[part[0] as usize] >= 16 {
+        return None;
+    }
     Some(Handle { ix: (value >> 32) as u32, generation: value as u32 })
 }
 
-/// Whether two ids are equal, in time that depends on their length only: the differences
-/// of all their bytes are or-ed together without an early exit, and only the result is
-/// compared, with `subtle`. Ids of the engine's length go 8 bytes at a time.
-pub(crate) fn same_id(a: &str, b: &str) -> bool {
-    fn words(a: &[u8; ID_LEN], b: &[u8; ID_LEN]) -> u64 {
-        let word = |s: &[u8; ID_LEN], i: usize| {
+/// The secret of a call's engine-made id as the id spells it (its last 29 bytes), kept in
+/// the call's record so that a lookup by id reads the record alone: the slot comes from the
+/// id ([`engine_slot`]), the rest of the id is this. For ids the client gave it is
+/// [`Secret::NONE`], bytes that no `str` holds (0xFF is never UTF-8), so no id matches it and
+/// those calls are found through their tenant's map of client ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Secret([u8; SECRET_CHARS]);
+
+impl Secret {
+    pub(crate) const NONE: Self = Self([0xFF; SECRET_CHARS]);
+
+    /// The secret a record of `ident` keeps.
+    pub(crate) fn for_identity(ident: &CallIdentity) -> Self {
+        if ident.id_hash.is_none() { Self::of(&ident.call_control_id) } else { Self::NONE }
+    }
+
+    /// The secret of `id`, an id the engine made (else [`Secret::NONE`]).
+    fn of(id: &str) -> Self {
+        id.as_bytes()
+            .get(SECRET_START..)
+            .and_then(|s| <[u8; SECRET_CHARS]>::try_from(s).ok())
+            .map_or(Self::NONE, Self)
+    }
+
+    /// Whether `id`, which has the shape of an engine id ([`engine_slot`]), ends with this
+    /// secret, in time that does not depend on the bytes: the differences of all 29 are
+    /// or-ed together 8 at a time (the last word overlaps the one before) without an early
+    /// exit, and only the result is compared, with `subtle`.
+    pub(crate) fn matches(&self, id: &str) -> bool {
+        let Some(theirs) = id.as_bytes().get(SECRET_START..).filter(|s| s.len() == SECRET_CHARS) else {
+            return false;
+        };
+        let word = |s: &[u8], i: usize| {
             let mut w = [0; 8];
             w.copy_from_slice(&s[i..i + 8]);
             u64::from_ne_bytes(w)
         };
-        let mut diff = 0;
-        for i in (0..ID_LEN - 8).step_by(8) {
-            diff |= word(a, i) ^ word(b, i);
-        }
-        diff | (word(a, ID_LEN - 8) ^ word(b, ID_LEN - 8))
+        let diff =
+            [0, 8, 16, SECRET_CHARS - 8].iter().fold(0, |d, &i| d | (word(theirs, i) ^ word(&self.0, i)));
+        bool::from(diff.ct_eq(&0))
     }
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = match (<&[u8; ID_LEN]>::try_from(a), <&[u8; ID_LEN]>::try_from(b)) {
-        (Ok(a), Ok(b)) => words(a, b),
-        _ => u64::from(a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y))),
-    };
-    bool::from(diff.ct_eq(&0))
 }
 
 /// Lifecycle state of a call.
@@ -273,14 +311,19 @@ pub(crate) struct CallRecord {
     /// Boxed: most calls never see a `command_id`, and an empty `Vec` inline would take 24
     /// bytes of every record.
     recent_commands: Option<Box<RecentCommands>>,
+    /// The secret of the call's id, if the engine made it: finding the call by id reads
+    /// this record and nothing else (the identity is in another allocation).
+    pub(crate) secret: Secret,
 }
 
 /// The `command_id`s accepted for a call, with when.
 type RecentCommands = Vec<(Box<str>, Timestamp)>;
 
 impl CallRecord {
+    /// A record for `ident`, whose id is final (an engine id is stamped with its slot).
     pub(crate) fn new(ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
-        Self { ident, client_state, end_time: NONE, link: Link::None, recent_commands: None }
+        let secret = Secret::for_identity(&ident);
+        Self { ident, client_state, end_time: NONE, link: Link::None, recent_commands: None, secret }
     }
 
     pub(crate) fn state(&self) -> CallState {
@@ -424,21 +467,22 @@ pub struct CallInfo {
 mod tests {
     use super::*;
 
+    fn identity(id: &str, id_hash: Option<u64>) -> Arc<CallIdentity> {
+        Arc::new(CallIdentity {
+            call_control_id: id.into(),
+            call_leg_id: Uuid::nil(),
+            call_session_id: Uuid::nil(),
+            connection_id: "c".into(),
+            from: "a".into(),
+            to: "b".into(),
+            start_time: Timestamp::EPOCH,
+            webhook_url: None,
+            id_hash,
+        })
+    }
+
     fn record() -> CallRecord {
-        CallRecord::new(
-            Arc::new(CallIdentity {
-                call_control_id: "x".into(),
-                call_leg_id: Uuid::nil(),
-                call_session_id: Uuid::nil(),
-                connection_id: "c".into(),
-                from: "a".into(),
-                to: "b".into(),
-                start_time: Timestamp::EPOCH,
-                webhook_url: None,
-                id_hash: None,
-            }),
-            None,
-        )
+        CallRecord::new(identity("x", None), None)
     }
 
     /// A million queued calls hold a million records: keep them small.
@@ -446,7 +490,9 @@ mod tests {
     fn records_stay_small() {
         assert_eq!(size_of::<Membership>(), 32);
         assert_eq!(size_of::<Link>(), 32);
-        assert_eq!(size_of::<CallRecord>(), 72);
+        // 72 bytes and the 29 of the id's secret (which spares a cache miss, two at times, on
+        // every lookup by id), padded to 8.
+        assert_eq!(size_of::<CallRecord>(), 104);
     }
 
     #[test]
@@ -463,28 +509,72 @@ mod tests {
         assert!(rec.saw_command("c1", Timestamp::EPOCH));
     }
 
+    /// The secret a record keeps for the engine id `id`.
+    fn secret_of(id: &str) -> Secret {
+        CallRecord::new(identity(id, None), None).secret
+    }
+
     #[test]
-    fn ids_compare_equal_only_when_every_byte_is() {
+    fn ids_match_their_secret_only_when_every_byte_is_equal() {
         let mut id = new_call_control_id();
         stamp_slot(&mut id, Handle { ix: 3, generation: 9 });
         assert_eq!(id.len(), ID_LEN);
-        assert!(same_id(&id, &id.clone()));
-        // One byte off, at every position (the word-wise path covers every byte).
-        for i in 0..ID_LEN {
+        let secret = secret_of(&id);
+        assert_ne!(secret, Secret::NONE);
+        assert!(secret.matches(&id));
+        // One byte off, at every position of the secret (each of the overlapping words).
+        for i in SECRET_START..ID_LEN {
             let mut other = id.clone().into_bytes();
             other[i] = if other[i] == b'A' { b'B' } else { b'A' };
-            assert!(!same_id(&id, std::str::from_utf8(&other).unwrap_or_default()), "byte {i}");
+            assert!(!secret.matches(std::str::from_utf8(&other).unwrap_or_default()), "byte {i}");
         }
         // The same difference in every byte of the last two, overlapping, words: or-ing
         // differences must not let equal differences cancel out.
         let a = "v3:".to_owned() + &"A".repeat(ID_LEN - 3);
         let b = "v3:".to_owned() + &"A".repeat(29) + &"B".repeat(ID_LEN - 32);
-        assert!(!same_id(&a, &b));
-        // Other lengths, byte-wise, likewise; and a length difference is a difference.
-        assert!(!same_id("aa", "bb"));
-        assert!(!same_id("ab", "ba"));
-        assert!(same_id("sip-leg-1", "sip-leg-1"));
-        assert!(!same_id("sip-leg-1", "sip-leg-"));
+        assert!(!secret_of(&a).matches(&b));
+        assert!(secret_of(&a).matches(&a));
+        // Other lengths never match.
+        assert!(!secret.matches(&id[..ID_LEN - 1]));
+        assert!(!secret.matches(&format!("{id}A")));
+        assert!(!secret.matches("v3:"));
+        // A client's id has no secret: nothing matches it, not even its own id.
+        let client = CallRecord::new(identity(&id, Some(1)), None).secret;
+        assert_eq!(client, Secret::NONE);
+        assert!(!client.matches(&id));
+        assert_eq!(Secret::of("short"), Secret::NONE);
+    }
+
+    #[test]
+    fn only_the_engines_spelling_of_a_slot_names_it() {
+        let mut id = new_call_control_id();
+        let slot = Handle { ix: 77, generation: 5 };
+        stamp_slot(&mut id, slot);
+        assert_eq!(engine_slot(&id), Some(slot));
+        let with = |i: usize, c: &str| {
+            let mut other = id.clone();
+            other.replace_range(i..=i, c);
+            other
+        };
+        // The prefix, the length, the alphabet of the slot part.
+        assert_eq!(engine_slot(&with(0, "V")), None);
+        assert_eq!(engine_slot(&with(1, "4")), None);
+        assert_eq!(engine_slot(&with(2, ";")), None);
+        assert_eq!(engine_slot(&id[..ID_LEN - 1]), None);
+        assert_eq!(engine_slot(&format!("{id}A")), None);
+        for i in ID_PREFIX.len()..SECRET_START {
+            assert_eq!(engine_slot(&with(i, "=")), None, "a byte outside the alphabet at {i}");
+        }
+        for i in ID_PREFIX.len()..SECRET_START - 1 {
+            let mut other = id.clone();
+            other.replace_range(i..i + 2, "\u{e9}"); // two bytes of 0x80 and up
+            assert_eq!(engine_slot(&other), None, "a character of two bytes at {i}");
+        }
+        // A first character of 16 or more would spell bits above the 64 of the slot.
+        assert_eq!(engine_slot(&with(3, "Q")), None); // value 16
+        assert_eq!(engine_slot(&with(3, "P")).map(|h| h.ix >> 28), Some(15)); // value 15
+        // The secret part is not looked at here.
+        assert_eq!(engine_slot(&with(ID_LEN - 1, "=")), Some(slot));
     }
 
     #[test]
@@ -544,21 +634,22 @@ mod tests {
             assert_eq!(id.len(), 43);
             assert!(id.starts_with("v3:"));
             assert!(id[3..].bytes().all(|c| ALPHABET.contains(&c)));
-            assert_eq!(decode_slot(&id), Some(slot));
+            assert_eq!(engine_slot(&id), Some(slot));
         }
         let a = new_call_control_id();
         let b = new_call_control_id();
         assert_ne!(a[14..], b[14..], "the secrets differ");
-        assert_eq!(decode_slot("v3:short"), None);
-        assert!(same_id("v3:abc", "v3:abc"));
-        assert!(!same_id("v3:abc", "v3:abd"));
-        assert!(!same_id("v3:abc", "v3:ab"));
-        let id = "v3:AAAAAAAAAAAabcdefghijklmnopqrstuvwxyz0123";
+        assert_eq!(engine_slot("v3:short"), None);
+        let id = "v3:AAAAAAAAAAAabcdefghijklmnopqrstuvwxyz012";
+        assert_eq!(engine_slot(id), Some(Handle { ix: 0, generation: 0 }));
+        let secret = secret_of(id);
         for i in 0..id.len() {
             let mut other = id.to_owned();
             other.replace_range(i..=i, if &id[i..=i] == "x" { "y" } else { "x" });
-            assert!(!same_id(id, &other), "a difference at {i}");
+            let found =
+                engine_slot(&other) == Some(Handle { ix: 0, generation: 0 }) && secret.matches(&other);
+            assert!(!found, "a difference at {i}");
         }
-        assert!(same_id(id, id));
+        assert!(secret.matches(id));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::call::Link;
+use crate::call::{Link, Secret};
 use crate::engine::Engine;
 use crate::state::{Shared, TenantCore};
 
@@ -30,6 +30,9 @@ fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
         let id = &*rec.ident.call_control_id;
         if rec.ident.id_hash.is_some_and(|h| h != shared.call_hash(id)) {
             return Err(format!("call {id} with a wrong hash"));
+        }
+        if rec.secret != Secret::for_identity(&rec.ident) {
+            return Err(format!("call {id} keeps a secret that is not its id's"));
         }
         if core.call_ix(shared, id) != Some(ix) {
             return Err(format!("call {id} not found by its id"));

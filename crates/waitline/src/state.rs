@@ -19,7 +19,7 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use uuid::Uuid;
 
-use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, decode_slot, same_id, stamp_slot};
+use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_slot, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{CallSubject, DequeueReason, Event, EventKind, event_id, event_list, tenant_event_key};
@@ -132,12 +132,13 @@ fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
 }
 
 impl TenantCore {
-    /// The slot of a call, by id: the slot an engine-made id names, if it holds the call
-    /// with exactly this id (compared in constant time), else the map of client-given ids
-    /// (see `call` for the id layout).
+    /// The slot of a call, by id: the slot an engine-made id names, if it holds a call with
+    /// this id (the slot's generation and the secret in its record, compared in constant
+    /// time: one record read), else the map of client-given ids (see `call` for the id
+    /// layout).
     pub(crate) fn call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
-        if let Some(slot) = decode_slot(id) {
-            if self.calls.get_handle(slot).is_some_and(|r| same_id(&r.ident.call_control_id, id)) {
+        if let Some(slot) = engine_slot(id) {
+            if self.calls.get_handle(slot).is_some_and(|r| r.secret.matches(id)) {
                 return Some(slot.ix);
             }
         }
