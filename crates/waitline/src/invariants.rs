@@ -81,6 +81,9 @@ fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
             if q.call_at(m) != Some(c) {
                 return Err(format!("member {id} of {} has a wrong slot", q.name));
             }
+            if q.band_at(m) != Some(m.band) {
+                return Err(format!("member {id} of {} is in another band than its priority", q.name));
+            }
             positions.push(q.position(m));
         }
         if count != q.len() {

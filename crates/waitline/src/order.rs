@@ -3,9 +3,13 @@
 //!
 //! Every member gets a slot numbered by arrival (`Seq`). Each priority band keeps a bitmap
 //! of the slots of its members with a Fenwick tree over the bitmap's words, so a member's position is the size of the bands
-//! above it plus a prefix count in its own band. Removal clears a slot (no shifting). When
-//! the slot array fills up it is compacted (live members renumbered in arrival order) or
-//! doubled; when it becomes sparse it shrinks. Both are amortised O(1) per operation.
+//! above it plus a prefix count in its own band. The bitmaps are the one record of which
+//! slots are live and in which band: the slot array holds only the values, so removal
+//! clears a bit and touches nothing else (no shifting, no write to the slot array, which
+//! at a million members would be one more cache miss). The caller, which keeps each
+//! member's band beside its slot, passes it in. When the slot array fills up it is
+//! compacted (live members renumbered in arrival order) or doubled; when it becomes sparse
+//! it shrinks. Both are amortised O(1) per operation.
 
 /// Number of priority bands (priorities `0..=9`).
 pub(crate) const BANDS: usize = 10;
@@ -87,34 +91,41 @@ impl Marks {
         word * 64 + bits.trailing_zeros() as usize
     }
 
-    /// Rebuilds in O(cap) from the marked slots.
-    fn rebuild(cap: usize, marked: impl Iterator<Item = usize>) -> Self {
-        let mut m = Self::with_capacity(cap);
-        for slot in marked {
-            m.words[slot / 64] |= 1 << (slot % 64);
-        }
-        let n = m.words.len();
+    /// Marks `slot` without updating the tree: for rebuilding, followed by
+    /// [`Marks::build_tree`].
+    fn set_bit(&mut self, slot: usize) {
+        self.words[slot / 64] |= 1 << (slot % 64);
+    }
+
+    /// Builds the tree from the bitmap, in O(words).
+    fn build_tree(&mut self) {
+        self.tree.fill(0);
+        let n = self.words.len();
         for i in 1..=n {
-            m.tree[i] += m.words[i - 1].count_ones();
+            self.tree[i] += self.words[i - 1].count_ones();
             let parent = i + (i & i.wrapping_neg());
             if parent <= n {
-                m.tree[parent] += m.tree[i];
+                self.tree[parent] += self.tree[i];
             }
         }
-        m
     }
-}
 
-#[derive(Debug, Clone)]
-struct Entry<T> {
-    band: u8,
-    value: T,
+    /// Whether `slot` is marked (false past the bitmap, or with none).
+    fn has(&self, slot: usize) -> bool {
+        self.words.get(slot / 64).is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
+    /// The word of the bitmap that holds `slot`s `64 * word ..`, 0 with none.
+    fn word(&self, word: usize) -> u64 {
+        self.words.get(word).copied().unwrap_or(0)
+    }
 }
 
 /// Members of one queue in service order.
 #[derive(Debug, Clone)]
 pub(crate) struct MemberOrder<T> {
-    slots: Vec<Option<Entry<T>>>,
+    /// The value of each slot in `0..len`; a slot that no band marks holds a stale value.
+    slots: Vec<T>,
     cap: usize,
     /// No live slot below this index (advanced lazily).
     first_live: usize,
@@ -138,7 +149,7 @@ impl<T> Default for MemberOrder<T> {
     }
 }
 
-impl<T> MemberOrder<T> {
+impl<T: Copy> MemberOrder<T> {
     /// Number of members.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -154,22 +165,23 @@ impl<T> MemberOrder<T> {
             self.rebuild(new_cap, &mut relocate);
         }
         let seq = self.slots.len();
-        self.slots.push(Some(Entry { band, value }));
+        self.slots.push(value);
         self.mark(seq, band, 1);
         self.len += 1;
         seq
     }
 
-    /// Removes the member in `seq`.
-    pub(crate) fn remove(&mut self, seq: Seq, relocate: impl FnMut(&T, Seq)) -> T {
-        let entry = self.slots[seq].take().expect("removing an empty slot");
-        self.mark(seq, entry.band, -1);
+    /// Removes the member in `seq`, of `band`.
+    pub(crate) fn remove(&mut self, seq: Seq, band: u8, relocate: impl FnMut(&T, Seq)) -> T {
+        debug_assert_eq!(self.band_of(seq), Some(band), "removing an empty slot, or from another band");
+        let value = self.slots[seq];
+        self.mark(seq, band, -1);
         self.len -= 1;
         if self.len == 0 {
             self.reset();
         } else {
-            while self.slots[self.first_live].is_none() {
-                self.first_live += 1;
+            if seq == self.first_live {
+                self.first_live = self.next_live(seq + 1);
             }
             // Shrink when sparse; amortised against the removals that made it so.
             if self.cap > 1024 && self.len * 8 < self.cap {
@@ -177,29 +189,51 @@ impl<T> MemberOrder<T> {
                 self.rebuild(new_cap, relocate);
             }
         }
-        entry.value
+        value
     }
 
+    /// The union of the bands' bitmaps over `64 * word ..`: the live slots there.
+    fn live_word(&self, word: usize) -> u64 {
+        self.trees.iter().fold(0, |w, t| w | t.word(word))
+    }
+
+    /// The first live slot from `seq` on; there must be one.
+    fn next_live(&self, seq: Seq) -> Seq {
+        let mut word = seq / 64;
+        let mut bits = self.live_word(word) & (u64::MAX << (seq % 64));
+        while bits == 0 {
+            word += 1;
+            bits = self.live_word(word);
+        }
+        word * 64 + bits.trailing_zeros() as usize
+    }
+
+    /// The band of the member in `seq`, if the slot holds one.
+    pub(crate) fn band_of(&self, seq: Seq) -> Option<u8> {
+        (0..BANDS).find(|&b| self.trees[b].has(seq)).map(|b| b as u8)
+    }
+
+    /// The member in `seq`, which must hold one.
     pub(crate) fn get(&self, seq: Seq) -> &T {
-        &self.slots[seq].as_ref().expect("empty slot").value
+        debug_assert!(self.band_of(seq).is_some(), "empty slot");
+        &self.slots[seq]
     }
 
     /// The member in `seq`, if the slot holds one.
     pub(crate) fn try_get(&self, seq: Seq) -> Option<&T> {
-        self.slots.get(seq)?.as_ref().map(|e| &e.value)
+        self.band_of(seq).and(self.slots.get(seq))
     }
 
     /// 1-based position of the member in `seq`.
     #[cfg(test)]
     pub(crate) fn position(&self, seq: Seq) -> usize {
-        self.position_in_band(seq, self.slots[seq].as_ref().expect("empty slot").band)
+        self.position_in_band(seq, self.band_of(seq).expect("empty slot"))
     }
 
-    /// 1-based position of the member in `seq`, whose band the caller knows (saving a look
-    /// at its slot).
+    /// 1-based position of the member in `seq`, whose band the caller knows.
     pub(crate) fn position_in_band(&self, seq: Seq, band: u8) -> usize {
         let band = band as usize;
-        debug_assert_eq!(self.slots[seq].as_ref().map(|e| e.band as usize), Some(band));
+        debug_assert!(self.trees[band].has(seq), "empty slot, or another band");
         let above: u32 = self.band_len[band + 1..].iter().sum();
         // The newest member is the last of its band, the oldest the first of its own: no
         // tree walk for the members that just joined or are about to be served.
@@ -232,25 +266,22 @@ impl<T> MemberOrder<T> {
     pub(crate) fn head(&self) -> Option<Seq> {
         // The common case, without the tree: when the band of the member that arrived first
         // holds every member, that member is served first.
-        if let Some(Some(oldest)) = self.slots.get(self.first_live) {
-            if self.band_len[oldest.band as usize] as usize == self.len {
-                return Some(self.first_live);
-            }
+        let oldest = self.band_of(self.first_live)?;
+        if self.band_len[oldest as usize] as usize == self.len {
+            return Some(self.first_live);
         }
         self.seq_at(1)
     }
 
     /// The member that arrived first (whatever its band).
     pub(crate) fn oldest(&self) -> Option<&T> {
-        self.slots.get(self.first_live)?.as_ref().map(|e| &e.value)
+        if self.len == 0 { None } else { Some(&self.slots[self.first_live]) }
     }
 
-    /// Moves the member in `seq` to `band`, keeping its arrival order.
-    pub(crate) fn set_band(&mut self, seq: Seq, band: u8) {
-        let entry = self.slots[seq].as_mut().expect("empty slot");
-        let old = entry.band;
+    /// Moves the member in `seq` from band `old` to `band`, keeping its arrival order.
+    pub(crate) fn set_band(&mut self, seq: Seq, old: u8, band: u8) {
+        debug_assert_eq!(self.band_of(seq), Some(old), "empty slot, or another band");
         if old != band {
-            entry.band = band;
             self.mark(seq, old, -1);
             self.mark(seq, band, 1);
         }
@@ -269,11 +300,21 @@ impl<T> MemberOrder<T> {
         debug_assert!(self.trees.iter().all(|t| t.words.iter().all(|&w| w == 0)));
     }
 
+    /// The live slots in arrival order.
+    fn live_seqs(&self) -> impl Iterator<Item = Seq> + '_ {
+        (self.first_live / 64..self.slots.len().div_ceil(64)).flat_map(move |word| {
+            let mut bits = self.live_word(word);
+            std::iter::from_fn(move || {
+                let bit = (bits != 0).then(|| bits.trailing_zeros() as usize)?;
+                bits &= bits - 1;
+                Some(word * 64 + bit)
+            })
+        })
+    }
+
     /// Members in arrival order (not service order), for whole-queue scans.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.slots[self.first_live.min(self.slots.len())..]
-            .iter()
-            .filter_map(|s| s.as_ref().map(|e| &e.value))
+        self.live_seqs().map(|seq| &self.slots[seq])
     }
 
     fn mark(&mut self, seq: Seq, band: u8, delta: i32) {
@@ -287,29 +328,27 @@ impl<T> MemberOrder<T> {
 
     /// Renumbers live members densely in arrival order into `new_cap` slots.
     fn rebuild(&mut self, new_cap: usize, mut relocate: impl FnMut(&T, Seq)) {
-        let old = std::mem::take(&mut self.slots);
+        let mut trees: Box<[Marks; BANDS]> = Default::default();
+        for band in 0..BANDS {
+            if self.band_len[band] > 0 {
+                trees[band] = Marks::with_capacity(new_cap);
+            }
+        }
         let mut slots = Vec::with_capacity(new_cap);
-        for entry in old.into_iter().flatten() {
-            relocate(&entry.value, slots.len());
-            slots.push(Some(entry));
+        for seq in self.live_seqs() {
+            let band = self.band_of(seq).map_or(0, usize::from);
+            let value = self.slots[seq];
+            relocate(&value, slots.len());
+            trees[band].set_bit(slots.len());
+            slots.push(value);
+        }
+        for t in trees.iter_mut().filter(|t| t.is_allocated()) {
+            t.build_tree();
         }
         self.slots = slots;
+        self.trees = trees;
         self.cap = new_cap;
         self.first_live = 0;
-        for band in 0..BANDS {
-            let b = u8::try_from(band).unwrap_or(0);
-            self.trees[band] = if self.band_len[band] == 0 {
-                Marks::default()
-            } else {
-                let marked = self
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.as_ref().is_some_and(|e| e.band == b))
-                    .map(|(i, _)| i);
-                Marks::rebuild(new_cap, marked)
-            };
-        }
     }
 }
 
@@ -368,25 +407,28 @@ mod tests {
                     }
                     Op::Remove(i) | Op::SetBand(i, _) if model.members.is_empty() => { let _ = i; }
                     Op::Remove(i) => {
-                        let (_, id) = model.members.remove(i % model.members.len());
+                        let (band, id) = model.members.remove(i % model.members.len());
                         let seq = seqs.remove(&id).unwrap();
-                        let got = order.remove(seq, |v, s| { seqs.insert(*v, s); });
+                        let got = order.remove(seq, band, |v, s| { seqs.insert(*v, s); });
                         prop_assert_eq!(got, id);
+                        prop_assert_eq!(order.try_get(seq), None);
                     }
                     Op::PopHead => {
                         let expected = model.service_order().first().copied();
                         let got = order.head().map(|s| *order.get(s));
                         prop_assert_eq!(got, expected);
                         if let Some(id) = expected {
+                            let band = model.members.iter().find(|(_, m)| *m == id).unwrap().0;
                             model.members.retain(|(_, m)| *m != id);
                             let seq = seqs.remove(&id).unwrap();
-                            order.remove(seq, |v, s| { seqs.insert(*v, s); });
+                            order.remove(seq, band, |v, s| { seqs.insert(*v, s); });
                         }
                     }
                     Op::SetBand(i, band) => {
                         let i = i % model.members.len();
+                        let old = model.members[i].0;
                         model.members[i].0 = band;
-                        order.set_band(seqs[&model.members[i].1], band);
+                        order.set_band(seqs[&model.members[i].1], old, band);
                     }
                 }
                 let expected = model.service_order();
@@ -397,6 +439,13 @@ mod tests {
                 }
                 prop_assert_eq!(order.seq_at(expected.len() + 1), None);
                 prop_assert_eq!(order.oldest().copied(), model.members.first().map(|m| m.1));
+                // Arrival order, and each member's band and value found by its slot.
+                let arrived: Vec<u64> = order.iter().copied().collect();
+                prop_assert_eq!(arrived, model.members.iter().map(|m| m.1).collect::<Vec<_>>());
+                for (band, id) in &model.members {
+                    prop_assert_eq!(order.band_of(seqs[id]), Some(*band));
+                    prop_assert_eq!(order.try_get(seqs[id]), Some(id));
+                }
             }
         }
     }
@@ -415,7 +464,7 @@ mod tests {
         for id in 0..5000u64 {
             if id % 100 != 0 {
                 let s = seqs.remove(&id).unwrap();
-                order.remove(s, |v, s| {
+                order.remove(s, 0, |v, s| {
                     seqs.insert(*v, s);
                 });
             }
