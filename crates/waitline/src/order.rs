@@ -20,29 +20,41 @@ pub(crate) type Seq = usize;
 
 const MIN_CAPACITY: usize = 16;
 
-/// Which slots of `0..cap` hold a member of one band: a bitmap, plus a Fenwick tree over the
-/// bitmap's 64-bit words (1-based internally). A prefix count is a walk of the small tree
-/// and one popcount; at a million slots the bitmap is 128 KiB and the tree 64 KiB, so both
-/// stay in cache where a tree over every slot (4 MiB) would miss at each level.
+/// Words of the bitmap per block: one 64-byte cache line, 512 slots.
+const BLOCK_WORDS: usize = 8;
+const BLOCK_SLOTS: usize = 64 * BLOCK_WORDS;
+
+/// One cache line of a bitmap.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[repr(align(64))]
+struct Block([u64; BLOCK_WORDS]);
+
+/// Which slots of `0..cap` hold a member of one band: a bitmap in blocks of one cache line
+/// (512 slots), plus a Fenwick tree over the blocks' counts (1-based internally). A prefix
+/// count is a walk of the small tree and the popcounts of one line of the bitmap. At a
+/// million slots the bitmap is 128 KiB and the tree 8 KiB (2,048 blocks): the tree's lines
+/// are touched by every operation and stay in the nearest caches, and an operation touches
+/// one line of the bitmap. (A tree over the bitmap's words would be 64 KiB, and its lower
+/// levels, each touched rarely, would be evicted by the records a random lookup reads.)
 #[derive(Debug, Default, Clone)]
 struct Marks {
-    words: Vec<u64>,
+    blocks: Vec<Block>,
     tree: Vec<u32>,
 }
 
 impl Marks {
     fn is_allocated(&self) -> bool {
-        !self.words.is_empty()
+        !self.blocks.is_empty()
     }
 
-    /// `cap` is a power of two, so the word count is one too (which `select` relies on).
+    /// `cap` is a power of two, so the block count is one too (which `select` relies on).
     fn with_capacity(cap: usize) -> Self {
-        let words = cap.div_ceil(64).max(1);
-        Self { words: vec![0; words], tree: vec![0; words + 1] }
+        let blocks = cap.div_ceil(BLOCK_SLOTS).max(1);
+        Self { blocks: vec![Block::default(); blocks], tree: vec![0; blocks + 1] }
     }
 
-    fn add_to_tree(&mut self, word: usize, delta: i32) {
-        let mut i = word + 1;
+    fn add_to_tree(&mut self, block: usize, delta: i32) {
+        let mut i = block + 1;
         while i < self.tree.len() {
             self.tree[i] = self.tree[i].wrapping_add_signed(delta);
             i += i & i.wrapping_neg();
@@ -51,58 +63,68 @@ impl Marks {
 
     /// Marks (`delta` 1) or unmarks (`delta` -1) `slot`.
     fn add(&mut self, slot: usize, delta: i32) {
-        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
-        debug_assert_eq!(self.words[word] & bit != 0, delta < 0, "mark set twice or cleared twice");
-        self.words[word] ^= bit;
-        self.add_to_tree(word, delta);
+        let (block, word, bit) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS, 1u64 << (slot % 64));
+        let w = &mut self.blocks[block].0[word];
+        debug_assert_eq!(*w & bit != 0, delta < 0, "mark set twice or cleared twice");
+        *w ^= bit;
+        self.add_to_tree(block, delta);
     }
 
     /// Number of marked slots in `0..=slot`.
     fn prefix(&self, slot: usize) -> u32 {
-        let word = slot / 64;
-        let mut i = word; // words 0..word, 1-based prefix up to `word`
+        let (block, word) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS);
+        let mut i = block; // blocks 0..block, 1-based prefix up to `block`
         let mut sum = 0;
         while i > 0 {
             sum += self.tree[i];
             i &= i - 1;
         }
-        let below = self.words[word] & (u64::MAX >> (63 - slot % 64));
-        sum + below.count_ones()
+        let words = &self.blocks[block].0;
+        let before: u32 = words[..word].iter().map(|w| w.count_ones()).sum();
+        let below = words[word] & (u64::MAX >> (63 - slot % 64));
+        sum + before + below.count_ones()
     }
 
     /// The slot of the `k`-th marked slot (`k >= 1`). The caller guarantees it exists.
     fn select(&self, mut k: u32) -> usize {
         let n = self.tree.len() - 1; // a power of two
-        let mut word = 0;
+        let mut block = 0;
         let mut step = n;
         while step > 0 {
-            let next = word + step;
+            let next = block + step;
             if next <= n && self.tree[next] < k {
-                word = next;
+                block = next;
                 k -= self.tree[next];
             }
             step >>= 1;
         }
-        // `word` (0-based) holds the k-th remaining mark: drop the k-1 lowest bits.
-        let mut bits = self.words[word];
+        // `block` (0-based) holds the k-th remaining mark: find its word, then drop the
+        // k-1 lowest bits of that word.
+        let words = &self.blocks[block].0;
+        let mut word = 0;
+        while words[word].count_ones() < k {
+            k -= words[word].count_ones();
+            word += 1;
+        }
+        let mut bits = words[word];
         for _ in 1..k {
             bits &= bits - 1;
         }
-        word * 64 + bits.trailing_zeros() as usize
+        block * BLOCK_SLOTS + word * 64 + bits.trailing_zeros() as usize
     }
 
     /// Marks `slot` without updating the tree: for rebuilding, followed by
     /// [`Marks::build_tree`].
     fn set_bit(&mut self, slot: usize) {
-        self.words[slot / 64] |= 1 << (slot % 64);
+        self.blocks[slot / BLOCK_SLOTS].0[slot / 64 % BLOCK_WORDS] |= 1 << (slot % 64);
     }
 
-    /// Builds the tree from the bitmap, in O(words).
+    /// Builds the tree from the bitmap, in O(blocks).
     fn build_tree(&mut self) {
         self.tree.fill(0);
-        let n = self.words.len();
+        let n = self.blocks.len();
         for i in 1..=n {
-            self.tree[i] += self.words[i - 1].count_ones();
+            self.tree[i] += self.blocks[i - 1].0.iter().map(|w| w.count_ones()).sum::<u32>();
             let parent = i + (i & i.wrapping_neg());
             if parent <= n {
                 self.tree[parent] += self.tree[i];
@@ -112,12 +134,12 @@ impl Marks {
 
     /// Whether `slot` is marked (false past the bitmap, or with none).
     fn has(&self, slot: usize) -> bool {
-        self.words.get(slot / 64).is_some_and(|w| w & (1 << (slot % 64)) != 0)
+        self.word(slot / 64) & (1 << (slot % 64)) != 0
     }
 
-    /// The word of the bitmap that holds `slot`s `64 * word ..`, 0 with none.
+    /// The word of the bitmap that holds slots `64 * word ..`, 0 with none.
     fn word(&self, word: usize) -> u64 {
-        self.words.get(word).copied().unwrap_or(0)
+        self.blocks.get(word / BLOCK_WORDS).map_or(0, |b| b.0[word % BLOCK_WORDS])
     }
 }
 
@@ -297,7 +319,7 @@ impl<T: Copy> MemberOrder<T> {
         // Every +1 in the trees met its -1, so they are all zeros again: nothing to clear.
         self.slots.clear();
         self.first_live = 0;
-        debug_assert!(self.trees.iter().all(|t| t.words.iter().all(|&w| w == 0)));
+        debug_assert!(self.trees.iter().all(|t| t.blocks.iter().all(|b| *b == Block::default())));
     }
 
     /// The live slots in arrival order.
@@ -446,6 +468,116 @@ mod tests {
                     prop_assert_eq!(order.band_of(seqs[id]), Some(*band));
                     prop_assert_eq!(order.try_get(seqs[id]), Some(id));
                 }
+            }
+        }
+    }
+
+    /// A bitmap of a million slots against a sorted list of its marks, with marks on every
+    /// kind of edge: of a word, of a block (a cache line), of the tree's levels, of the whole.
+    #[test]
+    fn marks_count_and_select_across_blocks_at_a_million() {
+        let cap = 1 << 20;
+        let mut marks = Marks::with_capacity(cap);
+        let mut model = std::collections::BTreeSet::new();
+        let mut edges = vec![0, 1, 62, 63, 64, 65, cap - 2, cap - 1];
+        for block in [1, 2, 3, 7, 8, 255, 256, 1023, 1024, 1025, 2047] {
+            let at = block * BLOCK_SLOTS;
+            edges.extend([at - 65, at - 64, at - 1, at, at + 1, at + 63, at + 64]);
+        }
+        let mut seed = 7u64;
+        let mut random = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize % cap
+        };
+        let picks: Vec<usize> = (0..3000).map(|_| random()).collect();
+        for &slot in edges.iter().chain(&picks) {
+            if model.insert(slot) {
+                marks.add(slot, 1);
+            }
+        }
+        let check = |marks: &Marks, model: &std::collections::BTreeSet<usize>| {
+            for (k, &slot) in model.iter().enumerate() {
+                assert_eq!(marks.prefix(slot) as usize, k + 1, "prefix at {slot}");
+                assert_eq!(marks.select(k as u32 + 1), slot, "select {}", k + 1);
+            }
+            for &slot in &edges {
+                let below = model.range(..=slot).count();
+                assert_eq!(marks.prefix(slot) as usize, below, "prefix at edge {slot}");
+                assert_eq!(marks.has(slot), model.contains(&slot));
+            }
+        };
+        check(&marks, &model);
+        // Unmark every other edge and a third of the rest; the rebuilt tree agrees.
+        let gone: Vec<usize> =
+            model.iter().copied().step_by(3).chain(edges.iter().copied().step_by(2)).collect();
+        for slot in gone {
+            if model.remove(&slot) {
+                marks.add(slot, -1);
+            }
+        }
+        check(&marks, &model);
+        let mut rebuilt = Marks::with_capacity(cap);
+        for &slot in &model {
+            rebuilt.set_bit(slot);
+        }
+        rebuilt.build_tree();
+        assert_eq!(rebuilt.tree, marks.tree);
+        check(&rebuilt, &model);
+    }
+
+    /// Many members in three bands, over many blocks, with compactions, growth and
+    /// shrinking, against the sorted vector.
+    #[test]
+    fn agrees_with_a_sorted_vector_over_many_blocks() {
+        let mut order = MemberOrder::<u64>::default();
+        let mut seqs: HashMap<u64, Seq> = HashMap::new();
+        let mut model = Model::default();
+        let mut seed = 99u64;
+        let mut random = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize % n
+        };
+        for round in 0..40_000u64 {
+            // Grow to ~4,800 members, then drain to none, twice: the array doubles,
+            // compacts and shrinks over blocks of 512 slots.
+            let grow = (round / 10_000) % 2 == 0;
+            if model.members.is_empty() || random(10) < if grow { 7 } else { 1 } {
+                let band = random(3) as u8;
+                let seq = order.push(band, round, |v, s| {
+                    seqs.insert(*v, s);
+                });
+                seqs.insert(round, seq);
+                model.members.push((band, round));
+            } else if random(4) == 0 {
+                let i = random(model.members.len());
+                let (old, id) = model.members[i];
+                let band = random(3) as u8;
+                model.members[i].0 = band;
+                order.set_band(seqs[&id], old, band);
+            } else {
+                let i = if random(2) == 0 { 0 } else { random(model.members.len()) };
+                let (band, id) = model.members.remove(i);
+                let seq = seqs.remove(&id).unwrap();
+                assert_eq!(
+                    order.remove(seq, band, |v, s| {
+                        seqs.insert(*v, s);
+                    }),
+                    id
+                );
+            }
+            if round % 997 == 0 || round % 10_000 == 9_999 {
+                let expected = model.service_order();
+                assert_eq!(order.len(), expected.len());
+                for (pos, id) in expected.iter().enumerate() {
+                    assert_eq!(order.position(seqs[id]), pos + 1);
+                    assert_eq!(order.seq_at(pos + 1), Some(seqs[id]));
+                }
+                assert_eq!(order.head(), expected.first().map(|id| seqs[id]));
+                assert!(order.iter().copied().eq(model.members.iter().map(|m| m.1)));
             }
         }
     }
