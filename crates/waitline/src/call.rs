@@ -14,7 +14,7 @@ use crate::slab::Handle;
 #[derive(Debug, PartialEq, Eq)]
 pub struct CallIdentity {
     /// The call's id and control token.
-    pub call_control_id: Box<str>,
+    pub call_control_id: CallId,
     /// Unique id of the leg.
     pub call_leg_id: Uuid,
     /// Id of the session the leg belongs to.
@@ -29,10 +29,92 @@ pub struct CallIdentity {
     pub start_time: Timestamp,
     /// Where this call's webhooks go, if not to the frontend's default.
     pub webhook_url: Option<Box<str>>,
+}
+
+impl CallIdentity {
     /// For an id the client gave at dial: its hash under the engine's hasher, which finds
     /// the call in its tenant's map of client ids. `None` for ids the engine made, which
     /// lead to their slot by themselves.
-    pub(crate) id_hash: Option<u64>,
+    pub(crate) const fn id_hash(&self) -> Option<u64> {
+        match &self.call_control_id.0 {
+            Id::Engine(_) => None,
+            Id::Client { hash, .. } => Some(*hash),
+        }
+    }
+}
+
+/// A call's id, read as a `str`. An id the engine made (43 bytes, see below) is kept
+/// inline, without an allocation of its own; an id the client gave at dial is kept on the
+/// heap with its hash.
+#[derive(Clone)]
+pub struct CallId(Id);
+
+#[derive(Clone)]
+enum Id {
+    Engine([u8; ID_LEN]),
+    Client { id: Box<str>, hash: u64 },
+}
+
+impl CallId {
+    /// An id the client gave, with its hash under the engine's hasher.
+    pub(crate) fn client(id: &str, hash: u64) -> Self {
+        Self(Id::Client { id: id.into(), hash })
+    }
+
+    /// The id.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only `new_call_control_id` and `stamp_slot` write it, in ASCII.
+            Id::Engine(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+            Id::Client { id, .. } => id,
+        }
+    }
+}
+
+impl std::ops::Deref for CallId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for CallId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for CallId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for CallId {}
+
+impl std::hash::Hash for CallId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::fmt::Debug for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for CallId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -68,19 +150,20 @@ const ID_LEN: usize = ID_PREFIX.len() + SLOT_CHARS + SECRET_CHARS;
 /// A fresh engine id with its secret and a placeholder slot part, to be completed with
 /// [`stamp_slot`] once the slot is known (under the tenant's lock; the random part is drawn
 /// before it).
-pub(crate) fn new_call_control_id() -> String {
-    let mut id = String::with_capacity(ID_LEN);
-    id.push_str(ID_PREFIX);
-    id.extend(std::iter::repeat_n('A', SLOT_CHARS));
+pub(crate) fn new_call_control_id() -> CallId {
+    let mut id = [b'A'; ID_LEN];
+    id[..ID_PREFIX.len()].copy_from_slice(ID_PREFIX.as_bytes());
     // 20 + 9 characters of 6 bits from the 122 random bits of each of two v4 UUIDs.
+    let mut at = SECRET_START;
     for chars in [20, SECRET_CHARS - 20] {
         let mut bits = uuid_random_bits(Uuid::new_v4());
-        for _ in 0..chars {
-            id.push(char::from(ALPHABET[(bits & 63) as usize]));
+        for c in &mut id[at..at + chars] {
+            *c = ALPHABET[(bits & 63) as usize];
             bits >>= 6;
         }
+        at += chars;
     }
-    id
+    CallId(Id::Engine(id))
 }
 
 /// The 122 random bits of a v4 UUID, packed low (its 4 version and 2 variant bits are
@@ -94,15 +177,13 @@ const fn uuid_random_bits(u: Uuid) -> u128 {
 }
 
 /// Writes the slot part of an id made by [`new_call_control_id`].
-pub(crate) fn stamp_slot(id: &mut String, slot: Handle) {
+pub(crate) fn stamp_slot(id: &mut CallId, slot: Handle) {
+    let Id::Engine(id) = &mut id.0 else { unreachable!("only engine ids name their slot") };
     let value = (u64::from(slot.ix) << 32) | u64::from(slot.generation);
-    let mut part = [0u8; SLOT_CHARS];
-    for (i, c) in part.iter_mut().enumerate() {
+    for (i, c) in id[ID_PREFIX.len()..SECRET_START].iter_mut().enumerate() {
         let shift = 6 * (SLOT_CHARS - 1 - i);
         *c = ALPHABET[((value >> shift) & 63) as usize];
     }
-    let part = std::str::from_utf8(&part).expect("ASCII");
-    id.replace_range(ID_PREFIX.len()..ID_PREFIX.len() + SLOT_CHARS, part);
 }
 
 /// Marks a byte outside [`ALPHABET`] in [`DECODE`].
@@ -158,7 +239,7 @@ impl Secret {
 
     /// The secret a record of `ident` keeps.
     pub(crate) fn for_identity(ident: &CallIdentity) -> Self {
-        if ident.id_hash.is_none() { Self::of(&ident.call_control_id) } else { Self::NONE }
+        if ident.id_hash().is_none() { Self::of(&ident.call_control_id) } else { Self::NONE }
     }
 
     /// The secret of `id`, an id the engine made (else [`Secret::NONE`]).
@@ -467,9 +548,15 @@ pub struct CallInfo {
 mod tests {
     use super::*;
 
+    /// An identity with the id `id`: the engine's (inline) if it has an engine id's length
+    /// and no hash.
     fn identity(id: &str, id_hash: Option<u64>) -> Arc<CallIdentity> {
+        let id = match (id_hash, <[u8; ID_LEN]>::try_from(id.as_bytes())) {
+            (None, Ok(bytes)) => CallId(Id::Engine(bytes)),
+            (hash, _) => CallId::client(id, hash.unwrap_or_default()),
+        };
         Arc::new(CallIdentity {
-            call_control_id: id.into(),
+            call_control_id: id,
             call_leg_id: Uuid::nil(),
             call_session_id: Uuid::nil(),
             connection_id: "c".into(),
@@ -477,7 +564,6 @@ mod tests {
             to: "b".into(),
             start_time: Timestamp::EPOCH,
             webhook_url: None,
-            id_hash,
         })
     }
 
@@ -493,6 +579,10 @@ mod tests {
         // 72 bytes and the 29 of the id's secret (which spares a cache miss, two at times, on
         // every lookup by id), padded to 8.
         assert_eq!(size_of::<CallRecord>(), 104);
+        // An engine id inline (43 bytes and the variant) instead of a pointer to a 43-byte
+        // allocation and an optional hash.
+        assert_eq!(size_of::<CallId>(), 48);
+        assert_eq!(size_of::<CallIdentity>(), 152);
     }
 
     #[test]
@@ -524,7 +614,7 @@ mod tests {
         assert!(secret.matches(&id));
         // One byte off, at every position of the secret (each of the overlapping words).
         for i in SECRET_START..ID_LEN {
-            let mut other = id.clone().into_bytes();
+            let mut other = id.as_bytes().to_vec();
             other[i] = if other[i] == b'A' { b'B' } else { b'A' };
             assert!(!secret.matches(std::str::from_utf8(&other).unwrap_or_default()), "byte {i}");
         }
@@ -552,7 +642,7 @@ mod tests {
         stamp_slot(&mut id, slot);
         assert_eq!(engine_slot(&id), Some(slot));
         let with = |i: usize, c: &str| {
-            let mut other = id.clone();
+            let mut other = id.to_string();
             other.replace_range(i..=i, c);
             other
         };
@@ -566,7 +656,7 @@ mod tests {
             assert_eq!(engine_slot(&with(i, "=")), None, "a byte outside the alphabet at {i}");
         }
         for i in ID_PREFIX.len()..SECRET_START - 1 {
-            let mut other = id.clone();
+            let mut other = id.to_string();
             other.replace_range(i..i + 2, "\u{e9}"); // two bytes of 0x80 and up
             assert_eq!(engine_slot(&other), None, "a character of two bytes at {i}");
         }

@@ -28,7 +28,7 @@ fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
     for (ix, rec) in core.calls() {
         calls += 1;
         let id = &*rec.ident.call_control_id;
-        if rec.ident.id_hash.is_some_and(|h| h != shared.call_hash(id)) {
+        if rec.ident.id_hash().is_some_and(|h| h != shared.call_hash(id)) {
             return Err(format!("call {id} with a wrong hash"));
         }
         if rec.secret != Secret::for_identity(&rec.ident) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::call::{CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
+use crate::call::{CallId, CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
 use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
 use crate::error::{CallbackInfo, Error, Result};
@@ -42,11 +42,10 @@ impl CallView {
     }
 }
 
-/// A call's identity; `id_hash` is the hash of an id the client gave (`None`: the engine
-/// makes the id, see `call`).
+/// A call's identity (its id: one the client gave, with its hash, or one the engine made,
+/// see `call`).
 fn new_identity(
-    id_hash: Option<u64>,
-    id: Box<str>,
+    id: CallId,
     from: &str,
     to: &str,
     connection_id: Arc<str>,
@@ -62,7 +61,6 @@ fn new_identity(
         to: to.into(),
         start_time: now,
         webhook_url: webhook_url.map(Into::into),
-        id_hash,
     })
 }
 
@@ -274,10 +272,13 @@ impl Tenant {
         let (to, from, connection_id) = p.validate()?;
         let now = self.inner().begin();
         let (id, hash) = match p.call_control_id.as_deref() {
-            Some(id) => (id.into(), Some(self.inner().shared.call_hash(id))),
-            None => (new_call_control_id().into_boxed_str(), None),
+            Some(id) => {
+                let hash = self.inner().shared.call_hash(id);
+                (CallId::client(id, hash), Some(hash))
+            }
+            None => (new_call_control_id(), None),
         };
-        let ident = new_identity(hash, id, from, to, connection_id.into(), p.webhook_url.as_deref(), now);
+        let ident = new_identity(id, from, to, connection_id.into(), p.webhook_url.as_deref(), now);
         self.run(now, |txn| {
             let mut ident = ident;
             if hash.is_some() && txn.find_call(&ident.call_control_id).is_some() {
@@ -467,7 +468,7 @@ impl Tenant {
     pub fn transfer(&self, id: &str, p: &TransferParams) -> Result<CallInfo> {
         let to = p.validate()?;
         let now = self.inner().begin();
-        let new_id = new_call_control_id().into_boxed_str();
+        let new_id = new_call_control_id();
         self.run(now, |txn| {
             let Some(call) = txn.target(id, p.options.command_id.as_deref())? else {
                 let ix = txn.find_call(id).expect("found by target");
@@ -476,7 +477,6 @@ impl Tenant {
             let ident = &txn.call_at(call.ix).ident;
             let from = p.from.clone().map_or_else(|| ident.to.clone(), Into::into);
             let mut b = new_identity(
-                None,
                 new_id,
                 &from,
                 to,

@@ -387,9 +387,7 @@ impl<'e> Txn<'e> {
     /// next one [`Txn::insert_call`] fills.
     pub(crate) fn stamp_new_id(&self, ident: &mut Arc<CallIdentity>) {
         let ident = Arc::get_mut(ident).expect("a new identity is not shared yet");
-        let mut id = std::mem::take(&mut ident.call_control_id).into_string();
-        stamp_slot(&mut id, self.core.calls.next_handle());
-        ident.call_control_id = id.into_boxed_str();
+        stamp_slot(&mut ident.call_control_id, self.core.calls.next_handle());
     }
 
     /// The slot of a queue, by name (hashed here, once per command).
@@ -472,7 +470,7 @@ impl<'e> Txn<'e> {
 
     /// Adds a call; returns its slot.
     pub(crate) fn insert_call(&mut self, mut record: CallRecord) -> u32 {
-        let hash = record.ident.id_hash;
+        let hash = record.ident.id_hash();
         let core = self.change();
         if let Some(ident) = Arc::get_mut(&mut record.ident) {
             share(&mut core.last_connection, &mut ident.connection_id);
@@ -481,7 +479,7 @@ impl<'e> Txn<'e> {
         let ix = core.calls.insert(record).ix;
         if let Some(hash) = hash {
             let calls = &core.calls;
-            core.call_ids.insert_unique(hash, ix, |&i| calls.at(i).ident.id_hash.unwrap_or_default());
+            core.call_ids.insert_unique(hash, ix, |&i| calls.at(i).ident.id_hash().unwrap_or_default());
         }
         ix
     }
@@ -496,7 +494,7 @@ impl<'e> Txn<'e> {
     /// Forgets the call in slot `ix`.
     pub(crate) fn remove_call(&mut self, ix: u32) -> CallRecord {
         let core = self.change();
-        if let Some(hash) = core.calls.at(ix).ident.id_hash {
+        if let Some(hash) = core.calls.at(ix).ident.id_hash() {
             if let Ok(entry) = core.call_ids.find_entry(hash, |&i| i == ix) {
                 entry.remove();
             }
