@@ -130,8 +130,8 @@ impl Serialize for CallId {
 //
 // The slot part is 66 bits, most significant first; the top 2 are zero and the other 64
 // hold the call's slot in its tenant's slab (high 32 bits) and the slot's generation (low 32
-// bits). A lookup checks the id's shape, decodes the slot, and compares the rest of the id
-// with the secret kept in the record in that slot ([`Secret`]), in constant time: an id with
+// bits). A lookup checks the id's length and prefix, decodes the slot, and compares the rest
+// of the id with the copy kept in the record in that slot ([`IdTail`]), in constant time: an id with
 // a wrong secret, or for a slot used by another call since (its generation differs), fails
 // and then answers exactly like an unknown id. The record alone decides: finding a call by
 // id reads nothing else (at a million calls, every other read would be a cache miss). Ids the client gives at
@@ -186,12 +186,9 @@ pub(crate) fn stamp_slot(id: &mut CallId, slot: Handle) {
     }
 }
 
-/// Marks a byte outside [`ALPHABET`] in [`DECODE`].
-const INVALID: u8 = 0x80;
-
-/// The value of each byte of [`ALPHABET`]; [`INVALID`] for the others.
+/// The value of each byte of [`ALPHABET`] (the others: whatever, see [`engine_slot`]).
 const DECODE: [u8; 256] = {
-    let mut table = [INVALID; 256];
+    let mut table = [0; 256];
     let mut i = 0;
     while i < 64 {
         table[ALPHABET[i] as usize] = i as u8;
@@ -202,60 +199,53 @@ const DECODE: [u8; 256] = {
 
 /// Where the secret starts in an engine id.
 const SECRET_START: usize = ID_PREFIX.len() + SLOT_CHARS;
+/// Characters of an engine id after its prefix.
+const TAIL_CHARS: usize = SLOT_CHARS + SECRET_CHARS;
 
-/// The slot an id names if it has the shape of the engine's ids: the length, the prefix,
-/// and a slot part that [`stamp_slot`] could have written (alphabet characters, the top 2
-/// of its 66 bits zero), so that the slot part is the one encoding of the slot. The secret
-/// is then compared with the record's ([`Secret::matches`]): only the id of the call in
-/// that slot passes both. What is checked here is the id's shape, never a secret.
+/// The slot an id names if it has an engine id's length and prefix. Any characters decode
+/// to some slot: the lookup then compares the id's tail with the tail kept in the record in
+/// that slot ([`IdTail::matches`]), so an id the engine did not make (or made for another
+/// slot) is found only if it is that call's id.
 pub(crate) fn engine_slot(id: &str) -> Option<Handle> {
     let id = id.as_bytes();
     if id.len() != ID_LEN || !id.starts_with(ID_PREFIX.as_bytes()) {
         return None;
     }
-    let part = &id[ID_PREFIX.len()..SECRET_START];
-    let (value, invalid) = part.iter().fold((0u64, 0u8), |(v, bad), &c| {
-        let d = DECODE[c as usize];
-        ((v << 6) | u64::from(d & 63), bad | d)
-    });
-    // 11 characters hold 66 bits: the first character's top 2 (value 16 and up) are not
-    // part of the slot, so only a first character below 16 spells the slot exactly.
-    if invalid & INVALID != 0 || DECODE[part[0] as usize] >= 16 {
-        return None;
-    }
+    let value =
+        id[ID_PREFIX.len()..SECRET_START].iter().fold(0u64, |v, &c| (v << 6) | u64::from(DECODE[c as usize]));
     Some(Handle { ix: (value >> 32) as u32, generation: value as u32 })
 }
 
-/// The secret of a call's engine-made id as the id spells it (its last 29 bytes), kept in
-/// the call's record so that a lookup by id reads the record alone: the slot comes from the
-/// id ([`engine_slot`]), the rest of the id is this. For ids the client gave it is
-/// [`Secret::NONE`], bytes that no `str` holds (0xFF is never UTF-8), so no id matches it and
-/// those calls are found through their tenant's map of client ids.
+/// The 40 characters of a call's engine-made id after its prefix (slot part and secret),
+/// kept in the call's record so that a lookup by id reads the record alone: with the prefix
+/// and the length checked ([`engine_slot`]), an id is the call's if its tail is this. For
+/// ids the client gave it is [`IdTail::NONE`], bytes that no `str` holds (0xFF is never
+/// UTF-8), so no id matches it and those calls are found through the map of client ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Secret([u8; SECRET_CHARS]);
+pub(crate) struct IdTail([u8; TAIL_CHARS]);
 
-impl Secret {
-    pub(crate) const NONE: Self = Self([0xFF; SECRET_CHARS]);
+impl IdTail {
+    pub(crate) const NONE: Self = Self([0xFF; TAIL_CHARS]);
 
-    /// The secret a record of `ident` keeps.
+    /// The tail a record of `ident` keeps.
     pub(crate) fn for_identity(ident: &CallIdentity) -> Self {
         if ident.id_hash().is_none() { Self::of(&ident.call_control_id) } else { Self::NONE }
     }
 
-    /// The secret of `id`, an id the engine made (else [`Secret::NONE`]).
+    /// The tail of `id`, an id the engine made (else [`IdTail::NONE`]).
     fn of(id: &str) -> Self {
         id.as_bytes()
-            .get(SECRET_START..)
-            .and_then(|s| <[u8; SECRET_CHARS]>::try_from(s).ok())
+            .get(ID_PREFIX.len()..)
+            .and_then(|s| <[u8; TAIL_CHARS]>::try_from(s).ok())
             .map_or(Self::NONE, Self)
     }
 
-    /// Whether `id`, which has the shape of an engine id ([`engine_slot`]), ends with this
-    /// secret, in time that does not depend on the bytes: the differences of all 29 are
-    /// or-ed together 8 at a time (the last word overlaps the one before) without an early
-    /// exit, and only the result is compared, with `subtle`.
+    /// Whether `id`, which has an engine id's length and prefix ([`engine_slot`]), ends
+    /// with this tail, in time that does not depend on the bytes: the differences of all 40
+    /// are or-ed together 8 at a time without an early exit, and only the result is
+    /// compared, with `subtle`.
     pub(crate) fn matches(&self, id: &str) -> bool {
-        let Some(theirs) = id.as_bytes().get(SECRET_START..).filter(|s| s.len() == SECRET_CHARS) else {
+        let Some(theirs) = id.as_bytes().get(ID_PREFIX.len()..).filter(|s| s.len() == TAIL_CHARS) else {
             return false;
         };
         let word = |s: &[u8], i: usize| {
@@ -263,8 +253,7 @@ impl Secret {
             w.copy_from_slice(&s[i..i + 8]);
             u64::from_ne_bytes(w)
         };
-        let diff =
-            [0, 8, 16, SECRET_CHARS - 8].iter().fold(0, |d, &i| d | (word(theirs, i) ^ word(&self.0, i)));
+        let diff = (0..TAIL_CHARS).step_by(8).fold(0, |d, i| d | (word(theirs, i) ^ word(&self.0, i)));
         bool::from(diff.ct_eq(&0))
     }
 }
@@ -392,9 +381,9 @@ pub(crate) struct CallRecord {
     /// Boxed: most calls never see a `command_id`, and an empty `Vec` inline would take 24
     /// bytes of every record.
     recent_commands: Option<Box<RecentCommands>>,
-    /// The secret of the call's id, if the engine made it: finding the call by id reads
-    /// this record and nothing else (the identity is in another allocation).
-    pub(crate) secret: Secret,
+    /// The tail of the call's id, if the engine made it: finding the call by id reads this
+    /// record and nothing else (the identity is in another allocation).
+    pub(crate) id_tail: IdTail,
 }
 
 /// The `command_id`s accepted for a call, with when.
@@ -403,8 +392,8 @@ type RecentCommands = Vec<(Box<str>, Timestamp)>;
 impl CallRecord {
     /// A record for `ident`, whose id is final (an engine id is stamped with its slot).
     pub(crate) fn new(ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
-        let secret = Secret::for_identity(&ident);
-        Self { ident, client_state, end_time: NONE, link: Link::None, recent_commands: None, secret }
+        let id_tail = IdTail::for_identity(&ident);
+        Self { ident, client_state, end_time: NONE, link: Link::None, recent_commands: None, id_tail }
     }
 
     pub(crate) fn state(&self) -> CallState {
@@ -576,9 +565,9 @@ mod tests {
     fn records_stay_small() {
         assert_eq!(size_of::<Membership>(), 32);
         assert_eq!(size_of::<Link>(), 32);
-        // 72 bytes and the 29 of the id's secret (which spares a cache miss, two at times, on
-        // every lookup by id), padded to 8.
-        assert_eq!(size_of::<CallRecord>(), 104);
+        // 72 bytes and the 40 of the id's tail (which spare a cache miss, two at times, on
+        // every lookup by id).
+        assert_eq!(size_of::<CallRecord>(), 112);
         // An engine id inline (43 bytes and the variant) instead of a pointer to a 43-byte
         // allocation and an optional hash.
         assert_eq!(size_of::<CallId>(), 48);
@@ -599,44 +588,44 @@ mod tests {
         assert!(rec.saw_command("c1", Timestamp::EPOCH));
     }
 
-    /// The secret a record keeps for the engine id `id`.
-    fn secret_of(id: &str) -> Secret {
-        CallRecord::new(identity(id, None), None).secret
+    /// The tail a record keeps for the engine id `id`.
+    fn tail_of(id: &str) -> IdTail {
+        CallRecord::new(identity(id, None), None).id_tail
     }
 
     #[test]
-    fn ids_match_their_secret_only_when_every_byte_is_equal() {
+    fn ids_match_their_tail_only_when_every_byte_is_equal() {
         let mut id = new_call_control_id();
         stamp_slot(&mut id, Handle { ix: 3, generation: 9 });
         assert_eq!(id.len(), ID_LEN);
-        let secret = secret_of(&id);
-        assert_ne!(secret, Secret::NONE);
-        assert!(secret.matches(&id));
-        // One byte off, at every position of the secret (each of the overlapping words).
-        for i in SECRET_START..ID_LEN {
+        let tail = tail_of(&id);
+        assert_ne!(tail, IdTail::NONE);
+        assert!(tail.matches(&id));
+        // One byte off, at every position after the prefix (each of the five words).
+        for i in ID_PREFIX.len()..ID_LEN {
             let mut other = id.as_bytes().to_vec();
             other[i] = if other[i] == b'A' { b'B' } else { b'A' };
-            assert!(!secret.matches(std::str::from_utf8(&other).unwrap_or_default()), "byte {i}");
+            assert!(!tail.matches(std::str::from_utf8(&other).unwrap_or_default()), "byte {i}");
         }
-        // The same difference in every byte of the last two, overlapping, words: or-ing
-        // differences must not let equal differences cancel out.
+        // The same difference in every byte of the last two words: or-ing differences must
+        // not let equal differences cancel out.
         let a = "v3:".to_owned() + &"A".repeat(ID_LEN - 3);
-        let b = "v3:".to_owned() + &"A".repeat(29) + &"B".repeat(ID_LEN - 32);
-        assert!(!secret_of(&a).matches(&b));
-        assert!(secret_of(&a).matches(&a));
+        let b = "v3:".to_owned() + &"A".repeat(27) + &"B".repeat(ID_LEN - 30);
+        assert!(!tail_of(&a).matches(&b));
+        assert!(tail_of(&a).matches(&a));
         // Other lengths never match.
-        assert!(!secret.matches(&id[..ID_LEN - 1]));
-        assert!(!secret.matches(&format!("{id}A")));
-        assert!(!secret.matches("v3:"));
-        // A client's id has no secret: nothing matches it, not even its own id.
-        let client = CallRecord::new(identity(&id, Some(1)), None).secret;
-        assert_eq!(client, Secret::NONE);
+        assert!(!tail.matches(&id[..ID_LEN - 1]));
+        assert!(!tail.matches(&format!("{id}A")));
+        assert!(!tail.matches("v3:"));
+        // A client's id has no tail: nothing matches it, not even its own id.
+        let client = CallRecord::new(identity(&id, Some(1)), None).id_tail;
+        assert_eq!(client, IdTail::NONE);
         assert!(!client.matches(&id));
-        assert_eq!(Secret::of("short"), Secret::NONE);
+        assert_eq!(IdTail::of("short"), IdTail::NONE);
     }
 
     #[test]
-    fn only_the_engines_spelling_of_a_slot_names_it() {
+    fn ids_of_another_shape_name_no_slot_and_other_spellings_do_not_match() {
         let mut id = new_call_control_id();
         let slot = Handle { ix: 77, generation: 5 };
         stamp_slot(&mut id, slot);
@@ -646,25 +635,21 @@ mod tests {
             other.replace_range(i..=i, c);
             other
         };
-        // The prefix, the length, the alphabet of the slot part.
+        // The prefix and the length.
         assert_eq!(engine_slot(&with(0, "V")), None);
         assert_eq!(engine_slot(&with(1, "4")), None);
         assert_eq!(engine_slot(&with(2, ";")), None);
         assert_eq!(engine_slot(&id[..ID_LEN - 1]), None);
         assert_eq!(engine_slot(&format!("{id}A")), None);
-        for i in ID_PREFIX.len()..SECRET_START {
-            assert_eq!(engine_slot(&with(i, "=")), None, "a byte outside the alphabet at {i}");
+        // Spellings outside the alphabet, or with the top 2 of the 66 bits set, decode to the
+        // same slot but are other ids: the record's tail tells them apart.
+        let tail = tail_of(&id);
+        let zeros = (ID_PREFIX.len()..SECRET_START).filter(|&i| &id[i..=i] == "A"); // value 0
+        let spellings = zeros.map(|i| with(i, "=")).chain([with(3, "Q")]); // "=" decodes to 0
+        for other in spellings {
+            assert_eq!(engine_slot(&other), Some(slot), "{other}");
+            assert!(!tail.matches(&other), "{other}");
         }
-        for i in ID_PREFIX.len()..SECRET_START - 1 {
-            let mut other = id.to_string();
-            other.replace_range(i..i + 2, "\u{e9}"); // two bytes of 0x80 and up
-            assert_eq!(engine_slot(&other), None, "a character of two bytes at {i}");
-        }
-        // A first character of 16 or more would spell bits above the 64 of the slot.
-        assert_eq!(engine_slot(&with(3, "Q")), None); // value 16
-        assert_eq!(engine_slot(&with(3, "P")).map(|h| h.ix >> 28), Some(15)); // value 15
-        // The secret part is not looked at here.
-        assert_eq!(engine_slot(&with(ID_LEN - 1, "=")), Some(slot));
     }
 
     #[test]
@@ -732,14 +717,13 @@ mod tests {
         assert_eq!(engine_slot("v3:short"), None);
         let id = "v3:AAAAAAAAAAAabcdefghijklmnopqrstuvwxyz012";
         assert_eq!(engine_slot(id), Some(Handle { ix: 0, generation: 0 }));
-        let secret = secret_of(id);
+        let tail = tail_of(id);
         for i in 0..id.len() {
             let mut other = id.to_owned();
             other.replace_range(i..=i, if &id[i..=i] == "x" { "y" } else { "x" });
-            let found =
-                engine_slot(&other) == Some(Handle { ix: 0, generation: 0 }) && secret.matches(&other);
+            let found = engine_slot(&other) == Some(Handle { ix: 0, generation: 0 }) && tail.matches(&other);
             assert!(!found, "a difference at {i}");
         }
-        assert!(secret.matches(id));
+        assert!(tail.matches(id));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::call::{Link, Secret};
+use crate::call::{IdTail, Link};
 use crate::engine::Engine;
 use crate::state::{Shared, TenantCore};
 
@@ -31,8 +31,8 @@ fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
         if rec.ident.id_hash().is_some_and(|h| h != shared.call_hash(id)) {
             return Err(format!("call {id} with a wrong hash"));
         }
-        if rec.secret != Secret::for_identity(&rec.ident) {
-            return Err(format!("call {id} keeps a secret that is not its id's"));
+        if rec.id_tail != IdTail::for_identity(&rec.ident) {
+            return Err(format!("call {id} keeps a tail that is not its id's"));
         }
         if core.call_ix(shared, id) != Some(ix) {
             return Err(format!("call {id} not found by its id"));

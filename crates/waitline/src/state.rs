@@ -133,12 +133,12 @@ fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
 
 impl TenantCore {
     /// The slot of a call, by id: the slot an engine-made id names, if it holds a call with
-    /// this id (the slot's generation and the secret in its record, compared in constant
+    /// this id (the slot's generation and the id's tail in its record, compared in constant
     /// time: one record read), else the map of client-given ids (see `call` for the id
     /// layout).
     pub(crate) fn call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
         if let Some(slot) = engine_slot(id) {
-            if self.calls.get_handle(slot).is_some_and(|r| r.secret.matches(id)) {
+            if self.calls.get_handle(slot).is_some_and(|r| r.id_tail.matches(id)) {
                 return Some(slot.ix);
             }
         }
