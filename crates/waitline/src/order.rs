@@ -579,6 +579,37 @@ mod tests {
         }
     }
 
+    /// Shrinking is amortised: nothing moves until the slots are sparse (fewer than one in
+    /// eight live), then every member moves once into a quarter of the slots; small
+    /// arrays (1,024 slots) never shrink.
+    #[test]
+    fn shrinks_once_when_sparse_and_not_before() {
+        let mut order = MemberOrder::<u64>::default();
+        let mut seqs: HashMap<u64, Seq> = HashMap::new();
+        for id in 0..4096u64 {
+            let s = order.push(0, id, |v, s| assert_eq!(seqs[v], s, "a dense array only grows"));
+            seqs.insert(id, s);
+        }
+        assert_eq!((order.len(), order.cap), (4096, 4096));
+        let mut moves = 0;
+        for id in (512..4096).rev() {
+            order.remove(seqs[&id], 0, |_, _| moves += 1);
+        }
+        assert_eq!((order.len(), order.cap, moves), (512, 4096, 0), "one live slot in eight: not yet");
+        order.remove(seqs[&511], 0, |v, s| {
+            moves += 1;
+            seqs.insert(*v, s);
+        });
+        assert_eq!((order.len(), order.cap, moves), (511, 1024, 511));
+        for id in (10..511).rev() {
+            order.remove(seqs[&id], 0, |_, _| moves += 1);
+        }
+        assert_eq!((order.len(), order.cap, moves), (10, 1024, 511), "1,024 slots are kept");
+        for (i, id) in (0..10u64).enumerate() {
+            assert_eq!(order.position(seqs[&id]), i + 1);
+        }
+    }
+
     #[test]
     fn grows_compacts_and_shrinks() {
         let mut order = MemberOrder::<u64>::default();
