@@ -11,10 +11,10 @@ use crate::slab::Handle;
 
 /// The fixed facts of a call leg, shared (not copied) by the call record, the queue member
 /// and every event about the call.
-#[derive(Debug, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct CallIdentity {
     /// The call's id and control token.
-    pub call_control_id: Box<str>,
+    pub call_control_id: CallId,
     /// Unique id of the leg.
     pub call_leg_id: Uuid,
     /// Id of the session the leg belongs to.
@@ -29,35 +29,91 @@ pub struct CallIdentity {
     pub start_time: Timestamp,
     /// Where this call's webhooks go, if not to the frontend's default.
     pub webhook_url: Option<Box<str>>,
+}
+
+impl CallIdentity {
     /// For an id the client gave at dial: its hash under the engine's hasher, which finds
     /// the call in its tenant's map of client ids. `None` for ids the engine made, which
     /// lead to their slot by themselves.
-    pub(crate) id_hash: Option<u64>,
+    pub(crate) const fn id_hash(&self) -> Option<u64> {
+        match &self.call_control_id.0 {
+            Id::Engine(_) => None,
+            Id::Client { hash, .. } => Some(*hash),
+        }
+    }
 }
 
-/// Equal when every fact is: the hash of a client-given id depends on the engine's hasher
-/// (seeded per engine) and is no fact of the call.
-impl PartialEq for CallIdentity {
+/// A call's id, read as a `str`. An id the engine made (43 bytes, see below) is kept
+/// inline, without an allocation of its own; an id the client gave at dial is kept on the
+/// heap with its hash.
+#[derive(Clone)]
+pub struct CallId(Id);
+
+#[derive(Clone)]
+enum Id {
+    Engine([u8; ID_LEN]),
+    Client { id: Box<str>, hash: u64 },
+}
+
+impl CallId {
+    /// An id the client gave, with its hash under the engine's hasher.
+    pub(crate) fn client(id: &str, hash: u64) -> Self {
+        Self(Id::Client { id: id.into(), hash })
+    }
+
+    /// The id.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only `new_call_control_id` and `stamp_slot` write it, in ASCII.
+            Id::Engine(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+            Id::Client { id, .. } => id,
+        }
+    }
+}
+
+impl std::ops::Deref for CallId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for CallId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for CallId {
     fn eq(&self, other: &Self) -> bool {
-        let Self {
-            call_control_id,
-            call_leg_id,
-            call_session_id,
-            connection_id,
-            from,
-            to,
-            start_time,
-            webhook_url,
-            id_hash: _,
-        } = self;
-        *call_control_id == other.call_control_id
-            && *call_leg_id == other.call_leg_id
-            && *call_session_id == other.call_session_id
-            && *connection_id == other.connection_id
-            && *from == other.from
-            && *to == other.to
-            && *start_time == other.start_time
-            && *webhook_url == other.webhook_url
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for CallId {}
+
+impl std::hash::Hash for CallId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::fmt::Debug for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for CallId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -74,9 +130,11 @@ impl PartialEq for CallIdentity {
 //
 // The slot part is 66 bits, most significant first; the top 2 are zero and the other 64
 // hold the call's slot in its tenant's slab (high 32 bits) and the slot's generation (low 32
-// bits). A lookup decodes the slot and compares the whole id with the id of the record in
-// it, in constant time: an id with a wrong secret, or for a slot used by another call since,
-// fails that comparison and then answers exactly like an unknown id. Ids the client gives at
+// bits). A lookup checks the id's length and prefix, decodes the slot, and compares the rest
+// of the id with the copy kept in the record in that slot ([`IdTail`]), in constant time: an id with
+// a wrong secret, or for a slot used by another call since (its generation differs), fails
+// and then answers exactly like an unknown id. The record alone decides: finding a call by
+// id reads nothing else (at a million calls, every other read would be a cache miss). Ids the client gives at
 // dial (any shape) are found through a per-tenant hash map, which a lookup consults when the
 // slot the id would name does not hold it. To clients all ids stay opaque strings.
 
@@ -92,19 +150,20 @@ const ID_LEN: usize = ID_PREFIX.len() + SLOT_CHARS + SECRET_CHARS;
 /// A fresh engine id with its secret and a placeholder slot part, to be completed with
 /// [`stamp_slot`] once the slot is known (under the tenant's lock; the random part is drawn
 /// before it).
-pub(crate) fn new_call_control_id(mut draw_uuid: impl FnMut() -> Uuid) -> String {
-    let mut id = String::with_capacity(ID_LEN);
-    id.push_str(ID_PREFIX);
-    id.extend(std::iter::repeat_n('A', SLOT_CHARS));
+pub(crate) fn new_call_control_id(mut draw_uuid: impl FnMut() -> Uuid) -> CallId {
+    let mut id = [b'A'; ID_LEN];
+    id[..ID_PREFIX.len()].copy_from_slice(ID_PREFIX.as_bytes());
     // 20 + 9 characters of 6 bits from the 122 random bits of each of two v4 UUIDs.
+    let mut at = SECRET_START;
     for chars in [20, SECRET_CHARS - 20] {
         let mut bits = uuid_random_bits(draw_uuid());
-        for _ in 0..chars {
-            id.push(char::from(ALPHABET[(bits & 63) as usize]));
+        for c in &mut id[at..at + chars] {
+            *c = ALPHABET[(bits & 63) as usize];
             bits >>= 6;
         }
+        at += chars;
     }
-    id
+    CallId(Id::Engine(id))
 }
 
 /// The 122 random bits of a v4 UUID, packed low (its 4 version and 2 variant bits are
@@ -118,18 +177,16 @@ const fn uuid_random_bits(u: Uuid) -> u128 {
 }
 
 /// Writes the slot part of an id made by [`new_call_control_id`].
-pub(crate) fn stamp_slot(id: &mut String, slot: Handle) {
+pub(crate) fn stamp_slot(id: &mut CallId, slot: Handle) {
+    let Id::Engine(id) = &mut id.0 else { unreachable!("only engine ids name their slot") };
     let value = (u64::from(slot.ix) << 32) | u64::from(slot.generation);
-    let mut part = [0u8; SLOT_CHARS];
-    for (i, c) in part.iter_mut().enumerate() {
+    for (i, c) in id[ID_PREFIX.len()..SECRET_START].iter_mut().enumerate() {
         let shift = 6 * (SLOT_CHARS - 1 - i);
         *c = ALPHABET[((value >> shift) & 63) as usize];
     }
-    let part = std::str::from_utf8(&part).expect("ASCII");
-    id.replace_range(ID_PREFIX.len()..ID_PREFIX.len() + SLOT_CHARS, part);
 }
 
-/// The value of each byte of [`ALPHABET`] (the others: whatever, see [`decode_slot`]).
+/// The value of each byte of [`ALPHABET`] (the others: whatever, see [`engine_slot`]).
 const DECODE: [u8; 256] = {
     let mut table = [0; 256];
     let mut i = 0;
@@ -140,40 +197,65 @@ const DECODE: [u8; 256] = {
     table
 };
 
-/// The slot an id would name if the engine made it. Any id long enough names some slot: a
-/// lookup then compares the whole id with the id of the call in that slot, so an id the
-/// engine did not make (or made for another slot) is found only if it is that call's id.
-pub(crate) fn decode_slot(id: &str) -> Option<Handle> {
-    let part = id.as_bytes().get(ID_PREFIX.len()..ID_PREFIX.len() + SLOT_CHARS)?;
-    let value = part.iter().fold(0u64, |v, &c| (v << 6) | u64::from(DECODE[c as usize]));
+/// Where the secret starts in an engine id.
+const SECRET_START: usize = ID_PREFIX.len() + SLOT_CHARS;
+/// Characters of an engine id after its prefix.
+const TAIL_CHARS: usize = SLOT_CHARS + SECRET_CHARS;
+
+/// The slot an id names if it has an engine id's length and prefix. Any characters decode
+/// to some slot: the lookup then compares the id's tail with the tail kept in the record in
+/// that slot ([`IdTail::matches`]), so an id the engine did not make (or made for another
+/// slot) is found only if it is that call's id.
+pub(crate) fn engine_slot(id: &str) -> Option<Handle> {
+    let id = id.as_bytes();
+    if id.len() != ID_LEN || !id.starts_with(ID_PREFIX.as_bytes()) {
+        return None;
+    }
+    let value =
+        id[ID_PREFIX.len()..SECRET_START].iter().fold(0u64, |v, &c| (v << 6) | u64::from(DECODE[c as usize]));
     Some(Handle { ix: (value >> 32) as u32, generation: value as u32 })
 }
 
-/// Whether two ids are equal, in time that depends on their length only: the differences
-/// of all their bytes are or-ed together without an early exit, and only the result is
-/// compared, with `subtle`. Ids of the engine's length go 8 bytes at a time.
-pub(crate) fn same_id(a: &str, b: &str) -> bool {
-    fn words(a: &[u8; ID_LEN], b: &[u8; ID_LEN]) -> u64 {
-        let word = |s: &[u8; ID_LEN], i: usize| {
+/// The 40 characters of a call's engine-made id after its prefix (slot part and secret),
+/// kept in the call's record so that a lookup by id reads the record alone: with the prefix
+/// and the length checked ([`engine_slot`]), an id is the call's if its tail is this. For
+/// ids the client gave it is [`IdTail::NONE`], bytes that no `str` holds (0xFF is never
+/// UTF-8), so no id matches it and those calls are found through the map of client ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IdTail([u8; TAIL_CHARS]);
+
+impl IdTail {
+    pub(crate) const NONE: Self = Self([0xFF; TAIL_CHARS]);
+
+    /// The tail a record of `ident` keeps.
+    pub(crate) fn for_identity(ident: &CallIdentity) -> Self {
+        if ident.id_hash().is_none() { Self::of(&ident.call_control_id) } else { Self::NONE }
+    }
+
+    /// The tail of `id`, an id the engine made (else [`IdTail::NONE`]).
+    fn of(id: &str) -> Self {
+        id.as_bytes()
+            .get(ID_PREFIX.len()..)
+            .and_then(|s| <[u8; TAIL_CHARS]>::try_from(s).ok())
+            .map_or(Self::NONE, Self)
+    }
+
+    /// Whether `id`, which has an engine id's length and prefix ([`engine_slot`]), ends
+    /// with this tail, in time that does not depend on the bytes: the differences of all 40
+    /// are or-ed together 8 at a time without an early exit, and only the result is
+    /// compared, with `subtle`.
+    pub(crate) fn matches(&self, id: &str) -> bool {
+        let Some(theirs) = id.as_bytes().get(ID_PREFIX.len()..).filter(|s| s.len() == TAIL_CHARS) else {
+            return false;
+        };
+        let word = |s: &[u8], i: usize| {
             let mut w = [0; 8];
             w.copy_from_slice(&s[i..i + 8]);
             u64::from_ne_bytes(w)
         };
-        let mut diff = 0;
-        for i in (0..ID_LEN - 8).step_by(8) {
-            diff |= word(a, i) ^ word(b, i);
-        }
-        diff | (word(a, ID_LEN - 8) ^ word(b, ID_LEN - 8))
+        let diff = (0..TAIL_CHARS).step_by(8).fold(0, |d, i| d | (word(theirs, i) ^ word(&self.0, i)));
+        bool::from(diff.ct_eq(&0))
     }
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = match (<&[u8; ID_LEN]>::try_from(a), <&[u8; ID_LEN]>::try_from(b)) {
-        (Ok(a), Ok(b)) => words(a, b),
-        _ => u64::from(a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y))),
-    };
-    bool::from(diff.ct_eq(&0))
 }
 
 /// Lifecycle state of a call.
@@ -299,14 +381,19 @@ pub(crate) struct CallRecord {
     /// Boxed: most calls never see a `command_id`, and an empty `Vec` inline would take 24
     /// bytes of every record.
     recent_commands: Option<Box<RecentCommands>>,
+    /// The tail of the call's id, if the engine made it: finding the call by id reads this
+    /// record and nothing else (the identity is in another allocation).
+    pub(crate) id_tail: IdTail,
 }
 
 /// The `command_id`s accepted for a call, with when.
 type RecentCommands = Vec<(Box<str>, Timestamp)>;
 
 impl CallRecord {
+    /// A record for `ident`, whose id is final (an engine id is stamped with its slot).
     pub(crate) fn new(ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
-        Self { ident, client_state, end_time: NONE, link: Link::None, recent_commands: None }
+        let id_tail = IdTail::for_identity(&ident);
+        Self { ident, client_state, end_time: NONE, link: Link::None, recent_commands: None, id_tail }
     }
 
     pub(crate) fn state(&self) -> CallState {
@@ -450,21 +537,27 @@ pub struct CallInfo {
 mod tests {
     use super::*;
 
+    /// An identity with the id `id`: the engine's (inline) if it has an engine id's length
+    /// and no hash.
+    fn identity(id: &str, id_hash: Option<u64>) -> Arc<CallIdentity> {
+        let id = match (id_hash, <[u8; ID_LEN]>::try_from(id.as_bytes())) {
+            (None, Ok(bytes)) => CallId(Id::Engine(bytes)),
+            (hash, _) => CallId::client(id, hash.unwrap_or_default()),
+        };
+        Arc::new(CallIdentity {
+            call_control_id: id,
+            call_leg_id: Uuid::nil(),
+            call_session_id: Uuid::nil(),
+            connection_id: "c".into(),
+            from: "a".into(),
+            to: "b".into(),
+            start_time: Timestamp::EPOCH,
+            webhook_url: None,
+        })
+    }
+
     fn record() -> CallRecord {
-        CallRecord::new(
-            Arc::new(CallIdentity {
-                call_control_id: "x".into(),
-                call_leg_id: Uuid::nil(),
-                call_session_id: Uuid::nil(),
-                connection_id: "c".into(),
-                from: "a".into(),
-                to: "b".into(),
-                start_time: Timestamp::EPOCH,
-                webhook_url: None,
-                id_hash: None,
-            }),
-            None,
-        )
+        CallRecord::new(identity("x", None), None)
     }
 
     /// A million queued calls hold a million records: keep them small.
@@ -472,7 +565,13 @@ mod tests {
     fn records_stay_small() {
         assert_eq!(size_of::<Membership>(), 32);
         assert_eq!(size_of::<Link>(), 32);
-        assert_eq!(size_of::<CallRecord>(), 72);
+        // 72 bytes and the 40 of the id's tail (which spare a cache miss, two at times, on
+        // every lookup by id).
+        assert_eq!(size_of::<CallRecord>(), 112);
+        // An engine id inline (43 bytes and the variant) instead of a pointer to a 43-byte
+        // allocation and an optional hash.
+        assert_eq!(size_of::<CallId>(), 48);
+        assert_eq!(size_of::<CallIdentity>(), 152);
     }
 
     #[test]
@@ -489,28 +588,68 @@ mod tests {
         assert!(rec.saw_command("c1", Timestamp::EPOCH));
     }
 
+    /// The tail a record keeps for the engine id `id`.
+    fn tail_of(id: &str) -> IdTail {
+        CallRecord::new(identity(id, None), None).id_tail
+    }
+
     #[test]
-    fn ids_compare_equal_only_when_every_byte_is() {
+    fn ids_match_their_tail_only_when_every_byte_is_equal() {
         let mut id = new_call_control_id(Uuid::new_v4);
         stamp_slot(&mut id, Handle { ix: 3, generation: 9 });
         assert_eq!(id.len(), ID_LEN);
-        assert!(same_id(&id, &id.clone()));
-        // One byte off, at every position (the word-wise path covers every byte).
-        for i in 0..ID_LEN {
-            let mut other = id.clone().into_bytes();
+        let tail = tail_of(&id);
+        assert_ne!(tail, IdTail::NONE);
+        assert!(tail.matches(&id));
+        // One byte off, at every position after the prefix (each of the five words).
+        for i in ID_PREFIX.len()..ID_LEN {
+            let mut other = id.as_bytes().to_vec();
             other[i] = if other[i] == b'A' { b'B' } else { b'A' };
-            assert!(!same_id(&id, std::str::from_utf8(&other).unwrap_or_default()), "byte {i}");
+            assert!(!tail.matches(std::str::from_utf8(&other).unwrap_or_default()), "byte {i}");
         }
-        // The same difference in every byte of the last two, overlapping, words: or-ing
-        // differences must not let equal differences cancel out.
+        // The same difference in every byte of the last two words: or-ing differences must
+        // not let equal differences cancel out.
         let a = "v3:".to_owned() + &"A".repeat(ID_LEN - 3);
-        let b = "v3:".to_owned() + &"A".repeat(29) + &"B".repeat(ID_LEN - 32);
-        assert!(!same_id(&a, &b));
-        // Other lengths, byte-wise, likewise; and a length difference is a difference.
-        assert!(!same_id("aa", "bb"));
-        assert!(!same_id("ab", "ba"));
-        assert!(same_id("sip-leg-1", "sip-leg-1"));
-        assert!(!same_id("sip-leg-1", "sip-leg-"));
+        let b = "v3:".to_owned() + &"A".repeat(27) + &"B".repeat(ID_LEN - 30);
+        assert!(!tail_of(&a).matches(&b));
+        assert!(tail_of(&a).matches(&a));
+        // Other lengths never match.
+        assert!(!tail.matches(&id[..ID_LEN - 1]));
+        assert!(!tail.matches(&format!("{id}A")));
+        assert!(!tail.matches("v3:"));
+        // A client's id has no tail: nothing matches it, not even its own id.
+        let client = CallRecord::new(identity(&id, Some(1)), None).id_tail;
+        assert_eq!(client, IdTail::NONE);
+        assert!(!client.matches(&id));
+        assert_eq!(IdTail::of("short"), IdTail::NONE);
+    }
+
+    #[test]
+    fn ids_of_another_shape_name_no_slot_and_other_spellings_do_not_match() {
+        let mut id = new_call_control_id(Uuid::new_v4);
+        let slot = Handle { ix: 77, generation: 5 };
+        stamp_slot(&mut id, slot);
+        assert_eq!(engine_slot(&id), Some(slot));
+        let with = |i: usize, c: &str| {
+            let mut other = id.to_string();
+            other.replace_range(i..=i, c);
+            other
+        };
+        // The prefix and the length.
+        assert_eq!(engine_slot(&with(0, "V")), None);
+        assert_eq!(engine_slot(&with(1, "4")), None);
+        assert_eq!(engine_slot(&with(2, ";")), None);
+        assert_eq!(engine_slot(&id[..ID_LEN - 1]), None);
+        assert_eq!(engine_slot(&format!("{id}A")), None);
+        // Spellings outside the alphabet, or with the top 2 of the 66 bits set, decode to the
+        // same slot but are other ids: the record's tail tells them apart.
+        let tail = tail_of(&id);
+        let zeros = (ID_PREFIX.len()..SECRET_START).filter(|&i| &id[i..=i] == "A"); // value 0
+        let spellings = zeros.map(|i| with(i, "=")).chain([with(3, "Q")]); // "=" decodes to 0
+        for other in spellings {
+            assert_eq!(engine_slot(&other), Some(slot), "{other}");
+            assert!(!tail.matches(&other), "{other}");
+        }
     }
 
     #[test]
@@ -570,21 +709,21 @@ mod tests {
             assert_eq!(id.len(), 43);
             assert!(id.starts_with("v3:"));
             assert!(id[3..].bytes().all(|c| ALPHABET.contains(&c)));
-            assert_eq!(decode_slot(&id), Some(slot));
+            assert_eq!(engine_slot(&id), Some(slot));
         }
         let a = new_call_control_id(Uuid::new_v4);
         let b = new_call_control_id(Uuid::new_v4);
         assert_ne!(a[14..], b[14..], "the secrets differ");
-        assert_eq!(decode_slot("v3:short"), None);
-        assert!(same_id("v3:abc", "v3:abc"));
-        assert!(!same_id("v3:abc", "v3:abd"));
-        assert!(!same_id("v3:abc", "v3:ab"));
-        let id = "v3:AAAAAAAAAAAabcdefghijklmnopqrstuvwxyz0123";
+        assert_eq!(engine_slot("v3:short"), None);
+        let id = "v3:AAAAAAAAAAAabcdefghijklmnopqrstuvwxyz012";
+        assert_eq!(engine_slot(id), Some(Handle { ix: 0, generation: 0 }));
+        let tail = tail_of(id);
         for i in 0..id.len() {
             let mut other = id.to_owned();
             other.replace_range(i..=i, if &id[i..=i] == "x" { "y" } else { "x" });
-            assert!(!same_id(id, &other), "a difference at {i}");
+            let found = engine_slot(&other) == Some(Handle { ix: 0, generation: 0 }) && tail.matches(&other);
+            assert!(!found, "a difference at {i}");
         }
-        assert!(same_id(id, id));
+        assert!(tail.matches(id));
     }
 }

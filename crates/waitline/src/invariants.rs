@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::call::Link;
+use crate::call::{IdTail, Link};
 use crate::engine::Engine;
 use crate::state::{Shared, TenantCore};
 
@@ -28,8 +28,11 @@ fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
     for (ix, rec) in core.calls() {
         calls += 1;
         let id = &*rec.ident.call_control_id;
-        if rec.ident.id_hash.is_some_and(|h| h != shared.call_hash(id)) {
+        if rec.ident.id_hash().is_some_and(|h| h != shared.call_hash(id)) {
             return Err(format!("call {id} with a wrong hash"));
+        }
+        if rec.id_tail != IdTail::for_identity(&rec.ident) {
+            return Err(format!("call {id} keeps a tail that is not its id's"));
         }
         if core.call_ix(shared, id) != Some(ix) {
             return Err(format!("call {id} not found by its id"));
@@ -77,6 +80,9 @@ fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
             let m = core.member(qix, c).ok_or(format!("member {id} of {} points elsewhere", q.name))?;
             if q.call_at(m) != Some(c) {
                 return Err(format!("member {id} of {} has a wrong slot", q.name));
+            }
+            if q.band_at(m) != Some(m.band) {
+                return Err(format!("member {id} of {} is in another band than its priority", q.name));
             }
             positions.push(q.position(m));
         }

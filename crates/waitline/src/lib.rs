@@ -42,7 +42,7 @@ mod slab;
 mod state;
 mod timers;
 
-pub use call::{CallIdentity, CallInfo, CallState};
+pub use call::{CallId, CallIdentity, CallInfo, CallState};
 pub use clock::{COARSE_CLOCK_TICK, Clock, ManualClock, Timestamp};
 pub use engine::{
     DEFAULT_ENDED_CALL_RETENTION, DEFAULT_EVENT_CAPACITY, DEFAULT_MAX_ENDED_CALLS, DEFAULT_MAX_LIVE_CALLS,

@@ -3,9 +3,13 @@
 //!
 //! Every member gets a slot numbered by arrival (`Seq`). Each priority band keeps a bitmap
 //! of the slots of its members with a Fenwick tree over the bitmap's words, so a member's position is the size of the bands
-//! above it plus a prefix count in its own band. Removal clears a slot (no shifting). When
-//! the slot array fills up it is compacted (live members renumbered in arrival order) or
-//! doubled; when it becomes sparse it shrinks. Both are amortised O(1) per operation.
+//! above it plus a prefix count in its own band. The bitmaps are the one record of which
+//! slots are live and in which band: the slot array holds only the values, so removal
+//! clears a bit and touches nothing else (no shifting, no write to the slot array, which
+//! at a million members would be one more cache miss). The caller, which keeps each
+//! member's band beside its slot, passes it in. When the slot array fills up it is
+//! compacted (live members renumbered in arrival order) or doubled; when it becomes sparse
+//! it shrinks. Both are amortised O(1) per operation.
 
 /// Number of priority bands (priorities `0..=9`).
 pub(crate) const BANDS: usize = 10;
@@ -16,29 +20,41 @@ pub(crate) type Seq = usize;
 
 const MIN_CAPACITY: usize = 16;
 
-/// Which slots of `0..cap` hold a member of one band: a bitmap, plus a Fenwick tree over the
-/// bitmap's 64-bit words (1-based internally). A prefix count is a walk of the small tree
-/// and one popcount; at a million slots the bitmap is 128 KiB and the tree 64 KiB, so both
-/// stay in cache where a tree over every slot (4 MiB) would miss at each level.
+/// Words of the bitmap per block: one 64-byte cache line, 512 slots.
+const BLOCK_WORDS: usize = 8;
+const BLOCK_SLOTS: usize = 64 * BLOCK_WORDS;
+
+/// One cache line of a bitmap.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[repr(align(64))]
+struct Block([u64; BLOCK_WORDS]);
+
+/// Which slots of `0..cap` hold a member of one band: a bitmap in blocks of one cache line
+/// (512 slots), plus a Fenwick tree over the blocks' counts (1-based internally). A prefix
+/// count is a walk of the small tree and the popcounts of one line of the bitmap. At a
+/// million slots the bitmap is 128 KiB and the tree 8 KiB (2,048 blocks): the tree's lines
+/// are touched by every operation and stay in the nearest caches, and an operation touches
+/// one line of the bitmap. (A tree over the bitmap's words would be 64 KiB, and its lower
+/// levels, each touched rarely, would be evicted by the records a random lookup reads.)
 #[derive(Debug, Default, Clone)]
 struct Marks {
-    words: Vec<u64>,
+    blocks: Vec<Block>,
     tree: Vec<u32>,
 }
 
 impl Marks {
     fn is_allocated(&self) -> bool {
-        !self.words.is_empty()
+        !self.blocks.is_empty()
     }
 
-    /// `cap` is a power of two, so the word count is one too (which `select` relies on).
+    /// `cap` is a power of two, so the block count is one too (which `select` relies on).
     fn with_capacity(cap: usize) -> Self {
-        let words = cap.div_ceil(64).max(1);
-        Self { words: vec![0; words], tree: vec![0; words + 1] }
+        let blocks = cap.div_ceil(BLOCK_SLOTS).max(1);
+        Self { blocks: vec![Block::default(); blocks], tree: vec![0; blocks + 1] }
     }
 
-    fn add_to_tree(&mut self, word: usize, delta: i32) {
-        let mut i = word + 1;
+    fn add_to_tree(&mut self, block: usize, delta: i32) {
+        let mut i = block + 1;
         while i < self.tree.len() {
             self.tree[i] = self.tree[i].wrapping_add_signed(delta);
             i += i & i.wrapping_neg();
@@ -47,74 +63,91 @@ impl Marks {
 
     /// Marks (`delta` 1) or unmarks (`delta` -1) `slot`.
     fn add(&mut self, slot: usize, delta: i32) {
-        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
-        debug_assert_eq!(self.words[word] & bit != 0, delta < 0, "mark set twice or cleared twice");
-        self.words[word] ^= bit;
-        self.add_to_tree(word, delta);
+        let (block, word, bit) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS, 1u64 << (slot % 64));
+        let w = &mut self.blocks[block].0[word];
+        debug_assert_eq!(*w & bit != 0, delta < 0, "mark set twice or cleared twice");
+        *w ^= bit;
+        self.add_to_tree(block, delta);
     }
 
     /// Number of marked slots in `0..=slot`.
     fn prefix(&self, slot: usize) -> u32 {
-        let word = slot / 64;
-        let mut i = word; // words 0..word, 1-based prefix up to `word`
+        let (block, word) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS);
+        let mut i = block; // blocks 0..block, 1-based prefix up to `block`
         let mut sum = 0;
         while i > 0 {
             sum += self.tree[i];
             i &= i - 1;
         }
-        let below = self.words[word] & (u64::MAX >> (63 - slot % 64));
-        sum + below.count_ones()
+        let words = &self.blocks[block].0;
+        let before: u32 = words[..word].iter().map(|w| w.count_ones()).sum();
+        let below = words[word] & (u64::MAX >> (63 - slot % 64));
+        sum + before + below.count_ones()
     }
 
     /// The slot of the `k`-th marked slot (`k >= 1`). The caller guarantees it exists.
     fn select(&self, mut k: u32) -> usize {
         let n = self.tree.len() - 1; // a power of two
-        let mut word = 0;
+        let mut block = 0;
         let mut step = n;
         while step > 0 {
-            let next = word + step;
+            let next = block + step;
             if next <= n && self.tree[next] < k {
-                word = next;
+                block = next;
                 k -= self.tree[next];
             }
             step >>= 1;
         }
-        // `word` (0-based) holds the k-th remaining mark: drop the k-1 lowest bits.
-        let mut bits = self.words[word];
+        // `block` (0-based) holds the k-th remaining mark: find its word, then drop the
+        // k-1 lowest bits of that word.
+        let words = &self.blocks[block].0;
+        let mut word = 0;
+        while words[word].count_ones() < k {
+            k -= words[word].count_ones();
+            word += 1;
+        }
+        let mut bits = words[word];
         for _ in 1..k {
             bits &= bits - 1;
         }
-        word * 64 + bits.trailing_zeros() as usize
+        block * BLOCK_SLOTS + word * 64 + bits.trailing_zeros() as usize
     }
 
-    /// Rebuilds in O(cap) from the marked slots.
-    fn rebuild(cap: usize, marked: impl Iterator<Item = usize>) -> Self {
-        let mut m = Self::with_capacity(cap);
-        for slot in marked {
-            m.words[slot / 64] |= 1 << (slot % 64);
-        }
-        let n = m.words.len();
+    /// Marks `slot` without updating the tree: for rebuilding, followed by
+    /// [`Marks::build_tree`].
+    fn set_bit(&mut self, slot: usize) {
+        self.blocks[slot / BLOCK_SLOTS].0[slot / 64 % BLOCK_WORDS] |= 1 << (slot % 64);
+    }
+
+    /// Builds the tree from the bitmap, in O(blocks).
+    fn build_tree(&mut self) {
+        self.tree.fill(0);
+        let n = self.blocks.len();
         for i in 1..=n {
-            m.tree[i] += m.words[i - 1].count_ones();
+            self.tree[i] += self.blocks[i - 1].0.iter().map(|w| w.count_ones()).sum::<u32>();
             let parent = i + (i & i.wrapping_neg());
             if parent <= n {
-                m.tree[parent] += m.tree[i];
+                self.tree[parent] += self.tree[i];
             }
         }
-        m
     }
-}
 
-#[derive(Debug, Clone)]
-struct Entry<T> {
-    band: u8,
-    value: T,
+    /// Whether `slot` is marked (false past the bitmap, or with none).
+    fn has(&self, slot: usize) -> bool {
+        self.word(slot / 64) & (1 << (slot % 64)) != 0
+    }
+
+    /// The word of the bitmap that holds slots `64 * word ..`, 0 with none.
+    fn word(&self, word: usize) -> u64 {
+        self.blocks.get(word / BLOCK_WORDS).map_or(0, |b| b.0[word % BLOCK_WORDS])
+    }
 }
 
 /// Members of one queue in service order.
 #[derive(Debug, Clone)]
 pub(crate) struct MemberOrder<T> {
-    slots: Vec<Option<Entry<T>>>,
+    /// The value of each slot in `0..len`; a slot that no band marks holds a stale value.
+    slots: Vec<T>,
     cap: usize,
     /// No live slot below this index (advanced lazily).
     first_live: usize,
@@ -138,7 +171,7 @@ impl<T> Default for MemberOrder<T> {
     }
 }
 
-impl<T> MemberOrder<T> {
+impl<T: Copy> MemberOrder<T> {
     /// Number of members.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -160,7 +193,7 @@ impl<T> MemberOrder<T> {
             self.rebuild(new_cap, &mut relocate);
         }
         let seq = self.slots.len();
-        self.slots.push(Some(Entry { band, value }));
+        self.slots.push(value);
         self.mark(seq, band, 1);
         self.len += 1;
         seq
@@ -175,16 +208,17 @@ impl<T> MemberOrder<T> {
         }
     }
 
-    /// Removes the member in `seq`.
-    pub(crate) fn remove(&mut self, seq: Seq, relocate: impl FnMut(&T, Seq)) -> T {
-        let entry = self.slots[seq].take().expect("removing an empty slot");
-        self.mark(seq, entry.band, -1);
+    /// Removes the member in `seq`, of `band`. Its value is not read (the caller has it):
+    /// at a million members that read would be a cache miss of its own.
+    pub(crate) fn remove(&mut self, seq: Seq, band: u8, relocate: impl FnMut(&T, Seq)) {
+        debug_assert_eq!(self.band_of(seq), Some(band), "removing an empty slot, or from another band");
+        self.mark(seq, band, -1);
         self.len -= 1;
         if self.len == 0 {
             self.reset();
         } else {
-            while self.slots[self.first_live].is_none() {
-                self.first_live += 1;
+            if seq == self.first_live {
+                self.first_live = self.next_live(seq + 1);
             }
             // Shrink when sparse; amortised against the removals that made it so.
             if self.cap > 1024 && self.len * 8 < self.cap {
@@ -192,29 +226,50 @@ impl<T> MemberOrder<T> {
                 self.rebuild(new_cap, relocate);
             }
         }
-        entry.value
     }
 
+    /// The union of the bands' bitmaps over `64 * word ..`: the live slots there.
+    fn live_word(&self, word: usize) -> u64 {
+        self.trees.iter().fold(0, |w, t| w | t.word(word))
+    }
+
+    /// The first live slot from `seq` on; there must be one.
+    fn next_live(&self, seq: Seq) -> Seq {
+        let mut word = seq / 64;
+        let mut bits = self.live_word(word) & (u64::MAX << (seq % 64));
+        while bits == 0 {
+            word += 1;
+            bits = self.live_word(word);
+        }
+        word * 64 + bits.trailing_zeros() as usize
+    }
+
+    /// The band of the member in `seq`, if the slot holds one.
+    pub(crate) fn band_of(&self, seq: Seq) -> Option<u8> {
+        (0..BANDS).find(|&b| self.trees[b].has(seq)).map(|b| b as u8)
+    }
+
+    /// The member in `seq`, which must hold one.
     pub(crate) fn get(&self, seq: Seq) -> &T {
-        &self.slots[seq].as_ref().expect("empty slot").value
+        debug_assert!(self.band_of(seq).is_some(), "empty slot");
+        &self.slots[seq]
     }
 
     /// The member in `seq`, if the slot holds one.
     pub(crate) fn try_get(&self, seq: Seq) -> Option<&T> {
-        self.slots.get(seq)?.as_ref().map(|e| &e.value)
+        self.band_of(seq).and(self.slots.get(seq))
     }
 
     /// 1-based position of the member in `seq`.
     #[cfg(test)]
     pub(crate) fn position(&self, seq: Seq) -> usize {
-        self.position_in_band(seq, self.slots[seq].as_ref().expect("empty slot").band)
+        self.position_in_band(seq, self.band_of(seq).expect("empty slot"))
     }
 
-    /// 1-based position of the member in `seq`, whose band the caller knows (saving a look
-    /// at its slot).
+    /// 1-based position of the member in `seq`, whose band the caller knows.
     pub(crate) fn position_in_band(&self, seq: Seq, band: u8) -> usize {
         let band = band as usize;
-        debug_assert_eq!(self.slots[seq].as_ref().map(|e| e.band as usize), Some(band));
+        debug_assert!(self.trees[band].has(seq), "empty slot, or another band");
         let above: u32 = self.band_len[band + 1..].iter().sum();
         // The newest member is the last of its band, the oldest the first of its own: no
         // tree walk for the members that just joined or are about to be served.
@@ -247,25 +302,22 @@ impl<T> MemberOrder<T> {
     pub(crate) fn head(&self) -> Option<Seq> {
         // The common case, without the tree: when the band of the member that arrived first
         // holds every member, that member is served first.
-        if let Some(Some(oldest)) = self.slots.get(self.first_live) {
-            if self.band_len[oldest.band as usize] as usize == self.len {
-                return Some(self.first_live);
-            }
+        let oldest = self.band_of(self.first_live)?;
+        if self.band_len[oldest as usize] as usize == self.len {
+            return Some(self.first_live);
         }
         self.seq_at(1)
     }
 
     /// The member that arrived first (whatever its band).
     pub(crate) fn oldest(&self) -> Option<&T> {
-        self.slots.get(self.first_live)?.as_ref().map(|e| &e.value)
+        if self.len == 0 { None } else { Some(&self.slots[self.first_live]) }
     }
 
-    /// Moves the member in `seq` to `band`, keeping its arrival order.
-    pub(crate) fn set_band(&mut self, seq: Seq, band: u8) {
-        let entry = self.slots[seq].as_mut().expect("empty slot");
-        let old = entry.band;
+    /// Moves the member in `seq` from band `old` to `band`, keeping its arrival order.
+    pub(crate) fn set_band(&mut self, seq: Seq, old: u8, band: u8) {
+        debug_assert_eq!(self.band_of(seq), Some(old), "empty slot, or another band");
         if old != band {
-            entry.band = band;
             self.mark(seq, old, -1);
             self.mark(seq, band, 1);
         }
@@ -281,14 +333,24 @@ impl<T> MemberOrder<T> {
         // Every +1 in the trees met its -1, so they are all zeros again: nothing to clear.
         self.slots.clear();
         self.first_live = 0;
-        debug_assert!(self.trees.iter().all(|t| t.words.iter().all(|&w| w == 0)));
+        debug_assert!(self.trees.iter().all(|t| t.blocks.iter().all(|b| *b == Block::default())));
+    }
+
+    /// The live slots in arrival order.
+    fn live_seqs(&self) -> impl Iterator<Item = Seq> + '_ {
+        (self.first_live / 64..self.slots.len().div_ceil(64)).flat_map(move |word| {
+            let mut bits = self.live_word(word);
+            std::iter::from_fn(move || {
+                let bit = (bits != 0).then(|| bits.trailing_zeros() as usize)?;
+                bits &= bits - 1;
+                Some(word * 64 + bit)
+            })
+        })
     }
 
     /// Members in arrival order (not service order), for whole-queue scans.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.slots[self.first_live.min(self.slots.len())..]
-            .iter()
-            .filter_map(|s| s.as_ref().map(|e| &e.value))
+        self.live_seqs().map(|seq| &self.slots[seq])
     }
 
     fn mark(&mut self, seq: Seq, band: u8, delta: i32) {
@@ -302,29 +364,27 @@ impl<T> MemberOrder<T> {
 
     /// Renumbers live members densely in arrival order into `new_cap` slots.
     fn rebuild(&mut self, new_cap: usize, mut relocate: impl FnMut(&T, Seq)) {
-        let old = std::mem::take(&mut self.slots);
+        let mut trees: Box<[Marks; BANDS]> = Default::default();
+        for band in 0..BANDS {
+            if self.band_len[band] > 0 {
+                trees[band] = Marks::with_capacity(new_cap);
+            }
+        }
         let mut slots = Vec::with_capacity(new_cap);
-        for entry in old.into_iter().flatten() {
-            relocate(&entry.value, slots.len());
-            slots.push(Some(entry));
+        for seq in self.live_seqs() {
+            let band = self.band_of(seq).map_or(0, usize::from);
+            let value = self.slots[seq];
+            relocate(&value, slots.len());
+            trees[band].set_bit(slots.len());
+            slots.push(value);
+        }
+        for t in trees.iter_mut().filter(|t| t.is_allocated()) {
+            t.build_tree();
         }
         self.slots = slots;
+        self.trees = trees;
         self.cap = new_cap;
         self.first_live = 0;
-        for band in 0..BANDS {
-            let b = u8::try_from(band).unwrap_or(0);
-            self.trees[band] = if self.band_len[band] == 0 {
-                Marks::default()
-            } else {
-                let marked = self
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.as_ref().is_some_and(|e| e.band == b))
-                    .map(|(i, _)| i);
-                Marks::rebuild(new_cap, marked)
-            };
-        }
     }
 }
 
@@ -383,25 +443,28 @@ mod tests {
                     }
                     Op::Remove(i) | Op::SetBand(i, _) if model.members.is_empty() => { let _ = i; }
                     Op::Remove(i) => {
-                        let (_, id) = model.members.remove(i % model.members.len());
+                        let (band, id) = model.members.remove(i % model.members.len());
                         let seq = seqs.remove(&id).unwrap();
-                        let got = order.remove(seq, |v, s| { seqs.insert(*v, s); });
-                        prop_assert_eq!(got, id);
+                        prop_assert_eq!(order.try_get(seq), Some(&id));
+                        order.remove(seq, band, |v, s| { seqs.insert(*v, s); });
+                        prop_assert_eq!(order.try_get(seq), None);
                     }
                     Op::PopHead => {
                         let expected = model.service_order().first().copied();
                         let got = order.head().map(|s| *order.get(s));
                         prop_assert_eq!(got, expected);
                         if let Some(id) = expected {
+                            let band = model.members.iter().find(|(_, m)| *m == id).unwrap().0;
                             model.members.retain(|(_, m)| *m != id);
                             let seq = seqs.remove(&id).unwrap();
-                            order.remove(seq, |v, s| { seqs.insert(*v, s); });
+                            order.remove(seq, band, |v, s| { seqs.insert(*v, s); });
                         }
                     }
                     Op::SetBand(i, band) => {
                         let i = i % model.members.len();
+                        let old = model.members[i].0;
                         model.members[i].0 = band;
-                        order.set_band(seqs[&model.members[i].1], band);
+                        order.set_band(seqs[&model.members[i].1], old, band);
                     }
                 }
                 let expected = model.service_order();
@@ -412,7 +475,153 @@ mod tests {
                 }
                 prop_assert_eq!(order.seq_at(expected.len() + 1), None);
                 prop_assert_eq!(order.oldest().copied(), model.members.first().map(|m| m.1));
+                // Arrival order, and each member's band and value found by its slot.
+                let arrived: Vec<u64> = order.iter().copied().collect();
+                prop_assert_eq!(arrived, model.members.iter().map(|m| m.1).collect::<Vec<_>>());
+                for (band, id) in &model.members {
+                    prop_assert_eq!(order.band_of(seqs[id]), Some(*band));
+                    prop_assert_eq!(order.try_get(seqs[id]), Some(id));
+                }
             }
+        }
+    }
+
+    /// A bitmap of a million slots against a sorted list of its marks, with marks on every
+    /// kind of edge: of a word, of a block (a cache line), of the tree's levels, of the whole.
+    #[test]
+    fn marks_count_and_select_across_blocks_at_a_million() {
+        let cap = 1 << 20;
+        let mut marks = Marks::with_capacity(cap);
+        let mut model = std::collections::BTreeSet::new();
+        let mut edges = vec![0, 1, 62, 63, 64, 65, cap - 2, cap - 1];
+        for block in [1, 2, 3, 7, 8, 255, 256, 1023, 1024, 1025, 2047] {
+            let at = block * BLOCK_SLOTS;
+            edges.extend([at - 65, at - 64, at - 1, at, at + 1, at + 63, at + 64]);
+        }
+        let mut seed = 7u64;
+        let mut random = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize % cap
+        };
+        let picks: Vec<usize> = (0..3000).map(|_| random()).collect();
+        for &slot in edges.iter().chain(&picks) {
+            if model.insert(slot) {
+                marks.add(slot, 1);
+            }
+        }
+        let check = |marks: &Marks, model: &std::collections::BTreeSet<usize>| {
+            for (k, &slot) in model.iter().enumerate() {
+                assert_eq!(marks.prefix(slot) as usize, k + 1, "prefix at {slot}");
+                assert_eq!(marks.select(k as u32 + 1), slot, "select {}", k + 1);
+            }
+            for &slot in &edges {
+                let below = model.range(..=slot).count();
+                assert_eq!(marks.prefix(slot) as usize, below, "prefix at edge {slot}");
+                assert_eq!(marks.has(slot), model.contains(&slot));
+            }
+        };
+        check(&marks, &model);
+        // Unmark every other edge and a third of the rest; the rebuilt tree agrees.
+        let gone: Vec<usize> =
+            model.iter().copied().step_by(3).chain(edges.iter().copied().step_by(2)).collect();
+        for slot in gone {
+            if model.remove(&slot) {
+                marks.add(slot, -1);
+            }
+        }
+        check(&marks, &model);
+        let mut rebuilt = Marks::with_capacity(cap);
+        for &slot in &model {
+            rebuilt.set_bit(slot);
+        }
+        rebuilt.build_tree();
+        assert_eq!(rebuilt.tree, marks.tree);
+        check(&rebuilt, &model);
+    }
+
+    /// Many members in three bands, over many blocks, with compactions, growth and
+    /// shrinking, against the sorted vector.
+    #[test]
+    fn agrees_with_a_sorted_vector_over_many_blocks() {
+        let mut order = MemberOrder::<u64>::default();
+        let mut seqs: HashMap<u64, Seq> = HashMap::new();
+        let mut model = Model::default();
+        let mut seed = 99u64;
+        let mut random = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize % n
+        };
+        for round in 0..40_000u64 {
+            // Grow to ~4,800 members, then drain to none, twice: the array doubles,
+            // compacts and shrinks over blocks of 512 slots.
+            let grow = (round / 10_000) % 2 == 0;
+            if model.members.is_empty() || random(10) < if grow { 7 } else { 1 } {
+                let band = random(3) as u8;
+                let seq = order.push(band, round, |v, s| {
+                    seqs.insert(*v, s);
+                });
+                seqs.insert(round, seq);
+                model.members.push((band, round));
+            } else if random(4) == 0 {
+                let i = random(model.members.len());
+                let (old, id) = model.members[i];
+                let band = random(3) as u8;
+                model.members[i].0 = band;
+                order.set_band(seqs[&id], old, band);
+            } else {
+                let i = if random(2) == 0 { 0 } else { random(model.members.len()) };
+                let (band, id) = model.members.remove(i);
+                let seq = seqs.remove(&id).unwrap();
+                assert_eq!(*order.get(seq), id);
+                order.remove(seq, band, |v, s| {
+                    seqs.insert(*v, s);
+                });
+            }
+            if round % 997 == 0 || round % 10_000 == 9_999 {
+                let expected = model.service_order();
+                assert_eq!(order.len(), expected.len());
+                for (pos, id) in expected.iter().enumerate() {
+                    assert_eq!(order.position(seqs[id]), pos + 1);
+                    assert_eq!(order.seq_at(pos + 1), Some(seqs[id]));
+                }
+                assert_eq!(order.head(), expected.first().map(|id| seqs[id]));
+                assert!(order.iter().copied().eq(model.members.iter().map(|m| m.1)));
+            }
+        }
+    }
+
+    /// Shrinking is amortised: nothing moves until the slots are sparse (fewer than one in
+    /// eight live), then every member moves once into a quarter of the slots; small
+    /// arrays (1,024 slots) never shrink.
+    #[test]
+    fn shrinks_once_when_sparse_and_not_before() {
+        let mut order = MemberOrder::<u64>::default();
+        let mut seqs: HashMap<u64, Seq> = HashMap::new();
+        for id in 0..4096u64 {
+            let s = order.push(0, id, |v, s| assert_eq!(seqs[v], s, "a dense array only grows"));
+            seqs.insert(id, s);
+        }
+        assert_eq!((order.len(), order.cap), (4096, 4096));
+        let mut moves = 0;
+        for id in (512..4096).rev() {
+            order.remove(seqs[&id], 0, |_, _| moves += 1);
+        }
+        assert_eq!((order.len(), order.cap, moves), (512, 4096, 0), "one live slot in eight: not yet");
+        order.remove(seqs[&511], 0, |v, s| {
+            moves += 1;
+            seqs.insert(*v, s);
+        });
+        assert_eq!((order.len(), order.cap, moves), (511, 1024, 511));
+        for id in (10..511).rev() {
+            order.remove(seqs[&id], 0, |_, _| moves += 1);
+        }
+        assert_eq!((order.len(), order.cap, moves), (10, 1024, 511), "1,024 slots are kept");
+        for (i, id) in (0..10u64).enumerate() {
+            assert_eq!(order.position(seqs[&id]), i + 1);
         }
     }
 
@@ -430,7 +639,7 @@ mod tests {
         for id in 0..5000u64 {
             if id % 100 != 0 {
                 let s = seqs.remove(&id).unwrap();
-                order.remove(s, |v, s| {
+                order.remove(s, 0, |v, s| {
                     seqs.insert(*v, s);
                 });
             }
@@ -453,7 +662,7 @@ mod tests {
             seqs.insert(id, s);
         }
         for id in (0..40u64).step_by(4) {
-            order.remove(seqs.remove(&id).unwrap(), |v, s| {
+            order.remove(seqs.remove(&id).unwrap(), u8::try_from(id % 3).unwrap(), |v, s| {
                 seqs.insert(*v, s);
             });
         }

@@ -170,7 +170,7 @@ impl Queue {
     ) -> Departure {
         let seq = m.arrival as Seq;
         let position = if with_position { self.members.position_in_band(seq, m.band) } else { 0 };
-        self.members.remove(seq, |&c, s| relocate(calls, c, s));
+        self.members.remove(seq, m.band, |&c, s| relocate(calls, c, s));
         self.sum_enqueued_micros -= u128::from(m.enqueued_at.as_micros());
         self.updated_at = now;
         if let Some(reason) = reason {
@@ -204,6 +204,11 @@ impl Queue {
         self.members.try_get(m.arrival as Seq).copied()
     }
 
+    /// The band the order has `m`'s slot in, if it holds it (for checks).
+    pub(crate) fn band_at(&self, m: &Membership) -> Option<u8> {
+        self.members.band_of(m.arrival as Seq)
+    }
+
     /// The 1-based position of a member: O(log n).
     pub(crate) fn position(&self, m: &Membership) -> usize {
         self.members.position_in_band(m.arrival as Seq, m.band)
@@ -211,7 +216,7 @@ impl Queue {
 
     /// Moves a member to another priority band, keeping its arrival order.
     pub(crate) fn set_priority(&mut self, m: &mut Membership, priority: u8, now: Timestamp) {
-        self.members.set_band(m.arrival as Seq, priority);
+        self.members.set_band(m.arrival as Seq, m.band, priority);
         m.band = priority;
         self.updated_at = now;
     }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::call::{CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
+use crate::call::{CallId, CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
 use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
 use crate::error::{BatchError, CallbackInfo, Error, Result};
@@ -41,12 +41,11 @@ impl CallView {
     }
 }
 
-/// A call's identity; `id_hash` is the hash of an id the client gave (`None`: the engine
-/// makes the id, see `call`).
+/// A call's identity (its id: one the client gave, with its hash, or one the engine made,
+/// see `call`).
 fn new_identity(
     txn: &mut Txn<'_>,
-    id_hash: Option<u64>,
-    id: Box<str>,
+    id: CallId,
     from: &str,
     to: &str,
     connection_id: Arc<str>,
@@ -62,7 +61,6 @@ fn new_identity(
         to: to.into(),
         start_time: now,
         webhook_url: webhook_url.map(Into::into),
-        id_hash,
     })
 }
 
@@ -426,12 +424,12 @@ impl Tenant {
             |txn| {
                 // The random values are drawn under the lock, in a fixed order (id, leg, session),
                 // so that the record holds them in the order a replay asks for them.
-                let id = match p.call_control_id.as_deref() {
-                    Some(id) => id.into(),
-                    None => new_call_control_id(|| txn.draw_uuid()).into_boxed_str(),
+                let id = match (p.call_control_id.as_deref(), hash) {
+                    (Some(id), Some(hash)) => CallId::client(id, hash),
+                    _ => new_call_control_id(|| txn.draw_uuid()),
                 };
                 let mut ident =
-                    new_identity(txn, hash, id, from, to, connection_id.into(), p.webhook_url.as_deref());
+                    new_identity(txn, id, from, to, connection_id.into(), p.webhook_url.as_deref());
                 if hash.is_some() && txn.find_call(&ident.call_control_id).is_some() {
                     return Err(Error::CallExists);
                 }
@@ -714,10 +712,9 @@ impl Tenant {
                 };
                 let ident = txn.call_at(call.ix).ident.clone();
                 let from = p.from.clone().map_or_else(|| ident.to.clone(), Into::into);
-                let new_id = new_call_control_id(|| txn.draw_uuid()).into_boxed_str();
+                let new_id = new_call_control_id(|| txn.draw_uuid());
                 let mut b = new_identity(
                     txn,
-                    None,
                     new_id,
                     &from,
                     to,

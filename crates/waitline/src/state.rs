@@ -19,7 +19,7 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use uuid::Uuid;
 
-use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, decode_slot, same_id, stamp_slot};
+use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_slot, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{CallSubject, DequeueReason, Event, EventKind, event_id, event_list, tenant_event_key};
@@ -133,12 +133,13 @@ fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
 }
 
 impl TenantCore {
-    /// The slot of a call, by id: the slot an engine-made id names, if it holds the call
-    /// with exactly this id (compared in constant time), else the map of client-given ids
-    /// (see `call` for the id layout).
+    /// The slot of a call, by id: the slot an engine-made id names, if it holds a call with
+    /// this id (the slot's generation and the id's tail in its record, compared in constant
+    /// time: one record read), else the map of client-given ids (see `call` for the id
+    /// layout).
     pub(crate) fn call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
-        if let Some(slot) = decode_slot(id) {
-            if self.calls.get_handle(slot).is_some_and(|r| same_id(&r.ident.call_control_id, id)) {
+        if let Some(slot) = engine_slot(id) {
+            if self.calls.get_handle(slot).is_some_and(|r| r.id_tail.matches(id)) {
                 return Some(slot.ix);
             }
         }
@@ -413,9 +414,7 @@ impl<'e> Txn<'e> {
     /// next one [`Txn::insert_call`] fills.
     pub(crate) fn stamp_new_id(&self, ident: &mut Arc<CallIdentity>) {
         let ident = Arc::get_mut(ident).expect("a new identity is not shared yet");
-        let mut id = std::mem::take(&mut ident.call_control_id).into_string();
-        stamp_slot(&mut id, self.core.calls.next_handle());
-        ident.call_control_id = id.into_boxed_str();
+        stamp_slot(&mut ident.call_control_id, self.core.calls.next_handle());
     }
 
     /// The slot of a queue, by name (hashed here, once per command).
@@ -498,7 +497,7 @@ impl<'e> Txn<'e> {
 
     /// Adds a call; returns its slot.
     pub(crate) fn insert_call(&mut self, mut record: CallRecord) -> u32 {
-        let hash = record.ident.id_hash;
+        let hash = record.ident.id_hash();
         let core = self.change();
         if let Some(ident) = Arc::get_mut(&mut record.ident) {
             share(&mut core.last_connection, &mut ident.connection_id);
@@ -507,7 +506,7 @@ impl<'e> Txn<'e> {
         let ix = core.calls.insert(record).ix;
         if let Some(hash) = hash {
             let calls = &core.calls;
-            core.call_ids.insert_unique(hash, ix, |&i| calls.at(i).ident.id_hash.unwrap_or_default());
+            core.call_ids.insert_unique(hash, ix, |&i| calls.at(i).ident.id_hash().unwrap_or_default());
         }
         ix
     }
@@ -522,7 +521,7 @@ impl<'e> Txn<'e> {
     /// Forgets the call in slot `ix`.
     pub(crate) fn remove_call(&mut self, ix: u32) -> CallRecord {
         let core = self.change();
-        if let Some(hash) = core.calls.at(ix).ident.id_hash {
+        if let Some(hash) = core.calls.at(ix).ident.id_hash() {
             if let Ok(entry) = core.call_ids.find_entry(hash, |&i| i == ix) {
                 entry.remove();
             }
