@@ -168,7 +168,8 @@ fn a_snapshot_replaces_the_journal_it_covers() {
     }
     store.snapshot("acme", 6, b"state at 6").unwrap();
     store.flush().unwrap();
-    let (seen, _) = replay_all(&store);
+    let (seen, summary) = replay_all(&store);
+    assert_eq!((summary.tenants, summary.snapshots, summary.records), (1, 1, 4));
     let mut want = vec![("acme".to_owned(), "snapshot", 6, b"state at 6".to_vec())];
     want.extend((7..=10).map(|s| ("acme".to_owned(), "record", s, record(s))));
     assert_eq!(seen, want);
@@ -322,9 +323,11 @@ fn a_failed_write_stops_the_store_for_everyone() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Options::default()).unwrap();
     store.wait(store.append("acme", 1, b"one").unwrap()).unwrap();
+    assert!(!store.is_stopped());
     // The same number twice is two histories: the write fails and the store stops.
     let twice = store.append("acme", 1, b"again").unwrap();
     let err = store.wait(twice).unwrap_err();
+    assert!(store.is_stopped());
     assert!(matches!(err, Error::Stopped(ref why) if why.contains("writing the journal failed")), "{err}");
     assert!(matches!(store.append("acme", 2, b"two"), Err(Error::Stopped(_))));
     drop(store);
