@@ -181,15 +181,15 @@ impl MQueue {
 
 type Ev = String;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Tenant {
     calls: BTreeMap<String, MCall>,
     queues: BTreeMap<String, MQueue>,
 }
 
-#[derive(Debug, Default)]
-struct Model {
-    now: u64,
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Model {
+    pub(crate) now: u64,
     tenants: [Tenant; 2],
     events: Vec<Ev>,
 }
@@ -334,7 +334,12 @@ impl Model {
     /// Fires due timers in time order: deadlines (enqueue order), idle queues, forgetting.
     /// Fires what is due by `now`. Tenants never interact: each tenant's timers fire in
     /// time order, one tenant after the other in the order the engine made them.
-    fn advance_to(&mut self, now: u64) {
+    /// The model at `START`, before any step.
+    pub(crate) fn at_start() -> Self {
+        Self { now: START.as_micros(), ..Self::default() }
+    }
+
+    pub(crate) fn advance_to(&mut self, now: u64) {
         for ti in 0..self.tenants.len() {
             loop {
                 let mut due: Vec<(u64, u8, String, u64, String)> = vec![];
@@ -377,7 +382,7 @@ impl Model {
         self.now = now;
     }
 
-    fn apply(&mut self, op: &Op, engine_new_id: Option<&str>) -> String {
+    pub(crate) fn apply(&mut self, op: &Op, engine_new_id: Option<&str>) -> String {
         let from = self.events.len();
         let r = self.apply_inner(op, engine_new_id);
         self.order_events(from);
@@ -771,7 +776,7 @@ pub(crate) fn run_engine(tenants: &[waitline::Tenant], op: &Op) -> (String, Opti
     }
 }
 
-fn compare_state(model: &Model, tenants: &[waitline::Tenant]) -> Result<(), String> {
+pub(crate) fn compare_state(model: &Model, tenants: &[waitline::Tenant]) -> Result<(), String> {
     let now = model.now;
     for (ti, t) in tenants.iter().enumerate() {
         let m = &model.tenants[ti];
@@ -912,7 +917,7 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
     let mut sub = engine.subscribe();
     let mut all_events = Vec::new();
     let tenants: Vec<_> = TENANTS.iter().map(|n| engine.tenant(n)).collect();
-    let mut model = Model { now: START.as_micros(), ..Model::default() };
+    let mut model = Model::at_start();
     let mut seqs = vec![0; tenants.len()];
     for op in ops {
         let op = &op.normalized();

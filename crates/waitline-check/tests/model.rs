@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 use waitline_check::concurrent::{ThreadOp, check_threads};
+use waitline_check::journal::{CutJournal, check_cut_journal};
 use waitline_check::model::{CALLS, Op, QUEUES, TENANTS, run};
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,4 +53,41 @@ proptest! {
         let threads: Vec<Vec<ThreadOp>> = (0..4).map(|_| input.arbitrary().unwrap_or_default()).collect();
         check_threads(&threads).map_err(TestCaseError::fail)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse::<u32>().ok()).map_or(24, |c| c.div_ceil(12))))]
+
+    /// A scenario journaled into the store on disk, its write-ahead log cut at a random byte
+    /// as a crash leaves it: what replays is the model's state after a prefix of the scenario.
+    #[test]
+    fn a_cut_journal_replays_into_a_prefix_of_the_scenario(ops in prop::collection::vec(op(), 1..40), cut in any::<u32>()) {
+        check_cut_journal(&CutJournal { ops, cut }).map_err(TestCaseError::fail)?;
+    }
+}
+
+#[test]
+fn cut_journals_match_prefixes_of_a_fixed_scenario() {
+    let mut ops = Vec::new();
+    for c in 0..CALLS {
+        ops.push(Op::Dial { t: c % 2, c });
+        ops.push(Op::Enqueue {
+            t: c % 2,
+            c,
+            q: c % 3,
+            wait: Some(30),
+            size: None,
+            keep: false,
+            prio: None,
+            cmd: None,
+        });
+    }
+    ops.push(Op::Advance { secs: 40 }); // every deadline fires: timer records
+    ops.push(Op::BridgeQueue { t: 0, c: 0, q: 0, park: true });
+    let mut matched = 0;
+    for cut in [0, u32::MAX, 5_000, 20_000, 40_000, 60_000, 80_000, 100_000] {
+        matched += usize::from(check_cut_journal(&CutJournal { ops: ops.clone(), cut }).unwrap());
+    }
+    // The empty log (the model at the start) and the whole log (at the end) at least.
+    assert!(matched >= 2, "only {matched} cuts fell on a step boundary");
 }
