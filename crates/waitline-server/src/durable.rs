@@ -29,6 +29,8 @@ pub struct Durability {
     /// The journal (each tenant's last number appended), and the delivery mark last kept
     /// for each tenant while no outbox runs (see [`Durability::mark_all_delivered`]).
     journal: Option<Arc<StoreJournal>>,
+    /// Each tenant's last number replayed at start (the journal knows only later appends).
+    replayed_heads: Arc<HashMap<Box<str>, u64>>,
     marked: Marks,
 }
 
@@ -60,8 +62,10 @@ impl Durability {
         // such a record is replayed with a subscription, kept if it went past the mark.
         let delivered = store.delivered().map_err(|e| e.to_string())?;
         let mut listening: HashMap<String, Subscription> = HashMap::new();
+        let mut replayed_heads: HashMap<Box<str>, u64> = HashMap::new();
         let replayed = replay_into(&store, &engine, |handle, seq, data| {
             let tenant = handle.name();
+            replayed_heads.insert(tenant.into(), seq);
             if listening.contains_key(tenant) {
                 return apply_record(handle, seq, data);
             }
@@ -96,7 +100,12 @@ impl Durability {
             delivered.into_iter().map(|(t, s)| (t.into_boxed_str(), s)).collect::<HashMap<_, _>>(),
         ));
         let backlog = Arc::new(parking_lot::Mutex::new(backlog));
-        Ok((engine, Self { store: Some(store), backlog, journal: Some(journal), marked }, replayed))
+        let replayed_heads = Arc::new(replayed_heads);
+        Ok((
+            engine,
+            Self { store: Some(store), backlog, journal: Some(journal), replayed_heads, marked },
+            replayed,
+        ))
     }
 
     /// Whether changes are kept on disk.
@@ -124,7 +133,10 @@ impl Durability {
     /// that started before then may have events of those numbers to deliver.
     pub fn mark_all_delivered(&self, idle: impl Fn() -> bool) {
         let (Some(store), Some(journal)) = (&self.store, &self.journal) else { return };
-        let heads = journal.heads();
+        let mut heads = journal.heads();
+        for (tenant, seq) in self.replayed_heads.iter() {
+            heads.entry(tenant.clone()).or_insert(*seq);
+        }
         if !idle() {
             return;
         }
@@ -291,6 +303,62 @@ pub fn stored_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open(dir: &Path) -> (Engine, Durability) {
+        let (engine, durability, _) = Durability::open(dir, Fsync::Always, false, Engine::builder()).unwrap();
+        (engine, durability)
+    }
+
+    fn dial(engine: &Engine, tenant: &str) {
+        engine.tenant(tenant).dial(&waitline::DialParams::new("+1", "+2", "app")).unwrap();
+    }
+
+    #[test]
+    fn in_memory_keeps_nothing_and_waits_for_nothing() {
+        let memory = Durability::in_memory();
+        assert!(!memory.is_durable() && !memory.is_stopped() && !memory.has_backlog());
+        assert_eq!(memory.mark(), None);
+        memory.settled_blocking().unwrap();
+    }
+
+    #[test]
+    fn events_not_handled_before_a_restart_are_the_backlog_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, durability) = open(dir.path());
+            assert!(durability.is_durable() && !durability.has_backlog());
+            dial(&engine, "acme"); // seq 1: call.initiated, call.answered
+            dial(&engine, "acme"); // seq 2
+            durability.mark_delivered("acme", 1);
+            durability.settled_blocking().unwrap();
+        }
+        let (_engine, durability) = open(dir.path());
+        assert!(durability.has_backlog());
+        let backlog = durability.take_backlog();
+        assert_eq!(backlog.iter().map(|e| e.seq()).collect::<Vec<_>>(), [2, 2], "only past the mark");
+        assert!(!durability.has_backlog() && durability.take_backlog().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn with_no_outbox_the_marks_follow_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, durability) = open(dir.path());
+            dial(&engine, "acme");
+            dial(&engine, "zeta");
+            durability.mark_all_delivered(|| false); // an outbox started meanwhile: no mark
+            durability.settled_blocking().unwrap();
+        }
+        {
+            let (engine, durability) = open(dir.path());
+            assert_eq!(durability.take_backlog().len(), 4, "nothing was marked");
+            dial(&engine, "acme");
+            durability.mark_all_delivered(|| true);
+            durability.settled_blocking().unwrap();
+        }
+        let (_engine, durability) = open(dir.path());
+        assert!(!durability.has_backlog(), "every event was marked handled");
+    }
 
     #[test]
     fn inspect_tells_what_is_stored() {
