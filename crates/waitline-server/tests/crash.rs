@@ -48,6 +48,12 @@ enum Known {
 /// A command to send: method, path, body, the calls it touches, and what they are after it.
 type Step = (&'static str, String, Option<Value>, Vec<String>, Vec<(String, Known)>);
 
+/// `POST /calls/{id}/actions/{action}` with a command id, leaving the call `after`.
+fn call_action(id: &str, action: &str, command_id: &str, after: Known) -> Step {
+    let path = format!("/calls/{id}/actions/{action}");
+    ("POST", path, Some(json!({"command_id": command_id})), vec![id.to_owned()], vec![(id.to_owned(), after)])
+}
+
 /// A command sent and not answered when the server died.
 #[derive(Clone, Debug)]
 struct InFlight {
@@ -145,16 +151,7 @@ async fn run_client(n: usize, seed: u64, base: String, stop: Instant) -> Client 
         } else {
             let id = alive[rng.below(alive.len() as u64) as usize].clone();
             match me.calls[&id].clone() {
-                Known::Active if rng.below(5) == 0 => {
-                    let path = format!("/calls/{id}/actions/hangup");
-                    (
-                        "POST",
-                        path,
-                        Some(json!({"command_id": command_id})),
-                        vec![id.clone()],
-                        vec![(id, Known::Ended)],
-                    )
-                }
+                Known::Active if rng.below(5) == 0 => call_action(&id, "hangup", &command_id, Known::Ended),
                 Known::Active if rng.below(3) == 0 && active.len() >= 2 => {
                     // Into the client's own queue: the next bridge takes it from there.
                     let path = format!("/calls/{id}/actions/enqueue");
@@ -200,29 +197,11 @@ async fn run_client(n: usize, seed: u64, base: String, stop: Instant) -> Client 
                             ];
                             ("POST", path, Some(json!({"queue": own_queue})), vec![agent.clone(), id], after)
                         }
-                        None => {
-                            let path = format!("/calls/{id}/actions/leave_queue");
-                            (
-                                "POST",
-                                path,
-                                Some(json!({"command_id": command_id})),
-                                vec![id.clone()],
-                                vec![(id, Known::Active)],
-                            )
-                        }
+                        None => call_action(&id, "leave_queue", &command_id, Known::Active),
                     }
                 }
                 Known::Queued { queue, band, enqueue_sent, enqueue_acked } => match rng.below(3) {
-                    0 => {
-                        let path = format!("/calls/{id}/actions/leave_queue");
-                        (
-                            "POST",
-                            path,
-                            Some(json!({"command_id": command_id})),
-                            vec![id.clone()],
-                            vec![(id, Known::Active)],
-                        )
-                    }
+                    0 => call_action(&id, "leave_queue", &command_id, Known::Active),
                     1 => {
                         let new_band = (band + 1 + rng.below(2)) % 3;
                         let path = format!("/queues/{queue}/calls/{id}");
@@ -235,16 +214,7 @@ async fn run_client(n: usize, seed: u64, base: String, stop: Instant) -> Client 
                             vec![(id, after)],
                         )
                     }
-                    _ => {
-                        let path = format!("/calls/{id}/actions/hangup");
-                        (
-                            "POST",
-                            path,
-                            Some(json!({"command_id": command_id})),
-                            vec![id.clone()],
-                            vec![(id, Known::Ended)],
-                        )
-                    }
+                    _ => call_action(&id, "hangup", &command_id, Known::Ended),
                 },
                 Known::Bridged { with } => {
                     let path = format!("/calls/{id}/actions/hangup");
