@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use waitline::{DialParams, Engine, EnqueueParams};
-use waitline_store::engine::{StoreJournal, apply_record, replay_into};
+use waitline_store::engine::{StoreJournal, apply_record};
 use waitline_store::{Options, Store};
 
 fn main() {
@@ -45,8 +45,9 @@ fn main() {
 
     let t = Instant::now();
     let store = Store::open(dir.path(), Options::default()).expect("reopen");
-    let engine = Engine::builder().journal(StoreJournal::new(store.clone())).build();
-    let replayed = replay_into(&store, &engine, apply_record).expect("replay");
+    let journal = StoreJournal::new(store);
+    let engine = Engine::builder().journal(journal.clone()).build();
+    let replayed = journal.replay_into(&engine, apply_record).expect("replay");
     let took = t.elapsed();
     let size = engine.default_tenant().queue("big").expect("the queue").current_size;
     assert_eq!(size, n, "every queued call is back");

@@ -87,7 +87,7 @@ pub struct CutJournal {
 /// # Errors
 /// A replay that fails, or a state that differs from the model's after that prefix.
 pub fn check_cut_journal(input: &CutJournal) -> Result<bool, String> {
-    use waitline_store::engine::{StoreJournal, apply_record, replay_into};
+    use waitline_store::engine::{StoreJournal, apply_record};
     use waitline_store::{DB_FILE, Options, Store};
 
     let live = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -121,7 +121,9 @@ pub fn check_cut_journal(input: &CutJournal) -> Result<bool, String> {
     let store = Store::open(crashed.path(), Options::default()).map_err(|e| e.to_string())?;
     let (clock, hand) = Clock::manual(START);
     let again = scenario_engine(clock).build();
-    replay_into(&store, &again, apply_record).map_err(|e| format!("cut at {cut} of {}: {e}", wal.len()))?;
+    StoreJournal::new(store)
+        .replay_into(&again, apply_record)
+        .map_err(|e| format!("cut at {cut} of {}: {e}", wal.len()))?;
     let replayed: Vec<_> = TENANTS.iter().map(|n| again.tenant(n)).collect();
     let seqs: Vec<u64> = replayed.iter().map(waitline::Tenant::last_seq).collect();
     // The last step that left exactly these numbers (steps that changed nothing durable

@@ -11,7 +11,7 @@ use pyo3::types::PyString;
 use waitline::{
     Clock, DialParams, Engine, ManualClock, PageRequest, QueueCallUpdate, Subscription, Tenant, Timestamp,
 };
-use waitline_store::engine::{StoreJournal, apply_record, replay_into};
+use waitline_store::engine::{StoreJournal, apply_record};
 use waitline_store::{Fsync, Options as StoreOptions, Store};
 
 use crate::call::{PyCall, enqueue_params, options};
@@ -151,8 +151,9 @@ impl PyEngine {
             Some(dir) => {
                 let opened = py.detach(|| -> Result<_, waitline_store::Error> {
                     let store = Store::open(&dir, StoreOptions { fsync, ..StoreOptions::default() })?;
-                    let engine = builder.journal(StoreJournal::new(store.clone())).build();
-                    replay_into(&store, &engine, apply_record)?;
+                    let journal = StoreJournal::new(store.clone());
+                    let engine = builder.journal(journal.clone()).build();
+                    journal.replay_into(&engine, apply_record)?;
                     Ok((engine, store))
                 });
                 let (engine, store) = opened.map_err(|e| store_err(py, &e))?;

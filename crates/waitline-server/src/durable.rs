@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use waitline::journal::Record;
 use waitline::{Engine, EngineBuilder, Event, Subscription};
-use waitline_store::engine::{StoreJournal, apply_record, replay_into};
+use waitline_store::engine::{StoreJournal, apply_record};
 use waitline_store::{Fsync, Options, Replayed, Store, Ticket};
 
 /// The delivery mark last kept for each tenant.
@@ -29,8 +29,6 @@ pub struct Durability {
     /// The journal (each tenant's last number appended), and the delivery mark last kept
     /// for each tenant while no outbox runs (see [`Durability::mark_all_delivered`]).
     journal: Option<Arc<StoreJournal>>,
-    /// Each tenant's last number replayed at start (the journal knows only later appends).
-    replayed_heads: Arc<HashMap<Box<str>, u64>>,
     marked: Marks,
 }
 
@@ -62,26 +60,25 @@ impl Durability {
         // such a record is replayed with a subscription, kept if it went past the mark.
         let delivered = store.delivered().map_err(|e| e.to_string())?;
         let mut listening: HashMap<String, Subscription> = HashMap::new();
-        let mut replayed_heads: HashMap<Box<str>, u64> = HashMap::new();
-        let replayed = replay_into(&store, &engine, |handle, seq, data| {
-            let tenant = handle.name();
-            replayed_heads.insert(tenant.into(), seq);
-            if listening.contains_key(tenant) {
-                return apply_record(handle, seq, data);
-            }
-            let mark = delivered.get(tenant).copied().unwrap_or(0);
-            let timers = seq <= mark
-                && Record::decode(data).is_ok_and(|r| r.change == waitline::journal::Change::Timers);
-            if seq > mark || timers {
-                listening.insert(tenant.to_owned(), engine.subscribe_tenant_bounded(tenant, usize::MAX));
-            }
-            apply_record(handle, seq, data)?;
-            if timers && handle.last_seq() <= mark {
-                listening.remove(tenant);
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
+        let replayed = journal
+            .replay_into(&engine, |handle, seq, data| {
+                let tenant = handle.name();
+                if listening.contains_key(tenant) {
+                    return apply_record(handle, seq, data);
+                }
+                let mark = delivered.get(tenant).copied().unwrap_or(0);
+                let timers = seq <= mark
+                    && Record::decode(data).is_ok_and(|r| r.change == waitline::journal::Change::Timers);
+                if seq > mark || timers {
+                    listening.insert(tenant.to_owned(), engine.subscribe_tenant_bounded(tenant, usize::MAX));
+                }
+                apply_record(handle, seq, data)?;
+                if timers && handle.last_seq() <= mark {
+                    listening.remove(tenant);
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
         let backlog: Vec<Event> = listening
             .into_values()
             .flat_map(|mut sub| sub.drain())
@@ -100,12 +97,7 @@ impl Durability {
             delivered.into_iter().map(|(t, s)| (t.into_boxed_str(), s)).collect::<HashMap<_, _>>(),
         ));
         let backlog = Arc::new(parking_lot::Mutex::new(backlog));
-        let replayed_heads = Arc::new(replayed_heads);
-        Ok((
-            engine,
-            Self { store: Some(store), backlog, journal: Some(journal), replayed_heads, marked },
-            replayed,
-        ))
+        Ok((engine, Self { store: Some(store), backlog, journal: Some(journal), marked }, replayed))
     }
 
     /// Whether changes are kept on disk.
@@ -133,10 +125,7 @@ impl Durability {
     /// that started before then may have events of those numbers to deliver.
     pub fn mark_all_delivered(&self, idle: impl Fn() -> bool) {
         let (Some(store), Some(journal)) = (&self.store, &self.journal) else { return };
-        let mut heads = journal.heads();
-        for (tenant, seq) in self.replayed_heads.iter() {
-            heads.entry(tenant.clone()).or_insert(*seq);
-        }
+        let heads = journal.heads();
         if !idle() {
             return;
         }

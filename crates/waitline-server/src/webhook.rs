@@ -327,6 +327,9 @@ impl Tracker {
     /// An event of `tenant` numbered `seq` was routed: into the outbox (`queued`), or
     /// handled at once.
     fn handled(&self, tenant: &Arc<str>, seq: u64, queued: bool) {
+        if !self.durability.is_durable() {
+            return; // nothing to keep: no bookkeeping either
+        }
         let mut tenants = self.tenants.lock();
         let h = tenants.entry(tenant.clone()).or_default();
         h.routed = h.routed.max(seq);
@@ -338,6 +341,9 @@ impl Tracker {
 
     /// An event from the outbox was delivered or given up on.
     fn done(&self, tenant: &Arc<str>, seq: u64) {
+        if !self.durability.is_durable() {
+            return;
+        }
         let mut tenants = self.tenants.lock();
         let Some(h) = tenants.get_mut(tenant) else { return };
         if let std::collections::btree_map::Entry::Occupied(mut e) = h.pending.entry(seq) {

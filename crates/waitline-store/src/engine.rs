@@ -1,5 +1,5 @@
 //! The store as the engine's journal: `StoreJournal` appends each record the engine hands
-//! over, and `replay_into` feeds what the store holds back into an engine, in each tenant's
+//! over, and `StoreJournal::replay_into` feeds what the store holds back into an engine, in each tenant's
 //! order, through the same rules (`Tenant::replay`).
 
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ impl StoreJournal {
         Arc::new(Self { store, heads: Mutex::default() })
     }
 
-    /// Each tenant's last number appended through this journal.
+    /// Each tenant's last number replayed or appended through this journal.
     #[must_use]
     pub fn heads(&self) -> HashMap<Box<str>, u64> {
         self.heads.lock().clone()
@@ -46,25 +46,32 @@ impl Journal for StoreJournal {
     }
 }
 
-/// Replays everything `store` holds into `engine`: each record goes to `apply` with its
-/// tenant's handle (which applies it with `Tenant::replay`, and may do more around it,
-/// like listening for the events it makes again).
-///
-/// # Errors
-/// What [`Store::replay`] refuses, an `Err` from `apply`, or a snapshot (this version writes
-/// none and reads none).
-pub fn replay_into(
-    store: &Store,
-    engine: &Engine,
-    mut apply: impl FnMut(&Tenant, u64, &[u8]) -> Result<(), String>,
-) -> Result<Replayed> {
-    store.replay(|entry| match entry {
-        Entry::Record { tenant, seq, data } => apply(&engine.tenant(tenant), seq, data),
-        Entry::Snapshot { .. } => Err("this version does not read snapshots".to_owned()),
-    })
+impl StoreJournal {
+    /// Replays everything the store holds into `engine`: each record goes to `apply` with
+    /// its tenant's handle (which applies it with `Tenant::replay`, and may do more around
+    /// it, like listening for the events it makes again). The journal's heads then start at
+    /// what was replayed.
+    ///
+    /// # Errors
+    /// What [`Store::replay`] refuses, an `Err` from `apply`, or a snapshot (this version
+    /// writes none and reads none).
+    pub fn replay_into(
+        &self,
+        engine: &Engine,
+        mut apply: impl FnMut(&Tenant, u64, &[u8]) -> Result<(), String>,
+    ) -> Result<Replayed> {
+        self.store.replay(|entry| match entry {
+            Entry::Record { tenant, seq, data } => {
+                apply(&engine.tenant(tenant), seq, data)?;
+                self.heads.lock().insert(tenant.into(), seq);
+                Ok(())
+            }
+            Entry::Snapshot { .. } => Err("this version does not read snapshots".to_owned()),
+        })
+    }
 }
 
-/// Applies one record (the `apply` of [`replay_into`] that does nothing more).
+/// Applies one record (the `apply` of [`StoreJournal::replay_into`] that does nothing more).
 ///
 /// # Errors
 /// Why the engine refused it.

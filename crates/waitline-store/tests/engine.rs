@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use waitline::{DialParams, Engine, EnqueueParams};
-use waitline_store::engine::{StoreJournal, apply_record, replay_into};
+use waitline_store::engine::{StoreJournal, apply_record};
 use waitline_store::{Error, Options, Store};
 
 #[test]
@@ -23,8 +23,9 @@ fn an_engine_on_the_store_comes_back_in_a_new_engine() {
         (call.call_control_id, call.call_leg_id)
     };
     let store = Store::open(dir.path(), Options::default()).unwrap();
-    let engine = Engine::builder().journal(StoreJournal::new(store.clone())).build();
-    let replayed = replay_into(&store, &engine, apply_record).unwrap();
+    let journal = StoreJournal::new(store.clone());
+    let engine = Engine::builder().journal(journal.clone()).build();
+    let replayed = journal.replay_into(&engine, apply_record).unwrap();
     assert_eq!((replayed.tenants, replayed.records), (2, 3));
     let again = engine.tenant("acme").call(&call).unwrap();
     assert_eq!((again.queue.as_deref(), again.call_leg_id), (Some("support"), leg));
@@ -46,7 +47,7 @@ fn a_record_the_new_engine_cannot_make_stops_the_replay() {
     }
     let store = Store::open(dir.path(), Options::default()).unwrap();
     let strict = Engine::builder().max_live_calls_per_tenant(0).build();
-    match replay_into(&store, &strict, apply_record) {
+    match StoreJournal::new(store).replay_into(&strict, apply_record) {
         Err(Error::Replay { tenant, seq, detail }) => {
             assert_eq!((tenant.as_str(), seq), ("default", 1));
             assert!(detail.contains("the journal and the rules disagree"), "{detail}");
