@@ -61,6 +61,15 @@ impl CallId {
         Self(Id::Client { id: id.into(), hash })
     }
 
+    /// An id the engine made, as [`CallId::as_str`] gave it: `None` if it does not have
+    /// the shape of one (length, prefix, alphabet).
+    pub(crate) fn engine(id: &str) -> Option<Self> {
+        let bytes = <[u8; ID_LEN]>::try_from(id.as_bytes()).ok()?;
+        let shaped = bytes.starts_with(ID_PREFIX.as_bytes())
+            && bytes[ID_PREFIX.len()..].iter().all(|c| ALPHABET.contains(c));
+        shaped.then_some(Self(Id::Engine(bytes)))
+    }
+
     /// The id.
     #[must_use]
     pub fn as_str(&self) -> &str {
@@ -387,13 +396,30 @@ pub(crate) struct CallRecord {
 }
 
 /// The `command_id`s accepted for a call, with when.
-type RecentCommands = Vec<(Box<str>, Timestamp)>;
+pub(crate) type RecentCommands = Vec<(Box<str>, Timestamp)>;
 
 impl CallRecord {
     /// A record for `ident`, whose id is final (an engine id is stamped with its slot).
     pub(crate) fn new(ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
         let id_tail = IdTail::for_identity(&ident);
         Self { ident, client_state, end_time: NONE, link: Link::None, recent_commands: None, id_tail }
+    }
+
+    /// A record as a snapshot kept it.
+    pub(crate) fn restored(
+        ident: Arc<CallIdentity>,
+        client_state: Option<Arc<str>>,
+        end_time: Option<Timestamp>,
+        link: Link,
+        recent_commands: RecentCommands,
+    ) -> Self {
+        let recent_commands = (!recent_commands.is_empty()).then(|| Box::new(recent_commands));
+        Self { end_time: compact(end_time), link, recent_commands, ..Self::new(ident, client_state) }
+    }
+
+    /// The `command_id`s remembered, oldest first, with when they were accepted.
+    pub(crate) fn recent_commands(&self) -> &[(Box<str>, Timestamp)] {
+        self.recent_commands.as_deref().map_or(&[], Vec::as_slice)
     }
 
     pub(crate) fn state(&self) -> CallState {

@@ -22,7 +22,7 @@ impl Engine {
     }
 }
 
-fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
+pub(crate) fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
     let mut live = 0;
     let mut calls = 0;
     for (ix, rec) in core.calls() {

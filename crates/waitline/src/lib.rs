@@ -39,6 +39,7 @@ mod params;
 mod queue;
 mod rules;
 mod slab;
+pub mod snapshot;
 mod state;
 mod timers;
 
@@ -61,3 +62,4 @@ pub use params::{
 };
 pub use queue::{DequeueTotals, QueueCallInfo, QueueInfo};
 pub use rules::ENQUEUE_MANY_CHUNK;
+pub use snapshot::SnapshotError;

@@ -362,6 +362,52 @@ impl<T: Copy> MemberOrder<T> {
         self.band_len[b] = self.band_len[b].wrapping_add_signed(delta);
     }
 
+    /// How the slots are laid out: slots used, capacity, first live slot (for a snapshot:
+    /// they decide when the next compaction renumbers the members).
+    pub(crate) fn layout(&self) -> (usize, usize, usize) {
+        (self.slots.len(), self.cap, self.first_live)
+    }
+
+    /// An order with this layout (as [`MemberOrder::layout`] gave it) and these members:
+    /// (slot, band, value), in any order. Empty slots hold `T::default()`.
+    pub(crate) fn from_parts(
+        (used, cap, first_live): (usize, usize, usize),
+        members: &[(Seq, u8, T)],
+    ) -> Result<Self, String>
+    where
+        T: Default,
+    {
+        // Twice the largest queue allows: a bound before anything is allocated.
+        if !cap.is_power_of_two() || !(MIN_CAPACITY..=1 << 22).contains(&cap) || used > cap {
+            return Err(format!("a queue order of {used} slots in {cap}"));
+        }
+        let mut order = Self { slots: vec![T::default(); used], cap, ..Self::default() };
+        for &(seq, band, value) in members {
+            if seq >= used || (band as usize) >= BANDS {
+                return Err(format!("a member in slot {seq} of {used}, band {band}"));
+            }
+            if order.band_of(seq).is_some() {
+                return Err(format!("two members in slot {seq}"));
+            }
+            if !order.trees[band as usize].is_allocated() {
+                order.trees[band as usize] = Marks::with_capacity(cap);
+            }
+            order.trees[band as usize].set_bit(seq);
+            order.band_len[band as usize] += 1;
+            order.slots[seq] = value;
+        }
+        for t in order.trees.iter_mut().filter(|t| t.is_allocated()) {
+            t.build_tree();
+        }
+        order.len = members.len();
+        let first = members.iter().map(|m| m.0).min();
+        if first.unwrap_or(0) != first_live || (first.is_none() && used != 0) {
+            return Err(format!("first live slot {first_live}, members from {first:?} in {used} slots"));
+        }
+        order.first_live = first_live;
+        Ok(order)
+    }
+
     /// Renumbers live members densely in arrival order into `new_cap` slots.
     fn rebuild(&mut self, new_cap: usize, mut relocate: impl FnMut(&T, Seq)) {
         let mut trees: Box<[Marks; BANDS]> = Default::default();
@@ -482,8 +528,44 @@ mod tests {
                     prop_assert_eq!(order.band_of(seqs[id]), Some(*band));
                     prop_assert_eq!(order.try_get(seqs[id]), Some(id));
                 }
+                // Rebuilt from its layout and members (as a snapshot restores it), the order
+                // answers the same and goes on the same: the next push takes the same slot
+                // and compacts or grows the same.
+                let members: Vec<(Seq, u8, u64)> = model.members.iter().map(|(b, id)| (seqs[id], *b, *id)).collect();
+                let mut copy = MemberOrder::from_parts(order.layout(), &members).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(copy.layout(), order.layout());
+                for (pos, id) in expected.iter().enumerate() {
+                    prop_assert_eq!(copy.seq_at(pos + 1), Some(seqs[id]));
+                    prop_assert_eq!(copy.position(seqs[id]), pos + 1);
+                }
+                prop_assert_eq!(copy.head(), order.head());
+                let mut original = order.clone();
+                let (mut moved, mut moved_copy) = (Vec::new(), Vec::new());
+                let band = model.members.last().map_or(0, |m| m.0);
+                let seq = original.push(band, u64::MAX, |v, s| moved.push((*v, s)));
+                prop_assert_eq!(copy.push(band, u64::MAX, |v, s| moved_copy.push((*v, s))), seq);
+                prop_assert_eq!(moved_copy, moved);
+                prop_assert_eq!(copy.layout(), original.layout());
             }
         }
+    }
+
+    #[test]
+    fn bad_layouts_are_refused() {
+        let ok = MemberOrder::<u32>::from_parts((3, 16, 1), &[(1, 0, 7), (2, 9, 8)]).unwrap();
+        assert_eq!((ok.len(), ok.head(), ok.position(2)), (2, Some(2), 1));
+        let refused = |layout, members: &[(Seq, u8, u32)]| MemberOrder::from_parts(layout, members).is_err();
+        assert!(refused((3, 12, 1), &[(1, 0, 7)]), "capacity not a power of two");
+        assert!(refused((3, 8, 1), &[(1, 0, 7)]), "capacity below the least");
+        assert!(refused((3, 1 << 23, 1), &[(1, 0, 7)]), "capacity above the most");
+        assert!(refused((17, 16, 1), &[(1, 0, 7)]), "more slots used than capacity");
+        assert!(refused((3, 16, 1), &[(3, 0, 7)]), "a member past the slots used");
+        assert!(refused((3, 16, 1), &[(1, 10, 7)]), "no such band");
+        assert!(refused((3, 16, 1), &[(1, 0, 7), (1, 2, 8)]), "two members in one slot");
+        assert!(refused((3, 16, 0), &[(1, 0, 7)]), "first live slot below the first member");
+        assert!(refused((3, 16, 2), &[(1, 0, 7)]), "first live slot past the first member");
+        assert!(refused((3, 16, 0), &[]), "slots used with no member");
+        assert!(MemberOrder::<u32>::from_parts((0, 1024, 0), &[]).is_ok_and(|o| o.len() == 0));
     }
 
     /// A bitmap of a million slots against a sorted list of its marks, with marks on every

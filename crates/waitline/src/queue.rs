@@ -18,7 +18,7 @@ use crate::order::{MemberOrder, Seq};
 use crate::slab::Slab;
 
 /// How many bridge-dequeues the estimated wait looks back on (docs/behaviour.md §3).
-const ESTIMATE_WINDOW: usize = 20;
+pub(crate) const ESTIMATE_WINDOW: usize = 20;
 
 /// Slots are bounded by twice the largest queue size (1,000,000), far below `u32::MAX`.
 fn seq_u32(seq: Seq) -> u32 {
@@ -67,14 +67,14 @@ pub(crate) struct Queue {
     /// When the one pending idle timer of this queue fires, if one is pending.
     pub(crate) idle_timer: Option<Timestamp>,
     /// Call slots in service order.
-    members: MemberOrder<u32>,
-    sum_enqueued_micros: u128,
+    pub(crate) members: MemberOrder<u32>,
+    pub(crate) sum_enqueued_micros: u128,
     /// Enqueue times are kept non-decreasing in arrival order, so the oldest arrival is
     /// the longest waiting.
-    last_enqueued_at: Timestamp,
-    bridge_dequeue_times: VecDeque<Timestamp>,
-    total_enqueued: u64,
-    totals: DequeueTotals,
+    pub(crate) last_enqueued_at: Timestamp,
+    pub(crate) bridge_dequeue_times: VecDeque<Timestamp>,
+    pub(crate) total_enqueued: u64,
+    pub(crate) totals: DequeueTotals,
 }
 
 impl Queue {

@@ -99,6 +99,46 @@ impl<T> Slab<T> {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
         self.slots.iter().enumerate().filter_map(|(i, s)| s.value.as_ref().map(|v| (ix_u32(i), v)))
     }
+
+    /// Every slot, empty ones included, with its generation (for a snapshot).
+    pub(crate) fn slots(&self) -> impl ExactSizeIterator<Item = (u32, Option<&T>)> + Clone {
+        self.slots.iter().map(|s| (s.generation, s.value.as_ref()))
+    }
+
+    /// The free slots in reuse order (the last is reused first).
+    pub(crate) fn free_list(&self) -> &[u32] {
+        &self.free
+    }
+
+    /// Slots ever used: every handle's slot is below this.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// A slab with exactly these slots and free list, as [`Slab::slots`] and
+    /// [`Slab::free_list`] gave them: the free list must name every empty slot once and
+    /// nothing else, so that the slots the next inserts take are those they took before.
+    pub(crate) fn from_parts(slots: Vec<(u32, Option<T>)>, free: Vec<u32>) -> Result<Self, String> {
+        if u32::try_from(slots.len()).is_err() {
+            return Err("too many slots".into());
+        }
+        let mut listed = vec![false; slots.len()];
+        for &ix in &free {
+            match slots.get(ix as usize) {
+                None => return Err(format!("free slot {ix} out of range")),
+                Some((_, Some(_))) => return Err(format!("free slot {ix} is in use")),
+                Some((_, None)) if listed[ix as usize] => return Err(format!("free slot {ix} listed twice")),
+                Some((_, None)) => listed[ix as usize] = true,
+            }
+        }
+        let empty = slots.iter().filter(|(_, v)| v.is_none()).count();
+        if empty != free.len() {
+            return Err(format!("{empty} empty slots but {} on the free list", free.len()));
+        }
+        let len = slots.len() - empty;
+        let slots = slots.into_iter().map(|(generation, value)| Slot { generation, value }).collect();
+        Ok(Self { slots, free, len })
+    }
 }
 
 #[cfg(test)]
@@ -121,5 +161,24 @@ mod tests {
         assert_eq!(s.get_handle(c), Some(&"c"));
         assert_eq!(s.len(), 2);
         assert_eq!(s.iter().map(|(_, v)| *v).collect::<Vec<_>>(), ["c", "b"]);
+    }
+
+    #[test]
+    fn parts_round_trip_and_bad_free_lists_are_refused() {
+        let mut s = Slab::default();
+        let handles: Vec<_> = (0..4).map(|i| s.insert(i)).collect();
+        s.remove(handles[2].ix);
+        s.remove(handles[0].ix);
+        let parts = || (s.slots().map(|(g, v)| (g, v.copied())).collect::<Vec<_>>(), s.free_list().to_vec());
+        let (slots, free) = parts();
+        let mut again = Slab::from_parts(slots.clone(), free).unwrap();
+        assert_eq!(again.len(), 2);
+        assert_eq!(again.next_handle(), s.next_handle());
+        assert_eq!(again.insert(9), Handle { ix: 0, generation: 1 }, "last freed, first reused");
+        assert_eq!(again.insert(9), Handle { ix: 2, generation: 1 });
+        assert!(Slab::from_parts(slots.clone(), vec![0]).is_err(), "an empty slot not listed");
+        assert!(Slab::from_parts(slots.clone(), vec![0, 2, 2]).is_err(), "listed twice");
+        assert!(Slab::from_parts(slots.clone(), vec![0, 1]).is_err(), "a used slot listed");
+        assert!(Slab::from_parts(slots, vec![0, 7]).is_err(), "out of range");
     }
 }

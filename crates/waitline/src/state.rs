@@ -99,33 +99,33 @@ impl TenantState {
 /// call record, so a command that found the call has the member.
 #[derive(Debug, Default)]
 pub(crate) struct TenantCore {
-    calls: Slab<CallRecord>,
+    pub(crate) calls: Slab<CallRecord>,
     /// Call slots by id hash.
-    call_ids: HashTable<u32>,
-    queues: Slab<Queue>,
+    pub(crate) call_ids: HashTable<u32>,
+    pub(crate) queues: Slab<Queue>,
     /// Queue slots by name hash.
-    queue_ids: HashTable<u32>,
-    timers: Timers,
+    pub(crate) queue_ids: HashTable<u32>,
+    pub(crate) timers: Timers,
     /// Names of the queues, sorted: the queue list and the queue cap.
-    queue_names: BTreeSet<Arc<str>>,
+    pub(crate) queue_names: BTreeSet<Arc<str>>,
     /// Ended calls in the order they ended (some may be forgotten already): the cap on kept
     /// ended calls forgets from the front.
-    ended: VecDeque<(Timestamp, Handle)>,
-    live_calls: usize,
+    pub(crate) ended: VecDeque<(Timestamp, Handle)>,
+    pub(crate) live_calls: usize,
     /// The number of the last state-changing command (0: none yet).
-    seq: u64,
+    pub(crate) seq: u64,
     /// The last connection id and called number of a new call: the next call with the same
     /// shares them (most calls of a tenant come through a few applications, and inbound
     /// calls to one number), so a million calls do not hold a million copies.
-    last_connection: Option<Arc<str>>,
-    last_to: Option<Arc<str>>,
+    pub(crate) last_connection: Option<Arc<str>>,
+    pub(crate) last_to: Option<Arc<str>>,
     /// The last command's event list, emptied by the publish, for the next command's events.
-    event_list: Vec<Event>,
+    pub(crate) event_list: Vec<Event>,
 }
 
 /// Makes `s` the same allocation as the string in `last` if they are equal, else remembers
 /// it there.
-fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
+pub(crate) fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
     match last {
         Some(l) if **l == **s => *s = l.clone(),
         _ => *last = Some(s.clone()),

@@ -108,6 +108,41 @@ impl Timers {
         self.len
     }
 
+    /// The stale count (for a snapshot).
+    pub(crate) const fn stale(&self) -> usize {
+        self.stale
+    }
+
+    /// The buckets: each second with its timers in the order they were set (for a
+    /// snapshot: the order of timers due at one instant is the order they fire in).
+    pub(crate) fn buckets(&self) -> impl ExactSizeIterator<Item = (u64, &[(Timestamp, Timer)])> + Clone {
+        self.buckets.iter().map(|(second, b)| (*second, b.items.as_slice()))
+    }
+
+    /// Timers with these buckets (as [`Timers::buckets`] gave them: seconds increasing,
+    /// none empty, each timer in the bucket of its second) and this stale count.
+    pub(crate) fn from_parts(
+        buckets: Vec<(u64, Vec<(Timestamp, Timer)>)>,
+        stale: usize,
+    ) -> Result<Self, String> {
+        let mut timers = Self { stale, ..Self::default() };
+        for (second, items) in buckets {
+            if timers.buckets.last_key_value().is_some_and(|(last, _)| *last >= second) {
+                return Err(format!("timer second {second} out of order"));
+            }
+            if let Some((at, _)) = items.iter().find(|(at, _)| at.as_secs() != second) {
+                return Err(format!("a timer due at {} µs in the bucket of second {second}", at.as_micros()));
+            }
+            let Some(earliest) = items.iter().map(|(at, _)| at.as_micros()).min() else {
+                return Err(format!("an empty bucket of timers at second {second}"));
+            };
+            timers.len += items.len();
+            timers.next = timers.next.min(earliest);
+            timers.buckets.insert(second, Bucket { earliest, items });
+        }
+        Ok(timers)
+    }
+
     /// The earliest pending timer, exactly.
     #[cfg(test)]
     pub(crate) fn earliest(&self) -> Option<Timestamp> {
@@ -182,6 +217,26 @@ mod tests {
         assert_eq!(t.earliest(), None);
         assert_eq!(t.next_due(), u64::MAX);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn parts_round_trip_in_order_and_bad_buckets_are_refused() {
+        let mut t = Timers::default();
+        t.schedule(Timestamp::from_micros(5_000_002), forget(1));
+        t.schedule(Timestamp::from_micros(5_000_001), forget(2));
+        t.schedule(Timestamp::from_secs(9), forget(3));
+        t.note_stale();
+        let parts = |t: &Timers| t.buckets().map(|(s, items)| (s, items.to_vec())).collect::<Vec<_>>();
+        let mut again = Timers::from_parts(parts(&t), t.stale()).unwrap();
+        assert_eq!((again.len(), again.stale(), again.next_due()), (3, 1, 5_000_001));
+        let mut out = Vec::new();
+        again.take_due(Timestamp::from_secs(6), &mut out);
+        assert_eq!(out.iter().map(|(_, t)| *t).collect::<Vec<_>>(), [forget(1), forget(2)], "set order kept");
+        let at = |s| (s, vec![(Timestamp::from_secs(s), forget(0))]);
+        assert!(Timers::from_parts(vec![at(2), at(1)], 0).is_err(), "seconds out of order");
+        assert!(Timers::from_parts(vec![at(2), at(2)], 0).is_err(), "a second twice");
+        assert!(Timers::from_parts(vec![(3, vec![(Timestamp::from_secs(4), forget(0))])], 0).is_err());
+        assert!(Timers::from_parts(vec![(3, Vec::new())], 0).is_err(), "an empty bucket");
     }
 
     #[test]
