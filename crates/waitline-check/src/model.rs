@@ -191,7 +191,7 @@ struct Tenant {
 pub(crate) struct Model {
     pub(crate) now: u64,
     tenants: [Tenant; 2],
-    events: Vec<Ev>,
+    pub(crate) events: Vec<Ev>,
 }
 
 fn code(r: Result<(), &'static str>) -> String {

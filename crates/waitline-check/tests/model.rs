@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use waitline_check::concurrent::{ThreadOp, check_threads};
 use waitline_check::journal::{CutJournal, check_cut_journal};
 use waitline_check::model::{CALLS, Op, QUEUES, TENANTS, run};
+use waitline_check::snapshot::check_snapshot_replay;
 
 fn op() -> impl Strategy<Value = Op> {
     let t = 0..TENANTS.len();
@@ -90,4 +91,47 @@ fn cut_journals_match_prefixes_of_a_fixed_scenario() {
     }
     // The empty log (the model at the start) and the whole log (at the end) at least.
     assert!(matched >= 2, "only {matched} cuts fell on a step boundary");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse::<u32>().ok()).map_or(150, |c| c.div_ceil(2))))]
+
+    /// Engine A snapshots every tenant at a random step; engine B restores the snapshots and
+    /// replays A's later records: the same events, the model's state right after the restore
+    /// and at the end, and byte-identical snapshots at the end.
+    #[test]
+    fn a_snapshot_and_the_journal_after_it_rebuild_the_engine(ops in prop::collection::vec(op(), 1..80), cut in any::<usize>()) {
+        check_snapshot_replay(&ops, cut).map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Across the snapshot: members waiting with deadlines, an ended call waiting to be
+/// forgotten, an auto queue waiting for its idle check, and command ids inside their 60 s
+/// window, repeated after it (the repeat must still be recognised).
+#[test]
+fn timers_and_command_ids_pending_across_a_snapshot() {
+    let enqueue =
+        |c, q, wait, cmd| Op::Enqueue { t: 0, c, q, wait, size: None, keep: false, prio: None, cmd };
+    let ops = vec![
+        Op::Dial { t: 0, c: 0 },
+        Op::Dial { t: 0, c: 1 },
+        Op::Dial { t: 0, c: 2 },
+        Op::Dial { t: 0, c: 3 },
+        enqueue(0, 0, Some(90), Some(1)),
+        enqueue(1, 0, Some(30), None),
+        enqueue(3, 1, None, None),
+        Op::Leave { t: 0, c: 3, cmd: Some(2) }, // q1 empty: its idle check pending
+        Op::Hangup { t: 0, c: 2, cmd: None },   // ended: its retention pending
+        Op::Advance { secs: 10 },
+        // The snapshot is taken here (step 10).
+        Op::Leave { t: 0, c: 3, cmd: Some(2) }, // the same command id, 10 s later: a repeat
+        enqueue(0, 0, Some(90), Some(1)),       // a repeat too
+        Op::Advance { secs: 25 },               // c1's deadline
+        Op::Advance { secs: 60 },               // c0's deadline
+        Op::Advance { secs: 300 },              // q1 idle, c2 forgotten
+        Op::Hangup { t: 0, c: 3, cmd: Some(2) }, // the window is over: a new command
+    ];
+    let run = check_snapshot_replay(&ops, 10).unwrap();
+    assert!(run.timers_pending, "timers were pending at the snapshot");
+    assert!(run.records_after >= 5, "{run:?}");
 }
