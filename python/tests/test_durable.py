@@ -71,3 +71,33 @@ def test_fsync_policies_and_no_data_directory(tmp_path: pathlib.Path) -> None:
     memory = waitline.Engine(manual_clock=True)
     assert not memory.durable
     memory.flush()  # nothing to wait for
+
+
+def test_snapshots_bound_the_journal_and_restore_the_same_state(tmp_path: pathlib.Path) -> None:
+    import sqlite3
+
+    engine = waitline.Engine(data_dir=tmp_path, manual_clock=True, snapshot_every=4)
+    calls = [engine.dial(to="1", from_="2") for _ in range(6)]
+    for i, call in enumerate(calls):
+        call.enqueue("support", priority=i % 3, max_wait_time_secs=600, command_id=f"c{i}")
+    engine.flush()  # 12 changes: a snapshot is due, and taken here
+    before = [(m.call_control_id, m.queue_position, m.priority) for m in engine.queue_calls("support")]
+    ids = [c.call_control_id for c in calls]
+    del engine, calls, call
+    gc.collect()
+    with sqlite3.connect(tmp_path / "journal.sqlite3") as db:
+        (snapshot,) = db.execute("SELECT max(seq) FROM snapshots").fetchone()
+        (kept,) = db.execute("SELECT coalesce(sum(last - seq + 1), 0) FROM journal").fetchone()
+    assert snapshot == 12
+    assert kept == 0, "the journal the snapshot covers is gone"
+    engine = reopen(tmp_path)
+    assert [(m.call_control_id, m.queue_position, m.priority) for m in engine.queue_calls("support")] == before
+    engine.call(ids[0]).enqueue("support", command_id="c0")  # remembered across the snapshot
+    assert engine.queue("support").current_size == 6
+    engine.advance(601)  # the deadlines came through the snapshot too
+    assert engine.queue("support").current_size == 0
+
+
+def test_snapshot_every_must_be_a_count(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(OverflowError):
+        waitline.Engine(data_dir=tmp_path, manual_clock=True, snapshot_every=-1)

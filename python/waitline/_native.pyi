@@ -16,6 +16,7 @@ class Engine:
         events: bool = True,
         data_dir: Optional[Union[str, os.PathLike[str]]] = None,
         fsync: Literal["always", "periodic"] = "always",
+        snapshot_every: int = 100_000,
     ) -> Engine: ...
     def flush(self) -> None: ...
     @property

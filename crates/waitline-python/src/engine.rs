@@ -19,8 +19,9 @@ use crate::convert::opt_bounded;
 use crate::errors::{IntoPyResult, store_err, to_py_err};
 use crate::snapshots::{PyEvent, PyQueue, PyQueueCall};
 
-/// With the real clock, a thread owned by the engine fires due timers (max wait, idle
-/// queues) on time with no call from Python. Dropping the engine stops it.
+/// A thread owned by the engine: with the real clock it fires due timers (max wait, idle
+/// queues) on time with no call from Python; with a data directory it takes the snapshots
+/// that became due (one atomic load per round when none is). Dropping the engine stops it.
 #[derive(Debug)]
 struct Maintenance {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -28,15 +29,22 @@ struct Maintenance {
 }
 
 impl Maintenance {
-    fn start(engine: Engine) -> Self {
+    fn start(engine: Engine, run_timers: bool, journal: Option<Arc<StoreJournal>>) -> Self {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();
+        let round = Duration::from_millis(100);
         let thread = std::thread::Builder::new()
             .name("waitline-maintenance".into())
             .spawn(move || {
                 loop {
-                    engine.run_pending_tasks();
-                    let wait = engine.sleep_until_next_wakeup(Duration::from_millis(100));
+                    if run_timers {
+                        engine.run_pending_tasks();
+                    }
+                    if let Some(journal) = &journal {
+                        // A store that stopped says so to whoever waits for a write.
+                        let _ = journal.take_due_snapshots(&engine);
+                    }
+                    let wait = if run_timers { engine.sleep_until_next_wakeup(round) } else { round };
                     let mut stopped = flag.0.lock();
                     if *stopped {
                         return;
@@ -73,6 +81,8 @@ pub struct PyEngine {
     events: Option<Mutex<Subscription>>,
     /// Where changes are kept, with `data_dir`.
     store: Option<Store>,
+    /// The engine's journal in that store, which knows when snapshots are due.
+    journal: Option<Arc<StoreJournal>>,
     _maintenance: Option<Maintenance>,
 }
 
@@ -105,7 +115,7 @@ impl PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (queue_idle_ttl_secs=300.0, manual_clock=false, ended_call_retention_secs=600.0, tenant="default", max_live_calls=None, max_queues=None, events=true, data_dir=None, fsync="always"))]
+    #[pyo3(signature = (queue_idle_ttl_secs=300.0, manual_clock=false, ended_call_retention_secs=600.0, tenant="default", max_live_calls=None, max_queues=None, events=true, data_dir=None, fsync="always", snapshot_every=waitline_store::engine::DEFAULT_SNAPSHOT_EVERY))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, each with its default
     fn new(
         py: Python<'_>,
@@ -118,6 +128,7 @@ impl PyEngine {
         events: bool,
         data_dir: Option<std::path::PathBuf>,
         fsync: &str,
+        snapshot_every: u64,
     ) -> PyResult<Self> {
         let fsync = match fsync {
             "always" => Fsync::Always,
@@ -146,33 +157,50 @@ impl PyEngine {
         }
         // With a data directory: its journal is replayed (the GIL released meanwhile) before
         // the engine takes a command; events the replay makes again are not delivered.
-        let (engine, store) = match data_dir {
-            None => (builder.build(), None),
+        // Each tenant restarts from its newest snapshot (an embedding sends no webhooks:
+        // no journal is kept for undelivered events).
+        let (engine, store, journal) = match data_dir {
+            None => (builder.build(), None, None),
             Some(dir) => {
                 let opened = py.detach(|| -> Result<_, waitline_store::Error> {
                     let store = Store::open(&dir, StoreOptions { fsync, ..StoreOptions::default() })?;
-                    let journal = StoreJournal::new(store.clone());
+                    let journal = StoreJournal::with_snapshot_every(store.clone(), snapshot_every);
                     let engine = builder.journal(journal.clone()).build();
                     journal.replay_into(&engine, apply_record)?;
-                    Ok((engine, store))
+                    Ok((engine, store, journal))
                 });
-                let (engine, store) = opened.map_err(|e| store_err(py, &e))?;
-                (engine, Some(store))
+                let (engine, store, journal) = opened.map_err(|e| store_err(py, &e))?;
+                (engine, Some(store), Some(journal))
             }
         };
         // Without a subscriber the engine does not even build events (a third of a command's
         // cost): programs that never read them should not pay for them.
         let events = events.then(|| Mutex::new(engine.subscribe_tenant(tenant)));
-        let maintenance = (!manual_clock).then(|| Maintenance::start(engine.clone()));
-        Ok(Self { tenant: engine.tenant(tenant), engine, manual, events, store, _maintenance: maintenance })
+        let snapshots = journal.clone().filter(|_| snapshot_every > 0);
+        let maintenance = (!manual_clock || snapshots.is_some())
+            .then(|| Maintenance::start(engine.clone(), !manual_clock, snapshots));
+        Ok(Self {
+            tenant: engine.tenant(tenant),
+            engine,
+            manual,
+            events,
+            store,
+            journal,
+            _maintenance: maintenance,
+        })
     }
 
-    /// With `data_dir`: waits until every change made so far is on disk (synced with
-    /// `fsync="always"`, written to the operating system with `"periodic"`); many changes
-    /// share one sync. Without a data directory, returns at once.
+    /// With `data_dir`: takes the snapshots that are due, then waits until every change
+    /// made so far is on disk (synced with `fsync="always"`, written to the operating system
+    /// with `"periodic"`); many changes share one sync. Without a data directory, returns
+    /// at once.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(store) = &self.store else { return Ok(()) };
-        py.detach(|| store.flush()).map_err(|e| store_err(py, &e))
+        let (Some(store), Some(journal)) = (&self.store, &self.journal) else { return Ok(()) };
+        py.detach(|| {
+            journal.take_due_snapshots(&self.engine)?;
+            store.flush()
+        })
+        .map_err(|e| store_err(py, &e))
     }
 
     /// The data directory's store is open (`data_dir` given).

@@ -41,6 +41,8 @@ pub struct Config {
     pub fsync: Fsync,
     /// Start even when the journal has a damaged record (dropping it and what follows).
     pub recover_truncate: bool,
+    /// Records of a tenant between two of its snapshots (0: never snapshot).
+    pub snapshot_every: u64,
 }
 
 /// The data directory when none is given: in the working directory.
@@ -62,6 +64,7 @@ impl Default for Config {
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
             fsync: Fsync::Always,
             recover_truncate: false,
+            snapshot_every: waitline_store::engine::DEFAULT_SNAPSHOT_EVERY,
         }
     }
 }
@@ -156,6 +159,11 @@ pub struct ServeArgs {
     /// records (logged).
     #[arg(long, env = "WAITLINE_RECOVER_TRUNCATE")]
     pub recover_truncate: bool,
+    /// Snapshot a tenant once this many of its changes were journaled since its last
+    /// snapshot; a restart restores it and replays only what follows, and the journal it
+    /// covers is deleted. 0: never [default: 100000].
+    #[arg(long, env = "WAITLINE_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
 }
 
 fn parse_fsync(s: &str) -> Result<Fsync, String> {
@@ -187,6 +195,7 @@ pub struct FileConfig {
     data_dir: Option<PathBuf>,
     in_memory: Option<bool>,
     fsync: Option<String>,
+    snapshot_every: Option<u64>,
 }
 
 impl ServeArgs {
@@ -261,6 +270,7 @@ impl ServeArgs {
                 (None, None) => d.fsync,
             },
             recover_truncate: self.recover_truncate,
+            snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(d.snapshot_every),
         })
     }
 }
@@ -286,6 +296,12 @@ mod tests {
         assert_eq!(c.webhooks.attempts, 5);
         assert_eq!(c.max_body_bytes, 65_536);
         assert_eq!((c.data_dir.as_deref(), c.fsync), (Some(Path::new(DEFAULT_DATA_DIR)), Fsync::Always));
+        assert_eq!(c.snapshot_every, waitline_store::engine::DEFAULT_SNAPSHOT_EVERY);
+        std::fs::write(&path, "snapshot_every = 50\n").unwrap();
+        let from_file = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        assert_eq!(from_file.resolve().unwrap().snapshot_every, 50);
+        let flag = ServeArgs { config: Some(path.clone()), snapshot_every: Some(0), ..ServeArgs::default() };
+        assert_eq!(flag.resolve().unwrap().snapshot_every, 0, "the flag beats the file");
         std::fs::write(&path, "lisen = 1\n").unwrap();
         let args = ServeArgs { config: Some(path), ..ServeArgs::default() };
         assert!(args.resolve().unwrap_err().contains("lisen"));

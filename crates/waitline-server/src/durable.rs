@@ -40,7 +40,10 @@ impl Durability {
     }
 
     /// Opens `dir` (creating it), builds the engine with the store as its journal, and
-    /// replays what the store holds into it.
+    /// replays what the store holds into it: each tenant's base snapshot (the newest at or
+    /// before its delivery mark, so that events not yet delivered are made again), then its
+    /// records after it. A tenant is snapshotted every `snapshot_every` records (0: never)
+    /// by [`Durability::take_due_snapshots`].
     ///
     /// # Errors
     /// The directory is in use or unusable, or what it holds is damaged or cannot be
@@ -49,10 +52,12 @@ impl Durability {
         dir: &Path,
         fsync: Fsync,
         recover_truncate: bool,
+        snapshot_every: u64,
         engine: EngineBuilder,
     ) -> Result<(Engine, Self, Replayed), String> {
-        let store = Store::open(dir, Options { fsync, recover_truncate }).map_err(|e| e.to_string())?;
-        let journal = StoreJournal::new(store.clone());
+        let options = Options { fsync, recover_truncate, replay_from_delivered: true };
+        let store = Store::open(dir, options).map_err(|e| e.to_string())?;
+        let journal = StoreJournal::with_snapshot_every(store.clone(), snapshot_every);
         let engine = engine.journal(journal.clone()).build();
         // Events are made again only past each tenant's delivery mark: a subscription opens
         // when the replay gets there (before it, no event is even built). One firing of
@@ -138,6 +143,25 @@ impl Durability {
         }
     }
 
+    /// Whether some tenant is due for a snapshot (one atomic load).
+    #[must_use]
+    pub fn snapshots_due(&self) -> bool {
+        self.journal.as_ref().is_some_and(|j| j.snapshots_due())
+    }
+
+    /// Snapshots every tenant due for one (each holds its tenant's lock while it is made:
+    /// call it off the request path); returns how many.
+    pub fn take_due_snapshots(&self, engine: &Engine) -> usize {
+        let Some(journal) = &self.journal else { return 0 };
+        match journal.take_due_snapshots(engine) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("taking snapshots failed: {e}");
+                0
+            }
+        }
+    }
+
     /// Every event of `tenant` up to `seq` has been handled by the webhook outbox.
     pub fn mark_delivered(&self, tenant: &str, seq: u64) {
         if let Some(store) = &self.store {
@@ -198,7 +222,8 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
     if !dir.join(waitline_store::DB_FILE).exists() {
         return Err(format!("{}: no waitline data here", dir.display()));
     }
-    let (engine, durability, replayed) = Durability::open(dir, Fsync::Always, false, Engine::builder())?;
+    // Snapshots are never taken here: inspecting writes nothing.
+    let (engine, durability, replayed) = Durability::open(dir, Fsync::Always, false, 0, Engine::builder())?;
     let Some(store) = &durability.store else { unreachable!("opened on a directory") };
     let tenants = store.describe().map_err(|e| e.to_string())?;
     let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
@@ -206,23 +231,30 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: {} tenants, {} records replayed; {db} {} bytes, its write-ahead log {} bytes",
+        "{}: {} tenants, {} snapshots restored, {} records replayed; {db} {} bytes, its write-ahead log {} bytes",
         dir.display(),
         replayed.tenants,
+        replayed.snapshots,
         replayed.records,
         size(db),
         size(&format!("{db}-wal"))
     );
     for t in tenants {
         let tenant = engine.tenant(&t.tenant);
-        let snapshot = t
-            .snapshot_seq
-            .map_or_else(|| "none".to_owned(), |s| format!("at {s} ({} bytes)", t.snapshot_bytes));
+        let snapshots = if t.snapshots.is_empty() {
+            "none".to_owned()
+        } else {
+            let each: Vec<String> =
+                t.snapshots.iter().map(|(seq, bytes)| format!("at {seq} ({bytes} bytes)")).collect();
+            each.join(", ")
+        };
+        let base = t.base.map_or_else(|| "the first record".to_owned(), |b| format!("the snapshot at {b}"));
         let _ = writeln!(
             out,
-            "tenant {:?}: last sequence number {}, snapshot {snapshot}, journal {} records ({} bytes), {} live calls",
+            "tenant {:?}: last sequence number {}, snapshots {snapshots}, journal {} rows of {} records ({} bytes), restarts from {base}, {} live calls",
             t.tenant,
             t.last_seq,
+            t.journal_rows,
             t.records,
             t.record_bytes,
             tenant.live_calls()
@@ -294,7 +326,8 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path) -> (Engine, Durability) {
-        let (engine, durability, _) = Durability::open(dir, Fsync::Always, false, Engine::builder()).unwrap();
+        let (engine, durability, _) =
+            Durability::open(dir, Fsync::Always, false, 0, Engine::builder()).unwrap();
         (engine, durability)
     }
 
@@ -349,24 +382,63 @@ mod tests {
         assert!(!durability.has_backlog(), "every event was marked handled");
     }
 
+    /// Snapshots do not lose what was not delivered: the journal after the delivery mark
+    /// is kept and replayed (making its events again); once the mark passes the snapshot, a
+    /// restart restores it and the journal it covers is gone.
+    #[test]
+    fn a_restart_from_a_snapshot_still_sends_what_was_not_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let open =
+            |every| Durability::open(dir.path(), Fsync::Always, false, every, Engine::builder()).unwrap();
+        {
+            let (engine, durability, _) = open(2);
+            for _ in 0..3 {
+                dial(&engine, "acme");
+            }
+            durability.mark_delivered("acme", 1);
+            assert!(durability.snapshots_due());
+            assert_eq!(durability.take_due_snapshots(&engine), 1);
+            durability.settled_blocking().unwrap();
+        }
+        {
+            let (engine, durability, replayed) = open(2);
+            assert_eq!((replayed.snapshots, replayed.records), (0, 3), "the snapshot is after the mark");
+            let seqs: Vec<u64> = durability.take_backlog().iter().map(Event::seq).collect();
+            assert_eq!(seqs, [2, 2, 3, 3]);
+            assert_eq!(engine.tenant("acme").last_seq(), 3);
+            durability.mark_delivered("acme", 3);
+            durability.settled_blocking().unwrap();
+        }
+        let (_engine, durability, replayed) = open(2);
+        assert_eq!((replayed.snapshots, replayed.records), (1, 0));
+        assert!(!durability.has_backlog());
+        drop((_engine, durability));
+        let text = inspect(dir.path()).unwrap();
+        assert!(text.contains("snapshots at 3 ("), "{text}");
+        assert!(
+            text.contains("journal 0 rows of 0 records (0 bytes), restarts from the snapshot at 3"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn inspect_tells_what_is_stored() {
         let dir = tempfile::tempdir().unwrap();
         assert!(inspect(dir.path()).unwrap_err().contains("no waitline data here"));
         {
             let (engine, _durability, _) =
-                Durability::open(dir.path(), Fsync::Always, false, Engine::builder()).unwrap();
+                Durability::open(dir.path(), Fsync::Always, false, 0, Engine::builder()).unwrap();
             let t = engine.tenant("acme");
             let c = t.dial(&waitline::DialParams::new("+1", "+2", "app")).unwrap().call_control_id;
             t.enqueue(&c, &waitline::EnqueueParams::new("support")).unwrap();
             _durability.settled_blocking().unwrap();
         }
         let text = inspect(dir.path()).unwrap();
-        assert!(text.contains("1 tenants, 2 records replayed"), "{text}");
-        assert!(
-            text.contains("tenant \"acme\": last sequence number 2, snapshot none, journal 2 records"),
-            "{text}"
-        );
+        assert!(text.contains("1 tenants, 0 snapshots restored, 2 records replayed"), "{text}");
+        // One row per commit: the two records may share one.
+        assert!(text.contains("tenant \"acme\": last sequence number 2, snapshots none, journal "), "{text}");
+        assert!(text.contains(" rows of 2 records ("), "{text}");
+        assert!(text.contains("restarts from the first record"), "{text}");
         assert!(text.contains("1 live calls"), "{text}");
         assert!(text.contains("queue \"support\": 1 waiting (max 100)"), "{text}");
     }

@@ -193,8 +193,13 @@ pub fn engine(config: &Config) -> Engine {
 /// The data directory cannot be used or replayed (see [`Durability::open`]).
 pub fn open_engine(config: &Config) -> Result<(Engine, Durability), String> {
     let Some(dir) = &config.data_dir else { return Ok((engine(config), Durability::in_memory())) };
-    let (engine, durability, replayed) =
-        Durability::open(dir, config.fsync, config.recover_truncate, engine_builder(config))?;
+    let (engine, durability, replayed) = Durability::open(
+        dir,
+        config.fsync,
+        config.recover_truncate,
+        config.snapshot_every,
+        engine_builder(config),
+    )?;
     tracing::info!(
         data_dir = %dir.display(),
         tenants = replayed.tenants,
@@ -240,8 +245,9 @@ pub async fn run(
     served
 }
 
-/// Fires due timers (max-wait expiry, idle queues) even when no request comes, and, while no
-/// webhook outbox runs, keeps the delivery marks up with the journal. Sleeps until the next
+/// Fires due timers (max-wait expiry, idle queues) even when no request comes, while no
+/// webhook outbox runs keeps the delivery marks up with the journal, and takes the snapshots
+/// that are due. Sleeps until the next
 /// timer, at most 100 ms at a time so that a timer set meanwhile is not missed.
 async fn maintain(engine: Engine, state: AppState) {
     loop {
@@ -249,6 +255,11 @@ async fn maintain(engine: Engine, state: AppState) {
         if !state.webhooks().is_running() {
             // Nothing waits for delivery: a restart need not send these events again.
             state.durability().mark_all_delivered(|| !state.webhooks().is_running());
+        }
+        if state.durability().snapshots_due() {
+            // A snapshot holds its tenant's lock while it is made: not on a runtime thread.
+            let (durability, engine) = (state.durability().clone(), engine.clone());
+            let _ = tokio::task::spawn_blocking(move || durability.take_due_snapshots(&engine)).await;
         }
         tokio::time::sleep(engine.sleep_until_next_wakeup(Duration::from_millis(100))).await;
     }

@@ -1,34 +1,99 @@
 //! The store as the engine's journal: `StoreJournal` appends each record the engine hands
-//! over, and `StoreJournal::replay_into` feeds what the store holds back into an engine, in each tenant's
-//! order, through the same rules (`Tenant::replay`).
+//! over, takes each tenant's snapshot when enough records have piled up since its last one,
+//! and `StoreJournal::replay_into` feeds what the store holds back into an engine (each
+//! tenant's base snapshot, then its records after it, in order) through the same rules
+//! (`Tenant::restore`, `Tenant::replay`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use waitline::{Engine, Journal, Tenant};
 
 use crate::{Entry, Replayed, Result, Store};
 
+/// Records of a tenant between two snapshots, by default: a restart then replays at most
+/// this many records per tenant after restoring its snapshot (about a second of work), and
+/// at a million waiting calls a snapshot (a pause of about 0.1 s under the tenant's lock,
+/// see BENCHMARKS.md) comes at most once per 100,000 changes.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
+
+/// Where a tenant is: its last number appended (or replayed), and the number its newest
+/// snapshot covers.
+#[derive(Clone, Copy, Debug, Default)]
+struct Head {
+    last: u64,
+    snapshot: u64,
+}
+
 /// The engine's journal in a store (give it to `EngineBuilder::journal`). It also knows each
-/// tenant's last number appended.
+/// tenant's last number appended, and which tenants are due for a snapshot.
 #[derive(Debug)]
 pub struct StoreJournal {
     store: Store,
-    heads: Mutex<HashMap<Box<str>, u64>>,
+    heads: Mutex<HashMap<Box<str>, Head>>,
+    /// Records between snapshots of a tenant (0: never snapshot).
+    snapshot_every: u64,
+    /// Set when some tenant became due: checked cheaply after every write.
+    due: AtomicBool,
 }
 
 impl StoreJournal {
-    /// A journal appending to `store`.
+    /// A journal appending to `store`, snapshotting each tenant every
+    /// [`DEFAULT_SNAPSHOT_EVERY`] records.
     #[must_use]
     pub fn new(store: Store) -> Arc<Self> {
-        Arc::new(Self { store, heads: Mutex::default() })
+        Self::with_snapshot_every(store, DEFAULT_SNAPSHOT_EVERY)
+    }
+
+    /// A journal appending to `store`, snapshotting a tenant once `every` records have been
+    /// appended since its last snapshot (0: never).
+    #[must_use]
+    pub fn with_snapshot_every(store: Store, every: u64) -> Arc<Self> {
+        Arc::new(Self { store, heads: Mutex::default(), snapshot_every: every, due: AtomicBool::new(false) })
     }
 
     /// Each tenant's last number replayed or appended through this journal.
     #[must_use]
     pub fn heads(&self) -> HashMap<Box<str>, u64> {
-        self.heads.lock().clone()
+        self.heads.lock().iter().map(|(t, h)| (t.clone(), h.last)).collect()
+    }
+
+    /// Whether some tenant is due for a snapshot (one atomic load).
+    #[must_use]
+    pub fn snapshots_due(&self) -> bool {
+        self.due.load(Ordering::Relaxed)
+    }
+
+    /// Takes the snapshot of every tenant of `engine` due for one and hands each to the
+    /// store, after the records it covers; returns how many it took. Each snapshot holds its
+    /// tenant's lock while it is made (see `Tenant::snapshot`); call it from maintenance,
+    /// not from a command.
+    ///
+    /// # Errors
+    /// The store has stopped.
+    pub fn take_due_snapshots(&self, engine: &Engine) -> Result<usize> {
+        if self.snapshot_every == 0 || !self.due.swap(false, Ordering::AcqRel) {
+            return Ok(0);
+        }
+        let due: Vec<Box<str>> = self
+            .heads
+            .lock()
+            .iter()
+            .filter(|(_, h)| h.last.saturating_sub(h.snapshot) >= self.snapshot_every)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for tenant in &due {
+            // Every record up to `seq` was appended under the tenant's lock before this
+            // snapshot took it: the store gets the snapshot after them.
+            let (seq, data) = engine.tenant(tenant).snapshot();
+            self.store.snapshot(tenant, seq, &data)?;
+            if let Some(h) = self.heads.lock().get_mut(tenant) {
+                h.snapshot = h.snapshot.max(seq);
+            }
+        }
+        Ok(due.len())
     }
 }
 
@@ -37,37 +102,60 @@ impl Journal for StoreJournal {
         // A store that has stopped refuses; whoever waits for this record hears why.
         let _ = self.store.append(tenant, seq, record);
         let mut heads = self.heads.lock();
-        match heads.get_mut(tenant) {
-            Some(last) => *last = seq,
-            None => {
-                heads.insert(tenant.into(), seq);
-            }
+        let head = match heads.get_mut(tenant) {
+            Some(head) => head,
+            None => heads.entry(tenant.into()).or_default(),
+        };
+        head.last = seq;
+        // Once, when the tenant crosses the bound (not a store on every append).
+        if self.snapshot_every != 0 && seq.saturating_sub(head.snapshot) == self.snapshot_every {
+            self.due.store(true, Ordering::Relaxed);
         }
     }
 }
 
 impl StoreJournal {
-    /// Replays everything the store holds into `engine`: each record goes to `apply` with
-    /// its tenant's handle (which applies it with `Tenant::replay`, and may do more around
-    /// it, like listening for the events it makes again). The journal's heads then start at
-    /// what was replayed.
+    /// Replays everything the store holds into `engine`: each tenant's base snapshot is
+    /// restored, then each record after it goes to `apply` with its tenant's handle (which
+    /// applies it with `Tenant::replay`, and may do more around it, like listening for the
+    /// events it makes again). The journal's heads then start at what was replayed.
     ///
     /// # Errors
-    /// What [`Store::replay`] refuses, an `Err` from `apply`, or a snapshot (this version
-    /// writes none and reads none).
+    /// What [`Store::replay`] refuses, a snapshot the engine refuses, or an `Err` from
+    /// `apply`.
     pub fn replay_into(
         &self,
         engine: &Engine,
         mut apply: impl FnMut(&Tenant, u64, &[u8]) -> Result<(), String>,
     ) -> Result<Replayed> {
-        self.store.replay(|entry| match entry {
-            Entry::Record { tenant, seq, data } => {
-                apply(&engine.tenant(tenant), seq, data)?;
-                self.heads.lock().insert(tenant.into(), seq);
+        let newest = self.store.newest_snapshots()?;
+        let replayed = self.store.replay(|entry| match entry {
+            Entry::Snapshot { tenant, seq, data } => {
+                let restored = engine.tenant(tenant).restore(data).map_err(|e| e.to_string())?;
+                if restored != seq {
+                    return Err(format!("the snapshot stored as number {seq} holds the state at {restored}"));
+                }
+                self.heads.lock().insert(tenant.into(), Head { last: seq, snapshot: seq });
                 Ok(())
             }
-            Entry::Snapshot { .. } => Err("this version does not read snapshots".to_owned()),
-        })
+            Entry::Record { tenant, seq, data } => {
+                apply(&engine.tenant(tenant), seq, data)?;
+                let mut heads = self.heads.lock();
+                match heads.get_mut(tenant) {
+                    Some(head) => head.last = seq,
+                    None => drop(heads.insert(tenant.into(), Head { last: seq, snapshot: 0 })),
+                }
+                Ok(())
+            }
+        })?;
+        let mut heads = self.heads.lock();
+        for (tenant, head) in heads.iter_mut() {
+            head.snapshot = head.snapshot.max(newest.get(&**tenant).copied().unwrap_or(0));
+            if self.snapshot_every != 0 && head.last.saturating_sub(head.snapshot) >= self.snapshot_every {
+                self.due.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(replayed)
     }
 }
 

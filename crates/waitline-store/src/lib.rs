@@ -25,6 +25,7 @@
 //! append fail, and nothing is retried (after a failed `fsync` the state of the file is not
 //! known; restarting replays what is really on disk).
 
+mod compact;
 mod dir;
 pub mod engine;
 mod frame;
@@ -47,7 +48,7 @@ use crate::writer::{Channel, Op, sql_seq};
 pub const DB_FILE: &str = "journal.sqlite3";
 
 /// Version of the tables this code reads and writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -59,9 +60,10 @@ CREATE TABLE IF NOT EXISTS journal (
     PRIMARY KEY (tenant, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
-    tenant TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    PRIMARY KEY (tenant, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS delivered (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 ";
@@ -87,6 +89,11 @@ pub struct Options {
     /// On a bad record, drop it and the tenant's later records (and say so) instead of
     /// refusing to start.
     pub recover_truncate: bool,
+    /// Keep, and replay at a restart, each tenant's journal after its delivery mark
+    /// ([`Store::mark_delivered`]) even where a snapshot covers it, so that the events not
+    /// yet delivered are made again (a service that sends webhooks). Otherwise a tenant
+    /// restarts from its newest snapshot. See the `compact` module.
+    pub replay_from_delivered: bool,
 }
 
 /// What went wrong.
@@ -211,13 +218,15 @@ pub struct Replayed {
 pub struct TenantSummary {
     /// The tenant.
     pub tenant: String,
-    /// The sequence number its snapshot covers, if it has one.
-    pub snapshot_seq: Option<u64>,
-    /// Bytes of its snapshot.
-    pub snapshot_bytes: u64,
-    /// Records in its journal after the snapshot.
+    /// Its snapshots, oldest first: the sequence number each covers, and its bytes.
+    pub snapshots: Vec<(u64, u64)>,
+    /// The snapshot a restart begins with, if any (see [`Options::replay_from_delivered`]).
+    pub base: Option<u64>,
+    /// Rows of its journal (one per commit).
+    pub journal_rows: u64,
+    /// Records in those rows.
     pub records: u64,
-    /// Bytes of those records.
+    /// Bytes of those rows.
     pub record_bytes: u64,
     /// Its last sequence number on disk.
     pub last_seq: u64,
@@ -282,6 +291,20 @@ impl Store {
                     .map_err(sql)?;
             }
             Some(SCHEMA_VERSION) => {}
+            // Version 2 kept one snapshot per tenant (and wrote none): the same rows, keyed
+            // by tenant and number.
+            Some(2) => conn
+                .execute_batch(
+                    "BEGIN IMMEDIATE;
+                     ALTER TABLE snapshots RENAME TO snapshots_v2;
+                     CREATE TABLE snapshots (tenant TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+                         PRIMARY KEY (tenant, seq)) WITHOUT ROWID;
+                     INSERT INTO snapshots SELECT tenant, seq, data FROM snapshots_v2;
+                     DROP TABLE snapshots_v2;
+                     UPDATE meta SET value = 3 WHERE key = 'schema';
+                     COMMIT;",
+                )
+                .map_err(sql)?,
             Some(found) => return Err(Error::Schema { file: db, found }),
         }
         let channel = Arc::new(Channel::default());
@@ -290,7 +313,7 @@ impl Store {
             let channel = Arc::clone(&channel);
             std::thread::Builder::new()
                 .name("waitline-store".into())
-                .spawn(move || writer::run(&channel, conn, options.fsync))
+                .spawn(move || writer::run(&channel, conn, options))
                 .map_err(|e| Error::io(dir, e))?
         };
         Ok(Self {
@@ -322,8 +345,9 @@ impl Store {
         })
     }
 
-    /// Queues the snapshot of `tenant` as of `seq`; once it is durable the journal up to
-    /// `seq` is gone.
+    /// Queues the snapshot of `tenant` as of `seq` (after the records it covers); once it
+    /// is durable, what the tenant's base covers is gone (the journal up to `seq`, unless
+    /// [`Options::replay_from_delivered`] keeps it for events not yet delivered).
     pub fn snapshot(&self, tenant: &str, seq: u64, data: &[u8]) -> Result<Ticket> {
         self.push(Op::Snapshot {
             tenant: tenant.into(),
@@ -455,8 +479,9 @@ impl Store {
         let conn = self.reader()?;
         let mut out = Replayed::default();
         let tenants = self.tenants(&conn)?;
-        let mut snapshot =
-            conn.prepare("SELECT seq, data FROM snapshots WHERE tenant = ?1").map_err(|e| self.sql(e))?;
+        let mut snapshot = conn
+            .prepare("SELECT seq, data FROM snapshots WHERE tenant = ?1 AND seq = ?2")
+            .map_err(|e| self.sql(e))?;
         let mut rows = conn
             .prepare("SELECT seq, last, records FROM journal WHERE tenant = ?1 AND last > ?2 ORDER BY seq")
             .map_err(|e| self.sql(e))?;
@@ -464,10 +489,15 @@ impl Store {
         for tenant in &tenants {
             out.tenants += 1;
             let mut last = 0;
-            let snap: Option<(i64, Vec<u8>)> = snapshot
-                .query_row([tenant], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
+            let base = compact::base_snapshot(&conn, tenant, self.shared.options.replay_from_delivered)
                 .map_err(|e| self.sql(e))?;
+            let snap: Option<(i64, Vec<u8>)> = match base {
+                Some(seq) => snapshot
+                    .query_row(params![tenant, sql_seq(seq)], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(|e| self.sql(e))?,
+                None => None,
+            };
             if let Some((seq, stored)) = snap {
                 let seq = stored_seq(seq);
                 let data = match frame::decode_run(tenant, seq, &stored).next() {
@@ -545,34 +575,47 @@ impl Store {
     pub fn describe(&self) -> Result<Vec<TenantSummary>> {
         let conn = self.reader()?;
         let mut out = Vec::new();
+        let mut snapshots = conn
+            .prepare("SELECT seq, length(data) FROM snapshots WHERE tenant = ?1 ORDER BY seq")
+            .map_err(|e| self.sql(e))?;
         for tenant in self.tenants(&conn)? {
-            let (snapshot_seq, snapshot_bytes) = conn
-                .query_row("SELECT seq, length(data) FROM snapshots WHERE tenant = ?1", [&tenant], |r| {
-                    Ok((Some(stored_seq(r.get(0)?)), r.get::<_, i64>(1)?.unsigned_abs()))
-                })
-                .optional()
-                .map_err(|e| self.sql(e))?
-                .unwrap_or_default();
-            // Records after the snapshot (a row may straddle it), and the bytes of their rows.
-            let after = snapshot_seq.map_or(0, sql_seq);
-            let (records, record_bytes, last): (i64, i64, Option<i64>) = conn
+            let snapshots: Vec<(u64, u64)> = snapshots
+                .query_map([&tenant], |r| Ok((stored_seq(r.get(0)?), stored_seq(r.get(1)?))))
+                .and_then(Iterator::collect)
+                .map_err(|e| self.sql(e))?;
+            let (rows, records, record_bytes, last): (i64, i64, i64, Option<i64>) = conn
                 .query_row(
-                    "SELECT coalesce(sum(last - max(seq, ?2 + 1) + 1), 0), coalesce(sum(length(records)), 0), max(last) \
-                     FROM journal WHERE tenant = ?1 AND last > ?2",
-                    params![&tenant, after],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    "SELECT count(*), coalesce(sum(last - seq + 1), 0), coalesce(sum(length(records)), 0), max(last) \
+                     FROM journal WHERE tenant = ?1",
+                    params![&tenant],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .map_err(|e| self.sql(e))?;
+            let newest = snapshots.last().map_or(0, |s| s.0);
             out.push(TenantSummary {
-                last_seq: last.map_or(snapshot_seq.unwrap_or(0), stored_seq),
+                base: compact::base_snapshot(&conn, &tenant, self.shared.options.replay_from_delivered)
+                    .map_err(|e| self.sql(e))?,
+                last_seq: last.map_or(newest, stored_seq).max(newest),
                 tenant,
-                snapshot_seq,
-                snapshot_bytes,
-                records: records.unsigned_abs(),
-                record_bytes: record_bytes.unsigned_abs(),
+                snapshots,
+                journal_rows: stored_seq(rows),
+                records: stored_seq(records),
+                record_bytes: stored_seq(record_bytes),
             });
         }
         Ok(out)
+    }
+
+    /// Each tenant's newest snapshot: the number it covers.
+    pub fn newest_snapshots(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare("SELECT tenant, max(seq) FROM snapshots GROUP BY tenant")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, stored_seq(r.get(1)?))))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sql(e))
     }
 
     /// Holds the writer back (appends queue up) until [`Store::resume_writer`]: lets tests

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::Fsync;
+use crate::compact::compact;
+use crate::{Fsync, Options};
 
 /// With [`Fsync::Periodic`], the longest time between two syncs.
 pub(crate) const PERIODIC_SYNC: Duration = Duration::from_secs(1);
@@ -19,7 +20,8 @@ pub(crate) const PERIODIC_SYNC: Duration = Duration::from_secs(1);
 pub(crate) enum Op {
     /// A journal record (already framed).
     Record { tenant: Box<str>, seq: u64, stored: Vec<u8> },
-    /// A tenant's snapshot at `seq` (framed); the journal up to `seq` is deleted with it.
+    /// A tenant's snapshot at `seq` (framed); what the tenant's base then covers is deleted
+    /// (see `compact`).
     Snapshot { tenant: Box<str>, seq: u64, stored: Vec<u8> },
     /// Deletes a tenant's records from `seq` on (recovery from a bad record).
     Truncate { tenant: Box<str>, seq: u64 },
@@ -92,7 +94,8 @@ impl Channel {
 }
 
 /// Runs until the store closes (after writing what is pending) or a write fails.
-pub(crate) fn run(channel: &Channel, mut conn: Connection, fsync: Fsync) {
+pub(crate) fn run(channel: &Channel, mut conn: Connection, options: Options) {
+    let fsync = options.fsync;
     let mut last_sync = Instant::now();
     let mut heads = Heads::default();
     loop {
@@ -115,7 +118,7 @@ pub(crate) fn run(channel: &Channel, mut conn: Connection, fsync: Fsync) {
             (std::mem::take(&mut p.ops), p.next_ticket.saturating_sub(1), p.closing)
         };
         if !ops.is_empty() {
-            if let Err(e) = write_batch(&mut conn, &mut heads, &ops) {
+            if let Err(e) = write_batch(&mut conn, &mut heads, &ops, options.replay_from_delivered) {
                 channel.fail(format!("writing the journal failed: {e}"));
                 return;
             }
@@ -149,7 +152,7 @@ impl Heads {
         }
         let last: i64 = tx.query_row(
             "SELECT max(coalesce((SELECT max(last) FROM journal WHERE tenant = ?1), 0), \
-                        coalesce((SELECT seq FROM snapshots WHERE tenant = ?1), 0))",
+                        coalesce((SELECT max(seq) FROM snapshots WHERE tenant = ?1), 0))",
             params![tenant],
             |r| r.get(0),
         )?;
@@ -197,7 +200,13 @@ impl From<rusqlite::Error> for WriteError {
 }
 
 /// Writes `ops` in one transaction: each tenant's consecutive records as one row.
-pub(crate) fn write_batch(conn: &mut Connection, heads: &mut Heads, ops: &[Op]) -> Result<(), WriteError> {
+/// `from_delivered`: see [`Options::replay_from_delivered`].
+pub(crate) fn write_batch(
+    conn: &mut Connection,
+    heads: &mut Heads,
+    ops: &[Op],
+    from_delivered: bool,
+) -> Result<(), WriteError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut runs: Vec<Run<'_>> = Vec::new();
     let flush = |tx: &rusqlite::Transaction<'_>, run: Run<'_>| -> rusqlite::Result<()> {
@@ -226,14 +235,17 @@ pub(crate) fn write_batch(conn: &mut Connection, heads: &mut Heads, ops: &[Op]) 
                 }
                 Op::Snapshot { tenant, seq, stored } => {
                     if let Some(i) = runs.iter().position(|r| r.tenant == &**tenant) {
-                        flush(&tx, runs.swap_remove(i))?;
+                        let run = runs.swap_remove(i);
+                        // Later records of this batch follow this run, no longer in `runs`
+                        // (a failed batch clears the heads).
+                        heads.0.insert(tenant.clone(), run.last);
+                        flush(&tx, run)?;
                     }
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO snapshots (tenant, seq, data) VALUES (?1, ?2, ?3)",
                     )?
                     .execute(params![&**tenant, sql_seq(*seq), stored])?;
-                    tx.prepare_cached("DELETE FROM journal WHERE tenant = ?1 AND last <= ?2")?
-                        .execute(params![&**tenant, sql_seq(*seq)])?;
+                    compact(&tx, tenant, from_delivered)?;
                 }
                 Op::Delivered { tenant, seq } => {
                     tx.prepare_cached(
@@ -241,6 +253,11 @@ pub(crate) fn write_batch(conn: &mut Connection, heads: &mut Heads, ops: &[Op]) 
                          ON CONFLICT (tenant) DO UPDATE SET seq = max(seq, excluded.seq)",
                     )?
                     .execute(params![&**tenant, sql_seq(*seq)])?;
+                    if from_delivered {
+                        // The mark may have passed a snapshot, which becomes the base. (Rows
+                        // not yet written hold only records after every snapshot written.)
+                        compact(&tx, tenant, from_delivered)?;
+                    }
                 }
                 Op::Truncate { tenant, seq } => {
                     if let Some(i) = runs.iter().position(|r| r.tenant == &**tenant) {

@@ -55,3 +55,72 @@ fn a_record_the_new_engine_cannot_make_stops_the_replay() {
         other => panic!("expected a refused replay, got {other:?}"),
     }
 }
+
+/// A tenant is snapshotted once `snapshot_every` records piled up (at maintenance, not
+/// before), the journal the snapshot covers goes, and a restart restores the snapshot and
+/// replays the rest into exactly the same state.
+#[test]
+fn due_snapshots_bound_the_journal_and_a_restart_restores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, call) = {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let journal = StoreJournal::with_snapshot_every(store.clone(), 10);
+        let engine = Engine::builder().journal(journal.clone()).build();
+        let t = engine.tenant("acme");
+        let mut last = String::new();
+        for n in 0..9 {
+            last = t.dial(&DialParams::new("+1", "+2", "app")).unwrap().call_control_id;
+            t.enqueue(&last, &EnqueueParams::new("support").max_wait_time_secs(600)).unwrap();
+            engine.tenant("quiet").create_queue(&format!("q{n}"), None).unwrap();
+            if n == 3 {
+                assert!(!journal.snapshots_due(), "8 records: not yet");
+                assert_eq!(journal.take_due_snapshots(&engine).unwrap(), 0);
+            }
+        }
+        assert!(journal.snapshots_due(), "18 records of acme");
+        assert_eq!(journal.take_due_snapshots(&engine).unwrap(), 1, "acme only: quiet has 9");
+        assert!(!journal.snapshots_due());
+        assert_eq!(journal.take_due_snapshots(&engine).unwrap(), 0, "taken once");
+        t.leave_queue(&last, &Default::default()).unwrap(); // 19, after the snapshot
+        store.flush().unwrap();
+        let d = store.describe().unwrap();
+        let acme = d.iter().find(|s| s.tenant == "acme").unwrap();
+        assert_eq!((acme.base, acme.journal_rows > 0, acme.last_seq), (Some(18), true, 19));
+        assert!(acme.records < 19, "the journal before the snapshot is gone: {acme:?}");
+        (t.snapshot(), last)
+    };
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let journal = StoreJournal::with_snapshot_every(store, 10);
+    let engine = Engine::builder().journal(journal.clone()).build();
+    let replayed = journal.replay_into(&engine, apply_record).unwrap();
+    assert_eq!((replayed.snapshots, replayed.tenants), (1, 2));
+    let t = engine.tenant("acme");
+    assert_eq!(t.snapshot(), before, "the same state, byte for byte");
+    assert!(t.call(&call).is_ok());
+    assert_eq!(journal.heads().get("acme").copied(), Some(19));
+    // The count goes on from the restored snapshot: due again 10 records after it.
+    for _ in 0..8 {
+        t.dial(&DialParams::new("+1", "+2", "app")).unwrap();
+    }
+    assert!(!journal.snapshots_due());
+    t.dial(&DialParams::new("+1", "+2", "app")).unwrap();
+    assert!(journal.snapshots_due());
+}
+
+#[test]
+fn a_snapshot_the_engine_refuses_stops_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        store.append("acme", 1, b"x").unwrap();
+        store.snapshot("acme", 1, b"not a snapshot").unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let journal = StoreJournal::new(store);
+    let err = journal.replay_into(&Engine::default(), apply_record).unwrap_err();
+    assert!(
+        matches!(&err, Error::Replay { seq: 1, detail, .. } if detail.contains("not a waitline snapshot")),
+        "{err}"
+    );
+}

@@ -163,8 +163,14 @@ fn concurrent_appenders_each_see_their_records_durable_and_dense() {
 fn a_snapshot_replaces_the_journal_it_covers() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Options::default()).unwrap();
-    for seq in 1..=10 {
-        store.append("acme", seq, &record(seq)).unwrap();
+    // Two rows, 1..=8 and 9..=10: each batch waits until the writer is let go.
+    for batch in [1..=8, 9..=10] {
+        store.pause_writer();
+        for seq in batch {
+            store.append("acme", seq, &record(seq)).unwrap();
+        }
+        store.resume_writer();
+        store.flush().unwrap();
     }
     store.snapshot("acme", 6, b"state at 6").unwrap();
     store.flush().unwrap();
@@ -175,13 +181,116 @@ fn a_snapshot_replaces_the_journal_it_covers() {
     assert_eq!(seen, want);
     let d = store.describe().unwrap();
     assert_eq!(d.len(), 1);
-    assert_eq!((d[0].snapshot_seq, d[0].records, d[0].last_seq), (Some(6), 4, 10));
-    assert_eq!(d[0].snapshot_bytes, 8 + 10, "length and checksum, then the data");
-    // A later snapshot covering everything leaves no journal.
+    // The row 1..=8 straddles the snapshot: kept whole.
+    assert_eq!((d[0].base, d[0].journal_rows, d[0].records, d[0].last_seq), (Some(6), 2, 10, 10));
+    assert_eq!(d[0].snapshots, [(6, 8 + 10)], "length and checksum, then the data");
+    // A later snapshot covering the first row deletes it and the older snapshot.
+    store.snapshot("acme", 9, b"state at 9").unwrap();
+    store.flush().unwrap();
+    let d = store.describe().unwrap();
+    assert_eq!((d[0].base, d[0].journal_rows, d[0].records, d[0].last_seq), (Some(9), 1, 2, 10));
+    assert_eq!(d[0].snapshots, [(9, 8 + 10)]);
+    // One covering everything leaves no journal.
     store.snapshot("acme", 10, b"state at 10").unwrap();
     store.flush().unwrap();
     let d = store.describe().unwrap();
-    assert_eq!((d[0].snapshot_seq, d[0].records, d[0].last_seq), (Some(10), 0, 10));
+    assert_eq!((d[0].base, d[0].journal_rows, d[0].last_seq), (Some(10), 0, 10));
+    drop(store);
+    // The next record after a reopen follows the snapshot.
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    store.wait(store.append("acme", 11, &record(11)).unwrap()).unwrap();
+    assert_eq!(replay_all(&store).0.len(), 2);
+}
+
+/// With `replay_from_delivered`, a tenant restarts from the newest snapshot at or before its
+/// delivery mark, and the journal after that is kept; when the mark passes a newer snapshot,
+/// that one becomes the base and what it covers goes.
+#[test]
+fn undelivered_events_keep_the_journal_after_the_delivery_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { replay_from_delivered: true, ..Options::default() };
+    let store = Store::open(dir.path(), options).unwrap();
+    let summary = |store: &Store| {
+        let d = store.describe().unwrap().remove(0);
+        (d.base, d.snapshots.iter().map(|s| s.0).collect::<Vec<_>>(), d.journal_rows)
+    };
+    for seq in 1..=30 {
+        store.wait(store.append("acme", seq, &record(seq)).unwrap()).unwrap(); // a row each
+        if seq % 10 == 0 {
+            store.snapshot("acme", seq, format!("state at {seq}").as_bytes()).unwrap();
+        }
+    }
+    store.flush().unwrap();
+    assert_eq!(summary(&store), (None, vec![10, 20, 30], 30), "no mark: everything kept, from record 1");
+    let (seen, _) = replay_all(&store);
+    assert_eq!((seen.len(), seen[0].1), (30, "record"));
+    store.mark_delivered("acme", 15).unwrap();
+    store.flush().unwrap();
+    assert_eq!(summary(&store), (Some(10), vec![10, 20, 30], 20));
+    let (seen, _) = replay_all(&store);
+    assert_eq!((seen[0].1, seen[0].2, seen.len()), ("snapshot", 10, 21), "the base, then 11..=30");
+    store.mark_delivered("acme", 30).unwrap();
+    store.flush().unwrap();
+    assert_eq!(summary(&store), (Some(30), vec![30], 0));
+    drop(store);
+    // Opened without the option (as an embedding does), the newest snapshot is the base.
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(replay_all(&store).0, [("acme".to_owned(), "snapshot", 30, b"state at 30".to_vec())]);
+}
+
+/// A journal compacted to its newest snapshot by a store without delivery marks, then
+/// opened with them and a mark before that snapshot: the oldest snapshot is the base (the
+/// journal before it is gone).
+#[test]
+fn with_no_snapshot_before_the_mark_and_no_journal_from_one_the_oldest_snapshot_is_the_base() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        for seq in 1..=4 {
+            store.wait(store.append("acme", seq, &record(seq)).unwrap()).unwrap();
+        }
+        store.snapshot("acme", 3, b"state at 3").unwrap();
+        store.mark_delivered("acme", 1).unwrap();
+        store.flush().unwrap();
+    }
+    let store =
+        Store::open(dir.path(), Options { replay_from_delivered: true, ..Options::default() }).unwrap();
+    let (seen, _) = replay_all(&store);
+    assert_eq!(seen.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), [("snapshot", 3), ("record", 4)]);
+}
+
+#[test]
+fn a_store_of_the_previous_version_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(waitline_store::DB_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO meta VALUES ('schema', 2);
+             CREATE TABLE journal (tenant TEXT NOT NULL, seq INTEGER NOT NULL, last INTEGER NOT NULL,
+                 records BLOB NOT NULL, PRIMARY KEY (tenant, seq)) WITHOUT ROWID;
+             CREATE TABLE snapshots (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
+             CREATE TABLE delivered (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    for seq in 1..=3 {
+        store.append("acme", seq, &record(seq)).unwrap();
+    }
+    store.snapshot("acme", 2, b"state at 2").unwrap();
+    store.snapshot("zeta", 0, b"empty").unwrap();
+    store.flush().unwrap();
+    let (seen, _) = replay_all(&store);
+    assert_eq!(
+        seen.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(),
+        [("snapshot", 2), ("record", 3), ("snapshot", 0)]
+    );
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join(waitline_store::DB_FILE)).unwrap();
+    let version: i64 =
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 3);
 }
 
 /// Changes stored bytes behind the store's back, as a bad disk would.
@@ -501,4 +610,22 @@ fn what_was_appended_is_written_when_the_last_handle_goes() {
     } // dropped: the writer finishes what is queued, then stops
     let store = Store::open(dir.path(), Options::default()).unwrap();
     assert_eq!(replay_all(&store).1.records, 50);
+}
+
+/// Records, a snapshot and a record after it, all in one batch: the record after the
+/// snapshot follows the records before it (their row was written for the snapshot).
+#[test]
+fn a_record_after_a_snapshot_in_the_same_batch_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    store.pause_writer();
+    for seq in 1..=3 {
+        store.append("acme", seq, &record(seq)).unwrap();
+    }
+    store.snapshot("acme", 3, b"state at 3").unwrap();
+    store.append("acme", 4, &record(4)).unwrap();
+    store.resume_writer();
+    store.flush().unwrap();
+    let (seen, _) = replay_all(&store);
+    assert_eq!(seen.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), [("snapshot", 3), ("record", 4)]);
 }

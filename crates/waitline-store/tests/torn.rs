@@ -93,3 +93,56 @@ fn a_bit_flipped_in_the_last_frames_gives_a_prefix_or_names_the_damage() {
     }
     assert!(prefixes > 0);
 }
+
+/// Records with a snapshot every 10 (each committed on its own, so the log holds snapshot
+/// rows, the deletions they make, and records after them), cut anywhere in its last frames:
+/// what opens is the newest snapshot that survived and the records after it, dense and as
+/// written, or named damage; never a snapshot without the records up to it being covered.
+#[test]
+fn a_log_cut_among_snapshot_rows_gives_a_snapshot_and_a_prefix_after_it() {
+    let live = tempfile::tempdir().unwrap();
+    let store = Store::open(live.path(), Options::default()).unwrap();
+    for seq in 1..=RECORDS {
+        store.wait(store.append("acme", seq, &record(seq)).unwrap()).unwrap();
+        if seq % 10 == 0 {
+            let ticket = store.snapshot("acme", seq, format!("state {seq}").as_bytes()).unwrap();
+            store.wait(ticket).unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(live.path().join(DB_FILE), dir.path().join(DB_FILE)).unwrap();
+    let wal = std::fs::read(live.path().join(format!("{DB_FILE}-wal"))).unwrap();
+    drop(store);
+    let page = 4096 + 24;
+    let from = wal.len().saturating_sub(8 * page);
+    let mut cuts: Vec<usize> = (from..=wal.len()).step_by(64).collect();
+    cuts.push(wal.len());
+    let mut snapshots = std::collections::BTreeSet::new();
+    for cut in cuts {
+        let scratch = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join(DB_FILE), scratch.path().join(DB_FILE)).unwrap();
+        std::fs::write(scratch.path().join(format!("{DB_FILE}-wal")), &wal[..cut]).unwrap();
+        let store = Store::open(scratch.path(), Options::default()).unwrap();
+        let mut last = 0;
+        let result = store.replay(|e| {
+            match e {
+                Entry::Snapshot { seq, data, .. } => {
+                    assert_eq!(last, 0, "the snapshot comes first");
+                    assert_eq!(data, format!("state {seq}").as_bytes(), "snapshot {seq} as written");
+                    snapshots.insert(seq);
+                    last = seq;
+                }
+                Entry::Record { seq, data, .. } => {
+                    assert_eq!(seq, last + 1, "records come dense after the snapshot (cut at {cut})");
+                    assert_eq!(data, record(seq));
+                    last = seq;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            assert!(e.to_string().contains(DB_FILE), "cut at {cut}: damage not named: {e}");
+        }
+    }
+    assert!(snapshots.len() >= 2, "cuts fell before and after a snapshot: {snapshots:?}");
+}
