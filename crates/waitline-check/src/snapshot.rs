@@ -121,7 +121,23 @@ fn restored(snapshots: &[(u64, Vec<u8>)]) -> Result<(waitline::Engine, waitline:
 #[derive(Debug, Clone, Arbitrary)]
 pub enum SnapshotBytes {
     Flipped { ops: Vec<Op>, flips: Vec<(u16, u8)> },
-    Raw(Vec<u8>),
+    Raw(RawBytes),
+}
+
+/// Bytes taken as they are: as the last input, the rest of the fuzzer's bytes (a seed is
+/// the variant's 4 bytes, then a snapshot).
+#[derive(Debug, Clone)]
+pub struct RawBytes(pub Vec<u8>);
+
+impl<'a> Arbitrary<'a> for RawBytes {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let n = u.arbitrary_len::<u8>()?;
+        Ok(Self(u.bytes(n)?.to_vec()))
+    }
+
+    fn arbitrary_take_rest(u: arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Self(u.take_rest().to_vec()))
+    }
 }
 
 /// Restores a tenant from the bytes: refused, or a tenant whose invariants hold and that
@@ -131,7 +147,7 @@ pub enum SnapshotBytes {
 /// A restored tenant that is inconsistent.
 pub fn check_snapshot_decode(input: &SnapshotBytes) -> Result<(), String> {
     let bytes = match input {
-        SnapshotBytes::Raw(bytes) => bytes.clone(),
+        SnapshotBytes::Raw(RawBytes(bytes)) => bytes.clone(),
         SnapshotBytes::Flipped { ops, flips } => {
             let mut bytes = scenario_snapshot(ops);
             for &(at, mask) in flips {

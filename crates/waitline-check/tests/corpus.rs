@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
-use waitline_check::{concurrent, http, journal, json_bodies, model};
+use waitline_check::{concurrent, http, journal, json_bodies, model, snapshot};
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
@@ -56,4 +56,62 @@ fn json_bodies_corpus() {
 #[test]
 fn journal_records_corpus() {
     assert!(replay::<journal::DamagedJournal>("journal_records", journal::check_damaged_journal) > 0);
+}
+
+#[test]
+fn snapshot_decode_corpus() {
+    assert!(replay::<snapshot::SnapshotBytes>("snapshot_decode", snapshot::check_snapshot_decode) > 0);
+    // The seeds are real snapshots, which restore.
+    let restoring = inputs("snapshot_decode")
+        .iter()
+        .filter_map(|p| {
+            let bytes = std::fs::read(p).ok()?;
+            snapshot::SnapshotBytes::arbitrary_take_rest(Unstructured::new(&bytes)).ok()
+        })
+        .filter(|i| matches!(i, snapshot::SnapshotBytes::Raw(snapshot::RawBytes(b)) if waitline::Engine::default().tenant("t").restore(b).is_ok()))
+        .count();
+    assert!(restoring >= 3, "{restoring} seeds restore");
+}
+
+/// Writes the seed corpus of `snapshot_decode`: real snapshots of the first tenant after
+/// fixed scenarios, encoded as the target's `Raw` input. Run by hand
+/// (`cargo test -p waitline-check --test corpus -- --ignored`) when the format changes.
+#[test]
+#[ignore = "writes the seed corpus"]
+fn write_snapshot_decode_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/snapshot_decode");
+    std::fs::create_dir_all(&dir).unwrap();
+    let enqueue = |c, q, wait, prio, cmd| model::Op::Enqueue {
+        t: 0,
+        c,
+        q,
+        wait,
+        size: None,
+        keep: c % 2 == 0,
+        prio,
+        cmd,
+    };
+    let mut scenarios = vec![vec![], vec![model::Op::Dial { t: 0, c: 0 }]];
+    let mut busy: Vec<model::Op> = (0..6).map(|c| model::Op::Dial { t: 0, c }).collect();
+    busy.extend((0..6).map(|c| enqueue(c, c % 3, Some(30 + c as i64), Some(c as i64 % 4), Some(c as u8))));
+    busy.extend([
+        model::Op::Hangup { t: 0, c: 0, cmd: Some(1) },
+        model::Op::BridgeQueue { t: 0, c: 5, q: 1, park: true },
+        model::Op::DeleteQueue { t: 0, q: 2 },
+        model::Op::Advance { secs: 20 },
+    ]);
+    scenarios.push(busy.clone());
+    busy.push(model::Op::Advance { secs: 700 }); // deadlines, idle queues, forgotten calls
+    scenarios.push(busy);
+    for (n, ops) in scenarios.iter().enumerate() {
+        // `Raw` is the second variant: a discriminant of u32::MAX picks it, and the rest of
+        // the bytes are its vector.
+        let mut bytes = vec![0xff; 4];
+        bytes.extend(snapshot::scenario_snapshot(ops));
+        let decoded = snapshot::SnapshotBytes::arbitrary_take_rest(Unstructured::new(&bytes)).unwrap();
+        assert!(
+            matches!(&decoded, snapshot::SnapshotBytes::Raw(snapshot::RawBytes(b)) if b[..] == bytes[4..])
+        );
+        std::fs::write(dir.join(format!("seed-{n}")), bytes).unwrap();
+    }
 }
