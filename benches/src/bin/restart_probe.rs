@@ -60,8 +60,16 @@ fn main() {
         left[0].journal_rows
     );
     drop((engine, store));
+    let t = Instant::now();
+    let restored = Engine::default();
+    restored.default_tenant().restore(&state).expect("restore");
+    println!("restore alone (no store): {:.2} s", t.elapsed().as_secs_f64());
+    drop(restored);
     let (engine, _store) = restart(dir.path(), n, "its snapshot");
-    assert!(engine.default_tenant().snapshot() == (seq, state), "the restored state is the state snapshotted");
+    assert!(
+        engine.default_tenant().snapshot() == (seq, state),
+        "the restored state is the state snapshotted"
+    );
 }
 
 /// Opens the data directory and replays it into a fresh engine, timed, as `waitline serve`

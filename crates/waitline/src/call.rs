@@ -66,7 +66,7 @@ impl CallId {
     pub(crate) fn engine(id: &str) -> Option<Self> {
         let bytes = <[u8; ID_LEN]>::try_from(id.as_bytes()).ok()?;
         let shaped = bytes.starts_with(ID_PREFIX.as_bytes())
-            && bytes[ID_PREFIX.len()..].iter().all(|c| ALPHABET.contains(c));
+            && bytes[ID_PREFIX.len()..].iter().all(|&c| IN_ALPHABET[c as usize]);
         shaped.then_some(Self(Id::Engine(bytes)))
     }
 
@@ -201,6 +201,17 @@ const DECODE: [u8; 256] = {
     let mut i = 0;
     while i < 64 {
         table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Whether each byte is one of [`ALPHABET`].
+const IN_ALPHABET: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[ALPHABET[i] as usize] = true;
         i += 1;
     }
     table
@@ -724,6 +735,23 @@ mod tests {
         let u = Uuid::from_u128((!(0xf << 76) & !(0b11 << 62)) | (0x4 << 76) | (0b10 << 62));
         assert_eq!(uuid_random_bits(u), (1 << 122) - 1);
         assert_eq!(uuid_random_bits(Uuid::from_u128((0x4 << 76) | (0b10 << 62))), 0);
+    }
+
+    #[test]
+    fn only_ids_of_an_engine_id_shape_are_read_back_as_engine_ids() {
+        let mut id = new_call_control_id(Uuid::new_v4);
+        stamp_slot(&mut id, Handle { ix: 9, generation: 2 });
+        assert_eq!(CallId::engine(&id).map(|c| c.to_string()), Some(id.to_string()));
+        for bad in [id[..ID_LEN - 1].to_owned(), format!("{id}A"), format!("v4{}", &id[2..])] {
+            assert!(CallId::engine(&bad).is_none(), "{bad}");
+        }
+        for c in ["=", "+", "/", " ", "\u{7f}"] {
+            let mut other = id.to_string();
+            other.replace_range(20..21, c);
+            assert!(CallId::engine(&other).is_none(), "{other}");
+        }
+        assert!(ALPHABET.iter().all(|&c| IN_ALPHABET[c as usize]));
+        assert_eq!(IN_ALPHABET.iter().filter(|&&x| x).count(), 64);
     }
 
     #[test]

@@ -377,9 +377,11 @@ impl<T: Copy> MemberOrder<T> {
     where
         T: Default,
     {
-        // Twice the largest queue allows: a bound before anything is allocated.
-        if !cap.is_power_of_two() || !(MIN_CAPACITY..=1 << 22).contains(&cap) || used > cap {
-            return Err(format!("a queue order of {used} slots in {cap}"));
+        // Bounds before anything is allocated: the capacity, by twice the largest queue; the
+        // slots used, by what `remove` allows (it shrinks an order sparser than 1 in 8).
+        let dense_enough = used <= 1024.max(members.len().saturating_mul(8));
+        if !cap.is_power_of_two() || !(MIN_CAPACITY..=1 << 22).contains(&cap) || used > cap || !dense_enough {
+            return Err(format!("a queue order of {used} slots in {cap} for {} members", members.len()));
         }
         let mut order = Self { slots: vec![T::default(); used], cap, ..Self::default() };
         for &(seq, band, value) in members {
@@ -550,6 +552,40 @@ mod tests {
         }
     }
 
+    /// Large orders that grow, thin out and shrink: every layout they pass through is one
+    /// `from_parts` accepts (its density bound holds), with the same answers.
+    #[test]
+    fn every_layout_of_a_large_order_is_accepted() {
+        let mut order = MemberOrder::<u32>::default();
+        let mut seqs: HashMap<u32, Seq> = HashMap::new();
+        let mut live: Vec<(u32, u8)> = Vec::new();
+        let mut x = 7u64;
+        for step in 0..60_000u32 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            // Grow for a while, then mostly remove (down to a few), then grow again.
+            let removing = (20_000..45_000).contains(&step) && x % 16 != 0;
+            if removing && !live.is_empty() {
+                let (id, band) = live.swap_remove((x >> 33) as usize % live.len());
+                let seq = seqs.remove(&id).unwrap();
+                order.remove(seq, band, |v, s| {
+                    seqs.insert(*v, s);
+                });
+            } else {
+                let band = (x >> 40) as u8 % 3;
+                let seq = order.push(band, step, |v, s| {
+                    seqs.insert(*v, s);
+                });
+                seqs.insert(step, seq);
+                live.push((step, band));
+            }
+            if step % 97 == 0 || live.len() < 3 {
+                let members: Vec<(Seq, u8, u32)> = live.iter().map(|&(id, b)| (seqs[&id], b, id)).collect();
+                let copy = MemberOrder::from_parts(order.layout(), &members).unwrap();
+                assert_eq!((copy.len(), copy.head()), (order.len(), order.head()), "step {step}");
+            }
+        }
+    }
+
     #[test]
     fn bad_layouts_are_refused() {
         let ok = MemberOrder::<u32>::from_parts((3, 16, 1), &[(1, 0, 7), (2, 9, 8)]).unwrap();
@@ -565,6 +601,8 @@ mod tests {
         assert!(refused((3, 16, 0), &[(1, 0, 7)]), "first live slot below the first member");
         assert!(refused((3, 16, 2), &[(1, 0, 7)]), "first live slot past the first member");
         assert!(refused((3, 16, 0), &[]), "slots used with no member");
+        assert!(refused((1025, 2048, 1024), &[(1024, 0, 7)]), "sparser than remove leaves an order");
+        assert!(MemberOrder::<u32>::from_parts((1024, 2048, 1023), &[(1023, 0, 7)]).is_ok());
         assert!(MemberOrder::<u32>::from_parts((0, 1024, 0), &[]).is_ok_and(|o| o.len() == 0));
     }
 

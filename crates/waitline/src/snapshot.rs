@@ -17,10 +17,12 @@
 //! a state that is silently wrong.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
@@ -287,10 +289,14 @@ fn encode(core: &TenantCore) -> Vec<u8> {
     postcard::to_extend(&body, out).unwrap_or_default()
 }
 
-/// What [`Body`] reads into.
+/// The call slots as read: each slot's generation and record, and the last connection id
+/// and called number met (the strings later calls share).
+type CallSlots = (Vec<(u32, Option<CallRecord>)>, Option<Arc<str>>, Option<Arc<str>>);
+
+/// What [`Body`] reads into: the calls straight into records, the rest as encoded.
 type Decoded<'a> = Body<
     'a,
-    Vec<(u32, Option<CallData<'a>>)>,
+    CallSlots,
     Vec<(u32, Option<QueueData<'a, Vec<u64>>>)>,
     Vec<(u64, Vec<(u64, TimerData)>)>,
     Vec<(u64, HandleData)>,
@@ -309,30 +315,119 @@ fn decode(shared: &Shared, bytes: &[u8]) -> Result<TenantCore, SnapshotError> {
     if version != FORMAT_VERSION {
         return Err(format(&format!("format version {version}")));
     }
-    let (body, trailing): (Decoded<'_>, _) =
-        postcard::take_from_bytes(body).map_err(|e| SnapshotError::Format(e.to_string()))?;
+    let failure = RefCell::new(None);
+    let mut reader = postcard::Deserializer::from_bytes(body);
+    let decoded = BodySeed { shared, failure: &failure }.deserialize(&mut reader);
+    if let Some(e) = failure.into_inner() {
+        return Err(e);
+    }
+    let body = decoded.map_err(|e| SnapshotError::Format(e.to_string()))?;
+    let trailing = reader.finalize().map_err(|e| SnapshotError::Format(e.to_string()))?;
     if !trailing.is_empty() {
         return Err(format(&format!("{} bytes after the state", trailing.len())));
     }
     build(shared, body)
 }
 
+/// Reads a [`Body`] with its call slots read by [`CallSlotsSeed`].
+struct BodySeed<'s> {
+    shared: &'s Shared,
+    failure: &'s RefCell<Option<SnapshotError>>,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Decoded<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_tuple(BODY_FIELDS, self)
+    }
+}
+
+/// The fields of [`Body`].
+const BODY_FIELDS: usize = 10;
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = Decoded<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a tenant's state")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(seq: &mut A) -> Result<T, A::Error> {
+            seq.next_element()?.ok_or_else(|| A::Error::custom("the state ends early"))
+        }
+        Ok(Body {
+            seq: next(&mut seq)?,
+            calls: seq
+                .next_element_seed(CallSlotsSeed { shared: self.shared, failure: self.failure })?
+                .ok_or_else(|| A::Error::custom("the state ends early"))?,
+            call_free: next(&mut seq)?,
+            queues: next(&mut seq)?,
+            queue_free: next(&mut seq)?,
+            timers: next(&mut seq)?,
+            stale_timers: next(&mut seq)?,
+            ended: next(&mut seq)?,
+            last_connection: next(&mut seq)?,
+            last_to: next(&mut seq)?,
+        })
+    }
+}
+
+/// Reads the call slots straight into records, each checked as it comes: at a million
+/// calls, a copy of the encoded form first would cost more than the records.
+struct CallSlotsSeed<'s> {
+    shared: &'s Shared,
+    /// Why a call was refused (the decoder's own error only carries a message).
+    failure: &'s RefCell<Option<SnapshotError>>,
+}
+
+impl<'de> DeserializeSeed<'de> for CallSlotsSeed<'_> {
+    type Value = CallSlots;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CallSlotsSeed<'_> {
+    type Value = CallSlots;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("call slots")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // The length is the input's word: room for at most 64k slots up front.
+        let mut slots = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+        let (mut last_connection, mut last_to) = (None, None);
+        while let Some((generation, data)) = seq.next_element::<(u32, Option<CallData<'de>>)>()? {
+            let ix = u32::try_from(slots.len()).map_err(|_| A::Error::custom("too many call slots"))?;
+            let rec = match data {
+                None => None,
+                Some(d) => {
+                    let here = Handle { ix, generation };
+                    match call_record(self.shared, d, here, &mut last_connection, &mut last_to) {
+                        Ok(rec) => Some(rec),
+                        Err(e) => {
+                            let message = e.to_string();
+                            *self.failure.borrow_mut() = Some(e);
+                            return Err(A::Error::custom(message));
+                        }
+                    }
+                }
+            };
+            slots.push((generation, rec));
+        }
+        Ok((slots, last_connection, last_to))
+    }
+}
+
 fn build(shared: &Shared, body: Decoded<'_>) -> Result<TenantCore, SnapshotError> {
     let mut core = TenantCore { seq: body.seq, ..TenantCore::default() };
 
-    // Calls, and the map of the ids clients gave.
-    let mut last_connection: Option<Arc<str>> = None;
-    let mut last_to: Option<Arc<str>> = None;
-    let mut slots = Vec::with_capacity(body.calls.len());
-    for (ix, (generation, data)) in body.calls.into_iter().enumerate() {
-        let here =
-            Handle { ix: u32::try_from(ix).map_err(|_| inconsistent("too many call slots"))?, generation };
-        let rec = match data {
-            Some(d) => Some(call_record(shared, d, here, &mut last_connection, &mut last_to)?),
-            None => None,
-        };
-        slots.push((generation, rec));
-    }
+    // Calls (read into records already), and the map of the ids clients gave.
+    let (slots, last_connection, last_to) = body.calls;
     core.calls = Slab::from_parts(slots, body.call_free.into_owned())
         .map_err(|e| inconsistent(format!("calls: {e}")))?;
     for (ix, rec) in core.calls.iter() {
@@ -737,9 +832,18 @@ mod tests {
         assert_eq!((t.last_seq(), t.live_calls()), (0, 0));
     }
 
+    /// The encoded form read as it is (the calls too), for editing.
+    type Plain<'a> = Body<
+        'a,
+        Vec<(u32, Option<CallData<'a>>)>,
+        Vec<(u32, Option<QueueData<'a, Vec<u64>>>)>,
+        Vec<(u64, Vec<(u64, TimerData)>)>,
+        Vec<(u64, HandleData)>,
+    >;
+
     /// Decodes `bytes`, changes the state with `edit`, and restores the result.
-    fn edited(bytes: &[u8], edit: impl FnOnce(&mut Decoded<'_>)) -> Result<u64, SnapshotError> {
-        let mut body: Decoded<'_> = postcard::from_bytes(&bytes[MAGIC.len() + 2..]).unwrap();
+    fn edited(bytes: &[u8], edit: impl FnOnce(&mut Plain<'_>)) -> Result<u64, SnapshotError> {
+        let mut body: Plain<'_> = postcard::from_bytes(&bytes[MAGIC.len() + 2..]).unwrap();
         edit(&mut body);
         let mut again = bytes[..MAGIC.len() + 2].to_vec();
         again.extend(postcard::to_allocvec(&body).unwrap());
@@ -747,7 +851,7 @@ mod tests {
         engine.tenant("acme").restore(&again)
     }
 
-    fn each_link(body: &mut Decoded<'_>, f: impl FnMut(&mut LinkData)) {
+    fn each_link(body: &mut Plain<'_>, f: impl FnMut(&mut LinkData)) {
         body.calls.iter_mut().filter_map(|(_, c)| c.as_mut()).map(|c| &mut c.link).for_each(f);
     }
 
@@ -757,7 +861,7 @@ mod tests {
         let (seq, bytes) = busy_tenant(&engine, &hand).snapshot();
         assert_eq!(edited(&bytes, |_| {}), Ok(seq), "unedited");
         let mut case = 0;
-        let mut refused = |edit: &dyn Fn(&mut Decoded<'_>)| {
+        let mut refused = |edit: &dyn Fn(&mut Plain<'_>)| {
             case += 1;
             let got = edited(&bytes, edit);
             assert!(matches!(got, Err(SnapshotError::Inconsistent(_))), "case {case}: {got:?}");
