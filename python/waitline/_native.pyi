@@ -16,7 +16,7 @@ class Engine:
         events: bool = True,
         data_dir: Optional[Union[str, os.PathLike[str]]] = None,
         fsync: Literal["always", "periodic"] = "always",
-        snapshot_every: int = 100_000,
+        snapshot_every: int = 1_000_000,
     ) -> Engine: ...
     def flush(self) -> None: ...
     @property

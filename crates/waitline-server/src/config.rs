@@ -161,7 +161,7 @@ pub struct ServeArgs {
     pub recover_truncate: bool,
     /// Snapshot a tenant once this many of its changes were journaled since its last
     /// snapshot; a restart restores it and replays only what follows, and the journal it
-    /// covers is deleted. 0: never [default: 100000].
+    /// covers is deleted. 0: never [default: 1000000].
     #[arg(long, env = "WAITLINE_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
 }
