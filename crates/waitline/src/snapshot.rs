@@ -785,6 +785,44 @@ mod tests {
         }
     }
 
+    /// The edges of what a restore accepts, all reached by real use: members enqueued at
+    /// the same instant, a call remembering as many command ids as it can, a queue with its
+    /// full window of bridge times; and the connection and number shared by the next call
+    /// are the ones the tenant last used, not the last slot's.
+    #[test]
+    fn states_at_the_edges_restore_exactly() {
+        let (engine, hand) = engine();
+        let t = engine.tenant("acme");
+        let second = t.dial(&DialParams::new("+15550009", "+15550008", "other")).unwrap().call_control_id;
+        for i in 0..crate::call::COMMAND_ID_MEMORY {
+            let cmd = CommandOptions { command_id: Some(format!("c{i}")), ..CommandOptions::default() };
+            t.enqueue(&second, &EnqueueParams { options: cmd, ..EnqueueParams::new("full") }).unwrap();
+            t.leave_queue(&second, &CommandOptions::default()).unwrap();
+        }
+        for _ in 0..=ESTIMATE_WINDOW {
+            let calls = [dial(&t, None), dial(&t, None), dial(&t, None)];
+            for c in &calls {
+                t.enqueue(c, &EnqueueParams::new("busy")).unwrap(); // the same instant
+            }
+            t.bridge(&dial(&t, None), &BridgeParams::queue("busy")).unwrap();
+            hand.advance(Duration::from_millis(10));
+        }
+        let full = |t: &Tenant| {
+            let (seq, bytes) = t.snapshot();
+            let (_copy_engine, copy, _) = restored(&bytes, &hand);
+            assert_eq!(copy.snapshot(), (seq, bytes));
+            assert_eq!(reads(&copy), reads(&t.clone()));
+        };
+        full(&t);
+        // A call in a freed low slot with another connection: the tenant's last one is
+        // its, not the last slot's.
+        t.hangup(&second, &CommandOptions::default()).unwrap();
+        hand.advance(Duration::from_secs(61));
+        engine.run_pending_tasks(); // `second` forgotten: its slot 0 is free
+        t.dial(&DialParams::new("+15550007", "+15550006", "third")).unwrap();
+        full(&t);
+    }
+
     #[test]
     fn only_a_new_tenant_is_restored() {
         let (engine, hand) = engine();
@@ -902,6 +940,48 @@ mod tests {
                 }
             },
             "bridged with slot",
+        );
+        // Timers for one slot past the last (an extra timer: nothing else is wrong).
+        let extra = |b: &mut Plain<'_>, t: TimerData| {
+            let at = b.timers[0].1[0].0;
+            b.timers[0].1.push((at, t));
+        };
+        because(&|b| extra(b, TimerData::Forget { call: (b.calls.len() as u32, 0) }), "out of range");
+        because(&|b| extra(b, TimerData::Idle { queue: (b.queues.len() as u32, 0) }), "out of range");
+        because(
+            &|b| extra(b, TimerData::Deadline { queue: (0, 0), call: (b.calls.len() as u32, 0), arrival: 1 }),
+            "out of range",
+        );
+        because(
+            &|b| {
+                extra(b, TimerData::Deadline { queue: (b.queues.len() as u32, 0), call: (0, 0), arrival: 1 })
+            },
+            "out of range",
+        );
+        because(&|b| b.ended.push((0, (b.calls.len() as u32, 0))), "an ended call in slot");
+        // Enqueue times: after the queue's last, or out of arrival order.
+        because(
+            &|b| {
+                for (_, q) in &mut b.queues {
+                    if let Some(q) = q.as_mut() {
+                        q.last_enqueued_at -= 1;
+                    }
+                }
+            },
+            "enqueue times",
+        );
+        because(
+            &|b| {
+                let mut first = true;
+                each_link(b, |l| {
+                    if let LinkData::Queued { enqueued_at, queue: 1, .. } = l {
+                        if std::mem::take(&mut first) {
+                            *enqueued_at += 10_000_000; // the first arrival, after the others
+                        }
+                    }
+                });
+            },
+            "enqueue times",
         );
         because(
             &|b| {
