@@ -59,7 +59,7 @@ pub enum SnapshotError {
 impl Tenant {
     /// The tenant's whole state as of its last change: that change's number and the bytes
     /// [`Tenant::restore`] takes. Taken under the tenant's lock (its commands wait meanwhile:
-    /// about 0.1 µs per queued call, see BENCHMARKS.md).
+    /// about 0.15 µs per queued call, see BENCHMARKS.md).
     #[must_use]
     pub fn snapshot(&self) -> (u64, Vec<u8>) {
         let core = self.state.lock();
