@@ -11,6 +11,7 @@ pub use waitline_store::Fsync;
 
 use crate::auth::KeySpec;
 use crate::webhook::WebhookConfig;
+use crate::webhook_destination::DestinationPolicy;
 
 /// The resolved configuration of a server.
 #[derive(Debug, Clone)]
@@ -112,6 +113,10 @@ pub struct ServeArgs {
     /// Webhook URL tried after the primary failed every attempt.
     #[arg(long, env = "WAITLINE_WEBHOOK_FAILOVER_URL")]
     pub webhook_failover_url: Option<String>,
+    /// Where a call's own `webhook_url` may point besides public addresses: a network
+    /// (CIDR), an address or a host name; repeatable (env: comma-separated).
+    #[arg(long = "webhook-allow", env = "WAITLINE_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<String>,
     /// Base64 of the 32-byte Ed25519 seed that signs webhooks.
     #[arg(long, env = "WAITLINE_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
@@ -174,6 +179,7 @@ pub struct FileConfig {
     api_keys: Option<Vec<String>>,
     webhook_url: Option<String>,
     webhook_failover_url: Option<String>,
+    webhook_allow: Option<Vec<String>>,
     signing_key: Option<String>,
     queue_idle_ttl_secs: Option<u64>,
     max_calls_per_tenant: Option<usize>,
@@ -209,6 +215,12 @@ impl ServeArgs {
             .filter(|k| !k.trim().is_empty())
             .map(|k| KeySpec::parse(k))
             .collect::<Result<_, _>>()?;
+        let allow = if self.webhook_allow.is_empty() {
+            file.webhook_allow.unwrap_or_default()
+        } else {
+            self.webhook_allow
+        };
+        let allow = DestinationPolicy::new(&allow)?;
         let secs = Duration::from_secs;
         let millis = Duration::from_millis;
         Ok(Config {
@@ -235,6 +247,7 @@ impl ServeArgs {
             webhooks: WebhookConfig {
                 url: self.webhook_url.or(file.webhook_url),
                 failover_url: self.webhook_failover_url.or(file.webhook_failover_url),
+                allow,
                 attempts: self.webhook_attempts.or(file.webhook_attempts).unwrap_or(d.webhooks.attempts),
                 backoff: self
                     .webhook_backoff_ms

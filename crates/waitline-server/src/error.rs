@@ -41,6 +41,9 @@ pub enum ApiError {
     RouteNotFound,
     /// The route exists, not with this method.
     MethodNotAllowed,
+    /// A `webhook_url` the destination policy refuses: not an http(s) URL with a host
+    /// (`10033`), or an address that is not public and not allowed (`95005`).
+    WebhookDestination(crate::webhook_destination::Refusal),
     /// Every event-stream slot is taken.
     TooManyStreams {
         /// The configured cap.
@@ -107,6 +110,23 @@ impl ApiError {
                 Some(parameter),
                 None,
             ),
+            Self::WebhookDestination(refusal) => {
+                use crate::webhook_destination::Refusal;
+                let (code, title) = match refusal {
+                    Refusal::NotAUrl(_) | Refusal::Scheme(_) | Refusal::NoHost => ("10033", "Value outside of range"),
+                    Refusal::Address(..) | Refusal::Resolved(_) => ("95005", "Webhook destination not allowed"),
+                };
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    code,
+                    title,
+                    format!(
+                        "The 'webhook_url' parameter cannot be used: {refusal}. Webhooks go to public addresses over http or https, or to destinations the operator allows."
+                    ),
+                    Some("webhook_url"),
+                    None,
+                )
+            }
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "10009",

@@ -14,6 +14,9 @@ pub mod durable;
 pub mod error;
 pub mod routes;
 pub mod webhook;
+mod webhook_delivery;
+pub mod webhook_destination;
+mod webhook_lane;
 pub mod wire;
 
 use std::future::Future;

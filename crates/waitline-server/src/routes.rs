@@ -114,7 +114,8 @@ pub fn api(prefix: &str) -> Router<AppState> {
 
 async fn dial(State(state): State<AppState>, Auth(t): Auth, JsonBody(b): JsonBody) -> ApiResult {
     let params = b.dial()?;
-    if params.webhook_url.is_some() {
+    if let Some(url) = &params.webhook_url {
+        state.webhooks().check_destination(url).map_err(ApiError::WebhookDestination)?;
         // Before the call exists, so its first event is delivered too.
         state.webhooks().ensure_started();
     }

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use waitline_server::auth::KeySpec;
 use waitline_server::config::Config;
 use waitline_server::webhook::Signer;
+use waitline_server::webhook_destination::DestinationPolicy;
 
 pub const KEY_A: &str = "key-tenant-a";
 pub const KEY_B: &str = "key-tenant-b";
@@ -116,6 +117,13 @@ impl Server {
     pub async fn action(&self, id: &str, action: &str, body: Value) -> (u16, Value) {
         self.post(&format!("/v2/calls/{id}/actions/{action}"), body).await
     }
+}
+
+/// `config` with the loopback network allowed as a destination of calls' own webhook URLs
+/// (the receivers of the tests listen there).
+pub fn allow_loopback(mut config: Config) -> Config {
+    config.webhooks.allow = DestinationPolicy::new(&["127.0.0.0/8"]).unwrap();
+    config
 }
 
 /// The error code of an error answer.
