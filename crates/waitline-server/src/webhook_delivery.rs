@@ -98,14 +98,14 @@ impl Delivery {
                         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                         return Outcome::Delivered;
                     }
-                    Err(e) => {
-                        if let Some(refusal) = refusal_in(&e) {
-                            attempt -= 1; // nothing was sent
-                            why = self.refused(event, url, refusal);
-                            break;
-                        }
-                        why = without_url(&e).to_string();
-                        tracing::debug!(destination = %redacted(url), attempt, why = %why, "webhook attempt failed");
+                    Err(Failure::Refused(refusal)) => {
+                        attempt -= 1; // nothing was sent
+                        why = self.refused(event, url, &refusal);
+                        break;
+                    }
+                    Err(Failure::Other(e)) => {
+                        tracing::debug!(destination = %redacted(url), attempt, why = %e, "webhook attempt failed");
+                        why = e;
                     }
                 }
             }
@@ -133,21 +133,38 @@ impl Delivery {
         url: &str,
         event: &Event,
         attempt: u32,
-    ) -> Result<(), reqwest::Error> {
+    ) -> Result<(), Failure> {
         let body = serde_json::to_vec(&envelope(event, attempt, url)).unwrap_or_default();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let (timestamp, signature) = self.signer.sign(now.as_secs(), &body);
-        client
+        let response = client
             .post(url)
             .header("content-type", "application/json")
             .header("telnyx-timestamp", timestamp)
             .header("telnyx-signature-ed25519", signature)
             .body(body)
             .send()
-            .await?
-            .error_for_status()
-            .map(drop)
+            .await
+            .map_err(|e| match refusal_in(&e) {
+                Some(refusal) => Failure::Refused(refusal.clone()),
+                None => Failure::Other(without_url(&e)),
+            })?;
+        // Only a 2xx: a redirect (not followed) is a failed attempt too.
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(Failure::Other(format!("status {}", response.status())))
+        }
     }
+}
+
+/// Why an attempt failed.
+#[derive(Debug)]
+enum Failure {
+    /// The resolver found no allowed address: nothing was sent.
+    Refused(Refusal),
+    /// A network error, a timeout, or an answer other than 2xx.
+    Other(String),
 }
 
 /// The policy's refusal inside a request error (the resolver's), if that is why it failed.

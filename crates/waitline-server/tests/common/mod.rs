@@ -199,13 +199,24 @@ impl Receiver {
         }
     }
 
+    /// Answers 500 to the next `n` requests (`usize::MAX`: until told otherwise, 0: no more).
+    pub fn fail_next(&self, n: usize) {
+        self.fail_first.store(n, Ordering::SeqCst);
+    }
+
     pub fn trust(&self, public_key: &str) {
         *self.public_key.lock() = Some(public_key.to_owned());
     }
 
     /// Waits until `n` webhooks arrived (at most 10 s).
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        for _ in 0..200 {
+        self.wait_for_within(n, Duration::from_secs(10)).await
+    }
+
+    /// Waits until `n` webhooks arrived, at most `limit`.
+    pub async fn wait_for_within(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
             if self.got.lock().len() >= n {
                 break;
             }
