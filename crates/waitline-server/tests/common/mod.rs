@@ -182,7 +182,12 @@ pub fn verify(public_key: &str, headers: &HeaderMap, body: &[u8]) -> bool {
 
 impl Receiver {
     pub async fn start(fail_first: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1", fail_first).await
+    }
+
+    /// A receiver listening on `ip` (a loopback address).
+    pub async fn start_on(ip: &str, fail_first: usize) -> Self {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let rx = Rx {
             got: Arc::default(),
