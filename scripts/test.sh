@@ -68,7 +68,7 @@ fi
 # The toolchain is stable: RUSTC_BOOTSTRAP lets it take cargo-fuzz's nightly flags.
 (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none --target-dir "$CARGO_TARGET_DIR/fuzz")
 fuzz_work=$(mktemp -d)
-for target in engine_model engine_concurrent http_request json_bodies journal_records; do
+for target in engine_model engine_concurrent http_request json_bodies journal_records webhook_destination; do
   mkdir -p "$fuzz_work/$target"
   # New inputs go to a scratch corpus; the committed seeds are read only.
   if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --target-dir "$CARGO_TARGET_DIR/fuzz" "$target" \
