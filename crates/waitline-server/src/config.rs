@@ -323,6 +323,21 @@ mod tests {
     }
 
     #[test]
+    fn webhook_allow_entries() {
+        let parse = |args: &[&str]| {
+            let Command::Serve(a) = Cli::parse_from([&["waitline", "serve"], args].concat()).command else {
+                panic!("serve")
+            };
+            a.resolve()
+        };
+        let c = parse(&["--webhook-allow", "10.0.0.0/8", "--webhook-allow", "hooks.internal"]).unwrap();
+        assert_eq!(c.webhooks.allow, DestinationPolicy::new(&["10.0.0.0/8", "hooks.internal"]).unwrap());
+        assert!(c.webhooks.allow.check_url("http://10.2.3.4/").is_ok());
+        assert_eq!(parse(&[]).unwrap().webhooks.allow, DestinationPolicy::default());
+        assert!(parse(&["--webhook-allow", "10.0.0.0/99"]).unwrap_err().contains("10.0.0.0/99"));
+    }
+
+    #[test]
     fn durability_flags() {
         let parse = |args: &[&str]| {
             let Command::Serve(a) = Cli::try_parse_from([&["waitline", "serve"], args].concat())?.command

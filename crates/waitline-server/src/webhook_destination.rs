@@ -162,10 +162,8 @@ impl DestinationPolicy {
         let mut policy = Self::default();
         for entry in entries {
             let entry = entry.as_ref().trim();
-            if let Ok(net) = entry.parse::<IpNet>() {
-                policy.nets.push(net.trunc());
-            } else if let Ok(ip) = entry.parse::<IpAddr>() {
-                policy.nets.push(IpNet::from(ip));
+            if let Some(net) = network(entry) {
+                policy.nets.push(net);
             } else if let Some(host) = host_name(entry) {
                 policy.hosts.push(host);
             } else {
@@ -241,6 +239,21 @@ impl DestinationPolicy {
     }
 }
 
+/// A network (`address/prefix`) or an address, if `entry` is one. Spelled strictly: the
+/// standard address syntax (no leading zeros, which some readers take for octal) and a
+/// decimal prefix.
+fn network(entry: &str) -> Option<IpNet> {
+    let (address, prefix) = match entry.split_once('/') {
+        Some((address, prefix)) => {
+            let digits =
+                !prefix.is_empty() && prefix.len() <= 3 && prefix.bytes().all(|b| b.is_ascii_digit());
+            (address, Some(prefix).filter(|_| digits)?.parse::<u8>().ok()?)
+        }
+        None => (entry, if entry.contains(':') { 128 } else { 32 }),
+    };
+    IpNet::new(address.parse::<IpAddr>().ok()?, prefix).ok().map(|net| net.trunc())
+}
+
 /// A host name as the allow list keeps it (lowercase, no final dot), if `entry` is one.
 fn host_name(entry: &str) -> Option<String> {
     let name = entry.strip_suffix('.').unwrap_or(entry);
@@ -250,7 +263,10 @@ fn host_name(entry: &str) -> Option<String> {
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && !l.starts_with('-')
     };
-    (!name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok))
+    // A name whose last label is a number is read as an IPv4 address by URL parsers.
+    let last = name.rsplit('.').next().unwrap_or_default();
+    let numeric = last.bytes().all(|b| b.is_ascii_digit()) || last.to_ascii_lowercase().starts_with("0x");
+    (!name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok) && !numeric)
         .then(|| name.to_ascii_lowercase())
 }
 
@@ -383,6 +399,18 @@ mod tests {
         let none = DestinationPolicy::default();
         assert_eq!(none.filter_resolved("localhost", resolved), Err(Refusal::Resolved("localhost".into())));
         assert!(DestinationPolicy::new(&["10.0.0.0/33"]).unwrap_err().contains("10.0.0.0/33"));
+        for odd in [
+            "010.0.0.0/8",
+            "10.0.0.0/+8",
+            "10.0.0.0/",
+            "10.0.0.1/08x",
+            "::/129",
+            "010.0.0.1",
+            "0x7f.1",
+            "127.1",
+        ] {
+            assert!(DestinationPolicy::new(&[odd]).is_err(), "{odd}");
+        }
         assert!(DestinationPolicy::new(&["http://x/"]).is_err());
         assert!(DestinationPolicy::new(&[""]).is_err());
     }
