@@ -110,6 +110,7 @@ pub fn api(prefix: &str) -> Router<AppState> {
         )
         .route(&at("/events"), get(events))
         .route(&at("/webhook_public_key"), get(public_key))
+        .route(&at("/webhook_failures"), get(webhook_failures))
 }
 
 async fn dial(State(state): State<AppState>, Auth(t): Auth, JsonBody(b): JsonBody) -> ApiResult {
@@ -248,6 +249,11 @@ const STREAM_BUFFER: usize = 4096;
 /// [ext] The Ed25519 public key that verifies webhook signatures.
 async fn public_key(State(state): State<AppState>) -> Response {
     Json(json!({ "data": { "public_key": state.public_key() } })).into_response()
+}
+
+/// [ext] The tenant's latest webhooks that finally failed, oldest first.
+async fn webhook_failures(State(state): State<AppState>, Auth(t): Auth) -> Response {
+    wire::data(&state.webhooks().failures.of(t.name()))
 }
 
 /// Liveness.

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -22,7 +22,7 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use waitline::{Engine, Event, Subscription};
+use waitline::{Engine, Event, Subscription, Timestamp};
 
 use crate::durable::Durability;
 use crate::webhook_delivery::Delivery;
@@ -134,11 +134,14 @@ pub struct WebhookStats {
     pub pending: AtomicU64,
 }
 
-/// A webhook never delivered (every attempt at every URL failed, or no URL was allowed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A webhook never delivered (every attempt at every URL failed, or no URL was allowed), as
+/// `GET /v2/webhook_failures` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FailedDelivery {
+    /// `"webhook_failure"`.
+    pub record_type: &'static str,
     /// The event's id.
-    pub id: uuid::Uuid,
+    pub event_id: uuid::Uuid,
     /// Its type.
     pub event_type: &'static str,
     /// The call it is about.
@@ -146,17 +149,19 @@ pub struct FailedDelivery {
     /// Requests tried.
     pub attempts: u32,
     /// Why the last one failed.
-    pub why: String,
+    pub error: String,
     /// When it was given up on.
-    pub failed_at: SystemTime,
+    pub failed_at: Timestamp,
 }
 
 /// How many failed deliveries are kept per tenant (the oldest go first).
 pub const FAILURES_KEPT_PER_TENANT: usize = 100;
 
-/// The latest failed deliveries of each tenant, in memory: the event itself stays in the
-/// journal (its webhook is not sent again once given up on), the log has every failure, and
-/// this bounded list lets a tenant's recent losses be looked up without the log.
+/// The latest failed deliveries of each tenant, kept in memory and bounded: the log has every
+/// failure, and this list lets a tenant see its recent ones (`GET /v2/webhook_failures`)
+/// without the operator's log. Not in the store: for a dead endpoint the failures grow with
+/// the tenant's traffic, and a restart only forgets this view, never an undelivered event
+/// (a failed event is past the delivery mark and is not sent again).
 #[derive(Debug, Default)]
 pub struct Failures {
     tenants: parking_lot::Mutex<HashMap<Arc<str>, VecDeque<FailedDelivery>>>,
@@ -174,7 +179,8 @@ impl Failures {
             "webhook not delivered"
         );
         let failed = FailedDelivery {
-            id: event.id,
+            record_type: "webhook_failure",
+            event_id: event.id,
             event_type: event.event_type(),
             call_control_id: event
                 .kind
@@ -182,8 +188,8 @@ impl Failures {
                 .map(|s| s.call.call_control_id.to_string())
                 .unwrap_or_default(),
             attempts,
-            why,
-            failed_at: SystemTime::now(),
+            error: why,
+            failed_at: Timestamp::now_utc(),
         };
         let mut tenants = self.tenants.lock();
         let kept = tenants.entry(event.tenant.clone()).or_default();

@@ -158,7 +158,9 @@ async fn inside_own_network_delivery_refuses_a_literal_address_too() {
     let failures = webhooks.failures.of("a");
     assert_eq!(failures.len(), 2);
     assert!(
-        failures.iter().all(|f| f.attempts == 0 && f.why.contains("169.254.169.254 is a link-local address"))
+        failures
+            .iter()
+            .all(|f| f.attempts == 0 && f.error.contains("169.254.169.254 is a link-local address"))
     );
     webhooks.shutdown(Duration::from_secs(1)).await;
 }

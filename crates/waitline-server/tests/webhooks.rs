@@ -58,6 +58,34 @@ async fn a_name_resolving_to_loopback_is_not_sent_to() {
     s.stop().await;
 }
 
+/// A webhook that finally failed is listed for its tenant, and for no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finally_failed_webhooks_are_listed_for_their_tenant() {
+    let s = Server::start(config(None, None, &[])).await;
+    let (_, v) = dial_as(&s, KEY_A, "http://localhost:9/hook").await;
+    let call = v["data"]["call_control_id"].as_str().unwrap().to_owned();
+    let mut listed = Value::Null;
+    for _ in 0..200 {
+        listed = s.get("/v2/webhook_failures").await.1;
+        if listed["data"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let failures = listed["data"].as_array().unwrap();
+    assert_eq!(failures.len(), 2, "{listed}");
+    assert_eq!(failures[0]["record_type"], "webhook_failure");
+    assert_eq!(failures[0]["event_type"], "call.initiated");
+    assert_eq!(failures[1]["event_type"], "call.answered");
+    assert!(failures.iter().all(|f| f["call_control_id"] == call.as_str() && f["attempts"] == 0));
+    assert!(failures[0]["error"].as_str().unwrap().contains("resolves to no public or allowed address"));
+    assert!(failures[0]["event_id"].is_string() && failures[0]["failed_at"].is_string(), "{listed}");
+    let (status, other) = s.req("GET", "/v2/webhook_failures", Some(KEY_B), None).await;
+    assert_eq!((status, other), (200, json!({"data": []})));
+    assert_eq!(s.req("GET", "/v2/webhook_failures", None, None).await.0, 401);
+    s.stop().await;
+}
+
 /// The allow list opens a name, or the network it resolves to; a literal loopback address
 /// needs the network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,7 +334,7 @@ async fn a_refused_destination_is_a_counted_kept_failure() {
         ["call.initiated", "call.answered"]
     );
     assert!(failures.iter().all(|f| f.call_control_id == *call && f.attempts == 0), "{failures:?}");
-    assert!(failures[0].why.contains("localhost resolves to no public or allowed address"), "{failures:?}");
+    assert!(failures[0].error.contains("localhost resolves to no public or allowed address"), "{failures:?}");
     assert!(webhooks.failures.of("b").is_empty());
     webhooks.shutdown(Duration::from_secs(1)).await;
 }
