@@ -103,9 +103,14 @@ impl Delivery {
                         why = self.refused(event, url, &refusal);
                         break;
                     }
-                    Err(Failure::Other(e)) => {
-                        tracing::debug!(destination = %redacted(url), attempt, why = %e, "webhook attempt failed");
-                        why = e;
+                    Err(Failure::Other { detail, reason }) => {
+                        tracing::debug!(destination = %redacted(url), attempt, why = %detail, "webhook attempt failed");
+                        let whose = if chosen_by_client {
+                            "the call's webhook URL"
+                        } else {
+                            "the configured webhook URL"
+                        };
+                        why = format!("{whose}: {reason}");
                     }
                 }
             }
@@ -147,13 +152,14 @@ impl Delivery {
             .await
             .map_err(|e| match refusal_in(&e) {
                 Some(refusal) => Failure::Refused(refusal.clone()),
-                None => Failure::Other(without_url(&e)),
+                None => Failure::Other { detail: without_url(&e), reason: reason(&e) },
             })?;
         // Only a 2xx: a redirect (not followed) is a failed attempt too.
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(Failure::Other(format!("status {}", response.status())))
+            let reason = format!("answered {}", response.status());
+            Err(Failure::Other { detail: reason.clone(), reason })
         }
     }
 }
@@ -164,7 +170,13 @@ enum Failure {
     /// The resolver found no allowed address: nothing was sent.
     Refused(Refusal),
     /// A network error, a timeout, or an answer other than 2xx.
-    Other(String),
+    Other {
+        /// For the log (the URL redacted).
+        detail: String,
+        /// For the tenant's list of failures: no address, no URL (the configured URLs are
+        /// the operator's, not the tenant's to see).
+        reason: String,
+    },
 }
 
 /// The policy's refusal inside a request error (the resolver's), if that is why it failed.
@@ -177,6 +189,17 @@ fn refusal_in(e: &reqwest::Error) -> Option<&Refusal> {
         source = err.source();
     }
     None
+}
+
+/// What kind of failure a request error is, in words that name no address.
+fn reason(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "no answer within the timeout".to_owned()
+    } else if e.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "the request failed".to_owned()
+    }
 }
 
 /// A request error without its URL (which may carry a token in its path or query).

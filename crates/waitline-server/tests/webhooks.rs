@@ -58,10 +58,12 @@ async fn a_name_resolving_to_loopback_is_not_sent_to() {
     s.stop().await;
 }
 
-/// A webhook that finally failed is listed for its tenant, and for no other.
+/// A webhook that finally failed is listed for its tenant, and for no other, saying why
+/// without naming the operator's URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finally_failed_webhooks_are_listed_for_their_tenant() {
-    let s = Server::start(config(None, None, &[])).await;
+    let dead = Receiver::start(usize::MAX).await;
+    let s = Server::start(config(None, Some(&dead.url), &[])).await;
     let (_, v) = dial_as(&s, KEY_A, "http://localhost:9/hook").await;
     let call = v["data"]["call_control_id"].as_str().unwrap().to_owned();
     let mut listed = Value::Null;
@@ -77,8 +79,9 @@ async fn finally_failed_webhooks_are_listed_for_their_tenant() {
     assert_eq!(failures[0]["record_type"], "webhook_failure");
     assert_eq!(failures[0]["event_type"], "call.initiated");
     assert_eq!(failures[1]["event_type"], "call.answered");
-    assert!(failures.iter().all(|f| f["call_control_id"] == call.as_str() && f["attempts"] == 0));
-    assert!(failures[0]["error"].as_str().unwrap().contains("resolves to no public or allowed address"));
+    // The call's own URL was refused (no attempt), then both attempts at the failover failed.
+    assert!(failures.iter().all(|f| f["call_control_id"] == call.as_str() && f["attempts"] == 2));
+    assert_eq!(failures[0]["error"], "the configured webhook URL: answered 500 Internal Server Error");
     assert!(failures[0]["event_id"].is_string() && failures[0]["failed_at"].is_string(), "{listed}");
     let (status, other) = s.req("GET", "/v2/webhook_failures", Some(KEY_B), None).await;
     assert_eq!((status, other), (200, json!({"data": []})));
