@@ -10,6 +10,7 @@ use serde::Deserialize;
 pub use waitline_store::Fsync;
 
 use crate::auth::KeySpec;
+use crate::rate_limit::RateLimit;
 use crate::webhook::WebhookConfig;
 use crate::webhook_destination::DestinationPolicy;
 
@@ -42,6 +43,46 @@ pub struct Config {
     pub fsync: Fsync,
     /// Start even when the journal has a damaged record (dropping it and what follows).
     pub recover_truncate: bool,
+    /// Requests per second per tenant (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
+    /// Serve HTTPS with this certificate chain and key (`None`: plain HTTP).
+    pub tls: Option<TlsFiles>,
+    /// Connection limits against slow and greedy clients.
+    pub connections: ConnectionLimits,
+}
+
+/// The PEM files of `--tls-cert` and `--tls-key`, read at start and on `SIGHUP`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// How long a client may take, and how many may be connected at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From the connection (or the end of the previous request) to the end of a request's
+    /// headers, TLS handshake included: also how long an idle connection is kept.
+    pub header_timeout: Duration,
+    /// From the headers to the end of the body.
+    pub body_timeout: Duration,
+    /// From the headers to the start of the answer (the event stream's body is not counted).
+    pub request_timeout: Duration,
+    /// Connections open at once; past it, new ones wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// The data directory when none is given: in the working directory.
@@ -63,6 +104,9 @@ impl Default for Config {
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
             fsync: Fsync::Always,
             recover_truncate: false,
+            rate_limit: None,
+            tls: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -82,9 +126,20 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Print a new random API key and its hashed form (`sha256:<hex>:TENANT`) for the
+    /// configuration: the server then holds no copy of the key itself.
+    Keygen(KeygenArgs),
     /// Print what a data directory holds (tenants, queues, calls, sequence numbers, sizes)
     /// without serving; the directory must not be in use.
     Inspect(InspectArgs),
+}
+
+/// Flags of `waitline keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The tenant the key is for.
+    #[arg(long, default_value = waitline::DEFAULT_TENANT)]
+    pub tenant: String,
 }
 
 /// Flags of `waitline inspect`.
@@ -104,7 +159,8 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "WAITLINE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// API key, KEY or KEY:TENANT; repeatable (env: comma-separated).
+    /// API key, KEY[:TENANT] or its hash sha256:<hex>[:TENANT] (see `waitline keygen`);
+    /// repeatable (env: comma-separated). Keys from the config file are reloaded on SIGHUP.
     #[arg(long = "api-key", env = "WAITLINE_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
     /// Default webhook URL (for calls dialed without one).
@@ -161,6 +217,31 @@ pub struct ServeArgs {
     /// records (logged).
     #[arg(long, env = "WAITLINE_RECOVER_TRUNCATE")]
     pub recover_truncate: bool,
+    /// Requests per second per tenant, answered 429 past it [default: unlimited].
+    #[arg(long, env = "WAITLINE_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Requests a tenant may make at once after a quiet spell [default: the rate].
+    #[arg(long, env = "WAITLINE_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// PEM certificate chain: serve HTTPS (reloaded on SIGHUP) [default: plain HTTP].
+    #[arg(long, env = "WAITLINE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WAITLINE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers (and the TLS handshake), and that
+    /// an idle connection is kept [default: 10].
+    #[arg(long, env = "WAITLINE_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's body [default: 10].
+    #[arg(long, env = "WAITLINE_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Seconds until a request must be answered [default: 30].
+    #[arg(long, env = "WAITLINE_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Connections open at once; more wait to be accepted [default: 1024].
+    #[arg(long, env = "WAITLINE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 fn parse_fsync(s: &str) -> Result<Fsync, String> {
@@ -193,6 +274,49 @@ pub struct FileConfig {
     data_dir: Option<PathBuf>,
     in_memory: Option<bool>,
     fsync: Option<String>,
+    rate_limit: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads and checks the file.
+    ///
+    /// # Errors
+    /// The file cannot be read, or is not valid.
+    pub fn read(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // The message and the line, never the line's text: it may hold a key.
+        toml::from_str::<Self>(&text).map_err(|e| {
+            let line = e.span().and_then(|span| text.get(..span.start)).map_or(0, |before| before.matches('\n').count() + 1);
+            format!("{}: line {line}: {}", path.display(), e.message().trim_end())
+        })
+    }
+
+    /// The file's API keys (on `SIGHUP`).
+    ///
+    /// # Errors
+    /// The file cannot be read, is not valid, or has an invalid key.
+    pub fn api_keys(path: &std::path::Path) -> Result<Vec<KeySpec>, String> {
+        parse_keys(&Self::read(path)?.api_keys.unwrap_or_default())
+    }
+}
+
+fn parse_keys(keys: &[String]) -> Result<Vec<KeySpec>, String> {
+    keys.iter().filter(|k| !k.trim().is_empty()).map(|k| KeySpec::parse(k)).collect()
+}
+
+/// A setting that must be at least 1.
+fn positive<T: PartialOrd + From<u8>>(name: &str, value: Option<T>) -> Result<Option<T>, String> {
+    match value {
+        Some(v) if v < T::from(1) => Err(format!("{name} must be at least 1")),
+        v => Ok(v),
+    }
 }
 
 impl ServeArgs {
@@ -202,25 +326,46 @@ impl ServeArgs {
     /// An unreadable or invalid file, or an invalid key.
     pub fn resolve(self) -> Result<Config, String> {
         let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
-            }
+            Some(path) => FileConfig::read(path)?,
             None => FileConfig::default(),
         };
         let d = Config::default();
         let keys = if self.api_keys.is_empty() { file.api_keys.unwrap_or_default() } else { self.api_keys };
-        let api_keys = keys
-            .iter()
-            .filter(|k| !k.trim().is_empty())
-            .map(|k| KeySpec::parse(k))
-            .collect::<Result<_, _>>()?;
+        let api_keys = parse_keys(&keys)?;
         let allow = if self.webhook_allow.is_empty() {
             file.webhook_allow.unwrap_or_default()
         } else {
             self.webhook_allow
         };
         let allow = DestinationPolicy::new(&allow)?;
+        let rate = positive("rate_limit", self.rate_limit.or(file.rate_limit))?;
+        let burst = positive("rate_limit_burst", self.rate_limit_burst.or(file.rate_limit_burst))?;
+        let rate_limit = match (rate, burst) {
+            (Some(r), burst) => Some(RateLimit { burst: burst.unwrap_or(r), ..RateLimit::per_second(r) }),
+            (None, Some(_)) => return Err("rate_limit_burst needs rate_limit".into()),
+            (None, None) => None,
+        };
+        let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err("tls_cert and tls_key go together".into()),
+        };
+        let dc = d.connections;
+        let timeout = |name, flag: Option<u64>, file: Option<u64>, default| {
+            positive(name, flag.or(file)).map(|v| v.map_or(default, Duration::from_secs))
+        };
+        let connections = ConnectionLimits {
+            header_timeout: timeout("header_timeout_secs", self.header_timeout_secs, file.header_timeout_secs, dc.header_timeout)?,
+            body_timeout: timeout("body_timeout_secs", self.body_timeout_secs, file.body_timeout_secs, dc.body_timeout)?,
+            request_timeout: timeout(
+                "request_timeout_secs",
+                self.request_timeout_secs,
+                file.request_timeout_secs,
+                dc.request_timeout,
+            )?,
+            max_connections: positive("max_connections", self.max_connections.or(file.max_connections))?
+                .unwrap_or(dc.max_connections),
+        };
         let secs = Duration::from_secs;
         let millis = Duration::from_millis;
         Ok(Config {
@@ -274,6 +419,9 @@ impl ServeArgs {
                 (None, None) => d.fsync,
             },
             recover_truncate: self.recover_truncate,
+            rate_limit,
+            tls,
+            connections,
         })
     }
 }

@@ -23,7 +23,8 @@ use crate::wire::{self, Body};
 
 type ApiResult = Result<Response, ApiError>;
 
-/// A request body read within the size limit; too large answers 413 in the Telnyx shape.
+/// A request body read within the size limit and the body timeout; too large answers 413,
+/// too slow 408, in the Telnyx shape.
 #[derive(Debug)]
 pub struct JsonBody(pub Body);
 
@@ -32,7 +33,11 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.body_limit();
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| body_error(e, limit))?;
+        let timeout = state.body_timeout();
+        let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(req.into_body(), limit))
+            .await
+            .map_err(|_| ApiError::BodyTimeout { secs: timeout.as_secs() })?
+            .map_err(|e| body_error(e, limit))?;
         Ok(Self(Body::parse(&bytes)?))
     }
 }
