@@ -30,8 +30,10 @@ pub struct Server {
     pub base: String,
     pub http: reqwest::Client,
     pub signer_public: String,
+    /// Reloads keys and certificates, as SIGHUP does.
+    pub reloader: waitline_server::Reloader,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
     /// The data directory: every test server is durable (removed when the server is dropped).
     _data: tempfile::TempDir,
 }
@@ -43,20 +45,23 @@ impl Server {
             KeySpec::parse(&format!("{KEY_B}:b")).unwrap(),
         ];
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let signer = Signer::generate();
         let signer_public = signer.public_key_base64();
         let data = tempfile::tempdir().unwrap();
         config.data_dir = Some(data.path().to_path_buf());
         let (engine, durability) = waitline_server::open_engine(&config).unwrap();
+        let server = waitline_server::HttpServer::new(config, engine, durability, &signer).unwrap();
+        let base = format!("{}://{}", server.scheme(), listener.local_addr().unwrap());
+        let reloader = server.reloader();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(waitline_server::run(config, engine, durability, signer, listener, async {
+        let task = tokio::spawn(server.serve(listener, async {
             let _ = rx.await;
         }));
         Self {
             base,
             http: reqwest::Client::new(),
             signer_public,
+            reloader,
             stop: Some(tx),
             task: Some(task),
             _data: data,
@@ -68,7 +73,7 @@ impl Server {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
-            t.await.unwrap().unwrap();
+            t.await.unwrap();
         }
     }
 
