@@ -47,6 +47,9 @@ cargo build --locked -p waitline-server --bin waitline
 # The README's quickstart runs the release build: built here so that its test starts at once.
 cargo build --release --locked -p waitline-server --bin waitline
 WAITLINE_BIN="$CARGO_TARGET_DIR/debug/waitline" .venv/bin/python -m pytest -q crates/waitline-server/compat
+# The SDK suite again over HTTPS, with a test CA made for the run (a few seconds).
+WAITLINE_COMPAT_TLS=1 WAITLINE_BIN="$CARGO_TARGET_DIR/debug/waitline" .venv/bin/python -m pytest -q \
+  crates/waitline-server/compat/test_telnyx_sdk.py
 
 step "Python package: build the native module into .venv, then its tests (stubs and README examples included)"
 (cd python && VIRTUAL_ENV="$PWD/../.venv" ../.venv/bin/maturin develop --quiet)

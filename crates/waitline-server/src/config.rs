@@ -501,4 +501,61 @@ mod tests {
         assert!(parse(&["--fsync", "sometimes"]).unwrap_err().to_string().contains("always or periodic"));
         assert!(parse(&["--recover-truncate"]).unwrap().recover_truncate);
     }
+
+    #[test]
+    fn hardening_flags_and_file_settings() {
+        let parse = |args: &[&str]| -> Result<Config, String> {
+            let cli = Cli::try_parse_from([&["waitline", "serve"], args].concat()).map_err(|e| e.to_string())?;
+            let Command::Serve(a) = cli.command else { panic!("serve") };
+            a.resolve()
+        };
+        let c = parse(&[]).unwrap();
+        assert!(c.rate_limit.is_none() && c.tls.is_none(), "off by default");
+        assert_eq!(c.connections, ConnectionLimits::default());
+        let c = parse(&["--rate-limit", "5", "--max-connections", "7", "--header-timeout-secs", "3"]).unwrap();
+        let limit = c.rate_limit.unwrap();
+        assert_eq!((limit.per_second, limit.burst), (5, 5), "the burst defaults to one second's worth");
+        assert_eq!((c.connections.max_connections, c.connections.header_timeout), (7, Duration::from_secs(3)));
+        let c = parse(&["--rate-limit", "5", "--rate-limit-burst", "20", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(c.rate_limit.unwrap().burst, 20);
+        assert_eq!(c.tls, Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }));
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err(), "a certificate needs its key");
+        assert!(parse(&["--rate-limit-burst", "3"]).unwrap_err().contains("needs rate_limit"));
+        for zero in ["--rate-limit", "--max-connections", "--body-timeout-secs", "--request-timeout-secs"] {
+            assert!(parse(&[zero, "0"]).unwrap_err().contains("at least 1"), "{zero}");
+        }
+
+        let dir = tempfile_dir("hardening");
+        let path = dir.join("w.toml");
+        std::fs::write(
+            &path,
+            "rate_limit = 9\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nbody_timeout_secs = 4\nrequest_timeout_secs = 8\n",
+        )
+        .unwrap();
+        let c = parse(&["--config", path.to_str().unwrap(), "--rate-limit", "2"]).unwrap();
+        assert_eq!(c.rate_limit.unwrap().per_second, 2, "the flag wins");
+        assert_eq!((c.connections.body_timeout, c.connections.request_timeout), (Duration::from_secs(4), Duration::from_secs(8)));
+        assert!(c.tls.is_some());
+        std::fs::write(&path, "tls_cert = \"c.pem\"\n").unwrap();
+        assert!(parse(&["--config", path.to_str().unwrap()]).unwrap_err().contains("go together"));
+    }
+
+    #[test]
+    fn file_errors_name_the_line_but_never_quote_it() {
+        let dir = tempfile_dir("quote");
+        let path = dir.join("w.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\napi_keys = [\"a-secret-key:t\"\n").unwrap();
+        let err = FileConfig::api_keys(&path).unwrap_err();
+        assert!(err.contains("line 2") || err.contains("line 3"), "{err}");
+        assert!(!err.contains("a-secret-key"), "{err}");
+        std::fs::write(&path, format!("api_keys = [\"k1:a\", \"{}:b\"]\n", crate::auth::hashed_form("k2"))).unwrap();
+        let keys = FileConfig::api_keys(&path).unwrap();
+        assert_eq!(keys, vec![KeySpec::plain("k1", "a"), KeySpec::plain("k2", "b")]);
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("waitline-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 }
