@@ -98,6 +98,17 @@ impl KeySpec {
     }
 }
 
+/// Whether `spec` (as configured) names a plain key shorter than [`MIN_KEY_CHARS`]: one that
+/// might be guessed (a hashed key's length is unknown).
+#[must_use]
+pub fn is_short_plain_key(spec: &str) -> bool {
+    let spec = spec.trim();
+    !spec.starts_with(DIGEST_PREFIX) && spec.split(':').next().is_some_and(|k| k.trim().len() < MIN_KEY_CHARS)
+}
+
+/// Plain keys shorter than this are warned about at start (a generated key has 32).
+pub const MIN_KEY_CHARS: usize = 20;
+
 fn parse_hex_digest(hex: &str) -> Option<KeyDigest> {
     if hex.len() != 64 || !hex.is_ascii() {
         return None;
@@ -211,6 +222,8 @@ mod tests {
         assert!(KeySpec::parse(":acme").is_err());
         assert!(KeySpec::parse("abc:").is_err());
         assert!(!format!("{:?}", KeySpec::parse("secret").unwrap()).contains("secret"));
+        assert!(is_short_plain_key("secret:acme") && is_short_plain_key("secret"));
+        assert!(!is_short_plain_key(&generate_key()) && !is_short_plain_key(&hashed_form("x")));
     }
 
     #[test]
@@ -220,7 +233,10 @@ mod tests {
         assert_eq!(hashed, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(KeySpec::parse(&format!("{hashed}:acme")).unwrap(), KeySpec::plain("abc", "acme"));
         assert_eq!(KeySpec::parse(&hashed).unwrap(), KeySpec::plain("abc", "default"));
-        assert_eq!(KeySpec::parse(&hashed.to_uppercase().replace("SHA256", "sha256")).unwrap().digest, digest(b"abc"));
+        assert_eq!(
+            KeySpec::parse(&hashed.to_uppercase().replace("SHA256", "sha256")).unwrap().digest,
+            digest(b"abc")
+        );
         for bad in ["sha256:", "sha256:abcd:acme", &format!("{hashed}0"), &format!("{}:t", &hashed[..70])] {
             assert!(KeySpec::parse(bad).unwrap_err().contains("64 hex digits"), "{bad}");
         }
@@ -232,7 +248,8 @@ mod tests {
     #[test]
     fn lookup() {
         let engine = Engine::default();
-        let specs = [KeySpec::parse("k1:a").unwrap(), KeySpec::parse(&format!("{}:b", hashed_form("k2"))).unwrap()];
+        let specs =
+            [KeySpec::parse("k1:a").unwrap(), KeySpec::parse(&format!("{}:b", hashed_form("k2"))).unwrap()];
         let keys = ApiKeys::new(&engine, &specs, None);
         assert_eq!(keys.tenant_of(b"k1").map(Tenant::name), Some("a"));
         assert_eq!(keys.tenant_of(b"k2").map(Tenant::name), Some("b"));

@@ -293,7 +293,10 @@ impl FileConfig {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         // The message and the line, never the line's text: it may hold a key.
         toml::from_str::<Self>(&text).map_err(|e| {
-            let line = e.span().and_then(|span| text.get(..span.start)).map_or(0, |before| before.matches('\n').count() + 1);
+            let line = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map_or(0, |before| before.matches('\n').count() + 1);
             format!("{}: line {line}: {}", path.display(), e.message().trim_end())
         })
     }
@@ -308,7 +311,14 @@ impl FileConfig {
 }
 
 fn parse_keys(keys: &[String]) -> Result<Vec<KeySpec>, String> {
-    keys.iter().filter(|k| !k.trim().is_empty()).map(|k| KeySpec::parse(k)).collect()
+    let keys: Vec<&String> = keys.iter().filter(|k| !k.trim().is_empty()).collect();
+    let specs = keys.iter().map(|k| KeySpec::parse(k)).collect::<Result<Vec<_>, _>>()?;
+    for (text, spec) in keys.iter().zip(&specs) {
+        if crate::auth::is_short_plain_key(text) {
+            tracing::warn!(tenant = %spec.tenant, "a short API key is configured: use `waitline keygen` for one that cannot be guessed");
+        }
+    }
+    Ok(specs)
 }
 
 /// A setting that must be at least 1.
@@ -355,8 +365,18 @@ impl ServeArgs {
             positive(name, flag.or(file)).map(|v| v.map_or(default, Duration::from_secs))
         };
         let connections = ConnectionLimits {
-            header_timeout: timeout("header_timeout_secs", self.header_timeout_secs, file.header_timeout_secs, dc.header_timeout)?,
-            body_timeout: timeout("body_timeout_secs", self.body_timeout_secs, file.body_timeout_secs, dc.body_timeout)?,
+            header_timeout: timeout(
+                "header_timeout_secs",
+                self.header_timeout_secs,
+                file.header_timeout_secs,
+                dc.header_timeout,
+            )?,
+            body_timeout: timeout(
+                "body_timeout_secs",
+                self.body_timeout_secs,
+                file.body_timeout_secs,
+                dc.body_timeout,
+            )?,
             request_timeout: timeout(
                 "request_timeout_secs",
                 self.request_timeout_secs,
@@ -505,18 +525,33 @@ mod tests {
     #[test]
     fn hardening_flags_and_file_settings() {
         let parse = |args: &[&str]| -> Result<Config, String> {
-            let cli = Cli::try_parse_from([&["waitline", "serve"], args].concat()).map_err(|e| e.to_string())?;
+            let cli =
+                Cli::try_parse_from([&["waitline", "serve"], args].concat()).map_err(|e| e.to_string())?;
             let Command::Serve(a) = cli.command else { panic!("serve") };
             a.resolve()
         };
         let c = parse(&[]).unwrap();
         assert!(c.rate_limit.is_none() && c.tls.is_none(), "off by default");
         assert_eq!(c.connections, ConnectionLimits::default());
-        let c = parse(&["--rate-limit", "5", "--max-connections", "7", "--header-timeout-secs", "3"]).unwrap();
+        let c =
+            parse(&["--rate-limit", "5", "--max-connections", "7", "--header-timeout-secs", "3"]).unwrap();
         let limit = c.rate_limit.unwrap();
         assert_eq!((limit.per_second, limit.burst), (5, 5), "the burst defaults to one second's worth");
-        assert_eq!((c.connections.max_connections, c.connections.header_timeout), (7, Duration::from_secs(3)));
-        let c = parse(&["--rate-limit", "5", "--rate-limit-burst", "20", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(
+            (c.connections.max_connections, c.connections.header_timeout),
+            (7, Duration::from_secs(3))
+        );
+        let c = parse(&[
+            "--rate-limit",
+            "5",
+            "--rate-limit-burst",
+            "20",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap();
         assert_eq!(c.rate_limit.unwrap().burst, 20);
         assert_eq!(c.tls, Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }));
         assert!(parse(&["--tls-cert", "c.pem"]).is_err(), "a certificate needs its key");
@@ -534,7 +569,10 @@ mod tests {
         .unwrap();
         let c = parse(&["--config", path.to_str().unwrap(), "--rate-limit", "2"]).unwrap();
         assert_eq!(c.rate_limit.unwrap().per_second, 2, "the flag wins");
-        assert_eq!((c.connections.body_timeout, c.connections.request_timeout), (Duration::from_secs(4), Duration::from_secs(8)));
+        assert_eq!(
+            (c.connections.body_timeout, c.connections.request_timeout),
+            (Duration::from_secs(4), Duration::from_secs(8))
+        );
         assert!(c.tls.is_some());
         std::fs::write(&path, "tls_cert = \"c.pem\"\n").unwrap();
         assert!(parse(&["--config", path.to_str().unwrap()]).unwrap_err().contains("go together"));
@@ -548,7 +586,8 @@ mod tests {
         let err = FileConfig::api_keys(&path).unwrap_err();
         assert!(err.contains("line 2") || err.contains("line 3"), "{err}");
         assert!(!err.contains("a-secret-key"), "{err}");
-        std::fs::write(&path, format!("api_keys = [\"k1:a\", \"{}:b\"]\n", crate::auth::hashed_form("k2"))).unwrap();
+        std::fs::write(&path, format!("api_keys = [\"k1:a\", \"{}:b\"]\n", crate::auth::hashed_form("k2")))
+            .unwrap();
         let keys = FileConfig::api_keys(&path).unwrap();
         assert_eq!(keys, vec![KeySpec::plain("k1", "a"), KeySpec::plain("k2", "b")]);
     }

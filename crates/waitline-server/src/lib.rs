@@ -286,7 +286,12 @@ impl HttpServer {
     ///
     /// # Errors
     /// The TLS files cannot be used.
-    pub fn new(config: Config, engine: Engine, durability: Durability, signer: &Signer) -> Result<Self, String> {
+    pub fn new(
+        config: Config,
+        engine: Engine,
+        durability: Durability,
+        signer: &Signer,
+    ) -> Result<Self, String> {
         let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
         let state = AppState::durable(engine, durability, &config, signer);
         Ok(Self { config, state, tls })

@@ -3,8 +3,8 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
 
 use waitline_server::Reloader;
 use waitline_server::auth::{DIGEST_PREFIX, KeySpec, generate_key, hashed_form};
@@ -200,11 +200,21 @@ fn hangup_signals() -> std::io::Result<Hangups> {
 /// generated key when it names none), and the TLS certificate. What fails to load is logged
 /// and the old keys or certificate stay. Connections stay open.
 #[cfg_attr(not(unix), allow(unused_variables, clippy::needless_pass_by_value))]
-async fn reload_on_hangup(mut hangups: Hangups, reloader: Reloader, key_file: Option<PathBuf>, generated: Vec<KeySpec>) {
+async fn reload_on_hangup(
+    mut hangups: Hangups,
+    reloader: Reloader,
+    key_file: Option<PathBuf>,
+    generated: Vec<KeySpec>,
+) {
     #[cfg(unix)]
     while hangups.recv().await.is_some() {
         match &key_file {
             Some(path) => match FileConfig::api_keys(path) {
+                // A file that names no key falls back to the generated key, if the service
+                // started with one; never to no key at all.
+                Ok(keys) if keys.is_empty() && generated.is_empty() => {
+                    tracing::error!("API keys not reloaded, the old ones stay: the file names none");
+                }
                 Ok(keys) => {
                     let keys = if keys.is_empty() { generated.clone() } else { keys };
                     reloader.reload_keys(&keys);

@@ -7,7 +7,8 @@
 //!   counted from the connection or the end of the previous answer, so an idle or trickling
 //!   connection is closed and its slot freed;
 //! - the answer must start within `request_timeout` (the body's own timeout is
-//!   `JsonBody`'s).
+//!   `JsonBody`'s);
+//! - a request's head is at most [`MAX_HEAD_BYTES`] (the body's limit is `JsonBody`'s).
 //!
 //! Shutdown stops accepting, lets each connection finish its request in flight, then waits
 //! for every connection to close.
@@ -29,6 +30,9 @@ use crate::config::ConnectionLimits;
 use crate::error::ApiError;
 use crate::tls::Tls;
 
+/// The largest request head (request line and headers) read.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Serves `app` on `listener` until `shutdown` resolves, then until every connection closed.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -40,7 +44,11 @@ pub(crate) async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // Bounds a request's head: hyper answers 431 past it (with no limit of its own it
+        // reads up to its buffer's 400 KiB).
+        .max_header_size(MAX_HEAD_BYTES);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -58,7 +66,8 @@ pub(crate) async fn serve(
             let served = match tls {
                 None => watcher.watch(http.serve_connection(TokioIo::new(tcp), service)).await,
                 Some(tls) => {
-                    let handshake = tokio::time::timeout(limits.header_timeout, tls.acceptor().accept(tcp)).await;
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout, tls.acceptor().accept(tcp)).await;
                     match handshake {
                         Ok(Ok(stream)) => {
                             watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await

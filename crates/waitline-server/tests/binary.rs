@@ -76,7 +76,10 @@ impl Running {
     /// The first log line from now on that contains `text` (at most 20 s).
     fn wait_for_log(&self, text: &str) -> String {
         loop {
-            let line = self.log.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("no {text:?} in the log"));
+            let line = self
+                .log
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no {text:?} in the log"));
             if line.contains(text) {
                 return line;
             }
@@ -112,7 +115,9 @@ fn list_queues(conn: &mut TcpStream, key: &str) -> u16 {
     let head = String::from_utf8(head).unwrap();
     let length: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+        })
         .unwrap();
     conn.read_exact(&mut vec![0; length]).unwrap();
     head[9..12].parse().unwrap()
@@ -163,7 +168,8 @@ fn a_generated_key_kept_in_plain_text_by_an_earlier_version_stays_usable() {
 
 #[test]
 fn keygen_prints_a_key_and_the_hash_a_server_accepts_it_by() {
-    let out = Command::new(env!("CARGO_BIN_EXE_waitline")).args(["keygen", "--tenant", "acme"]).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_waitline")).args(["keygen", "--tenant", "acme"]).output().unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     let [key, hashed] = stdout.lines().collect::<Vec<_>>()[..] else { panic!("two lines: {stdout:?}") };
@@ -187,7 +193,8 @@ fn keygen_prints_a_key_and_the_hash_a_server_accepts_it_by() {
 fn sighup_reloads_keys_from_the_file_without_dropping_connections() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("waitline.toml");
-    let write_keys = |keys: &str| std::fs::write(&file, format!("in_memory = true\napi_keys = [{keys}]\n")).unwrap();
+    let write_keys =
+        |keys: &str| std::fs::write(&file, format!("in_memory = true\napi_keys = [{keys}]\n")).unwrap();
     write_keys(&format!("\"old-key:a\", \"{}:b\"", hashed_form("kept-key")));
     let server = Running::start(&["--config", file.to_str().unwrap()]);
     let mut open = server.connect();
@@ -209,4 +216,10 @@ fn sighup_reloads_keys_from_the_file_without_dropping_connections() {
     assert!(!line.contains("secret-in-a-broken-line"), "{line}");
     assert_eq!(list_queues(&mut open, "new-key"), 200);
     assert_eq!(list_queues(&mut open, "secret-in-a-broken-line"), 401);
+
+    // A file that names no key does not lock everyone out.
+    write_keys("");
+    server.hangup();
+    server.wait_for_log("the file names none");
+    assert_eq!(list_queues(&mut open, "new-key"), 200);
 }

@@ -13,7 +13,7 @@ use common::*;
 use serde_json::json;
 use waitline::{Clock, ManualClock, Timestamp};
 use waitline_server::auth::{KeySpec, hashed_form};
-use waitline_server::config::{ConnectionLimits, Config, TlsFiles};
+use waitline_server::config::{Config, ConnectionLimits, TlsFiles};
 use waitline_server::rate_limit::RateLimit;
 
 fn rate_limited(per_second: u32, burst: u32) -> (Config, ManualClock) {
@@ -109,7 +109,8 @@ async fn an_open_event_stream_survives_a_key_reload() {
     assert_eq!(stream.status(), 200);
     s.reloader.reload_keys(&[KeySpec::parse("another-key:a").unwrap()]);
     // Made with the new key, told on the stream opened with the old one.
-    let (status, _) = s.req("POST", "/v2/queues", Some("another-key"), Some(json!({"queue_name": "q"}))).await;
+    let (status, _) =
+        s.req("POST", "/v2/queues", Some("another-key"), Some(json!({"queue_name": "q"}))).await;
     assert_eq!(status, 200);
     let mut seen = String::new();
     while !seen.contains("queue.created") {
@@ -211,6 +212,18 @@ async fn an_idle_connection_is_closed_after_the_header_timeout() {
     let s = Server::start(limits(|c| c.header_timeout = Duration::from_secs(1))).await;
     let mut idle = TcpStream::connect(addr(&s)).unwrap();
     assert!(closed_by_server(&mut idle, Duration::from_secs(8)));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_refused() {
+    let s = Server::start(Config::default()).await;
+    let huge = "x".repeat(100 * 1024);
+    let answer = s.http.get(format!("{}/healthz", s.base)).header("x-padding", huge).send().await.unwrap();
+    assert_eq!(answer.status(), 431);
+    let fits = "x".repeat(30 * 1024);
+    let answer = s.http.get(format!("{}/healthz", s.base)).header("x-padding", fits).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
     s.stop().await;
 }
 
@@ -332,7 +345,12 @@ fn unusable_tls_files_stop_the_start_with_the_file_named() {
     let config = Config { tls: Some(files), data_dir: None, ..Config::default() };
     let engine = waitline_server::engine(&config);
     let signer = waitline_server::webhook::Signer::generate();
-    let err = waitline_server::HttpServer::new(config, engine, waitline_server::durable::Durability::in_memory(), &signer)
-        .unwrap_err();
+    let err = waitline_server::HttpServer::new(
+        config,
+        engine,
+        waitline_server::durable::Durability::in_memory(),
+        &signer,
+    )
+    .unwrap_err();
     assert!(err.contains("missing.pem"), "{err}");
 }
