@@ -159,8 +159,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "WAITLINE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// API key, KEY[:TENANT] or its hash sha256:<hex>[:TENANT] (see `waitline keygen`);
-    /// repeatable (env: comma-separated). Keys from the config file are reloaded on SIGHUP.
+    /// API key: KEY or KEY:TENANT, or its hash as sha256:HEX or sha256:HEX:TENANT (see
+    /// `waitline keygen`); repeatable (env: comma-separated). Keys from the config file are
+    /// reloaded on SIGHUP.
     #[arg(long = "api-key", env = "WAITLINE_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
     /// Default webhook URL (for calls dialed without one).
