@@ -271,13 +271,13 @@ impl Reloader {
         self.state.reload_keys(keys);
     }
 
-    /// Reads the certificate and key files again (nothing to do without TLS); new connections
-    /// get the new certificate.
+    /// Reads the certificate and key files again; new connections get the new certificate.
+    /// `false`: no TLS, nothing to reload.
     ///
     /// # Errors
     /// The files cannot be used: the certificate in use stays.
-    pub fn reload_tls(&self) -> Result<(), String> {
-        self.tls.as_ref().map_or(Ok(()), |tls| tls.reload())
+    pub fn reload_tls(&self) -> Result<bool, String> {
+        self.tls.as_ref().map_or(Ok(false), |tls| tls.reload().map(|()| true))
     }
 }
 

@@ -225,7 +225,8 @@ async fn reload_on_hangup(
             None => tracing::info!("API keys come from flags, the environment or nowhere: nothing to reload"),
         }
         match reloader.reload_tls() {
-            Ok(()) => tracing::info!("TLS certificate reloaded (if any)"),
+            Ok(true) => tracing::info!("TLS certificate reloaded"),
+            Ok(false) => {}
             Err(e) => tracing::error!("TLS certificate not reloaded, the old one stays: {e}"),
         }
     }
