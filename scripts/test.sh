@@ -33,7 +33,7 @@ step "Rust tests (unit, rules, model-based, stress, doc, the README's Rust examp
 cargo test --workspace --locked
 
 step "API docs build without warnings"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p waitline -p waitline-server -p waitline-python
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p waitline -p waitline-sim -p waitline-server -p waitline-python
 
 step "Python environment for the compatibility suite (.venv)"
 if [ ! -x .venv/bin/python ]; then
@@ -58,9 +58,10 @@ step "Python package: build the native module into .venv, then its tests (stubs 
 step "benchmark smoke: every suite runs briefly so none can rot (nothing is timed here)"
 cargo bench -p waitline-benches --locked -- --test
 cargo run -q --locked -p waitline-benches --bin report -- --quick >/dev/null
-cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server --bin store_load --bin restart_probe
+cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server --bin store_load --bin restart_probe --bin simulate_probe
 "$CARGO_TARGET_DIR/debug/store_load" 0.2 4 >/dev/null
 "$CARGO_TARGET_DIR/debug/restart_probe" 2000 >/dev/null
+"$CARGO_TARGET_DIR/debug/simulate_probe" 2000 >/dev/null
 "$CARGO_TARGET_DIR/debug/http_load" "$CARGO_TARGET_DIR/debug" 0.3 4 >/dev/null
 .venv/bin/python python/benchmarks/bench.py --quick >/dev/null
 

@@ -132,6 +132,10 @@ pub enum Command {
     /// Print what a data directory holds (tenants, queues, calls, sequence numbers, sizes)
     /// without serving; the directory must not be in use.
     Inspect(InspectArgs),
+    /// Plan capacity: drive the real engine on a simulated clock with random callers and
+    /// agents, and print service level, waits, abandonment and occupancy beside the Erlang C
+    /// or Erlang A figures (docs/simulation.md).
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// Flags of `waitline keygen`.

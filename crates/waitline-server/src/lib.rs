@@ -16,6 +16,7 @@ pub mod error;
 pub mod rate_limit;
 pub mod routes;
 mod serve;
+pub mod simulate;
 pub mod tls;
 pub mod webhook;
 mod webhook_delivery;

@@ -39,6 +39,18 @@ async fn main() -> std::process::ExitCode {
             );
             return std::process::ExitCode::SUCCESS;
         }
+        Command::Simulate(args) => {
+            return match waitline_server::simulate::run(&args) {
+                Ok(table) => {
+                    print!("{table}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("waitline: {e}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
         Command::Inspect(args) => {
             return match waitline_server::durable::inspect(&args.data_dir) {
                 Ok(text) => {
