@@ -18,6 +18,7 @@ pub mod routes;
 mod serve;
 pub mod simulate;
 pub mod tls;
+pub mod wallboard;
 pub mod webhook;
 mod webhook_delivery;
 pub mod webhook_destination;
@@ -167,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::api("/v2"))
         .merge(routes::api(""))
         .route("/healthz", get(routes::healthz))
+        .merge(wallboard::routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
     // A service in memory has nothing to wait for: no layer, no cost.
