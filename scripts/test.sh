@@ -33,7 +33,7 @@ step "Rust tests (unit, rules, model-based, stress, doc, the README's Rust examp
 cargo test --workspace --locked
 
 step "API docs build without warnings"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p waitline -p waitline-server -p waitline-python
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p waitline -p waitline-sim -p waitline-server -p waitline-python
 
 step "Python environment for the compatibility suite (.venv)"
 if [ ! -x .venv/bin/python ]; then
@@ -47,6 +47,9 @@ cargo build --locked -p waitline-server --bin waitline
 # The README's quickstart runs the release build: built here so that its test starts at once.
 cargo build --release --locked -p waitline-server --bin waitline
 WAITLINE_BIN="$CARGO_TARGET_DIR/debug/waitline" .venv/bin/python -m pytest -q crates/waitline-server/compat
+# The SDK suite again over HTTPS, with a test CA made for the run (a few seconds).
+WAITLINE_COMPAT_TLS=1 WAITLINE_BIN="$CARGO_TARGET_DIR/debug/waitline" .venv/bin/python -m pytest -q \
+  crates/waitline-server/compat/test_telnyx_sdk.py
 
 step "Python package: build the native module into .venv, then its tests (stubs and README examples included)"
 (cd python && VIRTUAL_ENV="$PWD/../.venv" ../.venv/bin/maturin develop --quiet)
@@ -55,9 +58,10 @@ step "Python package: build the native module into .venv, then its tests (stubs 
 step "benchmark smoke: every suite runs briefly so none can rot (nothing is timed here)"
 cargo bench -p waitline-benches --locked -- --test
 cargo run -q --locked -p waitline-benches --bin report -- --quick >/dev/null
-cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server --bin store_load --bin restart_probe
+cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server --bin store_load --bin restart_probe --bin simulate_probe
 "$CARGO_TARGET_DIR/debug/store_load" 0.2 4 >/dev/null
 "$CARGO_TARGET_DIR/debug/restart_probe" 2000 >/dev/null
+"$CARGO_TARGET_DIR/debug/simulate_probe" 2000 >/dev/null
 "$CARGO_TARGET_DIR/debug/http_load" "$CARGO_TARGET_DIR/debug" 0.3 4 >/dev/null
 .venv/bin/python python/benchmarks/bench.py --quick >/dev/null
 
@@ -68,7 +72,7 @@ fi
 # The toolchain is stable: RUSTC_BOOTSTRAP lets it take cargo-fuzz's nightly flags.
 (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none --target-dir "$CARGO_TARGET_DIR/fuzz")
 fuzz_work=$(mktemp -d)
-for target in engine_model engine_concurrent http_request json_bodies journal_records snapshot_decode; do
+for target in engine_model engine_concurrent http_request json_bodies journal_records webhook_destination snapshot_decode; do
   mkdir -p "$fuzz_work/$target"
   # New inputs go to a scratch corpus; the committed seeds are read only.
   if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --target-dir "$CARGO_TARGET_DIR/fuzz" "$target" \

@@ -28,7 +28,11 @@ from .errors import (
     WaitlineError,
 )
 from ._native import Call, Engine, Event, EventIterator, Queue, QueueCall
+from .simulation import Prediction, SimulationReport, plot, simulate
 
 from . import errors as _errors
 
-__all__ = ["Engine", "Call", "Queue", "QueueCall", "Event", "EventIterator", *_errors.__all__]
+__all__ = [
+    "Engine", "Call", "Queue", "QueueCall", "Event", "EventIterator",
+    "simulate", "SimulationReport", "Prediction", "plot", *_errors.__all__,
+]

@@ -190,3 +190,19 @@ class Event:
     @property
     def payload(self) -> dict[str, Any]: ...
     def to_dict(self) -> dict[str, Any]: ...
+
+def simulate(
+    *,
+    calls_per_hour: float,
+    agents: int,
+    handle_time: float = 180.0,
+    handle_distribution: str = "exponential",
+    handle_sd: Optional[float] = None,
+    patience: Optional[float] = None,
+    max_wait: Optional[int] = None,
+    priorities: Optional[list[tuple[int, float]]] = None,
+    callers: int = 100000,
+    seed: int = 1,
+    service_level_secs: float = 20.0,
+    queue_max_size: int = 1000000,
+) -> dict[str, Any]: ...

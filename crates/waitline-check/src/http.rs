@@ -110,11 +110,8 @@ pub(crate) fn seeded_state() -> (AppState, Tenant) {
         .max_queues_per_tenant(8)
         .max_live_calls_per_tenant(8)
         .build();
-    let config = Config {
-        api_keys: vec![KeySpec { key: KEY.into(), tenant: "t".into() }],
-        max_body_bytes: 4096,
-        ..Config::default()
-    };
+    let config =
+        Config { api_keys: vec![KeySpec::plain(KEY, "t")], max_body_bytes: 4096, ..Config::default() };
     let state = AppState::new(
         engine.clone(),
         &config,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
-use waitline_check::{concurrent, http, journal, json_bodies, model, snapshot};
+use waitline_check::{concurrent, http, journal, json_bodies, model, snapshot, webhook_destinations};
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
@@ -56,6 +56,16 @@ fn json_bodies_corpus() {
 #[test]
 fn journal_records_corpus() {
     assert!(replay::<journal::DamagedJournal>("journal_records", journal::check_damaged_journal) > 0);
+}
+
+#[test]
+fn webhook_destination_corpus() {
+    assert!(
+        replay::<webhook_destinations::DestinationCase>(
+            "webhook_destination",
+            webhook_destinations::check_destination
+        ) > 0
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! Every engine error has its own class; the classes are imported once, when the module is
 //! initialised, and raising one looks nothing up by name.
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
@@ -139,6 +139,16 @@ pub(crate) fn to_py_err(py: Python<'_>, e: &Error) -> PyErr {
 
 /// `waitline.errors.StoreError`, imported once.
 static STORE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// The Python exception for a simulation that could not run: its inputs out of range are a
+/// `ValueError`, an engine refusal the engine's own class, an inconsistency a `RuntimeError`.
+pub(crate) fn sim_err(py: Python<'_>, e: &waitline_sim::SimError) -> PyErr {
+    match e {
+        waitline_sim::SimError::Engine(e) => to_py_err(py, e),
+        waitline_sim::SimError::Invalid { .. } => PyValueError::new_err(e.to_string()),
+        _ => PyRuntimeError::new_err(e.to_string()),
+    }
+}
 
 /// The Python exception for a failure of the data directory (`StoreError`: opening,
 /// replaying, or keeping a change).

@@ -16,6 +16,7 @@ mod call;
 mod convert;
 mod engine;
 mod errors;
+mod simulate;
 mod snapshots;
 
 use pyo3::prelude::*;
@@ -31,5 +32,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<snapshots::PyQueue>()?;
     m.add_class::<snapshots::PyQueueCall>()?;
     m.add_class::<snapshots::PyEvent>()?;
+    m.add_function(wrap_pyfunction!(simulate::simulate, m)?)?;
     Ok(())
 }

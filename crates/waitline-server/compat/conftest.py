@@ -4,7 +4,10 @@ validator of responses and webhooks against Telnyx's own OpenAPI description
 
 Every webhook the receiver gets is checked as it arrives: its Ed25519 signature against the
 server's public key, its headers and body against the webhook of its event type in the
-description. Failures are recorded, and the session fails at its end if there was any."""
+description. Failures are recorded, and the session fails at its end if there was any.
+
+With `WAITLINE_COMPAT_TLS=1` the server serves HTTPS with a certificate from a test CA made
+for the session (never kept), and the clients trust that CA only."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import os
 import pathlib
 import socket
 import shutil
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -46,6 +50,8 @@ WEBHOOK_OF_EVENT = {
 }
 # How far a webhook's telnyx-timestamp may be from now (what the Telnyx SDKs accept).
 TIMESTAMP_TOLERANCE_SECS = 300
+# Serve HTTPS in this session (see the module's docstring).
+TLS = os.environ.get("WAITLINE_COMPAT_TLS") == "1"
 # The session's receiver, for the terminal summary.
 SESSION_HOOKS: list["Hooks"] = []
 
@@ -199,37 +205,78 @@ def pytest_terminal_summary(terminalreporter):
         )
 
 
+def issue_test_certificate(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """A CA and a certificate for 127.0.0.1 that it signed, written as PEM files in `folder`:
+    (CA certificate, server certificate, server key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+
+    def build(subject: str, public_key, issuer: str, signer, ca: bool, san=None):
+        b = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+             .public_key(public_key).serial_number(x509.random_serial_number())
+             .not_valid_before(validity[0]).not_valid_after(validity[1])
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san is not None:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = build("waitline test CA", ca_key.public_key(), "waitline test CA", ca_key, True)
+    leaf = build("127.0.0.1", key.public_key(), "waitline test CA", ca_key, False,
+                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
+    pem = serialization.Encoding.PEM
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(leaf.public_bytes(pem))
+    paths[2].write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return paths
+
+
 @pytest.fixture(scope="session")
 def server(hooks):
     binary = os.environ.get("WAITLINE_BIN", str(ROOT / "target" / "debug" / "waitline"))
     port = free_port()
     # A durable server (the default), on a data directory of its own.
     data = tempfile.mkdtemp(prefix="waitline-compat-")
-    proc = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--api-key", API_KEY,
-         "--webhook-url", hooks.url, "--signing-key", SIGNING_SEED, "--data-dir", data],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    args = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--api-key", API_KEY,
+            "--webhook-url", hooks.url, "--signing-key", SIGNING_SEED, "--data-dir", data]
+    context, ca_file = None, None
+    if TLS:
+        ca_file, cert, key = issue_test_certificate(pathlib.Path(tempfile.mkdtemp(prefix="waitline-compat-tls-")))
+        args += ["--tls-cert", str(cert), "--tls-key", str(key)]
+        context = ssl.create_default_context(cafile=str(ca_file))
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"{'https' if TLS else 'http'}://127.0.0.1:{port}"
     for _ in range(200):
         try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
+            urllib.request.urlopen(base + "/healthz", timeout=1, context=context)
             break
         except OSError:
             time.sleep(0.05)
     else:
         proc.kill()
         raise RuntimeError("server did not start")
-    public_key = json.load(urllib.request.urlopen(base + "/v2/webhook_public_key"))["data"]["public_key"]
+    public_key = json.load(urllib.request.urlopen(base + "/v2/webhook_public_key", context=context))["data"]["public_key"]
     expected = base64.b64encode(bytes(SigningKey(base64.b64decode(SIGNING_SEED)).verify_key)).decode()
     assert public_key == expected, "the published public key is not the one of --signing-key"
     hooks.public_key = public_key
     hooks.server_started = True
-    yield {"base": base, "public_key": public_key}
+    yield {"base": base, "public_key": public_key, "ssl_context": context, "ca_file": ca_file}
     proc.terminate()
     proc.wait(timeout=20)
     shutil.rmtree(data, ignore_errors=True)
+    if ca_file is not None:
+        shutil.rmtree(ca_file.parent, ignore_errors=True)
 
 
 def openapi_path() -> pathlib.Path:

@@ -10,12 +10,31 @@ import urllib.request
 import pytest
 import telnyx
 
-from conftest import API_KEY, WEBHOOK_OF_EVENT
+from conftest import API_KEY, TLS, WEBHOOK_OF_EVENT
+
+
+def sdk_client(server, **options) -> telnyx.Telnyx:
+    """The SDK with only `base_url` changed (and, over HTTPS, told which CA to trust: its
+    httpx client takes the CA like any httpx client)."""
+    if server["ssl_context"] is not None:
+        options.setdefault("http_client", telnyx.DefaultHttpxClient(verify=server["ssl_context"]))
+    return telnyx.Telnyx(api_key=API_KEY, base_url=server["base"] + "/v2", public_key=server["public_key"], **options)
 
 
 @pytest.fixture()
 def client(server):
-    return telnyx.Telnyx(api_key=API_KEY, base_url=server["base"] + "/v2", public_key=server["public_key"], max_retries=0)
+    return sdk_client(server, max_retries=0)
+
+
+@pytest.mark.skipif(not TLS, reason="HTTPS only with WAITLINE_COMPAT_TLS=1")
+def test_the_sdk_verifies_the_server_certificate(server):
+    assert server["base"].startswith("https://")
+    # Trusting the test CA, the call goes through.
+    assert isinstance(sdk_client(server, max_retries=0).queues.list().data, list)
+    # Without the test CA (the SDK's default trust store) the connection is refused.
+    untrusting = telnyx.Telnyx(api_key=API_KEY, base_url=server["base"] + "/v2", max_retries=0)
+    with pytest.raises(telnyx.APIConnectionError):
+        untrusting.queues.list()
 
 
 def dial(client) -> str:
@@ -135,7 +154,7 @@ def raw(server, method: str, path: str, body=None, key: str | None = API_KEY):
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req) as resp:
+        with urllib.request.urlopen(req, context=server["ssl_context"]) as resp:
             status, text = resp.status, resp.read()
     except urllib.error.HTTPError as e:
         status, text = e.code, e.read()

@@ -1,47 +1,123 @@
-//! API keys: `Authorization: Bearer <key>`, each key belonging to one tenant. Keys are
-//! compared in constant time, and every configured key is compared on every request, so
-//! the time taken tells nothing about which key, or how much of one, matched.
+//! API keys: `Authorization: Bearer <key>`, each key belonging to one tenant.
+//!
+//! Only the SHA-256 digest of each key is held (a key configured in plain text is hashed when
+//! it is read), so a configuration can name a key by its digest alone
+//! (`sha256:<hex>:TENANT`). Keys are long random strings, so one fast hash is enough: there is
+//! no dictionary to try. A presented key is hashed, then its digest compared in constant time
+//! with every configured digest, so a refused key costs what an accepted one does and the time
+//! taken tells nothing about which key, or how much of one, matched.
+
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use waitline::{Engine, Tenant};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::rate_limit::{Bucket, RateLimiter};
 
-/// One `KEY[:TENANT]` from the configuration.
+/// The prefix of a key given by its digest.
+pub const DIGEST_PREFIX: &str = "sha256:";
+
+/// The SHA-256 digest of a key.
+pub type KeyDigest = [u8; 32];
+
+/// The digest of `key`.
+#[must_use]
+pub fn digest(key: &[u8]) -> KeyDigest {
+    Sha256::digest(key).into()
+}
+
+/// `sha256:<hex>`: how a key is written down without the key itself.
+#[must_use]
+pub fn hashed_form(key: &str) -> String {
+    let hex: String = digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    format!("{DIGEST_PREFIX}{hex}")
+}
+
+/// One `KEY[:TENANT]` or `sha256:<hex>[:TENANT]` from the configuration, held as the digest
+/// of the key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeySpec {
-    /// The secret.
-    pub key: String,
+    /// SHA-256 of the secret.
+    pub digest: KeyDigest,
     /// The tenant it belongs to.
     pub tenant: String,
 }
 
 impl std::fmt::Debug for KeySpec {
-    // Never print the secret.
+    // Not even the digest: it would let a reader check a guess offline.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeySpec").field("key", &"<redacted>").field("tenant", &self.tenant).finish()
+        f.debug_struct("KeySpec").field("digest", &"<redacted>").field("tenant", &self.tenant).finish()
     }
 }
 
 impl KeySpec {
-    /// Parses `KEY[:TENANT]`; a key without a tenant belongs to `default`.
+    /// The key `key` in plain text, for `tenant`.
+    #[must_use]
+    pub fn plain(key: &str, tenant: &str) -> Self {
+        Self { digest: digest(key.as_bytes()), tenant: tenant.to_owned() }
+    }
+
+    /// Parses `KEY[:TENANT]` or `sha256:<64 hex digits>[:TENANT]`; a key without a tenant
+    /// belongs to `default`. A plain key cannot itself be `sha256`.
     ///
     /// # Errors
-    /// An empty key or tenant.
+    /// An empty key or tenant, or a digest that is not 64 hex digits (the message never
+    /// repeats the key).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (key, tenant) = match s.split_once(':') {
-            Some((k, t)) => (k.trim(), t.trim()),
-            None => (s.trim(), waitline::DEFAULT_TENANT),
+        let s = s.trim();
+        let (digest, rest) = match s.strip_prefix(DIGEST_PREFIX) {
+            Some(hashed) => {
+                let (hex, tenant) = hashed.split_once(':').map_or((hashed, None), |(h, t)| (h, Some(t)));
+                let digest = parse_hex_digest(hex.trim())
+                    .ok_or("a hashed API key must look like sha256:<64 hex digits>[:TENANT]")?;
+                (Some(digest), tenant)
+            }
+            None => (None, None),
         };
-        if key.is_empty() || tenant.is_empty() {
+        let (digest, tenant) = match digest {
+            Some(d) => (d, rest.map(str::trim)),
+            None => {
+                let (key, tenant) = s.split_once(':').map_or((s, None), |(k, t)| (k.trim(), Some(t.trim())));
+                if key.is_empty() {
+                    return Err("an API key must look like KEY or KEY:TENANT, neither part empty".into());
+                }
+                (self::digest(key.as_bytes()), tenant)
+            }
+        };
+        let tenant = tenant.unwrap_or(waitline::DEFAULT_TENANT);
+        if tenant.is_empty() {
             return Err("an API key must look like KEY or KEY:TENANT, neither part empty".into());
         }
-        Ok(Self { key: key.to_owned(), tenant: tenant.to_owned() })
+        Ok(Self { digest, tenant: tenant.to_owned() })
     }
+}
+
+/// Whether `spec` (as configured) names a plain key shorter than [`MIN_KEY_CHARS`]: one that
+/// might be guessed (a hashed key's length is unknown).
+#[must_use]
+pub fn is_short_plain_key(spec: &str) -> bool {
+    let spec = spec.trim();
+    !spec.starts_with(DIGEST_PREFIX) && spec.split(':').next().is_some_and(|k| k.trim().len() < MIN_KEY_CHARS)
+}
+
+/// Plain keys shorter than this are warned about at start (a generated key has 32).
+pub const MIN_KEY_CHARS: usize = 20;
+
+fn parse_hex_digest(hex: &str) -> Option<KeyDigest> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// A new random API key: 32 URL-safe characters from 192 random bits.
@@ -56,9 +132,17 @@ pub fn generate_key() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A configured key: its digest, its tenant's handle, and the tenant's rate-limit bucket.
+#[derive(Debug)]
+struct Entry {
+    digest: KeyDigest,
+    tenant: Tenant,
+    bucket: Option<Arc<Bucket>>,
+}
+
 /// The configured keys, each with its tenant's handle.
 pub struct ApiKeys {
-    entries: Vec<(Vec<u8>, Tenant)>,
+    entries: Vec<Entry>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -68,25 +152,37 @@ impl std::fmt::Debug for ApiKeys {
 }
 
 impl ApiKeys {
-    /// Resolves every key's tenant in `engine`.
+    /// Resolves every key's tenant in `engine` (and its bucket in `limiter`, if limited).
     #[must_use]
-    pub fn new(engine: &Engine, specs: &[KeySpec]) -> Self {
-        Self {
-            entries: specs.iter().map(|s| (s.key.as_bytes().to_vec(), engine.tenant(&s.tenant))).collect(),
+    pub fn new(engine: &Engine, specs: &[KeySpec], limiter: Option<&RateLimiter>) -> Self {
+        let entries = specs
+            .iter()
+            .map(|s| Entry {
+                digest: s.digest,
+                tenant: engine.tenant(&s.tenant),
+                bucket: limiter.map(|l| l.bucket(&s.tenant)),
+            })
+            .collect();
+        Self { entries }
+    }
+
+    /// The entry of a presented key.
+    fn entry_of(&self, presented: &[u8]) -> Option<&Entry> {
+        let presented = digest(presented);
+        let mut found = None;
+        for entry in &self.entries {
+            // Compare with every key, no early exit.
+            if bool::from(entry.digest.ct_eq(&presented)) {
+                found = Some(entry);
+            }
         }
+        found
     }
 
     /// The tenant of a presented key.
     #[must_use]
     pub fn tenant_of(&self, presented: &[u8]) -> Option<&Tenant> {
-        let mut found = None;
-        for (key, tenant) in &self.entries {
-            // Compare with every key, no early exit.
-            if bool::from(key.as_slice().ct_eq(presented)) {
-                found = Some(tenant);
-            }
-        }
-        found
+        self.entry_of(presented).map(|e| &e.tenant)
     }
 }
 
@@ -104,7 +200,14 @@ impl FromRequestParts<AppState> for Auth {
             .strip_prefix(b"Bearer ")
             .or_else(|| value.strip_prefix(b"bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        state.keys().tenant_of(key.trim_ascii()).cloned().map(Auth).ok_or(ApiError::Unauthorized)
+        let keys = state.keys();
+        let entry = keys.entry_of(key.trim_ascii()).ok_or(ApiError::Unauthorized)?;
+        // Every authenticated request counts, reads and writes alike: a read costs the
+        // service as much as a write's answer, and one rule is easier to plan for.
+        if let Some(bucket) = &entry.bucket {
+            bucket.take().map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        }
+        Ok(Auth(entry.tenant.clone()))
     }
 }
 
@@ -114,17 +217,43 @@ mod tests {
 
     #[test]
     fn key_specs() {
-        assert_eq!(KeySpec::parse("abc").unwrap(), KeySpec { key: "abc".into(), tenant: "default".into() });
-        assert_eq!(KeySpec::parse("abc:acme").unwrap().tenant, "acme");
+        assert_eq!(KeySpec::parse("abc").unwrap(), KeySpec::plain("abc", "default"));
+        assert_eq!(KeySpec::parse("abc:acme").unwrap(), KeySpec::plain("abc", "acme"));
         assert!(KeySpec::parse(":acme").is_err());
+        assert!(KeySpec::parse("abc:").is_err());
         assert!(!format!("{:?}", KeySpec::parse("secret").unwrap()).contains("secret"));
+        assert!(is_short_plain_key("secret:acme") && is_short_plain_key("secret"));
+        assert!(!is_short_plain_key(&generate_key()) && !is_short_plain_key(&hashed_form("x")));
+    }
+
+    #[test]
+    fn hashed_specs_name_the_same_key() {
+        let hashed = hashed_form("abc");
+        // SHA-256("abc"), the test vector of FIPS 180-2.
+        assert_eq!(hashed, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(KeySpec::parse(&format!("{hashed}:acme")).unwrap(), KeySpec::plain("abc", "acme"));
+        assert_eq!(KeySpec::parse(&hashed).unwrap(), KeySpec::plain("abc", "default"));
+        assert_eq!(
+            KeySpec::parse(&hashed.to_uppercase().replace("SHA256", "sha256")).unwrap().digest,
+            digest(b"abc")
+        );
+        for bad in ["sha256:", "sha256:abcd:acme", &format!("{hashed}0"), &format!("{}:t", &hashed[..70])] {
+            assert!(KeySpec::parse(bad).unwrap_err().contains("64 hex digits"), "{bad}");
+        }
+        let not_hex = format!("sha256:{}", "zz".repeat(32));
+        assert!(KeySpec::parse(&not_hex).is_err());
+        assert!(KeySpec::parse(&format!("{hashed}:")).is_err(), "empty tenant");
     }
 
     #[test]
     fn lookup() {
         let engine = Engine::default();
-        let keys = ApiKeys::new(&engine, &[KeySpec::parse("k1:a").unwrap(), KeySpec::parse("k2:b").unwrap()]);
+        let specs =
+            [KeySpec::parse("k1:a").unwrap(), KeySpec::parse(&format!("{}:b", hashed_form("k2"))).unwrap()];
+        let keys = ApiKeys::new(&engine, &specs, None);
+        assert_eq!(keys.tenant_of(b"k1").map(Tenant::name), Some("a"));
         assert_eq!(keys.tenant_of(b"k2").map(Tenant::name), Some("b"));
+        assert!(keys.tenant_of(hashed_form("k2").as_bytes()).is_none(), "the digest is not the key");
         assert!(keys.tenant_of(b"k").is_none());
         assert!(keys.tenant_of(b"k22").is_none());
     }

@@ -10,7 +10,9 @@ use serde::Deserialize;
 pub use waitline_store::Fsync;
 
 use crate::auth::KeySpec;
+use crate::rate_limit::RateLimit;
 use crate::webhook::WebhookConfig;
+use crate::webhook_destination::DestinationPolicy;
 
 /// The resolved configuration of a server.
 #[derive(Debug, Clone)]
@@ -43,6 +45,46 @@ pub struct Config {
     pub recover_truncate: bool,
     /// Records of a tenant between two of its snapshots (0: never snapshot).
     pub snapshot_every: u64,
+    /// Requests per second per tenant (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
+    /// Serve HTTPS with this certificate chain and key (`None`: plain HTTP).
+    pub tls: Option<TlsFiles>,
+    /// Connection limits against slow and greedy clients.
+    pub connections: ConnectionLimits,
+}
+
+/// The PEM files of `--tls-cert` and `--tls-key`, read at start and on `SIGHUP`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// How long a client may take, and how many may be connected at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From the connection (or the end of the previous request) to the end of a request's
+    /// headers, TLS handshake included: also how long an idle connection is kept.
+    pub header_timeout: Duration,
+    /// From the headers to the end of the body.
+    pub body_timeout: Duration,
+    /// From the headers to the start of the answer (the event stream's body is not counted).
+    pub request_timeout: Duration,
+    /// Connections open at once; past it, new ones wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// The data directory when none is given: in the working directory.
@@ -65,6 +107,9 @@ impl Default for Config {
             fsync: Fsync::Always,
             recover_truncate: false,
             snapshot_every: waitline_store::engine::DEFAULT_SNAPSHOT_EVERY,
+            rate_limit: None,
+            tls: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -84,9 +129,24 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Print a new random API key and its hashed form (`sha256:<hex>:TENANT`) for the
+    /// configuration: the server then holds no copy of the key itself.
+    Keygen(KeygenArgs),
     /// Print what a data directory holds (tenants, queues, calls, sequence numbers, sizes)
     /// without serving; the directory must not be in use.
     Inspect(InspectArgs),
+    /// Plan capacity: drive the real engine on a simulated clock with random callers and
+    /// agents, and print service level, waits, abandonment and occupancy beside the Erlang C
+    /// or Erlang A figures (docs/simulation.md).
+    Simulate(crate::simulate::SimulateArgs),
+}
+
+/// Flags of `waitline keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The tenant the key is for.
+    #[arg(long, default_value = waitline::DEFAULT_TENANT)]
+    pub tenant: String,
 }
 
 /// Flags of `waitline inspect`.
@@ -106,7 +166,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "WAITLINE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// API key, KEY or KEY:TENANT; repeatable (env: comma-separated).
+    /// API key: KEY or KEY:TENANT, or its hash as sha256:HEX or sha256:HEX:TENANT (see
+    /// `waitline keygen`); repeatable (env: comma-separated). Keys from the config file are
+    /// reloaded on SIGHUP.
     #[arg(long = "api-key", env = "WAITLINE_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
     /// Default webhook URL (for calls dialed without one).
@@ -115,6 +177,10 @@ pub struct ServeArgs {
     /// Webhook URL tried after the primary failed every attempt.
     #[arg(long, env = "WAITLINE_WEBHOOK_FAILOVER_URL")]
     pub webhook_failover_url: Option<String>,
+    /// Where a call's own `webhook_url` may point besides public addresses: a network
+    /// (CIDR), an address or a host name; repeatable (env: comma-separated).
+    #[arg(long = "webhook-allow", env = "WAITLINE_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<String>,
     /// Base64 of the 32-byte Ed25519 seed that signs webhooks.
     #[arg(long, env = "WAITLINE_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
@@ -164,6 +230,31 @@ pub struct ServeArgs {
     /// covers is deleted. 0: never [default: 1000000].
     #[arg(long, env = "WAITLINE_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// Requests per second per tenant, answered 429 past it [default: unlimited].
+    #[arg(long, env = "WAITLINE_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Requests a tenant may make at once after a quiet spell [default: the rate].
+    #[arg(long, env = "WAITLINE_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// PEM certificate chain: serve HTTPS (reloaded on SIGHUP) [default: plain HTTP].
+    #[arg(long, env = "WAITLINE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WAITLINE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers (and the TLS handshake), and that
+    /// an idle connection is kept [default: 10].
+    #[arg(long, env = "WAITLINE_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's body [default: 10].
+    #[arg(long, env = "WAITLINE_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Seconds until a request must be answered [default: 30].
+    #[arg(long, env = "WAITLINE_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Connections open at once; more wait to be accepted [default: 1024].
+    #[arg(long, env = "WAITLINE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 fn parse_fsync(s: &str) -> Result<Fsync, String> {
@@ -182,6 +273,7 @@ pub struct FileConfig {
     api_keys: Option<Vec<String>>,
     webhook_url: Option<String>,
     webhook_failover_url: Option<String>,
+    webhook_allow: Option<Vec<String>>,
     signing_key: Option<String>,
     queue_idle_ttl_secs: Option<u64>,
     max_calls_per_tenant: Option<usize>,
@@ -196,6 +288,59 @@ pub struct FileConfig {
     in_memory: Option<bool>,
     fsync: Option<String>,
     snapshot_every: Option<u64>,
+    rate_limit: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads and checks the file.
+    ///
+    /// # Errors
+    /// The file cannot be read, or is not valid.
+    pub fn read(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // The message and the line, never the line's text: it may hold a key.
+        toml::from_str::<Self>(&text).map_err(|e| {
+            let line = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map_or(0, |before| before.matches('\n').count() + 1);
+            format!("{}: line {line}: {}", path.display(), e.message().trim_end())
+        })
+    }
+
+    /// The file's API keys (on `SIGHUP`).
+    ///
+    /// # Errors
+    /// The file cannot be read, is not valid, or has an invalid key.
+    pub fn api_keys(path: &std::path::Path) -> Result<Vec<KeySpec>, String> {
+        parse_keys(&Self::read(path)?.api_keys.unwrap_or_default())
+    }
+}
+
+fn parse_keys(keys: &[String]) -> Result<Vec<KeySpec>, String> {
+    let keys: Vec<&String> = keys.iter().filter(|k| !k.trim().is_empty()).collect();
+    let specs = keys.iter().map(|k| KeySpec::parse(k)).collect::<Result<Vec<_>, _>>()?;
+    for (text, spec) in keys.iter().zip(&specs) {
+        if crate::auth::is_short_plain_key(text) {
+            tracing::warn!(tenant = %spec.tenant, "a short API key is configured: use `waitline keygen` for one that cannot be guessed");
+        }
+    }
+    Ok(specs)
+}
+
+/// A setting that must be at least 1.
+fn positive<T: PartialOrd + From<u8>>(name: &str, value: Option<T>) -> Result<Option<T>, String> {
+    match value {
+        Some(v) if v < T::from(1) => Err(format!("{name} must be at least 1")),
+        v => Ok(v),
+    }
 }
 
 impl ServeArgs {
@@ -205,19 +350,56 @@ impl ServeArgs {
     /// An unreadable or invalid file, or an invalid key.
     pub fn resolve(self) -> Result<Config, String> {
         let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
-            }
+            Some(path) => FileConfig::read(path)?,
             None => FileConfig::default(),
         };
         let d = Config::default();
         let keys = if self.api_keys.is_empty() { file.api_keys.unwrap_or_default() } else { self.api_keys };
-        let api_keys = keys
-            .iter()
-            .filter(|k| !k.trim().is_empty())
-            .map(|k| KeySpec::parse(k))
-            .collect::<Result<_, _>>()?;
+        let api_keys = parse_keys(&keys)?;
+        let allow = if self.webhook_allow.is_empty() {
+            file.webhook_allow.unwrap_or_default()
+        } else {
+            self.webhook_allow
+        };
+        let allow = DestinationPolicy::new(&allow)?;
+        let rate = positive("rate_limit", self.rate_limit.or(file.rate_limit))?;
+        let burst = positive("rate_limit_burst", self.rate_limit_burst.or(file.rate_limit_burst))?;
+        let rate_limit = match (rate, burst) {
+            (Some(r), burst) => Some(RateLimit { burst: burst.unwrap_or(r), ..RateLimit::per_second(r) }),
+            (None, Some(_)) => return Err("rate_limit_burst needs rate_limit".into()),
+            (None, None) => None,
+        };
+        let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err("tls_cert and tls_key go together".into()),
+        };
+        let dc = d.connections;
+        let timeout = |name, flag: Option<u64>, file: Option<u64>, default| {
+            positive(name, flag.or(file)).map(|v| v.map_or(default, Duration::from_secs))
+        };
+        let connections = ConnectionLimits {
+            header_timeout: timeout(
+                "header_timeout_secs",
+                self.header_timeout_secs,
+                file.header_timeout_secs,
+                dc.header_timeout,
+            )?,
+            body_timeout: timeout(
+                "body_timeout_secs",
+                self.body_timeout_secs,
+                file.body_timeout_secs,
+                dc.body_timeout,
+            )?,
+            request_timeout: timeout(
+                "request_timeout_secs",
+                self.request_timeout_secs,
+                file.request_timeout_secs,
+                dc.request_timeout,
+            )?,
+            max_connections: positive("max_connections", self.max_connections.or(file.max_connections))?
+                .unwrap_or(dc.max_connections),
+        };
         let secs = Duration::from_secs;
         let millis = Duration::from_millis;
         Ok(Config {
@@ -244,6 +426,7 @@ impl ServeArgs {
             webhooks: WebhookConfig {
                 url: self.webhook_url.or(file.webhook_url),
                 failover_url: self.webhook_failover_url.or(file.webhook_failover_url),
+                allow,
                 attempts: self.webhook_attempts.or(file.webhook_attempts).unwrap_or(d.webhooks.attempts),
                 backoff: self
                     .webhook_backoff_ms
@@ -271,6 +454,9 @@ impl ServeArgs {
             },
             recover_truncate: self.recover_truncate,
             snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(d.snapshot_every),
+            rate_limit,
+            tls,
+            connections,
         })
     }
 }
@@ -326,6 +512,21 @@ mod tests {
     }
 
     #[test]
+    fn webhook_allow_entries() {
+        let parse = |args: &[&str]| {
+            let Command::Serve(a) = Cli::parse_from([&["waitline", "serve"], args].concat()).command else {
+                panic!("serve")
+            };
+            a.resolve()
+        };
+        let c = parse(&["--webhook-allow", "10.0.0.0/8", "--webhook-allow", "hooks.internal"]).unwrap();
+        assert_eq!(c.webhooks.allow, DestinationPolicy::new(&["10.0.0.0/8", "hooks.internal"]).unwrap());
+        assert!(c.webhooks.allow.check_url("http://10.2.3.4/").is_ok());
+        assert_eq!(parse(&[]).unwrap().webhooks.allow, DestinationPolicy::default());
+        assert!(parse(&["--webhook-allow", "10.0.0.0/99"]).unwrap_err().contains("10.0.0.0/99"));
+    }
+
+    #[test]
     fn durability_flags() {
         let parse = |args: &[&str]| {
             let Command::Serve(a) = Cli::try_parse_from([&["waitline", "serve"], args].concat())?.command
@@ -340,5 +541,81 @@ mod tests {
         assert!(parse(&["--in-memory", "--data-dir", "x"]).is_err(), "one or the other");
         assert!(parse(&["--fsync", "sometimes"]).unwrap_err().to_string().contains("always or periodic"));
         assert!(parse(&["--recover-truncate"]).unwrap().recover_truncate);
+    }
+
+    #[test]
+    fn hardening_flags_and_file_settings() {
+        let parse = |args: &[&str]| -> Result<Config, String> {
+            let cli =
+                Cli::try_parse_from([&["waitline", "serve"], args].concat()).map_err(|e| e.to_string())?;
+            let Command::Serve(a) = cli.command else { panic!("serve") };
+            a.resolve()
+        };
+        let c = parse(&[]).unwrap();
+        assert!(c.rate_limit.is_none() && c.tls.is_none(), "off by default");
+        assert_eq!(c.connections, ConnectionLimits::default());
+        let c =
+            parse(&["--rate-limit", "5", "--max-connections", "7", "--header-timeout-secs", "3"]).unwrap();
+        let limit = c.rate_limit.unwrap();
+        assert_eq!((limit.per_second, limit.burst), (5, 5), "the burst defaults to one second's worth");
+        assert_eq!(
+            (c.connections.max_connections, c.connections.header_timeout),
+            (7, Duration::from_secs(3))
+        );
+        let c = parse(&[
+            "--rate-limit",
+            "5",
+            "--rate-limit-burst",
+            "20",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.rate_limit.unwrap().burst, 20);
+        assert_eq!(c.tls, Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }));
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err(), "a certificate needs its key");
+        assert!(parse(&["--rate-limit-burst", "3"]).unwrap_err().contains("needs rate_limit"));
+        for zero in ["--rate-limit", "--max-connections", "--body-timeout-secs", "--request-timeout-secs"] {
+            assert!(parse(&[zero, "0"]).unwrap_err().contains("at least 1"), "{zero}");
+        }
+
+        let dir = tempfile_dir("hardening");
+        let path = dir.join("w.toml");
+        std::fs::write(
+            &path,
+            "rate_limit = 9\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nbody_timeout_secs = 4\nrequest_timeout_secs = 8\n",
+        )
+        .unwrap();
+        let c = parse(&["--config", path.to_str().unwrap(), "--rate-limit", "2"]).unwrap();
+        assert_eq!(c.rate_limit.unwrap().per_second, 2, "the flag wins");
+        assert_eq!(
+            (c.connections.body_timeout, c.connections.request_timeout),
+            (Duration::from_secs(4), Duration::from_secs(8))
+        );
+        assert!(c.tls.is_some());
+        std::fs::write(&path, "tls_cert = \"c.pem\"\n").unwrap();
+        assert!(parse(&["--config", path.to_str().unwrap()]).unwrap_err().contains("go together"));
+    }
+
+    #[test]
+    fn file_errors_name_the_line_but_never_quote_it() {
+        let dir = tempfile_dir("quote");
+        let path = dir.join("w.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\napi_keys = [\"a-secret-key:t\"\n").unwrap();
+        let err = FileConfig::api_keys(&path).unwrap_err();
+        assert!(err.contains("line 2") || err.contains("line 3"), "{err}");
+        assert!(!err.contains("a-secret-key"), "{err}");
+        std::fs::write(&path, format!("api_keys = [\"k1:a\", \"{}:b\"]\n", crate::auth::hashed_form("k2")))
+            .unwrap();
+        let keys = FileConfig::api_keys(&path).unwrap();
+        assert_eq!(keys, vec![KeySpec::plain("k1", "a"), KeySpec::plain("k2", "b")]);
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("waitline-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

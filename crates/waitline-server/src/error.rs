@@ -1,8 +1,8 @@
 //! The service's one error type: every way a request can fail, mapped to the Telnyx error
 //! body (`{"errors":[{code,title,detail,source:{pointer}}]}`) in one exhaustive match.
 //!
-//! No client mistake maps to a 5xx or a 409: the official SDKs retry those. The one 5xx is
-//! a change the store could not keep.
+//! No client mistake maps to a 5xx or a 409: the official SDKs retry those. The 5xx are a
+//! change the store could not keep, and a request the service did not answer in time.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -41,10 +41,28 @@ pub enum ApiError {
     RouteNotFound,
     /// The route exists, not with this method.
     MethodNotAllowed,
+    /// A `webhook_url` the destination policy refuses: not an http(s) URL with a host
+    /// (`10033`), or an address that is not public and not allowed (`95005`).
+    WebhookDestination(crate::webhook_destination::Refusal),
     /// Every event-stream slot is taken.
     TooManyStreams {
         /// The configured cap.
         limit: usize,
+    },
+    /// The tenant's rate limit is reached.
+    RateLimited {
+        /// Whole seconds until a request is allowed again.
+        retry_after_secs: u64,
+    },
+    /// The body did not arrive within the body timeout.
+    BodyTimeout {
+        /// The timeout in seconds.
+        secs: u64,
+    },
+    /// No answer was ready within the request timeout.
+    RequestTimeout {
+        /// The timeout in seconds.
+        secs: u64,
     },
     /// The body is larger than the configured limit.
     BodyTooLarge {
@@ -107,6 +125,23 @@ impl ApiError {
                 Some(parameter),
                 None,
             ),
+            Self::WebhookDestination(refusal) => {
+                use crate::webhook_destination::Refusal;
+                let (code, title) = match refusal {
+                    Refusal::NotAUrl(_) | Refusal::Scheme(_) | Refusal::NoHost => ("10033", "Value outside of range"),
+                    Refusal::Address(..) | Refusal::Resolved(_) => ("95005", "Webhook destination not allowed"),
+                };
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    code,
+                    title,
+                    format!(
+                        "The 'webhook_url' parameter cannot be used: {refusal}. Webhooks go to public addresses over http or https, or to destinations the operator allows."
+                    ),
+                    Some("webhook_url"),
+                    None,
+                )
+            }
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "10009",
@@ -136,6 +171,32 @@ impl ApiError {
                 "10011",
                 "Too many requests",
                 format!("At most {limit} event streams may be open at once; close one first."),
+                None,
+                None,
+            ),
+            Self::RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "10011",
+                "Too many requests",
+                format!("The rate limit of this API key's tenant is reached; retry in {retry_after_secs} s."),
+                None,
+                None,
+            ),
+            Self::BodyTimeout { secs } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "10015",
+                "Request timeout",
+                format!("The request body did not arrive within {secs} s."),
+                None,
+                None,
+            ),
+            // Not a client mistake: the service was too slow (a write may still have been
+            // applied; a retry with the same `command_id` is safe).
+            Self::RequestTimeout { secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "10007",
+                "Service unavailable",
+                format!("The request was not answered within {secs} s; it may or may not have taken effect."),
                 None,
                 None,
             ),
@@ -178,6 +239,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.parts().0;
-        (status, axum::Json(self.body())).into_response()
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let Self::RateLimited { retry_after_secs } = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }

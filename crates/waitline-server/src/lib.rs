@@ -6,14 +6,23 @@
 //! the core's.
 //!
 //! [`router`] builds the whole service for an [`AppState`], so tests can drive it without a
-//! socket; [`run`] serves it on a listener until a shutdown signal.
+//! socket; [`run`] serves it on a listener until a shutdown signal, and [`HttpServer`] does the
+//! same with a [`Reloader`] for keys and certificates (`SIGHUP`).
 
 pub mod auth;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod rate_limit;
 pub mod routes;
+mod serve;
+pub mod simulate;
+pub mod tls;
+pub mod wallboard;
 pub mod webhook;
+mod webhook_delivery;
+pub mod webhook_destination;
+mod webhook_lane;
 pub mod wire;
 
 use std::future::Future;
@@ -26,14 +35,16 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
+use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use waitline::{Engine, EngineBuilder};
 
-use crate::auth::ApiKeys;
+use crate::auth::{ApiKeys, KeySpec};
 use crate::config::Config;
 use crate::durable::Durability;
 use crate::error::ApiError;
+use crate::rate_limit::RateLimiter;
+use crate::tls::Tls;
 use crate::webhook::{Signer, Webhooks};
 
 /// What every handler shares. Cheap to clone.
@@ -47,9 +58,13 @@ struct Shared {
     engine: Engine,
     durability: Durability,
     webhooks: Webhooks,
-    keys: ApiKeys,
+    /// Swapped whole when keys are reloaded; a request reads it once.
+    keys: RwLock<Arc<ApiKeys>>,
+    /// Per-tenant buckets, when rate limits are on.
+    limiter: Option<RateLimiter>,
     public_key: String,
     body_limit: usize,
+    body_timeout: Duration,
     /// Set when shutdown begins: event streams end so their connections can close.
     closing: tokio::sync::watch::Sender<bool>,
     /// Free event-stream slots.
@@ -67,15 +82,18 @@ impl AppState {
     /// State for `engine`, whose changes `durability` keeps.
     #[must_use]
     pub fn durable(engine: Engine, durability: Durability, config: &Config, signer: &Signer) -> Self {
-        let keys = ApiKeys::new(&engine, &config.api_keys);
+        let limiter = config.rate_limit.clone().map(RateLimiter::new);
+        let keys = ApiKeys::new(&engine, &config.api_keys, limiter.as_ref());
         Self {
             shared: Arc::new(Shared {
                 webhooks: Webhooks::new(&engine, durability.clone(), signer.clone(), config.webhooks.clone()),
                 durability,
                 engine,
-                keys,
+                keys: RwLock::new(Arc::new(keys)),
+                limiter,
                 public_key: signer.public_key_base64(),
                 body_limit: config.max_body_bytes,
+                body_timeout: config.connections.body_timeout,
                 closing: tokio::sync::watch::Sender::new(false),
                 stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
                 max_streams: config.max_event_streams,
@@ -101,8 +119,15 @@ impl AppState {
         &self.shared.webhooks
     }
 
-    pub(crate) fn keys(&self) -> &ApiKeys {
-        &self.shared.keys
+    pub(crate) fn keys(&self) -> Arc<ApiKeys> {
+        self.shared.keys.read().clone()
+    }
+
+    /// Replaces the API keys: requests from now on are checked against `keys`; requests in
+    /// flight and open connections are not touched. A tenant's rate-limit bucket stays.
+    pub fn reload_keys(&self, keys: &[KeySpec]) {
+        let fresh = ApiKeys::new(&self.shared.engine, keys, self.shared.limiter.as_ref());
+        *self.shared.keys.write() = Arc::new(fresh);
     }
 
     pub(crate) fn public_key(&self) -> &str {
@@ -129,6 +154,10 @@ impl AppState {
     pub(crate) fn body_limit(&self) -> usize {
         self.shared.body_limit
     }
+
+    pub(crate) fn body_timeout(&self) -> Duration {
+        self.shared.body_timeout
+    }
 }
 
 /// The whole HTTP service.
@@ -139,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::api("/v2"))
         .merge(routes::api(""))
         .route("/healthz", get(routes::healthz))
+        .merge(wallboard::routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
     // A service in memory has nothing to wait for: no layer, no cost.
@@ -211,10 +241,10 @@ pub fn open_engine(config: &Config) -> Result<(Engine, Durability), String> {
 
 /// Serves until `shutdown` resolves, then drains the webhook outbox (up to the configured
 /// grace period). Timers fire on time without traffic: a background task runs the engine's
-/// maintenance.
+/// maintenance. See [`HttpServer`] to reload keys or certificates while serving.
 ///
 /// # Errors
-/// When the listener fails.
+/// When the TLS files cannot be used.
 pub async fn run(
     config: Config,
     engine: Engine,
@@ -223,26 +253,88 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AppState::durable(engine.clone(), durability, &config, &signer);
-    if state.webhooks().has_default_url() || state.durability().has_backlog() {
-        state.webhooks().ensure_started();
+    let server = HttpServer::new(config, engine, durability, &signer).map_err(std::io::Error::other)?;
+    server.serve(listener, shutdown).await;
+    Ok(())
+}
+
+/// The service ready to serve: its state and, with `--tls-cert`, its certificate.
+#[derive(Debug)]
+pub struct HttpServer {
+    config: Config,
+    state: AppState,
+    tls: Option<Arc<Tls>>,
+}
+
+/// Changes a serving [`HttpServer`] without a restart (what `SIGHUP` does). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    state: AppState,
+    tls: Option<Arc<Tls>>,
+}
+
+impl Reloader {
+    /// See [`AppState::reload_keys`].
+    pub fn reload_keys(&self, keys: &[KeySpec]) {
+        self.state.reload_keys(keys);
     }
-    let maintenance = tokio::spawn(maintain(engine, state.clone()));
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set: {e}");
+
+    /// Reads the certificate and key files again; new connections get the new certificate.
+    /// `false`: no TLS, nothing to reload.
+    ///
+    /// # Errors
+    /// The files cannot be used: the certificate in use stays.
+    pub fn reload_tls(&self) -> Result<bool, String> {
+        self.tls.as_ref().map_or(Ok(false), |tls| tls.reload().map(|()| true))
+    }
+}
+
+impl HttpServer {
+    /// The state for `engine`, and the certificate if the configuration names one.
+    ///
+    /// # Errors
+    /// The TLS files cannot be used.
+    pub fn new(
+        config: Config,
+        engine: Engine,
+        durability: Durability,
+        signer: &Signer,
+    ) -> Result<Self, String> {
+        let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
+        let state = AppState::durable(engine, durability, &config, signer);
+        Ok(Self { config, state, tls })
+    }
+
+    /// `https` with a certificate, else `http`.
+    #[must_use]
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The handle that reloads keys and certificates.
+    #[must_use]
+    pub fn reloader(&self) -> Reloader {
+        Reloader { state: self.state.clone(), tls: self.tls.clone() }
+    }
+
+    /// Serves until `shutdown` resolves, then drains the webhook outbox (up to the
+    /// configured grace period).
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let Self { config, state, tls } = self;
+        if state.webhooks().has_default_url() || state.durability().has_backlog() {
+            state.webhooks().ensure_started();
         }
-    });
-    let closing = state.clone();
-    let shutdown = async move {
-        shutdown.await;
-        // End the event streams, or their connections would keep the server up.
-        closing.shared.closing.send_replace(true);
-    };
-    let served = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
-    maintenance.abort();
-    state.webhooks().shutdown(config.shutdown_grace).await;
-    served
+        let maintenance = tokio::spawn(maintain(state.engine().clone(), state.clone()));
+        let closing = state.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // End the event streams, or their connections would keep the server up.
+            closing.shared.closing.send_replace(true);
+        };
+        serve::serve(listener, router(state.clone()), tls, config.connections, shutdown).await;
+        maintenance.abort();
+        state.webhooks().shutdown(config.shutdown_grace).await;
+    }
 }
 
 /// Fires due timers (max-wait expiry, idle queues) even when no request comes, while no

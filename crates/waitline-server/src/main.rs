@@ -3,9 +3,12 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
+use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
-use waitline_server::auth::KeySpec;
-use waitline_server::config::{Cli, Command};
+
+use waitline_server::Reloader;
+use waitline_server::auth::{DIGEST_PREFIX, KeySpec, generate_key, hashed_form};
+use waitline_server::config::{Cli, Command, FileConfig};
 use waitline_server::durable::{SecretOrigin, stored_secret};
 use waitline_server::webhook::Signer;
 
@@ -26,6 +29,28 @@ async fn main() -> std::process::ExitCode {
         .init();
     let args = match Cli::parse().command {
         Command::Serve(args) => args,
+        Command::Keygen(args) => {
+            // The key for the client, then the line for the server's configuration.
+            let key = generate_key();
+            println!("{key}");
+            println!("{}:{}", hashed_form(&key), args.tenant);
+            eprintln!(
+                "The first line is the API key (shown only now); the second is what the server's --api-key or api_keys takes."
+            );
+            return std::process::ExitCode::SUCCESS;
+        }
+        Command::Simulate(args) => {
+            return match waitline_server::simulate::run(&args) {
+                Ok(table) => {
+                    print!("{table}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("waitline: {e}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
         Command::Inspect(args) => {
             return match waitline_server::durable::inspect(&args.data_dir) {
                 Ok(text) => {
@@ -39,6 +64,8 @@ async fn main() -> std::process::ExitCode {
             };
         }
     };
+    // What SIGHUP reads again: the file's keys, unless flags or the environment gave them.
+    let key_file = if args.api_keys.is_empty() { args.config.clone() } else { None };
     let mut config = match args.resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -58,26 +85,47 @@ async fn main() -> std::process::ExitCode {
     let kept = |name: &str| {
         dir.as_ref().map_or_else(String::new, |d| format!(" (kept in {})", d.join(name).display()))
     };
+    // The quickstart works with nothing set: a key for tenant `default`, shown on standard
+    // output when it is made (never in the log), and kept in the data directory as its hash
+    // only (a directory from before keeps the key itself, which stays usable). Also what a
+    // reload falls back to when the file then names no key.
+    let mut generated = Vec::new();
     if config.api_keys.is_empty() {
-        // The quickstart works with nothing set: a key for tenant `default`, shown on
-        // standard output when it is made (never in the log), and kept in the data directory.
-        match stored_secret(dir.as_deref(), "api-key", waitline_server::auth::generate_key) {
-            Ok((key, SecretOrigin::Made)) => {
-                println!("No API key configured; generated one for tenant 'default': {key}");
+        let mut made = None;
+        let stored = stored_secret(dir.as_deref(), "api-key", || {
+            let key = generate_key();
+            let hashed = hashed_form(&key);
+            made = Some(key);
+            hashed
+        });
+        let tenant = waitline::DEFAULT_TENANT;
+        let spec = match stored {
+            Ok((_, SecretOrigin::Made)) => {
+                let key = made.unwrap_or_default();
+                println!("No API key configured; generated one for tenant '{tenant}': {key}");
                 if dir.is_some() {
-                    println!("  {}", kept("api-key").trim_start());
+                    println!("  {} (its hash only)", kept("api-key").trim_start());
                 }
-                config.api_keys.push(KeySpec { key, tenant: waitline::DEFAULT_TENANT.into() });
+                Ok(KeySpec::plain(&key, tenant))
             }
-            Ok((key, SecretOrigin::Stored)) => {
-                println!("No API key configured; using the one for tenant 'default'{}", kept("api-key"));
-                config.api_keys.push(KeySpec { key, tenant: waitline::DEFAULT_TENANT.into() });
+            Ok((text, SecretOrigin::Stored)) => {
+                println!("No API key configured; using the one for tenant '{tenant}'{}", kept("api-key"));
+                if text.starts_with(DIGEST_PREFIX) {
+                    KeySpec::parse(&format!("{text}:{tenant}"))
+                } else {
+                    Ok(KeySpec::plain(&text, tenant))
+                }
             }
+            Err(e) => Err(e),
+        };
+        match spec {
+            Ok(spec) => generated.push(spec),
             Err(e) => {
                 eprintln!("waitline: {e}");
                 return std::process::ExitCode::from(1);
             }
         }
+        config.api_keys.clone_from(&generated);
     }
     let configured = config.signing_key.clone();
     let seed = match configured {
@@ -107,6 +155,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // Before serving: SIGHUP's default action would end the process.
+    let hangups = match hangup_signals() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("waitline: cannot handle SIGHUP: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -116,13 +172,74 @@ async fn main() -> std::process::ExitCode {
     };
     // The address bound (with port 0 in the configuration, the one the system chose).
     let bound = listener.local_addr().unwrap_or(config.listen);
-    tracing::info!(listen = %bound, tenants = config.api_keys.len(), "waitline serving");
-    println!("Listening on http://{bound}");
-    match waitline_server::run(config, engine, durability, signer, listener, shutdown_signal()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let keys = config.api_keys.len();
+    let server = match waitline_server::HttpServer::new(config, engine, durability, &signer) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("waitline: {e}");
-            std::process::ExitCode::from(1)
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let scheme = server.scheme();
+    if scheme == "http" && !bound.ip().is_loopback() {
+        tracing::warn!(
+            "serving plain HTTP on a non-loopback address: API keys cross the network in clear unless a TLS proxy is in front (see --tls-cert)"
+        );
+    }
+    tokio::spawn(reload_on_hangup(hangups, server.reloader(), key_file, generated));
+    tracing::info!(listen = %bound, keys, scheme, "waitline serving");
+    println!("Listening on {scheme}://{bound}");
+    server.serve(listener, shutdown_signal()).await;
+    std::process::ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn hangup_signals() -> std::io::Result<Hangups> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+#[cfg(not(unix))]
+fn hangup_signals() -> std::io::Result<Hangups> {
+    Ok(())
+}
+
+/// On each SIGHUP: the API keys from the config file again (when the keys come from it; the
+/// generated key when it names none), and the TLS certificate. What fails to load is logged
+/// and the old keys or certificate stay. Connections stay open.
+#[cfg_attr(not(unix), allow(unused_variables, clippy::needless_pass_by_value))]
+async fn reload_on_hangup(
+    mut hangups: Hangups,
+    reloader: Reloader,
+    key_file: Option<PathBuf>,
+    generated: Vec<KeySpec>,
+) {
+    #[cfg(unix)]
+    while hangups.recv().await.is_some() {
+        match &key_file {
+            Some(path) => match FileConfig::api_keys(path) {
+                // A file that names no key falls back to the generated key, if the service
+                // started with one; never to no key at all.
+                Ok(keys) if keys.is_empty() && generated.is_empty() => {
+                    tracing::error!("API keys not reloaded, the old ones stay: the file names none");
+                }
+                Ok(keys) => {
+                    let keys = if keys.is_empty() { generated.clone() } else { keys };
+                    reloader.reload_keys(&keys);
+                    tracing::info!(keys = keys.len(), "API keys reloaded");
+                }
+                Err(e) => tracing::error!("API keys not reloaded, the old ones stay: {e}"),
+            },
+            None => tracing::info!("API keys come from flags, the environment or nowhere: nothing to reload"),
+        }
+        match reloader.reload_tls() {
+            Ok(true) => tracing::info!("TLS certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("TLS certificate not reloaded, the old one stays: {e}"),
         }
     }
 }

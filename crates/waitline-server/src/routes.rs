@@ -23,7 +23,8 @@ use crate::wire::{self, Body};
 
 type ApiResult = Result<Response, ApiError>;
 
-/// A request body read within the size limit; too large answers 413 in the Telnyx shape.
+/// A request body read within the size limit and the body timeout; too large answers 413,
+/// too slow 408, in the Telnyx shape.
 #[derive(Debug)]
 pub struct JsonBody(pub Body);
 
@@ -32,7 +33,11 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.body_limit();
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| body_error(e, limit))?;
+        let timeout = state.body_timeout();
+        let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(req.into_body(), limit))
+            .await
+            .map_err(|_| ApiError::BodyTimeout { secs: timeout.as_secs() })?
+            .map_err(|e| body_error(e, limit))?;
         Ok(Self(Body::parse(&bytes)?))
     }
 }
@@ -110,11 +115,13 @@ pub fn api(prefix: &str) -> Router<AppState> {
         )
         .route(&at("/events"), get(events))
         .route(&at("/webhook_public_key"), get(public_key))
+        .route(&at("/webhook_failures"), get(webhook_failures))
 }
 
 async fn dial(State(state): State<AppState>, Auth(t): Auth, JsonBody(b): JsonBody) -> ApiResult {
     let params = b.dial()?;
-    if params.webhook_url.is_some() {
+    if let Some(url) = &params.webhook_url {
+        state.webhooks().check_destination(url).map_err(ApiError::WebhookDestination)?;
         // Before the call exists, so its first event is delivered too.
         state.webhooks().ensure_started();
     }
@@ -247,6 +254,11 @@ const STREAM_BUFFER: usize = 4096;
 /// [ext] The Ed25519 public key that verifies webhook signatures.
 async fn public_key(State(state): State<AppState>) -> Response {
     Json(json!({ "data": { "public_key": state.public_key() } })).into_response()
+}
+
+/// [ext] The tenant's latest webhooks that finally failed, oldest first.
+async fn webhook_failures(State(state): State<AppState>, Auth(t): Auth) -> Response {
+    wire::data(&state.webhooks().failures.of(t.name()))
 }
 
 /// Liveness.

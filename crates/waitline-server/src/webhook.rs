@@ -3,23 +3,31 @@
 //! `"{timestamp}|{body}"`), to the call's `webhook_url` or the configured one. A failed
 //! delivery is retried with exponential backoff, then sent to the failover URL.
 //!
-//! Commands never wait for delivery: the engine hands events to a reader task, which puts
-//! them in a bounded outbox per worker; a call always maps to the same worker, so its events
-//! arrive in order. What does not fit in a full outbox is dropped, counted and logged.
+//! Commands never wait for delivery, and no event is dropped: the engine hands every event
+//! to a reader task through a subscription that is never full, and the reader, which only
+//! routes, hands each to its tenant's lane (`webhook_lane`), where it waits until it is
+//! delivered or finally failed. Each lane delivers its calls side by side, each call's
+//! events in order, so one tenant's slow endpoint delays no other tenant. Where a URL chosen
+//! by an API client may point is `webhook_destination`'s policy; the requests themselves are
+//! `webhook_delivery`'s.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use waitline::{Engine, Event, Subscription};
+use waitline::{Engine, Event, Subscription, Timestamp};
 
 use crate::durable::Durability;
+use crate::webhook_delivery::Delivery;
+use crate::webhook_destination::{DestinationPolicy, Refusal};
+use crate::webhook_lane::{Lane, LaneContext};
 
 /// Signs webhook bodies.
 #[derive(Clone)]
@@ -81,20 +89,20 @@ impl Signer {
 /// Where and how webhooks are delivered.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    /// Used for calls dialed without a `webhook_url`.
+    /// Used for calls dialed without a `webhook_url`. Trusted: not held to `allow`.
     pub url: Option<String>,
-    /// Tried after every attempt at the primary URL failed.
+    /// Tried after every attempt at the primary URL failed. Trusted.
     pub failover_url: Option<String>,
+    /// Where a call's own `webhook_url` may point besides public addresses.
+    pub allow: DestinationPolicy,
     /// Attempts per URL (at least 1).
     pub attempts: u32,
     /// Wait before the second attempt; doubles after each.
     pub backoff: Duration,
     /// Time allowed for one attempt.
     pub timeout: Duration,
-    /// Number of workers (parallel deliveries; one call always uses the same one).
-    pub workers: usize,
-    /// Events waiting per worker before new ones are dropped.
-    pub outbox_capacity: usize,
+    /// Requests in flight at once per tenant (each call's events still go one at a time).
+    pub lane_requests: usize,
 }
 
 impl Default for WebhookConfig {
@@ -102,11 +110,11 @@ impl Default for WebhookConfig {
         Self {
             url: None,
             failover_url: None,
+            allow: DestinationPolicy::default(),
             attempts: 3,
             backoff: Duration::from_millis(500),
             timeout: Duration::from_secs(5),
-            workers: 16,
-            outbox_capacity: 10_000,
+            lane_requests: 16,
         }
     }
 }
@@ -116,10 +124,86 @@ impl Default for WebhookConfig {
 pub struct WebhookStats {
     /// Accepted with a 2xx.
     pub delivered: AtomicU64,
-    /// Failed on every URL.
+    /// Finally failed: every attempt at every URL failed, or no URL was allowed (each also
+    /// logged and kept in [`Webhooks::failures`]).
     pub failed: AtomicU64,
-    /// Dropped because an outbox was full (or the engine's channel overflowed).
-    pub dropped: AtomicU64,
+    /// Times a call's own URL was not sent to because the destination policy refused it
+    /// (a literal address, or a host name that resolved to no allowed address).
+    pub refused: AtomicU64,
+    /// Events waiting in the lanes or being delivered.
+    pub pending: AtomicU64,
+}
+
+/// A webhook never delivered (every attempt at every URL failed, or no URL was allowed), as
+/// `GET /v2/webhook_failures` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailedDelivery {
+    /// `"webhook_failure"`.
+    pub record_type: &'static str,
+    /// The event's id.
+    pub event_id: uuid::Uuid,
+    /// Its type.
+    pub event_type: &'static str,
+    /// The call it is about.
+    pub call_control_id: String,
+    /// Requests tried.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub error: String,
+    /// When it was given up on.
+    pub failed_at: Timestamp,
+}
+
+/// How many failed deliveries are kept per tenant (the oldest go first).
+pub const FAILURES_KEPT_PER_TENANT: usize = 100;
+
+/// The latest failed deliveries of each tenant, kept in memory and bounded: the log has every
+/// failure, and this list lets a tenant see its recent ones (`GET /v2/webhook_failures`)
+/// without the operator's log. Not in the store: for a dead endpoint the failures grow with
+/// the tenant's traffic, and a restart only forgets this view, never an undelivered event
+/// (a failed event is past the delivery mark and is not sent again).
+#[derive(Debug, Default)]
+pub struct Failures {
+    tenants: parking_lot::Mutex<HashMap<Arc<str>, VecDeque<FailedDelivery>>>,
+}
+
+impl Failures {
+    /// Logs and keeps a finally failed delivery.
+    pub(crate) fn record(&self, event: &Event, attempts: u32, why: String) {
+        tracing::warn!(
+            tenant = %event.tenant,
+            event = event.event_type(),
+            id = %event.id,
+            attempts,
+            why = %why,
+            "webhook not delivered"
+        );
+        let failed = FailedDelivery {
+            record_type: "webhook_failure",
+            event_id: event.id,
+            event_type: event.event_type(),
+            call_control_id: event
+                .kind
+                .subject()
+                .map(|s| s.call.call_control_id.to_string())
+                .unwrap_or_default(),
+            attempts,
+            error: why,
+            failed_at: Timestamp::now_utc(),
+        };
+        let mut tenants = self.tenants.lock();
+        let kept = tenants.entry(event.tenant.clone()).or_default();
+        if kept.len() == FAILURES_KEPT_PER_TENANT {
+            kept.pop_front();
+        }
+        kept.push_back(failed);
+    }
+
+    /// The tenant's latest failed deliveries, oldest first.
+    #[must_use]
+    pub fn of(&self, tenant: &str) -> Vec<FailedDelivery> {
+        self.tenants.lock().get(tenant).map(|k| k.iter().cloned().collect()).unwrap_or_default()
+    }
 }
 
 /// The outbox. It starts on first need: at once when a default URL is configured, otherwise
@@ -134,22 +218,16 @@ pub struct Webhooks {
     running: parking_lot::Mutex<Option<Running>>,
     /// Delivery counters.
     pub stats: Arc<WebhookStats>,
+    /// Deliveries given up on, latest per tenant.
+    pub failures: Arc<Failures>,
 }
 
 #[derive(Debug)]
 struct Running {
     /// Sent (or dropped) to stop the reader.
     stop: oneshot::Sender<()>,
-    reader: JoinHandle<()>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-struct Delivery {
-    signer: Signer,
-    config: WebhookConfig,
-    client: reqwest::Client,
-    stats: Arc<WebhookStats>,
-    tracker: Arc<Tracker>,
+    /// Ends with the lanes it made.
+    reader: JoinHandle<Lanes>,
 }
 
 impl Webhooks {
@@ -163,6 +241,7 @@ impl Webhooks {
             config,
             running: parking_lot::Mutex::new(None),
             stats: Arc::default(),
+            failures: Arc::default(),
         }
     }
 
@@ -179,76 +258,84 @@ impl Webhooks {
         self.config.url.is_some()
     }
 
-    /// Starts the reader task and the workers if they are not running (inside a tokio
-    /// runtime). Events committed before this are not delivered.
+    /// Whether an API client may have a call's webhooks sent to `url` (checked at dial; a
+    /// host name is checked again at every connection, against what it resolves to).
+    ///
+    /// # Errors
+    /// Why not.
+    pub fn check_destination(&self, url: &str) -> Result<(), Refusal> {
+        self.config.allow.check_url(url).map(drop)
+    }
+
+    /// Starts the reader task if it is not running (inside a tokio runtime); lanes start
+    /// with their tenant's first event. Events committed before this are not delivered.
     ///
     /// # Panics
-    /// If the HTTP client cannot be made, or outside a tokio runtime.
+    /// If the HTTP clients cannot be made, or outside a tokio runtime.
     pub fn ensure_started(&self) {
         let mut running = self.running.lock();
         if running.is_some() {
             return;
         }
-        let stats = self.stats.clone();
         let (stop, stopped) = oneshot::channel();
-        let client = reqwest::Client::builder().timeout(self.config.timeout).build().expect("HTTP client");
-        let (workers_n, capacity) = (self.config.workers.max(1), self.config.outbox_capacity.max(1));
-        let tracker =
-            Arc::new(Tracker { durability: self.durability.clone(), tenants: parking_lot::Mutex::default() });
-        let delivery = Arc::new(Delivery {
-            signer: self.signer.clone(),
-            config: self.config.clone(),
-            client,
-            stats: stats.clone(),
-            tracker: tracker.clone(),
-        });
-        let mut senders = Vec::with_capacity(workers_n);
-        let mut workers = Vec::with_capacity(workers_n);
-        for _ in 0..workers_n {
-            let (tx, rx) = mpsc::channel::<Event>(capacity);
-            senders.push(tx);
-            workers.push(tokio::spawn(worker(rx, delivery.clone())));
-        }
-        let events = self.engine.subscribe();
-        let outbox = Outbox { senders, tracker, stats };
+        let context = LaneContext {
+            delivery: Arc::new(Delivery::new(self.signer.clone(), self.config.clone(), self.stats.clone())),
+            durability: self.durability.clone(),
+            failures: self.failures.clone(),
+            requests: self.config.lane_requests,
+        };
+        // Never full: the reader only routes, and a lane takes every event it is given.
+        let events = self.engine.subscribe_bounded(usize::MAX);
         let backlog = self.durability.take_backlog();
-        let reader = tokio::spawn(read(events, backlog, self.durability.clone(), outbox, stopped));
-        *running = Some(Running { stop, reader, workers });
+        let lanes = Lanes { context, lanes: HashMap::new() };
+        let reader = tokio::spawn(read(events, backlog, self.durability.clone(), lanes, stopped));
+        *running = Some(Running { stop, reader });
     }
 
-    /// Stops taking events, then waits for the outboxes to drain, at most `grace`.
+    /// Stops taking events, then waits for the lanes to drain, at most `grace`.
     pub async fn shutdown(&self, grace: Duration) {
-        let Some(mut running) = self.running.lock().take() else { return };
+        let Some(running) = self.running.lock().take() else { return };
         let _ = running.stop.send(());
-        let _ = running.reader.await;
-        let drain = futures_util::future::join_all(running.workers.drain(..));
+        let Ok(lanes) = running.reader.await else { return };
+        let drain = futures_util::future::join_all(lanes.lanes.into_values().map(Lane::close));
         if tokio::time::timeout(grace, drain).await.is_err() {
             tracing::warn!("webhook outbox not drained within the shutdown grace period");
         }
     }
 }
 
-/// Where the reader puts events: the workers' queues, and the tracker of what is handled.
-struct Outbox {
-    senders: Vec<mpsc::Sender<Event>>,
-    tracker: Arc<Tracker>,
-    stats: Arc<WebhookStats>,
+/// The lanes, one per tenant, made as their tenants' first events come.
+#[derive(Debug)]
+struct Lanes {
+    context: LaneContext,
+    lanes: HashMap<Arc<str>, Lane>,
 }
 
-/// Awaits the engine's events and routes each to its worker's outbox, until `stop` (or until
-/// the engine is gone); then hands over what is already committed and closes the outboxes.
-/// The events of `backlog` (made again by the replay after a restart) go first.
+impl Lanes {
+    /// Hands `event` to its tenant's lane.
+    fn route(&mut self, event: Event) {
+        let context = &self.context;
+        let lane = self
+            .lanes
+            .entry(event.tenant.clone())
+            .or_insert_with(|| Lane::spawn(event.tenant.clone(), context.clone()));
+        lane.push(event);
+    }
+}
+
+/// Awaits the engine's events and hands each to its tenant's lane, until `stop` (or until
+/// the engine is gone); then hands over what is already committed. The events of `backlog`
+/// (made again by the replay after a restart) go first. Returns the lanes, to be drained.
 async fn read(
     mut events: Subscription,
     backlog: Vec<Event>,
     durability: Durability,
-    outbox: Outbox,
+    mut lanes: Lanes,
     mut stop: oneshot::Receiver<()>,
-) {
+) -> Lanes {
     for event in backlog {
-        outbox.route(event);
+        lanes.route(event);
     }
-    let mut lost_upstream = 0;
     loop {
         // `recv_async` is cancel-safe: an event is taken only when it is returned. Each event
         // spends the task's budget, so a busy engine does not keep the other tasks waiting.
@@ -262,158 +349,17 @@ async fn read(
         // published, so the store's latest mark covers it.
         if let Err(why) = durability.settled().await {
             tracing::error!(why = %why, "webhooks stopped: the store cannot keep changes");
-            break;
+            return lanes;
         }
-        outbox.route(event);
-        let lost = events.dropped();
-        if lost > lost_upstream {
-            outbox.stats.dropped.fetch_add(lost - lost_upstream, Ordering::Relaxed);
-            tracing::warn!(lost = lost - lost_upstream, "webhook events lost: the engine channel overflowed");
-            lost_upstream = lost;
-        }
+        lanes.route(event);
     }
     let committed = events.drain();
     if durability.settled().await.is_ok() {
         for event in committed {
-            outbox.route(event);
+            lanes.route(event);
         }
     }
-}
-
-impl Outbox {
-    /// Puts an event in the outbox of its call's worker.
-    fn route(&self, event: Event) {
-        let Some(subject) = event.kind.subject() else {
-            // [ext] queue events: streams only, handled at once.
-            self.tracker.handled(&event.tenant, event.seq(), false);
-            return;
-        };
-        let worker = (subject.call.call_leg_id.as_u128() % self.senders.len() as u128) as usize;
-        self.tracker.handled(&event.tenant, event.seq(), true);
-        if let Err(e) = self.senders[worker].try_send(event) {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            let ev = match e {
-                mpsc::error::TrySendError::Full(ev) => {
-                    tracing::warn!(event = ev.event_type(), id = %ev.id, "webhook outbox full: event dropped");
-                    ev
-                }
-                mpsc::error::TrySendError::Closed(ev) => ev,
-            };
-            self.tracker.done(&ev.tenant, ev.seq());
-        }
-    }
-}
-
-/// What the outbox has handled, per tenant, so that a restart sends again only the events
-/// not handled: the mark is the highest number below which every event is delivered or
-/// given up on, kept in the store with its next commit.
-#[derive(Debug)]
-struct Tracker {
-    durability: Durability,
-    tenants: parking_lot::Mutex<std::collections::HashMap<Arc<str>, Handled>>,
-}
-
-#[derive(Debug, Default)]
-struct Handled {
-    /// Numbers with events in the outbox, and how many each.
-    pending: std::collections::BTreeMap<u64, u32>,
-    /// The highest number routed.
-    routed: u64,
-    /// The mark last kept.
-    marked: u64,
-}
-
-impl Tracker {
-    /// An event of `tenant` numbered `seq` was routed: into the outbox (`queued`), or
-    /// handled at once.
-    fn handled(&self, tenant: &Arc<str>, seq: u64, queued: bool) {
-        if !self.durability.is_durable() {
-            return; // nothing to keep: no bookkeeping either
-        }
-        let mut tenants = self.tenants.lock();
-        let h = tenants.entry(tenant.clone()).or_default();
-        h.routed = h.routed.max(seq);
-        if queued {
-            *h.pending.entry(seq).or_default() += 1;
-        }
-        self.remark(tenant, h);
-    }
-
-    /// An event from the outbox was delivered or given up on.
-    fn done(&self, tenant: &Arc<str>, seq: u64) {
-        if !self.durability.is_durable() {
-            return;
-        }
-        let mut tenants = self.tenants.lock();
-        let Some(h) = tenants.get_mut(tenant) else { return };
-        if let std::collections::btree_map::Entry::Occupied(mut e) = h.pending.entry(seq) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
-        }
-        self.remark(tenant, h);
-    }
-
-    fn remark(&self, tenant: &str, h: &mut Handled) {
-        let mark = h.pending.first_key_value().map_or(h.routed, |(first, _)| first - 1);
-        if mark > h.marked {
-            h.marked = mark;
-            self.durability.mark_delivered(tenant, mark);
-        }
-    }
-}
-
-async fn worker(mut rx: mpsc::Receiver<Event>, delivery: Arc<Delivery>) {
-    while let Some(event) = rx.recv().await {
-        delivery.deliver(&event).await;
-        delivery.tracker.done(&event.tenant, event.seq());
-    }
-}
-
-impl Delivery {
-    async fn deliver(&self, event: &Event) {
-        let own = event.kind.subject().and_then(|s| s.call.webhook_url.as_deref());
-        let Some(primary) = own.or(self.config.url.as_deref()) else { return };
-        let urls = std::iter::once(primary).chain(self.config.failover_url.as_deref());
-        let mut attempt = 0;
-        for url in urls {
-            let mut backoff = self.config.backoff;
-            for try_no in 0..self.config.attempts.max(1) {
-                if try_no > 0 {
-                    tokio::time::sleep(backoff).await;
-                    backoff = backoff.saturating_mul(2);
-                }
-                attempt += 1;
-                match self.post(url, event, attempt).await {
-                    Ok(()) => {
-                        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    Err(why) => tracing::debug!(%url, attempt, %why, "webhook attempt failed"),
-                }
-            }
-        }
-        self.stats.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(event = event.event_type(), id = %event.id, attempts = attempt, "webhook not delivered");
-    }
-
-    async fn post(&self, url: &str, event: &Event, attempt: u32) -> Result<(), String> {
-        let body = serde_json::to_vec(&envelope(event, attempt, url)).map_err(|e| e.to_string())?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let (timestamp, signature) = self.signer.sign(now.as_secs(), &body);
-        let response = self
-            .client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("telnyx-timestamp", timestamp)
-            .header("telnyx-signature-ed25519", signature)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if response.status().is_success() { Ok(()) } else { Err(format!("status {}", response.status())) }
-    }
+    lanes
 }
 
 /// The Telnyx envelope: `{"data": event, "meta": {"attempt", "delivered_to"}}`.

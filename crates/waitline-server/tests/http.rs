@@ -232,7 +232,7 @@ async fn tenants_are_isolated() {
 async fn webhooks_are_signed_ordered_and_per_call_urls_win() {
     let rx = Receiver::start(0).await;
     let own = Receiver::start(0).await;
-    let s = Server::start(fast_webhooks(&rx.url, None)).await;
+    let s = Server::start(allow_loopback(fast_webhooks(&rx.url, None))).await;
     rx.trust(&s.signer_public);
     own.trust(&s.signer_public);
     let a = s.dial_with(json!({"client_state": "aGk="})).await;
@@ -359,7 +359,7 @@ async fn an_event_reaches_an_open_stream_without_delay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_call_webhook_url_works_without_a_default_url() {
     let rx = Receiver::start(0).await;
-    let s = Server::start(Config::default()).await;
+    let s = Server::start(allow_loopback(Config::default())).await;
     rx.trust(&s.signer_public);
     s.dial().await; // no URL anywhere: nothing to deliver
     let a = s.dial_with(json!({"webhook_url": rx.url})).await;

@@ -224,6 +224,13 @@ impl Engine {
         self.inner.bus.subscribe(None, self.inner.shared.config.event_capacity)
     }
 
+    /// Every event of every tenant from now on, with a channel of `capacity` command batches
+    /// (`usize::MAX`: never full, for a reader that drains promptly and must lose nothing).
+    #[must_use]
+    pub fn subscribe_bounded(&self, capacity: usize) -> Subscription {
+        self.inner.bus.subscribe(None, capacity)
+    }
+
     /// Every event of one tenant from now on.
     #[must_use]
     pub fn subscribe_tenant(&self, tenant: &str) -> Subscription {

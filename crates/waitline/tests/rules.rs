@@ -672,6 +672,16 @@ fn a_slow_subscriber_loses_events_but_never_blocks_commands() {
 }
 
 #[test]
+fn a_subscriber_with_room_for_every_batch_loses_none() {
+    let f = Fixture::with(Engine::builder().event_capacity(2));
+    let mut all = f.engine.subscribe_bounded(usize::MAX);
+    for _ in 0..100 {
+        f.dial();
+    }
+    assert_eq!((all.dropped(), all.drain().len()), (0, 200), "initiated and answered per dial");
+}
+
+#[test]
 fn errors_carry_telnyx_code_title_and_status() {
     let f = Fixture::new();
     let e = f.t.hangup("nope", &none()).unwrap_err();

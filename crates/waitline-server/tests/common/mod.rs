@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use waitline_server::auth::KeySpec;
 use waitline_server::config::Config;
 use waitline_server::webhook::Signer;
+use waitline_server::webhook_destination::DestinationPolicy;
 
 pub const KEY_A: &str = "key-tenant-a";
 pub const KEY_B: &str = "key-tenant-b";
@@ -29,8 +30,10 @@ pub struct Server {
     pub base: String,
     pub http: reqwest::Client,
     pub signer_public: String,
+    /// Reloads keys and certificates, as SIGHUP does.
+    pub reloader: waitline_server::Reloader,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
     /// The data directory: every test server is durable (removed when the server is dropped).
     _data: tempfile::TempDir,
 }
@@ -42,20 +45,23 @@ impl Server {
             KeySpec::parse(&format!("{KEY_B}:b")).unwrap(),
         ];
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let signer = Signer::generate();
         let signer_public = signer.public_key_base64();
         let data = tempfile::tempdir().unwrap();
         config.data_dir = Some(data.path().to_path_buf());
         let (engine, durability) = waitline_server::open_engine(&config).unwrap();
+        let server = waitline_server::HttpServer::new(config, engine, durability, &signer).unwrap();
+        let base = format!("{}://{}", server.scheme(), listener.local_addr().unwrap());
+        let reloader = server.reloader();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(waitline_server::run(config, engine, durability, signer, listener, async {
+        let task = tokio::spawn(server.serve(listener, async {
             let _ = rx.await;
         }));
         Self {
             base,
             http: reqwest::Client::new(),
             signer_public,
+            reloader,
             stop: Some(tx),
             task: Some(task),
             _data: data,
@@ -67,7 +73,7 @@ impl Server {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
-            t.await.unwrap().unwrap();
+            t.await.unwrap();
         }
     }
 
@@ -116,6 +122,13 @@ impl Server {
     pub async fn action(&self, id: &str, action: &str, body: Value) -> (u16, Value) {
         self.post(&format!("/v2/calls/{id}/actions/{action}"), body).await
     }
+}
+
+/// `config` with the loopback network allowed as a destination of calls' own webhook URLs
+/// (the receivers of the tests listen there).
+pub fn allow_loopback(mut config: Config) -> Config {
+    config.webhooks.allow = DestinationPolicy::new(&["127.0.0.0/8"]).unwrap();
+    config
 }
 
 /// The error code of an error answer.
@@ -174,7 +187,12 @@ pub fn verify(public_key: &str, headers: &HeaderMap, body: &[u8]) -> bool {
 
 impl Receiver {
     pub async fn start(fail_first: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1", fail_first).await
+    }
+
+    /// A receiver listening on `ip` (a loopback address).
+    pub async fn start_on(ip: &str, fail_first: usize) -> Self {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let rx = Rx {
             got: Arc::default(),
@@ -191,13 +209,24 @@ impl Receiver {
         }
     }
 
+    /// Answers 500 to the next `n` requests (`usize::MAX`: until told otherwise, 0: no more).
+    pub fn fail_next(&self, n: usize) {
+        self.fail_first.store(n, Ordering::SeqCst);
+    }
+
     pub fn trust(&self, public_key: &str) {
         *self.public_key.lock() = Some(public_key.to_owned());
     }
 
     /// Waits until `n` webhooks arrived (at most 10 s).
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        for _ in 0..200 {
+        self.wait_for_within(n, Duration::from_secs(10)).await
+    }
+
+    /// Waits until `n` webhooks arrived, at most `limit`.
+    pub async fn wait_for_within(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
             if self.got.lock().len() >= n {
                 break;
             }
