@@ -12,8 +12,8 @@ step() { printf '\n==> %s\n' "$*"; }
 step "the repository stands on its own (no tracked file refers outside it)"
 python3 scripts/check_self_contained.py
 
-step "system tools the README's examples use (curl, jq)"
-missing=$(for tool in curl jq; do command -v "$tool" >/dev/null 2>&1 || echo "$tool"; done)
+step "system tools the README's examples use (curl, jq) and the wallboard's test (chromium)"
+missing=$(for tool in curl jq chromium; do command -v "$tool" >/dev/null 2>&1 || echo "$tool"; done)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

@@ -133,3 +133,24 @@ def test_an_engine_without_events_keeps_none_and_works_the_same() -> None:
             assert "events=False" in str(err)
         else:
             raise AssertionError(f"{read.__name__} answered without events")
+
+
+def test_queue_figures_today_and_the_hour(engine: waitline.Engine) -> None:
+    callers = [engine.dial(to="1", from_="2") for _ in range(3)]
+    for c in callers:
+        c.enqueue("figures")
+    agent = engine.dial(to="3", from_="4")
+    engine.advance(5)
+    agent.bridge(queue="figures", park_after_unbridge="self")  # answered after 5 s: in time
+    engine.advance(40)
+    callers[1].hangup()  # abandoned after 45 s
+    q = engine.queue("figures")
+    assert q.service_level_secs == 20
+    assert q.bridged_within_service_level == 1
+    today = q.today
+    assert (today["enqueued"], today["bridged"], today["hangup"]) == (3, 1, 1)
+    assert today["service_level"] == 0.5
+    assert today["since"].endswith("T00:00:00.000000Z")
+    assert sum(q.wait_histogram["counts"]) == 2
+    assert q.wait_histogram["sum_micros"] == 50_000_000
+    assert len(q.length_last_hour) == 60 and q.length_last_hour[-1] == 3

@@ -21,6 +21,11 @@ pub struct PyQueue {
     total_enqueued: u64,
     total_dequeued: Py<PyDict>,
     explicit: bool,
+    service_level_secs: u64,
+    bridged_within_service_level: u64,
+    today: Py<PyAny>,
+    wait_histogram: Py<PyAny>,
+    length_last_hour: Vec<u32>,
 }
 
 impl PyQueue {
@@ -43,8 +48,20 @@ impl PyQueue {
             total_enqueued: q.total_enqueued,
             total_dequeued: totals.unbind(),
             explicit: q.explicit,
+            service_level_secs: q.service_level_secs,
+            bridged_within_service_level: q.bridged_within_service_level,
+            today: figures_to_py(py, &q.today)?,
+            wait_histogram: figures_to_py(py, &q.wait_histogram)?,
+            length_last_hour: q.length_last_hour,
         })
     }
+}
+
+/// A figure as the dict of its JSON form (the same keys as the HTTP service's).
+fn figures_to_py(py: Python<'_>, figure: &impl serde::Serialize) -> PyResult<Py<PyAny>> {
+    let value =
+        serde_json::to_value(figure).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    json_to_py(py, &value).map(Bound::unbind)
 }
 
 #[pymethods]

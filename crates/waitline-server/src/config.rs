@@ -25,6 +25,8 @@ pub struct Config {
     pub signing_key: Option<String>,
     /// How long an empty auto queue is kept.
     pub queue_idle_ttl: Duration,
+    /// Answered within this counts as answered in time in the queues' figures.
+    pub service_level_threshold: Duration,
     /// Per-tenant cap on live calls.
     pub max_calls_per_tenant: usize,
     /// Per-tenant cap on queues.
@@ -97,6 +99,7 @@ impl Default for Config {
             api_keys: Vec::new(),
             signing_key: None,
             queue_idle_ttl: waitline::DEFAULT_QUEUE_IDLE_TTL,
+            service_level_threshold: waitline::DEFAULT_SERVICE_LEVEL_THRESHOLD,
             max_calls_per_tenant: 100_000,
             max_queues_per_tenant: 10_000,
             max_body_bytes: 64 * 1024,
@@ -187,6 +190,10 @@ pub struct ServeArgs {
     /// Seconds an empty auto queue is kept [default: 300].
     #[arg(long, env = "WAITLINE_QUEUE_IDLE_TTL_SECS")]
     pub queue_idle_ttl_secs: Option<u64>,
+    /// Service-level threshold of the queues' figures: a caller answered after waiting at
+    /// most this many seconds is answered in time [default: 20].
+    #[arg(long, env = "WAITLINE_SERVICE_LEVEL_SECS")]
+    pub service_level_secs: Option<u64>,
     /// Per-tenant cap on live calls, and on ended calls kept readable [default: 100000].
     #[arg(long, env = "WAITLINE_MAX_CALLS_PER_TENANT")]
     pub max_calls_per_tenant: Option<usize>,
@@ -276,6 +283,7 @@ pub struct FileConfig {
     webhook_allow: Option<Vec<String>>,
     signing_key: Option<String>,
     queue_idle_ttl_secs: Option<u64>,
+    service_level_secs: Option<u64>,
     max_calls_per_tenant: Option<usize>,
     max_queues_per_tenant: Option<usize>,
     max_body_bytes: Option<usize>,
@@ -410,6 +418,10 @@ impl ServeArgs {
                 .queue_idle_ttl_secs
                 .or(file.queue_idle_ttl_secs)
                 .map_or(d.queue_idle_ttl, secs),
+            service_level_threshold: self
+                .service_level_secs
+                .or(file.service_level_secs)
+                .map_or(d.service_level_threshold, secs),
             max_calls_per_tenant: self
                 .max_calls_per_tenant
                 .or(file.max_calls_per_tenant)

@@ -203,6 +203,7 @@ async fn acknowledge_when_durable(State(state): State<AppState>, request: Reques
 pub fn engine_builder(config: &Config) -> EngineBuilder {
     Engine::builder()
         .queue_idle_ttl(config.queue_idle_ttl)
+        .service_level_threshold(config.service_level_threshold)
         .max_live_calls_per_tenant(config.max_calls_per_tenant)
         // Ended calls are bounded like live ones, or dial-and-hang-up loops would grow
         // memory for the whole retention time.

@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 
 use crate::clock::{Clock, Timestamp};
 use crate::event::{EventBus, Subscription};
+use crate::figures::DEFAULT_SERVICE_LEVEL_THRESHOLD;
 use crate::journal::{Journal, Replaying};
 use crate::state::{Config, Shared, TenantState};
 
@@ -38,6 +39,7 @@ pub struct EngineBuilder {
     max_ended_calls: usize,
     max_queues: usize,
     event_capacity: usize,
+    service_level_threshold: Duration,
     clock: Clock,
     journal: Option<Arc<dyn Journal>>,
 }
@@ -51,6 +53,7 @@ impl Default for EngineBuilder {
             max_ended_calls: DEFAULT_MAX_ENDED_CALLS,
             max_queues: DEFAULT_MAX_QUEUES,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            service_level_threshold: DEFAULT_SERVICE_LEVEL_THRESHOLD,
             clock: Clock::Coarse,
             journal: None,
         }
@@ -105,6 +108,14 @@ impl EngineBuilder {
         self
     }
 
+    /// The service-level threshold (default 20 s): a caller answered after waiting at most
+    /// this long counts as answered in time in the queue's figures ([`crate::Outcomes`]).
+    #[must_use]
+    pub const fn service_level_threshold(mut self, threshold: Duration) -> Self {
+        self.service_level_threshold = threshold;
+        self
+    }
+
     /// The clock (default: [`Clock::Coarse`], the system clock at about a millisecond's
     /// resolution; [`Clock::System`] reads it exactly).
     #[must_use]
@@ -134,6 +145,7 @@ impl EngineBuilder {
                     max_ended_calls: self.max_ended_calls,
                     max_queues: self.max_queues,
                     event_capacity: self.event_capacity,
+                    service_level_threshold: self.service_level_threshold,
                 }),
                 clock: self.clock,
                 journal: self.journal,
@@ -276,6 +288,12 @@ impl Engine {
     #[must_use]
     pub fn queue_idle_ttl(&self) -> Duration {
         self.inner.shared.config.queue_idle_ttl
+    }
+
+    /// The service-level threshold of the queues' figures.
+    #[must_use]
+    pub fn service_level_threshold(&self) -> Duration {
+        self.inner.shared.config.service_level_threshold
     }
 }
 

@@ -32,6 +32,7 @@ mod clock;
 mod engine;
 mod error;
 mod event;
+mod figures;
 mod invariants;
 pub mod journal;
 mod order;
@@ -52,6 +53,10 @@ pub use engine::{
 pub use error::{BatchError, CallbackInfo, Error, ParamProblem, Result};
 pub use event::{
     CallSubject, DequeueReason, Event, EventKind, HangupSource, Payload, QueueDeletedReason, Subscription,
+};
+pub use figures::{
+    DEFAULT_SERVICE_LEVEL_THRESHOLD, DayFigures, LENGTH_HISTORY_MINUTES, Outcomes, WAIT_BUCKETS_SECS,
+    WaitHistogram,
 };
 pub use journal::{Journal, ReplayError};
 pub use params::{

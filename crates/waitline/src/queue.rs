@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 use crate::call::{CallRecord, Link, Membership};
 use crate::clock::Timestamp;
 use crate::event::DequeueReason;
+use crate::figures::{DayFigures, Figures, WaitHistogram};
 use crate::order::{MemberOrder, Seq};
 use crate::slab::Slab;
 
@@ -75,6 +77,7 @@ pub(crate) struct Queue {
     pub(crate) bridge_dequeue_times: VecDeque<Timestamp>,
     pub(crate) total_enqueued: u64,
     pub(crate) totals: DequeueTotals,
+    pub(crate) figures: Figures,
 }
 
 impl Queue {
@@ -101,6 +104,7 @@ impl Queue {
             bridge_dequeue_times: VecDeque::with_capacity(ESTIMATE_WINDOW),
             total_enqueued: 0,
             totals: DequeueTotals::default(),
+            figures: Figures::new(now),
         }
     }
 
@@ -143,7 +147,9 @@ impl Queue {
         self.sum_enqueued_micros += u128::from(enqueued_at.as_micros());
         self.total_enqueued += 1;
         self.updated_at = now;
-        seq_u32(self.members.push(band, call, |&c, s| relocate(calls, c, s)))
+        let slot = seq_u32(self.members.push(band, call, |&c, s| relocate(calls, c, s)));
+        self.figures.joined(now, self.members.len());
+        slot
     }
 
     /// Slots of the order before it must compact or grow.
@@ -167,6 +173,7 @@ impl Queue {
         reason: Option<DequeueReason>,
         now: Timestamp,
         with_position: bool,
+        service_level: Duration,
     ) -> Departure {
         let seq = m.arrival as Seq;
         let position = if with_position { self.members.position_in_band(seq, m.band) } else { 0 };
@@ -176,6 +183,8 @@ impl Queue {
         if let Some(reason) = reason {
             self.count(reason, now);
         }
+        let waited = Duration::from_micros(now.as_micros().saturating_sub(m.enqueued_at.as_micros()));
+        self.figures.left(now, reason, waited, service_level, self.members.len());
         Departure { position, wait_time_secs: now.secs_since(m.enqueued_at) }
     }
 
@@ -261,7 +270,12 @@ impl Queue {
         u64::try_from(mean * position as u128 / 1_000_000).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn snapshot(&self, calls: &Slab<CallRecord>, now: Timestamp) -> QueueInfo {
+    pub(crate) fn snapshot(
+        &self,
+        calls: &Slab<CallRecord>,
+        now: Timestamp,
+        service_level: Duration,
+    ) -> QueueInfo {
         QueueInfo {
             record_type: "queue",
             id: self.id,
@@ -276,6 +290,11 @@ impl Queue {
             total_enqueued: self.total_enqueued,
             total_dequeued: self.totals,
             explicit: self.explicit,
+            service_level_secs: service_level.as_secs(),
+            bridged_within_service_level: self.figures.bridged_within_service_level,
+            today: self.figures.today(now),
+            wait_histogram: self.figures.waits,
+            length_last_hour: self.figures.length_last_hour(now, self.len()),
         }
     }
 
@@ -338,6 +357,16 @@ pub struct QueueInfo {
     pub total_dequeued: DequeueTotals,
     /// \[ext\] Created by the create call (never idle-collected).
     pub explicit: bool,
+    /// \[ext\] The service-level threshold the figures count against (whole seconds).
+    pub service_level_secs: u64,
+    /// \[ext\] Calls bridged after waiting no longer than the threshold, since creation.
+    pub bridged_within_service_level: u64,
+    /// \[ext\] What happened to the callers since midnight UTC, with the service level.
+    pub today: DayFigures,
+    /// \[ext\] Waits of the callers who left, since creation.
+    pub wait_histogram: WaitHistogram,
+    /// \[ext\] The longest length in each of the last 60 minutes, oldest first.
+    pub length_last_hour: Vec<u32>,
 }
 
 /// A member of a queue, as read by `GET /v2/queues/{name}/calls/{id}`.

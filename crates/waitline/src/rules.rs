@@ -748,7 +748,7 @@ impl Tenant {
                     return Err(Error::QueueExists);
                 }
                 let ix = txn.create_queue(name, size, true)?;
-                Ok(txn.core().queue_info(ix, now))
+                Ok(txn.core().queue_info(ix, now, txn.config().service_level_threshold))
             },
         )
     }
@@ -757,7 +757,9 @@ impl Tenant {
     pub fn queue(&self, name: &str) -> Result<QueueInfo> {
         let now = self.begin();
         self.read(now, |txn| {
-            txn.find_queue(name).map(|ix| txn.core().queue_info(ix, now)).ok_or(Error::QueueNotFound)
+            txn.find_queue(name)
+                .map(|ix| txn.core().queue_info(ix, now, txn.config().service_level_threshold))
+                .ok_or(Error::QueueNotFound)
         })
     }
 
@@ -772,7 +774,10 @@ impl Tenant {
                 .iter()
                 .skip(skip)
                 .take(size)
-                .filter_map(|n| txn.find_queue(n).map(|ix| txn.core().queue_info(ix, now)))
+                .filter_map(|n| {
+                    txn.find_queue(n)
+                        .map(|ix| txn.core().queue_info(ix, now, txn.config().service_level_threshold))
+                })
                 .collect();
             Ok(Page::new(data, number, size, names.len()))
         })
@@ -793,7 +798,7 @@ impl Tenant {
                 let q = txn.queue_mut(ix);
                 q.max_size = size;
                 q.updated_at = now;
-                let snapshot = txn.core().queue_info(ix, now);
+                let snapshot = txn.core().queue_info(ix, now, txn.config().service_level_threshold);
                 if idle {
                     txn.arm_idle_timer(ix);
                 }

@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::call::{CallId, CallIdentity, CallRecord, Link, Membership, engine_slot};
 use crate::clock::Timestamp;
 use crate::engine::Tenant;
+use crate::figures::{Figures, Outcomes, WaitHistogram};
 use crate::order::{MemberOrder, Seq};
 use crate::queue::{DequeueTotals, ESTIMATE_WINDOW, Queue};
 use crate::slab::{Handle, Slab};
@@ -171,6 +172,17 @@ struct QueueData<'a, Times> {
     bridge_dequeue_times: Times,
     total_enqueued: u64,
     totals: [u64; 4],
+    figures: FiguresData,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FiguresData {
+    day: u64,
+    today: Outcomes,
+    bridged_within_service_level: u64,
+    waits: WaitHistogram,
+    minute: u64,
+    lengths: Vec<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -240,7 +252,7 @@ fn call_data(rec: &CallRecord) -> CallData<'_> {
 
 fn queue_data(q: &Queue) -> QueueData<'_, impl Serialize> {
     let (used, cap, first_live) = q.members.layout();
-    let t = q.totals;
+    let (t, f) = (q.totals, &q.figures);
     QueueData {
         name: &q.name,
         id: q.id,
@@ -254,6 +266,14 @@ fn queue_data(q: &Queue) -> QueueData<'_, impl Serialize> {
         bridge_dequeue_times: Lazy(q.bridge_dequeue_times.iter().copied().map(micros)),
         total_enqueued: q.total_enqueued,
         totals: [t.bridged, t.hangup, t.leave, t.timeout],
+        figures: FiguresData {
+            day: f.day,
+            today: f.today,
+            bridged_within_service_level: f.bridged_within_service_level,
+            waits: f.waits,
+            minute: f.minute,
+            lengths: f.lengths.to_vec(),
+        },
     }
 }
 
@@ -630,6 +650,10 @@ fn queue(
     q.total_enqueued = d.total_enqueued;
     let [bridged, hangup, leave, timeout] = d.totals;
     q.totals = DequeueTotals { bridged, hangup, leave, timeout };
+    let f = d.figures;
+    q.figures =
+        Figures::from_parts(f.day, f.today, f.bridged_within_service_level, f.waits, f.minute, &f.lengths)
+            .map_err(whose)?;
     Ok(q)
 }
 

@@ -36,6 +36,7 @@ pub(crate) struct Config {
     pub(crate) max_ended_calls: usize,
     pub(crate) max_queues: usize,
     pub(crate) event_capacity: usize,
+    pub(crate) service_level_threshold: Duration,
 }
 
 /// What every tenant's commands share: the settings, the hasher, and the engine-wide lower
@@ -205,8 +206,8 @@ impl TenantCore {
     }
 
     /// The state and figures of the queue in slot `ix`.
-    pub(crate) fn queue_info(&self, ix: u32, now: Timestamp) -> QueueInfo {
-        self.queues.at(ix).snapshot(&self.calls, now)
+    pub(crate) fn queue_info(&self, ix: u32, now: Timestamp, service_level: Duration) -> QueueInfo {
+        self.queues.at(ix).snapshot(&self.calls, now, service_level)
     }
 
     /// The membership of the call in slot `call` of the queue in slot `queue`, if it is one.
@@ -468,12 +469,14 @@ impl<'e> Txn<'e> {
     pub(crate) fn leave_queue(&mut self, call: u32, reason: Option<DequeueReason>) -> (u32, Departure) {
         let now = self.now;
         let with_position = reason.is_some() && self.events.is_some();
+        let threshold = self.shared.config.service_level_threshold;
         let core = self.change();
         let rec = core.calls.at_mut(call);
         let Link::Queued(m) = std::mem::replace(&mut rec.link, Link::None) else {
             unreachable!("member checked before the change")
         };
-        let departure = core.queues.at_mut(m.queue).remove(&mut core.calls, &m, reason, now, with_position);
+        let departure =
+            core.queues.at_mut(m.queue).remove(&mut core.calls, &m, reason, now, with_position, threshold);
         if m.deadline().is_some() && reason != Some(DequeueReason::Timeout) {
             // Only its own deadline takes a member out with reason `timeout`: any other
             // departure leaves that timer stale.

@@ -813,3 +813,54 @@ fn ended_calls_past_the_cap_are_forgotten_oldest_first() {
     assert_eq!(code(f.t.call(&kept)), "90015");
     f.engine.check_invariants().unwrap();
 }
+
+#[test]
+fn queue_figures_count_service_level_waits_and_the_hour_of_lengths() {
+    // A 15 s threshold instead of the default 20 s: answered after 10 s is in time, 30 s is not.
+    let f = Fixture::with(Engine::builder().service_level_threshold(Duration::from_secs(15)));
+    f.t.create_queue("q", None).unwrap(); // made by the create call: never idle-collected
+    let callers: Vec<String> = (0..4).map(|_| f.dial()).collect();
+    for c in &callers {
+        f.t.enqueue(c, &EnqueueParams::new("q")).unwrap();
+    }
+    let agent = f.dial();
+    let park = BridgeParams { after_unbridge: AfterUnbridge::Park, ..BridgeParams::queue("q") };
+    f.advance(10);
+    f.t.bridge(&agent, &park).unwrap(); // callers[0] after 10 s: in time
+    f.t.hangup(&callers[0], &none()).unwrap();
+    f.advance(20);
+    f.t.bridge(&agent, &park).unwrap(); // callers[1] after 30 s: late
+    f.t.hangup(&callers[2], &none()).unwrap(); // abandoned after 30 s
+    f.t.leave_queue(&callers[3], &none()).unwrap(); // moved away: neither
+    let q = f.t.queue("q").unwrap();
+    assert_eq!(q.service_level_secs, 15);
+    assert_eq!(q.bridged_within_service_level, 1);
+    let today = q.today.outcomes;
+    assert_eq!(
+        today,
+        Outcomes {
+            enqueued: 4,
+            bridged: 2,
+            bridged_within_service_level: 1,
+            hangup: 1,
+            leave: 1,
+            timeout: 0
+        }
+    );
+    assert_eq!(today.service_level(), Some(1.0 / 3.0), "1 in time of 2 answered and 1 abandoned");
+    assert_eq!(q.today.since, START, "the clock starts at midnight UTC");
+    let mut waits = [0u64; WAIT_BUCKETS_SECS.len() + 1];
+    waits[1] = 1; // 10 s
+    waits[4] = 3; // 30 s, three times
+    assert_eq!(q.wait_histogram, WaitHistogram { counts: waits, sum_micros: 100_000_000 });
+    // Everything happened in the first minute, when the queue reached 4.
+    assert_eq!(q.length_last_hour.len(), LENGTH_HISTORY_MINUTES);
+    assert_eq!(q.length_last_hour.last(), Some(&4));
+    // A day later nothing has happened today, and the queue has been empty for the hour.
+    f.advance(86_400);
+    let q = f.t.queue("q").unwrap();
+    assert_eq!(q.today.outcomes, Outcomes::default());
+    assert_eq!(q.today.since, Timestamp::from_secs(START.as_secs() + 86_400));
+    assert!(q.length_last_hour.iter().all(|&n| n == 0), "{:?}", q.length_last_hour);
+    assert_eq!(q.bridged_within_service_level, 1, "the life total stays");
+}

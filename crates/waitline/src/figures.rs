@@ -1,0 +1,325 @@
+//! A queue's service figures, counted as callers come and go: what happened to its callers
+//! today (UTC), how long they waited when they left, and its length over the last hour.
+//! Supervisors read them on a wallboard, operations teams in metrics; counting them here
+//! keeps the one definition of each (service level included) in the engine.
+
+use std::time::Duration;
+
+use serde::ser::SerializeStruct;
+
+use crate::clock::Timestamp;
+use crate::event::DequeueReason;
+
+/// Upper bounds, in seconds, of the buckets of [`WaitHistogram`]; a last bucket counts the
+/// waits above the largest.
+pub const WAIT_BUCKETS_SECS: [u64; 11] = [5, 10, 15, 20, 30, 45, 60, 120, 300, 600, 1800];
+/// Minutes of queue length kept: the last hour.
+pub const LENGTH_HISTORY_MINUTES: usize = 60;
+/// The default service-level threshold: answered within 20 s (the contact-center "80/20").
+pub const DEFAULT_SERVICE_LEVEL_THRESHOLD: Duration = Duration::from_secs(20);
+
+const MICROS_PER_DAY: u64 = 86_400_000_000;
+const MICROS_PER_MINUTE: u64 = 60_000_000;
+
+/// What happened to a queue's callers over a span.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Outcomes {
+    /// Callers who joined.
+    pub enqueued: u64,
+    /// Callers who left bridged to an agent (or another call).
+    pub bridged: u64,
+    /// Of those, the ones who had waited no longer than the service-level threshold.
+    pub bridged_within_service_level: u64,
+    /// Callers who hung up while waiting (abandoned).
+    pub hangup: u64,
+    /// Callers who left by `leave_queue`, a move to another queue or removal by the API.
+    pub leave: u64,
+    /// Callers whose `max_wait_time_secs` ran out.
+    pub timeout: u64,
+}
+
+impl Outcomes {
+    /// The share of callers answered within the threshold, of those who left by being
+    /// answered, hanging up or timing out (callers moved away by `leave` are neither);
+    /// `None` before any did.
+    #[must_use]
+    pub fn service_level(&self) -> Option<f64> {
+        let offered = self.bridged + self.hangup + self.timeout;
+        (offered > 0).then(|| self.bridged_within_service_level as f64 / offered as f64)
+    }
+}
+
+/// A queue's outcomes since the start of the current UTC day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DayFigures {
+    /// Midnight UTC that started the day counted.
+    pub since: Timestamp,
+    /// What happened since then.
+    pub outcomes: Outcomes,
+}
+
+/// Serialized flat, with the service level beside the counts.
+impl serde::Serialize for DayFigures {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let o = &self.outcomes;
+        let mut st = s.serialize_struct("DayFigures", 8)?;
+        st.serialize_field("since", &self.since)?;
+        st.serialize_field("enqueued", &o.enqueued)?;
+        st.serialize_field("bridged", &o.bridged)?;
+        st.serialize_field("bridged_within_service_level", &o.bridged_within_service_level)?;
+        st.serialize_field("hangup", &o.hangup)?;
+        st.serialize_field("leave", &o.leave)?;
+        st.serialize_field("timeout", &o.timeout)?;
+        st.serialize_field("service_level", &o.service_level())?;
+        st.end()
+    }
+}
+
+/// Waits of the callers who left a queue (any reason), in the buckets of
+/// [`WAIT_BUCKETS_SECS`]: `counts[i]` holds the waits in `(bound[i-1], bound[i]]` seconds,
+/// the last entry those above the largest bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WaitHistogram {
+    /// Departures per bucket.
+    pub counts: [u64; WAIT_BUCKETS_SECS.len() + 1],
+    /// Sum of the waits counted, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl WaitHistogram {
+    fn observe(&mut self, wait_micros: u64) {
+        let secs_ceil = wait_micros.div_ceil(1_000_000);
+        let bucket = WAIT_BUCKETS_SECS.partition_point(|&b| b < secs_ceil);
+        self.counts[bucket] += 1;
+        self.sum_micros = self.sum_micros.saturating_add(wait_micros);
+    }
+
+    /// Departures counted.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// What a queue keeps to answer for its figures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Figures {
+    /// The UTC day `today` counts (days since the epoch).
+    pub(crate) day: u64,
+    pub(crate) today: Outcomes,
+    /// Over the queue's life; the other life totals are the queue's own counters.
+    pub(crate) bridged_within_service_level: u64,
+    pub(crate) waits: WaitHistogram,
+    /// The last minute (since the epoch) whose length is written in `lengths`.
+    pub(crate) minute: u64,
+    /// The longest the queue was in each minute, by `minute % 60`.
+    pub(crate) lengths: [u32; LENGTH_HISTORY_MINUTES],
+}
+
+impl Figures {
+    pub(crate) fn new(now: Timestamp) -> Self {
+        Self {
+            day: now.as_micros() / MICROS_PER_DAY,
+            today: Outcomes::default(),
+            bridged_within_service_level: 0,
+            waits: WaitHistogram::default(),
+            minute: now.as_micros() / MICROS_PER_MINUTE,
+            lengths: [0; LENGTH_HISTORY_MINUTES],
+        }
+    }
+
+    /// Figures read back from a snapshot: `lengths` must hold the hour, and the day and
+    /// minute must be instants a clock can show.
+    pub(crate) fn from_parts(
+        day: u64,
+        today: Outcomes,
+        bridged_within_service_level: u64,
+        waits: WaitHistogram,
+        minute: u64,
+        lengths: &[u32],
+    ) -> Result<Self, String> {
+        let lengths = <[u32; LENGTH_HISTORY_MINUTES]>::try_from(lengths)
+            .map_err(|_| format!("{} minutes of queue length, not {LENGTH_HISTORY_MINUTES}", lengths.len()))?;
+        if day > u64::MAX / MICROS_PER_DAY || minute > u64::MAX / MICROS_PER_MINUTE {
+            return Err("a day or minute past the end of time".into());
+        }
+        Ok(Self { day, today, bridged_within_service_level, waits, minute, lengths })
+    }
+
+    fn today_mut(&mut self, now: Timestamp) -> &mut Outcomes {
+        let day = now.as_micros() / MICROS_PER_DAY;
+        if day > self.day {
+            self.day = day;
+            self.today = Outcomes::default();
+        }
+        &mut self.today
+    }
+
+    /// A caller joined; the queue went from `len - 1` to `len` members.
+    pub(crate) fn joined(&mut self, now: Timestamp, len: usize) {
+        self.today_mut(now).enqueued += 1;
+        self.note_length(now, len.saturating_sub(1), len);
+    }
+
+    /// A caller left after `wait`; the queue went from `len + 1` to `len` members. `reason`
+    /// `None`: the caller is dropped uncounted (only the length changes).
+    pub(crate) fn left(
+        &mut self,
+        now: Timestamp,
+        reason: Option<DequeueReason>,
+        wait: Duration,
+        threshold: Duration,
+        len: usize,
+    ) {
+        self.note_length(now, len + 1, len);
+        let Some(reason) = reason else { return };
+        let wait_micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        self.waits.observe(wait_micros);
+        let in_time = wait <= threshold;
+        let today = self.today_mut(now);
+        match reason {
+            DequeueReason::Bridged => {
+                today.bridged += 1;
+                today.bridged_within_service_level += u64::from(in_time);
+                self.bridged_within_service_level += u64::from(in_time);
+            }
+            DequeueReason::Hangup => today.hangup += 1,
+            DequeueReason::Leave => today.leave += 1,
+            DequeueReason::Timeout => today.timeout += 1,
+        }
+    }
+
+    /// Minutes with no change keep the length the queue had at the end of the one before.
+    fn note_length(&mut self, now: Timestamp, before: usize, after: usize) {
+        let minute = now.as_micros() / MICROS_PER_MINUTE;
+        if minute > self.minute {
+            let carried = u32::try_from(before).unwrap_or(u32::MAX);
+            let gap = (minute - self.minute).min(LENGTH_HISTORY_MINUTES as u64);
+            for m in minute + 1 - gap..=minute {
+                self.lengths[(m % LENGTH_HISTORY_MINUTES as u64) as usize] = carried;
+            }
+            self.minute = minute;
+        }
+        let slot = &mut self.lengths[(self.minute % LENGTH_HISTORY_MINUTES as u64) as usize];
+        *slot = (*slot).max(u32::try_from(after).unwrap_or(u32::MAX));
+    }
+
+    pub(crate) fn today(&self, now: Timestamp) -> DayFigures {
+        let day = now.as_micros() / MICROS_PER_DAY;
+        let outcomes = if day > self.day { Outcomes::default() } else { self.today };
+        DayFigures { since: Timestamp::from_micros(day.max(self.day) * MICROS_PER_DAY), outcomes }
+    }
+
+    /// The longest length of each of the last 60 minutes, oldest first, the current minute
+    /// last; `len` is the length now. Minutes before the queue existed read 0.
+    pub(crate) fn length_last_hour(&self, now: Timestamp, len: usize) -> Vec<u32> {
+        let now_minute = (now.as_micros() / MICROS_PER_MINUTE).max(self.minute);
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let window = LENGTH_HISTORY_MINUTES as u64;
+        (now_minute + 1 - window..=now_minute)
+            .map(|m| {
+                if m > self.minute {
+                    len
+                } else if m + window > self.minute {
+                    self.lengths[(m % window) as usize]
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_micros(T0 + secs * 1_000_000)
+    }
+    const SL: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn service_level_counts_answers_in_time_among_answered_abandoned_and_timed_out() {
+        let mut f = Figures::new(at(0));
+        for len in 1..=5 {
+            f.joined(at(0), len);
+        }
+        f.left(at(20), Some(DequeueReason::Bridged), Duration::from_secs(20), SL, 4); // in time (inclusive)
+        f.left(at(21), Some(DequeueReason::Bridged), Duration::from_micros(20_000_001), SL, 3);
+        f.left(at(30), Some(DequeueReason::Hangup), Duration::from_secs(30), SL, 2);
+        f.left(at(30), Some(DequeueReason::Leave), Duration::from_secs(30), SL, 1);
+        f.left(at(40), Some(DequeueReason::Timeout), Duration::from_secs(40), SL, 0);
+        let today = f.today(at(41)).outcomes;
+        assert_eq!(
+            today,
+            Outcomes {
+                enqueued: 5,
+                bridged: 2,
+                bridged_within_service_level: 1,
+                hangup: 1,
+                leave: 1,
+                timeout: 1
+            }
+        );
+        assert_eq!(today.service_level(), Some(0.25), "1 in time of 2 answered + 1 abandoned + 1 timed out");
+        assert_eq!(f.bridged_within_service_level, 1);
+        assert_eq!(Outcomes::default().service_level(), None);
+    }
+
+    #[test]
+    fn a_new_utc_day_starts_from_zero() {
+        let mut f = Figures::new(at(86_400 - 10));
+        f.joined(at(86_400 - 10), 1);
+        f.left(at(86_400 - 1), Some(DequeueReason::Hangup), Duration::from_secs(9), SL, 0);
+        assert_eq!(f.today(at(86_400 - 1)).outcomes.hangup, 1);
+        // Read after midnight, before anything happened: nothing yet today.
+        let next = f.today(at(86_400));
+        assert_eq!(next.outcomes, Outcomes::default());
+        assert_eq!(next.since, at(86_400));
+        f.joined(at(86_400 + 5), 1);
+        assert_eq!(f.today(at(86_400 + 6)).outcomes, Outcomes { enqueued: 1, ..Outcomes::default() });
+        // A clock set back does not bring the old day back.
+        f.joined(at(86_400 - 100), 2);
+        assert_eq!(f.today(at(86_400 + 6)).outcomes.enqueued, 2);
+    }
+
+    #[test]
+    fn the_histogram_puts_each_wait_in_its_bucket() {
+        let mut f = Figures::new(at(0));
+        for (secs, len) in [(0, 5), (5, 4), (6, 3), (1800, 2), (1801, 1)] {
+            f.left(at(0), Some(DequeueReason::Bridged), Duration::from_secs(secs), SL, len);
+        }
+        f.left(at(0), None, Duration::from_secs(3), SL, 0);
+        let mut want = [0; WAIT_BUCKETS_SECS.len() + 1];
+        want[0] = 2; // 0 s and 5 s: at most 5
+        want[1] = 1; // 6 s
+        want[10] = 1; // 1800 s
+        want[11] = 1; // above
+        assert_eq!(f.waits.counts, want);
+        assert_eq!(f.waits.count(), 5, "an uncounted drop is not a wait");
+        assert_eq!(f.waits.sum_micros, (5 + 6 + 1800 + 1801) * 1_000_000);
+    }
+
+    #[test]
+    fn the_hour_of_lengths_carries_quiet_minutes_and_forgets_old_ones() {
+        let mut f = Figures::new(at(0));
+        f.joined(at(10), 1);
+        f.joined(at(20), 2);
+        f.left(at(50), Some(DequeueReason::Bridged), Duration::from_secs(30), SL, 1);
+        // Minute 0 peaked at 2; nothing happens in minutes 1-2; minute 3 gets a third caller.
+        f.joined(at(185), 2);
+        let hour = f.length_last_hour(at(185), 2);
+        assert_eq!(hour.len(), LENGTH_HISTORY_MINUTES);
+        assert_eq!(&hour[56..], &[2, 1, 1, 2], "{hour:?}");
+        assert!(hour[..56].iter().all(|&n| n == 0), "before the queue existed: {hour:?}");
+        // Read two minutes later with no change: the current length fills them.
+        assert_eq!(&f.length_last_hour(at(305), 2)[54..], &[2, 1, 1, 2, 2, 2]);
+        // Ninety minutes later the first hour is gone; the last hour is the length carried.
+        f.left(at(90 * 60), Some(DequeueReason::Hangup), Duration::from_secs(10), SL, 1);
+        let hour = f.length_last_hour(at(90 * 60), 1);
+        assert!(hour[..59].iter().all(|&n| n == 2), "{hour:?}");
+        assert_eq!(hour[59], 2, "the minute's longest");
+    }
+}
