@@ -138,8 +138,9 @@ impl Figures {
         minute: u64,
         lengths: &[u32],
     ) -> Result<Self, String> {
-        let lengths = <[u32; LENGTH_HISTORY_MINUTES]>::try_from(lengths)
-            .map_err(|_| format!("{} minutes of queue length, not {LENGTH_HISTORY_MINUTES}", lengths.len()))?;
+        let lengths = <[u32; LENGTH_HISTORY_MINUTES]>::try_from(lengths).map_err(|_| {
+            format!("{} minutes of queue length, not {LENGTH_HISTORY_MINUTES}", lengths.len())
+        })?;
         if day > u64::MAX / MICROS_PER_DAY || minute > u64::MAX / MICROS_PER_MINUTE {
             return Err("a day or minute past the end of time".into());
         }
@@ -321,5 +322,35 @@ mod tests {
         let hour = f.length_last_hour(at(90 * 60), 1);
         assert!(hour[..59].iter().all(|&n| n == 2), "{hour:?}");
         assert_eq!(hour[59], 2, "the minute's longest");
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    #[test]
+    fn figures_from_a_snapshot_are_checked() {
+        let f = Figures::new(Timestamp::from_secs(1_767_225_600));
+        let back = |day, minute, lengths: &[u32]| {
+            Figures::from_parts(day, f.today, 0, f.waits, minute, lengths).map(|g| g.lengths.len())
+        };
+        assert_eq!(back(f.day, f.minute, &f.lengths), Ok(LENGTH_HISTORY_MINUTES));
+        assert!(back(f.day, f.minute, &f.lengths[1..]).is_err(), "an hour is 60 minutes");
+        assert!(back(u64::MAX / MICROS_PER_DAY + 1, f.minute, &f.lengths).is_err());
+        assert!(back(f.day, u64::MAX / MICROS_PER_MINUTE + 1, &f.lengths).is_err());
+        assert!(back(u64::MAX / MICROS_PER_DAY, u64::MAX / MICROS_PER_MINUTE, &f.lengths).is_ok());
+        // The last instants a clock can show still read without overflow.
+        let last = Figures::from_parts(
+            u64::MAX / MICROS_PER_DAY,
+            f.today,
+            0,
+            f.waits,
+            u64::MAX / MICROS_PER_MINUTE,
+            &f.lengths,
+        )
+        .expect("valid");
+        assert_eq!(last.length_last_hour(Timestamp::from_micros(0), 3).len(), LENGTH_HISTORY_MINUTES);
+        let _ = last.today(Timestamp::from_micros(0));
     }
 }
