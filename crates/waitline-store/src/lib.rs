@@ -29,7 +29,10 @@ mod compact;
 mod dir;
 pub mod engine;
 mod frame;
+mod timing;
 mod writer;
+
+pub use crate::timing::{COMMIT_BUCKETS_MICROS, CommitTimes};
 
 use std::fmt;
 use std::fs::File;
@@ -456,6 +459,13 @@ impl Store {
     #[must_use]
     pub fn commits(&self) -> u64 {
         self.shared.channel.commits.load(Ordering::Relaxed)
+    }
+
+    /// How long the commits so far took, each the batch written and synced (with
+    /// [`Fsync::Periodic`], written to the OS).
+    #[must_use]
+    pub fn commit_times(&self) -> CommitTimes {
+        self.shared.channel.commit_times.read()
     }
 
     fn reader(&self) -> Result<Connection> {

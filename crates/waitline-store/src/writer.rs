@@ -63,6 +63,8 @@ pub(crate) struct Channel {
     pub(crate) failed: AtomicBool,
     /// Transactions committed.
     pub(crate) commits: AtomicU64,
+    /// How long each commit took.
+    pub(crate) commit_times: crate::timing::CommitTimer,
 }
 
 impl Channel {
@@ -118,10 +120,12 @@ pub(crate) fn run(channel: &Channel, mut conn: Connection, options: Options) {
             (std::mem::take(&mut p.ops), p.next_ticket.saturating_sub(1), p.closing)
         };
         if !ops.is_empty() {
+            let started = Instant::now();
             if let Err(e) = write_batch(&mut conn, &mut heads, &ops, options.replay_from_delivered) {
                 channel.fail(format!("writing the journal failed: {e}"));
                 return;
             }
+            channel.commit_times.observe(started.elapsed());
             channel.commits.fetch_add(1, Ordering::Relaxed);
             channel.advance(upto);
         }

@@ -62,9 +62,13 @@ fn appends_waiting_together_share_one_commit() {
     let tickets: Vec<_> = (1..=100).map(|s| store.append("acme", s, &record(s)).unwrap()).collect();
     assert!(tickets.windows(2).all(|w| w[0] < w[1]), "tickets follow append order");
     let before = store.commits();
+    let timed_before = store.commit_times();
     store.resume_writer();
     store.wait(tickets[99]).unwrap();
     assert_eq!(store.commits() - before, 1, "100 records, one transaction");
+    let timed = store.commit_times();
+    assert_eq!(timed.count() - timed_before.count(), 1, "each commit is timed once");
+    assert!(timed.sum_micros > timed_before.sum_micros, "a synced commit takes some time");
     // An earlier ticket is durable once a later one is.
     store.wait(tickets[0]).unwrap();
     let (seen, _) = replay_all(&store);

@@ -230,6 +230,14 @@ impl Engine {
         self.tenant(DEFAULT_TENANT)
     }
 
+    /// A handle for every tenant made so far (by [`Engine::tenant`] or a replay), in the
+    /// order they were made: what a metrics scrape reads.
+    #[must_use]
+    pub fn tenants(&self) -> Vec<Tenant> {
+        let states = self.inner.tenants();
+        states.into_iter().map(|state| Tenant { engine: self.clone(), state, replaying: None }).collect()
+    }
+
     /// Every event of every tenant from now on.
     #[must_use]
     pub fn subscribe(&self) -> Subscription {

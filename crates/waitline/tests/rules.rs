@@ -656,6 +656,9 @@ fn tenants_are_isolated() {
     let mut sub = f.engine.subscribe_tenant("other");
     f.t.hangup("shared", &none()).unwrap();
     assert!(sub.try_recv().is_none());
+    let names: Vec<String> = f.engine.tenants().iter().map(|t| t.name().to_owned()).collect();
+    assert_eq!(names, [f.t.name(), "other"], "every tenant, in the order made");
+    assert_eq!(f.engine.tenants()[1].live_calls(), other.live_calls());
     f.check();
 }
 
