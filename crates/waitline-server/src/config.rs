@@ -53,6 +53,26 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Connection limits against slow and greedy clients.
     pub connections: ConnectionLimits,
+    /// Metrics: `GET /metrics` and the HTTP request counts.
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /metrics` (docs/behaviour.md §5, "Metrics").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Off: no `/metrics` anywhere and no request counting (the benchmarks' baseline).
+    pub enabled: bool,
+    /// A listener of its own serving every tenant's series without a key (the operator's
+    /// view); on the main listener a key sees its own tenant's only.
+    pub listen: Option<SocketAddr>,
+    /// Queues per tenant with a label of their own; the rest are summed under `_other`.
+    pub max_queues: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: None, max_queues: 100 }
+    }
 }
 
 /// The PEM files of `--tls-cert` and `--tls-key`, read at start and on `SIGHUP`.
@@ -113,6 +133,7 @@ impl Default for Config {
             rate_limit: None,
             tls: None,
             connections: ConnectionLimits::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -262,6 +283,25 @@ pub struct ServeArgs {
     /// Connections open at once; more wait to be accepted [default: 1024].
     #[arg(long, env = "WAITLINE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// `on`: `GET /metrics` and the HTTP request counts; `off`: neither [default: on].
+    #[arg(long, env = "WAITLINE_METRICS", value_parser = parse_switch)]
+    pub metrics: Option<bool>,
+    /// Serve `GET /metrics` also on this address, without a key and for every tenant (the
+    /// operator's view: keep it private) [default: none].
+    #[arg(long, env = "WAITLINE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Queues per tenant with series of their own; the rest are summed under
+    /// queue="_other" [default: 100].
+    #[arg(long, env = "WAITLINE_METRICS_MAX_QUEUES")]
+    pub metrics_max_queues: Option<usize>,
+}
+
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("'{other}' is not a switch: use on or off")),
+    }
 }
 
 fn parse_fsync(s: &str) -> Result<Fsync, String> {
@@ -304,6 +344,9 @@ pub struct FileConfig {
     body_timeout_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
+    metrics: Option<String>,
+    metrics_listen: Option<SocketAddr>,
+    metrics_max_queues: Option<usize>,
 }
 
 impl FileConfig {
@@ -408,6 +451,18 @@ impl ServeArgs {
             max_connections: positive("max_connections", self.max_connections.or(file.max_connections))?
                 .unwrap_or(dc.max_connections),
         };
+        let metrics = MetricsConfig {
+            enabled: match (self.metrics, file.metrics) {
+                (Some(on), _) => on,
+                (None, Some(m)) => parse_switch(&m).map_err(|e| format!("metrics: {e}"))?,
+                (None, None) => d.metrics.enabled,
+            },
+            listen: self.metrics_listen.or(file.metrics_listen),
+            max_queues: self.metrics_max_queues.or(file.metrics_max_queues).unwrap_or(d.metrics.max_queues),
+        };
+        if !metrics.enabled && metrics.listen.is_some() {
+            return Err("metrics_listen needs metrics on".into());
+        }
         let secs = Duration::from_secs;
         let millis = Duration::from_millis;
         Ok(Config {
@@ -469,6 +524,7 @@ impl ServeArgs {
             rate_limit,
             tls,
             connections,
+            metrics,
         })
     }
 }
@@ -609,6 +665,38 @@ mod tests {
         assert!(c.tls.is_some());
         std::fs::write(&path, "tls_cert = \"c.pem\"\n").unwrap();
         assert!(parse(&["--config", path.to_str().unwrap()]).unwrap_err().contains("go together"));
+    }
+
+    #[test]
+    fn metrics_settings() {
+        let parse = |args: &[&str]| -> Result<Config, String> {
+            let cli =
+                Cli::try_parse_from([&["waitline", "serve"], args].concat()).map_err(|e| e.to_string())?;
+            let Command::Serve(a) = cli.command else { panic!("serve") };
+            a.resolve()
+        };
+        assert_eq!(parse(&[]).unwrap().metrics, MetricsConfig::default());
+        let c = parse(&["--metrics-listen", "127.0.0.1:9100", "--metrics-max-queues", "3"]).unwrap();
+        assert_eq!(
+            c.metrics,
+            MetricsConfig { enabled: true, listen: Some("127.0.0.1:9100".parse().unwrap()), max_queues: 3 }
+        );
+        assert!(!parse(&["--metrics", "off"]).unwrap().metrics.enabled);
+        assert!(parse(&["--metrics", "maybe"]).unwrap_err().contains("on or off"));
+        assert!(
+            parse(&["--metrics", "off", "--metrics-listen", "127.0.0.1:1"])
+                .unwrap_err()
+                .contains("needs metrics on")
+        );
+        let dir = tempfile_dir("metrics");
+        let path = dir.join("w.toml");
+        std::fs::write(&path, "metrics = \"off\"\nmetrics_max_queues = 7\n").unwrap();
+        let c = parse(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!((c.metrics.enabled, c.metrics.max_queues), (false, 7));
+        assert!(
+            parse(&["--config", path.to_str().unwrap(), "--metrics", "on"]).unwrap().metrics.enabled,
+            "the flag wins"
+        );
     }
 
     #[test]

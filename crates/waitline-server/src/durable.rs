@@ -169,6 +169,12 @@ impl Durability {
         }
     }
 
+    /// How long the store's commits took (`None` in memory).
+    #[must_use]
+    pub fn commit_times(&self) -> Option<waitline_store::CommitTimes> {
+        self.store.as_ref().map(Store::commit_times)
+    }
+
     /// Whether the store has stopped (a write or a sync failed): no change may be
     /// acknowledged any more, until a restart.
     #[must_use]

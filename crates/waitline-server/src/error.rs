@@ -72,6 +72,8 @@ pub enum ApiError {
     /// The store could not keep a change: it is not acknowledged, and no change is taken
     /// until a restart.
     NotDurable,
+    /// The metrics could not be read (a bug, never the client's doing).
+    MetricsUnavailable,
 }
 
 impl From<waitline::Error> for ApiError {
@@ -208,13 +210,21 @@ impl ApiError {
                 None,
                 None,
             ),
-            // The one 5xx: the change is not known to be on disk, so it is not acknowledged
+            // A 5xx: the change is not known to be on disk, so it is not acknowledged
             // (the SDKs retry; a `command_id` makes the retry safe).
             Self::NotDurable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "10007",
                 "Service unavailable",
                 "The change could not be stored durably and was not acknowledged; the service takes no changes until it is restarted.".to_owned(),
+                None,
+                None,
+            ),
+            Self::MetricsUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "10007",
+                "Service unavailable",
+                "The metrics could not be read; see the service's log.".to_owned(),
                 None,
                 None,
             ),

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
 mod serve;
@@ -70,6 +71,9 @@ struct Shared {
     /// Free event-stream slots.
     stream_slots: Arc<tokio::sync::Semaphore>,
     max_streams: usize,
+    /// The request counts (`None`: metrics off).
+    http_metrics: Option<metrics::HttpMetrics>,
+    metrics_max_queues: usize,
 }
 
 impl AppState {
@@ -97,6 +101,8 @@ impl AppState {
                 closing: tokio::sync::watch::Sender::new(false),
                 stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
                 max_streams: config.max_event_streams,
+                http_metrics: config.metrics.enabled.then(metrics::HttpMetrics::new),
+                metrics_max_queues: config.metrics.max_queues,
             }),
         }
     }
@@ -158,6 +164,14 @@ impl AppState {
     pub(crate) fn body_timeout(&self) -> Duration {
         self.shared.body_timeout
     }
+
+    pub(crate) fn http_metrics(&self) -> Option<&metrics::HttpMetrics> {
+        self.shared.http_metrics.as_ref()
+    }
+
+    pub(crate) fn metrics_max_queues(&self) -> usize {
+        self.shared.metrics_max_queues
+    }
 }
 
 /// The whole HTTP service.
@@ -168,16 +182,36 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::api("/v2"))
         .merge(routes::api(""))
         .route("/healthz", get(routes::healthz))
-        .merge(wallboard::routes())
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed);
+        .merge(wallboard::routes());
+    let router = if state.http_metrics().is_some() {
+        router.route("/metrics", get(metrics::tenant_metrics))
+    } else {
+        router
+    };
+    let router = router.fallback(routes::not_found).method_not_allowed_fallback(routes::method_not_allowed);
     // A service in memory has nothing to wait for: no layer, no cost.
     let router = if state.durability().is_durable() {
         router.layer(axum::middleware::from_fn_with_state(state.clone(), acknowledge_when_durable))
     } else {
         router
     };
+    // Outermost, so a request's time includes waiting for the disk.
+    let router = match state.http_metrics() {
+        Some(http) => {
+            router.layer(axum::middleware::from_fn_with_state(http.clone(), metrics::record_request))
+        }
+        None => router,
+    };
     router.with_state(state)
+}
+
+/// The service of `--metrics-listen`: `GET /metrics` with every tenant's series, no key.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::operator_metrics))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(state)
 }
 
 /// A write is answered only once its change is on disk; once the store has stopped, no
@@ -254,9 +288,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let metrics_listener = bind_metrics(&config).await?;
     let server = HttpServer::new(config, engine, durability, &signer).map_err(std::io::Error::other)?;
-    server.serve(listener, shutdown).await;
+    server.serve(listener, metrics_listener, shutdown).await;
     Ok(())
+}
+
+/// The listener of `--metrics-listen`, if set and metrics are on.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn bind_metrics(config: &Config) -> std::io::Result<Option<TcpListener>> {
+    match config.metrics.listen.filter(|_| config.metrics.enabled) {
+        Some(addr) => TcpListener::bind(addr).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The service ready to serve: its state and, with `--tls-cert`, its certificate.
@@ -319,9 +365,19 @@ impl HttpServer {
     }
 
     /// Serves until `shutdown` resolves, then drains the webhook outbox (up to the
-    /// configured grace period).
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
+    /// configured grace period). With `metrics_listener`, serves the operator's metrics
+    /// there too (see [`bind_metrics`]).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
         let Self { config, state, tls } = self;
+        let metrics_task = metrics_listener.map(|l| {
+            let (app, tls, limits) = (metrics_router(state.clone()), tls.clone(), config.connections);
+            tokio::spawn(serve::serve(l, app, tls, limits, std::future::pending::<()>()))
+        });
         if state.webhooks().has_default_url() || state.durability().has_backlog() {
             state.webhooks().ensure_started();
         }
@@ -334,6 +390,9 @@ impl HttpServer {
         };
         serve::serve(listener, router(state.clone()), tls, config.connections, shutdown).await;
         maintenance.abort();
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         state.webhooks().shutdown(config.shutdown_grace).await;
     }
 }

@@ -170,8 +170,16 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
+    let metrics_listener = match waitline_server::bind_metrics(&config).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("waitline: cannot listen for metrics on {:?}: {e}", config.metrics.listen);
+            return std::process::ExitCode::from(1);
+        }
+    };
     // The address bound (with port 0 in the configuration, the one the system chose).
     let bound = listener.local_addr().unwrap_or(config.listen);
+    let metrics_bound = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let keys = config.api_keys.len();
     let server = match waitline_server::HttpServer::new(config, engine, durability, &signer) {
         Ok(s) => s,
@@ -189,7 +197,10 @@ async fn main() -> std::process::ExitCode {
     tokio::spawn(reload_on_hangup(hangups, server.reloader(), key_file, generated));
     tracing::info!(listen = %bound, keys, scheme, "waitline serving");
     println!("Listening on {scheme}://{bound}");
-    server.serve(listener, shutdown_signal()).await;
+    if let Some(addr) = metrics_bound {
+        println!("Metrics on {scheme}://{addr}/metrics");
+    }
+    server.serve(listener, metrics_listener, shutdown_signal()).await;
     std::process::ExitCode::SUCCESS
 }
 

@@ -132,6 +132,10 @@ async fn call(Auth(t): Auth, id: Result<Path<String>, PathRejection>) -> ApiResu
     Ok(wire::data(&t.call(&segments(id)?)?))
 }
 
+/// The commands of `POST /v2/calls/{call_control_id}/actions/{action}` (each its own series
+/// in the request metrics).
+pub const CALL_ACTIONS: [&str; 5] = ["enqueue", "leave_queue", "bridge", "hangup", "transfer"];
+
 async fn action(
     Auth(t): Auth,
     p: Result<RawPathParams, RawPathParamsRejection>,

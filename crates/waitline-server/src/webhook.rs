@@ -120,7 +120,7 @@ impl Default for WebhookConfig {
 }
 
 /// Counters of the outbox.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WebhookStats {
     /// Accepted with a 2xx.
     pub delivered: AtomicU64,
@@ -132,6 +132,20 @@ pub struct WebhookStats {
     pub refused: AtomicU64,
     /// Events waiting in the lanes or being delivered.
     pub pending: AtomicU64,
+    /// How long each attempt (one POST) took, whatever its outcome.
+    pub attempt_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for WebhookStats {
+    fn default() -> Self {
+        Self {
+            delivered: AtomicU64::default(),
+            failed: AtomicU64::default(),
+            refused: AtomicU64::default(),
+            pending: AtomicU64::default(),
+            attempt_seconds: crate::metrics::attempt_histogram(),
+        }
+    }
 }
 
 /// A webhook never delivered (every attempt at every URL failed, or no URL was allowed), as

@@ -91,7 +91,10 @@ impl Delivery {
                 attempt += 1;
                 let sent = {
                     let _slot = slots.acquire().await;
-                    self.post(client, url, event, attempt).await
+                    let started = std::time::Instant::now();
+                    let sent = self.post(client, url, event, attempt).await;
+                    self.stats.attempt_seconds.observe(started.elapsed().as_secs_f64());
+                    sent
                 };
                 match sent {
                     Ok(()) => {

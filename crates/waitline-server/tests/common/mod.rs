@@ -28,6 +28,8 @@ pub const KEY_B: &str = "key-tenant-b";
 
 pub struct Server {
     pub base: String,
+    /// The operator's metrics listener (`--metrics-listen`), when metrics are on.
+    pub metrics_base: Option<String>,
     pub http: reqwest::Client,
     pub signer_public: String,
     /// Reloads keys and certificates, as SIGHUP does.
@@ -50,15 +52,23 @@ impl Server {
         let data = tempfile::tempdir().unwrap();
         config.data_dir = Some(data.path().to_path_buf());
         let (engine, durability) = waitline_server::open_engine(&config).unwrap();
+        let metrics = config.metrics.enabled;
         let server = waitline_server::HttpServer::new(config, engine, durability, &signer).unwrap();
         let base = format!("{}://{}", server.scheme(), listener.local_addr().unwrap());
+        let metrics_listener = match metrics {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
+        };
+        let metrics_base =
+            metrics_listener.as_ref().map(|l| format!("{}://{}", server.scheme(), l.local_addr().unwrap()));
         let reloader = server.reloader();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(listener, async {
+        let task = tokio::spawn(server.serve(listener, metrics_listener, async {
             let _ = rx.await;
         }));
         Self {
             base,
+            metrics_base,
             http: reqwest::Client::new(),
             signer_public,
             reloader,
