@@ -285,6 +285,16 @@ async fn dial(c: &mut Http) -> String {
     body[start..start + body[start..].find('"').expect("id end")].to_owned()
 }
 
+/// `n` calls dialed on `addr`, one after another.
+async fn dial_many(addr: &str, n: usize) -> Arc<Vec<String>> {
+    let mut c = Http::connect(addr).await;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(dial(&mut c).await);
+    }
+    Arc::new(v)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -292,21 +302,23 @@ async fn main() {
     let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let conns: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
     let (w_addr, h_addr, r_port) = ("127.0.0.1:18181", "127.0.0.1:18182", "18183");
-    let _w = spawn(
-        &format!("{dir}/waitline"),
-        &[
+    let in_memory = |addr: &str, extra: &[&str]| {
+        let mut args = vec![
             "serve",
             "--in-memory",
             "--listen",
-            w_addr,
+            addr,
             "--api-key",
             KEY,
             "--max-calls-per-tenant",
             "10000000",
             "--max-queues-per-tenant",
             "100000",
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        spawn(&format!("{dir}/waitline"), &args)
+    };
+    let _w = in_memory(w_addr, &[]);
     let _h = spawn(&format!("{dir}/hello_server"), &[h_addr]);
     wait_port(w_addr).await;
     wait_port(h_addr).await;
@@ -316,14 +328,7 @@ async fn main() {
     );
     println!("| case | waitline | baseline | ratio | target | met |\n|---|---|---|---|---|---|");
     // Callers and agents, one of each per connection.
-    let ids: Arc<Vec<String>> = {
-        let mut c = Http::connect(w_addr).await;
-        let mut v = Vec::new();
-        for _ in 0..conns * 2 {
-            v.push(dial(&mut c).await);
-        }
-        Arc::new(v)
-    };
+    let ids = dial_many(w_addr, conns * 2).await;
     // Enqueue: each connection moves its own call between two queues, so every request is a
     // real, successful enqueue.
     let moves = |prefix: &'static str, ids: Arc<Vec<String>>| {
@@ -339,6 +344,28 @@ async fn main() {
     .await;
     row("enqueue vs axum hello-world", ours, hello, 0.9);
 
+    // Metrics: the same enqueues with the request metrics (the default) and without
+    // (`--metrics off`), alternated three times in this run; the mean of each.
+    println!(
+        "\n### Metrics on vs off ({conns} connections, the enqueue workload above, 3 alternated runs)\n"
+    );
+    println!("| case | metrics on | metrics off | ratio | target | met |\n|---|---|---|---|---|---|");
+    let off_addr = "127.0.0.1:18186";
+    let off = in_memory(off_addr, &["--metrics", "off"]);
+    wait_port(off_addr).await;
+    let off_ids = dial_many(off_addr, conns).await;
+    let (mut on_runs, mut off_runs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        on_runs.push(http_case(w_addr, conns, secs, moves("metrics", ids.clone())).await);
+        off_runs.push(http_case(off_addr, conns, secs, moves("metrics", off_ids.clone())).await);
+    }
+    drop(off);
+    let mean = |runs: &[(f64, f64)]| {
+        let n = runs.len() as f64;
+        (runs.iter().map(|r| r.0).sum::<f64>() / n, runs.iter().map(|r| r.1).sum::<f64>() / n)
+    };
+    row("enqueue, metrics on vs `--metrics off`", mean(&on_runs), mean(&off_runs), 0.97);
+
     // Durability: the same enqueues on servers that keep every change before answering.
     println!("\n### Durable service vs in memory ({conns} connections, the enqueue workload above)\n");
     println!("| case | durable | in memory | ratio | target | met |\n|---|---|---|---|---|---|");
@@ -352,14 +379,7 @@ async fn main() {
             &["serve", "--listen", addr, "--api-key", KEY, "--data-dir", dir_arg, "--fsync", policy],
         );
         wait_port(addr).await;
-        let ids: Arc<Vec<String>> = {
-            let mut c = Http::connect(addr).await;
-            let mut v = Vec::new();
-            for _ in 0..conns {
-                v.push(dial(&mut c).await);
-            }
-            Arc::new(v)
-        };
+        let ids = dial_many(addr, conns).await;
         let durable = http_case(addr, conns, secs, moves("bench", ids)).await;
         row(&format!("enqueue, `--fsync {policy}` vs `--in-memory`"), durable, ours, target);
         drop(server);
