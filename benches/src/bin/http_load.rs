@@ -355,9 +355,10 @@ async fn main() {
     wait_port(off_addr).await;
     let off_ids = dial_many(off_addr, conns).await;
     let (mut on_runs, mut off_runs) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        on_runs.push(http_case(w_addr, conns, secs, moves("metrics", ids.clone())).await);
-        off_runs.push(http_case(off_addr, conns, secs, moves("metrics", off_ids.clone())).await);
+    // Fresh queues each run: a run starts its moves from the first queue again.
+    for prefix in ["metrics-a", "metrics-b", "metrics-c"] {
+        on_runs.push(http_case(w_addr, conns, secs, moves(prefix, ids.clone())).await);
+        off_runs.push(http_case(off_addr, conns, secs, moves(prefix, off_ids.clone())).await);
     }
     drop(off);
     let mean = |runs: &[(f64, f64)]| {
