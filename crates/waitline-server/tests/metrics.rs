@@ -7,7 +7,9 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{KEY_A, KEY_B, Server};
+use std::time::Duration;
+
+use common::{KEY_A, KEY_B, Receiver, Server};
 use serde_json::json;
 use waitline_server::config::Config;
 
@@ -169,5 +171,42 @@ async fn queue_names_are_escaped_in_labels() {
     assert_eq!(s.action(&c, "enqueue", json!({"queue_name": "a \"b\" \\ c"})).await.0, 200);
     let (_, _, text) = scrape(&s.base, Some(KEY_A)).await;
     assert!(text.contains(r#"waitline_queue_calls_waiting{tenant="a",queue="a \"b\" \\ c"} 1"#), "{text}");
+    s.stop().await;
+}
+
+/// The operator's scrape once `done` holds of it (at most 10 s).
+async fn scrape_until(s: &Server, done: impl Fn(&HashMap<String, f64>) -> bool) -> HashMap<String, f64> {
+    let base = s.metrics_base.clone().unwrap();
+    for _ in 0..200 {
+        let m = samples(&scrape(&base, None).await.2);
+        if done(&m) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the metrics never got there: {}", scrape(&base, None).await.2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_outcomes_and_attempts_are_counted() {
+    let rx = Receiver::start(1).await; // fails once, then accepts
+    let mut config = Config::default();
+    config.webhooks.url = Some(rx.url.clone());
+    config.webhooks.backoff = Duration::from_millis(20);
+    config.webhooks.attempts = 2;
+    let s = Server::start(config).await;
+    let delivered = "waitline_webhook_deliveries_total{outcome=\"delivered\"}";
+    let failed = "waitline_webhook_deliveries_total{outcome=\"failed\"}";
+    let attempts = "waitline_webhook_attempt_duration_seconds_count";
+    // A dial makes call.initiated and call.answered: the first takes two attempts.
+    s.dial().await;
+    let m = scrape_until(&s, |m| m[delivered] == 2.0).await;
+    assert_eq!((m[failed], m[attempts]), (0.0, 3.0));
+    assert_eq!(m["waitline_webhook_attempt_duration_seconds_bucket{le=\"+Inf\"}"], 3.0);
+    // Then every attempt fails: two events, two attempts each.
+    rx.fail_next(usize::MAX);
+    s.dial().await;
+    let m = scrape_until(&s, |m| m[failed] == 2.0 && m["waitline_webhook_pending"] == 0.0).await;
+    assert_eq!((m[delivered], m[attempts]), (2.0, 7.0));
     s.stop().await;
 }
