@@ -198,6 +198,7 @@ async fn main() -> std::process::ExitCode {
     tracing::info!(listen = %bound, keys, scheme, "waitline serving");
     println!("Listening on {scheme}://{bound}");
     if let Some(addr) = metrics_bound {
+        tracing::info!(listen = %addr, "metrics served, without a key");
         println!("Metrics on {scheme}://{addr}/metrics");
     }
     server.serve(listener, metrics_listener, shutdown_signal()).await;

@@ -223,3 +223,23 @@ fn sighup_reloads_keys_from_the_file_without_dropping_connections() {
     server.wait_for_log("the file names none");
     assert_eq!(list_queues(&mut open, "new-key"), 200);
 }
+
+#[test]
+fn metrics_listen_serves_every_tenant_without_a_key() {
+    let server = Running::start(&["--in-memory", "--api-key", "k1:acme", "--metrics-listen", "127.0.0.1:0"]);
+    let line = server.wait_for_log("metrics served");
+    let addr = line.split("listen=").nth(1).unwrap().split_whitespace().next().unwrap();
+    let mut conn = TcpStream::connect(addr).unwrap();
+    write!(conn, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("waitline_tenant_live_calls{tenant=\"acme\"} 0"), "{answer}");
+    assert!(answer.contains("waitline_service_level_threshold_seconds 20"), "the operator's view: {answer}");
+    // On the main listener the same path needs a key.
+    let mut conn = server.connect();
+    write!(conn, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
