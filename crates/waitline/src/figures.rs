@@ -244,9 +244,10 @@ mod tests {
     #[test]
     fn service_level_counts_answers_in_time_among_answered_abandoned_and_timed_out() {
         let mut f = Figures::new(at(0));
-        for len in 1..=5 {
+        for len in 1..=6 {
             f.joined(at(0), len);
         }
+        f.left(at(10), Some(DequeueReason::Bridged), Duration::from_secs(10), SL, 5); // in time
         f.left(at(20), Some(DequeueReason::Bridged), Duration::from_secs(20), SL, 4); // in time (inclusive)
         f.left(at(21), Some(DequeueReason::Bridged), Duration::from_micros(20_000_001), SL, 3);
         f.left(at(30), Some(DequeueReason::Hangup), Duration::from_secs(30), SL, 2);
@@ -256,16 +257,16 @@ mod tests {
         assert_eq!(
             today,
             Outcomes {
-                enqueued: 5,
-                bridged: 2,
-                bridged_within_service_level: 1,
+                enqueued: 6,
+                bridged: 3,
+                bridged_within_service_level: 2,
                 hangup: 1,
                 leave: 1,
                 timeout: 1
             }
         );
-        assert_eq!(today.service_level(), Some(0.25), "1 in time of 2 answered + 1 abandoned + 1 timed out");
-        assert_eq!(f.bridged_within_service_level, 1);
+        assert_eq!(today.service_level(), Some(0.4), "2 in time of 3 answered + 1 abandoned + 1 timed out");
+        assert_eq!(f.bridged_within_service_level, 2);
         assert_eq!(Outcomes::default().service_level(), None);
     }
 
