@@ -39,29 +39,10 @@ async fn main() -> std::process::ExitCode {
             );
             return std::process::ExitCode::SUCCESS;
         }
-        Command::Simulate(args) => {
-            return match waitline_server::simulate::run(&args) {
-                Ok(table) => {
-                    print!("{table}");
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("waitline: {e}");
-                    std::process::ExitCode::from(2)
-                }
-            };
-        }
+        // Bad flags are a usage error (2); a directory that cannot be read is a failure (1).
+        Command::Simulate(args) => return print_or_fail(waitline_server::simulate::run(&args), 2),
         Command::Inspect(args) => {
-            return match waitline_server::durable::inspect(&args.data_dir) {
-                Ok(text) => {
-                    print!("{text}");
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("waitline: {e}");
-                    std::process::ExitCode::from(1)
-                }
-            };
+            return print_or_fail(waitline_server::durable::inspect(&args.data_dir), 1);
         }
     };
     // What SIGHUP reads again: the file's keys, unless flags or the environment gave them.
@@ -271,4 +252,18 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { () = ctrl_c => {}, () = term => {} }
     tracing::info!("shutting down");
+}
+
+/// Prints a subcommand's report, or its error with the given exit code.
+fn print_or_fail(report: Result<String, String>, code: u8) -> std::process::ExitCode {
+    match report {
+        Ok(text) => {
+            print!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("waitline: {e}");
+            std::process::ExitCode::from(code)
+        }
+    }
 }
