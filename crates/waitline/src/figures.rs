@@ -212,21 +212,15 @@ impl Figures {
     }
 
     /// The longest length of each of the last 60 minutes, oldest first, the current minute
-    /// last; `len` is the length now. Minutes before the queue existed read 0.
+    /// last; `len` is the length now. Minutes before the queue existed read 0: their slots
+    /// are written only by minutes after `minute - 60`, outside this window.
     pub(crate) fn length_last_hour(&self, now: Timestamp, len: usize) -> Vec<u32> {
         let now_minute = (now.as_micros() / MICROS_PER_MINUTE).max(self.minute);
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         let window = LENGTH_HISTORY_MINUTES as u64;
+        // Every minute of the window up to `self.minute` is within its last hour.
         (now_minute + 1 - window..=now_minute)
-            .map(|m| {
-                if m > self.minute {
-                    len
-                } else if m + window > self.minute {
-                    self.lengths[(m % window) as usize]
-                } else {
-                    0
-                }
-            })
+            .map(|m| if m > self.minute { len } else { self.lengths[(m % window) as usize] })
             .collect()
     }
 }
