@@ -388,8 +388,8 @@ async fn main() {
             Command::new(format!("{dir}/waitline")).args(["inspect", "--data-dir", dir_arg]).output()
         {
             let text = String::from_utf8_lossy(&out.stdout);
-            // "... journal N records (B bytes) ..."
-            let figures = text.split("journal ").nth(1).and_then(|rest| {
+            // "... journal R rows of N records (B bytes) ..."
+            let figures = text.split(" rows of ").nth(1).and_then(|rest| {
                 let n: f64 = rest.split_whitespace().next()?.parse().ok()?;
                 let b: f64 = rest.split('(').nth(1)?.split_whitespace().next()?.parse().ok()?;
                 Some((n, b))
