@@ -15,7 +15,7 @@ fn distribution_of(kind: &str, mean: f64, sd: Option<f64>) -> PyResult<Distribut
     match kind {
         "exponential" => Ok(Distribution::Exponential { mean }),
         "fixed" => Ok(Distribution::Fixed { secs: mean }),
-        "lognormal" => Ok(Distribution::LogNormal { mean, sd: sd.unwrap_or(mean / 2.0) }),
+        "lognormal" => Ok(Distribution::log_normal(mean, sd)),
         other => Err(PyValueError::new_err(format!(
             "handle_distribution must be 'exponential', 'fixed' or 'lognormal', not {other:?}"
         ))),

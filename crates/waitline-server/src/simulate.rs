@@ -100,9 +100,7 @@ impl SimulateArgs {
             handle_time: match self.handle_distribution {
                 HandleDistribution::Exponential => Distribution::Exponential { mean },
                 HandleDistribution::Fixed => Distribution::Fixed { secs: mean },
-                HandleDistribution::LogNormal => {
-                    Distribution::LogNormal { mean, sd: self.handle_sd.unwrap_or(mean / 2.0) }
-                }
+                HandleDistribution::LogNormal => Distribution::log_normal(mean, self.handle_sd),
             },
             patience: self.patience.map(|mean| Distribution::Exponential { mean }),
             max_wait: self.max_wait.map(Duration::from_secs),

@@ -156,7 +156,7 @@ function draw(q) {
   const [estimate] = figure("estimated wait", duration(info.estimated_wait_time_secs), "", false);
   estimate.dataset.figure = "estimated";
   const sl = today ? today.service_level : null;
-  const [level] = figure(`service level today (${info.service_level_secs || 20} s)`, percent(sl),
+  const [level] = figure(`service level today (${info.service_level_secs} s)`, percent(sl),
     sl === null || sl === undefined ? "" : sl >= 0.8 ? "ok" : sl >= 0.6 ? "warn" : "bad", true);
   level.dataset.figure = "service-level";
   const [abandoned] = figure("abandoned today", today ? String(today.hangup) : "\u2013", "", true);
@@ -189,12 +189,12 @@ function tick(q) {
   for (const [cell, at] of q.waitCells) {
     const secs = (t - at) / 1000;
     cell.textContent = duration(secs);
-    cell.className = `wait ${waitClass(secs, q.info.service_level_secs || 20)}`;
+    cell.className = `wait ${waitClass(secs, q.info.service_level_secs)}`;
     oldest = oldest === null ? secs : Math.max(oldest, secs);
   }
   if (q.longestValue) {
     q.longestValue.textContent = q.info.current_size ? duration(oldest) : "0:00";
-    q.longestValue.className = `value ${oldest === null ? "" : waitClass(oldest, q.info.service_level_secs || 20)}`;
+    q.longestValue.className = `value ${oldest === null ? "" : waitClass(oldest, q.info.service_level_secs)}`;
   }
 }
 

@@ -74,6 +74,13 @@ pub enum Distribution {
 }
 
 impl Distribution {
+    /// Log-normal with this mean and deviation; without a deviation, half the mean (a
+    /// handle-time spread typical of contact centers).
+    #[must_use]
+    pub fn log_normal(mean: f64, sd: Option<f64>) -> Self {
+        Self::LogNormal { mean, sd: sd.unwrap_or(mean / 2.0) }
+    }
+
     /// The mean, seconds.
     #[must_use]
     pub fn mean(&self) -> f64 {
@@ -125,6 +132,15 @@ mod tests {
         let (m, sd) = sample_mean_sd(Distribution::LogNormal { mean: 300.0, sd: 120.0 }, 200_000);
         assert!((m - 300.0).abs() < 2.0 && (sd - 120.0).abs() < 3.0, "{m} {sd}");
         assert_eq!(sample_mean_sd(Distribution::Fixed { secs: 42.0 }, 10), (42.0, 0.0));
+    }
+
+    #[test]
+    fn a_log_normal_without_a_deviation_has_half_its_mean() {
+        assert_eq!(Distribution::log_normal(180.0, None), Distribution::LogNormal { mean: 180.0, sd: 90.0 });
+        assert_eq!(
+            Distribution::log_normal(180.0, Some(30.0)),
+            Distribution::LogNormal { mean: 180.0, sd: 30.0 }
+        );
     }
 
     #[test]
