@@ -7,29 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use waitline_store::{Entry, Error, Fsync, Options, Replayed, Store};
+mod common;
 
-/// An entry replay handed over: (tenant, "snapshot" or "record", seq, data).
-type Seen = (String, &'static str, u64, Vec<u8>);
-
-/// Every entry replay hands over.
-fn replay_all(store: &Store) -> (Vec<Seen>, Replayed) {
-    let mut seen = Vec::new();
-    let summary = store
-        .replay(|e| {
-            seen.push(match e {
-                Entry::Snapshot { tenant, seq, data } => (tenant.to_owned(), "snapshot", seq, data.to_vec()),
-                Entry::Record { tenant, seq, data } => (tenant.to_owned(), "record", seq, data.to_vec()),
-            });
-            Ok(())
-        })
-        .expect("replay");
-    (seen, summary)
-}
-
-fn record(n: u64) -> Vec<u8> {
-    format!("record {n}").into_bytes()
-}
+use common::{record, replay_all};
+use waitline_store::{Entry, Error, Fsync, Options, Store};
 
 #[test]
 fn what_was_acknowledged_is_replayed_in_order_after_a_reopen() {
@@ -486,83 +467,6 @@ fn a_task_is_woken_when_its_ticket_is_durable() {
     }
     assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
     assert!(matches!(store.poll_durable(ticket, &mut cx), Poll::Ready(Ok(()))));
-}
-
-/// Run as a child process by `kill_9_loses_nothing_acknowledged`: appends and prints each
-/// sequence number once it is durable, until killed.
-#[test]
-#[ignore = "the child half of kill_9_loses_nothing_acknowledged"]
-fn child_appending_until_killed() {
-    use std::io::Write;
-    let Ok(dir) = std::env::var("WAITLINE_STORE_CHILD_DIR") else { return };
-    let store = Store::open(dir.as_ref(), Options::default()).unwrap();
-    std::thread::scope(|s| {
-        for t in 0..4 {
-            let store = store.clone();
-            s.spawn(move || {
-                let tenant = format!("t{t}");
-                for seq in 1.. {
-                    store.wait(store.append(&tenant, seq, &record(seq)).unwrap()).unwrap();
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "ack {tenant} {seq}").unwrap();
-                    out.flush().unwrap();
-                }
-            });
-        }
-    });
-}
-
-#[test]
-fn kill_9_loses_nothing_acknowledged() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    for round in 0..3u64 {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_appending_until_killed", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("WAITLINE_STORE_CHILD_DIR", dir.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut acked: BTreeMap<String, u64> = BTreeMap::new();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // Kill at a different moment each round: after 50, 250 and 450 acknowledgements.
-        let kill_after = 50 + 200 * round;
-        let mut n = 0;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(rest) = line.strip_prefix("ack ") {
-                let (tenant, seq) = rest.split_once(' ').unwrap();
-                acked.insert(tenant.into(), seq.parse().unwrap());
-                n += 1;
-                if n == kill_after {
-                    break;
-                }
-            }
-        }
-        child.kill().unwrap(); // SIGKILL
-        // Acknowledgements printed before the kill landed count too.
-        for line in lines.map_while(Result::ok) {
-            if let Some((tenant, seq)) = line.strip_prefix("ack ").and_then(|r| r.split_once(' ')) {
-                acked.insert(tenant.into(), seq.parse().unwrap());
-            }
-        }
-        child.wait().unwrap();
-        let store = Store::open(dir.path(), Options::default()).unwrap();
-        let (seen, _) = replay_all(&store);
-        let mut last: BTreeMap<String, u64> = BTreeMap::new();
-        for (tenant, _, seq, data) in seen {
-            assert_eq!(data, record(seq));
-            let prev = last.insert(tenant, seq).unwrap_or(0);
-            assert_eq!(seq, prev + 1, "dense");
-        }
-        for (tenant, seq) in &acked {
-            assert!(
-                last.get(tenant).copied().unwrap_or(0) >= *seq,
-                "round {round}: {tenant} acknowledged {seq}, stored {last:?}"
-            );
-        }
-    }
 }
 
 #[test]
