@@ -15,6 +15,7 @@ pub mod durable;
 pub mod error;
 pub mod metrics;
 pub mod rate_limit;
+mod request_metrics;
 pub mod routes;
 mod serve;
 pub mod simulate;
@@ -27,7 +28,7 @@ mod webhook_lane;
 pub mod wire;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -45,6 +46,8 @@ use crate::config::Config;
 use crate::durable::Durability;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
+use crate::request_metrics::{RecordRequests, RequestCounts};
+use crate::routes::Routes;
 use crate::tls::Tls;
 use crate::webhook::{Signer, Webhooks};
 
@@ -71,8 +74,9 @@ struct Shared {
     /// Free event-stream slots.
     stream_slots: Arc<tokio::sync::Semaphore>,
     max_streams: usize,
-    /// The request counts (`None`: metrics off).
-    http_metrics: Option<metrics::HttpMetrics>,
+    /// The request counts (`None`: metrics off), made when the router is built, which knows
+    /// the routes.
+    request_counts: Option<OnceLock<Arc<RequestCounts>>>,
     metrics_max_queues: usize,
 }
 
@@ -101,7 +105,7 @@ impl AppState {
                 closing: tokio::sync::watch::Sender::new(false),
                 stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
                 max_streams: config.max_event_streams,
-                http_metrics: config.metrics.enabled.then(metrics::HttpMetrics::new),
+                request_counts: config.metrics.enabled.then(OnceLock::new),
                 metrics_max_queues: config.metrics.max_queues,
             }),
         }
@@ -165,8 +169,23 @@ impl AppState {
         self.shared.body_timeout
     }
 
-    pub(crate) fn http_metrics(&self) -> Option<&metrics::HttpMetrics> {
-        self.shared.http_metrics.as_ref()
+    /// Metrics on: `GET /metrics` is served and requests are counted.
+    pub(crate) fn metrics_enabled(&self) -> bool {
+        self.shared.request_counts.is_some()
+    }
+
+    /// The request counts, once a router counts them.
+    pub(crate) fn request_counts(&self) -> Option<Arc<RequestCounts>> {
+        self.shared.request_counts.as_ref()?.get().cloned()
+    }
+
+    /// The request counts of a router with `templates` (made by the first router built; the
+    /// service builds one, always of the same routes).
+    fn count_requests_of(&self, templates: &[String]) -> Option<Arc<RequestCounts>> {
+        let counts = self.shared.request_counts.as_ref()?;
+        Some(
+            counts.get_or_init(|| Arc::new(RequestCounts::new(templates.iter().map(String::as_str)))).clone(),
+        )
     }
 
     pub(crate) fn metrics_max_queues(&self) -> usize {
@@ -178,17 +197,18 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     // No body-limit layer: a layer wraps every route's service (one more boxed clone per
     // request) and inserts an extension into every request; `JsonBody` applies the limit itself.
-    let router = Router::new()
+    let routes = Routes::new()
         .merge(routes::api("/v2"))
         .merge(routes::api(""))
         .route("/healthz", get(routes::healthz))
         .merge(wallboard::routes());
-    let router = if state.http_metrics().is_some() {
-        router.route("/metrics", get(metrics::tenant_metrics))
-    } else {
-        router
-    };
-    let router = router.fallback(routes::not_found).method_not_allowed_fallback(routes::method_not_allowed);
+    let routes =
+        if state.metrics_enabled() { routes.route("/metrics", get(metrics::tenant_metrics)) } else { routes };
+    let counts = state.count_requests_of(routes.templates());
+    let router = routes
+        .into_router()
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed);
     // A service in memory has nothing to wait for: no layer, no cost.
     let router = if state.durability().is_durable() {
         router.layer(axum::middleware::from_fn_with_state(state.clone(), acknowledge_when_durable))
@@ -196,10 +216,8 @@ pub fn router(state: AppState) -> Router {
         router
     };
     // Outermost, so a request's time includes waiting for the disk.
-    let router = match state.http_metrics() {
-        Some(http) => {
-            router.layer(axum::middleware::from_fn_with_state(http.clone(), metrics::record_request))
-        }
+    let router = match counts {
+        Some(counts) => router.layer(RecordRequests(counts)),
         None => router,
     };
     router.with_state(state)

@@ -3,26 +3,20 @@
 //! the engine when scraped (nothing is counted twice, and the command path pays nothing),
 //! and it encodes histograms from bucket counts the engine already keeps.
 //!
-//! What is kept here is only what the engine does not count: the HTTP requests (a layer
-//! around every route) and the webhook attempts' durations. The names, labels and units are
+//! What is kept by the service is only what the engine does not count: the HTTP requests
+//! (`request_metrics`, a layer around every route) and the webhook attempts' durations. The names, labels and units are
 //! listed in docs/behaviour.md §5 ("Metrics").
 //!
 //! Two views: the operator's (every tenant and the service's own series, on
 //! `--metrics-listen`) and a tenant's (its own queues and calls only, on the main listener
 //! with its API key).
 
-use std::time::{Duration, Instant};
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use waitline::{PageRequest, QueueInfo, Tenant, WAIT_BUCKETS_SECS};
@@ -31,7 +25,7 @@ use crate::AppState;
 use crate::auth::Auth;
 use crate::durable::Durability;
 use crate::error::ApiError;
-use crate::routes::CALL_ACTIONS;
+use crate::request_metrics::RequestCollector;
 use crate::webhook::WebhookStats;
 
 /// The label of the queues past the cap, summed (and of a queue really named so).
@@ -40,101 +34,9 @@ pub const OTHER_QUEUES: &str = "_other";
 /// The route label of a request no route matched.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// What the service counts itself: HTTP requests (when metrics are on).
-#[derive(Clone, Debug)]
-pub(crate) struct HttpMetrics {
-    requests: Family<RequestLabels, Counter>,
-    durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    method: &'static str,
-    route: String,
-    status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    method: &'static str,
-    route: String,
-}
-
-/// From 0.25 ms to about 4 s, doubling.
-fn request_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
-}
-
 /// Webhook attempts: from 5 ms to about 10 s, doubling.
 pub(crate) fn attempt_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 12))
-}
-
-impl HttpMetrics {
-    pub(crate) fn new() -> Self {
-        Self { requests: Family::default(), durations: Family::new_with_constructor(request_histogram) }
-    }
-
-    fn observe(&self, method: &'static str, route: String, status: u16, took: Duration) {
-        let labels = RouteLabels { method, route };
-        self.durations.get_or_create(&labels).observe(took.as_secs_f64());
-        let RouteLabels { method, route } = labels;
-        self.requests.get_or_create(&RequestLabels { method, route, status }).inc();
-    }
-
-    fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "waitline_http_requests",
-            "HTTP requests answered, by route and status",
-            self.requests.clone(),
-        );
-        registry.register(
-            "waitline_http_request_duration_seconds",
-            "Time from a request's headers to its answer's, by route",
-            self.durations.clone(),
-        );
-    }
-}
-
-/// Counts every request by route template (never the raw path: bounded labels) and status,
-/// and times it.
-pub(crate) async fn record_request(
-    State(http): State<HttpMetrics>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = route_label(&request);
-    let response = next.run(request).await;
-    http.observe(method, route, response.status().as_u16(), started.elapsed());
-    response
-}
-
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::PUT => "PUT",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
-    }
-}
-
-/// The matched route's template; a call action's known name takes the place of
-/// `{action}`, so each command has its own series.
-fn route_label(request: &Request) -> String {
-    let Some(template) = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str) else {
-        return UNMATCHED_ROUTE.to_owned();
-    };
-    let action = request.uri().path().rsplit('/').next().unwrap_or_default();
-    match template.strip_suffix("{action}") {
-        Some(head) if CALL_ACTIONS.contains(&action) => format!("{head}{action}"),
-        _ => template.to_owned(),
-    }
 }
 
 /// Who reads the figures.
@@ -180,8 +82,8 @@ fn render(state: &AppState, view: View) -> Result<String, std::fmt::Error> {
     let tenants = match view {
         View::Tenant(tenant) => vec![tenant],
         View::Operator => {
-            if let Some(http) = state.http_metrics() {
-                http.register(&mut registry);
+            if let Some(counts) = state.request_counts() {
+                registry.register_collector(Box::new(RequestCollector(counts)));
             }
             registry.register_collector(Box::new(ServiceCollector {
                 webhooks: state.webhooks().stats.clone(),
@@ -256,28 +158,28 @@ impl Collector for ServiceCollector {
                 MetricType::Histogram,
             )?;
             let bounds = waitline_store::COMMIT_BUCKETS_MICROS.map(|b| b as f64 / 1e6);
-            histogram(&mut e, &bounds, &times.counts, times.sum_micros)?;
+            histogram(&mut e, &bounds, &times.counts, times.sum_micros as f64 / 1e6)?;
         }
         Ok(())
     }
 }
 
-fn counter(e: &mut MetricEncoder<'_>, value: u64) -> Result<(), std::fmt::Error> {
+pub(crate) fn counter(e: &mut MetricEncoder<'_>, value: u64) -> Result<(), std::fmt::Error> {
     e.encode_counter::<NoLabelSet, _, u64>(&value, None)
 }
 
 /// A histogram from non-cumulative `counts` over `bounds` (seconds), the last count above
-/// every bound, and a sum in microseconds.
-fn histogram(
+/// every bound, and the sum of the observations in seconds.
+pub(crate) fn histogram(
     e: &mut MetricEncoder<'_>,
     bounds: &[f64],
     counts: &[u64],
-    sum_micros: u64,
+    sum_secs: f64,
 ) -> Result<(), std::fmt::Error> {
     let buckets: Vec<(f64, u64)> =
         bounds.iter().copied().chain([f64::INFINITY]).zip(counts.iter().copied()).collect();
     let count = counts.iter().sum();
-    e.encode_histogram::<NoLabelSet>(sum_micros as f64 / 1e6, count, &buckets, None)
+    e.encode_histogram::<NoLabelSet>(sum_secs, count, &buckets, None)
 }
 
 /// Each tenant's queues and calls, read from the engine at scrape time.
@@ -484,7 +386,7 @@ impl Collector for TenantCollector {
             for (queue, s) in &t.series {
                 let labels = queue_labels(&t.name, queue);
                 let mut e = e.encode_family(&labels)?;
-                histogram(&mut e, &bounds, &s.wait_counts, s.wait_sum_micros)?;
+                histogram(&mut e, &bounds, &s.wait_counts, s.wait_sum_micros as f64 / 1e6)?;
             }
         }
         Ok(())

@@ -10,7 +10,7 @@ use axum::extract::{FromRequest, Path, RawPathParams, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use serde_json::json;
@@ -97,12 +97,62 @@ fn query_number<T: TryFrom<i64>>(bounds: waitline::Bounds, text: &str) -> Result
     Ok(bounds.convert(value)?)
 }
 
+/// A router and the path templates it routes: the request metrics' route labels, known
+/// before the first request (see `request_metrics`).
+#[derive(Debug)]
+pub struct Routes<S = AppState> {
+    router: Router<S>,
+    templates: Vec<String>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
+    fn default() -> Self {
+        Self { router: Router::new(), templates: Vec::new() }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    /// No route yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `path` (a template, as for [`Router::route`]) served by `method_router`.
+    #[must_use]
+    pub fn route(mut self, path: &str, method_router: MethodRouter<S>) -> Self {
+        self.router = self.router.route(path, method_router);
+        self.templates.push(path.to_owned());
+        self
+    }
+
+    /// These routes and `other`'s.
+    #[must_use]
+    pub fn merge(mut self, other: Self) -> Self {
+        self.router = self.router.merge(other.router);
+        self.templates.extend(other.templates);
+        self
+    }
+
+    /// Every path template, in the order routed.
+    #[must_use]
+    pub fn templates(&self) -> &[String] {
+        &self.templates
+    }
+
+    /// The router.
+    #[must_use]
+    pub fn into_router(self) -> Router<S> {
+        self.router
+    }
+}
+
 /// Every API route under `prefix` (`/v2`, or `` for the root). Routes are registered with
 /// their full paths rather than nested: a nested router rewrites every request's URI, which
 /// costs an allocation per request.
-pub fn api(prefix: &str) -> Router<AppState> {
+pub fn api(prefix: &str) -> Routes {
     let at = |path: &str| format!("{prefix}{path}");
-    Router::new()
+    Routes::new()
         .route(&at("/calls"), post(dial))
         .route(&at("/calls/{call_control_id}"), get(call))
         .route(&at("/calls/{call_control_id}/actions/{action}"), post(action))

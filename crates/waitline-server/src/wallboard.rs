@@ -2,11 +2,12 @@
 //! nothing fetched from elsewhere). They hold no data: the page asks for an API key and reads
 //! the key's tenant through the API like any client, so it shows nothing a key could not read.
 
-use axum::Router;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use axum::routing::get;
+
+use crate::routes::Routes;
 
 const PAGE: &str = include_str!("wallboard.html");
 const SCRIPT: &str = include_str!("wallboard.js");
@@ -29,8 +30,8 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 
 /// `GET /wallboard` and `GET /wallboard/app.js`, without authentication (they are the same
 /// for everyone; the data behind them needs a key).
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Routes<S> {
+    Routes::new()
         .route("/wallboard", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
         .route("/wallboard/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
 }
