@@ -57,6 +57,7 @@ step "Python package: build the native module into .venv, then its tests (stubs 
 
 step "benchmark smoke: every suite runs briefly so none can rot (nothing is timed here)"
 cargo bench -p waitline-benches --locked -- --test
+cargo test -q --locked -p waitline-server --bench request_layer
 cargo run -q --locked -p waitline-benches --bin report -- --quick >/dev/null
 cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server --bin store_load --bin restart_probe --bin simulate_probe
 "$CARGO_TARGET_DIR/debug/store_load" 0.2 4 >/dev/null

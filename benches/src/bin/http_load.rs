@@ -5,6 +5,8 @@
 //! `scripts/bench.sh http` builds what it needs and runs this; by hand:
 //! `http_load TARGET_DIR [SECONDS] [CONNECTIONS]` with `waitline` and `hello_server` built in
 //! release in TARGET_DIR. Redis is used when `redis-server` is on the PATH.
+//! `http_load TARGET_DIR SECONDS CONNECTIONS metrics ROUNDS` runs only the metrics on/off
+//! comparison, in ROUNDS rounds (each run printed).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -295,6 +297,73 @@ async fn dial_many(addr: &str, n: usize) -> Arc<Vec<String>> {
     Arc::new(v)
 }
 
+/// Enqueue: each connection moves its own call between two queues named after `prefix`, so
+/// every request is a real, successful enqueue.
+fn moves(prefix: &str, ids: Arc<Vec<String>>) -> impl Fn(usize, u64) -> HttpCall + Send + Sync + 'static {
+    let prefix = prefix.to_owned();
+    move |i: usize, k: u64| -> HttpCall {
+        let body = format!(r#"{{"queue_name":"{prefix}-{}"}}"#, k % 2);
+        ("POST", format!("/v2/calls/{}/actions/enqueue", ids[i]), body)
+    }
+}
+
+/// `metrics ROUNDS` after the first three arguments: only the metrics comparison, in that
+/// many rounds.
+fn metrics_only(args: &[String]) -> Option<usize> {
+    match args.get(4..6)? {
+        [what, rounds] if what == "metrics" => rounds.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Metrics: the same enqueues on two fresh servers of one binary, one with the request
+/// metrics (the default) and one with `--metrics off`, in `rounds` rounds whose order
+/// alternates (on then off, off then on, ...) so that a drift of the machine's load falls on
+/// both alike. Prints every run and the mean of each side.
+async fn metrics_on_off(start: &impl Fn(&str, &[&str]) -> Server, conns: usize, secs: f64, rounds: usize) {
+    println!(
+        "\n### Metrics on vs off ({conns} connections, the enqueue workload above, {rounds} rounds in alternating order)\n"
+    );
+    let (on_addr, off_addr) = ("127.0.0.1:18187", "127.0.0.1:18186");
+    let (_on, _off) = (start(on_addr, &[]), start(off_addr, &["--metrics", "off"]));
+    wait_port(on_addr).await;
+    wait_port(off_addr).await;
+    let (on_ids, off_ids) = (dial_many(on_addr, conns).await, dial_many(off_addr, conns).await);
+    println!("| round | metrics on | metrics off | ratio |\n|---|---|---|---|");
+    let (mut on_runs, mut off_runs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Fresh queues each run: a run starts its moves from the first queue again.
+        let prefix = format!("metrics-{round}");
+        let on_case = || http_case(on_addr, conns, secs, moves(&prefix, on_ids.clone()));
+        let off_case = || http_case(off_addr, conns, secs, moves(&prefix, off_ids.clone()));
+        let (on, off) = if round % 2 == 0 {
+            let on = on_case().await;
+            (on, off_case().await)
+        } else {
+            let off = off_case().await;
+            (on_case().await, off)
+        };
+        let order = if round % 2 == 0 { "on, off" } else { "off, on" };
+        println!(
+            "| {} ({order}) | {:.0} /s (p99 {:.2} ms) | {:.0} /s (p99 {:.2} ms) | {:.4}x |",
+            round + 1,
+            on.0,
+            on.1,
+            off.0,
+            off.1,
+            on.0 / off.0
+        );
+        on_runs.push(on);
+        off_runs.push(off);
+    }
+    let mean = |runs: &[(f64, f64)]| {
+        let n = runs.len() as f64;
+        (runs.iter().map(|r| r.0).sum::<f64>() / n, runs.iter().map(|r| r.1).sum::<f64>() / n)
+    };
+    println!("\n| case | metrics on | metrics off | ratio | target | met |\n|---|---|---|---|---|---|");
+    row("enqueue, metrics on vs `--metrics off` (means)", mean(&on_runs), mean(&off_runs), 0.97);
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -318,6 +387,10 @@ async fn main() {
         args.extend_from_slice(extra);
         spawn(&format!("{dir}/waitline"), &args)
     };
+    if let Some(rounds) = metrics_only(&args) {
+        metrics_on_off(&in_memory, conns, secs, rounds).await;
+        return;
+    }
     let _w = in_memory(w_addr, &[]);
     let _h = spawn(&format!("{dir}/hello_server"), &[h_addr]);
     wait_port(w_addr).await;
@@ -329,14 +402,6 @@ async fn main() {
     println!("| case | waitline | baseline | ratio | target | met |\n|---|---|---|---|---|---|");
     // Callers and agents, one of each per connection.
     let ids = dial_many(w_addr, conns * 2).await;
-    // Enqueue: each connection moves its own call between two queues, so every request is a
-    // real, successful enqueue.
-    let moves = |prefix: &'static str, ids: Arc<Vec<String>>| {
-        move |i: usize, k: u64| -> HttpCall {
-            let body = format!(r#"{{"queue_name":"{prefix}-{}"}}"#, k % 2);
-            ("POST", format!("/v2/calls/{}/actions/enqueue", ids[i]), body)
-        }
-    };
     let ours = http_case(w_addr, conns, secs, moves("bench", ids.clone())).await;
     let hello = http_case(h_addr, conns, secs, |i, _| {
         ("POST", format!("/v2/calls/{i}/actions/enqueue"), r#"{"queue_name":"bench-0"}"#.to_owned())
@@ -344,28 +409,7 @@ async fn main() {
     .await;
     row("enqueue vs axum hello-world", ours, hello, 0.9);
 
-    // Metrics: the same enqueues with the request metrics (the default) and without
-    // (`--metrics off`), alternated three times in this run; the mean of each.
-    println!(
-        "\n### Metrics on vs off ({conns} connections, the enqueue workload above, 3 alternated runs)\n"
-    );
-    println!("| case | metrics on | metrics off | ratio | target | met |\n|---|---|---|---|---|---|");
-    let off_addr = "127.0.0.1:18186";
-    let off = in_memory(off_addr, &["--metrics", "off"]);
-    wait_port(off_addr).await;
-    let off_ids = dial_many(off_addr, conns).await;
-    let (mut on_runs, mut off_runs) = (Vec::new(), Vec::new());
-    // Fresh queues each run: a run starts its moves from the first queue again.
-    for prefix in ["metrics-a", "metrics-b", "metrics-c"] {
-        on_runs.push(http_case(w_addr, conns, secs, moves(prefix, ids.clone())).await);
-        off_runs.push(http_case(off_addr, conns, secs, moves(prefix, off_ids.clone())).await);
-    }
-    drop(off);
-    let mean = |runs: &[(f64, f64)]| {
-        let n = runs.len() as f64;
-        (runs.iter().map(|r| r.0).sum::<f64>() / n, runs.iter().map(|r| r.1).sum::<f64>() / n)
-    };
-    row("enqueue, metrics on vs `--metrics off`", mean(&on_runs), mean(&off_runs), 0.97);
+    metrics_on_off(&in_memory, conns, secs, 3).await;
 
     // Durability: the same enqueues on servers that keep every change before answering.
     println!("\n### Durable service vs in memory ({conns} connections, the enqueue workload above)\n");

@@ -46,7 +46,7 @@ use crate::config::Config;
 use crate::durable::Durability;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
-use crate::request_metrics::{RecordRequests, RequestCounts};
+use crate::request_metrics::RequestCounts;
 use crate::routes::Routes;
 use crate::tls::Tls;
 use crate::webhook::{Signer, Webhooks};
@@ -193,8 +193,14 @@ impl AppState {
     }
 }
 
-/// The whole HTTP service.
+/// The whole HTTP service (its requests are counted where they are answered: see
+/// [`answering`]).
 pub fn router(state: AppState) -> Router {
+    routed(state).0
+}
+
+/// The whole HTTP service, and the counts of its requests (metrics on).
+fn routed(state: AppState) -> (Router, Option<Arc<RequestCounts>>) {
     // No body-limit layer: a layer wraps every route's service (one more boxed clone per
     // request) and inserts an extension into every request; `JsonBody` applies the limit itself.
     let routes = Routes::new()
@@ -215,12 +221,27 @@ pub fn router(state: AppState) -> Router {
     } else {
         router
     };
-    // Outermost, so a request's time includes waiting for the disk.
-    let router = match counts {
-        Some(counts) => router.layer(RecordRequests(counts)),
-        None => router,
-    };
-    router.with_state(state)
+    (router.with_state(state), counts)
+}
+
+/// The whole service as a listener answers a request: [`router`], each answer started within
+/// `timeout` (else 503 `10007`) and, with metrics on, counted. For driving the service in
+/// process exactly as it is served (the request-metrics benchmark).
+pub fn answering<B>(
+    state: AppState,
+    timeout: Duration,
+) -> impl hyper::service::Service<
+    hyper::Request<B>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send,
+> + Clone
+where
+    B: hyper::body::Body<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let (app, counts) = routed(state);
+    serve::answer_within(app, counts, timeout)
 }
 
 /// The service of `--metrics-listen`: `GET /metrics` with every tenant's series, no key.
@@ -394,7 +415,8 @@ impl HttpServer {
         let Self { config, state, tls } = self;
         let metrics_task = metrics_listener.map(|l| {
             let (app, tls, limits) = (metrics_router(state.clone()), tls.clone(), config.connections);
-            tokio::spawn(serve::serve(l, app, tls, limits, std::future::pending::<()>()))
+            // The operator's scrapes are not counted.
+            tokio::spawn(serve::serve(l, app, None, tls, limits, std::future::pending::<()>()))
         });
         if state.webhooks().has_default_url() || state.durability().has_backlog() {
             state.webhooks().ensure_started();
@@ -406,7 +428,8 @@ impl HttpServer {
             // End the event streams, or their connections would keep the server up.
             closing.shared.closing.send_replace(true);
         };
-        serve::serve(listener, router(state.clone()), tls, config.connections, shutdown).await;
+        let (app, counts) = routed(state.clone());
+        serve::serve(listener, app, counts, tls, config.connections, shutdown).await;
         maintenance.abort();
         if let Some(task) = metrics_task {
             task.abort();

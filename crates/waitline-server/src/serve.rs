@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::response::IntoResponse;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
@@ -28,6 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::ConnectionLimits;
 use crate::error::ApiError;
+use crate::request_metrics::RequestCounts;
 use crate::tls::Tls;
 
 /// The largest request head (request line and headers) read.
@@ -37,6 +37,7 @@ pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
+    counts: Option<Arc<RequestCounts>>,
     tls: Option<Arc<Tls>>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
@@ -56,7 +57,7 @@ pub(crate) async fn serve(
             accepted = accept(&listener, &slots) => accepted,
         };
         let Some((tcp, slot)) = accepted else { continue };
-        let service = answer_within(app.clone(), limits.request_timeout);
+        let service = answer_within(app.clone(), counts.clone(), limits.request_timeout);
         let http = http.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -109,24 +110,42 @@ async fn accept(
     }
 }
 
-/// `app` as a hyper service whose answers must start within `timeout`.
-fn answer_within(
+/// `app` as a hyper service whose answers must start within `timeout`, each answer counted
+/// in `counts` (metrics on) under its route, method and status (a request timed out too).
+pub(crate) fn answer_within<B>(
     app: Router,
+    counts: Option<Arc<RequestCounts>>,
     timeout: Duration,
 ) -> impl hyper::service::Service<
-    hyper::Request<Incoming>,
+    hyper::Request<B>,
     Response = axum::response::Response,
     Error = Infallible,
     Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send,
-> + Clone {
-    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+> + Clone
+where
+    B: hyper::body::Body<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    hyper::service::service_fn(move |request: hyper::Request<B>| {
         let mut app = app.clone();
+        let counts = counts.clone();
         async move {
+            // The one reading both the timeout and the request's duration count from.
+            let started = tokio::time::Instant::now();
+            let series = counts.as_ref().map(|c| c.series_of(request.method(), request.uri().path()));
             // A router is always ready: no `poll_ready` needed.
-            match tokio::time::timeout(timeout, tower::Service::call(&mut app, request)).await {
-                Ok(answer) => answer,
-                Err(_) => Ok(ApiError::RequestTimeout { secs: timeout.as_secs() }.into_response()),
+            let answer =
+                match tokio::time::timeout_at(started + timeout, tower::Service::call(&mut app, request))
+                    .await
+                {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => ApiError::RequestTimeout { secs: timeout.as_secs() }.into_response(),
+                };
+            if let (Some(counts), Some(series)) = (counts, series) {
+                counts.record(series, answer.status().as_u16(), started.elapsed());
             }
+            Ok(answer)
         }
     })
 }

@@ -264,6 +264,11 @@ async fn a_request_not_answered_in_time_is_503() {
     let answer = tokio::task::spawn_blocking(move || send_half_a_body(&at)).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("\"code\":\"10007\"") && answer.contains("within 1 s"), "{answer}");
+    // Counted, under its route, though the router never answered it.
+    let metrics = s.metrics_base.clone().unwrap();
+    let text = s.http.get(format!("{metrics}/metrics")).send().await.unwrap().text().await.unwrap();
+    let counted = r#"waitline_http_requests_total{method="POST",route="/v2/queues",status="503"} 1"#;
+    assert!(text.lines().any(|l| l == counted), "{text}");
     s.stop().await;
 }
 
