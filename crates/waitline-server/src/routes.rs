@@ -141,7 +141,6 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     }
 
     /// The router.
-    #[must_use]
     pub fn into_router(self) -> Router<S> {
         self.router
     }
