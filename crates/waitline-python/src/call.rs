@@ -45,6 +45,7 @@ pub(crate) fn options(client_state: Option<String>, command_id: Option<String>) 
 }
 
 /// The enqueue parameters shared by `Call.enqueue` and `Engine.enqueue_many`.
+#[inline]
 pub(crate) fn enqueue_params(
     py: Python<'_>,
     queue_name: String,

@@ -14,13 +14,22 @@ pub(crate) fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyR
 
 /// An optional integer parameter in the engine's type for it. Any Python `int` is accepted,
 /// however large or negative: the engine's bounds decide what is out of range, with the
-/// engine's error (a huge value is simply out of range there).
+/// engine's error (a huge value is simply out of range there). Inlined: most calls pass none,
+/// and the check for that must not cost a call of its own.
+#[inline]
 pub(crate) fn opt_bounded<T: TryFrom<i64>>(
     py: Python<'_>,
     value: Option<&Bound<'_, PyAny>>,
     bounds: Bounds,
 ) -> PyResult<Option<T>> {
-    let Some(v) = value.filter(|v| !v.is_none()) else { return Ok(None) };
+    match value {
+        Some(v) if !v.is_none() => bounded(py, v, bounds).map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[inline(never)]
+fn bounded<T: TryFrom<i64>>(py: Python<'_>, v: &Bound<'_, PyAny>, bounds: Bounds) -> PyResult<T> {
     if v.is_instance_of::<PyBool>() || !v.is_instance_of::<PyInt>() {
         return Err(PyTypeError::new_err(format!("{} must be an int", bounds.parameter)));
     }
@@ -28,5 +37,5 @@ pub(crate) fn opt_bounded<T: TryFrom<i64>>(
         // Beyond 64 bits: keep the sign, so the bounds report it out of range.
         if v.lt(0).unwrap_or(false) { i64::MIN } else { i64::MAX }
     });
-    bounds.convert(wide).map(Some).or_raise(py)
+    bounds.convert(wide).or_raise(py)
 }
