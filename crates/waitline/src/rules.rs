@@ -240,13 +240,13 @@ impl Txn<'_> {
     fn enqueue(
         &mut self,
         id: &str,
-        p: &EnqueueParams,
+        options: &CommandOptions,
         v: &ValidEnqueue<'_>,
         find_queue: impl FnOnce(&Self) -> Option<u32>,
     ) -> Result<Option<u32>> {
         let now = self.now;
         let txn = self;
-        let Some(call) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(None) };
+        let Some(call) = txn.target(id, options.command_id.as_deref())? else { return Ok(None) };
         let existing = find_queue(txn);
         if call.queue().is_some() && call.queue() == existing {
             return Err(Error::AlreadyInQueue);
@@ -259,7 +259,7 @@ impl Txn<'_> {
             Some(q) => q,
             None => txn.create_queue(v.queue, v.max_size, false)?,
         };
-        txn.accept(call.ix, &p.options);
+        txn.accept(call.ix, options);
         txn.detach(call.ix, DequeueReason::Leave);
         let max_wait = v.max_wait_secs.map(Duration::from_secs);
         let m = txn.join_queue(queue, call.ix, v.priority, v.keep_after_hangup, max_wait);
@@ -453,13 +453,13 @@ impl Tenant {
 
     /// Puts the call at the end of a queue (of its priority band), making the queue if
     /// needed (docs/behaviour.md §2.2, enqueue).
-    pub fn enqueue(&self, id: &str, p: &EnqueueParams) -> Result<()> {
+    pub fn enqueue<S: AsRef<str>>(&self, id: &str, p: &EnqueueParams<S>) -> Result<()> {
         let v = p.validate()?;
         let now = self.begin();
         self.run(
             now,
-            || Change::Enqueue { call: id.into(), params: p.clone() },
-            |txn| txn.enqueue(id, p, &v, |txn| txn.find_queue(v.queue)).map(drop),
+            || Change::Enqueue { call: id.into(), params: p.to_owned_params() },
+            |txn| txn.enqueue(id, &p.options, &v, |txn| txn.find_queue(v.queue)).map(drop),
         )
     }
 
@@ -487,7 +487,11 @@ impl Tenant {
     /// assert_eq!((refused.index, refused.error), (0, waitline::Error::CallNotFound));
     /// # Ok::<(), waitline::Error>(())
     /// ```
-    pub fn enqueue_many<S: AsRef<str>>(&self, ids: &[S], p: &EnqueueParams) -> Result<usize, BatchError> {
+    pub fn enqueue_many<S: AsRef<str>, Q: AsRef<str>>(
+        &self,
+        ids: &[S],
+        p: &EnqueueParams<Q>,
+    ) -> Result<usize, BatchError> {
         if ids.is_empty() {
             // No command at all, as with no single enqueue: nothing is validated.
             return Ok(0);
@@ -527,11 +531,11 @@ impl Tenant {
                 let mut txn =
                     Txn::new(&inner.shared, &self.state, &mut core, now, list, Draws::Live(Vec::new()));
                 let id = id.as_ref();
-                let r = txn.enqueue(id, p, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)));
+                let r = txn.enqueue(id, &p.options, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)));
                 if let Some(journal) = journal {
                     record(journal, &self.state.name, &mut txn, || Change::Enqueue {
                         call: id.into(),
-                        params: p.clone(),
+                        params: p.to_owned_params(),
                     });
                 }
                 let mine = settle(&mut txn);
@@ -586,12 +590,12 @@ impl Tenant {
     }
 
     /// Bridges the call with another call or with the head of a queue (docs/behaviour.md §2.4, bridge).
-    pub fn bridge(&self, id: &str, p: &BridgeParams) -> Result<()> {
+    pub fn bridge<S: AsRef<str>>(&self, id: &str, p: &BridgeParams<S>) -> Result<()> {
         let (target, park) = p.validate()?;
         let now = self.begin();
         self.run(
             now,
-            || Change::Bridge { call: id.into(), params: p.clone() },
+            || Change::Bridge { call: id.into(), params: p.to_owned_params() },
             |txn| {
                 let Some(a) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(()) };
                 let plan = match target {
