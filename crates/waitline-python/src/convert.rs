@@ -2,7 +2,7 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyInt};
+use pyo3::types::{PyBool, PyInt, PyString};
 use waitline::Bounds;
 
 use crate::errors::IntoPyResult;
@@ -10,6 +10,21 @@ use crate::errors::IntoPyResult;
 /// A JSON value as the Python object `json.loads` would give (dicts, lists, str, int, ...).
 pub(crate) fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     py.import("json")?.call_method1("loads", (value.to_string(),))
+}
+
+/// The text of an optional `str` argument, lent for the command. The commands take their
+/// string arguments as the Python objects (a pointer each) and read them here: pyo3's
+/// `String` and `Option<String>` arguments moved each result through memory, in halves the
+/// processor could not forward, for every argument, given or not.
+#[inline]
+pub(crate) fn opt_str<'a>(s: Option<&'a Bound<'_, PyString>>) -> PyResult<Option<&'a str>> {
+    s.map(|s| s.to_str()).transpose()
+}
+
+/// [`opt_str`], owned (for the parameters the core keeps: client state, command ids).
+#[inline]
+pub(crate) fn opt_text(s: Option<&Bound<'_, PyString>>) -> PyResult<Option<String>> {
+    Ok(opt_str(s)?.map(str::to_owned))
 }
 
 /// An optional integer parameter in the engine's type for it. Any Python `int` is accepted,

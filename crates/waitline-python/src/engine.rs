@@ -10,12 +10,13 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyString;
 use waitline::{
-    Clock, DialParams, Engine, ManualClock, PageRequest, QueueCallUpdate, Subscription, Tenant, Timestamp,
+    Clock, CommandOptions, DialParams, Engine, ManualClock, PageRequest, QueueCallUpdate, Subscription,
+    Tenant, Timestamp,
 };
 use waitline_store::engine::{StoreJournal, apply_record};
 use waitline_store::{Fsync, Options as StoreOptions, Store};
 
-use crate::call::{PyCall, enqueue_params, options};
+use crate::call::{PyCall, enqueue_params};
 use crate::convert::opt_bounded;
 use crate::errors::{IntoPyResult, store_err, to_py_err};
 use crate::snapshots::{PyEvent, PyQueue, PyQueueCall};
@@ -314,7 +315,7 @@ impl PyEngine {
         &self,
         py: Python<'_>,
         call_control_ids: &Bound<'_, PyAny>,
-        queue_name: String,
+        queue_name: &Bound<'_, PyString>,
         max_wait_time_secs: Option<&Bound<'_, PyAny>>,
         max_size: Option<&Bound<'_, PyAny>>,
         keep_after_hangup: bool,
@@ -327,7 +328,7 @@ impl PyEngine {
             max_size,
             keep_after_hangup,
             priority,
-            options(None, None),
+            CommandOptions::default(),
         )?;
         let BatchIds { ids, unreadable } = BatchIds::read(call_control_ids)?;
         // The whole batch runs with the GIL released: each id holds its string, so no other
