@@ -43,6 +43,7 @@ impl PyCall {
 }
 
 /// `client_state` and `command_id`, read from their Python strings when given.
+#[inline(always)]
 pub(crate) fn options(
     client_state: Option<&Bound<'_, PyString>>,
     command_id: Option<&Bound<'_, PyString>>,
@@ -52,7 +53,7 @@ pub(crate) fn options(
 
 /// The enqueue parameters shared by `Call.enqueue` and `Engine.enqueue_many`; the queue name
 /// is the Python string's text, lent for the command.
-#[inline]
+#[inline(always)]
 pub(crate) fn enqueue_params<'a>(
     py: Python<'_>,
     queue_name: &'a Bound<'_, PyString>,
