@@ -21,11 +21,10 @@ mod snapshots;
 
 use pyo3::prelude::*;
 
-// The module's own allocations (parameters of every command, the engine's records, a batch's
-// ids) go to mimalloc: glibc's malloc and free cost ~130 instructions per command's queue
-// name, and the first large allocation after many small frees (a batch after `dial_many`)
-// first consolidated every freed chunk, a quarter of the batch's instructions. Nothing
-// allocated here is freed by Python, nor the other way round.
+// The module's own allocations (the engine's records, a batch's ids, the parameters a
+// command keeps) go to mimalloc. With glibc's malloc, the first large allocation after many
+// small frees (a batch after `dial_many`) first consolidated every freed chunk: a quarter of
+// the batch's instructions. Nothing allocated here is freed by Python, nor the other way round.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
