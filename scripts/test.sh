@@ -29,6 +29,12 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "a throwaway PostgreSQL on loopback for the PostgreSQL store's tests (installed when missing)"
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
+trap postgres_stop EXIT
+postgres_start
+
 step "Rust tests (unit, rules, model-based, stress, doc, the README's Rust example)"
 cargo test --workspace --locked
 
