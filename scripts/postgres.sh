@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # A throwaway PostgreSQL for the tests: sourced by scripts/test.sh, or run as
 #   scripts/postgres.sh COMMAND [ARGS...]
 # to run one command (say `cargo test -p waitline-store`) with a cluster beside it.
