@@ -146,7 +146,7 @@ fn a_former_owner_writes_nothing_after_a_takeover() {
         .chain([(lost.to_owned(), 4, 2), (kept.to_owned(), 1, 1)])
         .collect();
     assert_eq!(epochs, want, "A's rows at epoch 1, B's at epoch 2");
-    let c = Postgres { config: PgConfig { node: "c".into(), ..pg.config.clone() } };
+    let c = Postgres { config: PgConfig { node: "c".into(), ..pg.config } };
     let store = common::Backend::open(&c, Options::default());
     let (all, _) = replay_all(&store);
     let four: Vec<_> = all.iter().filter(|e| e.0 == lost && e.2 == 4).map(|e| e.3.clone()).collect();
