@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use waitline::journal::Record;
 use waitline::{Engine, EngineBuilder, Event, Subscription};
 use waitline_store::engine::{StoreJournal, apply_record};
-use waitline_store::{Fsync, Options, Replayed, Store, Ticket};
+use waitline_store::{Fsync, Options, PgConfig, Replayed, Store, Ticket};
 
 /// The delivery mark last kept for each tenant.
 type Marks = Arc<parking_lot::Mutex<HashMap<Box<str>, u64>>>;
@@ -57,6 +57,44 @@ impl Durability {
     ) -> Result<(Engine, Self, Replayed), String> {
         let options = Options { fsync, recover_truncate, replay_from_delivered: true };
         let store = Store::open(dir, options).map_err(|e| e.to_string())?;
+        Self::over(store, snapshot_every, engine)
+    }
+
+    /// As [`Durability::open`], over PostgreSQL, for a single node: it takes the lease of
+    /// every bucket (failing if another node holds one), keeps them renewed, and replays
+    /// every tenant. Losing a lease stops it taking changes (see [`Durability::is_stopped`]).
+    ///
+    /// # Errors
+    /// PostgreSQL cannot be reached or used, another node holds a bucket, or what is stored
+    /// is damaged or cannot be replayed.
+    pub fn open_postgres(
+        config: &PgConfig,
+        fsync: Fsync,
+        recover_truncate: bool,
+        snapshot_every: u64,
+        engine: EngineBuilder,
+    ) -> Result<(Engine, Self, Replayed), String> {
+        let options = Options { fsync, recover_truncate, replay_from_delivered: true };
+        let store = Store::open_postgres(config, options).map_err(|e| e.to_string())?;
+        let taken = store.acquire_all().map_err(|e| e.to_string())?;
+        if taken.len() < config.buckets as usize {
+            let held = (0..config.buckets).find(|b| !taken.iter().any(|t| t.0 == *b)).unwrap_or(0);
+            return Err(format!(
+                "{}: bucket {held} (and {} in all) is held by another node: a single node needs every bucket",
+                config.place(),
+                config.buckets as usize - taken.len()
+            ));
+        }
+        store.renew_in_background().map_err(|e| e.to_string())?;
+        Self::over(store, snapshot_every, engine)
+    }
+
+    /// Builds the engine with `store` as its journal and replays what it holds into it.
+    fn over(
+        store: Store,
+        snapshot_every: u64,
+        engine: EngineBuilder,
+    ) -> Result<(Engine, Self, Replayed), String> {
         let journal = StoreJournal::with_snapshot_every(store.clone(), snapshot_every);
         let engine = engine.journal(journal.clone()).build();
         // Events are made again only past each tenant's delivery mark: a subscription opens
@@ -175,11 +213,22 @@ impl Durability {
         self.store.as_ref().map(Store::commit_times)
     }
 
-    /// Whether the store has stopped (a write or a sync failed): no change may be
-    /// acknowledged any more, until a restart.
+    /// Whether the store has stopped (a write or a sync failed), or lost a bucket's lease
+    /// (another node took it over, or it lapsed): no change may be acknowledged any more,
+    /// until a restart.
     #[must_use]
     pub fn is_stopped(&self) -> bool {
-        self.store.as_ref().is_some_and(Store::is_stopped)
+        self.store.as_ref().is_some_and(|s| s.is_stopped() || !s.lost().is_empty())
+    }
+
+    /// Why changes are no longer taken, if they are not.
+    fn why_stopped(&self) -> Option<String> {
+        let store = self.store.as_ref()?;
+        let lost = store.lost();
+        let (bucket, epoch) = lost.first()?;
+        Some(format!(
+            "the lease of bucket {bucket} (epoch {epoch}) was lost: another node took it over, or it lapsed"
+        ))
     }
 
     /// A mark covering every change made so far.
@@ -189,11 +238,17 @@ impl Durability {
     }
 
     /// `Ready(Ok)` once every change up to `mark` is on disk (at once in memory).
+    /// Once a lease is lost, nothing is: a change of that bucket's tenants may have been
+    /// refused without a ticket of its own.
     pub fn poll_durable(&self, mark: Option<Ticket>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-        match (&self.store, mark) {
+        let settled = match (&self.store, mark) {
             (Some(store), Some(ticket)) => store.poll_durable(ticket, cx).map_err(|e| e.to_string()),
             _ => Poll::Ready(Ok(())),
-        }
+        };
+        settled.map(|done| match self.why_stopped() {
+            Some(why) => Err(why),
+            None => done,
+        })
     }
 
     /// Blocks until every change made so far is on disk (for code outside a runtime).

@@ -251,12 +251,32 @@ pub fn engine(config: &Config) -> Engine {
     engine_builder(config).build()
 }
 
-/// The engine a configuration asks for, with its data directory opened and replayed (in
-/// memory when it has none).
+/// The engine a configuration asks for, with its data directory (or PostgreSQL) opened
+/// and replayed (in memory when it has neither).
 ///
 /// # Errors
 /// The data directory cannot be used or replayed (see [`Durability::open`]).
 pub fn open_engine(config: &Config) -> Result<(Engine, Durability), String> {
+    if let Some(url) = &config.postgres_url {
+        let pg =
+            waitline_store::PgConfig { lease: config.lease, ..waitline_store::PgConfig::new(url.clone()) };
+        let (engine, durability, replayed) = Durability::open_postgres(
+            &pg,
+            config.fsync,
+            config.recover_truncate,
+            config.snapshot_every,
+            engine_builder(config),
+        )?;
+        tracing::info!(
+            store = %pg.place(),
+            node = %pg.node,
+            buckets = pg.buckets,
+            tenants = replayed.tenants,
+            records = replayed.records,
+            "journal replayed; every bucket's lease taken"
+        );
+        return Ok((engine, durability));
+    }
     let Some(dir) = &config.data_dir else { return Ok((engine(config), Durability::in_memory())) };
     let (engine, durability, replayed) = Durability::open(
         dir,

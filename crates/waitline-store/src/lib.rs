@@ -43,7 +43,10 @@ mod lease;
 mod postgres;
 mod replay;
 mod sqlite;
+#[doc(hidden)]
+pub mod test_support;
 mod timing;
+mod worker;
 mod writer;
 
 pub use crate::postgres::PgConfig;
@@ -63,6 +66,7 @@ use crate::backend::Conn;
 use crate::lease::Held;
 use crate::postgres::{LeaseConn, Postgres};
 use crate::sqlite::Sqlite;
+use crate::worker::{RemoteConn, Worker};
 use crate::writer::{Channel, Claim, Op, Write};
 
 /// When an appended record counts as durable.
@@ -313,7 +317,8 @@ enum Location {
     },
     Postgres {
         config: PgConfig,
-        leases: parking_lot::Mutex<LeaseConn>,
+        /// The connection that takes and renews leases, on a thread of its own.
+        leases: Worker<LeaseConn>,
         held: Arc<Held>,
     },
 }
@@ -336,7 +341,8 @@ impl Drop for Shared {
         }
         // Everything queued is written: another node may take the buckets at once.
         if let Location::Postgres { leases, held, .. } = &self.location {
-            let _ = leases.lock().release(&held.owned());
+            let owned = held.owned();
+            let _ = leases.run(move |l| l.release(&owned));
         }
     }
 }
@@ -347,44 +353,64 @@ impl Store {
     pub fn open(dir: &Path, options: Options) -> Result<Self> {
         let lock = dir::open_locked(dir)?;
         let db = dir.join(DB_FILE);
-        let conn = Sqlite::open_writer(&db, options.fsync)?;
         let place = db.display().to_string();
-        Self::start(
-            place,
-            Location::Sqlite { dir: dir.to_path_buf(), db, _lock: lock },
-            Box::new(conn),
-            options,
-        )
+        let make = {
+            let db = db.clone();
+            move || Ok(Box::new(Sqlite::open_writer(&db, options.fsync)?) as Box<dyn Conn>)
+        };
+        Self::start(place, Location::Sqlite { dir: dir.to_path_buf(), db, _lock: lock }, make, options)
     }
 
     /// Opens the store in PostgreSQL (creating its schema and tables if needed) and starts
     /// its writer. It holds no lease yet: take buckets with [`Store::acquire`] before
     /// appending to their tenants.
     pub fn open_postgres(config: &PgConfig, options: Options) -> Result<Self> {
-        let conn = Postgres::open_writer(config, options.fsync)?;
-        let leases = LeaseConn::open(config)?;
-        let location = Location::Postgres {
-            config: config.clone(),
-            leases: parking_lot::Mutex::new(leases),
-            held: Arc::new(Held::default()),
+        let make = {
+            let config = config.clone();
+            move || Ok(Box::new(Postgres::open_writer(&config, options.fsync)?) as Box<dyn Conn>)
         };
-        Self::start(config.place(), location, Box::new(conn), options)
+        let leases = {
+            let config = config.clone();
+            Worker::start("waitline-leases", move || LeaseConn::open(&config))?
+        };
+        let location = Location::Postgres { config: config.clone(), leases, held: Arc::new(Held::default()) };
+        Self::start(config.place(), location, make, options)
     }
 
-    fn start(place: String, location: Location, conn: Box<dyn Conn>, options: Options) -> Result<Self> {
+    /// Starts the writer thread, which opens its connection with `make` (on that thread:
+    /// see the `worker` module) and then writes until the store closes.
+    fn start(
+        place: String,
+        location: Location,
+        make: impl FnOnce() -> Result<Box<dyn Conn>> + Send + 'static,
+        options: Options,
+    ) -> Result<Self> {
         let channel = Arc::new(Channel::default());
         channel.pending.lock().next_ticket = 1;
         let held = match &location {
             Location::Postgres { held, .. } => Some(Arc::clone(held)),
             Location::Sqlite { .. } => None,
         };
+        let (opened, opened_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
         let writer = {
             let channel = Arc::clone(&channel);
             std::thread::Builder::new()
                 .name("waitline-store".into())
-                .spawn(move || writer::run(&channel, conn, options, held.as_deref()))
+                .spawn(move || match make() {
+                    Ok(conn) => {
+                        let _ = opened.send(Ok(()));
+                        writer::run(&channel, conn, options, held.as_deref());
+                    }
+                    Err(e) => drop(opened.send(Err(e))),
+                })
                 .map_err(|e| Error::io(Path::new(&place), e))?
         };
+        let ready =
+            opened_rx.recv().unwrap_or_else(|_| Err(Error::Stopped("the writer thread ended".into())));
+        if let Err(e) = ready {
+            let _ = writer.join();
+            return Err(e);
+        }
         Ok(Self {
             shared: Arc::new(Shared {
                 place,
@@ -545,7 +571,11 @@ impl Store {
     fn reader(&self) -> Result<Box<dyn Conn>> {
         Ok(match &self.shared.location {
             Location::Sqlite { db, .. } => Box::new(Sqlite::open_reader(db)?),
-            Location::Postgres { config, .. } => Box::new(Postgres::open_reader(config)?),
+            Location::Postgres { config, .. } => {
+                let config = config.clone();
+                let make = move || Ok(Box::new(Postgres::open_reader(&config)?) as Box<dyn Conn>);
+                Box::new(RemoteConn(Worker::start("waitline-store-reader", make)?))
+            }
         })
     }
 
@@ -595,7 +625,7 @@ impl Store {
         bucket::bucket_of(tenant, self.buckets())
     }
 
-    fn leases(&self) -> Result<(&parking_lot::Mutex<LeaseConn>, &Held)> {
+    fn leases(&self) -> Result<(&Worker<LeaseConn>, &Held)> {
         match &self.shared.location {
             Location::Postgres { leases, held, .. } => Ok((leases, held)),
             Location::Sqlite { .. } => Err(Error::NoLeases),
@@ -610,10 +640,8 @@ impl Store {
     pub fn acquire(&self, buckets: &[u32]) -> Result<Vec<(u32, u64)>> {
         let (leases, held) = self.leases()?;
         let (mine, others): (Vec<u32>, Vec<u32>) = buckets.iter().partition(|b| held.epoch(**b).is_some());
-        let mut leases = leases.lock();
-        let mut got = leases.acquire(&others)?;
-        let renewed = leases.renew(&mine)?;
-        drop(leases);
+        let ask = mine.clone();
+        let (mut got, renewed) = leases.run(move |l| Ok((l.acquire(&others)?, l.renew(&ask)?)))?;
         for &bucket in &mine {
             if let Some(epoch) = held.epoch(bucket)
                 && !renewed.contains(&(bucket, epoch))
@@ -638,7 +666,8 @@ impl Store {
     pub fn renew(&self) -> Result<Vec<(u32, u64)>> {
         let (leases, held) = self.leases()?;
         let owned = held.owned();
-        let renewed = leases.lock().renew(&owned.iter().map(|o| o.0).collect::<Vec<_>>())?;
+        let buckets: Vec<u32> = owned.iter().map(|o| o.0).collect();
+        let renewed = leases.run(move |l| l.renew(&buckets))?;
         let lost: Vec<(u32, u64)> = owned.into_iter().filter(|o| !renewed.contains(o)).collect();
         for &(bucket, epoch) in &lost {
             held.lose(bucket, epoch);
@@ -653,7 +682,27 @@ impl Store {
         let Some(epoch) = held.give_up(bucket) else { return Ok(()) };
         // Whatever else failed is reported to its own waiters.
         let _ = self.flush();
-        leases.lock().release(&[(bucket, epoch)])
+        leases.run(move |l| l.release(&[(bucket, epoch)]))
+    }
+
+    /// Starts a thread that renews this store's leases every third of their length (by
+    /// [`Store::renew`]; a failed renewal is tried again at the next turn, and a lease
+    /// that lapses meanwhile is found lost by fencing) until the store is dropped.
+    pub fn renew_in_background(&self) -> Result<()> {
+        let Location::Postgres { config, .. } = &self.shared.location else { return Err(Error::NoLeases) };
+        let every = config.lease / 3;
+        let store = Arc::downgrade(&self.shared);
+        std::thread::Builder::new()
+            .name("waitline-leases".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    let Some(shared) = store.upgrade() else { return };
+                    let _ = Store { shared }.renew();
+                }
+            })
+            .map_err(|e| Error::io(Path::new(&self.shared.place), e))?;
+        Ok(())
     }
 
     /// The buckets this store holds, with their epochs (none in SQLite, which needs none).

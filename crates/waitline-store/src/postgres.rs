@@ -50,7 +50,8 @@ impl PgConfig {
     }
 
     /// How messages name the database (never with the URL: it may hold a password).
-    pub(crate) fn place(&self) -> String {
+    #[must_use]
+    pub fn place(&self) -> String {
         format!("PostgreSQL schema {:?}", self.schema)
     }
 }

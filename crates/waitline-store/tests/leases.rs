@@ -163,3 +163,17 @@ fn a_sqlite_store_keeps_no_leases() {
     assert_eq!(store.buckets(), 1);
     store.wait(store.append("acme", 1, b"x").unwrap()).unwrap();
 }
+
+#[test]
+fn leases_renewed_in_the_background_outlast_their_length_and_end_with_the_store() {
+    let Some(pg) = Postgres::new("leases_background") else { return };
+    let a = node(&pg, "a", Duration::from_millis(300));
+    let b = node(&pg, "b", Duration::from_secs(30));
+    assert_eq!(a.acquire(&[2]).unwrap(), [(2, 1)]);
+    a.renew_in_background().unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(b.acquire(&[2]).unwrap().is_empty(), "three lease lengths later, still a's");
+    assert!(a.lost().is_empty());
+    drop(a);
+    assert_eq!(b.acquire(&[2]).unwrap(), [(2, 2)], "given up when the store closed");
+}

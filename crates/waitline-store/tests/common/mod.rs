@@ -26,25 +26,7 @@ pub fn replay_all(store: &Store) -> (Vec<Seen>, Replayed) {
     (seen, summary)
 }
 
-/// Where the PostgreSQL tests connect: `WAITLINE_TEST_POSTGRES_URL` (set by
-/// `scripts/test.sh` and `scripts/postgres.sh`). Without it a test is skipped, saying so,
-/// except in CI (`CI=true`), where it fails: CI must not pass by skipping them.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("WAITLINE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "CI=true and WAITLINE_TEST_POSTGRES_URL is not set: the PostgreSQL tests may not be skipped in CI"
-            )
-        }
-        _ => {
-            eprintln!(
-                "skipped: no PostgreSQL (run under scripts/postgres.sh, or set WAITLINE_TEST_POSTGRES_URL)"
-            );
-            None
-        }
-    }
-}
+pub use waitline_store::test_support::postgres_url;
 
 /// A database under a store, for the cases both must pass.
 pub trait Backend {
