@@ -19,6 +19,41 @@ use waitline_store::{Fsync, Options, PgConfig, Replayed, Store, Ticket};
 /// The delivery mark last kept for each tenant.
 type Marks = Arc<parking_lot::Mutex<HashMap<Box<str>, u64>>>;
 
+/// Where a durable service keeps its journal.
+#[derive(Debug)]
+pub enum Keep<'a> {
+    /// A data directory (SQLite), one process.
+    Dir(&'a Path),
+    /// PostgreSQL; this node takes every bucket's lease, keeps them renewed, and takes no
+    /// change once it loses one (see [`Durability::is_stopped`]).
+    Postgres(&'a PgConfig),
+}
+
+impl std::fmt::Display for Keep<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dir(dir) => write!(f, "{}", dir.display()),
+            Self::Postgres(config) => write!(f, "{} (node {})", config.place(), config.node),
+        }
+    }
+}
+
+/// The PostgreSQL store with every bucket's lease, renewed in the background: a single node.
+fn every_bucket(config: &PgConfig, options: Options) -> Result<Store, String> {
+    let store = Store::open_postgres(config, options).map_err(|e| e.to_string())?;
+    let taken = store.acquire_all().map_err(|e| e.to_string())?;
+    if taken.len() < config.buckets as usize {
+        let held = (0..config.buckets).find(|b| !taken.iter().any(|t| t.0 == *b)).unwrap_or(0);
+        return Err(format!(
+            "{}: bucket {held} (and {} in all) is held by another node: a single node needs every bucket",
+            config.place(),
+            config.buckets as usize - taken.len()
+        ));
+    }
+    store.renew_in_background().map_err(|e| e.to_string())?;
+    Ok(store)
+}
+
 /// The store behind a durable service; nothing for one in memory. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Durability {
@@ -39,53 +74,29 @@ impl Durability {
         Self::default()
     }
 
-    /// Opens `dir` (creating it), builds the engine with the store as its journal, and
+    /// Opens the store (creating it: a directory, or PostgreSQL's tables, see [`Keep`]),
+    /// builds the engine with it as its journal, and
     /// replays what the store holds into it: each tenant's base snapshot (the newest at or
     /// before its delivery mark, so that events not yet delivered are made again), then its
     /// records after it. A tenant is snapshotted every `snapshot_every` records (0: never)
     /// by [`Durability::take_due_snapshots`].
     ///
     /// # Errors
-    /// The directory is in use or unusable, or what it holds is damaged or cannot be
-    /// replayed: the message says which file, tenant and record.
+    /// The directory is in use or unusable (or PostgreSQL cannot be reached or used, or
+    /// another node holds a bucket), or what it holds is damaged or cannot be replayed: the
+    /// message says which file or schema, tenant and record.
     pub fn open(
-        dir: &Path,
+        keep: &Keep<'_>,
         fsync: Fsync,
         recover_truncate: bool,
         snapshot_every: u64,
         engine: EngineBuilder,
     ) -> Result<(Engine, Self, Replayed), String> {
         let options = Options { fsync, recover_truncate, replay_from_delivered: true };
-        let store = Store::open(dir, options).map_err(|e| e.to_string())?;
-        Self::over(store, snapshot_every, engine)
-    }
-
-    /// As [`Durability::open`], over PostgreSQL, for a single node: it takes the lease of
-    /// every bucket (failing if another node holds one), keeps them renewed, and replays
-    /// every tenant. Losing a lease stops it taking changes (see [`Durability::is_stopped`]).
-    ///
-    /// # Errors
-    /// PostgreSQL cannot be reached or used, another node holds a bucket, or what is stored
-    /// is damaged or cannot be replayed.
-    pub fn open_postgres(
-        config: &PgConfig,
-        fsync: Fsync,
-        recover_truncate: bool,
-        snapshot_every: u64,
-        engine: EngineBuilder,
-    ) -> Result<(Engine, Self, Replayed), String> {
-        let options = Options { fsync, recover_truncate, replay_from_delivered: true };
-        let store = Store::open_postgres(config, options).map_err(|e| e.to_string())?;
-        let taken = store.acquire_all().map_err(|e| e.to_string())?;
-        if taken.len() < config.buckets as usize {
-            let held = (0..config.buckets).find(|b| !taken.iter().any(|t| t.0 == *b)).unwrap_or(0);
-            return Err(format!(
-                "{}: bucket {held} (and {} in all) is held by another node: a single node needs every bucket",
-                config.place(),
-                config.buckets as usize - taken.len()
-            ));
-        }
-        store.renew_in_background().map_err(|e| e.to_string())?;
+        let store = match keep {
+            Keep::Dir(dir) => Store::open(dir, options).map_err(|e| e.to_string())?,
+            Keep::Postgres(config) => every_bucket(config, options)?,
+        };
         Self::over(store, snapshot_every, engine)
     }
 
@@ -284,7 +295,8 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
         return Err(format!("{}: no waitline data here", dir.display()));
     }
     // Snapshots are never taken here: inspecting writes nothing.
-    let (engine, durability, replayed) = Durability::open(dir, Fsync::Always, false, 0, Engine::builder())?;
+    let (engine, durability, replayed) =
+        Durability::open(&Keep::Dir(dir), Fsync::Always, false, 0, Engine::builder())?;
     let Some(store) = &durability.store else { unreachable!("opened on a directory") };
     let tenants = store.describe().map_err(|e| e.to_string())?;
     let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
@@ -388,7 +400,7 @@ mod tests {
 
     fn open(dir: &Path) -> (Engine, Durability) {
         let (engine, durability, _) =
-            Durability::open(dir, Fsync::Always, false, 0, Engine::builder()).unwrap();
+            Durability::open(&Keep::Dir(dir), Fsync::Always, false, 0, Engine::builder()).unwrap();
         (engine, durability)
     }
 
@@ -449,8 +461,9 @@ mod tests {
     #[test]
     fn a_restart_from_a_snapshot_still_sends_what_was_not_delivered() {
         let dir = tempfile::tempdir().unwrap();
-        let open =
-            |every| Durability::open(dir.path(), Fsync::Always, false, every, Engine::builder()).unwrap();
+        let open = |every| {
+            Durability::open(&Keep::Dir(dir.path()), Fsync::Always, false, every, Engine::builder()).unwrap()
+        };
         {
             let (engine, durability, _) = open(2);
             for _ in 0..3 {
@@ -488,7 +501,7 @@ mod tests {
         assert!(inspect(dir.path()).unwrap_err().contains("no waitline data here"));
         {
             let (engine, _durability, _) =
-                Durability::open(dir.path(), Fsync::Always, false, 0, Engine::builder()).unwrap();
+                Durability::open(&Keep::Dir(dir.path()), Fsync::Always, false, 0, Engine::builder()).unwrap();
             let t = engine.tenant("acme");
             let c = t.dial(&waitline::DialParams::new("+1", "+2", "app")).unwrap().call_control_id;
             t.enqueue(&c, &waitline::EnqueueParams::new("support")).unwrap();

@@ -257,40 +257,23 @@ pub fn engine(config: &Config) -> Engine {
 /// # Errors
 /// The data directory cannot be used or replayed (see [`Durability::open`]).
 pub fn open_engine(config: &Config) -> Result<(Engine, Durability), String> {
-    if let Some(url) = &config.postgres_url {
-        let pg =
-            waitline_store::PgConfig { lease: config.lease, ..waitline_store::PgConfig::new(url.clone()) };
-        let (engine, durability, replayed) = Durability::open_postgres(
-            &pg,
-            config.fsync,
-            config.recover_truncate,
-            config.snapshot_every,
-            engine_builder(config),
-        )?;
-        tracing::info!(
-            store = %pg.place(),
-            node = %pg.node,
-            buckets = pg.buckets,
-            tenants = replayed.tenants,
-            records = replayed.records,
-            "journal replayed; every bucket's lease taken"
-        );
-        return Ok((engine, durability));
-    }
-    let Some(dir) = &config.data_dir else { return Ok((engine(config), Durability::in_memory())) };
+    let postgres = config.postgres_url.as_ref().map(|url| waitline_store::PgConfig {
+        lease: config.lease,
+        ..waitline_store::PgConfig::new(url.clone())
+    });
+    let keep = match (&postgres, &config.data_dir) {
+        (Some(pg), _) => durable::Keep::Postgres(pg),
+        (None, Some(dir)) => durable::Keep::Dir(dir),
+        (None, None) => return Ok((engine(config), Durability::in_memory())),
+    };
     let (engine, durability, replayed) = Durability::open(
-        dir,
+        &keep,
         config.fsync,
         config.recover_truncate,
         config.snapshot_every,
         engine_builder(config),
     )?;
-    tracing::info!(
-        data_dir = %dir.display(),
-        tenants = replayed.tenants,
-        records = replayed.records,
-        "journal replayed"
-    );
+    tracing::info!(store = %keep, tenants = replayed.tenants, records = replayed.records, "journal replayed");
     Ok((engine, durability))
 }
 

@@ -34,6 +34,9 @@ pub(crate) struct JournalSize {
     pub(crate) last: Option<u64>,
 }
 
+/// What `rows_after` hands each row to; it says whether to go on.
+pub(crate) type RowVisitor<'a> = dyn FnMut(Row) -> Result<bool> + 'a;
+
 /// A connection to the store's tables. The writer's runs transactions (`begin` .. `commit`);
 /// a reader's only reads. Every error is already the crate's, naming the database.
 pub(crate) trait Conn: Send {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 
-use crate::backend::{Conn, JournalSize, NewRow, Row, from_sql, to_sql};
+use crate::backend::{Conn, JournalSize, NewRow, Row, RowVisitor, from_sql, to_sql};
 use crate::bucket::{DEFAULT_BUCKETS, bucket_of};
 use crate::{Error, Fsync, Result};
 
@@ -375,12 +375,7 @@ impl Conn for Postgres {
         Ok(rows.first().map(|r| r.get(0)))
     }
 
-    fn rows_after(
-        &mut self,
-        tenant: &str,
-        after: u64,
-        visit: &mut dyn FnMut(Row) -> Result<bool>,
-    ) -> Result<()> {
+    fn rows_after(&mut self, tenant: &str, after: u64, visit: &mut RowVisitor<'_>) -> Result<()> {
         use postgres::fallible_iterator::FallibleIterator;
         let s = self.statement(
             "SELECT seq, last, records FROM journal WHERE tenant = $1 AND last > $2 ORDER BY seq",

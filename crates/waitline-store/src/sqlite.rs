@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::backend::{Conn, JournalSize, NewRow, Row, from_sql, to_sql};
+use crate::backend::{Conn, JournalSize, NewRow, Row, RowVisitor, from_sql, to_sql};
 use crate::{Error, Fsync, Result};
 
 /// Name of the database file inside the data directory.
@@ -253,12 +253,7 @@ impl Conn for Sqlite {
             .map_err(&err)
     }
 
-    fn rows_after(
-        &mut self,
-        tenant: &str,
-        after: u64,
-        visit: &mut dyn FnMut(Row) -> Result<bool>,
-    ) -> Result<()> {
+    fn rows_after(&mut self, tenant: &str, after: u64, visit: &mut RowVisitor<'_>) -> Result<()> {
         let err = self.err();
         let mut stmt = self
             .conn

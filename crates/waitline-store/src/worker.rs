@@ -8,7 +8,7 @@
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::backend::{Conn, JournalSize, NewRow, Row};
+use crate::backend::{Conn, JournalSize, NewRow, Row, RowVisitor};
 use crate::{Error, Result};
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
@@ -199,12 +199,7 @@ impl Conn for RemoteConn {
 
     /// The rows come over a small channel as the worker reads them: a long journal is not
     /// held in memory at once, and `visit` runs here, on the caller's thread.
-    fn rows_after(
-        &mut self,
-        tenant: &str,
-        after: u64,
-        visit: &mut dyn FnMut(Row) -> Result<bool>,
-    ) -> Result<()> {
+    fn rows_after(&mut self, tenant: &str, after: u64, visit: &mut RowVisitor<'_>) -> Result<()> {
         let tenant = tenant.to_owned();
         let (tx, rx) = mpsc::sync_channel::<Streamed>(64);
         let jobs = self.0.jobs.as_ref().ok_or_else(gone)?;

@@ -61,6 +61,16 @@ contract!(
     a_record_after_a_snapshot_in_the_same_batch_follows_it,
 );
 
+/// Records `seqs` of `acme` in one batch (one row), durable on return.
+fn in_one_row(store: &Store, seqs: std::ops::RangeInclusive<u64>) {
+    store.pause_writer();
+    for seq in seqs {
+        store.append("acme", seq, &record(seq)).unwrap();
+    }
+    store.resume_writer();
+    store.flush().unwrap();
+}
+
 /// Five records of two tenants, each record committed on its own (one row each).
 fn fill(b: &dyn Backend) {
     let store = b.open(Options::default());
@@ -134,15 +144,7 @@ fn a_record_out_of_turn_is_a_second_history_and_stops_the_store(b: &dyn Backend)
 }
 
 fn recovery_cuts_a_row_of_many_records_at_the_damage(b: &dyn Backend) {
-    {
-        let store = b.open(Options::default());
-        store.pause_writer();
-        for seq in 1..=6 {
-            store.append("acme", seq, &record(seq)).unwrap();
-        }
-        store.resume_writer();
-        store.flush().unwrap();
-    }
+    in_one_row(&b.open(Options::default()), 1..=6);
     // One row holds the six; damage the fourth.
     let mut stored = b.records("acme", 1);
     let fourth = 3 * (8 + record(1).len()) + 8;
@@ -197,12 +199,7 @@ fn a_snapshot_replaces_the_journal_it_covers(b: &dyn Backend) {
     let store = b.open(Options::default());
     // Two rows, 1..=8 and 9..=10: each batch waits until the writer is let go.
     for batch in [1..=8, 9..=10] {
-        store.pause_writer();
-        for seq in batch {
-            store.append("acme", seq, &record(seq)).unwrap();
-        }
-        store.resume_writer();
-        store.flush().unwrap();
+        in_one_row(&store, batch);
     }
     store.snapshot("acme", 6, b"state at 6").unwrap();
     store.flush().unwrap();
@@ -412,15 +409,7 @@ fn a_task_is_woken_when_its_ticket_is_durable(b: &dyn Backend) {
 }
 
 fn a_row_cut_between_two_records_is_named(b: &dyn Backend) {
-    {
-        let store = b.open(Options::default());
-        store.pause_writer();
-        for seq in 1..=3 {
-            store.append("acme", seq, &record(seq)).unwrap();
-        }
-        store.resume_writer();
-        store.flush().unwrap();
-    }
+    in_one_row(&b.open(Options::default()), 1..=3);
     // Keep only the first record's bytes: every frame left is whole.
     b.tamper(&format!("UPDATE journal SET records = substr(records, 1, {})", 8 + record(1).len()));
     let store = b.open(Options::default());
