@@ -25,14 +25,16 @@ fn main() {
         measure("SQLite", &store, fsync, secs, writers);
     }
     if let Some(url) = postgres {
-        let schema = format!("store_load_{}", std::process::id());
         for fsync in [Fsync::Always, Fsync::Periodic] {
+            // A schema of its own per policy: each starts every tenant at record 1.
+            let schema = format!("store_load_{}_{fsync:?}", std::process::id()).to_lowercase();
             let config = PgConfig { schema: schema.clone(), ..PgConfig::new(url.clone()) };
             let store = Store::open_postgres(&config, Options { fsync, ..Options::default() }).expect("open");
             store.acquire_all().expect("leases");
             measure("PostgreSQL", &store, fsync, secs, writers);
+            drop(store);
+            waitline_store::test_support::execute(&url, &format!("DROP SCHEMA {schema} CASCADE"));
         }
-        waitline_store::test_support::execute(&url, &format!("DROP SCHEMA {schema} CASCADE"));
     }
 }
 
