@@ -635,13 +635,21 @@ impl Store {
     /// Takes the lease of each of `buckets` that is free or has expired (by the database's
     /// clock), each at an epoch one past its last; returns those taken, with their epochs.
     /// Buckets another node holds are left out. A bucket this store holds already is
-    /// renewed instead (same epoch). Replay a bucket's tenants ([`Store::replay_buckets`])
+    /// renewed instead (same epoch); one it believed it held but had lost is taken again
+    /// at a new epoch if free. Replay a bucket's tenants ([`Store::replay_buckets`])
     /// after taking it and before serving them.
     pub fn acquire(&self, buckets: &[u32]) -> Result<Vec<(u32, u64)>> {
         let (leases, held) = self.leases()?;
         let (mine, others): (Vec<u32>, Vec<u32>) = buckets.iter().partition(|b| held.epoch(**b).is_some());
         let ask = mine.clone();
-        let (mut got, renewed) = leases.run(move |l| Ok((l.acquire(&others)?, l.renew(&ask)?)))?;
+        // Ours first: a lease of ours found lost (another node had it meanwhile) is then
+        // taken again like any other, if it is free.
+        let (mut got, renewed) = leases.run(move |l| {
+            let renewed = l.renew(&ask)?;
+            let mut free = others;
+            free.extend(ask.iter().filter(|b| !renewed.iter().any(|r| r.0 == **b)));
+            Ok((l.acquire(&free)?, renewed))
+        })?;
         for &bucket in &mine {
             if let Some(epoch) = held.epoch(bucket)
                 && !renewed.contains(&(bucket, epoch))

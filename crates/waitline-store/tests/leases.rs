@@ -177,3 +177,26 @@ fn leases_renewed_in_the_background_outlast_their_length_and_end_with_the_store(
     drop(a);
     assert_eq!(b.acquire(&[2]).unwrap(), [(2, 2)], "given up when the store closed");
 }
+
+/// A node that gets a bucket back after another node wrote to it reads the tenant's last
+/// number again (its own memory of it is from the epoch before).
+#[test]
+fn a_bucket_taken_back_goes_on_from_what_the_other_node_wrote() {
+    let Some(pg) = Postgres::new("leases_taken_back") else { return };
+    let bucket = bucket_of("acme", pg.config.buckets);
+    let a = node(&pg, "a", Duration::from_secs(30));
+    let b = node(&pg, "b", Duration::from_secs(30));
+    a.acquire(&[bucket]).unwrap();
+    for seq in 1..=2 {
+        a.wait(a.append("acme", seq, &record(seq)).unwrap()).unwrap();
+    }
+    lapse(&pg, bucket);
+    assert_eq!(b.acquire(&[bucket]).unwrap(), [(bucket, 2)]);
+    b.wait(b.append("acme", 3, &record(3)).unwrap()).unwrap();
+    b.release(bucket).unwrap();
+    assert_eq!(a.acquire(&[bucket]).unwrap(), [(bucket, 3)]);
+    a.wait(a.append("acme", 4, &record(4)).unwrap()).unwrap();
+    assert!(!a.is_stopped());
+    let (seen, _) = replay_all(&a);
+    assert_eq!(seen.iter().map(|e| e.2).collect::<Vec<_>>(), [1, 2, 3, 4]);
+}
