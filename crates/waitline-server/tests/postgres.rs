@@ -53,12 +53,37 @@ async fn queued_calls_are_replayed_from_postgres_after_a_restart() {
 #[tokio::test]
 async fn a_second_node_cannot_take_the_buckets_of_a_running_one() {
     let Some(url) = fresh_database("server_second_node") else { return };
-    let server = Server::start(over_postgres(&url)).await;
-    let err = waitline_server::open_engine(&over_postgres(&url)).map(|_| ()).unwrap_err();
+    let short = Config { lease: Duration::from_millis(300), ..over_postgres(&url) };
+    let server = Server::start(short.clone()).await;
+    // It waits two lease lengths for the leases to expire; the running node renews them.
+    let started = std::time::Instant::now();
+    let err = waitline_server::open_engine(&short).map(|_| ()).unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(600), "{:?}", started.elapsed());
     assert!(err.contains("is held by another node: a single node needs every bucket"), "{err}");
     server.stop().await;
     // Stopped, it gave its leases up: a new node starts at once.
     assert!(waitline_server::open_engine(&over_postgres(&url)).is_ok());
+}
+
+/// A node killed (here: its leases left behind, as `kill -9` leaves them) is restarted at
+/// once: the new process takes the buckets when the dead one's leases expire.
+#[tokio::test]
+async fn a_restart_after_a_crash_waits_for_the_dead_nodes_leases() {
+    let Some(url) = fresh_database("server_after_crash") else { return };
+    let config = Config { lease: Duration::from_millis(800), ..over_postgres(&url) };
+    let server = Server::start(config.clone()).await;
+    let call = server.dial().await;
+    server.stop().await;
+    execute(
+        &url,
+        "UPDATE waitline.leases SET owner = 'dead', epoch = epoch + 1, expires_at = now() + interval '800 milliseconds'",
+    );
+    let started = std::time::Instant::now();
+    let server = Server::start(config).await;
+    assert!(started.elapsed() >= Duration::from_millis(500), "it waited: {:?}", started.elapsed());
+    let (s, v) = server.get(&format!("/v2/calls/{call}")).await;
+    assert_eq!(s, 200, "{v}");
+    server.stop().await;
 }
 
 #[tokio::test]
