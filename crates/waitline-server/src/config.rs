@@ -633,6 +633,15 @@ mod tests {
         assert!(parse(&["--in-memory", "--data-dir", "x"]).is_err(), "one or the other");
         assert!(parse(&["--fsync", "sometimes"]).unwrap_err().to_string().contains("always or periodic"));
         assert!(parse(&["--recover-truncate"]).unwrap().recover_truncate);
+        let c = parse(&["--postgres-url", "postgres://u@db/w", "--lease-ms", "2000"]).unwrap();
+        assert_eq!(
+            (c.postgres_url.as_deref(), c.data_dir, c.lease),
+            (Some("postgres://u@db/w"), None, Duration::from_millis(2000))
+        );
+        assert_eq!(parse(&[]).unwrap().lease, DEFAULT_LEASE);
+        assert!(parse(&["--postgres-url", "x", "--data-dir", "y"]).is_err(), "one store");
+        assert!(parse(&["--postgres-url", "x", "--in-memory"]).is_err(), "one store");
+        assert!(parse(&["--lease-ms", "10"]).is_err(), "a lease too short to renew");
     }
 
     #[test]
