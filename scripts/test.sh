@@ -80,9 +80,12 @@ fi
 fuzz_work=$(mktemp -d)
 for target in engine_model engine_concurrent http_request json_bodies journal_records webhook_destination snapshot_decode; do
   mkdir -p "$fuzz_work/$target"
-  # New inputs go to a scratch corpus; the committed seeds are read only.
+  # New inputs go to a scratch corpus; the committed seeds are read only. A fixed seed
+  # makes the test command's run repeatable (a failure here can be replayed as it was);
+  # FUZZ_SEED=0 picks a random one, for exploring.
   if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --target-dir "$CARGO_TARGET_DIR/fuzz" "$target" \
-        "$fuzz_work/$target" "corpus/$target" -- -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10) \
+        "$fuzz_work/$target" "corpus/$target" -- -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 \
+        -seed="${FUZZ_SEED:-1}") \
         >"$fuzz_work/$target.log" 2>&1; then
     printf '%s: %s\n' "$target" "$(grep -E '^Done [0-9]+ runs' "$fuzz_work/$target.log" | tail -n 1)"
   else

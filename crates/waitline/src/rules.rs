@@ -109,8 +109,10 @@ impl Txn<'_> {
         let q = self.queue_at(queue);
         let emptied = q.is_empty() && !q.explicit;
         if self.call_at(call).is_ended() {
-            // A dead member leaving: kept from now on like any ended call, under the cap.
+            // A dead member leaving: kept from now on like any ended call, under the cap,
+            // and forgotten one retention period after it left.
             self.note_ended(call);
+            self.schedule_forget(call);
         }
         if emptied {
             self.arm_idle_timer(queue);
@@ -149,11 +151,16 @@ impl Txn<'_> {
         let kept_in_queue = rec.queue().is_some();
         self.release_call();
         if !kept_in_queue {
-            // A dead member joins the kept ended calls when it leaves its queue.
+            // A dead member joins the kept ended calls, and gets its forget timer, when it
+            // leaves its queue: no timer has to wake up while it waits there.
             self.note_ended(call);
+            self.schedule_forget(call);
         }
         self.emit(now, |t| EventKind::CallHangup { subject: t.subject(call), source });
-        let at = now.saturating_add(self.config().ended_call_retention);
+    }
+
+    fn schedule_forget(&mut self, call: u32) {
+        let at = self.now.saturating_add(self.config().ended_call_retention);
         let call = self.call_handle(call);
         self.schedule(at, Timer::Forget { call });
     }
@@ -1065,8 +1072,8 @@ fn fire_idle(txn: &mut Txn<'_>, queue: Handle) -> bool {
     false
 }
 
-/// The retention of an ended call ran out: forgets it (or keeps it a while longer while it
-/// is still a dead member of a queue); returns whether it was forgotten.
+/// The retention of an ended call ran out: forgets it (unless it is still a dead member of
+/// a queue); returns whether it was forgotten.
 fn fire_forget(txn: &mut Txn<'_>, call: Handle) -> bool {
     let (at, retention) = (txn.now, txn.config().ended_call_retention);
     let Some(rec) = txn.core().call_of(call) else { return false };
@@ -1075,8 +1082,8 @@ fn fire_forget(txn: &mut Txn<'_>, call: Handle) -> bool {
         return false;
     }
     if rec.queue().is_some() {
-        // Still a dead member of a queue: keep it readable a while longer.
-        txn.schedule(at.saturating_add(retention), Timer::Forget { call });
+        // Still a dead member of a queue (a timer from a snapshot of an older version):
+        // leaving the queue sets the timer that forgets it.
         return false;
     }
     txn.remove_call(call.ix);
@@ -1155,6 +1162,37 @@ mod tests {
             t.enqueue(&calls[0], &p).unwrap();
         }
         assert!(t.state.lock().timer_count() <= 4097, "{}", t.state.lock().timer_count());
+        engine.check_invariants().unwrap();
+    }
+
+    /// A dead member waits in its queue with no timer to forget it (one that rearmed itself
+    /// every retention period fired millions of times after a jump of the clock); leaving
+    /// the queue sets the timer, one retention period later.
+    #[test]
+    fn a_dead_member_is_forgotten_one_retention_after_it_leaves() {
+        let start = crate::Timestamp::from_secs(1_767_225_600);
+        let (clock, hand) = crate::Clock::manual(start);
+        let retention = std::time::Duration::from_secs(600);
+        let engine = Engine::builder().clock(clock).ended_call_retention(retention).build();
+        let t = engine.default_tenant();
+        let call = t.dial(&DialParams::new("1", "2", "c")).unwrap().call_control_id;
+        t.create_queue("q", None).unwrap(); // explicit: no idle timer once empty
+        t.enqueue(&call, &EnqueueParams::new("q").keep_after_hangup(true)).unwrap();
+        t.hangup(&call, &CommandOptions::default()).unwrap();
+        assert_eq!(t.state.lock().next_due(), u64::MAX, "no timer while it waits");
+        let years = std::time::Duration::from_secs(100 * 365 * 86_400);
+        hand.advance(years);
+        assert_eq!(engine.run_pending_tasks(), 0);
+        assert!(t.call(&call).is_ok(), "kept while in its queue");
+        t.remove_queue_call("q", &call).unwrap();
+        let left = start.saturating_add(years);
+        assert_eq!(t.state.lock().next_due(), left.saturating_add(retention).as_micros());
+        hand.advance(retention - std::time::Duration::from_secs(1));
+        engine.run_pending_tasks();
+        assert!(t.call(&call).is_ok(), "kept for the retention after it left");
+        hand.advance(std::time::Duration::from_secs(1));
+        assert_eq!(engine.run_pending_tasks(), 1);
+        assert!(t.call(&call).is_err(), "forgotten");
         engine.check_invariants().unwrap();
     }
 }
