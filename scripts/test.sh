@@ -29,6 +29,12 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "a throwaway PostgreSQL on loopback for the PostgreSQL store's tests (installed when missing)"
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
+trap postgres_stop EXIT
+postgres_start
+
 step "Rust tests (unit, rules, model-based, stress, doc, the README's Rust example)"
 cargo test --workspace --locked
 
@@ -59,7 +65,7 @@ step "benchmark smoke: every suite runs briefly so none can rot (nothing is time
 cargo bench -p waitline-benches --locked -- --test
 cargo run -q --locked -p waitline-benches --bin report -- --quick >/dev/null
 cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server --bin store_load --bin restart_probe --bin simulate_probe
-"$CARGO_TARGET_DIR/debug/store_load" 0.2 4 >/dev/null
+"$CARGO_TARGET_DIR/debug/store_load" 0.2 4 "$WAITLINE_TEST_POSTGRES_URL" >/dev/null
 "$CARGO_TARGET_DIR/debug/restart_probe" 2000 >/dev/null
 "$CARGO_TARGET_DIR/debug/simulate_probe" 2000 >/dev/null
 "$CARGO_TARGET_DIR/debug/http_load" "$CARGO_TARGET_DIR/debug" 0.3 4 >/dev/null
