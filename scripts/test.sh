@@ -29,6 +29,12 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "a throwaway PostgreSQL on loopback for the PostgreSQL store's tests (installed when missing)"
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
+trap postgres_stop EXIT
+postgres_start
+
 step "Rust tests (unit, rules, model-based, stress, doc, the README's Rust example)"
 cargo test --workspace --locked
 
@@ -60,7 +66,7 @@ cargo bench -p waitline-benches --locked -- --test
 cargo test -q --locked -p waitline-server --bench request_layer
 cargo run -q --locked -p waitline-benches --bin report -- --quick >/dev/null
 cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server --bin store_load --bin restart_probe --bin simulate_probe
-"$CARGO_TARGET_DIR/debug/store_load" 0.2 4 >/dev/null
+"$CARGO_TARGET_DIR/debug/store_load" 0.2 4 "$WAITLINE_TEST_POSTGRES_URL" >/dev/null
 "$CARGO_TARGET_DIR/debug/restart_probe" 2000 >/dev/null
 "$CARGO_TARGET_DIR/debug/simulate_probe" 2000 >/dev/null
 "$CARGO_TARGET_DIR/debug/http_load" "$CARGO_TARGET_DIR/debug" 0.3 4 >/dev/null
@@ -75,9 +81,12 @@ fi
 fuzz_work=$(mktemp -d)
 for target in engine_model engine_concurrent http_request json_bodies journal_records webhook_destination snapshot_decode; do
   mkdir -p "$fuzz_work/$target"
-  # New inputs go to a scratch corpus; the committed seeds are read only.
+  # New inputs go to a scratch corpus; the committed seeds are read only. A fixed seed
+  # makes the test command's run repeatable (a failure here can be replayed as it was);
+  # FUZZ_SEED=0 picks a random one, for exploring.
   if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --target-dir "$CARGO_TARGET_DIR/fuzz" "$target" \
-        "$fuzz_work/$target" "corpus/$target" -- -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10) \
+        "$fuzz_work/$target" "corpus/$target" -- -max_total_time="${FUZZ_SECONDS:-20}" -timeout=10 \
+        -seed="${FUZZ_SEED:-1}") \
         >"$fuzz_work/$target.log" 2>&1; then
     printf '%s: %s\n' "$target" "$(grep -E '^Done [0-9]+ runs' "$fuzz_work/$target.log" | tail -n 1)"
   else

@@ -99,3 +99,51 @@ def test_parameters_are_checked_before_any_call(engine: waitline.Engine) -> None
         engine.enqueue_many([c.call_control_id for c in calls], "")
     assert err.value.parameter == "queue_name"
     assert states(calls) == [("active", None)] * 2
+
+
+def test_the_batch_runs_with_the_gil_released() -> None:
+    # While the core enqueues, another Python thread runs: a thread that only records ticks
+    # leaves no gap longer than half the call. Were the GIL held for the whole call, no
+    # bytecode of another thread could run between its start and its end: one gap as long as
+    # the call. The switch interval is made short so that the GIL changes hands promptly at
+    # the call's edges. Up to three tries: on a loaded machine the recording thread may wait
+    # for a core.
+    import sys
+    import threading
+    import time
+
+    def longest_gap_share() -> float:
+        engine = waitline.Engine(manual_clock=True, events=False)
+        ids = [c.call_control_id for c in engine.dial_many(100_000, to="1", from_="2")]
+        window: list[float] = []
+        ticks: list[float] = []
+        started = threading.Event()
+
+        def batch() -> None:
+            started.wait()
+            window.append(time.perf_counter())
+            engine.enqueue_many(ids, "q", max_size=1_000_000)
+            window.append(time.perf_counter())
+
+        worker = threading.Thread(target=batch)
+        worker.start()
+        started.set()
+        while worker.is_alive():
+            ticks.append(time.perf_counter())
+        worker.join()
+        assert engine.queue("q").current_size == 100_000
+        start, end = window
+        inside = [start, *(t for t in ticks if start < t < end), end]
+        return max(b - a for a, b in zip(inside, inside[1:])) / (end - start)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    try:
+        shares = []
+        for _ in range(3):
+            shares.append(longest_gap_share())
+            if shares[-1] < 0.5:
+                break
+    finally:
+        sys.setswitchinterval(interval)
+    assert min(shares) < 0.5, f"other threads were held off for most of the batch: {shares}"

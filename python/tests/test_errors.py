@@ -99,6 +99,33 @@ def test_refused_commands_change_nothing() -> None:
     assert ([(q.name, q.current_size) for q in e.queues()], b.queue) == before
 
 
+def test_string_arguments_are_checked_before_anything_changes() -> None:
+    # The commands read their str arguments from the Python strings themselves: a non-str is
+    # a TypeError naming the argument, a string with no UTF-8 form (a lone surrogate) a
+    # UnicodeEncodeError, and either leaves the engine as it was.
+    e = waitline.Engine(manual_clock=True)
+    caller, agent = e.dial(to="1", from_="2"), e.dial(to="3", from_="4")
+    caller.enqueue("support", client_state=None, command_id=None)  # None is "not given"
+    with pytest.raises(TypeError, match="queue_name"):
+        agent.enqueue(7)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="queue"):
+        agent.bridge(queue=b"support")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="client_state"):
+        agent.enqueue("support", client_state=1)  # type: ignore[arg-type]
+    with pytest.raises(UnicodeEncodeError):
+        agent.enqueue("\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        agent.bridge(queue="support", park_after_unbridge="\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        agent.leave_queue(command_id="\ud800")
+    assert [(q.name, q.current_size) for q in e.queues()] == [("support", 1)]
+    assert (agent.state, caller.state) == ("active", "queued")
+    # The same strings, well formed, are taken.
+    agent.bridge(queue="support", park_after_unbridge="self", client_state="YQ==", command_id="b1")
+    assert (agent.bridged_with, caller.bridged_with) == (caller.call_control_id, agent.call_control_id)
+    assert agent.client_state == "YQ=="
+
+
 def test_advance_needs_a_manual_clock() -> None:
     with pytest.raises(RuntimeError):
         waitline.Engine().advance(1)

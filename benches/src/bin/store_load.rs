@@ -3,21 +3,44 @@
 //! temporary directory (on the disk that holds the system's temporary directory, or in
 //! `TMPDIR`).
 //!
-//! `cargo run --release -p waitline-benches --bin store_load -- [SECS] [WRITERS]`
+//! `cargo run --release -p waitline-benches --bin store_load -- [SECS] [WRITERS] [POSTGRES_URL]`
+//!
+//! With a PostgreSQL URL, the same again over PostgreSQL (a schema made for the run and
+//! dropped after it; the store holding every bucket's lease).
 
 use std::time::{Duration, Instant};
 
-use waitline_store::{Fsync, Options, Store};
+use waitline_store::{Fsync, Options, PgConfig, Store};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let secs: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let writers: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(64);
-    println!("| policy | writers | durable records/s | p50 wait | p99 wait | records per commit |");
-    println!("|---|---|---|---|---|---|");
+    let postgres = args.next();
+    println!("| store | policy | writers | durable records/s | p50 wait | p99 wait | records per commit |");
+    println!("|---|---|---|---|---|---|---|");
     for fsync in [Fsync::Always, Fsync::Periodic] {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = Store::open(dir.path(), Options { fsync, ..Options::default() }).expect("open");
+        measure("SQLite", &store, fsync, secs, writers);
+    }
+    if let Some(url) = postgres {
+        for fsync in [Fsync::Always, Fsync::Periodic] {
+            // A schema of its own per policy: each starts every tenant at record 1.
+            let schema = format!("store_load_{}_{fsync:?}", std::process::id()).to_lowercase();
+            let config = PgConfig { schema: schema.clone(), ..PgConfig::new(url.clone()) };
+            let store = Store::open_postgres(&config, Options { fsync, ..Options::default() }).expect("open");
+            store.acquire_all().expect("leases");
+            measure("PostgreSQL", &store, fsync, secs, writers);
+            drop(store);
+            waitline_store::test_support::execute(&url, &format!("DROP SCHEMA {schema} CASCADE"));
+        }
+    }
+}
+
+/// Appends and waits from `writers` threads for `secs` seconds; prints a table row.
+fn measure(label: &str, store: &Store, fsync: Fsync, secs: f64, writers: usize) {
+    {
         let until = Instant::now() + Duration::from_secs_f64(secs);
         let start = Instant::now();
         let mut waits: Vec<Duration> = std::thread::scope(|s| {
@@ -50,7 +73,7 @@ fn main() {
         };
         let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
         println!(
-            "| {fsync:?} | {writers} | {:.0} | {:.2} ms | {:.2} ms | {:.1} |",
+            "| {label} | {fsync:?} | {writers} | {:.0} | {:.2} ms | {:.2} ms | {:.1} |",
             waits.len() as f64 / elapsed.as_secs_f64(),
             ms(pct(0.5)),
             ms(pct(0.99)),

@@ -257,7 +257,12 @@ impl Model {
             Some("timeout") => queue.totals.timeout += 1,
             _ => {}
         }
-        self.t(t).calls.get_mut(id).unwrap().link = MLink::None;
+        let call = self.t(t).calls.get_mut(id).unwrap();
+        call.link = MLink::None;
+        if call.ended.is_some() {
+            // A dead member is forgotten one retention period after it leaves.
+            call.forget_at = now + RETENTION * SEC;
+        }
         if let Some(r) = reason {
             let wait = (now - m.enqueued_at) / SEC;
             self.ev(format!("{t} call.dequeued {id} {q} pos={pos} {r} wait={wait}"));
@@ -268,7 +273,8 @@ impl Model {
         let now = self.now;
         let c = self.t(t).calls.get_mut(id).unwrap();
         c.ended = Some(now);
-        c.forget_at = now + RETENTION * SEC;
+        // Never while it waits in a queue as a dead member: leaving sets the time.
+        c.forget_at = if matches!(c.link, MLink::Queued(_)) { u64::MAX } else { now + RETENTION * SEC };
         self.ev(format!("{t} call.hangup {id} {source}"));
     }
 
@@ -369,12 +375,7 @@ impl Model {
                         self.ev(format!("{ti} queue.deleted {name} idle"));
                     }
                     _ => {
-                        let c = self.t(ti).calls.get_mut(&id).unwrap();
-                        if matches!(c.link, MLink::Queued(_)) {
-                            c.forget_at += RETENTION * SEC;
-                        } else {
-                            self.t(ti).calls.remove(&id);
-                        }
+                        self.t(ti).calls.remove(&id);
                     }
                 }
             }

@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use waitline::{
-    AfterUnbridge, BridgeParams, CallInfo, CommandOptions, EnqueueParams, Tenant, TransferParams,
+    AfterUnbridge, BridgeMediaOptions, BridgeParams, CallInfo, CommandOptions, EnqueueParams, Tenant,
+    TransferParams,
 };
 
-use crate::convert::opt_bounded;
+use crate::convert::{opt_bounded, opt_str, opt_text};
 use crate::errors::IntoPyResult;
 
 /// A call of the engine. Its ids are fixed; `state`, `queue`, `bridged_with` and `is_alive`
@@ -40,22 +42,29 @@ impl PyCall {
     }
 }
 
-pub(crate) fn options(client_state: Option<String>, command_id: Option<String>) -> CommandOptions {
-    CommandOptions { client_state, command_id }
+/// `client_state` and `command_id`, read from their Python strings when given.
+#[inline(always)]
+pub(crate) fn options(
+    client_state: Option<&Bound<'_, PyString>>,
+    command_id: Option<&Bound<'_, PyString>>,
+) -> PyResult<CommandOptions> {
+    Ok(CommandOptions { client_state: opt_text(client_state)?, command_id: opt_text(command_id)? })
 }
 
-/// The enqueue parameters shared by `Call.enqueue` and `Engine.enqueue_many`.
-pub(crate) fn enqueue_params(
+/// The enqueue parameters shared by `Call.enqueue` and `Engine.enqueue_many`; the queue name
+/// is the Python string's text, lent for the command.
+#[inline(always)]
+pub(crate) fn enqueue_params<'a>(
     py: Python<'_>,
-    queue_name: String,
+    queue_name: &'a Bound<'_, PyString>,
     max_wait_time_secs: Option<&Bound<'_, PyAny>>,
     max_size: Option<&Bound<'_, PyAny>>,
     keep_after_hangup: bool,
     priority: Option<&Bound<'_, PyAny>>,
     options: CommandOptions,
-) -> PyResult<EnqueueParams> {
+) -> PyResult<EnqueueParams<&'a str>> {
     Ok(EnqueueParams {
-        queue_name,
+        queue_name: queue_name.to_str()?,
         max_wait: opt_bounded::<u64>(py, max_wait_time_secs, waitline::MAX_WAIT_TIME_SECS)?
             .map(Duration::from_secs),
         max_size: opt_bounded(py, max_size, waitline::QUEUE_MAX_SIZE)?,
@@ -101,13 +110,13 @@ impl PyCall {
     fn enqueue(
         &self,
         py: Python<'_>,
-        queue_name: String,
+        queue_name: &Bound<'_, PyString>,
         max_wait_time_secs: Option<&Bound<'_, PyAny>>,
         max_size: Option<&Bound<'_, PyAny>>,
         keep_after_hangup: bool,
         priority: Option<&Bound<'_, PyAny>>,
-        client_state: Option<String>,
-        command_id: Option<String>,
+        client_state: Option<&Bound<'_, PyString>>,
+        command_id: Option<&Bound<'_, PyString>>,
     ) -> PyResult<()> {
         let p = enqueue_params(
             py,
@@ -116,7 +125,7 @@ impl PyCall {
             max_size,
             keep_after_hangup,
             priority,
-            options(client_state, command_id),
+            options(client_state, command_id)?,
         )?;
         self.tenant.enqueue(&self.call_control_id, &p).or_raise(py)
     }
@@ -125,10 +134,10 @@ impl PyCall {
     fn leave_queue(
         &self,
         py: Python<'_>,
-        client_state: Option<String>,
-        command_id: Option<String>,
+        client_state: Option<&Bound<'_, PyString>>,
+        command_id: Option<&Bound<'_, PyString>>,
     ) -> PyResult<()> {
-        let o = options(client_state, command_id);
+        let o = options(client_state, command_id)?;
         self.tenant.leave_queue(&self.call_control_id, &o).or_raise(py)
     }
 
@@ -136,18 +145,19 @@ impl PyCall {
     fn bridge(
         &self,
         py: Python<'_>,
-        call_control_id: Option<String>,
-        queue: Option<String>,
-        park_after_unbridge: Option<&str>,
-        client_state: Option<String>,
-        command_id: Option<String>,
+        call_control_id: Option<&Bound<'_, PyString>>,
+        queue: Option<&Bound<'_, PyString>>,
+        park_after_unbridge: Option<&Bound<'_, PyString>>,
+        client_state: Option<&Bound<'_, PyString>>,
+        command_id: Option<&Bound<'_, PyString>>,
     ) -> PyResult<()> {
+        let after_unbridge = opt_str(park_after_unbridge)?;
         let p = BridgeParams {
-            call_control_id,
-            queue,
-            after_unbridge: AfterUnbridge::from_wire(park_after_unbridge).or_raise(py)?,
-            options: options(client_state, command_id),
-            ..BridgeParams::default()
+            call_control_id: opt_str(call_control_id)?,
+            queue: opt_str(queue)?,
+            after_unbridge: AfterUnbridge::from_wire(after_unbridge).or_raise(py)?,
+            media: BridgeMediaOptions::default(),
+            options: options(client_state, command_id)?,
         };
         self.tenant.bridge(&self.call_control_id, &p).or_raise(py)
     }
@@ -156,10 +166,10 @@ impl PyCall {
     fn hangup(
         &self,
         py: Python<'_>,
-        client_state: Option<String>,
-        command_id: Option<String>,
+        client_state: Option<&Bound<'_, PyString>>,
+        command_id: Option<&Bound<'_, PyString>>,
     ) -> PyResult<()> {
-        let o = options(client_state, command_id);
+        let o = options(client_state, command_id)?;
         self.tenant.hangup(&self.call_control_id, &o).or_raise(py)
     }
 
@@ -170,10 +180,10 @@ impl PyCall {
         py: Python<'_>,
         to: String,
         from_: Option<String>,
-        client_state: Option<String>,
-        command_id: Option<String>,
+        client_state: Option<&Bound<'_, PyString>>,
+        command_id: Option<&Bound<'_, PyString>>,
     ) -> PyResult<Self> {
-        let p = TransferParams { to, from: from_, options: options(client_state, command_id) };
+        let p = TransferParams { to, from: from_, options: options(client_state, command_id)? };
         let info = self.tenant.transfer(&self.call_control_id, &p).or_raise(py)?;
         Ok(Self::new(self.tenant.clone(), &info))
     }

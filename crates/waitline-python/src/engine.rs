@@ -5,16 +5,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyString;
 use waitline::{
-    Clock, DialParams, Engine, ManualClock, PageRequest, QueueCallUpdate, Subscription, Tenant, Timestamp,
+    Clock, CommandOptions, DialParams, Engine, ManualClock, PageRequest, QueueCallUpdate, Subscription,
+    Tenant, Timestamp,
 };
 use waitline_store::engine::{StoreJournal, apply_record};
 use waitline_store::{Fsync, Options as StoreOptions, Store};
 
-use crate::call::{PyCall, enqueue_params, options};
+use crate::call::{PyCall, enqueue_params};
 use crate::convert::opt_bounded;
 use crate::errors::{IntoPyResult, store_err, to_py_err};
 use crate::snapshots::{PyEvent, PyQueue, PyQueueCall};
@@ -84,6 +86,37 @@ pub struct PyEngine {
     /// The engine's journal in that store, which knows when snapshots are due.
     journal: Option<Arc<StoreJournal>>,
     _maintenance: Option<Maintenance>,
+}
+
+/// The ids of a batch, read with the GIL held before the batch runs without it.
+struct BatchIds {
+    /// Each keeps its Python string alive and points at its UTF-8 text, copying nothing.
+    ids: Vec<PyBackedStr>,
+    /// The error of the first id that has no UTF-8 text (a lone surrogate): the ids before it
+    /// are enqueued, then it is raised.
+    unreadable: Option<PyErr>,
+}
+
+impl BatchIds {
+    /// Every item must be a `str` (checked for all before anything is enqueued); a `str`
+    /// itself is not a sequence of ids.
+    fn read(seq: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if seq.is_instance_of::<PyString>() {
+            return Err(PyTypeError::new_err("call_control_ids must be a sequence of str, not a str"));
+        }
+        let mut ids = Vec::with_capacity(seq.len().unwrap_or(0));
+        let mut unreadable = None;
+        for item in seq.try_iter()? {
+            let id = item?.cast_into::<PyString>()?;
+            if unreadable.is_none() {
+                match PyBackedStr::try_from(id) {
+                    Ok(id) => ids.push(id),
+                    Err(e) => unreadable = Some(e),
+                }
+            }
+        }
+        Ok(Self { ids, unreadable })
+    }
 }
 
 /// Pages of the largest size the engine allows.
@@ -281,8 +314,8 @@ impl PyEngine {
     fn enqueue_many(
         &self,
         py: Python<'_>,
-        call_control_ids: Vec<Bound<'_, PyString>>,
-        queue_name: String,
+        call_control_ids: &Bound<'_, PyAny>,
+        queue_name: &Bound<'_, PyString>,
         max_wait_time_secs: Option<&Bound<'_, PyAny>>,
         max_size: Option<&Bound<'_, PyAny>>,
         keep_after_hangup: bool,
@@ -295,26 +328,12 @@ impl PyEngine {
             max_size,
             keep_after_hangup,
             priority,
-            options(None, None),
+            CommandOptions::default(),
         )?;
-        // The ids are read in place (no copy of each into Rust) with the GIL held: copying
-        // them cost more than the enqueues (a malloc and a memcpy each), and the borrowed
-        // text must not outlive the GIL (the list above holds the strings). All are read
-        // before the core's batch command takes its lock, in one call (the core locks once
-        // per chunk, and makes room in the queue for the whole batch at once): an id that is
-        // not valid UTF-8 raises after the ids before it were enqueued.
-        let mut ids: Vec<&str> = Vec::with_capacity(call_control_ids.len());
-        let mut unreadable = None;
-        for id in &call_control_ids {
-            match id.to_str() {
-                Ok(id) => ids.push(id),
-                Err(e) => {
-                    unreadable = Some(e);
-                    break;
-                }
-            }
-        }
-        let done = self.tenant.enqueue_many(&ids, &p).map_err(|e| to_py_err(py, &e.error))?;
+        let BatchIds { ids, unreadable } = BatchIds::read(call_control_ids)?;
+        // The whole batch runs with the GIL released: each id holds its string, so no other
+        // thread can free the text it points at, and the core never calls back into Python.
+        let done = py.detach(|| self.tenant.enqueue_many(&ids, &p)).map_err(|e| to_py_err(py, &e.error))?;
         unreadable.map_or(Ok(done), Err)
     }
 

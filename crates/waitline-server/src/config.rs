@@ -39,8 +39,13 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// How long shutdown waits for the webhook outbox to drain.
     pub shutdown_grace: Duration,
-    /// Where the journal lives (`None`: in memory, nothing kept).
+    /// Where the journal lives (`None`: in memory, nothing kept, unless `postgres_url`).
     pub data_dir: Option<PathBuf>,
+    /// Keep the journal in PostgreSQL instead (a libpq URL); this node takes every
+    /// bucket's lease.
+    pub postgres_url: Option<String>,
+    /// How long a bucket's lease lasts without renewal (PostgreSQL only).
+    pub lease: Duration,
     /// When a change counts as durable.
     pub fsync: Fsync,
     /// Start even when the journal has a damaged record (dropping it and what follows).
@@ -109,6 +114,9 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// How long a bucket's lease lasts, unless `--lease-ms` says otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+
 /// The data directory when none is given: in the working directory.
 pub const DEFAULT_DATA_DIR: &str = "waitline-data";
 
@@ -127,6 +135,8 @@ impl Default for Config {
             webhooks: WebhookConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
+            postgres_url: None,
+            lease: DEFAULT_LEASE,
             fsync: Fsync::Always,
             recover_truncate: false,
             snapshot_every: waitline_store::engine::DEFAULT_SNAPSHOT_EVERY,
@@ -245,6 +255,15 @@ pub struct ServeArgs {
     /// Keep nothing on disk: every call and queue is lost when the process ends.
     #[arg(long, env = "WAITLINE_IN_MEMORY")]
     pub in_memory: bool,
+    /// Keep the journal in PostgreSQL (a URL such as postgres://user@host:5432/db) instead
+    /// of a data directory; this node takes every bucket's lease. Give --api-key and
+    /// --signing-key with it: no generated key is kept.
+    #[arg(long, env = "WAITLINE_POSTGRES_URL", conflicts_with_all = ["in_memory", "data_dir"])]
+    pub postgres_url: Option<String>,
+    /// How long a bucket's lease lasts without renewal, in milliseconds (PostgreSQL only;
+    /// renewed every third of it) [default: 5000].
+    #[arg(long, env = "WAITLINE_LEASE_MS", value_parser = clap::value_parser!(u64).range(30..))]
+    pub lease_ms: Option<u64>,
     /// When a change is acknowledged: `always` once synced to disk (survives a power
     /// loss), `periodic` once written to the OS, synced every second [default: always].
     #[arg(long, env = "WAITLINE_FSYNC", value_parser = parse_fsync)]
@@ -509,7 +528,11 @@ impl ServeArgs {
                 .shutdown_grace_secs
                 .or(file.shutdown_grace_secs)
                 .map_or(d.shutdown_grace, secs),
-            data_dir: if self.in_memory || (self.data_dir.is_none() && file.in_memory == Some(true)) {
+            lease: self.lease_ms.map_or(d.lease, millis),
+            data_dir: if self.postgres_url.is_some()
+                || self.in_memory
+                || (self.data_dir.is_none() && file.in_memory == Some(true))
+            {
                 None
             } else {
                 self.data_dir.or(file.data_dir).or(d.data_dir)
@@ -520,6 +543,7 @@ impl ServeArgs {
                 (None, None) => d.fsync,
             },
             recover_truncate: self.recover_truncate,
+            postgres_url: self.postgres_url,
             snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(d.snapshot_every),
             rate_limit,
             tls,
@@ -609,6 +633,15 @@ mod tests {
         assert!(parse(&["--in-memory", "--data-dir", "x"]).is_err(), "one or the other");
         assert!(parse(&["--fsync", "sometimes"]).unwrap_err().to_string().contains("always or periodic"));
         assert!(parse(&["--recover-truncate"]).unwrap().recover_truncate);
+        let c = parse(&["--postgres-url", "postgres://u@db/w", "--lease-ms", "2000"]).unwrap();
+        assert_eq!(
+            (c.postgres_url.as_deref(), c.data_dir, c.lease),
+            (Some("postgres://u@db/w"), None, Duration::from_millis(2000))
+        );
+        assert_eq!(parse(&[]).unwrap().lease, DEFAULT_LEASE);
+        assert!(parse(&["--postgres-url", "x", "--data-dir", "y"]).is_err(), "one store");
+        assert!(parse(&["--postgres-url", "x", "--in-memory"]).is_err(), "one store");
+        assert!(parse(&["--lease-ms", "10"]).is_err(), "a lease too short to renew");
     }
 
     #[test]

@@ -14,10 +14,54 @@ use std::task::{Context, Poll};
 use waitline::journal::Record;
 use waitline::{Engine, EngineBuilder, Event, Subscription};
 use waitline_store::engine::{StoreJournal, apply_record};
-use waitline_store::{Fsync, Options, Replayed, Store, Ticket};
+use waitline_store::{Fsync, Options, PgConfig, Replayed, Store, Ticket};
 
 /// The delivery mark last kept for each tenant.
 type Marks = Arc<parking_lot::Mutex<HashMap<Box<str>, u64>>>;
+
+/// Where a durable service keeps its journal.
+#[derive(Debug)]
+pub enum Keep<'a> {
+    /// A data directory (SQLite), one process.
+    Dir(&'a Path),
+    /// PostgreSQL; this node takes every bucket's lease, keeps them renewed, and takes no
+    /// change once it loses one (see [`Durability::is_stopped`]).
+    Postgres(&'a PgConfig),
+}
+
+impl std::fmt::Display for Keep<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dir(dir) => write!(f, "{}", dir.display()),
+            Self::Postgres(config) => write!(f, "{} (node {})", config.place(), config.node),
+        }
+    }
+}
+
+/// The PostgreSQL store with every bucket's lease, renewed in the background: a single node.
+/// Leases still held by a node that died (a `kill -9` before this restart) expire within
+/// their length: it waits up to twice that for them, then gives up.
+fn every_bucket(config: &PgConfig, options: Options) -> Result<Store, String> {
+    let store = Store::open_postgres(config, options).map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + config.lease * 2;
+    loop {
+        let taken = store.acquire_all().map_err(|e| e.to_string())?;
+        if taken.len() == config.buckets as usize {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let held = (0..config.buckets).find(|b| !taken.iter().any(|t| t.0 == *b)).unwrap_or(0);
+            return Err(format!(
+                "{}: bucket {held} (and {} in all) is held by another node: a single node needs every bucket",
+                config.place(),
+                config.buckets as usize - taken.len()
+            ));
+        }
+        std::thread::sleep((config.lease / 10).max(std::time::Duration::from_millis(20)));
+    }
+    store.renew_in_background().map_err(|e| e.to_string())?;
+    Ok(store)
+}
 
 /// The store behind a durable service; nothing for one in memory. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -39,24 +83,38 @@ impl Durability {
         Self::default()
     }
 
-    /// Opens `dir` (creating it), builds the engine with the store as its journal, and
+    /// Opens the store (creating it: a directory, or PostgreSQL's tables, see [`Keep`]),
+    /// builds the engine with it as its journal, and
     /// replays what the store holds into it: each tenant's base snapshot (the newest at or
     /// before its delivery mark, so that events not yet delivered are made again), then its
     /// records after it. A tenant is snapshotted every `snapshot_every` records (0: never)
     /// by [`Durability::take_due_snapshots`].
     ///
     /// # Errors
-    /// The directory is in use or unusable, or what it holds is damaged or cannot be
-    /// replayed: the message says which file, tenant and record.
+    /// The directory is in use or unusable (or PostgreSQL cannot be reached or used, or
+    /// another node holds a bucket), or what it holds is damaged or cannot be replayed: the
+    /// message says which file or schema, tenant and record.
     pub fn open(
-        dir: &Path,
+        keep: &Keep<'_>,
         fsync: Fsync,
         recover_truncate: bool,
         snapshot_every: u64,
         engine: EngineBuilder,
     ) -> Result<(Engine, Self, Replayed), String> {
         let options = Options { fsync, recover_truncate, replay_from_delivered: true };
-        let store = Store::open(dir, options).map_err(|e| e.to_string())?;
+        let store = match keep {
+            Keep::Dir(dir) => Store::open(dir, options).map_err(|e| e.to_string())?,
+            Keep::Postgres(config) => every_bucket(config, options)?,
+        };
+        Self::over(store, snapshot_every, engine)
+    }
+
+    /// Builds the engine with `store` as its journal and replays what it holds into it.
+    fn over(
+        store: Store,
+        snapshot_every: u64,
+        engine: EngineBuilder,
+    ) -> Result<(Engine, Self, Replayed), String> {
         let journal = StoreJournal::with_snapshot_every(store.clone(), snapshot_every);
         let engine = engine.journal(journal.clone()).build();
         // Events are made again only past each tenant's delivery mark: a subscription opens
@@ -175,11 +233,22 @@ impl Durability {
         self.store.as_ref().map(Store::commit_times)
     }
 
-    /// Whether the store has stopped (a write or a sync failed): no change may be
-    /// acknowledged any more, until a restart.
+    /// Whether the store has stopped (a write or a sync failed), or lost a bucket's lease
+    /// (another node took it over, or it lapsed): no change may be acknowledged any more,
+    /// until a restart.
     #[must_use]
     pub fn is_stopped(&self) -> bool {
-        self.store.as_ref().is_some_and(Store::is_stopped)
+        self.store.as_ref().is_some_and(|s| s.is_stopped() || !s.lost().is_empty())
+    }
+
+    /// Why changes are no longer taken, if they are not.
+    fn why_stopped(&self) -> Option<String> {
+        let store = self.store.as_ref()?;
+        let lost = store.lost();
+        let (bucket, epoch) = lost.first()?;
+        Some(format!(
+            "the lease of bucket {bucket} (epoch {epoch}) was lost: another node took it over, or it lapsed"
+        ))
     }
 
     /// A mark covering every change made so far.
@@ -189,11 +258,17 @@ impl Durability {
     }
 
     /// `Ready(Ok)` once every change up to `mark` is on disk (at once in memory).
+    /// Once a lease is lost, nothing is: a change of that bucket's tenants may have been
+    /// refused without a ticket of its own.
     pub fn poll_durable(&self, mark: Option<Ticket>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-        match (&self.store, mark) {
+        let settled = match (&self.store, mark) {
             (Some(store), Some(ticket)) => store.poll_durable(ticket, cx).map_err(|e| e.to_string()),
             _ => Poll::Ready(Ok(())),
-        }
+        };
+        settled.map(|done| match self.why_stopped() {
+            Some(why) => Err(why),
+            None => done,
+        })
     }
 
     /// Blocks until every change made so far is on disk (for code outside a runtime).
@@ -229,7 +304,8 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
         return Err(format!("{}: no waitline data here", dir.display()));
     }
     // Snapshots are never taken here: inspecting writes nothing.
-    let (engine, durability, replayed) = Durability::open(dir, Fsync::Always, false, 0, Engine::builder())?;
+    let (engine, durability, replayed) =
+        Durability::open(&Keep::Dir(dir), Fsync::Always, false, 0, Engine::builder())?;
     let Some(store) = &durability.store else { unreachable!("opened on a directory") };
     let tenants = store.describe().map_err(|e| e.to_string())?;
     let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
@@ -333,7 +409,7 @@ mod tests {
 
     fn open(dir: &Path) -> (Engine, Durability) {
         let (engine, durability, _) =
-            Durability::open(dir, Fsync::Always, false, 0, Engine::builder()).unwrap();
+            Durability::open(&Keep::Dir(dir), Fsync::Always, false, 0, Engine::builder()).unwrap();
         (engine, durability)
     }
 
@@ -394,8 +470,9 @@ mod tests {
     #[test]
     fn a_restart_from_a_snapshot_still_sends_what_was_not_delivered() {
         let dir = tempfile::tempdir().unwrap();
-        let open =
-            |every| Durability::open(dir.path(), Fsync::Always, false, every, Engine::builder()).unwrap();
+        let open = |every| {
+            Durability::open(&Keep::Dir(dir.path()), Fsync::Always, false, every, Engine::builder()).unwrap()
+        };
         {
             let (engine, durability, _) = open(2);
             for _ in 0..3 {
@@ -433,7 +510,7 @@ mod tests {
         assert!(inspect(dir.path()).unwrap_err().contains("no waitline data here"));
         {
             let (engine, _durability, _) =
-                Durability::open(dir.path(), Fsync::Always, false, 0, Engine::builder()).unwrap();
+                Durability::open(&Keep::Dir(dir.path()), Fsync::Always, false, 0, Engine::builder()).unwrap();
             let t = engine.tenant("acme");
             let c = t.dial(&waitline::DialParams::new("+1", "+2", "app")).unwrap().call_control_id;
             t.enqueue(&c, &waitline::EnqueueParams::new("support")).unwrap();

@@ -290,26 +290,29 @@ pub fn engine(config: &Config) -> Engine {
     engine_builder(config).build()
 }
 
-/// The engine a configuration asks for, with its data directory opened and replayed (in
-/// memory when it has none).
+/// The engine a configuration asks for, with its data directory (or PostgreSQL) opened
+/// and replayed (in memory when it has neither).
 ///
 /// # Errors
 /// The data directory cannot be used or replayed (see [`Durability::open`]).
 pub fn open_engine(config: &Config) -> Result<(Engine, Durability), String> {
-    let Some(dir) = &config.data_dir else { return Ok((engine(config), Durability::in_memory())) };
+    let postgres = config.postgres_url.as_ref().map(|url| waitline_store::PgConfig {
+        lease: config.lease,
+        ..waitline_store::PgConfig::new(url.clone())
+    });
+    let keep = match (&postgres, &config.data_dir) {
+        (Some(pg), _) => durable::Keep::Postgres(pg),
+        (None, Some(dir)) => durable::Keep::Dir(dir),
+        (None, None) => return Ok((engine(config), Durability::in_memory())),
+    };
     let (engine, durability, replayed) = Durability::open(
-        dir,
+        &keep,
         config.fsync,
         config.recover_truncate,
         config.snapshot_every,
         engine_builder(config),
     )?;
-    tracing::info!(
-        data_dir = %dir.display(),
-        tenants = replayed.tenants,
-        records = replayed.records,
-        "journal replayed"
-    );
+    tracing::info!(store = %keep, tenants = replayed.tenants, records = replayed.records, "journal replayed");
     Ok((engine, durability))
 }
 

@@ -14,46 +14,29 @@
 //! with the snapshot or the mark that moved the base, so a crash leaves either the state
 //! before or the state after, both complete.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
-use crate::writer::sql_seq;
+use crate::Result;
+use crate::backend::Conn;
 
 /// The snapshot `tenant` restarts from, if any.
-pub(crate) fn base_snapshot(
-    conn: &Connection,
-    tenant: &str,
-    from_delivered: bool,
-) -> rusqlite::Result<Option<u64>> {
-    let seq = |sql: &str, bound: i64| -> rusqlite::Result<Option<u64>> {
-        let v: Option<i64> = conn.query_row(sql, params![tenant, bound], |r| r.get(0))?;
-        Ok(v.map(i64::unsigned_abs))
-    };
-    let newest_until = "SELECT max(seq) FROM snapshots WHERE tenant = ?1 AND seq <= ?2";
+pub(crate) fn base_snapshot(conn: &mut dyn Conn, tenant: &str, from_delivered: bool) -> Result<Option<u64>> {
     if !from_delivered {
-        return seq(newest_until, i64::MAX);
+        return conn.newest_snapshot_until(tenant, u64::MAX >> 1);
     }
-    let mark: Option<i64> = conn
-        .query_row("SELECT seq FROM delivered WHERE tenant = ?1", params![tenant], |r| r.get(0))
-        .optional()?;
-    if let Some(base) = seq(newest_until, mark.unwrap_or(0))? {
+    let mark = conn.delivered_mark(tenant)?;
+    if let Some(base) = conn.newest_snapshot_until(tenant, mark.unwrap_or(0))? {
         return Ok(Some(base));
     }
-    let first: Option<i64> =
-        conn.query_row("SELECT min(seq) FROM journal WHERE tenant = ?1", params![tenant], |r| r.get(0))?;
-    if first == Some(1) {
+    if conn.first_row(tenant)? == Some(1) {
         return Ok(None);
     }
-    seq("SELECT min(seq) FROM snapshots WHERE tenant = ?1 AND seq <= ?2", i64::MAX)
+    conn.oldest_snapshot(tenant)
 }
 
 /// Deletes what `tenant`'s base covers: older snapshots and journal rows ending at or
 /// before the base.
-pub(crate) fn compact(conn: &Connection, tenant: &str, from_delivered: bool) -> rusqlite::Result<()> {
-    let Some(base) = base_snapshot(conn, tenant, from_delivered)? else { return Ok(()) };
-    let base = sql_seq(base);
-    conn.prepare_cached("DELETE FROM snapshots WHERE tenant = ?1 AND seq < ?2")?
-        .execute(params![tenant, base])?;
-    conn.prepare_cached("DELETE FROM journal WHERE tenant = ?1 AND seq <= ?2 AND last <= ?2")?
-        .execute(params![tenant, base])?;
-    Ok(())
+pub(crate) fn compact(conn: &mut dyn Conn, tenant: &str, from_delivered: bool) -> Result<()> {
+    match base_snapshot(conn, tenant, from_delivered)? {
+        Some(base) => conn.delete_covered(tenant, base),
+        None => Ok(()),
+    }
 }

@@ -1,12 +1,14 @@
 //! Durable storage for waitline: each tenant's journal of state changes, numbered by the
-//! tenant's sequence, and its latest snapshot, kept in SQLite (write-ahead log, one writer
-//! thread, group commit).
+//! tenant's sequence, and its snapshots, kept in SQLite (write-ahead log, a data directory,
+//! one process) or in PostgreSQL (several nodes, each owning buckets of tenants through
+//! leases with epochs). One writer thread per store, group commit, the same contract over
+//! both.
 //!
 //! The store knows nothing of calls and queues: records and snapshots are bytes that the
 //! engine makes and replays, so the engine stays the only implementation of the rules. The
-//! same two tables (`journal`, a row per commit and tenant keyed by the tenant and its first
-//! sequence number; `snapshots` by tenant) are what a PostgreSQL store keeps for several
-//! nodes.
+//! tables are the same in both databases (`journal`, a row per commit and tenant keyed by
+//! the tenant and its first sequence number; `snapshots`; `delivered`), PostgreSQL's with
+//! each row's bucket and the lease epoch it was written under.
 //!
 //! ```no_run
 //! use waitline_store::{Options, Store};
@@ -24,14 +26,31 @@
 //! write or a sync fails, the store stops: that ticket, every later one and every later
 //! append fail, and nothing is retried (after a failed `fsync` the state of the file is not
 //! known; restarting replays what is really on disk).
+//!
+//! Over PostgreSQL ([`Store::open_postgres`]) a store writes only the tenants of the buckets
+//! it holds a lease on ([`Store::acquire`], [`Store::renew`], [`Store::release`]); every
+//! batch checks, in its own transaction, that each lease it writes under is still this
+//! node's at that epoch, and what was written under a lost lease is refused
+//! ([`Error::LeaseLost`]) while the other buckets go on.
 
+mod backend;
+pub mod bucket;
 mod compact;
 mod dir;
 pub mod engine;
 mod frame;
+mod lease;
+mod postgres;
+mod replay;
+mod sqlite;
+#[doc(hidden)]
+pub mod test_support;
 mod timing;
+mod worker;
 mod writer;
 
+pub use crate::postgres::PgConfig;
+pub use crate::sqlite::DB_FILE;
 pub use crate::timing::{COMMIT_BUCKETS_MICROS, CommitTimes};
 
 use std::fmt;
@@ -43,33 +62,12 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-
-use crate::writer::{Channel, Op, sql_seq};
-
-/// Name of the database file inside the data directory.
-pub const DB_FILE: &str = "journal.sqlite3";
-
-/// Version of the tables this code reads and writes.
-const SCHEMA_VERSION: i64 = 3;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS journal (
-    tenant TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    last INTEGER NOT NULL,
-    records BLOB NOT NULL,
-    PRIMARY KEY (tenant, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshots (
-    tenant TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (tenant, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS delivered (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
-";
+use crate::backend::Conn;
+use crate::lease::Held;
+use crate::postgres::{LeaseConn, Postgres};
+use crate::sqlite::Sqlite;
+use crate::worker::{RemoteConn, Worker};
+use crate::writer::{Channel, Claim, Op, Write};
 
 /// When an appended record counts as durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,14 +120,23 @@ pub enum Error {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// PostgreSQL refused an operation, or could not be reached.
+    #[error("{place}: {detail}")]
+    Postgres {
+        /// The schema (never the URL, which may hold a password).
+        place: String,
+        /// What the server said, or why it could not be reached.
+        detail: String,
+        /// What the client said.
+        source: ::postgres::Error,
+    },
     /// A stored record or snapshot is damaged, or a record is missing.
     #[error(
-        "{}: the {what} of tenant {tenant:?} at sequence number {seq} is damaged: {detail} (start with --recover-truncate to drop it and what follows)",
-        file.display()
+        "{place}: the {what} of tenant {tenant:?} at sequence number {seq} is damaged: {detail} (start with --recover-truncate to drop it and what follows)"
     )]
     Corrupt {
-        /// The database file.
-        file: PathBuf,
+        /// The database file, or PostgreSQL schema.
+        place: String,
         /// `record` or `snapshot`.
         what: &'static str,
         /// The tenant whose data it is.
@@ -139,17 +146,42 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
-    /// The data directory was written by a newer waitline.
-    #[error("{}: tables of version {found}, this waitline reads version {SCHEMA_VERSION}", file.display())]
+    /// The store was written by a newer waitline.
+    #[error("{place}: tables of a version this waitline does not read ({found})")]
     Schema {
-        /// The database file.
-        file: PathBuf,
+        /// The database file, or PostgreSQL schema.
+        place: String,
         /// The version found.
         found: i64,
     },
-    /// A sequence number SQLite cannot hold (above 2^63 - 1).
+    /// A PostgreSQL schema name that is not a plain lowercase identifier.
+    #[error(
+        "{0:?} is not a usable schema name (lowercase letters, digits and _, not starting with a digit, at most 63)"
+    )]
+    SchemaName(String),
+    /// The schema was made with another number of buckets.
+    #[error("{place}: made with {stored} buckets, this node is configured with {configured}")]
+    Buckets {
+        /// The PostgreSQL schema.
+        place: String,
+        /// The number kept in the schema.
+        stored: i64,
+        /// This node's.
+        configured: u32,
+    },
+    /// A sequence number the databases cannot hold (above 2^63 - 1).
     #[error("sequence number {0} is out of range")]
     SeqRange(u64),
+    /// A record that does not follow its tenant's last one: two histories.
+    #[error("record {seq} of tenant {tenant:?} does not follow {last}: two histories")]
+    SecondHistory {
+        /// The tenant.
+        tenant: String,
+        /// The record's number.
+        seq: u64,
+        /// The tenant's last number stored.
+        last: u64,
+    },
     /// The store stopped after a failed write or sync; restart to recover what is on disk.
     #[error("the store has stopped: {0}")]
     Stopped(Arc<str>),
@@ -163,6 +195,27 @@ pub enum Error {
         /// What the replaying code said.
         detail: String,
     },
+    /// This store holds no lease on the tenant's bucket: another node owns it, or none does.
+    #[error("this node does not own bucket {bucket} (no lease held on it)")]
+    NotOwner {
+        /// The bucket.
+        bucket: u32,
+    },
+    /// The lease this was written under was lost (another node took the bucket over, or it
+    /// expired) before it was committed: nothing of it was kept.
+    #[error(
+        "the lease of bucket {bucket} at epoch {epoch} was lost before this was committed: nothing of it was kept"
+    )]
+    LeaseLost {
+        /// The bucket.
+        bucket: u32,
+        /// The epoch it was written under.
+        epoch: u64,
+    },
+    /// Leases are kept only by a PostgreSQL store (a SQLite store's data directory is locked
+    /// by one process).
+    #[error("this store keeps no leases (only a PostgreSQL store does)")]
+    NoLeases,
 }
 
 impl Error {
@@ -236,25 +289,46 @@ pub struct TenantSummary {
 }
 
 /// A durable store: a cheap-to-clone handle, safe to share between threads. The writer
-/// stops (after writing what is queued) when the last handle is dropped.
+/// stops (after writing what is queued) when the last handle is dropped; a PostgreSQL store
+/// then gives up the leases it holds.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    dir: PathBuf,
-    db: PathBuf,
+    /// How messages name the database.
+    place: String,
+    location: Location,
     options: Options,
     channel: Arc<Channel>,
     writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
-    /// Held (locked) for the life of the store.
-    _lock: File,
+}
+
+/// Where the tables are.
+// One per store, behind its `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Location {
+    Sqlite {
+        dir: PathBuf,
+        db: PathBuf,
+        /// Held (locked) for the life of the store.
+        _lock: File,
+    },
+    Postgres {
+        config: PgConfig,
+        /// The connection that takes and renews leases, on a thread of its own.
+        leases: Worker<LeaseConn>,
+        held: Arc<Held>,
+    },
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("dir", &self.shared.dir).field("options", &self.shared.options).finish()
+        f.debug_struct("Store")
+            .field("place", &self.shared.place)
+            .field("options", &self.shared.options)
+            .finish()
     }
 }
 
@@ -265,6 +339,11 @@ impl Drop for Shared {
         if let Some(writer) = self.writer.lock().take() {
             let _ = writer.join();
         }
+        // Everything queued is written: another node may take the buckets at once.
+        if let Location::Postgres { leases, held, .. } = &self.location {
+            let owned = held.owned();
+            let _ = leases.run(move |l| l.release(&owned));
+        }
     }
 }
 
@@ -274,113 +353,128 @@ impl Store {
     pub fn open(dir: &Path, options: Options) -> Result<Self> {
         let lock = dir::open_locked(dir)?;
         let db = dir.join(DB_FILE);
-        let sql = |source| Error::Sqlite { path: db.clone(), source };
-        let conn = Connection::open(&db).map_err(sql)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(sql)?;
-        debug_assert_eq!(mode, "wal");
-        let synchronous = match options.fsync {
-            Fsync::Always => "FULL",
-            Fsync::Periodic => "NORMAL",
+        let place = db.display().to_string();
+        let make = {
+            let db = db.clone();
+            move || Ok(Box::new(Sqlite::open_writer(&db, options.fsync)?) as Box<dyn Conn>)
         };
-        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};")).map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
-        let found: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
-            .optional()
-            .map_err(sql)?;
-        match found {
-            None => {
-                conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", params![SCHEMA_VERSION])
-                    .map_err(sql)?;
-            }
-            Some(SCHEMA_VERSION) => {}
-            // Version 2 kept one snapshot per tenant (and wrote none): the same rows, keyed
-            // by tenant and number.
-            Some(2) => conn
-                .execute_batch(
-                    "BEGIN IMMEDIATE;
-                     ALTER TABLE snapshots RENAME TO snapshots_v2;
-                     CREATE TABLE snapshots (tenant TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
-                         PRIMARY KEY (tenant, seq)) WITHOUT ROWID;
-                     INSERT INTO snapshots SELECT tenant, seq, data FROM snapshots_v2;
-                     DROP TABLE snapshots_v2;
-                     UPDATE meta SET value = 3 WHERE key = 'schema';
-                     COMMIT;",
-                )
-                .map_err(sql)?,
-            Some(found) => return Err(Error::Schema { file: db, found }),
-        }
+        Self::start(place, Location::Sqlite { dir: dir.to_path_buf(), db, _lock: lock }, make, options)
+    }
+
+    /// Opens the store in PostgreSQL (creating its schema and tables if needed) and starts
+    /// its writer. It holds no lease yet: take buckets with [`Store::acquire`] before
+    /// appending to their tenants.
+    pub fn open_postgres(config: &PgConfig, options: Options) -> Result<Self> {
+        let make = {
+            let config = config.clone();
+            move || Ok(Box::new(Postgres::open_writer(&config, options.fsync)?) as Box<dyn Conn>)
+        };
+        let leases = {
+            let config = config.clone();
+            Worker::start("waitline-leases", move || LeaseConn::open(&config))?
+        };
+        let location = Location::Postgres { config: config.clone(), leases, held: Arc::new(Held::default()) };
+        Self::start(config.place(), location, make, options)
+    }
+
+    /// Starts the writer thread, which opens its connection with `make` (on that thread:
+    /// see the `worker` module) and then writes until the store closes.
+    fn start(
+        place: String,
+        location: Location,
+        make: impl FnOnce() -> Result<Box<dyn Conn>> + Send + 'static,
+        options: Options,
+    ) -> Result<Self> {
         let channel = Arc::new(Channel::default());
         channel.pending.lock().next_ticket = 1;
+        let held = match &location {
+            Location::Postgres { held, .. } => Some(Arc::clone(held)),
+            Location::Sqlite { .. } => None,
+        };
+        let (opened, opened_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
         let writer = {
             let channel = Arc::clone(&channel);
             std::thread::Builder::new()
                 .name("waitline-store".into())
-                .spawn(move || writer::run(&channel, conn, options))
-                .map_err(|e| Error::io(dir, e))?
+                .spawn(move || match make() {
+                    Ok(conn) => {
+                        let _ = opened.send(Ok(()));
+                        writer::run(&channel, conn, options, held.as_deref());
+                    }
+                    Err(e) => drop(opened.send(Err(e))),
+                })
+                .map_err(|e| Error::io(Path::new(&place), e))?
         };
+        let ready =
+            opened_rx.recv().unwrap_or_else(|_| Err(Error::Stopped("the writer thread ended".into())));
+        if let Err(e) = ready {
+            let _ = writer.join();
+            return Err(e);
+        }
         Ok(Self {
             shared: Arc::new(Shared {
-                dir: dir.to_path_buf(),
-                db,
+                place,
+                location,
                 options,
                 channel,
                 writer: parking_lot::Mutex::new(Some(writer)),
-                _lock: lock,
             }),
         })
     }
 
-    /// The data directory.
+    /// The data directory (`None` in PostgreSQL).
     #[must_use]
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.shared.location {
+            Location::Sqlite { dir, .. } => Some(dir),
+            Location::Postgres { .. } => None,
+        }
     }
 
     /// Queues record `seq` of `tenant`; it is durable once its ticket is. Records of a
     /// tenant must come in sequence order, each number once (a repeated number stops the
-    /// store: it means two histories).
+    /// store: it means two histories). In PostgreSQL the tenant's bucket must be held.
     pub fn append(&self, tenant: &str, seq: u64, data: &[u8]) -> Result<Ticket> {
-        self.push(Op::Record {
-            tenant: tenant.into(),
-            seq: checked(seq)?,
-            stored: frame::encode(tenant, seq, data),
-        })
+        let seq = checked(seq)?;
+        self.push(tenant, Write::Record { seq, stored: frame::encode(tenant, seq, data) })
     }
 
     /// Queues the snapshot of `tenant` as of `seq` (after the records it covers); once it
     /// is durable, what the tenant's base covers is gone (the journal up to `seq`, unless
     /// [`Options::replay_from_delivered`] keeps it for events not yet delivered).
     pub fn snapshot(&self, tenant: &str, seq: u64, data: &[u8]) -> Result<Ticket> {
-        self.push(Op::Snapshot {
-            tenant: tenant.into(),
-            seq: checked(seq)?,
-            stored: frame::encode(tenant, seq, data),
-        })
+        let seq = checked(seq)?;
+        self.push(tenant, Write::Snapshot { seq, stored: frame::encode(tenant, seq, data) })
     }
 
     /// Notes that every event of `tenant` up to number `seq` has been handled (delivered,
     /// or given up on): after a restart, only later ones are sent again. Kept with the next
     /// commit; never moves back.
     pub fn mark_delivered(&self, tenant: &str, seq: u64) -> Result<Ticket> {
-        self.push(Op::Delivered { tenant: tenant.into(), seq: checked(seq)? })
+        self.push(tenant, Write::Delivered { seq: checked(seq)? })
     }
 
     /// The marks of [`Store::mark_delivered`], per tenant.
     pub fn delivered(&self) -> Result<std::collections::HashMap<String, u64>> {
-        let conn = self.reader()?;
-        let mut stmt = conn.prepare("SELECT tenant, seq FROM delivered").map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, stored_seq(r.get(1)?))))
-            .map_err(|e| self.sql(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sql(e))
+        self.reader()?.delivered()
     }
 
-    fn push(&self, op: Op) -> Result<Ticket> {
+    /// The lease `tenant`'s writes go under (`None` in SQLite, which keeps none).
+    fn claim(&self, tenant: &str) -> Result<Option<Claim>> {
+        let Location::Postgres { config, held, .. } = &self.shared.location else { return Ok(None) };
+        let bucket = bucket::bucket_of(tenant, config.buckets);
+        match held.epoch(bucket) {
+            Some(epoch) => Ok(Some(Claim { bucket, epoch })),
+            None => Err(Error::NotOwner { bucket }),
+        }
+    }
+
+    fn push(&self, tenant: &str, write: Write) -> Result<Ticket> {
         let channel = &self.shared.channel;
         if channel.failed.load(Ordering::Acquire) {
             return Err(self.stopped());
         }
+        let op = Op { tenant: tenant.into(), claim: self.claim(tenant)?, write };
         let (ticket, was_empty) = {
             let mut p = channel.pending.lock();
             let ticket = p.next_ticket;
@@ -399,10 +493,14 @@ impl Store {
         Error::Stopped(why.unwrap_or_else(|| "unknown".into()))
     }
 
-    /// Whether `ticket` is durable (`Err` once the store has stopped before it was).
+    /// Whether `ticket` is durable (`Err` once the store has stopped before it was, or if
+    /// its lease was lost before it was committed).
     fn check(&self, progress: &writer::Progress, ticket: Ticket) -> Option<Result<()>> {
         if progress.durable >= ticket.0 {
-            Some(Ok(()))
+            Some(match progress.refused.get(&ticket.0) {
+                Some(claim) => Err(Error::LeaseLost { bucket: claim.bucket, epoch: claim.epoch }),
+                None => Ok(()),
+            })
         } else {
             progress.failed.as_ref().map(|why| Err(Error::Stopped(why.clone())))
         }
@@ -437,7 +535,8 @@ impl Store {
     }
 
     /// The ticket of the latest append (or snapshot): once it is durable, so is everything
-    /// appended before this call.
+    /// appended before this call, except (in PostgreSQL) what a lost lease refused: those
+    /// tickets fail on their own (see [`Store::lost`]).
     #[must_use]
     pub fn last_ticket(&self) -> Ticket {
         Ticket(self.shared.channel.pending.lock().next_ticket.saturating_sub(1))
@@ -468,149 +567,38 @@ impl Store {
         self.shared.channel.commit_times.read()
     }
 
-    fn reader(&self) -> Result<Connection> {
-        Connection::open_with_flags(
-            &self.shared.db,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| self.sql(source))
-    }
-
-    fn sql(&self, source: rusqlite::Error) -> Error {
-        Error::Sqlite { path: self.shared.db.clone(), source }
-    }
-
-    /// Hands every tenant's snapshot and journal to `visit`, tenant by tenant (see
-    /// [`Entry`] for the order). A damaged record, or a missing one, stops the replay with
-    /// [`Error::Corrupt`]; with `recover_truncate` it and the tenant's later records are
-    /// deleted instead (reported in [`Replayed::truncated`]) and the other tenants go on.
-    /// A damaged snapshot always stops it. An `Err` from `visit` stops it too.
-    pub fn replay(&self, mut visit: impl FnMut(Entry<'_>) -> Result<(), String>) -> Result<Replayed> {
-        let conn = self.reader()?;
-        let mut out = Replayed::default();
-        let tenants = self.tenants(&conn)?;
-        let mut snapshot = conn
-            .prepare("SELECT seq, data FROM snapshots WHERE tenant = ?1 AND seq = ?2")
-            .map_err(|e| self.sql(e))?;
-        let mut rows = conn
-            .prepare("SELECT seq, last, records FROM journal WHERE tenant = ?1 AND last > ?2 ORDER BY seq")
-            .map_err(|e| self.sql(e))?;
-        let refused = |tenant: &str, seq, detail| Error::Replay { tenant: tenant.into(), seq, detail };
-        for tenant in &tenants {
-            out.tenants += 1;
-            let mut last = 0;
-            let base = compact::base_snapshot(&conn, tenant, self.shared.options.replay_from_delivered)
-                .map_err(|e| self.sql(e))?;
-            let snap: Option<(i64, Vec<u8>)> = match base {
-                Some(seq) => snapshot
-                    .query_row(params![tenant, sql_seq(seq)], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-                    .map_err(|e| self.sql(e))?,
-                None => None,
-            };
-            if let Some((seq, stored)) = snap {
-                let seq = stored_seq(seq);
-                let data = match frame::decode_run(tenant, seq, &stored).next() {
-                    Some(Ok((_, data))) => data,
-                    Some(Err((_, why))) => return Err(self.corrupt("snapshot", tenant, seq, why)),
-                    None => return Err(self.corrupt("snapshot", tenant, seq, "empty")),
-                };
-                visit(Entry::Snapshot { tenant, seq, data }).map_err(|d| refused(tenant, seq, d))?;
-                out.snapshots += 1;
-                last = seq;
+    /// A connection that reads (in PostgreSQL, one consistent view while it lives).
+    fn reader(&self) -> Result<Box<dyn Conn>> {
+        Ok(match &self.shared.location {
+            Location::Sqlite { db, .. } => Box::new(Sqlite::open_reader(db)?),
+            Location::Postgres { config, .. } => {
+                let config = config.clone();
+                let make = move || Ok(Box::new(Postgres::open_reader(&config)?) as Box<dyn Conn>);
+                Box::new(RemoteConn(Worker::start("waitline-store-reader", make)?))
             }
-            let mut found = rows.query(params![tenant, sql_seq(last)]).map_err(|e| self.sql(e))?;
-            let mut damage: Option<(u64, String)> = None;
-            'rows: while let Some(row) = found.next().map_err(|e| self.sql(e))? {
-                let first = stored_seq(row.get(0).map_err(|e| self.sql(e))?);
-                let row_last = stored_seq(row.get(1).map_err(|e| self.sql(e))?);
-                let stored: Vec<u8> = row.get(2).map_err(|e| self.sql(e))?;
-                if first > last + 1 {
-                    damage = Some((last + 1, format!("missing (the next record stored is number {first})")));
-                    break;
-                }
-                for item in frame::decode_run(tenant, first, &stored) {
-                    match item {
-                        // Covered by the snapshot (a row can straddle it).
-                        Ok((seq, _)) if seq <= last => {}
-                        Ok((seq, data)) => {
-                            visit(Entry::Record { tenant, seq, data })
-                                .map_err(|d| refused(tenant, seq, d))?;
-                            out.records += 1;
-                            last = seq;
-                        }
-                        Err((seq, why)) => {
-                            damage = Some((seq, why.to_owned()));
-                            break 'rows;
-                        }
-                    }
-                }
-                if last < row_last {
-                    damage = Some((last + 1, format!("missing (its row ends at {last}, not {row_last})")));
-                    break;
-                }
-            }
-            drop(found);
-            if let Some((first_bad, detail)) = damage {
-                if !self.shared.options.recover_truncate {
-                    return Err(self.corrupt("record", tenant, first_bad, &detail));
-                }
-                out.truncated.push((tenant.clone(), first_bad, detail));
-                let ticket = self.push(Op::Truncate { tenant: tenant.as_str().into(), seq: first_bad })?;
-                self.wait(ticket)?;
-            }
-        }
-        Ok(out)
-    }
-
-    fn corrupt(&self, what: &'static str, tenant: &str, seq: u64, detail: &str) -> Error {
-        Error::Corrupt {
-            file: self.shared.db.clone(),
-            what,
-            tenant: tenant.into(),
-            seq,
-            detail: detail.into(),
-        }
-    }
-
-    fn tenants(&self, conn: &Connection) -> Result<Vec<String>> {
-        let mut stmt = conn
-            .prepare("SELECT tenant FROM snapshots UNION SELECT DISTINCT tenant FROM journal ORDER BY 1")
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.sql(e))?;
-        rows.collect::<rusqlite::Result<Vec<String>>>().map_err(|e| self.sql(e))
+        })
     }
 
     /// What is stored, per tenant, without decoding it.
     pub fn describe(&self) -> Result<Vec<TenantSummary>> {
-        let conn = self.reader()?;
+        let mut conn = self.reader()?;
         let mut out = Vec::new();
-        let mut snapshots = conn
-            .prepare("SELECT seq, length(data) FROM snapshots WHERE tenant = ?1 ORDER BY seq")
-            .map_err(|e| self.sql(e))?;
-        for tenant in self.tenants(&conn)? {
-            let snapshots: Vec<(u64, u64)> = snapshots
-                .query_map([&tenant], |r| Ok((stored_seq(r.get(0)?), stored_seq(r.get(1)?))))
-                .and_then(Iterator::collect)
-                .map_err(|e| self.sql(e))?;
-            let (rows, records, record_bytes, last): (i64, i64, i64, Option<i64>) = conn
-                .query_row(
-                    "SELECT count(*), coalesce(sum(last - seq + 1), 0), coalesce(sum(length(records)), 0), max(last) \
-                     FROM journal WHERE tenant = ?1",
-                    params![&tenant],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .map_err(|e| self.sql(e))?;
+        for tenant in conn.tenants()? {
+            let snapshots = conn.snapshot_sizes(&tenant)?;
+            let journal = conn.journal_size(&tenant)?;
             let newest = snapshots.last().map_or(0, |s| s.0);
             out.push(TenantSummary {
-                base: compact::base_snapshot(&conn, &tenant, self.shared.options.replay_from_delivered)
-                    .map_err(|e| self.sql(e))?,
-                last_seq: last.map_or(newest, stored_seq).max(newest),
+                base: compact::base_snapshot(
+                    conn.as_mut(),
+                    &tenant,
+                    self.shared.options.replay_from_delivered,
+                )?,
+                last_seq: journal.last.map_or(newest, |l| l.max(newest)),
                 tenant,
                 snapshots,
-                journal_rows: stored_seq(rows),
-                records: stored_seq(records),
-                record_bytes: stored_seq(record_bytes),
+                journal_rows: journal.rows,
+                records: journal.records,
+                record_bytes: journal.bytes,
             });
         }
         Ok(out)
@@ -618,14 +606,124 @@ impl Store {
 
     /// Each tenant's newest snapshot: the number it covers.
     pub fn newest_snapshots(&self) -> Result<std::collections::HashMap<String, u64>> {
-        let conn = self.reader()?;
-        let mut stmt = conn
-            .prepare("SELECT tenant, max(seq) FROM snapshots GROUP BY tenant")
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, stored_seq(r.get(1)?))))
-            .map_err(|e| self.sql(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.sql(e))
+        self.reader()?.newest_snapshots()
+    }
+
+    /// The number of buckets tenants are hashed into (1 in SQLite: the one process owns
+    /// every tenant).
+    #[must_use]
+    pub fn buckets(&self) -> u32 {
+        match &self.shared.location {
+            Location::Postgres { config, .. } => config.buckets,
+            Location::Sqlite { .. } => 1,
+        }
+    }
+
+    /// The bucket of `tenant` in this store (see [`bucket::bucket_of`]).
+    #[must_use]
+    pub fn bucket_of(&self, tenant: &str) -> u32 {
+        bucket::bucket_of(tenant, self.buckets())
+    }
+
+    fn leases(&self) -> Result<(&Worker<LeaseConn>, &Held)> {
+        match &self.shared.location {
+            Location::Postgres { leases, held, .. } => Ok((leases, held)),
+            Location::Sqlite { .. } => Err(Error::NoLeases),
+        }
+    }
+
+    /// Takes the lease of each of `buckets` that is free or has expired (by the database's
+    /// clock), each at an epoch one past its last; returns those taken, with their epochs.
+    /// Buckets another node holds are left out. A bucket this store holds already is
+    /// renewed instead (same epoch); one it believed it held but had lost is taken again
+    /// at a new epoch if free. Replay a bucket's tenants ([`Store::replay_buckets`])
+    /// after taking it and before serving them.
+    pub fn acquire(&self, buckets: &[u32]) -> Result<Vec<(u32, u64)>> {
+        let (leases, held) = self.leases()?;
+        let (mine, others): (Vec<u32>, Vec<u32>) = buckets.iter().partition(|b| held.epoch(**b).is_some());
+        let ask = mine.clone();
+        // Ours first: a lease of ours found lost (another node had it meanwhile) is then
+        // taken again like any other, if it is free.
+        let (mut got, renewed) = leases.run(move |l| {
+            let renewed = l.renew(&ask)?;
+            let mut free = others;
+            free.extend(ask.iter().filter(|b| !renewed.iter().any(|r| r.0 == **b)));
+            Ok((l.acquire(&free)?, renewed))
+        })?;
+        for &bucket in &mine {
+            if let Some(epoch) = held.epoch(bucket)
+                && !renewed.contains(&(bucket, epoch))
+            {
+                held.lose(bucket, epoch);
+            }
+        }
+        got.extend(renewed);
+        got.sort_unstable();
+        held.gained(&got);
+        Ok(got)
+    }
+
+    /// [`Store::acquire`] of every bucket.
+    pub fn acquire_all(&self) -> Result<Vec<(u32, u64)>> {
+        self.acquire(&(0..self.buckets()).collect::<Vec<_>>())
+    }
+
+    /// Extends every lease this store holds; returns those found lost (taken over, or
+    /// expired before the renewal), which it no longer writes. Call it well within the
+    /// lease's length (a third of it, say).
+    pub fn renew(&self) -> Result<Vec<(u32, u64)>> {
+        let (leases, held) = self.leases()?;
+        let owned = held.owned();
+        let buckets: Vec<u32> = owned.iter().map(|o| o.0).collect();
+        let renewed = leases.run(move |l| l.renew(&buckets))?;
+        let lost: Vec<(u32, u64)> = owned.into_iter().filter(|o| !renewed.contains(o)).collect();
+        for &(bucket, epoch) in &lost {
+            held.lose(bucket, epoch);
+        }
+        Ok(lost)
+    }
+
+    /// Gives up `bucket`: later appends to its tenants are refused, what is queued is
+    /// written, then its lease ends at once so that another node can take it.
+    pub fn release(&self, bucket: u32) -> Result<()> {
+        let (leases, held) = self.leases()?;
+        let Some(epoch) = held.give_up(bucket) else { return Ok(()) };
+        // Whatever else failed is reported to its own waiters.
+        let _ = self.flush();
+        leases.run(move |l| l.release(&[(bucket, epoch)]))
+    }
+
+    /// Starts a thread that renews this store's leases every third of their length (by
+    /// [`Store::renew`]; a failed renewal is tried again at the next turn, and a lease
+    /// that lapses meanwhile is found lost by fencing) until the store is dropped.
+    pub fn renew_in_background(&self) -> Result<()> {
+        let Location::Postgres { config, .. } = &self.shared.location else { return Err(Error::NoLeases) };
+        let every = config.lease / 3;
+        let store = Arc::downgrade(&self.shared);
+        std::thread::Builder::new()
+            .name("waitline-leases".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    let Some(shared) = store.upgrade() else { return };
+                    let _ = Store { shared }.renew();
+                }
+            })
+            .map_err(|e| Error::io(Path::new(&self.shared.place), e))?;
+        Ok(())
+    }
+
+    /// The buckets this store holds, with their epochs (none in SQLite, which needs none).
+    #[must_use]
+    pub fn owned(&self) -> Vec<(u32, u64)> {
+        self.leases().map(|(_, held)| held.owned()).unwrap_or_default()
+    }
+
+    /// The buckets whose lease this store lost (found by [`Store::renew`] or by fencing)
+    /// and has not taken again, with the epoch lost.
+    #[must_use]
+    pub fn lost(&self) -> Vec<(u32, u64)> {
+        self.leases().map(|(_, held)| held.lost()).unwrap_or_default()
     }
 
     /// Holds the writer back (appends queue up) until [`Store::resume_writer`]: lets tests
@@ -644,8 +742,4 @@ impl Store {
 
 fn checked(seq: u64) -> Result<u64> {
     if i64::try_from(seq).is_ok() { Ok(seq) } else { Err(Error::SeqRange(seq)) }
-}
-
-fn stored_seq(seq: i64) -> u64 {
-    seq.unsigned_abs()
 }

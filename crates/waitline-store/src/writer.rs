@@ -1,32 +1,53 @@
 //! The one thread that writes: it takes every operation waiting when it wakes, writes them
-//! in one transaction (one sync for all: group commit), then tells the waiters.
+//! in one transaction (one sync for all: group commit), then tells the waiters. What it
+//! checks is the same whatever the database: each tenant's records come in number order
+//! (anything else is a second history), and, where leases are kept, every operation's
+//! lease is still ours at its epoch (fencing, in the same transaction).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::backend::{Conn, NewRow};
 use crate::compact::compact;
-use crate::{Fsync, Options};
+use crate::lease::Held;
+use crate::{Error, Fsync, Options};
 
 /// With [`Fsync::Periodic`], the longest time between two syncs.
 pub(crate) const PERIODIC_SYNC: Duration = Duration::from_secs(1);
 
+/// The lease an operation is written under: refused when it is no longer current.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Claim {
+    pub(crate) bucket: u32,
+    pub(crate) epoch: u64,
+}
+
 /// One write, in the order it was asked for.
 #[derive(Debug)]
-pub(crate) enum Op {
+pub(crate) struct Op {
+    pub(crate) tenant: Box<str>,
+    /// `None` where there are no leases (SQLite).
+    pub(crate) claim: Option<Claim>,
+    pub(crate) write: Write,
+}
+
+/// What an operation writes.
+#[derive(Debug)]
+pub(crate) enum Write {
     /// A journal record (already framed).
-    Record { tenant: Box<str>, seq: u64, stored: Vec<u8> },
-    /// A tenant's snapshot at `seq` (framed); what the tenant's base then covers is deleted
-    /// (see `compact`).
-    Snapshot { tenant: Box<str>, seq: u64, stored: Vec<u8> },
-    /// Deletes a tenant's records from `seq` on (recovery from a bad record).
-    Truncate { tenant: Box<str>, seq: u64 },
+    Record { seq: u64, stored: Vec<u8> },
+    /// The tenant's snapshot at `seq` (framed); what the tenant's base then covers is
+    /// deleted (see `compact`).
+    Snapshot { seq: u64, stored: Vec<u8> },
+    /// Deletes the tenant's records from `seq` on (recovery from a bad record).
+    Truncate { seq: u64 },
     /// Every event of the tenant up to `seq` was handled.
-    Delivered { tenant: Box<str>, seq: u64 },
+    Delivered { seq: u64 },
 }
 
 /// Operations not yet taken by the writer.
@@ -44,8 +65,12 @@ pub(crate) struct Pending {
 /// What the writer has made durable.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
-    /// Every ticket up to this one is durable.
+    /// Every ticket up to this one is durable, or refused.
     pub(crate) durable: u64,
+    /// Tickets refused because their lease was lost: the lease they were written under.
+    /// Only what was in flight when a lease was lost (later appends of the bucket are
+    /// refused before they get a ticket).
+    pub(crate) refused: HashMap<u64, Claim>,
     /// Why the store stopped writing, once it has.
     pub(crate) failed: Option<Arc<str>>,
     /// Tasks waiting for a ticket.
@@ -80,6 +105,11 @@ impl Channel {
         wakers.into_iter().for_each(|(_, w)| w.wake());
     }
 
+    /// Notes tickets refused by fencing (before `advance` passes them).
+    fn refuse(&self, refused: &[(u64, Claim)]) {
+        self.progress.lock().refused.extend(refused.iter().copied());
+    }
+
     fn advance(&self, upto: u64) {
         let ready = {
             let mut p = self.progress.lock();
@@ -95,8 +125,9 @@ impl Channel {
     }
 }
 
-/// Runs until the store closes (after writing what is pending) or a write fails.
-pub(crate) fn run(channel: &Channel, mut conn: Connection, options: Options) {
+/// Runs until the store closes (after writing what is pending) or a write fails. `held`:
+/// the leases of a store that keeps them, told of every lease fencing finds lost.
+pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, held: Option<&Held>) {
     let fsync = options.fsync;
     let mut last_sync = Instant::now();
     let mut heads = Heads::default();
@@ -121,7 +152,9 @@ pub(crate) fn run(channel: &Channel, mut conn: Connection, options: Options) {
         };
         if !ops.is_empty() {
             let started = Instant::now();
-            if let Err(e) = write_batch(&mut conn, &mut heads, &ops, options.replay_from_delivered) {
+            let first = upto + 1 - ops.len() as u64;
+            let tickets = (first..=upto).collect();
+            if let Err(e) = write_fenced(channel, conn.as_mut(), &mut heads, ops, tickets, options, held) {
                 channel.fail(format!("writing the journal failed: {e}"));
                 return;
             }
@@ -130,8 +163,7 @@ pub(crate) fn run(channel: &Channel, mut conn: Connection, options: Options) {
             channel.advance(upto);
         }
         if fsync == Fsync::Periodic && (closing || last_sync.elapsed() >= PERIODIC_SYNC) {
-            // In WAL mode with synchronous=NORMAL a checkpoint is what syncs the log.
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            if let Err(e) = conn.sync() {
                 channel.fail(format!("syncing the journal failed: {e}"));
                 return;
             }
@@ -143,187 +175,207 @@ pub(crate) fn run(channel: &Channel, mut conn: Connection, options: Options) {
     }
 }
 
-/// The last record number of each tenant the writer has written, read from the database
-/// the first time a tenant is seen: every record must be the next number (anything else is a
-/// second history, and stops the store).
-#[derive(Debug, Default)]
-pub(crate) struct Heads(std::collections::HashMap<Box<str>, u64>);
-
-impl Heads {
-    fn get(&mut self, tx: &rusqlite::Transaction<'_>, tenant: &str) -> rusqlite::Result<u64> {
-        if let Some(&last) = self.0.get(tenant) {
-            return Ok(last);
-        }
-        let last: i64 = tx.query_row(
-            "SELECT max(coalesce((SELECT max(last) FROM journal WHERE tenant = ?1), 0), \
-                        coalesce((SELECT max(seq) FROM snapshots WHERE tenant = ?1), 0))",
-            params![tenant],
-            |r| r.get(0),
-        )?;
-        let last = last.unsigned_abs();
-        self.0.insert(tenant.into(), last);
-        Ok(last)
-    }
-}
-
-/// A run of one tenant's records with consecutive numbers, becoming one row.
-struct Run<'a> {
-    tenant: &'a str,
-    first: u64,
-    last: u64,
-    stored: Vec<u8>,
-}
-
-/// Why a batch could not be written.
-#[derive(Debug)]
-pub(crate) enum WriteError {
-    Sqlite(rusqlite::Error),
-    /// A record that is not its tenant's next number.
-    OutOfOrder {
-        tenant: String,
-        seq: u64,
-        last: u64,
-    },
-}
-
-impl std::fmt::Display for WriteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Sqlite(e) => write!(f, "{e}"),
-            Self::OutOfOrder { tenant, seq, last } => {
-                write!(f, "record {seq} of tenant {tenant:?} does not follow {last}: two histories")
+/// Writes `ops` (whose tickets are `tickets`); when fencing finds leases lost, refuses the
+/// operations written under them and writes the others again, in a new transaction.
+fn write_fenced(
+    channel: &Channel,
+    conn: &mut dyn Conn,
+    heads: &mut Heads,
+    mut ops: Vec<Op>,
+    mut tickets: Vec<u64>,
+    options: Options,
+    held: Option<&Held>,
+) -> Result<(), Error> {
+    loop {
+        let lost = match write_batch(conn, heads, &ops, options.replay_from_delivered) {
+            Ok(()) => return Ok(()),
+            Err(Failure::Error(e)) => return Err(e),
+            Err(Failure::Fenced(lost)) => lost,
+        };
+        let mut refused = Vec::new();
+        let (mut kept_ops, mut kept_tickets) = (Vec::new(), Vec::new());
+        for (op, ticket) in ops.into_iter().zip(tickets) {
+            match op.claim {
+                Some(claim) if lost.contains(&claim) => refused.push((ticket, claim)),
+                _ => {
+                    kept_ops.push(op);
+                    kept_tickets.push(ticket);
+                }
             }
         }
+        if let Some(held) = held {
+            for claim in &lost {
+                held.lose(claim.bucket, claim.epoch);
+            }
+        }
+        channel.refuse(&refused);
+        if kept_ops.is_empty() {
+            return Ok(());
+        }
+        (ops, tickets) = (kept_ops, kept_tickets);
     }
 }
 
-impl From<rusqlite::Error> for WriteError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Sqlite(e)
+/// The last record number of each tenant the writer has written, and the epoch it was read
+/// or written under, read from the database the first time a tenant is seen under an
+/// epoch (another node may have written it between two leases of ours): every record must
+/// be the next number (anything else is a second history, and stops the store).
+#[derive(Debug, Default)]
+pub(crate) struct Heads(HashMap<Box<str>, (u64, u64)>);
+
+impl Heads {
+    fn get(&mut self, conn: &mut dyn Conn, tenant: &str, epoch: u64) -> Result<u64, Error> {
+        if let Some(&(known, last)) = self.0.get(tenant)
+            && known == epoch
+        {
+            return Ok(last);
+        }
+        let last = conn.head(tenant)?;
+        self.0.insert(tenant.into(), (epoch, last));
+        Ok(last)
+    }
+
+    fn set(&mut self, tenant: &str, epoch: u64, last: u64) {
+        self.0.insert(tenant.into(), (epoch, last));
     }
 }
 
-/// Writes `ops` in one transaction: each tenant's consecutive records as one row.
+/// Why a batch was not written.
+#[derive(Debug)]
+enum Failure {
+    /// These leases are no longer ours: nothing of the batch was kept.
+    Fenced(Vec<Claim>),
+    Error(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self::Error(e)
+    }
+}
+
+/// Writes `ops` in one transaction, each tenant's consecutive records as one row, after
+/// checking that every lease they were written under is still current.
 /// `from_delivered`: see [`Options::replay_from_delivered`].
-pub(crate) fn write_batch(
-    conn: &mut Connection,
+fn write_batch(
+    conn: &mut dyn Conn,
     heads: &mut Heads,
     ops: &[Op],
     from_delivered: bool,
-) -> Result<(), WriteError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut runs: Vec<Run<'_>> = Vec::new();
-    let flush = |tx: &rusqlite::Transaction<'_>, run: Run<'_>| -> rusqlite::Result<()> {
-        tx.prepare_cached("INSERT INTO journal (tenant, seq, last, records) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![run.tenant, sql_seq(run.first), sql_seq(run.last), run.stored])?;
-        Ok(())
-    };
-    let result = (|| -> Result<(), WriteError> {
-        for op in ops {
-            match op {
-                Op::Record { tenant, seq, stored } => {
-                    let last = match runs.iter().find(|r| r.tenant == &**tenant) {
-                        Some(run) => run.last,
-                        None => heads.get(&tx, tenant)?,
-                    };
-                    if *seq != last + 1 {
-                        return Err(WriteError::OutOfOrder { tenant: tenant.to_string(), seq: *seq, last });
-                    }
-                    match runs.iter_mut().find(|r| r.tenant == &**tenant) {
-                        Some(run) => {
-                            run.last = *seq;
-                            run.stored.extend_from_slice(stored);
-                        }
-                        None => runs.push(Run { tenant, first: *seq, last: *seq, stored: stored.clone() }),
-                    }
-                }
-                Op::Snapshot { tenant, seq, stored } => {
-                    if let Some(i) = runs.iter().position(|r| r.tenant == &**tenant) {
-                        let run = runs.swap_remove(i);
-                        // Later records of this batch follow this run, no longer in `runs`
-                        // (a failed batch clears the heads).
-                        heads.0.insert(tenant.clone(), run.last);
-                        flush(&tx, run)?;
-                    }
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO snapshots (tenant, seq, data) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![&**tenant, sql_seq(*seq), stored])?;
-                    compact(&tx, tenant, from_delivered)?;
-                }
-                Op::Delivered { tenant, seq } => {
-                    tx.prepare_cached(
-                        "INSERT INTO delivered (tenant, seq) VALUES (?1, ?2) \
-                         ON CONFLICT (tenant) DO UPDATE SET seq = max(seq, excluded.seq)",
-                    )?
-                    .execute(params![&**tenant, sql_seq(*seq)])?;
-                    if from_delivered {
-                        // The mark may have passed a snapshot, which becomes the base. (Rows
-                        // not yet written hold only records after every snapshot written.)
-                        compact(&tx, tenant, from_delivered)?;
-                    }
-                }
-                Op::Truncate { tenant, seq } => {
-                    if let Some(i) = runs.iter().position(|r| r.tenant == &**tenant) {
-                        flush(&tx, runs.swap_remove(i))?;
-                    }
-                    truncate(&tx, tenant, *seq)?;
-                    heads.0.insert(tenant.clone(), seq.saturating_sub(1));
-                }
-            }
-        }
-        for run in runs.drain(..) {
-            flush(&tx, run)?;
-        }
-        Ok(())
-    })();
+) -> Result<(), Failure> {
+    conn.begin()?;
+    let result = write_in_transaction(conn, heads, ops, from_delivered);
     match result {
         Ok(()) => {
-            tx.commit()?;
+            if let Err(e) = conn.commit() {
+                heads.0.clear();
+                return Err(e.into());
+            }
             for op in ops {
-                if let Op::Record { tenant, seq, .. } = op {
-                    heads.0.insert(tenant.clone(), *seq);
+                if let Write::Record { seq, .. } = op.write {
+                    heads.set(&op.tenant, op.claim.map_or(0, |c| c.epoch), seq);
                 }
             }
             Ok(())
         }
-        // The transaction rolls back when dropped; the heads read inside it may be stale.
+        // The heads read inside the transaction may be stale.
         Err(e) => {
+            conn.rollback();
             heads.0.clear();
             Err(e)
         }
     }
 }
 
+fn write_in_transaction(
+    conn: &mut dyn Conn,
+    heads: &mut Heads,
+    ops: &[Op],
+    from_delivered: bool,
+) -> Result<(), Failure> {
+    let mut claims: Vec<(u32, u64)> =
+        ops.iter().filter_map(|o| o.claim.map(|c| (c.bucket, c.epoch))).collect();
+    claims.sort_unstable();
+    claims.dedup();
+    if !claims.is_empty() {
+        let lost = conn.fence(&claims)?;
+        if !lost.is_empty() {
+            return Err(Failure::Fenced(
+                lost.into_iter().map(|(bucket, epoch)| Claim { bucket, epoch }).collect(),
+            ));
+        }
+    }
+    let mut runs: Vec<NewRow<'_>> = Vec::new();
+    for op in ops {
+        let tenant = &*op.tenant;
+        let epoch = op.claim.map_or(0, |c| c.epoch);
+        let run_of = |runs: &[NewRow<'_>]| runs.iter().position(|r| r.tenant == tenant);
+        match &op.write {
+            Write::Record { seq, stored } => {
+                let last = match run_of(&runs) {
+                    Some(i) => runs[i].last,
+                    None => heads.get(conn, tenant, epoch)?,
+                };
+                if *seq != last + 1 {
+                    return Err(Error::SecondHistory { tenant: tenant.to_owned(), seq: *seq, last }.into());
+                }
+                match run_of(&runs) {
+                    Some(i) => {
+                        runs[i].last = *seq;
+                        runs[i].records.extend_from_slice(stored);
+                    }
+                    None => {
+                        runs.push(NewRow { tenant, first: *seq, last: *seq, epoch, records: stored.clone() })
+                    }
+                }
+            }
+            Write::Snapshot { seq, stored } => {
+                if let Some(i) = run_of(&runs) {
+                    let run = runs.swap_remove(i);
+                    // Later records of this batch follow this run, no longer in `runs` (a
+                    // failed batch clears the heads).
+                    heads.set(tenant, epoch, run.last);
+                    conn.insert_rows(&[run])?;
+                }
+                conn.put_snapshot(tenant, *seq, stored)?;
+                compact(conn, tenant, from_delivered)?;
+            }
+            Write::Delivered { seq } => {
+                conn.put_delivered(tenant, *seq)?;
+                if from_delivered {
+                    // The mark may have passed a snapshot, which becomes the base. (Rows
+                    // not yet written hold only records after every snapshot written.)
+                    compact(conn, tenant, from_delivered)?;
+                }
+            }
+            Write::Truncate { seq } => {
+                if let Some(i) = run_of(&runs) {
+                    conn.insert_rows(&[runs.swap_remove(i)])?;
+                }
+                truncate(conn, tenant, *seq)?;
+                heads.set(tenant, epoch, seq.saturating_sub(1));
+            }
+        }
+    }
+    if !runs.is_empty() {
+        conn.insert_rows(&runs)?;
+    }
+    Ok(())
+}
+
 /// Deletes a tenant's records from `from` on: whole rows after it, and the tail of the row
 /// that holds it.
-fn truncate(tx: &rusqlite::Transaction<'_>, tenant: &str, from: u64) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM journal WHERE tenant = ?1 AND seq >= ?2")?
-        .execute(params![tenant, sql_seq(from)])?;
-    let straddling: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT seq, records FROM journal WHERE tenant = ?1 AND seq < ?2 AND last >= ?2",
-            params![tenant, sql_seq(from)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    if let Some((first, stored)) = straddling {
-        let first = first.unsigned_abs();
+fn truncate(conn: &mut dyn Conn, tenant: &str, from: u64) -> Result<(), Error> {
+    conn.delete_rows_from(tenant, from)?;
+    if let Some(row) = conn.row_holding(tenant, from)? {
         let mut keep = 0;
-        for item in crate::frame::decode_run(tenant, first, &stored) {
+        for item in crate::frame::decode_run(tenant, row.first, &row.records) {
             match item {
                 Ok((seq, payload)) if seq < from => keep += crate::frame::HEADER + payload.len(),
                 _ => break,
             }
         }
-        tx.prepare_cached("UPDATE journal SET last = ?3, records = ?4 WHERE tenant = ?1 AND seq = ?2")?
-            .execute(params![tenant, sql_seq(first), sql_seq(from - 1), &stored[..keep]])?;
+        conn.cut_row(tenant, row.first, from - 1, &row.records[..keep])?;
     }
     Ok(())
-}
-
-/// SQLite integers are signed 64-bit: sequence numbers above `i64::MAX` cannot be stored
-/// (the store refuses them before they get here).
-pub(crate) fn sql_seq(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
 }

@@ -151,11 +151,13 @@ impl DialParams {
     }
 }
 
-/// Parameters of enqueue.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EnqueueParams {
+/// Parameters of enqueue. `S` holds the queue name: `String` (the default, and what the
+/// journal records), or a `&str` the caller lends for the command (the Python module lends
+/// the Python string's text: no copy per command).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnqueueParams<S = String> {
     /// The queue; made if absent.
-    pub queue_name: String,
+    pub queue_name: S,
     /// Whole seconds from 1 s to 24 h: the call leaves with reason `timeout` after this long.
     pub max_wait: Option<Duration>,
     /// 1..=1 000 000, default 100; used only when the enqueue makes the queue.
@@ -168,13 +170,29 @@ pub struct EnqueueParams {
     pub options: CommandOptions,
 }
 
+// For the owned form only, so that `EnqueueParams::default()` needs no annotation.
+impl Default for EnqueueParams {
+    fn default() -> Self {
+        Self {
+            queue_name: String::new(),
+            max_wait: None,
+            max_size: None,
+            keep_after_hangup: false,
+            priority: None,
+            options: CommandOptions::default(),
+        }
+    }
+}
+
 impl EnqueueParams {
     /// Enqueue into `queue_name` with every default.
     #[must_use]
     pub fn new(queue_name: impl Into<String>) -> Self {
         Self { queue_name: queue_name.into(), ..Self::default() }
     }
+}
 
+impl<S> EnqueueParams<S> {
     /// Sets the longest wait.
     #[must_use]
     pub const fn max_wait(mut self, wait: Duration) -> Self {
@@ -208,20 +226,37 @@ impl EnqueueParams {
         self.priority = Some(priority);
         self
     }
+}
 
+impl<S: AsRef<str>> EnqueueParams<S> {
     pub(crate) fn validate(&self) -> Result<ValidEnqueue<'_>> {
-        validate_queue_name("queue_name", &self.queue_name)?;
+        let queue = self.queue_name.as_ref();
+        validate_queue_name("queue_name", queue)?;
         let max_wait_secs = self.max_wait.map(validate_max_wait).transpose()?;
         let max_size = self.max_size.map_or(Ok(DEFAULT_AUTO_QUEUE_SIZE), validate_max_size)?;
         let priority = self.priority.map(validate_priority).transpose()?;
         self.options.validate()?;
         Ok(ValidEnqueue {
-            queue: &self.queue_name,
+            queue,
             max_wait_secs,
             max_size,
             keep_after_hangup: self.keep_after_hangup,
             priority: priority.unwrap_or(0),
         })
+    }
+}
+
+impl<S: AsRef<str>> EnqueueParams<S> {
+    /// The parameters with the queue name owned, as the journal records them.
+    pub(crate) fn to_owned_params(&self) -> EnqueueParams {
+        EnqueueParams {
+            queue_name: self.queue_name.as_ref().to_owned(),
+            max_wait: self.max_wait,
+            max_size: self.max_size,
+            keep_after_hangup: self.keep_after_hangup,
+            priority: self.priority,
+            options: self.options.clone(),
+        }
     }
 }
 
@@ -334,19 +369,33 @@ impl BridgeMediaOptions {
     }
 }
 
-/// Parameters of bridge: with a queue (its head) or with a call.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BridgeParams {
+/// Parameters of bridge: with a queue (its head) or with a call. `S` holds the ids and
+/// names, as in [`EnqueueParams`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BridgeParams<S = String> {
     /// The other call (ignored when `queue` is given).
-    pub call_control_id: Option<String>,
+    pub call_control_id: Option<S>,
     /// Bridge with the head of this queue.
-    pub queue: Option<String>,
+    pub queue: Option<S>,
     /// What happens to this leg when the bridge ends.
     pub after_unbridge: AfterUnbridge,
     /// Media options (validated, no effect).
     pub media: BridgeMediaOptions,
     /// `client_state` and `command_id`.
     pub options: CommandOptions,
+}
+
+// For the owned form only, as for `EnqueueParams`.
+impl Default for BridgeParams {
+    fn default() -> Self {
+        Self {
+            call_control_id: None,
+            queue: None,
+            after_unbridge: AfterUnbridge::default(),
+            media: BridgeMediaOptions::default(),
+            options: CommandOptions::default(),
+        }
+    }
 }
 
 impl BridgeParams {
@@ -361,16 +410,23 @@ impl BridgeParams {
     pub fn call(call_control_id: impl Into<String>) -> Self {
         Self { call_control_id: Some(call_control_id.into()), ..Self::default() }
     }
+}
 
+impl<S> BridgeParams<S> {
     /// Park this leg when the bridge ends (`park_after_unbridge: "self"`).
     #[must_use]
     pub const fn park_after_unbridge(mut self) -> Self {
         self.after_unbridge = AfterUnbridge::Park;
         self
     }
+}
 
+impl<S: AsRef<str>> BridgeParams<S> {
     pub(crate) fn validate(&self) -> Result<(BridgeTarget<'_>, bool)> {
-        let target = match (self.queue.as_deref(), self.call_control_id.as_deref()) {
+        let target = match (
+            self.queue.as_ref().map(AsRef::as_ref),
+            self.call_control_id.as_ref().map(AsRef::as_ref),
+        ) {
             (Some(q), _) => {
                 validate_queue_name("queue", q)?;
                 BridgeTarget::Queue(q)
@@ -384,6 +440,18 @@ impl BridgeParams {
         self.media.validate()?;
         self.options.validate()?;
         Ok((target, self.after_unbridge == AfterUnbridge::Park))
+    }
+
+    /// The parameters with the ids and names owned, as the journal records them.
+    pub(crate) fn to_owned_params(&self) -> BridgeParams {
+        let owned = |s: &Option<S>| s.as_ref().map(|s| s.as_ref().to_owned());
+        BridgeParams {
+            call_control_id: owned(&self.call_control_id),
+            queue: owned(&self.queue),
+            after_unbridge: self.after_unbridge,
+            media: self.media.clone(),
+            options: self.options.clone(),
+        }
     }
 }
 

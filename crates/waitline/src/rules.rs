@@ -109,8 +109,10 @@ impl Txn<'_> {
         let q = self.queue_at(queue);
         let emptied = q.is_empty() && !q.explicit;
         if self.call_at(call).is_ended() {
-            // A dead member leaving: kept from now on like any ended call, under the cap.
+            // A dead member leaving: kept from now on like any ended call, under the cap,
+            // and forgotten one retention period after it left.
             self.note_ended(call);
+            self.schedule_forget(call);
         }
         if emptied {
             self.arm_idle_timer(queue);
@@ -149,11 +151,16 @@ impl Txn<'_> {
         let kept_in_queue = rec.queue().is_some();
         self.release_call();
         if !kept_in_queue {
-            // A dead member joins the kept ended calls when it leaves its queue.
+            // A dead member joins the kept ended calls, and gets its forget timer, when it
+            // leaves its queue: no timer has to wake up while it waits there.
             self.note_ended(call);
+            self.schedule_forget(call);
         }
         self.emit(now, |t| EventKind::CallHangup { subject: t.subject(call), source });
-        let at = now.saturating_add(self.config().ended_call_retention);
+    }
+
+    fn schedule_forget(&mut self, call: u32) {
+        let at = self.now.saturating_add(self.config().ended_call_retention);
         let call = self.call_handle(call);
         self.schedule(at, Timer::Forget { call });
     }
@@ -240,13 +247,13 @@ impl Txn<'_> {
     fn enqueue(
         &mut self,
         id: &str,
-        p: &EnqueueParams,
+        options: &CommandOptions,
         v: &ValidEnqueue<'_>,
         find_queue: impl FnOnce(&Self) -> Option<u32>,
     ) -> Result<Option<u32>> {
         let now = self.now;
         let txn = self;
-        let Some(call) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(None) };
+        let Some(call) = txn.target(id, options.command_id.as_deref())? else { return Ok(None) };
         let existing = find_queue(txn);
         if call.queue().is_some() && call.queue() == existing {
             return Err(Error::AlreadyInQueue);
@@ -259,7 +266,7 @@ impl Txn<'_> {
             Some(q) => q,
             None => txn.create_queue(v.queue, v.max_size, false)?,
         };
-        txn.accept(call.ix, &p.options);
+        txn.accept(call.ix, options);
         txn.detach(call.ix, DequeueReason::Leave);
         let max_wait = v.max_wait_secs.map(Duration::from_secs);
         let m = txn.join_queue(queue, call.ix, v.priority, v.keep_after_hangup, max_wait);
@@ -453,13 +460,13 @@ impl Tenant {
 
     /// Puts the call at the end of a queue (of its priority band), making the queue if
     /// needed (docs/behaviour.md §2.2, enqueue).
-    pub fn enqueue(&self, id: &str, p: &EnqueueParams) -> Result<()> {
+    pub fn enqueue<S: AsRef<str>>(&self, id: &str, p: &EnqueueParams<S>) -> Result<()> {
         let v = p.validate()?;
         let now = self.begin();
         self.run(
             now,
-            || Change::Enqueue { call: id.into(), params: p.clone() },
-            |txn| txn.enqueue(id, p, &v, |txn| txn.find_queue(v.queue)).map(drop),
+            || Change::Enqueue { call: id.into(), params: p.to_owned_params() },
+            |txn| txn.enqueue(id, &p.options, &v, |txn| txn.find_queue(v.queue)).map(drop),
         )
     }
 
@@ -487,7 +494,11 @@ impl Tenant {
     /// assert_eq!((refused.index, refused.error), (0, waitline::Error::CallNotFound));
     /// # Ok::<(), waitline::Error>(())
     /// ```
-    pub fn enqueue_many<S: AsRef<str>>(&self, ids: &[S], p: &EnqueueParams) -> Result<usize, BatchError> {
+    pub fn enqueue_many<S: AsRef<str>, Q: AsRef<str>>(
+        &self,
+        ids: &[S],
+        p: &EnqueueParams<Q>,
+    ) -> Result<usize, BatchError> {
         if ids.is_empty() {
             // No command at all, as with no single enqueue: nothing is validated.
             return Ok(0);
@@ -527,11 +538,11 @@ impl Tenant {
                 let mut txn =
                     Txn::new(&inner.shared, &self.state, &mut core, now, list, Draws::Live(Vec::new()));
                 let id = id.as_ref();
-                let r = txn.enqueue(id, p, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)));
+                let r = txn.enqueue(id, &p.options, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)));
                 if let Some(journal) = journal {
                     record(journal, &self.state.name, &mut txn, || Change::Enqueue {
                         call: id.into(),
-                        params: p.clone(),
+                        params: p.to_owned_params(),
                     });
                 }
                 let mine = settle(&mut txn);
@@ -586,12 +597,12 @@ impl Tenant {
     }
 
     /// Bridges the call with another call or with the head of a queue (docs/behaviour.md §2.4, bridge).
-    pub fn bridge(&self, id: &str, p: &BridgeParams) -> Result<()> {
+    pub fn bridge<S: AsRef<str>>(&self, id: &str, p: &BridgeParams<S>) -> Result<()> {
         let (target, park) = p.validate()?;
         let now = self.begin();
         self.run(
             now,
-            || Change::Bridge { call: id.into(), params: p.clone() },
+            || Change::Bridge { call: id.into(), params: p.to_owned_params() },
             |txn| {
                 let Some(a) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(()) };
                 let plan = match target {
@@ -1065,8 +1076,8 @@ fn fire_idle(txn: &mut Txn<'_>, queue: Handle) -> bool {
     false
 }
 
-/// The retention of an ended call ran out: forgets it (or keeps it a while longer while it
-/// is still a dead member of a queue); returns whether it was forgotten.
+/// The retention of an ended call ran out: forgets it (unless it is still a dead member of
+/// a queue); returns whether it was forgotten.
 fn fire_forget(txn: &mut Txn<'_>, call: Handle) -> bool {
     let (at, retention) = (txn.now, txn.config().ended_call_retention);
     let Some(rec) = txn.core().call_of(call) else { return false };
@@ -1075,8 +1086,8 @@ fn fire_forget(txn: &mut Txn<'_>, call: Handle) -> bool {
         return false;
     }
     if rec.queue().is_some() {
-        // Still a dead member of a queue: keep it readable a while longer.
-        txn.schedule(at.saturating_add(retention), Timer::Forget { call });
+        // Still a dead member of a queue (a timer from a snapshot of an older version):
+        // leaving the queue sets the timer that forgets it.
         return false;
     }
     txn.remove_call(call.ix);
@@ -1155,6 +1166,37 @@ mod tests {
             t.enqueue(&calls[0], &p).unwrap();
         }
         assert!(t.state.lock().timer_count() <= 4097, "{}", t.state.lock().timer_count());
+        engine.check_invariants().unwrap();
+    }
+
+    /// A dead member waits in its queue with no timer to forget it (one that rearmed itself
+    /// every retention period fired millions of times after a jump of the clock); leaving
+    /// the queue sets the timer, one retention period later.
+    #[test]
+    fn a_dead_member_is_forgotten_one_retention_after_it_leaves() {
+        let start = crate::Timestamp::from_secs(1_767_225_600);
+        let (clock, hand) = crate::Clock::manual(start);
+        let retention = std::time::Duration::from_secs(600);
+        let engine = Engine::builder().clock(clock).ended_call_retention(retention).build();
+        let t = engine.default_tenant();
+        let call = t.dial(&DialParams::new("1", "2", "c")).unwrap().call_control_id;
+        t.create_queue("q", None).unwrap(); // explicit: no idle timer once empty
+        t.enqueue(&call, &EnqueueParams::new("q").keep_after_hangup(true)).unwrap();
+        t.hangup(&call, &CommandOptions::default()).unwrap();
+        assert_eq!(t.state.lock().next_due(), u64::MAX, "no timer while it waits");
+        let years = std::time::Duration::from_secs(100 * 365 * 86_400);
+        hand.advance(years);
+        assert_eq!(engine.run_pending_tasks(), 0);
+        assert!(t.call(&call).is_ok(), "kept while in its queue");
+        t.remove_queue_call("q", &call).unwrap();
+        let left = start.saturating_add(years);
+        assert_eq!(t.state.lock().next_due(), left.saturating_add(retention).as_micros());
+        hand.advance(retention - std::time::Duration::from_secs(1));
+        engine.run_pending_tasks();
+        assert!(t.call(&call).is_ok(), "kept for the retention after it left");
+        hand.advance(std::time::Duration::from_secs(1));
+        assert_eq!(engine.run_pending_tasks(), 1);
+        assert!(t.call(&call).is_err(), "forgotten");
         engine.check_invariants().unwrap();
     }
 }

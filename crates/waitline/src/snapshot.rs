@@ -681,7 +681,7 @@ fn check_pending_timers(core: &TenantCore) -> Result<(), SnapshotError> {
         if rec.membership().is_some_and(|m| m.deadline().is_some()) && !deadlines.contains(&ix) {
             return Err(inconsistent(format!("member {id} has a deadline but no timer for it")));
         }
-        if rec.is_ended() && !forget.contains(&ix) {
+        if rec.is_ended() && rec.queue().is_none() && !forget.contains(&ix) {
             return Err(inconsistent(format!("ended call {id} has no timer to forget it")));
         }
     }

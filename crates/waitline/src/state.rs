@@ -288,7 +288,7 @@ impl TenantCore {
         match *timer {
             Timer::Deadline { queue, call, arrival } => self.deadline_holds(queue, call, arrival, at),
             Timer::Idle { queue } => self.idle_timer_holds(queue, at),
-            Timer::Forget { call } => self.call_of(call).is_some_and(CallRecord::is_ended),
+            Timer::Forget { call } => self.call_of(call).is_some_and(|r| r.is_ended() && r.queue().is_none()),
         }
     }
 

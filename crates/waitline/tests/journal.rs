@@ -181,3 +181,50 @@ fn a_deadline_that_passed_while_down_fires_at_start_with_the_wait_up_to_it() {
     assert_eq!(fired[0].occurred_at, START.saturating_add(Duration::from_secs(10)), "at the deadline itself");
     assert_eq!(t2.call(&call).unwrap().state, CallState::Active, "parked, as a timeout leaves it");
 }
+
+/// Parameters lent for a command (`&str`, as the Python module passes them) are recorded as
+/// the owned ones are: the journal, and so a replay, cannot tell them apart.
+#[test]
+fn lent_parameters_are_recorded_as_owned_ones() {
+    let run = |lent: bool| {
+        let journal = Arc::new(Recorded::default());
+        let (engine, _hand) = engine(Some(journal.clone()));
+        let t = engine.default_tenant();
+        let caller = t.dial(&DialParams::new("+1", "+2", "app")).unwrap().call_control_id;
+        let agent = t.dial(&DialParams::new("+3", "+4", "app")).unwrap().call_control_id;
+        let opts = CommandOptions { client_state: Some("YQ==".into()), command_id: Some("c1".into()) };
+        let owned = EnqueueParams { options: opts, ..EnqueueParams::new("support").max_wait_time_secs(60) };
+        let bridge = BridgeParams::queue("support").park_after_unbridge();
+        if lent {
+            let p = EnqueueParams {
+                queue_name: "support",
+                max_wait: owned.max_wait,
+                max_size: None,
+                keep_after_hangup: false,
+                priority: None,
+                options: owned.options.clone(),
+            };
+            t.enqueue(&caller, &p).unwrap();
+            let b = BridgeParams {
+                call_control_id: None,
+                queue: Some("support"),
+                after_unbridge: bridge.after_unbridge,
+                media: BridgeMediaOptions::default(),
+                options: CommandOptions::default(),
+            };
+            t.bridge(&agent, &b).unwrap();
+        } else {
+            t.enqueue(&caller, &owned).unwrap();
+            t.bridge(&agent, &bridge).unwrap();
+        }
+        let records = journal.take();
+        let decoded: Vec<_> =
+            records[2..].iter().map(|(_, _, bytes)| Record::decode(bytes).unwrap().change).collect();
+        assert_eq!(decoded.len(), 2);
+        assert!(matches!(&decoded[0], Change::Enqueue { params, .. } if *params == owned));
+        assert!(matches!(&decoded[1], Change::Bridge { params, .. } if *params == bridge));
+        (t.call(&caller).unwrap().state, t.call(&agent).unwrap().bridged_with == Some(caller.clone()))
+    };
+    assert_eq!(run(true), run(false));
+    assert_eq!(run(true), (CallState::Bridged, true));
+}

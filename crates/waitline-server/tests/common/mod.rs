@@ -36,7 +36,8 @@ pub struct Server {
     pub reloader: waitline_server::Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// The data directory: every test server is durable (removed when the server is dropped).
+    /// The data directory: every test server is durable (removed when the server is dropped),
+    /// unless it keeps its journal in PostgreSQL.
     _data: tempfile::TempDir,
 }
 
@@ -50,7 +51,9 @@ impl Server {
         let signer = Signer::generate();
         let signer_public = signer.public_key_base64();
         let data = tempfile::tempdir().unwrap();
-        config.data_dir = Some(data.path().to_path_buf());
+        if config.postgres_url.is_none() {
+            config.data_dir = Some(data.path().to_path_buf());
+        }
         let (engine, durability) = waitline_server::open_engine(&config).unwrap();
         let metrics = config.metrics.enabled;
         let server = waitline_server::HttpServer::new(config, engine, durability, &signer).unwrap();
