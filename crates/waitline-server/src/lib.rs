@@ -10,6 +10,7 @@
 //! same with a [`Reloader`] for keys and certificates (`SIGHUP`).
 
 pub mod auth;
+pub mod cluster_secret;
 pub mod config;
 pub mod durable;
 pub mod error;
@@ -257,6 +258,12 @@ pub fn engine(config: &Config) -> Engine {
 /// # Errors
 /// The data directory cannot be used or replayed (see [`Durability::open`]).
 pub fn open_engine(config: &Config) -> Result<(Engine, Durability), String> {
+    if config.cluster.is_some() {
+        // Refused rather than ignored: a second node would not share the buckets.
+        return Err("--node-url: serving as one node of several is not built yet; one node serves \
+                    over PostgreSQL without it (see docs/cluster.md)"
+            .into());
+    }
     let postgres = config.postgres_url.as_ref().map(|url| waitline_store::PgConfig {
         lease: config.lease,
         ..waitline_store::PgConfig::new(url.clone())
