@@ -71,13 +71,19 @@ fn three_nodes_end_up_with_their_preferred_buckets_and_know_each_other() {
 #[test]
 fn the_buckets_of_a_stopped_node_are_taken_within_twice_the_lease_with_what_it_wrote() {
     let Some(pg) = Postgres::new("share_node_stops") else { return };
-    let lease = Duration::from_millis(600);
+    // Long enough that a turn of three nodes on a busy machine stays well within it.
+    let lease = Duration::from_millis(1500);
     let (a, b, c) = (node(&pg, "a", lease), node(&pg, "b", lease), node(&pg, "c", lease));
     let nodes = [("a", &a), ("b", &b), ("c", &c)];
-    turn(&nodes);
-    turn(&nodes);
+    let live = ["a", "b", "c"];
+    for _ in 0..10 {
+        turn(&nodes);
+        if buckets(&c) == preferred_buckets(256, "c", &live) {
+            break;
+        }
+    }
     let of_c = buckets(&c);
-    assert!(!of_c.is_empty());
+    assert_eq!(of_c, preferred_buckets(256, "c", &live));
     // A tenant of c's, written and acknowledged by c.
     let tenant = (0..).map(|i| format!("t{i}")).find(|t| of_c.contains(&c.bucket_of(t))).unwrap();
     for n in 1..=3 {
