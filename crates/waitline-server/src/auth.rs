@@ -186,6 +186,14 @@ impl ApiKeys {
     }
 }
 
+/// The API key a request presents (`Authorization: Bearer KEY`), if any.
+#[must_use]
+pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let key = value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer "))?;
+    Some(key.trim_ascii())
+}
+
 /// The tenant of an authenticated request.
 #[derive(Debug, Clone)]
 pub struct Auth(pub Tenant);
@@ -194,14 +202,13 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or(ApiError::Unauthorized)?;
-        let value = header.as_bytes();
-        let key = value
-            .strip_prefix(b"Bearer ")
-            .or_else(|| value.strip_prefix(b"bearer "))
-            .ok_or(ApiError::Unauthorized)?;
+        let key = presented_key(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let keys = state.keys();
-        let entry = keys.entry_of(key.trim_ascii()).ok_or(ApiError::Unauthorized)?;
+        let entry = keys.entry_of(key).ok_or(ApiError::Unauthorized)?;
+        // The tenant's bucket was taken over: its state here is no longer the truth.
+        if state.durability().lost_bucket_of(entry.tenant.name()).is_some() {
+            return Err(ApiError::TenantMoved);
+        }
         // Every authenticated request counts, reads and writes alike: a read costs the
         // service as much as a write's answer, and one rule is easier to plan for.
         if let Some(bucket) = &entry.bucket {

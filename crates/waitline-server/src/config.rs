@@ -10,6 +10,7 @@ use serde::Deserialize;
 pub use waitline_store::Fsync;
 
 use crate::auth::KeySpec;
+use crate::cluster_secret::ClusterSecret;
 use crate::rate_limit::RateLimit;
 use crate::webhook::WebhookConfig;
 use crate::webhook_destination::DestinationPolicy;
@@ -46,6 +47,9 @@ pub struct Config {
     pub postgres_url: Option<String>,
     /// How long a bucket's lease lasts without renewal (PostgreSQL only).
     pub lease: Duration,
+    /// This node in a cluster of several (`--node-url` with `--cluster-secret`; needs
+    /// `postgres_url`). `None`: a single node.
+    pub cluster: Option<ClusterNode>,
     /// When a change counts as durable.
     pub fsync: Fsync,
     /// Start even when the journal has a damaged record (dropping it and what follows).
@@ -114,6 +118,15 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// How other nodes reach this one and prove they are nodes of the same cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    /// The base URL other nodes forward requests to (`--node-url`).
+    pub url: String,
+    /// Shared by every node (`--cluster-secret`).
+    pub secret: ClusterSecret,
+}
+
 /// How long a bucket's lease lasts, unless `--lease-ms` says otherwise.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
 
@@ -137,6 +150,7 @@ impl Default for Config {
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
             postgres_url: None,
             lease: DEFAULT_LEASE,
+            cluster: None,
             fsync: Fsync::Always,
             recover_truncate: false,
             snapshot_every: waitline_store::engine::DEFAULT_SNAPSHOT_EVERY,
@@ -264,6 +278,15 @@ pub struct ServeArgs {
     /// renewed every third of it) [default: 5000].
     #[arg(long, env = "WAITLINE_LEASE_MS", value_parser = clap::value_parser!(u64).range(30..))]
     pub lease_ms: Option<u64>,
+    /// The base URL other nodes reach this node at (http://host:port), when several nodes
+    /// share one PostgreSQL store: requests for tenants another node owns are forwarded
+    /// there. Needs --postgres-url and --cluster-secret.
+    #[arg(long, env = "WAITLINE_NODE_URL", requires_all = ["postgres_url", "cluster_secret"], value_parser = parse_node_url)]
+    pub node_url: Option<String>,
+    /// The secret every node of the cluster shares (at least 16 printable characters):
+    /// proves a forwarded request comes from a node. Needs --node-url. Never logged.
+    #[arg(long, env = "WAITLINE_CLUSTER_SECRET", requires = "node_url", value_parser = parse_cluster_secret, hide_env_values = true)]
+    pub cluster_secret: Option<ClusterSecret>,
     /// When a change is acknowledged: `always` once synced to disk (survives a power
     /// loss), `periodic` once written to the OS, synced every second [default: always].
     #[arg(long, env = "WAITLINE_FSYNC", value_parser = parse_fsync)]
@@ -321,6 +344,23 @@ fn parse_switch(s: &str) -> Result<bool, String> {
         "off" => Ok(false),
         other => Err(format!("'{other}' is not a switch: use on or off")),
     }
+}
+
+fn parse_cluster_secret(s: &str) -> Result<ClusterSecret, String> {
+    ClusterSecret::new(s)
+}
+
+/// A node's URL: http or https with a host, nothing after the path (requests' paths are
+/// appended to it).
+fn parse_node_url(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("the node URL must be http:// or https:// with a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the node URL takes no query or fragment".into());
+    }
+    Ok(s.trim_end_matches('/').to_owned())
 }
 
 fn parse_fsync(s: &str) -> Result<Fsync, String> {
@@ -529,6 +569,7 @@ impl ServeArgs {
                 .or(file.shutdown_grace_secs)
                 .map_or(d.shutdown_grace, secs),
             lease: self.lease_ms.map_or(d.lease, millis),
+            cluster: self.node_url.zip(self.cluster_secret).map(|(url, secret)| ClusterNode { url, secret }),
             data_dir: if self.postgres_url.is_some()
                 || self.in_memory
                 || (self.data_dir.is_none() && file.in_memory == Some(true))
@@ -642,6 +683,25 @@ mod tests {
         assert!(parse(&["--postgres-url", "x", "--data-dir", "y"]).is_err(), "one store");
         assert!(parse(&["--postgres-url", "x", "--in-memory"]).is_err(), "one store");
         assert!(parse(&["--lease-ms", "10"]).is_err(), "a lease too short to renew");
+        assert!(parse(&[]).unwrap().cluster.is_none());
+        let secret = "a-secret-of-16-chars";
+        let node =
+            ["--postgres-url", "x", "--node-url", "http://127.0.0.1:9001/", "--cluster-secret", secret];
+        let cluster = parse(&node).unwrap().cluster.unwrap();
+        assert_eq!(cluster.url, "http://127.0.0.1:9001");
+        assert!(cluster.secret.matches(secret.as_bytes()));
+        assert!(parse(&node[..4]).is_err(), "a node URL needs the secret");
+        assert!(parse(&node[2..]).is_err(), "and PostgreSQL");
+        assert!(
+            parse(&["--postgres-url", "x", "--cluster-secret", secret]).is_err(),
+            "a secret needs a node URL"
+        );
+        let short = parse(&["--postgres-url", "x", "--node-url", "http://h:1", "--cluster-secret", "short"]);
+        assert!(short.unwrap_err().to_string().contains("at least 16"));
+        for bad in ["ftp://h/", "h:1", "http://h:1/?q=1"] {
+            let with = parse(&["--postgres-url", "x", "--node-url", bad, "--cluster-secret", secret]);
+            assert!(with.is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -24,8 +24,9 @@ type Marks = Arc<parking_lot::Mutex<HashMap<Box<str>, u64>>>;
 pub enum Keep<'a> {
     /// A data directory (SQLite), one process.
     Dir(&'a Path),
-    /// PostgreSQL; this node takes every bucket's lease, keeps them renewed, and takes no
-    /// change once it loses one (see [`Durability::is_stopped`]).
+    /// PostgreSQL; this node takes every bucket's lease and keeps them renewed; once it
+    /// loses one, it no longer serves that bucket's tenants (see
+    /// [`Durability::lost_bucket_of`]).
     Postgres(&'a PgConfig),
 }
 
@@ -233,22 +234,55 @@ impl Durability {
         self.store.as_ref().map(Store::commit_times)
     }
 
-    /// Whether the store has stopped (a write or a sync failed), or lost a bucket's lease
-    /// (another node took it over, or it lapsed): no change may be acknowledged any more,
-    /// until a restart.
+    /// Whether the store has stopped (a write or a sync failed): no change may be
+    /// acknowledged any more, until a restart.
     #[must_use]
     pub fn is_stopped(&self) -> bool {
-        self.store.as_ref().is_some_and(|s| s.is_stopped() || !s.lost().is_empty())
+        self.store.as_ref().is_some_and(Store::is_stopped)
     }
 
-    /// Why changes are no longer taken, if they are not.
-    fn why_stopped(&self) -> Option<String> {
+    /// The bucket of `tenant` with the epoch lost, if this node lost its lease (another
+    /// node took it over, or it lapsed): the tenant is no longer served here, since what
+    /// this node holds of it may miss the new owner's changes.
+    #[must_use]
+    pub fn lost_bucket_of(&self, tenant: &str) -> Option<(u32, u64)> {
         let store = self.store.as_ref()?;
         let lost = store.lost();
-        let (bucket, epoch) = lost.first()?;
-        Some(format!(
-            "the lease of bucket {bucket} (epoch {epoch}) was lost: another node took it over, or it lapsed"
-        ))
+        if lost.is_empty() {
+            return None; // the common case: no bucket lost, no hash
+        }
+        let bucket = store.bucket_of(tenant);
+        lost.into_iter().find(|l| l.0 == bucket)
+    }
+
+    /// Whether an event of `tenant`, made before a mark that settled as `settled`, may be
+    /// told (a webhook, an event stream): `Ok(false)` when the tenant's bucket was lost (its
+    /// change may not be stored; the new owner replays and tells it), `Err` when the store
+    /// has stopped. A lease lost by another bucket fails only its own tickets: the mark's
+    /// failure then says nothing about this tenant's change.
+    ///
+    /// # Errors
+    /// The store has stopped (a write or a sync failed).
+    pub fn may_tell(&self, settled: Result<(), String>, tenant: &str) -> Result<bool, String> {
+        if self.lost_bucket_of(tenant).is_some() {
+            return Ok(false);
+        }
+        match settled {
+            Err(why) if self.is_stopped() || !self.lost_any() => Err(why),
+            _ => Ok(true),
+        }
+    }
+
+    /// Whether this store works under leases (PostgreSQL), which it may lose.
+    #[must_use]
+    pub fn has_leases(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.dir().is_none())
+    }
+
+    /// Whether some bucket's lease was lost.
+    #[must_use]
+    pub fn lost_any(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| !s.lost().is_empty())
     }
 
     /// A mark covering every change made so far.
@@ -257,18 +291,14 @@ impl Durability {
         self.store.as_ref().map(Store::last_ticket)
     }
 
-    /// `Ready(Ok)` once every change up to `mark` is on disk (at once in memory).
-    /// Once a lease is lost, nothing is: a change of that bucket's tenants may have been
-    /// refused without a ticket of its own.
+    /// `Ready(Ok)` once every change up to `mark` is on disk (at once in memory). A change
+    /// of a tenant whose bucket's lease was lost may have been refused without a ticket of
+    /// its own: check [`Durability::lost_bucket_of`] after this.
     pub fn poll_durable(&self, mark: Option<Ticket>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-        let settled = match (&self.store, mark) {
+        match (&self.store, mark) {
             (Some(store), Some(ticket)) => store.poll_durable(ticket, cx).map_err(|e| e.to_string()),
             _ => Poll::Ready(Ok(())),
-        };
-        settled.map(|done| match self.why_stopped() {
-            Some(why) => Err(why),
-            None => done,
-        })
+        }
     }
 
     /// Blocks until every change made so far is on disk (for code outside a runtime).

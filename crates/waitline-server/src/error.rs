@@ -74,6 +74,9 @@ pub enum ApiError {
     NotDurable,
     /// The metrics could not be read (a bug, never the client's doing).
     MetricsUnavailable,
+    /// This node lost the lease of the tenant's bucket: another node serves the tenant now
+    /// (retryable, `Retry-After: 1`).
+    TenantMoved,
 }
 
 impl From<waitline::Error> for ApiError {
@@ -220,6 +223,16 @@ impl ApiError {
                 None,
                 None,
             ),
+            // A 5xx with Retry-After: the SDKs retry, and a `command_id` makes it safe (a
+            // write refused here may have been stored just before the lease was lost).
+            Self::TenantMoved => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "10007",
+                "Service unavailable",
+                "Tenants of this request moved to another node while it was served; a change may or may not have taken effect. Retry.".to_owned(),
+                None,
+                None,
+            ),
             Self::MetricsUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "10007",
@@ -250,8 +263,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.parts().0;
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let Self::RateLimited { retry_after_secs } = self {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+        let retry_after_secs = match self {
+            Self::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            Self::TenantMoved => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after_secs {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
     }

@@ -10,6 +10,7 @@
 //! same with a [`Reloader`] for keys and certificates (`SIGHUP`).
 
 pub mod auth;
+pub mod cluster_secret;
 pub mod config;
 pub mod durable;
 pub mod error;
@@ -254,16 +255,34 @@ pub fn metrics_router(state: AppState) -> Router {
 }
 
 /// A write is answered only once its change is on disk; once the store has stopped, no
-/// write is taken at all (503, and nothing changes). Reads are served from memory.
+/// write is taken at all (503, and nothing changes). A write of a tenant whose bucket's
+/// lease was lost meanwhile is answered 503 (`ApiError::TenantMoved`). Reads are served
+/// from memory.
 async fn acknowledge_when_durable(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let durability = state.durability();
     if write && durability.is_stopped() {
         return ApiError::NotDurable.into_response();
     }
+    // Read before the handler runs (the request moves into it); only where leases can be lost.
+    let key = (write && durability.has_leases())
+        .then(|| auth::presented_key(request.headers()).map(<[u8]>::to_vec))
+        .flatten();
     let response = next.run(request).await;
     if write {
-        if let Err(why) = durability.settled().await {
+        let settled = durability.settled().await;
+        // A lease lost meanwhile: this change, or one sharing its commit, may have been
+        // refused by fencing. Retryable: the other buckets go on.
+        let moved = durability.lost_any()
+            && !durability.is_stopped()
+            && (settled.is_err()
+                || key
+                    .and_then(|k| state.keys().tenant_of(&k).map(|t| t.name().to_owned()))
+                    .is_some_and(|tenant| durability.lost_bucket_of(&tenant).is_some()));
+        if moved {
+            return ApiError::TenantMoved.into_response();
+        }
+        if let Err(why) = settled {
             tracing::error!(why = %why, "a change could not be stored: no change is acknowledged until a restart");
             return ApiError::NotDurable.into_response();
         }
@@ -296,6 +315,12 @@ pub fn engine(config: &Config) -> Engine {
 /// # Errors
 /// The data directory cannot be used or replayed (see [`Durability::open`]).
 pub fn open_engine(config: &Config) -> Result<(Engine, Durability), String> {
+    if config.cluster.is_some() {
+        // Refused rather than ignored: a second node would not share the buckets.
+        return Err("--node-url: serving as one node of several is not built yet; one node serves \
+                    over PostgreSQL without it (see docs/cluster.md)"
+            .into());
+    }
     let postgres = config.postgres_url.as_ref().map(|url| waitline_store::PgConfig {
         lease: config.lease,
         ..waitline_store::PgConfig::new(url.clone())

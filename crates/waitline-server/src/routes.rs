@@ -284,12 +284,16 @@ async fn events(
             let Some(ev) = ready!(sub.poll_recv(cx)) else { return Poll::Ready(None) };
             held = Some((ev, durability.mark()));
         }
-        let mark = held.as_ref().and_then(|(_, mark)| *mark);
-        if ready!(durability.poll_durable(mark, cx)).is_err() {
-            return Poll::Ready(None); // the store stopped: nothing more is told
-        }
+        let Some((event, mark)) = &held else { return Poll::Ready(None) };
+        let settled = ready!(durability.poll_durable(*mark, cx));
         coop.made_progress();
-        Poll::Ready(held.take().map(|(ev, _)| Ok(sse_event(&ev))))
+        let told = durability.may_tell(settled, &event.tenant);
+        match told {
+            Ok(true) => Poll::Ready(held.take().map(|(ev, _)| Ok(sse_event(&ev)))),
+            // The stream's tenant moved to another node, or the store stopped: nothing more
+            // is told here (the client reconnects, through the owner).
+            Ok(false) | Err(_) => Poll::Ready(None),
+        }
     });
     let stream = futures_util::StreamExt::take_until(stream, state.closing());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

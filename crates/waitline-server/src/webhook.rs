@@ -361,15 +361,19 @@ async fn read(
         let Some(event) = event else { break };
         // Only a change on disk is told: its record was appended before its event was
         // published, so the store's latest mark covers it.
-        if let Err(why) = durability.settled().await {
-            tracing::error!(why = %why, "webhooks stopped: the store cannot keep changes");
-            return lanes;
+        match durability.may_tell(durability.settled().await, &event.tenant) {
+            Ok(true) => lanes.route(event),
+            Ok(false) => {} // its bucket moved: the new owner sends it
+            Err(why) => {
+                tracing::error!(why = %why, "webhooks stopped: the store cannot keep changes");
+                return lanes;
+            }
         }
-        lanes.route(event);
     }
     let committed = events.drain();
-    if durability.settled().await.is_ok() {
-        for event in committed {
+    let settled = durability.settled().await;
+    for event in committed {
+        if durability.may_tell(settled.clone(), &event.tenant) == Ok(true) {
             lanes.route(event);
         }
     }

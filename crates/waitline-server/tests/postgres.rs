@@ -116,3 +116,81 @@ async fn a_node_whose_lease_was_taken_acknowledges_no_change() {
     assert_eq!(s, 503);
     server.stop().await;
 }
+
+/// `--node-url` is parsed, but sharing buckets between server nodes is not built: a node
+/// given it refuses to start (before it touches the store) rather than take every bucket.
+#[test]
+fn a_node_url_is_refused_until_nodes_share_buckets() {
+    let cluster = waitline_server::config::ClusterNode {
+        url: "http://127.0.0.1:9".into(),
+        secret: waitline_server::cluster_secret::ClusterSecret::new("a-secret-of-16-chars").unwrap(),
+    };
+    let config = Config { cluster: Some(cluster), ..over_postgres("postgres://nobody@127.0.0.1:9/none") };
+    let err = waitline_server::open_engine(&config).map(|_| ()).unwrap_err();
+    assert!(err.contains("--node-url: serving as one node of several is not built yet"), "{err}");
+}
+
+/// A lost lease stops that bucket's tenants only: their requests answer a retryable 503
+/// (`Retry-After: 1`), reads too (the new owner has their state), while the tenants of the
+/// other buckets go on.
+#[tokio::test]
+async fn a_lost_bucket_stops_its_tenants_only() {
+    let Some(url) = fresh_database("server_one_bucket_lost") else { return };
+    let hooks = common::Receiver::start(0).await;
+    let mut config = common::allow_loopback(over_postgres(&url));
+    config.webhooks.url = Some(hooks.url.clone());
+    let server = Server::start(config).await;
+    let call = server.dial().await; // tenant "a"
+    let (a, b) = (waitline_store::bucket::bucket_of("a", 256), waitline_store::bucket::bucket_of("b", 256));
+    assert_ne!(a, b);
+    execute(
+        &url,
+        &format!("UPDATE waitline.leases SET expires_at = now() - interval '1 second' WHERE bucket = {a}"),
+    );
+    let other = waitline_store::Store::open_postgres(
+        &waitline_store::PgConfig { node: "other".into(), ..waitline_store::PgConfig::new(url.clone()) },
+        waitline_store::Options::default(),
+    )
+    .unwrap();
+    assert_eq!(other.acquire(&[a]).unwrap().len(), 1);
+    // The write that meets the takeover is refused by fencing.
+    let (s, v) = server.action(&call, "enqueue", json!({"queue_name": "support"})).await;
+    assert_eq!((s, code(&v)), (503, "10007"), "{v}");
+    let moved = server
+        .http
+        .get(format!("{}/v2/calls/{call}", server.base))
+        .bearer_auth(common::KEY_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status().as_u16(), 503);
+    assert_eq!(moved.headers()["retry-after"], "1");
+    // Tenant b, in another bucket, goes on: its writes are acknowledged and kept.
+    let dial = json!({"to": "+1", "from": "+2", "connection_id": "app"});
+    let (s, v) = server.req("POST", "/v2/calls", Some(common::KEY_B), Some(dial)).await;
+    assert_eq!(s, 200, "{v}");
+    let b_call = v["data"]["call_control_id"].as_str().unwrap().to_owned();
+    // Webhooks go on for b; a's refused change is not told (the new owner tells what it has).
+    let told = |hooks: &[common::Received], id: &str, kind: &str| {
+        hooks.iter().any(|h| {
+            h.body["data"]["payload"]["call_control_id"] == id && h.body["data"]["event_type"] == kind
+        })
+    };
+    hooks.wait_for(4).await;
+    // A fifth (a's call.enqueued) would come within this.
+    let got = hooks.wait_for_within(5, Duration::from_millis(500)).await;
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(told(&got, &call, "call.initiated") && told(&got, &b_call, "call.initiated"), "{got:?}");
+    assert!(!told(&got, &call, "call.enqueued"), "{got:?}");
+    server.stop().await;
+    let mut tenants = std::collections::BTreeMap::<String, u64>::new();
+    other
+        .replay(|e| {
+            if let waitline_store::Entry::Record { tenant, .. } = e {
+                *tenants.entry(tenant.to_owned()).or_default() += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(tenants.into_iter().collect::<Vec<_>>(), [("a".to_owned(), 1), ("b".to_owned(), 1)]);
+}

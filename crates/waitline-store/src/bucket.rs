@@ -6,7 +6,7 @@
 /// Buckets a store is divided into, unless configured otherwise.
 pub const DEFAULT_BUCKETS: u32 = 256;
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {
         hash ^= u64::from(*byte);

@@ -40,8 +40,10 @@ mod dir;
 pub mod engine;
 mod frame;
 mod lease;
+pub mod placement;
 mod postgres;
 mod replay;
+mod share;
 mod sqlite;
 #[doc(hidden)]
 pub mod test_support;
@@ -50,6 +52,8 @@ mod worker;
 mod writer;
 
 pub use crate::postgres::PgConfig;
+pub use crate::postgres::nodes::Node;
+pub use crate::share::Share;
 pub use crate::sqlite::DB_FILE;
 pub use crate::timing::{COMMIT_BUCKETS_MICROS, CommitTimes};
 

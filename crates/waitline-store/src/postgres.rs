@@ -14,6 +14,8 @@ use crate::backend::{Conn, JournalSize, NewRow, Row, RowVisitor, from_sql, to_sq
 use crate::bucket::{DEFAULT_BUCKETS, bucket_of};
 use crate::{Error, Fsync, Result};
 
+pub(crate) mod nodes;
+
 /// Version of the PostgreSQL tables this code reads and writes.
 const SCHEMA_VERSION: i64 = 1;
 
@@ -135,7 +137,8 @@ fn create_tables(client: &mut Client, config: &PgConfig) -> Result<()> {
              owner TEXT NOT NULL,
              epoch BIGINT NOT NULL,
              expires_at TIMESTAMPTZ NOT NULL
-         );"
+         );
+         CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, url TEXT NOT NULL, seen_at TIMESTAMPTZ NOT NULL);"
     ))
     .map_err(&err)?;
     let mut meta = |key: &str, value: i64| -> Result<i64> {
