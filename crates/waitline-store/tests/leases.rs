@@ -167,11 +167,13 @@ fn a_sqlite_store_keeps_no_leases() {
 #[test]
 fn leases_renewed_in_the_background_outlast_their_length_and_end_with_the_store() {
     let Some(pg) = Postgres::new("leases_background") else { return };
-    let a = node(&pg, "a", Duration::from_millis(300));
+    // Long enough that a renewal (every third of it) delayed by a busy machine still lands.
+    let lease = Duration::from_millis(1500);
+    let a = node(&pg, "a", lease);
     let b = node(&pg, "b", Duration::from_secs(30));
     assert_eq!(a.acquire(&[2]).unwrap(), [(2, 1)]);
     a.renew_in_background().unwrap();
-    std::thread::sleep(Duration::from_millis(900));
+    std::thread::sleep(lease * 3);
     assert!(b.acquire(&[2]).unwrap().is_empty(), "three lease lengths later, still a's");
     assert!(a.lost().is_empty());
     drop(a);
