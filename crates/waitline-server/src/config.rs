@@ -600,6 +600,27 @@ mod tests {
 
     use super::*;
 
+    /// Every flag of `waitline serve` is in the README's settings table, with its
+    /// environment variable.
+    #[test]
+    fn the_readme_lists_every_serve_flag() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../../README.md");
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" || long == "config" {
+                continue;
+            }
+            assert!(readme.contains(&format!("`--{long}")), "the README's table lacks --{long}");
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy();
+                assert!(readme.contains(&*env), "the README's table lacks {env} (--{long})");
+            }
+        }
+    }
+
     #[test]
     fn flags_beat_the_file_which_beats_defaults() {
         let dir = std::env::temp_dir().join(format!("waitline-config-{}", std::process::id()));
