@@ -129,10 +129,38 @@ impl StoreJournal {
     pub fn replay_into(
         &self,
         engine: &Engine,
+        apply: impl FnMut(&Tenant, u64, &[u8]) -> Result<(), String>,
+    ) -> Result<Replayed> {
+        self.replay_some_into(engine, None, apply)
+    }
+
+    /// [`StoreJournal::replay_into`] of the tenants of `buckets` only: a node loading the
+    /// buckets it took. Their tenants must be empty in `engine` (see `Tenant::forget`); the
+    /// journal forgets what it knew of them first.
+    ///
+    /// # Errors
+    /// As [`StoreJournal::replay_into`].
+    pub fn replay_buckets_into(
+        &self,
+        engine: &Engine,
+        buckets: &[u32],
+        apply: impl FnMut(&Tenant, u64, &[u8]) -> Result<(), String>,
+    ) -> Result<Replayed> {
+        self.replay_some_into(engine, Some(buckets), apply)
+    }
+
+    fn replay_some_into(
+        &self,
+        engine: &Engine,
+        buckets: Option<&[u32]>,
         mut apply: impl FnMut(&Tenant, u64, &[u8]) -> Result<(), String>,
     ) -> Result<Replayed> {
+        if let Some(buckets) = buckets {
+            // What this journal knew of them is from an earlier holding: the store has the truth.
+            self.heads.lock().retain(|tenant, _| !buckets.contains(&self.store.bucket_of(tenant)));
+        }
         let newest = self.store.newest_snapshots()?;
-        let replayed = self.store.replay(|entry| match entry {
+        let visit = |entry: Entry<'_>| match entry {
             Entry::Snapshot { tenant, seq, data } => {
                 let restored = engine.tenant(tenant).restore(data).map_err(|e| e.to_string())?;
                 if restored != seq {
@@ -150,7 +178,11 @@ impl StoreJournal {
                 }
                 Ok(())
             }
-        })?;
+        };
+        let replayed = match buckets {
+            Some(buckets) => self.store.replay_buckets(buckets, visit)?,
+            None => self.store.replay(visit)?,
+        };
         let mut heads = self.heads.lock();
         for (tenant, head) in heads.iter_mut() {
             head.snapshot = head.snapshot.max(newest.get(&**tenant).copied().unwrap_or(0));
