@@ -205,8 +205,9 @@ impl FromRequestParts<AppState> for Auth {
         let key = presented_key(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let keys = state.keys();
         let entry = keys.entry_of(key).ok_or(ApiError::Unauthorized)?;
-        // The tenant's bucket was taken over: its state here is no longer the truth.
-        if state.durability().lost_bucket_of(entry.tenant.name()).is_some() {
+        // The tenant's bucket was taken over, or is not (yet) this node's: its state here
+        // is not the truth.
+        if !state.durability().serves(entry.tenant.name()) {
             return Err(ApiError::TenantMoved);
         }
         // Every authenticated request counts, reads and writes alike: a read costs the

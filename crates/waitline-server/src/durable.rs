@@ -28,13 +28,18 @@ pub enum Keep<'a> {
     /// loses one, it no longer serves that bucket's tenants (see
     /// [`Durability::lost_bucket_of`]).
     Postgres(&'a PgConfig),
+    /// PostgreSQL, as one node of several reached at `url`: this node takes its share of
+    /// the buckets and serves only those (see [`crate::node_share`]).
+    Node(&'a PgConfig, &'a str),
 }
 
 impl std::fmt::Display for Keep<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Dir(dir) => write!(f, "{}", dir.display()),
-            Self::Postgres(config) => write!(f, "{} (node {})", config.place(), config.node),
+            Self::Postgres(config) | Self::Node(config, _) => {
+                write!(f, "{} (node {})", config.place(), config.node)
+            }
         }
     }
 }
@@ -75,6 +80,9 @@ pub struct Durability {
     /// for each tenant while no outbox runs (see [`Durability::mark_all_delivered`]).
     journal: Option<Arc<StoreJournal>>,
     marked: Marks,
+    /// The buckets this node serves, when it is one node of several (`None`: every bucket
+    /// whose lease it has not lost).
+    serving: Option<Arc<crate::node_share::Serving>>,
 }
 
 impl Durability {
@@ -106,8 +114,17 @@ impl Durability {
         let store = match keep {
             Keep::Dir(dir) => Store::open(dir, options).map_err(|e| e.to_string())?,
             Keep::Postgres(config) => every_bucket(config, options)?,
+            Keep::Node(config, url) => {
+                let store = Store::open_postgres(config, options).map_err(|e| e.to_string())?;
+                let (serving, taken) = crate::node_share::first_turn(&store, url)?;
+                let (engine, mut durability, replayed) =
+                    Self::over(store, snapshot_every, engine, Some(&taken))?;
+                durability.serving = Some(serving);
+                crate::node_share::keep_share(&engine, &durability, url, config.lease)?;
+                return Ok((engine, durability, replayed));
+            }
         };
-        Self::over(store, snapshot_every, engine)
+        Self::over(store, snapshot_every, engine, None)
     }
 
     /// Builds the engine with `store` as its journal and replays what it holds into it.
@@ -115,6 +132,7 @@ impl Durability {
         store: Store,
         snapshot_every: u64,
         engine: EngineBuilder,
+        buckets: Option<&[u32]>,
     ) -> Result<(Engine, Self, Replayed), String> {
         let journal = StoreJournal::with_snapshot_every(store.clone(), snapshot_every);
         let engine = engine.journal(journal.clone()).build();
@@ -124,25 +142,28 @@ impl Durability {
         // such a record is replayed with a subscription, kept if it went past the mark.
         let delivered = store.delivered().map_err(|e| e.to_string())?;
         let mut listening: HashMap<String, Subscription> = HashMap::new();
-        let replayed = journal
-            .replay_into(&engine, |handle, seq, data| {
-                let tenant = handle.name();
-                if listening.contains_key(tenant) {
-                    return apply_record(handle, seq, data);
-                }
-                let mark = delivered.get(tenant).copied().unwrap_or(0);
-                let timers = seq <= mark
-                    && Record::decode(data).is_ok_and(|r| r.change == waitline::journal::Change::Timers);
-                if seq > mark || timers {
-                    listening.insert(tenant.to_owned(), engine.subscribe_tenant_bounded(tenant, usize::MAX));
-                }
-                apply_record(handle, seq, data)?;
-                if timers && handle.last_seq() <= mark {
-                    listening.remove(tenant);
-                }
-                Ok(())
-            })
-            .map_err(|e| e.to_string())?;
+        let listen = |handle: &waitline::Tenant, seq, data: &[u8]| {
+            let tenant = handle.name();
+            if listening.contains_key(tenant) {
+                return apply_record(handle, seq, data);
+            }
+            let mark = delivered.get(tenant).copied().unwrap_or(0);
+            let timers = seq <= mark
+                && Record::decode(data).is_ok_and(|r| r.change == waitline::journal::Change::Timers);
+            if seq > mark || timers {
+                listening.insert(tenant.to_owned(), engine.subscribe_tenant_bounded(tenant, usize::MAX));
+            }
+            apply_record(handle, seq, data)?;
+            if timers && handle.last_seq() <= mark {
+                listening.remove(tenant);
+            }
+            Ok(())
+        };
+        let replayed = match buckets {
+            Some(buckets) => journal.replay_buckets_into(&engine, buckets, listen),
+            None => journal.replay_into(&engine, listen),
+        }
+        .map_err(|e| e.to_string())?;
         let backlog: Vec<Event> = listening
             .into_values()
             .flat_map(|mut sub| sub.drain())
@@ -161,7 +182,8 @@ impl Durability {
             delivered.into_iter().map(|(t, s)| (t.into_boxed_str(), s)).collect::<HashMap<_, _>>(),
         ));
         let backlog = Arc::new(parking_lot::Mutex::new(backlog));
-        Ok((engine, Self { store: Some(store), backlog, journal: Some(journal), marked }, replayed))
+        let durability = Self { store: Some(store), backlog, journal: Some(journal), marked, serving: None };
+        Ok((engine, durability, replayed))
     }
 
     /// Whether changes are kept on disk.
@@ -253,6 +275,43 @@ impl Durability {
         }
         let bucket = store.bucket_of(tenant);
         lost.into_iter().find(|l| l.0 == bucket)
+    }
+
+    /// Whether this node serves `tenant` now: its bucket's lease was not lost and, for one
+    /// node of several, its bucket is taken and loaded here.
+    #[must_use]
+    pub fn serves(&self, tenant: &str) -> bool {
+        if self.lost_bucket_of(tenant).is_some() {
+            return false;
+        }
+        match (&self.serving, &self.store) {
+            (Some(serving), Some(store)) => serving.contains(store.bucket_of(tenant)),
+            _ => true,
+        }
+    }
+
+    /// The store and journal, for a node loading the buckets it takes.
+    pub(crate) fn store_and_journal(&self) -> Option<(&Store, &Arc<StoreJournal>)> {
+        self.store.as_ref().zip(self.journal.as_ref())
+    }
+
+    /// The URL of the node owning `tenant`'s bucket now, if any (blocking: a query).
+    #[must_use]
+    pub fn owner_url(&self, tenant: &str) -> Option<String> {
+        let store = self.store.as_ref()?;
+        store.owner(store.bucket_of(tenant)).ok().flatten().map(|node| node.url)
+    }
+
+    /// Stops taking this node's share (the service stops): see [`crate::node_share::Serving::close`].
+    pub fn stop_sharing(&self) {
+        if let Some(serving) = &self.serving {
+            serving.close();
+        }
+    }
+
+    /// The buckets this node serves, when it is one node of several.
+    pub(crate) fn serving(&self) -> Option<&Arc<crate::node_share::Serving>> {
+        self.serving.as_ref()
     }
 
     /// Whether an event of `tenant`, made before a mark that settled as `settled`, may be

@@ -77,6 +77,8 @@ pub enum ApiError {
     /// This node lost the lease of the tenant's bucket: another node serves the tenant now
     /// (retryable, `Retry-After: 1`).
     TenantMoved,
+    /// A request carrying the cluster header with a secret that is not this cluster's.
+    ClusterSecretRefused,
 }
 
 impl From<waitline::Error> for ApiError {
@@ -230,6 +232,14 @@ impl ApiError {
                 "10007",
                 "Service unavailable",
                 "Tenants of this request moved to another node while it was served; a change may or may not have taken effect. Retry.".to_owned(),
+                None,
+                None,
+            ),
+            Self::ClusterSecretRefused => (
+                StatusCode::FORBIDDEN,
+                "10010",
+                "Authorization failed",
+                "The 'waitline-cluster-secret' header does not hold this cluster's secret.".to_owned(),
                 None,
                 None,
             ),

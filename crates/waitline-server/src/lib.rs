@@ -14,7 +14,9 @@ pub mod cluster_secret;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod forward;
 pub mod metrics;
+pub mod node_share;
 pub mod rate_limit;
 mod request_metrics;
 pub mod routes;
@@ -79,6 +81,8 @@ struct Shared {
     /// the routes.
     request_counts: Option<OnceLock<Arc<RequestCounts>>>,
     metrics_max_queues: usize,
+    /// One node of several: its way to the other nodes.
+    forwarder: Option<forward::Forwarder>,
 }
 
 impl AppState {
@@ -108,6 +112,7 @@ impl AppState {
                 max_streams: config.max_event_streams,
                 request_counts: config.metrics.enabled.then(OnceLock::new),
                 metrics_max_queues: config.metrics.max_queues,
+                forwarder: config.cluster.as_ref().map(forward::Forwarder::new),
             }),
         }
     }
@@ -189,6 +194,10 @@ impl AppState {
         )
     }
 
+    pub(crate) fn forwarder(&self) -> Option<&forward::Forwarder> {
+        self.shared.forwarder.as_ref()
+    }
+
     pub(crate) fn metrics_max_queues(&self) -> usize {
         self.shared.metrics_max_queues
     }
@@ -219,6 +228,12 @@ fn routed(state: AppState) -> (Router, Option<Arc<RequestCounts>>) {
     // A service in memory has nothing to wait for: no layer, no cost.
     let router = if state.durability().is_durable() {
         router.layer(axum::middleware::from_fn_with_state(state.clone(), acknowledge_when_durable))
+    } else {
+        router
+    };
+    // Outside the acknowledgement: a forwarded request is acknowledged by its owner.
+    let router = if state.forwarder().is_some() {
+        router.layer(axum::middleware::from_fn_with_state(state.clone(), forward::to_owner))
     } else {
         router
     };
@@ -278,7 +293,7 @@ async fn acknowledge_when_durable(State(state): State<AppState>, request: Reques
             && (settled.is_err()
                 || key
                     .and_then(|k| state.keys().tenant_of(&k).map(|t| t.name().to_owned()))
-                    .is_some_and(|tenant| durability.lost_bucket_of(&tenant).is_some()));
+                    .is_some_and(|tenant| !durability.serves(&tenant)));
         if moved {
             return ApiError::TenantMoved.into_response();
         }
@@ -315,18 +330,15 @@ pub fn engine(config: &Config) -> Engine {
 /// # Errors
 /// The data directory cannot be used or replayed (see [`Durability::open`]).
 pub fn open_engine(config: &Config) -> Result<(Engine, Durability), String> {
-    if config.cluster.is_some() {
-        // Refused rather than ignored: a second node would not share the buckets.
-        return Err("--node-url: serving as one node of several is not built yet; one node serves \
-                    over PostgreSQL without it (see docs/cluster.md)"
-            .into());
-    }
     let postgres = config.postgres_url.as_ref().map(|url| waitline_store::PgConfig {
         lease: config.lease,
         ..waitline_store::PgConfig::new(url.clone())
     });
     let keep = match (&postgres, &config.data_dir) {
-        (Some(pg), _) => durable::Keep::Postgres(pg),
+        (Some(pg), _) => match &config.cluster {
+            Some(node) => durable::Keep::Node(pg, &node.url),
+            None => durable::Keep::Postgres(pg),
+        },
         (None, Some(dir)) => durable::Keep::Dir(dir),
         (None, None) => return Ok((engine(config), Durability::in_memory())),
     };
@@ -458,6 +470,7 @@ impl HttpServer {
         };
         let (app, counts) = routed(state.clone());
         serve::serve(listener, app, counts, tls, config.connections, shutdown).await;
+        state.durability().stop_sharing();
         maintenance.abort();
         if let Some(task) = metrics_task {
             task.abort();

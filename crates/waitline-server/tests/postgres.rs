@@ -117,19 +117,6 @@ async fn a_node_whose_lease_was_taken_acknowledges_no_change() {
     server.stop().await;
 }
 
-/// `--node-url` is parsed, but sharing buckets between server nodes is not built: a node
-/// given it refuses to start (before it touches the store) rather than take every bucket.
-#[test]
-fn a_node_url_is_refused_until_nodes_share_buckets() {
-    let cluster = waitline_server::config::ClusterNode {
-        url: "http://127.0.0.1:9".into(),
-        secret: waitline_server::cluster_secret::ClusterSecret::new("a-secret-of-16-chars").unwrap(),
-    };
-    let config = Config { cluster: Some(cluster), ..over_postgres("postgres://nobody@127.0.0.1:9/none") };
-    let err = waitline_server::open_engine(&config).map(|_| ()).unwrap_err();
-    assert!(err.contains("--node-url: serving as one node of several is not built yet"), "{err}");
-}
-
 /// A lost lease stops that bucket's tenants only: their requests answer a retryable 503
 /// (`Retry-After: 1`), reads too (the new owner has their state), while the tenants of the
 /// other buckets go on.

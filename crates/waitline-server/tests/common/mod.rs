@@ -47,7 +47,12 @@ impl Server {
             KeySpec::parse(&format!("{KEY_A}:a")).unwrap(),
             KeySpec::parse(&format!("{KEY_B}:b")).unwrap(),
         ];
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await
+    }
+
+    /// A server on `listener` with `config`'s own API keys (a node of several must know
+    /// its address before it starts).
+    pub async fn start_on(listener: TcpListener, mut config: Config) -> Self {
         let signer = Signer::generate();
         let signer_public = signer.public_key_base64();
         let data = tempfile::tempdir().unwrap();

@@ -1,0 +1,238 @@
+//! Several server nodes sharing one PostgreSQL store (`--node-url`), served on loopback
+//! ports in this process: each takes its share of the buckets and serves only those
+//! tenants; when one node goes, another takes its buckets over and serves its tenants'
+//! queued calls. Each test has a database of its own on the server of
+//! `WAITLINE_TEST_POSTGRES_URL` (skipped without it, except in CI).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, code};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use waitline_server::auth::KeySpec;
+use waitline_server::cluster_secret::ClusterSecret;
+use waitline_server::config::{ClusterNode, Config};
+use waitline_store::test_support::{execute, fresh_database};
+
+const SECRET: &str = "a-cluster-secret-of-test";
+const TENANTS: usize = 8;
+const BUCKETS: u32 = 256;
+
+fn key_of(tenant: usize) -> String {
+    format!("key-of-tenant-{tenant}")
+}
+
+fn tenant(i: usize) -> String {
+    format!("t{i}")
+}
+
+/// A node of the cluster on a fresh loopback port, with one API key per tenant.
+async fn node(url: &str, lease: Duration) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_url = format!("http://{}", listener.local_addr().unwrap());
+    let config = Config {
+        postgres_url: Some(url.to_owned()),
+        data_dir: None,
+        lease,
+        cluster: Some(ClusterNode { url: node_url, secret: ClusterSecret::new(SECRET).unwrap() }),
+        api_keys: (0..TENANTS).map(|i| KeySpec::plain(&key_of(i), &tenant(i))).collect(),
+        ..Config::default()
+    };
+    Server::start_on(listener, config).await
+}
+
+/// A store handle that only reads who owns what (live nodes by the nodes' `lease`).
+fn observer(url: &str, lease: Duration) -> waitline_store::Store {
+    let config = waitline_store::PgConfig {
+        node: "observer".into(),
+        lease,
+        ..waitline_store::PgConfig::new(url.to_owned())
+    };
+    waitline_store::Store::open_postgres(&config, waitline_store::Options::default()).unwrap()
+}
+
+fn bucket(tenant: &str) -> u32 {
+    waitline_store::bucket::bucket_of(tenant, BUCKETS)
+}
+
+/// The node URL owning each tenant's bucket, once every tenant's bucket is owned by its
+/// preferred node, one of `nodes`, and each node owns some of them; within `limit`.
+async fn settled_owners(store: &waitline_store::Store, nodes: &[&Server], limit: Duration) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let live = store.live_nodes().unwrap();
+        let ids: Vec<&str> = live.iter().map(|n| n.id.as_str()).collect();
+        let owners: Vec<Option<String>> = (0..TENANTS)
+            .map(|i| {
+                let b = bucket(&tenant(i));
+                let owner = store.owner(b).unwrap()?;
+                (Some(owner.id.as_str()) == waitline_store::placement::preferred_owner(b, &ids))
+                    .then_some(owner.url)
+            })
+            .collect();
+        let all_owned = owners.iter().all(|o| o.as_ref().is_some_and(|u| nodes.iter().any(|n| &n.base == u)));
+        let each_owns = nodes.iter().all(|n| owners.iter().any(|o| o.as_deref() == Some(n.base.as_str())));
+        if all_owned && each_owns {
+            return owners.into_iter().map(Option::unwrap).collect();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the shares did not settle within {limit:?}: {owners:?} {live:?} {:?}",
+            (0..TENANTS).map(|i| store.owner(bucket(&tenant(i))).unwrap()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two nodes with their shares settled, an observer, and each tenant's owner's URL.
+async fn two_nodes(url: &str, lease: Duration) -> (Server, Server, waitline_store::Store, Vec<String>) {
+    let first = node(url, lease).await;
+    let second = node(url, lease).await;
+    let store = observer(url, lease);
+    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    (first, second, store, owners)
+}
+
+/// Sends until the answer is not a 503 (a bucket still loading), within two seconds.
+async fn until_served(
+    server: &Server,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let started = Instant::now();
+    loop {
+        let (s, v) = server.req(method, path, Some(key), body.clone()).await;
+        if s != 503 || started.elapsed() > Duration::from_secs(2) {
+            return (s, v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn dial() -> Value {
+    json!({"to": "+1", "from": "+2", "connection_id": "app"})
+}
+
+/// Two nodes share the buckets, each owning some tenants: every command sent to the node
+/// not owning the tenant (dial, enqueue, bridge, reads, an error) answers as its owner does.
+/// One node stops and its leases are left as a `kill -9` leaves them: the other takes its
+/// buckets within twice the lease and serves their tenants' queued calls.
+#[tokio::test]
+async fn two_nodes_share_the_buckets_and_one_takes_over_the_other() {
+    let Some(url) = fresh_database("cluster_share") else { return };
+    let lease = Duration::from_millis(1500);
+    let (first, second, store, owners) = two_nodes(&url, lease).await;
+    let by_url = |u: &str| if u == first.base { &first } else { &second };
+    let other = |u: &str| if u == first.base { &second } else { &first };
+    let mut queued = Vec::new();
+    for (i, owner_url) in owners.iter().enumerate() {
+        let (owner, wrong, key) = (by_url(owner_url), other(owner_url), key_of(i));
+        // Every command sent to the node not owning the tenant is forwarded to its owner.
+        let (s, v) = until_served(wrong, "POST", "/v2/calls", &key, Some(dial())).await;
+        assert_eq!(s, 200, "tenant {i} through the other node: {v}");
+        let caller = v["data"]["call_control_id"].as_str().unwrap().to_owned();
+        let (s, v) = wrong.req("POST", "/v2/calls", Some(&key), Some(dial())).await;
+        assert_eq!(s, 200, "{v}");
+        let agent = v["data"]["call_control_id"].as_str().unwrap().to_owned();
+        let (s, v) = wrong.req("POST", "/v2/calls", Some(&key), Some(dial())).await;
+        assert_eq!(s, 200, "{v}");
+        let waiting = v["data"]["call_control_id"].as_str().unwrap().to_owned();
+        for call in [&caller, &waiting] {
+            let path = format!("/v2/calls/{call}/actions/enqueue");
+            let (s, v) = wrong.req("POST", &path, Some(&key), Some(json!({"queue_name": "support"}))).await;
+            assert_eq!(s, 200, "{v}");
+        }
+        let bridge = json!({"queue": "support"});
+        let (s, v) =
+            wrong.req("POST", &format!("/v2/calls/{agent}/actions/bridge"), Some(&key), Some(bridge)).await;
+        assert_eq!(s, 200, "{v}");
+        // Reads and errors answer the same on both nodes.
+        for path in [
+            "/v2/queues/support".to_owned(),
+            "/v2/queues/support/calls".to_owned(),
+            format!("/v2/calls/{caller}"),
+            "/v2/calls/no-such-call".to_owned(),
+        ] {
+            let (s_owner, v_owner) = owner.req("GET", &path, Some(&key), None).await;
+            let (s_wrong, v_wrong) = wrong.req("GET", &path, Some(&key), None).await;
+            assert_eq!((s_wrong, &v_wrong), (s_owner, &v_owner), "tenant {i}: {path}");
+        }
+        let (_, v) = owner.req("GET", &format!("/v2/calls/{caller}"), Some(&key), None).await;
+        assert_eq!(v["data"]["state"], "bridged", "{v}");
+        let (_, v) = owner.req("GET", "/v2/queues/support/calls", Some(&key), None).await;
+        let ids: Vec<&str> =
+            v["data"].as_array().unwrap().iter().map(|c| c["call_control_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [waiting.as_str()], "{v}");
+        queued.push(waiting);
+    }
+    // The second node goes as a crash leaves it: its leases held until they expire, its
+    // heartbeat stopped.
+    let gone = second.base.clone();
+    second.stop().await;
+    execute(
+        &url,
+        &format!(
+            "UPDATE waitline.leases SET epoch = epoch + 1, expires_at = now() + interval '{} milliseconds' \
+             WHERE owner = (SELECT node_id FROM waitline.nodes WHERE url = '{gone}')",
+            lease.as_millis()
+        ),
+    );
+    let stopped = Instant::now();
+    let owners = settled_owners(&store, &[&first], lease * 2 + Duration::from_millis(500)).await;
+    assert!(owners.iter().all(|o| *o == first.base));
+    for (i, call) in queued.iter().enumerate() {
+        let (s, v) = until_served(&first, "GET", "/v2/queues/support/calls", &key_of(i), None).await;
+        assert_eq!(s, 200, "tenant {i} after the takeover: {v}");
+        let ids: Vec<&str> =
+            v["data"].as_array().unwrap().iter().map(|c| c["call_control_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [call.as_str()], "tenant {i}'s queued call, nothing acknowledged lost");
+    }
+    assert!(stopped.elapsed() < lease * 2 + Duration::from_secs(2), "{:?}", stopped.elapsed());
+    first.stop().await;
+}
+
+/// A request carrying the cluster header is answered by the node it reaches or refused:
+/// a wrong secret is 403 `10010` and changes nothing; the right one on a node not owning the
+/// tenant is not forwarded again (503 `10007`, `Retry-After: 1`).
+#[tokio::test]
+async fn the_cluster_header_needs_the_secret_and_makes_one_hop_at_most() {
+    let Some(url) = fresh_database("cluster_secret") else { return };
+    let lease = Duration::from_millis(1500);
+    let (first, second, _store, owners) = two_nodes(&url, lease).await;
+    let (i, owner_url) = owners.iter().enumerate().next().unwrap();
+    let key = key_of(i);
+    let (owner, wrong) = if *owner_url == first.base { (&first, &second) } else { (&second, &first) };
+    let (s, v) = owner.req("POST", "/v2/calls", Some(&key), Some(dial())).await;
+    assert_eq!(s, 200, "{v}");
+    let call = v["data"]["call_control_id"].as_str().unwrap().to_owned();
+    let send = |server: &Server, secret: &str| {
+        server
+            .http
+            .post(format!("{}/v2/calls/{call}/actions/enqueue", server.base))
+            .bearer_auth(&key)
+            .header("waitline-cluster-secret", secret)
+            .json(&json!({"queue_name": "support"}))
+            .send()
+    };
+    for server in [owner, wrong] {
+        let refused = send(server, "not-the-cluster-secret").await.unwrap();
+        assert_eq!(refused.status().as_u16(), 403);
+        let v: Value = refused.json().await.unwrap();
+        assert_eq!(code(&v), "10010", "{v}");
+    }
+    let (s, v) = owner.req("GET", "/v2/queues/support", Some(&key), None).await;
+    assert_eq!(s, 404, "nothing was enqueued: {v}");
+    let once = send(wrong, SECRET).await.unwrap();
+    assert_eq!(once.status().as_u16(), 503);
+    assert_eq!(once.headers()["retry-after"], "1");
+    assert_eq!(send(owner, SECRET).await.unwrap().status().as_u16(), 200, "the owner answers a node");
+    let (_, v) = owner.req("GET", "/v2/queues/support", Some(&key), None).await;
+    assert_eq!(v["data"]["current_size"], 1, "{v}");
+    first.stop().await;
+    second.stop().await;
+}
