@@ -236,3 +236,46 @@ async fn the_cluster_header_needs_the_secret_and_makes_one_hop_at_most() {
     first.stop().await;
     second.stop().await;
 }
+
+/// A node that gave a bucket up (another node joined and preferred it) and takes it back
+/// (that node went) serves what the store holds, the other node's changes included: what it
+/// held before is forgotten, and its journal goes on from the store's numbers.
+#[tokio::test]
+async fn a_bucket_given_up_and_taken_back_is_served_from_the_store() {
+    let Some(url) = fresh_database("cluster_back") else { return };
+    let lease = Duration::from_millis(1500);
+    let first = node(&url, lease).await;
+    let store = observer(&url, lease);
+    settled_owners(&store, &[&first], lease * 4).await;
+    let mut calls = Vec::new();
+    for i in 0..TENANTS {
+        let (s, v) = until_served(&first, "POST", "/v2/calls", &key_of(i), Some(dial())).await;
+        assert_eq!(s, 200, "{v}");
+        calls.push(v["data"]["call_control_id"].as_str().unwrap().to_owned());
+    }
+    let second = node(&url, lease).await;
+    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    // Each call is enqueued by its tenant's owner now (through either node).
+    for (i, call) in calls.iter().enumerate() {
+        let path = format!("/v2/calls/{call}/actions/enqueue");
+        let (s, v) =
+            until_served(&first, "POST", &path, &key_of(i), Some(json!({"queue_name": "support"}))).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let given_up = owners.iter().filter(|o| **o == second.base).count();
+    assert!(given_up > 0);
+    second.stop().await;
+    let owners = settled_owners(&store, &[&first], lease * 3).await;
+    assert!(owners.iter().all(|o| *o == first.base));
+    for (i, call) in calls.iter().enumerate() {
+        let (s, v) = until_served(&first, "GET", "/v2/queues/support/calls", &key_of(i), None).await;
+        assert_eq!(s, 200, "tenant {i}: {v}");
+        assert_eq!(v["data"][0]["call_control_id"], call.as_str(), "tenant {i}: {v}");
+        // And it goes on: the next change follows the store's numbers.
+        let (s, v) = first
+            .req("POST", &format!("/v2/calls/{call}/actions/leave_queue"), Some(&key_of(i)), Some(json!({})))
+            .await;
+        assert_eq!(s, 200, "tenant {i}: {v}");
+    }
+    first.stop().await;
+}
