@@ -43,7 +43,7 @@ pub struct Config {
     /// Where the journal lives (`None`: in memory, nothing kept, unless `postgres_url`).
     pub data_dir: Option<PathBuf>,
     /// Keep the journal in PostgreSQL instead (a libpq URL); this node takes every
-    /// bucket's lease.
+    /// bucket's lease, or its share of them with `cluster`.
     pub postgres_url: Option<String>,
     /// How long a bucket's lease lasts without renewal (PostgreSQL only).
     pub lease: Duration,
@@ -270,8 +270,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WAITLINE_IN_MEMORY")]
     pub in_memory: bool,
     /// Keep the journal in PostgreSQL (a URL such as postgres://user@host:5432/db) instead
-    /// of a data directory; this node takes every bucket's lease. Give --api-key and
-    /// --signing-key with it: no generated key is kept.
+    /// of a data directory; this node takes every bucket's lease (with --node-url, its share
+    /// of them). Give --api-key and --signing-key with it: no generated key is kept.
     #[arg(long, env = "WAITLINE_POSTGRES_URL", conflicts_with_all = ["in_memory", "data_dir"])]
     pub postgres_url: Option<String>,
     /// How long a bucket's lease lasts without renewal, in milliseconds (PostgreSQL only;
