@@ -116,7 +116,7 @@ impl Durability {
             Keep::Postgres(config) => every_bucket(config, options)?,
             Keep::Node(config, url) => {
                 let store = Store::open_postgres(config, options).map_err(|e| e.to_string())?;
-                let (serving, taken) = crate::node_share::first_turn(&store, url)?;
+                let (serving, taken) = crate::node_share::first_turn(&store, config, url)?;
                 let (engine, mut durability, replayed) =
                     Self::over(store, snapshot_every, engine, Some(&taken))?;
                 durability.serving = Some(serving);

@@ -6,11 +6,11 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use waitline::Engine;
 use waitline_store::engine::{StoreJournal, apply_record};
-use waitline_store::{Share, Store};
+use waitline_store::{PgConfig, Share, Store, placement};
 
 use crate::durable::Durability;
 
@@ -53,12 +53,28 @@ impl Serving {
 }
 
 /// The first turn, before serving: takes this node's share and returns the buckets taken
-/// (to replay into the engine), served from then on.
+/// (to replay into the engine), served from then on. Buckets it prefers that another node
+/// still holds (a node that died and left its leases, or one that releases them once it sees
+/// this one) are waited for, up to twice the lease, as a single node waits; those still held
+/// then are taken later by the share thread.
 ///
 /// # Errors
 /// PostgreSQL refused or is out of reach.
-pub fn first_turn(store: &Store, url: &str) -> Result<(Arc<Serving>, Vec<u32>), String> {
-    store.take_share(url).map_err(|e| e.to_string())?;
+pub fn first_turn(store: &Store, config: &PgConfig, url: &str) -> Result<(Arc<Serving>, Vec<u32>), String> {
+    let deadline = Instant::now() + config.lease * 2;
+    loop {
+        store.take_share(url).map_err(|e| e.to_string())?;
+        let live = store.live_nodes().map_err(|e| e.to_string())?;
+        let ids: Vec<&str> = live.iter().map(|n| n.id.as_str()).collect();
+        let owned = store.owned();
+        let waiting = placement::preferred_buckets(config.buckets, &config.node, &ids)
+            .into_iter()
+            .any(|b| !owned.iter().any(|o| o.0 == b));
+        if !waiting || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep((config.lease / 10).max(Duration::from_millis(20)));
+    }
     let taken: Vec<u32> = store.owned().iter().map(|o| o.0).collect();
     let serving = Arc::new(Serving::default());
     serving.start(&taken);

@@ -114,6 +114,13 @@ async fn until_served(
     }
 }
 
+/// A call dialled for tenant `i` on `server` (once the tenant is served), by its id.
+async fn dialled(server: &Server, i: usize) -> String {
+    let (s, v) = until_served(server, "POST", "/v2/calls", &key_of(i), Some(dial())).await;
+    assert_eq!(s, 200, "tenant {i}: {v}");
+    v["data"]["call_control_id"].as_str().unwrap().to_owned()
+}
+
 fn dial() -> Value {
     json!({"to": "+1", "from": "+2", "connection_id": "app"})
 }
@@ -249,9 +256,7 @@ async fn a_bucket_given_up_and_taken_back_is_served_from_the_store() {
     settled_owners(&store, &[&first], lease * 4).await;
     let mut calls = Vec::new();
     for i in 0..TENANTS {
-        let (s, v) = until_served(&first, "POST", "/v2/calls", &key_of(i), Some(dial())).await;
-        assert_eq!(s, 200, "{v}");
-        calls.push(v["data"]["call_control_id"].as_str().unwrap().to_owned());
+        calls.push(dialled(&first, i).await);
     }
     let second = node(&url, lease).await;
     let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
@@ -278,4 +283,28 @@ async fn a_bucket_given_up_and_taken_back_is_served_from_the_store() {
         assert_eq!(s, 200, "tenant {i}: {v}");
     }
     first.stop().await;
+}
+
+/// A node starting where a dead node left its leases (as `kill -9` leaves them) waits for
+/// them to expire, as a single node does, and serves their tenants from its first answer.
+#[tokio::test]
+async fn a_node_starting_after_a_crash_waits_for_the_dead_nodes_leases() {
+    let Some(url) = fresh_database("cluster_after_crash") else { return };
+    let lease = Duration::from_millis(800); // as the leases the dead node left below
+    let call = {
+        let first = node(&url, lease).await;
+        let call = dialled(&first, 0).await;
+        first.stop().await;
+        call
+    };
+    execute(
+        &url,
+        "UPDATE waitline.leases SET owner = 'dead', epoch = epoch + 1, expires_at = now() + interval '800 milliseconds'",
+    );
+    let started = Instant::now();
+    let second = node(&url, lease).await;
+    assert!(started.elapsed() >= Duration::from_millis(500), "it waited: {:?}", started.elapsed());
+    let (s, v) = second.req("GET", &format!("/v2/calls/{call}"), Some(&key_of(0)), None).await;
+    assert_eq!(s, 200, "{v}");
+    second.stop().await;
 }
