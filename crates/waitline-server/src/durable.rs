@@ -44,26 +44,42 @@ impl std::fmt::Display for Keep<'_> {
     }
 }
 
+/// Runs `turn` until it reports done, for at most twice `lease` (a node that died still
+/// holds its leases for up to their length), sleeping a tenth of the lease between turns.
+/// Returns whether `turn` finished in time.
+pub(crate) fn within_two_leases(
+    lease: std::time::Duration,
+    mut turn: impl FnMut() -> Result<bool, String>,
+) -> Result<bool, String> {
+    let deadline = std::time::Instant::now() + lease * 2;
+    loop {
+        if turn()? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep((lease / 10).max(std::time::Duration::from_millis(20)));
+    }
+}
+
 /// The PostgreSQL store with every bucket's lease, renewed in the background: a single node.
 /// Leases still held by a node that died (a `kill -9` before this restart) expire within
 /// their length: it waits up to twice that for them, then gives up.
 fn every_bucket(config: &PgConfig, options: Options) -> Result<Store, String> {
     let store = Store::open_postgres(config, options).map_err(|e| e.to_string())?;
-    let deadline = std::time::Instant::now() + config.lease * 2;
-    loop {
-        let taken = store.acquire_all().map_err(|e| e.to_string())?;
-        if taken.len() == config.buckets as usize {
-            break;
-        }
-        if std::time::Instant::now() >= deadline {
-            let held = (0..config.buckets).find(|b| !taken.iter().any(|t| t.0 == *b)).unwrap_or(0);
-            return Err(format!(
-                "{}: bucket {held} (and {} in all) is held by another node: a single node needs every bucket",
-                config.place(),
-                config.buckets as usize - taken.len()
-            ));
-        }
-        std::thread::sleep((config.lease / 10).max(std::time::Duration::from_millis(20)));
+    let mut taken = Vec::new();
+    let all = within_two_leases(config.lease, || {
+        taken = store.acquire_all().map_err(|e| e.to_string())?;
+        Ok(taken.len() == config.buckets as usize)
+    })?;
+    if !all {
+        let held = (0..config.buckets).find(|b| !taken.iter().any(|t| t.0 == *b)).unwrap_or(0);
+        return Err(format!(
+            "{}: bucket {held} (and {} in all) is held by another node: a single node needs every bucket",
+            config.place(),
+            config.buckets as usize - taken.len()
+        ));
     }
     store.renew_in_background().map_err(|e| e.to_string())?;
     Ok(store)

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use waitline::Engine;
 use waitline_store::engine::{StoreJournal, apply_record};
@@ -61,20 +61,16 @@ impl Serving {
 /// # Errors
 /// PostgreSQL refused or is out of reach.
 pub fn first_turn(store: &Store, config: &PgConfig, url: &str) -> Result<(Arc<Serving>, Vec<u32>), String> {
-    let deadline = Instant::now() + config.lease * 2;
-    loop {
+    // Past the deadline it serves what it holds; the background turns take the rest.
+    crate::durable::within_two_leases(config.lease, || {
         store.take_share(url).map_err(|e| e.to_string())?;
         let live = store.live_nodes().map_err(|e| e.to_string())?;
         let ids: Vec<&str> = live.iter().map(|n| n.id.as_str()).collect();
         let owned = store.owned();
-        let waiting = placement::preferred_buckets(config.buckets, &config.node, &ids)
+        Ok(placement::preferred_buckets(config.buckets, &config.node, &ids)
             .into_iter()
-            .any(|b| !owned.iter().any(|o| o.0 == b));
-        if !waiting || Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep((config.lease / 10).max(Duration::from_millis(20)));
-    }
+            .all(|b| owned.iter().any(|o| o.0 == b)))
+    })?;
     let taken: Vec<u32> = store.owned().iter().map(|o| o.0).collect();
     let serving = Arc::new(Serving::default());
     serving.start(&taken);
