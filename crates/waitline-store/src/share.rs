@@ -75,4 +75,13 @@ impl Store {
     pub fn owner(&self, bucket: u32) -> Result<Option<Node>> {
         self.leases()?.0.run(move |l| l.owner(bucket))
     }
+
+    /// Every bucket held now (lease not expired) with its owner and URL, in one query: a
+    /// node keeps this to forward requests without a query each.
+    ///
+    /// # Errors
+    /// As [`Store::take_share`].
+    pub fn owners(&self) -> Result<Vec<(u32, Node)>> {
+        self.leases()?.0.run(|l| l.owners())
+    }
 }

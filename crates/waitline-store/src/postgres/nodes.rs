@@ -75,4 +75,20 @@ impl LeaseConn {
             .map_err(pg_err(&self.place))?;
         Ok(row.map(|r| Node { id: r.get(0), url: r.get(1) }))
     }
+
+    /// Every bucket with a live lease (not expired), with its owner and URL.
+    pub(crate) fn owners(&mut self) -> Result<Vec<(u32, Node)>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT leases.bucket, leases.owner, coalesce(nodes.url, '') FROM leases \
+                 LEFT JOIN nodes ON nodes.node_id = leases.owner WHERE leases.expires_at > now()",
+                &[],
+            )
+            .map_err(pg_err(&self.place))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i32>(0).unsigned_abs(), Node { id: r.get(1), url: r.get(2) }))
+            .collect())
+    }
 }
