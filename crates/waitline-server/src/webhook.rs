@@ -339,7 +339,8 @@ impl Lanes {
 
 /// Awaits the engine's events and hands each to its tenant's lane, until `stop` (or until
 /// the engine is gone); then hands over what is already committed. The events of `backlog`
-/// (made again by the replay after a restart) go first. Returns the lanes, to be drained.
+/// (made again by the replay after a restart) go first, and those added later (a bucket
+/// taken over) as soon as they are. Returns the lanes, to be drained.
 async fn read(
     mut events: Subscription,
     backlog: Vec<Event>,
@@ -356,12 +357,20 @@ async fn read(
         let event = tokio::select! {
             biased;
             _ = &mut stop => break,
+            // A bucket taken over while running: what its former owner did not deliver goes
+            // before any new event of its tenants (they are served only after this is added).
+            () = durability.backlog_added() => {
+                for event in durability.take_backlog() {
+                    lanes.route(event);
+                }
+                continue;
+            }
             event = tokio::task::coop::cooperative(events.recv_async()) => event,
         };
         let Some(event) = event else { break };
         // Only a change on disk is told: its record was appended before its event was
         // published, so the store's latest mark covers it.
-        match durability.may_tell(durability.settled().await, &event.tenant) {
+        match durability.may_tell(durability.settled().await, &event.tenant, event.seq()) {
             Ok(true) => lanes.route(event),
             Ok(false) => {} // its bucket moved: the new owner sends it
             Err(why) => {
@@ -373,7 +382,7 @@ async fn read(
     let committed = events.drain();
     let settled = durability.settled().await;
     for event in committed {
-        if durability.may_tell(settled.clone(), &event.tenant) == Ok(true) {
+        if durability.may_tell(settled.clone(), &event.tenant, event.seq()) == Ok(true) {
             lanes.route(event);
         }
     }
