@@ -323,6 +323,15 @@ impl Durability {
         self.serving.as_ref().map_or(0, |s| s.lookups())
     }
 
+    /// Takes `url` as the owner of `tenant`'s bucket until the next refresh (for tests:
+    /// an owner known wrong, as after a move).
+    #[doc(hidden)]
+    pub fn cache_owner(&self, tenant: &str, url: &str) {
+        if let (Some(serving), Some(store)) = (&self.serving, &self.store) {
+            serving.remember_owner(store.bucket_of(tenant), url);
+        }
+    }
+
     /// Stops taking this node's share (the service stops): see [`crate::node_share::Serving::close`].
     pub fn stop_sharing(&self) {
         if let Some(serving) = &self.serving {

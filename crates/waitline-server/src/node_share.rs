@@ -125,6 +125,10 @@ impl Serving {
         url
     }
 
+    pub(crate) fn remember_owner(&self, bucket: u32, url: &str) {
+        self.owners.write().insert(bucket, url.to_owned());
+    }
+
     /// Owner queries made for requests so far (not the share thread's refreshes).
     #[must_use]
     pub fn lookups(&self) -> u64 {
@@ -317,5 +321,37 @@ impl Turn {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loaded_buckets_replayed_events_are_not_told_its_new_ones_are() {
+        let serving = Serving::new(Duration::from_secs(5));
+        assert!(!serving.tells(7, "acme", 1), "not served yet: another node's, or loading");
+        serving.start(&[7], vec![("acme".into(), 4)]);
+        assert!(!serving.tells(7, "acme", 4), "made again by the replay: the backlog's to send");
+        assert!(serving.tells(7, "acme", 5));
+        assert!(serving.tells(7, "zeta", 1), "a tenant new here");
+        assert!(!serving.tells(8, "acme", 9));
+        let stops = serving.stops();
+        serving.stop(7);
+        assert!(!serving.tells(7, "acme", 5));
+        assert!(stops.has_changed().unwrap(), "streams of its tenants are told to end");
+    }
+
+    #[test]
+    fn ready_while_turns_reach_postgres_and_not_once_stopping() {
+        let serving = Serving::new(Duration::from_millis(30));
+        assert_eq!(serving.ready(), Ok(()));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(serving.ready().unwrap_err().contains("PostgreSQL not reached"));
+        *serving.last_turn.lock() = Instant::now();
+        assert_eq!(serving.ready(), Ok(()));
+        serving.close();
+        assert_eq!(serving.ready(), Err("stopping".to_owned()));
     }
 }

@@ -306,14 +306,20 @@ impl Webhooks {
         *running = Some(Running { stop, reader });
     }
 
-    /// Stops taking events, then waits for the lanes to drain, at most `grace`.
+    /// Stops taking events, then waits for the lanes to drain, at most `grace` (then they
+    /// are stopped).
     pub async fn shutdown(&self, grace: Duration) {
         let Some(running) = self.running.lock().take() else { return };
         let _ = running.stop.send(());
         let Ok(lanes) = running.reader.await else { return };
-        let drain = futures_util::future::join_all(lanes.lanes.into_values().map(Lane::close));
-        if tokio::time::timeout(grace, drain).await.is_err() {
+        let tasks: Vec<JoinHandle<()>> = lanes.lanes.into_values().map(Lane::close).collect();
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(grace, futures_util::future::join_all(tasks)).await.is_err() {
             tracing::warn!("webhook outbox not drained within the shutdown grace period");
+            // Given up: nothing more is sent (their marks stay, so the next owner sends them).
+            for abort in aborts {
+                abort.abort();
+            }
         }
     }
 }
