@@ -25,7 +25,8 @@ pub struct Serving {
     owners: parking_lot::RwLock<HashMap<u32, String>>,
     /// Owner queries made for requests (the cache had no owner, or a wrong one).
     lookups: AtomicU64,
-    /// When a turn last reached PostgreSQL.
+    /// When the last turn that reached PostgreSQL began: the leases it renewed last at
+    /// least a lease from then.
     last_turn: parking_lot::Mutex<Instant>,
     lease: Duration,
     /// Bumped each time a bucket stops being served here: event streams of its tenants end.
@@ -44,12 +45,12 @@ struct Served {
 }
 
 impl Serving {
-    fn new(lease: Duration) -> Self {
+    fn new(lease: Duration, last_turn: Instant) -> Self {
         Self {
             served: parking_lot::RwLock::default(),
             owners: parking_lot::RwLock::default(),
             lookups: AtomicU64::new(0),
-            last_turn: parking_lot::Mutex::new(Instant::now()),
+            last_turn: parking_lot::Mutex::new(last_turn),
             lease,
             stops: tokio::sync::watch::Sender::new(0),
             closed: AtomicBool::new(false),
@@ -62,10 +63,17 @@ impl Serving {
         self.closed.store(true, Ordering::Relaxed);
     }
 
-    /// Whether `bucket` is served here.
+    /// Whether `bucket` is served here: taken, loaded, and its lease surely not lapsed (a
+    /// node cut off from PostgreSQL stops serving, reads too, before another node can
+    /// have taken its buckets over).
     #[must_use]
     pub fn contains(&self, bucket: u32) -> bool {
-        self.served.read().buckets.contains(&bucket)
+        self.in_touch() && self.served.read().buckets.contains(&bucket)
+    }
+
+    /// Whether the last turn that reached PostgreSQL began within the lease.
+    fn in_touch(&self) -> bool {
+        self.last_turn.lock().elapsed() < self.lease
     }
 
     /// The buckets served here, in order.
@@ -94,7 +102,7 @@ impl Serving {
             return Err("stopping".into());
         }
         let since = self.last_turn.lock().elapsed();
-        if since > self.lease {
+        if since >= self.lease {
             return Err(format!("PostgreSQL not reached for {} ms", since.as_millis()));
         }
         Ok(())
@@ -179,7 +187,9 @@ pub(crate) fn forget_tenants(engine: &Engine, store: &Store, buckets: &[u32]) {
 /// PostgreSQL refused or is out of reach.
 pub fn first_turn(store: &Store, config: &PgConfig, url: &str) -> Result<(Arc<Serving>, Vec<u32>), String> {
     // Past the deadline it serves what it holds; the background turns take the rest.
+    let mut began = Instant::now();
     crate::durable::within_two_leases(config.lease, || {
+        began = Instant::now();
         store.take_share(url).map_err(|e| e.to_string())?;
         let live = store.live_nodes().map_err(|e| e.to_string())?;
         let ids: Vec<&str> = live.iter().map(|n| n.id.as_str()).collect();
@@ -189,7 +199,7 @@ pub fn first_turn(store: &Store, config: &PgConfig, url: &str) -> Result<(Arc<Se
             .all(|b| owned.iter().any(|o| o.0 == b)))
     })?;
     let taken: Vec<u32> = store.owned().iter().map(|o| o.0).collect();
-    let serving = Arc::new(Serving::new(config.lease));
+    let serving = Arc::new(Serving::new(config.lease, began));
     // Replayed before anything is told: no event of it is published as new.
     serving.start(&taken, Vec::new());
     serving.refresh_owners(store);
@@ -249,9 +259,10 @@ impl Turn {
         let Some(serving) = self.serving.upgrade().filter(|s| !s.closed.load(Ordering::Relaxed)) else {
             return false;
         };
+        let began = Instant::now();
         let share: Share = match self.store.take_share(&self.url) {
             Ok(share) => {
-                *serving.last_turn.lock() = Instant::now();
+                *serving.last_turn.lock() = began;
                 share
             }
             Err(e) => {
@@ -330,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_loaded_buckets_replayed_events_are_not_told_its_new_ones_are() {
-        let serving = Serving::new(Duration::from_secs(5));
+        let serving = Serving::new(Duration::from_secs(5), Instant::now());
         assert!(!serving.tells(7, "acme", 1), "not served yet: another node's, or loading");
         serving.start(&[7], vec![("acme".into(), 4)]);
         assert!(!serving.tells(7, "acme", 4), "made again by the replay: the backlog's to send");
@@ -344,13 +355,17 @@ mod tests {
     }
 
     #[test]
-    fn ready_while_turns_reach_postgres_and_not_once_stopping() {
-        let serving = Serving::new(Duration::from_millis(30));
+    fn ready_and_serving_while_turns_reach_postgres_within_the_lease() {
+        let serving = Serving::new(Duration::from_millis(30), Instant::now());
+        serving.start(&[7], Vec::new());
         assert_eq!(serving.ready(), Ok(()));
+        assert!(serving.contains(7));
         std::thread::sleep(Duration::from_millis(60));
         assert!(serving.ready().unwrap_err().contains("PostgreSQL not reached"));
+        assert!(!serving.contains(7), "its lease may have lapsed: not served, reads neither");
         *serving.last_turn.lock() = Instant::now();
         assert_eq!(serving.ready(), Ok(()));
+        assert!(serving.contains(7));
         serving.close();
         assert_eq!(serving.ready(), Err("stopping".to_owned()));
     }
