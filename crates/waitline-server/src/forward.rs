@@ -204,16 +204,29 @@ fn answer_head(answer: &reqwest::Response) -> Option<(StatusCode, HeaderMap)> {
     Some((answer.status(), passed))
 }
 
+/// Sends a request to the node at `url` with `client`: its answer and what of its head is
+/// passed back, or what it came to (unreachable, or not the owner).
+async fn send(
+    client: &reqwest::Client,
+    forwarder: &Forwarder,
+    url: &str,
+    parts: &Parts,
+    body: Bytes,
+) -> Result<(reqwest::Response, StatusCode, HeaderMap), Answer> {
+    let answer = request_to(client, forwarder, url, parts, body).send().await.map_err(|e| {
+        tracing::warn!(owner = %url, "forwarding to the owner failed: {e}");
+        Answer::Unreachable
+    })?;
+    let (status, passed) = answer_head(&answer).ok_or(Answer::NotOwner)?;
+    Ok((answer, status, passed))
+}
+
 /// Sends a request to the node at `url` and reads its whole answer.
 async fn forward(forwarder: &Forwarder, url: &str, parts: &Parts, body: Bytes) -> Answer {
-    let answer = match request_to(&forwarder.client, forwarder, url, parts, body).send().await {
-        Ok(answer) => answer,
-        Err(e) => {
-            tracing::warn!(owner = %url, "forwarding to the owner failed: {e}");
-            return Answer::Unreachable;
-        }
+    let (answer, status, passed) = match send(&forwarder.client, forwarder, url, parts, body).await {
+        Ok(sent) => sent,
+        Err(answer) => return answer,
     };
-    let Some((status, passed)) = answer_head(&answer) else { return Answer::NotOwner };
     match answer.bytes().await {
         Ok(bytes) => Answer::Passed((status, passed, Body::from(bytes)).into_response()),
         Err(e) => {
@@ -238,14 +251,10 @@ async fn forward_stream(
         Ok(slot) => slot,
         Err(e) => return Answer::Passed(e.into_response()),
     };
-    let answer = match request_to(&forwarder.streams, forwarder, url, parts, body).send().await {
-        Ok(answer) => answer,
-        Err(e) => {
-            tracing::warn!(owner = %url, "opening the owner's event stream failed: {e}");
-            return Answer::Unreachable;
-        }
+    let (answer, status, passed) = match send(&forwarder.streams, forwarder, url, parts, body).await {
+        Ok(sent) => sent,
+        Err(answer) => return answer,
     };
-    let Some((status, passed)) = answer_head(&answer) else { return Answer::NotOwner };
     let chunks = futures_util::StreamExt::map(answer.bytes_stream(), move |chunk| {
         let _slot = &slot;
         chunk

@@ -438,6 +438,23 @@ async fn a_forwarded_request_costs_no_owner_query_and_one_when_the_owner_moved()
     let before = second.durability.owner_lookups();
     let (s, _) = second.req("GET", "/v2/queues", Some(&key), None).await;
     assert_eq!((s, second.durability.owner_lookups()), (200, before), "the owner found is kept");
+    // The store itself names a node that does not serve the tenant (a bucket being taken
+    // over): after the one more look, 503 `10007` with `Retry-After: 1`.
+    let third_id = store.live_nodes().unwrap().into_iter().find(|n| n.url == third.base).unwrap().id;
+    execute(
+        &url,
+        &format!("UPDATE waitline.leases SET owner = '{third_id}' WHERE bucket = {}", bucket(&tenant(i))),
+    );
+    second.durability.cache_owner(&tenant(i), &third.base);
+    let before = second.durability.owner_lookups();
+    let answer =
+        second.http.get(format!("{}/v2/queues", second.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    assert!(answer.headers().get("waitline-not-owner").is_none(), "an internal header");
+    let v: Value = answer.json().await.unwrap();
+    assert_eq!(code(&v), "10007", "{v}");
+    assert_eq!(second.durability.owner_lookups(), before + 1, "one more look, no more");
     for server in [first, second, third] {
         server.stop().await;
     }
@@ -511,6 +528,23 @@ async fn read_until(stream: &mut reqwest::Response, needle: &str) -> bool {
     true
 }
 
+/// Reads `stream` to its end, within `limit`: `Ok(true)` when it ended cleanly, `Ok(false)`
+/// when it broke off, `Err` when it was still open.
+async fn ending(
+    stream: &mut reqwest::Response,
+    limit: Duration,
+) -> Result<bool, tokio::time::error::Elapsed> {
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => {}
+                other => return other.is_ok(),
+            }
+        }
+    })
+    .await
+}
+
 /// Opens the event stream of tenant `i` on `server` (once the tenant is served).
 async fn open_stream(server: &Server, i: usize) -> reqwest::Response {
     let started = Instant::now();
@@ -552,16 +586,7 @@ async fn an_event_stream_on_any_node_streams_the_owners_events_and_follows_a_tak
     let call = dialled(&second, i).await;
     assert!(read_until(&mut stream, &call).await);
     first.stop().await;
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match stream.chunk().await {
-                Ok(Some(_)) => {}
-                Ok(None) => return true,
-                Err(_) => return false,
-            }
-        }
-    })
-    .await;
+    let ended = ending(&mut stream, Duration::from_secs(5)).await;
     assert_eq!(ended, Ok(true), "the stream ends cleanly when the owner stops");
     settled_owners(&store, &[&second], lease * 3).await;
     let mut stream = open_stream(&second, i).await;
@@ -589,16 +614,8 @@ async fn a_bucket_given_up_ends_its_tenants_event_streams_only() {
     let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
     for (i, stream) in streams.iter_mut().enumerate() {
         let moved = owners[i] == second.base;
-        let read = async {
-            loop {
-                match stream.chunk().await {
-                    Ok(Some(_)) => {}
-                    other => return other.is_ok(),
-                }
-            }
-        };
         let limit = if moved { Duration::from_secs(3) } else { Duration::from_millis(300) };
-        let ended = tokio::time::timeout(limit, read).await;
+        let ended = ending(stream, limit).await;
         if moved {
             assert_eq!(ended, Ok(true), "tenant {i}'s stream ended cleanly");
         } else {
