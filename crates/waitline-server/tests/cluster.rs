@@ -103,6 +103,26 @@ async fn settled_owners(store: &waitline_store::Store, nodes: &[&Server], limit:
     }
 }
 
+/// One node holding every bucket, and an observer.
+async fn one_node(url: &str, lease: Duration) -> (Server, waitline_store::Store) {
+    let first = node(url, lease).await;
+    let store = observer(url, lease);
+    settled_owners(&store, &[&first], lease * 4).await;
+    (first, store)
+}
+
+/// A second node joining `first`, once their shares settled, and each tenant's owner's URL.
+async fn joining(
+    url: &str,
+    lease: Duration,
+    first: &Server,
+    store: &waitline_store::Store,
+) -> (Server, Vec<String>) {
+    let second = node(url, lease).await;
+    let owners = settled_owners(store, &[first, &second], lease * 4).await;
+    (second, owners)
+}
+
 /// Two nodes with their shares settled, an observer, and each tenant's owner's URL.
 async fn two_nodes(url: &str, lease: Duration) -> (Server, Server, waitline_store::Store, Vec<String>) {
     let first = node(url, lease).await;
@@ -267,15 +287,12 @@ async fn the_cluster_header_needs_the_secret_and_makes_one_hop_at_most() {
 async fn a_bucket_given_up_and_taken_back_is_served_from_the_store() {
     let Some(url) = fresh_database("cluster_back") else { return };
     let lease = Duration::from_millis(1500);
-    let first = node(&url, lease).await;
-    let store = observer(&url, lease);
-    settled_owners(&store, &[&first], lease * 4).await;
+    let (first, store) = one_node(&url, lease).await;
     let mut calls = Vec::new();
     for i in 0..TENANTS {
         calls.push(dialled(&first, i).await);
     }
-    let second = node(&url, lease).await;
-    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let (second, owners) = joining(&url, lease, &first, &store).await;
     // Each call is enqueued by its tenant's owner now (through either node).
     for (i, call) in calls.iter().enumerate() {
         let path = format!("/v2/calls/{call}/actions/enqueue");
@@ -603,15 +620,12 @@ async fn an_event_stream_on_any_node_streams_the_owners_events_and_follows_a_tak
 async fn a_bucket_given_up_ends_its_tenants_event_streams_only() {
     let Some(url) = fresh_database("cluster_events_move") else { return };
     let lease = Duration::from_millis(1500);
-    let first = node(&url, lease).await;
-    let store = observer(&url, lease);
-    settled_owners(&store, &[&first], lease * 4).await;
+    let (first, store) = one_node(&url, lease).await;
     let mut streams = Vec::new();
     for i in 0..TENANTS {
         streams.push(open_stream(&first, i).await);
     }
-    let second = node(&url, lease).await;
-    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let (second, owners) = joining(&url, lease, &first, &store).await;
     for (i, stream) in streams.iter_mut().enumerate() {
         let moved = owners[i] == second.base;
         let limit = if moved { Duration::from_secs(3) } else { Duration::from_millis(300) };
