@@ -57,8 +57,8 @@ impl Serving {
         }
     }
 
-    /// Ends the share thread at its next turn: this node no longer says it is alive, and
-    /// its leases lapse.
+    /// Ends the share thread at its next turn: this node says it is gone, and its leases
+    /// are released when the store's last handle goes.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
     }
@@ -257,6 +257,13 @@ impl Turn {
     /// One turn; `false` once the service has stopped.
     fn run(&self) -> bool {
         let Some(serving) = self.serving.upgrade().filter(|s| !s.closed.load(Ordering::Relaxed)) else {
+            // Stopping: the other nodes stop counting this one now (its leases are released
+            // once the store's last handle goes), so they take its buckets at their next turn.
+            if let Err(e) = self.store.leave() {
+                tracing::warn!(
+                    "saying this node is gone failed (it is counted live for one more lease): {e}"
+                );
+            }
             return false;
         };
         let began = Instant::now();

@@ -640,3 +640,23 @@ async fn a_bucket_given_up_ends_its_tenants_event_streams_only() {
     first.stop().await;
     second.stop().await;
 }
+
+/// A node that stops cleanly says it is gone: the other nodes stop counting it at once
+/// (not a lease after its last heartbeat) and take its buckets at their next turns.
+#[tokio::test]
+async fn a_node_that_stops_leaves_at_once_and_its_buckets_move() {
+    let Some(url) = fresh_database("cluster_leave") else { return };
+    // Long enough that a node still counted live (two thirds of a lease at least after its
+    // last heartbeat) cannot pass for one that left (within a third of a lease).
+    let lease = Duration::from_millis(3000);
+    let (first, second, store, _) = two_nodes(&url, lease).await;
+    let gone = second.base.clone();
+    second.stop().await;
+    let stopped = Instant::now();
+    let live = || store.live_nodes().unwrap().iter().any(|n| n.url == gone);
+    eventually(lease / 2, "the stopped node is no longer counted live", || !live()).await;
+    let owners = settled_owners(&store, &[&first], lease * 2).await;
+    assert!(owners.iter().all(|o| *o == first.base));
+    assert!(stopped.elapsed() < lease * 2, "{:?}", stopped.elapsed());
+    first.stop().await;
+}

@@ -60,6 +60,16 @@ impl Store {
         })
     }
 
+    /// Says this node is gone (it stops cleanly): the other nodes no longer count it live,
+    /// so the buckets it releases go to their new preferred owners at those nodes' next
+    /// turn. Its leases are released when the store is dropped.
+    ///
+    /// # Errors
+    /// As [`Store::take_share`].
+    pub fn leave(&self) -> Result<()> {
+        self.leases()?.0.run(|l| l.leave())
+    }
+
     /// The nodes seen within one lease length (by their heartbeats), by id.
     ///
     /// # Errors

@@ -76,6 +76,10 @@ fn three_nodes_end_up_with_their_preferred_buckets_and_know_each_other() {
         let share = store.take_share(&url(name)).unwrap();
         assert!(share.gained.is_empty() && share.surplus.is_empty() && share.lost.is_empty(), "{share:?}");
     }
+    // A node that leaves is no longer counted live, at once.
+    c.leave().unwrap();
+    let ids: Vec<String> = a.live_nodes().unwrap().into_iter().map(|n| n.id).collect();
+    assert_eq!(ids, ["a", "b"]);
 }
 
 #[test]
