@@ -504,7 +504,12 @@ async fn maintain(engine: Engine, state: AppState) {
         if state.durability().lost_any() {
             state.durability().forget_lost(&engine, &mut forgotten);
         }
-        engine.run_pending_tasks();
+        match state.durability().serving() {
+            Some(serving) => serving.run_timers(&engine),
+            None => {
+                engine.run_pending_tasks();
+            }
+        }
         if !state.webhooks().is_running() {
             // Nothing waits for delivery: a restart need not send these events again.
             state.durability().mark_all_delivered(|| !state.webhooks().is_running());

@@ -33,6 +33,9 @@ pub struct Serving {
     stops: tokio::sync::watch::Sender<u64>,
     /// Set when the service stops: the share thread ends (no more heartbeats).
     closed: AtomicBool,
+    /// Held while buckets taken are loaded: no timer may fire meanwhile (a timer firing in
+    /// a tenant half replayed would take a number its stored journal already has).
+    loading: parking_lot::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +57,7 @@ impl Serving {
             lease,
             stops: tokio::sync::watch::Sender::new(0),
             closed: AtomicBool::new(false),
+            loading: parking_lot::Mutex::new(()),
         }
     }
 
@@ -106,6 +110,14 @@ impl Serving {
             return Err(format!("PostgreSQL not reached for {} ms", since.as_millis()));
         }
         Ok(())
+    }
+
+    /// Fires the engine's due timers, unless buckets are being loaded (then at the next
+    /// call: the maintenance task calls it every 100 ms at most).
+    pub fn run_timers(&self, engine: &Engine) {
+        if let Some(_quiet) = self.loading.try_lock() {
+            engine.run_pending_tasks();
+        }
     }
 
     /// Changes each time a bucket stops being served here.
@@ -308,6 +320,7 @@ impl Turn {
     /// before is forgotten first) with the webhooks their former owner did not handle (past
     /// the delivery marks it kept) as backlog, then serves them.
     fn load(&self, serving: &Serving, gained: &[u32]) {
+        let _quiet = serving.loading.lock();
         self.forget(gained);
         let loaded = self.store.delivered().map_err(|e| e.to_string()).and_then(|delivered| {
             crate::replay_backlog::replay(&self.engine, &self.journal, &delivered, Some(gained))
