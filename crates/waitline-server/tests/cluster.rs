@@ -704,3 +704,46 @@ async fn no_timer_fires_in_a_bucket_being_loaded() {
     assert_eq!(s, 200, "{v}");
     second.stop().await;
 }
+
+/// PostgreSQL drops a node's connections (as a failover does): its next write answers 503
+/// `10007` and changes nothing it acknowledges, and `/healthz` says it is not ready (the
+/// store stopped; then, a lease later, PostgreSQL not reached), so that a supervisor
+/// restarts it; the other node is not ready either until it is restarted, and a restarted
+/// node serves what was acknowledged.
+#[tokio::test]
+async fn a_node_whose_postgres_connections_drop_says_it_is_not_ready() {
+    let Some(url) = fresh_database("cluster_pg_gone") else { return };
+    let lease = Duration::from_millis(1500);
+    let (first, second, _store, owners) = two_nodes(&url, lease).await;
+    let i = owners.iter().position(|o| *o == first.base).unwrap();
+    let call = dialled(&first, i).await;
+    let database = url.rsplit_once('/').unwrap().1;
+    execute(
+        &url,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        ),
+    );
+    let (s, v) = first.req("POST", "/v2/calls", Some(&key_of(i)), Some(dial())).await;
+    assert_eq!((s, code(&v)), (503, "10007"), "{v}");
+    for server in [&first, &second] {
+        let started = Instant::now();
+        loop {
+            let (s, v) = server.req("GET", "/healthz", None, None).await;
+            if s == 503 {
+                assert_eq!(v["ready"], false, "{v}");
+                assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{v}");
+                break;
+            }
+            assert!(started.elapsed() < lease * 2, "{} still says ready: {v}", server.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    first.stop().await;
+    second.stop().await;
+    let again = node(&url, lease).await;
+    let (s, v) = until_served(&again, "GET", &format!("/v2/calls/{call}"), &key_of(i), None).await;
+    assert_eq!(s, 200, "what was acknowledged is served after a restart: {v}");
+    again.stop().await;
+}
