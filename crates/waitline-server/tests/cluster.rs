@@ -123,6 +123,11 @@ async fn joining(
     (second, owners)
 }
 
+/// A tenant whose bucket `server` owns, of `owners` (each tenant's owner's URL).
+fn owned_by(owners: &[String], server: &Server) -> usize {
+    owners.iter().position(|o| *o == server.base).unwrap()
+}
+
 /// Two nodes with their shares settled, an observer, and each tenant's owner's URL.
 async fn two_nodes(url: &str, lease: Duration) -> (Server, Server, waitline_store::Store, Vec<String>) {
     let first = node(url, lease).await;
@@ -361,7 +366,7 @@ async fn a_bucket_taken_over_while_running_sends_what_its_former_owner_had_not_d
     let second = node_with(&url, lease, tweak).await;
     let store = observer(&url, lease);
     let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
-    let i = owners.iter().position(|o| *o == first.base).unwrap();
+    let i = owned_by(&owners, &first);
     let key = key_of(i);
     let dial_to = |hook: &str| json!({"to": "+1", "from": "+2", "connection_id": "app", "webhook_url": hook});
     // Sent through the second node: the first, the owner, makes and delivers the events.
@@ -428,7 +433,7 @@ async fn a_forwarded_request_costs_no_owner_query_and_one_when_the_owner_moved()
     let third = node(&url, lease).await;
     let store = observer(&url, lease);
     let owners = settled_owners(&store, &[&first, &second, &third], lease * 4).await;
-    let i = owners.iter().position(|o| *o == first.base).unwrap();
+    let i = owned_by(&owners, &first);
     let key = key_of(i);
     let (s, v) = until_served(&second, "GET", "/v2/queues", &key, None).await;
     assert_eq!(s, 200, "{v}");
@@ -594,7 +599,7 @@ async fn an_event_stream_on_any_node_streams_the_owners_events_and_follows_a_tak
     let second = node_with(&url, lease, |c| c.max_event_streams = 1).await;
     let store = observer(&url, lease);
     let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
-    let i = owners.iter().position(|o| *o == first.base).unwrap();
+    let i = owned_by(&owners, &first);
     let mut stream = open_stream(&second, i).await;
     let call = dialled(&second, i).await;
     assert!(read_until(&mut stream, &call).await, "the owner's event came through the other node");
@@ -671,7 +676,7 @@ async fn no_timer_fires_in_a_bucket_being_loaded() {
     let Some(url) = fresh_database("cluster_quiet_load") else { return };
     let lease = Duration::from_millis(1500);
     let (first, second, store, owners) = two_nodes(&url, lease).await;
-    let i = owners.iter().position(|o| *o == first.base).unwrap();
+    let i = owned_by(&owners, &first);
     let key = key_of(i);
     let call = dialled(&first, i).await;
     let path = format!("/v2/calls/{call}/actions/enqueue");
@@ -715,7 +720,7 @@ async fn a_node_whose_postgres_connections_drop_says_it_is_not_ready() {
     let Some(url) = fresh_database("cluster_pg_gone") else { return };
     let lease = Duration::from_millis(1500);
     let (first, second, _store, owners) = two_nodes(&url, lease).await;
-    let i = owners.iter().position(|o| *o == first.base).unwrap();
+    let i = owned_by(&owners, &first);
     let call = dialled(&first, i).await;
     let database = url.rsplit_once('/').unwrap().1;
     execute(
