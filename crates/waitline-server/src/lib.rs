@@ -468,10 +468,12 @@ impl HttpServer {
             tokio::spawn(serve::serve(l, app, None, tls, limits, std::future::pending::<()>()))
         });
         // A node of several may take over calls with webhook URLs of their own at any time:
-        // its outbox runs from the start.
+        // its outbox runs from the start. A restart may have replayed calls with URLs of
+        // their own and no backlog: their next events are owed too.
         if state.webhooks().has_default_url()
             || state.durability().has_backlog()
             || state.durability().serving().is_some()
+            || state.engine().tenants().iter().any(waitline::Tenant::has_live_call_with_webhook_url)
         {
             state.webhooks().ensure_started();
         }

@@ -288,6 +288,35 @@ async fn a_receiver_that_comes_back_gets_every_event_once() {
     s.stop().await;
 }
 
+/// A durable single node restarted with nothing left to send (no default URL, every event
+/// delivered) still sends the later events of a call dialled before the restart with its
+/// own URL: the outbox starts because the replay brought such a call back, not only when
+/// another one is dialled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dialled_before_a_restart_still_gets_its_webhooks() {
+    let own = Receiver::start(0).await;
+    let data = tempfile::tempdir().unwrap();
+    let durable = || config(None, None, &["127.0.0.0/8"]);
+    let s = Server::start_in(data.path(), durable()).await;
+    let (status, v) = dial_as(&s, KEY_A, &own.url).await;
+    assert_eq!(status, 200, "{v}");
+    let call = v["data"]["call_control_id"].as_str().unwrap().to_owned();
+    assert_eq!(event_types(&own.wait_for(2).await), ["call.initiated", "call.answered"]);
+    s.stop().await;
+
+    let s = Server::start_in(data.path(), durable()).await;
+    let enqueue = json!({"queue_name": "support"});
+    let path = format!("/v2/calls/{call}/actions/enqueue");
+    assert_eq!(s.req("POST", &path, Some(KEY_A), Some(enqueue)).await.0, 200);
+    let got = own.wait_for_within(3, Duration::from_secs(10)).await;
+    assert_eq!(
+        event_types(&got),
+        ["call.initiated", "call.answered", "call.enqueued"],
+        "no backlog was sent again: only the new event came, through the outbox the call started"
+    );
+    s.stop().await;
+}
+
 /// The outbox of `engine` alone, in memory, started.
 fn outbox(engine: &Engine, config: WebhookConfig) -> Webhooks {
     let webhooks = Webhooks::new(engine, Durability::in_memory(), Signer::generate(), config);

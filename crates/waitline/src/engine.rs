@@ -335,6 +335,13 @@ impl Tenant {
         self.state.lock().live_calls()
     }
 
+    /// Whether a live call of this tenant sends its webhooks to a URL of its own: a
+    /// frontend that starts delivering webhooks only on need asks this after a replay.
+    #[must_use]
+    pub fn has_live_call_with_webhook_url(&self) -> bool {
+        self.state.lock().calls().any(|(_, call)| !call.is_ended() && call.ident.webhook_url.is_some())
+    }
+
     /// The number of the tenant's last state-changing command (0: none yet).
     ///
     /// Every command that changes the tenant's state, and every timer firing that does,
@@ -381,5 +388,19 @@ mod tests {
         assert_eq!(engine.sleep_until_next_wakeup(cap), Duration::from_millis(50));
         hand.advance(Duration::from_millis(60));
         assert_eq!(engine.sleep_until_next_wakeup(cap), Duration::from_millis(1), "due: no busy loop");
+    }
+
+    #[test]
+    fn only_a_live_call_with_its_own_url_counts() {
+        let t = Engine::builder().build().default_tenant();
+        assert!(!t.has_live_call_with_webhook_url(), "no call");
+        t.dial(&crate::DialParams::new("1", "2", "c")).unwrap();
+        assert!(!t.has_live_call_with_webhook_url(), "no URL of its own");
+        let mut own = crate::DialParams::new("1", "2", "c");
+        own.webhook_url = Some("https://receiver.invalid/hook".into());
+        let c = t.dial(&own).unwrap().call_control_id;
+        assert!(t.has_live_call_with_webhook_url());
+        t.hangup(&c, &crate::CommandOptions::default()).unwrap();
+        assert!(!t.has_live_call_with_webhook_url(), "ended");
     }
 }

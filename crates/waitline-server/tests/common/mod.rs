@@ -45,22 +45,28 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(mut config: Config) -> Self {
-        config.api_keys = vec![
-            KeySpec::parse(&format!("{KEY_A}:a")).unwrap(),
-            KeySpec::parse(&format!("{KEY_B}:b")).unwrap(),
-        ];
-        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await
+    pub async fn start(config: Config) -> Self {
+        Self::launch(TcpListener::bind("127.0.0.1:0").await.unwrap(), with_test_keys(config), None).await
+    }
+
+    /// A server keeping its journal in `dir` (which outlives it: a restart finds it there).
+    pub async fn start_in(dir: &std::path::Path, config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::launch(listener, with_test_keys(config), Some(dir)).await
     }
 
     /// A server on `listener` with `config`'s own API keys (a node of several must know
     /// its address before it starts).
-    pub async fn start_on(listener: TcpListener, mut config: Config) -> Self {
+    pub async fn start_on(listener: TcpListener, config: Config) -> Self {
+        Self::launch(listener, config, None).await
+    }
+
+    async fn launch(listener: TcpListener, mut config: Config, dir: Option<&std::path::Path>) -> Self {
         let signer = Signer::generate();
         let signer_public = signer.public_key_base64();
         let data = tempfile::tempdir().unwrap();
         if config.postgres_url.is_none() {
-            config.data_dir = Some(data.path().to_path_buf());
+            config.data_dir = Some(dir.unwrap_or(data.path()).to_path_buf());
         }
         let (engine, durability) = waitline_server::open_engine(&config).unwrap();
         let metrics = config.metrics.enabled;
@@ -146,6 +152,13 @@ impl Server {
     pub async fn action(&self, id: &str, action: &str, body: Value) -> (u16, Value) {
         self.post(&format!("/v2/calls/{id}/actions/{action}"), body).await
     }
+}
+
+/// `config` with the API keys of tenants `a` and `b`.
+fn with_test_keys(mut config: Config) -> Config {
+    config.api_keys =
+        vec![KeySpec::parse(&format!("{KEY_A}:a")).unwrap(), KeySpec::parse(&format!("{KEY_B}:b")).unwrap()];
+    config
 }
 
 /// `config` with the loopback network allowed as a destination of calls' own webhook URLs
