@@ -245,10 +245,20 @@ impl Durability {
     }
 
     /// Whether the store has stopped (a write or a sync failed): no change may be
-    /// acknowledged any more, until a restart.
+    /// acknowledged any more, until a restart or (see [`Durability::reconnects`]) until it
+    /// reconnects.
     #[must_use]
     pub fn is_stopped(&self) -> bool {
         self.store.as_ref().is_some_and(Store::is_stopped)
+    }
+
+    /// Whether this is a node of several whose store works, or stopped only because
+    /// PostgreSQL dropped its connection: the share thread reconnects it and loads the
+    /// buckets again (see [`crate::node_share`]). A single node's store stops for good.
+    #[must_use]
+    pub fn reconnects(&self) -> bool {
+        self.serving.is_some()
+            && self.store.as_ref().is_some_and(|s| !s.is_stopped() || s.can_restart_writer())
     }
 
     /// The bucket of `tenant` with the epoch lost, if this node lost its lease (another
@@ -295,7 +305,11 @@ impl Durability {
     /// Why not.
     pub fn ready(&self) -> Result<(), String> {
         if self.is_stopped() {
-            return Err("the store has stopped: restart to recover".into());
+            return Err(if self.reconnects() {
+                "PostgreSQL dropped the store's connection: reconnecting".into()
+            } else {
+                "the store has stopped: restart to recover".into()
+            });
         }
         self.serving.as_ref().map_or(Ok(()), |s| s.ready())
     }
@@ -348,8 +362,9 @@ impl Durability {
     /// `settled`, may be told (a webhook, an event stream): `Ok(false)` when the tenant's
     /// bucket was lost (its change may not be stored; the new owner replays and tells it) or
     /// is not served here, or when the event was made by loading a bucket taken over (the
-    /// webhooks it owes are in the backlog), `Err` when the store
-    /// has stopped. A lease lost by another bucket fails only its own tickets: the mark's
+    /// webhooks it owes are in the backlog), or when a node's store lost its connection (the
+    /// change may not be stored; once its bucket is loaded again, a stored change's event is
+    /// in the backlog), `Err` when the store has stopped for good. A lease lost by another bucket fails only its own tickets: the mark's
     /// failure then says nothing about this tenant's change.
     ///
     /// # Errors
@@ -364,6 +379,7 @@ impl Durability {
             return Ok(false); // another node's to tell, or a replay's (then in the backlog)
         }
         match settled {
+            Err(_) if self.reconnects() && (self.is_stopped() || !self.lost_any()) => Ok(false),
             Err(why) if self.is_stopped() || !self.lost_any() => Err(why),
             _ => Ok(true),
         }

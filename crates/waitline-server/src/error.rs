@@ -77,6 +77,9 @@ pub enum ApiError {
     /// This node lost the lease of the tenant's bucket: another node serves the tenant now
     /// (retryable, `Retry-After: 1`).
     TenantMoved,
+    /// PostgreSQL dropped this node's store connection: the change may or may not be stored
+    /// (retryable, `Retry-After: 1`; the node reconnects and loads its buckets again).
+    StoreReconnecting,
     /// A request carrying the cluster header with a secret that is not this cluster's.
     ClusterSecretRefused,
 }
@@ -235,6 +238,14 @@ impl ApiError {
                 None,
                 None,
             ),
+            Self::StoreReconnecting => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "10007",
+                "Service unavailable",
+                "This node lost its connection to PostgreSQL and is reconnecting; a change may or may not have taken effect. Retry (with the same command_id).".to_owned(),
+                None,
+                None,
+            ),
             Self::ClusterSecretRefused => (
                 StatusCode::FORBIDDEN,
                 "10010",
@@ -275,7 +286,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(self.body())).into_response();
         let retry_after_secs = match self {
             Self::RateLimited { retry_after_secs } => Some(retry_after_secs),
-            Self::TenantMoved => Some(1),
+            Self::TenantMoved | Self::StoreReconnecting => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after_secs {

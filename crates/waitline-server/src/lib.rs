@@ -286,7 +286,7 @@ async fn acknowledge_when_durable(State(state): State<AppState>, request: Reques
     let write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let durability = state.durability();
     if write && durability.is_stopped() {
-        return ApiError::NotDurable.into_response();
+        return stopped_answer(durability).into_response();
     }
     // Read before the handler runs (the request moves into it); only where leases can be lost.
     let key = (write && durability.has_leases())
@@ -307,11 +307,19 @@ async fn acknowledge_when_durable(State(state): State<AppState>, request: Reques
             return ApiError::TenantMoved.into_response();
         }
         if let Err(why) = settled {
-            tracing::error!(why = %why, "a change could not be stored: no change is acknowledged until a restart");
-            return ApiError::NotDurable.into_response();
+            if !durability.reconnects() {
+                tracing::error!(why = %why, "a change could not be stored: no change is acknowledged until a restart");
+            }
+            return stopped_answer(durability).into_response();
         }
     }
     response
+}
+
+/// The answer to a write the store cannot keep now: retryable when the node reconnects by
+/// itself (a node of several over PostgreSQL), else until a restart.
+fn stopped_answer(durability: &Durability) -> ApiError {
+    if durability.reconnects() { ApiError::StoreReconnecting } else { ApiError::NotDurable }
 }
 
 /// The engine a configuration asks for, before its journal.

@@ -1,7 +1,10 @@
 //! One node of several (`--node-url`): which buckets it serves, and the thread that keeps
 //! its share, every third of the lease (`Store::take_share`): it loads the buckets it
 //! gains before serving them, stops serving those it lost, and gives up (releases) those
-//! another live node prefers.
+//! another live node prefers. When PostgreSQL drops the store's connections (a failover,
+//! a restart), it reconnects them at its next turns, and after a failed commit (whose
+//! outcome is unknown) it first stops serving and forgets every tenant, then takes its share
+//! again and loads it from the store, as at start.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -166,6 +169,12 @@ impl Serving {
         self.stops.send_modify(|n| *n += 1);
     }
 
+    /// Stops serving every bucket (the store lost its connection).
+    fn stop_all(&self) {
+        *self.served.write() = Served::default();
+        self.stops.send_modify(|n| *n += 1);
+    }
+
     fn refresh_owners(&self, store: &Store) {
         match store.owners() {
             Ok(owners) => {
@@ -240,6 +249,7 @@ pub fn keep_share(
         backlog: durability.backlog().clone(),
         serving: Arc::downgrade(serving),
         url: url.to_owned(),
+        attempts: std::cell::Cell::new(0),
     };
     std::thread::Builder::new()
         .name("waitline-share".into())
@@ -263,6 +273,8 @@ struct Turn {
     backlog: Arc<Backlog>,
     serving: Weak<Serving>,
     url: String,
+    /// Reconnection attempts since PostgreSQL last dropped the store's connections.
+    attempts: std::cell::Cell<u32>,
 }
 
 impl Turn {
@@ -278,15 +290,24 @@ impl Turn {
             }
             return false;
         };
+        if self.store.can_restart_writer() && !self.restart_writer(&serving) {
+            return true; // tried again next turn
+        }
         let began = Instant::now();
         let share: Share = match self.store.take_share(&self.url) {
             Ok(share) => {
                 *serving.last_turn.lock() = began;
+                if self.attempts.replace(0) > 0 {
+                    tracing::info!("PostgreSQL reached again");
+                }
                 share
             }
             Err(e) => {
                 // Tried again next turn; a lease that lapses meanwhile is found lost.
                 tracing::warn!("taking this node's share failed: {e}");
+                if e.is_disconnect() {
+                    self.reconnect_leases();
+                }
                 return true;
             }
         };
@@ -310,6 +331,53 @@ impl Turn {
         }
         serving.refresh_owners(&self.store);
         true
+    }
+
+    /// The number of this attempt to reconnect, counted and logged (never the URL: it may
+    /// hold a password; the store's errors name the schema only).
+    fn attempt(&self, what: &str) -> u32 {
+        let attempt = self.attempts.get() + 1;
+        self.attempts.set(attempt);
+        tracing::warn!(attempt, "PostgreSQL dropped the store's connection: reconnecting {what}");
+        attempt
+    }
+
+    fn reconnect_leases(&self) {
+        let attempt = self.attempt("the lease connection");
+        if let Err(e) = self.store.reconnect_leases() {
+            tracing::warn!(attempt, "reconnecting failed: {e}");
+        }
+    }
+
+    /// The writer's connection was dropped while it committed: what memory holds may not
+    /// be what the journal holds. Stops serving every bucket, forgets every tenant, then
+    /// connects a new writer (its leases forgotten: this turn takes the share again at new
+    /// epochs and loads it from the store). Whether the writer is back.
+    fn restart_writer(&self, serving: &Serving) -> bool {
+        serving.stop_all();
+        {
+            let _quiet = serving.loading.lock();
+            for tenant in self.engine.tenants() {
+                if tenant.last_seq() != 0 {
+                    tenant.forget();
+                }
+            }
+        }
+        let attempt = self.attempt("the writer (every bucket stopped and forgotten)");
+        match self.store.restart_writer() {
+            Ok(()) => {
+                tracing::info!(attempt, "store writer reconnected: taking this node's share again");
+                // The lease connection was most likely dropped too.
+                if let Err(e) = self.store.reconnect_leases() {
+                    tracing::warn!(attempt, "reconnecting the lease connection failed: {e}");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(attempt, "reconnecting failed: {e}");
+                false
+            }
+        }
     }
 
     fn forget(&self, buckets: &[u32]) {

@@ -710,45 +710,150 @@ async fn no_timer_fires_in_a_bucket_being_loaded() {
     second.stop().await;
 }
 
-/// PostgreSQL drops a node's connections (as a failover does): its next write answers 503
-/// `10007` and changes nothing it acknowledges, and `/healthz` says it is not ready (the
-/// store stopped; then, a lease later, PostgreSQL not reached), so that a supervisor
-/// restarts it; the other node is not ready either until it is restarted, and a restarted
-/// node serves what was acknowledged.
-#[tokio::test]
-async fn a_node_whose_postgres_connections_drop_says_it_is_not_ready() {
-    let Some(url) = fresh_database("cluster_pg_gone") else { return };
-    let lease = Duration::from_millis(1500);
-    let (first, second, _store, owners) = two_nodes(&url, lease).await;
-    let i = owned_by(&owners, &first);
-    let call = dialled(&first, i).await;
+/// Terminates every connection to the test's database but the caller's, as a PostgreSQL
+/// failover or restart does.
+fn drop_connections(url: &str) {
     let database = url.rsplit_once('/').unwrap().1;
     execute(
-        &url,
+        url,
         &format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = '{database}' AND pid <> pg_backend_pid()"
         ),
     );
-    let (s, v) = first.req("POST", "/v2/calls", Some(&key_of(i)), Some(dial())).await;
-    assert_eq!((s, code(&v)), (503, "10007"), "{v}");
-    for server in [&first, &second] {
+}
+
+/// What a client saw: a 503 `10007` with `Retry-After: 1` counted, anything else returned.
+#[derive(Default)]
+struct Retries {
+    unavailable: std::sync::atomic::AtomicUsize,
+}
+
+impl Retries {
+    /// Sends until the answer is not a 503 `10007` carrying `Retry-After: 1`, within 20 s.
+    async fn send(&self, base: &str, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        let http = reqwest::Client::new();
         let started = Instant::now();
         loop {
-            let (s, v) = server.req("GET", "/healthz", None, None).await;
-            if s == 503 {
-                assert_eq!(v["ready"], false, "{v}");
-                assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{v}");
-                break;
+            let answer = http.post(format!("{base}{path}")).bearer_auth(key).json(body).send().await.unwrap();
+            let status = answer.status().as_u16();
+            let retry_after = answer.headers().get("retry-after").map(|h| h.to_str().unwrap().to_owned());
+            let v: Value = answer.json().await.unwrap();
+            if status != 503 {
+                return (status, v);
             }
-            assert!(started.elapsed() < lease * 2, "{} still says ready: {v}", server.base);
+            assert_eq!((code(&v), retry_after.as_deref()), ("10007", Some("1")), "{v}");
+            self.unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert!(started.elapsed() < Duration::from_secs(20), "still 503 after 20 s: {v}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// PostgreSQL drops every node's connections twice (as a failover or a restart does) while
+/// clients write: writes in the gap answer 503 `10007` with `Retry-After: 1` and `/healthz`
+/// says why the node is not ready; each node reconnects on its own, takes its share again
+/// and reloads it from the store, ready within two leases. Every acknowledged dial is
+/// there, and every enqueue, retried with its `command_id` until acknowledged, applied
+/// once (a second application would be refused: the call is queued already).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_through_postgres_dropping_their_connections() {
+    let Some(url) = fresh_database("cluster_pg_gone") else { return };
+    let lease = Duration::from_millis(3000);
+    let (first, second, _store, owners) = two_nodes(&url, lease).await;
+    let (i, j) = (owned_by(&owners, &first), owned_by(&owners, &second));
+    let mut calls = Vec::new();
+    for _ in 0..30 {
+        calls.push(dialled(&first, i).await);
+    }
+    let retries = std::sync::Arc::new(Retries::default());
+    let enqueued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let enqueuer = {
+        let (base, calls, retries, enqueued) =
+            (first.base.clone(), calls.clone(), retries.clone(), enqueued.clone());
+        tokio::spawn(async move {
+            for (k, call) in calls.iter().enumerate() {
+                let body = json!({"queue_name": "q", "command_id": format!("enqueue-{k}")});
+                let path = format!("/v2/calls/{call}/actions/enqueue");
+                let (s, v) = retries.send(&base, &path, &key_of(i), &body).await;
+                assert_eq!(s, 200, "enqueue {k}, retried with its command_id, applied once: {v}");
+                enqueued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        })
+    };
+    // Dials on both nodes, each tenant through the node not owning it too.
+    let dialler = |base: String, tenant: usize| {
+        let retries = retries.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for _ in 0..40 {
+                let (s, v) = retries.send(&base, "/v2/calls", &key_of(tenant), &dial()).await;
+                assert_eq!(s, 200, "{v}");
+                acknowledged.push(v["data"]["call_control_id"].as_str().unwrap().to_owned());
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            acknowledged
+        })
+    };
+    let dialling = [
+        (i, dialler(first.base.clone(), i)),
+        (j, dialler(second.base.clone(), j)),
+        (j, dialler(first.base.clone(), j)),
+    ];
+    for (round, after) in [(1, 8), (2, 20)] {
+        eventually(Duration::from_secs(30), "enqueues go on", || {
+            enqueued.load(std::sync::atomic::Ordering::Relaxed) >= after
+        })
+        .await;
+        let seen = retries.unavailable.load(std::sync::atomic::Ordering::Relaxed);
+        drop_connections(&url);
+        let dropped = Instant::now();
+        // The next write finds the writer's connection gone.
+        let (s, v) = first.req("POST", "/v2/calls", Some(&key_of(i)), Some(dial())).await;
+        if s == 503 {
+            let (s, v) = first.req("GET", "/healthz", None, None).await;
+            assert!(
+                s == 200 || v["reason"].as_str().is_some_and(|r| r.contains("reconnecting")),
+                "round {round}: {v}"
+            );
+        } else {
+            assert_eq!(s, 200, "round {round}: {v}");
+        }
+        for server in [&first, &second] {
+            loop {
+                let (s, v) = server.req("GET", "/healthz", None, None).await;
+                if s == 200 {
+                    break;
+                }
+                assert_eq!(v["ready"], false, "{v}");
+                assert!(dropped.elapsed() < lease * 2, "round {round}: {} not ready again: {v}", server.base);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        eventually(Duration::from_secs(20), "a client saw the gap", || {
+            retries.unavailable.load(std::sync::atomic::Ordering::Relaxed) > seen
+        })
+        .await;
+    }
+    enqueuer.await.unwrap();
+    let mut acknowledged = Vec::new();
+    for (tenant, task) in dialling {
+        acknowledged.extend(task.await.unwrap().into_iter().map(|call| (tenant, call)));
+    }
+    for server in [&first, &second] {
+        assert!(!server.durability.is_stopped(), "{} reconnected", server.base);
+    }
+    for (tenant, call) in &acknowledged {
+        let (s, v) = until_served(&second, "GET", &format!("/v2/calls/{call}"), &key_of(*tenant), None).await;
+        assert_eq!(s, 200, "an acknowledged dial is kept: {v}");
+    }
+    for call in &calls {
+        let (s, v) = until_served(&second, "GET", &format!("/v2/calls/{call}"), &key_of(i), None).await;
+        assert_eq!((s, v["data"]["state"].as_str()), (200, Some("queued")), "{v}");
+    }
+    let (s, v) = until_served(&first, "GET", "/v2/queues/q", &key_of(i), None).await;
+    assert_eq!((s, v["data"]["current_size"].as_u64()), (200, Some(30)), "each enqueue once: {v}");
     first.stop().await;
     second.stop().await;
-    let again = node(&url, lease).await;
-    let (s, v) = until_served(&again, "GET", &format!("/v2/calls/{call}"), &key_of(i), None).await;
-    assert_eq!(s, 200, "what was acknowledged is served after a restart: {v}");
-    again.stop().await;
 }

@@ -47,6 +47,12 @@ impl Held {
         self.0.lock().owned.remove(&bucket)
     }
 
+    /// Forgets every lease, held and lost (the store reconnected: its buckets are taken
+    /// again at new epochs).
+    pub(crate) fn forget_all(&self) {
+        *self.0.lock() = State::default();
+    }
+
     pub(crate) fn owned(&self) -> Vec<(u32, u64)> {
         self.0.lock().owned.iter().map(|(b, e)| (*b, *e)).collect()
     }

@@ -42,6 +42,7 @@ mod frame;
 mod lease;
 pub mod placement;
 mod postgres;
+mod reconnect;
 mod replay;
 mod share;
 mod sqlite;
@@ -226,6 +227,26 @@ impl Error {
     fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io { path: path.to_path_buf(), source }
     }
+
+    /// Whether PostgreSQL dropped the connection or could not be reached (a failover, a
+    /// restart, a backend terminated): a new connection may work, and what was being
+    /// committed may or may not have been.
+    #[must_use]
+    pub fn is_disconnect(&self) -> bool {
+        let Self::Postgres { source, .. } = self else { return false };
+        match source.as_db_error() {
+            // Class 08: connection exception; 57P01..57P03: shut down, crashed, starting.
+            Some(db) => {
+                let code = db.code().code();
+                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+            }
+            // Closed, or an I/O error: no answer from the server at all.
+            None => {
+                source.is_closed()
+                    || std::error::Error::source(source).is_some_and(|cause| cause.is::<std::io::Error>())
+            }
+        }
+    }
 }
 
 /// This crate's result.
@@ -307,7 +328,12 @@ struct Shared {
     options: Options,
     channel: Arc<Channel>,
     writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// Opens the writer's connection (again, after PostgreSQL dropped it: see `reconnect`).
+    make: MakeConn,
 }
+
+/// Opens a writer's connection, on the writer's thread.
+type MakeConn = Arc<dyn Fn() -> Result<Box<dyn Conn>> + Send + Sync>;
 
 /// Where the tables are.
 // One per store, behind its `Arc`: the variants' sizes do not matter.
@@ -321,8 +347,9 @@ enum Location {
     },
     Postgres {
         config: PgConfig,
-        /// The connection that takes and renews leases, on a thread of its own.
-        leases: Worker<LeaseConn>,
+        /// The connection that takes and renews leases, on a thread of its own (replaced
+        /// when PostgreSQL dropped it: see `reconnect`).
+        leases: parking_lot::Mutex<Arc<Worker<LeaseConn>>>,
         held: Arc<Held>,
     },
 }
@@ -346,7 +373,7 @@ impl Drop for Shared {
         // Everything queued is written: another node may take the buckets at once.
         if let Location::Postgres { leases, held, .. } = &self.location {
             let owned = held.owned();
-            let _ = leases.run(move |l| l.release(&owned));
+            let _ = leases.lock().run(move |l| l.release(&owned));
         }
     }
 }
@@ -358,9 +385,9 @@ impl Store {
         let lock = dir::open_locked(dir)?;
         let db = dir.join(DB_FILE);
         let place = db.display().to_string();
-        let make = {
+        let make: MakeConn = {
             let db = db.clone();
-            move || Ok(Box::new(Sqlite::open_writer(&db, options.fsync)?) as Box<dyn Conn>)
+            Arc::new(move || Ok(Box::new(Sqlite::open_writer(&db, options.fsync)?) as Box<dyn Conn>))
         };
         Self::start(place, Location::Sqlite { dir: dir.to_path_buf(), db, _lock: lock }, make, options)
     }
@@ -369,52 +396,24 @@ impl Store {
     /// its writer. It holds no lease yet: take buckets with [`Store::acquire`] before
     /// appending to their tenants.
     pub fn open_postgres(config: &PgConfig, options: Options) -> Result<Self> {
-        let make = {
+        let make: MakeConn = {
             let config = config.clone();
-            move || Ok(Box::new(Postgres::open_writer(&config, options.fsync)?) as Box<dyn Conn>)
+            Arc::new(move || Ok(Box::new(Postgres::open_writer(&config, options.fsync)?) as Box<dyn Conn>))
         };
-        let leases = {
-            let config = config.clone();
-            Worker::start("waitline-leases", move || LeaseConn::open(&config))?
-        };
+        let leases = parking_lot::Mutex::new(Arc::new(reconnect::lease_worker(config)?));
         let location = Location::Postgres { config: config.clone(), leases, held: Arc::new(Held::default()) };
         Self::start(config.place(), location, make, options)
     }
 
-    /// Starts the writer thread, which opens its connection with `make` (on that thread:
-    /// see the `worker` module) and then writes until the store closes.
-    fn start(
-        place: String,
-        location: Location,
-        make: impl FnOnce() -> Result<Box<dyn Conn>> + Send + 'static,
-        options: Options,
-    ) -> Result<Self> {
+    /// Starts the writer thread (see [`spawn_writer`]) and makes the store.
+    fn start(place: String, location: Location, make: MakeConn, options: Options) -> Result<Self> {
         let channel = Arc::new(Channel::default());
         channel.pending.lock().next_ticket = 1;
         let held = match &location {
             Location::Postgres { held, .. } => Some(Arc::clone(held)),
             Location::Sqlite { .. } => None,
         };
-        let (opened, opened_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
-        let writer = {
-            let channel = Arc::clone(&channel);
-            std::thread::Builder::new()
-                .name("waitline-store".into())
-                .spawn(move || match make() {
-                    Ok(conn) => {
-                        let _ = opened.send(Ok(()));
-                        writer::run(&channel, conn, options, held.as_deref());
-                    }
-                    Err(e) => drop(opened.send(Err(e))),
-                })
-                .map_err(|e| Error::io(Path::new(&place), e))?
-        };
-        let ready =
-            opened_rx.recv().unwrap_or_else(|_| Err(Error::Stopped("the writer thread ended".into())));
-        if let Err(e) = ready {
-            let _ = writer.join();
-            return Err(e);
-        }
+        let writer = spawn_writer(&place, &channel, &make, options, held)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 place,
@@ -422,6 +421,7 @@ impl Store {
                 options,
                 channel,
                 writer: parking_lot::Mutex::new(Some(writer)),
+                make,
             }),
         })
     }
@@ -500,6 +500,9 @@ impl Store {
     /// Whether `ticket` is durable (`Err` once the store has stopped before it was, or if
     /// its lease was lost before it was committed).
     fn check(&self, progress: &writer::Progress, ticket: Ticket) -> Option<Result<()>> {
+        if let Some(why) = progress.dropped(ticket.0) {
+            return Some(Err(Error::Stopped(why)));
+        }
         if progress.durable >= ticket.0 {
             Some(match progress.refused.get(&ticket.0) {
                 Some(claim) => Err(Error::LeaseLost { bucket: claim.bucket, epoch: claim.epoch }),
@@ -629,9 +632,9 @@ impl Store {
         bucket::bucket_of(tenant, self.buckets())
     }
 
-    fn leases(&self) -> Result<(&Worker<LeaseConn>, &Held)> {
+    fn leases(&self) -> Result<(Arc<Worker<LeaseConn>>, &Held)> {
         match &self.shared.location {
-            Location::Postgres { leases, held, .. } => Ok((leases, held)),
+            Location::Postgres { leases, held, .. } => Ok((Arc::clone(&leases.lock()), held)),
             Location::Sqlite { .. } => Err(Error::NoLeases),
         }
     }
@@ -742,6 +745,38 @@ impl Store {
         self.shared.channel.pending.lock().paused = false;
         self.shared.channel.writer_wake.notify_one();
     }
+}
+
+/// Starts a writer thread, which opens its connection with `make` (on that thread: see the
+/// `worker` module) and then writes until the store closes or a write fails; returns once
+/// the connection is open.
+fn spawn_writer(
+    place: &str,
+    channel: &Arc<Channel>,
+    make: &MakeConn,
+    options: Options,
+    held: Option<Arc<Held>>,
+) -> Result<JoinHandle<()>> {
+    let (opened, opened_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+    let writer = {
+        let (channel, make) = (Arc::clone(channel), Arc::clone(make));
+        std::thread::Builder::new()
+            .name("waitline-store".into())
+            .spawn(move || match make() {
+                Ok(conn) => {
+                    let _ = opened.send(Ok(()));
+                    writer::run(&channel, conn, options, held.as_deref());
+                }
+                Err(e) => drop(opened.send(Err(e))),
+            })
+            .map_err(|e| Error::io(Path::new(place), e))?
+    };
+    let ready = opened_rx.recv().unwrap_or_else(|_| Err(Error::Stopped("the writer thread ended".into())));
+    if let Err(e) = ready {
+        let _ = writer.join();
+        return Err(e);
+    }
+    Ok(writer)
 }
 
 fn checked(seq: u64) -> Result<u64> {

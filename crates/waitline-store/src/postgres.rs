@@ -466,7 +466,9 @@ impl LeaseConn {
     }
 
     /// Takes each of `buckets` that is free or whose lease expired (by the database's
-    /// clock), with its epoch one past the last; returns those taken with their epochs.
+    /// clock), or that this node holds under a lease its store forgot (it reconnected:
+    /// see `reconnect`), with its epoch one past the last; returns those taken with their
+    /// epochs.
     pub(crate) fn acquire(&mut self, buckets: &[u32]) -> Result<Vec<(u32, u64)>> {
         let rows = self
             .client
@@ -475,7 +477,7 @@ impl LeaseConn {
                  SELECT b, $2, 1, now() + $3::float8 * interval '1 millisecond' FROM unnest($1::integer[]) AS b \
                  ON CONFLICT (bucket) DO UPDATE \
                      SET owner = excluded.owner, epoch = leases.epoch + 1, expires_at = excluded.expires_at \
-                     WHERE leases.expires_at <= now() \
+                     WHERE leases.expires_at <= now() OR leases.owner = excluded.owner \
                  RETURNING bucket, epoch",
                 &[&as_i32(buckets), &self.node, &self.lease_ms],
             )

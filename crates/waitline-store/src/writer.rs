@@ -73,8 +73,18 @@ pub(crate) struct Progress {
     pub(crate) refused: HashMap<u64, Claim>,
     /// Why the store stopped writing, once it has.
     pub(crate) failed: Option<Arc<str>>,
+    /// Tickets `first..=last` dropped by a reconnect (not known to be written), with why
+    /// the store had stopped: they fail, although `durable` passed them.
+    pub(crate) dropped: Vec<(u64, u64, Arc<str>)>,
     /// Tasks waiting for a ticket.
     pub(crate) wakers: Vec<(u64, Waker)>,
+}
+
+impl Progress {
+    /// Why `ticket` failed, if a reconnect dropped it.
+    pub(crate) fn dropped(&self, ticket: u64) -> Option<Arc<str>> {
+        self.dropped.iter().find(|(first, last, _)| (*first..=*last).contains(&ticket)).map(|d| d.2.clone())
+    }
 }
 
 /// What the store's handles and its writer share.
@@ -86,6 +96,9 @@ pub(crate) struct Channel {
     pub(crate) progress_changed: Condvar,
     /// Set with `Progress::failed`, read without its lock by every append.
     pub(crate) failed: AtomicBool,
+    /// Set with `failed` when the write failed because PostgreSQL dropped the connection (or
+    /// could not be reached): the store may be reconnected (see `reconnect`).
+    pub(crate) reconnectable: AtomicBool,
     /// Transactions committed.
     pub(crate) commits: AtomicU64,
     /// How long each commit took.
@@ -93,16 +106,42 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    /// Stops the store for good: every waiter and every later append gets `why`.
-    fn fail(&self, why: String) {
+    /// Stops the store (for good unless `reconnectable`): every waiter and every later
+    /// append gets `why`.
+    fn fail(&self, why: String, reconnectable: bool) {
         let wakers = {
             let mut p = self.progress.lock();
             p.failed.get_or_insert_with(|| why.into());
+            self.reconnectable.store(reconnectable, Ordering::Release);
             self.failed.store(true, Ordering::Release);
             std::mem::take(&mut p.wakers)
         };
         self.progress_changed.notify_all();
         wakers.into_iter().for_each(|(_, w)| w.wake());
+    }
+
+    /// Before a new writer starts: what was queued or being committed when the store
+    /// stopped is dropped, its tickets failing with the reason it stopped (each may or may
+    /// not have been committed). The store stays stopped (see [`Channel::resume`]).
+    pub(crate) fn drop_queued(&self) {
+        let mut pending = self.pending.lock();
+        pending.ops.clear();
+        let upto = pending.next_ticket.saturating_sub(1);
+        let mut p = self.progress.lock();
+        let first = p.durable + 1;
+        if first <= upto {
+            let why = p.failed.clone().unwrap_or_else(|| "unknown".into());
+            p.dropped.push((first, upto, why));
+        }
+        p.durable = p.durable.max(upto);
+    }
+
+    /// Once a new writer runs: appends are taken again.
+    pub(crate) fn resume(&self) {
+        self.progress.lock().failed = None;
+        // In this order: a reader never sees the store stopped and not reconnectable.
+        self.failed.store(false, Ordering::Release);
+        self.reconnectable.store(false, Ordering::Release);
     }
 
     /// Notes tickets refused by fencing (before `advance` passes them).
@@ -155,7 +194,7 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
             let first = upto + 1 - ops.len() as u64;
             let tickets = (first..=upto).collect();
             if let Err(e) = write_fenced(channel, conn.as_mut(), &mut heads, ops, tickets, options, held) {
-                channel.fail(format!("writing the journal failed: {e}"));
+                channel.fail(format!("writing the journal failed: {e}"), e.is_disconnect());
                 return;
             }
             channel.commit_times.observe(started.elapsed());
@@ -164,7 +203,7 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
         }
         if fsync == Fsync::Periodic && (closing || last_sync.elapsed() >= PERIODIC_SYNC) {
             if let Err(e) = conn.sync() {
-                channel.fail(format!("syncing the journal failed: {e}"));
+                channel.fail(format!("syncing the journal failed: {e}"), false);
                 return;
             }
             last_sync = Instant::now();
