@@ -754,13 +754,17 @@ impl Retries {
 /// clients write: writes in the gap answer 503 `10007` with `Retry-After: 1` and `/healthz`
 /// says why the node is not ready; each node reconnects on its own, takes its share again
 /// and reloads it from the store, ready within two leases. Every acknowledged dial is
-/// there, and every enqueue, retried with its `command_id` until acknowledged, applied
-/// once (a second application would be refused: the call is queued already).
+/// there and its `call.initiated` webhook delivered (events of the gap come from the
+/// reloaded backlog), and every enqueue, retried with its `command_id` until acknowledged,
+/// applied once (a second application would be refused: the call is queued already).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_ride_through_postgres_dropping_their_connections() {
     let Some(url) = fresh_database("cluster_pg_gone") else { return };
     let lease = Duration::from_millis(3000);
-    let (first, second, _store, owners) = two_nodes(&url, lease).await;
+    let hooks = Receiver::start(0).await;
+    let allow = |c: &mut Config| c.webhooks.allow = DestinationPolicy::new(&["127.0.0.0/8"]).unwrap();
+    let (first, second) = (node_with(&url, lease, allow).await, node_with(&url, lease, allow).await);
+    let owners = settled_owners(&observer(&url, lease), &[&first, &second], lease * 4).await;
     let (i, j) = (owned_by(&owners, &first), owned_by(&owners, &second));
     let mut calls = Vec::new();
     for _ in 0..30 {
@@ -785,10 +789,11 @@ async fn nodes_ride_through_postgres_dropping_their_connections() {
     // Dials on both nodes, each tenant through the node not owning it too.
     let dialler = |base: String, tenant: usize| {
         let retries = retries.clone();
+        let body = json!({"to": "+1", "from": "+2", "connection_id": "app", "webhook_url": hooks.url});
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             for _ in 0..40 {
-                let (s, v) = retries.send(&base, "/v2/calls", &key_of(tenant), &dial()).await;
+                let (s, v) = retries.send(&base, "/v2/calls", &key_of(tenant), &body).await;
                 assert_eq!(s, 200, "{v}");
                 acknowledged.push(v["data"]["call_control_id"].as_str().unwrap().to_owned());
                 tokio::time::sleep(Duration::from_millis(25)).await;
@@ -854,6 +859,15 @@ async fn nodes_ride_through_postgres_dropping_their_connections() {
     }
     let (s, v) = until_served(&first, "GET", "/v2/queues/q", &key_of(i), None).await;
     assert_eq!((s, v["data"]["current_size"].as_u64()), (200, Some(30)), "each enqueue once: {v}");
+    let initiated = |call: &str| {
+        hooks.got.lock().iter().any(|r| {
+            r.body["data"]["event_type"] == "call.initiated"
+                && r.body["data"]["payload"]["call_control_id"] == call
+        })
+    };
+    for (_, call) in &acknowledged {
+        eventually(Duration::from_secs(10), "each acknowledged dial's webhook", || initiated(call)).await;
+    }
     first.stop().await;
     second.stop().await;
 }
