@@ -871,3 +871,32 @@ async fn nodes_ride_through_postgres_dropping_their_connections() {
     first.stop().await;
     second.stop().await;
 }
+
+/// A node with nothing to write when PostgreSQL drops its connections: its next share turn
+/// fails and replaces the lease connection, so two leases later it is still ready (a node
+/// whose turns all failed is not, after one lease); its first write then finds the writer's
+/// connection gone: it answers 503 `10007` with `Retry-After: 1` (never a 503 "until a
+/// restart"), and a retry is served within a lease and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_reconnects_at_its_next_turn_and_at_its_next_write() {
+    let Some(url) = fresh_database("cluster_pg_idle") else { return };
+    let lease = Duration::from_millis(1500);
+    let (only, _store) = one_node(&url, lease).await;
+    drop_connections(&url);
+    tokio::time::sleep(lease * 2).await;
+    let (s, v) = only.req("GET", "/healthz", None, None).await;
+    assert_eq!(s, 200, "the lease connection was replaced: {v}");
+    let retries = Retries::default();
+    let writing = Instant::now();
+    let (s, v) = retries.send(&only.base, "/v2/calls", &key_of(0), &dial()).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        retries.unavailable.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the writer's connection was gone"
+    );
+    assert!(writing.elapsed() < lease, "served again by the next turns: {:?}", writing.elapsed());
+    let call = v["data"]["call_control_id"].as_str().unwrap().to_owned();
+    let (s, v) = until_served(&only, "GET", &format!("/v2/calls/{call}"), &key_of(0), None).await;
+    assert_eq!(s, 200, "{v}");
+    only.stop().await;
+}
