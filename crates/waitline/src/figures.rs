@@ -101,17 +101,19 @@ impl WaitHistogram {
     }
 }
 
-/// What a queue keeps to answer for its figures.
+/// What a queue keeps to answer for its figures. In `repr(C)` order: what every arrival
+/// and departure updates (the day and minute, the day's counts) fills one cache line.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub(crate) struct Figures {
     /// The UTC day `today` counts (days since the epoch).
     pub(crate) day: u64,
+    /// The last minute (since the epoch) whose length is written in `lengths`.
+    pub(crate) minute: u64,
     pub(crate) today: Outcomes,
     /// Over the queue's life; the other life totals are the queue's own counters.
     pub(crate) bridged_within_service_level: u64,
     pub(crate) waits: WaitHistogram,
-    /// The last minute (since the epoch) whose length is written in `lengths`.
-    pub(crate) minute: u64,
     /// The longest the queue was in each minute, by `minute % 60`.
     pub(crate) lengths: [u32; LENGTH_HISTORY_MINUTES],
 }
