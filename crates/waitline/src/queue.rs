@@ -427,6 +427,10 @@ mod tests {
         let day_figures = offset_of!(Queue, figures);
         assert_eq!(day_figures % 64, 0);
         assert!(offset_of!(Figures, today) + size_of::<Outcomes>() <= 64);
+        // The minute's peak length and the first wait buckets share the next line.
+        let next_line = day_figures + 64..day_figures + 128;
+        assert!(next_line.contains(&(day_figures + offset_of!(Figures, peak))));
+        assert!(next_line.contains(&(day_figures + offset_of!(Figures, waits))));
         assert!(offset_of!(Queue, id) > day_figures, "the id is read by snapshots only");
     }
 }
