@@ -479,14 +479,15 @@ impl Store {
             return Err(self.stopped());
         }
         let op = Op { tenant: tenant.into(), claim: self.claim(tenant)?, write };
-        let (ticket, was_empty) = {
+        let (ticket, wake) = {
             let mut p = channel.pending.lock();
             let ticket = p.next_ticket;
             p.next_ticket += 1;
             p.ops.push(op);
-            (ticket, p.ops.len() == 1)
+            // The writer waits for a first operation, or lingers until a full batch.
+            (ticket, p.ops.len() == 1 || p.ops.len() == writer::FULL_BATCH)
         };
-        if was_empty {
+        if wake {
             channel.writer_wake.notify_one();
         }
         Ok(Ticket(ticket))
