@@ -380,12 +380,44 @@ async fn metrics_on_off(start: &impl Fn(&str, &[&str]) -> Server, conns: usize, 
 }
 
 /// `waitline serve` keeping its changes in `data_dir` with `--fsync policy`.
-fn durable_server(dir: &str, addr: &str, data_dir: &std::path::Path, policy: &str) -> Server {
+/// With `metrics`, the operator's metrics on that address (the journal's commits).
+fn durable_server(
+    dir: &str,
+    addr: &str,
+    data_dir: &std::path::Path,
+    policy: &str,
+    metrics: Option<&str>,
+) -> Server {
     let dir_arg = data_dir.to_str().expect("a UTF-8 path");
-    spawn(
-        &format!("{dir}/waitline"),
-        &["serve", "--listen", addr, "--api-key", KEY, "--data-dir", dir_arg, "--fsync", policy],
-    )
+    let mut args =
+        vec!["serve", "--listen", addr, "--api-key", KEY, "--data-dir", dir_arg, "--fsync", policy];
+    if let Some(metrics) = metrics {
+        args.extend(["--metrics-listen", metrics]);
+    }
+    spawn(&format!("{dir}/waitline"), &args)
+}
+
+/// The journal's commits so far and their total time in seconds, from the operator's
+/// metrics at `addr`.
+async fn journal_commits(addr: &str) -> Option<(f64, f64)> {
+    let (_, text) = Http::connect(addr).await.call("GET", "/metrics", "").await;
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+    };
+    Some((value("waitline_journal_sync_seconds_count")?, value("waitline_journal_sync_seconds_sum")?))
+}
+
+/// Records per commit and the mean commit time (written, and synced with `always`) over a
+/// run of `requests` requests, from the commits before and after it.
+fn commit_figures(before: Option<(f64, f64)>, after: Option<(f64, f64)>, requests: f64) -> String {
+    match before.zip(after) {
+        Some(((c0, s0), (c1, s1))) if c1 > c0 => format!(
+            ", {:.1} records a commit, commit {:.2} ms",
+            requests / (c1 - c0),
+            (s1 - s0) / (c1 - c0) * 1e3
+        ),
+        _ => String::new(),
+    }
 }
 
 /// A run's figures: requests/s, p50 and p99, and the server's CPU time per request.
@@ -442,8 +474,9 @@ async fn durable_rounds(dir: &str, secs: f64, conns: usize, rounds: usize) {
         &["serve", "--in-memory", "--listen", memory_addr, "--api-key", KEY],
     );
     let (always_addr, periodic_addr) = ("127.0.0.1:18184", "127.0.0.1:18185");
-    let always = durable_server(dir, always_addr, &data.path().join("always"), "always");
-    let periodic = durable_server(dir, periodic_addr, &data.path().join("periodic"), "periodic");
+    let metrics = [None, Some("127.0.0.1:18194"), Some("127.0.0.1:18195")];
+    let always = durable_server(dir, always_addr, &data.path().join("always"), "always", metrics[1]);
+    let periodic = durable_server(dir, periodic_addr, &data.path().join("periodic"), "periodic", metrics[2]);
     let servers = [(&memory, memory_addr), (&always, always_addr), (&periodic, periodic_addr)];
     let mut ids = Vec::new();
     for (_, addr) in servers {
@@ -460,9 +493,18 @@ async fn durable_rounds(dir: &str, secs: f64, conns: usize, rounds: usize) {
         let prefix = format!("round-{round}");
         let mut runs = Vec::new();
         let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
+        let mut commits = [String::new(), String::new(), String::new()];
         for &i in &order {
             let (server, addr) = servers[i];
-            runs.push((i, measured_case(server, addr, conns, secs, moves(&prefix, ids[i].clone())).await));
+            let before = match metrics[i] {
+                Some(m) => journal_commits(m).await,
+                None => None,
+            };
+            let run = measured_case(server, addr, conns, secs, moves(&prefix, ids[i].clone())).await;
+            if let Some(m) = metrics[i] {
+                commits[i] = commit_figures(before, journal_commits(m).await, run.0.rate * secs);
+            }
+            runs.push((i, run));
         }
         runs.sort_by_key(|r| r.0);
         let [(_, memory), (_, always), (_, periodic)] = runs[..] else { unreachable!("three runs") };
@@ -471,8 +513,8 @@ async fn durable_rounds(dir: &str, secs: f64, conns: usize, rounds: usize) {
             "| {} | {} | {} | {a:.2}x | {} | {p:.2}x |",
             round + 1,
             figures(memory.0, memory.1),
-            figures(always.0, always.1),
-            figures(periodic.0, periodic.1)
+            figures(always.0, always.1) + &commits[1],
+            figures(periodic.0, periodic.1) + &commits[2]
         );
         ratios.0.push(a);
         ratios.1.push(p);
@@ -546,7 +588,7 @@ async fn main() {
     {
         let data_dir = data.path().join(policy);
         let dir_arg = data_dir.to_str().expect("a UTF-8 path");
-        let server = durable_server(&dir, addr, &data_dir, policy);
+        let server = durable_server(&dir, addr, &data_dir, policy, None);
         wait_port(addr).await;
         let ids = dial_many(addr, conns).await;
         let durable = http_case(addr, conns, secs, moves("bench", ids)).await;
