@@ -500,8 +500,7 @@ impl Store {
             };
             let write = write(&mut p.records);
             p.ops.push(Op { tenant, claim, write });
-            // The writer waits for a first operation, or lingers until a full batch.
-            (ticket, p.ops.len() == 1 || p.ops.len() == writer::FULL_BATCH)
+            (ticket, p.ops.len() == 1)
         };
         if wake {
             channel.writer_wake.notify_one();

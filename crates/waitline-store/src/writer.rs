@@ -20,17 +20,6 @@ use crate::{Error, Fsync, Options};
 /// With [`Fsync::Periodic`], the longest time between two syncs.
 pub(crate) const PERIODIC_SYNC: Duration = Duration::from_secs(1);
 
-/// With [`Fsync::Periodic`], how long the writer lets a batch fill once woken, when the
-/// last batch held several operations (appends come from several callers): a transaction's
-/// cost is mostly per transaction, not per record, so without a sync to wait for, batches
-/// of a handful of records would make the writer the busiest thread of the service. A
-/// lone caller, whose batches hold one operation each, is not kept waiting.
-pub(crate) const PERIODIC_LINGER: Duration = Duration::from_micros(250);
-
-/// A batch this large is written at once, without lingering (the append that makes it this
-/// large wakes the writer).
-pub(crate) const FULL_BATCH: usize = 1024;
-
 /// The lease an operation is written under: refused when it is no longer current.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Claim {
@@ -148,8 +137,6 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
     let fsync = options.fsync;
     let mut last_sync = Instant::now();
     let mut heads = Heads::default();
-    // Ops of the last batch written: more than one means appends come from several callers.
-    let mut previous_batch = 0;
     // The batch's buffer goes back to the queue once written, so that appends do not grow
     // a new one each time.
     let mut records = Vec::new();
@@ -170,18 +157,10 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
                     }
                 }
             }
-            if fsync == Fsync::Periodic && previous_batch > 1 && !p.closing && !p.paused {
-                let fill_until = Instant::now() + PERIODIC_LINGER;
-                while !p.closing
-                    && p.ops.len() < FULL_BATCH
-                    && !channel.writer_wake.wait_until(&mut p, fill_until).timed_out()
-                {}
-            }
             records.clear();
             std::mem::swap(&mut records, &mut p.records);
             (std::mem::take(&mut p.ops), p.next_ticket.saturating_sub(1), p.closing)
         };
-        previous_batch = ops.len();
         if !ops.is_empty() {
             let started = Instant::now();
             let first = upto + 1 - ops.len() as u64;
