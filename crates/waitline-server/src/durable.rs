@@ -293,17 +293,19 @@ impl Durability {
         lost.into_iter().find(|l| l.0 == bucket)
     }
 
-    /// Whether this node serves `tenant` now: its bucket's lease was not lost and, for one
-    /// node of several, its bucket is taken and loaded here.
+    /// Whether this node serves `tenant` now: its bucket's lease was not lost, was renewed
+    /// less than a lease's length ago by this process's clock and, for one node of
+    /// several, its bucket is taken and loaded here.
     #[must_use]
     pub fn serves(&self, tenant: &str) -> bool {
         if self.lost_bucket_of(tenant).is_some() {
             return false;
         }
-        match (&self.serving, &self.store) {
-            (Some(serving), Some(store)) => serving.contains(store.bucket_of(tenant)),
-            _ => true,
-        }
+        let Some(store) = self.store.as_ref().filter(|_| self.has_leases()) else { return true };
+        let bucket = store.bucket_of(tenant);
+        // A lease not renewed within its length may be another node's by now (this one was
+        // paused, or cut off): what this node holds of the tenant may be stale.
+        store.lease_current(bucket) && self.serving.as_ref().is_none_or(|serving| serving.contains(bucket))
     }
 
     /// The store and journal, for a node loading the buckets it takes.
