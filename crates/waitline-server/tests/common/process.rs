@@ -30,7 +30,7 @@ impl Process {
         } else {
             Stdio::null()
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_waitline"))
+        let child = Command::new(env!("CARGO_BIN_EXE_waitline"))
             .arg("serve")
             .args(args)
             .env_remove("WAITLINE_IN_MEMORY")
@@ -39,17 +39,20 @@ impl Process {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        // Owned from here: a start that fails below kills it.
+        let mut process = Self { child, url: String::new(), base: String::new() };
+        let mut out = BufReader::new(process.child.stdout.take().unwrap());
         let mut line = String::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             line.clear();
             assert!(out.read_line(&mut line).unwrap() > 0, "the server stopped before it listened");
             if let Some(url) = line.trim().strip_prefix("Listening on ") {
-                let url = url.to_owned();
+                process.url = url.to_owned();
+                process.base = format!("{url}/v2");
                 // Its later lines are not read: a closed pipe must not stop it.
                 std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-                break Self { child, base: format!("{url}/v2"), url };
+                break process;
             }
             assert!(Instant::now() < deadline, "the server did not start");
         }
