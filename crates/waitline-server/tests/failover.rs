@@ -181,8 +181,17 @@ fn seeds() -> Vec<u64> {
     }
 }
 
+/// How the busiest bucket's owner goes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Failure {
+    /// `kill -9`.
+    Killed,
+    /// `SIGSTOP`, then `SIGCONT` once the others have taken its buckets over.
+    Paused,
+}
+
 /// One seed of the failover test; returns how many acknowledged calls were checked.
-async fn fail_over_and_check(pg: &str, seed: u64) -> usize {
+async fn fail_over_and_check(pg: &str, seed: u64, failure: Failure) -> usize {
     let lease = Duration::from_millis(2000);
     let mut nodes = start_nodes(pg, lease);
     let store = observer(pg, lease);
@@ -190,9 +199,9 @@ async fn fail_over_and_check(pg: &str, seed: u64) -> usize {
     let tenants = chosen_tenants(&owners, &nodes);
     let acked: Vec<Arc<AtomicU64>> = tenants.iter().map(|_| Arc::default()).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    // Client n: tenant n mod 6 (so some tenants are busier), through node n mod 3 (not
-    // always the tenant's owner: forwarded then).
-    let place = |n: usize| (n % tenants.len(), n % NODES);
+    // Client n: tenant (n + seed) mod 6 (so some tenants are busier, which ones by the
+    // seed), through node n mod 3 (not always the tenant's owner: forwarded then).
+    let place = |n: usize| ((n + seed as usize) % tenants.len(), n % NODES);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|n| {
             let (t, node) = place(n);
@@ -216,7 +225,10 @@ async fn fail_over_and_check(pg: &str, seed: u64) -> usize {
     let (&busiest, _) = by_bucket.iter().max_by_key(|(_, n)| **n).unwrap();
     let victim_url = store.owner(busiest).unwrap().unwrap().url;
     let victim = nodes.iter().position(|n| n.url == victim_url).unwrap();
-    nodes[victim].kill_9();
+    match failure {
+        Failure::Killed => nodes[victim].kill_9(),
+        Failure::Paused => nodes[victim].signal("STOP"),
+    }
     let killed = Instant::now();
 
     // The others serve the dead node's tenants within twice the lease (through a
@@ -251,6 +263,14 @@ async fn fail_over_and_check(pg: &str, seed: u64) -> usize {
             );
         }
     }
+    // A bucket a survivor took as abandoned may then move to its preferred survivor (one
+    // more short switch): the checks wait until nothing moves any more.
+    let survivors: Vec<&Process> =
+        nodes.iter().enumerate().filter(|(i, _)| *i != victim).map(|(_, n)| n).collect();
+    settled(&store, &survivors, lease * 4).await;
+    for tenant in &tenants {
+        until_served(&impatient(), &survivor.base, tenant, lease * 2).await;
+    }
     let mut by_tenant: Vec<Vec<Client>> = tenants.iter().map(|_| Vec::new()).collect();
     for (n, c) in clients.into_iter().enumerate() {
         by_tenant[place(n).0].push(c);
@@ -260,7 +280,7 @@ async fn fail_over_and_check(pg: &str, seed: u64) -> usize {
         checked += check_acknowledged(&http, seed, &survivor.base, &key_of(tenant), clients).await;
     }
     eprintln!(
-        "seed {seed}: node {victim} killed (bucket {busiest}, {} of the clients' tenants), taken over in {slowest:?}, {checked} acknowledged calls checked",
+        "seed {seed}: node {victim} {failure:?} (bucket {busiest}, {} of the clients' tenants), taken over in {slowest:?}, {checked} acknowledged calls checked",
         moved.len()
     );
     checked
@@ -272,10 +292,22 @@ async fn kill_9_of_a_node_loses_nothing_acknowledged_and_the_others_take_over() 
     let mut total = 0;
     for seed in &seeds {
         let Some(pg) = fresh_database(&format!("failover_{seed}")) else { return };
-        total += fail_over_and_check(&pg, *seed).await;
+        total += fail_over_and_check(&pg, *seed, Failure::Killed).await;
     }
     assert!(total > 0, "no acknowledged call was checked");
     eprintln!("{} seeds, {total} acknowledged calls checked after kill -9 of a node", seeds.len());
+}
+
+/// The same with the owner paused (`SIGSTOP`) under the clients' load instead of killed.
+/// Known to fail, cause not found yet: the takeover took 6.4 s and, in three other runs,
+/// more than 8 s with a 2 s lease (against 1.6 to 2.2 s after a `kill -9`); the idle
+/// fencing test, which stops a node that has nothing in flight, passes. See
+/// docs/cluster.md, "seen by the tests".
+#[ignore = "known: an owner paused under load is taken over in more than twice the lease"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_while_writing_is_taken_over_within_twice_the_lease() {
+    let Some(pg) = fresh_database("failover_paused") else { return };
+    assert!(fail_over_and_check(&pg, 1, Failure::Paused).await > 0);
 }
 
 /// The journal rows of `tenant`: (first number, last number, epoch), in order.
