@@ -403,7 +403,7 @@ async fn a_node_stopped_past_its_lease_writes_nothing_and_steps_down() {
 
     // Requests sent to the stopped node wait in its socket; they are the first it handles
     // when it resumes, before it has renewed anything.
-    let waiting: Vec<_> = (0..4)
+    let waiting: Vec<_> = (0..12)
         .map(|i| {
             let (http, base, tenant) = (http.clone(), old.base.clone(), tenant.clone());
             let second = second.clone();
