@@ -7,14 +7,16 @@
 //! (appended before it returned), and perhaps a few later ones that share its commit.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use waitline::journal::Record;
-use waitline::{Engine, EngineBuilder, Event, Subscription};
-use waitline_store::engine::{StoreJournal, apply_record};
+use waitline::{Engine, EngineBuilder, Event};
+use waitline_store::engine::StoreJournal;
 use waitline_store::{Fsync, Options, PgConfig, Replayed, Store, Ticket};
+
+use crate::replay_backlog::Backlog;
 
 /// The delivery mark last kept for each tenant.
 type Marks = Arc<parking_lot::Mutex<HashMap<Box<str>, u64>>>;
@@ -89,9 +91,9 @@ fn every_bucket(config: &PgConfig, options: Options) -> Result<Store, String> {
 #[derive(Clone, Debug, Default)]
 pub struct Durability {
     store: Option<Store>,
-    /// Events the replay made again whose webhooks were not handled before the restart,
-    /// taken once by the webhook outbox.
-    backlog: Arc<parking_lot::Mutex<Vec<Event>>>,
+    /// Events the replay made again whose webhooks were not handled before (at start, or
+    /// when this node took a bucket over), taken once by the webhook outbox.
+    backlog: Arc<Backlog>,
     /// The journal (each tenant's last number appended), and the delivery mark last kept
     /// for each tenant while no outbox runs (see [`Durability::mark_all_delivered`]).
     journal: Option<Arc<StoreJournal>>,
@@ -152,52 +154,17 @@ impl Durability {
     ) -> Result<(Engine, Self, Replayed), String> {
         let journal = StoreJournal::with_snapshot_every(store.clone(), snapshot_every);
         let engine = engine.journal(journal.clone()).build();
-        // Events are made again only past each tenant's delivery mark: a subscription opens
-        // when the replay gets there (before it, no event is even built). One firing of
-        // timers may take numbers on both sides of the mark, all made by its first record:
-        // such a record is replayed with a subscription, kept if it went past the mark.
         let delivered = store.delivered().map_err(|e| e.to_string())?;
-        let mut listening: HashMap<String, Subscription> = HashMap::new();
-        let listen = |handle: &waitline::Tenant, seq, data: &[u8]| {
-            let tenant = handle.name();
-            if listening.contains_key(tenant) {
-                return apply_record(handle, seq, data);
-            }
-            let mark = delivered.get(tenant).copied().unwrap_or(0);
-            let timers = seq <= mark
-                && Record::decode(data).is_ok_and(|r| r.change == waitline::journal::Change::Timers);
-            if seq > mark || timers {
-                listening.insert(tenant.to_owned(), engine.subscribe_tenant_bounded(tenant, usize::MAX));
-            }
-            apply_record(handle, seq, data)?;
-            if timers && handle.last_seq() <= mark {
-                listening.remove(tenant);
-            }
-            Ok(())
-        };
-        let replayed = match buckets {
-            Some(buckets) => journal.replay_buckets_into(&engine, buckets, listen),
-            None => journal.replay_into(&engine, listen),
-        }
-        .map_err(|e| e.to_string())?;
-        let backlog: Vec<Event> = listening
-            .into_values()
-            .flat_map(|mut sub| sub.drain())
-            .filter(|e| e.seq() > delivered.get(&*e.tenant).copied().unwrap_or(0))
-            .collect();
-        if !backlog.is_empty() {
-            tracing::info!(
-                events = backlog.len(),
-                "events whose webhooks were not handled before the restart: sent again"
-            );
-        }
+        let (replayed, backlog_events) =
+            crate::replay_backlog::replay(&engine, &journal, &delivered, buckets)?;
         for (tenant, seq, why) in &replayed.truncated {
             tracing::warn!(tenant = %tenant, seq, why = %why, "damaged journal: dropped this record and the tenant's later ones");
         }
         let marked = Arc::new(parking_lot::Mutex::new(
             delivered.into_iter().map(|(t, s)| (t.into_boxed_str(), s)).collect::<HashMap<_, _>>(),
         ));
-        let backlog = Arc::new(parking_lot::Mutex::new(backlog));
+        let backlog = Arc::new(Backlog::default());
+        backlog.add(backlog_events);
         let durability = Self { store: Some(store), backlog, journal: Some(journal), marked, serving: None };
         Ok((engine, durability, replayed))
     }
@@ -211,13 +178,18 @@ impl Durability {
     /// Whether a restart left events to send again.
     #[must_use]
     pub fn has_backlog(&self) -> bool {
-        !self.backlog.lock().is_empty()
+        !self.backlog.is_empty()
     }
 
     /// The events to send again after a restart (once: later calls get none).
     #[must_use]
     pub fn take_backlog(&self) -> Vec<Event> {
-        std::mem::take(&mut self.backlog.lock())
+        self.backlog.take()
+    }
+
+    /// Resolves when events were added to the backlog (a bucket taken over while running).
+    pub async fn backlog_added(&self) {
+        self.backlog.added().await;
     }
 
     /// With no webhook outbox running, no event is waiting for delivery: marks every
@@ -293,19 +265,17 @@ impl Durability {
         lost.into_iter().find(|l| l.0 == bucket)
     }
 
-    /// Whether this node serves `tenant` now: its bucket's lease was not lost, was renewed
-    /// less than a lease's length ago by this process's clock and, for one node of
-    /// several, its bucket is taken and loaded here.
+    /// Whether this node serves `tenant` now: its bucket's lease was not lost and, for one
+    /// node of several, its bucket is taken and loaded here.
     #[must_use]
     pub fn serves(&self, tenant: &str) -> bool {
         if self.lost_bucket_of(tenant).is_some() {
             return false;
         }
-        let Some(store) = self.store.as_ref().filter(|_| self.has_leases()) else { return true };
-        let bucket = store.bucket_of(tenant);
-        // A lease not renewed within its length may be another node's by now (this one was
-        // paused, or cut off): what this node holds of the tenant may be stale.
-        store.lease_current(bucket) && self.serving.as_ref().is_none_or(|serving| serving.contains(bucket))
+        match (&self.serving, &self.store) {
+            (Some(serving), Some(store)) => serving.contains(store.bucket_of(tenant)),
+            _ => true,
+        }
     }
 
     /// The store and journal, for a node loading the buckets it takes.
@@ -313,11 +283,53 @@ impl Durability {
         self.store.as_ref().zip(self.journal.as_ref())
     }
 
-    /// The URL of the node owning `tenant`'s bucket now, if any (blocking: a query).
+    /// The backlog of webhooks owed, for a node loading the buckets it takes.
+    pub(crate) fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
+    }
+
+    /// Whether this node is ready to serve: its store works and, for one node of several,
+    /// its last turn reached PostgreSQL within the lease (see [`crate::readiness`]).
+    ///
+    /// # Errors
+    /// Why not.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.is_stopped() {
+            return Err("the store has stopped: restart to recover".into());
+        }
+        self.serving.as_ref().map_or(Ok(()), |s| s.ready())
+    }
+
+    /// Resolves once this node no longer serves `tenant` (one node of several gave its
+    /// bucket up or lost it): an event stream of it ends, and its client reconnects to the
+    /// new owner. Never, for a single node.
+    pub fn moved(&self, tenant: &str) -> impl Future<Output = ()> + Send + use<> {
+        let (this, tenant) = (self.clone(), tenant.to_owned());
+        let stops = self.serving.as_ref().map(|s| s.stops());
+        async move {
+            let Some(mut stops) = stops else { return std::future::pending().await };
+            while this.serves(&tenant) {
+                if stops.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    /// Queries made so far to find a bucket's owner for a forwarded request (the cache had
+    /// none, or a wrong one).
     #[must_use]
-    pub fn owner_url(&self, tenant: &str) -> Option<String> {
-        let store = self.store.as_ref()?;
-        store.owner(store.bucket_of(tenant)).ok().flatten().map(|node| node.url)
+    pub fn owner_lookups(&self) -> u64 {
+        self.serving.as_ref().map_or(0, |s| s.lookups())
+    }
+
+    /// Takes `url` as the owner of `tenant`'s bucket until the next refresh (for tests:
+    /// an owner known wrong, as after a move).
+    #[doc(hidden)]
+    pub fn cache_owner(&self, tenant: &str, url: &str) {
+        if let (Some(serving), Some(store)) = (&self.serving, &self.store) {
+            serving.remember_owner(store.bucket_of(tenant), url);
+        }
     }
 
     /// Stops taking this node's share (the service stops): see [`crate::node_share::Serving::close`].
@@ -332,17 +344,24 @@ impl Durability {
         self.serving.as_ref()
     }
 
-    /// Whether an event of `tenant`, made before a mark that settled as `settled`, may be
-    /// told (a webhook, an event stream): `Ok(false)` when the tenant's bucket was lost (its
-    /// change may not be stored; the new owner replays and tells it), `Err` when the store
+    /// Whether an event numbered `seq` of `tenant`, made before a mark that settled as
+    /// `settled`, may be told (a webhook, an event stream): `Ok(false)` when the tenant's
+    /// bucket was lost (its change may not be stored; the new owner replays and tells it) or
+    /// is not served here, or when the event was made by loading a bucket taken over (the
+    /// webhooks it owes are in the backlog), `Err` when the store
     /// has stopped. A lease lost by another bucket fails only its own tickets: the mark's
     /// failure then says nothing about this tenant's change.
     ///
     /// # Errors
     /// The store has stopped (a write or a sync failed).
-    pub fn may_tell(&self, settled: Result<(), String>, tenant: &str) -> Result<bool, String> {
+    pub fn may_tell(&self, settled: Result<(), String>, tenant: &str, seq: u64) -> Result<bool, String> {
         if self.lost_bucket_of(tenant).is_some() {
             return Ok(false);
+        }
+        if let (Some(serving), Some(store)) = (&self.serving, &self.store)
+            && !serving.tells(store.bucket_of(tenant), tenant, seq)
+        {
+            return Ok(false); // another node's to tell, or a replay's (then in the backlog)
         }
         match settled {
             Err(why) if self.is_stopped() || !self.lost_any() => Err(why),
@@ -354,6 +373,21 @@ impl Durability {
     #[must_use]
     pub fn has_leases(&self) -> bool {
         self.store.as_ref().is_some_and(|s| s.dir().is_none())
+    }
+
+    /// A single node (a node of several does it in its share thread): forgets the tenants
+    /// of the buckets whose lease was lost and not yet in `forgotten`, then adds them there.
+    /// Another node has them now; if this node ever takes them again it loads them afresh.
+    pub fn forget_lost(&self, engine: &Engine, forgotten: &mut Vec<(u32, u64)>) {
+        let Some(store) = self.store.as_ref().filter(|_| self.serving.is_none()) else { return };
+        let fresh: Vec<(u32, u64)> = store.lost().into_iter().filter(|l| !forgotten.contains(l)).collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let buckets: Vec<u32> = fresh.iter().map(|l| l.0).collect();
+        crate::node_share::forget_tenants(engine, store, &buckets);
+        tracing::warn!(buckets = ?buckets, "buckets lost: their tenants are dropped from memory");
+        forgotten.extend(fresh);
     }
 
     /// Whether some bucket's lease was lost.

@@ -18,6 +18,8 @@ pub mod forward;
 pub mod metrics;
 pub mod node_share;
 pub mod rate_limit;
+pub mod readiness;
+pub mod replay_backlog;
 mod request_metrics;
 pub mod routes;
 mod serve;
@@ -158,6 +160,11 @@ impl AppState {
         }
     }
 
+    /// Whether shutdown has begun.
+    pub(crate) fn is_closing(&self) -> bool {
+        *self.shared.closing.borrow()
+    }
+
     /// A slot for one event stream, held while it is open.
     pub(crate) fn stream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, crate::error::ApiError> {
         self.shared
@@ -216,10 +223,12 @@ fn routed(state: AppState) -> (Router, Option<Arc<RequestCounts>>) {
     let routes = Routes::new()
         .merge(routes::api("/v2"))
         .merge(routes::api(""))
-        .route("/healthz", get(routes::healthz))
+        .route("/healthz", get(readiness::healthz))
         .merge(wallboard::routes());
     let routes =
         if state.metrics_enabled() { routes.route("/metrics", get(metrics::tenant_metrics)) } else { routes };
+    let routes =
+        if state.forwarder().is_some() { routes.route("/readyz", get(readiness::readyz)) } else { routes };
     let counts = state.count_requests_of(routes.templates());
     let router = routes
         .into_router()
@@ -458,7 +467,12 @@ impl HttpServer {
             // The operator's scrapes are not counted.
             tokio::spawn(serve::serve(l, app, None, tls, limits, std::future::pending::<()>()))
         });
-        if state.webhooks().has_default_url() || state.durability().has_backlog() {
+        // A node of several may take over calls with webhook URLs of their own at any time:
+        // its outbox runs from the start.
+        if state.webhooks().has_default_url()
+            || state.durability().has_backlog()
+            || state.durability().serving().is_some()
+        {
             state.webhooks().ensure_started();
         }
         let maintenance = tokio::spawn(maintain(state.engine().clone(), state.clone()));
@@ -480,12 +494,22 @@ impl HttpServer {
 }
 
 /// Fires due timers (max-wait expiry, idle queues) even when no request comes, while no
-/// webhook outbox runs keeps the delivery marks up with the journal, and takes the snapshots
-/// that are due. Sleeps until the next
+/// webhook outbox runs keeps the delivery marks up with the journal, takes the snapshots
+/// that are due, and (a single node) drops the tenants of a bucket whose lease was lost. Sleeps until the next
 /// timer, at most 100 ms at a time so that a timer set meanwhile is not missed.
 async fn maintain(engine: Engine, state: AppState) {
+    // A single node's buckets whose lease was lost, their tenants forgotten already.
+    let mut forgotten = Vec::new();
     loop {
-        engine.run_pending_tasks();
+        if state.durability().lost_any() {
+            state.durability().forget_lost(&engine, &mut forgotten);
+        }
+        match state.durability().serving() {
+            Some(serving) => serving.run_timers(&engine),
+            None => {
+                engine.run_pending_tasks();
+            }
+        }
         if !state.webhooks().is_running() {
             // Nothing waits for delivery: a restart need not send these events again.
             state.durability().mark_all_delivered(|| !state.webhooks().is_running());

@@ -90,7 +90,11 @@ fn render(state: &AppState, view: View) -> Result<String, std::fmt::Error> {
                 durability: state.durability().clone(),
                 service_level_secs: state.engine().service_level_threshold().as_secs(),
             }));
-            state.engine().tenants()
+            // A node of several reports the tenants it serves (another node reports the
+            // others; reading a tenant being loaded could fire its timers mid-replay).
+            let mut tenants = state.engine().tenants();
+            tenants.retain(|t| state.durability().serves(t.name()));
+            tenants
         }
     };
     registry.register_collector(Box::new(TenantCollector { tenants, cap }));

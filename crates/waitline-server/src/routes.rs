@@ -287,7 +287,7 @@ async fn events(
         let Some((event, mark)) = &held else { return Poll::Ready(None) };
         let settled = ready!(durability.poll_durable(*mark, cx));
         coop.made_progress();
-        let told = durability.may_tell(settled, &event.tenant);
+        let told = durability.may_tell(settled, &event.tenant, event.seq());
         match told {
             Ok(true) => Poll::Ready(held.take().map(|(ev, _)| Ok(sse_event(&ev)))),
             // The stream's tenant moved to another node, or the store stopped: nothing more
@@ -295,7 +295,11 @@ async fn events(
             Ok(false) | Err(_) => Poll::Ready(None),
         }
     });
-    let stream = futures_util::StreamExt::take_until(stream, state.closing());
+    // Ends when the service stops, or when the tenant moves to another node (a takeover):
+    // the client reconnects and reaches the new owner.
+    let moved = state.durability().moved(t.name());
+    let stopped = futures_util::future::select(Box::pin(state.closing()), Box::pin(moved));
+    let stream = futures_util::StreamExt::take_until(stream, stopped);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -316,11 +320,6 @@ async fn public_key(State(state): State<AppState>) -> Response {
 /// [ext] The tenant's latest webhooks that finally failed, oldest first.
 async fn webhook_failures(State(state): State<AppState>, Auth(t): Auth) -> Response {
     wire::data(&state.webhooks().failures.of(t.name()))
-}
-
-/// Liveness.
-pub async fn healthz() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
 }
 
 /// Unknown route.

@@ -306,14 +306,20 @@ impl Webhooks {
         *running = Some(Running { stop, reader });
     }
 
-    /// Stops taking events, then waits for the lanes to drain, at most `grace`.
+    /// Stops taking events, then waits for the lanes to drain, at most `grace` (then they
+    /// are stopped).
     pub async fn shutdown(&self, grace: Duration) {
         let Some(running) = self.running.lock().take() else { return };
         let _ = running.stop.send(());
         let Ok(lanes) = running.reader.await else { return };
-        let drain = futures_util::future::join_all(lanes.lanes.into_values().map(Lane::close));
-        if tokio::time::timeout(grace, drain).await.is_err() {
+        let tasks: Vec<JoinHandle<()>> = lanes.lanes.into_values().map(Lane::close).collect();
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(grace, futures_util::future::join_all(tasks)).await.is_err() {
             tracing::warn!("webhook outbox not drained within the shutdown grace period");
+            // Given up: nothing more is sent (their marks stay, so the next owner sends them).
+            for abort in aborts {
+                abort.abort();
+            }
         }
     }
 }
@@ -339,7 +345,8 @@ impl Lanes {
 
 /// Awaits the engine's events and hands each to its tenant's lane, until `stop` (or until
 /// the engine is gone); then hands over what is already committed. The events of `backlog`
-/// (made again by the replay after a restart) go first. Returns the lanes, to be drained.
+/// (made again by the replay after a restart) go first, and those added later (a bucket
+/// taken over) as soon as they are. Returns the lanes, to be drained.
 async fn read(
     mut events: Subscription,
     backlog: Vec<Event>,
@@ -356,12 +363,20 @@ async fn read(
         let event = tokio::select! {
             biased;
             _ = &mut stop => break,
+            // A bucket taken over while running: what its former owner did not deliver goes
+            // before any new event of its tenants (they are served only after this is added).
+            () = durability.backlog_added() => {
+                for event in durability.take_backlog() {
+                    lanes.route(event);
+                }
+                continue;
+            }
             event = tokio::task::coop::cooperative(events.recv_async()) => event,
         };
         let Some(event) = event else { break };
         // Only a change on disk is told: its record was appended before its event was
         // published, so the store's latest mark covers it.
-        match durability.may_tell(durability.settled().await, &event.tenant) {
+        match durability.may_tell(durability.settled().await, &event.tenant, event.seq()) {
             Ok(true) => lanes.route(event),
             Ok(false) => {} // its bucket moved: the new owner sends it
             Err(why) => {
@@ -373,7 +388,7 @@ async fn read(
     let committed = events.drain();
     let settled = durability.settled().await;
     for event in committed {
-        if durability.may_tell(settled.clone(), &event.tenant) == Ok(true) {
+        if durability.may_tell(settled.clone(), &event.tenant, event.seq()) == Ok(true) {
             lanes.route(event);
         }
     }

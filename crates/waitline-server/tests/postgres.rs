@@ -169,6 +169,13 @@ async fn a_lost_bucket_stops_its_tenants_only() {
     assert_eq!(got.len(), 4, "{got:?}");
     assert!(told(&got, &call, "call.initiated") && told(&got, &b_call, "call.initiated"), "{got:?}");
     assert!(!told(&got, &call, "call.enqueued"), "{got:?}");
+    // The lost tenant is dropped from memory (the new owner has it); b stays.
+    let started = std::time::Instant::now();
+    while server.engine.tenant("a").last_seq() != 0 {
+        assert!(started.elapsed() < Duration::from_secs(2), "tenant a was not forgotten");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.engine.tenant("b").last_seq(), 1);
     server.stop().await;
     let mut tenants = std::collections::BTreeMap::<String, u64>::new();
     other

@@ -377,8 +377,7 @@ impl Store {
             let config = config.clone();
             Worker::start("waitline-leases", move || LeaseConn::open(&config))?
         };
-        let location =
-            Location::Postgres { config: config.clone(), leases, held: Arc::new(Held::new(config.lease)) };
+        let location = Location::Postgres { config: config.clone(), leases, held: Arc::new(Held::default()) };
         Self::start(config.place(), location, make, options)
     }
 
@@ -647,7 +646,6 @@ impl Store {
         let (leases, held) = self.leases()?;
         let (mine, others): (Vec<u32>, Vec<u32>) = buckets.iter().partition(|b| held.epoch(**b).is_some());
         let ask = mine.clone();
-        let asked = std::time::Instant::now();
         // Ours first: a lease of ours found lost (another node had it meanwhile) is then
         // taken again like any other, if it is free.
         let (mut got, renewed) = leases.run(move |l| {
@@ -665,7 +663,7 @@ impl Store {
         }
         got.extend(renewed);
         got.sort_unstable();
-        held.gained(&got, asked);
+        held.gained(&got);
         Ok(got)
     }
 
@@ -681,9 +679,7 @@ impl Store {
         let (leases, held) = self.leases()?;
         let owned = held.owned();
         let buckets: Vec<u32> = owned.iter().map(|o| o.0).collect();
-        let asked = std::time::Instant::now();
         let renewed = leases.run(move |l| l.renew(&buckets))?;
-        held.renewed(&renewed, asked);
         let lost: Vec<(u32, u64)> = owned.into_iter().filter(|o| !renewed.contains(o)).collect();
         for &(bucket, epoch) in &lost {
             held.lose(bucket, epoch);
@@ -725,16 +721,6 @@ impl Store {
     #[must_use]
     pub fn owned(&self) -> Vec<(u32, u64)> {
         self.leases().map(|(_, held)| held.owned()).unwrap_or_default()
-    }
-
-    /// Whether this store's lease of `bucket` is held and cannot have run out: renewed
-    /// (or taken) less than a lease's length ago by this process's clock, counted from when
-    /// it was asked for. A node paused or cut off past that serves nothing of the bucket
-    /// before its next renewal says whether the lease is still its own. Always true
-    /// without leases (SQLite: one process owns everything).
-    #[must_use]
-    pub fn lease_current(&self, bucket: u32) -> bool {
-        self.leases().map_or(true, |(_, held)| held.current(bucket))
     }
 
     /// The losses of leases found since this was last asked (by a renewal or by fencing),

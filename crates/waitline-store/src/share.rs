@@ -61,6 +61,16 @@ impl Store {
         })
     }
 
+    /// Says this node is gone (it stops cleanly): the other nodes no longer count it live,
+    /// so the buckets it releases go to their new preferred owners at those nodes' next
+    /// turn. Its leases are released when the store is dropped.
+    ///
+    /// # Errors
+    /// As [`Store::take_share`].
+    pub fn leave(&self) -> Result<()> {
+        self.leases()?.0.run(|l| l.leave())
+    }
+
     /// The nodes seen within one lease length (by their heartbeats), by id.
     ///
     /// # Errors
@@ -75,5 +85,14 @@ impl Store {
     /// As [`Store::take_share`].
     pub fn owner(&self, bucket: u32) -> Result<Option<Node>> {
         self.leases()?.0.run(move |l| l.owner(bucket))
+    }
+
+    /// Every bucket held now (lease not expired) with its owner and URL, in one query: a
+    /// node keeps this to forward requests without a query each.
+    ///
+    /// # Errors
+    /// As [`Store::take_share`].
+    pub fn owners(&self) -> Result<Vec<(u32, Node)>> {
+        self.leases()?.0.run(|l| l.owners())
     }
 }

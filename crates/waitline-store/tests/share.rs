@@ -61,11 +61,25 @@ fn three_nodes_end_up_with_their_preferred_buckets_and_know_each_other() {
     let of_b = preferred_buckets(256, "b", &live)[0];
     let owner = c.owner(of_b).unwrap().unwrap();
     assert_eq!((owner.id.as_str(), owner.url), ("b", url("b")));
+    // Every bucket's owner in one query, as each node holds it.
+    let owners = c.owners().unwrap();
+    assert_eq!(owners.len(), 256);
+    for (name, store) in nodes {
+        let held: Vec<u32> =
+            owners.iter().filter(|(_, n)| n.id == name && n.url == url(name)).map(|o| o.0).collect();
+        let mut held = held;
+        held.sort_unstable();
+        assert_eq!(held, buckets(store), "{name}");
+    }
     // Settled: a further turn moves nothing.
     for (name, store) in nodes {
         let share = store.take_share(&url(name)).unwrap();
         assert!(share.gained.is_empty() && share.surplus.is_empty() && share.lost.is_empty(), "{share:?}");
     }
+    // A node that leaves is no longer counted live, at once.
+    c.leave().unwrap();
+    let ids: Vec<String> = a.live_nodes().unwrap().into_iter().map(|n| n.id).collect();
+    assert_eq!(ids, ["a", "b"]);
 }
 
 #[test]

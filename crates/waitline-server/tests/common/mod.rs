@@ -37,6 +37,9 @@ pub struct Server {
     pub signer_public: String,
     /// Reloads keys and certificates, as SIGHUP does.
     pub reloader: waitline_server::Reloader,
+    /// The engine served, and its store (to look inside).
+    pub engine: waitline::Engine,
+    pub durability: waitline_server::durable::Durability,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     /// The data directory: every test server is durable (removed when the server is dropped),
@@ -64,6 +67,7 @@ impl Server {
         }
         let (engine, durability) = waitline_server::open_engine(&config).unwrap();
         let metrics = config.metrics.enabled;
+        let (served, kept) = (engine.clone(), durability.clone());
         let server = waitline_server::HttpServer::new(config, engine, durability, &signer).unwrap();
         let base = format!("{}://{}", server.scheme(), listener.local_addr().unwrap());
         let metrics_listener = match metrics {
@@ -83,6 +87,8 @@ impl Server {
             http: reqwest::Client::new(),
             signer_public,
             reloader,
+            engine: served,
+            durability: kept,
             stop: Some(tx),
             task: Some(task),
             _data: data,
@@ -169,6 +175,8 @@ pub struct Received {
 pub struct Receiver {
     pub url: String,
     pub got: Arc<Mutex<Vec<Received>>>,
+    /// The bodies of the requests answered 500.
+    pub refused: Arc<Mutex<Vec<Value>>>,
     pub public_key: Arc<Mutex<Option<String>>>,
     fail_first: Arc<AtomicUsize>,
 }
@@ -176,6 +184,7 @@ pub struct Receiver {
 #[derive(Clone)]
 struct Rx {
     got: Arc<Mutex<Vec<Received>>>,
+    refused: Arc<Mutex<Vec<Value>>>,
     public_key: Arc<Mutex<Option<String>>>,
     fail_first: Arc<AtomicUsize>,
 }
@@ -183,6 +192,7 @@ struct Rx {
 async fn receive(State(rx): State<Rx>, headers: HeaderMap, body: Bytes) -> StatusCode {
     if rx.fail_first.load(Ordering::SeqCst) > 0 {
         rx.fail_first.fetch_sub(1, Ordering::SeqCst);
+        rx.refused.lock().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     let verified = rx.public_key.lock().as_deref().is_some_and(|k| verify(k, &headers, &body));
@@ -217,6 +227,7 @@ impl Receiver {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let rx = Rx {
             got: Arc::default(),
+            refused: Arc::default(),
             public_key: Arc::default(),
             fail_first: Arc::new(AtomicUsize::new(fail_first)),
         };
@@ -225,6 +236,7 @@ impl Receiver {
         Self {
             url: format!("http://{addr}/hook"),
             got: rx.got,
+            refused: rx.refused,
             public_key: rx.public_key,
             fail_first: rx.fail_first,
         }

@@ -28,6 +28,15 @@ impl LeaseConn {
         Ok(())
     }
 
+    /// Says this node is gone (a clean stop): the other nodes stop counting it at once,
+    /// instead of a lease after its last heartbeat.
+    pub(crate) fn leave(&mut self) -> Result<()> {
+        self.client
+            .execute("UPDATE nodes SET seen_at = '-infinity' WHERE node_id = $1", &[&self.node])
+            .map_err(pg_err(&self.place))?;
+        Ok(())
+    }
+
     /// The nodes seen within one lease length, by id.
     pub(crate) fn live_nodes(&mut self) -> Result<Vec<Node>> {
         let rows = self
@@ -74,5 +83,21 @@ impl LeaseConn {
             )
             .map_err(pg_err(&self.place))?;
         Ok(row.map(|r| Node { id: r.get(0), url: r.get(1) }))
+    }
+
+    /// Every bucket with a live lease (not expired), with its owner and URL.
+    pub(crate) fn owners(&mut self) -> Result<Vec<(u32, Node)>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT leases.bucket, leases.owner, coalesce(nodes.url, '') FROM leases \
+                 LEFT JOIN nodes ON nodes.node_id = leases.owner WHERE leases.expires_at > now()",
+                &[],
+            )
+            .map_err(pg_err(&self.place))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i32>(0).unsigned_abs(), Node { id: r.get(1), url: r.get(2) }))
+            .collect())
     }
 }
