@@ -22,9 +22,13 @@ if [[ "$what" == all || "$what" == http ]]; then
 fi
 
 if [[ "$what" == all || "$what" == durable ]]; then
-  cargo build --release -q -p waitline-benches --bin store_load --bin restart_probe
+  cargo build --release -q -p waitline-server --bin waitline
+  cargo build --release -q -p waitline-benches --bin store_load --bin restart_probe --bin http_load
   # In a directory on the disk under test (the system's temporary directory may be memory).
   export TMPDIR="${TMPDIR:-$CARGO_TARGET_DIR}"
+  # In memory, always and periodic alternated, 3 s each, 4 rounds: a shared machine shows
+  # in the spread.
+  "$CARGO_TARGET_DIR/release/http_load" "$CARGO_TARGET_DIR/release" 3 64 durable 4
   "$CARGO_TARGET_DIR/release/store_load" 3 64
   "$CARGO_TARGET_DIR/release/restart_probe" 1000000
 fi

@@ -7,6 +7,10 @@
 //! release in TARGET_DIR. Redis is used when `redis-server` is on the PATH.
 //! `http_load TARGET_DIR SECONDS CONNECTIONS metrics ROUNDS` runs only the metrics on/off
 //! comparison, in ROUNDS rounds (each run printed).
+//! `http_load TARGET_DIR SECONDS CONNECTIONS durable ROUNDS` runs only the durable cases: in
+//! memory, `--fsync always` and `--fsync periodic` alternated ROUNDS times, every run
+//! printed with the server's CPU time per request, so that a machine shared with other
+//! work shows in the spread.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -162,10 +166,19 @@ impl Tally {
         self.lat.extend(o.lat);
         self
     }
-    fn p99_ms(&mut self) -> f64 {
-        self.lat.sort_unstable();
-        self.lat.get((self.lat.len() as f64 * 0.99) as usize).copied().unwrap_or(0) as f64 / 1000.0
+    /// The latency at quantile `q` (0 to 1), in milliseconds, of latencies sorted.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        self.lat.get((self.lat.len() as f64 * q) as usize).copied().unwrap_or(0) as f64 / 1000.0
     }
+}
+
+/// What a case measured.
+#[derive(Clone, Copy)]
+struct Run {
+    /// Requests per second.
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
 }
 
 /// Runs `conns` connections for `secs`, each calling `op(conn_index, iteration)`.
@@ -174,7 +187,7 @@ async fn load<C, F, Fut>(
     secs: f64,
     connect: impl Fn(usize) -> Fut + Clone + Send + 'static,
     op: F,
-) -> (f64, f64)
+) -> Run
 where
     C: Send + 'static,
     Fut: std::future::Future<Output = C> + Send,
@@ -214,7 +227,8 @@ where
         total = total.merge(t.await.expect("task"));
     }
     let rate = total.ops as f64 / start.elapsed().as_secs_f64();
-    (rate, total.p99_ms())
+    total.lat.sort_unstable();
+    Run { rate, p50_ms: total.quantile_ms(0.5), p99_ms: total.quantile_ms(0.99) }
 }
 
 /// One HTTP request of a case: method, path, body.
@@ -227,7 +241,7 @@ async fn http_case(
     conns: usize,
     secs: f64,
     request: impl Fn(usize, u64) -> HttpCall + Send + Sync + 'static,
-) -> (f64, f64) {
+) -> Run {
     let request = Arc::new(request);
     load(
         conns,
@@ -250,7 +264,7 @@ async fn redis_case(
     conns: usize,
     secs: f64,
     command: impl Fn(usize, u64) -> Vec<String> + Send + Sync + 'static,
-) -> (f64, f64) {
+) -> Run {
     let (addr, command) = (addr.to_owned(), Arc::new(command));
     let connect = move |_| {
         let a = addr.clone();
@@ -269,14 +283,14 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| (*a).to_owned()).collect()
 }
 
-fn row(name: &str, ours: (f64, f64), base: (f64, f64), target: f64) {
-    let ratio = ours.0 / base.0;
+fn row(name: &str, ours: Run, base: Run, target: f64) {
+    let ratio = ours.rate / base.rate;
     println!(
         "| {name} | {:.0} /s (p99 {:.2} ms) | {:.0} /s (p99 {:.2} ms) | {ratio:.2}x | >= {target}x | {} |",
-        ours.0,
-        ours.1,
-        base.0,
-        base.1,
+        ours.rate,
+        ours.p99_ms,
+        base.rate,
+        base.p99_ms,
         if ratio >= target { "yes" } else { "**no**" }
     );
 }
@@ -347,21 +361,172 @@ async fn metrics_on_off(start: &impl Fn(&str, &[&str]) -> Server, conns: usize, 
         println!(
             "| {} ({order}) | {:.0} /s (p99 {:.2} ms) | {:.0} /s (p99 {:.2} ms) | {:.4}x |",
             round + 1,
-            on.0,
-            on.1,
-            off.0,
-            off.1,
-            on.0 / off.0
+            on.rate,
+            on.p99_ms,
+            off.rate,
+            off.p99_ms,
+            on.rate / off.rate
         );
         on_runs.push(on);
         off_runs.push(off);
     }
-    let mean = |runs: &[(f64, f64)]| {
+    let mean = |runs: &[Run]| {
         let n = runs.len() as f64;
-        (runs.iter().map(|r| r.0).sum::<f64>() / n, runs.iter().map(|r| r.1).sum::<f64>() / n)
+        let mean_of = |f: fn(&Run) -> f64| runs.iter().map(f).sum::<f64>() / n;
+        Run { rate: mean_of(|r| r.rate), p50_ms: mean_of(|r| r.p50_ms), p99_ms: mean_of(|r| r.p99_ms) }
     };
     println!("\n| case | metrics on | metrics off | ratio | target | met |\n|---|---|---|---|---|---|");
     row("enqueue, metrics on vs `--metrics off` (means)", mean(&on_runs), mean(&off_runs), 0.97);
+}
+
+/// `waitline serve` keeping its changes in `data_dir` with `--fsync policy`.
+/// With `metrics`, the operator's metrics on that address (the journal's commits).
+fn durable_server(
+    dir: &str,
+    addr: &str,
+    data_dir: &std::path::Path,
+    policy: &str,
+    metrics: Option<&str>,
+) -> Server {
+    let dir_arg = data_dir.to_str().expect("a UTF-8 path");
+    let mut args =
+        vec!["serve", "--listen", addr, "--api-key", KEY, "--data-dir", dir_arg, "--fsync", policy];
+    if let Some(metrics) = metrics {
+        args.extend(["--metrics-listen", metrics]);
+    }
+    spawn(&format!("{dir}/waitline"), &args)
+}
+
+/// The journal's commits so far and their total time in seconds, from the operator's
+/// metrics at `addr`.
+async fn journal_commits(addr: &str) -> Option<(f64, f64)> {
+    let (_, text) = Http::connect(addr).await.call("GET", "/metrics", "").await;
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+    };
+    Some((value("waitline_journal_sync_seconds_count")?, value("waitline_journal_sync_seconds_sum")?))
+}
+
+/// Records per commit and the mean commit time (written, and synced with `always`) over a
+/// run of `requests` requests, from the commits before and after it.
+fn commit_figures(before: Option<(f64, f64)>, after: Option<(f64, f64)>, requests: f64) -> String {
+    match before.zip(after) {
+        Some(((c0, s0), (c1, s1))) if c1 > c0 => format!(
+            ", {:.1} records a commit, commit {:.2} ms",
+            requests / (c1 - c0),
+            (s1 - s0) / (c1 - c0) * 1e3
+        ),
+        _ => String::new(),
+    }
+}
+
+/// A run's figures: requests/s, p50 and p99, and the server's CPU time per request.
+fn figures(run: Run, cpu_micros: Option<f64>) -> String {
+    let cpu = cpu_micros.map_or_else(String::new, |c| format!(", {c:.1} µs CPU"));
+    format!("{:.0} /s (p50 {:.2} ms, p99 {:.2} ms{cpu})", run.rate, run.p50_ms, run.p99_ms)
+}
+
+/// Nanoseconds process `pid` has spent on a CPU, all its threads (Linux's schedstat);
+/// `None` elsewhere. On a machine shared with other work a process's CPU time per request
+/// is steadier than its throughput.
+fn cpu_nanos(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// `http_case` on `server`, with the server's CPU time per request.
+async fn measured_case(
+    server: &Server,
+    addr: &'static str,
+    conns: usize,
+    secs: f64,
+    request: impl Fn(usize, u64) -> HttpCall + Send + Sync + 'static,
+) -> (Run, Option<f64>) {
+    let before = cpu_nanos(server.0.id());
+    let run = http_case(addr, conns, secs, request).await;
+    let cpu = before.zip(cpu_nanos(server.0.id())).map(|(b, a)| (a - b) as f64 / 1000.0 / (run.rate * secs));
+    (run, cpu)
+}
+
+/// `durable ROUNDS` after the first three arguments: only the durable cases, in that many
+/// rounds.
+fn durable_only(args: &[String]) -> Option<usize> {
+    match args.get(4..6)? {
+        [what, rounds] if what == "durable" => rounds.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The durable cases alone: in memory, `always` and `periodic` alternated `rounds` times on
+/// three servers started together (data directories in `TMPDIR`), each run printed with
+/// its ratio to the in-memory run of its round and each server's CPU time per request.
+/// Odd rounds run the three in the reverse order, so that a drift of the machine's load
+/// falls on all alike.
+async fn durable_rounds(dir: &str, secs: f64, conns: usize, rounds: usize) {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let memory_addr = "127.0.0.1:18188";
+    let memory = spawn(
+        &format!("{dir}/waitline"),
+        &["serve", "--in-memory", "--listen", memory_addr, "--api-key", KEY],
+    );
+    let (always_addr, periodic_addr) = ("127.0.0.1:18184", "127.0.0.1:18185");
+    let metrics = [None, Some("127.0.0.1:18194"), Some("127.0.0.1:18195")];
+    let always = durable_server(dir, always_addr, &data.path().join("always"), "always", metrics[1]);
+    let periodic = durable_server(dir, periodic_addr, &data.path().join("periodic"), "periodic", metrics[2]);
+    let servers = [(&memory, memory_addr), (&always, always_addr), (&periodic, periodic_addr)];
+    let mut ids = Vec::new();
+    for (_, addr) in servers {
+        wait_port(addr).await;
+        ids.push(dial_many(addr, conns).await);
+    }
+    println!("## Durable vs in memory ({conns} connections, {secs} s per run, the enqueue workload)\n");
+    println!(
+        "| round | in memory | `--fsync always` | ratio | `--fsync periodic` | ratio |\n|---|---|---|---|---|---|"
+    );
+    let mut ratios = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Fresh queues each round: a run starts its moves from the first queue again.
+        let prefix = format!("round-{round}");
+        let mut runs = Vec::new();
+        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
+        let mut commits = [String::new(), String::new(), String::new()];
+        for &i in &order {
+            let (server, addr) = servers[i];
+            let before = match metrics[i] {
+                Some(m) => journal_commits(m).await,
+                None => None,
+            };
+            let run = measured_case(server, addr, conns, secs, moves(&prefix, ids[i].clone())).await;
+            if let Some(m) = metrics[i] {
+                commits[i] = commit_figures(before, journal_commits(m).await, run.0.rate * secs);
+            }
+            runs.push((i, run));
+        }
+        runs.sort_by_key(|r| r.0);
+        let [(_, memory), (_, always), (_, periodic)] = runs[..] else { unreachable!("three runs") };
+        let (a, p) = (always.0.rate / memory.0.rate, periodic.0.rate / memory.0.rate);
+        println!(
+            "| {} | {} | {} | {a:.2}x | {} | {p:.2}x |",
+            round + 1,
+            figures(memory.0, memory.1),
+            figures(always.0, always.1) + &commits[1],
+            figures(periodic.0, periodic.1) + &commits[2]
+        );
+        ratios.0.push(a);
+        ratios.1.push(p);
+    }
+    let range = |v: &[f64]| {
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        format!("mean {mean:.2}x (min {min:.2}x, max {max:.2}x)")
+    };
+    println!("\nalways / in memory: {}; target >= 0.8x", range(&ratios.0));
+    println!("periodic / in memory: {}; target >= 0.95x", range(&ratios.1));
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -387,6 +552,10 @@ async fn main() {
         args.extend_from_slice(extra);
         spawn(&format!("{dir}/waitline"), &args)
     };
+    if let Some(rounds) = durable_only(&args) {
+        durable_rounds(&dir, secs, conns, rounds).await;
+        return;
+    }
     if let Some(rounds) = metrics_only(&args) {
         metrics_on_off(&in_memory, conns, secs, rounds).await;
         return;
@@ -419,10 +588,7 @@ async fn main() {
     {
         let data_dir = data.path().join(policy);
         let dir_arg = data_dir.to_str().expect("a UTF-8 path");
-        let server = spawn(
-            &format!("{dir}/waitline"),
-            &["serve", "--listen", addr, "--api-key", KEY, "--data-dir", dir_arg, "--fsync", policy],
-        );
+        let server = durable_server(&dir, addr, &data_dir, policy, None);
         wait_port(addr).await;
         let ids = dial_many(addr, conns).await;
         let durable = http_case(addr, conns, secs, moves("bench", ids)).await;

@@ -6,8 +6,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use waitline::{
-    AfterUnbridge, BridgeMediaOptions, BridgeParams, CallInfo, CommandOptions, EnqueueParams, Tenant,
-    TransferParams,
+    AfterUnbridge, BridgeParams, CallInfo, CommandOptions, EnqueueParams, Tenant, TransferParams,
 };
 
 use crate::convert::{opt_bounded, opt_str, opt_text};
@@ -156,7 +155,7 @@ impl PyCall {
             call_control_id: opt_str(call_control_id)?,
             queue: opt_str(queue)?,
             after_unbridge: AfterUnbridge::from_wire(after_unbridge).or_raise(py)?,
-            media: BridgeMediaOptions::default(),
+            media: None,
             options: options(client_state, command_id)?,
         };
         self.tenant.bridge(&self.call_control_id, &p).or_raise(py)

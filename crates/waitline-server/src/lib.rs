@@ -9,6 +9,7 @@
 //! socket; [`run`] serves it on a listener until a shutdown signal, and [`HttpServer`] does the
 //! same with a [`Reloader`] for keys and certificates (`SIGHUP`).
 
+mod acknowledge;
 pub mod auth;
 pub mod cluster_secret;
 pub mod config;
@@ -37,10 +38,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
@@ -49,7 +47,6 @@ use waitline::{Engine, EngineBuilder};
 use crate::auth::{ApiKeys, KeySpec};
 use crate::config::Config;
 use crate::durable::Durability;
-use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
 use crate::request_metrics::RequestCounts;
 use crate::routes::Routes;
@@ -236,7 +233,7 @@ fn routed(state: AppState) -> (Router, Option<Arc<RequestCounts>>) {
         .method_not_allowed_fallback(routes::method_not_allowed);
     // A service in memory has nothing to wait for: no layer, no cost.
     let router = if state.durability().is_durable() {
-        router.layer(axum::middleware::from_fn_with_state(state.clone(), acknowledge_when_durable))
+        router.layer(acknowledge::AcknowledgeLayer::new(state.clone()))
     } else {
         router
     };
@@ -276,42 +273,6 @@ pub fn metrics_router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
-}
-
-/// A write is answered only once its change is on disk; once the store has stopped, no
-/// write is taken at all (503, and nothing changes). A write of a tenant whose bucket's
-/// lease was lost meanwhile is answered 503 (`ApiError::TenantMoved`). Reads are served
-/// from memory.
-async fn acknowledge_when_durable(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let durability = state.durability();
-    if write && durability.is_stopped() {
-        return ApiError::NotDurable.into_response();
-    }
-    // Read before the handler runs (the request moves into it); only where leases can be lost.
-    let key = (write && durability.has_leases())
-        .then(|| auth::presented_key(request.headers()).map(<[u8]>::to_vec))
-        .flatten();
-    let response = next.run(request).await;
-    if write {
-        let settled = durability.settled().await;
-        // A lease lost meanwhile: this change, or one sharing its commit, may have been
-        // refused by fencing. Retryable: the other buckets go on.
-        let moved = durability.lost_any()
-            && !durability.is_stopped()
-            && (settled.is_err()
-                || key
-                    .and_then(|k| state.keys().tenant_of(&k).map(|t| t.name().to_owned()))
-                    .is_some_and(|tenant| !durability.serves(&tenant)));
-        if moved {
-            return ApiError::TenantMoved.into_response();
-        }
-        if let Err(why) = settled {
-            tracing::error!(why = %why, "a change could not be stored: no change is acknowledged until a restart");
-            return ApiError::NotDurable.into_response();
-        }
-    }
-    response
 }
 
 /// The engine a configuration asks for, before its journal.

@@ -172,7 +172,8 @@ impl Body {
                 prevent_double_bridge: self.boolean("prevent_double_bridge")?,
                 video_room_id: self.string("video_room_id")?,
                 video_room_context: self.string("video_room_context")?,
-            },
+            }
+            .given(),
             options: self.command_options()?,
         })
     }

@@ -8,7 +8,8 @@
 /// Bytes before each payload: its length and its checksum.
 pub(crate) const HEADER: usize = 8;
 
-fn checksum(tenant: &str, seq: u64, payload: &[u8]) -> u32 {
+/// The checksum of `payload`, record `seq` of `tenant`.
+pub(crate) fn checksum(tenant: &str, seq: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&(tenant.len() as u64).to_le_bytes());
     h.update(tenant.as_bytes());
@@ -19,9 +20,14 @@ fn checksum(tenant: &str, seq: u64, payload: &[u8]) -> u32 {
 
 /// Appends the stored form of `payload`, record `seq` of `tenant`, to `out`.
 pub(crate) fn encode_into(out: &mut Vec<u8>, tenant: &str, seq: u64, payload: &[u8]) {
+    put(out, checksum(tenant, seq, payload), payload);
+}
+
+/// Appends the stored form of `payload`, whose [`checksum`] is `sum`, to `out`.
+pub(crate) fn put(out: &mut Vec<u8>, sum: u32, payload: &[u8]) {
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&checksum(tenant, seq, payload).to_le_bytes());
+    out.extend_from_slice(&sum.to_le_bytes());
     out.extend_from_slice(payload);
 }
 

@@ -440,7 +440,12 @@ impl Store {
     /// store: it means two histories). In PostgreSQL the tenant's bucket must be held.
     pub fn append(&self, tenant: &str, seq: u64, data: &[u8]) -> Result<Ticket> {
         let seq = checked(seq)?;
-        self.push(tenant, Write::Record { seq, stored: frame::encode(tenant, seq, data) })
+        let sum = frame::checksum(tenant, seq, data);
+        self.queue(tenant, |records| {
+            let start = records.len();
+            frame::put(records, sum, data);
+            Write::Record { seq, stored: start..records.len() }
+        })
     }
 
     /// Queues the snapshot of `tenant` as of `seq` (after the records it covers); once it
@@ -474,19 +479,30 @@ impl Store {
     }
 
     fn push(&self, tenant: &str, write: Write) -> Result<Ticket> {
+        self.queue(tenant, |_| write)
+    }
+
+    /// Queues the operation `write` makes, given the batch's buffer of framed records (under
+    /// the queue's lock: it may frame a record there).
+    fn queue(&self, tenant: &str, write: impl FnOnce(&mut Vec<u8>) -> Write) -> Result<Ticket> {
         let channel = &self.shared.channel;
         if channel.failed.load(Ordering::Acquire) {
             return Err(self.stopped());
         }
-        let op = Op { tenant: tenant.into(), claim: self.claim(tenant)?, write };
-        let (ticket, was_empty) = {
+        let claim = self.claim(tenant)?;
+        let (ticket, wake) = {
             let mut p = channel.pending.lock();
             let ticket = p.next_ticket;
             p.next_ticket += 1;
-            p.ops.push(op);
+            let tenant = match &p.last_tenant {
+                Some(last) if **last == *tenant => Arc::clone(last),
+                _ => p.last_tenant.insert(tenant.into()).clone(),
+            };
+            let write = write(&mut p.records);
+            p.ops.push(Op { tenant, claim, write });
             (ticket, p.ops.len() == 1)
         };
-        if was_empty {
+        if wake {
             channel.writer_wake.notify_one();
         }
         Ok(Ticket(ticket))

@@ -125,12 +125,13 @@ impl Sqlite {
 }
 
 impl Conn for Sqlite {
+    // Prepared once (not parsed again for every batch).
     fn begin(&mut self) -> Result<()> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.err())
+        self.execute("BEGIN IMMEDIATE", [])
     }
 
     fn commit(&mut self) -> Result<()> {
-        self.conn.execute_batch("COMMIT").map_err(self.err())
+        self.execute("COMMIT", [])
     }
 
     fn rollback(&mut self) {

@@ -30,7 +30,8 @@ pub(crate) struct Claim {
 /// One write, in the order it was asked for.
 #[derive(Debug)]
 pub(crate) struct Op {
-    pub(crate) tenant: Box<str>,
+    /// Shared by consecutive operations of one tenant (see `Pending::last_tenant`).
+    pub(crate) tenant: Arc<str>,
     /// `None` where there are no leases (SQLite).
     pub(crate) claim: Option<Claim>,
     pub(crate) write: Write,
@@ -39,8 +40,8 @@ pub(crate) struct Op {
 /// What an operation writes.
 #[derive(Debug)]
 pub(crate) enum Write {
-    /// A journal record (already framed).
-    Record { seq: u64, stored: Vec<u8> },
+    /// A journal record, framed in its batch's buffer (`Pending::records`) at `stored`.
+    Record { seq: u64, stored: std::ops::Range<usize> },
     /// The tenant's snapshot at `seq` (framed); what the tenant's base then covers is
     /// deleted (see `compact`).
     Snapshot { seq: u64, stored: Vec<u8> },
@@ -54,6 +55,11 @@ pub(crate) enum Write {
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     pub(crate) ops: Vec<Op>,
+    /// The framed records of `ops`, one after another: no allocation per record (nor a free
+    /// of it on the writer's thread).
+    pub(crate) records: Vec<u8>,
+    /// The tenant of the last operation queued, shared by the next one if it is the same.
+    pub(crate) last_tenant: Option<Arc<str>>,
     /// The ticket the next operation gets (tickets start at 1).
     pub(crate) next_ticket: u64,
     /// The store is closing: write what is pending, then stop.
@@ -131,6 +137,9 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
     let fsync = options.fsync;
     let mut last_sync = Instant::now();
     let mut heads = Heads::default();
+    // The batch's buffer goes back to the queue once written, so that appends do not grow
+    // a new one each time.
+    let mut records = Vec::new();
     loop {
         let (ops, upto, closing) = {
             let mut p = channel.pending.lock();
@@ -148,13 +157,16 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
                     }
                 }
             }
+            records.clear();
+            std::mem::swap(&mut records, &mut p.records);
             (std::mem::take(&mut p.ops), p.next_ticket.saturating_sub(1), p.closing)
         };
         if !ops.is_empty() {
             let started = Instant::now();
             let first = upto + 1 - ops.len() as u64;
             let tickets = (first..=upto).collect();
-            if let Err(e) = write_fenced(channel, conn.as_mut(), &mut heads, ops, tickets, options, held) {
+            let batch = Batch { ops, records: &records };
+            if let Err(e) = write_fenced(channel, conn.as_mut(), &mut heads, batch, tickets, options, held) {
                 channel.fail(format!("writing the journal failed: {e}"));
                 return;
             }
@@ -175,26 +187,40 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
     }
 }
 
-/// Writes `ops` (whose tickets are `tickets`); when fencing finds leases lost, refuses the
-/// operations written under them and writes the others again, in a new transaction.
+/// Operations taken together, and the buffer their records are framed in.
+struct Batch<'a> {
+    ops: Vec<Op>,
+    records: &'a [u8],
+}
+
+impl Batch<'_> {
+    /// The stored form of a record of this batch.
+    fn stored(&self, range: &std::ops::Range<usize>) -> &[u8] {
+        // Ranges are handed out by `Store::push` within the buffer taken with them.
+        self.records.get(range.clone()).unwrap_or_default()
+    }
+}
+
+/// Writes `batch` (whose tickets are `tickets`); when fencing finds leases lost, refuses
+/// the operations written under them and writes the others again, in a new transaction.
 fn write_fenced(
     channel: &Channel,
     conn: &mut dyn Conn,
     heads: &mut Heads,
-    mut ops: Vec<Op>,
+    mut batch: Batch<'_>,
     mut tickets: Vec<u64>,
     options: Options,
     held: Option<&Held>,
 ) -> Result<(), Error> {
     loop {
-        let lost = match write_batch(conn, heads, &ops, options.replay_from_delivered) {
+        let lost = match write_batch(conn, heads, &batch, options.replay_from_delivered) {
             Ok(()) => return Ok(()),
             Err(Failure::Error(e)) => return Err(e),
             Err(Failure::Fenced(lost)) => lost,
         };
         let mut refused = Vec::new();
         let (mut kept_ops, mut kept_tickets) = (Vec::new(), Vec::new());
-        for (op, ticket) in ops.into_iter().zip(tickets) {
+        for (op, ticket) in std::mem::take(&mut batch.ops).into_iter().zip(tickets) {
             match op.claim {
                 Some(claim) if lost.contains(&claim) => refused.push((ticket, claim)),
                 _ => {
@@ -212,7 +238,7 @@ fn write_fenced(
         if kept_ops.is_empty() {
             return Ok(());
         }
-        (ops, tickets) = (kept_ops, kept_tickets);
+        (batch.ops, tickets) = (kept_ops, kept_tickets);
     }
 }
 
@@ -236,7 +262,10 @@ impl Heads {
     }
 
     fn set(&mut self, tenant: &str, epoch: u64, last: u64) {
-        self.0.insert(tenant.into(), (epoch, last));
+        match self.0.get_mut(tenant) {
+            Some(head) => *head = (epoch, last),
+            None => drop(self.0.insert(tenant.into(), (epoch, last))),
+        }
     }
 }
 
@@ -260,18 +289,18 @@ impl From<Error> for Failure {
 fn write_batch(
     conn: &mut dyn Conn,
     heads: &mut Heads,
-    ops: &[Op],
+    batch: &Batch<'_>,
     from_delivered: bool,
 ) -> Result<(), Failure> {
     conn.begin()?;
-    let result = write_in_transaction(conn, heads, ops, from_delivered);
+    let result = write_in_transaction(conn, heads, batch, from_delivered);
     match result {
         Ok(()) => {
             if let Err(e) = conn.commit() {
                 heads.0.clear();
                 return Err(e.into());
             }
-            for op in ops {
+            for op in &batch.ops {
                 if let Write::Record { seq, .. } = op.write {
                     heads.set(&op.tenant, op.claim.map_or(0, |c| c.epoch), seq);
                 }
@@ -290,9 +319,10 @@ fn write_batch(
 fn write_in_transaction(
     conn: &mut dyn Conn,
     heads: &mut Heads,
-    ops: &[Op],
+    batch: &Batch<'_>,
     from_delivered: bool,
 ) -> Result<(), Failure> {
+    let ops = &batch.ops;
     let mut claims: Vec<(u32, u64)> =
         ops.iter().filter_map(|o| o.claim.map(|c| (c.bucket, c.epoch))).collect();
     claims.sort_unstable();
@@ -312,6 +342,7 @@ fn write_in_transaction(
         let run_of = |runs: &[NewRow<'_>]| runs.iter().position(|r| r.tenant == tenant);
         match &op.write {
             Write::Record { seq, stored } => {
+                let stored = batch.stored(stored);
                 let last = match run_of(&runs) {
                     Some(i) => runs[i].last,
                     None => heads.get(conn, tenant, epoch)?,
@@ -325,7 +356,7 @@ fn write_in_transaction(
                         runs[i].records.extend_from_slice(stored);
                     }
                     None => {
-                        runs.push(NewRow { tenant, first: *seq, last: *seq, epoch, records: stored.clone() })
+                        runs.push(NewRow { tenant, first: *seq, last: *seq, epoch, records: stored.to_vec() })
                     }
                 }
             }

@@ -101,19 +101,27 @@ impl WaitHistogram {
     }
 }
 
-/// What a queue keeps to answer for its figures.
+/// What a queue keeps to answer for its figures. In `repr(C)` order: what every arrival
+/// and departure updates (the day and minute, the day's counts) fills one cache line; the
+/// current minute's peak length and the first wait buckets the next one.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub(crate) struct Figures {
     /// The UTC day `today` counts (days since the epoch).
     pub(crate) day: u64,
+    /// The current minute (since the epoch): the one `peak` is for.
+    pub(crate) minute: u64,
     pub(crate) today: Outcomes,
+    /// The longest the queue was in `minute`: kept here, not in `lengths`, so that an
+    /// arrival or departure writes no line of the hour's 240 bytes (they are written once
+    /// a minute).
+    pub(crate) peak: u32,
     /// Over the queue's life; the other life totals are the queue's own counters.
     pub(crate) bridged_within_service_level: u64,
     pub(crate) waits: WaitHistogram,
-    /// The last minute (since the epoch) whose length is written in `lengths`.
-    pub(crate) minute: u64,
-    /// The longest the queue was in each minute, by `minute % 60`.
-    pub(crate) lengths: [u32; LENGTH_HISTORY_MINUTES],
+    /// The longest the queue was in each earlier minute of the hour, by `minute % 60`; the
+    /// slot of `minute` itself holds 0 (its length is `peak`).
+    lengths: [u32; LENGTH_HISTORY_MINUTES],
 }
 
 impl Figures {
@@ -124,6 +132,7 @@ impl Figures {
             bridged_within_service_level: 0,
             waits: WaitHistogram::default(),
             minute: now.as_micros() / MICROS_PER_MINUTE,
+            peak: 0,
             lengths: [0; LENGTH_HISTORY_MINUTES],
         }
     }
@@ -138,13 +147,22 @@ impl Figures {
         minute: u64,
         lengths: &[u32],
     ) -> Result<Self, String> {
-        let lengths = <[u32; LENGTH_HISTORY_MINUTES]>::try_from(lengths).map_err(|_| {
+        let mut lengths = <[u32; LENGTH_HISTORY_MINUTES]>::try_from(lengths).map_err(|_| {
             format!("{} minutes of queue length, not {LENGTH_HISTORY_MINUTES}", lengths.len())
         })?;
         if day > u64::MAX / MICROS_PER_DAY || minute > u64::MAX / MICROS_PER_MINUTE {
             return Err("a day or minute past the end of time".into());
         }
-        Ok(Self { day, today, bridged_within_service_level, waits, minute, lengths })
+        let peak = std::mem::take(&mut lengths[minute_slot(minute)]);
+        Ok(Self { day, today, bridged_within_service_level, waits, minute, peak, lengths })
+    }
+
+    /// The longest length of each minute of the hour up to `minute`, by `minute % 60` (as a
+    /// snapshot keeps them).
+    pub(crate) fn lengths(&self) -> [u32; LENGTH_HISTORY_MINUTES] {
+        let mut lengths = self.lengths;
+        lengths[minute_slot(self.minute)] = self.peak;
+        lengths
     }
 
     fn today_mut(&mut self, now: Timestamp) -> &mut Outcomes {
@@ -194,15 +212,19 @@ impl Figures {
     fn note_length(&mut self, now: Timestamp, before: usize, after: usize) {
         let minute = now.as_micros() / MICROS_PER_MINUTE;
         if minute > self.minute {
+            // The minute that ended goes into the hour first: a gap of an hour or more
+            // overwrites its slot below.
+            self.lengths[minute_slot(self.minute)] = self.peak;
             let carried = u32::try_from(before).unwrap_or(u32::MAX);
             let gap = (minute - self.minute).min(LENGTH_HISTORY_MINUTES as u64);
-            for m in minute + 1 - gap..=minute {
-                self.lengths[(m % LENGTH_HISTORY_MINUTES as u64) as usize] = carried;
+            for m in minute + 1 - gap..minute {
+                self.lengths[minute_slot(m)] = carried;
             }
+            self.lengths[minute_slot(minute)] = 0;
             self.minute = minute;
+            self.peak = carried;
         }
-        let slot = &mut self.lengths[(self.minute % LENGTH_HISTORY_MINUTES as u64) as usize];
-        *slot = (*slot).max(u32::try_from(after).unwrap_or(u32::MAX));
+        self.peak = self.peak.max(u32::try_from(after).unwrap_or(u32::MAX));
     }
 
     pub(crate) fn today(&self, now: Timestamp) -> DayFigures {
@@ -220,9 +242,18 @@ impl Figures {
         let window = LENGTH_HISTORY_MINUTES as u64;
         // Every minute of the window up to `self.minute` is within its last hour.
         (now_minute + 1 - window..=now_minute)
-            .map(|m| if m > self.minute { len } else { self.lengths[(m % window) as usize] })
+            .map(|m| match m.cmp(&self.minute) {
+                std::cmp::Ordering::Greater => len,
+                std::cmp::Ordering::Equal => self.peak,
+                std::cmp::Ordering::Less => self.lengths[minute_slot(m)],
+            })
             .collect()
     }
+}
+
+/// The slot of `minute` in the hour of lengths.
+const fn minute_slot(minute: u64) -> usize {
+    (minute % LENGTH_HISTORY_MINUTES as u64) as usize
 }
 
 #[cfg(test)]
@@ -310,6 +341,19 @@ mod tests {
         assert_eq!(hour.len(), LENGTH_HISTORY_MINUTES);
         assert_eq!(&hour[56..], &[2, 1, 1, 2], "{hour:?}");
         assert!(hour[..56].iter().all(|&n| n == 0), "before the queue existed: {hour:?}");
+        // As a snapshot keeps them (by minute % 60), and read back the same.
+        assert_eq!(&f.lengths()[..4], &[2, 1, 1, 2]);
+        let back = |f: &Figures| {
+            Figures::from_parts(
+                f.day,
+                f.today,
+                f.bridged_within_service_level,
+                f.waits,
+                f.minute,
+                &f.lengths(),
+            )
+        };
+        assert_eq!(back(&f).as_ref(), Ok(&f));
         // Read two minutes later with no change: the current length fills them.
         assert_eq!(&f.length_last_hour(at(305), 2)[54..], &[2, 1, 1, 2, 2, 2]);
         // Ninety minutes later the first hour is gone; the last hour is the length carried.
@@ -317,6 +361,8 @@ mod tests {
         let hour = f.length_last_hour(at(90 * 60), 1);
         assert!(hour[..59].iter().all(|&n| n == 2), "{hour:?}");
         assert_eq!(hour[59], 2, "the minute's longest");
+        assert_eq!(back(&f).as_ref(), Ok(&f));
+        assert!(f.lengths().iter().all(|&n| n == 2));
     }
 }
 

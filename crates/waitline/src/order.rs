@@ -30,7 +30,8 @@ const BLOCK_SLOTS: usize = 64 * BLOCK_WORDS;
 struct Block([u64; BLOCK_WORDS]);
 
 /// Which slots of `0..cap` hold a member of one band: a bitmap in blocks of one cache line
-/// (512 slots), plus a Fenwick tree over the blocks' counts (1-based internally). A prefix
+/// (512 slots), plus a Fenwick tree over the blocks' counts (1-based internally; none with
+/// one block, whose prefix counts and selects never read it: most queues). A prefix
 /// count is a walk of the small tree and the popcounts of one line of the bitmap. At a
 /// million slots the bitmap is 128 KiB and the tree 8 KiB (2,048 blocks): the tree's lines
 /// are touched by every operation and stay in the nearest caches, and an operation touches
@@ -50,7 +51,9 @@ impl Marks {
     /// `cap` is a power of two, so the block count is one too (which `select` relies on).
     fn with_capacity(cap: usize) -> Self {
         let blocks = cap.div_ceil(BLOCK_SLOTS).max(1);
-        Self { blocks: vec![Block::default(); blocks], tree: vec![0; blocks + 1] }
+        // One block: no tree, so marking a slot writes one cache line, not two.
+        let tree = if blocks > 1 { vec![0; blocks + 1] } else { Vec::new() };
+        Self { blocks: vec![Block::default(); blocks], tree }
     }
 
     fn add_to_tree(&mut self, block: usize, delta: i32) {
@@ -87,7 +90,7 @@ impl Marks {
 
     /// The slot of the `k`-th marked slot (`k >= 1`). The caller guarantees it exists.
     fn select(&self, mut k: u32) -> usize {
-        let n = self.tree.len() - 1; // a power of two
+        let n = self.tree.len().saturating_sub(1); // a power of two, or 0 with one block
         let mut block = 0;
         let mut step = n;
         while step > 0 {
@@ -122,7 +125,7 @@ impl Marks {
     /// Builds the tree from the bitmap, in O(blocks).
     fn build_tree(&mut self) {
         self.tree.fill(0);
-        let n = self.blocks.len();
+        let n = if self.tree.is_empty() { 0 } else { self.blocks.len() };
         for i in 1..=n {
             self.tree[i] += self.blocks[i - 1].0.iter().map(|w| w.count_ones()).sum::<u32>();
             let parent = i + (i & i.wrapping_neg());
@@ -610,14 +613,32 @@ mod tests {
     /// kind of edge: of a word, of a block (a cache line), of the tree's levels, of the whole.
     #[test]
     fn marks_count_and_select_across_blocks_at_a_million() {
-        let cap = 1 << 20;
+        marks_agree_with_a_sorted_list(1 << 20, 3000);
+    }
+
+    /// One block has no tree (counts and selects read the bitmap alone); two blocks have one.
+    #[test]
+    fn marks_count_and_select_in_one_block_and_in_two() {
+        assert!(Marks::with_capacity(BLOCK_SLOTS).tree.is_empty());
+        assert_eq!(Marks::with_capacity(2 * BLOCK_SLOTS).tree.len(), 3);
+        marks_agree_with_a_sorted_list(16, 10);
+        marks_agree_with_a_sorted_list(BLOCK_SLOTS, 300);
+        marks_agree_with_a_sorted_list(2 * BLOCK_SLOTS, 600);
+    }
+
+    fn marks_agree_with_a_sorted_list(cap: usize, random_picks: usize) {
         let mut marks = Marks::with_capacity(cap);
         let mut model = std::collections::BTreeSet::new();
-        let mut edges = vec![0, 1, 62, 63, 64, 65, cap - 2, cap - 1];
+        let mut edges: Vec<usize> =
+            [0, 1, 62, 63, 64, 65, cap - 2, cap - 1].into_iter().filter(|&e| e < cap).collect();
         for block in [1, 2, 3, 7, 8, 255, 256, 1023, 1024, 1025, 2047] {
             let at = block * BLOCK_SLOTS;
-            edges.extend([at - 65, at - 64, at - 1, at, at + 1, at + 63, at + 64]);
+            if at + 64 < cap {
+                edges.extend([at - 65, at - 64, at - 1, at, at + 1, at + 63, at + 64]);
+            }
         }
+        edges.sort_unstable();
+        edges.dedup();
         let mut seed = 7u64;
         let mut random = || {
             seed ^= seed << 13;
@@ -625,7 +646,7 @@ mod tests {
             seed ^= seed << 17;
             seed as usize % cap
         };
-        let picks: Vec<usize> = (0..3000).map(|_| random()).collect();
+        let picks: Vec<usize> = (0..random_picks).map(|_| random()).collect();
         for &slot in edges.iter().chain(&picks) {
             if model.insert(slot) {
                 marks.add(slot, 1);

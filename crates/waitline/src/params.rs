@@ -337,6 +337,31 @@ const RINGTONES: &[&str] = &[
 ];
 
 impl BridgeMediaOptions {
+    /// No option given.
+    pub const NONE: Self = Self {
+        play_ringtone: None,
+        ringtone: None,
+        record: None,
+        record_channels: None,
+        record_format: None,
+        record_max_length: None,
+        record_timeout_secs: None,
+        record_track: None,
+        record_trim: None,
+        record_custom_file_name: None,
+        mute_dtmf: None,
+        hold_after_unbridge: None,
+        prevent_double_bridge: None,
+        video_room_id: None,
+        video_room_context: None,
+    };
+
+    /// The options as [`BridgeParams::media`] holds them: `None` when none is given.
+    #[must_use]
+    pub fn given(self) -> Option<Box<Self>> {
+        (self != Self::NONE).then(|| Box::new(self))
+    }
+
     fn validate(&self) -> Result<()> {
         one_of("ringtone", self.ringtone.as_deref(), RINGTONES)?;
         one_of("record", self.record.as_deref(), &["record-from-answer"])?;
@@ -379,10 +404,33 @@ pub struct BridgeParams<S = String> {
     pub queue: Option<S>,
     /// What happens to this leg when the bridge ends.
     pub after_unbridge: AfterUnbridge,
-    /// Media options (validated, no effect).
-    pub media: BridgeMediaOptions,
+    /// Media options (validated, no effect); `None` when none is given (the common case:
+    /// boxed, so a bridge's parameters are ~100 bytes, not ~360, and checking them reads
+    /// two cache lines, not six). [`BridgeMediaOptions::given`] makes it from the options.
+    /// Journal records keep the options inline, as before they were boxed.
+    #[serde(with = "media_inline")]
+    pub media: Option<Box<BridgeMediaOptions>>,
     /// `client_state` and `command_id`.
     pub options: CommandOptions,
+}
+
+/// `BridgeParams::media` serialized as the options themselves (all absent for `None`), so
+/// that records written before the options were boxed read the same.
+mod media_inline {
+    use super::BridgeMediaOptions;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        media: &Option<Box<BridgeMediaOptions>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(media.as_deref().unwrap_or(&BridgeMediaOptions::NONE), s)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Box<BridgeMediaOptions>>, D::Error> {
+        <BridgeMediaOptions as serde::Deserialize>::deserialize(d).map(BridgeMediaOptions::given)
+    }
 }
 
 // For the owned form only, as for `EnqueueParams`.
@@ -392,7 +440,7 @@ impl Default for BridgeParams {
             call_control_id: None,
             queue: None,
             after_unbridge: AfterUnbridge::default(),
-            media: BridgeMediaOptions::default(),
+            media: None,
             options: CommandOptions::default(),
         }
     }
@@ -437,7 +485,9 @@ impl<S: AsRef<str>> BridgeParams<S> {
             }
             (None, None) => return Err(Error::missing("call_control_id")),
         };
-        self.media.validate()?;
+        if let Some(media) = &self.media {
+            media.validate()?;
+        }
         self.options.validate()?;
         Ok((target, self.after_unbridge == AfterUnbridge::Park))
     }
@@ -708,7 +758,7 @@ mod tests {
         // record_custom_file_name: 1..=40 bytes.
         let file = |name: &str| {
             let mut p = BridgeParams::queue("q");
-            p.media.record_custom_file_name = Some(name.into());
+            p.media.get_or_insert_default().record_custom_file_name = Some(name.into());
             p.validate().err().map(|e| e.code())
         };
         assert_eq!(file(&"f".repeat(40)), None);
@@ -740,6 +790,25 @@ mod tests {
         assert!(validate_client_state("").is_err());
     }
 
+    /// Boxing the media options changed no byte of a journal record: `None` is written as
+    /// the options all absent, and options read back are boxed only when one is given.
+    #[test]
+    fn media_options_keep_their_record_format() {
+        let none = BridgeParams::queue("q");
+        let inline = |media: &BridgeMediaOptions| {
+            let fields = (None::<String>, Some("q"), AfterUnbridge::HangUp, media, CommandOptions::default());
+            postcard::to_allocvec(&fields).unwrap()
+        };
+        assert_eq!(postcard::to_allocvec(&none).unwrap(), inline(&BridgeMediaOptions::NONE));
+        assert_eq!(postcard::from_bytes::<BridgeParams>(&inline(&BridgeMediaOptions::NONE)).unwrap(), none);
+        let ringtone = BridgeMediaOptions { ringtone: Some("de".into()), ..BridgeMediaOptions::NONE };
+        let given = BridgeParams { media: ringtone.clone().given(), ..none };
+        assert_eq!(given.media.as_deref(), Some(&ringtone));
+        assert_eq!(postcard::to_allocvec(&given).unwrap(), inline(&ringtone));
+        assert_eq!(postcard::from_bytes::<BridgeParams>(&inline(&ringtone)).unwrap(), given);
+        assert_eq!(BridgeMediaOptions::default().given(), None);
+    }
+
     #[test]
     fn bridge_needs_a_target_and_valid_enums() {
         assert_eq!(BridgeParams::default().validate().err().map(|e| e.code()), Some("10004"));
@@ -747,10 +816,10 @@ mod tests {
         assert_eq!(AfterUnbridge::from_wire(Some("self")).ok(), Some(AfterUnbridge::Park));
         assert_eq!(AfterUnbridge::from_wire(None).ok(), Some(AfterUnbridge::HangUp));
         let mut p = BridgeParams::queue("q");
-        p.media.ringtone = Some("xx".into());
+        p.media.get_or_insert_default().ringtone = Some("xx".into());
         assert_eq!(p.validate().err().map(|e| e.code()), Some("10032"));
         let mut p = BridgeParams::queue("q");
-        p.media.record_max_length = Some(43_201);
+        p.media.get_or_insert_default().record_max_length = Some(43_201);
         assert_eq!(p.validate().err().map(|e| e.code()), Some("10033"));
     }
 

@@ -282,7 +282,7 @@ fn queue_data(q: &Queue) -> QueueData<'_, impl Serialize> {
             bridged_within_service_level: f.bridged_within_service_level,
             waits: f.waits,
             minute: f.minute,
-            lengths: f.lengths.to_vec(),
+            lengths: f.lengths().to_vec(),
         },
     }
 }

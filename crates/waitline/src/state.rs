@@ -137,7 +137,9 @@ impl TenantCore {
     /// The slot of a call, by id: the slot an engine-made id names, if it holds a call with
     /// this id (the slot's generation and the id's tail in its record, compared in constant
     /// time: one record read), else the map of client-given ids (see `call` for the id
-    /// layout).
+    /// layout). Inlined: every command calls it, and a call costs a prologue of ~20
+    /// instructions.
+    #[inline(always)]
     pub(crate) fn call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
         if let Some(slot) = engine_slot(id) {
             if self.calls.get_handle(slot).is_some_and(|r| r.id_tail.matches(id)) {
@@ -418,7 +420,8 @@ impl<'e> Txn<'e> {
         stamp_slot(&mut ident.call_control_id, self.core.calls.next_handle());
     }
 
-    /// The slot of a queue, by name (hashed here, once per command).
+    /// The slot of a queue, by name (hashed here, once per command). Inlined, as `call_ix`.
+    #[inline(always)]
     pub(crate) fn find_queue(&self, name: &str) -> Option<u32> {
         self.core.queue_ix(self.shared.queue_hash(name), name)
     }

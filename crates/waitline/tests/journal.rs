@@ -209,7 +209,7 @@ fn lent_parameters_are_recorded_as_owned_ones() {
                 call_control_id: None,
                 queue: Some("support"),
                 after_unbridge: bridge.after_unbridge,
-                media: BridgeMediaOptions::default(),
+                media: None,
                 options: CommandOptions::default(),
             };
             t.bridge(&agent, &b).unwrap();

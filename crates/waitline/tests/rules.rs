@@ -294,7 +294,7 @@ fn bridge_refusals() {
     assert_eq!(code(f.t.bridge(&ended, &BridgeParams::call(&a))), "90018");
     assert_eq!(code(f.t.bridge(&b, &BridgeParams::queue("q"))), "10033");
     let mut bad = BridgeParams::queue("q");
-    bad.media.record = Some("always".into());
+    bad.media.get_or_insert_default().record = Some("always".into());
     assert_eq!(code(f.t.bridge(&a, &bad)), "10032");
     assert_eq!(observe(&f, &[&a, &b, &ended]), before);
     f.check();

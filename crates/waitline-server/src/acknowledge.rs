@@ -1,0 +1,150 @@
+//! The layer that answers a write only once its change is on disk (with `--fsync periodic`,
+//! once written to the operating system); once the store has stopped, no write is taken at
+//! all (503, and nothing changes). A write of a tenant whose bucket's lease was lost
+//! meanwhile is answered 503 (`ApiError::TenantMoved`). Reads are served from memory.
+//!
+//! A tower layer rather than `axum::middleware::from_fn`, which clones the router's inner
+//! service and boxes a future of its own for every request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use waitline_store::Ticket;
+
+use crate::AppState;
+use crate::auth;
+use crate::error::ApiError;
+
+/// Wraps a service so that its writes are answered once durable.
+#[derive(Clone, Debug)]
+pub(crate) struct AcknowledgeLayer {
+    state: AppState,
+}
+
+impl AcknowledgeLayer {
+    pub(crate) const fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> tower::Layer<S> for AcknowledgeLayer {
+    type Service = Acknowledge<S>;
+
+    fn layer(&self, inner: S) -> Acknowledge<S> {
+        Acknowledge { inner, state: self.state.clone() }
+    }
+}
+
+/// The service of [`AcknowledgeLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct Acknowledge<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> tower::Service<Request> for Acknowledge<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Acknowledged<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if !write {
+            return Acknowledged { inner: Some(Box::pin(self.inner.call(request))), write: None };
+        }
+        let durability = self.state.durability();
+        if durability.is_stopped() {
+            return Acknowledged { inner: None, write: None };
+        }
+        // Read before the handler runs (the request moves into it); only where leases can be lost.
+        let key = durability
+            .has_leases()
+            .then(|| auth::presented_key(request.headers()).map(<[u8]>::to_vec))
+            .flatten();
+        let write = Write { state: self.state.clone(), key, waiting: None };
+        Acknowledged { inner: Some(Box::pin(self.inner.call(request))), write: Some(write) }
+    }
+}
+
+/// What a write's answer waits with.
+#[derive(Debug)]
+struct Write {
+    state: AppState,
+    /// The API key presented, where leases can be lost.
+    key: Option<Vec<u8>>,
+    /// Once the handler has answered: the answer, and the mark it waits for (taken when the
+    /// handler returned, so it covers the change's record, appended before).
+    waiting: Option<(Response, Option<Ticket>)>,
+}
+
+/// The answer of [`Acknowledge`].
+pub(crate) struct Acknowledged<F> {
+    /// `None`: a write refused, the store has stopped.
+    inner: Option<Pin<Box<F>>>,
+    /// `Some` for a write.
+    write: Option<Write>,
+}
+
+impl<F> std::fmt::Debug for Acknowledged<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acknowledged").field("write", &self.write).finish_non_exhaustive()
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Acknowledged<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(write) = this.write.as_mut() else {
+            return match this.inner.as_mut() {
+                Some(inner) => inner.as_mut().poll(cx),
+                None => Poll::Ready(Ok(ApiError::NotDurable.into_response())),
+            };
+        };
+        let (answer, mark) = match &mut write.waiting {
+            Some(waiting) => waiting,
+            None => {
+                let Some(inner) = this.inner.as_mut() else {
+                    return Poll::Ready(Ok(ApiError::NotDurable.into_response()));
+                };
+                let Ok(answer) = ready!(inner.as_mut().poll(cx));
+                this.inner = None;
+                write.waiting.insert((answer, write.state.durability().mark()))
+            }
+        };
+        let durability = write.state.durability();
+        let settled = ready!(durability.poll_durable(*mark, cx));
+        let answer = std::mem::replace(answer, ApiError::NotDurable.into_response());
+        // A lease lost meanwhile: this change, or one sharing its commit, may have been
+        // refused by fencing. Retryable: the other buckets go on.
+        let moved = durability.lost_any()
+            && !durability.is_stopped()
+            && (settled.is_err()
+                || write
+                    .key
+                    .as_ref()
+                    .and_then(|k| write.state.keys().tenant_of(k).map(|t| t.name().to_owned()))
+                    .is_some_and(|tenant| !durability.serves(&tenant)));
+        if moved {
+            return Poll::Ready(Ok(ApiError::TenantMoved.into_response()));
+        }
+        if let Err(why) = settled {
+            tracing::error!(why = %why, "a change could not be stored: no change is acknowledged until a restart");
+            return Poll::Ready(Ok(ApiError::NotDurable.into_response()));
+        }
+        Poll::Ready(Ok(answer))
+    }
+}
