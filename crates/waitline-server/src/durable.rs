@@ -278,6 +278,23 @@ impl Durability {
         }
     }
 
+    /// The epoch this node holds `tenant`'s bucket under now (`None`: not held; always
+    /// `None` without leases). A write is acknowledged only if it is the same before the
+    /// command ran and once it settled (see [`crate::acknowledge`]).
+    #[must_use]
+    pub fn held_epoch_of(&self, tenant: &str) -> Option<u64> {
+        self.store.as_ref().and_then(|store| store.held_epoch(store.bucket_of(tenant)))
+    }
+
+    /// Gives up `tenant`'s bucket's lease in the store without stopping serving it (for
+    /// tests: a write racing a share turn that releases its bucket).
+    #[doc(hidden)]
+    pub fn release_bucket_of(&self, tenant: &str) {
+        if let Some(store) = &self.store {
+            let _ = store.release(store.bucket_of(tenant));
+        }
+    }
+
     /// The store and journal, for a node loading the buckets it takes.
     pub(crate) fn store_and_journal(&self) -> Option<(&Store, &Arc<StoreJournal>)> {
         self.store.as_ref().zip(self.journal.as_ref())

@@ -244,6 +244,33 @@ async fn two_nodes_share_the_buckets_and_one_takes_over_the_other() {
     first.stop().await;
 }
 
+/// A write whose bucket is given up between the check that the node serves its tenant and
+/// its append (a share turn releasing it meanwhile) is refused by the store with no ticket
+/// to fail: it is answered 503 `10007`, never 200, and the bucket taken again holds only
+/// what was stored.
+#[tokio::test]
+async fn a_write_racing_its_buckets_release_is_never_acknowledged_unstored() {
+    let Some(url) = fresh_database("cluster_release_race") else { return };
+    let lease = Duration::from_millis(1500);
+    let (first, _store) = one_node(&url, lease).await;
+    let (key, name) = (key_of(0), tenant(0));
+    let call = dialled(&first, 0).await;
+    // The lease given up, the bucket still counted served: as between the check and the append.
+    first.durability.release_bucket_of(&name);
+    let enqueue = format!("/v2/calls/{call}/actions/enqueue");
+    let (s, v) = first.req("POST", &enqueue, Some(&key), Some(json!({"queue_name": "support"}))).await;
+    assert_eq!((s, code(&v)), (503, "10007"), "{v}");
+    // Taken again at its next share turn, loaded from the store: no trace of the change.
+    eventually(lease * 3, "the bucket taken again", || first.durability.held_epoch_of(&name).is_some()).await;
+    let (s, v) = until_served(&first, "GET", &format!("/v2/calls/{call}"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = until_served(&first, "GET", "/v2/queues/support", &key, None).await;
+    assert_eq!(s, 404, "the refused enqueue exists nowhere: {v}");
+    let (s, v) = first.req("POST", &enqueue, Some(&key), Some(json!({"queue_name": "support"}))).await;
+    assert_eq!(s, 200, "it goes on from the store's numbers: {v}");
+    first.stop().await;
+}
+
 /// A request carrying the cluster header is answered by the node it reaches or refused:
 /// a wrong secret is 403 `10010` and changes nothing; the right one on a node not owning the
 /// tenant is not forwarded again (503 `10007`, `Retry-After: 1`).

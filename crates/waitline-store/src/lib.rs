@@ -739,6 +739,14 @@ impl Store {
         self.leases().map(|(_, held)| held.owned()).unwrap_or_default()
     }
 
+    /// The epoch this store holds `bucket` under now, if it holds it (none in SQLite).
+    /// Epochs only grow: the same epoch before and after a request means the bucket was
+    /// held throughout, neither given up nor lost and taken again meanwhile.
+    #[must_use]
+    pub fn held_epoch(&self, bucket: u32) -> Option<u64> {
+        self.leases().ok().and_then(|(_, held)| held.epoch(bucket))
+    }
+
     /// The buckets whose lease this store lost (found by [`Store::renew`] or by fencing)
     /// and has not taken again, with the epoch lost.
     #[must_use]
