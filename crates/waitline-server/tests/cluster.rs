@@ -271,6 +271,38 @@ async fn a_write_racing_its_buckets_release_is_never_acknowledged_unstored() {
     first.stop().await;
 }
 
+/// `/readyz` and `/healthz` are the node's own, whatever API key comes with them: never
+/// forwarded to a tenant's owner (which would add the cluster secret to the client's request).
+#[tokio::test]
+async fn readiness_is_never_forwarded() {
+    let Some(url) = fresh_database("cluster_readyz_local") else { return };
+    let lease = Duration::from_millis(1500);
+    let (first, second, _store, owners) = two_nodes(&url, lease).await;
+    let i = owned_by(&owners, &first);
+    let key = key_of(i);
+    let (s, v) = second.req("GET", "/readyz", Some(&key), None).await;
+    assert_eq!((s, code(&v)), (403, "10010"), "answered here, without the secret: {v}");
+    let answer = second
+        .http
+        .get(format!("{}/readyz", second.base))
+        .bearer_auth(&key)
+        .header("waitline-cluster-secret", SECRET)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = answer.json().await.unwrap();
+    assert_eq!(v["data"]["node_url"], second.base.as_str(), "{v}");
+    let (s, v) = second.req("GET", "/healthz", Some(&key), None).await;
+    assert_eq!((s, v), (200, json!({"status": "ok", "ready": true})));
+    // An unknown path is answered here too (404), a tenant's API route by its owner.
+    let (s, _) = second.req("GET", "/v2/no-such-route", Some(&key), None).await;
+    assert_eq!(s, 404);
+    let (s, v) = second.req("GET", "/v2/queues/support", Some(&key), None).await;
+    assert_eq!((s, code(&v)), (404, "10005"), "forwarded to the owner: {v}");
+    first.stop().await;
+    second.stop().await;
+}
+
 /// A request carrying the cluster header is answered by the node it reaches or refused:
 /// a wrong secret is 403 `10010` and changes nothing; the right one on a node not owning the
 /// tenant is not forwarded again (503 `10007`, `Retry-After: 1`).
@@ -778,4 +810,119 @@ async fn a_node_whose_postgres_connections_drop_says_it_is_not_ready() {
     let (s, v) = until_served(&again, "GET", &format!("/v2/calls/{call}"), &key_of(i), None).await;
     assert_eq!(s, 200, "what was acknowledged is served after a restart: {v}");
     again.stop().await;
+}
+
+/// An owner as a stuck node is: it takes a request and, when `head` is set, answers an
+/// event stream's head and one comment, then sends nothing more (never ends). Returns its
+/// URL and how many requests it took.
+async fn stuck_owner(head: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = taken.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if head {
+                let answer = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n7\r\n: hi\n\n\n\r\n";
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+            held.push(socket);
+        }
+    });
+    (url, taken)
+}
+
+/// A forwarded event stream never hangs on its owner: one that does not answer is given up
+/// within the forwarding timeout (503 `10007`), and a stream open on a node this node's
+/// owner map no longer names ends (within a second of the map's refresh).
+#[tokio::test]
+async fn a_forwarded_event_stream_never_hangs_on_a_stuck_owner() {
+    let Some(url) = fresh_database("cluster_stuck_owner") else { return };
+    let lease = Duration::from_millis(1500);
+    let (first, second, _store, owners) = two_nodes(&url, lease).await;
+    let i = owned_by(&owners, &first);
+    let (key, name) = (key_of(i), tenant(i));
+    // Until the request reached the stuck owner (a refresh of the map may come between).
+    let through = |head: bool| {
+        let (second, key, name) = (&second, &key, &name);
+        async move {
+            let (fake, taken) = stuck_owner(head).await;
+            loop {
+                second.durability.cache_owner(name, &fake);
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(15),
+                    second.http.get(format!("{}/v2/events", second.base)).bearer_auth(key).send(),
+                )
+                .await
+                .expect("the forwarded stream's head did not come within 15 s")
+                .unwrap();
+                if taken.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    return answer;
+                }
+            }
+        }
+    };
+    let started = Instant::now();
+    let answer = through(false).await;
+    assert_eq!(answer.status().as_u16(), 503);
+    let v: Value = answer.json().await.unwrap();
+    assert_eq!(code(&v), "10007", "{v}");
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    let mut stream = through(true).await;
+    assert_eq!(stream.status().as_u16(), 200);
+    assert!(read_until(&mut stream, ": hi").await);
+    // The share thread's refresh names the real owner again: the stream ends.
+    assert!(
+        ending(&mut stream, Duration::from_secs(4)).await.is_ok(),
+        "the stream to a stale owner stayed open"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+/// A queue named "events" is not the event stream (no stream slot, answered whole), and a
+/// forwarded request's body is read as a local one is: within the body timeout (408).
+#[tokio::test]
+async fn forwarding_matches_routes_exactly_and_reads_bodies_as_a_local_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(url) = fresh_database("cluster_forward_body") else { return };
+    let lease = Duration::from_millis(1500);
+    let first = node(&url, lease).await;
+    let second = node_with(&url, lease, |c| {
+        c.max_event_streams = 0;
+        c.connections.body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let store = observer(&url, lease);
+    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let i = owned_by(&owners, &first);
+    let key = key_of(i);
+    let (s, v) = until_served(&second, "GET", "/v2/queues/events", &key, None).await;
+    assert_eq!((s, code(&v)), (404, "10005"), "the owner's answer, no stream slot taken: {v}");
+    // A body that never comes: 408 `10015` after the body timeout, as on the owner itself.
+    let mut socket = tokio::net::TcpStream::connect(second.base.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST /v2/calls HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"to\""
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .expect("no answer within 5 s to a body that never came")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    first.stop().await;
+    second.stop().await;
 }
