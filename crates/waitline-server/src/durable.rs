@@ -305,8 +305,9 @@ impl Durability {
         &self.backlog
     }
 
-    /// Whether this node is ready to serve: its store works and, for one node of several,
-    /// its last turn reached PostgreSQL within the lease (see [`crate::readiness`]).
+    /// Whether this node is ready to serve: its store works, a single node on PostgreSQL
+    /// has lost no bucket (it never takes one back: a restart does) and, for one node of
+    /// several, its last turn reached PostgreSQL within the lease (see [`crate::readiness`]).
     ///
     /// # Errors
     /// Why not.
@@ -314,7 +315,18 @@ impl Durability {
         if self.is_stopped() {
             return Err("the store has stopped: restart to recover".into());
         }
-        self.serving.as_ref().map_or(Ok(()), |s| s.ready())
+        match (&self.serving, &self.store) {
+            (Some(serving), _) => serving.ready(),
+            (None, Some(store)) => match store.lost().as_slice() {
+                [] => Ok(()),
+                lost => Err(format!(
+                    "{} buckets lost (bucket {} first): a single node serves them again only after a restart",
+                    lost.len(),
+                    lost[0].0
+                )),
+            },
+            (None, None) => Ok(()),
+        }
     }
 
     /// Resolves once this node no longer serves `tenant` (one node of several gave its
