@@ -926,3 +926,43 @@ async fn forwarding_matches_routes_exactly_and_reads_bodies_as_a_local_request()
     first.stop().await;
     second.stop().await;
 }
+
+/// The events a takeover's replay publishes are dropped by the outbox without waiting for
+/// the store: with a commit held back (the writer paused, a delivery mark queued), the
+/// backlog of the bucket taken over is still sent at once, not after that commit.
+#[tokio::test]
+async fn a_takeovers_replayed_events_wait_for_no_commit() {
+    let Some(url) = fresh_database("cluster_replay_no_wait") else { return };
+    let lease = Duration::from_millis(1500);
+    let hooks = Receiver::start(usize::MAX).await; // refuses the first node's attempts
+    let tweak = |c: &mut Config| {
+        c.webhooks.allow = DestinationPolicy::new(&["127.0.0.0/8"]).unwrap();
+        c.webhooks.attempts = 1000;
+        c.webhooks.backoff = Duration::from_millis(100);
+        c.shutdown_grace = Duration::from_millis(100);
+    };
+    let first = node_with(&url, lease, tweak).await;
+    let second = node_with(&url, lease, tweak).await;
+    let store = observer(&url, lease);
+    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let (i, j) = (owned_by(&owners, &first), owned_by(&owners, &second));
+    let dial_to = json!({"to": "+1", "from": "+2", "connection_id": "app", "webhook_url": hooks.url});
+    // Made on the first node and never delivered by it: the backlog of the takeover.
+    let (s, v) = until_served(&first, "POST", "/v2/calls", &key_of(i), Some(dial_to)).await;
+    assert_eq!(s, 200, "{v}");
+    eventually(Duration::from_secs(5), "the first node tried", || !hooks.refused.lock().is_empty()).await;
+    hooks.trust(&second.signer_public);
+    second.durability.pause_writer();
+    second.durability.mark_delivered(&tenant(j), 1); // queued, not committed
+    first.stop().await;
+    hooks.fail_next(0);
+    let by_second = || hooks.got.lock().iter().filter(|h| h.verified).count();
+    settled_owners(&store, &[&second], lease * 3).await;
+    let sent = Instant::now();
+    while by_second() < 2 && sent.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.durability.resume_writer();
+    assert!(by_second() >= 2, "the backlog waited for a commit: {:?}", hooks.got.lock());
+    second.stop().await;
+}
