@@ -7,13 +7,23 @@ server's public key, its headers and body against the webhook of its event type 
 description. Failures are recorded, and the session fails at its end if there was any.
 
 With `WAITLINE_COMPAT_TLS=1` the server serves HTTPS with a certificate from a test CA made
-for the session (never kept), and the clients trust that CA only."""
+for the session (never kept), and the clients trust that CA only.
+
+With `WAITLINE_COMPAT_CLUSTER=N` (N > 1) the service is N nodes sharing a fresh database on
+the PostgreSQL of `WAITLINE_TEST_POSTGRES_URL` (see `scripts/postgres.sh`), behind a tiny
+round-robin HTTP proxy on loopback: the SDK sees one base URL, and consecutive requests reach
+different nodes (those not owning the tenant forward them to its owner). Every node sends
+its own tenants' webhooks to the same receiver, signed with the same key."""
 
 from __future__ import annotations
 
 import base64
 import collections
+import contextlib
+import glob
+import http.client
 import http.server
+import itertools
 import json
 import os
 import pathlib
@@ -24,6 +34,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -52,6 +64,9 @@ WEBHOOK_OF_EVENT = {
 TIMESTAMP_TOLERANCE_SECS = 300
 # Serve HTTPS in this session (see the module's docstring).
 TLS = os.environ.get("WAITLINE_COMPAT_TLS") == "1"
+# Run N nodes behind a round-robin proxy (see the module's docstring); 0 or 1: one server.
+CLUSTER = int(os.environ.get("WAITLINE_COMPAT_CLUSTER") or "0")
+CLUSTER_SECRET = "compat-cluster-secret-of-the-test-session"
 # The session's receiver, for the terminal summary.
 SESSION_HOOKS: list["Hooks"] = []
 
@@ -242,14 +257,29 @@ def issue_test_certificate(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.
     return paths
 
 
+def wait_until_answering(base: str, context=None) -> None:
+    for _ in range(400):
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=1, context=context)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the server at {base} did not start")
+
+
 @pytest.fixture(scope="session")
 def server(hooks):
     binary = os.environ.get("WAITLINE_BIN", str(ROOT / "target" / "debug" / "waitline"))
+    common = [binary, "serve", "--api-key", API_KEY, "--webhook-url", hooks.url, "--signing-key", SIGNING_SEED]
+    if CLUSTER > 1:
+        assert not TLS, "WAITLINE_COMPAT_CLUSTER runs over plain HTTP"
+        with cluster(common, CLUSTER) as base:
+            yield from started(hooks, base, None, None)
+        return
     port = free_port()
     # A durable server (the default), on a data directory of its own.
     data = tempfile.mkdtemp(prefix="waitline-compat-")
-    args = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--api-key", API_KEY,
-            "--webhook-url", hooks.url, "--signing-key", SIGNING_SEED, "--data-dir", data]
+    args = [*common, "--listen", f"127.0.0.1:{port}", "--data-dir", data]
     context, ca_file = None, None
     if TLS:
         ca_file, cert, key = issue_test_certificate(pathlib.Path(tempfile.mkdtemp(prefix="waitline-compat-tls-")))
@@ -257,26 +287,130 @@ def server(hooks):
         context = ssl.create_default_context(cafile=str(ca_file))
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"{'https' if TLS else 'http'}://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1, context=context)
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
+    try:
+        wait_until_answering(base, context)
+    except RuntimeError:
         proc.kill()
-        raise RuntimeError("server did not start")
+        raise
+    yield from started(hooks, base, context, ca_file)
+    proc.terminate()
+    proc.wait(timeout=20)
+    shutil.rmtree(data, ignore_errors=True)
+    if ca_file is not None:
+        shutil.rmtree(ca_file.parent, ignore_errors=True)
+
+
+def started(hooks, base: str, context, ca_file):
+    """The service at `base` as the tests see it, once its public key is checked."""
     public_key = json.load(urllib.request.urlopen(base + "/v2/webhook_public_key", context=context))["data"]["public_key"]
     expected = base64.b64encode(bytes(SigningKey(base64.b64decode(SIGNING_SEED)).verify_key)).decode()
     assert public_key == expected, "the published public key is not the one of --signing-key"
     hooks.public_key = public_key
     hooks.server_started = True
     yield {"base": base, "public_key": public_key, "ssl_context": context, "ca_file": ca_file}
-    proc.terminate()
-    proc.wait(timeout=20)
-    shutil.rmtree(data, ignore_errors=True)
-    if ca_file is not None:
-        shutil.rmtree(ca_file.parent, ignore_errors=True)
+
+
+def fresh_database(name: str) -> str:
+    """The URL of an empty database `name` (dropped and made again) on the PostgreSQL of
+    `WAITLINE_TEST_POSTGRES_URL`, made with `psql`."""
+    url = os.environ.get("WAITLINE_TEST_POSTGRES_URL")
+    if not url:
+        pytest.exit("WAITLINE_COMPAT_CLUSTER needs WAITLINE_TEST_POSTGRES_URL (run under scripts/postgres.sh)", 2)
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))
+    psql = shutil.which("psql") or (found[-1] if found else None)
+    assert psql, "psql not found"
+    for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
+        subprocess.run([psql, url, "-q", "-c", sql], check=True, stdout=subprocess.DEVNULL)
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+class RoundRobin(http.server.ThreadingHTTPServer):
+    """A tiny HTTP proxy on loopback: each request goes to the next node in turn, and its
+    answer comes back as the node gave it."""
+
+    daemon_threads = True
+    # Hop-by-hop headers, and those the proxy writes itself.
+    NOT_PASSED = {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server", "host"}
+
+    def __init__(self, nodes: list[str]) -> None:
+        self.nodes = [urllib.parse.urlsplit(n) for n in nodes]
+        self.turn = itertools.count()
+        self.sent = collections.Counter()
+        super().__init__(("127.0.0.1", 0), RoundRobinHandler)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class RoundRobinHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _pass(self) -> None:
+        proxy: RoundRobin = self.server  # type: ignore[assignment]
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        node = proxy.nodes[next(proxy.turn) % len(proxy.nodes)]
+        proxy.sent[node.netloc] += 1
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in RoundRobin.NOT_PASSED}
+        upstream = http.client.HTTPConnection(node.hostname, node.port, timeout=30)
+        try:
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            answer = upstream.getresponse()
+            data = answer.read()
+            self.send_response(answer.status)
+            for k, v in answer.getheaders():
+                if k.lower() not in RoundRobin.NOT_PASSED:
+                    self.send_header(k, v)
+        finally:
+            upstream.close()
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _pass
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def cluster(common: list[str], count: int):
+    """`count` nodes over a fresh database, started side by side, behind a round-robin
+    proxy whose base URL it yields once every node serves the tenant (directly or by
+    forwarding)."""
+    database = fresh_database("waitline_compat_cluster")
+    procs, nodes = [], []
+    for _ in range(count):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = [*common, "--listen", f"127.0.0.1:{port}", "--postgres-url", database, "--node-url", url,
+                "--cluster-secret", CLUSTER_SECRET, "--lease-ms", "1500"]
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        nodes.append(url)
+    proxy = RoundRobin(nodes)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for url in nodes:
+            wait_until_answering(url)
+            # Served through this node: its owner has loaded it, and this node knows where.
+            deadline = time.time() + 20
+            while True:
+                req = urllib.request.Request(url + "/v2/queues", headers={"Authorization": f"Bearer {API_KEY}"})
+                try:
+                    urllib.request.urlopen(req, timeout=5)
+                    break
+                except urllib.error.HTTPError as e:
+                    assert e.code == 503 and time.time() < deadline, f"{url}: {e.code} {e.read()!r}"
+                time.sleep(0.05)
+        yield proxy.base
+        assert len(proxy.sent) == count, f"requests reached {dict(proxy.sent)}, not all {count} nodes"
+    finally:
+        proxy.shutdown()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=20)
 
 
 def openapi_path() -> pathlib.Path:

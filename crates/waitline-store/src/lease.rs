@@ -15,6 +15,9 @@ pub(crate) struct Held(Mutex<State>);
 struct State {
     owned: BTreeMap<u32, u64>,
     lost: BTreeMap<u32, u64>,
+    /// Losses not yet told by [`Held::untold_losses`] (found by the writer's fencing
+    /// between two turns of a node's share, say).
+    untold: BTreeMap<u32, u64>,
 }
 
 impl Held {
@@ -39,6 +42,7 @@ impl Held {
         if s.owned.get(&bucket) == Some(&epoch) {
             s.owned.remove(&bucket);
             s.lost.insert(bucket, epoch);
+            s.untold.insert(bucket, epoch);
         }
     }
 
@@ -49,6 +53,12 @@ impl Held {
 
     pub(crate) fn owned(&self) -> Vec<(u32, u64)> {
         self.0.lock().owned.iter().map(|(b, e)| (*b, *e)).collect()
+    }
+
+    /// The losses found since this was last asked, each told once, even those of buckets
+    /// taken again since (under a new epoch: what was held of them is stale all the same).
+    pub(crate) fn untold_losses(&self) -> Vec<(u32, u64)> {
+        std::mem::take(&mut self.0.lock().untold).into_iter().collect()
     }
 
     pub(crate) fn lost(&self) -> Vec<(u32, u64)> {
@@ -73,5 +83,17 @@ mod tests {
         assert!(held.lost().is_empty());
         assert_eq!(held.give_up(4), Some(1));
         assert_eq!(held.owned(), [(3, 2)]);
+    }
+
+    #[test]
+    fn each_loss_is_told_once_even_of_a_bucket_taken_again() {
+        let held = Held::default();
+        held.gained(&[(3, 1), (4, 1)]);
+        held.lose(3, 1);
+        held.lose(4, 1);
+        held.gained(&[(4, 2)]); // what was held of it is stale all the same
+        assert_eq!(held.untold_losses(), [(3, 1), (4, 1)]);
+        assert!(held.untold_losses().is_empty(), "told once");
+        assert_eq!(held.lost(), [(3, 1)]);
     }
 }

@@ -747,6 +747,12 @@ impl Store {
         self.leases().ok().and_then(|(_, held)| held.epoch(bucket))
     }
 
+    /// The losses of leases found since this was last asked (by a renewal or by fencing),
+    /// each told once (a bucket taken again meanwhile too).
+    pub(crate) fn untold_losses(&self) -> Vec<(u32, u64)> {
+        self.leases().map(|(_, held)| held.untold_losses()).unwrap_or_default()
+    }
+
     /// The buckets whose lease this store lost (found by [`Store::renew`] or by fencing)
     /// and has not taken again, with the epoch lost.
     #[must_use]

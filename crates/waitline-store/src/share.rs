@@ -15,7 +15,9 @@ pub struct Share {
     /// Buckets held (renewed) that another live node prefers: release them
     /// ([`Store::release`]) once their tenants are no longer served here.
     pub surplus: Vec<u32>,
-    /// Buckets whose lease was found lost, with the epoch lost: stop serving their tenants.
+    /// Buckets whose lease was found lost since the last turn (by this turn's renewal, or by
+    /// the writer's fencing in between), with the epoch lost: stop serving their tenants
+    /// (a bucket lost and taken again is in both lists: forget, then load).
     pub lost: Vec<(u32, u64)>,
 }
 
@@ -43,7 +45,6 @@ impl Store {
             Ok((preferred, l.abandoned(&others)?))
         })?;
         let before = self.owned();
-        let lost_before = self.lost();
         let mut wanted: Vec<u32> = before.iter().map(|h| h.0).collect();
         wanted.extend(preferred.iter().chain(&abandoned));
         wanted.sort_unstable();
@@ -56,7 +57,7 @@ impl Store {
                 .map(|h| h.0)
                 .filter(|b| !preferred.contains(b) && !abandoned.contains(b))
                 .collect(),
-            lost: self.lost().into_iter().filter(|l| !lost_before.contains(l)).collect(),
+            lost: self.untold_losses(),
         })
     }
 

@@ -2,6 +2,9 @@
 //! verifies every signature.
 #![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
+pub mod crash_clients;
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
