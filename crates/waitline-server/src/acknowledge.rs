@@ -1,8 +1,10 @@
 //! The layer that answers a write only once its change is on disk (with `--fsync periodic`,
 //! once written to the operating system); once the store has stopped, no write is taken at
 //! all (503, and nothing changes; retryable, `Retry-After: 1`, on a node of several whose
-//! PostgreSQL connection dropped: it reconnects by itself). A write of a tenant whose bucket's lease was lost
-//! meanwhile is answered 503 (`ApiError::TenantMoved`). Reads are served from memory.
+//! PostgreSQL connection dropped: it reconnects by itself). A write of a tenant whose bucket was not held throughout
+//! (its lease lost, or given up to another node, between the command and its commit: the
+//! append may have been refused) is answered 503 (`ApiError::TenantMoved`), never 200.
+//! Reads are served from memory.
 //!
 //! A tower layer rather than `axum::middleware::from_fn`, which clones the router's inner
 //! service and boxes a future of its own for every request.
@@ -67,15 +69,21 @@ where
         }
         let durability = self.state.durability();
         if durability.is_stopped() {
-            let refused = Write { state: self.state.clone(), key: None, waiting: None };
+            let refused = Write { state: self.state.clone(), held: None, waiting: None };
             return Acknowledged { inner: None, write: Some(refused) };
         }
-        // Read before the handler runs (the request moves into it); only where leases can be lost.
-        let key = durability
+        // Read before the handler runs (the request moves into it); only where leases can be
+        // lost or given up.
+        let held = durability
             .has_leases()
-            .then(|| auth::presented_key(request.headers()).map(<[u8]>::to_vec))
-            .flatten();
-        let write = Write { state: self.state.clone(), key, waiting: None };
+            .then(|| auth::presented_key(request.headers()))
+            .flatten()
+            .and_then(|key| self.state.keys().tenant_of(key).map(|t| t.name().to_owned()))
+            .map(|tenant| {
+                let epoch = durability.held_epoch_of(&tenant);
+                (tenant, epoch)
+            });
+        let write = Write { state: self.state.clone(), held, waiting: None };
         Acknowledged { inner: Some(Box::pin(self.inner.call(request))), write: Some(write) }
     }
 }
@@ -84,8 +92,9 @@ where
 #[derive(Debug)]
 struct Write {
     state: AppState,
-    /// The API key presented, where leases can be lost.
-    key: Option<Vec<u8>>,
+    /// The tenant of the API key presented and the epoch its bucket was held under before
+    /// the command ran, where leases can be lost.
+    held: Option<(String, Option<u64>)>,
     /// Once the handler has answered: the answer, and the mark it waits for (taken when the
     /// handler returned, so it covers the change's record, appended before).
     waiting: Option<(Response, Option<Ticket>)>,
@@ -131,15 +140,17 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Acknowledged<F
         let settled = ready!(durability.poll_durable(*mark, cx));
         let answer = std::mem::replace(answer, ApiError::NotDurable.into_response());
         // A lease lost meanwhile: this change, or one sharing its commit, may have been
-        // refused by fencing. Retryable: the other buckets go on.
-        let moved = durability.lost_any()
-            && !durability.is_stopped()
-            && (settled.is_err()
-                || write
-                    .key
-                    .as_ref()
-                    .and_then(|k| write.state.keys().tenant_of(k).map(|t| t.name().to_owned()))
-                    .is_some_and(|tenant| !durability.serves(&tenant)));
+        // refused by fencing. The tenant's bucket given up, lost or taken again meanwhile
+        // (not held, or under another epoch): its append may have been refused with no
+        // ticket of its own to fail, so success says nothing of it. Retryable either way:
+        // the other buckets go on.
+        let moved = !durability.is_stopped()
+            && ((durability.lost_any() && settled.is_err())
+                || write.held.as_ref().is_some_and(|(tenant, before)| {
+                    before.is_none()
+                        || durability.held_epoch_of(tenant) != *before
+                        || !durability.serves(tenant)
+                }));
         if moved {
             return Poll::Ready(Ok(ApiError::TenantMoved.into_response()));
         }

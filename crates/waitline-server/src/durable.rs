@@ -288,6 +288,23 @@ impl Durability {
         }
     }
 
+    /// The epoch this node holds `tenant`'s bucket under now (`None`: not held; always
+    /// `None` without leases). A write is acknowledged only if it is the same before the
+    /// command ran and once it settled (see [`crate::acknowledge`]).
+    #[must_use]
+    pub fn held_epoch_of(&self, tenant: &str) -> Option<u64> {
+        self.store.as_ref().and_then(|store| store.held_epoch(store.bucket_of(tenant)))
+    }
+
+    /// Gives up `tenant`'s bucket's lease in the store without stopping serving it (for
+    /// tests: a write racing a share turn that releases its bucket).
+    #[doc(hidden)]
+    pub fn release_bucket_of(&self, tenant: &str) {
+        if let Some(store) = &self.store {
+            let _ = store.release(store.bucket_of(tenant));
+        }
+    }
+
     /// The store and journal, for a node loading the buckets it takes.
     pub(crate) fn store_and_journal(&self) -> Option<(&Store, &Arc<StoreJournal>)> {
         self.store.as_ref().zip(self.journal.as_ref())
@@ -298,8 +315,9 @@ impl Durability {
         &self.backlog
     }
 
-    /// Whether this node is ready to serve: its store works and, for one node of several,
-    /// its last turn reached PostgreSQL within the lease (see [`crate::readiness`]).
+    /// Whether this node is ready to serve: its store works, a single node on PostgreSQL
+    /// has lost no bucket (it never takes one back: a restart does) and, for one node of
+    /// several, its last turn reached PostgreSQL within the lease (see [`crate::readiness`]).
     ///
     /// # Errors
     /// Why not.
@@ -311,7 +329,18 @@ impl Durability {
                 "the store has stopped: restart to recover".into()
             });
         }
-        self.serving.as_ref().map_or(Ok(()), |s| s.ready())
+        match (&self.serving, &self.store) {
+            (Some(serving), _) => serving.ready(),
+            (None, Some(store)) => match store.lost().as_slice() {
+                [] => Ok(()),
+                lost => Err(format!(
+                    "{} buckets lost (bucket {} first): a single node serves them again only after a restart",
+                    lost.len(),
+                    lost[0].0
+                )),
+            },
+            (None, None) => Ok(()),
+        }
     }
 
     /// Resolves once this node no longer serves `tenant` (one node of several gave its
@@ -370,18 +399,39 @@ impl Durability {
     /// # Errors
     /// The store has stopped (a write or a sync failed).
     pub fn may_tell(&self, settled: Result<(), String>, tenant: &str, seq: u64) -> Result<bool, String> {
-        if self.lost_bucket_of(tenant).is_some() {
+        if self.not_to_tell(tenant, seq) {
             return Ok(false);
-        }
-        if let (Some(serving), Some(store)) = (&self.serving, &self.store)
-            && !serving.tells(store.bucket_of(tenant), tenant, seq)
-        {
-            return Ok(false); // another node's to tell, or a replay's (then in the backlog)
         }
         match settled {
             Err(_) if self.reconnects() && (self.is_stopped() || !self.lost_any()) => Ok(false),
             Err(why) if self.is_stopped() || !self.lost_any() => Err(why),
             _ => Ok(true),
+        }
+    }
+
+    /// Whether an event numbered `seq` of `tenant` is surely not this node's to tell, known
+    /// without waiting for the store: its bucket was lost or is not served here, or a
+    /// loading replay published it (its webhook, if owed, is in the backlog). Checked before
+    /// waiting, so that a takeover's replay costs no wait per event.
+    #[must_use]
+    pub fn not_to_tell(&self, tenant: &str, seq: u64) -> bool {
+        self.lost_bucket_of(tenant).is_some()
+            || matches!((&self.serving, &self.store), (Some(serving), Some(store))
+                if !serving.tells(store.bucket_of(tenant), tenant, seq))
+    }
+
+    /// Holds the store's writer back (for tests: a commit that takes long).
+    #[doc(hidden)]
+    pub fn pause_writer(&self) {
+        if let Some(store) = &self.store {
+            store.pause_writer();
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn resume_writer(&self) {
+        if let Some(store) = &self.store {
+            store.resume_writer();
         }
     }
 

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -26,6 +26,15 @@ use crate::error::ApiError;
 /// answered in milliseconds, so a stuck owner is given up quickly (the client retries).
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a forwarded event stream may go without a byte from the owner: twice the
+/// 15 s between its keep-alive comments. Past it the owner is stuck or cut off, and the
+/// stream ends (the client reconnects).
+const STREAM_IDLE: Duration = Duration::from_secs(30);
+
+/// How often a forwarded event stream checks that this node still takes the URL it
+/// streams from as its bucket's owner (the map the share thread refreshes).
+const OWNER_CHECK: Duration = Duration::from_secs(1);
+
 /// The request headers a forwarded request carries (besides the cluster header).
 const REQUEST_HEADERS: [HeaderName; 4] =
     [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT, HeaderName::from_static("last-event-id")];
@@ -39,7 +48,8 @@ pub struct Forwarder {
     secret: ClusterSecret,
     me: String,
     client: reqwest::Client,
-    /// For event streams: no limit on the whole answer, which lasts as long as the stream.
+    /// For event streams: no limit on the whole answer, which lasts as long as the stream,
+    /// but one on each wait for a byte ([`STREAM_IDLE`]).
     streams: reqwest::Client,
 }
 
@@ -61,7 +71,7 @@ impl Forwarder {
             secret: node.secret.clone(),
             me: node.url.clone(),
             client: client(reqwest::Client::builder().timeout(TIMEOUT)),
-            streams: client(reqwest::Client::builder()),
+            streams: client(reqwest::Client::builder().read_timeout(STREAM_IDLE)),
         }
     }
 }
@@ -82,6 +92,11 @@ impl Forwarder {
 /// node does not serve to its owner.
 pub async fn to_owner(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(forwarder) = state.forwarder() else { return next.run(request).await };
+    // Only a tenant's API routes go to its owner: `/healthz`, `/readyz`, `/metrics`, the
+    // wallboard and unknown paths are this node's own answers.
+    let Some(route) = request.extensions().get::<MatchedPath>().and_then(|m| tenant_route(m.as_str())) else {
+        return next.run(request).await;
+    };
     let tenant = presented_key(request.headers())
         .and_then(|key| state.keys().tenant_of(key).map(|t| t.name().to_owned()))
         .filter(|t| !state.durability().serves(t));
@@ -105,11 +120,10 @@ pub async fn to_owner(State(state): State<AppState>, request: Request, next: Nex
         return ApiError::TenantMoved.into_response();
     };
     let bucket = store.bucket_of(&tenant);
-    let stream = request.uri().path().ends_with("/events");
-    let limit = state.body_limit();
     let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
-        return ApiError::BodyTooLarge { limit }.into_response();
+    let body = match crate::routes::read_body(body, &state).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
     };
     let mut owner = match serving.cached_owner(bucket) {
         Some(url) => Some(url),
@@ -119,8 +133,8 @@ pub async fn to_owner(State(state): State<AppState>, request: Request, next: Nex
     // was refreshed.
     for looked_again in [false, true] {
         let Some(url) = owner.filter(|url| *url != forwarder.me) else { break };
-        let answer = if stream {
-            forward_stream(&state, forwarder, &url, &parts, body.clone()).await
+        let answer = if route == Route::Events {
+            forward_stream(&state, forwarder, &url, bucket, &parts, body.clone()).await
         } else {
             forward(forwarder, &url, &parts, body.clone()).await
         };
@@ -137,6 +151,29 @@ pub async fn to_owner(State(state): State<AppState>, request: Request, next: Nex
         }
     }
     ApiError::TenantMoved.into_response()
+}
+
+/// A tenant's API route, as forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// The event stream (`GET /v2/events`), passed on as it comes.
+    Events,
+    /// Any other, answered whole.
+    Other,
+}
+
+/// The API routes (under `/v2` and at the root), by their templates.
+static API_ROUTES: std::sync::LazyLock<std::collections::HashSet<String>> = std::sync::LazyLock::new(|| {
+    let (v2, root) = (crate::routes::api("/v2"), crate::routes::api(""));
+    v2.templates().iter().chain(root.templates()).cloned().collect()
+});
+
+/// Which tenant API route the template `matched` is, if it is one.
+fn tenant_route(matched: &str) -> Option<Route> {
+    if !API_ROUTES.contains(matched) {
+        return None;
+    }
+    Some(if matched == "/v2/events" || matched == "/events" { Route::Events } else { Route::Other })
 }
 
 /// The header an owner adds to the 503 of a forwarded request for a tenant it does not
@@ -236,14 +273,17 @@ async fn forward(forwarder: &Forwarder, url: &str, parts: &Parts, body: Bytes) -
     }
 }
 
-/// Opens an event stream on the node at `url` and passes it on as it comes (never
-/// buffered whole): it ends when the owner ends it (its tenant moved, or it stops), when
-/// this node stops, or when the client goes (then the owner's connection is closed too).
-/// It holds one of this node's event-stream slots while open.
+/// Opens an event stream on the node at `url` (its head within [`TIMEOUT`]) and passes it
+/// on as it comes (never buffered whole): it ends when the owner ends it (its tenant moved,
+/// or it stops), when the owner sends nothing for [`STREAM_IDLE`], when this node's owner
+/// map says `bucket` moved off `url`, when this node stops, or when the client goes (then
+/// the owner's connection is closed too). It holds one of this node's event-stream slots
+/// while open.
 async fn forward_stream(
     state: &AppState,
     forwarder: &Forwarder,
     url: &str,
+    bucket: u32,
     parts: &Parts,
     body: Bytes,
 ) -> Answer {
@@ -251,14 +291,33 @@ async fn forward_stream(
         Ok(slot) => slot,
         Err(e) => return Answer::Passed(e.into_response()),
     };
-    let (answer, status, passed) = match send(&forwarder.streams, forwarder, url, parts, body).await {
-        Ok(sent) => sent,
-        Err(answer) => return answer,
+    let sent = tokio::time::timeout(TIMEOUT, send(&forwarder.streams, forwarder, url, parts, body)).await;
+    let (answer, status, passed) = match sent {
+        Ok(Ok(sent)) => sent,
+        Ok(Err(answer)) => return answer,
+        Err(_) => {
+            tracing::warn!(owner = %url, "the owner did not answer an event stream within {TIMEOUT:?}");
+            return Answer::Unreachable;
+        }
     };
     let chunks = futures_util::StreamExt::map(answer.bytes_stream(), move |chunk| {
         let _slot = &slot;
         chunk
     });
     let chunks = futures_util::StreamExt::take_until(chunks, state.closing());
+    let chunks =
+        futures_util::StreamExt::take_until(chunks, owner_moved(state.clone(), bucket, url.to_owned()));
     Answer::Passed((status, passed, Body::from_stream(chunks)).into_response())
+}
+
+/// Resolves once this node's owner map no longer names `url` as `bucket`'s owner (checked
+/// every [`OWNER_CHECK`]).
+async fn owner_moved(state: AppState, bucket: u32, url: String) {
+    let Some(serving) = state.durability().serving().cloned() else { return std::future::pending().await };
+    loop {
+        tokio::time::sleep(OWNER_CHECK).await;
+        if serving.cached_owner(bucket).as_deref() != Some(url.as_str()) {
+            return;
+        }
+    }
 }

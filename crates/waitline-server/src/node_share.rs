@@ -44,10 +44,10 @@ pub struct Serving {
 #[derive(Debug, Default)]
 struct Served {
     buckets: HashSet<u32>,
-    /// Per tenant loaded while running, its last number when it was loaded: the replay
-    /// published its events up to there, and they are not to be told as new (those owed are
-    /// the backlog's).
-    replayed_to: HashMap<Box<str>, u64>,
+    /// Per tenant loaded while running, its bucket and its last number when it was loaded:
+    /// the replay published its events up to there, and they are not to be told as new
+    /// (those owed are the backlog's). Dropped when its bucket stops being served.
+    replayed_to: HashMap<Box<str>, (u32, u64)>,
 }
 
 impl Serving {
@@ -96,7 +96,7 @@ impl Serving {
     #[must_use]
     pub fn tells(&self, bucket: u32, tenant: &str, seq: u64) -> bool {
         let served = self.served.read();
-        served.buckets.contains(&bucket) && served.replayed_to.get(tenant).is_none_or(|to| seq > *to)
+        served.buckets.contains(&bucket) && served.replayed_to.get(tenant).is_none_or(|(_, to)| seq > *to)
     }
 
     /// Whether this node is ready: its last turn reached PostgreSQL within the lease (else
@@ -158,14 +158,29 @@ impl Serving {
         self.lookups.load(Ordering::Relaxed)
     }
 
-    fn start(&self, buckets: &[u32], replayed_to: Vec<(Box<str>, u64)>) {
+    fn start(&self, buckets: &[u32], replayed_to: Vec<(Box<str>, (u32, u64))>) {
         let mut served = self.served.write();
         served.buckets.extend(buckets);
         served.replayed_to.extend(replayed_to);
     }
 
     fn stop(&self, bucket: u32) {
-        self.served.write().buckets.remove(&bucket);
+        self.stop_served(&[bucket]);
+    }
+
+    /// Stops serving those of `buckets` served here (their requests answer 503, their
+    /// streams end, their timers are the next owner's), forgetting what their loading
+    /// replayed. A bucket taken (again) must be stopped before it is loaded: one lost and
+    /// taken again in the same turn is never listed lost.
+    fn stop_served(&self, buckets: &[u32]) {
+        let mut served = self.served.write();
+        let before = served.buckets.len();
+        served.buckets.retain(|b| !buckets.contains(b));
+        if served.buckets.len() == before {
+            return;
+        }
+        served.replayed_to.retain(|_, (b, _)| !buckets.contains(b));
+        drop(served);
         self.stops.send_modify(|n| *n += 1);
     }
 
@@ -389,6 +404,9 @@ impl Turn {
     /// the delivery marks it kept) as backlog, then serves them.
     fn load(&self, serving: &Serving, gained: &[u32]) {
         let _quiet = serving.loading.lock();
+        // Lost and taken again at a new epoch in one turn, it is still served: not while
+        // it is forgotten and replayed.
+        serving.stop_served(gained);
         self.forget(gained);
         let loaded = self.store.delivered().map_err(|e| e.to_string()).and_then(|delivered| {
             crate::replay_backlog::replay(&self.engine, &self.journal, &delivered, Some(gained))
@@ -406,7 +424,7 @@ impl Turn {
                     .tenants()
                     .into_iter()
                     .filter(|t| gained.contains(&self.store.bucket_of(t.name())))
-                    .map(|t| (Box::from(t.name()), t.last_seq()))
+                    .map(|t| (Box::from(t.name()), (self.store.bucket_of(t.name()), t.last_seq())))
                     .collect();
                 // The backlog first: the outbox has it before any new event of these tenants.
                 self.backlog.add(backlog);
@@ -431,7 +449,7 @@ mod tests {
     fn a_loaded_buckets_replayed_events_are_not_told_its_new_ones_are() {
         let serving = Serving::new(Duration::from_secs(5), Instant::now());
         assert!(!serving.tells(7, "acme", 1), "not served yet: another node's, or loading");
-        serving.start(&[7], vec![("acme".into(), 4)]);
+        serving.start(&[7], vec![("acme".into(), (7, 4))]);
         assert!(!serving.tells(7, "acme", 4), "made again by the replay: the backlog's to send");
         assert!(serving.tells(7, "acme", 5));
         assert!(serving.tells(7, "zeta", 1), "a tenant new here");
@@ -440,6 +458,25 @@ mod tests {
         serving.stop(7);
         assert!(!serving.tells(7, "acme", 5));
         assert!(stops.has_changed().unwrap(), "streams of its tenants are told to end");
+    }
+
+    /// A bucket lost and taken again in one share turn is never listed lost: loading it
+    /// stops it first, and what its former loading replayed is not kept to hide new events.
+    #[test]
+    fn a_bucket_taken_again_is_not_served_while_it_reloads() {
+        let serving = Serving::new(Duration::from_secs(5), Instant::now());
+        serving.start(&[7, 8], vec![("acme".into(), (7, 4)), ("zeta".into(), (8, 2))]);
+        let stops = serving.stops();
+        serving.stop_served(&[7, 9]);
+        assert!(!serving.contains(7) && serving.contains(8), "stopped while it reloads; 8 goes on");
+        assert!(stops.has_changed().unwrap(), "its streams end");
+        serving.start(&[7], Vec::new());
+        assert!(serving.tells(7, "acme", 3), "the former loading's mark is gone with it");
+        assert!(!serving.tells(8, "zeta", 2), "another bucket's mark stays");
+        let mut stops = serving.stops();
+        stops.mark_unchanged();
+        serving.stop_served(&[9]);
+        assert!(!stops.has_changed().unwrap(), "nothing served stopped: no stream is woken");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! placement, which is no tenant's business).
 //!
 //! A node answers nothing before its start replay is done: it listens only after it. Once
-//! it answers, it is ready while its store works, it is not stopping and, for a node of
-//! several, its last share turn reached PostgreSQL within the lease.
+//! it answers, it is ready while its store works, it is not stopping, a single node on
+//! PostgreSQL has lost no bucket (it never takes one back: its supervisor restarts it) and,
+//! for a node of several, its last share turn reached PostgreSQL within the lease. Both are
+//! this node's own answers, never forwarded to a tenant's owner.
 
 use axum::Json;
 use axum::extract::State;

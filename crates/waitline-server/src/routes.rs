@@ -32,14 +32,23 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = state.body_limit();
-        let timeout = state.body_timeout();
-        let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(req.into_body(), limit))
-            .await
-            .map_err(|_| ApiError::BodyTimeout { secs: timeout.as_secs() })?
-            .map_err(|e| body_error(e, limit))?;
+        let bytes = read_body(req.into_body(), state).await?;
         Ok(Self(Body::parse(&bytes)?))
     }
+}
+
+/// A request's whole body, within the service's body limit and body timeout (413, 408, or
+/// 400 when broken off): a local request's and a forwarded one's alike.
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    state: &AppState,
+) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.body_limit();
+    let timeout = state.body_timeout();
+    tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::BodyTimeout { secs: timeout.as_secs() })?
+        .map_err(|e| body_error(e, limit))
 }
 
 /// A body that could not be read: over the limit (413), or broken off (400, with the text of

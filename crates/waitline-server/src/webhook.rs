@@ -374,6 +374,10 @@ async fn read(
             event = tokio::task::coop::cooperative(events.recv_async()) => event,
         };
         let Some(event) = event else { break };
+        // Another node's, or made again by a takeover's replay: dropped without a wait.
+        if durability.not_to_tell(&event.tenant, event.seq()) {
+            continue;
+        }
         // Only a change on disk is told: its record was appended before its event was
         // published, so the store's latest mark covers it.
         match durability.may_tell(durability.settled().await, &event.tenant, event.seq()) {

@@ -244,6 +244,65 @@ async fn two_nodes_share_the_buckets_and_one_takes_over_the_other() {
     first.stop().await;
 }
 
+/// A write whose bucket is given up between the check that the node serves its tenant and
+/// its append (a share turn releasing it meanwhile) is refused by the store with no ticket
+/// to fail: it is answered 503 `10007`, never 200, and the bucket taken again holds only
+/// what was stored.
+#[tokio::test]
+async fn a_write_racing_its_buckets_release_is_never_acknowledged_unstored() {
+    let Some(url) = fresh_database("cluster_release_race") else { return };
+    let lease = Duration::from_millis(1500);
+    let (first, _store) = one_node(&url, lease).await;
+    let (key, name) = (key_of(0), tenant(0));
+    let call = dialled(&first, 0).await;
+    // The lease given up, the bucket still counted served: as between the check and the append.
+    first.durability.release_bucket_of(&name);
+    let enqueue = format!("/v2/calls/{call}/actions/enqueue");
+    let (s, v) = first.req("POST", &enqueue, Some(&key), Some(json!({"queue_name": "support"}))).await;
+    assert_eq!((s, code(&v)), (503, "10007"), "{v}");
+    // Taken again at its next share turn, loaded from the store: no trace of the change.
+    eventually(lease * 3, "the bucket taken again", || first.durability.held_epoch_of(&name).is_some()).await;
+    let (s, v) = until_served(&first, "GET", &format!("/v2/calls/{call}"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = until_served(&first, "GET", "/v2/queues/support", &key, None).await;
+    assert_eq!(s, 404, "the refused enqueue exists nowhere: {v}");
+    let (s, v) = first.req("POST", &enqueue, Some(&key), Some(json!({"queue_name": "support"}))).await;
+    assert_eq!(s, 200, "it goes on from the store's numbers: {v}");
+    first.stop().await;
+}
+
+/// `/readyz` and `/healthz` are the node's own, whatever API key comes with them: never
+/// forwarded to a tenant's owner (which would add the cluster secret to the client's request).
+#[tokio::test]
+async fn readiness_is_never_forwarded() {
+    let Some(url) = fresh_database("cluster_readyz_local") else { return };
+    let lease = Duration::from_millis(1500);
+    let (first, second, _store, owners) = two_nodes(&url, lease).await;
+    let i = owned_by(&owners, &first);
+    let key = key_of(i);
+    let (s, v) = second.req("GET", "/readyz", Some(&key), None).await;
+    assert_eq!((s, code(&v)), (403, "10010"), "answered here, without the secret: {v}");
+    let answer = second
+        .http
+        .get(format!("{}/readyz", second.base))
+        .bearer_auth(&key)
+        .header("waitline-cluster-secret", SECRET)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = answer.json().await.unwrap();
+    assert_eq!(v["data"]["node_url"], second.base.as_str(), "{v}");
+    let (s, v) = second.req("GET", "/healthz", Some(&key), None).await;
+    assert_eq!((s, v), (200, json!({"status": "ok", "ready": true})));
+    // An unknown path is answered here too (404), a tenant's API route by its owner.
+    let (s, _) = second.req("GET", "/v2/no-such-route", Some(&key), None).await;
+    assert_eq!(s, 404);
+    let (s, v) = second.req("GET", "/v2/queues/support", Some(&key), None).await;
+    assert_eq!((s, code(&v)), (404, "10005"), "forwarded to the owner: {v}");
+    first.stop().await;
+    second.stop().await;
+}
+
 /// A request carrying the cluster header is answered by the node it reaches or refused:
 /// a wrong secret is 403 `10010` and changes nothing; the right one on a node not owning the
 /// tenant is not forwarded again (503 `10007`, `Retry-After: 1`).
@@ -899,4 +958,159 @@ async fn an_idle_node_reconnects_at_its_next_turn_and_at_its_next_write() {
     let (s, v) = until_served(&only, "GET", &format!("/v2/calls/{call}"), &key_of(0), None).await;
     assert_eq!(s, 200, "{v}");
     only.stop().await;
+}
+
+/// An owner as a stuck node is: it takes a request and, when `head` is set, answers an
+/// event stream's head and one comment, then sends nothing more (never ends). Returns its
+/// URL and how many requests it took.
+async fn stuck_owner(head: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = taken.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if head {
+                let answer = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n7\r\n: hi\n\n\n\r\n";
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+            held.push(socket);
+        }
+    });
+    (url, taken)
+}
+
+/// A forwarded event stream never hangs on its owner: one that does not answer is given up
+/// within the forwarding timeout (503 `10007`), and a stream open on a node this node's
+/// owner map no longer names ends (within a second of the map's refresh).
+#[tokio::test]
+async fn a_forwarded_event_stream_never_hangs_on_a_stuck_owner() {
+    let Some(url) = fresh_database("cluster_stuck_owner") else { return };
+    let lease = Duration::from_millis(1500);
+    let (first, second, _store, owners) = two_nodes(&url, lease).await;
+    let i = owned_by(&owners, &first);
+    let (key, name) = (key_of(i), tenant(i));
+    // Until the request reached the stuck owner (a refresh of the map may come between).
+    let through = |head: bool| {
+        let (second, key, name) = (&second, &key, &name);
+        async move {
+            let (fake, taken) = stuck_owner(head).await;
+            loop {
+                second.durability.cache_owner(name, &fake);
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(15),
+                    second.http.get(format!("{}/v2/events", second.base)).bearer_auth(key).send(),
+                )
+                .await
+                .expect("the forwarded stream's head did not come within 15 s")
+                .unwrap();
+                if taken.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    return answer;
+                }
+            }
+        }
+    };
+    let started = Instant::now();
+    let answer = through(false).await;
+    assert_eq!(answer.status().as_u16(), 503);
+    let v: Value = answer.json().await.unwrap();
+    assert_eq!(code(&v), "10007", "{v}");
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    let mut stream = through(true).await;
+    assert_eq!(stream.status().as_u16(), 200);
+    assert!(read_until(&mut stream, ": hi").await);
+    // The share thread's refresh names the real owner again: the stream ends.
+    assert!(
+        ending(&mut stream, Duration::from_secs(4)).await.is_ok(),
+        "the stream to a stale owner stayed open"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+/// A queue named "events" is not the event stream (no stream slot, answered whole), and a
+/// forwarded request's body is read as a local one is: within the body timeout (408).
+#[tokio::test]
+async fn forwarding_matches_routes_exactly_and_reads_bodies_as_a_local_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(url) = fresh_database("cluster_forward_body") else { return };
+    let lease = Duration::from_millis(1500);
+    let first = node(&url, lease).await;
+    let second = node_with(&url, lease, |c| {
+        c.max_event_streams = 0;
+        c.connections.body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let store = observer(&url, lease);
+    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let i = owned_by(&owners, &first);
+    let key = key_of(i);
+    let (s, v) = until_served(&second, "GET", "/v2/queues/events", &key, None).await;
+    assert_eq!((s, code(&v)), (404, "10005"), "the owner's answer, no stream slot taken: {v}");
+    // A body that never comes: 408 `10015` after the body timeout, as on the owner itself.
+    let mut socket = tokio::net::TcpStream::connect(second.base.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST /v2/calls HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"to\""
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .expect("no answer within 5 s to a body that never came")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    first.stop().await;
+    second.stop().await;
+}
+
+/// The events a takeover's replay publishes are dropped by the outbox without waiting for
+/// the store: with a commit held back (the writer paused, a delivery mark queued), the
+/// backlog of the bucket taken over is still sent at once, not after that commit.
+#[tokio::test]
+async fn a_takeovers_replayed_events_wait_for_no_commit() {
+    let Some(url) = fresh_database("cluster_replay_no_wait") else { return };
+    let lease = Duration::from_millis(1500);
+    let hooks = Receiver::start(usize::MAX).await; // refuses the first node's attempts
+    let tweak = |c: &mut Config| {
+        c.webhooks.allow = DestinationPolicy::new(&["127.0.0.0/8"]).unwrap();
+        c.webhooks.attempts = 1000;
+        c.webhooks.backoff = Duration::from_millis(100);
+        c.shutdown_grace = Duration::from_millis(100);
+    };
+    let first = node_with(&url, lease, tweak).await;
+    let second = node_with(&url, lease, tweak).await;
+    let store = observer(&url, lease);
+    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let (i, j) = (owned_by(&owners, &first), owned_by(&owners, &second));
+    let dial_to = json!({"to": "+1", "from": "+2", "connection_id": "app", "webhook_url": hooks.url});
+    // Made on the first node and never delivered by it: the backlog of the takeover.
+    let (s, v) = until_served(&first, "POST", "/v2/calls", &key_of(i), Some(dial_to)).await;
+    assert_eq!(s, 200, "{v}");
+    eventually(Duration::from_secs(5), "the first node tried", || !hooks.refused.lock().is_empty()).await;
+    hooks.trust(&second.signer_public);
+    second.durability.pause_writer();
+    second.durability.mark_delivered(&tenant(j), 1); // queued, not committed
+    first.stop().await;
+    hooks.fail_next(0);
+    let by_second = || hooks.got.lock().iter().filter(|h| h.verified).count();
+    settled_owners(&store, &[&second], lease * 3).await;
+    let sent = Instant::now();
+    while by_second() < 2 && sent.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.durability.resume_writer();
+    assert!(by_second() >= 2, "the backlog waited for a commit: {:?}", hooks.got.lock());
+    second.stop().await;
 }

@@ -152,6 +152,11 @@ async fn a_lost_bucket_stops_its_tenants_only() {
         .unwrap();
     assert_eq!(moved.status().as_u16(), 503);
     assert_eq!(moved.headers()["retry-after"], "1");
+    // A single node never takes a lost bucket back: it says it is not ready, so that its
+    // supervisor restarts it.
+    let (s, v) = server.req("GET", "/healthz", None, None).await;
+    assert_eq!((s, &v["ready"]), (503, &json!(false)), "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("1 buckets lost"), "{v}");
     // Tenant b, in another bucket, goes on: its writes are acknowledged and kept.
     let dial = json!({"to": "+1", "from": "+2", "connection_id": "app"});
     let (s, v) = server.req("POST", "/v2/calls", Some(common::KEY_B), Some(dial)).await;

@@ -742,6 +742,14 @@ impl Store {
         self.leases().map(|(_, held)| held.owned()).unwrap_or_default()
     }
 
+    /// The epoch this store holds `bucket` under now, if it holds it (none in SQLite).
+    /// Epochs only grow: the same epoch before and after a request means the bucket was
+    /// held throughout, neither given up nor lost and taken again meanwhile.
+    #[must_use]
+    pub fn held_epoch(&self, bucket: u32) -> Option<u64> {
+        self.leases().ok().and_then(|(_, held)| held.epoch(bucket))
+    }
+
     /// The losses of leases found since this was last asked (by a renewal or by fencing),
     /// each told once (a bucket taken again meanwhile too).
     pub(crate) fn untold_losses(&self) -> Vec<(u32, u64)> {
