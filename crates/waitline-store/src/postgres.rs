@@ -103,6 +103,19 @@ fn connect(config: &PgConfig) -> Result<Client> {
     Ok(client)
 }
 
+/// A session that writes under a lease: PostgreSQL ends its transaction, and the row locks
+/// it holds, once it has been idle inside it for half a lease. A node paused (`SIGSTOP`, a
+/// stall) between its fencing check (`FOR SHARE` on the lease rows) and its commit would
+/// otherwise hold those locks for as long as it is paused, and every takeover's `UPDATE` of
+/// the rows would wait behind it. Its own statements follow each other at once, so only a
+/// paused or dead node meets the limit.
+fn end_paused_transactions(client: &mut Client, config: &PgConfig) -> Result<()> {
+    let ms = u64::try_from(config.lease.as_millis() / 2).unwrap_or(u64::MAX).max(1);
+    client
+        .batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}"))
+        .map_err(pg_err(&config.place()))
+}
+
 /// Creates the schema and tables if missing (one node at a time), and checks the version
 /// and the number of buckets.
 fn create_tables(client: &mut Client, config: &PgConfig) -> Result<()> {
@@ -176,6 +189,7 @@ impl Postgres {
     pub(crate) fn open_writer(config: &PgConfig, fsync: Fsync) -> Result<Self> {
         let mut client = connect(config)?;
         create_tables(&mut client, config)?;
+        end_paused_transactions(&mut client, config)?;
         if fsync == Fsync::Periodic {
             client.batch_execute("SET synchronous_commit = off").map_err(pg_err(&config.place()))?;
         }
@@ -457,8 +471,10 @@ fn bucket_epochs(rows: &[postgres::Row]) -> Vec<(u32, u64)> {
 
 impl LeaseConn {
     pub(crate) fn open(config: &PgConfig) -> Result<Self> {
+        let mut client = connect(config)?;
+        end_paused_transactions(&mut client, config)?;
         Ok(Self {
-            client: connect(config)?,
+            client,
             place: config.place(),
             node: config.node.clone(),
             lease_ms: config.lease.as_secs_f64() * 1000.0,

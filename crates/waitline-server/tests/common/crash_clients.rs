@@ -105,7 +105,9 @@ pub async fn send(
 /// Client `n`'s script (seeded by `seed`), until its server dies, `target.stop` is set, or
 /// 30 s pass.
 pub async fn run_client(n: usize, seed: u64, target: Target) -> Client {
-    let http = reqwest::Client::new();
+    // A server that is paused (`SIGSTOP`) accepts connections and never answers: no answer
+    // within the timeout is a lost answer, like a dead server's.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut rng = Rng(seed.wrapping_mul(31).wrapping_add(n as u64 + 1) | 1);
     let mut me = Client::default();
