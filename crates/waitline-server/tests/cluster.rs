@@ -107,7 +107,7 @@ async fn settled_owners(store: &waitline_store::Store, nodes: &[&Server], limit:
 async fn one_node(url: &str, lease: Duration) -> (Server, waitline_store::Store) {
     let first = node(url, lease).await;
     let store = observer(url, lease);
-    settled_owners(&store, &[&first], lease * 4).await;
+    settled_owners(&store, &[&first], lease * 10).await;
     (first, store)
 }
 
@@ -119,7 +119,7 @@ async fn joining(
     store: &waitline_store::Store,
 ) -> (Server, Vec<String>) {
     let second = node(url, lease).await;
-    let owners = settled_owners(store, &[first, &second], lease * 4).await;
+    let owners = settled_owners(store, &[first, &second], lease * 10).await;
     (second, owners)
 }
 
@@ -133,7 +133,7 @@ async fn two_nodes(url: &str, lease: Duration) -> (Server, Server, waitline_stor
     let first = node(url, lease).await;
     let second = node(url, lease).await;
     let store = observer(url, lease);
-    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let owners = settled_owners(&store, &[&first, &second], lease * 10).await;
     (first, second, store, owners)
 }
 
@@ -424,7 +424,7 @@ async fn a_bucket_taken_over_while_running_sends_what_its_former_owner_had_not_d
     let first = node_with(&url, lease, tweak).await;
     let second = node_with(&url, lease, tweak).await;
     let store = observer(&url, lease);
-    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let owners = settled_owners(&store, &[&first, &second], lease * 10).await;
     let i = owned_by(&owners, &first);
     let key = key_of(i);
     let dial_to = |hook: &str| json!({"to": "+1", "from": "+2", "connection_id": "app", "webhook_url": hook});
@@ -491,7 +491,7 @@ async fn a_forwarded_request_costs_no_owner_query_and_one_when_the_owner_moved()
     let second = node(&url, lease).await;
     let third = node(&url, lease).await;
     let store = observer(&url, lease);
-    let owners = settled_owners(&store, &[&first, &second, &third], lease * 4).await;
+    let owners = settled_owners(&store, &[&first, &second, &third], lease * 10).await;
     let i = owned_by(&owners, &first);
     let key = key_of(i);
     let (s, v) = until_served(&second, "GET", "/v2/queues", &key, None).await;
@@ -657,7 +657,7 @@ async fn an_event_stream_on_any_node_streams_the_owners_events_and_follows_a_tak
     let first = node_with(&url, lease, |c| c.max_event_streams = 1).await;
     let second = node_with(&url, lease, |c| c.max_event_streams = 1).await;
     let store = observer(&url, lease);
-    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let owners = settled_owners(&store, &[&first, &second], lease * 10).await;
     let i = owned_by(&owners, &first);
     let mut stream = open_stream(&second, i).await;
     let call = dialled(&second, i).await;
@@ -823,7 +823,7 @@ async fn nodes_ride_through_postgres_dropping_their_connections() {
     let hooks = Receiver::start(0).await;
     let allow = |c: &mut Config| c.webhooks.allow = DestinationPolicy::new(&["127.0.0.0/8"]).unwrap();
     let (first, second) = (node_with(&url, lease, allow).await, node_with(&url, lease, allow).await);
-    let owners = settled_owners(&observer(&url, lease), &[&first, &second], lease * 4).await;
+    let owners = settled_owners(&observer(&url, lease), &[&first, &second], lease * 10).await;
     let (i, j) = (owned_by(&owners, &first), owned_by(&owners, &second));
     let mut calls = Vec::new();
     for _ in 0..30 {
@@ -1053,7 +1053,7 @@ async fn forwarding_matches_routes_exactly_and_reads_bodies_as_a_local_request()
     })
     .await;
     let store = observer(&url, lease);
-    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let owners = settled_owners(&store, &[&first, &second], lease * 10).await;
     let i = owned_by(&owners, &first);
     let key = key_of(i);
     let (s, v) = until_served(&second, "GET", "/v2/queues/events", &key, None).await;
@@ -1092,7 +1092,7 @@ async fn a_takeovers_replayed_events_wait_for_no_commit() {
     let first = node_with(&url, lease, tweak).await;
     let second = node_with(&url, lease, tweak).await;
     let store = observer(&url, lease);
-    let owners = settled_owners(&store, &[&first, &second], lease * 4).await;
+    let owners = settled_owners(&store, &[&first, &second], lease * 10).await;
     let (i, j) = (owned_by(&owners, &first), owned_by(&owners, &second));
     let dial_to = json!({"to": "+1", "from": "+2", "connection_id": "app", "webhook_url": hooks.url});
     // Made on the first node and never delivered by it: the backlog of the takeover.
