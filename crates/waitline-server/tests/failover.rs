@@ -303,7 +303,7 @@ async fn kill_9_of_a_node_loses_nothing_acknowledged_and_the_others_take_over() 
 
 /// The same with the owner paused (`SIGSTOP`) under the clients' load instead of killed:
 /// a writer paused between its fencing check and its commit holds the lease rows' locks
-/// until PostgreSQL ends its idle transaction (half a lease), so the takeover still comes
+/// until PostgreSQL ends its idle transaction (one lease), so the takeover still comes
 /// within twice the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_paused_while_writing_is_taken_over_within_twice_the_lease() {

@@ -235,10 +235,11 @@ impl Error {
     pub fn is_disconnect(&self) -> bool {
         let Self::Postgres { source, .. } = self else { return false };
         match source.as_db_error() {
-            // Class 08: connection exception; 57P01..57P03: shut down, crashed, starting.
+            // Class 08: connection exception; 57P01..57P03: shut down, crashed, starting;
+            // 25P03 and 57P05: the session ended for idling (in a transaction, or at all).
             Some(db) => {
                 let code = db.code().code();
-                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "57P05" | "25P03")
             }
             // Closed, or an I/O error: no answer from the server at all.
             None => {

@@ -104,13 +104,14 @@ fn connect(config: &PgConfig) -> Result<Client> {
 }
 
 /// A session that writes under a lease: PostgreSQL ends its transaction, and the row locks
-/// it holds, once it has been idle inside it for half a lease. A node paused (`SIGSTOP`, a
+/// it holds, once it has been idle inside it for a whole lease. A node paused (`SIGSTOP`, a
 /// stall) between its fencing check (`FOR SHARE` on the lease rows) and its commit would
 /// otherwise hold those locks for as long as it is paused, and every takeover's `UPDATE` of
 /// the rows would wait behind it. Its own statements follow each other at once, so only a
-/// paused or dead node meets the limit.
+/// paused or dead node meets the limit; the session it loses is then a dropped connection
+/// ([`crate::Error::is_disconnect`]), which a node of several recovers from.
 fn end_paused_transactions(client: &mut Client, config: &PgConfig) -> Result<()> {
-    let ms = u64::try_from(config.lease.as_millis() / 2).unwrap_or(u64::MAX).max(1);
+    let ms = u64::try_from(config.lease.as_millis()).unwrap_or(u64::MAX).max(1);
     client
         .batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}"))
         .map_err(pg_err(&config.place()))
