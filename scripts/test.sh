@@ -36,7 +36,9 @@ trap postgres_stop EXIT
 postgres_start
 
 step "Rust tests (unit, rules, model-based, stress, doc, the README's Rust example)"
-cargo test --workspace --locked
+# The real-process tests (crash, failover) show their servers' logs: a failure can then be
+# read from the run's output.
+WAITLINE_TEST_SERVER_LOG=1 cargo test --workspace --locked
 
 step "API docs build without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p waitline -p waitline-sim -p waitline-server -p waitline-python
