@@ -11,6 +11,10 @@
 //! memory, `--fsync always` and `--fsync periodic` alternated ROUNDS times, every run
 //! printed with the server's CPU time per request, so that a machine shared with other
 //! work shows in the spread.
+//! `http_load TARGET_DIR SECONDS CONNECTIONS postgres ROUNDS POSTGRES_URL` runs only the
+//! store comparison: one node over PostgreSQL (a database made on that server for the run,
+//! dropped after it) and one over SQLite, both `--fsync always`, alternated ROUNDS times,
+//! each run with the CPU per request of the server and of PostgreSQL's backends serving it.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -461,11 +465,79 @@ fn durable_only(args: &[String]) -> Option<usize> {
     }
 }
 
+/// One server of a comparison run in alternated rounds.
+struct Contender<'a> {
+    server: &'a Server,
+    addr: &'static str,
+    /// Its operator metrics' address, if it journals: the journal's commits.
+    metrics: Option<&'static str>,
+    /// CPU time spent for it outside its process so far, in nanoseconds (PostgreSQL's
+    /// backends serving it).
+    helpers: Option<Box<dyn Fn() -> Option<u64>>>,
+}
+
+/// The enqueue workload on each of `contenders` in turn, `rounds` times, odd rounds in the
+/// reverse order so that a drift of the machine's load falls on all alike. Returns per
+/// round each contender's run (in the contenders' order) and its figures: requests/s, p50,
+/// p99, CPU per request (its process, and its helpers'), records per journal commit.
+async fn alternated(
+    contenders: &[Contender<'_>],
+    secs: f64,
+    conns: usize,
+    rounds: usize,
+) -> Vec<Vec<(Run, String)>> {
+    let mut ids = Vec::new();
+    for c in contenders {
+        wait_port(c.addr).await;
+        ids.push(dial_many(c.addr, conns).await);
+    }
+    let mut results = Vec::new();
+    for round in 0..rounds {
+        // Fresh queues each round: a run starts its moves from the first queue again.
+        let prefix = format!("round-{round}");
+        let mut order: Vec<usize> = (0..contenders.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut runs = Vec::new();
+        for i in order {
+            let c = &contenders[i];
+            let commits = match c.metrics {
+                Some(m) => journal_commits(m).await,
+                None => None,
+            };
+            let helpers = c.helpers.as_ref().and_then(|h| h());
+            let (run, cpu) =
+                measured_case(c.server, c.addr, conns, secs, moves(&prefix, ids[i].clone())).await;
+            let requests = run.rate * secs;
+            let mut text = figures(run, cpu);
+            if let Some(after) = c.helpers.as_ref().and_then(|h| h())
+                && let Some(before) = helpers
+            {
+                text += &format!(" + {:.1} µs in PostgreSQL", (after - before) as f64 / 1000.0 / requests);
+            }
+            if let Some(m) = c.metrics {
+                text += &commit_figures(commits, journal_commits(m).await, requests);
+            }
+            runs.push((i, (run, text)));
+        }
+        runs.sort_by_key(|r| r.0);
+        results.push(runs.into_iter().map(|r| r.1).collect());
+    }
+    results
+}
+
+/// Mean, min and max of ratios.
+fn ratio_range(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(0.0, f64::max);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    format!("mean {mean:.2}x (min {min:.2}x, max {max:.2}x)")
+}
+
 /// The durable cases alone: in memory, `always` and `periodic` alternated `rounds` times on
 /// three servers started together (data directories in `TMPDIR`), each run printed with
 /// its ratio to the in-memory run of its round and each server's CPU time per request.
-/// Odd rounds run the three in the reverse order, so that a drift of the machine's load
-/// falls on all alike.
 async fn durable_rounds(dir: &str, secs: f64, conns: usize, rounds: usize) {
     let data = tempfile::tempdir().expect("temporary directory");
     let memory_addr = "127.0.0.1:18188";
@@ -474,59 +546,117 @@ async fn durable_rounds(dir: &str, secs: f64, conns: usize, rounds: usize) {
         &["serve", "--in-memory", "--listen", memory_addr, "--api-key", KEY],
     );
     let (always_addr, periodic_addr) = ("127.0.0.1:18184", "127.0.0.1:18185");
-    let metrics = [None, Some("127.0.0.1:18194"), Some("127.0.0.1:18195")];
-    let always = durable_server(dir, always_addr, &data.path().join("always"), "always", metrics[1]);
-    let periodic = durable_server(dir, periodic_addr, &data.path().join("periodic"), "periodic", metrics[2]);
-    let servers = [(&memory, memory_addr), (&always, always_addr), (&periodic, periodic_addr)];
-    let mut ids = Vec::new();
-    for (_, addr) in servers {
-        wait_port(addr).await;
-        ids.push(dial_many(addr, conns).await);
-    }
+    let (always_metrics, periodic_metrics) = ("127.0.0.1:18194", "127.0.0.1:18195");
+    let always =
+        durable_server(dir, always_addr, &data.path().join("always"), "always", Some(always_metrics));
+    let periodic =
+        durable_server(dir, periodic_addr, &data.path().join("periodic"), "periodic", Some(periodic_metrics));
+    let contenders = [
+        Contender { server: &memory, addr: memory_addr, metrics: None, helpers: None },
+        Contender { server: &always, addr: always_addr, metrics: Some(always_metrics), helpers: None },
+        Contender { server: &periodic, addr: periodic_addr, metrics: Some(periodic_metrics), helpers: None },
+    ];
     println!("## Durable vs in memory ({conns} connections, {secs} s per run, the enqueue workload)\n");
     println!(
         "| round | in memory | `--fsync always` | ratio | `--fsync periodic` | ratio |\n|---|---|---|---|---|---|"
     );
     let mut ratios = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        // Fresh queues each round: a run starts its moves from the first queue again.
-        let prefix = format!("round-{round}");
-        let mut runs = Vec::new();
-        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
-        let mut commits = [String::new(), String::new(), String::new()];
-        for &i in &order {
-            let (server, addr) = servers[i];
-            let before = match metrics[i] {
-                Some(m) => journal_commits(m).await,
-                None => None,
-            };
-            let run = measured_case(server, addr, conns, secs, moves(&prefix, ids[i].clone())).await;
-            if let Some(m) = metrics[i] {
-                commits[i] = commit_figures(before, journal_commits(m).await, run.0.rate * secs);
-            }
-            runs.push((i, run));
-        }
-        runs.sort_by_key(|r| r.0);
-        let [(_, memory), (_, always), (_, periodic)] = runs[..] else { unreachable!("three runs") };
-        let (a, p) = (always.0.rate / memory.0.rate, periodic.0.rate / memory.0.rate);
-        println!(
-            "| {} | {} | {} | {a:.2}x | {} | {p:.2}x |",
-            round + 1,
-            figures(memory.0, memory.1),
-            figures(always.0, always.1) + &commits[1],
-            figures(periodic.0, periodic.1) + &commits[2]
-        );
-        ratios.0.push(a);
-        ratios.1.push(p);
+    for (round, runs) in alternated(&contenders, secs, conns, rounds).await.into_iter().enumerate() {
+        let [(memory, m), (always, a), (periodic, p)] = &runs[..] else { unreachable!("three runs") };
+        let (ra, rp) = (always.rate / memory.rate, periodic.rate / memory.rate);
+        println!("| {} | {m} | {a} | {ra:.2}x | {p} | {rp:.2}x |", round + 1);
+        ratios.0.push(ra);
+        ratios.1.push(rp);
     }
-    let range = |v: &[f64]| {
-        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = v.iter().copied().fold(0.0, f64::max);
-        let mean = v.iter().sum::<f64>() / v.len() as f64;
-        format!("mean {mean:.2}x (min {min:.2}x, max {max:.2}x)")
-    };
-    println!("\nalways / in memory: {}; target >= 0.8x", range(&ratios.0));
-    println!("periodic / in memory: {}; target >= 0.95x", range(&ratios.1));
+    println!("\nalways / in memory: {}; target >= 0.8x", ratio_range(&ratios.0));
+    println!("periodic / in memory: {}; target >= 0.95x", ratio_range(&ratios.1));
+}
+
+/// `postgres ROUNDS URL` after the first three arguments: only the PostgreSQL vs SQLite
+/// comparison, in that many rounds, on the PostgreSQL server of `URL`.
+fn postgres_only(args: &[String]) -> Option<(usize, String)> {
+    match args.get(4..7)? {
+        [what, rounds, url] if what == "postgres" => Some((rounds.parse().ok()?, url.clone())),
+        _ => None,
+    }
+}
+
+/// Nanoseconds spent on a CPU by PostgreSQL's backends connected to `database` (their
+/// process titles name it; Linux only). The server's shared processes (WAL writer,
+/// checkpointer) are not counted: they are not the database's alone.
+fn backends_cpu_nanos(database: &str) -> Option<u64> {
+    let marker = format!(" {database} ");
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(title) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let title = String::from_utf8_lossy(&title);
+        if title.starts_with("postgres: ") && title.contains(&marker) {
+            let pid = entry.file_name().to_str().and_then(|p| p.parse().ok());
+            total += pid.and_then(cpu_nanos).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
+/// The HTTP service over PostgreSQL against the same over SQLite, both `--fsync always`,
+/// alternated `rounds` times: one node holding every bucket (`--postgres-url`, a database
+/// made for the run on the server of `url` and dropped after it) and one with a data
+/// directory in `TMPDIR`. Each run with its CPU per request: the server's, and for
+/// PostgreSQL its backends' too.
+async fn postgres_rounds(dir: &str, secs: f64, conns: usize, rounds: usize, url: &str) {
+    let database = format!("http_load_{}", std::process::id());
+    let (server_url, _) = url.rsplit_once('/').expect("a URL ending in /DATABASE");
+    waitline_store::test_support::execute(url, &format!("CREATE DATABASE {database}"));
+    let pg_url = format!("{server_url}/{database}");
+    let data = tempfile::tempdir().expect("temporary directory");
+    let (sqlite_addr, sqlite_metrics) = ("127.0.0.1:18184", "127.0.0.1:18194");
+    let sqlite =
+        durable_server(dir, sqlite_addr, &data.path().join("sqlite"), "always", Some(sqlite_metrics));
+    let (pg_addr, pg_metrics) = ("127.0.0.1:18189", "127.0.0.1:18199");
+    let pg = spawn(
+        &format!("{dir}/waitline"),
+        &[
+            "serve",
+            "--listen",
+            pg_addr,
+            "--api-key",
+            KEY,
+            // Any fixed key: a store in PostgreSQL keeps no generated one.
+            "--signing-key",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            "--postgres-url",
+            &pg_url,
+            "--fsync",
+            "always",
+            "--metrics-listen",
+            pg_metrics,
+        ],
+    );
+    let backends = database.clone();
+    let contenders = [
+        Contender { server: &sqlite, addr: sqlite_addr, metrics: Some(sqlite_metrics), helpers: None },
+        Contender {
+            server: &pg,
+            addr: pg_addr,
+            metrics: Some(pg_metrics),
+            helpers: Some(Box::new(move || backends_cpu_nanos(&backends))),
+        },
+    ];
+    println!(
+        "## One node, PostgreSQL store vs SQLite store ({conns} connections, {secs} s per run, the enqueue workload, `--fsync always`)\n"
+    );
+    println!("| round | SQLite (`--data-dir`) | PostgreSQL (`--postgres-url`) | ratio |\n|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for (round, runs) in alternated(&contenders, secs, conns, rounds).await.into_iter().enumerate() {
+        let [(sqlite, s), (pg, p)] = &runs[..] else { unreachable!("two runs") };
+        let ratio = pg.rate / sqlite.rate;
+        println!("| {} | {s} | {p} | {ratio:.2}x |", round + 1);
+        ratios.push(ratio);
+    }
+    println!("\nPostgreSQL / SQLite: {}", ratio_range(&ratios));
+    drop(contenders);
+    drop((pg, sqlite));
+    waitline_store::test_support::execute(url, &format!("DROP DATABASE {database} WITH (FORCE)"));
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -552,6 +682,10 @@ async fn main() {
         args.extend_from_slice(extra);
         spawn(&format!("{dir}/waitline"), &args)
     };
+    if let Some((rounds, url)) = postgres_only(&args) {
+        postgres_rounds(&dir, secs, conns, rounds, &url).await;
+        return;
+    }
     if let Some(rounds) = durable_only(&args) {
         durable_rounds(&dir, secs, conns, rounds).await;
         return;
