@@ -712,15 +712,29 @@ async fn postgres_rounds(dir: &str, secs: f64, conns: usize, rounds: usize, url:
     println!(
         "## One node, PostgreSQL store vs SQLite store ({conns} connections, {secs} s per run, the enqueue workload, `--fsync always`)\n"
     );
-    println!("| round | SQLite (`--data-dir`) | PostgreSQL (`--postgres-url`) | ratio |\n|---|---|---|---|");
+    let names = ["SQLite (`--data-dir`)", "PostgreSQL (`--postgres-url`)"];
+    head_to_head(&contenders, names, "PostgreSQL / SQLite", secs, conns, rounds).await;
+}
+
+/// Two contenders alternated `rounds` times: a table of their runs, each round's ratio of
+/// the second's rate to the first's (`ratio_name`), and the range of those ratios.
+async fn head_to_head(
+    contenders: &[Contender<'_>; 2],
+    names: [&str; 2],
+    ratio_name: &str,
+    secs: f64,
+    conns: usize,
+    rounds: usize,
+) {
+    println!("| round | {} | {} | ratio |\n|---|---|---|---|", names[0], names[1]);
     let mut ratios = Vec::new();
-    for (round, runs) in alternated(&contenders, secs, conns, rounds).await.into_iter().enumerate() {
-        let [(sqlite, s), (pg, p)] = &runs[..] else { unreachable!("two runs") };
-        let ratio = pg.rate / sqlite.rate;
-        println!("| {} | {s} | {p} | {ratio:.2}x |", round + 1);
+    for (round, runs) in alternated(contenders, secs, conns, rounds).await.into_iter().enumerate() {
+        let [(first, f), (second, s)] = &runs[..] else { unreachable!("two runs") };
+        let ratio = second.rate / first.rate;
+        println!("| {} | {f} | {s} | {ratio:.2}x |", round + 1);
         ratios.push(ratio);
     }
-    println!("\nPostgreSQL / SQLite: {}", ratio_range(&ratios));
+    println!("\n{ratio_name}: {}", ratio_range(&ratios));
 }
 
 /// Tenants of the cluster comparison: enough that each of three nodes owns several.
@@ -797,15 +811,8 @@ async fn cluster_rounds(dir: &str, secs: f64, conns: usize, rounds: usize, url: 
     println!(
         "## Three nodes vs one over PostgreSQL ({TENANTS} tenants, {conns} connections, {secs} s per run, the enqueue workload, `--fsync always`; every process on the same cores)\n"
     );
-    println!("| round | one node | three nodes (round-robin) | ratio |\n|---|---|---|---|");
-    let mut ratios = Vec::new();
-    for (round, runs) in alternated(&contenders, secs, conns, rounds).await.into_iter().enumerate() {
-        let [(one, o), (three, t)] = &runs[..] else { unreachable!("two runs") };
-        let ratio = three.rate / one.rate;
-        println!("| {} | {o} | {t} | {ratio:.2}x |", round + 1);
-        ratios.push(ratio);
-    }
-    println!("\nthree nodes / one: {}", ratio_range(&ratios));
+    let names = ["one node", "three nodes (round-robin)"];
+    head_to_head(&contenders, names, "three nodes / one", secs, conns, rounds).await;
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
