@@ -38,11 +38,13 @@ if [[ "$what" == all || "$what" == postgres ]]; then
   cargo build --release -q -p waitline-benches --bin store_load --bin restart_probe --bin http_load
   # The data directories and the throwaway PostgreSQL's cluster on the same disk.
   export TMPDIR="${TMPDIR:-$CARGO_TARGET_DIR}"
-  # One node over PostgreSQL vs one over SQLite, alternated; then a bucket of 100,000
-  # queued calls taken over (from its journal, then from a snapshot).
+  # One node over PostgreSQL vs one over SQLite, alternated; three nodes vs one over 24
+  # tenants; the store alone; a bucket of 100,000 queued calls taken over (from its
+  # journal, then from a snapshot).
   # shellcheck disable=SC2016
   scripts/postgres.sh bash -c '
     "$CARGO_TARGET_DIR/release/http_load" "$CARGO_TARGET_DIR/release" 3 64 postgres 4 "$WAITLINE_TEST_POSTGRES_URL"
+    "$CARGO_TARGET_DIR/release/http_load" "$CARGO_TARGET_DIR/release" 3 64 cluster 4 "$WAITLINE_TEST_POSTGRES_URL"
     "$CARGO_TARGET_DIR/release/store_load" 3 64 "$WAITLINE_TEST_POSTGRES_URL"
     "$CARGO_TARGET_DIR/release/restart_probe" 100000 "$WAITLINE_TEST_POSTGRES_URL"'
 fi
