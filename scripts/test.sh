@@ -74,8 +74,10 @@ cargo run -q --locked -p waitline-benches --bin report -- --quick >/dev/null
 cargo build -q --locked -p waitline-benches --bin http_load --bin hello_server --bin store_load --bin restart_probe --bin simulate_probe
 "$CARGO_TARGET_DIR/debug/store_load" 0.2 4 "$WAITLINE_TEST_POSTGRES_URL" >/dev/null
 "$CARGO_TARGET_DIR/debug/restart_probe" 2000 >/dev/null
+"$CARGO_TARGET_DIR/debug/restart_probe" 2000 "$WAITLINE_TEST_POSTGRES_URL" >/dev/null
 "$CARGO_TARGET_DIR/debug/simulate_probe" 2000 >/dev/null
 "$CARGO_TARGET_DIR/debug/http_load" "$CARGO_TARGET_DIR/debug" 0.3 4 >/dev/null
+"$CARGO_TARGET_DIR/debug/http_load" "$CARGO_TARGET_DIR/debug" 0.2 4 postgres 1 "$WAITLINE_TEST_POSTGRES_URL" >/dev/null
 .venv/bin/python python/benchmarks/bench.py --quick >/dev/null
 
 step "fuzzing: build every target, run each for ${FUZZ_SECONDS:-20} s (corpus replay runs with the Rust tests)"

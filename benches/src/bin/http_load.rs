@@ -11,6 +11,13 @@
 //! memory, `--fsync always` and `--fsync periodic` alternated ROUNDS times, every run
 //! printed with the server's CPU time per request, so that a machine shared with other
 //! work shows in the spread.
+//! `http_load TARGET_DIR SECONDS CONNECTIONS postgres ROUNDS POSTGRES_URL` runs only the
+//! store comparison: one node over PostgreSQL (a database made on that server for the run,
+//! dropped after it) and one over SQLite, both `--fsync always`, alternated ROUNDS times,
+//! each run with the CPU per request of the server and of PostgreSQL's backends serving it.
+//! `http_load TARGET_DIR SECONDS CONNECTIONS cluster ROUNDS POSTGRES_URL` runs only three
+//! nodes (`--node-url`, requests spread round-robin) against one node, over many tenants,
+//! each on a database of its own made for the run on that server.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -56,20 +63,27 @@ struct Http {
     s: TcpStream,
     buf: Vec<u8>,
     host: String,
+    key: String,
 }
 
 impl Http {
     async fn connect(addr: &str) -> Self {
+        Self::connect_as(addr, KEY).await
+    }
+
+    /// A connection whose requests carry API key `key` (its tenant's).
+    async fn connect_as(addr: &str, key: &str) -> Self {
         let s = TcpStream::connect(addr).await.expect("connect");
         s.set_nodelay(true).ok();
-        Self { s, buf: Vec::with_capacity(4096), host: addr.to_owned() }
+        Self { s, buf: Vec::with_capacity(4096), host: addr.to_owned(), key: key.to_owned() }
     }
 
     /// Sends one request, returns the status and body.
     async fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.host,
+            self.key,
             body.len()
         );
         self.s.write_all(req.as_bytes()).await.expect("write");
@@ -242,11 +256,28 @@ async fn http_case(
     secs: f64,
     request: impl Fn(usize, u64) -> HttpCall + Send + Sync + 'static,
 ) -> Run {
+    http_case_on(Arc::new(vec![(addr.to_owned(), KEY.to_owned())]), conns, secs, request).await
+}
+
+/// [`http_case`] with connection `i` to the address of `targets[i % targets.len()]`, with
+/// its API key.
+async fn http_case_on(
+    targets: Arc<Vec<(String, String)>>,
+    conns: usize,
+    secs: f64,
+    request: impl Fn(usize, u64) -> HttpCall + Send + Sync + 'static,
+) -> Run {
     let request = Arc::new(request);
     load(
         conns,
         secs,
-        move |_| Http::connect(addr),
+        move |i| {
+            let targets = targets.clone();
+            async move {
+                let (addr, key) = &targets[i % targets.len()];
+                Http::connect_as(addr, key).await
+            }
+        },
         move |c: &mut Http, i, k| {
             let (method, path, body) = request(i, k);
             Box::pin(async move {
@@ -438,18 +469,9 @@ fn cpu_nanos(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-/// `http_case` on `server`, with the server's CPU time per request.
-async fn measured_case(
-    server: &Server,
-    addr: &'static str,
-    conns: usize,
-    secs: f64,
-    request: impl Fn(usize, u64) -> HttpCall + Send + Sync + 'static,
-) -> (Run, Option<f64>) {
-    let before = cpu_nanos(server.0.id());
-    let run = http_case(addr, conns, secs, request).await;
-    let cpu = before.zip(cpu_nanos(server.0.id())).map(|(b, a)| (a - b) as f64 / 1000.0 / (run.rate * secs));
-    (run, cpu)
+/// CPU nanoseconds of all of `servers` so far.
+fn servers_cpu_nanos(servers: &[&Server]) -> Option<u64> {
+    servers.iter().map(|s| cpu_nanos(s.0.id())).sum()
 }
 
 /// `durable ROUNDS` after the first three arguments: only the durable cases, in that many
@@ -461,11 +483,98 @@ fn durable_only(args: &[String]) -> Option<usize> {
     }
 }
 
+/// One side of a comparison run in alternated rounds: a server, or the nodes of a cluster.
+struct Contender<'a> {
+    /// The processes serving it: their CPU time is its.
+    servers: Vec<&'a Server>,
+    /// Where connection `i` goes, with which API key: `targets[i % targets.len()]`.
+    targets: Arc<Vec<(String, String)>>,
+    /// Its operator metrics' address, if it journals: the journal's commits.
+    metrics: Option<&'static str>,
+    /// CPU time spent for it outside its process so far, in nanoseconds (PostgreSQL's
+    /// backends serving it).
+    helpers: Option<Box<dyn Fn() -> Option<u64>>>,
+}
+
+impl<'a> Contender<'a> {
+    /// One server at `addr`, for the default API key.
+    fn single(server: &'a Server, addr: &str, metrics: Option<&'static str>) -> Self {
+        let targets = Arc::new(vec![(addr.to_owned(), KEY.to_owned())]);
+        Self { servers: vec![server], targets, metrics, helpers: None }
+    }
+}
+
+/// The enqueue workload on each of `contenders` in turn, `rounds` times, odd rounds in the
+/// reverse order so that a drift of the machine's load falls on all alike. Returns per
+/// round each contender's run (in the contenders' order) and its figures: requests/s, p50,
+/// p99, CPU per request (its process, and its helpers'), records per journal commit.
+async fn alternated(
+    contenders: &[Contender<'_>],
+    secs: f64,
+    conns: usize,
+    rounds: usize,
+) -> Vec<Vec<(Run, String)>> {
+    let mut ids = Vec::new();
+    for c in contenders {
+        // One call per connection, dialed where that connection goes, as its tenant.
+        let mut calls = Vec::new();
+        for i in 0..conns {
+            let (addr, key) = &c.targets[i % c.targets.len()];
+            wait_port(addr).await;
+            calls.push(dial(&mut Http::connect_as(addr, key).await).await);
+        }
+        ids.push(Arc::new(calls));
+    }
+    let mut results = Vec::new();
+    for round in 0..rounds {
+        // Fresh queues each round: a run starts its moves from the first queue again.
+        let prefix = format!("round-{round}");
+        let mut order: Vec<usize> = (0..contenders.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut runs = Vec::new();
+        for i in order {
+            let c = &contenders[i];
+            let commits = match c.metrics {
+                Some(m) => journal_commits(m).await,
+                None => None,
+            };
+            let helpers = c.helpers.as_ref().and_then(|h| h());
+            let cpu_before = servers_cpu_nanos(&c.servers);
+            let run = http_case_on(c.targets.clone(), conns, secs, moves(&prefix, ids[i].clone())).await;
+            let requests = run.rate * secs;
+            let cpu = cpu_before
+                .zip(servers_cpu_nanos(&c.servers))
+                .map(|(b, a)| (a - b) as f64 / 1000.0 / requests);
+            let mut text = figures(run, cpu);
+            if let Some(after) = c.helpers.as_ref().and_then(|h| h())
+                && let Some(before) = helpers
+            {
+                text += &format!(" + {:.1} µs in PostgreSQL", (after - before) as f64 / 1000.0 / requests);
+            }
+            if let Some(m) = c.metrics {
+                text += &commit_figures(commits, journal_commits(m).await, requests);
+            }
+            runs.push((i, (run, text)));
+        }
+        runs.sort_by_key(|r| r.0);
+        results.push(runs.into_iter().map(|r| r.1).collect());
+    }
+    results
+}
+
+/// Mean, min and max of ratios.
+fn ratio_range(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(0.0, f64::max);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    format!("mean {mean:.2}x (min {min:.2}x, max {max:.2}x)")
+}
+
 /// The durable cases alone: in memory, `always` and `periodic` alternated `rounds` times on
 /// three servers started together (data directories in `TMPDIR`), each run printed with
 /// its ratio to the in-memory run of its round and each server's CPU time per request.
-/// Odd rounds run the three in the reverse order, so that a drift of the machine's load
-/// falls on all alike.
 async fn durable_rounds(dir: &str, secs: f64, conns: usize, rounds: usize) {
     let data = tempfile::tempdir().expect("temporary directory");
     let memory_addr = "127.0.0.1:18188";
@@ -474,59 +583,236 @@ async fn durable_rounds(dir: &str, secs: f64, conns: usize, rounds: usize) {
         &["serve", "--in-memory", "--listen", memory_addr, "--api-key", KEY],
     );
     let (always_addr, periodic_addr) = ("127.0.0.1:18184", "127.0.0.1:18185");
-    let metrics = [None, Some("127.0.0.1:18194"), Some("127.0.0.1:18195")];
-    let always = durable_server(dir, always_addr, &data.path().join("always"), "always", metrics[1]);
-    let periodic = durable_server(dir, periodic_addr, &data.path().join("periodic"), "periodic", metrics[2]);
-    let servers = [(&memory, memory_addr), (&always, always_addr), (&periodic, periodic_addr)];
-    let mut ids = Vec::new();
-    for (_, addr) in servers {
-        wait_port(addr).await;
-        ids.push(dial_many(addr, conns).await);
-    }
+    let (always_metrics, periodic_metrics) = ("127.0.0.1:18194", "127.0.0.1:18195");
+    let always =
+        durable_server(dir, always_addr, &data.path().join("always"), "always", Some(always_metrics));
+    let periodic =
+        durable_server(dir, periodic_addr, &data.path().join("periodic"), "periodic", Some(periodic_metrics));
+    let contenders = [
+        Contender::single(&memory, memory_addr, None),
+        Contender::single(&always, always_addr, Some(always_metrics)),
+        Contender::single(&periodic, periodic_addr, Some(periodic_metrics)),
+    ];
     println!("## Durable vs in memory ({conns} connections, {secs} s per run, the enqueue workload)\n");
     println!(
         "| round | in memory | `--fsync always` | ratio | `--fsync periodic` | ratio |\n|---|---|---|---|---|---|"
     );
     let mut ratios = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        // Fresh queues each round: a run starts its moves from the first queue again.
-        let prefix = format!("round-{round}");
-        let mut runs = Vec::new();
-        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
-        let mut commits = [String::new(), String::new(), String::new()];
-        for &i in &order {
-            let (server, addr) = servers[i];
-            let before = match metrics[i] {
-                Some(m) => journal_commits(m).await,
-                None => None,
-            };
-            let run = measured_case(server, addr, conns, secs, moves(&prefix, ids[i].clone())).await;
-            if let Some(m) = metrics[i] {
-                commits[i] = commit_figures(before, journal_commits(m).await, run.0.rate * secs);
-            }
-            runs.push((i, run));
-        }
-        runs.sort_by_key(|r| r.0);
-        let [(_, memory), (_, always), (_, periodic)] = runs[..] else { unreachable!("three runs") };
-        let (a, p) = (always.0.rate / memory.0.rate, periodic.0.rate / memory.0.rate);
-        println!(
-            "| {} | {} | {} | {a:.2}x | {} | {p:.2}x |",
-            round + 1,
-            figures(memory.0, memory.1),
-            figures(always.0, always.1) + &commits[1],
-            figures(periodic.0, periodic.1) + &commits[2]
-        );
-        ratios.0.push(a);
-        ratios.1.push(p);
+    for (round, runs) in alternated(&contenders, secs, conns, rounds).await.into_iter().enumerate() {
+        let [(memory, m), (always, a), (periodic, p)] = &runs[..] else { unreachable!("three runs") };
+        let (ra, rp) = (always.rate / memory.rate, periodic.rate / memory.rate);
+        println!("| {} | {m} | {a} | {ra:.2}x | {p} | {rp:.2}x |", round + 1);
+        ratios.0.push(ra);
+        ratios.1.push(rp);
     }
-    let range = |v: &[f64]| {
-        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = v.iter().copied().fold(0.0, f64::max);
-        let mean = v.iter().sum::<f64>() / v.len() as f64;
-        format!("mean {mean:.2}x (min {min:.2}x, max {max:.2}x)")
-    };
-    println!("\nalways / in memory: {}; target >= 0.8x", range(&ratios.0));
-    println!("periodic / in memory: {}; target >= 0.95x", range(&ratios.1));
+    println!("\nalways / in memory: {}; target >= 0.8x", ratio_range(&ratios.0));
+    println!("periodic / in memory: {}; target >= 0.95x", ratio_range(&ratios.1));
+}
+
+/// `MODE ROUNDS URL` after the first three arguments: only that comparison (`postgres` or
+/// `cluster`), in that many rounds, on the PostgreSQL server of `URL`.
+fn with_postgres(args: &[String], mode: &str) -> Option<(usize, String)> {
+    match args.get(4..7)? {
+        [what, rounds, url] if what == mode => Some((rounds.parse().ok()?, url.clone())),
+        _ => None,
+    }
+}
+
+/// Nanoseconds spent on a CPU by PostgreSQL's backends connected to `database` (their
+/// process titles name it; Linux only). The server's shared processes (WAL writer,
+/// checkpointer) are not counted: they are not the database's alone.
+fn backends_cpu_nanos(database: &str) -> Option<u64> {
+    let marker = format!(" {database} ");
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(title) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let title = String::from_utf8_lossy(&title);
+        if title.starts_with("postgres: ") && title.contains(&marker) {
+            let pid = entry.file_name().to_str().and_then(|p| p.parse().ok());
+            total += pid.and_then(cpu_nanos).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
+/// Any fixed webhook signing key: a store in PostgreSQL keeps no generated one, and every
+/// node of a cluster needs the same.
+const SIGNING_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// A database made for the run on the PostgreSQL server of a URL, dropped (whoever is still
+/// connected) when this is.
+struct Database {
+    /// The URL given (its database is where `CREATE` and `DROP` run).
+    admin: String,
+    name: String,
+    /// The URL of the database made.
+    url: String,
+}
+
+impl Database {
+    fn new(url: &str, what: &str) -> Self {
+        let name = format!("http_load_{what}_{}", std::process::id());
+        let (server, _) = url.rsplit_once('/').expect("a URL ending in /DATABASE");
+        waitline_store::test_support::execute(url, &format!("CREATE DATABASE {name}"));
+        Self { admin: url.to_owned(), url: format!("{server}/{name}"), name }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        waitline_store::test_support::execute(
+            &self.admin,
+            &format!("DROP DATABASE {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// `waitline serve` on `addr` over the PostgreSQL database of `db`, `--fsync always`,
+/// knowing API keys `keys`, with `extra` arguments.
+fn postgres_node(dir: &str, addr: &str, db: &Database, keys: &[String], extra: &[&str]) -> Server {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        addr,
+        "--signing-key",
+        SIGNING_KEY,
+        "--postgres-url",
+        &db.url,
+        "--fsync",
+        "always",
+    ];
+    for key in keys {
+        args.extend(["--api-key", key]);
+    }
+    args.extend_from_slice(extra);
+    spawn(&format!("{dir}/waitline"), &args)
+}
+
+/// The HTTP service over PostgreSQL against the same over SQLite, both `--fsync always`,
+/// alternated `rounds` times: one node holding every bucket (`--postgres-url`, a database
+/// made for the run on the server of `url` and dropped after it) and one with a data
+/// directory in `TMPDIR`. Each run with its CPU per request: the server's, and for
+/// PostgreSQL its backends' too.
+async fn postgres_rounds(dir: &str, secs: f64, conns: usize, rounds: usize, url: &str) {
+    let db = Database::new(url, "store");
+    let data = tempfile::tempdir().expect("temporary directory");
+    let (sqlite_addr, sqlite_metrics) = ("127.0.0.1:18184", "127.0.0.1:18194");
+    let sqlite =
+        durable_server(dir, sqlite_addr, &data.path().join("sqlite"), "always", Some(sqlite_metrics));
+    let (pg_addr, pg_metrics) = ("127.0.0.1:18189", "127.0.0.1:18199");
+    let pg = postgres_node(dir, pg_addr, &db, &[KEY.to_owned()], &["--metrics-listen", pg_metrics]);
+    let backends = db.name.clone();
+    let contenders = [
+        Contender::single(&sqlite, sqlite_addr, Some(sqlite_metrics)),
+        Contender {
+            helpers: Some(Box::new(move || backends_cpu_nanos(&backends))),
+            ..Contender::single(&pg, pg_addr, Some(pg_metrics))
+        },
+    ];
+    println!(
+        "## One node, PostgreSQL store vs SQLite store ({conns} connections, {secs} s per run, the enqueue workload, `--fsync always`)\n"
+    );
+    let names = ["SQLite (`--data-dir`)", "PostgreSQL (`--postgres-url`)"];
+    head_to_head(&contenders, names, "PostgreSQL / SQLite", secs, conns, rounds).await;
+}
+
+/// Two contenders alternated `rounds` times: a table of their runs, each round's ratio of
+/// the second's rate to the first's (`ratio_name`), and the range of those ratios.
+async fn head_to_head(
+    contenders: &[Contender<'_>; 2],
+    names: [&str; 2],
+    ratio_name: &str,
+    secs: f64,
+    conns: usize,
+    rounds: usize,
+) {
+    println!("| round | {} | {} | ratio |\n|---|---|---|---|", names[0], names[1]);
+    let mut ratios = Vec::new();
+    for (round, runs) in alternated(contenders, secs, conns, rounds).await.into_iter().enumerate() {
+        let [(first, f), (second, s)] = &runs[..] else { unreachable!("two runs") };
+        let ratio = second.rate / first.rate;
+        println!("| {} | {f} | {s} | {ratio:.2}x |", round + 1);
+        ratios.push(ratio);
+    }
+    println!("\n{ratio_name}: {}", ratio_range(&ratios));
+}
+
+/// Tenants of the cluster comparison: enough that each of three nodes owns several.
+const TENANTS: usize = 24;
+
+/// Until every one of `targets` (address, API key) answers a tenant's request (each node
+/// has taken and loaded its share and knows the others' owners), then a few leases more
+/// (shares settle: a bucket taken by a node that is not its preferred owner is given up),
+/// and again.
+async fn settled(targets: &[(String, String)], lease: Duration) {
+    let deadline = Instant::now() + 60 * lease;
+    for _ in 0..2 {
+        'wait: loop {
+            assert!(Instant::now() < deadline, "the nodes did not settle");
+            for (addr, key) in targets {
+                wait_port(addr).await;
+                let (status, _) = Http::connect_as(addr, key).await.call("GET", "/v2/queues", "").await;
+                if status != 200 {
+                    tokio::time::sleep(lease / 4).await;
+                    continue 'wait;
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(3 * lease).await;
+    }
+}
+
+/// Three nodes sharing one PostgreSQL database (`--node-url`, a round-robin balancer's
+/// spread: connection `i` goes to node `i % 3`, as tenant `i % TENANTS`, so that two
+/// requests in three are forwarded to their tenant's owner) against one node holding every
+/// bucket of another database, alternated `rounds` times, all `--fsync always`. CPU per
+/// request: all the nodes', and PostgreSQL's backends'.
+async fn cluster_rounds(dir: &str, secs: f64, conns: usize, rounds: usize, url: &str) {
+    let lease = Duration::from_secs(1);
+    let lease_ms = lease.as_millis().to_string();
+    let secret = "bench-cluster-secret";
+    let keys: Vec<String> = (0..TENANTS).map(|t| format!("{KEY}-{t}:t{t}")).collect();
+    let bearer = |t: usize| format!("{KEY}-{t}");
+    let (one_db, three_db) = (Database::new(url, "one"), Database::new(url, "three"));
+    let one_addr = "127.0.0.1:18201";
+    let one = postgres_node(dir, one_addr, &one_db, &keys, &[]);
+    let addrs = ["127.0.0.1:18202", "127.0.0.1:18203", "127.0.0.1:18204"];
+    let three: Vec<Server> = addrs
+        .iter()
+        .map(|addr| {
+            let node_url = format!("http://{addr}");
+            let extra = ["--node-url", &node_url, "--cluster-secret", secret, "--lease-ms", &lease_ms];
+            postgres_node(dir, addr, &three_db, &keys, &extra)
+        })
+        .collect();
+    let one_targets: Vec<(String, String)> = (0..TENANTS).map(|t| (one_addr.to_owned(), bearer(t))).collect();
+    let three_targets: Vec<(String, String)> =
+        (0..conns.max(1)).map(|i| (addrs[i % addrs.len()].to_owned(), bearer(i % TENANTS))).collect();
+    let every: Vec<(String, String)> =
+        addrs.iter().flat_map(|a| (0..TENANTS).map(move |t| ((*a).to_owned(), bearer(t)))).collect();
+    settled(&one_targets, lease).await;
+    settled(&every, lease).await;
+    let (one_backends, three_backends) = (one_db.name.clone(), three_db.name.clone());
+    let contenders = [
+        Contender {
+            servers: vec![&one],
+            targets: Arc::new(one_targets),
+            metrics: None,
+            helpers: Some(Box::new(move || backends_cpu_nanos(&one_backends))),
+        },
+        Contender {
+            servers: three.iter().collect(),
+            targets: Arc::new(three_targets),
+            metrics: None,
+            helpers: Some(Box::new(move || backends_cpu_nanos(&three_backends))),
+        },
+    ];
+    println!(
+        "## Three nodes vs one over PostgreSQL ({TENANTS} tenants, {conns} connections, {secs} s per run, the enqueue workload, `--fsync always`; every process on the same cores)\n"
+    );
+    let names = ["one node", "three nodes (round-robin)"];
+    head_to_head(&contenders, names, "three nodes / one", secs, conns, rounds).await;
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -552,6 +838,14 @@ async fn main() {
         args.extend_from_slice(extra);
         spawn(&format!("{dir}/waitline"), &args)
     };
+    if let Some((rounds, url)) = with_postgres(&args, "cluster") {
+        cluster_rounds(&dir, secs, conns, rounds, &url).await;
+        return;
+    }
+    if let Some((rounds, url)) = with_postgres(&args, "postgres") {
+        postgres_rounds(&dir, secs, conns, rounds, &url).await;
+        return;
+    }
     if let Some(rounds) = durable_only(&args) {
         durable_rounds(&dir, secs, conns, rounds).await;
         return;
