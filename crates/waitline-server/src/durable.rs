@@ -290,7 +290,7 @@ impl Durability {
 
     /// The epoch this node holds `tenant`'s bucket under now (`None`: not held; always
     /// `None` without leases). A write is acknowledged only if it is the same before the
-    /// command ran and once it settled (see [`crate::acknowledge`]).
+    /// command ran and once it settled (the acknowledgement layer compares the two).
     #[must_use]
     pub fn held_epoch_of(&self, tenant: &str) -> Option<u64> {
         self.store.as_ref().and_then(|store| store.held_epoch(store.bucket_of(tenant)))
