@@ -16,7 +16,7 @@ use waitline_server::auth::KeySpec;
 use waitline_server::cluster_secret::ClusterSecret;
 use waitline_server::config::{ClusterNode, Config};
 use waitline_server::webhook_destination::DestinationPolicy;
-use waitline_store::test_support::{execute, fresh_database};
+use waitline_store::test_support::{drop_connections, execute, fresh_database};
 
 const SECRET: &str = "a-cluster-secret-of-test";
 /// Enough tenants that every node is the preferred owner of some of their buckets: with 8,
@@ -771,19 +771,6 @@ async fn no_timer_fires_in_a_bucket_being_loaded() {
     let (s, v) = second.req("GET", "/healthz", None, None).await;
     assert_eq!(s, 200, "{v}");
     second.stop().await;
-}
-
-/// Terminates every connection to the test's database but the caller's, as a PostgreSQL
-/// failover or restart does.
-fn drop_connections(url: &str) {
-    let database = url.rsplit_once('/').unwrap().1;
-    execute(
-        url,
-        &format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{database}' AND pid <> pg_backend_pid()"
-        ),
-    );
 }
 
 /// What a client saw: a 503 `10007` with `Retry-After: 1` counted, anything else returned.

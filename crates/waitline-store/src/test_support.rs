@@ -56,3 +56,19 @@ pub fn execute(url: &str, sql: &str) {
     .join()
     .expect("the SQL's thread");
 }
+
+/// Terminates every connection to the database of `url` but the caller's, as a PostgreSQL
+/// failover or restart does to its clients.
+///
+/// # Panics
+/// The server refuses, or `url` names no database.
+pub fn drop_connections(url: &str) {
+    let database = url.rsplit_once('/').expect("a URL naming a database").1;
+    execute(
+        url,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        ),
+    );
+}

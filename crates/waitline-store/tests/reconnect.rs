@@ -11,22 +11,8 @@ mod common;
 
 use common::{Backend, Sqlite, record, replay_all};
 use waitline_store::bucket::bucket_of;
-use waitline_store::test_support::{execute, fresh_database};
+use waitline_store::test_support::{drop_connections, fresh_database};
 use waitline_store::{Error, Options, PgConfig, Store};
-
-/// Terminates every connection to the database of `url` but the caller's.
-fn drop_connections(url: &str) {
-    let database = url.rsplit_once('/').unwrap().1;
-    execute(
-        url,
-        &format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{database}' AND pid <> pg_backend_pid()"
-        ),
-    );
-    // The backends end on their own time: let them.
-    std::thread::sleep(Duration::from_millis(200));
-}
 
 #[test]
 fn a_store_whose_connections_were_dropped_reconnects_and_takes_its_buckets_again() {
