@@ -654,6 +654,34 @@ mod tests {
         assert!(!stops.has_changed().unwrap(), "nothing served stopped: no stream is woken");
     }
 
+    /// A bucket given up takes no new command at once, but a write taken before is still
+    /// answered here; the bucket stops being served once that write is answered.
+    #[test]
+    fn a_bucket_given_up_waits_for_its_writes_in_flight() {
+        let serving = Arc::new(Serving::new(Duration::from_secs(5), Instant::now(), 256));
+        serving.start(&[7, 8], Vec::new());
+        let write = serving.write_begins(7);
+        let other = serving.write_begins(8);
+        std::thread::scope(|scope| {
+            let giving_up = scope.spawn(|| serving.give_up(&[7], Duration::from_secs(5)));
+            while serving.contains(7) {
+                std::thread::yield_now();
+            }
+            assert!(serving.finishes(7), "its write in flight is still answered here");
+            assert!(serving.contains(8), "another bucket goes on");
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!giving_up.is_finished(), "waits for the write in flight");
+            drop(write);
+            assert_eq!(giving_up.join().unwrap(), 0, "none left in flight");
+        });
+        assert!(!serving.finishes(7) && serving.finishes(8));
+        drop(other);
+        let stuck = serving.write_begins(8);
+        assert_eq!(serving.give_up(&[8], Duration::from_millis(20)), 1, "bounded: one left in flight");
+        assert!(!serving.finishes(8));
+        drop(stuck);
+    }
+
     #[test]
     fn ready_and_serving_while_turns_reach_postgres_within_the_lease() {
         let serving = Serving::new(Duration::from_millis(30), Instant::now(), 256);

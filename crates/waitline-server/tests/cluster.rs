@@ -945,7 +945,8 @@ async fn a_graceful_stop_under_writes_answers_what_it_took_and_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     second.stop().await;
     settled_owners(&store, &[&first], lease * 3).await;
-    let answered: Vec<_> = futures_util::future::join_all(clients).await.into_iter().map(Result::unwrap).collect();
+    let answered: Vec<_> =
+        futures_util::future::join_all(clients).await.into_iter().map(Result::unwrap).collect();
     let refused = check_enqueued(&first, answered).await;
     eprintln!("writes refused (503, no effect) across the stop: {refused}");
     first.stop().await;
