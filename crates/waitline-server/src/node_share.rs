@@ -295,8 +295,8 @@ pub(crate) fn forget_tenants(engine: &Engine, store: &Store, buckets: &[u32]) {
     }
 }
 
-/// The first turn, before serving: takes this node's share and returns the buckets taken, with their epochs
-/// (to replay into the engine), served from then on. Buckets it prefers that another node
+/// The first turn, before serving: takes this node's share and returns the buckets taken
+/// with their epochs (to replay into the engine), served from then on. Buckets it prefers that another node
 /// still holds (a node that died and left its leases, or one that releases them once it sees
 /// this one) are waited for, up to twice the lease, as a single node waits; those still held
 /// then are taken later by the share thread.
@@ -332,7 +332,7 @@ pub(crate) fn serve_if_still_held(
     store: &Store,
     url: &str,
     serving: &Serving,
-    taken: &[(u32, u64)],
+    taken: &[Lease],
 ) {
     let (_, lapsed) = still_held(store, url, serving, taken);
     if lapsed.is_empty() {
@@ -516,7 +516,7 @@ impl Turn {
     /// before is forgotten first) with the webhooks their former owner did not handle (past
     /// the delivery marks it kept) as backlog, then serves those still held at the epoch
     /// taken. Its leases are renewed meanwhile (see [`while_renewing`]).
-    fn load(&self, serving: &Serving, gained: &[(u32, u64)]) {
+    fn load(&self, serving: &Serving, gained: &[Lease]) {
         let _quiet = serving.loading.lock();
         let buckets: Vec<u32> = gained.iter().map(|g| g.0).collect();
         // Lost and taken again at a new epoch in one turn, it is still served: not while
@@ -608,10 +608,10 @@ pub(crate) fn still_held(
     store: &Store,
     url: &str,
     serving: &Serving,
-    loaded: &[(u32, u64)],
+    loaded: &[Lease],
 ) -> (Vec<u32>, Vec<u32>) {
     let checked = renew(store, url, serving);
-    let (kept, lapsed): (Vec<&(u32, u64)>, Vec<_>) =
+    let (kept, lapsed): (Vec<&Lease>, Vec<_>) =
         loaded.iter().partition(|&&(bucket, epoch)| checked && store.held_epoch(bucket) == Some(epoch));
     (kept.into_iter().map(|l| l.0).collect(), lapsed.into_iter().map(|l| l.0).collect())
 }
