@@ -59,9 +59,9 @@ WAITLINE_BIN="$CARGO_TARGET_DIR/debug/waitline" .venv/bin/python -m pytest -q cr
 WAITLINE_COMPAT_TLS=1 WAITLINE_BIN="$CARGO_TARGET_DIR/debug/waitline" .venv/bin/python -m pytest -q \
   crates/waitline-server/compat/test_telnyx_sdk.py
 # And against three nodes sharing the throwaway PostgreSQL behind a round-robin proxy (the SDK
-# with the OpenAPI checks; docs/cluster.md says why not the other files).
+# with the OpenAPI checks, and a tenant's /metrics; docs/cluster.md says why not the other files).
 WAITLINE_COMPAT_CLUSTER=3 WAITLINE_BIN="$CARGO_TARGET_DIR/debug/waitline" .venv/bin/python -m pytest -q \
-  crates/waitline-server/compat/test_telnyx_sdk.py
+  crates/waitline-server/compat/test_telnyx_sdk.py crates/waitline-server/compat/test_metrics.py
 
 step "Python package: build the native module into .venv, then its tests (stubs and README examples included)"
 (cd python && VIRTUAL_ENV="$PWD/../.venv" ../.venv/bin/maturin develop --quiet)

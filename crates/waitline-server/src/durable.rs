@@ -98,6 +98,8 @@ pub struct Durability {
     /// for each tenant while no outbox runs (see [`Durability::mark_all_delivered`]).
     journal: Option<Arc<StoreJournal>>,
     marked: Marks,
+    /// Delivery marks handed to the store so far (see [`Durability::marks_written`]).
+    marks_written: Arc<std::sync::atomic::AtomicU64>,
     /// The buckets this node serves, when it is one node of several (`None`: every bucket
     /// whose lease it has not lost).
     serving: Option<Arc<crate::node_share::Serving>>,
@@ -169,7 +171,14 @@ impl Durability {
         ));
         let backlog = Arc::new(Backlog::default());
         backlog.add(backlog_events);
-        let durability = Self { store: Some(store), backlog, journal: Some(journal), marked, serving: None };
+        let durability = Self {
+            store: Some(store),
+            backlog,
+            journal: Some(journal),
+            marked,
+            marks_written: Arc::default(),
+            serving: None,
+        };
         Ok((engine, durability, replayed))
     }
 
@@ -210,7 +219,7 @@ impl Durability {
         let mut marked = self.marked.lock();
         for (tenant, seq) in heads {
             if marked.get(&tenant).is_none_or(|m| *m < seq) {
-                let _ = store.mark_delivered(&tenant, seq);
+                self.write_mark(store, &tenant, seq);
                 marked.insert(tenant, seq);
             }
         }
@@ -238,8 +247,29 @@ impl Durability {
     /// Every event of `tenant` up to `seq` has been handled by the webhook outbox.
     pub fn mark_delivered(&self, tenant: &str, seq: u64) {
         if let Some(store) = &self.store {
-            let _ = store.mark_delivered(tenant, seq);
+            self.write_mark(store, tenant, seq);
         }
+    }
+
+    fn write_mark(&self, store: &Store, tenant: &str, seq: u64) {
+        // Not acknowledged: a mark lost with a failed write leaves events to send again.
+        let _ = store.mark_delivered(tenant, seq);
+        self.marks_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many delivery marks were handed to the store (each is a write in its next
+    /// commit), for tests and benchmarks.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn marks_written(&self) -> u64 {
+        self.marks_written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `tenant`'s delivery mark as stored (`None`: none yet, or in memory), for tests.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn stored_mark(&self, tenant: &str) -> Option<u64> {
+        self.store.as_ref()?.delivered().ok()?.get(tenant).copied()
     }
 
     /// How long the store's commits took (`None` in memory).

@@ -92,8 +92,8 @@ impl Forwarder {
 /// node does not serve to its owner.
 pub async fn to_owner(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(forwarder) = state.forwarder() else { return next.run(request).await };
-    // Only a tenant's API routes go to its owner: `/healthz`, `/readyz`, `/metrics`, the
-    // wallboard and unknown paths are this node's own answers.
+    // Only a tenant's routes go to its owner (its API, and its view of `/metrics`):
+    // `/healthz`, `/readyz`, the wallboard and unknown paths are this node's own answers.
     let Some(route) = request.extensions().get::<MatchedPath>().and_then(|m| tenant_route(m.as_str())) else {
         return next.run(request).await;
     };
@@ -162,15 +162,19 @@ enum Route {
     Other,
 }
 
-/// The API routes (under `/v2` and at the root), by their templates.
-static API_ROUTES: std::sync::LazyLock<std::collections::HashSet<String>> = std::sync::LazyLock::new(|| {
-    let (v2, root) = (crate::routes::api("/v2"), crate::routes::api(""));
-    v2.templates().iter().chain(root.templates()).cloned().collect()
-});
+/// The tenant's routes by their templates: the API (under `/v2` and at the root), and
+/// `/metrics` on the main listener (the key's tenant's view; the operator's, on
+/// `--metrics-listen`, is a router of its own and never comes here).
+static TENANT_ROUTES: std::sync::LazyLock<std::collections::HashSet<String>> =
+    std::sync::LazyLock::new(|| {
+        let (v2, root) = (crate::routes::api("/v2"), crate::routes::api(""));
+        let api = v2.templates().iter().chain(root.templates()).cloned();
+        api.chain([crate::metrics::TENANT_ROUTE.to_owned()]).collect()
+    });
 
 /// Which tenant API route the template `matched` is, if it is one.
 fn tenant_route(matched: &str) -> Option<Route> {
-    if !API_ROUTES.contains(matched) {
+    if !TENANT_ROUTES.contains(matched) {
         return None;
     }
     Some(if matched == "/v2/events" || matched == "/events" { Route::Events } else { Route::Other })

@@ -222,8 +222,11 @@ fn routed(state: AppState) -> (Router, Option<Arc<RequestCounts>>) {
         .merge(routes::api(""))
         .route("/healthz", get(readiness::healthz))
         .merge(wallboard::routes());
-    let routes =
-        if state.metrics_enabled() { routes.route("/metrics", get(metrics::tenant_metrics)) } else { routes };
+    let routes = if state.metrics_enabled() {
+        routes.route(metrics::TENANT_ROUTE, get(metrics::tenant_metrics))
+    } else {
+        routes
+    };
     let routes =
         if state.forwarder().is_some() { routes.route("/readyz", get(readiness::readyz)) } else { routes };
     let counts = state.count_requests_of(routes.templates());

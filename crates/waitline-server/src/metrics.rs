@@ -48,6 +48,10 @@ enum View {
     Tenant(Tenant),
 }
 
+/// The tenant's view's route on the main listener (a node of several forwards it to the
+/// tenant's owner, like the tenant's API).
+pub(crate) const TENANT_ROUTE: &str = "/metrics";
+
 /// `GET /metrics` on the main listener: the key's tenant only.
 pub(crate) async fn tenant_metrics(State(state): State<AppState>, Auth(tenant): Auth) -> Response {
     scrape(&state, View::Tenant(tenant)).await

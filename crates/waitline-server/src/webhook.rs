@@ -324,6 +324,9 @@ impl Webhooks {
     }
 }
 
+/// The most events the reader takes before waiting for the store once for them all.
+const READ_BATCH: usize = 1024;
+
 /// The lanes, one per tenant, made as their tenants' first events come.
 #[derive(Debug)]
 struct Lanes {
@@ -374,18 +377,35 @@ async fn read(
             event = tokio::task::coop::cooperative(events.recv_async()) => event,
         };
         let Some(event) = event else { break };
+        // With the events published meanwhile: one wait for the store covers them all, so
+        // that a busy engine's reader waits for a commit per batch, not per event (it would
+        // fall behind, holding ever more events).
+        let mut batch = vec![event];
+        while batch.len() < READ_BATCH
+            && let Some(event) = events.try_recv()
+        {
+            batch.push(event);
+        }
+        // A bucket taken over meanwhile: its backlog before any new event of its tenants.
+        for event in durability.take_backlog() {
+            lanes.route(event);
+        }
         // Another node's, or made again by a takeover's replay: dropped without a wait.
-        if durability.not_to_tell(&event.tenant, event.seq()) {
+        batch.retain(|event| !durability.not_to_tell(&event.tenant, event.seq()));
+        if batch.is_empty() {
             continue;
         }
         // Only a change on disk is told: its record was appended before its event was
         // published, so the store's latest mark covers it.
-        match durability.may_tell(durability.settled().await, &event.tenant, event.seq()) {
-            Ok(true) => lanes.route(event),
-            Ok(false) => {} // its bucket moved: the new owner sends it
-            Err(why) => {
-                tracing::error!(why = %why, "webhooks stopped: the store cannot keep changes");
-                return lanes;
+        let settled = durability.settled().await;
+        for event in batch {
+            match durability.may_tell(settled.clone(), &event.tenant, event.seq()) {
+                Ok(true) => lanes.route(event),
+                Ok(false) => {} // its bucket moved: the new owner sends it
+                Err(why) => {
+                    tracing::error!(why = %why, "webhooks stopped: the store cannot keep changes");
+                    return lanes;
+                }
             }
         }
     }

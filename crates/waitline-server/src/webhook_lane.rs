@@ -11,6 +11,12 @@
 //!
 //! With a data directory the lane also keeps the tenant's delivery mark: the highest number
 //! such that every event of the tenant numbered up to it is delivered or finally failed.
+//! A mark that passes a delivered (or finally failed) event is kept at once, so that a
+//! restart or a takeover does not send it again; one that passes only events with nowhere
+//! to go (no destination: handled as they come) is kept at most every [`MARK_LINGER`], or
+//! when the lane ends: a store write per such event would cost more than the command that
+//! made it, and a mark lagging by that much only makes a replay make those events again
+//! (and send none of them).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -27,6 +33,9 @@ use crate::webhook_delivery::{Delivery, Outcome};
 
 /// Every how many waiting events a growing lane says so in the log.
 const BACKLOG_WARNING_STEP: usize = 10_000;
+
+/// How long a mark passing only events with no destination may wait before it is kept.
+const MARK_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The sending end of a lane, and its task.
 #[derive(Debug)]
@@ -91,6 +100,7 @@ async fn run(tenant: Arc<str>, mut rx: mpsc::UnboundedReceiver<Event>, context: 
     };
     let mut open = true;
     loop {
+        let keep_at = marks.keep_at();
         tokio::select! {
             event = rx.recv(), if open => {
                 let Some(event) = event else { open = false; continue };
@@ -144,9 +154,12 @@ async fn run(tenant: Arc<str>, mut rx: mpsc::UnboundedReceiver<Event>, context: 
                     }
                 }
             }
+            () = tokio::time::sleep_until(keep_at.unwrap_or_else(tokio::time::Instant::now)),
+                if open && keep_at.is_some() => marks.keep(),
             else => break,
         }
     }
+    marks.keep();
 }
 
 fn leg(event: &Event) -> Uuid {
@@ -162,13 +175,18 @@ struct Marks {
     pending: BTreeMap<u64, u32>,
     /// The highest number routed.
     routed: u64,
+    /// The highest number of an event delivered or finally failed.
+    done: u64,
     /// The mark last kept.
     marked: u64,
+    /// The mark not kept yet (it passes only events with no destination), and when it is
+    /// to be kept.
+    due: Option<(u64, tokio::time::Instant)>,
 }
 
 impl Marks {
     const fn new(tenant: Arc<str>, durability: Durability) -> Self {
-        Self { tenant, durability, pending: BTreeMap::new(), routed: 0, marked: 0 }
+        Self { tenant, durability, pending: BTreeMap::new(), routed: 0, done: 0, marked: 0, due: None }
     }
 
     /// An event numbered `seq` reached the lane: kept until done (`queued`), or handled.
@@ -194,12 +212,33 @@ impl Marks {
                 e.remove();
             }
         }
+        self.done = self.done.max(seq);
         self.remark();
     }
 
     fn remark(&mut self) {
         let mark = self.pending.first_key_value().map_or(self.routed, |(first, _)| first - 1);
-        if mark > self.marked {
+        if mark <= self.marked {
+            return;
+        }
+        if self.done > self.marked {
+            // A delivered event may be past the old mark: kept now, or it would be sent again.
+            self.due = Some((mark, tokio::time::Instant::now()));
+            self.keep();
+        } else {
+            let at = self.due.map_or_else(|| tokio::time::Instant::now() + MARK_LINGER, |(_, at)| at);
+            self.due = Some((mark, at));
+        }
+    }
+
+    /// When the mark not kept yet is to be kept.
+    fn keep_at(&self) -> Option<tokio::time::Instant> {
+        self.due.map(|(_, at)| at)
+    }
+
+    /// Keeps the mark not kept yet, if any.
+    fn keep(&mut self) {
+        if let Some((mark, _)) = self.due.take() {
             self.marked = mark;
             self.durability.mark_delivered(&self.tenant, mark);
         }

@@ -296,6 +296,55 @@ async fn readiness_is_never_forwarded() {
     second.stop().await;
 }
 
+/// `GET /metrics` with a tenant's key on a node not serving the tenant is forwarded to its
+/// owner: the tenant's view as the owner has it. The operator's view (`--metrics-listen`)
+/// stays each node's own: the tenant's series only on its owner's.
+#[tokio::test]
+async fn a_tenants_metrics_view_is_forwarded_to_its_owner() {
+    let Some(url) = fresh_database("cluster_metrics") else { return };
+    let lease = Duration::from_millis(1500);
+    let (first, second, _store, owners) = two_nodes(&url, lease).await;
+    let i = owned_by(&owners, &first);
+    let key = key_of(i);
+    let call = dialled(&second, i).await;
+    let path = format!("/v2/calls/{call}/actions/enqueue");
+    let (s, v) = second.req("POST", &path, Some(&key), Some(json!({"queue_name": "support"}))).await;
+    assert_eq!(s, 200, "{v}");
+    let scrape = |base: String, key: Option<String>| async move {
+        let mut request = reqwest::Client::new().get(format!("{base}/metrics"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let answer = request.send().await.unwrap();
+        let kind = answer.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        (answer.status().as_u16(), kind, answer.text().await.unwrap())
+    };
+    // The queue's gauge for the tenant, as a scrape shows it.
+    let waiting = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("waitline_queue_calls_waiting{") && l.contains("queue=\"support\""))
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    let (s, kind, text) = scrape(second.base.clone(), Some(key.clone())).await;
+    assert_eq!(s, 200, "forwarded to the owner: {text}");
+    assert!(kind.unwrap().starts_with("text/plain; version=0.0.4"));
+    assert_eq!(waiting(&text).as_deref(), Some("1"), "{text}");
+    assert!(text.contains(&format!("tenant=\"{}\"", tenant(i))), "{text}");
+    assert!(!text.contains("waitline_http_"), "the tenant's view only: {text}");
+    let (s, _, owners_text) = scrape(first.base.clone(), Some(key.clone())).await;
+    assert_eq!((s, waiting(&owners_text)), (200, Some("1".to_owned())));
+    // No key: answered by the node reached, as before.
+    let (s, _, _) = scrape(second.base.clone(), None).await;
+    assert_eq!(s, 401);
+    // The operator's view is each node's own: the tenant's series on its owner's only.
+    let (s, _, text) = scrape(second.metrics_base.clone().unwrap(), None).await;
+    assert_eq!((s, waiting(&text)), (200, None), "{text}");
+    let (s, _, text) = scrape(first.metrics_base.clone().unwrap(), None).await;
+    assert_eq!((s, waiting(&text).as_deref()), (200, Some("1")), "{text}");
+    first.stop().await;
+    second.stop().await;
+}
+
 /// A request carrying the cluster header is answered by the node it reaches or refused:
 /// a wrong secret is 403 `10010` and changes nothing; the right one on a node not owning the
 /// tenant is not forwarded again (503 `10007`, `Retry-After: 1`).

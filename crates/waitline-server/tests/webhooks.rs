@@ -317,6 +317,40 @@ async fn a_call_dialled_before_a_restart_still_gets_its_webhooks() {
     s.stop().await;
 }
 
+/// Events with nowhere to go (no default URL, none of their call's) are handled as they come,
+/// but their delivery marks are not written one per event: with the outbox running (another
+/// tenant's call has a URL of its own), a hundred commands of such calls cost a mark a
+/// second at most, and the mark still catches up with the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_no_destination_are_not_marked_one_by_one() {
+    let own = Receiver::start(0).await;
+    let s = Server::start(config(None, None, &["127.0.0.0/8"])).await;
+    let (status, v) = dial_as(&s, KEY_A, &own.url).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(own.wait_for(2).await.len(), 2);
+    let (before, started) = (s.durability.marks_written(), std::time::Instant::now());
+    let calls = 50;
+    for _ in 0..calls {
+        let body = json!({"to": "+1", "from": "+2", "connection_id": "app"});
+        let (status, v) = s.req("POST", "/v2/calls", Some(KEY_B), Some(body)).await;
+        assert_eq!(status, 200, "{v}");
+        let path = format!("/v2/calls/{}/actions/enqueue", v["data"]["call_control_id"].as_str().unwrap());
+        let (status, v) = s.req("POST", &path, Some(KEY_B), Some(json!({"queue_name": "q"}))).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let written = s.durability.marks_written() - before;
+    // One a second for tenant b, and one for a's lane finishing its delivery.
+    let most = started.elapsed().as_secs() + 2;
+    assert!(written <= most, "{written} marks written for {} commands in {:?}", 2 * calls, started.elapsed());
+    let records = 2 * calls as u64;
+    let caught_up = std::time::Instant::now();
+    while s.durability.stored_mark("b") != Some(records) {
+        assert!(caught_up.elapsed() < Duration::from_secs(5), "mark {:?}", s.durability.stored_mark("b"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+}
+
 /// The outbox of `engine` alone, in memory, started.
 fn outbox(engine: &Engine, config: WebhookConfig) -> Webhooks {
     let webhooks = Webhooks::new(engine, Durability::in_memory(), Signer::generate(), config);
