@@ -69,7 +69,7 @@ where
         }
         let durability = self.state.durability();
         if durability.is_stopped() {
-            let refused = Write { state: self.state.clone(), held: None, waiting: None };
+            let refused = Write { state: self.state.clone(), held: None, waiting: None, _in_flight: None };
             return Acknowledged { inner: None, write: Some(refused) };
         }
         // Read before the handler runs (the request moves into it); only where leases can be
@@ -83,7 +83,10 @@ where
                 let epoch = durability.held_epoch_of(&tenant);
                 (tenant, epoch)
             });
-        let write = Write { state: self.state.clone(), held, waiting: None };
+        // Counted before the handler checks that the tenant is served: a bucket given up
+        // (which stops taking commands first) then waits for this write's answer.
+        let in_flight = held.as_ref().and_then(|(tenant, _)| durability.write_begins(tenant));
+        let write = Write { state: self.state.clone(), held, waiting: None, _in_flight: in_flight };
         Acknowledged { inner: Some(Box::pin(self.inner.call(request))), write: Some(write) }
     }
 }
@@ -98,6 +101,8 @@ struct Write {
     /// Once the handler has answered: the answer, and the mark it waits for (taken when the
     /// handler returned, so it covers the change's record, appended before).
     waiting: Option<(Response, Option<Ticket>)>,
+    /// Counts this write in its bucket until it is answered.
+    _in_flight: Option<crate::node_share::InFlight>,
 }
 
 /// The answer of [`Acknowledge`].
@@ -149,7 +154,7 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Acknowledged<F
                 || write.held.as_ref().is_some_and(|(tenant, before)| {
                     before.is_none()
                         || durability.held_epoch_of(tenant) != *before
-                        || !durability.serves(tenant)
+                        || !durability.finishes(tenant)
                 }));
         if moved {
             return Poll::Ready(Ok(ApiError::TenantMoved.into_response()));

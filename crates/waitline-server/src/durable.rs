@@ -137,8 +137,12 @@ impl Durability {
             Keep::Node(config, url) => {
                 let store = Store::open_postgres(config, options).map_err(|e| e.to_string())?;
                 let (serving, taken) = crate::node_share::first_turn(&store, config, url)?;
+                let buckets: Vec<u32> = taken.iter().map(|t| t.0).collect();
                 let (engine, mut durability, replayed) =
-                    Self::over(store, snapshot_every, engine, Some(&taken))?;
+                    crate::node_share::while_renewing(&store, url, &serving, || {
+                        Self::over(store.clone(), snapshot_every, engine, Some(&buckets))
+                    })?;
+                crate::node_share::serve_if_still_held(&engine, &store, url, &serving, &taken);
                 durability.serving = Some(serving);
                 crate::node_share::keep_share(&engine, &durability, url, config.lease)?;
                 return Ok((engine, durability, replayed));
@@ -291,6 +295,28 @@ impl Durability {
             && self.store.as_ref().is_some_and(|s| !s.is_stopped() || s.can_restart_writer())
     }
 
+    /// Whether a write of `tenant` taken before (see [`Durability::write_begins`]) may be
+    /// answered here: as [`Durability::serves`], or its bucket is being given up and waits
+    /// for its writes in flight.
+    #[must_use]
+    pub fn finishes(&self, tenant: &str) -> bool {
+        if self.lost_bucket_of(tenant).is_some() {
+            return false;
+        }
+        match (&self.serving, &self.store) {
+            (Some(serving), Some(store)) => serving.finishes(store.bucket_of(tenant)),
+            _ => true,
+        }
+    }
+
+    /// Counts a write of `tenant` in flight until the guard is dropped, on a node of several
+    /// (a bucket given up waits for its writes in flight).
+    #[must_use]
+    pub fn write_begins(&self, tenant: &str) -> Option<crate::node_share::InFlight> {
+        let (serving, store) = self.serving.as_ref().zip(self.store.as_ref())?;
+        Some(serving.write_begins(store.bucket_of(tenant)))
+    }
+
     /// The bucket of `tenant` with the epoch lost, if this node lost its lease (another
     /// node took it over, or it lapsed): the tenant is no longer served here, since what
     /// this node holds of it may miss the new owner's changes.
@@ -402,6 +428,15 @@ impl Durability {
     pub fn cache_owner(&self, tenant: &str, url: &str) {
         if let (Some(serving), Some(store)) = (&self.serving, &self.store) {
             serving.remember_owner(store.bucket_of(tenant), url);
+        }
+    }
+
+    /// Makes each later load of buckets this node takes while running wait `pause` first
+    /// (for tests: a load longer than the lease).
+    #[doc(hidden)]
+    pub fn pause_loads(&self, pause: std::time::Duration) {
+        if let Some(serving) = &self.serving {
+            serving.pause_loads(pause);
         }
     }
 

@@ -7,7 +7,7 @@
 //! again and loads it from the store, as at start.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,9 @@ use waitline_store::{PgConfig, Share, Store, placement};
 
 use crate::durable::Durability;
 use crate::replay_backlog::Backlog;
+
+/// A bucket and the epoch its lease was taken at.
+pub type Lease = (u32, u64);
 
 /// The buckets a node serves (taken and loaded into its engine), where the other buckets'
 /// owners are, and whether this node is in touch with PostgreSQL.
@@ -39,11 +42,20 @@ pub struct Serving {
     /// Held while buckets taken are loaded: no timer may fire meanwhile (a timer firing in
     /// a tenant half replayed would take a number its stored journal already has).
     loading: parking_lot::Mutex<()>,
+    /// Per bucket, the writes taken (past the acknowledgement layer's start) and not yet
+    /// answered: a bucket given up waits for them (see [`Serving::give_up`]).
+    in_flight: Box<[AtomicU32]>,
+    /// Test hook: milliseconds each load of buckets taken while running waits first (a load
+    /// longer than the lease).
+    load_pause_ms: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Served {
     buckets: HashSet<u32>,
+    /// Of `buckets`, those being given up: they take no new command, the writes taken
+    /// before are finished and answered.
+    draining: HashSet<u32>,
     /// Per tenant loaded while running, its bucket and its last number when it was loaded:
     /// the replay published its events up to there, and they are not to be told as new
     /// (those owed are the backlog's). Dropped when its bucket stops being served.
@@ -51,7 +63,7 @@ struct Served {
 }
 
 impl Serving {
-    fn new(lease: Duration, last_turn: Instant) -> Self {
+    fn new(lease: Duration, last_turn: Instant, buckets: u32) -> Self {
         Self {
             served: parking_lot::RwLock::default(),
             owners: parking_lot::RwLock::default(),
@@ -61,6 +73,8 @@ impl Serving {
             stops: tokio::sync::watch::Sender::new(0),
             closed: AtomicBool::new(false),
             loading: parking_lot::Mutex::new(()),
+            in_flight: (0..buckets).map(|_| AtomicU32::new(0)).collect(),
+            load_pause_ms: AtomicU64::new(0),
         }
     }
 
@@ -73,9 +87,54 @@ impl Serving {
     /// Whether `bucket` is served here: taken, loaded, and its lease surely not lapsed (a
     /// node cut off from PostgreSQL stops serving, reads too, before another node can
     /// have taken its buckets over).
+    /// A bucket being given up takes no new command.
     #[must_use]
     pub fn contains(&self, bucket: u32) -> bool {
+        self.in_touch() && {
+            let served = self.served.read();
+            served.buckets.contains(&bucket) && !served.draining.contains(&bucket)
+        }
+    }
+
+    /// Whether a write of `bucket` taken before may still be answered here: the bucket is
+    /// served, or being given up and waiting for its writes in flight.
+    #[must_use]
+    pub fn finishes(&self, bucket: u32) -> bool {
         self.in_touch() && self.served.read().buckets.contains(&bucket)
+    }
+
+    /// Counts a write of `bucket` in flight until the guard returned is dropped (once it is
+    /// answered).
+    #[must_use]
+    pub fn write_begins(self: &Arc<Self>, bucket: u32) -> InFlight {
+        if let Some(count) = self.in_flight.get(bucket as usize) {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+        InFlight { serving: Arc::clone(self), bucket }
+    }
+
+    /// Gives `buckets` up: they take no new command (forwarded or 503 `10007`), the writes
+    /// in flight are waited for (at most `within`) so that they are answered as usual,
+    /// then the buckets stop being served. Returns how many writes were still in flight
+    /// (answered 503 `10007`: their change may or may not be kept).
+    fn give_up(&self, buckets: &[u32], within: Duration) -> u32 {
+        self.served.write().draining.extend(buckets);
+        // A write counted after this saw the bucket draining when it was checked (the
+        // count comes first), and runs no command.
+        let deadline = Instant::now() + within;
+        let in_flight = || -> u32 {
+            buckets
+                .iter()
+                .filter_map(|&b| self.in_flight.get(b as usize))
+                .map(|c| c.load(Ordering::SeqCst))
+                .sum()
+        };
+        while in_flight() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let left = in_flight();
+        self.stop_served(buckets);
+        left
     }
 
     /// Whether the last turn that reached PostgreSQL began within the lease.
@@ -121,6 +180,13 @@ impl Serving {
         if let Some(_quiet) = self.loading.try_lock() {
             engine.run_pending_tasks();
         }
+    }
+
+    /// Makes each later load of buckets taken while running wait `pause` first (for tests:
+    /// a load longer than the lease).
+    #[doc(hidden)]
+    pub fn pause_loads(&self, pause: Duration) {
+        self.load_pause_ms.store(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Changes each time a bucket stops being served here.
@@ -176,6 +242,7 @@ impl Serving {
         let mut served = self.served.write();
         let before = served.buckets.len();
         served.buckets.retain(|b| !buckets.contains(b));
+        served.draining.retain(|b| !buckets.contains(b));
         if served.buckets.len() == before {
             return;
         }
@@ -204,6 +271,21 @@ impl Serving {
     }
 }
 
+/// A write in flight, counted by its bucket until dropped (see [`Serving::write_begins`]).
+#[derive(Debug)]
+pub struct InFlight {
+    serving: Arc<Serving>,
+    bucket: u32,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(count) = self.serving.in_flight.get(self.bucket as usize) {
+            count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Forgets the state held here of the tenants of `buckets`: another node has (or had) them.
 pub(crate) fn forget_tenants(engine: &Engine, store: &Store, buckets: &[u32]) {
     for tenant in engine.tenants() {
@@ -214,14 +296,14 @@ pub(crate) fn forget_tenants(engine: &Engine, store: &Store, buckets: &[u32]) {
 }
 
 /// The first turn, before serving: takes this node's share and returns the buckets taken
-/// (to replay into the engine), served from then on. Buckets it prefers that another node
+/// with their epochs (to replay into the engine), served from then on. Buckets it prefers that another node
 /// still holds (a node that died and left its leases, or one that releases them once it sees
 /// this one) are waited for, up to twice the lease, as a single node waits; those still held
 /// then are taken later by the share thread.
 ///
 /// # Errors
 /// PostgreSQL refused or is out of reach.
-pub fn first_turn(store: &Store, config: &PgConfig, url: &str) -> Result<(Arc<Serving>, Vec<u32>), String> {
+pub fn first_turn(store: &Store, config: &PgConfig, url: &str) -> Result<(Arc<Serving>, Vec<Lease>), String> {
     // Past the deadline it serves what it holds; the background turns take the rest.
     let mut began = Instant::now();
     crate::durable::within_two_leases(config.lease, || {
@@ -234,12 +316,38 @@ pub fn first_turn(store: &Store, config: &PgConfig, url: &str) -> Result<(Arc<Se
             .into_iter()
             .all(|b| owned.iter().any(|o| o.0 == b)))
     })?;
-    let taken: Vec<u32> = store.owned().iter().map(|o| o.0).collect();
-    let serving = Arc::new(Serving::new(config.lease, began));
+    let taken = store.owned();
+    let serving = Arc::new(Serving::new(config.lease, began, config.buckets));
     // Replayed before anything is told: no event of it is published as new.
-    serving.start(&taken, Vec::new());
+    serving.start(&taken.iter().map(|t| t.0).collect::<Vec<_>>(), Vec::new());
     serving.refresh_owners(store);
     Ok((serving, taken))
+}
+
+/// After the start replay of `taken` (buckets with the epochs taken): stops serving, forgets
+/// and gives up those whose lease lapsed meanwhile (a replay longer than the lease whose
+/// renewals failed), before the node listens.
+pub(crate) fn serve_if_still_held(
+    engine: &Engine,
+    store: &Store,
+    url: &str,
+    serving: &Serving,
+    taken: &[Lease],
+) {
+    let (_, lapsed) = still_held(store, url, serving, taken);
+    if lapsed.is_empty() {
+        return;
+    }
+    tracing::warn!(?lapsed, "buckets whose lease lapsed during the start replay: dropped, not served");
+    serving.stop_served(&lapsed);
+    drop_loaded(engine, store, &lapsed);
+}
+
+/// Forgets what a load of `buckets` put in the engine and gives their leases up (those
+/// still held: a lapsed one is another node's, or free).
+fn drop_loaded(engine: &Engine, store: &Store, buckets: &[u32]) {
+    forget_tenants(engine, store, buckets);
+    let _ = store.release_buckets(buckets);
 }
 
 /// Starts the thread that keeps this node's share every third of `lease`, until the
@@ -330,19 +438,24 @@ impl Turn {
             tracing::warn!(bucket, epoch, "bucket lost: its tenants are no longer served here");
             serving.stop(*bucket);
         }
-        for &bucket in &share.surplus {
-            serving.stop(bucket);
-            if let Err(e) = self.store.release(bucket) {
-                tracing::warn!(bucket, "releasing a bucket another node prefers failed: {e}");
+        if !share.surplus.is_empty() {
+            // Renewing meanwhile: a commit slowed down (a busy database) may take a while.
+            let left = while_renewing(&self.store, &self.url, &serving, || {
+                serving.give_up(&share.surplus, serving.lease)
+            });
+            if left > 0 {
+                tracing::warn!(writes = left, "buckets given up with writes still in flight (answered 503)");
             }
+        }
+        if let Err(e) = self.store.release_buckets(&share.surplus) {
+            tracing::warn!(buckets = ?share.surplus, "releasing buckets another node prefers failed: {e}");
         }
         let gone: Vec<u32> = share.lost.iter().map(|l| l.0).chain(share.surplus.iter().copied()).collect();
         if !gone.is_empty() {
             self.forget(&gone);
         }
-        let gained: Vec<u32> = share.gained.iter().map(|g| g.0).collect();
-        if !gained.is_empty() {
-            self.load(&serving, &gained);
+        if !share.gained.is_empty() {
+            self.load(&serving, &share.gained);
         }
         serving.refresh_owners(&self.store);
         true
@@ -401,44 +514,106 @@ impl Turn {
 
     /// Replays the tenants of `gained` into the engine (what this node held of them
     /// before is forgotten first) with the webhooks their former owner did not handle (past
-    /// the delivery marks it kept) as backlog, then serves them.
-    fn load(&self, serving: &Serving, gained: &[u32]) {
+    /// the delivery marks it kept) as backlog, then serves those still held at the epoch
+    /// taken. Its leases are renewed meanwhile (see [`while_renewing`]).
+    fn load(&self, serving: &Serving, gained: &[Lease]) {
         let _quiet = serving.loading.lock();
+        let buckets: Vec<u32> = gained.iter().map(|g| g.0).collect();
         // Lost and taken again at a new epoch in one turn, it is still served: not while
         // it is forgotten and replayed.
-        serving.stop_served(gained);
-        self.forget(gained);
-        let loaded = self.store.delivered().map_err(|e| e.to_string()).and_then(|delivered| {
-            crate::replay_backlog::replay(&self.engine, &self.journal, &delivered, Some(gained))
-        });
-        match loaded {
-            Ok((replayed, backlog)) => {
-                tracing::info!(
-                    buckets = gained.len(),
-                    tenants = replayed.tenants,
-                    backlog = backlog.len(),
-                    "buckets taken and loaded"
-                );
-                let replayed_to = self
-                    .engine
-                    .tenants()
-                    .into_iter()
-                    .filter(|t| gained.contains(&self.store.bucket_of(t.name())))
-                    .map(|t| (Box::from(t.name()), (self.store.bucket_of(t.name()), t.last_seq())))
-                    .collect();
-                // The backlog first: the outbox has it before any new event of these tenants.
-                self.backlog.add(backlog);
-                serving.start(gained, replayed_to);
+        serving.stop_served(&buckets);
+        self.forget(&buckets);
+        let loaded = while_renewing(&self.store, &self.url, serving, || {
+            let pause = serving.load_pause_ms.load(Ordering::Relaxed);
+            if pause > 0 {
+                std::thread::sleep(Duration::from_millis(pause));
             }
+            let delivered = self.store.delivered().map_err(|e| e.to_string())?;
+            crate::replay_backlog::replay(&self.engine, &self.journal, &delivered, Some(&buckets))
+        });
+        let (replayed, backlog) = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!("loading taken buckets failed, released: {e}");
-                self.forget(gained);
-                for &bucket in gained {
-                    let _ = self.store.release(bucket);
-                }
+                drop_loaded(&self.engine, &self.store, &buckets);
+                return;
             }
+        };
+        let (kept, lapsed) = still_held(&self.store, &self.url, serving, gained);
+        if !lapsed.is_empty() {
+            tracing::warn!(?lapsed, "buckets whose lease lapsed while they loaded: dropped, not served");
+            drop_loaded(&self.engine, &self.store, &lapsed);
+        }
+        let backlog: Vec<_> =
+            backlog.into_iter().filter(|e| kept.contains(&self.store.bucket_of(&e.tenant))).collect();
+        tracing::info!(
+            buckets = kept.len(),
+            tenants = replayed.tenants,
+            backlog = backlog.len(),
+            "buckets taken and loaded"
+        );
+        let replayed_to = self
+            .engine
+            .tenants()
+            .into_iter()
+            .filter(|t| kept.contains(&self.store.bucket_of(t.name())))
+            .map(|t| (Box::from(t.name()), (self.store.bucket_of(t.name()), t.last_seq())))
+            .collect();
+        // The backlog first: the outbox has it before any new event of these tenants.
+        self.backlog.add(backlog);
+        serving.start(&kept, replayed_to);
+    }
+}
+
+/// Runs `load` while another thread renews this node's leases and heartbeat every third of
+/// the lease (`Store::renew_share`), marking it in touch after each renewal: a load longer
+/// than the lease lets no lease lapse, and the buckets already served stay served.
+pub(crate) fn while_renewing<T>(store: &Store, url: &str, serving: &Serving, load: impl FnOnce() -> T) -> T {
+    let (loaded, done) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(serving.lease / 3) {
+                renew(store, url, serving);
+            }
+        });
+        let out = load();
+        drop(loaded);
+        out
+    })
+}
+
+/// One renewal of this node's leases and heartbeat; whether PostgreSQL answered.
+fn renew(store: &Store, url: &str, serving: &Serving) -> bool {
+    let began = Instant::now();
+    match store.renew_share(url) {
+        Ok(lost) => {
+            *serving.last_turn.lock() = began;
+            for (bucket, epoch) in lost {
+                tracing::warn!(bucket, epoch, "bucket lost while loading (told at the next turn)");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!("renewing this node's leases while loading failed: {e}");
+            false
         }
     }
+}
+
+/// Of the buckets `loaded` (taken at these epochs), those still held at the same epoch,
+/// checked by a renewal now, and the others (all of them when PostgreSQL cannot say): a
+/// lease that lapsed during the load may have been taken by another node, and what was
+/// loaded is then stale.
+pub(crate) fn still_held(
+    store: &Store,
+    url: &str,
+    serving: &Serving,
+    loaded: &[Lease],
+) -> (Vec<u32>, Vec<u32>) {
+    let checked = renew(store, url, serving);
+    let (kept, lapsed): (Vec<&Lease>, Vec<_>) =
+        loaded.iter().partition(|&&(bucket, epoch)| checked && store.held_epoch(bucket) == Some(epoch));
+    (kept.into_iter().map(|l| l.0).collect(), lapsed.into_iter().map(|l| l.0).collect())
 }
 
 #[cfg(test)]
@@ -447,7 +622,7 @@ mod tests {
 
     #[test]
     fn a_loaded_buckets_replayed_events_are_not_told_its_new_ones_are() {
-        let serving = Serving::new(Duration::from_secs(5), Instant::now());
+        let serving = Serving::new(Duration::from_secs(5), Instant::now(), 256);
         assert!(!serving.tells(7, "acme", 1), "not served yet: another node's, or loading");
         serving.start(&[7], vec![("acme".into(), (7, 4))]);
         assert!(!serving.tells(7, "acme", 4), "made again by the replay: the backlog's to send");
@@ -464,7 +639,7 @@ mod tests {
     /// stops it first, and what its former loading replayed is not kept to hide new events.
     #[test]
     fn a_bucket_taken_again_is_not_served_while_it_reloads() {
-        let serving = Serving::new(Duration::from_secs(5), Instant::now());
+        let serving = Serving::new(Duration::from_secs(5), Instant::now(), 256);
         serving.start(&[7, 8], vec![("acme".into(), (7, 4)), ("zeta".into(), (8, 2))]);
         let stops = serving.stops();
         serving.stop_served(&[7, 9]);
@@ -479,9 +654,37 @@ mod tests {
         assert!(!stops.has_changed().unwrap(), "nothing served stopped: no stream is woken");
     }
 
+    /// A bucket given up takes no new command at once, but a write taken before is still
+    /// answered here; the bucket stops being served once that write is answered.
+    #[test]
+    fn a_bucket_given_up_waits_for_its_writes_in_flight() {
+        let serving = Arc::new(Serving::new(Duration::from_secs(5), Instant::now(), 256));
+        serving.start(&[7, 8], Vec::new());
+        let write = serving.write_begins(7);
+        let other = serving.write_begins(8);
+        std::thread::scope(|scope| {
+            let giving_up = scope.spawn(|| serving.give_up(&[7], Duration::from_secs(5)));
+            while serving.contains(7) {
+                std::thread::yield_now();
+            }
+            assert!(serving.finishes(7), "its write in flight is still answered here");
+            assert!(serving.contains(8), "another bucket goes on");
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!giving_up.is_finished(), "waits for the write in flight");
+            drop(write);
+            assert_eq!(giving_up.join().unwrap(), 0, "none left in flight");
+        });
+        assert!(!serving.finishes(7) && serving.finishes(8));
+        drop(other);
+        let stuck = serving.write_begins(8);
+        assert_eq!(serving.give_up(&[8], Duration::from_millis(20)), 1, "bounded: one left in flight");
+        assert!(!serving.finishes(8));
+        drop(stuck);
+    }
+
     #[test]
     fn ready_and_serving_while_turns_reach_postgres_within_the_lease() {
-        let serving = Serving::new(Duration::from_millis(30), Instant::now());
+        let serving = Serving::new(Duration::from_millis(30), Instant::now(), 256);
         serving.start(&[7], Vec::new());
         assert_eq!(serving.ready(), Ok(()));
         assert!(serving.contains(7));

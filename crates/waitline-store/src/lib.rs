@@ -696,10 +696,21 @@ impl Store {
     /// expired before the renewal), which it no longer writes. Call it well within the
     /// lease's length (a third of it, say).
     pub fn renew(&self) -> Result<Vec<(u32, u64)>> {
+        self.renew_with_heartbeat(None)
+    }
+
+    /// [`Store::renew`], first writing this node's heartbeat with `url` when given (in the
+    /// same turn of the lease connection).
+    pub(crate) fn renew_with_heartbeat(&self, url: Option<String>) -> Result<Vec<(u32, u64)>> {
         let (leases, held) = self.leases()?;
         let owned = held.owned();
         let buckets: Vec<u32> = owned.iter().map(|o| o.0).collect();
-        let renewed = leases.run(move |l| l.renew(&buckets))?;
+        let renewed = leases.run(move |l| {
+            if let Some(url) = &url {
+                l.heartbeat(url)?;
+            }
+            l.renew(&buckets)
+        })?;
         let lost: Vec<(u32, u64)> = owned.into_iter().filter(|o| !renewed.contains(o)).collect();
         for &(bucket, epoch) in &lost {
             held.lose(bucket, epoch);
@@ -710,11 +721,21 @@ impl Store {
     /// Gives up `bucket`: later appends to its tenants are refused, what is queued is
     /// written, then its lease ends at once so that another node can take it.
     pub fn release(&self, bucket: u32) -> Result<()> {
+        self.release_buckets(&[bucket])
+    }
+
+    /// [`Store::release`] of each of `buckets`, with one flush and one statement: a node
+    /// giving up many buckets at once does not wait for a commit and a round trip each.
+    pub fn release_buckets(&self, buckets: &[u32]) -> Result<()> {
         let (leases, held) = self.leases()?;
-        let Some(epoch) = held.give_up(bucket) else { return Ok(()) };
+        let given_up: Vec<(u32, u64)> =
+            buckets.iter().filter_map(|&bucket| held.give_up(bucket).map(|epoch| (bucket, epoch))).collect();
+        if given_up.is_empty() {
+            return Ok(());
+        }
         // Whatever else failed is reported to its own waiters.
         let _ = self.flush();
-        leases.run(move |l| l.release(&[(bucket, epoch)]))
+        leases.run(move |l| l.release(&given_up))
     }
 
     /// Starts a thread that renews this store's leases every third of their length (by

@@ -61,6 +61,17 @@ impl Store {
         })
     }
 
+    /// Renews the leases this node holds and writes its heartbeat, taking nothing: a node
+    /// loading buckets it took calls it every third of the lease meanwhile, so that a load
+    /// longer than the lease lets none of its leases lapse and it stays live. Returns the
+    /// leases found lost, as [`Store::renew`].
+    ///
+    /// # Errors
+    /// As [`Store::take_share`].
+    pub fn renew_share(&self, url: &str) -> Result<Vec<(u32, u64)>> {
+        self.renew_with_heartbeat(Some(url.to_owned()))
+    }
+
     /// Says this node is gone (it stops cleanly): the other nodes no longer count it live,
     /// so the buckets it releases go to their new preferred owners at those nodes' next
     /// turn. Its leases are released when the store is dropped.
