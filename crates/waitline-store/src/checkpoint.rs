@@ -27,8 +27,10 @@ pub(crate) const PERIODIC_SYNC: Duration = Duration::from_secs(1);
 const PASS_EVERY: Duration = if cfg!(test) { Duration::from_millis(5) } else { Duration::from_millis(200) };
 
 /// Frames in the log past which a pass holds the writer so that the log starts over
-/// (4 KiB pages: 64 MiB).
-const HARD_LIMIT: u64 = if cfg!(test) { 64 } else { 16_384 };
+/// (4 KiB pages: 16 MiB). With 16,384 the `always` server used 1.4-2.1 µs more CPU per
+/// request than with SQLite's own checkpoints (three noisy runs, BENCHMARKS.md), with
+/// 4,096 0.3 µs more (one run).
+const HARD_LIMIT: u64 = if cfg!(test) { 64 } else { 4_096 };
 
 /// The checkpointer of one writer connection: stopped (after a last pass and, with
 /// [`Fsync::Periodic`], a last sync) when dropped.
