@@ -2,7 +2,9 @@
 //! clients each logging what was acknowledged, `kill -9` at a random moment, a restart on
 //! the same directory, then: every acknowledged change is there, queues keep the order of
 //! acknowledgement within a band with dense positions, and retrying the command that was in
-//! flight with its `command_id` has no second effect.
+//! flight with its `command_id` has no second effect. Odd seeds run the server with
+//! `--fsync always`, even ones with `--fsync periodic` (an answer then waits only for the
+//! write to the operating system, which a `kill -9` of the process does not lose).
 //!
 //! `WAITLINE_CRASH_SEEDS` sets how many seeds run (default 10), `WAITLINE_CRASH_SEED` runs
 //! one.
@@ -35,7 +37,8 @@ fn start_with(dir: &std::path::Path, extra: &[&str]) -> Process {
 
 async fn crash_and_check(seed: u64) -> usize {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path());
+    let fsync = if seed % 2 == 0 { "periodic" } else { "always" };
+    let mut server = start_with(dir.path(), &["--fsync", fsync]);
     let mut rng = Rng(seed | 1);
     let run_for = Duration::from_millis(150 + rng.below(600));
     let target = Target {

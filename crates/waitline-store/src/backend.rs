@@ -64,8 +64,6 @@ pub(crate) trait Conn: Send {
     fn row_holding(&mut self, tenant: &str, seq: u64) -> Result<Option<Row>>;
     /// Shortens the row starting at `first` to end at `last` with `records`.
     fn cut_row(&mut self, tenant: &str, first: u64, last: u64, records: &[u8]) -> Result<()>;
-    /// Makes what is committed durable (for [`crate::Fsync::Periodic`]).
-    fn sync(&mut self) -> Result<()>;
 
     /// Every tenant with a snapshot or a journal row, in name order.
     fn tenants(&mut self) -> Result<Vec<String>>;

@@ -35,6 +35,7 @@
 
 mod backend;
 pub mod bucket;
+mod checkpoint;
 mod compact;
 mod dir;
 pub mod engine;

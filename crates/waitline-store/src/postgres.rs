@@ -191,6 +191,8 @@ impl Postgres {
         let mut client = connect(config)?;
         create_tables(&mut client, config)?;
         end_paused_transactions(&mut client, config)?;
+        // Commits not waited for are flushed by PostgreSQL's WAL writer (within 3 x wal_writer_delay,
+        // 0.6 s by default).
         if fsync == Fsync::Periodic {
             client.batch_execute("SET synchronous_commit = off").map_err(pg_err(&config.place()))?;
         }
@@ -351,12 +353,6 @@ impl Conn for Postgres {
             "UPDATE journal SET last = $3, records = $4 WHERE tenant = $1 AND seq = $2",
             &[&tenant, &to_sql(first), &to_sql(last), &records],
         )
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        // PostgreSQL's WAL writer flushes asynchronous commits by itself (within
-        // 3 x wal_writer_delay, 0.6 s by default).
-        Ok(())
     }
 
     fn tenants(&mut self) -> Result<Vec<String>> {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::backend::{Conn, JournalSize, NewRow, Row, RowVisitor, from_sql, to_sql};
+use crate::checkpoint::Checkpointer;
 use crate::{Error, Fsync, Result};
 
 /// Name of the database file inside the data directory.
@@ -35,13 +36,18 @@ CREATE TABLE IF NOT EXISTS delivered (tenant TEXT PRIMARY KEY, seq INTEGER NOT N
 
 /// A connection to the database file `db`.
 pub(crate) struct Sqlite {
+    // Declared first so that it stops (after its last pass) before the writer's
+    // connection closes.
+    /// The writer's: copies the log into the database file, and syncs it (`Fsync::Periodic`).
+    checkpointer: Option<Checkpointer>,
     conn: Connection,
     db: PathBuf,
 }
 
 impl Sqlite {
-    /// The writer's connection: creates the tables (or upgrades them) and sets the sync
-    /// policy.
+    /// The writer's connection: creates the tables (or upgrades them), sets the sync policy
+    /// and starts its checkpointer (SQLite's own checkpoints, which would run in the
+    /// writer's commits, are turned off).
     pub(crate) fn open_writer(db: &Path, fsync: Fsync) -> Result<Self> {
         let sql = |source| Error::Sqlite { path: db.to_path_buf(), source };
         let conn = Connection::open(db).map_err(sql)?;
@@ -51,7 +57,8 @@ impl Sqlite {
             Fsync::Always => "FULL",
             Fsync::Periodic => "NORMAL",
         };
-        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};")).map_err(sql)?;
+        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;"))
+            .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         let found: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
@@ -79,7 +86,8 @@ impl Sqlite {
                 .map_err(sql)?,
             Some(found) => return Err(Error::Schema { place: db.display().to_string(), found }),
         }
-        Ok(Self { conn, db: db.to_path_buf() })
+        let checkpointer = Some(Checkpointer::start(db, fsync)?);
+        Ok(Self { checkpointer, conn, db: db.to_path_buf() })
     }
 
     /// A connection that only reads.
@@ -89,7 +97,7 @@ impl Sqlite {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|source| Error::Sqlite { path: db.to_path_buf(), source })?;
-        Ok(Self { conn, db: db.to_path_buf() })
+        Ok(Self { checkpointer: None, conn, db: db.to_path_buf() })
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> Error + use<> {
@@ -116,6 +124,13 @@ impl Sqlite {
         Ok(())
     }
 
+    /// The writer's transaction has ended.
+    fn left(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.leave();
+        }
+    }
+
     fn tenant_seqs(&self, sql: &str) -> Result<HashMap<String, u64>> {
         let err = self.err();
         let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
@@ -127,15 +142,25 @@ impl Sqlite {
 impl Conn for Sqlite {
     // Prepared once (not parsed again for every batch).
     fn begin(&mut self) -> Result<()> {
-        self.execute("BEGIN IMMEDIATE", [])
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.enter()?;
+        }
+        let begun = self.execute("BEGIN IMMEDIATE", []);
+        if begun.is_err() {
+            self.left();
+        }
+        begun
     }
 
     fn commit(&mut self) -> Result<()> {
-        self.execute("COMMIT", [])
+        let committed = self.execute("COMMIT", []);
+        self.left();
+        committed
     }
 
     fn rollback(&mut self) {
         let _ = self.conn.execute_batch("ROLLBACK");
+        self.left();
     }
 
     fn fence(&mut self, _claims: &[(u32, u64)]) -> Result<Vec<(u32, u64)>> {
@@ -209,11 +234,6 @@ impl Conn for Sqlite {
             "UPDATE journal SET last = ?3, records = ?4 WHERE tenant = ?1 AND seq = ?2",
             params![tenant, to_sql(first), to_sql(last), records],
         )
-    }
-
-    fn sync(&mut self) -> Result<()> {
-        // In WAL mode with synchronous=NORMAL a checkpoint is what syncs the log.
-        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(self.err())
     }
 
     fn tenants(&mut self) -> Result<Vec<String>> {

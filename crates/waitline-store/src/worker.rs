@@ -164,10 +164,6 @@ impl Conn for RemoteConn {
         self.0.run(move |c| c.cut_row(&tenant, first, last, &records))
     }
 
-    fn sync(&mut self) -> Result<()> {
-        self.0.run(|c| c.sync())
-    }
-
     fn tenants(&mut self) -> Result<Vec<String>> {
         self.0.run(|c| c.tenants())
     }

@@ -8,17 +8,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::backend::{Conn, NewRow};
 use crate::compact::compact;
 use crate::lease::Held;
-use crate::{Error, Fsync, Options};
-
-/// With [`Fsync::Periodic`], the longest time between two syncs.
-pub(crate) const PERIODIC_SYNC: Duration = Duration::from_secs(1);
+use crate::{Error, Options};
 
 /// The lease an operation is written under: refused when it is no longer current.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -173,10 +170,10 @@ impl Channel {
 }
 
 /// Runs until the store closes (after writing what is pending) or a write fails. `held`:
-/// the leases of a store that keeps them, told of every lease fencing finds lost.
+/// the leases of a store that keeps them, told of every lease fencing finds lost. Syncs
+/// that [`crate::Fsync::Periodic`] owes are not made here (SQLite's checkpointer makes them,
+/// PostgreSQL's own WAL writer flushes), nor are checkpoints: a batch never waits for them.
 pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, held: Option<&Held>) {
-    let fsync = options.fsync;
-    let mut last_sync = Instant::now();
     let mut heads = Heads::default();
     // The batch's buffer goes back to the queue once written, so that appends do not grow
     // a new one each time.
@@ -184,19 +181,8 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
     loop {
         let (ops, upto, closing) = {
             let mut p = channel.pending.lock();
-            loop {
-                if p.closing || (!p.ops.is_empty() && !p.paused) {
-                    break;
-                }
-                match fsync {
-                    Fsync::Always => channel.writer_wake.wait(&mut p),
-                    Fsync::Periodic => {
-                        let due = last_sync + PERIODIC_SYNC;
-                        if channel.writer_wake.wait_until(&mut p, due).timed_out() {
-                            break;
-                        }
-                    }
-                }
+            while !p.closing && (p.ops.is_empty() || p.paused) {
+                channel.writer_wake.wait(&mut p);
             }
             records.clear();
             std::mem::swap(&mut records, &mut p.records);
@@ -214,13 +200,6 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
             channel.commit_times.observe(started.elapsed());
             channel.commits.fetch_add(1, Ordering::Relaxed);
             channel.advance(upto);
-        }
-        if fsync == Fsync::Periodic && (closing || last_sync.elapsed() >= PERIODIC_SYNC) {
-            if let Err(e) = conn.sync() {
-                channel.fail(format!("syncing the journal failed: {e}"), false);
-                return;
-            }
-            last_sync = Instant::now();
         }
         if closing && channel.pending.lock().ops.is_empty() {
             return;
