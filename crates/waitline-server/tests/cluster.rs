@@ -907,7 +907,6 @@ async fn a_hung_load_stops_renewing_its_leases_after_the_limit() {
         store.owner(theirs).unwrap().is_some_and(|o| o.url == first.base)
     })
     .await;
-    let loading = Instant::now();
     tokio::time::sleep(limit / 2).await;
     assert_eq!(store.acquire(&[mine, theirs]).unwrap(), [], "renewed while the load is within the limit");
     let (s, _) = first.req("GET", "/healthz", None, None).await;
