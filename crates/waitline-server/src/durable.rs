@@ -142,7 +142,14 @@ impl Durability {
                     crate::node_share::while_renewing(&store, url, &serving, || {
                         Self::over(store.clone(), snapshot_every, engine, Some(&buckets))
                     })?;
-                crate::node_share::serve_if_still_held(&engine, &store, url, &serving, &taken);
+                crate::node_share::serve_if_still_held(
+                    &engine,
+                    &store,
+                    url,
+                    &serving,
+                    &taken,
+                    &durability.backlog,
+                );
                 durability.serving = Some(serving);
                 crate::node_share::keep_share(&engine, &durability, url, config.lease)?;
                 return Ok((engine, durability, replayed));
@@ -300,13 +307,7 @@ impl Durability {
     /// for its writes in flight.
     #[must_use]
     pub fn finishes(&self, tenant: &str) -> bool {
-        if self.lost_bucket_of(tenant).is_some() {
-            return false;
-        }
-        match (&self.serving, &self.store) {
-            (Some(serving), Some(store)) => serving.finishes(store.bucket_of(tenant)),
-            _ => true,
-        }
+        self.bucket_is(tenant, crate::node_share::Serving::finishes)
     }
 
     /// Counts a write of `tenant` in flight until the guard is dropped, on a node of several
@@ -335,11 +336,17 @@ impl Durability {
     /// node of several, its bucket is taken and loaded here.
     #[must_use]
     pub fn serves(&self, tenant: &str) -> bool {
+        self.bucket_is(tenant, crate::node_share::Serving::contains)
+    }
+
+    /// Whether `tenant`'s bucket's lease was not lost and, for one node of several, `state`
+    /// holds of its bucket here.
+    fn bucket_is(&self, tenant: &str, state: fn(&crate::node_share::Serving, u32) -> bool) -> bool {
         if self.lost_bucket_of(tenant).is_some() {
             return false;
         }
         match (&self.serving, &self.store) {
-            (Some(serving), Some(store)) => serving.contains(store.bucket_of(tenant)),
+            (Some(serving), Some(store)) => state(serving, store.bucket_of(tenant)),
             _ => true,
         }
     }

@@ -113,7 +113,7 @@ impl Serving {
         InFlight { serving: Arc::clone(self), bucket }
     }
 
-    /// Gives `buckets` up: they take no new command (forwarded or 503 `10007`), the writes
+    /// Gives `buckets` up: they take no new command (503 `10007`, reads too), the writes
     /// in flight are waited for (at most `within`) so that they are answered as usual,
     /// then the buckets stop being served. Returns how many writes were still in flight
     /// (answered 503 `10007`: their change may or may not be kept).
@@ -326,21 +326,30 @@ pub fn first_turn(store: &Store, config: &PgConfig, url: &str) -> Result<(Arc<Se
 
 /// After the start replay of `taken` (buckets with the epochs taken): stops serving, forgets
 /// and gives up those whose lease lapsed meanwhile (a replay longer than the lease whose
-/// renewals failed), before the node listens.
+/// renewals failed), and drops their events from the webhook `backlog` (the next owner
+/// sends them), before the node listens.
 pub(crate) fn serve_if_still_held(
     engine: &Engine,
     store: &Store,
     url: &str,
     serving: &Serving,
     taken: &[Lease],
+    backlog: &Backlog,
 ) {
-    let (_, lapsed) = still_held(store, url, serving, taken);
+    let (kept, lapsed) = still_held(store, url, serving, taken);
     if lapsed.is_empty() {
         return;
     }
     tracing::warn!(?lapsed, "buckets whose lease lapsed during the start replay: dropped, not served");
     serving.stop_served(&lapsed);
     drop_loaded(engine, store, &lapsed);
+    backlog.retain(of_buckets(store, &kept));
+}
+
+/// Whether an event is of a tenant of `buckets`: a load's backlog keeps only the events of
+/// the buckets still held once loaded.
+fn of_buckets<'a>(store: &'a Store, buckets: &'a [u32]) -> impl Fn(&waitline::Event) -> bool + 'a {
+    move |event| buckets.contains(&store.bucket_of(&event.tenant))
 }
 
 /// Forgets what a load of `buckets` put in the engine and gives their leases up (those
@@ -544,8 +553,7 @@ impl Turn {
             tracing::warn!(?lapsed, "buckets whose lease lapsed while they loaded: dropped, not served");
             drop_loaded(&self.engine, &self.store, &lapsed);
         }
-        let backlog: Vec<_> =
-            backlog.into_iter().filter(|e| kept.contains(&self.store.bucket_of(&e.tenant))).collect();
+        let backlog: Vec<_> = backlog.into_iter().filter(of_buckets(&self.store, &kept)).collect();
         tracing::info!(
             buckets = kept.len(),
             tenants = replayed.tenants,
@@ -565,14 +573,31 @@ impl Turn {
     }
 }
 
+/// How many leases a load (or a give-up wait) renews this node's leases and heartbeat for,
+/// at most: one running longer is taken as hung (a stalled query), its renewals stop, so
+/// that its leases lapse, the other nodes take its buckets over and this node stops being
+/// ready, instead of holding buckets that answer 503 for ever. Two minutes at the default
+/// lease: a replay of one node's share takes far less.
+pub const LOAD_RENEWED_FOR_LEASES: u32 = 24;
+
 /// Runs `load` while another thread renews this node's leases and heartbeat every third of
 /// the lease (`Store::renew_share`), marking it in touch after each renewal: a load longer
-/// than the lease lets no lease lapse, and the buckets already served stay served.
+/// than the lease lets no lease lapse, and the buckets already served stay served. The
+/// renewals stop after [`LOAD_RENEWED_FOR_LEASES`] leases (the load is hung); what it
+/// loaded is then dropped when it ends (its leases lapsed: see [`still_held`]).
 pub(crate) fn while_renewing<T>(store: &Store, url: &str, serving: &Serving, load: impl FnOnce() -> T) -> T {
     let (loaded, done) = std::sync::mpsc::channel::<()>();
+    let renewed_until = Instant::now() + serving.lease * LOAD_RENEWED_FOR_LEASES;
     std::thread::scope(|scope| {
         scope.spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(serving.lease / 3) {
+                if Instant::now() >= renewed_until {
+                    tracing::error!(
+                        leases = LOAD_RENEWED_FOR_LEASES,
+                        "a load (or a wait for writes in flight) is hung: this node's leases are no longer renewed, its buckets go to the other nodes"
+                    );
+                    return;
+                }
                 renew(store, url, serving);
             }
         });
@@ -582,19 +607,29 @@ pub(crate) fn while_renewing<T>(store: &Store, url: &str, serving: &Serving, loa
     })
 }
 
-/// One renewal of this node's leases and heartbeat; whether PostgreSQL answered.
+/// One renewal of this node's leases and heartbeat; whether PostgreSQL answered. A dropped
+/// lease connection is reconnected (tried again at the next renewal).
 fn renew(store: &Store, url: &str, serving: &Serving) -> bool {
     let began = Instant::now();
     match store.renew_share(url) {
         Ok(lost) => {
             *serving.last_turn.lock() = began;
             for (bucket, epoch) in lost {
-                tracing::warn!(bucket, epoch, "bucket lost while loading (told at the next turn)");
+                tracing::warn!(
+                    bucket,
+                    epoch,
+                    "bucket lost while loading or giving buckets up (told at the next turn)"
+                );
             }
             true
         }
         Err(e) => {
-            tracing::warn!("renewing this node's leases while loading failed: {e}");
+            tracing::warn!("renewing this node's leases while loading or giving buckets up failed: {e}");
+            if e.is_disconnect() {
+                if let Err(e) = store.reconnect_leases() {
+                    tracing::warn!("reconnecting the lease connection failed: {e}");
+                }
+            }
             false
         }
     }
@@ -610,7 +645,9 @@ pub(crate) fn still_held(
     serving: &Serving,
     loaded: &[Lease],
 ) -> (Vec<u32>, Vec<u32>) {
-    let checked = renew(store, url, serving);
+    // Tried twice: one failed renewal (a dropped connection, reconnected by the first
+    // try) does not throw a whole load away.
+    let checked = renew(store, url, serving) || renew(store, url, serving);
     let (kept, lapsed): (Vec<&Lease>, Vec<_>) =
         loaded.iter().partition(|&&(bucket, epoch)| checked && store.held_epoch(bucket) == Some(epoch));
     (kept.into_iter().map(|l| l.0).collect(), lapsed.into_iter().map(|l| l.0).collect())
@@ -680,6 +717,28 @@ mod tests {
         assert_eq!(serving.give_up(&[8], Duration::from_millis(20)), 1, "bounded: one left in flight");
         assert!(!serving.finishes(8));
         drop(stuck);
+    }
+
+    /// After a load, a bucket whose lease ended behind the node's back (released: same
+    /// owner and epoch, no other node took it) or was taken by another node at a new epoch
+    /// is not served from what was loaded; one still held is.
+    #[test]
+    fn only_the_buckets_still_held_at_their_epoch_are_served_after_a_load() {
+        use waitline_store::test_support::{execute, fresh_database};
+        let Some(url) = fresh_database("node_share_still_held") else { return };
+        let config = PgConfig { node: "loader".into(), ..PgConfig::new(url.clone()) };
+        let store = Store::open_postgres(&config, waitline_store::Options::default()).unwrap();
+        let loaded = store.acquire(&[1, 2, 3]).unwrap();
+        assert_eq!(loaded.len(), 3);
+        execute(&url, "UPDATE waitline.leases SET expires_at = '-infinity' WHERE bucket = 2");
+        execute(
+            &url,
+            "UPDATE waitline.leases SET owner = 'other', epoch = epoch + 1, \
+             expires_at = now() + interval '1 hour' WHERE bucket = 3",
+        );
+        let serving = Serving::new(config.lease, Instant::now(), config.buckets);
+        let (kept, lapsed) = still_held(&store, "http://127.0.0.1:1", &serving, &loaded);
+        assert_eq!((kept, lapsed), (vec![1], vec![2, 3]));
     }
 
     #[test]

@@ -41,6 +41,11 @@ impl Backlog {
         self.added.notify_one();
     }
 
+    /// Keeps only the events waiting that `keep` accepts.
+    pub fn retain(&self, keep: impl FnMut(&Event) -> bool) {
+        self.events.lock().retain(keep);
+    }
+
     /// Resolves when events were added (at once if some were added since the last wait).
     pub async fn added(&self) {
         self.added.notified().await;

@@ -889,6 +889,43 @@ async fn a_load_longer_than_the_lease_keeps_its_leases_and_serves_only_what_it_s
     first.stop().await;
 }
 
+/// A load that hangs (paused here past the limit) renews its node's leases for
+/// `LOAD_RENEWED_FOR_LEASES` leases, not for ever: then its leases lapse (another node may
+/// take its buckets, the one it loads and those it served) and it is no longer ready. The
+/// lapse is watched for only while the load still runs (a lapse after it would prove nothing).
+#[tokio::test]
+async fn a_hung_load_stops_renewing_its_leases_after_the_limit() {
+    let Some(url) = fresh_database("cluster_hung_load") else { return };
+    let lease = Duration::from_millis(400);
+    let limit = lease * waitline_server::node_share::LOAD_RENEWED_FOR_LEASES;
+    let (first, second, store, owners) = two_nodes(&url, lease).await;
+    let mine = bucket(&tenant(owned_by(&owners, &first)));
+    let theirs = bucket(&tenant(owned_by(&owners, &second)));
+    first.durability.pause_loads(limit + lease * 10);
+    crashed(&url, lease, second).await;
+    eventually(lease * 4, "the first node takes the second's buckets over", || {
+        store.owner(theirs).unwrap().is_some_and(|o| o.url == first.base)
+    })
+    .await;
+    tokio::time::sleep(limit / 2).await;
+    assert_eq!(store.acquire(&[mine, theirs]).unwrap(), [], "renewed while the load is within the limit");
+    let (s, _) = first.req("GET", "/healthz", None, None).await;
+    assert_eq!(s, 200);
+    eventually(limit / 2 + lease * 4, "the hung load's leases lapse", || {
+        match store.acquire(&[mine, theirs]) {
+            Ok(taken) => taken.len() == 2,
+            Err(e) => {
+                eprintln!("acquiring failed (tried again): {e}");
+                false
+            }
+        }
+    })
+    .await;
+    let (s, v) = first.req("GET", "/healthz", None, None).await;
+    assert_eq!(s, 503, "no longer ready: {v}");
+    first.stop().await;
+}
+
 /// Each tenant's calls, dialled through `server`.
 async fn calls_of_every_tenant(server: &Server, per_tenant: usize) -> Vec<Vec<String>> {
     let dialling = (0..TENANTS).map(|i| async move {
