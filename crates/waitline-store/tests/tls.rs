@@ -7,15 +7,15 @@
 
 use std::path::PathBuf;
 
-use waitline_store::test_support::fresh_database;
+use waitline_store::test_support::{fresh_database, postgres_ca};
 use waitline_store::{Error, Options, PgConfig, PgTls, Store};
 
 /// A fresh database's URL asking for TLS, and the test cluster's CA; `None` (skipped) as
-/// [`fresh_database`].
+/// [`fresh_database`] or without the CA.
 fn tls_database(name: &str) -> Option<(String, String, PathBuf)> {
+    let ca = postgres_ca()?;
     let url = fresh_database(name)?;
-    let ca = std::env::var_os("WAITLINE_TEST_POSTGRES_CA").expect("WAITLINE_TEST_POSTGRES_CA beside the URL");
-    Some((url.clone(), format!("{url}?sslmode=require"), PathBuf::from(ca)))
+    Some((url.clone(), format!("{url}?sslmode=require"), ca))
 }
 
 /// Whether each session open on `database` (but the asking one) is encrypted.
