@@ -7,7 +7,8 @@
 
 use std::path::PathBuf;
 
-use waitline_store::test_support::{fresh_database, postgres_ca};
+use waitline_store::bucket::bucket_of;
+use waitline_store::test_support::{drop_connections, fresh_database, postgres_ca};
 use waitline_store::{Error, Options, PgConfig, PgTls, Store};
 
 /// A fresh database's URL asking for TLS, and the test cluster's CA; `None` (skipped) as
@@ -36,11 +37,23 @@ fn with_sslmode_require_and_the_ca_every_connection_of_the_store_is_encrypted() 
     let Some((plain, url, ca)) = tls_database("store_tls") else { return };
     let config = PgConfig { tls: PgTls::ca_file(&ca).unwrap(), ..PgConfig::new(url) };
     let store = Store::open_postgres(&config, Options::default()).unwrap();
-    store.acquire(&[0]).unwrap();
+    let bucket = bucket_of("acme", config.buckets);
+    store.acquire(&[bucket]).unwrap();
     let sessions = sessions_encrypted(&plain, "store_tls");
     // The writer's, the reader's and the lease connection at least.
     assert!(sessions.len() >= 2, "the store's sessions: {sessions:?}");
     assert!(sessions.iter().all(|ssl| *ssl), "a plaintext session: {sessions:?}");
+
+    // A failover as the client sees it: the sessions that replace the dropped ones are
+    // encrypted too.
+    drop_connections(&plain);
+    assert!(store.wait(store.append("acme", 1, &[1]).unwrap()).is_err());
+    store.reconnect_leases().unwrap();
+    store.restart_writer().unwrap();
+    store.acquire(&[bucket]).unwrap();
+    let sessions = sessions_encrypted(&plain, "store_tls");
+    assert!(sessions.len() >= 2, "the store's sessions after reconnecting: {sessions:?}");
+    assert!(sessions.iter().all(|ssl| *ssl), "a plaintext session after reconnecting: {sessions:?}");
     drop(store);
 
     // The same server without sslmode stays in plaintext (as before TLS was built).
