@@ -45,6 +45,9 @@ pub struct Config {
     /// Keep the journal in PostgreSQL instead (a libpq URL); this node takes every
     /// bucket's lease, or its share of them with `cluster`.
     pub postgres_url: Option<String>,
+    /// The CA (PEM) PostgreSQL's certificate must chain to under `sslmode=require`, instead
+    /// of the webpki roots.
+    pub postgres_ca: Option<PathBuf>,
     /// How long a bucket's lease lasts without renewal (PostgreSQL only).
     pub lease: Duration,
     /// This node in a cluster of several (`--node-url` with `--cluster-secret`; needs
@@ -149,6 +152,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
             postgres_url: None,
+            postgres_ca: None,
             lease: DEFAULT_LEASE,
             cluster: None,
             fsync: Fsync::Always,
@@ -274,6 +278,11 @@ pub struct ServeArgs {
     /// of them). Give --api-key and --signing-key with it: no generated key is kept.
     #[arg(long, env = "WAITLINE_POSTGRES_URL", conflicts_with_all = ["in_memory", "data_dir"])]
     pub postgres_url: Option<String>,
+    /// A CA file (PEM) to verify PostgreSQL's certificate with instead of the webpki roots
+    /// (a private CA). Used with sslmode=require in --postgres-url, which encrypts and
+    /// verifies; without it the connection is plaintext, and giving a CA is refused.
+    #[arg(long, env = "WAITLINE_POSTGRES_CA", value_name = "FILE", requires = "postgres_url")]
+    pub postgres_ca: Option<PathBuf>,
     /// How long a bucket's lease lasts without renewal, in milliseconds (PostgreSQL only;
     /// renewed every third of it) [default: 5000].
     #[arg(long, env = "WAITLINE_LEASE_MS", value_parser = clap::value_parser!(u64).range(30..))]
@@ -585,6 +594,7 @@ impl ServeArgs {
             },
             recover_truncate: self.recover_truncate,
             postgres_url: self.postgres_url,
+            postgres_ca: self.postgres_ca,
             snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(d.snapshot_every),
             rate_limit,
             tls,
@@ -701,6 +711,11 @@ mod tests {
             (Some("postgres://u@db/w"), None, Duration::from_millis(2000))
         );
         assert_eq!(parse(&[]).unwrap().lease, DEFAULT_LEASE);
+        let c = parse(&["--postgres-url", "postgres://u@db/w?sslmode=require", "--postgres-ca", "ca.pem"])
+            .unwrap();
+        assert_eq!(c.postgres_ca.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(parse(&["--postgres-url", "x"]).unwrap().postgres_ca, None);
+        assert!(parse(&["--postgres-ca", "ca.pem"]).is_err(), "a CA without PostgreSQL");
         assert!(parse(&["--postgres-url", "x", "--data-dir", "y"]).is_err(), "one store");
         assert!(parse(&["--postgres-url", "x", "--in-memory"]).is_err(), "one store");
         assert!(parse(&["--lease-ms", "10"]).is_err(), "a lease too short to renew");

@@ -303,8 +303,13 @@ pub fn engine(config: &Config) -> Engine {
 /// # Errors
 /// The data directory cannot be used or replayed (see [`Durability::open`]).
 pub fn open_engine(config: &Config) -> Result<(Engine, Durability), String> {
+    let tls = match &config.postgres_ca {
+        Some(ca) => waitline_store::PgTls::ca_file(ca).map_err(|e| e.to_string())?,
+        None => waitline_store::PgTls::default(),
+    };
     let postgres = config.postgres_url.as_ref().map(|url| waitline_store::PgConfig {
         lease: config.lease,
+        tls,
         ..waitline_store::PgConfig::new(url.clone())
     });
     let keep = match (&postgres, &config.data_dir) {

@@ -53,8 +53,8 @@ mod timing;
 mod worker;
 mod writer;
 
-pub use crate::postgres::PgConfig;
 pub use crate::postgres::nodes::Node;
+pub use crate::postgres::{PgConfig, PgTls};
 pub use crate::share::Share;
 pub use crate::sqlite::DB_FILE;
 pub use crate::timing::{COMMIT_BUCKETS_MICROS, CommitTimes};
@@ -136,6 +136,19 @@ pub enum Error {
         /// What the client said.
         source: ::postgres::Error,
     },
+    /// The CA file for PostgreSQL's certificate cannot be used.
+    #[error("{}: not a usable CA file for PostgreSQL: {detail}", path.display())]
+    PostgresCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// A CA file was given for a URL that does not ask for TLS: it would be silently unused.
+    #[error(
+        "{0}: a CA file is given but the URL does not say sslmode=require (it would connect in plaintext)"
+    )]
+    PostgresCaUnused(String),
     /// A stored record or snapshot is damaged, or a record is missing.
     #[error(
         "{place}: the {what} of tenant {tenant:?} at sequence number {seq} is damaged: {detail} (start with --recover-truncate to drop it and what follows)"

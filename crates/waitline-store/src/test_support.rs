@@ -9,17 +9,28 @@
 /// In CI without the variable.
 #[must_use]
 pub fn postgres_url() -> Option<String> {
-    match std::env::var("WAITLINE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+    test_variable("WAITLINE_TEST_POSTGRES_URL")
+}
+
+/// The PEM file of the CA that signed the test PostgreSQL's certificate:
+/// `WAITLINE_TEST_POSTGRES_CA` (set by `scripts/postgres.sh`), skipped or failing without
+/// it as [`postgres_url`].
+///
+/// # Panics
+/// In CI without the variable.
+#[must_use]
+pub fn postgres_ca() -> Option<std::path::PathBuf> {
+    test_variable("WAITLINE_TEST_POSTGRES_CA").map(Into::into)
+}
+
+fn test_variable(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
         _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "CI=true and WAITLINE_TEST_POSTGRES_URL is not set: the PostgreSQL tests may not be skipped in CI"
-            )
+            panic!("CI=true and {name} is not set: the PostgreSQL tests may not be skipped in CI")
         }
         _ => {
-            eprintln!(
-                "skipped: no PostgreSQL (run under scripts/postgres.sh, or set WAITLINE_TEST_POSTGRES_URL)"
-            );
+            eprintln!("skipped: no PostgreSQL (run under scripts/postgres.sh, or set {name})");
             None
         }
     }
