@@ -87,13 +87,6 @@ pub struct WaitHistogram {
 }
 
 impl WaitHistogram {
-    fn observe(&mut self, wait_micros: u64) {
-        let secs_ceil = wait_micros.div_ceil(1_000_000);
-        let bucket = WAIT_BUCKETS_SECS.partition_point(|&b| b < secs_ceil);
-        self.counts[bucket] += 1;
-        self.sum_micros = self.sum_micros.saturating_add(wait_micros);
-    }
-
     /// Departures counted.
     #[must_use]
     pub fn count(&self) -> u64 {
@@ -103,7 +96,10 @@ impl WaitHistogram {
 
 /// What a queue keeps to answer for its figures. In `repr(C)` order: what every arrival
 /// and departure updates (the day and minute, the day's counts) fills one cache line; the
-/// current minute's peak length and the first wait buckets the next one.
+/// current minute's peak length, the sum of the waits and the first wait buckets the next
+/// one (the waits are kept as two fields, the sum first, rather than as a
+/// [`WaitHistogram`], whose sum comes after its 96 bytes of counts: a departure would write
+/// one more line).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub(crate) struct Figures {
@@ -118,7 +114,8 @@ pub(crate) struct Figures {
     pub(crate) peak: u32,
     /// Over the queue's life; the other life totals are the queue's own counters.
     pub(crate) bridged_within_service_level: u64,
-    pub(crate) waits: WaitHistogram,
+    pub(crate) wait_sum_micros: u64,
+    pub(crate) wait_counts: [u64; WAIT_BUCKETS_SECS.len() + 1],
     /// The longest the queue was in each earlier minute of the hour, by `minute % 60`; the
     /// slot of `minute` itself holds 0 (its length is `peak`).
     lengths: [u32; LENGTH_HISTORY_MINUTES],
@@ -130,7 +127,8 @@ impl Figures {
             day: now.as_micros() / MICROS_PER_DAY,
             today: Outcomes::default(),
             bridged_within_service_level: 0,
-            waits: WaitHistogram::default(),
+            wait_sum_micros: 0,
+            wait_counts: [0; WAIT_BUCKETS_SECS.len() + 1],
             minute: now.as_micros() / MICROS_PER_MINUTE,
             peak: 0,
             lengths: [0; LENGTH_HISTORY_MINUTES],
@@ -154,7 +152,28 @@ impl Figures {
             return Err("a day or minute past the end of time".into());
         }
         let peak = std::mem::take(&mut lengths[minute_slot(minute)]);
-        Ok(Self { day, today, bridged_within_service_level, waits, minute, peak, lengths })
+        Ok(Self {
+            day,
+            today,
+            bridged_within_service_level,
+            wait_sum_micros: waits.sum_micros,
+            wait_counts: waits.counts,
+            minute,
+            peak,
+            lengths,
+        })
+    }
+
+    /// The waits of the callers who left since the queue was made.
+    pub(crate) const fn waits(&self) -> WaitHistogram {
+        WaitHistogram { counts: self.wait_counts, sum_micros: self.wait_sum_micros }
+    }
+
+    fn observe_wait(&mut self, wait_micros: u64) {
+        let secs_ceil = wait_micros.div_ceil(1_000_000);
+        let bucket = WAIT_BUCKETS_SECS.partition_point(|&b| b < secs_ceil);
+        self.wait_counts[bucket] += 1;
+        self.wait_sum_micros = self.wait_sum_micros.saturating_add(wait_micros);
     }
 
     /// The longest length of each minute of the hour up to `minute`, by `minute % 60` (as a
@@ -193,7 +212,7 @@ impl Figures {
         self.note_length(now, len + 1, len);
         let Some(reason) = reason else { return };
         let wait_micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-        self.waits.observe(wait_micros);
+        self.observe_wait(wait_micros);
         let in_time = wait <= threshold;
         let today = self.today_mut(now);
         match reason {
@@ -324,9 +343,9 @@ mod tests {
         want[1] = 1; // 6 s
         want[10] = 1; // 1800 s
         want[11] = 1; // above
-        assert_eq!(f.waits.counts, want);
-        assert_eq!(f.waits.count(), 5, "an uncounted drop is not a wait");
-        assert_eq!(f.waits.sum_micros, (5 + 6 + 1800 + 1801) * 1_000_000);
+        assert_eq!(f.waits().counts, want);
+        assert_eq!(f.waits().count(), 5, "an uncounted drop is not a wait");
+        assert_eq!(f.waits().sum_micros, (5 + 6 + 1800 + 1801) * 1_000_000);
     }
 
     #[test]
@@ -348,7 +367,7 @@ mod tests {
                 f.day,
                 f.today,
                 f.bridged_within_service_level,
-                f.waits,
+                f.waits(),
                 f.minute,
                 &f.lengths(),
             )
@@ -374,7 +393,7 @@ mod restore_tests {
     fn figures_from_a_snapshot_are_checked() {
         let f = Figures::new(Timestamp::from_secs(1_767_225_600));
         let back = |day, minute, lengths: &[u32]| {
-            Figures::from_parts(day, f.today, 0, f.waits, minute, lengths).map(|g| g.lengths.len())
+            Figures::from_parts(day, f.today, 0, f.waits(), minute, lengths).map(|g| g.lengths.len())
         };
         assert_eq!(back(f.day, f.minute, &f.lengths), Ok(LENGTH_HISTORY_MINUTES));
         assert!(back(f.day, f.minute, &f.lengths[1..]).is_err(), "an hour is 60 minutes");
@@ -386,7 +405,7 @@ mod restore_tests {
             u64::MAX / MICROS_PER_DAY,
             f.today,
             0,
-            f.waits,
+            f.waits(),
             u64::MAX / MICROS_PER_MINUTE,
             &f.lengths,
         )

@@ -298,7 +298,7 @@ impl Queue {
             service_level_secs: service_level.as_secs(),
             bridged_within_service_level: self.figures.bridged_within_service_level,
             today: self.figures.today(now),
-            wait_histogram: self.figures.waits,
+            wait_histogram: self.figures.waits(),
             length_last_hour: self.figures.length_last_hour(now, self.len()),
         }
     }
@@ -427,10 +427,12 @@ mod tests {
         let day_figures = offset_of!(Queue, figures);
         assert_eq!(day_figures % 64, 0);
         assert!(offset_of!(Figures, today) + size_of::<Outcomes>() <= 64);
-        // The minute's peak length and the first wait buckets share the next line.
+        // The minute's peak length, the sum of the waits and the first wait buckets share
+        // the next line.
         let next_line = day_figures + 64..day_figures + 128;
-        assert!(next_line.contains(&(day_figures + offset_of!(Figures, peak))));
-        assert!(next_line.contains(&(day_figures + offset_of!(Figures, waits))));
+        for field in [offset_of!(Figures, peak), offset_of!(Figures, wait_sum_micros), offset_of!(Figures, wait_counts)] {
+            assert!(next_line.contains(&(day_figures + field)));
+        }
         assert!(offset_of!(Queue, id) > day_figures, "the id is read by snapshots only");
     }
 }
