@@ -193,10 +193,10 @@ impl Figures {
         &mut self.today
     }
 
-    /// A caller joined; the queue went from `len - 1` to `len` members.
-    pub(crate) fn joined(&mut self, now: Timestamp, len: usize) {
-        self.today_mut(now).enqueued += 1;
-        self.note_length(now, len.saturating_sub(1), len);
+    /// `count` callers joined at once; the queue went from `len - count` to `len` members.
+    pub(crate) fn joined(&mut self, now: Timestamp, len: usize, count: u32) {
+        self.today_mut(now).enqueued += u64::from(count);
+        self.note_length(now, len.saturating_sub(count as usize), len);
     }
 
     /// A caller left after `wait`; the queue went from `len + 1` to `len` members. `reason`
@@ -289,7 +289,7 @@ mod tests {
     fn service_level_counts_answers_in_time_among_answered_abandoned_and_timed_out() {
         let mut f = Figures::new(at(0));
         for len in 1..=6 {
-            f.joined(at(0), len);
+            f.joined(at(0), len, 1);
         }
         f.left(at(10), Some(DequeueReason::Bridged), Duration::from_secs(10), SL, 5); // in time
         f.left(at(20), Some(DequeueReason::Bridged), Duration::from_secs(20), SL, 4); // in time (inclusive)
@@ -317,17 +317,17 @@ mod tests {
     #[test]
     fn a_new_utc_day_starts_from_zero() {
         let mut f = Figures::new(at(86_400 - 10));
-        f.joined(at(86_400 - 10), 1);
+        f.joined(at(86_400 - 10), 1, 1);
         f.left(at(86_400 - 1), Some(DequeueReason::Hangup), Duration::from_secs(9), SL, 0);
         assert_eq!(f.today(at(86_400 - 1)).outcomes.hangup, 1);
         // Read after midnight, before anything happened: nothing yet today.
         let next = f.today(at(86_400));
         assert_eq!(next.outcomes, Outcomes::default());
         assert_eq!(next.since, at(86_400));
-        f.joined(at(86_400 + 5), 1);
+        f.joined(at(86_400 + 5), 1, 1);
         assert_eq!(f.today(at(86_400 + 6)).outcomes, Outcomes { enqueued: 1, ..Outcomes::default() });
         // A clock set back does not bring the old day back.
-        f.joined(at(86_400 - 100), 2);
+        f.joined(at(86_400 - 100), 2, 1);
         assert_eq!(f.today(at(86_400 + 6)).outcomes.enqueued, 2);
     }
 
@@ -351,11 +351,11 @@ mod tests {
     #[test]
     fn the_hour_of_lengths_carries_quiet_minutes_and_forgets_old_ones() {
         let mut f = Figures::new(at(0));
-        f.joined(at(10), 1);
-        f.joined(at(20), 2);
+        f.joined(at(10), 1, 1);
+        f.joined(at(20), 2, 1);
         f.left(at(50), Some(DequeueReason::Bridged), Duration::from_secs(30), SL, 1);
         // Minute 0 peaked at 2; nothing happens in minutes 1-2; minute 3 gets a third caller.
-        f.joined(at(185), 2);
+        f.joined(at(185), 2, 1);
         let hour = f.length_last_hour(at(185), 2);
         assert_eq!(hour.len(), LENGTH_HISTORY_MINUTES);
         assert_eq!(&hour[56..], &[2, 1, 1, 2], "{hour:?}");
