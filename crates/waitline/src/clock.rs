@@ -203,6 +203,15 @@ impl CoarseClock {
         }
     }
 
+    /// As [`CoarseClock::now`], but a read that finds no reading neither puts one back nor
+    /// wakes the thread: it does not count as someone reading.
+    fn now_passive(&self) -> Timestamp {
+        match self.now.load(Ordering::Relaxed) {
+            0 => Timestamp::now_utc(),
+            t => Timestamp(t),
+        }
+    }
+
     /// No reading is fresh: read the system clock, and have the thread keep the time again.
     #[cold]
     #[inline(never)]
@@ -285,7 +294,8 @@ pub enum Clock {
     /// stretch of about a second (1,000 ticks) in which nobody read the clock; while it is
     /// parked a read is exact (the system clock) and wakes it, and the first read after
     /// each stretch is exact too (that read is how the thread learns that someone still
-    /// reads). The default.
+    /// reads; maintenance loops read with [`Clock::now_passive`], which does not count).
+    /// The default.
     #[default]
     Coarse,
     /// A clock advanced by hand.
@@ -307,6 +317,18 @@ impl Clock {
             Self::System => Timestamp::now_utc(),
             Self::Coarse => COARSE.now(),
             Self::Manual(m) => m.now(),
+        }
+    }
+
+    /// The current time, as [`Clock::now`], for a loop that wakes on its own (maintenance):
+    /// with [`Clock::Coarse`] it does not keep the clock's thread awake (a read while the
+    /// thread is parked reads the system clock and leaves the thread parked), so an engine
+    /// with no commands lets the thread stop although its maintenance still runs.
+    #[must_use]
+    pub fn now_passive(&self) -> Timestamp {
+        match self {
+            Self::Coarse => COARSE.now_passive(),
+            _ => self.now(),
         }
     }
 }
@@ -390,6 +412,12 @@ mod tests {
         std::thread::sleep(COARSE_CLOCK_TICK * 20);
         assert_eq!(clock.ticks.load(Ordering::Relaxed), ticks, "a parked thread does not tick");
         assert_eq!(clock.now.load(Ordering::Relaxed), 0, "nor does it leave a stale reading");
+        // A maintenance loop's read is exact and leaves it parked.
+        let before = Timestamp::now_utc();
+        assert!(clock.now_passive() >= before);
+        std::thread::sleep(COARSE_CLOCK_TICK * 20);
+        assert_eq!(clock.ticks.load(Ordering::Relaxed), ticks, "a passive read does not wake it");
+        assert_eq!(clock.now.load(Ordering::Relaxed), 0);
         let before = Timestamp::now_utc();
         assert!(clock.now() >= before, "a read while it is parked is exact");
         wait_for("the read wakes it", &|| clock.ticks.load(Ordering::Relaxed) > ticks);

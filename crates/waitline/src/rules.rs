@@ -984,7 +984,8 @@ impl Engine {
     /// before it runs; frontends call this periodically so timers fire without traffic.
     pub fn run_pending_tasks(&self) -> usize {
         let inner = &*self.inner;
-        let now = inner.clock.now();
+        // Passive: maintenance alone does not keep the coarse clock's thread awake.
+        let now = inner.clock.now_passive();
         // Reset first: a timer set concurrently lowers it again after this store.
         inner.shared.next_due.store(u64::MAX, std::sync::atomic::Ordering::Release);
         let listening = inner.bus.has_subscribers();
