@@ -1156,8 +1156,25 @@ fn fire_forget(txn: &mut Txn<'_>, call: Handle) -> bool {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use crate::{CommandOptions, DialParams, Engine, EnqueueParams};
+
+    /// With no subscriber a batch's calls join as a run; each stay's arrival number is what
+    /// tells its deadline timer from one of an earlier stay due at the same instant.
+    #[test]
+    fn a_batch_numbers_its_arrivals_as_single_enqueues_do() {
+        let t = Engine::default().default_tenant();
+        let dial = || t.dial(&DialParams::new("+1", "+2", "app")).map(|c| c.call_control_id).unwrap();
+        let ids: Vec<String> = (0..5).map(|_| dial()).collect();
+        let p = EnqueueParams { max_wait: Some(Duration::from_secs(60)), ..EnqueueParams::new("q") };
+        t.enqueue(&ids[0], &p).unwrap();
+        t.enqueue(&ids[1], &p).unwrap();
+        assert_eq!(t.enqueue_many(&ids[2..], &p), Ok(3));
+        let core = t.state.lock();
+        let serials: Vec<u32> = core.calls().filter_map(|(_, r)| r.membership().map(|m| m.serial)).collect();
+        assert_eq!(serials, [1, 2, 3, 4, 5]);
+    }
 
     /// A batch makes room in its queue for all its calls after the first (as far as the
     /// queue's `max_size` allows), even when it stops early.
