@@ -52,9 +52,19 @@ fn open_with(dir: &Path, wal: &[u8]) -> Result<u64, String> {
 
 #[test]
 fn a_log_cut_anywhere_in_its_last_frames_gives_a_prefix() {
-    let (dir, wal) = crashed_copy();
+    // The checkpointer may copy part of the log into the database file while the records
+    // are written (a pass every 200 ms): without the log, a copy opens with that part. The
+    // cuts below need the last records to be in the log only; a pass right after the last
+    // write is rare, and then the copy is made again.
+    let (dir, wal, in_the_database) = (0..5)
+        .map(|_| {
+            let (dir, wal) = crashed_copy();
+            let in_the_database = open_with(dir.path(), &[]).unwrap_or_else(|e| panic!("no log: {e}"));
+            (dir, wal, in_the_database)
+        })
+        .find(|(_, _, in_the_database)| *in_the_database < RECORDS - 1)
+        .expect("the last records were still only in the log in one of five copies");
     assert_eq!(open_with(dir.path(), &wal), Ok(RECORDS), "the whole log: everything");
-    assert_eq!(open_with(dir.path(), &[]), Ok(0), "no log: nothing (it was all still in the log)");
     // WAL frames are a 24-byte header and a page; cut at every 16th byte of the last four
     // pages, and around each frame boundary.
     let page = 4096 + 24;
@@ -65,7 +75,7 @@ fn a_log_cut_anywhere_in_its_last_frames_gives_a_prefix() {
         cuts.extend([edge.saturating_sub(1), edge, edge + 1, edge + 24]);
     }
     cuts.retain(|c| *c <= wal.len());
-    let mut last_seen = 0;
+    let mut last_seen = in_the_database;
     cuts.sort_unstable();
     for cut in cuts {
         let n = open_with(dir.path(), &wal[..cut]).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
