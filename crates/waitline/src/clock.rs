@@ -2,15 +2,16 @@
 //!
 //! The engine reads the clock once per command (maintenance: once per round). By default it
 //! reads a coarse clock ([`Clock::Coarse`]: the system time as a background thread read it
-//! at most about a millisecond ago, one atomic load instead of a system clock read);
+//! at most about a millisecond ago, one atomic load instead of a system clock read; the
+//! thread parks when nobody reads it);
 //! [`Clock::System`] reads the system clock exactly. Tests (and the Python package) use a
 //! [`ManualClock`], which is exact, so that expiry and idle collection fire at exactly known
 //! instants.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch, UTC.
@@ -146,29 +147,132 @@ impl ManualClock {
 /// How often the coarse clock's thread reads the system clock.
 pub const COARSE_CLOCK_TICK: Duration = Duration::from_millis(1);
 
-/// The system time as last read by the upkeep thread (`0`: not started).
-static COARSE_NOW: AtomicU64 = AtomicU64::new(0);
-static COARSE_UPKEEP: Once = Once::new();
+/// Ticks in one of the coarse clock's stretches (about a second): at the end of each the
+/// thread checks that the clock was read during it, and parks when it was not.
+const COARSE_CLOCK_STRETCH: u32 = 1000;
 
-/// The coarse clock: starts its upkeep thread at the first read (one per process, for every
-/// engine), then reads what the thread last stored. If the thread cannot be started, every
-/// read goes to the system clock.
-fn coarse_now() -> Timestamp {
-    COARSE_UPKEEP.call_once(|| {
-        COARSE_NOW.store(Timestamp::now_utc().0, Ordering::Relaxed);
-        let upkeep = std::thread::Builder::new().name("waitline-clock".into()).spawn(|| {
-            loop {
-                std::thread::sleep(COARSE_CLOCK_TICK);
-                COARSE_NOW.store(Timestamp::now_utc().0, Ordering::Relaxed);
-            }
-        });
-        if upkeep.is_err() {
-            COARSE_NOW.store(0, Ordering::Relaxed);
+/// The coarse clock of the process (every engine with [`Clock::Coarse`] shares it).
+static COARSE: CoarseClock = CoarseClock::new(COARSE_CLOCK_STRETCH);
+
+/// The system time as a background thread last read it, a thread that stops when nobody
+/// reads it.
+///
+/// `now` holds the last reading, or `0` for "none fresh": before the first read, while
+/// the thread is parked, and from each stretch's end until its first read. A reader that
+/// finds `0` reads the system clock itself, puts that reading back (the first of them
+/// only) and wakes the thread. The thread, at the end of each stretch, clears `now` if it
+/// was read during the stretch (so the next read will tell it so) and parks if it was not:
+/// an idle process has no thread waking every millisecond, and a busy one pays one exact
+/// read per stretch. A read that finds a reading is one atomic load.
+#[derive(Debug)]
+struct CoarseClock {
+    now: AtomicU64,
+    /// Ticks per stretch ([`COARSE_CLOCK_STRETCH`]; fewer in tests).
+    stretch: u32,
+    /// The thread to wake, started at the first read (`None`: it could not be started,
+    /// and every read goes to the system clock).
+    upkeep: OnceLock<Option<Thread>>,
+    /// Ticks run, and whether the thread is parked: what tests watch.
+    ticks: AtomicU64,
+    parked: AtomicBool,
+}
+
+/// What the upkeep thread does after a tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upkeep {
+    Tick,
+    Park,
+}
+
+impl CoarseClock {
+    const fn new(stretch: u32) -> Self {
+        Self {
+            now: AtomicU64::new(0),
+            stretch,
+            upkeep: OnceLock::new(),
+            ticks: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
         }
-    });
-    match COARSE_NOW.load(Ordering::Relaxed) {
-        0 => Timestamp::now_utc(),
-        t => Timestamp(t),
+    }
+
+    #[inline]
+    fn now(&'static self) -> Timestamp {
+        match self.now.load(Ordering::Relaxed) {
+            0 => self.now_exact(),
+            t => Timestamp(t),
+        }
+    }
+
+    /// As [`CoarseClock::now`], but a read that finds no reading neither puts one back nor
+    /// wakes the thread: it does not count as someone reading.
+    fn now_passive(&self) -> Timestamp {
+        match self.now.load(Ordering::Relaxed) {
+            0 => Timestamp::now_utc(),
+            t => Timestamp(t),
+        }
+    }
+
+    /// No reading is fresh: read the system clock, and have the thread keep the time again.
+    #[cold]
+    #[inline(never)]
+    fn now_exact(&'static self) -> Timestamp {
+        let t = Timestamp::now_utc();
+        let upkeep = self.upkeep.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("waitline-clock".into())
+                .spawn(|| self.run())
+                .ok()
+                .map(|handle| handle.thread().clone())
+        });
+        if let Some(thread) = upkeep.as_ref().filter(|_| self.resume(t)) {
+            thread.unpark();
+        }
+        t
+    }
+
+    /// Puts an exact reading in place of "none fresh"; false when another reader or the
+    /// thread was first.
+    fn resume(&self, t: Timestamp) -> bool {
+        self.now.compare_exchange(0, t.0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// The upkeep thread: ticks, and parks until a reader wakes it when a stretch had no
+    /// read.
+    fn run(&self) {
+        let mut into_stretch = 0;
+        loop {
+            std::thread::sleep(COARSE_CLOCK_TICK);
+            if self.tick(&mut into_stretch) == Upkeep::Park {
+                self.parked.store(true, Ordering::Relaxed);
+                // A reader that came since the check has put its reading back: no park.
+                while self.now.load(Ordering::Relaxed) == 0 {
+                    std::thread::park();
+                }
+                self.parked.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// One tick: refresh the reading, or at a stretch's end check that it was read.
+    fn tick(&self, into_stretch: &mut u32) -> Upkeep {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+        // Only this thread stores anything but a reader's first reading after a `0`, so a
+        // reading seen here is not replaced by anyone else before the store below.
+        let read = self.now.load(Ordering::Relaxed) != 0;
+        *into_stretch += 1;
+        if *into_stretch < self.stretch {
+            if read {
+                self.now.store(Timestamp::now_utc().0, Ordering::Relaxed);
+            }
+            return Upkeep::Tick;
+        }
+        *into_stretch = 0;
+        if read {
+            self.now.store(0, Ordering::Relaxed);
+            Upkeep::Tick
+        } else {
+            Upkeep::Park
+        }
     }
 }
 
@@ -186,7 +290,11 @@ pub enum Clock {
     /// coarse, and a timer fires up to that much later; timers still fire in exact order,
     /// each at its own instant (a timeout's event carries its deadline). Waits are counted
     /// in whole seconds, so a millisecond does not show in them. One thread per process
-    /// serves every engine with this clock; it starts at the first read and never stops.
+    /// serves every engine with this clock. It starts at the first read and parks after a
+    /// stretch of about a second (1,000 ticks) in which nobody read the clock; while it is
+    /// parked a read is exact (the system clock) and wakes it, and the first read after
+    /// each stretch is exact too (that read is how the thread learns that someone still
+    /// reads; maintenance loops read with [`Clock::now_passive`], which does not count).
     /// The default.
     #[default]
     Coarse,
@@ -207,8 +315,20 @@ impl Clock {
     pub fn now(&self) -> Timestamp {
         match self {
             Self::System => Timestamp::now_utc(),
-            Self::Coarse => coarse_now(),
+            Self::Coarse => COARSE.now(),
             Self::Manual(m) => m.now(),
+        }
+    }
+
+    /// The current time, as [`Clock::now`], for a loop that wakes on its own (maintenance):
+    /// with [`Clock::Coarse`] it does not keep the clock's thread awake (a read while the
+    /// thread is parked reads the system clock and leaves the thread parked), so an engine
+    /// with no commands lets the thread stop although its maintenance still runs.
+    #[must_use]
+    pub fn now_passive(&self) -> Timestamp {
+        match self {
+            Self::Coarse => COARSE.now_passive(),
+            _ => self.now(),
         }
     }
 }
@@ -237,6 +357,73 @@ mod tests {
         let later = Clock::Coarse.now();
         assert!(later > coarse, "the upkeep thread moves it");
         assert!(later <= Timestamp::now_utc());
+    }
+
+    /// The upkeep's rule, driven tick by tick without its thread.
+    #[test]
+    fn coarse_upkeep_keeps_time_while_read_and_parks_after_a_stretch_unread() {
+        let clock = CoarseClock::new(4);
+        let mut into_stretch = 0;
+        assert!(clock.resume(Timestamp::from_secs(1)), "the first reading after none is kept");
+        assert!(!clock.resume(Timestamp::from_secs(2)), "a later one is not");
+        for _ in 0..3 {
+            assert_eq!(clock.tick(&mut into_stretch), Upkeep::Tick);
+            assert!(clock.now.load(Ordering::Relaxed) > 1_000_000, "each tick refreshes it");
+        }
+        // The stretch ends: it was read (resumed), so the thread goes on and asks again.
+        assert_eq!(clock.tick(&mut into_stretch), Upkeep::Tick);
+        assert_eq!(clock.now.load(Ordering::Relaxed), 0, "the next read is exact and says so");
+        // A read in the middle of a stretch keeps the thread for another one.
+        assert_eq!(clock.tick(&mut into_stretch), Upkeep::Tick);
+        assert_eq!(clock.now.load(Ordering::Relaxed), 0, "no reading until someone reads");
+        assert!(clock.resume(Timestamp::from_secs(3)));
+        for _ in 0..2 {
+            assert_eq!(clock.tick(&mut into_stretch), Upkeep::Tick);
+        }
+        assert!(clock.now.load(Ordering::Relaxed) > 3_000_000);
+        assert_eq!(clock.tick(&mut into_stretch), Upkeep::Tick);
+        // A whole stretch without a read: park.
+        for _ in 0..3 {
+            assert_eq!(clock.tick(&mut into_stretch), Upkeep::Tick);
+            assert_eq!(clock.now.load(Ordering::Relaxed), 0);
+        }
+        assert_eq!(clock.tick(&mut into_stretch), Upkeep::Park);
+        assert_eq!(clock.ticks.load(Ordering::Relaxed), 12);
+    }
+
+    /// The thread itself: it stops ticking once idle, and a read wakes it. No timing is
+    /// asserted: the waits below are bounds for a loaded machine, and what is checked is
+    /// the count of ticks, which a parked thread does not move.
+    #[test]
+    fn coarse_clock_thread_stops_ticking_when_idle_and_a_read_wakes_it() {
+        let clock: &'static CoarseClock = Box::leak(Box::new(CoarseClock::new(3)));
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let give_up = std::time::Instant::now() + Duration::from_secs(60);
+            while !done() {
+                assert!(std::time::Instant::now() < give_up, "{what} did not happen in 60 s");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let before = Timestamp::now_utc();
+        assert!(clock.now() >= before, "a read with no reading is exact");
+        wait_for("the thread parks", &|| clock.parked.load(Ordering::Relaxed));
+        let ticks = clock.ticks.load(Ordering::Relaxed);
+        assert!(ticks >= 3, "it ran at least a stretch: {ticks}");
+        std::thread::sleep(COARSE_CLOCK_TICK * 20);
+        assert_eq!(clock.ticks.load(Ordering::Relaxed), ticks, "a parked thread does not tick");
+        assert_eq!(clock.now.load(Ordering::Relaxed), 0, "nor does it leave a stale reading");
+        // A maintenance loop's read is exact and leaves it parked.
+        let before = Timestamp::now_utc();
+        assert!(clock.now_passive() >= before);
+        std::thread::sleep(COARSE_CLOCK_TICK * 20);
+        assert_eq!(clock.ticks.load(Ordering::Relaxed), ticks, "a passive read does not wake it");
+        assert_eq!(clock.now.load(Ordering::Relaxed), 0);
+        let before = Timestamp::now_utc();
+        assert!(clock.now() >= before, "a read while it is parked is exact");
+        wait_for("the read wakes it", &|| clock.ticks.load(Ordering::Relaxed) > ticks);
+        wait_for("it parks again", &|| {
+            clock.parked.load(Ordering::Relaxed) && clock.ticks.load(Ordering::Relaxed) > ticks
+        });
     }
 
     #[test]

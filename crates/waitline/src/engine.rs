@@ -287,7 +287,7 @@ impl Engine {
     /// engine's own clock.
     #[must_use]
     pub fn sleep_until_next_wakeup(&self, cap: Duration) -> Duration {
-        let now = self.inner.clock.now().as_micros();
+        let now = self.inner.clock.now_passive().as_micros();
         let until = self.next_wakeup().map_or(u64::MAX, |t| t.as_micros().saturating_sub(now));
         Duration::from_micros(until).clamp(Duration::from_millis(1).min(cap), cap)
     }

@@ -87,13 +87,6 @@ pub struct WaitHistogram {
 }
 
 impl WaitHistogram {
-    fn observe(&mut self, wait_micros: u64) {
-        let secs_ceil = wait_micros.div_ceil(1_000_000);
-        let bucket = WAIT_BUCKETS_SECS.partition_point(|&b| b < secs_ceil);
-        self.counts[bucket] += 1;
-        self.sum_micros = self.sum_micros.saturating_add(wait_micros);
-    }
-
     /// Departures counted.
     #[must_use]
     pub fn count(&self) -> u64 {
@@ -103,7 +96,10 @@ impl WaitHistogram {
 
 /// What a queue keeps to answer for its figures. In `repr(C)` order: what every arrival
 /// and departure updates (the day and minute, the day's counts) fills one cache line; the
-/// current minute's peak length and the first wait buckets the next one.
+/// current minute's peak length, the sum of the waits and the first wait buckets the next
+/// one (the waits are kept as two fields, the sum first, rather than as a
+/// [`WaitHistogram`], whose sum comes after its 96 bytes of counts: a departure would write
+/// one more line).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub(crate) struct Figures {
@@ -118,7 +114,8 @@ pub(crate) struct Figures {
     pub(crate) peak: u32,
     /// Over the queue's life; the other life totals are the queue's own counters.
     pub(crate) bridged_within_service_level: u64,
-    pub(crate) waits: WaitHistogram,
+    pub(crate) wait_sum_micros: u64,
+    pub(crate) wait_counts: [u64; WAIT_BUCKETS_SECS.len() + 1],
     /// The longest the queue was in each earlier minute of the hour, by `minute % 60`; the
     /// slot of `minute` itself holds 0 (its length is `peak`).
     lengths: [u32; LENGTH_HISTORY_MINUTES],
@@ -130,7 +127,8 @@ impl Figures {
             day: now.as_micros() / MICROS_PER_DAY,
             today: Outcomes::default(),
             bridged_within_service_level: 0,
-            waits: WaitHistogram::default(),
+            wait_sum_micros: 0,
+            wait_counts: [0; WAIT_BUCKETS_SECS.len() + 1],
             minute: now.as_micros() / MICROS_PER_MINUTE,
             peak: 0,
             lengths: [0; LENGTH_HISTORY_MINUTES],
@@ -154,7 +152,28 @@ impl Figures {
             return Err("a day or minute past the end of time".into());
         }
         let peak = std::mem::take(&mut lengths[minute_slot(minute)]);
-        Ok(Self { day, today, bridged_within_service_level, waits, minute, peak, lengths })
+        Ok(Self {
+            day,
+            today,
+            bridged_within_service_level,
+            wait_sum_micros: waits.sum_micros,
+            wait_counts: waits.counts,
+            minute,
+            peak,
+            lengths,
+        })
+    }
+
+    /// The waits of the callers who left since the queue was made.
+    pub(crate) const fn waits(&self) -> WaitHistogram {
+        WaitHistogram { counts: self.wait_counts, sum_micros: self.wait_sum_micros }
+    }
+
+    fn observe_wait(&mut self, wait_micros: u64) {
+        let secs_ceil = wait_micros.div_ceil(1_000_000);
+        let bucket = WAIT_BUCKETS_SECS.partition_point(|&b| b < secs_ceil);
+        self.wait_counts[bucket] += 1;
+        self.wait_sum_micros = self.wait_sum_micros.saturating_add(wait_micros);
     }
 
     /// The longest length of each minute of the hour up to `minute`, by `minute % 60` (as a
@@ -174,10 +193,10 @@ impl Figures {
         &mut self.today
     }
 
-    /// A caller joined; the queue went from `len - 1` to `len` members.
-    pub(crate) fn joined(&mut self, now: Timestamp, len: usize) {
-        self.today_mut(now).enqueued += 1;
-        self.note_length(now, len.saturating_sub(1), len);
+    /// `count` callers joined at once; the queue went from `len - count` to `len` members.
+    pub(crate) fn joined(&mut self, now: Timestamp, len: usize, count: u32) {
+        self.today_mut(now).enqueued += u64::from(count);
+        self.note_length(now, len.saturating_sub(count as usize), len);
     }
 
     /// A caller left after `wait`; the queue went from `len + 1` to `len` members. `reason`
@@ -193,7 +212,7 @@ impl Figures {
         self.note_length(now, len + 1, len);
         let Some(reason) = reason else { return };
         let wait_micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-        self.waits.observe(wait_micros);
+        self.observe_wait(wait_micros);
         let in_time = wait <= threshold;
         let today = self.today_mut(now);
         match reason {
@@ -270,7 +289,7 @@ mod tests {
     fn service_level_counts_answers_in_time_among_answered_abandoned_and_timed_out() {
         let mut f = Figures::new(at(0));
         for len in 1..=6 {
-            f.joined(at(0), len);
+            f.joined(at(0), len, 1);
         }
         f.left(at(10), Some(DequeueReason::Bridged), Duration::from_secs(10), SL, 5); // in time
         f.left(at(20), Some(DequeueReason::Bridged), Duration::from_secs(20), SL, 4); // in time (inclusive)
@@ -298,17 +317,17 @@ mod tests {
     #[test]
     fn a_new_utc_day_starts_from_zero() {
         let mut f = Figures::new(at(86_400 - 10));
-        f.joined(at(86_400 - 10), 1);
+        f.joined(at(86_400 - 10), 1, 1);
         f.left(at(86_400 - 1), Some(DequeueReason::Hangup), Duration::from_secs(9), SL, 0);
         assert_eq!(f.today(at(86_400 - 1)).outcomes.hangup, 1);
         // Read after midnight, before anything happened: nothing yet today.
         let next = f.today(at(86_400));
         assert_eq!(next.outcomes, Outcomes::default());
         assert_eq!(next.since, at(86_400));
-        f.joined(at(86_400 + 5), 1);
+        f.joined(at(86_400 + 5), 1, 1);
         assert_eq!(f.today(at(86_400 + 6)).outcomes, Outcomes { enqueued: 1, ..Outcomes::default() });
         // A clock set back does not bring the old day back.
-        f.joined(at(86_400 - 100), 2);
+        f.joined(at(86_400 - 100), 2, 1);
         assert_eq!(f.today(at(86_400 + 6)).outcomes.enqueued, 2);
     }
 
@@ -324,19 +343,19 @@ mod tests {
         want[1] = 1; // 6 s
         want[10] = 1; // 1800 s
         want[11] = 1; // above
-        assert_eq!(f.waits.counts, want);
-        assert_eq!(f.waits.count(), 5, "an uncounted drop is not a wait");
-        assert_eq!(f.waits.sum_micros, (5 + 6 + 1800 + 1801) * 1_000_000);
+        assert_eq!(f.waits().counts, want);
+        assert_eq!(f.waits().count(), 5, "an uncounted drop is not a wait");
+        assert_eq!(f.waits().sum_micros, (5 + 6 + 1800 + 1801) * 1_000_000);
     }
 
     #[test]
     fn the_hour_of_lengths_carries_quiet_minutes_and_forgets_old_ones() {
         let mut f = Figures::new(at(0));
-        f.joined(at(10), 1);
-        f.joined(at(20), 2);
+        f.joined(at(10), 1, 1);
+        f.joined(at(20), 2, 1);
         f.left(at(50), Some(DequeueReason::Bridged), Duration::from_secs(30), SL, 1);
         // Minute 0 peaked at 2; nothing happens in minutes 1-2; minute 3 gets a third caller.
-        f.joined(at(185), 2);
+        f.joined(at(185), 2, 1);
         let hour = f.length_last_hour(at(185), 2);
         assert_eq!(hour.len(), LENGTH_HISTORY_MINUTES);
         assert_eq!(&hour[56..], &[2, 1, 1, 2], "{hour:?}");
@@ -348,7 +367,7 @@ mod tests {
                 f.day,
                 f.today,
                 f.bridged_within_service_level,
-                f.waits,
+                f.waits(),
                 f.minute,
                 &f.lengths(),
             )
@@ -374,7 +393,7 @@ mod restore_tests {
     fn figures_from_a_snapshot_are_checked() {
         let f = Figures::new(Timestamp::from_secs(1_767_225_600));
         let back = |day, minute, lengths: &[u32]| {
-            Figures::from_parts(day, f.today, 0, f.waits, minute, lengths).map(|g| g.lengths.len())
+            Figures::from_parts(day, f.today, 0, f.waits(), minute, lengths).map(|g| g.lengths.len())
         };
         assert_eq!(back(f.day, f.minute, &f.lengths), Ok(LENGTH_HISTORY_MINUTES));
         assert!(back(f.day, f.minute, &f.lengths[1..]).is_err(), "an hour is 60 minutes");
@@ -386,7 +405,7 @@ mod restore_tests {
             u64::MAX / MICROS_PER_DAY,
             f.today,
             0,
-            f.waits,
+            f.waits(),
             u64::MAX / MICROS_PER_MINUTE,
             &f.lengths,
         )

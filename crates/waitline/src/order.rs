@@ -73,6 +73,27 @@ impl Marks {
         self.add_to_tree(block, delta);
     }
 
+    /// Marks the `count` slots from `first` on, none of them marked: each bitmap word
+    /// written once, the tree once per block.
+    fn add_run(&mut self, first: usize, count: usize) {
+        let (mut slot, end) = (first, first + count);
+        while slot < end {
+            let block = slot / BLOCK_SLOTS;
+            let block_end = end.min((block + 1) * BLOCK_SLOTS);
+            let marked = block_end - slot;
+            while slot < block_end {
+                let bits = (block_end - slot).min(64 - slot % 64);
+                let mask = (u64::MAX >> (64 - bits)) << (slot % 64);
+                let w = &mut self.blocks[block].0[slot / 64 % BLOCK_WORDS];
+                debug_assert_eq!(*w & mask, 0, "mark set twice");
+                *w |= mask;
+                slot += bits;
+            }
+            // At most 512 slots in a block.
+            self.add_to_tree(block, marked as i32);
+        }
+    }
+
     /// Number of marked slots in `0..=slot`.
     fn prefix(&self, slot: usize) -> u32 {
         let (block, word) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS);
@@ -195,11 +216,36 @@ impl<T: Copy> MemberOrder<T> {
             let new_cap = if self.len * 2 <= self.cap { self.cap } else { self.cap * 2 };
             self.rebuild(new_cap, &mut relocate);
         }
-        let seq = self.slots.len();
-        self.slots.push(value);
+        let seq = self.append_unmarked(value);
         self.mark(seq, band, 1);
         self.len += 1;
         seq
+    }
+
+    /// Appends `value` after the last slot without making it a member yet: a run of
+    /// arrivals into one band appends each value and then marks them all at once
+    /// ([`MemberOrder::mark_run`]). Until then the order must not be read or changed
+    /// otherwise. The caller made room first ([`MemberOrder::reserve`]).
+    pub(crate) fn append_unmarked(&mut self, value: T) -> Seq {
+        debug_assert!(self.slots.len() < self.cap, "no room reserved");
+        let seq = self.slots.len();
+        self.slots.push(value);
+        seq
+    }
+
+    /// Makes the `count` values appended from slot `first` on (the last ones appended)
+    /// members at the end of `band`, in their order.
+    pub(crate) fn mark_run(&mut self, band: u8, first: Seq, count: usize) {
+        debug_assert!((band as usize) < BANDS);
+        debug_assert_eq!(first + count, self.slots.len(), "a run is the last values appended");
+        let b = band as usize;
+        if !self.trees[b].is_allocated() {
+            self.trees[b] = Marks::with_capacity(self.cap);
+        }
+        self.trees[b].add_run(first, count);
+        // At most the capacity, itself at most 2^22.
+        self.band_len[b] += count as u32;
+        self.len += count;
     }
 
     /// Makes room for `additional` more members: the pushes that follow neither compact nor
@@ -465,14 +511,19 @@ mod tests {
         Remove(usize),
         PopHead,
         SetBand(usize, u8),
+        /// Members appended one by one and marked at once, as a batch's run does.
+        PushRun(u8, usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0u8..3).prop_map(Op::Push),
+            // Arrivals (2 single, 1 run of 2 on average) as many as departures: the order
+            // stays small and the checks after each step cheap.
+            2 => (0u8..3).prop_map(Op::Push),
             2 => any::<usize>().prop_map(Op::Remove),
             2 => Just(Op::PopHead),
             1 => (any::<usize>(), 0u8..3).prop_map(|(i, b)| Op::SetBand(i, b)),
+            1 => (0u8..3, 1usize..4).prop_map(|(b, n)| Op::PushRun(b, n)),
         ]
     }
 
@@ -491,6 +542,18 @@ mod tests {
                         let seq = order.push(band, id, |v, s| { seqs.insert(*v, s); });
                         seqs.insert(id, seq);
                         model.members.push((band, id));
+                    }
+                    Op::PushRun(band, count) => {
+                        order.reserve(count, |v, s| { seqs.insert(*v, s); });
+                        let first = order.layout().0;
+                        for k in 0..count {
+                            let id = next_id;
+                            next_id += 1;
+                            prop_assert_eq!(order.append_unmarked(id), first + k);
+                            seqs.insert(id, first + k);
+                            model.members.push((band, id));
+                        }
+                        order.mark_run(band, first, count);
                     }
                     Op::Remove(i) | Op::SetBand(i, _) if model.members.is_empty() => { let _ = i; }
                     Op::Remove(i) => {
@@ -830,6 +893,36 @@ mod tests {
         assert_eq!(order.cap, cap);
         for (id, s) in &seqs {
             assert_eq!(order.get(*s), id);
+        }
+    }
+
+    /// Runs that cross the bitmap's blocks and words at every offset agree with as many
+    /// single pushes (the proptest's runs are short).
+    #[test]
+    fn a_run_marks_as_its_single_pushes_do() {
+        for (before, count) in [(0, 1), (0, 512), (1, 1100), (63, 65), (500, 1100), (511, 2), (700, 3000)] {
+            let (mut singles, mut runs) = (MemberOrder::<u64>::default(), MemberOrder::<u64>::default());
+            for id in 0..before {
+                let band = (id % 3) as u8;
+                singles.push(band, id, |_, _| {});
+                runs.push(band, id, |_, _| {});
+            }
+            runs.reserve(count as usize, |_, _| {});
+            let first = runs.layout().0;
+            for id in before..before + count {
+                singles.push(1, id, |_, _| {});
+                runs.append_unmarked(id);
+            }
+            runs.mark_run(1, first, count as usize);
+            let n = (before + count) as usize;
+            assert_eq!((runs.len(), singles.len()), (n, n));
+            let order =
+                |o: &MemberOrder<u64>| (1..=n).map(|p| *o.get(o.seq_at(p).unwrap())).collect::<Vec<_>>();
+            assert_eq!(order(&runs), order(&singles), "{before} + {count}");
+            for p in (1..=n).step_by(7) {
+                assert_eq!(runs.position(runs.seq_at(p).unwrap()), p);
+            }
+            assert_eq!(runs.head().map(|s| *runs.get(s)), singles.head().map(|s| *singles.get(s)));
         }
     }
 }

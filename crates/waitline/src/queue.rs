@@ -126,8 +126,10 @@ impl Queue {
         self.members.len() == 0
     }
 
-    pub(crate) fn is_full(&self) -> bool {
-        self.members.len() >= self.max_size
+    /// Whether it is full once `pending` more calls have joined (a batch's run, not yet
+    /// admitted; 0 for a single command).
+    pub(crate) fn is_full_with(&self, pending: usize) -> bool {
+        self.members.len() + pending >= self.max_size
     }
 
     /// The enqueue time of a member arriving at `now`: never before the previous arrival, so
@@ -147,14 +149,42 @@ impl Queue {
         enqueued_at: Timestamp,
         now: Timestamp,
     ) -> u32 {
+        let slot = seq_u32(self.members.push(band, call, |&c, s| relocate(calls, c, s)));
+        self.count_arrivals(1, enqueued_at, now);
+        slot
+    }
+
+    /// Appends the call in slot `call` to a run of arrivals into one band (a batch's),
+    /// which [`Queue::admit_run`] ends; returns its slot in the order. Until then the queue
+    /// must not be read or changed otherwise: its order, counts and figures are those of
+    /// before the run. The caller made room first ([`Queue::reserve`]).
+    pub(crate) fn append(&mut self, call: u32) -> u32 {
+        seq_u32(self.members.append_unmarked(call))
+    }
+
+    /// Ends a run of `count` arrivals appended from slot `first` on: they become the last
+    /// members of `band`, all enqueued at `enqueued_at` (from [`Queue::arrival_time`]), and
+    /// are counted as that many single pushes would count them.
+    pub(crate) fn admit_run(
+        &mut self,
+        band: u8,
+        first: u32,
+        count: u32,
+        enqueued_at: Timestamp,
+        now: Timestamp,
+    ) {
+        self.members.mark_run(band, first as Seq, count as usize);
+        self.count_arrivals(count, enqueued_at, now);
+    }
+
+    /// Counts `count` arrivals at `enqueued_at`, now members.
+    fn count_arrivals(&mut self, count: u32, enqueued_at: Timestamp, now: Timestamp) {
         debug_assert!(enqueued_at >= self.last_enqueued_at);
         self.last_enqueued_at = enqueued_at;
-        self.sum_enqueued_micros += u128::from(enqueued_at.as_micros());
-        self.total_enqueued += 1;
+        self.sum_enqueued_micros += u128::from(enqueued_at.as_micros()) * u128::from(count);
+        self.total_enqueued += u64::from(count);
         self.updated_at = now;
-        let slot = seq_u32(self.members.push(band, call, |&c, s| relocate(calls, c, s)));
-        self.figures.joined(now, self.members.len());
-        slot
+        self.figures.joined(now, self.members.len(), count);
     }
 
     /// Slots of the order before it must compact or grow.
@@ -298,7 +328,7 @@ impl Queue {
             service_level_secs: service_level.as_secs(),
             bridged_within_service_level: self.figures.bridged_within_service_level,
             today: self.figures.today(now),
-            wait_histogram: self.figures.waits,
+            wait_histogram: self.figures.waits(),
             length_last_hour: self.figures.length_last_hour(now, self.len()),
         }
     }
@@ -427,10 +457,16 @@ mod tests {
         let day_figures = offset_of!(Queue, figures);
         assert_eq!(day_figures % 64, 0);
         assert!(offset_of!(Figures, today) + size_of::<Outcomes>() <= 64);
-        // The minute's peak length and the first wait buckets share the next line.
+        // The minute's peak length, the sum of the waits and the first wait buckets share
+        // the next line.
         let next_line = day_figures + 64..day_figures + 128;
-        assert!(next_line.contains(&(day_figures + offset_of!(Figures, peak))));
-        assert!(next_line.contains(&(day_figures + offset_of!(Figures, waits))));
+        for field in [
+            offset_of!(Figures, peak),
+            offset_of!(Figures, wait_sum_micros),
+            offset_of!(Figures, wait_counts),
+        ] {
+            assert!(next_line.contains(&(day_figures + field)));
+        }
         assert!(offset_of!(Queue, id) > day_figures, "the id is read by snapshots only");
     }
 }

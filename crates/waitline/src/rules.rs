@@ -22,7 +22,7 @@ use crate::params::{
 };
 use crate::queue::{Queue, QueueCallInfo, QueueInfo};
 use crate::slab::Handle;
-use crate::state::{TenantCore, TenantState, Txn};
+use crate::state::{JoinRun, TenantCore, TenantState, Txn};
 use crate::timers::Timer;
 
 /// What a command knows of its call once it passed the common checks: its slot and its link.
@@ -241,8 +241,9 @@ impl Txn<'_> {
 
 impl Txn<'_> {
     /// One enqueue command on a locked tenant ([`Tenant::enqueue`], and each call of
-    /// [`Tenant::enqueue_many`]); `find_queue` gives the queue's slot, if it exists. Returns
-    /// the slot of the queue the call joined (`None`: a repeated `command_id`, nothing done).
+    /// [`Tenant::enqueue_many`] while someone listens); `find_queue` gives the queue's slot,
+    /// if it exists. Returns the slot of the queue the call joined (`None`: a repeated
+    /// `command_id`, nothing done).
     #[inline]
     fn enqueue(
         &mut self,
@@ -252,40 +253,85 @@ impl Txn<'_> {
         find_queue: impl FnOnce(&Self) -> Option<u32>,
     ) -> Result<Option<u32>> {
         let now = self.now;
-        let txn = self;
-        let Some(call) = txn.target(id, options.command_id.as_deref())? else { return Ok(None) };
-        let existing = find_queue(txn);
-        if call.queue().is_some() && call.queue() == existing {
-            return Err(Error::AlreadyInQueue);
-        }
-        if existing.is_some_and(|q| txn.queue_at(q).is_full()) {
-            return Err(Error::QueueFull);
-        }
-        // Checked; the first change (the new queue) may still be refused by the cap.
-        let queue = match existing {
-            Some(q) => q,
-            None => txn.create_queue(v.queue, v.max_size, false)?,
-        };
-        txn.accept(call.ix, options);
-        txn.detach(call.ix, DequeueReason::Leave);
+        let Some((call, queue)) = self.enter_queue(id, options, v, find_queue, 0)? else { return Ok(None) };
         let max_wait = v.max_wait_secs.map(Duration::from_secs);
-        let m = txn.join_queue(queue, call.ix, v.priority, v.keep_after_hangup, max_wait);
-        txn.emit(now, |t| {
+        let m = self.join_queue(queue, call, v.priority, v.keep_after_hangup, max_wait);
+        self.emit(now, |t| {
             let q = t.queue_at(queue);
             EventKind::CallEnqueued {
-                subject: t.subject(call.ix),
+                subject: t.subject(call),
                 queue: q.name.clone(),
                 current_position: q.position(&m),
                 queue_avg_wait_time_secs: q.average_wait_secs(now),
             }
         });
-        if let Some(at) = m.deadline() {
-            let arrival = txn.queue_at(queue).total_enqueued();
-            let timer =
-                Timer::Deadline { queue: txn.queue_handle(queue), call: txn.call_handle(call.ix), arrival };
-            txn.schedule(at, timer);
-        }
+        let arrival = self.queue_at(queue).total_enqueued();
+        self.arm_deadline(queue, call, m.deadline(), arrival);
         Ok(Some(queue))
+    }
+
+    /// The same command as [`Txn::enqueue`] for a call of a batch while nobody listens (no
+    /// event reads the queue between its calls): the call joins `run` (see
+    /// [`crate::state::JoinRun`]), which the batch admits before anything else reads the
+    /// queue; `room`: how many calls the batch still holds, this one included.
+    #[inline]
+    fn enqueue_in_run(
+        &mut self,
+        id: &str,
+        options: &CommandOptions,
+        v: &ValidEnqueue<'_>,
+        run: &mut Option<JoinRun>,
+        room: usize,
+    ) -> Result<Option<u32>> {
+        let pending = run.as_ref().map_or(0, JoinRun::len);
+        let find_queue = |txn: &Self| run.as_ref().map(|r| r.queue).or_else(|| txn.find_queue(v.queue));
+        let Some((call, queue)) = self.enter_queue(id, options, v, find_queue, pending)? else {
+            return Ok(None);
+        };
+        let max_wait = v.max_wait_secs.map(Duration::from_secs);
+        let (m, arrival) = self.join_run(run, queue, call, v.priority, v.keep_after_hangup, max_wait, room);
+        self.arm_deadline(queue, call, m.deadline(), arrival);
+        Ok(Some(queue))
+    }
+
+    /// The checks of an enqueue, and its changes up to joining the queue (made if needed,
+    /// `pending` calls of a run already in it): returns the call's and the queue's slots
+    /// (`None`: a repeated `command_id`, nothing done).
+    #[inline]
+    fn enter_queue(
+        &mut self,
+        id: &str,
+        options: &CommandOptions,
+        v: &ValidEnqueue<'_>,
+        find_queue: impl FnOnce(&Self) -> Option<u32>,
+        pending: usize,
+    ) -> Result<Option<(u32, u32)>> {
+        let Some(call) = self.target(id, options.command_id.as_deref())? else { return Ok(None) };
+        let existing = find_queue(self);
+        if call.queue().is_some() && call.queue() == existing {
+            return Err(Error::AlreadyInQueue);
+        }
+        if existing.is_some_and(|q| self.queue_at(q).is_full_with(pending)) {
+            return Err(Error::QueueFull);
+        }
+        // Checked; the first change (the new queue) may still be refused by the cap.
+        let queue = match existing {
+            Some(q) => q,
+            None => self.create_queue(v.queue, v.max_size, false)?,
+        };
+        self.accept(call.ix, options);
+        self.detach(call.ix, DequeueReason::Leave);
+        Ok(Some((call.ix, queue)))
+    }
+
+    /// Sets the timer of a member's `max_wait_time_secs`, if it has one (`arrival`: its
+    /// arrival number).
+    fn arm_deadline(&mut self, queue: u32, call: u32, deadline: Option<Timestamp>, arrival: u64) {
+        if let Some(at) = deadline {
+            let timer =
+                Timer::Deadline { queue: self.queue_handle(queue), call: self.call_handle(call), arrival };
+            self.schedule(at, timer);
+        }
     }
 }
 
@@ -476,9 +522,11 @@ impl Tenant {
     /// before it stay enqueued, the refused one and those after it are not touched, and the
     /// error gives the refused one's index. Returns how many commands succeeded: `ids.len()`.
     ///
-    /// The parameters are validated once and the queue found once per lock hold; after the
-    /// first call, the queue makes room for the rest at once (as far as its `max_size`
-    /// allows), instead of growing step by step. The lock
+    /// The parameters are validated once and the queue found once per lock hold; the
+    /// queue makes room for the rest at once (as far as its `max_size` allows), instead of
+    /// growing step by step. While nobody listens for events, the calls of a lock hold join
+    /// the queue as a run: each its own command, and the queue's order, counts and figures
+    /// brought up to date for all of them at the end of the hold. The lock
     /// is taken once per chunk of [`ENQUEUE_MANY_CHUNK`] calls, so that other commands of
     /// the tenant wait at most one chunk; a chunk's commands share one clock reading, and
     /// a timer due by then fires before the next command, as between single commands.
@@ -527,6 +575,7 @@ impl Tenant {
             }
             let mut events = listening.then(|| core.take_event_list());
             let mut queue = None;
+            let mut run = None;
             let mut refused = None;
             for (i, id) in chunk.iter().enumerate() {
                 if i > 0 && core.next_due() <= now.as_micros() {
@@ -538,7 +587,12 @@ impl Tenant {
                 let mut txn =
                     Txn::new(&inner.shared, &self.state, &mut core, now, list, Draws::Live(Vec::new()));
                 let id = id.as_ref();
-                let r = txn.enqueue(id, &p.options, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)));
+                let r = if listening {
+                    // Each event reports the queue as its command left it.
+                    txn.enqueue(id, &p.options, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)))
+                } else {
+                    txn.enqueue_in_run(id, &p.options, &v, &mut run, ids.len() - done)
+                };
                 if let Some(journal) = journal {
                     record(journal, &self.state.name, &mut txn, || Change::Enqueue {
                         call: id.into(),
@@ -555,8 +609,8 @@ impl Tenant {
                     Ok(q) => {
                         queue = q.or(queue);
                         done += 1;
-                        if let (false, Some(q)) = (reserved, queue) {
-                            // Room for the rest of the batch at once.
+                        if let (false, true, Some(q)) = (reserved, listening, queue) {
+                            // Room for the rest of the batch at once (a run makes its own).
                             reserved = true;
                             core.reserve_members(q, ids.len() - done);
                         }
@@ -566,6 +620,9 @@ impl Tenant {
                         break;
                     }
                 }
+            }
+            if let Some(run) = run {
+                core.admit_run(run, now);
             }
             if let Some(mut events) = events {
                 inner.bus.publish(&self.state.name, &mut events);
@@ -927,7 +984,8 @@ impl Engine {
     /// before it runs; frontends call this periodically so timers fire without traffic.
     pub fn run_pending_tasks(&self) -> usize {
         let inner = &*self.inner;
-        let now = inner.clock.now();
+        // Passive: maintenance alone does not keep the coarse clock's thread awake.
+        let now = inner.clock.now_passive();
         // Reset first: a timer set concurrently lowers it again after this store.
         inner.shared.next_due.store(u64::MAX, std::sync::atomic::Ordering::Release);
         let listening = inner.bus.has_subscribers();
@@ -1098,8 +1156,25 @@ fn fire_forget(txn: &mut Txn<'_>, call: Handle) -> bool {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use crate::{CommandOptions, DialParams, Engine, EnqueueParams};
+
+    /// With no subscriber a batch's calls join as a run; each stay's arrival number is what
+    /// tells its deadline timer from one of an earlier stay due at the same instant.
+    #[test]
+    fn a_batch_numbers_its_arrivals_as_single_enqueues_do() {
+        let t = Engine::default().default_tenant();
+        let dial = || t.dial(&DialParams::new("+1", "+2", "app")).map(|c| c.call_control_id).unwrap();
+        let ids: Vec<String> = (0..5).map(|_| dial()).collect();
+        let p = EnqueueParams { max_wait: Some(Duration::from_secs(60)), ..EnqueueParams::new("q") };
+        t.enqueue(&ids[0], &p).unwrap();
+        t.enqueue(&ids[1], &p).unwrap();
+        assert_eq!(t.enqueue_many(&ids[2..], &p), Ok(3));
+        let core = t.state.lock();
+        let serials: Vec<u32> = core.calls().filter_map(|(_, r)| r.membership().map(|m| m.serial)).collect();
+        assert_eq!(serials, [1, 2, 3, 4, 5]);
+    }
 
     /// A batch makes room in its queue for all its calls after the first (as far as the
     /// queue's `max_size` allows), even when it stops early.

@@ -280,7 +280,7 @@ fn queue_data(q: &Queue) -> QueueData<'_, impl Serialize> {
             day: f.day,
             today: f.today,
             bridged_within_service_level: f.bridged_within_service_level,
-            waits: f.waits,
+            waits: f.waits(),
             minute: f.minute,
             lengths: f.lengths().to_vec(),
         },

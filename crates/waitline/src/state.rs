@@ -238,6 +238,13 @@ impl TenantCore {
         q.reserve(&mut self.calls, additional.min(room));
     }
 
+    /// Ends a run of joins: its calls become the last members of their band and are
+    /// counted, as that many single joins would have left the queue. Part of the changes
+    /// of the run's commands, each numbered when it joined.
+    pub(crate) fn admit_run(&mut self, run: JoinRun, now: Timestamp) {
+        self.queues.at_mut(run.queue).admit_run(run.band, run.first, run.count, run.enqueued_at, now);
+    }
+
     /// When the tenant's earliest timer is due, in microseconds (`u64::MAX`: none).
     pub(crate) const fn next_due(&self) -> u64 {
         self.timers.next_due()
@@ -322,6 +329,30 @@ impl TenantCore {
     #[cfg(test)]
     pub(crate) const fn timer_count(&self) -> usize {
         self.timers.len()
+    }
+}
+
+/// Calls joining one band of one queue one after the other in a batch
+/// ([`crate::Tenant::enqueue_many`]), each by its own command: each gets its slot in the
+/// queue's order and its membership as it joins ([`Txn::join_run`]), and the order's marks,
+/// the queue's counts and its figures are brought up to date for all of them at once
+/// ([`TenantCore::admit_run`]), before anything else reads or changes the queue.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct JoinRun {
+    pub(crate) queue: u32,
+    band: u8,
+    /// The first call's slot in the order; the others follow it.
+    first: u32,
+    count: u32,
+    /// Every call of the run joins at one instant (the batch reads the clock once per
+    /// hold of the lock), so at one enqueue time.
+    enqueued_at: Timestamp,
+}
+
+impl JoinRun {
+    /// Calls joined, not yet admitted.
+    pub(crate) const fn len(&self) -> usize {
+        self.count as usize
     }
 }
 
@@ -464,6 +495,55 @@ impl<'e> Txn<'e> {
         let m = Membership::new(queue, arrival, priority, keep_after_hangup, serial, enqueued_at, deadline);
         core.calls.at_mut(call).link = Link::Queued(m);
         m
+    }
+
+    /// As [`Txn::join_queue`], for a call joining `run` (started here for the queue in
+    /// slot `queue`, making room in its order for `room` calls, as far as its `max_size`
+    /// allows: the run's calls must fit in it); returns its membership and its arrival
+    /// number (see `Membership::serial`). The queue is left as before the run but for its
+    /// order's slots until [`TenantCore::admit_run`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn join_run(
+        &mut self,
+        run: &mut Option<JoinRun>,
+        queue: u32,
+        call: u32,
+        priority: u8,
+        keep_after_hangup: bool,
+        max_wait: Option<Duration>,
+        room: usize,
+    ) -> (Membership, u64) {
+        let now = self.now;
+        let core = self.change();
+        let run = match run {
+            Some(run) => run,
+            None => {
+                core.reserve_members(queue, room);
+                let enqueued_at = core.queues.at(queue).arrival_time(now);
+                run.insert(JoinRun { queue, band: priority, first: 0, count: 0, enqueued_at })
+            }
+        };
+        debug_assert!(run.queue == queue && run.band == priority, "one run joins one band of one queue");
+        let q = core.queues.at_mut(queue);
+        let arrival = q.append(call);
+        if run.count == 0 {
+            run.first = arrival;
+        }
+        run.count += 1;
+        let serial = q.total_enqueued() + u64::from(run.count);
+        let deadline = max_wait.map(|d| run.enqueued_at.saturating_add(d));
+        // Low bits of the arrival number: see `Membership::serial`.
+        let m = Membership::new(
+            queue,
+            arrival,
+            priority,
+            keep_after_hangup,
+            serial as u32,
+            run.enqueued_at,
+            deadline,
+        );
+        core.calls.at_mut(call).link = Link::Queued(m);
+        (m, serial)
     }
 
     /// Takes the call in slot `call` out of its queue (`reason` counted, if any); returns

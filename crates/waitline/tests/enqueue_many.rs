@@ -15,18 +15,46 @@ use waitline::*;
 /// ended.
 fn world(builder: EngineBuilder, n: usize) -> (Fixture, Vec<String>) {
     let mut f = Fixture::with(builder);
+    let ids = setup(&f.t, n);
+    f.take_events();
+    (f, ids)
+}
+
+fn setup(t: &Tenant, n: usize) -> Vec<String> {
     let ids: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
     for id in &ids {
         let mut p = DialParams::new("+15550001", "+15550002", "conn");
         p.call_control_id = Some(id.clone());
-        f.t.dial(&p).unwrap();
+        t.dial(&p).unwrap();
     }
-    f.t.enqueue("c0", &EnqueueParams::new("x")).unwrap();
-    f.t.enqueue("c1", &EnqueueParams::new("y")).unwrap();
-    f.t.bridge("c2", &BridgeParams::call("c3")).unwrap();
-    f.t.hangup("c4", &none()).unwrap();
-    f.take_events();
-    (f, ids)
+    t.enqueue("c0", &EnqueueParams::new("x")).unwrap();
+    t.enqueue("c1", &EnqueueParams::new("y")).unwrap();
+    t.bridge("c2", &BridgeParams::call("c3")).unwrap();
+    t.hangup("c4", &none()).unwrap();
+    ids
+}
+
+/// The same world with nobody listening: a batch then takes its other way (its calls
+/// join the queue as a run, counted at once; no event reads the queue between them).
+struct Quiet {
+    engine: Engine,
+    clock: ManualClock,
+    t: Tenant,
+}
+
+impl Quiet {
+    fn new(builder: EngineBuilder, n: usize) -> Self {
+        let (clock, hand) = Clock::manual(START);
+        let engine = builder.clock(clock).build();
+        let t = engine.default_tenant();
+        setup(&t, n);
+        Self { engine, clock: hand, t }
+    }
+
+    fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+        self.engine.run_pending_tasks();
+    }
 }
 
 fn params(queue: &str) -> EnqueueParams {
@@ -63,22 +91,22 @@ fn observed(events: &[Event]) -> Vec<serde_json::Value> {
 }
 
 /// The state an observer can see: every call's status, every queue and its members.
-fn state(f: &Fixture, ids: &[String]) -> String {
+fn state(t: &Tenant, ids: &[String]) -> String {
     let mut out = String::new();
     for id in ids {
-        match f.t.call(id) {
+        match t.call(id) {
             Ok(c) => out += &format!("{id}: {:?} {:?} {:?}\n", c.state, c.queue, c.bridged_with),
             Err(e) => out += &format!("{id}: {e:?}\n"),
         }
     }
-    let queues = f.t.queues(PageRequest::new(1, 250)).unwrap().data;
+    let queues = t.queues(PageRequest::new(1, 250)).unwrap().data;
     for q in queues {
         out += &format!(
             "{} size {} avg {} {:?}\n",
             q.name, q.current_size, q.average_wait_time_secs, q.total_dequeued
         );
         for page in 1.. {
-            let members = f.t.queue_calls(&q.name, PageRequest::new(page, 250)).unwrap().data;
+            let members = t.queue_calls(&q.name, PageRequest::new(page, 250)).unwrap().data;
             for m in &members {
                 out += &format!(
                     "  {} {} {} {} {}\n",
@@ -90,7 +118,7 @@ fn state(f: &Fixture, ids: &[String]) -> String {
             }
         }
     }
-    out + &format!("seq {} live {}\n", f.t.last_seq(), f.t.live_calls())
+    out + &format!("seq {} live {}\n", t.last_seq(), t.live_calls())
 }
 
 /// Runs `ids` as single enqueues on one world and as one batch on a twin, and checks that
@@ -121,14 +149,36 @@ fn same_as_singles_after(
         }
     }
     assert_eq!(many.t.enqueue_many(batch, p), answer);
-    assert_eq!(state(&many, &ids), state(&single, &ids));
+    assert_eq!(state(&many.t, &ids), state(&single.t, &ids));
     assert_eq!(observed(&many.take_events()), observed(&single.take_events()));
     many.check();
-    // And both go on alike: the deadlines the batch set fire as the singles' do.
+    // With nobody listening the batch takes its other way: the same state again.
+    let quiet = Quiet::new(builder(), n);
+    prepare(&quiet.t);
+    assert_eq!(quiet.t.enqueue_many(batch, p), answer);
+    assert_eq!(state(&quiet.t, &ids), state(&single.t, &ids));
+    assert_eq!(figures(&quiet.t), figures(&single.t));
+    quiet.engine.check_invariants().unwrap();
+    // And they all go on alike: the deadlines the batch set fire as the singles' do.
     single.advance(31);
     many.advance(31);
-    assert_eq!(state(&many, &ids), state(&single, &ids));
+    quiet.advance(31);
+    assert_eq!(state(&many.t, &ids), state(&single.t, &ids));
+    assert_eq!(state(&quiet.t, &ids), state(&single.t, &ids));
+    assert_eq!(figures(&quiet.t), figures(&single.t));
     assert_eq!(observed(&many.take_events()), observed(&single.take_events()));
+    quiet.engine.check_invariants().unwrap();
+}
+
+/// Every queue's figures as JSON (counts, sums, the day's outcomes, the hour's lengths).
+fn figures(t: &Tenant) -> Vec<serde_json::Value> {
+    let queues = t.queues(PageRequest::new(1, 250)).unwrap().data;
+    let without_id = |q: &QueueInfo| {
+        let mut v = serde_json::to_value(q).unwrap();
+        v.as_object_mut().unwrap().remove("id");
+        v
+    };
+    queues.iter().map(without_id).collect()
 }
 
 #[test]
@@ -217,7 +267,7 @@ fn a_batch_stops_at_the_first_refusal_which_changes_nothing() {
         let (expected, _) = world(Engine::builder(), 8);
         expected.t.enqueue_many(&batch[..index], &p).unwrap();
         f.take_events();
-        assert_eq!(state(&f, &ids), state(&expected, &ids), "{batch:?}");
+        assert_eq!(state(&f.t, &ids), state(&expected.t, &ids), "{batch:?}");
     }
 }
 
@@ -226,22 +276,22 @@ fn a_refusal_at_the_first_call_changes_nothing_at_all() {
     let (mut f, ids) = world(Engine::builder(), 8);
     f.t.update_queue("x", 1).unwrap();
     f.take_events();
-    let before = state(&f, &ids);
+    let before = state(&f.t, &ids);
     let err = f.t.enqueue_many(&["c1", "c5"], &params("x")).unwrap_err();
     assert_eq!((err.index, err.error), (0, Error::QueueFull));
-    assert_eq!(state(&f, &ids), before, "c1 still waits in y, nothing numbered");
+    assert_eq!(state(&f.t, &ids), before, "c1 still waits in y, nothing numbered");
     assert!(f.take_events().is_empty());
 }
 
 #[test]
 fn an_empty_batch_is_no_command() {
     let (mut f, ids) = world(Engine::builder(), 8);
-    let before = state(&f, &ids);
+    let before = state(&f.t, &ids);
     let none: &[&str] = &[];
     // Not even its parameters are checked: no single enqueue would have checked them.
     assert_eq!(f.t.enqueue_many(none, &EnqueueParams::new("")), Ok(0));
     assert_eq!(f.t.enqueue_many(none, &params("z")), Ok(0));
-    assert_eq!(state(&f, &ids), before);
+    assert_eq!(state(&f.t, &ids), before);
     assert!(f.take_events().is_empty());
 }
 
