@@ -10,11 +10,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::batch::Batches;
 use crate::call::{CallId, CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
 use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
 use crate::error::{BatchError, CallbackInfo, Error, Result};
-use crate::event::{DequeueReason, Event, EventKind, HangupSource, QueueDeletedReason};
+use crate::event::{DequeueReason, Fact, HangupSource, QueueDeletedReason};
 use crate::journal::{Change, Draws, Journal, Record, ReplayError, Replaying};
 use crate::params::{
     BridgeParams, BridgeTarget, CommandOptions, DEFAULT_EXPLICIT_QUEUE_SIZE, DialParams, EnqueueParams, Page,
@@ -118,9 +119,8 @@ impl Txn<'_> {
             self.arm_idle_timer(queue);
         }
         if let Some(reason) = reason {
-            self.emit(now, |t| EventKind::CallDequeued {
-                subject: t.subject(call),
-                queue: t.queue_at(queue).name.clone(),
+            self.emit_with(now, Some(call), |core| Fact::CallDequeued {
+                queue: &core.queues.at(queue).name,
                 queue_position: departure.position,
                 reason,
                 wait_time_secs: departure.wait_time_secs,
@@ -156,7 +156,7 @@ impl Txn<'_> {
             self.note_ended(call);
             self.schedule_forget(call);
         }
-        self.emit(now, |t| EventKind::CallHangup { subject: t.subject(call), source });
+        self.emit(now, Some(call), Fact::CallHangup { source });
     }
 
     fn schedule_forget(&mut self, call: u32) {
@@ -204,16 +204,16 @@ impl Txn<'_> {
         self.call_mut(a).link = Link::Bridged { with: b, park_after_unbridge: park_a };
         self.call_mut(b).link = Link::Bridged { with: a, park_after_unbridge: false };
         let now = self.now;
-        self.emit(now, |t| EventKind::CallBridged(t.subject(a)));
-        self.emit(now, |t| EventKind::CallBridged(t.subject(b)));
+        self.emit(now, Some(a), Fact::CallBridged);
+        self.emit(now, Some(b), Fact::CallBridged);
     }
 
     /// Adds a call and says so; returns its slot.
     fn create_call(&mut self, ident: Arc<CallIdentity>, client_state: Option<&str>) -> u32 {
         let ix = self.insert_call(CallRecord::new(ident, client_state.map(Into::into)));
         let now = self.now;
-        self.emit(now, |t| EventKind::CallInitiated(t.subject(ix)));
-        self.emit(now, |t| EventKind::CallAnswered(t.subject(ix)));
+        self.emit(now, Some(ix), Fact::CallInitiated);
+        self.emit(now, Some(ix), Fact::CallAnswered);
         ix
     }
 
@@ -225,9 +225,9 @@ impl Txn<'_> {
         let q = Queue::new(self.shared.queue_hash(&name), name, id, max_size, explicit, self.now);
         let ix = self.insert_queue(q)?;
         let now = self.now;
-        self.emit(now, |t| {
-            let q = t.queue_at(ix);
-            EventKind::QueueCreated { queue: q.name.clone(), queue_id: q.id }
+        self.emit_with(now, None, |core| {
+            let q = core.queues.at(ix);
+            Fact::QueueCreated { queue: &q.name, queue_id: q.id }
         });
         Ok(ix)
     }
@@ -235,7 +235,7 @@ impl Txn<'_> {
     fn delete_queue(&mut self, queue: u32, reason: QueueDeletedReason) {
         let q = self.remove_queue(queue);
         let now = self.now;
-        self.emit(now, |_| EventKind::QueueDeleted { queue: q.name, queue_id: q.id, reason });
+        self.emit(now, None, Fact::QueueDeleted { queue: &q.name, queue_id: q.id, reason });
     }
 }
 
@@ -270,11 +270,10 @@ impl Txn<'_> {
         txn.detach(call.ix, DequeueReason::Leave);
         let max_wait = v.max_wait_secs.map(Duration::from_secs);
         let m = txn.join_queue(queue, call.ix, v.priority, v.keep_after_hangup, max_wait);
-        txn.emit(now, |t| {
-            let q = t.queue_at(queue);
-            EventKind::CallEnqueued {
-                subject: t.subject(call.ix),
-                queue: q.name.clone(),
+        txn.emit_with(now, Some(call.ix), |core| {
+            let q = core.queues.at(queue);
+            Fact::CallEnqueued {
+                queue: &q.name,
                 current_position: q.position(&m),
                 queue_avg_wait_time_secs: q.average_wait_secs(now),
             }
@@ -534,9 +533,14 @@ impl Tenant {
                     // fires it before the next command, as the next single command would.
                     break;
                 }
-                let list = listening.then(|| core.take_event_list());
-                let mut txn =
-                    Txn::new(&inner.shared, &self.state, &mut core, now, list, Draws::Live(Vec::new()));
+                let mut txn = Txn::new(
+                    &inner.shared,
+                    &self.state,
+                    &mut core,
+                    now,
+                    events.take(),
+                    Draws::Live(Vec::new()),
+                );
                 let id = id.as_ref();
                 let r = txn.enqueue(id, &p.options, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)));
                 if let Some(journal) = journal {
@@ -545,12 +549,8 @@ impl Tenant {
                         params: p.to_owned_params(),
                     });
                 }
-                let mine = settle(&mut txn);
+                events = settle(&mut txn);
                 drop(txn);
-                if let (Some(all), Some(mut mine)) = (events.as_mut(), mine) {
-                    all.append(&mut mine);
-                    core.keep_event_list(mine);
-                }
                 match r {
                     Ok(q) => {
                         queue = q.or(queue);
@@ -957,7 +957,7 @@ fn record(journal: &dyn Journal, tenant: &str, txn: &mut Txn<'_>, change: impl F
 /// Ends a command or a timer firing: forgets ended calls past the cap (part of the same
 /// change), and hands back its events.
 #[inline(always)]
-fn settle(txn: &mut Txn<'_>) -> Option<Vec<Event>> {
+fn settle(txn: &mut Txn<'_>) -> Option<Box<Batches>> {
     if txn.ended_calls {
         forget_excess_ended(txn);
     }
@@ -978,7 +978,7 @@ fn fire_due(
     listening: bool,
 ) -> usize {
     let mut fired = 0;
-    let mut events: Option<Vec<Event>> = listening.then(Vec::new);
+    let mut events = listening.then(|| core.take_event_list());
     // Sorted latest first, so the next to fire is popped from the end.
     let mut due: Vec<(Timestamp, Timer)> = Vec::new();
     loop {
@@ -993,8 +993,7 @@ fn fire_due(
         }
         let Some((at, timer)) = due.pop() else { break };
         core.note_firing(at, &timer);
-        let list = listening.then(|| core.take_event_list());
-        let mut txn = Txn::new(&inner.shared, tenant, core, at, list, Draws::Live(Vec::new()));
+        let mut txn = Txn::new(&inner.shared, tenant, core, at, events.take(), Draws::Live(Vec::new()));
         let changed = match timer {
             Timer::Deadline { queue, call, arrival } => fire_deadline(&mut txn, queue, call, arrival),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),
@@ -1007,13 +1006,7 @@ fn fire_due(
             let record = Record { at_micros: now.as_micros(), draws: Vec::new(), change: Change::Timers };
             journal.append(&tenant.name, seq, &record.encode());
         }
-        if let (Some(all), Some(mine)) = (events.as_mut(), settle(&mut txn)) {
-            if all.is_empty() {
-                *all = mine;
-            } else {
-                all.extend(mine);
-            }
-        }
+        events = settle(&mut txn);
     }
     if let Some(mut events) = events {
         inner.bus.publish(&tenant.name, &mut events);
