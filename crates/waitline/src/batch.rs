@@ -47,6 +47,10 @@ struct Header {
     tenant_key: u64,
     /// Written by the publish, once for a run of batches of one tenant.
     tenant: Span,
+    /// The address of the tenant's name as the engine holds it: tenants live as long as
+    /// their engine, so while it publishes, equal addresses are the same tenant (compared
+    /// instead of the names).
+    tenant_at: usize,
     records: u32,
     calls: u32,
     text: u32,
@@ -141,18 +145,25 @@ impl Batches {
         if !mine.is_sorted_by_key(|r| r.fact.rank()) {
             mine.sort_by_key(|r| r.fact.rank());
         }
-        self.headers.push(Header { seq, tenant_key, tenant: Span::default(), records, calls, text });
+        self.headers.push(Header {
+            seq,
+            tenant_key,
+            tenant: Span::default(),
+            tenant_at: 0,
+            records,
+            calls,
+            text,
+        });
         self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len() as u32);
     }
 
-    /// Appends the batches of `from`, all of tenant `tenant`, its identities moved with
-    /// `take` (the last use of `from`, which is to be cleared), else shared. The tenant's
-    /// name is written once for a run of its batches.
+    /// Appends the batches of `from`, all of tenant `tenant` (the engine's copy of its
+    /// name), its identities moved with `take` (the last use of `from`, which is to be
+    /// cleared), else shared. The tenant's name is written once for a run of its batches.
     pub(crate) fn append(&mut self, from: &mut Self, tenant: &str, take: bool) {
+        let tenant_at = tenant.as_ptr() as usize;
         let tenant = match self.headers.last() {
-            Some(h) if self.text.get(h.tenant.start as usize..h.tenant.end as usize) == Some(tenant) => {
-                h.tenant
-            }
+            Some(h) if h.tenant_at == tenant_at => h.tenant,
             _ => {
                 let start = self.text.len() as u32;
                 self.text.push_str(tenant);
@@ -163,6 +174,7 @@ impl Batches {
             (self.records.len() as u32, self.calls.len() as u32, self.text.len() as u32);
         self.headers.extend(from.headers.iter().map(|h| Header {
             tenant,
+            tenant_at,
             records: h.records + records,
             calls: h.calls + calls,
             text: h.text + text,

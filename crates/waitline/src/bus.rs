@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -105,13 +105,52 @@ struct Subscriber {
 #[derive(Debug, Default)]
 pub(crate) struct EventBus {
     subscribers: RwLock<Vec<Subscriber>>,
-    /// Read on every command to skip building events nobody will read.
-    count: AtomicUsize,
+    /// Moves on with every change of `subscribers`: each tenant keeps its own list of the
+    /// channels that take its events ([`Listeners`]) and makes it again when this moved, so
+    /// that a command reads one atomic instead of locking the list and matching names.
+    generation: AtomicU64,
+}
+
+/// The channels that take one tenant's events, as the bus's list was at `generation`.
+#[derive(Debug)]
+pub(crate) struct Listeners {
+    generation: u64,
+    channels: Vec<Arc<Channel>>,
+}
+
+impl Default for Listeners {
+    /// Made at no generation: the first look makes the list.
+    fn default() -> Self {
+        Self { generation: u64::MAX, channels: Vec::new() }
+    }
 }
 
 impl EventBus {
-    pub(crate) fn has_subscribers(&self) -> bool {
-        self.count.load(Ordering::Relaxed) > 0
+    /// Whether anyone takes `tenant`'s events (whose list `listeners` is made up to date
+    /// first): a command of a tenant nobody listens to builds no event, and computes none of
+    /// their figures.
+    #[inline]
+    pub(crate) fn listens(&self, tenant: &str, listeners: &mut Listeners) -> bool {
+        if listeners.generation != self.generation.load(Ordering::Acquire) {
+            self.list_listeners(tenant, listeners);
+        }
+        !listeners.channels.is_empty()
+    }
+
+    #[cold]
+    fn list_listeners(&self, tenant: &str, listeners: &mut Listeners) {
+        let subs = self.subscribers.read();
+        listeners.channels.clear();
+        listeners.channels.extend(
+            subs.iter()
+                .filter(|s| {
+                    !s.channel.closed.load(Ordering::Relaxed)
+                        && s.tenant.as_deref().is_none_or(|t| t == tenant)
+                })
+                .map(|s| s.channel.clone()),
+        );
+        // Read under the lock it moves under: the list is the one of this generation.
+        listeners.generation = self.generation.load(Ordering::Acquire);
     }
 
     pub(crate) fn subscribe(&self, tenant: Option<Arc<str>>, capacity: usize) -> Subscription {
@@ -125,38 +164,38 @@ impl EventBus {
         let mut subs = self.subscribers.write();
         subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
         subs.push(Subscriber { tenant, channel: channel.clone() });
-        self.count.store(subs.len(), Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
         Subscription { channel, events: Batches::default(), cursor: Cursor::default(), tenant: None }
     }
 
-    /// Hands commands' events to every subscriber of their tenant without waiting: copied
-    /// into each one's channel, the calls' identities moved to the last one and shared with
-    /// the others. Leaves `events` empty, its room kept for later commands.
-    pub(crate) fn publish(&self, tenant: &str, events: &mut Batches) {
+    /// Hands commands' events to every channel of `listeners` (those of their tenant)
+    /// without waiting: copied into each one, the calls' identities moved to the last one
+    /// and shared with the others. Leaves `events` empty, its room kept for later commands.
+    pub(crate) fn publish(&self, tenant: &str, listeners: &Listeners, events: &mut Batches) {
         if events.is_empty() {
             return;
         }
+        let channels = &listeners.channels;
         let mut any_closed = false;
-        {
-            let subs = self.subscribers.read();
-            let takes = |s: &Subscriber| {
-                !s.channel.closed.load(Ordering::Relaxed) && s.tenant.as_deref().is_none_or(|t| t == tenant)
-            };
-            let last = subs.iter().rposition(takes);
-            for (i, sub) in subs.iter().enumerate() {
-                if sub.channel.closed.load(Ordering::Relaxed) {
-                    any_closed = true;
-                } else if takes(sub) {
-                    sub.channel.push(events, tenant, Some(i) == last);
-                }
+        for (i, channel) in channels.iter().enumerate() {
+            if channel.closed.load(Ordering::Relaxed) {
+                any_closed = true;
+            } else {
+                channel.push(events, tenant, i + 1 == channels.len());
             }
         }
         events.clear();
         if any_closed {
-            let mut subs = self.subscribers.write();
-            subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
-            self.count.store(subs.len(), Ordering::Relaxed);
+            self.forget_closed();
         }
+    }
+
+    /// Drops the subscribers that unsubscribed (every tenant makes its list again).
+    #[cold]
+    fn forget_closed(&self) {
+        let mut subs = self.subscribers.write();
+        subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -185,8 +224,12 @@ pub struct Subscription {
 }
 
 impl Drop for Subscription {
+    /// Unsubscribes: the channel takes no more events, and lets go of those it holds (tenants
+    /// may hold the channel a while, until their next command sees it closed).
     fn drop(&mut self) {
         self.channel.closed.store(true, Ordering::Relaxed);
+        let waiting = std::mem::take(&mut self.channel.state.lock().events);
+        drop(waiting);
     }
 }
 
@@ -413,6 +456,13 @@ mod tests {
         b
     }
 
+    /// Publishes `batch` as tenant "t"'s.
+    fn send(bus: &EventBus, mut batch: Batches) {
+        let mut listeners = Listeners::default();
+        bus.listens("t", &mut listeners);
+        bus.publish("t", &listeners, &mut batch);
+    }
+
     fn poll(sub: &mut Subscription, waker: &Waker) -> Poll<Option<Event>> {
         sub.poll_recv(&mut Context::from_waker(waker))
     }
@@ -425,7 +475,7 @@ mod tests {
         let waker = Waker::from(count.clone());
         assert_eq!(poll(&mut sub, &waker), Poll::Pending);
         assert_eq!(count.get(), 0);
-        bus.publish("t", &mut batch(&[1, 2]));
+        send(&bus, batch(&[1, 2]));
         assert_eq!(count.get(), 1, "the publish wakes the waiting task");
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
@@ -434,11 +484,11 @@ mod tests {
         let mut only_u = bus.subscribe(Some("u".into()), 8);
         let other = Arc::new(Count::default());
         assert_eq!(poll(&mut only_u, &Waker::from(other.clone())), Poll::Pending);
-        bus.publish("t", &mut batch(&[3]));
+        send(&bus, batch(&[3]));
         assert_eq!((count.get(), other.get()), (2, 0));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(3))));
         // No one waiting: a publish wakes nothing and the events wait in the channel.
-        bus.publish("t", &mut batch(&[4]));
+        send(&bus, batch(&[4]));
         assert_eq!(count.get(), 2);
         assert_eq!(sub.try_recv(), Some(event(4)));
     }
@@ -474,7 +524,7 @@ mod tests {
                     while full.is_full() {
                         std::thread::yield_now();
                     }
-                    bus.publish("t", &mut batch(&[i]));
+                    send(&bus, batch(&[i]));
                 }
             })
         };
@@ -498,7 +548,7 @@ mod tests {
             let waker = Waker::from(count.clone());
             let publisher = {
                 let bus = bus.clone();
-                std::thread::spawn(move || bus.publish("t", &mut batch(&[7])))
+                std::thread::spawn(move || send(&bus, batch(&[7])))
             };
             let mut wakes_seen = 0;
             let got = loop {
@@ -533,7 +583,7 @@ mod tests {
         // Events sent before the engine went are read first.
         let bus = EventBus::default();
         let mut sub = bus.subscribe(None, 8);
-        bus.publish("t", &mut batch(&[1]));
+        send(&bus, batch(&[1]));
         drop(bus);
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(None));
@@ -546,14 +596,14 @@ mod tests {
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        bus.publish("t", &mut batch(&[1, 2]));
-        bus.publish("t", &mut batch(&[3, 4, 5])); // the channel holds one batch
+        send(&bus, batch(&[1, 2]));
+        send(&bus, batch(&[3, 4, 5])); // the channel holds one batch
         assert_eq!(sub.dropped(), 3);
         assert_eq!(count.get(), 1, "a lost batch wakes no one");
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
         assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        bus.publish("t", &mut batch(&[6]));
+        send(&bus, batch(&[6]));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(6))));
         assert_eq!(sub.dropped(), 3);
     }

@@ -332,8 +332,8 @@ impl Tenant {
     ) -> R {
         let inner = self.inner();
         let journal = self.journal();
-        let listening = inner.bus.has_subscribers();
         let mut core = self.state.lock();
+        let listening = inner.bus.listens(&self.state.name, &mut core.listeners);
         if core.next_due() <= now.as_micros() {
             fire_due(inner, journal, &self.state, &mut core, now, listening);
         }
@@ -349,7 +349,7 @@ impl Tenant {
         }
         if let Some(mut events) = settle(&mut txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
-            inner.bus.publish(&self.state.name, &mut events);
+            inner.bus.publish(&self.state.name, &core.listeners, &mut events);
             core.keep_event_list(events);
         }
         r
@@ -410,7 +410,8 @@ impl Tenant {
             Change::Timers => {
                 let inner = self.inner();
                 let mut core = self.state.lock();
-                fire_due(inner, None, &self.state, &mut core, at, inner.bus.has_subscribers());
+                let listening = inner.bus.listens(&self.state.name, &mut core.listeners);
+                fire_due(inner, None, &self.state, &mut core, at, listening);
                 Ok(())
             }
         };
@@ -519,8 +520,8 @@ impl Tenant {
             let chunk = &ids[done..ids.len().min(done + ENQUEUE_MANY_CHUNK)];
             // As `run`, with one `Txn` (journal record, settling) per command.
             let now = self.begin();
-            let listening = inner.bus.has_subscribers();
             let mut core = self.state.lock();
+            let listening = inner.bus.listens(&self.state.name, &mut core.listeners);
             if core.next_due() <= now.as_micros() {
                 fire_due(inner, journal, &self.state, &mut core, now, listening);
             }
@@ -568,7 +569,7 @@ impl Tenant {
                 }
             }
             if let Some(mut events) = events {
-                inner.bus.publish(&self.state.name, &mut events);
+                inner.bus.publish(&self.state.name, &core.listeners, &mut events);
                 core.keep_event_list(events);
             }
             drop(core);
@@ -930,11 +931,11 @@ impl Engine {
         let now = inner.clock.now();
         // Reset first: a timer set concurrently lowers it again after this store.
         inner.shared.next_due.store(u64::MAX, std::sync::atomic::Ordering::Release);
-        let listening = inner.bus.has_subscribers();
         let mut fired = 0;
         for tenant in inner.tenants() {
             let mut core = tenant.lock();
             if core.next_due() <= now.as_micros() {
+                let listening = inner.bus.listens(&tenant.name, &mut core.listeners);
                 fired += fire_due(inner, inner.journal.as_deref(), &tenant, &mut core, now, listening);
             }
             inner.shared.note_timer(core.next_due());
@@ -1009,7 +1010,7 @@ fn fire_due(
         events = settle(&mut txn);
     }
     if let Some(mut events) = events {
-        inner.bus.publish(&tenant.name, &mut events);
+        inner.bus.publish(&tenant.name, &core.listeners, &mut events);
         core.keep_event_list(events);
     }
     fired

@@ -20,6 +20,7 @@ use parking_lot::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 use crate::batch::Batches;
+use crate::bus::Listeners;
 use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_slot, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -123,6 +124,8 @@ pub(crate) struct TenantCore {
     pub(crate) last_to: Option<Arc<str>>,
     /// The last command's events, emptied by the publish, for the next command's events.
     pub(crate) event_list: Option<Box<Batches>>,
+    /// The subscribers' channels that take this tenant's events.
+    pub(crate) listeners: Listeners,
 }
 
 /// Makes `s` the same allocation as the string in `last` if they are equal, else remembers
