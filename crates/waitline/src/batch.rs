@@ -224,6 +224,24 @@ impl Cursor {
     }
 }
 
+/// The names of the last owned [`Event`] a reader made: the next ones share them (one
+/// allocation a name, not one an event, for a reader of owned events).
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    tenant: Option<Arc<str>>,
+    queue: Option<Arc<str>>,
+}
+
+impl Names {
+    /// `name` as an `Arc`: the one in `last` if equal, else a new one, kept there.
+    fn shared(last: &mut Option<Arc<str>>, name: &str) -> Arc<str> {
+        match last {
+            Some(l) if **l == *name => l.clone(),
+            _ => last.insert(name.into()).clone(),
+        }
+    }
+}
+
 /// One event as it was delivered: a view into its batch, read in place. It gives what an
 /// [`Event`] holds ([`EventRef::to_event`] makes one) and serialises the same way.
 #[derive(Clone, Copy, Debug)]
@@ -311,17 +329,17 @@ impl<'a> EventRef<'a> {
         Payload::new(self.call().map(|c| (&**c, self.client_state())), self.fact())
     }
 
-    /// The event as an owned [`Event`] of tenant `tenant` (the reader's shared copy of the
-    /// name, which this event's [`EventRef::tenant`] equals).
-    pub(crate) fn to_event_of(self, tenant: Arc<str>) -> Event {
+    /// The event as an owned [`Event`], its tenant's and queue's names those of `names`
+    /// when equal (a reader's last ones, updated here).
+    pub(crate) fn to_event_with(self, names: &mut Names) -> Event {
         let subject = self
             .call()
             .map(|c| CallSubject { call: c.clone(), client_state: self.client_state().map(Into::into) });
         Event {
             id: self.id(),
             occurred_at: self.occurred_at(),
-            tenant,
-            kind: EventKind::new(subject, self.fact().map(Into::into)),
+            tenant: Names::shared(&mut names.tenant, self.tenant()),
+            kind: EventKind::new(subject, self.fact().map(|q| Names::shared(&mut names.queue, q))),
             seq: self.seq(),
         }
     }
@@ -329,7 +347,7 @@ impl<'a> EventRef<'a> {
     /// The event as an owned [`Event`].
     #[must_use]
     pub fn to_event(self) -> Event {
-        self.to_event_of(self.tenant().into())
+        self.to_event_with(&mut Names::default())
     }
 }
 

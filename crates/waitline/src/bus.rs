@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::batch::{Batches, Cursor, EventRef};
+use crate::batch::{Batches, Cursor, EventRef, Names};
 use crate::event::Event;
 
 /// A subscriber's bounded queue of events, with everything its reader may wait on behind
@@ -165,7 +165,12 @@ impl EventBus {
         subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
         subs.push(Subscriber { tenant, channel: channel.clone() });
         self.generation.fetch_add(1, Ordering::Release);
-        Subscription { channel, events: Batches::default(), cursor: Cursor::default(), tenant: None }
+        Subscription {
+            channel,
+            events: Batches::default(),
+            cursor: Cursor::default(),
+            names: Names::default(),
+        }
     }
 
     /// Hands commands' events to every channel of `listeners` (those of their tenant)
@@ -219,8 +224,8 @@ pub struct Subscription {
     events: Batches,
     /// The next of `events` to read.
     cursor: Cursor,
-    /// The tenant of the last owned event made, shared by the next ones of that tenant.
-    tenant: Option<Arc<str>>,
+    /// The names of the last owned event made, shared by the next ones with equal names.
+    names: Names,
 }
 
 impl Drop for Subscription {
@@ -299,16 +304,12 @@ impl Subscription {
         }
     }
 
-    /// The next event at hand, as an owned [`Event`] (its tenant's name shared with the
-    /// previous one's when they are equal).
+    /// The next event at hand, as an owned [`Event`] (its tenant's and queue's names shared
+    /// with the previous ones' when they are equal).
     fn take_owned(&mut self) -> Option<Event> {
-        let Self { events, cursor, tenant, .. } = self;
+        let Self { events, cursor, names, .. } = self;
         let ev = cursor.next(events)?;
-        let name = match tenant {
-            Some(t) if **t == *ev.tenant() => t.clone(),
-            _ => tenant.insert(ev.tenant().into()).clone(),
-        };
-        Some(ev.to_event_of(name))
+        Some(ev.to_event_with(names))
     }
 
     /// Whether an event is at hand, else whether one came from the channel by `deadline`
