@@ -30,12 +30,17 @@ fn mixed_traffic(engine: &Engine) {
 }
 
 /// Each event read in place, as the JSON and the fields an owned event gives.
-fn read_in_place(sub: &mut Subscription) -> Vec<(serde_json::Value, String, u64, String, Option<String>, bool)> {
+fn read_in_place(
+    sub: &mut Subscription,
+) -> Vec<(serde_json::Value, String, u64, String, Option<String>, bool)> {
     let mut seen = Vec::new();
     while let Some(ev) = sub.try_next() {
         let owned = ev.to_event();
         assert_eq!(owned.id, ev.id());
-        assert_eq!((owned.seq(), owned.event_type(), owned.occurred_at), (ev.seq(), ev.event_type(), ev.occurred_at()));
+        assert_eq!(
+            (owned.seq(), owned.event_type(), owned.occurred_at),
+            (ev.seq(), ev.event_type(), ev.occurred_at())
+        );
         seen.push((
             serde_json::to_value(ev).unwrap(),
             ev.tenant().to_owned(),
@@ -82,7 +87,10 @@ fn events_read_in_place_say_what_owned_events_say() {
     assert!(tenants.contains(&"a") && tenants.contains(&"b"));
     for (json, tenant, ..) in &viewed {
         if let Some(queue) = json["payload"]["queue"].as_str() {
-            assert!(queue.starts_with(if tenant == "a" { "qa" } else { "qb" }) || queue == "explicit", "{json}");
+            assert!(
+                queue.starts_with(if tenant == "a" { "qa" } else { "qb" }) || queue == "explicit",
+                "{json}"
+            );
         }
         if json["event_type"] == "call.enqueued" {
             let queue = json["payload"]["queue"].as_str().unwrap();
@@ -90,8 +98,19 @@ fn events_read_in_place_say_what_owned_events_say() {
             assert!(state.ends_with(queue), "{json}");
         }
     }
-    let kinds: Vec<&str> = viewed.iter().filter(|v| !v.5).map(|v| v.0["event_type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["queue.created", "queue.created", "queue.created", "queue.created", "queue.created", "queue.deleted"]);
+    let kinds: Vec<&str> =
+        viewed.iter().filter(|v| !v.5).map(|v| v.0["event_type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "queue.created",
+            "queue.created",
+            "queue.created",
+            "queue.created",
+            "queue.created",
+            "queue.deleted"
+        ]
+    );
 }
 
 #[test]
@@ -133,7 +152,10 @@ fn a_dropped_subscriber_is_forgotten_and_the_others_still_read() {
     drop(first);
     dial(&t);
     dial(&t);
-    assert_eq!(std::iter::from_fn(|| second.try_next().map(|e| e.seq())).collect::<Vec<_>>(), [1, 1, 2, 2, 3, 3]);
+    assert_eq!(
+        std::iter::from_fn(|| second.try_next().map(|e| e.seq())).collect::<Vec<_>>(),
+        [1, 1, 2, 2, 3, 3]
+    );
     // Every subscriber gone: commands make no events, and a new subscriber reads from its
     // own start on.
     drop(second);
@@ -172,6 +194,14 @@ fn a_reader_that_reads_part_of_a_batch_goes_on_where_it_stopped() {
     let rest: Vec<&str> = std::iter::from_fn(|| sub.try_recv().map(|e| e.event_type())).collect();
     assert_eq!(
         rest,
-        ["call.initiated", "call.answered", "queue.created", "call.enqueued", "call.dequeued", "call.bridged", "call.bridged"]
+        [
+            "call.initiated",
+            "call.answered",
+            "queue.created",
+            "call.enqueued",
+            "call.dequeued",
+            "call.bridged",
+            "call.bridged"
+        ]
     );
 }
