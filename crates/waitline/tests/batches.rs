@@ -205,3 +205,31 @@ fn a_reader_that_reads_part_of_a_batch_goes_on_where_it_stopped() {
         ]
     );
 }
+
+/// The id of an event as docs/behaviour.md §4 and `event` derive it: FNV-1a 64 of the
+/// tenant's name (its top 48 bits), version 8, the event's index within its command, the
+/// variant, the command's sequence number.
+fn derived_id(tenant: &str, seq: u64, index: u64) -> (u64, u64) {
+    let key = tenant
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    ((key & !0xffff) | (0x8 << 12) | index, (0b10 << 62) | seq)
+}
+
+#[test]
+fn event_ids_are_derived_from_tenant_number_and_index_within_the_command() {
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    mixed_traffic(&engine);
+    let mut index = 0;
+    let mut last = None;
+    let mut seen = 0;
+    while let Some(ev) = sub.try_next() {
+        let command = (ev.tenant().to_owned(), ev.seq());
+        index = if last.as_ref() == Some(&command) { index + 1 } else { 0 };
+        assert_eq!(ev.id().as_u64_pair(), derived_id(ev.tenant(), ev.seq(), index), "{}", ev.event_type());
+        last = Some(command);
+        seen += 1;
+    }
+    assert_eq!(seen, 3 * 4 * 10 + 4 + 2);
+}
