@@ -233,3 +233,66 @@ fn event_ids_are_derived_from_tenant_number_and_index_within_the_command() {
     }
     assert_eq!(seen, 3 * 4 * 10 + 4 + 2);
 }
+
+#[test]
+fn recv_timeout_waits_for_an_event_made_meanwhile_and_gives_up_after_the_timeout() {
+    use std::time::{Duration, Instant};
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    let t = engine.default_tenant();
+    let dialer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        dial(&t);
+    });
+    let got = sub.recv_timeout(Duration::from_secs(30));
+    dialer.join().unwrap();
+    assert_eq!(got.map(|e| e.event_type()), Some("call.initiated"));
+    assert_eq!(sub.recv_timeout(Duration::from_secs(30)).map(|e| e.event_type()), Some("call.answered"));
+    let start = Instant::now();
+    assert!(sub.recv_timeout(Duration::from_millis(50)).is_none());
+    assert!(start.elapsed() >= Duration::from_millis(50), "it waited the timeout");
+}
+
+#[test]
+fn recv_and_the_iterator_block_until_an_event_comes_and_end_with_the_engine() {
+    use std::time::Duration;
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    let t = engine.default_tenant();
+    let dialer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        dial(&t);
+    });
+    assert_eq!(sub.recv().map(|e| e.event_type()), Some("call.initiated"));
+    assert_eq!(sub.next().map(|e| e.event_type()), Some("call.answered"));
+    dialer.join().unwrap();
+    drop(engine);
+    assert!(sub.recv().is_none(), "the engine is gone");
+    assert!(sub.next().is_none());
+}
+
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn poll_recv_wakes_the_task_that_polled_last() {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    let (first, second) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
+    let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+    assert!(sub.poll_recv(&mut Context::from_waker(&w1)).is_pending());
+    assert!(sub.poll_recv(&mut Context::from_waker(&w2)).is_pending());
+    dial(&engine.default_tenant());
+    assert_eq!(second.0.load(std::sync::atomic::Ordering::SeqCst), 1, "the latest poller is woken");
+    assert_eq!(first.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(matches!(sub.poll_recv(&mut Context::from_waker(&w2)), Poll::Ready(Some(_))));
+}
