@@ -2,10 +2,12 @@
 //! Under `valgrind --tool=callgrind` it gives instruction counts that do not depend on how
 //! busy the machine is (see BENCHMARKS.md for the command).
 //!
-//! `cargo run --release -p waitline-benches --bin pair_probe -- [ROUNDS] [sub]`
+//! `cargo run --release -p waitline-benches --bin pair_probe -- [ROUNDS] [sub|owned]`
 //!
-//! With `sub`, an event subscriber takes every event, drained on the same thread every 256
-//! pairs (as in the report's subscriber row).
+//! With `sub`, an event subscriber takes every event, read in place (`Subscription::try_next`)
+//! on the same thread every 256 pairs (as in the report's subscriber row); with `owned`, the
+//! same as owned `Event`s (`Subscription::try_recv`, what the server's webhooks and streams
+//! read).
 
 use std::time::Instant;
 
@@ -15,7 +17,9 @@ const QUEUES: usize = 100;
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let subscribed = args.next().is_some_and(|a| a == "sub");
+    let mode = args.next();
+    let owned = mode.as_deref() == Some("owned");
+    let subscribed = owned || mode.as_deref() == Some("sub");
     let engine = waitline::Engine::default();
     let f = waitline_benches::PairFixture::new(&engine, QUEUES);
     let params: Vec<_> = (0..QUEUES).map(|i| f.params(i, None)).collect();
@@ -27,9 +31,7 @@ fn main() {
             let i = n % QUEUES;
             f.pair(i, &params[i].0, &params[i].1);
             if let Some(sub) = events.as_mut().filter(|_| n % 256 == 255 || n + 1 == PAIRS) {
-                while let Some(ev) = sub.try_recv() {
-                    seen += usize::from(ev.seq() > 0);
-                }
+                seen += drain(sub, owned);
             }
         }
         println!("round {round}: {:?} per pair", t.elapsed() / PAIRS as u32);
@@ -38,4 +40,21 @@ fn main() {
         assert_eq!(sub.dropped(), 0, "the subscriber must see every event");
         println!("{seen} events");
     }
+}
+
+/// Reads every waiting event (in place, or as owned `Event`s); returns how many. Out of
+/// line, so that the loop of pairs is the same with either reader.
+#[inline(never)]
+fn drain(sub: &mut waitline::Subscription, owned: bool) -> usize {
+    let mut seen = 0;
+    if owned {
+        while let Some(ev) = sub.try_recv() {
+            seen += usize::from(ev.seq() > 0);
+        }
+    } else {
+        while let Some(ev) = sub.try_next() {
+            seen += usize::from(ev.seq() > 0);
+        }
+    }
+    seen
 }

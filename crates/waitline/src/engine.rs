@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use crate::bus::{EventBus, Subscription};
 use crate::clock::{Clock, Timestamp};
-use crate::event::{EventBus, Subscription};
 use crate::figures::DEFAULT_SERVICE_LEVEL_THRESHOLD;
 use crate::journal::{Journal, Replaying};
 use crate::state::{Config, Shared, TenantState};

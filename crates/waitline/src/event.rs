@@ -1,25 +1,8 @@
-//! Events: one per state change (docs/behaviour.md §4), and the bus that hands them to
-//! subscribers.
-//!
-//! A command's events are handed to every subscriber's channel as one batch at the moment the
-//! command commits, while it still holds its tenant's lock: so a tenant's events reach every
-//! subscriber in the order of the tenant's sequence numbers ([`Event::seq`]), and a command's
-//! events stay together. Subscriber code never runs under an engine lock, and a subscriber that does not
-//! keep up loses batches (counted) instead of slowing commands.
-//!
-//! A [`Subscription`] is read blocking ([`Subscription::recv`], [`Subscription::recv_timeout`])
-//! or awaited in any async runtime ([`Subscription::poll_recv`], [`Subscription::recv_async`]):
-//! each subscriber's channel is a queue of events behind one small lock, with the waker of
-//! the task awaiting it, which the publish that hands it a batch takes and wakes.
+//! Events: one per state change (docs/behaviour.md §4), their ids and their Telnyx JSON.
+//! How they travel to subscribers is in `batch` (the records) and `bus` (the channels).
 
-use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use uuid::Uuid;
@@ -142,15 +125,48 @@ pub enum EventKind {
     },
 }
 
-impl EventKind {
-    /// The `event_type` on the wire.
-    #[must_use]
-    pub const fn event_type(&self) -> &'static str {
+/// What an event says besides the call it is about, with a queue's name as `Q`: a `&str`
+/// where events are made and read, a span of its batch's text where they travel (`batch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fact<Q> {
+    CallInitiated,
+    CallAnswered,
+    CallDequeued { queue: Q, queue_position: usize, reason: DequeueReason, wait_time_secs: u64 },
+    CallBridged,
+    CallHangup { source: HangupSource },
+    CallEnqueued { queue: Q, current_position: usize, queue_avg_wait_time_secs: u64 },
+    QueueCreated { queue: Q, queue_id: Uuid },
+    QueueDeleted { queue: Q, queue_id: Uuid, reason: QueueDeletedReason },
+}
+
+impl<Q> Fact<Q> {
+    /// The same fact with its queue name turned into an `R`.
+    pub(crate) fn map<R>(self, f: impl FnOnce(Q) -> R) -> Fact<R> {
         match self {
-            Self::CallInitiated(_) => "call.initiated",
-            Self::CallAnswered(_) => "call.answered",
+            Self::CallInitiated => Fact::CallInitiated,
+            Self::CallAnswered => Fact::CallAnswered,
+            Self::CallDequeued { queue, queue_position, reason, wait_time_secs } => {
+                Fact::CallDequeued { queue: f(queue), queue_position, reason, wait_time_secs }
+            }
+            Self::CallBridged => Fact::CallBridged,
+            Self::CallHangup { source } => Fact::CallHangup { source },
+            Self::CallEnqueued { queue, current_position, queue_avg_wait_time_secs } => {
+                Fact::CallEnqueued { queue: f(queue), current_position, queue_avg_wait_time_secs }
+            }
+            Self::QueueCreated { queue, queue_id } => Fact::QueueCreated { queue: f(queue), queue_id },
+            Self::QueueDeleted { queue, queue_id, reason } => {
+                Fact::QueueDeleted { queue: f(queue), queue_id, reason }
+            }
+        }
+    }
+
+    /// The `event_type` on the wire.
+    pub(crate) const fn event_type(&self) -> &'static str {
+        match self {
+            Self::CallInitiated => "call.initiated",
+            Self::CallAnswered => "call.answered",
             Self::CallDequeued { .. } => "call.dequeued",
-            Self::CallBridged(_) => "call.bridged",
+            Self::CallBridged => "call.bridged",
             Self::CallHangup { .. } => "call.hangup",
             Self::CallEnqueued { .. } => "call.enqueued",
             Self::QueueCreated { .. } => "queue.created",
@@ -163,15 +179,70 @@ impl EventKind {
     /// joins it).
     pub(crate) const fn rank(&self) -> u8 {
         match self {
-            Self::CallInitiated(_) => 0,
-            Self::CallAnswered(_) => 1,
+            Self::CallInitiated => 0,
+            Self::CallAnswered => 1,
             Self::CallDequeued { .. } => 2,
             Self::QueueDeleted { .. } => 3,
-            Self::CallBridged(_) => 4,
+            Self::CallBridged => 4,
             Self::CallHangup { .. } => 5,
             Self::QueueCreated { .. } => 6,
             Self::CallEnqueued { .. } => 7,
         }
+    }
+}
+
+impl EventKind {
+    /// The kind of a fact about `subject` (`Some` exactly for the facts about a call).
+    pub(crate) fn new(subject: Option<CallSubject>, fact: Fact<Arc<str>>) -> Self {
+        let mut subject = subject;
+        let mut subject = || subject.take().expect("a call event has its call");
+        match fact {
+            Fact::CallInitiated => Self::CallInitiated(subject()),
+            Fact::CallAnswered => Self::CallAnswered(subject()),
+            Fact::CallDequeued { queue, queue_position, reason, wait_time_secs } => {
+                Self::CallDequeued { subject: subject(), queue, queue_position, reason, wait_time_secs }
+            }
+            Fact::CallBridged => Self::CallBridged(subject()),
+            Fact::CallHangup { source } => Self::CallHangup { subject: subject(), source },
+            Fact::CallEnqueued { queue, current_position, queue_avg_wait_time_secs } => {
+                Self::CallEnqueued { subject: subject(), queue, current_position, queue_avg_wait_time_secs }
+            }
+            Fact::QueueCreated { queue, queue_id } => Self::QueueCreated { queue, queue_id },
+            Fact::QueueDeleted { queue, queue_id, reason } => Self::QueueDeleted { queue, queue_id, reason },
+        }
+    }
+
+    /// What the event says besides its call.
+    pub(crate) fn fact(&self) -> Fact<&str> {
+        match self {
+            Self::CallInitiated(_) => Fact::CallInitiated,
+            Self::CallAnswered(_) => Fact::CallAnswered,
+            Self::CallDequeued { queue, queue_position, reason, wait_time_secs, .. } => Fact::CallDequeued {
+                queue,
+                queue_position: *queue_position,
+                reason: *reason,
+                wait_time_secs: *wait_time_secs,
+            },
+            Self::CallBridged(_) => Fact::CallBridged,
+            Self::CallHangup { source, .. } => Fact::CallHangup { source: *source },
+            Self::CallEnqueued { queue, current_position, queue_avg_wait_time_secs, .. } => {
+                Fact::CallEnqueued {
+                    queue,
+                    current_position: *current_position,
+                    queue_avg_wait_time_secs: *queue_avg_wait_time_secs,
+                }
+            }
+            Self::QueueCreated { queue, queue_id } => Fact::QueueCreated { queue, queue_id: *queue_id },
+            Self::QueueDeleted { queue, queue_id, reason } => {
+                Fact::QueueDeleted { queue, queue_id: *queue_id, reason: *reason }
+            }
+        }
+    }
+
+    /// The `event_type` on the wire.
+    #[must_use]
+    pub fn event_type(&self) -> &'static str {
+        self.fact().event_type()
     }
 
     /// The call the event is about, if it is a call event.
@@ -251,584 +322,125 @@ impl Event {
 
     /// The `event_type` on the wire.
     #[must_use]
-    pub const fn event_type(&self) -> &'static str {
+    pub fn event_type(&self) -> &'static str {
         self.kind.event_type()
     }
 
     /// The payload object alone (docs/behaviour.md §4).
     #[must_use]
-    pub const fn payload(&self) -> Payload<'_> {
-        Payload(self)
+    pub fn payload(&self) -> Payload<'_> {
+        let subject = self.kind.subject().map(|s| (&*s.call, s.client_state.as_deref()));
+        Payload::new(subject, self.kind.fact())
     }
 }
 
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(5))?;
-        m.serialize_entry("record_type", "event")?;
-        m.serialize_entry("event_type", self.event_type())?;
-        m.serialize_entry("id", &self.id)?;
-        m.serialize_entry("occurred_at", &self.occurred_at)?;
-        m.serialize_entry("payload", &Payload(self))?;
-        m.end()
+        serialize_event(s, self.event_type(), self.id, self.occurred_at, &self.payload())
     }
 }
 
-/// The `payload` object of an event.
+/// The `data` object of the Telnyx envelope, of an [`Event`] or an
+/// [`EventRef`](crate::EventRef).
+pub(crate) fn serialize_event<S: Serializer>(
+    s: S,
+    event_type: &str,
+    id: Uuid,
+    occurred_at: Timestamp,
+    payload: &Payload<'_>,
+) -> Result<S::Ok, S::Error> {
+    let mut m = s.serialize_map(Some(5))?;
+    m.serialize_entry("record_type", "event")?;
+    m.serialize_entry("event_type", event_type)?;
+    m.serialize_entry("id", &id)?;
+    m.serialize_entry("occurred_at", &occurred_at)?;
+    m.serialize_entry("payload", payload)?;
+    m.end()
+}
+
+/// The `payload` object of an event: its call (with its client state), if it is about one,
+/// and what it says.
 #[derive(Debug, Clone, Copy)]
-pub struct Payload<'a>(&'a Event);
+pub struct Payload<'a> {
+    subject: Option<(&'a CallIdentity, Option<&'a str>)>,
+    fact: Fact<&'a str>,
+}
+
+impl<'a> Payload<'a> {
+    pub(crate) const fn new(
+        subject: Option<(&'a CallIdentity, Option<&'a str>)>,
+        fact: Fact<&'a str>,
+    ) -> Self {
+        Self { subject, fact }
+    }
+}
 
 impl Serialize for Payload<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
-        if let Some(subject) = self.0.kind.subject() {
-            let c = &subject.call;
+        if let Some((c, client_state)) = self.subject {
             m.serialize_entry("call_control_id", &*c.call_control_id)?;
             m.serialize_entry("call_leg_id", &c.call_leg_id)?;
             m.serialize_entry("call_session_id", &c.call_session_id)?;
             m.serialize_entry("connection_id", &*c.connection_id)?;
             // Telnyx's schemas type client_state as a string: absent, it is left out (no null).
-            if let Some(state) = subject.client_state.as_deref() {
+            if let Some(state) = client_state {
                 m.serialize_entry("client_state", state)?;
             }
+            match self.fact {
+                Fact::CallInitiated | Fact::CallAnswered | Fact::CallBridged | Fact::CallHangup { .. } => {
+                    m.serialize_entry("from", &*c.from)?;
+                    m.serialize_entry("to", &*c.to)?;
+                }
+                _ => {}
+            }
         }
-        match &self.0.kind {
-            EventKind::CallInitiated(s) => {
-                m.serialize_entry("from", &*s.call.from)?;
-                m.serialize_entry("to", &*s.call.to)?;
+        let start_time = self.subject.map(|(c, _)| c.start_time);
+        match self.fact {
+            Fact::CallInitiated => {
                 m.serialize_entry("direction", "outgoing")?;
                 m.serialize_entry("state", "bridging")?;
             }
-            EventKind::CallAnswered(s) => {
-                m.serialize_entry("from", &*s.call.from)?;
-                m.serialize_entry("to", &*s.call.to)?;
-                m.serialize_entry("start_time", &s.call.start_time)?;
+            Fact::CallAnswered => {
+                m.serialize_entry("start_time", &start_time)?;
                 m.serialize_entry("state", "answered")?;
             }
-            EventKind::CallDequeued { queue, queue_position, reason, wait_time_secs, .. } => {
-                m.serialize_entry("queue", &**queue)?;
-                m.serialize_entry("queue_position", queue_position)?;
-                m.serialize_entry("reason", reason)?;
-                m.serialize_entry("wait_time_secs", wait_time_secs)?;
+            Fact::CallDequeued { queue, queue_position, reason, wait_time_secs } => {
+                m.serialize_entry("queue", queue)?;
+                m.serialize_entry("queue_position", &queue_position)?;
+                m.serialize_entry("reason", &reason)?;
+                m.serialize_entry("wait_time_secs", &wait_time_secs)?;
             }
-            EventKind::CallBridged(s) => {
-                m.serialize_entry("from", &*s.call.from)?;
-                m.serialize_entry("to", &*s.call.to)?;
-            }
-            EventKind::CallHangup { subject, source } => {
-                m.serialize_entry("from", &*subject.call.from)?;
-                m.serialize_entry("to", &*subject.call.to)?;
-                m.serialize_entry("start_time", &subject.call.start_time)?;
+            Fact::CallBridged => {}
+            Fact::CallHangup { source } => {
+                m.serialize_entry("start_time", &start_time)?;
                 m.serialize_entry("hangup_cause", "normal_clearing")?;
-                m.serialize_entry("hangup_source", source)?;
+                m.serialize_entry("hangup_source", &source)?;
                 m.serialize_entry("sip_hangup_cause", "unspecified")?;
                 m.serialize_entry("state", "hangup")?;
             }
-            EventKind::CallEnqueued { queue, current_position, queue_avg_wait_time_secs, .. } => {
-                m.serialize_entry("queue", &**queue)?;
-                m.serialize_entry("current_position", current_position)?;
-                m.serialize_entry("queue_avg_wait_time_secs", queue_avg_wait_time_secs)?;
+            Fact::CallEnqueued { queue, current_position, queue_avg_wait_time_secs } => {
+                m.serialize_entry("queue", queue)?;
+                m.serialize_entry("current_position", &current_position)?;
+                m.serialize_entry("queue_avg_wait_time_secs", &queue_avg_wait_time_secs)?;
             }
-            EventKind::QueueCreated { queue, queue_id } => {
-                m.serialize_entry("queue", &**queue)?;
-                m.serialize_entry("queue_id", queue_id)?;
+            Fact::QueueCreated { queue, queue_id } => {
+                m.serialize_entry("queue", queue)?;
+                m.serialize_entry("queue_id", &queue_id)?;
             }
-            EventKind::QueueDeleted { queue, queue_id, reason } => {
-                m.serialize_entry("queue", &**queue)?;
-                m.serialize_entry("queue_id", queue_id)?;
-                m.serialize_entry("reason", reason)?;
+            Fact::QueueDeleted { queue, queue_id, reason } => {
+                m.serialize_entry("queue", queue)?;
+                m.serialize_entry("queue_id", &queue_id)?;
+                m.serialize_entry("reason", &reason)?;
             }
         }
         m.end()
     }
 }
 
-/// Room for the events of most commands (a bridge from a queue makes three, a transfer
-/// five), so that a list is allocated once.
-const EVENTS_PER_COMMAND: usize = 4;
-
-/// An empty list for a command's events: `kept` if it has room, else a new one.
-pub(crate) fn event_list(kept: Vec<Event>) -> Vec<Event> {
-    if kept.capacity() == 0 { Vec::with_capacity(EVENTS_PER_COMMAND) } else { kept }
-}
-
-/// A subscriber's bounded queue of events, with everything its reader may wait on behind
-/// one lock: a publish appends a command's events under it, a read swaps the whole queue
-/// for the reader's emptied one (no allocation either way once both have grown), and no
-/// wake-up can be lost (the reader looks at the queue and registers its waker under the
-/// lock the publisher appends under).
-#[derive(Debug)]
-struct Channel {
-    state: Mutex<ChannelState>,
-    /// Signalled for a thread blocked in `recv` or `recv_timeout`.
-    ready: Condvar,
-    /// How many command batches may wait.
-    capacity: usize,
-    dropped: AtomicU64,
-    /// The subscription was dropped.
-    closed: AtomicBool,
-}
-
-#[derive(Debug, Default)]
-struct ChannelState {
-    /// The waiting events, oldest first, of `batches` commands.
-    events: VecDeque<Event>,
-    batches: usize,
-    /// The engine is gone: no batch will come.
-    disconnected: bool,
-    /// The task awaiting a batch (`poll_recv`), taken by the publish that wakes it.
-    waker: Option<Waker>,
-    /// Threads blocked in `recv` or `recv_timeout`.
-    sleeping: usize,
-}
-
-impl Channel {
-    /// Appends a command's events unless `capacity` batches wait (then counts them as
-    /// dropped); `take` moves them (the last subscriber) or clones them.
-    fn push(&self, events: &mut Vec<Event>, take: bool) {
-        let mut st = self.state.lock();
-        if st.batches >= self.capacity {
-            drop(st);
-            self.dropped.fetch_add(events.len() as u64, Ordering::Relaxed);
-            return;
-        }
-        if take {
-            st.events.extend(events.drain(..));
-        } else {
-            st.events.extend(events.iter().cloned());
-        }
-        st.batches += 1;
-        let waker = st.waker.take();
-        let sleeping = st.sleeping > 0;
-        drop(st);
-        if sleeping {
-            self.ready.notify_one();
-        }
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-
-    /// Whether the channel holds as many batches as it can (tests).
-    #[cfg(test)]
-    fn is_full(&self) -> bool {
-        self.state.lock().batches >= self.capacity
-    }
-
-    /// The engine is gone: wakes whoever waits, to see it.
-    fn disconnect(&self) {
-        let mut st = self.state.lock();
-        st.disconnected = true;
-        let waker = st.waker.take();
-        drop(st);
-        self.ready.notify_all();
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Subscriber {
-    tenant: Option<Arc<str>>,
-    channel: Arc<Channel>,
-}
-
-/// Fan-out of committed event batches to subscribers.
-#[derive(Debug, Default)]
-pub(crate) struct EventBus {
-    subscribers: RwLock<Vec<Subscriber>>,
-    /// Read on every command to skip building events nobody will read.
-    count: AtomicUsize,
-}
-
-impl EventBus {
-    pub(crate) fn has_subscribers(&self) -> bool {
-        self.count.load(Ordering::Relaxed) > 0
-    }
-
-    pub(crate) fn subscribe(&self, tenant: Option<Arc<str>>, capacity: usize) -> Subscription {
-        let channel = Arc::new(Channel {
-            state: Mutex::new(ChannelState::default()),
-            ready: Condvar::new(),
-            capacity: capacity.max(1),
-            dropped: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-        });
-        let mut subs = self.subscribers.write();
-        subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
-        subs.push(Subscriber { tenant, channel: channel.clone() });
-        self.count.store(subs.len(), Ordering::Relaxed);
-        Subscription { channel, events: VecDeque::new() }
-    }
-
-    /// Hands a command's events to every subscriber of its tenant without waiting: moved to
-    /// the last one, cloned for the others. Leaves `events` empty, its room kept for a
-    /// later command.
-    pub(crate) fn publish(&self, tenant: &str, events: &mut Vec<Event>) {
-        if events.is_empty() {
-            return;
-        }
-        let mut any_closed = false;
-        {
-            let subs = self.subscribers.read();
-            let takes = |s: &Subscriber| {
-                !s.channel.closed.load(Ordering::Relaxed) && s.tenant.as_deref().is_none_or(|t| t == tenant)
-            };
-            let last = subs.iter().rposition(takes);
-            for (i, sub) in subs.iter().enumerate() {
-                if sub.channel.closed.load(Ordering::Relaxed) {
-                    any_closed = true;
-                } else if takes(sub) {
-                    sub.channel.push(events, Some(i) == last);
-                }
-            }
-        }
-        events.clear();
-        if any_closed {
-            let mut subs = self.subscribers.write();
-            subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
-            self.count.store(subs.len(), Ordering::Relaxed);
-        }
-    }
-}
-
-impl Drop for EventBus {
-    /// The engine is gone: every channel disconnects, and whoever awaits it is woken to see it.
-    fn drop(&mut self) {
-        for Subscriber { channel, .. } in self.subscribers.get_mut().drain(..) {
-            channel.disconnect();
-        }
-    }
-}
-
-/// A stream of events; each subscriber gets its own copy of every batch.
-///
-/// Read it blocking (`recv`, `recv_timeout`, the `Iterator`) or await it in any async runtime
-/// (`poll_recv`, `recv_async`). Dropping it unsubscribes.
-#[derive(Debug)]
-pub struct Subscription {
-    channel: Arc<Channel>,
-    /// Events taken from the channel (all it held, in one swap), oldest first.
-    events: VecDeque<Event>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.channel.closed.store(true, Ordering::Relaxed);
-    }
-}
-
-/// How much room (in events) an emptied queue keeps when a reader hands it to its channel.
-const KEPT_EVENTS: usize = 4096;
-
-/// What a look at the channel found.
-enum Fetch {
-    Events,
-    Empty,
-    Disconnected,
-}
-
-impl Subscription {
-    /// Under the channel's lock: takes every waiting event (swapping queues: the reader's is
-    /// empty).
-    fn fetch_locked(events: &mut VecDeque<Event>, st: &mut ChannelState) -> Fetch {
-        if !st.events.is_empty() {
-            // A burst's room is not kept for ever: the emptied queue given to the channel
-            // keeps at most `KEPT_EVENTS` of it.
-            events.shrink_to(KEPT_EVENTS);
-            std::mem::swap(events, &mut st.events);
-            st.batches = 0;
-            Fetch::Events
-        } else if st.disconnected {
-            Fetch::Disconnected
-        } else {
-            Fetch::Empty
-        }
-    }
-
-    /// Takes the waiting events, waiting until `deadline` (`None`: not at all; `Some(None)`:
-    /// as long as it takes). False when there are none by then, or the engine is gone.
-    fn fetch(&mut self, deadline: Option<Option<Instant>>) -> bool {
-        let Self { channel, events } = self;
-        let mut st = channel.state.lock();
-        loop {
-            match Self::fetch_locked(events, &mut st) {
-                Fetch::Events => return true,
-                Fetch::Disconnected => return false,
-                Fetch::Empty => {}
-            }
-            match deadline {
-                None => return false,
-                Some(None) => {
-                    st.sleeping += 1;
-                    channel.ready.wait(&mut st);
-                    st.sleeping -= 1;
-                }
-                Some(Some(at)) => {
-                    st.sleeping += 1;
-                    let timed_out = channel.ready.wait_until(&mut st, at).timed_out();
-                    st.sleeping -= 1;
-                    if timed_out {
-                        return matches!(Self::fetch_locked(events, &mut st), Fetch::Events);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The next event: from those at hand, else from the channel.
-    fn next_with(&mut self, deadline: Option<Option<Instant>>) -> Option<Event> {
-        if let Some(ev) = self.events.pop_front() {
-            return Some(ev);
-        }
-        if self.fetch(deadline) { self.events.pop_front() } else { None }
-    }
-
-    /// The next event if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Event> {
-        self.next_with(None)
-    }
-
-    /// The next event, waiting at most `timeout`.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
-        let deadline = Instant::now() + timeout;
-        self.next_with(Some(Some(deadline)))
-    }
-
-    /// The next event, waiting as long as it takes (`None` once the engine is gone).
-    pub fn recv(&mut self) -> Option<Event> {
-        self.next_with(Some(None))
-    }
-
-    /// Polls for the next event: `Ready(Some)` when one is waiting, `Ready(None)` once the
-    /// engine is gone (and every event it sent has been read), else `Pending`, and the task of
-    /// `cx` is woken when a batch arrives or the engine goes away. Needs no particular async
-    /// runtime. Only the waker of the latest call is kept.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        if let Some(ev) = self.events.pop_front() {
-            return Poll::Ready(Some(ev));
-        }
-        let mut st = self.channel.state.lock();
-        match Self::fetch_locked(&mut self.events, &mut st) {
-            Fetch::Events => {
-                drop(st);
-                Poll::Ready(self.events.pop_front())
-            }
-            Fetch::Disconnected => Poll::Ready(None),
-            // Registered under the lock a publish appends under: no wake-up is lost.
-            Fetch::Empty => {
-                match &mut st.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    other => *other = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    /// The next event, awaited (`None` once the engine is gone). Cancel-safe: dropping the
-    /// future loses no event.
-    pub fn recv_async(&mut self) -> impl Future<Output = Option<Event>> + '_ {
-        std::future::poll_fn(move |cx| self.poll_recv(cx))
-    }
-
-    /// Every event waiting now, oldest first.
-    pub fn drain(&mut self) -> Vec<Event> {
-        std::iter::from_fn(|| self.try_recv()).collect()
-    }
-
-    /// Events this subscriber lost because its channel was full.
-    #[must_use]
-    pub fn dropped(&self) -> u64 {
-        self.channel.dropped.load(Ordering::Relaxed)
-    }
-}
-
-impl Iterator for Subscription {
-    type Item = Event;
-    fn next(&mut self) -> Option<Event> {
-        self.recv()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
-
     use super::*;
-
-    /// A waker that counts its wake-ups.
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    impl Count {
-        fn get(&self) -> usize {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
-
-    fn event(n: u128) -> Event {
-        Event {
-            id: Uuid::from_u128(n),
-            occurred_at: Timestamp::from_secs(1),
-            tenant: "t".into(),
-            seq: n as u64,
-            kind: EventKind::QueueCreated { queue: "q".into(), queue_id: Uuid::from_u128(n) },
-        }
-    }
-
-    fn poll(sub: &mut Subscription, waker: &Waker) -> Poll<Option<Event>> {
-        sub.poll_recv(&mut Context::from_waker(waker))
-    }
-
-    #[test]
-    fn poll_recv_is_woken_by_a_publish() {
-        let bus = EventBus::default();
-        let mut sub = bus.subscribe(None, 8);
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
-        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        assert_eq!(count.get(), 0);
-        bus.publish("t", &mut vec![event(1), event(2)]);
-        assert_eq!(count.get(), 1, "the publish wakes the waiting task");
-        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
-        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
-        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        // Another tenant's batch neither reaches a tenant subscriber nor wakes it.
-        let mut only_u = bus.subscribe(Some("u".into()), 8);
-        let other = Arc::new(Count::default());
-        assert_eq!(poll(&mut only_u, &Waker::from(other.clone())), Poll::Pending);
-        bus.publish("t", &mut vec![event(3)]);
-        assert_eq!((count.get(), other.get()), (2, 0));
-        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(3))));
-        // No one waiting: a publish wakes nothing and the events wait in the channel.
-        bus.publish("t", &mut vec![event(4)]);
-        assert_eq!(count.get(), 2);
-        assert_eq!(sub.try_recv(), Some(event(4)));
-    }
-
-    #[test]
-    fn recv_async_under_a_plain_executor() {
-        struct Unpark(std::thread::Thread);
-        impl Wake for Unpark {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        fn block_on<F: Future>(f: F) -> F::Output {
-            let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-            let mut cx = Context::from_waker(&waker);
-            let mut f = std::pin::pin!(f);
-            loop {
-                if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                    return v;
-                }
-                std::thread::park();
-            }
-        }
-        let bus = Arc::new(EventBus::default());
-        let mut sub = bus.subscribe(None, 1024);
-        let n = 2000;
-        let full = sub.channel.clone();
-        let publisher = {
-            let bus = bus.clone();
-            std::thread::spawn(move || {
-                for i in 0..n {
-                    // A full channel drops; the reader below counts those too.
-                    while full.is_full() {
-                        std::thread::yield_now();
-                    }
-                    bus.publish("t", &mut vec![event(i)]);
-                }
-            })
-        };
-        let got: Vec<u128> =
-            (0..n).map(|_| block_on(sub.recv_async()).expect("event").id.as_u128()).collect();
-        publisher.join().expect("publisher");
-        assert_eq!(got, (0..n).collect::<Vec<_>>(), "every event, in order, none lost");
-        assert_eq!(sub.dropped(), 0);
-        drop(Arc::into_inner(bus).expect("last reference"));
-        assert_eq!(block_on(sub.recv_async()), None);
-    }
-
-    #[test]
-    fn no_lost_wake_up_between_check_and_register() {
-        // Publishes race with polls on another thread: whenever a poll says Pending, a wake-up
-        // must follow for any batch sent after it, so the reader never waits forever.
-        for _ in 0..200 {
-            let bus = Arc::new(EventBus::default());
-            let mut sub = bus.subscribe(None, 64);
-            let count = Arc::new(Count::default());
-            let waker = Waker::from(count.clone());
-            let publisher = {
-                let bus = bus.clone();
-                std::thread::spawn(move || bus.publish("t", &mut vec![event(7)]))
-            };
-            let mut wakes_seen = 0;
-            let got = loop {
-                match poll(&mut sub, &waker) {
-                    Poll::Ready(ev) => break ev,
-                    Poll::Pending => {
-                        // Pending: the event must come with a wake-up (within seconds).
-                        let start = std::time::Instant::now();
-                        while count.get() == wakes_seen {
-                            assert!(start.elapsed() < Duration::from_secs(10), "lost wake-up");
-                            std::thread::yield_now();
-                        }
-                        wakes_seen = count.get();
-                    }
-                }
-            };
-            assert_eq!(got, Some(event(7)));
-            publisher.join().expect("publisher");
-        }
-    }
-
-    #[test]
-    fn none_once_the_engine_is_gone() {
-        let engine = crate::Engine::builder().build();
-        let mut sub = engine.subscribe();
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
-        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        drop(engine);
-        assert_eq!(count.get(), 1, "dropping the engine wakes the waiting task");
-        assert_eq!(poll(&mut sub, &waker), Poll::Ready(None));
-        // Events sent before the engine went are read first.
-        let bus = EventBus::default();
-        let mut sub = bus.subscribe(None, 8);
-        bus.publish("t", &mut vec![event(1)]);
-        drop(bus);
-        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
-        assert_eq!(poll(&mut sub, &waker), Poll::Ready(None));
-    }
-
-    #[test]
-    fn dropped_counts_what_a_full_channel_loses() {
-        let bus = EventBus::default();
-        let mut sub = bus.subscribe(None, 1);
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
-        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        bus.publish("t", &mut vec![event(1), event(2)]);
-        bus.publish("t", &mut vec![event(3), event(4), event(5)]); // the channel holds one batch
-        assert_eq!(sub.dropped(), 3);
-        assert_eq!(count.get(), 1, "a lost batch wakes no one");
-        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
-        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
-        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
-        bus.publish("t", &mut vec![event(6)]);
-        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(6))));
-        assert_eq!(sub.dropped(), 3);
-    }
 
     /// The layout is a promise to journals: these values must never change.
     #[test]

@@ -27,6 +27,8 @@
 //! from an injectable [`Clock`]; timers fire on time through [`Engine::run_pending_tasks`]
 //! and on their own whenever a command finds one of its tenant due.
 
+mod batch;
+mod bus;
 mod call;
 mod clock;
 mod engine;
@@ -44,6 +46,8 @@ pub mod snapshot;
 mod state;
 mod timers;
 
+pub use batch::EventRef;
+pub use bus::Subscription;
 pub use call::{CallId, CallIdentity, CallInfo, CallState};
 pub use clock::{COARSE_CLOCK_TICK, Clock, ManualClock, Timestamp};
 pub use engine::{
@@ -51,9 +55,7 @@ pub use engine::{
     DEFAULT_MAX_QUEUES, DEFAULT_QUEUE_IDLE_TTL, DEFAULT_TENANT, Engine, EngineBuilder, Tenant,
 };
 pub use error::{BatchError, CallbackInfo, Error, ParamProblem, Result};
-pub use event::{
-    CallSubject, DequeueReason, Event, EventKind, HangupSource, Payload, QueueDeletedReason, Subscription,
-};
+pub use event::{CallSubject, DequeueReason, Event, EventKind, HangupSource, Payload, QueueDeletedReason};
 pub use figures::{
     DEFAULT_SERVICE_LEVEL_THRESHOLD, DayFigures, LENGTH_HISTORY_MINUTES, Outcomes, WAIT_BUCKETS_SECS,
     WaitHistogram,

@@ -10,11 +10,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::batch::Batches;
 use crate::call::{CallId, CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
 use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
 use crate::error::{BatchError, CallbackInfo, Error, Result};
-use crate::event::{DequeueReason, Event, EventKind, HangupSource, QueueDeletedReason};
+use crate::event::{DequeueReason, Fact, HangupSource, QueueDeletedReason};
 use crate::journal::{Change, Draws, Journal, Record, ReplayError, Replaying};
 use crate::params::{
     BridgeParams, BridgeTarget, CommandOptions, DEFAULT_EXPLICIT_QUEUE_SIZE, DialParams, EnqueueParams, Page,
@@ -118,9 +119,8 @@ impl Txn<'_> {
             self.arm_idle_timer(queue);
         }
         if let Some(reason) = reason {
-            self.emit(now, |t| EventKind::CallDequeued {
-                subject: t.subject(call),
-                queue: t.queue_at(queue).name.clone(),
+            self.emit_with(now, Some(call), |core| Fact::CallDequeued {
+                queue: &core.queues.at(queue).name,
                 queue_position: departure.position,
                 reason,
                 wait_time_secs: departure.wait_time_secs,
@@ -156,7 +156,7 @@ impl Txn<'_> {
             self.note_ended(call);
             self.schedule_forget(call);
         }
-        self.emit(now, |t| EventKind::CallHangup { subject: t.subject(call), source });
+        self.emit(now, Some(call), Fact::CallHangup { source });
     }
 
     fn schedule_forget(&mut self, call: u32) {
@@ -204,16 +204,16 @@ impl Txn<'_> {
         self.call_mut(a).link = Link::Bridged { with: b, park_after_unbridge: park_a };
         self.call_mut(b).link = Link::Bridged { with: a, park_after_unbridge: false };
         let now = self.now;
-        self.emit(now, |t| EventKind::CallBridged(t.subject(a)));
-        self.emit(now, |t| EventKind::CallBridged(t.subject(b)));
+        self.emit(now, Some(a), Fact::CallBridged);
+        self.emit(now, Some(b), Fact::CallBridged);
     }
 
     /// Adds a call and says so; returns its slot.
     fn create_call(&mut self, ident: Arc<CallIdentity>, client_state: Option<&str>) -> u32 {
         let ix = self.insert_call(CallRecord::new(ident, client_state.map(Into::into)));
         let now = self.now;
-        self.emit(now, |t| EventKind::CallInitiated(t.subject(ix)));
-        self.emit(now, |t| EventKind::CallAnswered(t.subject(ix)));
+        self.emit(now, Some(ix), Fact::CallInitiated);
+        self.emit(now, Some(ix), Fact::CallAnswered);
         ix
     }
 
@@ -225,9 +225,9 @@ impl Txn<'_> {
         let q = Queue::new(self.shared.queue_hash(&name), name, id, max_size, explicit, self.now);
         let ix = self.insert_queue(q)?;
         let now = self.now;
-        self.emit(now, |t| {
-            let q = t.queue_at(ix);
-            EventKind::QueueCreated { queue: q.name.clone(), queue_id: q.id }
+        self.emit_with(now, None, |core| {
+            let q = core.queues.at(ix);
+            Fact::QueueCreated { queue: &q.name, queue_id: q.id }
         });
         Ok(ix)
     }
@@ -235,7 +235,7 @@ impl Txn<'_> {
     fn delete_queue(&mut self, queue: u32, reason: QueueDeletedReason) {
         let q = self.remove_queue(queue);
         let now = self.now;
-        self.emit(now, |_| EventKind::QueueDeleted { queue: q.name, queue_id: q.id, reason });
+        self.emit(now, None, Fact::QueueDeleted { queue: &q.name, queue_id: q.id, reason });
     }
 }
 
@@ -256,11 +256,10 @@ impl Txn<'_> {
         let Some((call, queue)) = self.enter_queue(id, options, v, find_queue, 0)? else { return Ok(None) };
         let max_wait = v.max_wait_secs.map(Duration::from_secs);
         let m = self.join_queue(queue, call, v.priority, v.keep_after_hangup, max_wait);
-        self.emit(now, |t| {
-            let q = t.queue_at(queue);
-            EventKind::CallEnqueued {
-                subject: t.subject(call),
-                queue: q.name.clone(),
+        self.emit_with(now, Some(call), |core| {
+            let q = core.queues.at(queue);
+            Fact::CallEnqueued {
+                queue: &q.name,
                 current_position: q.position(&m),
                 queue_avg_wait_time_secs: q.average_wait_secs(now),
             }
@@ -379,8 +378,8 @@ impl Tenant {
     ) -> R {
         let inner = self.inner();
         let journal = self.journal();
-        let listening = inner.bus.has_subscribers();
         let mut core = self.state.lock();
+        let listening = inner.bus.listens(&self.state.name, &mut core.listeners);
         if core.next_due() <= now.as_micros() {
             fire_due(inner, journal, &self.state, &mut core, now, listening);
         }
@@ -396,7 +395,7 @@ impl Tenant {
         }
         if let Some(mut events) = settle(&mut txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
-            inner.bus.publish(&self.state.name, &mut events);
+            inner.bus.publish(&self.state.name, &core.listeners, &mut events);
             core.keep_event_list(events);
         }
         r
@@ -457,7 +456,8 @@ impl Tenant {
             Change::Timers => {
                 let inner = self.inner();
                 let mut core = self.state.lock();
-                fire_due(inner, None, &self.state, &mut core, at, inner.bus.has_subscribers());
+                let listening = inner.bus.listens(&self.state.name, &mut core.listeners);
+                fire_due(inner, None, &self.state, &mut core, at, listening);
                 Ok(())
             }
         };
@@ -568,8 +568,8 @@ impl Tenant {
             let chunk = &ids[done..ids.len().min(done + ENQUEUE_MANY_CHUNK)];
             // As `run`, with one `Txn` (journal record, settling) per command.
             let now = self.begin();
-            let listening = inner.bus.has_subscribers();
             let mut core = self.state.lock();
+            let listening = inner.bus.listens(&self.state.name, &mut core.listeners);
             if core.next_due() <= now.as_micros() {
                 fire_due(inner, journal, &self.state, &mut core, now, listening);
             }
@@ -583,9 +583,14 @@ impl Tenant {
                     // fires it before the next command, as the next single command would.
                     break;
                 }
-                let list = listening.then(|| core.take_event_list());
-                let mut txn =
-                    Txn::new(&inner.shared, &self.state, &mut core, now, list, Draws::Live(Vec::new()));
+                let mut txn = Txn::new(
+                    &inner.shared,
+                    &self.state,
+                    &mut core,
+                    now,
+                    events.take(),
+                    Draws::Live(Vec::new()),
+                );
                 let id = id.as_ref();
                 let r = if listening {
                     // Each event reports the queue as its command left it.
@@ -599,12 +604,8 @@ impl Tenant {
                         params: p.to_owned_params(),
                     });
                 }
-                let mine = settle(&mut txn);
+                events = settle(&mut txn);
                 drop(txn);
-                if let (Some(all), Some(mut mine)) = (events.as_mut(), mine) {
-                    all.append(&mut mine);
-                    core.keep_event_list(mine);
-                }
                 match r {
                     Ok(q) => {
                         queue = q.or(queue);
@@ -625,7 +626,7 @@ impl Tenant {
                 core.admit_run(run, now);
             }
             if let Some(mut events) = events {
-                inner.bus.publish(&self.state.name, &mut events);
+                inner.bus.publish(&self.state.name, &core.listeners, &mut events);
                 core.keep_event_list(events);
             }
             drop(core);
@@ -988,11 +989,11 @@ impl Engine {
         let now = inner.clock.now_passive();
         // Reset first: a timer set concurrently lowers it again after this store.
         inner.shared.next_due.store(u64::MAX, std::sync::atomic::Ordering::Release);
-        let listening = inner.bus.has_subscribers();
         let mut fired = 0;
         for tenant in inner.tenants() {
             let mut core = tenant.lock();
             if core.next_due() <= now.as_micros() {
+                let listening = inner.bus.listens(&tenant.name, &mut core.listeners);
                 fired += fire_due(inner, inner.journal.as_deref(), &tenant, &mut core, now, listening);
             }
             inner.shared.note_timer(core.next_due());
@@ -1015,7 +1016,7 @@ fn record(journal: &dyn Journal, tenant: &str, txn: &mut Txn<'_>, change: impl F
 /// Ends a command or a timer firing: forgets ended calls past the cap (part of the same
 /// change), and hands back its events.
 #[inline(always)]
-fn settle(txn: &mut Txn<'_>) -> Option<Vec<Event>> {
+fn settle(txn: &mut Txn<'_>) -> Option<Box<Batches>> {
     if txn.ended_calls {
         forget_excess_ended(txn);
     }
@@ -1036,7 +1037,7 @@ fn fire_due(
     listening: bool,
 ) -> usize {
     let mut fired = 0;
-    let mut events: Option<Vec<Event>> = listening.then(Vec::new);
+    let mut events = listening.then(|| core.take_event_list());
     // Sorted latest first, so the next to fire is popped from the end.
     let mut due: Vec<(Timestamp, Timer)> = Vec::new();
     loop {
@@ -1051,8 +1052,7 @@ fn fire_due(
         }
         let Some((at, timer)) = due.pop() else { break };
         core.note_firing(at, &timer);
-        let list = listening.then(|| core.take_event_list());
-        let mut txn = Txn::new(&inner.shared, tenant, core, at, list, Draws::Live(Vec::new()));
+        let mut txn = Txn::new(&inner.shared, tenant, core, at, events.take(), Draws::Live(Vec::new()));
         let changed = match timer {
             Timer::Deadline { queue, call, arrival } => fire_deadline(&mut txn, queue, call, arrival),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),
@@ -1065,16 +1065,10 @@ fn fire_due(
             let record = Record { at_micros: now.as_micros(), draws: Vec::new(), change: Change::Timers };
             journal.append(&tenant.name, seq, &record.encode());
         }
-        if let (Some(all), Some(mine)) = (events.as_mut(), settle(&mut txn)) {
-            if all.is_empty() {
-                *all = mine;
-            } else {
-                all.extend(mine);
-            }
-        }
+        events = settle(&mut txn);
     }
     if let Some(mut events) = events {
-        inner.bus.publish(&tenant.name, &mut events);
+        inner.bus.publish(&tenant.name, &core.listeners, &mut events);
         core.keep_event_list(events);
     }
     fired

@@ -19,10 +19,12 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use uuid::Uuid;
 
+use crate::batch::Batches;
+use crate::bus::Listeners;
 use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_slot, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::event::{CallSubject, DequeueReason, Event, EventKind, event_id, event_list, tenant_event_key};
+use crate::event::{DequeueReason, Fact, tenant_event_key};
 use crate::journal::Draws;
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
 use crate::slab::{Handle, Slab};
@@ -120,8 +122,10 @@ pub(crate) struct TenantCore {
     /// calls to one number), so a million calls do not hold a million copies.
     pub(crate) last_connection: Option<Arc<str>>,
     pub(crate) last_to: Option<Arc<str>>,
-    /// The last command's event list, emptied by the publish, for the next command's events.
-    pub(crate) event_list: Vec<Event>,
+    /// The last command's events, emptied by the publish, for the next command's events.
+    pub(crate) event_list: Option<Box<Batches>>,
+    /// The subscribers' channels that take this tenant's events.
+    pub(crate) listeners: Listeners,
 }
 
 /// Makes `s` the same allocation as the string in `last` if they are equal, else remembers
@@ -315,14 +319,14 @@ impl TenantCore {
         self.timers = timers;
     }
 
-    /// A list for a command's events: the one kept, or a new one.
-    pub(crate) fn take_event_list(&mut self) -> Vec<Event> {
-        event_list(std::mem::take(&mut self.event_list))
+    /// Room for commands' events: the one kept, or a new one.
+    pub(crate) fn take_event_list(&mut self) -> Box<Batches> {
+        self.event_list.take().unwrap_or_default()
     }
 
-    /// Keeps an emptied list for the next command.
-    pub(crate) fn keep_event_list(&mut self, list: Vec<Event>) {
-        self.event_list = list;
+    /// Keeps emptied room for the next command.
+    pub(crate) fn keep_event_list(&mut self, list: Box<Batches>) {
+        self.event_list = Some(list);
     }
 
     /// Pending timers, stale ones included.
@@ -363,9 +367,10 @@ pub(crate) struct Txn<'e> {
     tenant: &'e TenantState,
     core: &'e mut TenantCore,
     pub(crate) now: Timestamp,
-    /// `None` when nobody listens: events are then not even built. Else an empty list, the
-    /// one the tenant kept from its last command ([`TenantCore::take_event_list`]).
-    events: Option<Vec<Event>>,
+    /// `None` when nobody listens: events are then not even built. Else where they go: the
+    /// room the tenant kept from its last command ([`TenantCore::take_event_list`]), after
+    /// the events of earlier commands of the same publish.
+    events: Option<Box<Batches>>,
     /// Taken from the tenant's sequence at the first change.
     seq: Option<u64>,
     /// Set when the command ended a call: the tenant may now keep too many ended calls.
@@ -381,7 +386,7 @@ impl<'e> Txn<'e> {
         tenant: &'e TenantState,
         core: &'e mut TenantCore,
         now: Timestamp,
-        events: Option<Vec<Event>>,
+        events: Option<Box<Batches>>,
         draws: Draws,
     ) -> Self {
         Self { shared, tenant, core, now, events, seq: None, ended_calls: false, draws }
@@ -401,16 +406,13 @@ impl<'e> Txn<'e> {
         self.seq.map(|seq| (seq, drawn))
     }
 
-    /// The command's events in publishing order (docs/behaviour.md §4: by kind, stable within a kind),
-    /// with their ids, `None` when nobody listens.
+    /// The events given to [`Txn::new`] with the command's own after them, as a batch of its
+    /// tenant and number (see [`Batches::close`]); `None` when nobody listens.
     #[inline(always)]
-    pub(crate) fn finish(&mut self) -> Option<Vec<Event>> {
+    pub(crate) fn finish(&mut self) -> Option<Box<Batches>> {
         let mut events = self.events.take()?;
-        if !events.is_sorted_by_key(|e| e.kind.rank()) {
-            events.sort_by_key(|e| e.kind.rank());
-        }
-        for (index, e) in events.iter_mut().enumerate() {
-            e.id = event_id(self.tenant.event_key, e.seq, index);
+        if let Some(seq) = self.seq {
+            events.close(self.tenant.event_key, seq);
         }
         Some(events)
     }
@@ -689,30 +691,43 @@ impl<'e> Txn<'e> {
         self.shared.note_timer(at.as_micros());
     }
 
-    /// Records an event, building it (which may read state, see [`Txn::subject`]) only if
-    /// somebody listens. Making an event is a change: it carries the command's number.
-    pub(crate) fn emit(&mut self, at: Timestamp, kind: impl FnOnce(&Self) -> EventKind) {
-        if self.events.is_none() {
-            return;
-        }
-        self.change();
-        let seq = self.seq.unwrap_or_default();
-        // The id is derived when the command's events are in their final order (`finish`).
-        let event = Event {
-            id: Uuid::nil(),
-            occurred_at: at,
-            tenant: self.tenant.name.clone(),
-            kind: kind(self),
-            seq,
-        };
-        if let Some(events) = &mut self.events {
-            events.push(event);
+    /// Records an event about the call in slot `call` (if any) that reads state to say
+    /// what it says: `fact` runs only if somebody listens.
+    pub(crate) fn emit_with(
+        &mut self,
+        at: Timestamp,
+        call: Option<u32>,
+        fact: impl for<'c> FnOnce(&'c TenantCore) -> Fact<&'c str>,
+    ) {
+        if let Some((events, core)) = self.event_room() {
+            push_event(events, core, at, call, fact(core));
         }
     }
 
-    /// The subject of an event about the call in slot `ix`, with its current client state.
-    pub(crate) fn subject(&self, ix: u32) -> CallSubject {
-        let rec = self.call_at(ix);
-        CallSubject { call: rec.ident.clone(), client_state: rec.client_state.clone() }
+    /// Records an event that says `fact` about the call in slot `call` (if any), if somebody
+    /// listens.
+    pub(crate) fn emit(&mut self, at: Timestamp, call: Option<u32>, fact: Fact<&str>) {
+        if let Some((events, core)) = self.event_room() {
+            push_event(events, core, at, call, fact);
+        }
     }
+
+    /// Where an event goes, and the state to read it from; `None` when nobody listens.
+    /// Making an event is a change: it carries the command's number.
+    fn event_room(&mut self) -> Option<(&mut Batches, &TenantCore)> {
+        self.events.as_ref()?;
+        self.change();
+        let Self { core, events, .. } = self;
+        Some((events.as_deref_mut()?, &**core))
+    }
+}
+
+/// Adds an event about the call in slot `call` of `core` (its identity and current client
+/// state), if any, to the open command of `events`.
+fn push_event(events: &mut Batches, core: &TenantCore, at: Timestamp, call: Option<u32>, fact: Fact<&str>) {
+    let subject = call.map(|ix| {
+        let rec = core.calls.at(ix);
+        (&rec.ident, rec.client_state.as_deref())
+    });
+    events.push(at, subject, fact);
 }

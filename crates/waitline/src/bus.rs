@@ -1,0 +1,611 @@
+//! The bus that hands commands' events to subscribers.
+//!
+//! A command's events are handed to every subscriber's channel as one batch at the moment the
+//! command commits, while it still holds its tenant's lock: so a tenant's events reach every
+//! subscriber in the order of the tenant's sequence numbers ([`Event::seq`]), and a command's
+//! events stay together. Subscriber code never runs under an engine lock, and a subscriber that does not
+//! keep up loses batches (counted) instead of slowing commands.
+//!
+//! A [`Subscription`] is read blocking ([`Subscription::recv`], [`Subscription::recv_timeout`])
+//! or awaited in any async runtime ([`Subscription::poll_recv`], [`Subscription::recv_async`]),
+//! as owned [`Event`]s, or in place ([`Subscription::try_next`]) as views of the batches it
+//! received: each subscriber's channel is a [`Batches`] behind one small lock, with the
+//! waker of the task awaiting it, which the publish that hands it a batch takes and wakes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::batch::{Batches, Cursor, EventRef, Names};
+use crate::event::Event;
+
+/// A subscriber's bounded queue of events, with everything its reader may wait on behind
+/// one lock: a publish appends a command's events under it, a read swaps the whole queue
+/// for the reader's emptied one (no allocation either way once both have grown), and no
+/// wake-up can be lost (the reader looks at the queue and registers its waker under the
+/// lock the publisher appends under).
+#[derive(Debug)]
+struct Channel {
+    state: Mutex<ChannelState>,
+    /// Signalled for a thread blocked in `recv` or `recv_timeout`.
+    ready: Condvar,
+    /// How many command batches may wait.
+    capacity: usize,
+    dropped: AtomicU64,
+    /// The subscription was dropped.
+    closed: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct ChannelState {
+    /// The waiting events, oldest first, of `batches` publishes.
+    events: Batches,
+    batches: usize,
+    /// The engine is gone: no batch will come.
+    disconnected: bool,
+    /// The task awaiting a batch (`poll_recv`), taken by the publish that wakes it.
+    waker: Option<Waker>,
+    /// Threads blocked in `recv` or `recv_timeout`.
+    sleeping: usize,
+}
+
+impl Channel {
+    /// Appends commands' events unless `capacity` batches wait (then counts them as
+    /// dropped); `take` moves their calls' identities (the last subscriber) or shares them.
+    fn push(&self, events: &mut Batches, tenant: &str, take: bool) {
+        let mut st = self.state.lock();
+        if st.batches >= self.capacity {
+            drop(st);
+            self.dropped.fetch_add(events.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        st.events.append(events, tenant, take);
+        st.batches += 1;
+        let waker = st.waker.take();
+        let sleeping = st.sleeping > 0;
+        drop(st);
+        if sleeping {
+            self.ready.notify_one();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether the channel holds as many batches as it can (tests).
+    #[cfg(test)]
+    fn is_full(&self) -> bool {
+        self.state.lock().batches >= self.capacity
+    }
+
+    /// The engine is gone: wakes whoever waits, to see it.
+    fn disconnect(&self) {
+        let mut st = self.state.lock();
+        st.disconnected = true;
+        let waker = st.waker.take();
+        drop(st);
+        self.ready.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    tenant: Option<Arc<str>>,
+    channel: Arc<Channel>,
+}
+
+/// Fan-out of committed event batches to subscribers.
+#[derive(Debug, Default)]
+pub(crate) struct EventBus {
+    subscribers: RwLock<Vec<Subscriber>>,
+    /// Moves on with every change of `subscribers`: each tenant keeps its own list of the
+    /// channels that take its events ([`Listeners`]) and makes it again when this moved, so
+    /// that a command reads one atomic instead of locking the list and matching names.
+    generation: AtomicU64,
+}
+
+/// The channels that take one tenant's events, as the bus's list was at `generation`.
+#[derive(Debug)]
+pub(crate) struct Listeners {
+    generation: u64,
+    channels: Vec<Arc<Channel>>,
+}
+
+impl Default for Listeners {
+    /// Made at no generation: the first look makes the list.
+    fn default() -> Self {
+        Self { generation: u64::MAX, channels: Vec::new() }
+    }
+}
+
+impl EventBus {
+    /// Whether anyone takes `tenant`'s events (whose list `listeners` is made up to date
+    /// first): a command of a tenant nobody listens to builds no event, and computes none of
+    /// their figures.
+    #[inline]
+    pub(crate) fn listens(&self, tenant: &str, listeners: &mut Listeners) -> bool {
+        if listeners.generation != self.generation.load(Ordering::Acquire) {
+            self.list_listeners(tenant, listeners);
+        }
+        !listeners.channels.is_empty()
+    }
+
+    #[cold]
+    fn list_listeners(&self, tenant: &str, listeners: &mut Listeners) {
+        let subs = self.subscribers.read();
+        listeners.channels.clear();
+        listeners.channels.extend(
+            subs.iter()
+                .filter(|s| {
+                    !s.channel.closed.load(Ordering::Relaxed)
+                        && s.tenant.as_deref().is_none_or(|t| t == tenant)
+                })
+                .map(|s| s.channel.clone()),
+        );
+        // Read under the lock it moves under: the list is the one of this generation.
+        listeners.generation = self.generation.load(Ordering::Acquire);
+    }
+
+    pub(crate) fn subscribe(&self, tenant: Option<Arc<str>>, capacity: usize) -> Subscription {
+        let channel = Arc::new(Channel {
+            state: Mutex::new(ChannelState::default()),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        });
+        let mut subs = self.subscribers.write();
+        subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
+        subs.push(Subscriber { tenant, channel: channel.clone() });
+        self.generation.fetch_add(1, Ordering::Release);
+        Subscription {
+            channel,
+            events: Batches::default(),
+            cursor: Cursor::default(),
+            names: Names::default(),
+        }
+    }
+
+    /// Hands commands' events to every channel of `listeners` (those of their tenant)
+    /// without waiting: copied into each one, the calls' identities moved to the last one
+    /// and shared with the others. Leaves `events` empty, its room kept for later commands.
+    pub(crate) fn publish(&self, tenant: &str, listeners: &Listeners, events: &mut Batches) {
+        if events.is_empty() {
+            return;
+        }
+        let channels = &listeners.channels;
+        let mut any_closed = false;
+        for (i, channel) in channels.iter().enumerate() {
+            if channel.closed.load(Ordering::Relaxed) {
+                any_closed = true;
+            } else {
+                channel.push(events, tenant, i + 1 == channels.len());
+            }
+        }
+        events.clear();
+        if any_closed {
+            self.forget_closed();
+        }
+    }
+
+    /// Drops the subscribers that unsubscribed (every tenant makes its list again).
+    #[cold]
+    fn forget_closed(&self) {
+        let mut subs = self.subscribers.write();
+        subs.retain(|s| !s.channel.closed.load(Ordering::Relaxed));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Drop for EventBus {
+    /// The engine is gone: every channel disconnects, and whoever awaits it is woken to see it.
+    fn drop(&mut self) {
+        for Subscriber { channel, .. } in self.subscribers.get_mut().drain(..) {
+            channel.disconnect();
+        }
+    }
+}
+
+/// A stream of events; each subscriber gets its own copy of every batch.
+///
+/// Read it blocking (`recv`, `recv_timeout`, the `Iterator`) or await it in any async runtime
+/// (`poll_recv`, `recv_async`). Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    channel: Arc<Channel>,
+    /// Events taken from the channel (all it held, in one swap), oldest first.
+    events: Batches,
+    /// The next of `events` to read.
+    cursor: Cursor,
+    /// The names of the last owned event made, shared by the next ones with equal names.
+    names: Names,
+}
+
+impl Drop for Subscription {
+    /// Unsubscribes: the channel takes no more events, and lets go of those it holds (tenants
+    /// may hold the channel a while, until their next command sees it closed).
+    fn drop(&mut self) {
+        self.channel.closed.store(true, Ordering::Relaxed);
+        let waiting = std::mem::take(&mut self.channel.state.lock().events);
+        drop(waiting);
+    }
+}
+
+/// How much room (in events) an emptied queue keeps when a reader hands it to its channel.
+const KEPT_EVENTS: usize = 4096;
+
+/// What a look at the channel found.
+enum Fetch {
+    Events,
+    Empty,
+    Disconnected,
+}
+
+impl Subscription {
+    /// Under the channel's lock: takes every waiting event (swapping queues: the reader's is
+    /// emptied before).
+    fn fetch_locked(events: &mut Batches, cursor: &mut Cursor, st: &mut ChannelState) -> Fetch {
+        if !st.events.is_empty() {
+            std::mem::swap(events, &mut st.events);
+            st.batches = 0;
+            cursor.reset();
+            Fetch::Events
+        } else if st.disconnected {
+            Fetch::Disconnected
+        } else {
+            Fetch::Empty
+        }
+    }
+
+    /// Empties the events at hand, all read, before the channel's lock is taken (their
+    /// identities are released here). A burst's room is not kept for ever: the emptied
+    /// queue given to the channel keeps at most `KEPT_EVENTS` of it.
+    fn release_read(&mut self) {
+        if !self.events.is_empty() {
+            self.events.clear_to(KEPT_EVENTS);
+            self.cursor.reset();
+        }
+    }
+
+    /// Takes the waiting events once every one at hand was read, waiting until `deadline` (`None`: not at all; `Some(None)`:
+    /// as long as it takes). False when there are none by then, or the engine is gone.
+    fn fetch(&mut self, deadline: Option<Option<Instant>>) -> bool {
+        let Self { channel, events, cursor, .. } = self;
+        let mut st = channel.state.lock();
+        loop {
+            match Self::fetch_locked(events, cursor, &mut st) {
+                Fetch::Events => return true,
+                Fetch::Disconnected => return false,
+                Fetch::Empty => {}
+            }
+            match deadline {
+                None => return false,
+                Some(None) => {
+                    st.sleeping += 1;
+                    channel.ready.wait(&mut st);
+                    st.sleeping -= 1;
+                }
+                Some(Some(at)) => {
+                    st.sleeping += 1;
+                    let timed_out = channel.ready.wait_until(&mut st, at).timed_out();
+                    st.sleeping -= 1;
+                    if timed_out {
+                        return matches!(Self::fetch_locked(events, cursor, &mut st), Fetch::Events);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next event at hand, as an owned [`Event`] (its tenant's and queue's names shared
+    /// with the previous ones' when they are equal).
+    fn take_owned(&mut self) -> Option<Event> {
+        let Self { events, cursor, names, .. } = self;
+        let ev = cursor.next(events)?;
+        Some(ev.to_event_with(names))
+    }
+
+    /// Whether an event is at hand, else whether one came from the channel by `deadline`
+    /// (see [`Subscription::fetch`]).
+    #[inline]
+    fn ready(&mut self, deadline: Option<Option<Instant>>) -> bool {
+        !self.cursor.done(&self.events) || self.refill(deadline)
+    }
+
+    /// Every event at hand was read: releases them and fetches more.
+    fn refill(&mut self, deadline: Option<Option<Instant>>) -> bool {
+        self.release_read();
+        self.fetch(deadline)
+    }
+
+    /// The next event: from those at hand, else from the channel.
+    fn next_with(&mut self, deadline: Option<Option<Instant>>) -> Option<Event> {
+        if self.ready(deadline) { self.take_owned() } else { None }
+    }
+
+    /// The next event if one is waiting, read in place: the cheapest way to read events
+    /// (nothing is copied or counted; [`EventRef::to_event`] makes an owned one).
+    #[inline]
+    pub fn try_next(&mut self) -> Option<EventRef<'_>> {
+        if self.ready(None) { self.cursor.next(&self.events) } else { None }
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.next_with(None)
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        self.next_with(Some(Some(deadline)))
+    }
+
+    /// The next event, waiting as long as it takes (`None` once the engine is gone).
+    pub fn recv(&mut self) -> Option<Event> {
+        self.next_with(Some(None))
+    }
+
+    /// Polls for the next event: `Ready(Some)` when one is waiting, `Ready(None)` once the
+    /// engine is gone (and every event it sent has been read), else `Pending`, and the task of
+    /// `cx` is woken when a batch arrives or the engine goes away. Needs no particular async
+    /// runtime. Only the waker of the latest call is kept.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if !self.cursor.done(&self.events) {
+            return Poll::Ready(self.take_owned());
+        }
+        self.release_read();
+        let mut st = self.channel.state.lock();
+        match Self::fetch_locked(&mut self.events, &mut self.cursor, &mut st) {
+            Fetch::Events => {
+                drop(st);
+                Poll::Ready(self.take_owned())
+            }
+            Fetch::Disconnected => Poll::Ready(None),
+            // Registered under the lock a publish appends under: no wake-up is lost.
+            Fetch::Empty => {
+                match &mut st.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    other => *other = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The next event, awaited (`None` once the engine is gone). Cancel-safe: dropping the
+    /// future loses no event.
+    pub fn recv_async(&mut self) -> impl Future<Output = Option<Event>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_recv(cx))
+    }
+
+    /// Every event waiting now, oldest first.
+    pub fn drain(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.try_recv()).collect()
+    }
+
+    /// Events this subscriber lost because its channel was full.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.channel.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Event;
+    fn next(&mut self) -> Option<Event> {
+        self.recv()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::event::{EventKind, Fact, event_id};
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Count {
+        fn get(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn event(n: u128) -> Event {
+        Event {
+            id: event_id(0, n as u64, 0),
+            occurred_at: Timestamp::from_secs(1),
+            tenant: "t".into(),
+            seq: n as u64,
+            kind: EventKind::QueueCreated { queue: "q".into(), queue_id: Uuid::from_u128(n) },
+        }
+    }
+
+    /// A batch of one command per number in `ns` (its sequence number), each making the
+    /// queue.created event `event(n)`.
+    fn batch(ns: &[u128]) -> Batches {
+        let mut b = Batches::default();
+        for &n in ns {
+            b.push(
+                Timestamp::from_secs(1),
+                None,
+                Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(n) },
+            );
+            b.close(0, n as u64);
+        }
+        b
+    }
+
+    /// Publishes `batch` as tenant "t"'s.
+    fn send(bus: &EventBus, mut batch: Batches) {
+        let mut listeners = Listeners::default();
+        bus.listens("t", &mut listeners);
+        bus.publish("t", &listeners, &mut batch);
+    }
+
+    fn poll(sub: &mut Subscription, waker: &Waker) -> Poll<Option<Event>> {
+        sub.poll_recv(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn poll_recv_is_woken_by_a_publish() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
+        assert_eq!(count.get(), 0);
+        send(&bus, batch(&[1, 2]));
+        assert_eq!(count.get(), 1, "the publish wakes the waiting task");
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
+        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
+        // Another tenant's batch neither reaches a tenant subscriber nor wakes it.
+        let mut only_u = bus.subscribe(Some("u".into()), 8);
+        let other = Arc::new(Count::default());
+        assert_eq!(poll(&mut only_u, &Waker::from(other.clone())), Poll::Pending);
+        send(&bus, batch(&[3]));
+        assert_eq!((count.get(), other.get()), (2, 0));
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(3))));
+        // No one waiting: a publish wakes nothing and the events wait in the channel.
+        send(&bus, batch(&[4]));
+        assert_eq!(count.get(), 2);
+        assert_eq!(sub.try_recv(), Some(event(4)));
+    }
+
+    #[test]
+    fn recv_async_under_a_plain_executor() {
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        fn block_on<F: Future>(f: F) -> F::Output {
+            let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+            let mut cx = Context::from_waker(&waker);
+            let mut f = std::pin::pin!(f);
+            loop {
+                if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                    return v;
+                }
+                std::thread::park();
+            }
+        }
+        let bus = Arc::new(EventBus::default());
+        let mut sub = bus.subscribe(None, 1024);
+        let n = 2000;
+        let full = sub.channel.clone();
+        let publisher = {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    // A full channel drops; the reader below counts those too.
+                    while full.is_full() {
+                        std::thread::yield_now();
+                    }
+                    send(&bus, batch(&[i]));
+                }
+            })
+        };
+        let got: Vec<u128> =
+            (0..n).map(|_| block_on(sub.recv_async()).expect("event").seq().into()).collect();
+        publisher.join().expect("publisher");
+        assert_eq!(got, (0..n).collect::<Vec<_>>(), "every event, in order, none lost");
+        assert_eq!(sub.dropped(), 0);
+        drop(Arc::into_inner(bus).expect("last reference"));
+        assert_eq!(block_on(sub.recv_async()), None);
+    }
+
+    #[test]
+    fn no_lost_wake_up_between_check_and_register() {
+        // Publishes race with polls on another thread: whenever a poll says Pending, a wake-up
+        // must follow for any batch sent after it, so the reader never waits forever.
+        for _ in 0..200 {
+            let bus = Arc::new(EventBus::default());
+            let mut sub = bus.subscribe(None, 64);
+            let count = Arc::new(Count::default());
+            let waker = Waker::from(count.clone());
+            let publisher = {
+                let bus = bus.clone();
+                std::thread::spawn(move || send(&bus, batch(&[7])))
+            };
+            let mut wakes_seen = 0;
+            let got = loop {
+                match poll(&mut sub, &waker) {
+                    Poll::Ready(ev) => break ev,
+                    Poll::Pending => {
+                        // Pending: the event must come with a wake-up (within seconds).
+                        let start = std::time::Instant::now();
+                        while count.get() == wakes_seen {
+                            assert!(start.elapsed() < Duration::from_secs(10), "lost wake-up");
+                            std::thread::yield_now();
+                        }
+                        wakes_seen = count.get();
+                    }
+                }
+            };
+            assert_eq!(got, Some(event(7)));
+            publisher.join().expect("publisher");
+        }
+    }
+
+    #[test]
+    fn none_once_the_engine_is_gone() {
+        let engine = crate::Engine::builder().build();
+        let mut sub = engine.subscribe();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
+        drop(engine);
+        assert_eq!(count.get(), 1, "dropping the engine wakes the waiting task");
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(None));
+        // Events sent before the engine went are read first.
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        send(&bus, batch(&[1]));
+        drop(bus);
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(None));
+    }
+
+    #[test]
+    fn dropped_counts_what_a_full_channel_loses() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 1);
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
+        send(&bus, batch(&[1, 2]));
+        send(&bus, batch(&[3, 4, 5])); // the channel holds one batch
+        assert_eq!(sub.dropped(), 3);
+        assert_eq!(count.get(), 1, "a lost batch wakes no one");
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(1))));
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(2))));
+        assert_eq!(poll(&mut sub, &waker), Poll::Pending);
+        send(&bus, batch(&[6]));
+        assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(6))));
+        assert_eq!(sub.dropped(), 3);
+    }
+}

@@ -1,0 +1,298 @@
+//! Events as they are delivered: read in place (`Subscription::try_next`, `EventRef`) they
+//! say exactly what the owned `Event`s say, whatever the mix of tenants, queues, calls and
+//! subscribers; a tenant nobody listens to makes none; subscriptions made or dropped while
+//! commands run are seen by the next command.
+#![allow(clippy::unwrap_used)]
+
+use waitline::*;
+
+fn dial(t: &Tenant) -> String {
+    t.dial(&DialParams::new("+15550001", "+15550002", "app")).unwrap().call_control_id
+}
+
+/// Commands of tenants `a` and `b` in turn, over two queues each, with client states: every
+/// kind of event, batches of one tenant after the other's.
+fn mixed_traffic(engine: &Engine) {
+    let (a, b) = (engine.tenant("a"), engine.tenant("b"));
+    for round in 0..3 {
+        for (t, q) in [(&a, "qa1"), (&b, "qb1"), (&a, "qa2"), (&b, "qb2")] {
+            let caller = dial(t);
+            let agent = dial(t);
+            let mut p = EnqueueParams::new(q);
+            p.options.client_state = Some(format!("state-{round}-{q}"));
+            t.enqueue(&caller, &p).unwrap();
+            t.bridge(&agent, &BridgeParams::queue(q)).unwrap();
+            t.hangup(&agent, &CommandOptions::default()).unwrap();
+        }
+    }
+    a.create_queue("explicit", None).unwrap();
+    a.delete_queue("explicit").unwrap();
+}
+
+/// Each event read in place, as the JSON and the fields an owned event gives.
+fn read_in_place(
+    sub: &mut Subscription,
+) -> Vec<(serde_json::Value, String, u64, String, Option<String>, bool)> {
+    let mut seen = Vec::new();
+    while let Some(ev) = sub.try_next() {
+        let owned = ev.to_event();
+        assert_eq!(owned.id, ev.id());
+        assert_eq!(
+            (owned.seq(), owned.event_type(), owned.occurred_at),
+            (ev.seq(), ev.event_type(), ev.occurred_at())
+        );
+        seen.push((
+            serde_json::to_value(ev).unwrap(),
+            ev.tenant().to_owned(),
+            ev.seq(),
+            ev.id().to_string(),
+            ev.call().map(|c| c.call_control_id.to_string()),
+            ev.is_webhook_event(),
+        ));
+    }
+    seen
+}
+
+/// The same, from owned events.
+fn read_owned(sub: &mut Subscription) -> Vec<(serde_json::Value, String, u64, String, Option<String>, bool)> {
+    sub.drain()
+        .into_iter()
+        .map(|e| {
+            (
+                serde_json::to_value(&e).unwrap(),
+                e.tenant.to_string(),
+                e.seq(),
+                e.id.to_string(),
+                e.kind.subject().map(|s| s.call.call_control_id.to_string()),
+                e.kind.is_webhook_event(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn events_read_in_place_say_what_owned_events_say() {
+    let engine = Engine::default();
+    let (mut in_place, mut owned) = (engine.subscribe(), engine.subscribe());
+    mixed_traffic(&engine);
+    let viewed = read_in_place(&mut in_place);
+    let taken = read_owned(&mut owned);
+    // Per lane and round: two calls initiated and answered, enqueued, dequeued, bridged
+    // twice, hung up twice; a queue.created for each of the four queues; the explicit
+    // queue's created and deleted.
+    assert_eq!(viewed.len(), 3 * 4 * 10 + 4 + 2);
+    assert_eq!(viewed, taken);
+    // What the payloads say, spot-checked against the commands.
+    let tenants: Vec<&str> = viewed.iter().map(|v| v.1.as_str()).collect();
+    assert!(tenants.contains(&"a") && tenants.contains(&"b"));
+    for (json, tenant, ..) in &viewed {
+        if let Some(queue) = json["payload"]["queue"].as_str() {
+            assert!(
+                queue.starts_with(if tenant == "a" { "qa" } else { "qb" }) || queue == "explicit",
+                "{json}"
+            );
+        }
+        if json["event_type"] == "call.enqueued" {
+            let queue = json["payload"]["queue"].as_str().unwrap();
+            let state = json["payload"]["client_state"].as_str().unwrap();
+            assert!(state.ends_with(queue), "{json}");
+        }
+    }
+    let kinds: Vec<&str> =
+        viewed.iter().filter(|v| !v.5).map(|v| v.0["event_type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "queue.created",
+            "queue.created",
+            "queue.created",
+            "queue.created",
+            "queue.created",
+            "queue.deleted"
+        ]
+    );
+}
+
+#[test]
+fn an_event_id_is_the_same_read_in_place_or_owned_and_unique() {
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    mixed_traffic(&engine);
+    let ids: Vec<String> = read_in_place(&mut sub).into_iter().map(|v| v.3).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len());
+}
+
+#[test]
+fn a_tenant_subscriber_reads_its_tenant_only_and_a_later_subscriber_the_events_after_it() {
+    let engine = Engine::default();
+    let mut only_b = engine.subscribe_tenant("b");
+    let a = engine.tenant("a");
+    dial(&a);
+    assert!(only_b.try_next().is_none(), "a's events reach no subscriber of b");
+    // Subscribed between two commands of a: the next one is read.
+    let mut all = engine.subscribe();
+    dial(&a);
+    dial(&engine.tenant("b"));
+    let seen: Vec<(String, u64)> =
+        std::iter::from_fn(|| all.try_next().map(|e| (e.tenant().to_owned(), e.seq()))).collect();
+    assert_eq!(seen, [("a".into(), 2), ("a".into(), 2), ("b".into(), 1), ("b".into(), 1)]);
+    let mine: Vec<String> = std::iter::from_fn(|| only_b.try_next().map(|e| e.tenant().to_owned())).collect();
+    assert_eq!(mine, ["b", "b"]);
+}
+
+#[test]
+fn a_dropped_subscriber_is_forgotten_and_the_others_still_read() {
+    let engine = Engine::default();
+    let t = engine.default_tenant();
+    let (first, mut second) = (engine.subscribe(), engine.subscribe());
+    dial(&t);
+    drop(first);
+    dial(&t);
+    dial(&t);
+    assert_eq!(
+        std::iter::from_fn(|| second.try_next().map(|e| e.seq())).collect::<Vec<_>>(),
+        [1, 1, 2, 2, 3, 3]
+    );
+    // Every subscriber gone: commands make no events, and a new subscriber reads from its
+    // own start on.
+    drop(second);
+    dial(&t);
+    let mut third = engine.subscribe();
+    dial(&t);
+    assert_eq!(third.drain().iter().map(Event::seq).collect::<Vec<_>>(), [5, 5]);
+}
+
+#[test]
+fn each_subscriber_reads_every_event_with_the_same_call() {
+    let engine = Engine::default();
+    let subs: Vec<Subscription> = (0..3).map(|_| engine.subscribe()).collect();
+    mixed_traffic(&engine);
+    let read: Vec<Vec<Event>> = subs.into_iter().map(|mut s| s.drain()).collect();
+    assert_eq!(read[0], read[1]);
+    assert_eq!(read[1], read[2]);
+    for (x, y) in read[0].iter().zip(&read[2]) {
+        if let (Some(x), Some(y)) = (x.kind.subject(), y.kind.subject()) {
+            assert!(std::sync::Arc::ptr_eq(&x.call, &y.call), "the call's identity is shared, not copied");
+        }
+    }
+}
+
+#[test]
+fn a_reader_that_reads_part_of_a_batch_goes_on_where_it_stopped() {
+    let engine = Engine::default();
+    let t = engine.default_tenant();
+    let mut sub = engine.subscribe();
+    let caller = dial(&t);
+    let agent = dial(&t);
+    t.enqueue(&caller, &EnqueueParams::new("q")).unwrap();
+    assert_eq!(sub.try_recv().map(|e| e.seq()), Some(1));
+    assert_eq!(sub.try_next().map(|e| e.event_type()), Some("call.answered"));
+    t.bridge(&agent, &BridgeParams::queue("q")).unwrap();
+    let rest: Vec<&str> = std::iter::from_fn(|| sub.try_recv().map(|e| e.event_type())).collect();
+    assert_eq!(
+        rest,
+        [
+            "call.initiated",
+            "call.answered",
+            "queue.created",
+            "call.enqueued",
+            "call.dequeued",
+            "call.bridged",
+            "call.bridged"
+        ]
+    );
+}
+
+/// The id of an event as docs/behaviour.md §4 and `event` derive it: FNV-1a 64 of the
+/// tenant's name (its top 48 bits), version 8, the event's index within its command, the
+/// variant, the command's sequence number.
+fn derived_id(tenant: &str, seq: u64, index: u64) -> (u64, u64) {
+    let key = tenant
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    ((key & !0xffff) | (0x8 << 12) | index, (0b10 << 62) | seq)
+}
+
+#[test]
+fn event_ids_are_derived_from_tenant_number_and_index_within_the_command() {
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    mixed_traffic(&engine);
+    let mut index = 0;
+    let mut last = None;
+    let mut seen = 0;
+    while let Some(ev) = sub.try_next() {
+        let command = (ev.tenant().to_owned(), ev.seq());
+        index = if last.as_ref() == Some(&command) { index + 1 } else { 0 };
+        assert_eq!(ev.id().as_u64_pair(), derived_id(ev.tenant(), ev.seq(), index), "{}", ev.event_type());
+        last = Some(command);
+        seen += 1;
+    }
+    assert_eq!(seen, 3 * 4 * 10 + 4 + 2);
+}
+
+#[test]
+fn recv_timeout_waits_for_an_event_made_meanwhile_and_gives_up_after_the_timeout() {
+    use std::time::{Duration, Instant};
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    let t = engine.default_tenant();
+    let dialer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        dial(&t);
+    });
+    let got = sub.recv_timeout(Duration::from_secs(30));
+    dialer.join().unwrap();
+    assert_eq!(got.map(|e| e.event_type()), Some("call.initiated"));
+    assert_eq!(sub.recv_timeout(Duration::from_secs(30)).map(|e| e.event_type()), Some("call.answered"));
+    let start = Instant::now();
+    assert!(sub.recv_timeout(Duration::from_millis(50)).is_none());
+    assert!(start.elapsed() >= Duration::from_millis(50), "it waited the timeout");
+}
+
+#[test]
+fn recv_and_the_iterator_block_until_an_event_comes_and_end_with_the_engine() {
+    use std::time::Duration;
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    let t = engine.default_tenant();
+    let dialer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        dial(&t);
+    });
+    assert_eq!(sub.recv().map(|e| e.event_type()), Some("call.initiated"));
+    assert_eq!(sub.next().map(|e| e.event_type()), Some("call.answered"));
+    dialer.join().unwrap();
+    drop(engine);
+    assert!(sub.recv().is_none(), "the engine is gone");
+    assert!(sub.next().is_none());
+}
+
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn poll_recv_wakes_the_task_that_polled_last() {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    let (first, second) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
+    let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+    assert!(sub.poll_recv(&mut Context::from_waker(&w1)).is_pending());
+    assert!(sub.poll_recv(&mut Context::from_waker(&w2)).is_pending());
+    dial(&engine.default_tenant());
+    assert_eq!(second.0.load(std::sync::atomic::Ordering::SeqCst), 1, "the latest poller is woken");
+    assert_eq!(first.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(matches!(sub.poll_recv(&mut Context::from_waker(&w2)), Poll::Ready(Some(_))));
+}
