@@ -234,16 +234,22 @@ fn event_ids_are_derived_from_tenant_number_and_index_within_the_command() {
     assert_eq!(seen, 3 * 4 * 10 + 4 + 2);
 }
 
+/// A thread that dials one call on the default tenant 50 ms from now (while the test's
+/// reader waits).
+fn dial_in_a_moment(engine: &Engine) -> std::thread::JoinHandle<()> {
+    let t = engine.default_tenant();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        dial(&t);
+    })
+}
+
 #[test]
 fn recv_timeout_waits_for_an_event_made_meanwhile_and_gives_up_after_the_timeout() {
     use std::time::{Duration, Instant};
     let engine = Engine::default();
     let mut sub = engine.subscribe();
-    let t = engine.default_tenant();
-    let dialer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        dial(&t);
-    });
+    let dialer = dial_in_a_moment(&engine);
     let got = sub.recv_timeout(Duration::from_secs(30));
     dialer.join().unwrap();
     assert_eq!(got.map(|e| e.event_type()), Some("call.initiated"));
@@ -255,14 +261,9 @@ fn recv_timeout_waits_for_an_event_made_meanwhile_and_gives_up_after_the_timeout
 
 #[test]
 fn recv_and_the_iterator_block_until_an_event_comes_and_end_with_the_engine() {
-    use std::time::Duration;
     let engine = Engine::default();
     let mut sub = engine.subscribe();
-    let t = engine.default_tenant();
-    let dialer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        dial(&t);
-    });
+    let dialer = dial_in_a_moment(&engine);
     assert_eq!(sub.recv().map(|e| e.event_type()), Some("call.initiated"));
     assert_eq!(sub.next().map(|e| e.event_type()), Some("call.answered"));
     dialer.join().unwrap();
