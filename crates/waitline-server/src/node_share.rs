@@ -443,6 +443,13 @@ impl Turn {
                 return true;
             }
         };
+        if !share.gained.is_empty() {
+            // A bucket lost and taken again in this turn is still counted served: what
+            // memory holds of it (a write refused by the store stays there) is not answered
+            // from once the store says it is taken, until `load` has replayed it.
+            let taken: Vec<u32> = share.gained.iter().map(|g| g.0).collect();
+            serving.stop_served(&taken);
+        }
         for (bucket, epoch) in &share.lost {
             tracing::warn!(bucket, epoch, "bucket lost: its tenants are no longer served here");
             serving.stop(*bucket);
@@ -528,9 +535,7 @@ impl Turn {
     fn load(&self, serving: &Serving, gained: &[Lease]) {
         let _quiet = serving.loading.lock();
         let buckets: Vec<u32> = gained.iter().map(|g| g.0).collect();
-        // Lost and taken again at a new epoch in one turn, it is still served: not while
-        // it is forgotten and replayed.
-        serving.stop_served(&buckets);
+        // No longer served since the turn took them (see `turn`): forgotten and replayed.
         self.forget(&buckets);
         let loaded = while_renewing(&self.store, &self.url, serving, || {
             let pause = serving.load_pause_ms.load(Ordering::Relaxed);
