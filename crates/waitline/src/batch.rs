@@ -18,8 +18,8 @@ use crate::call::CallIdentity;
 use crate::clock::Timestamp;
 use crate::event::{CallSubject, Event, EventKind, Fact, Payload, event_id};
 
-/// A piece of a batch's text: byte offsets from the start of its command's text (of the
-/// whole text, for a header's tenant).
+/// A piece of a command's text: byte offsets from the start of the command's text (a
+/// command's text is small: its queue names and client states).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Span {
     start: u32,
@@ -45,15 +45,17 @@ struct Header {
     seq: u64,
     /// The tenant's part of the event ids.
     tenant_key: u64,
-    /// Written by the publish, once for a run of batches of one tenant.
-    tenant: Span,
+    /// Where the tenant's name is in the whole text (which an unread channel can grow past
+    /// 4 GiB: offsets into it are `usize`), written by the publish once for a run of batches
+    /// of one tenant.
+    tenant: (usize, usize),
     /// The address of the tenant's name as the engine holds it: tenants live as long as
     /// their engine, so while it publishes, equal addresses are the same tenant (compared
     /// instead of the names).
     tenant_at: usize,
     records: u32,
     calls: u32,
-    text: u32,
+    text: usize,
 }
 
 /// The batches of one or more commands, in their order: a command's staging, and each
@@ -66,7 +68,7 @@ pub(crate) struct Batches {
     calls: Vec<Arc<CallIdentity>>,
     text: String,
     /// Where the open command (the one whose events are being written) starts.
-    open: (u32, u32, u32),
+    open: (u32, u32, usize),
 }
 
 impl Batches {
@@ -100,7 +102,7 @@ impl Batches {
 
     /// Copies `s` into the open command's text.
     fn text_span(&mut self, s: &str) -> Span {
-        let start = (self.text.len() - self.open.2 as usize) as u32;
+        let start = (self.text.len() - self.open.2) as u32;
         self.text.push_str(s);
         Span { start, end: start + s.len() as u32 }
     }
@@ -145,16 +147,8 @@ impl Batches {
         if !mine.is_sorted_by_key(|r| r.fact.rank()) {
             mine.sort_by_key(|r| r.fact.rank());
         }
-        self.headers.push(Header {
-            seq,
-            tenant_key,
-            tenant: Span::default(),
-            tenant_at: 0,
-            records,
-            calls,
-            text,
-        });
-        self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len() as u32);
+        self.headers.push(Header { seq, tenant_key, tenant: (0, 0), tenant_at: 0, records, calls, text });
+        self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
     }
 
     /// Appends the batches of `from`, all of tenant `tenant` (the engine's copy of its
@@ -165,13 +159,12 @@ impl Batches {
         let tenant = match self.headers.last() {
             Some(h) if h.tenant_at == tenant_at => h.tenant,
             _ => {
-                let start = self.text.len() as u32;
+                let start = self.text.len();
                 self.text.push_str(tenant);
-                Span { start, end: start + tenant.len() as u32 }
+                (start, self.text.len())
             }
         };
-        let (records, calls, text) =
-            (self.records.len() as u32, self.calls.len() as u32, self.text.len() as u32);
+        let (records, calls, text) = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
         self.headers.extend(from.headers.iter().map(|h| Header {
             tenant,
             tenant_at,
@@ -187,7 +180,7 @@ impl Batches {
             self.calls.extend_from_slice(&from.calls);
         }
         self.text.push_str(&from.text);
-        self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len() as u32);
+        self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
     }
 }
 
@@ -262,7 +255,7 @@ impl<'a> EventRef<'a> {
 
     /// A piece of its command's text.
     fn text(self, span: Span) -> &'a str {
-        let base = self.header().text as usize;
+        let base = self.header().text;
         &self.batches.text[base + span.start as usize..base + span.end as usize]
     }
 
@@ -289,8 +282,8 @@ impl<'a> EventRef<'a> {
     /// The tenant whose call or queue changed.
     #[must_use]
     pub fn tenant(self) -> &'a str {
-        let span = self.header().tenant;
-        &self.batches.text[span.start as usize..span.end as usize]
+        let (start, end) = self.header().tenant;
+        &self.batches.text[start..end]
     }
 
     /// The `event_type` on the wire.
