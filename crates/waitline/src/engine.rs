@@ -238,7 +238,11 @@ impl Engine {
         states.into_iter().map(|state| Tenant { engine: self.clone(), state, replaying: None }).collect()
     }
 
-    /// Every event of every tenant from now on.
+    /// Every event of every tenant from now on: of every command that takes its tenant's
+    /// lock after this returns. A command already holding it (a batch enqueue holds it for
+    /// up to 256 of its calls) publishes to the subscribers it found when it took the lock,
+    /// so a reader that pairs a subscription with a read of the state subscribes first and
+    /// reads second, and applies the events numbered after what it read.
     #[must_use]
     pub fn subscribe(&self) -> Subscription {
         self.inner.bus.subscribe(None, self.inner.shared.config.event_capacity)
