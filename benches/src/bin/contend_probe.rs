@@ -64,7 +64,8 @@ fn main() {
         let end = results.iter().map(|r| r.0[round].end).max().unwrap_or(start);
         let wall: Duration = end - start;
         let per_pair = wall.as_secs_f64() * 1e9 / (2 * PAIRS) as f64;
-        let shares: Vec<f64> = results.iter().map(|r| r.0[round].on_cpu as f64 / wall.as_nanos() as f64).collect();
+        let shares: Vec<f64> =
+            results.iter().map(|r| r.0[round].on_cpu as f64 / wall.as_nanos() as f64).collect();
         let both = shares.iter().all(|&s| s >= OVERLAP);
         if both {
             overlapped.push(per_pair);
