@@ -93,7 +93,6 @@ impl TenantState {
 
     /// The tenant's lock; a thread that finds it held backs off before it sleeps (see
     /// `backoff`).
-    #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, TenantCore> {
         backoff::lock(&self.core)
     }
