@@ -7,8 +7,8 @@
 //! on one tenant, each wait of more than ~0.4 µs yields the CPU (on a busy machine, to
 //! another process) or parks (a futex wait, and a futex wake for the holder at its next
 //! unlock), and the state moves between the cores at almost every command
-//! (BENCHMARKS.md, "Two threads on one tenant": 0.2-0.35 parks per 100 commands and
-//! 250-280 ns a pair while both threads run, where one thread alone takes ~120 ns).
+//! (BENCHMARKS.md, "Two threads on one tenant": 0.2-0.36 parks per 100 commands and
+//! 250-283 ns a pair while both threads run, where one thread alone takes ~120 ns).
 //!
 //! So a waiter backs off first: it spins, looks at the lock (a read, which leaves the
 //! line shared with the holder), takes it if it is free, and doubles its spin, from
