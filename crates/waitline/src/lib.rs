@@ -27,6 +27,7 @@
 //! from an injectable [`Clock`]; timers fire on time through [`Engine::run_pending_tasks`]
 //! and on their own whenever a command finds one of its tenant due.
 
+mod backoff;
 mod batch;
 mod bus;
 mod call;

@@ -19,6 +19,7 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use uuid::Uuid;
 
+use crate::backoff;
 use crate::batch::Batches;
 use crate::bus::Listeners;
 use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_slot, stamp_slot};
@@ -90,8 +91,10 @@ impl TenantState {
         Self { name, event_key, core: CachePadded::new(Mutex::new(TenantCore::default())) }
     }
 
+    /// The tenant's lock; a thread that finds it held backs off before it sleeps (see
+    /// `backoff`).
     pub(crate) fn lock(&self) -> MutexGuard<'_, TenantCore> {
-        self.core.lock()
+        backoff::lock(&self.core)
     }
 }
 
