@@ -26,36 +26,52 @@ pub(crate) struct Span {
     end: u32,
 }
 
+impl Span {
+    /// No text: a call without a client state (no `Option` tag in every record).
+    const NONE: Self = Self { start: u32::MAX, end: u32::MAX };
+}
+
 /// No call: the record of a queue event.
 const NO_CALL: u32 = u32::MAX;
 
-/// One event: what happened, when, about which of its command's calls (an index into them).
+/// One event: what happened, about which of its command's calls (an index into them).
+/// When is its command's (see [`Header`]).
 #[derive(Clone, Copy, Debug)]
 struct Record {
-    occurred_at: Timestamp,
     call: u32,
-    client_state: Option<Span>,
+    /// `Span::NONE`: none.
+    client_state: Span,
     fact: Fact<Span>,
 }
 
 /// One command's events: where they, its calls and its text start in the [`Batches`], and
-/// what they share (the tenant and the command's number).
+/// what they share (the tenant, the command's number and its instant: every event of a
+/// command happens at the instant it runs at, a timer's firing at its own).
 #[derive(Clone, Copy, Debug)]
 struct Header {
     seq: u64,
+    occurred_at: Timestamp,
+    /// Where its text starts in the whole text (which an unread channel can grow past
+    /// 4 GiB: offsets into it are `usize`).
+    text: usize,
+    records: u32,
+    calls: u32,
+    /// Its tenant: an index into the [`Batches`]' runs of one tenant (0 while staged).
+    tenant: u32,
+}
+
+/// A tenant whose batches follow one another in a [`Batches`]: written by the publish once
+/// for a run of batches of one tenant, so that a header names its tenant in 4 bytes.
+#[derive(Clone, Copy, Debug)]
+struct TenantRun {
     /// The tenant's part of the event ids.
-    tenant_key: u64,
-    /// Where the tenant's name is in the whole text (which an unread channel can grow past
-    /// 4 GiB: offsets into it are `usize`), written by the publish once for a run of batches
-    /// of one tenant.
-    tenant: (usize, usize),
+    key: u64,
+    /// Where its name is in the whole text.
+    name: (usize, usize),
     /// The address of the tenant's name as the engine holds it: tenants live as long as
     /// their engine, so while it publishes, equal addresses are the same tenant (compared
     /// instead of the names).
-    tenant_at: usize,
-    records: u32,
-    calls: u32,
-    text: usize,
+    at: usize,
 }
 
 /// The batches of one or more commands, in their order: a command's staging, and each
@@ -67,8 +83,15 @@ pub(crate) struct Batches {
     /// The calls of each command's events, each once per command.
     calls: Vec<Arc<CallIdentity>>,
     text: String,
+    /// The tenants of the headers, one per run of batches of one tenant.
+    tenants: Vec<TenantRun>,
     /// Where the open command (the one whose events are being written) starts.
     open: (u32, u32, usize),
+    /// The rank of the open command's last event, and whether one came before an event of
+    /// a lower rank (then `close` sorts them): kept as they come, so that the usual command,
+    /// whose events come in order, is not scanned again.
+    last_rank: u8,
+    unsorted: bool,
 }
 
 impl Batches {
@@ -87,7 +110,10 @@ impl Batches {
         self.records.clear();
         self.calls.clear();
         self.text.clear();
+        self.tenants.clear();
         self.open = (0, 0, 0);
+        self.last_rank = 0;
+        self.unsorted = false;
     }
 
     /// Empties it, keeping at most `events` events' worth of room (a burst's room is not
@@ -111,66 +137,88 @@ impl Batches {
     /// it is a call event. Out of line, as `close`: only a command someone listens to
     /// comes here.
     #[inline(never)]
-    pub(crate) fn push(
-        &mut self,
-        occurred_at: Timestamp,
-        call: Option<(&Arc<CallIdentity>, Option<&str>)>,
-        fact: Fact<&str>,
-    ) {
+    pub(crate) fn push(&mut self, call: Option<(&Arc<CallIdentity>, Option<&str>)>, fact: Fact<&str>) {
         let (call, client_state) = match call {
-            None => (NO_CALL, None),
+            None => (NO_CALL, Span::NONE),
             Some((ident, state)) => {
-                let open = &self.calls[self.open.1 as usize..];
-                // A command's events are about one or two calls: a scan finds them.
-                let found = open.iter().position(|c| Arc::ptr_eq(c, ident));
-                let at = found.unwrap_or(open.len());
-                if found.is_none() {
-                    self.calls.push(ident.clone());
-                }
-                (at as u32, state.map(|s| self.text_span(s)))
+                let call = self.call_index(ident);
+                (call, state.map_or(Span::NONE, |s| self.text_span(s)))
             }
         };
+        let rank = fact.rank();
+        self.unsorted |= rank < self.last_rank;
+        self.last_rank = rank;
         let fact = fact.map(|queue| self.text_span(queue));
-        self.records.push(Record { occurred_at, call, client_state, fact });
+        self.records.push(Record { call, client_state, fact });
     }
 
-    /// Ends the open command: its events, if any, become a batch with its tenant's key and
-    /// its number, in publishing order (docs/behaviour.md §4: by kind, stable within a
-    /// kind).
+    /// The index of `ident` among the open command's calls, added if it is not one yet.
+    /// A command's events are about one or two calls, most often the last one's again:
+    /// that is looked at first, then the others.
+    #[inline]
+    fn call_index(&mut self, ident: &Arc<CallIdentity>) -> u32 {
+        let first = self.open.1 as usize;
+        let open = &self.calls[first..];
+        let found = match open.last() {
+            Some(last) if Arc::ptr_eq(last, ident) => Some(open.len() - 1),
+            _ => open.iter().position(|c| Arc::ptr_eq(c, ident)),
+        };
+        let at = found.unwrap_or(open.len());
+        if found.is_none() {
+            self.calls.push(ident.clone());
+        }
+        at as u32
+    }
+
+    /// Ends the open command: its events, if any, become a batch with its number and the
+    /// instant it ran at, in publishing order (docs/behaviour.md §4: by kind, stable within
+    /// a kind).
     #[inline(never)]
-    pub(crate) fn close(&mut self, tenant_key: u64, seq: u64) {
+    pub(crate) fn close(&mut self, seq: u64, occurred_at: Timestamp) {
         let (records, calls, text) = self.open;
-        let mine = &mut self.records[records as usize..];
-        if mine.is_empty() {
+        if self.records.len() == records as usize {
             return;
         }
-        if !mine.is_sorted_by_key(|r| r.fact.rank()) {
-            mine.sort_by_key(|r| r.fact.rank());
+        if std::mem::take(&mut self.unsorted) {
+            self.records[records as usize..].sort_by_key(|r| r.fact.rank());
         }
-        self.headers.push(Header { seq, tenant_key, tenant: (0, 0), tenant_at: 0, records, calls, text });
+        self.last_rank = 0;
+        self.headers.push(Header { seq, occurred_at, text, records, calls, tenant: 0 });
         self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
     }
 
     /// Appends the batches of `from`, all of tenant `tenant` (the engine's copy of its
-    /// name), its identities moved with `take` (the last use of `from`, which is to be
-    /// cleared), else shared. The tenant's name is written once for a run of its batches.
-    pub(crate) fn append(&mut self, from: &mut Self, tenant: &str, take: bool) {
-        let tenant_at = tenant.as_ptr() as usize;
-        let tenant = match self.headers.last() {
-            Some(h) if h.tenant_at == tenant_at => h.tenant,
+    /// name) whose event ids start with `key`, its identities moved with `take` (the last
+    /// use of `from`, which is to be cleared), else shared. The tenant's name is written
+    /// once for a run of its batches. Into an empty one with `take`, nothing is copied: the
+    /// two swap their contents (`from` then holds this one's emptied room), and only the
+    /// tenant's name is written.
+    pub(crate) fn append(&mut self, from: &mut Self, tenant: &str, key: u64, take: bool) {
+        let at = tenant.as_ptr() as usize;
+        if take && self.headers.is_empty() {
+            let start = from.text.len();
+            from.text.push_str(tenant);
+            from.tenants.push(TenantRun { key, name: (start, from.text.len()), at });
+            std::mem::swap(self, from);
+            from.clear();
+            self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
+            return;
+        }
+        let run = match self.tenants.last() {
+            Some(r) if r.at == at => self.tenants.len() - 1,
             _ => {
                 let start = self.text.len();
                 self.text.push_str(tenant);
-                (start, self.text.len())
+                self.tenants.push(TenantRun { key, name: (start, self.text.len()), at });
+                self.tenants.len() - 1
             }
-        };
+        } as u32;
         let (records, calls, text) = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
         self.headers.extend(from.headers.iter().map(|h| Header {
-            tenant,
-            tenant_at,
             records: h.records + records,
             calls: h.calls + calls,
             text: h.text + text,
+            tenant: run,
             ..*h
         }));
         self.records.extend_from_slice(&from.records);
@@ -266,23 +314,27 @@ impl<'a> EventRef<'a> {
         self.header().seq
     }
 
+    fn tenant_run(self) -> &'a TenantRun {
+        &self.batches.tenants[self.header().tenant as usize]
+    }
+
     /// The event's id (see [`Event::id`]): the same as the [`Event`] made from it.
     #[must_use]
     pub fn id(self) -> Uuid {
         let h = self.header();
-        event_id(h.tenant_key, h.seq, (self.index - h.records) as usize)
+        event_id(self.tenant_run().key, h.seq, (self.index - h.records) as usize)
     }
 
     /// When the change happened.
     #[must_use]
     pub fn occurred_at(self) -> Timestamp {
-        self.record().occurred_at
+        self.header().occurred_at
     }
 
     /// The tenant whose call or queue changed.
     #[must_use]
     pub fn tenant(self) -> &'a str {
-        let (start, end) = self.header().tenant;
+        let (start, end) = self.tenant_run().name;
         &self.batches.text[start..end]
     }
 
@@ -302,7 +354,8 @@ impl<'a> EventRef<'a> {
     /// The call's client state when the event happened (a call event of a call that has one).
     #[must_use]
     pub fn client_state(self) -> Option<&'a str> {
-        self.record().client_state.map(|s| self.text(s))
+        let span = self.record().client_state;
+        (span != Span::NONE).then(|| self.text(span))
     }
 
     /// Whether the event goes to webhooks (the Telnyx ones) or only to streams (\[ext\]).

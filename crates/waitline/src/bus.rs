@@ -56,14 +56,14 @@ struct ChannelState {
 impl Channel {
     /// Appends commands' events unless `capacity` batches wait (then counts them as
     /// dropped); `take` moves their calls' identities (the last subscriber) or shares them.
-    fn push(&self, events: &mut Batches, tenant: &str, take: bool) {
+    fn push(&self, events: &mut Batches, tenant: &str, key: u64, take: bool) {
         let mut st = self.state.lock();
         if st.batches >= self.capacity {
             drop(st);
             self.dropped.fetch_add(events.len() as u64, Ordering::Relaxed);
             return;
         }
-        st.events.append(events, tenant, take);
+        st.events.append(events, tenant, key, take);
         st.batches += 1;
         let waker = st.waker.take();
         let sleeping = st.sleeping > 0;
@@ -176,7 +176,7 @@ impl EventBus {
     /// Hands commands' events to every channel of `listeners` (those of their tenant)
     /// without waiting: copied into each one, the calls' identities moved to the last one
     /// and shared with the others. Leaves `events` empty, its room kept for later commands.
-    pub(crate) fn publish(&self, tenant: &str, listeners: &Listeners, events: &mut Batches) {
+    pub(crate) fn publish(&self, tenant: &str, key: u64, listeners: &Listeners, events: &mut Batches) {
         if events.is_empty() {
             return;
         }
@@ -186,7 +186,7 @@ impl EventBus {
             if channel.closed.load(Ordering::Relaxed) {
                 any_closed = true;
             } else {
-                channel.push(events, tenant, i + 1 == channels.len());
+                channel.push(events, tenant, key, i + 1 == channels.len());
             }
         }
         events.clear();
@@ -447,12 +447,8 @@ mod tests {
     fn batch(ns: &[u128]) -> Batches {
         let mut b = Batches::default();
         for &n in ns {
-            b.push(
-                Timestamp::from_secs(1),
-                None,
-                Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(n) },
-            );
-            b.close(0, n as u64);
+            b.push(None, Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(n) });
+            b.close(n as u64, Timestamp::from_secs(1));
         }
         b
     }
@@ -461,7 +457,7 @@ mod tests {
     fn send(bus: &EventBus, mut batch: Batches) {
         let mut listeners = Listeners::default();
         bus.listens("t", &mut listeners);
-        bus.publish("t", &listeners, &mut batch);
+        bus.publish("t", 0, &listeners, &mut batch);
     }
 
     fn poll(sub: &mut Subscription, waker: &Waker) -> Poll<Option<Event>> {
