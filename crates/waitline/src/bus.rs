@@ -342,6 +342,13 @@ impl Subscription {
         self.next_with(None)
     }
 
+    /// The next event, waiting at most `timeout`, read in place (see
+    /// [`Subscription::try_next`]).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<EventRef<'_>> {
+        let deadline = Instant::now() + timeout;
+        if self.ready(Some(Some(deadline))) { self.cursor.next(&self.events) } else { None }
+    }
+
     /// The next event, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
         let deadline = Instant::now() + timeout;
@@ -358,17 +365,22 @@ impl Subscription {
     /// `cx` is woken when a batch arrives or the engine goes away. Needs no particular async
     /// runtime. Only the waker of the latest call is kept.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.poll_ready(cx).map(|ready| if ready { self.take_owned() } else { None })
+    }
+
+    /// Polls for an event to read in place: `Ready(true)` when one is waiting (the next
+    /// [`Subscription::try_next`] gives it), `Ready(false)` once the engine is gone (and
+    /// every event it sent has been read), else `Pending`, woken as [`Subscription::poll_recv`]
+    /// is.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         if !self.cursor.done(&self.events) {
-            return Poll::Ready(self.take_owned());
+            return Poll::Ready(true);
         }
         self.release_read();
         let mut st = self.channel.state.lock();
         match Self::fetch_locked(&mut self.events, &mut self.cursor, &mut st) {
-            Fetch::Events => {
-                drop(st);
-                Poll::Ready(self.take_owned())
-            }
-            Fetch::Disconnected => Poll::Ready(None),
+            Fetch::Events => Poll::Ready(true),
+            Fetch::Disconnected => Poll::Ready(false),
             // Registered under the lock a publish appends under: no wake-up is lost.
             Fetch::Empty => {
                 match &mut st.waker {
