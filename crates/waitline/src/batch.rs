@@ -196,22 +196,12 @@ impl Batches {
     pub(crate) fn append(&mut self, from: &mut Self, tenant: &str, key: u64, take: bool) {
         let at = tenant.as_ptr() as usize;
         if take && self.headers.is_empty() {
-            let start = from.text.len();
-            from.text.push_str(tenant);
-            from.tenants.push(TenantRun { key, name: (start, from.text.len()), at });
-            std::mem::swap(self, from);
-            from.clear();
-            self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
+            self.take_whole(from, tenant, key, at);
             return;
         }
         let run = match self.tenants.last() {
             Some(r) if r.at == at => self.tenants.len() - 1,
-            _ => {
-                let start = self.text.len();
-                self.text.push_str(tenant);
-                self.tenants.push(TenantRun { key, name: (start, self.text.len()), at });
-                self.tenants.len() - 1
-            }
+            _ => self.add_run(tenant, key, at),
         } as u32;
         let (records, calls, text) = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
         self.headers.extend(from.headers.iter().map(|h| Header {
@@ -228,7 +218,24 @@ impl Batches {
             self.calls.extend_from_slice(&from.calls);
         }
         self.text.push_str(&from.text);
-        self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
+    }
+
+    /// Into this empty one, `from` whole (their contents swapped: `from` keeps this one's
+    /// room, emptied). Out of line: the usual publish appends.
+    #[inline(never)]
+    fn take_whole(&mut self, from: &mut Self, tenant: &str, key: u64, at: usize) {
+        from.add_run(tenant, key, at);
+        std::mem::swap(self, from);
+        from.clear();
+    }
+
+    /// Writes the name of a tenant whose batches follow; returns its run's index.
+    #[cold]
+    fn add_run(&mut self, tenant: &str, key: u64, at: usize) -> usize {
+        let start = self.text.len();
+        self.text.push_str(tenant);
+        self.tenants.push(TenantRun { key, name: (start, self.text.len()), at });
+        self.tenants.len() - 1
     }
 }
 
@@ -400,5 +407,84 @@ impl<'a> EventRef<'a> {
 impl serde::Serialize for EventRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         crate::event::serialize_event(s, self.event_type(), self.id(), self.occurred_at(), &self.payload())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command of queue events of the given kinds (queue "q"), closed as number `seq` at
+    /// second `seq`.
+    fn command(b: &mut Batches, seq: u64, facts: &[Fact<&str>]) {
+        for &fact in facts {
+            b.push(None, fact);
+        }
+        b.close(seq, Timestamp::from_secs(seq));
+    }
+
+    const CREATED: Fact<&str> = Fact::QueueCreated { queue: "q", queue_id: Uuid::nil() };
+    const DELETED: Fact<&str> = Fact::QueueDeleted {
+        queue: "q",
+        queue_id: Uuid::nil(),
+        reason: crate::event::QueueDeletedReason::Idle,
+    };
+
+    #[test]
+    fn events_in_order_are_not_sorted_again_and_others_are() {
+        let mut b = Batches::default();
+        // Equal kinds, then rising ranks: in order.
+        b.push(None, CREATED);
+        b.push(None, CREATED);
+        assert!(!b.unsorted);
+        b.close(1, Timestamp::from_secs(1));
+        b.push(None, DELETED);
+        b.push(None, CREATED);
+        assert!(!b.unsorted);
+        b.close(2, Timestamp::from_secs(2));
+        b.push(None, CREATED);
+        b.push(None, DELETED);
+        assert!(b.unsorted, "a deletion after a creation ranks lower");
+        b.close(3, Timestamp::from_secs(3));
+        assert!(!b.unsorted);
+        let kinds: Vec<&str> = b.records[4..].iter().map(|r| r.fact.event_type()).collect();
+        assert_eq!(kinds, ["queue.deleted", "queue.created"]);
+    }
+
+    #[test]
+    fn a_tenants_name_is_written_once_for_a_run_of_its_batches() {
+        let (t, u) = (String::from("tenant-t"), String::from("tenant-u"));
+        let mut channel = Batches::default();
+        for (seq, tenant) in [(1, &t), (2, &t), (3, &u), (4, &t)] {
+            let mut staged = Batches::default();
+            command(&mut staged, seq, &[CREATED]);
+            channel.append(&mut staged, tenant, seq, false);
+        }
+        assert_eq!(channel.text.matches("tenant-t").count(), 2, "{}", channel.text);
+        assert_eq!(channel.tenants.len(), 3);
+        let mut cursor = Cursor::default();
+        let read: Vec<(String, u64, u64)> = std::iter::from_fn(|| {
+            cursor.next(&channel).map(|e| (e.tenant().to_owned(), e.seq(), e.occurred_at().as_micros()))
+        })
+        .collect();
+        let want = [("tenant-t", 1), ("tenant-t", 2), ("tenant-u", 3), ("tenant-t", 4)]
+            .map(|(t, s)| (t.to_owned(), s, s * 1_000_000));
+        assert_eq!(read, want);
+    }
+
+    #[test]
+    fn an_empty_channel_takes_the_last_listeners_batch_whole() {
+        let tenant = String::from("t");
+        let mut channel = Batches::default();
+        let mut staged = Batches::default();
+        command(&mut staged, 7, &[CREATED, DELETED]);
+        let records = staged.records.as_ptr();
+        channel.append(&mut staged, &tenant, 9, true);
+        assert_eq!(channel.records.as_ptr(), records, "the records moved, not copied");
+        assert!(staged.is_empty() && staged.headers.is_empty() && staged.text.is_empty());
+        let mut cursor = Cursor::default();
+        let ev = cursor.next(&channel).expect("an event");
+        assert_eq!((ev.tenant(), ev.seq(), ev.id()), ("t", 7, event_id(9, 7, 0)));
+        assert_eq!(cursor.next(&channel).map(|e| e.id()), Some(event_id(9, 7, 1)));
     }
 }

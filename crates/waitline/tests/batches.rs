@@ -304,7 +304,8 @@ fn next_timeout_reads_in_place_an_event_made_meanwhile_and_gives_up_after_the_ti
     let engine = Engine::default();
     let mut sub = engine.subscribe();
     let dialer = dial_in_a_moment(&engine);
-    let got = sub.next_timeout(Duration::from_secs(30)).map(|e| (e.event_type(), e.seq(), e.tenant().to_owned()));
+    let got =
+        sub.next_timeout(Duration::from_secs(30)).map(|e| (e.event_type(), e.seq(), e.tenant().to_owned()));
     dialer.join().unwrap();
     assert_eq!(got, Some(("call.initiated", 1, "default".to_owned())));
     assert_eq!(sub.next_timeout(Duration::from_secs(30)).map(|e| e.event_type()), Some("call.answered"));
