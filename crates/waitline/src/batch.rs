@@ -104,6 +104,12 @@ impl Batches {
         self.records.is_empty()
     }
 
+    /// Whether it has room for records (tests: tells a buffer handed over from a new one).
+    #[cfg(test)]
+    pub(crate) fn has_room(&self) -> bool {
+        self.records.capacity() > 0
+    }
+
     /// Empties it, keeping its room (the identities are released).
     pub(crate) fn clear(&mut self) {
         self.headers.clear();
@@ -124,6 +130,7 @@ impl Batches {
         self.records.shrink_to(events);
         self.calls.shrink_to(events);
         self.text.shrink_to(events * 64);
+        self.tenants.shrink_to(events);
     }
 
     /// Copies `s` into the open command's text.

@@ -472,6 +472,28 @@ mod tests {
         bus.publish("t", 0, &listeners, &mut batch);
     }
 
+    #[test]
+    fn the_last_listener_takes_the_batch_and_others_get_copies() {
+        let bus = EventBus::default();
+        let mut first = bus.subscribe(None, 8);
+        let mut listeners = Listeners::default();
+        bus.listens("t", &mut listeners);
+        let mut staged = batch(&[1]);
+        bus.publish("t", 0, &listeners, &mut staged);
+        // The only listener's channel was empty: it took the staged batch whole, and the
+        // tenant keeps the channel's room (none yet).
+        assert!(!staged.has_room(), "the batch was handed over, not copied");
+        let mut second = bus.subscribe(None, 8);
+        bus.listens("t", &mut listeners);
+        let mut staged = batch(&[2]);
+        bus.publish("t", 0, &listeners, &mut staged);
+        // Two listeners: the first one's (non-empty) channel gets a copy, the second's
+        // (empty) takes the batch.
+        assert!(!staged.has_room());
+        assert_eq!(first.drain(), [event(1), event(2)]);
+        assert_eq!(second.drain(), [event(2)]);
+    }
+
     fn poll(sub: &mut Subscription, waker: &Waker) -> Poll<Option<Event>> {
         sub.poll_recv(&mut Context::from_waker(waker))
     }
