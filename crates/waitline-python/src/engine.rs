@@ -424,10 +424,7 @@ impl PyEngine {
         let events = self.subscription()?;
         Ok(py.detach(|| {
             let mut sub = events.lock();
-            std::iter::from_fn(|| sub.try_recv())
-                .take(max.unwrap_or(usize::MAX))
-                .map(|e| PyEvent::from(&e))
-                .collect()
+            std::iter::from_fn(|| sub.try_next().map(PyEvent::from)).take(max.unwrap_or(usize::MAX)).collect()
         }))
     }
 
@@ -483,8 +480,8 @@ impl EventIterator {
             // bytecodes: a thread blocked in Rust must come back to let them run.
             let slice = deadline
                 .map_or(SIGNAL_SLICE, |d| d.saturating_duration_since(Instant::now()).min(SIGNAL_SLICE));
-            if let Some(ev) = py.detach(|| events.lock().recv_timeout(slice)) {
-                return Ok(Some(PyEvent::from(&ev)));
+            if let Some(ev) = py.detach(|| events.lock().next_timeout(slice).map(PyEvent::from)) {
+                return Ok(Some(ev));
             }
             py.check_signals()?;
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -146,13 +146,14 @@ pub struct PyEvent {
     data: serde_json::Value,
 }
 
-impl From<&waitline::Event> for PyEvent {
-    fn from(e: &waitline::Event) -> Self {
+/// Made from the event as delivered, read in place (no owned `waitline::Event` between).
+impl From<waitline::EventRef<'_>> for PyEvent {
+    fn from(e: waitline::EventRef<'_>) -> Self {
         Self {
             event_type: e.event_type(),
-            id: e.id.to_string(),
-            occurred_at: e.occurred_at.to_string(),
-            tenant: e.tenant.to_string(),
+            id: e.id().to_string(),
+            occurred_at: e.occurred_at().to_string(),
+            tenant: e.tenant().to_owned(),
             data: serde_json::to_value(e).unwrap_or_default(),
         }
     }

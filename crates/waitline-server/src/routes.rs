@@ -2,6 +2,7 @@
 //! engine, shape the answer. No rule is decided here.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Poll, ready};
 use std::time::Duration;
 
@@ -279,9 +280,11 @@ async fn events(
     let slot = state.stream_slot()?;
     let mut sub = state.engine().subscribe_tenant_bounded(t.name(), STREAM_BUFFER);
     let durability = state.durability().clone();
-    // An event taken from the subscription, and the store's mark that covers its change:
-    // it is sent once that mark is on disk.
-    let mut held: Option<(waitline::Event, Option<waitline_store::Ticket>)> = None;
+    let tenant: Arc<str> = t.name().into();
+    // An event taken from the subscription (read in place, made into its SSE event at once:
+    // no owned event between), its sequence number, and the store's mark that covers its
+    // change: it is sent once that mark is on disk.
+    let mut held: Option<(SseEvent, u64, Option<waitline_store::Ticket>)> = None;
     // The subscription is awaited where the response body is polled: no thread, no polling.
     // When the client goes away the body is dropped, and with it the subscription and the slot.
     // Each event spends the task's budget, so a stream that is never empty still lets the
@@ -290,15 +293,20 @@ async fn events(
         let _slot = &slot;
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         if held.is_none() {
-            let Some(ev) = ready!(sub.poll_recv(cx)) else { return Poll::Ready(None) };
-            held = Some((ev, durability.mark()));
+            if !ready!(sub.poll_ready(cx)) {
+                return Poll::Ready(None);
+            }
+            let Some(ev) = sub.try_next() else { return Poll::Ready(None) };
+            held = Some((sse_event(ev), ev.seq(), durability.mark()));
         }
-        let Some((event, mark)) = &held else { return Poll::Ready(None) };
+        let Some((_, seq, mark)) = &held else { return Poll::Ready(None) };
+        let seq = *seq;
         let settled = ready!(durability.poll_durable(*mark, cx));
         coop.made_progress();
-        let told = durability.may_tell(settled, &event.tenant, event.seq());
+        // The stream's events are all of its tenant.
+        let told = durability.may_tell(settled, &tenant, seq);
         match told {
-            Ok(true) => Poll::Ready(held.take().map(|(ev, _)| Ok(sse_event(&ev)))),
+            Ok(true) => Poll::Ready(held.take().map(|(ev, _, _)| Ok(ev))),
             // The stream's tenant moved to another node, or the store stopped: nothing more
             // is told here (the client reconnects, through the owner).
             Ok(false) | Err(_) => Poll::Ready(None),
@@ -313,9 +321,9 @@ async fn events(
 }
 
 /// One event as an SSE event, its data the webhook envelope.
-fn sse_event(ev: &waitline::Event) -> SseEvent {
-    let data = crate::webhook::envelope(ev, 1, "/v2/events").to_string();
-    SseEvent::default().event(ev.event_type()).id(ev.id.to_string()).data(data)
+fn sse_event(ev: waitline::EventRef<'_>) -> SseEvent {
+    let data = crate::webhook::envelope(&ev, 1, "/v2/events").to_string();
+    SseEvent::default().event(ev.event_type()).id(ev.id().to_string()).data(data)
 }
 
 /// Command batches an event stream may fall behind by before it loses events.

@@ -421,7 +421,7 @@ async fn read(
 
 /// The Telnyx envelope: `{"data": event, "meta": {"attempt", "delivered_to"}}`.
 #[must_use]
-pub fn envelope(event: &Event, attempt: u32, delivered_to: &str) -> serde_json::Value {
+pub fn envelope(event: &impl serde::Serialize, attempt: u32, delivered_to: &str) -> serde_json::Value {
     json!({ "data": event, "meta": { "attempt": attempt, "delivered_to": delivered_to } })
 }
 

@@ -26,36 +26,52 @@ pub(crate) struct Span {
     end: u32,
 }
 
+impl Span {
+    /// No text: a call without a client state (no `Option` tag in every record).
+    const NONE: Self = Self { start: u32::MAX, end: u32::MAX };
+}
+
 /// No call: the record of a queue event.
 const NO_CALL: u32 = u32::MAX;
 
-/// One event: what happened, when, about which of its command's calls (an index into them).
+/// One event: what happened, about which of its command's calls (an index into them).
+/// When is its command's (see [`Header`]).
 #[derive(Clone, Copy, Debug)]
 struct Record {
-    occurred_at: Timestamp,
     call: u32,
-    client_state: Option<Span>,
+    /// `Span::NONE`: none.
+    client_state: Span,
     fact: Fact<Span>,
 }
 
 /// One command's events: where they, its calls and its text start in the [`Batches`], and
-/// what they share (the tenant and the command's number).
+/// what they share (the tenant, the command's number and its instant: every event of a
+/// command happens at the instant it runs at, a timer's firing at its own).
 #[derive(Clone, Copy, Debug)]
 struct Header {
     seq: u64,
+    occurred_at: Timestamp,
+    /// Where its text starts in the whole text (which an unread channel can grow past
+    /// 4 GiB: offsets into it are `usize`).
+    text: usize,
+    records: u32,
+    calls: u32,
+    /// Its tenant: an index into the [`Batches`]' runs of one tenant (0 while staged).
+    tenant: u32,
+}
+
+/// A tenant whose batches follow one another in a [`Batches`]: written by the publish once
+/// for a run of batches of one tenant, so that a header names its tenant in 4 bytes.
+#[derive(Clone, Copy, Debug)]
+struct TenantRun {
     /// The tenant's part of the event ids.
-    tenant_key: u64,
-    /// Where the tenant's name is in the whole text (which an unread channel can grow past
-    /// 4 GiB: offsets into it are `usize`), written by the publish once for a run of batches
-    /// of one tenant.
-    tenant: (usize, usize),
+    key: u64,
+    /// Where its name is in the whole text.
+    name: (usize, usize),
     /// The address of the tenant's name as the engine holds it: tenants live as long as
     /// their engine, so while it publishes, equal addresses are the same tenant (compared
     /// instead of the names).
-    tenant_at: usize,
-    records: u32,
-    calls: u32,
-    text: usize,
+    at: usize,
 }
 
 /// The batches of one or more commands, in their order: a command's staging, and each
@@ -67,8 +83,15 @@ pub(crate) struct Batches {
     /// The calls of each command's events, each once per command.
     calls: Vec<Arc<CallIdentity>>,
     text: String,
+    /// The tenants of the headers, one per run of batches of one tenant.
+    tenants: Vec<TenantRun>,
     /// Where the open command (the one whose events are being written) starts.
     open: (u32, u32, usize),
+    /// The rank of the open command's last event, and whether one came before an event of
+    /// a lower rank (then `close` sorts them): kept as they come, so that the usual command,
+    /// whose events come in order, is not scanned again.
+    last_rank: u8,
+    unsorted: bool,
 }
 
 impl Batches {
@@ -81,13 +104,22 @@ impl Batches {
         self.records.is_empty()
     }
 
+    /// Whether it has room for records (tests: tells a buffer handed over from a new one).
+    #[cfg(test)]
+    pub(crate) fn has_room(&self) -> bool {
+        self.records.capacity() > 0
+    }
+
     /// Empties it, keeping its room (the identities are released).
     pub(crate) fn clear(&mut self) {
         self.headers.clear();
         self.records.clear();
         self.calls.clear();
         self.text.clear();
+        self.tenants.clear();
         self.open = (0, 0, 0);
+        self.last_rank = 0;
+        self.unsorted = false;
     }
 
     /// Empties it, keeping at most `events` events' worth of room (a burst's room is not
@@ -98,6 +130,7 @@ impl Batches {
         self.records.shrink_to(events);
         self.calls.shrink_to(events);
         self.text.shrink_to(events * 64);
+        self.tenants.shrink_to(events);
     }
 
     /// Copies `s` into the open command's text.
@@ -111,66 +144,78 @@ impl Batches {
     /// it is a call event. Out of line, as `close`: only a command someone listens to
     /// comes here.
     #[inline(never)]
-    pub(crate) fn push(
-        &mut self,
-        occurred_at: Timestamp,
-        call: Option<(&Arc<CallIdentity>, Option<&str>)>,
-        fact: Fact<&str>,
-    ) {
+    pub(crate) fn push(&mut self, call: Option<(&Arc<CallIdentity>, Option<&str>)>, fact: Fact<&str>) {
         let (call, client_state) = match call {
-            None => (NO_CALL, None),
+            None => (NO_CALL, Span::NONE),
             Some((ident, state)) => {
-                let open = &self.calls[self.open.1 as usize..];
-                // A command's events are about one or two calls: a scan finds them.
-                let found = open.iter().position(|c| Arc::ptr_eq(c, ident));
-                let at = found.unwrap_or(open.len());
-                if found.is_none() {
-                    self.calls.push(ident.clone());
-                }
-                (at as u32, state.map(|s| self.text_span(s)))
+                let call = self.call_index(ident);
+                (call, state.map_or(Span::NONE, |s| self.text_span(s)))
             }
         };
+        let rank = fact.rank();
+        self.unsorted |= rank < self.last_rank;
+        self.last_rank = rank;
         let fact = fact.map(|queue| self.text_span(queue));
-        self.records.push(Record { occurred_at, call, client_state, fact });
+        self.records.push(Record { call, client_state, fact });
     }
 
-    /// Ends the open command: its events, if any, become a batch with its tenant's key and
-    /// its number, in publishing order (docs/behaviour.md §4: by kind, stable within a
-    /// kind).
+    /// The index of `ident` among the open command's calls, added if it is not one yet.
+    /// A command's events are about one or two calls, most often the last one's again:
+    /// that is looked at first, then the others.
+    #[inline]
+    fn call_index(&mut self, ident: &Arc<CallIdentity>) -> u32 {
+        let first = self.open.1 as usize;
+        let open = &self.calls[first..];
+        let found = match open.last() {
+            Some(last) if Arc::ptr_eq(last, ident) => Some(open.len() - 1),
+            _ => open.iter().position(|c| Arc::ptr_eq(c, ident)),
+        };
+        let at = found.unwrap_or(open.len());
+        if found.is_none() {
+            self.calls.push(ident.clone());
+        }
+        at as u32
+    }
+
+    /// Ends the open command: its events, if any, become a batch with its number and the
+    /// instant it ran at, in publishing order (docs/behaviour.md §4: by kind, stable within
+    /// a kind).
     #[inline(never)]
-    pub(crate) fn close(&mut self, tenant_key: u64, seq: u64) {
+    pub(crate) fn close(&mut self, seq: u64, occurred_at: Timestamp) {
         let (records, calls, text) = self.open;
-        let mine = &mut self.records[records as usize..];
-        if mine.is_empty() {
+        if self.records.len() == records as usize {
             return;
         }
-        if !mine.is_sorted_by_key(|r| r.fact.rank()) {
-            mine.sort_by_key(|r| r.fact.rank());
+        if std::mem::take(&mut self.unsorted) {
+            self.records[records as usize..].sort_by_key(|r| r.fact.rank());
         }
-        self.headers.push(Header { seq, tenant_key, tenant: (0, 0), tenant_at: 0, records, calls, text });
+        self.last_rank = 0;
+        self.headers.push(Header { seq, occurred_at, text, records, calls, tenant: 0 });
         self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
     }
 
     /// Appends the batches of `from`, all of tenant `tenant` (the engine's copy of its
-    /// name), its identities moved with `take` (the last use of `from`, which is to be
-    /// cleared), else shared. The tenant's name is written once for a run of its batches.
-    pub(crate) fn append(&mut self, from: &mut Self, tenant: &str, take: bool) {
-        let tenant_at = tenant.as_ptr() as usize;
-        let tenant = match self.headers.last() {
-            Some(h) if h.tenant_at == tenant_at => h.tenant,
-            _ => {
-                let start = self.text.len();
-                self.text.push_str(tenant);
-                (start, self.text.len())
-            }
-        };
+    /// name) whose event ids start with `key`, its identities moved with `take` (the last
+    /// use of `from`, which is to be cleared), else shared. The tenant's name is written
+    /// once for a run of its batches. Into an empty one with `take`, nothing is copied: the
+    /// two swap their contents (`from` then holds this one's emptied room), and only the
+    /// tenant's name is written.
+    pub(crate) fn append(&mut self, from: &mut Self, tenant: &str, key: u64, take: bool) {
+        let at = tenant.as_ptr() as usize;
+        if take && self.headers.is_empty() {
+            self.take_whole(from, tenant, key, at);
+            return;
+        }
+        let run = match self.tenants.last() {
+            Some(r) if r.at == at => self.tenants.len() - 1,
+            _ => self.add_run(tenant, key, at),
+        } as u32;
         let (records, calls, text) = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
         self.headers.extend(from.headers.iter().map(|h| Header {
-            tenant,
-            tenant_at,
             records: h.records + records,
             calls: h.calls + calls,
             text: h.text + text,
+            tenant: run,
             ..*h
         }));
         self.records.extend_from_slice(&from.records);
@@ -180,7 +225,24 @@ impl Batches {
             self.calls.extend_from_slice(&from.calls);
         }
         self.text.push_str(&from.text);
-        self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
+    }
+
+    /// Into this empty one, `from` whole (their contents swapped: `from` keeps this one's
+    /// room, emptied). Out of line: the usual publish appends.
+    #[inline(never)]
+    fn take_whole(&mut self, from: &mut Self, tenant: &str, key: u64, at: usize) {
+        from.add_run(tenant, key, at);
+        std::mem::swap(self, from);
+        from.clear();
+    }
+
+    /// Writes the name of a tenant whose batches follow; returns its run's index.
+    #[cold]
+    fn add_run(&mut self, tenant: &str, key: u64, at: usize) -> usize {
+        let start = self.text.len();
+        self.text.push_str(tenant);
+        self.tenants.push(TenantRun { key, name: (start, self.text.len()), at });
+        self.tenants.len() - 1
     }
 }
 
@@ -266,23 +328,27 @@ impl<'a> EventRef<'a> {
         self.header().seq
     }
 
+    fn tenant_run(self) -> &'a TenantRun {
+        &self.batches.tenants[self.header().tenant as usize]
+    }
+
     /// The event's id (see [`Event::id`]): the same as the [`Event`] made from it.
     #[must_use]
     pub fn id(self) -> Uuid {
         let h = self.header();
-        event_id(h.tenant_key, h.seq, (self.index - h.records) as usize)
+        event_id(self.tenant_run().key, h.seq, (self.index - h.records) as usize)
     }
 
     /// When the change happened.
     #[must_use]
     pub fn occurred_at(self) -> Timestamp {
-        self.record().occurred_at
+        self.header().occurred_at
     }
 
     /// The tenant whose call or queue changed.
     #[must_use]
     pub fn tenant(self) -> &'a str {
-        let (start, end) = self.header().tenant;
+        let (start, end) = self.tenant_run().name;
         &self.batches.text[start..end]
     }
 
@@ -302,7 +368,8 @@ impl<'a> EventRef<'a> {
     /// The call's client state when the event happened (a call event of a call that has one).
     #[must_use]
     pub fn client_state(self) -> Option<&'a str> {
-        self.record().client_state.map(|s| self.text(s))
+        let span = self.record().client_state;
+        (span != Span::NONE).then(|| self.text(span))
     }
 
     /// Whether the event goes to webhooks (the Telnyx ones) or only to streams (\[ext\]).
@@ -347,5 +414,84 @@ impl<'a> EventRef<'a> {
 impl serde::Serialize for EventRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         crate::event::serialize_event(s, self.event_type(), self.id(), self.occurred_at(), &self.payload())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command of queue events of the given kinds (queue "q"), closed as number `seq` at
+    /// second `seq`.
+    fn command(b: &mut Batches, seq: u64, facts: &[Fact<&str>]) {
+        for &fact in facts {
+            b.push(None, fact);
+        }
+        b.close(seq, Timestamp::from_secs(seq));
+    }
+
+    const CREATED: Fact<&str> = Fact::QueueCreated { queue: "q", queue_id: Uuid::nil() };
+    const DELETED: Fact<&str> = Fact::QueueDeleted {
+        queue: "q",
+        queue_id: Uuid::nil(),
+        reason: crate::event::QueueDeletedReason::Idle,
+    };
+
+    #[test]
+    fn events_in_order_are_not_sorted_again_and_others_are() {
+        let mut b = Batches::default();
+        // Equal kinds, then rising ranks: in order.
+        b.push(None, CREATED);
+        b.push(None, CREATED);
+        assert!(!b.unsorted);
+        b.close(1, Timestamp::from_secs(1));
+        b.push(None, DELETED);
+        b.push(None, CREATED);
+        assert!(!b.unsorted);
+        b.close(2, Timestamp::from_secs(2));
+        b.push(None, CREATED);
+        b.push(None, DELETED);
+        assert!(b.unsorted, "a deletion after a creation ranks lower");
+        b.close(3, Timestamp::from_secs(3));
+        assert!(!b.unsorted);
+        let kinds: Vec<&str> = b.records[4..].iter().map(|r| r.fact.event_type()).collect();
+        assert_eq!(kinds, ["queue.deleted", "queue.created"]);
+    }
+
+    #[test]
+    fn a_tenants_name_is_written_once_for_a_run_of_its_batches() {
+        let (t, u) = (String::from("tenant-t"), String::from("tenant-u"));
+        let mut channel = Batches::default();
+        for (seq, tenant) in [(1, &t), (2, &t), (3, &u), (4, &t)] {
+            let mut staged = Batches::default();
+            command(&mut staged, seq, &[CREATED]);
+            channel.append(&mut staged, tenant, seq, false);
+        }
+        assert_eq!(channel.text.matches("tenant-t").count(), 2, "{}", channel.text);
+        assert_eq!(channel.tenants.len(), 3);
+        let mut cursor = Cursor::default();
+        let read: Vec<(String, u64, u64)> = std::iter::from_fn(|| {
+            cursor.next(&channel).map(|e| (e.tenant().to_owned(), e.seq(), e.occurred_at().as_micros()))
+        })
+        .collect();
+        let want = [("tenant-t", 1), ("tenant-t", 2), ("tenant-u", 3), ("tenant-t", 4)]
+            .map(|(t, s)| (t.to_owned(), s, s * 1_000_000));
+        assert_eq!(read, want);
+    }
+
+    #[test]
+    fn an_empty_channel_takes_the_last_listeners_batch_whole() {
+        let tenant = String::from("t");
+        let mut channel = Batches::default();
+        let mut staged = Batches::default();
+        command(&mut staged, 7, &[CREATED, DELETED]);
+        let records = staged.records.as_ptr();
+        channel.append(&mut staged, &tenant, 9, true);
+        assert_eq!(channel.records.as_ptr(), records, "the records moved, not copied");
+        assert!(staged.is_empty() && staged.headers.is_empty() && staged.text.is_empty());
+        let mut cursor = Cursor::default();
+        let ev = cursor.next(&channel).expect("an event");
+        assert_eq!((ev.tenant(), ev.seq(), ev.id()), ("t", 7, event_id(9, 7, 0)));
+        assert_eq!(cursor.next(&channel).map(|e| e.id()), Some(event_id(9, 7, 1)));
     }
 }

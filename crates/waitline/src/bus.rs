@@ -56,14 +56,14 @@ struct ChannelState {
 impl Channel {
     /// Appends commands' events unless `capacity` batches wait (then counts them as
     /// dropped); `take` moves their calls' identities (the last subscriber) or shares them.
-    fn push(&self, events: &mut Batches, tenant: &str, take: bool) {
+    fn push(&self, events: &mut Batches, tenant: &str, key: u64, take: bool) {
         let mut st = self.state.lock();
         if st.batches >= self.capacity {
             drop(st);
             self.dropped.fetch_add(events.len() as u64, Ordering::Relaxed);
             return;
         }
-        st.events.append(events, tenant, take);
+        st.events.append(events, tenant, key, take);
         st.batches += 1;
         let waker = st.waker.take();
         let sleeping = st.sleeping > 0;
@@ -176,7 +176,7 @@ impl EventBus {
     /// Hands commands' events to every channel of `listeners` (those of their tenant)
     /// without waiting: copied into each one, the calls' identities moved to the last one
     /// and shared with the others. Leaves `events` empty, its room kept for later commands.
-    pub(crate) fn publish(&self, tenant: &str, listeners: &Listeners, events: &mut Batches) {
+    pub(crate) fn publish(&self, tenant: &str, key: u64, listeners: &Listeners, events: &mut Batches) {
         if events.is_empty() {
             return;
         }
@@ -186,7 +186,7 @@ impl EventBus {
             if channel.closed.load(Ordering::Relaxed) {
                 any_closed = true;
             } else {
-                channel.push(events, tenant, i + 1 == channels.len());
+                channel.push(events, tenant, key, i + 1 == channels.len());
             }
         }
         events.clear();
@@ -342,6 +342,13 @@ impl Subscription {
         self.next_with(None)
     }
 
+    /// The next event, waiting at most `timeout`, read in place (see
+    /// [`Subscription::try_next`]).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<EventRef<'_>> {
+        let deadline = Instant::now() + timeout;
+        if self.ready(Some(Some(deadline))) { self.cursor.next(&self.events) } else { None }
+    }
+
     /// The next event, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
         let deadline = Instant::now() + timeout;
@@ -358,17 +365,22 @@ impl Subscription {
     /// `cx` is woken when a batch arrives or the engine goes away. Needs no particular async
     /// runtime. Only the waker of the latest call is kept.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.poll_ready(cx).map(|ready| if ready { self.take_owned() } else { None })
+    }
+
+    /// Polls for an event to read in place: `Ready(true)` when one is waiting (the next
+    /// [`Subscription::try_next`] gives it), `Ready(false)` once the engine is gone (and
+    /// every event it sent has been read), else `Pending`, woken as [`Subscription::poll_recv`]
+    /// is.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         if !self.cursor.done(&self.events) {
-            return Poll::Ready(self.take_owned());
+            return Poll::Ready(true);
         }
         self.release_read();
         let mut st = self.channel.state.lock();
         match Self::fetch_locked(&mut self.events, &mut self.cursor, &mut st) {
-            Fetch::Events => {
-                drop(st);
-                Poll::Ready(self.take_owned())
-            }
-            Fetch::Disconnected => Poll::Ready(None),
+            Fetch::Events => Poll::Ready(true),
+            Fetch::Disconnected => Poll::Ready(false),
             // Registered under the lock a publish appends under: no wake-up is lost.
             Fetch::Empty => {
                 match &mut st.waker {
@@ -447,12 +459,8 @@ mod tests {
     fn batch(ns: &[u128]) -> Batches {
         let mut b = Batches::default();
         for &n in ns {
-            b.push(
-                Timestamp::from_secs(1),
-                None,
-                Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(n) },
-            );
-            b.close(0, n as u64);
+            b.push(None, Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(n) });
+            b.close(n as u64, Timestamp::from_secs(1));
         }
         b
     }
@@ -461,7 +469,29 @@ mod tests {
     fn send(bus: &EventBus, mut batch: Batches) {
         let mut listeners = Listeners::default();
         bus.listens("t", &mut listeners);
-        bus.publish("t", &listeners, &mut batch);
+        bus.publish("t", 0, &listeners, &mut batch);
+    }
+
+    #[test]
+    fn the_last_listener_takes_the_batch_and_others_get_copies() {
+        let bus = EventBus::default();
+        let mut first = bus.subscribe(None, 8);
+        let mut listeners = Listeners::default();
+        bus.listens("t", &mut listeners);
+        let mut staged = batch(&[1]);
+        bus.publish("t", 0, &listeners, &mut staged);
+        // The only listener's channel was empty: it took the staged batch whole, and the
+        // tenant keeps the channel's room (none yet).
+        assert!(!staged.has_room(), "the batch was handed over, not copied");
+        let mut second = bus.subscribe(None, 8);
+        bus.listens("t", &mut listeners);
+        let mut staged = batch(&[2]);
+        bus.publish("t", 0, &listeners, &mut staged);
+        // Two listeners: the first one's (non-empty) channel gets a copy, the second's
+        // (empty) takes the batch.
+        assert!(!staged.has_room());
+        assert_eq!(first.drain(), [event(1), event(2)]);
+        assert_eq!(second.drain(), [event(2)]);
     }
 
     fn poll(sub: &mut Subscription, waker: &Waker) -> Poll<Option<Event>> {

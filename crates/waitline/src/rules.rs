@@ -105,7 +105,6 @@ impl Txn<'_> {
 
     /// Takes a call out of its queue; `reason: None` drops a dead member without an event.
     fn remove_member(&mut self, call: u32, reason: Option<DequeueReason>) {
-        let now = self.now;
         let (queue, departure) = self.leave_queue(call, reason);
         let q = self.queue_at(queue);
         let emptied = q.is_empty() && !q.explicit;
@@ -119,7 +118,7 @@ impl Txn<'_> {
             self.arm_idle_timer(queue);
         }
         if let Some(reason) = reason {
-            self.emit_with(now, Some(call), |core| Fact::CallDequeued {
+            self.emit_with(Some(call), |core| Fact::CallDequeued {
                 queue: &core.queues.at(queue).name,
                 queue_position: departure.position,
                 reason,
@@ -156,7 +155,7 @@ impl Txn<'_> {
             self.note_ended(call);
             self.schedule_forget(call);
         }
-        self.emit(now, Some(call), Fact::CallHangup { source });
+        self.emit(Some(call), Fact::CallHangup { source });
     }
 
     fn schedule_forget(&mut self, call: u32) {
@@ -203,17 +202,15 @@ impl Txn<'_> {
         self.detach(b, DequeueReason::Bridged);
         self.call_mut(a).link = Link::Bridged { with: b, park_after_unbridge: park_a };
         self.call_mut(b).link = Link::Bridged { with: a, park_after_unbridge: false };
-        let now = self.now;
-        self.emit(now, Some(a), Fact::CallBridged);
-        self.emit(now, Some(b), Fact::CallBridged);
+        self.emit(Some(a), Fact::CallBridged);
+        self.emit(Some(b), Fact::CallBridged);
     }
 
     /// Adds a call and says so; returns its slot.
     fn create_call(&mut self, ident: Arc<CallIdentity>, client_state: Option<&str>) -> u32 {
         let ix = self.insert_call(CallRecord::new(ident, client_state.map(Into::into)));
-        let now = self.now;
-        self.emit(now, Some(ix), Fact::CallInitiated);
-        self.emit(now, Some(ix), Fact::CallAnswered);
+        self.emit(Some(ix), Fact::CallInitiated);
+        self.emit(Some(ix), Fact::CallAnswered);
         ix
     }
 
@@ -224,8 +221,7 @@ impl Txn<'_> {
         let id = self.draw_uuid();
         let q = Queue::new(self.shared.queue_hash(&name), name, id, max_size, explicit, self.now);
         let ix = self.insert_queue(q)?;
-        let now = self.now;
-        self.emit_with(now, None, |core| {
+        self.emit_with(None, |core| {
             let q = core.queues.at(ix);
             Fact::QueueCreated { queue: &q.name, queue_id: q.id }
         });
@@ -234,8 +230,7 @@ impl Txn<'_> {
 
     fn delete_queue(&mut self, queue: u32, reason: QueueDeletedReason) {
         let q = self.remove_queue(queue);
-        let now = self.now;
-        self.emit(now, None, Fact::QueueDeleted { queue: &q.name, queue_id: q.id, reason });
+        self.emit(None, Fact::QueueDeleted { queue: &q.name, queue_id: q.id, reason });
     }
 }
 
@@ -256,7 +251,7 @@ impl Txn<'_> {
         let Some((call, queue)) = self.enter_queue(id, options, v, find_queue, 0)? else { return Ok(None) };
         let max_wait = v.max_wait_secs.map(Duration::from_secs);
         let m = self.join_queue(queue, call, v.priority, v.keep_after_hangup, max_wait);
-        self.emit_with(now, Some(call), |core| {
+        self.emit_with(Some(call), |core| {
             let q = core.queues.at(queue);
             Fact::CallEnqueued {
                 queue: &q.name,
@@ -388,14 +383,14 @@ impl Tenant {
             Some(r) => Draws::Replay(r.draws.clone().into_iter()),
             None => Draws::Live(Vec::new()),
         };
-        let mut txn = Txn::new(&inner.shared, &self.state, &mut core, now, list, draws);
+        let mut txn = Txn::new(&inner.shared, &mut core, now, list, draws);
         let r = body(&mut txn);
         if let Some(journal) = journal {
             record(journal, &self.state.name, &mut txn, change);
         }
         if let Some(mut events) = settle(&mut txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
-            inner.bus.publish(&self.state.name, &core.listeners, &mut events);
+            inner.bus.publish(&self.state.name, self.state.event_key, &core.listeners, &mut events);
             core.keep_event_list(events);
         }
         r
@@ -583,14 +578,7 @@ impl Tenant {
                     // fires it before the next command, as the next single command would.
                     break;
                 }
-                let mut txn = Txn::new(
-                    &inner.shared,
-                    &self.state,
-                    &mut core,
-                    now,
-                    events.take(),
-                    Draws::Live(Vec::new()),
-                );
+                let mut txn = Txn::new(&inner.shared, &mut core, now, events.take(), Draws::Live(Vec::new()));
                 let id = id.as_ref();
                 let r = if listening {
                     // Each event reports the queue as its command left it.
@@ -626,7 +614,7 @@ impl Tenant {
                 core.admit_run(run, now);
             }
             if let Some(mut events) = events {
-                inner.bus.publish(&self.state.name, &core.listeners, &mut events);
+                inner.bus.publish(&self.state.name, self.state.event_key, &core.listeners, &mut events);
                 core.keep_event_list(events);
             }
             drop(core);
@@ -1052,7 +1040,7 @@ fn fire_due(
         }
         let Some((at, timer)) = due.pop() else { break };
         core.note_firing(at, &timer);
-        let mut txn = Txn::new(&inner.shared, tenant, core, at, events.take(), Draws::Live(Vec::new()));
+        let mut txn = Txn::new(&inner.shared, core, at, events.take(), Draws::Live(Vec::new()));
         let changed = match timer {
             Timer::Deadline { queue, call, arrival } => fire_deadline(&mut txn, queue, call, arrival),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),
@@ -1068,7 +1056,7 @@ fn fire_due(
         events = settle(&mut txn);
     }
     if let Some(mut events) = events {
-        inner.bus.publish(&tenant.name, &core.listeners, &mut events);
+        inner.bus.publish(&tenant.name, tenant.event_key, &core.listeners, &mut events);
         core.keep_event_list(events);
     }
     fired

@@ -81,7 +81,7 @@ impl Shared {
 pub(crate) struct TenantState {
     pub(crate) name: Arc<str>,
     /// The tenant's part of its event ids (see `event::event_id`).
-    event_key: u64,
+    pub(crate) event_key: u64,
     core: CachePadded<Mutex<TenantCore>>,
 }
 
@@ -367,7 +367,6 @@ impl JoinRun {
 /// its sequence number once it changed something, the events it made.
 pub(crate) struct Txn<'e> {
     pub(crate) shared: &'e Shared,
-    tenant: &'e TenantState,
     core: &'e mut TenantCore,
     pub(crate) now: Timestamp,
     /// `None` when nobody listens: events are then not even built. Else where they go: the
@@ -386,13 +385,12 @@ impl<'e> Txn<'e> {
     #[inline(always)]
     pub(crate) fn new(
         shared: &'e Shared,
-        tenant: &'e TenantState,
         core: &'e mut TenantCore,
         now: Timestamp,
         events: Option<Box<Batches>>,
         draws: Draws,
     ) -> Self {
-        Self { shared, tenant, core, now, events, seq: None, ended_calls: false, draws }
+        Self { shared, core, now, events, seq: None, ended_calls: false, draws }
     }
 
     /// A random value for the command (replayed from its record when it is replayed).
@@ -410,12 +408,12 @@ impl<'e> Txn<'e> {
     }
 
     /// The events given to [`Txn::new`] with the command's own after them, as a batch of its
-    /// tenant and number (see [`Batches::close`]); `None` when nobody listens.
+    /// number and instant (see [`Batches::close`]); `None` when nobody listens.
     #[inline(always)]
     pub(crate) fn finish(&mut self) -> Option<Box<Batches>> {
         let mut events = self.events.take()?;
         if let Some(seq) = self.seq {
-            events.close(self.tenant.event_key, seq);
+            events.close(seq, self.now);
         }
         Some(events)
     }
@@ -694,24 +692,24 @@ impl<'e> Txn<'e> {
         self.shared.note_timer(at.as_micros());
     }
 
-    /// Records an event about the call in slot `call` (if any) that reads state to say
-    /// what it says: `fact` runs only if somebody listens.
+    /// Records an event about the call in slot `call` (if any), happening now (every event
+    /// of a command happens at its instant), that reads state to say what it says: `fact`
+    /// runs only if somebody listens.
     pub(crate) fn emit_with(
         &mut self,
-        at: Timestamp,
         call: Option<u32>,
         fact: impl for<'c> FnOnce(&'c TenantCore) -> Fact<&'c str>,
     ) {
         if let Some((events, core)) = self.event_room() {
-            push_event(events, core, at, call, fact(core));
+            push_event(events, core, call, fact(core));
         }
     }
 
-    /// Records an event that says `fact` about the call in slot `call` (if any), if somebody
-    /// listens.
-    pub(crate) fn emit(&mut self, at: Timestamp, call: Option<u32>, fact: Fact<&str>) {
+    /// Records an event that says `fact` about the call in slot `call` (if any), happening
+    /// now, if somebody listens.
+    pub(crate) fn emit(&mut self, call: Option<u32>, fact: Fact<&str>) {
         if let Some((events, core)) = self.event_room() {
-            push_event(events, core, at, call, fact);
+            push_event(events, core, call, fact);
         }
     }
 
@@ -727,10 +725,10 @@ impl<'e> Txn<'e> {
 
 /// Adds an event about the call in slot `call` of `core` (its identity and current client
 /// state), if any, to the open command of `events`.
-fn push_event(events: &mut Batches, core: &TenantCore, at: Timestamp, call: Option<u32>, fact: Fact<&str>) {
+fn push_event(events: &mut Batches, core: &TenantCore, call: Option<u32>, fact: Fact<&str>) {
     let subject = call.map(|ix| {
         let rec = core.calls.at(ix);
         (&rec.ident, rec.client_state.as_deref())
     });
-    events.push(at, subject, fact);
+    events.push(subject, fact);
 }

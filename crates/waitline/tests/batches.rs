@@ -297,3 +297,43 @@ fn poll_recv_wakes_the_task_that_polled_last() {
     assert_eq!(first.0.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert!(matches!(sub.poll_recv(&mut Context::from_waker(&w2)), Poll::Ready(Some(_))));
 }
+
+#[test]
+fn next_timeout_reads_in_place_an_event_made_meanwhile_and_gives_up_after_the_timeout() {
+    use std::time::{Duration, Instant};
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    let dialer = dial_in_a_moment(&engine);
+    let got =
+        sub.next_timeout(Duration::from_secs(30)).map(|e| (e.event_type(), e.seq(), e.tenant().to_owned()));
+    dialer.join().unwrap();
+    assert_eq!(got, Some(("call.initiated", 1, "default".to_owned())));
+    assert_eq!(sub.next_timeout(Duration::from_secs(30)).map(|e| e.event_type()), Some("call.answered"));
+    let start = Instant::now();
+    assert!(sub.next_timeout(Duration::from_millis(50)).is_none());
+    assert!(start.elapsed() >= Duration::from_millis(50), "it waited the timeout");
+}
+
+#[test]
+fn poll_ready_says_when_try_next_has_an_event_and_when_the_engine_is_gone() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::task::{Context, Poll, Waker};
+    let engine = Engine::default();
+    let mut sub = engine.subscribe();
+    let wakes = Arc::new(Wakes::default());
+    let waker = Waker::from(wakes.clone());
+    assert_eq!(sub.poll_ready(&mut Context::from_waker(&waker)), Poll::Pending);
+    dial(&engine.default_tenant());
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the publish wakes the task");
+    assert_eq!(sub.poll_ready(&mut Context::from_waker(&waker)), Poll::Ready(true));
+    // Ready until the events at hand are read: polling again takes nothing.
+    assert_eq!(sub.poll_ready(&mut Context::from_waker(&waker)), Poll::Ready(true));
+    assert_eq!(sub.try_next().map(|e| e.event_type()), Some("call.initiated"));
+    assert_eq!(sub.poll_ready(&mut Context::from_waker(&waker)), Poll::Ready(true));
+    assert_eq!(sub.try_next().map(|e| e.event_type()), Some("call.answered"));
+    assert_eq!(sub.poll_ready(&mut Context::from_waker(&waker)), Poll::Pending);
+    drop(engine);
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 2, "the engine's end wakes the task");
+    assert_eq!(sub.poll_ready(&mut Context::from_waker(&waker)), Poll::Ready(false));
+}
