@@ -80,7 +80,9 @@ def test_snapshots_bound_the_journal_and_restore_the_same_state(tmp_path: pathli
     calls = [engine.dial(to="1", from_="2") for _ in range(6)]
     for i, call in enumerate(calls):
         call.enqueue("support", priority=i % 3, max_wait_time_secs=600, command_id=f"c{i}")
-    engine.flush()  # 12 changes: a snapshot is due, and taken here
+    # 12 changes: a snapshot is due at least every 4, taken here or by the engine's
+    # maintenance thread (every 100 ms) while the calls were made.
+    engine.flush()
     before = [(m.call_control_id, m.queue_position, m.priority) for m in engine.queue_calls("support")]
     ids = [c.call_control_id for c in calls]
     del engine, calls, call
@@ -88,8 +90,8 @@ def test_snapshots_bound_the_journal_and_restore_the_same_state(tmp_path: pathli
     with sqlite3.connect(tmp_path / "journal.sqlite3") as db:
         (snapshot,) = db.execute("SELECT max(seq) FROM snapshots").fetchone()
         (kept,) = db.execute("SELECT coalesce(sum(last - seq + 1), 0) FROM journal").fetchone()
-    assert snapshot == 12
-    assert kept == 0, "the journal the snapshot covers is gone"
+    assert 12 - 4 < snapshot <= 12, "fewer than snapshot_every changes after the last snapshot"
+    assert kept == 12 - snapshot, "the journal the snapshot covers is gone, the rest kept"
     engine = reopen(tmp_path)
     assert [(m.call_control_id, m.queue_position, m.priority) for m in engine.queue_calls("support")] == before
     engine.call(ids[0]).enqueue("support", command_id="c0")  # remembered across the snapshot
