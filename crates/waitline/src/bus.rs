@@ -8,8 +8,9 @@
 //!
 //! A [`Subscription`] is read blocking ([`Subscription::recv`], [`Subscription::recv_timeout`])
 //! or awaited in any async runtime ([`Subscription::poll_recv`], [`Subscription::recv_async`]),
-//! as owned [`Event`]s, or in place ([`Subscription::try_next`]) as views of the batches it
-//! received: each subscriber's channel is a [`Batches`] behind one small lock, with the
+//! as owned [`Event`]s, or in place as views of the batches it received
+//! ([`Subscription::try_next`]; waited for with [`Subscription::next_timeout`], awaited with
+//! [`Subscription::poll_ready`]): each subscriber's channel is a [`Batches`] behind one small lock, with the
 //! waker of the task awaiting it, which the publish that hands it a batch takes and wakes.
 
 use std::future::Future;
@@ -216,7 +217,8 @@ impl Drop for EventBus {
 /// A stream of events; each subscriber gets its own copy of every batch.
 ///
 /// Read it blocking (`recv`, `recv_timeout`, the `Iterator`) or await it in any async runtime
-/// (`poll_recv`, `recv_async`). Dropping it unsubscribes.
+/// (`poll_recv`, `recv_async`), as owned events; or in place (`try_next`, waited for with
+/// `next_timeout`, awaited with `poll_ready`). Dropping it unsubscribes.
 #[derive(Debug)]
 pub struct Subscription {
     channel: Arc<Channel>,

@@ -337,3 +337,39 @@ fn poll_ready_says_when_try_next_has_an_event_and_when_the_engine_is_gone() {
     assert_eq!(wakes.0.load(Ordering::SeqCst), 2, "the engine's end wakes the task");
     assert_eq!(sub.poll_ready(&mut Context::from_waker(&waker)), Poll::Ready(false));
 }
+
+/// Two listeners; the first reads everything after each command (its emptied room goes
+/// back to its channel), so the next batch is copied into that emptied channel while the
+/// second, the last listener, takes each batch by the swap: every event names its own
+/// tenant, and both readers see the same events. (A run of tenants kept past the room's
+/// clearing would name a tenant from text that is gone.)
+#[test]
+fn a_batch_copied_into_a_channel_its_reader_emptied_names_its_tenant() {
+    let engine = Engine::default();
+    let mut first = engine.subscribe();
+    let mut second = engine.subscribe();
+    let (long, short) = ("a-tenant-with-a-long-name", "u");
+    let (t, u) = (engine.tenant(long), engine.tenant(short));
+    let mut seen_first = Vec::new();
+    let mut seen_second = Vec::new();
+    for tenant in [&t, &t, &u, &t, &u, &u] {
+        let mut p = EnqueueParams::new("q");
+        p.options.client_state = Some("cs".into());
+        let caller = dial(tenant);
+        tenant.enqueue(&caller, &p).unwrap();
+        for (sub, seen) in [(&mut first, &mut seen_first), (&mut second, &mut seen_second)] {
+            while let Some(e) = sub.try_recv() {
+                seen.push((e.tenant.to_string(), e.seq(), e.id, e.event_type()));
+            }
+        }
+    }
+    // A tenant's first enqueue makes its queue: call.initiated, call.answered,
+    // queue.created, call.enqueued; later ones three events.
+    let want: Vec<&str> = [(long, 4), (long, 3), (short, 4), (long, 3), (short, 3), (short, 3)]
+        .into_iter()
+        .flat_map(|(t, n)| std::iter::repeat_n(t, n))
+        .collect();
+    let tenants: Vec<&str> = seen_first.iter().map(|(t, ..)| t.as_str()).collect();
+    assert_eq!(tenants, want);
+    assert_eq!(seen_first, seen_second);
+}
