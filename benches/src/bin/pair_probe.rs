@@ -2,7 +2,11 @@
 //! Under `valgrind --tool=callgrind` it gives instruction counts that do not depend on how
 //! busy the machine is (see BENCHMARKS.md for the command).
 //!
-//! `cargo run --release -p waitline-benches --bin pair_probe -- [ROUNDS] [sub|owned]`
+//! `cargo run --release -p waitline-benches --bin pair_probe -- [ROUNDS] [sub|owned|none] [QUEUES]`
+//!
+//! `QUEUES` (default 100) spreads the pairs over that many queues: with 1, every line a pair
+//! touches stays in the first-level cache, so the time against the default's says how much
+//! of a pair is memory and how much is the instructions themselves.
 //!
 //! With `sub`, an event subscriber takes every event, read in place (`Subscription::try_next`)
 //! on the same thread every 256 pairs (as in the report's subscriber row); with `owned`, the
@@ -12,7 +16,7 @@
 use std::time::Instant;
 
 const PAIRS: usize = 100_000;
-const QUEUES: usize = 100;
+const DEFAULT_QUEUES: usize = 100;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -20,15 +24,16 @@ fn main() {
     let mode = args.next();
     let owned = mode.as_deref() == Some("owned");
     let subscribed = owned || mode.as_deref() == Some("sub");
+    let queues: usize = args.next().and_then(|s| s.parse().ok()).filter(|&q| q > 0).unwrap_or(DEFAULT_QUEUES);
     let engine = waitline::Engine::default();
-    let f = waitline_benches::PairFixture::new(&engine, QUEUES);
-    let params: Vec<_> = (0..QUEUES).map(|i| f.params(i, None)).collect();
+    let f = waitline_benches::PairFixture::new(&engine, queues);
+    let params: Vec<_> = (0..queues).map(|i| f.params(i, None)).collect();
     let mut events = subscribed.then(|| engine.subscribe());
     let mut seen = 0usize;
     for round in 0..rounds {
         let t = Instant::now();
         for n in 0..PAIRS {
-            let i = n % QUEUES;
+            let i = n % queues;
             f.pair(i, &params[i].0, &params[i].1);
             if let Some(sub) = events.as_mut().filter(|_| n % 256 == 255 || n + 1 == PAIRS) {
                 seen += drain(sub, owned);
