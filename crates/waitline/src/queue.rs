@@ -201,6 +201,7 @@ impl Queue {
     /// Removes a member (its membership `m`, still in its record); `reason` is counted in
     /// the totals (`None`: dropped without a count). The position it had is worked out only
     /// if `with_position` (someone listens for the event that reports it), else it is 0.
+    /// A wait of at most `service_level_micros` was answered in time.
     pub(crate) fn remove(
         &mut self,
         calls: &mut Slab<CallRecord>,
@@ -208,7 +209,7 @@ impl Queue {
         reason: Option<DequeueReason>,
         now: Timestamp,
         with_position: bool,
-        service_level: Duration,
+        service_level_micros: u64,
     ) -> Departure {
         let seq = m.arrival as Seq;
         let position = if with_position { self.members.position_in_band(seq, m.band) } else { 0 };
@@ -218,9 +219,9 @@ impl Queue {
         if let Some(reason) = reason {
             self.count(reason, now);
         }
-        let waited = Duration::from_micros(now.as_micros().saturating_sub(m.enqueued_at.as_micros()));
-        self.figures.left(now, reason, waited, service_level, self.members.len());
-        Departure { position, wait_time_secs: now.secs_since(m.enqueued_at) }
+        let waited_micros = now.as_micros().saturating_sub(m.enqueued_at.as_micros());
+        self.figures.left(now, reason, waited_micros, service_level_micros, self.members.len());
+        Departure { position, wait_time_secs: waited_micros / 1_000_000 }
     }
 
     fn count(&mut self, reason: DequeueReason, now: Timestamp) {

@@ -556,13 +556,20 @@ impl<'e> Txn<'e> {
         let now = self.now;
         let with_position = reason.is_some() && self.events.is_some();
         let threshold = self.shared.config.service_level_threshold;
+        let threshold_micros = u64::try_from(threshold.as_micros()).unwrap_or(u64::MAX);
         let core = self.change();
         let rec = core.calls.at_mut(call);
         let Link::Queued(m) = std::mem::replace(&mut rec.link, Link::None) else {
             unreachable!("member checked before the change")
         };
-        let departure =
-            core.queues.at_mut(m.queue).remove(&mut core.calls, &m, reason, now, with_position, threshold);
+        let departure = core.queues.at_mut(m.queue).remove(
+            &mut core.calls,
+            &m,
+            reason,
+            now,
+            with_position,
+            threshold_micros,
+        );
         if m.deadline().is_some() && reason != Some(DequeueReason::Timeout) {
             // Only its own deadline takes a member out with reason `timeout`: any other
             // departure leaves that timer stale.
