@@ -349,10 +349,12 @@ impl<T: Copy> MemberOrder<T> {
 
     /// The member served next.
     pub(crate) fn head(&self) -> Option<Seq> {
-        // The common case, without the tree: when the band of the member that arrived first
-        // holds every member, that member is served first.
-        let oldest = self.band_of(self.first_live)?;
-        if self.band_len[oldest as usize] as usize == self.len {
+        if self.len == 0 {
+            return None;
+        }
+        // The common case, without the tree or the bitmaps: when one band holds every
+        // member, the member that arrived first is served first.
+        if self.band_len.iter().any(|&n| n as usize == self.len) {
             return Some(self.first_live);
         }
         self.seq_at(1)
