@@ -119,8 +119,9 @@ impl WaitHistogram {
 /// one (the waits are kept as two fields, the sum first, rather than as a
 /// [`WaitHistogram`], whose sum comes after its 96 bytes of counts: a departure would write
 /// one more line).
+/// Aligned to a line, so that the day's counts fill one wherever the struct sits.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Figures {
     /// The last microsecond of the UTC day `today` counts ([`Figures::day`]): a change
     /// after it starts a new day, found by a compare rather than a division per change.
