@@ -556,7 +556,11 @@ impl<'e> Txn<'e> {
         let now = self.now;
         let with_position = reason.is_some() && self.events.is_some();
         let threshold = self.shared.config.service_level_threshold;
-        let threshold_micros = u64::try_from(threshold.as_micros()).unwrap_or(u64::MAX);
+        // Saturating like `u64::try_from(threshold.as_micros())`, without the u128.
+        let threshold_micros = threshold
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(threshold.subsec_micros()));
         let core = self.change();
         let rec = core.calls.at_mut(call);
         let Link::Queued(m) = std::mem::replace(&mut rec.link, Link::None) else {
