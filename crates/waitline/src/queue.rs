@@ -545,4 +545,31 @@ mod tests {
         let too_many: BridgeTimes = all.iter().copied().collect();
         assert!(too_many.iter().eq(ring.iter()), "the last 20 of more");
     }
+
+    /// A departure leaves its deadline timer stale unless that timer took it out; a member
+    /// with no deadline leaves none (a miscount would purge the timers too early or late).
+    #[test]
+    fn a_departure_counts_its_deadline_timer_stale_unless_it_fired() {
+        use crate::{Clock, CommandOptions, DialParams, Engine, EnqueueParams};
+        let start = Timestamp::from_secs(1_767_225_600);
+        let (clock, hand) = Clock::manual(start);
+        let engine = Engine::builder().clock(clock).build();
+        let t = engine.default_tenant();
+        let stale = || t.state.lock().timers.stale();
+        let none = CommandOptions::default();
+        let call = t.dial(&DialParams::new("1", "2", "c")).unwrap().call_control_id;
+        t.enqueue(&call, &EnqueueParams::new("q")).unwrap();
+        t.leave_queue(&call, &none).unwrap();
+        assert_eq!(stale(), 0, "no deadline, no timer");
+        t.enqueue(&call, &EnqueueParams::new("q").max_wait_time_secs(60)).unwrap();
+        t.leave_queue(&call, &none).unwrap();
+        assert_eq!(stale(), 1, "left before its deadline");
+        t.enqueue(&call, &EnqueueParams::new("q").max_wait_time_secs(60)).unwrap();
+        hand.advance(Duration::from_secs(60));
+        engine.run_pending_tasks();
+        assert!(t.call(&call).unwrap().queue.is_none(), "timed out");
+        // Both timers due then fired: the stale one did nothing and is no longer counted,
+        // the one that took the member out was never stale.
+        assert_eq!(stale(), 0);
+    }
 }
