@@ -21,6 +21,24 @@ pub const DEFAULT_SERVICE_LEVEL_THRESHOLD: Duration = Duration::from_secs(20);
 const MICROS_PER_DAY: u64 = 86_400_000_000;
 const MICROS_PER_MINUTE: u64 = 60_000_000;
 
+/// [`WAIT_BUCKETS_SECS`] in microseconds: a wait in whole microseconds is above `b` seconds
+/// exactly when it is above `b * 1_000_000` of them, so no wait is rounded to seconds.
+const WAIT_BUCKETS_MICROS: [u64; WAIT_BUCKETS_SECS.len()] = {
+    let mut micros = [0; WAIT_BUCKETS_SECS.len()];
+    let mut i = 0;
+    while i < micros.len() {
+        micros[i] = WAIT_BUCKETS_SECS[i] * 1_000_000;
+        i += 1;
+    }
+    micros
+};
+
+/// The last microsecond of the `n`-th span of `unit` microseconds since the epoch; the
+/// end of time for a span that runs past it (no instant is later, as none is after it).
+const fn last_micros(n: u64, unit: u64) -> u64 {
+    n.saturating_mul(unit).saturating_add(unit - 1)
+}
+
 /// What happened to a queue's callers over a span.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Outcomes {
@@ -95,18 +113,22 @@ impl WaitHistogram {
 }
 
 /// What a queue keeps to answer for its figures. In `repr(C)` order: what every arrival
-/// and departure updates (the day and minute, the day's counts) fills one cache line; the
+/// and departure updates (the day's and minute's ends, the day's counts) fills one cache
+/// line; the
 /// current minute's peak length, the sum of the waits and the first wait buckets the next
 /// one (the waits are kept as two fields, the sum first, rather than as a
 /// [`WaitHistogram`], whose sum comes after its 96 bytes of counts: a departure would write
 /// one more line).
+/// Aligned to a line, so that the day's counts fill one wherever the struct sits.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Figures {
-    /// The UTC day `today` counts (days since the epoch).
-    pub(crate) day: u64,
-    /// The current minute (since the epoch): the one `peak` is for.
-    pub(crate) minute: u64,
+    /// The last microsecond of the UTC day `today` counts ([`Figures::day`]): a change
+    /// after it starts a new day, found by a compare rather than a division per change.
+    day_last_micros: u64,
+    /// The last microsecond of the current minute ([`Figures::minute`]), the one `peak`
+    /// is for.
+    minute_last_micros: u64,
     pub(crate) today: Outcomes,
     /// The longest the queue was in `minute`: kept here, not in `lengths`, so that an
     /// arrival or departure writes no line of the hour's 240 bytes (they are written once
@@ -124,12 +146,12 @@ pub(crate) struct Figures {
 impl Figures {
     pub(crate) fn new(now: Timestamp) -> Self {
         Self {
-            day: now.as_micros() / MICROS_PER_DAY,
+            day_last_micros: last_micros(now.as_micros() / MICROS_PER_DAY, MICROS_PER_DAY),
             today: Outcomes::default(),
             bridged_within_service_level: 0,
             wait_sum_micros: 0,
             wait_counts: [0; WAIT_BUCKETS_SECS.len() + 1],
-            minute: now.as_micros() / MICROS_PER_MINUTE,
+            minute_last_micros: last_micros(now.as_micros() / MICROS_PER_MINUTE, MICROS_PER_MINUTE),
             peak: 0,
             lengths: [0; LENGTH_HISTORY_MINUTES],
         }
@@ -153,15 +175,25 @@ impl Figures {
         }
         let peak = std::mem::take(&mut lengths[minute_slot(minute)]);
         Ok(Self {
-            day,
+            day_last_micros: last_micros(day, MICROS_PER_DAY),
             today,
             bridged_within_service_level,
             wait_sum_micros: waits.sum_micros,
             wait_counts: waits.counts,
-            minute,
+            minute_last_micros: last_micros(minute, MICROS_PER_MINUTE),
             peak,
             lengths,
         })
+    }
+
+    /// The UTC day `today` counts (days since the epoch).
+    pub(crate) const fn day(&self) -> u64 {
+        self.day_last_micros / MICROS_PER_DAY
+    }
+
+    /// The current minute (since the epoch): the one whose longest length is `peak`.
+    pub(crate) const fn minute(&self) -> u64 {
+        self.minute_last_micros / MICROS_PER_MINUTE
     }
 
     /// The waits of the callers who left since the queue was made.
@@ -170,8 +202,7 @@ impl Figures {
     }
 
     fn observe_wait(&mut self, wait_micros: u64) {
-        let secs_ceil = wait_micros.div_ceil(1_000_000);
-        let bucket = WAIT_BUCKETS_SECS.partition_point(|&b| b < secs_ceil);
+        let bucket = WAIT_BUCKETS_MICROS.partition_point(|&b| b < wait_micros);
         self.wait_counts[bucket] += 1;
         self.wait_sum_micros = self.wait_sum_micros.saturating_add(wait_micros);
     }
@@ -180,14 +211,15 @@ impl Figures {
     /// snapshot keeps them).
     pub(crate) fn lengths(&self) -> [u32; LENGTH_HISTORY_MINUTES] {
         let mut lengths = self.lengths;
-        lengths[minute_slot(self.minute)] = self.peak;
+        lengths[minute_slot(self.minute())] = self.peak;
         lengths
     }
 
+    /// A clock set back stays in the day counted: only a later day starts a new one.
     fn today_mut(&mut self, now: Timestamp) -> &mut Outcomes {
-        let day = now.as_micros() / MICROS_PER_DAY;
-        if day > self.day {
-            self.day = day;
+        let now = now.as_micros();
+        if now > self.day_last_micros {
+            self.day_last_micros = last_micros(now / MICROS_PER_DAY, MICROS_PER_DAY);
             self.today = Outcomes::default();
         }
         &mut self.today
@@ -199,21 +231,21 @@ impl Figures {
         self.note_length(now, len.saturating_sub(count as usize), len);
     }
 
-    /// A caller left after `wait`; the queue went from `len + 1` to `len` members. `reason`
-    /// `None`: the caller is dropped uncounted (only the length changes).
+    /// A caller left after waiting `wait_micros`; the queue went from `len + 1` to `len`
+    /// members. `reason` `None`: the caller is dropped uncounted (only the length changes).
+    /// It was answered in time if it waited no longer than `threshold_micros`.
     pub(crate) fn left(
         &mut self,
         now: Timestamp,
         reason: Option<DequeueReason>,
-        wait: Duration,
-        threshold: Duration,
+        wait_micros: u64,
+        threshold_micros: u64,
         len: usize,
     ) {
         self.note_length(now, len + 1, len);
         let Some(reason) = reason else { return };
-        let wait_micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
         self.observe_wait(wait_micros);
-        let in_time = wait <= threshold;
+        let in_time = wait_micros <= threshold_micros;
         let today = self.today_mut(now);
         match reason {
             DequeueReason::Bridged => {
@@ -229,39 +261,40 @@ impl Figures {
 
     /// Minutes with no change keep the length the queue had at the end of the one before.
     fn note_length(&mut self, now: Timestamp, before: usize, after: usize) {
-        let minute = now.as_micros() / MICROS_PER_MINUTE;
-        if minute > self.minute {
+        if now.as_micros() > self.minute_last_micros {
+            let (ended, minute) = (self.minute(), now.as_micros() / MICROS_PER_MINUTE);
             // The minute that ended goes into the hour first: a gap of an hour or more
             // overwrites its slot below.
-            self.lengths[minute_slot(self.minute)] = self.peak;
+            self.lengths[minute_slot(ended)] = self.peak;
             let carried = u32::try_from(before).unwrap_or(u32::MAX);
-            let gap = (minute - self.minute).min(LENGTH_HISTORY_MINUTES as u64);
+            let gap = (minute - ended).min(LENGTH_HISTORY_MINUTES as u64);
             for m in minute + 1 - gap..minute {
                 self.lengths[minute_slot(m)] = carried;
             }
             self.lengths[minute_slot(minute)] = 0;
-            self.minute = minute;
+            self.minute_last_micros = last_micros(minute, MICROS_PER_MINUTE);
             self.peak = carried;
         }
         self.peak = self.peak.max(u32::try_from(after).unwrap_or(u32::MAX));
     }
 
     pub(crate) fn today(&self, now: Timestamp) -> DayFigures {
-        let day = now.as_micros() / MICROS_PER_DAY;
-        let outcomes = if day > self.day { Outcomes::default() } else { self.today };
-        DayFigures { since: Timestamp::from_micros(day.max(self.day) * MICROS_PER_DAY), outcomes }
+        let (day, counted) = (now.as_micros() / MICROS_PER_DAY, self.day());
+        let outcomes = if day > counted { Outcomes::default() } else { self.today };
+        DayFigures { since: Timestamp::from_micros(day.max(counted) * MICROS_PER_DAY), outcomes }
     }
 
     /// The longest length of each of the last 60 minutes, oldest first, the current minute
     /// last; `len` is the length now. Minutes before the queue existed read 0: their slots
     /// are written only by minutes after `minute - 60`, outside this window.
     pub(crate) fn length_last_hour(&self, now: Timestamp, len: usize) -> Vec<u32> {
-        let now_minute = (now.as_micros() / MICROS_PER_MINUTE).max(self.minute);
+        let minute = self.minute();
+        let now_minute = (now.as_micros() / MICROS_PER_MINUTE).max(minute);
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         let window = LENGTH_HISTORY_MINUTES as u64;
-        // Every minute of the window up to `self.minute` is within its last hour.
+        // Every minute of the window up to `minute` is within its last hour.
         (now_minute + 1 - window..=now_minute)
-            .map(|m| match m.cmp(&self.minute) {
+            .map(|m| match m.cmp(&minute) {
                 std::cmp::Ordering::Greater => len,
                 std::cmp::Ordering::Equal => self.peak,
                 std::cmp::Ordering::Less => self.lengths[minute_slot(m)],
@@ -283,7 +316,10 @@ mod tests {
     fn at(secs: u64) -> Timestamp {
         Timestamp::from_micros(T0 + secs * 1_000_000)
     }
-    const SL: Duration = Duration::from_secs(20);
+    const SL: u64 = 20_000_000;
+    const fn secs(s: u64) -> u64 {
+        s * 1_000_000
+    }
 
     #[test]
     fn service_level_counts_answers_in_time_among_answered_abandoned_and_timed_out() {
@@ -291,12 +327,12 @@ mod tests {
         for len in 1..=6 {
             f.joined(at(0), len, 1);
         }
-        f.left(at(10), Some(DequeueReason::Bridged), Duration::from_secs(10), SL, 5); // in time
-        f.left(at(20), Some(DequeueReason::Bridged), Duration::from_secs(20), SL, 4); // in time (inclusive)
-        f.left(at(21), Some(DequeueReason::Bridged), Duration::from_micros(20_000_001), SL, 3);
-        f.left(at(30), Some(DequeueReason::Hangup), Duration::from_secs(30), SL, 2);
-        f.left(at(30), Some(DequeueReason::Leave), Duration::from_secs(30), SL, 1);
-        f.left(at(40), Some(DequeueReason::Timeout), Duration::from_secs(40), SL, 0);
+        f.left(at(10), Some(DequeueReason::Bridged), secs(10), SL, 5); // in time
+        f.left(at(20), Some(DequeueReason::Bridged), secs(20), SL, 4); // in time (inclusive)
+        f.left(at(21), Some(DequeueReason::Bridged), 20_000_001, SL, 3);
+        f.left(at(30), Some(DequeueReason::Hangup), secs(30), SL, 2);
+        f.left(at(30), Some(DequeueReason::Leave), secs(30), SL, 1);
+        f.left(at(40), Some(DequeueReason::Timeout), secs(40), SL, 0);
         let today = f.today(at(41)).outcomes;
         assert_eq!(
             today,
@@ -318,7 +354,7 @@ mod tests {
     fn a_new_utc_day_starts_from_zero() {
         let mut f = Figures::new(at(86_400 - 10));
         f.joined(at(86_400 - 10), 1, 1);
-        f.left(at(86_400 - 1), Some(DequeueReason::Hangup), Duration::from_secs(9), SL, 0);
+        f.left(at(86_400 - 1), Some(DequeueReason::Hangup), secs(9), SL, 0);
         assert_eq!(f.today(at(86_400 - 1)).outcomes.hangup, 1);
         // Read after midnight, before anything happened: nothing yet today.
         let next = f.today(at(86_400));
@@ -334,10 +370,10 @@ mod tests {
     #[test]
     fn the_histogram_puts_each_wait_in_its_bucket() {
         let mut f = Figures::new(at(0));
-        for (secs, len) in [(0, 5), (5, 4), (6, 3), (1800, 2), (1801, 1)] {
-            f.left(at(0), Some(DequeueReason::Bridged), Duration::from_secs(secs), SL, len);
+        for (waited, len) in [(0, 5), (5, 4), (6, 3), (1800, 2), (1801, 1)] {
+            f.left(at(0), Some(DequeueReason::Bridged), secs(waited), SL, len);
         }
-        f.left(at(0), None, Duration::from_secs(3), SL, 0);
+        f.left(at(0), None, secs(3), SL, 0);
         let mut want = [0; WAIT_BUCKETS_SECS.len() + 1];
         want[0] = 2; // 0 s and 5 s: at most 5
         want[1] = 1; // 6 s
@@ -346,6 +382,11 @@ mod tests {
         assert_eq!(f.waits().counts, want);
         assert_eq!(f.waits().count(), 5, "an uncounted drop is not a wait");
         assert_eq!(f.waits().sum_micros, (5 + 6 + 1800 + 1801) * 1_000_000);
+        // A microsecond past a bound is in the next bucket.
+        let mut g = Figures::new(at(0));
+        g.left(at(0), Some(DequeueReason::Leave), secs(5) + 1, SL, 1);
+        g.left(at(0), Some(DequeueReason::Leave), secs(1800) + 1, SL, 0);
+        assert_eq!((g.waits().counts[1], g.waits().counts[11]), (1, 1), "{:?}", g.waits().counts);
     }
 
     #[test]
@@ -353,7 +394,7 @@ mod tests {
         let mut f = Figures::new(at(0));
         f.joined(at(10), 1, 1);
         f.joined(at(20), 2, 1);
-        f.left(at(50), Some(DequeueReason::Bridged), Duration::from_secs(30), SL, 1);
+        f.left(at(50), Some(DequeueReason::Bridged), secs(30), SL, 1);
         // Minute 0 peaked at 2; nothing happens in minutes 1-2; minute 3 gets a third caller.
         f.joined(at(185), 2, 1);
         let hour = f.length_last_hour(at(185), 2);
@@ -364,11 +405,11 @@ mod tests {
         assert_eq!(&f.lengths()[..4], &[2, 1, 1, 2]);
         let back = |f: &Figures| {
             Figures::from_parts(
-                f.day,
+                f.day(),
                 f.today,
                 f.bridged_within_service_level,
                 f.waits(),
-                f.minute,
+                f.minute(),
                 &f.lengths(),
             )
         };
@@ -376,12 +417,51 @@ mod tests {
         // Read two minutes later with no change: the current length fills them.
         assert_eq!(&f.length_last_hour(at(305), 2)[54..], &[2, 1, 1, 2, 2, 2]);
         // Ninety minutes later the first hour is gone; the last hour is the length carried.
-        f.left(at(90 * 60), Some(DequeueReason::Hangup), Duration::from_secs(10), SL, 1);
+        f.left(at(90 * 60), Some(DequeueReason::Hangup), secs(10), SL, 1);
         let hour = f.length_last_hour(at(90 * 60), 1);
         assert!(hour[..59].iter().all(|&n| n == 2), "{hour:?}");
         assert_eq!(hour[59], 2, "the minute's longest");
         assert_eq!(back(&f).as_ref(), Ok(&f));
         assert!(f.lengths().iter().all(|&n| n == 2));
+    }
+}
+
+#[cfg(test)]
+mod boundary_tests {
+    use super::*;
+
+    /// The day and the minute turn at their first microsecond, not one before, and at the
+    /// end of time (whose day and minute run past it) never.
+    #[test]
+    fn a_day_and_a_minute_turn_at_their_first_microsecond() {
+        const MIDNIGHT: u64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+        let mut f = Figures::new(Timestamp::from_micros(MIDNIGHT - 60_000_000));
+        f.joined(Timestamp::from_micros(MIDNIGHT - 1), 3, 1);
+        assert_eq!(
+            (f.day(), f.minute()),
+            ((MIDNIGHT - 1) / MICROS_PER_DAY, (MIDNIGHT - 1) / MICROS_PER_MINUTE)
+        );
+        assert_eq!((f.today.enqueued, f.peak), (1, 3));
+        f.joined(Timestamp::from_micros(MIDNIGHT), 1, 1);
+        assert_eq!((f.day(), f.minute()), (MIDNIGHT / MICROS_PER_DAY, MIDNIGHT / MICROS_PER_MINUTE));
+        assert_eq!(
+            (f.today.enqueued, f.peak),
+            (1, 1),
+            "a new day counts from zero, a new minute from the length carried"
+        );
+        assert_eq!(f.lengths()[minute_slot(f.minute() - 1)], 3);
+
+        let end = Timestamp::from_micros(u64::MAX);
+        let mut last = Figures::new(end);
+        assert_eq!((last.day(), last.minute()), (u64::MAX / MICROS_PER_DAY, u64::MAX / MICROS_PER_MINUTE));
+        last.joined(end, 2, 1);
+        last.joined(end, 4, 1);
+        last.left(end, Some(DequeueReason::Bridged), 0, 0, 3);
+        assert_eq!(
+            (last.today.enqueued, last.today.bridged, last.peak),
+            (2, 1, 4),
+            "still the same day and minute"
+        );
     }
 }
 
@@ -395,10 +475,10 @@ mod restore_tests {
         let back = |day, minute, lengths: &[u32]| {
             Figures::from_parts(day, f.today, 0, f.waits(), minute, lengths).map(|g| g.lengths.len())
         };
-        assert_eq!(back(f.day, f.minute, &f.lengths), Ok(LENGTH_HISTORY_MINUTES));
-        assert!(back(f.day, f.minute, &f.lengths[1..]).is_err(), "an hour is 60 minutes");
-        assert!(back(u64::MAX / MICROS_PER_DAY + 1, f.minute, &f.lengths).is_err());
-        assert!(back(f.day, u64::MAX / MICROS_PER_MINUTE + 1, &f.lengths).is_err());
+        assert_eq!(back(f.day(), f.minute(), &f.lengths), Ok(LENGTH_HISTORY_MINUTES));
+        assert!(back(f.day(), f.minute(), &f.lengths[1..]).is_err(), "an hour is 60 minutes");
+        assert!(back(u64::MAX / MICROS_PER_DAY + 1, f.minute(), &f.lengths).is_err());
+        assert!(back(f.day(), u64::MAX / MICROS_PER_MINUTE + 1, &f.lengths).is_err());
         assert!(back(u64::MAX / MICROS_PER_DAY, u64::MAX / MICROS_PER_MINUTE, &f.lengths).is_ok());
         // The last instants a clock can show still read without overflow.
         let last = Figures::from_parts(

@@ -240,7 +240,7 @@ impl<T: Copy> MemberOrder<T> {
         debug_assert_eq!(first + count, self.slots.len(), "a run is the last values appended");
         let b = band as usize;
         if !self.trees[b].is_allocated() {
-            self.trees[b] = Marks::with_capacity(self.cap);
+            self.allocate_band(b);
         }
         self.trees[b].add_run(first, count);
         // At most the capacity, itself at most 2^22.
@@ -349,10 +349,12 @@ impl<T: Copy> MemberOrder<T> {
 
     /// The member served next.
     pub(crate) fn head(&self) -> Option<Seq> {
-        // The common case, without the tree: when the band of the member that arrived first
-        // holds every member, that member is served first.
-        let oldest = self.band_of(self.first_live)?;
-        if self.band_len[oldest as usize] as usize == self.len {
+        if self.len == 0 {
+            return None;
+        }
+        // The common case, without the tree or the bitmaps: when one band holds every
+        // member, the member that arrived first is served first.
+        if self.band_len.iter().any(|&n| n as usize == self.len) {
             return Some(self.first_live);
         }
         self.seq_at(1)
@@ -402,13 +404,23 @@ impl<T: Copy> MemberOrder<T> {
         self.live_seqs().map(|seq| &self.slots[seq])
     }
 
+    /// Inlined: every arrival and departure marks, and a call would save and restore the
+    /// registers the rare allocation below needs.
+    #[inline]
     fn mark(&mut self, seq: Seq, band: u8, delta: i32) {
         let b = band as usize;
         if !self.trees[b].is_allocated() {
-            self.trees[b] = Marks::with_capacity(self.cap);
+            self.allocate_band(b);
         }
         self.trees[b].add(seq, delta);
         self.band_len[b] = self.band_len[b].wrapping_add_signed(delta);
+    }
+
+    /// The bitmap of a band's first member: once per band and queue, kept out of line.
+    #[cold]
+    #[inline(never)]
+    fn allocate_band(&mut self, band: usize) {
+        self.trees[band] = Marks::with_capacity(self.cap);
     }
 
     /// How the slots are laid out: slots used, capacity, first live slot (for a snapshot:

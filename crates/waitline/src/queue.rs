@@ -5,7 +5,6 @@
 //! member's call record ([`Membership`]), so a command that found the call has the member
 //! too. Operations that touch members take the call slab.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +31,63 @@ fn seq_u32(seq: Seq) -> u32 {
 fn relocate(calls: &mut Slab<CallRecord>, call: u32, seq: Seq) {
     if let Link::Queued(m) = &mut calls.at_mut(call).link {
         m.arrival = seq_u32(seq);
+    }
+}
+
+/// The times of the last bridge-dequeues of a queue (at most [`ESTIMATE_WINDOW`]), oldest
+/// first, in a fixed ring: a bridge writes one slot, with no pop and push of a deque.
+#[derive(Debug)]
+pub(crate) struct BridgeTimes {
+    times: Box<[Timestamp; ESTIMATE_WINDOW]>,
+    /// The slot the next time goes into.
+    next: u8,
+    len: u8,
+}
+
+impl BridgeTimes {
+    fn new() -> Self {
+        Self { times: Box::new([Timestamp::EPOCH; ESTIMATE_WINDOW]), next: 0, len: 0 }
+    }
+
+    /// Adds the latest time; past [`ESTIMATE_WINDOW`] times it replaces the oldest.
+    fn push(&mut self, at: Timestamp) {
+        self.times[usize::from(self.next)] = at;
+        self.next = if usize::from(self.next) + 1 == ESTIMATE_WINDOW { 0 } else { self.next + 1 };
+        if usize::from(self.len) < ESTIMATE_WINDOW {
+            self.len += 1;
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// The slot of the oldest time: until the ring is full it fills from slot 0.
+    fn oldest_slot(&self) -> usize {
+        if self.len() == ESTIMATE_WINDOW { usize::from(self.next) } else { 0 }
+    }
+
+    /// The oldest and the latest time, if any.
+    fn span(&self) -> Option<(Timestamp, Timestamp)> {
+        let latest = (usize::from(self.next) + ESTIMATE_WINDOW - 1) % ESTIMATE_WINDOW;
+        (self.len > 0).then(|| (self.times[self.oldest_slot()], self.times[latest]))
+    }
+
+    /// The times, oldest first.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &Timestamp> + Clone {
+        let oldest = self.oldest_slot();
+        (0..self.len()).map(move |i| &self.times[(oldest + i) % ESTIMATE_WINDOW])
+    }
+}
+
+/// The last [`ESTIMATE_WINDOW`] of the times, oldest first (a snapshot's, checked before).
+impl FromIterator<Timestamp> for BridgeTimes {
+    fn from_iter<I: IntoIterator<Item = Timestamp>>(times: I) -> Self {
+        let mut ring = Self::new();
+        for at in times {
+            ring.push(at);
+        }
+        ring
     }
 }
 
@@ -79,7 +135,7 @@ pub(crate) struct Queue {
     /// Made by the create call (never idle-collected), not by an enqueue.
     pub(crate) explicit: bool,
     pub(crate) totals: DequeueTotals,
-    pub(crate) bridge_dequeue_times: VecDeque<Timestamp>,
+    pub(crate) bridge_dequeue_times: BridgeTimes,
     pub(crate) figures: Figures,
     pub(crate) id: Uuid,
     pub(crate) created_at: Timestamp,
@@ -106,7 +162,7 @@ impl Queue {
             members: MemberOrder::default(),
             sum_enqueued_micros: 0,
             last_enqueued_at: Timestamp::EPOCH,
-            bridge_dequeue_times: VecDeque::with_capacity(ESTIMATE_WINDOW),
+            bridge_dequeue_times: BridgeTimes::new(),
             total_enqueued: 0,
             totals: DequeueTotals::default(),
             figures: Figures::new(now),
@@ -201,6 +257,7 @@ impl Queue {
     /// Removes a member (its membership `m`, still in its record); `reason` is counted in
     /// the totals (`None`: dropped without a count). The position it had is worked out only
     /// if `with_position` (someone listens for the event that reports it), else it is 0.
+    /// A wait of at most `service_level_micros` was answered in time.
     pub(crate) fn remove(
         &mut self,
         calls: &mut Slab<CallRecord>,
@@ -208,7 +265,7 @@ impl Queue {
         reason: Option<DequeueReason>,
         now: Timestamp,
         with_position: bool,
-        service_level: Duration,
+        service_level_micros: u64,
     ) -> Departure {
         let seq = m.arrival as Seq;
         let position = if with_position { self.members.position_in_band(seq, m.band) } else { 0 };
@@ -218,19 +275,16 @@ impl Queue {
         if let Some(reason) = reason {
             self.count(reason, now);
         }
-        let waited = Duration::from_micros(now.as_micros().saturating_sub(m.enqueued_at.as_micros()));
-        self.figures.left(now, reason, waited, service_level, self.members.len());
-        Departure { position, wait_time_secs: now.secs_since(m.enqueued_at) }
+        let waited_micros = now.as_micros().saturating_sub(m.enqueued_at.as_micros());
+        self.figures.left(now, reason, waited_micros, service_level_micros, self.members.len());
+        Departure { position, wait_time_secs: waited_micros / 1_000_000 }
     }
 
     fn count(&mut self, reason: DequeueReason, now: Timestamp) {
         match reason {
             DequeueReason::Bridged => {
                 self.totals.bridged += 1;
-                if self.bridge_dequeue_times.len() == ESTIMATE_WINDOW {
-                    self.bridge_dequeue_times.pop_front();
-                }
-                self.bridge_dequeue_times.push_back(now);
+                self.bridge_dequeue_times.push(now);
             }
             DequeueReason::Hangup => self.totals.hangup += 1,
             DequeueReason::Leave => self.totals.leave += 1,
@@ -296,7 +350,7 @@ impl Queue {
     /// bridge-dequeues; 0 with fewer than two of them.
     pub(crate) fn estimated_wait_secs(&self, position: usize) -> u64 {
         let times = &self.bridge_dequeue_times;
-        let (Some(first), Some(last)) = (times.front(), times.back()) else { return 0 };
+        let Some((first, last)) = times.span() else { return 0 };
         if times.len() < 2 {
             return 0;
         }
@@ -453,7 +507,7 @@ mod tests {
     #[test]
     fn hot_fields_of_a_queue_fill_its_first_lines() {
         assert_eq!(align_of::<Queue>(), 64);
-        assert!(offset_of!(Queue, bridge_dequeue_times) + size_of::<VecDeque<Timestamp>>() <= 4 * 64);
+        assert!(offset_of!(Queue, bridge_dequeue_times) + size_of::<BridgeTimes>() <= 4 * 64);
         let day_figures = offset_of!(Queue, figures);
         assert_eq!(day_figures % 64, 0);
         assert!(offset_of!(Figures, today) + size_of::<Outcomes>() <= 64);
@@ -468,5 +522,54 @@ mod tests {
             assert!(next_line.contains(&(day_figures + field)));
         }
         assert!(offset_of!(Queue, id) > day_figures, "the id is read by snapshots only");
+    }
+
+    /// The ring keeps the last 20 times, oldest first, across many wraps, and the estimate
+    /// reads its oldest and latest.
+    #[test]
+    fn bridge_times_keep_the_last_twenty_in_order() {
+        let mut ring = BridgeTimes::new();
+        let mut all = Vec::new();
+        assert_eq!((ring.len(), ring.span()), (0, None));
+        for i in 0..47u64 {
+            let at = Timestamp::from_micros(i * i * 1_000 + 7);
+            ring.push(at);
+            all.push(at);
+            let last: Vec<Timestamp> = all.iter().rev().take(ESTIMATE_WINDOW).rev().copied().collect();
+            assert_eq!(ring.iter().copied().collect::<Vec<_>>(), last, "after {} times", i + 1);
+            assert_eq!(ring.span(), Some((last[0], *last.last().unwrap())));
+            let copy: BridgeTimes = ring.iter().copied().collect();
+            assert!(copy.iter().eq(ring.iter()), "read back as a snapshot does");
+            assert_eq!(copy.span(), ring.span());
+        }
+        let too_many: BridgeTimes = all.iter().copied().collect();
+        assert!(too_many.iter().eq(ring.iter()), "the last 20 of more");
+    }
+
+    /// A departure leaves its deadline timer stale unless that timer took it out; a member
+    /// with no deadline leaves none (a miscount would purge the timers too early or late).
+    #[test]
+    fn a_departure_counts_its_deadline_timer_stale_unless_it_fired() {
+        use crate::{Clock, CommandOptions, DialParams, Engine, EnqueueParams};
+        let start = Timestamp::from_secs(1_767_225_600);
+        let (clock, hand) = Clock::manual(start);
+        let engine = Engine::builder().clock(clock).build();
+        let t = engine.default_tenant();
+        let stale = || t.state.lock().timers.stale();
+        let none = CommandOptions::default();
+        let call = t.dial(&DialParams::new("1", "2", "c")).unwrap().call_control_id;
+        t.enqueue(&call, &EnqueueParams::new("q")).unwrap();
+        t.leave_queue(&call, &none).unwrap();
+        assert_eq!(stale(), 0, "no deadline, no timer");
+        t.enqueue(&call, &EnqueueParams::new("q").max_wait_time_secs(60)).unwrap();
+        t.leave_queue(&call, &none).unwrap();
+        assert_eq!(stale(), 1, "left before its deadline");
+        t.enqueue(&call, &EnqueueParams::new("q").max_wait_time_secs(60)).unwrap();
+        hand.advance(Duration::from_secs(60));
+        engine.run_pending_tasks();
+        assert!(t.call(&call).unwrap().queue.is_none(), "timed out");
+        // Both timers due then fired: the stale one did nothing and is no longer counted,
+        // the one that took the member out was never stale.
+        assert_eq!(stale(), 0);
     }
 }

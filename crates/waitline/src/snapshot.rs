@@ -277,11 +277,11 @@ fn queue_data(q: &Queue) -> QueueData<'_, impl Serialize> {
         total_enqueued: q.total_enqueued,
         totals: [t.bridged, t.hangup, t.leave, t.timeout],
         figures: FiguresData {
-            day: f.day,
+            day: f.day(),
             today: f.today,
             bridged_within_service_level: f.bridged_within_service_level,
             waits: f.waits(),
-            minute: f.minute,
+            minute: f.minute(),
             lengths: f.lengths().to_vec(),
         },
     }

@@ -556,13 +556,24 @@ impl<'e> Txn<'e> {
         let now = self.now;
         let with_position = reason.is_some() && self.events.is_some();
         let threshold = self.shared.config.service_level_threshold;
+        // Saturating like `u64::try_from(threshold.as_micros())`, without the u128.
+        let threshold_micros = threshold
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(threshold.subsec_micros()));
         let core = self.change();
         let rec = core.calls.at_mut(call);
         let Link::Queued(m) = std::mem::replace(&mut rec.link, Link::None) else {
             unreachable!("member checked before the change")
         };
-        let departure =
-            core.queues.at_mut(m.queue).remove(&mut core.calls, &m, reason, now, with_position, threshold);
+        let departure = core.queues.at_mut(m.queue).remove(
+            &mut core.calls,
+            &m,
+            reason,
+            now,
+            with_position,
+            threshold_micros,
+        );
         if m.deadline().is_some() && reason != Some(DequeueReason::Timeout) {
             // Only its own deadline takes a member out with reason `timeout`: any other
             // departure leaves that timer stale.

@@ -817,6 +817,27 @@ fn ended_calls_past_the_cap_are_forgotten_oldest_first() {
     f.engine.check_invariants().unwrap();
 }
 
+/// The threshold and the waits compare to the microsecond: a threshold of 12.5 s takes in a
+/// wait of exactly 12.5 s and leaves out one a microsecond longer.
+#[test]
+fn a_service_level_threshold_counts_to_the_microsecond() {
+    let f = Fixture::with(Engine::builder().service_level_threshold(Duration::from_millis(12_500)));
+    let callers: Vec<String> = (0..2).map(|_| f.dial()).collect();
+    for c in &callers {
+        f.t.enqueue(c, &EnqueueParams::new("q")).unwrap();
+    }
+    let agent = f.dial();
+    let park = BridgeParams { after_unbridge: AfterUnbridge::Park, ..BridgeParams::queue("q") };
+    f.clock.advance(Duration::from_millis(12_500));
+    f.t.bridge(&agent, &park).unwrap(); // callers[0] after 12.5 s: in time
+    f.t.hangup(&callers[0], &none()).unwrap();
+    f.clock.advance(Duration::from_micros(1));
+    f.t.bridge(&agent, &park).unwrap(); // callers[1] after 12.500001 s: late
+    let q = f.t.queue("q").unwrap();
+    assert_eq!((q.today.outcomes.bridged, q.bridged_within_service_level), (2, 1));
+    assert_eq!(q.wait_histogram.sum_micros, 25_000_001);
+}
+
 #[test]
 fn queue_figures_count_service_level_waits_and_the_hour_of_lengths() {
     // A 15 s threshold instead of the default 20 s: answered after 10 s is in time, 30 s is not.
