@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::backoff;
 use crate::batch::Batches;
 use crate::bus::Listeners;
-use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_slot, stamp_slot};
+use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_ix, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{DequeueReason, Fact, tenant_event_key};
@@ -142,17 +142,23 @@ pub(crate) fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
 
 impl TenantCore {
     /// The slot of a call, by id: the slot an engine-made id names, if it holds a call with
-    /// this id (the slot's generation and the id's tail in its record, compared in constant
-    /// time: one record read), else the map of client-given ids (see `call` for the id
-    /// layout). Inlined: every command calls it, and a call costs a prologue of ~20
-    /// instructions.
+    /// this id (the id's tail in its record, the slot's generation included, compared in
+    /// constant time: one record read), else the map of client-given ids (see `call` for
+    /// the id layout). Inlined: every command calls it, and a call costs a prologue of ~20
+    /// instructions; the map's search is out of line.
     #[inline(always)]
     pub(crate) fn call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
-        if let Some(slot) = engine_slot(id) {
-            if self.calls.get_handle(slot).is_some_and(|r| r.id_tail.matches(id)) {
-                return Some(slot.ix);
+        if let Some(ix) = engine_ix(id) {
+            if self.calls.get(ix).is_some_and(|r| r.id_tail.matches(id)) {
+                return Some(ix);
             }
         }
+        self.client_call_ix(shared, id)
+    }
+
+    /// [`TenantCore::call_ix`] for the ids clients gave at dial.
+    #[inline(never)]
+    fn client_call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
         if self.call_ids.is_empty() {
             return None;
         }
@@ -442,7 +448,8 @@ impl<'e> Txn<'e> {
         self.core
     }
 
-    /// The slot of a call, by id.
+    /// The slot of a call, by id. Inlined, as `call_ix`.
+    #[inline(always)]
     pub(crate) fn find_call(&self, id: &str) -> Option<u32> {
         self.core.call_ix(self.shared, id)
     }
