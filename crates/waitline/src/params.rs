@@ -613,13 +613,16 @@ fn one_of(parameter: &'static str, v: Option<&str>, allowed: &[&str]) -> Result<
 #[inline]
 pub(crate) fn validate_text(parameter: &'static str, v: &str) -> Result<()> {
     // The common case, without early exits: the right length and printable ASCII only
-    // (0x20..=0x7E), so no control character. Names of 4 to 16 bytes as two words, longer
-    // ones in one pass (the compiler vectorises it).
-    let printable = match text::words(v.as_bytes()) {
+    // (0x20..=0x7E), so no control character. Names of 4 to 16 bytes (of a length in
+    // range) as two words, others in one pass (the compiler vectorises it).
+    let fits = match text::words(v.as_bytes()) {
         Some([head, tail]) => text::printable(head) & text::printable(tail),
-        None => v.bytes().fold(true, |ok, b| ok & (b.wrapping_sub(0x20) < 0x5f)),
+        None => {
+            let printable = v.bytes().fold(true, |ok, b| ok & (b.wrapping_sub(0x20) < 0x5f));
+            printable && !v.is_empty() && v.len() <= MAX_NAME_LEN
+        }
     };
-    if printable && !v.is_empty() && v.len() <= MAX_NAME_LEN {
+    if fits {
         return Ok(());
     }
     validate_text_slowly(parameter, v)
