@@ -459,8 +459,9 @@ impl<'e> Txn<'e> {
         self.core
     }
 
-    /// The slot of a call, by id. Inlined, as `call_ix`.
-    #[inline(always)]
+    /// The slot of a call, by id. Left to the compiler, which keeps it out of line: forced
+    /// inline, it made the commands' `Txn::target` too big to inline, and the pair took
+    /// ~75 instructions more (two out-of-line calls returning through memory).
     pub(crate) fn find_call(&self, id: &str) -> Option<u32> {
         self.core.call_ix(self.shared, id)
     }
