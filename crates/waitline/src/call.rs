@@ -672,6 +672,17 @@ mod tests {
         let b = "v3:".to_owned() + &"A".repeat(27) + &"B".repeat(ID_LEN - 30);
         assert!(!tail_of(&a).matches(&b));
         assert!(tail_of(&a).matches(&a));
+        // The same difference at the same place of two words: it cancels out if differences
+        // are combined with xor instead of or.
+        let two = |i: usize, j: usize| {
+            let mut other = a.clone().into_bytes();
+            other[i] = b'B';
+            other[j] = b'B';
+            String::from_utf8(other).unwrap_or_default()
+        };
+        for (i, j) in [(3, 11), (10, 34), (3, 35)] {
+            assert!(!tail_of(&a).matches(&two(i, j)), "bytes {i} and {j}");
+        }
         // Other lengths never match.
         assert!(!tail.matches(&id[..ID_LEN - 1]));
         assert!(!tail.matches(&format!("{id}A")));
