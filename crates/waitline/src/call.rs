@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
@@ -139,8 +138,9 @@ impl Serialize for CallId {
 //
 // The slot part is 66 bits, most significant first; the top 2 are zero and the other 64
 // hold the call's slot in its tenant's slab (high 32 bits) and the slot's generation (low 32
-// bits). A lookup checks the id's length and prefix, decodes the slot, and compares the rest
-// of the id with the copy kept in the record in that slot ([`IdTail`]), in constant time: an id with
+// bits). A lookup checks the id's length and prefix, decodes the slot's index, and compares
+// the rest of the id (the slot part with its generation, and the secret) with the copy kept
+// in the record in that slot ([`IdTail`]), in constant time: an id with
 // a wrong secret, or for a slot used by another call since (its generation differs), fails
 // and then answers exactly like an unknown id. The record alone decides: finding a call by
 // id reads nothing else (at a million calls, every other read would be a cache miss). Ids the client gives at
@@ -227,13 +227,32 @@ const TAIL_CHARS: usize = SLOT_CHARS + SECRET_CHARS;
 /// that slot ([`IdTail::matches`]), so an id the engine did not make (or made for another
 /// slot) is found only if it is that call's id.
 pub(crate) fn engine_slot(id: &str) -> Option<Handle> {
+    let value = slot_value(id, SLOT_CHARS)?;
+    Some(Handle { ix: (value >> 32) as u32, generation: value as u32 })
+}
+
+/// The slot index alone of [`engine_slot`], from the first 6 of its 11 characters (bits 65
+/// to 30 of the 66: the index is bits 63 to 32). A lookup needs no more: the generation is
+/// in the id's tail, which [`IdTail::matches`] compares whole, so an id of an earlier call
+/// in the slot (another generation) does not match the record there.
+#[inline]
+pub(crate) fn engine_ix(id: &str) -> Option<u32> {
+    const IX_CHARS: usize = 6;
+    // The 6 characters end at bit 30 of the 66; the index starts at bit 32.
+    const BELOW_IX: usize = 32 - 6 * (SLOT_CHARS - IX_CHARS);
+    Some((slot_value(id, IX_CHARS)? >> BELOW_IX) as u32)
+}
+
+/// The value of the first `chars` characters of an id's slot part, most significant first,
+/// if the id has an engine id's length and prefix.
+#[inline]
+fn slot_value(id: &str, chars: usize) -> Option<u64> {
     let id = id.as_bytes();
     if id.len() != ID_LEN || !id.starts_with(ID_PREFIX.as_bytes()) {
         return None;
     }
-    let value =
-        id[ID_PREFIX.len()..SECRET_START].iter().fold(0u64, |v, &c| (v << 6) | u64::from(DECODE[c as usize]));
-    Some(Handle { ix: (value >> 32) as u32, generation: value as u32 })
+    let slot = &id[ID_PREFIX.len()..ID_PREFIX.len() + chars];
+    Some(slot.iter().fold(0u64, |v, &c| (v << 6) | u64::from(DECODE[c as usize])))
 }
 
 /// The 40 characters of a call's engine-made id after its prefix (slot part and secret),
@@ -262,8 +281,11 @@ impl IdTail {
 
     /// Whether `id`, which has an engine id's length and prefix ([`engine_slot`]), ends
     /// with this tail, in time that does not depend on the bytes: the differences of all 40
-    /// are or-ed together 8 at a time without an early exit, and only the result is
-    /// compared, with `subtle`.
+    /// are or-ed together 8 at a time without an early exit (xor and or, no branch), and
+    /// only the result is compared. The result passes through `black_box` first, so the
+    /// compiler cannot see what the comparison is made of and turn the or-ing into a
+    /// compare that stops at the first word that differs; inline, unlike `subtle`'s
+    /// out-of-line `black_box` (a call and a volatile load per lookup).
     pub(crate) fn matches(&self, id: &str) -> bool {
         let Some(theirs) = id.as_bytes().get(ID_PREFIX.len()..).filter(|s| s.len() == TAIL_CHARS) else {
             return false;
@@ -274,7 +296,7 @@ impl IdTail {
             u64::from_ne_bytes(w)
         };
         let diff = (0..TAIL_CHARS).step_by(8).fold(0, |d, i| d | (word(theirs, i) ^ word(&self.0, i)));
-        bool::from(diff.ct_eq(&0))
+        std::hint::black_box(diff) == 0
     }
 }
 
@@ -650,6 +672,17 @@ mod tests {
         let b = "v3:".to_owned() + &"A".repeat(27) + &"B".repeat(ID_LEN - 30);
         assert!(!tail_of(&a).matches(&b));
         assert!(tail_of(&a).matches(&a));
+        // The same difference at the same place of two words: it cancels out if differences
+        // are combined with xor instead of or.
+        let two = |i: usize, j: usize| {
+            let mut other = a.clone().into_bytes();
+            other[i] = b'B';
+            other[j] = b'B';
+            String::from_utf8(other).unwrap_or_default()
+        };
+        for (i, j) in [(3, 11), (10, 34), (3, 35)] {
+            assert!(!tail_of(&a).matches(&two(i, j)), "bytes {i} and {j}");
+        }
         // Other lengths never match.
         assert!(!tail.matches(&id[..ID_LEN - 1]));
         assert!(!tail.matches(&format!("{id}A")));
@@ -686,6 +719,24 @@ mod tests {
         for other in spellings {
             assert_eq!(engine_slot(&other), Some(slot), "{other}");
             assert!(!tail.matches(&other), "{other}");
+        }
+    }
+
+    /// A lookup decodes only the slot's index: an id of an earlier call in the slot (the
+    /// same secret even, with another generation) names the same index but does not match
+    /// the record's tail.
+    #[test]
+    fn an_earlier_generation_of_a_slot_does_not_match() {
+        let secret = Uuid::new_v4();
+        let id_in = |generation| {
+            let mut id = new_call_control_id(|| secret);
+            stamp_slot(&mut id, Handle { ix: 5, generation });
+            id
+        };
+        for (earlier, now) in [(0, 1), (7, 1 << 31), (u32::MAX, 0)] {
+            let (old, new) = (id_in(earlier), id_in(now));
+            assert_eq!(engine_ix(&old), engine_ix(&new));
+            assert!(tail_of(&new).matches(&new) && !tail_of(&new).matches(&old), "{old} {new}");
         }
     }
 
@@ -764,7 +815,9 @@ mod tests {
             assert!(id.starts_with("v3:"));
             assert!(id[3..].bytes().all(|c| ALPHABET.contains(&c)));
             assert_eq!(engine_slot(&id), Some(slot));
+            assert_eq!(engine_ix(&id), Some(ix));
         }
+        assert_eq!(engine_ix("v3:short"), None);
         let a = new_call_control_id(Uuid::new_v4);
         let b = new_call_control_id(Uuid::new_v4);
         assert_ne!(a[14..], b[14..], "the secrets differ");

@@ -45,6 +45,7 @@ mod rules;
 mod slab;
 pub mod snapshot;
 mod state;
+mod text;
 mod timers;
 
 pub use batch::EventRef;

@@ -9,7 +9,7 @@
 //! bookkeeping, not a change: what a timer does when it fires is numbered then).
 
 use std::collections::{BTreeSet, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::backoff;
 use crate::batch::Batches;
 use crate::bus::Listeners;
-use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_slot, stamp_slot};
+use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_ix, stamp_slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{DequeueReason, Fact, tenant_event_key};
@@ -61,11 +61,22 @@ impl Shared {
     }
 
     pub(crate) fn call_hash(&self, id: &str) -> u64 {
-        self.hasher.hash_one(id)
+        self.hash_text(id)
     }
 
+    #[inline]
     pub(crate) fn queue_hash(&self, name: &str) -> u64 {
-        self.hasher.hash_one(name)
+        self.hash_text(name)
+    }
+
+    /// A text's hash: its bytes alone, without the 0xFF that `Hash for str` adds to keep a
+    /// sequence of strings apart from their concatenation (a key here is one string), and
+    /// inline (foldhash's path for up to 16 bytes is one multiply).
+    #[inline]
+    fn hash_text(&self, s: &str) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(s.as_bytes());
+        hasher.finish()
     }
 
     pub(crate) fn note_timer(&self, at: u64) {
@@ -142,17 +153,23 @@ pub(crate) fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
 
 impl TenantCore {
     /// The slot of a call, by id: the slot an engine-made id names, if it holds a call with
-    /// this id (the slot's generation and the id's tail in its record, compared in constant
-    /// time: one record read), else the map of client-given ids (see `call` for the id
-    /// layout). Inlined: every command calls it, and a call costs a prologue of ~20
-    /// instructions.
+    /// this id (the id's tail in its record, the slot's generation included, compared in
+    /// constant time: one record read), else the map of client-given ids (see `call` for
+    /// the id layout). Inlined: every command calls it, and a call costs a prologue of ~20
+    /// instructions; the map's search is out of line.
     #[inline(always)]
     pub(crate) fn call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
-        if let Some(slot) = engine_slot(id) {
-            if self.calls.get_handle(slot).is_some_and(|r| r.id_tail.matches(id)) {
-                return Some(slot.ix);
+        if let Some(ix) = engine_ix(id) {
+            if self.calls.get(ix).is_some_and(|r| r.id_tail.matches(id)) {
+                return Some(ix);
             }
         }
+        self.client_call_ix(shared, id)
+    }
+
+    /// [`TenantCore::call_ix`] for the ids clients gave at dial.
+    #[inline(never)]
+    fn client_call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
         if self.call_ids.is_empty() {
             return None;
         }
@@ -442,7 +459,9 @@ impl<'e> Txn<'e> {
         self.core
     }
 
-    /// The slot of a call, by id.
+    /// The slot of a call, by id. Left to the compiler, which keeps it out of line: forced
+    /// inline, it made the commands' `Txn::target` too big to inline, and the pair took
+    /// ~75 instructions more (two out-of-line calls returning through memory).
     pub(crate) fn find_call(&self, id: &str) -> Option<u32> {
         self.core.call_ix(self.shared, id)
     }
