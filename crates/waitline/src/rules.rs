@@ -87,7 +87,16 @@ impl Txn<'_> {
     }
 
     /// The command is accepted: store its client state and remember its command id.
+    /// Inlined: most commands carry neither, and then there is nothing to store (the
+    /// command's next change takes its number).
+    #[inline]
     fn accept(&mut self, call: u32, opts: &CommandOptions) {
+        if opts.client_state.is_some() || opts.command_id.is_some() {
+            self.store_options(call, opts);
+        }
+    }
+
+    fn store_options(&mut self, call: u32, opts: &CommandOptions) {
         let now = self.now;
         let rec = self.call_mut(call);
         if let Some(cs) = &opts.client_state {
