@@ -140,6 +140,9 @@ impl Txn<'_> {
     /// for idleness. One pending timer per queue is enough: when it fires early (the queue
     /// changed since) it sets itself again for `updated_at + queue_idle_ttl`.
     fn arm_idle_timer(&mut self, queue: u32) {
+        if self.queue_at(queue).idle_timer.is_some() {
+            return; // pending already (a queue emptied by every bridge finds it so)
+        }
         let at = self.now.saturating_add(self.config().queue_idle_ttl);
         self.arm_idle_timer_at(queue, at);
     }
