@@ -16,7 +16,7 @@ use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
 use crate::error::{BatchError, CallbackInfo, Error, Result};
 use crate::event::{DequeueReason, Fact, HangupSource, QueueDeletedReason};
-use crate::journal::{Change, Draws, Journal, Record, ReplayError, Replaying};
+use crate::journal::{Change, Journal, Record, ReplayError, Replaying};
 use crate::params::{
     BridgeParams, BridgeTarget, CommandOptions, DEFAULT_EXPLICIT_QUEUE_SIZE, DialParams, EnqueueParams, Page,
     PageRequest, QueueCallUpdate, TransferParams, ValidEnqueue, validate_max_size, validate_queue_name,
@@ -391,11 +391,8 @@ impl Tenant {
             fire_due(inner, journal, &self.state, &mut core, now, listening);
         }
         let list = listening.then(|| core.take_event_list());
-        let draws = match &self.replaying {
-            Some(r) => Draws::Replay(r.draws.clone().into_iter()),
-            None => Draws::Live(Vec::new()),
-        };
-        let mut txn = Txn::new(&inner.shared, &mut core, now, list, draws);
+        let replay = self.replaying.as_ref().map(|r| r.draws.clone().into_iter());
+        let mut txn = Txn::new(&inner.shared, &mut core, now, list, replay);
         let r = body(&mut txn);
         if let Some(journal) = journal {
             record(journal, &self.state.name, &mut txn, change);
@@ -590,7 +587,7 @@ impl Tenant {
                     // fires it before the next command, as the next single command would.
                     break;
                 }
-                let mut txn = Txn::new(&inner.shared, &mut core, now, events.take(), Draws::Live(Vec::new()));
+                let mut txn = Txn::new(&inner.shared, &mut core, now, events.take(), None);
                 let id = id.as_ref();
                 let r = if listening {
                     // Each event reports the queue as its command left it.
@@ -1052,7 +1049,7 @@ fn fire_due(
         }
         let Some((at, timer)) = due.pop() else { break };
         core.note_firing(at, &timer);
-        let mut txn = Txn::new(&inner.shared, core, at, events.take(), Draws::Live(Vec::new()));
+        let mut txn = Txn::new(&inner.shared, core, at, events.take(), None);
         let changed = match timer {
             Timer::Deadline { queue, call, arrival } => fire_deadline(&mut txn, queue, call, arrival),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),
