@@ -271,8 +271,7 @@ impl Txn<'_> {
                 queue_avg_wait_time_secs: q.average_wait_secs(now),
             }
         });
-        let arrival = self.queue_at(queue).total_enqueued();
-        self.arm_deadline(queue, call, m.deadline(), arrival);
+        self.arm_deadline(queue, call, m.deadline(), |txn| txn.queue_at(queue).total_enqueued());
         Ok(Some(queue))
     }
 
@@ -296,7 +295,7 @@ impl Txn<'_> {
         };
         let max_wait = v.max_wait_secs.map(Duration::from_secs);
         let (m, arrival) = self.join_run(run, queue, call, v.priority, v.keep_after_hangup, max_wait, room);
-        self.arm_deadline(queue, call, m.deadline(), arrival);
+        self.arm_deadline(queue, call, m.deadline(), |_| arrival);
         Ok(Some(queue))
     }
 
@@ -330,10 +329,17 @@ impl Txn<'_> {
         Ok(Some((call.ix, queue)))
     }
 
-    /// Sets the timer of a member's `max_wait_time_secs`, if it has one (`arrival`: its
-    /// arrival number).
-    fn arm_deadline(&mut self, queue: u32, call: u32, deadline: Option<Timestamp>, arrival: u64) {
+    /// Sets the timer of a member's `max_wait_time_secs`, if it has one (`arrival` gives its
+    /// arrival number, asked only then).
+    fn arm_deadline(
+        &mut self,
+        queue: u32,
+        call: u32,
+        deadline: Option<Timestamp>,
+        arrival: impl FnOnce(&Self) -> u64,
+    ) {
         if let Some(at) = deadline {
+            let arrival = arrival(self);
             let timer =
                 Timer::Deadline { queue: self.queue_handle(queue), call: self.call_handle(call), arrival };
             self.schedule(at, timer);
