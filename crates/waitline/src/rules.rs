@@ -209,9 +209,14 @@ impl Txn<'_> {
         }
     }
 
-    fn bridge_pair(&mut self, a: u32, b: u32, park_a: bool) {
-        self.detach(a, DequeueReason::Bridged);
+    /// Bridges call `a` (as the command found it, unchanged since) with call `b`.
+    fn bridge_pair(&mut self, a: CallView, b: u32, park_a: bool) {
+        if !matches!(a.link, Link::None) {
+            // Known from the lookup: the caller of a bridge is usually in no queue or bridge.
+            self.detach(a.ix, DequeueReason::Bridged);
+        }
         self.detach(b, DequeueReason::Bridged);
+        let a = a.ix;
         self.call_mut(a).link = Link::Bridged { with: b, park_after_unbridge: park_a };
         self.call_mut(b).link = Link::Bridged { with: a, park_after_unbridge: false };
         self.emit(Some(a), Fact::CallBridged);
@@ -705,7 +710,7 @@ impl Tenant {
                 match plan {
                     BridgePlan::With(b) => {
                         txn.accept(a.ix, &p.options);
-                        txn.bridge_pair(a.ix, b, park);
+                        txn.bridge_pair(a, b, park);
                         Ok(())
                     }
                     BridgePlan::AlreadyBridged => {
@@ -797,7 +802,7 @@ impl Tenant {
                 txn.accept(call.ix, &p.options);
                 txn.stamp_new_id(&mut b);
                 let b = txn.create_call(b, None);
-                txn.bridge_pair(call.ix, b, false);
+                txn.bridge_pair(call, b, false);
                 Ok(txn.core().call_info(b, now))
             },
         )
