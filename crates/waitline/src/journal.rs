@@ -200,29 +200,6 @@ impl Change {
     }
 }
 
-/// Where a command's random values come from: drawn fresh (and kept for its record), or
-/// taken from the record it replays.
-#[derive(Debug)]
-pub(crate) enum Draws {
-    Live(Vec<Uuid>),
-    Replay(std::vec::IntoIter<Uuid>),
-}
-
-impl Draws {
-    pub(crate) fn uuid(&mut self) -> Uuid {
-        match self {
-            Self::Live(drawn) => {
-                let u = Uuid::new_v4();
-                drawn.push(u);
-                u
-            }
-            // A record with fewer draws than the replay asks for has diverged: the nil
-            // UUID shows in the state, and `Tenant::replay` reports the leftover check.
-            Self::Replay(recorded) => recorded.next().unwrap_or_default(),
-        }
-    }
-}
-
 /// What a replayed command must reproduce.
 #[derive(Debug)]
 pub(crate) struct Replaying {

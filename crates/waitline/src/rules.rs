@@ -16,7 +16,7 @@ use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
 use crate::error::{BatchError, CallbackInfo, Error, Result};
 use crate::event::{DequeueReason, Fact, HangupSource, QueueDeletedReason};
-use crate::journal::{Change, Draws, Journal, Record, ReplayError, Replaying};
+use crate::journal::{Change, Journal, Record, ReplayError, Replaying};
 use crate::params::{
     BridgeParams, BridgeTarget, CommandOptions, DEFAULT_EXPLICIT_QUEUE_SIZE, DialParams, EnqueueParams, Page,
     PageRequest, QueueCallUpdate, TransferParams, ValidEnqueue, validate_max_size, validate_queue_name,
@@ -87,7 +87,16 @@ impl Txn<'_> {
     }
 
     /// The command is accepted: store its client state and remember its command id.
+    /// Inlined: most commands carry neither, and then there is nothing to store (the
+    /// command's next change takes its number).
+    #[inline]
     fn accept(&mut self, call: u32, opts: &CommandOptions) {
+        if opts.client_state.is_some() || opts.command_id.is_some() {
+            self.store_options(call, opts);
+        }
+    }
+
+    fn store_options(&mut self, call: u32, opts: &CommandOptions) {
         let now = self.now;
         let rec = self.call_mut(call);
         if let Some(cs) = &opts.client_state {
@@ -131,6 +140,9 @@ impl Txn<'_> {
     /// for idleness. One pending timer per queue is enough: when it fires early (the queue
     /// changed since) it sets itself again for `updated_at + queue_idle_ttl`.
     fn arm_idle_timer(&mut self, queue: u32) {
+        if self.queue_at(queue).idle_timer.is_some() {
+            return; // pending already (a queue emptied by every bridge finds it so)
+        }
         let at = self.now.saturating_add(self.config().queue_idle_ttl);
         self.arm_idle_timer_at(queue, at);
     }
@@ -197,9 +209,14 @@ impl Txn<'_> {
         }
     }
 
-    fn bridge_pair(&mut self, a: u32, b: u32, park_a: bool) {
-        self.detach(a, DequeueReason::Bridged);
+    /// Bridges call `a` (as the command found it, unchanged since) with call `b`.
+    fn bridge_pair(&mut self, a: CallView, b: u32, park_a: bool) {
+        if !matches!(a.link, Link::None) {
+            // Known from the lookup: the caller of a bridge is usually in no queue or bridge.
+            self.detach(a.ix, DequeueReason::Bridged);
+        }
         self.detach(b, DequeueReason::Bridged);
+        let a = a.ix;
         self.call_mut(a).link = Link::Bridged { with: b, park_after_unbridge: park_a };
         self.call_mut(b).link = Link::Bridged { with: a, park_after_unbridge: false };
         self.emit(Some(a), Fact::CallBridged);
@@ -259,8 +276,7 @@ impl Txn<'_> {
                 queue_avg_wait_time_secs: q.average_wait_secs(now),
             }
         });
-        let arrival = self.queue_at(queue).total_enqueued();
-        self.arm_deadline(queue, call, m.deadline(), arrival);
+        self.arm_deadline(queue, call, m.deadline(), |txn| txn.queue_at(queue).total_enqueued());
         Ok(Some(queue))
     }
 
@@ -284,7 +300,7 @@ impl Txn<'_> {
         };
         let max_wait = v.max_wait_secs.map(Duration::from_secs);
         let (m, arrival) = self.join_run(run, queue, call, v.priority, v.keep_after_hangup, max_wait, room);
-        self.arm_deadline(queue, call, m.deadline(), arrival);
+        self.arm_deadline(queue, call, m.deadline(), |_| arrival);
         Ok(Some(queue))
     }
 
@@ -318,10 +334,17 @@ impl Txn<'_> {
         Ok(Some((call.ix, queue)))
     }
 
-    /// Sets the timer of a member's `max_wait_time_secs`, if it has one (`arrival`: its
-    /// arrival number).
-    fn arm_deadline(&mut self, queue: u32, call: u32, deadline: Option<Timestamp>, arrival: u64) {
+    /// Sets the timer of a member's `max_wait_time_secs`, if it has one (`arrival` gives its
+    /// arrival number, asked only then).
+    fn arm_deadline(
+        &mut self,
+        queue: u32,
+        call: u32,
+        deadline: Option<Timestamp>,
+        arrival: impl FnOnce(&Self) -> u64,
+    ) {
         if let Some(at) = deadline {
+            let arrival = arrival(self);
             let timer =
                 Timer::Deadline { queue: self.queue_handle(queue), call: self.call_handle(call), arrival };
             self.schedule(at, timer);
@@ -379,11 +402,8 @@ impl Tenant {
             fire_due(inner, journal, &self.state, &mut core, now, listening);
         }
         let list = listening.then(|| core.take_event_list());
-        let draws = match &self.replaying {
-            Some(r) => Draws::Replay(r.draws.clone().into_iter()),
-            None => Draws::Live(Vec::new()),
-        };
-        let mut txn = Txn::new(&inner.shared, &mut core, now, list, draws);
+        let replay = self.replaying.as_ref().map(|r| r.draws.clone().into_iter());
+        let mut txn = Txn::new(&inner.shared, &mut core, now, list, replay);
         let r = body(&mut txn);
         if let Some(journal) = journal {
             record(journal, &self.state.name, &mut txn, change);
@@ -578,7 +598,7 @@ impl Tenant {
                     // fires it before the next command, as the next single command would.
                     break;
                 }
-                let mut txn = Txn::new(&inner.shared, &mut core, now, events.take(), Draws::Live(Vec::new()));
+                let mut txn = Txn::new(&inner.shared, &mut core, now, events.take(), None);
                 let id = id.as_ref();
                 let r = if listening {
                     // Each event reports the queue as its command left it.
@@ -690,7 +710,7 @@ impl Tenant {
                 match plan {
                     BridgePlan::With(b) => {
                         txn.accept(a.ix, &p.options);
-                        txn.bridge_pair(a.ix, b, park);
+                        txn.bridge_pair(a, b, park);
                         Ok(())
                     }
                     BridgePlan::AlreadyBridged => {
@@ -782,7 +802,7 @@ impl Tenant {
                 txn.accept(call.ix, &p.options);
                 txn.stamp_new_id(&mut b);
                 let b = txn.create_call(b, None);
-                txn.bridge_pair(call.ix, b, false);
+                txn.bridge_pair(call, b, false);
                 Ok(txn.core().call_info(b, now))
             },
         )
@@ -1040,7 +1060,7 @@ fn fire_due(
         }
         let Some((at, timer)) = due.pop() else { break };
         core.note_firing(at, &timer);
-        let mut txn = Txn::new(&inner.shared, core, at, events.take(), Draws::Live(Vec::new()));
+        let mut txn = Txn::new(&inner.shared, core, at, events.take(), None);
         let changed = match timer {
             Timer::Deadline { queue, call, arrival } => fire_deadline(&mut txn, queue, call, arrival),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),

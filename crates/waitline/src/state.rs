@@ -26,7 +26,6 @@ use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_i
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{DequeueReason, Fact, tenant_event_key};
-use crate::journal::Draws;
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
 use crate::slab::{Handle, Slab};
 use crate::timers::{Timer, Timers};
@@ -140,6 +139,9 @@ pub(crate) struct TenantCore {
     pub(crate) event_list: Option<Box<Batches>>,
     /// The subscribers' channels that take this tenant's events.
     pub(crate) listeners: Listeners,
+    /// The random values the running command drew, for its journal record: kept here and
+    /// emptied when a command starts, so that a command sets nothing up for them.
+    pub(crate) drawn: Vec<Uuid>,
 }
 
 /// Makes `s` the same allocation as the string in `last` if they are equal, else remembers
@@ -394,8 +396,9 @@ pub(crate) struct Txn<'e> {
     seq: Option<u64>,
     /// Set when the command ended a call: the tenant may now keep too many ended calls.
     pub(crate) ended_calls: bool,
-    /// The random values of the command: drawn (and kept for its record), or replayed.
-    draws: Draws,
+    /// The random values of a replayed command, as its record gives them (`None`: drawn,
+    /// and kept in `TenantCore::drawn` for its record).
+    replay: Option<std::vec::IntoIter<Uuid>>,
 }
 
 impl<'e> Txn<'e> {
@@ -405,22 +408,29 @@ impl<'e> Txn<'e> {
         core: &'e mut TenantCore,
         now: Timestamp,
         events: Option<Box<Batches>>,
-        draws: Draws,
+        replay: Option<std::vec::IntoIter<Uuid>>,
     ) -> Self {
-        Self { shared, core, now, events, seq: None, ended_calls: false, draws }
+        core.drawn.clear();
+        Self { shared, core, now, events, seq: None, ended_calls: false, replay }
     }
 
     /// A random value for the command (replayed from its record when it is replayed).
     pub(crate) fn draw_uuid(&mut self) -> Uuid {
-        self.draws.uuid()
+        match &mut self.replay {
+            // A record with fewer draws than the replay asks for has diverged: the nil
+            // UUID shows in the state, and `Tenant::replay` reports the leftover check.
+            Some(recorded) => recorded.next().unwrap_or_default(),
+            None => {
+                let u = Uuid::new_v4();
+                self.core.drawn.push(u);
+                u
+            }
+        }
     }
 
     /// The number the command took, if it changed anything, and the values it drew.
     pub(crate) fn outcome(&mut self) -> Option<(u64, Vec<Uuid>)> {
-        let drawn = match &mut self.draws {
-            Draws::Live(drawn) => std::mem::take(drawn),
-            Draws::Replay(_) => Vec::new(),
-        };
+        let drawn = std::mem::take(&mut self.core.drawn);
         self.seq.map(|seq| (seq, drawn))
     }
 
