@@ -195,7 +195,7 @@ pub(crate) fn stamp_slot(id: &mut CallId, slot: Handle) {
     }
 }
 
-/// The value of each byte of [`ALPHABET`] (the others: whatever, see [`engine_slot`]).
+/// The value of each byte of [`ALPHABET`] (the others: whatever, see [`engine_ix`]).
 const DECODE: [u8; 256] = {
     let mut table = [0; 256];
     let mut i = 0;
@@ -222,19 +222,19 @@ const SECRET_START: usize = ID_PREFIX.len() + SLOT_CHARS;
 /// Characters of an engine id after its prefix.
 const TAIL_CHARS: usize = SLOT_CHARS + SECRET_CHARS;
 
-/// The slot an id names if it has an engine id's length and prefix. Any characters decode
-/// to some slot: the lookup then compares the id's tail with the tail kept in the record in
-/// that slot ([`IdTail::matches`]), so an id the engine did not make (or made for another
-/// slot) is found only if it is that call's id.
+/// The slot (index and generation) an id names if it has an engine id's length and prefix
+/// (a snapshot's restore reads it; a lookup needs only the index, [`engine_ix`]).
 pub(crate) fn engine_slot(id: &str) -> Option<Handle> {
     let value = slot_value(id, SLOT_CHARS)?;
     Some(Handle { ix: (value >> 32) as u32, generation: value as u32 })
 }
 
 /// The slot index alone of [`engine_slot`], from the first 6 of its 11 characters (bits 65
-/// to 30 of the 66: the index is bits 63 to 32). A lookup needs no more: the generation is
-/// in the id's tail, which [`IdTail::matches`] compares whole, so an id of an earlier call
-/// in the slot (another generation) does not match the record there.
+/// to 30 of the 66: the index is bits 63 to 32), if the id has an engine id's length and
+/// prefix. A lookup needs no more: the generation is in the id's tail, which
+/// [`IdTail::matches`] compares whole, so an id of an earlier call in the slot (another
+/// generation) does not match the record there. Any characters decode to some index: an id
+/// the engine did not make (or made for another slot) is found only if it is that call's id.
 #[inline]
 pub(crate) fn engine_ix(id: &str) -> Option<u32> {
     const IX_CHARS: usize = 6;
@@ -257,7 +257,7 @@ fn slot_value(id: &str, chars: usize) -> Option<u64> {
 
 /// The 40 characters of a call's engine-made id after its prefix (slot part and secret),
 /// kept in the call's record so that a lookup by id reads the record alone: with the prefix
-/// and the length checked ([`engine_slot`]), an id is the call's if its tail is this. For
+/// and the length checked ([`engine_ix`]), an id is the call's if its tail is this. For
 /// ids the client gave it is [`IdTail::NONE`], bytes that no `str` holds (0xFF is never
 /// UTF-8), so no id matches it and those calls are found through the map of client ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,7 +279,7 @@ impl IdTail {
             .map_or(Self::NONE, Self)
     }
 
-    /// Whether `id`, which has an engine id's length and prefix ([`engine_slot`]), ends
+    /// Whether `id`, which has an engine id's length and prefix ([`engine_ix`]), ends
     /// with this tail, in time that does not depend on the bytes: the differences of all 40
     /// are or-ed together 8 at a time without an early exit (xor and or, no branch), and
     /// only the result is compared. The result passes through `black_box` first, so the

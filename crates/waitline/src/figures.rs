@@ -292,14 +292,15 @@ impl Figures {
         let now_minute = (now.as_micros() / MICROS_PER_MINUTE).max(minute);
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         let window = LENGTH_HISTORY_MINUTES as u64;
+        // In the clock's first hour the window starts before minute 0: those minutes read 0.
+        let before_time = (window - 1).saturating_sub(now_minute);
         // Every minute of the window up to `minute` is within its last hour.
-        (now_minute + 1 - window..=now_minute)
-            .map(|m| match m.cmp(&minute) {
-                std::cmp::Ordering::Greater => len,
-                std::cmp::Ordering::Equal => self.peak,
-                std::cmp::Ordering::Less => self.lengths[minute_slot(m)],
-            })
-            .collect()
+        let minutes = (now_minute + 1 + before_time - window..=now_minute).map(|m| match m.cmp(&minute) {
+            std::cmp::Ordering::Greater => len,
+            std::cmp::Ordering::Equal => self.peak,
+            std::cmp::Ordering::Less => self.lengths[minute_slot(m)],
+        });
+        std::iter::repeat_n(0, before_time as usize).chain(minutes).collect()
     }
 }
 
@@ -462,6 +463,36 @@ mod boundary_tests {
             (2, 1, 4),
             "still the same day and minute"
         );
+    }
+    /// A change at a minute's last microsecond is still in that minute: its peak is kept.
+    #[test]
+    fn a_change_at_a_minutes_last_microsecond_keeps_its_peak() {
+        const MIDNIGHT: u64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+        let mut f = Figures::new(Timestamp::from_micros(MIDNIGHT));
+        f.joined(Timestamp::from_micros(MIDNIGHT), 5, 5);
+        for len in (2..5).rev() {
+            f.left(Timestamp::from_micros(MIDNIGHT + 1), None, 1, 0, len);
+        }
+        f.left(Timestamp::from_micros(MIDNIGHT + MICROS_PER_MINUTE - 1), None, 1, 0, 1);
+        assert_eq!(f.peak, 5);
+        f.joined(Timestamp::from_micros(MIDNIGHT + MICROS_PER_MINUTE), 2, 1);
+        assert_eq!(f.lengths()[minute_slot(MIDNIGHT / MICROS_PER_MINUTE)], 5);
+    }
+
+    /// In the clock's first hour the hour of lengths still has 60 minutes, those before
+    /// minute 0 reading 0.
+    #[test]
+    fn the_hour_of_lengths_at_the_start_of_time() {
+        let mut f = Figures::new(Timestamp::from_micros(0));
+        f.joined(Timestamp::from_micros(0), 3, 3);
+        let hour = f.length_last_hour(Timestamp::from_micros(0), 3);
+        assert_eq!(hour.len(), LENGTH_HISTORY_MINUTES);
+        assert!(hour[..LENGTH_HISTORY_MINUTES - 1].iter().all(|&l| l == 0));
+        assert_eq!(hour[LENGTH_HISTORY_MINUTES - 1], 3);
+        let later = f.length_last_hour(Timestamp::from_micros(2 * MICROS_PER_MINUTE), 3);
+        assert_eq!(later.len(), LENGTH_HISTORY_MINUTES);
+        assert_eq!(later[LENGTH_HISTORY_MINUTES - 3..], [3, 3, 3]);
+        assert!(later[..LENGTH_HISTORY_MINUTES - 3].iter().all(|&l| l == 0));
     }
 }
 

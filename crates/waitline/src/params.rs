@@ -839,4 +839,28 @@ mod tests {
         let p: Page<u8> = Page::new(vec![], 1, 20, 41);
         assert_eq!(p.total_pages, 3);
     }
+
+    /// A name's check put together: a control character is refused at every place of
+    /// names of every length up to 20 (the two-word path covers 4 to 16 bytes), other
+    /// characters are not.
+    #[test]
+    fn control_characters_are_refused_at_every_place() {
+        for n in 1..=20 {
+            for i in 0..n {
+                for bad in ["\u{0}", "\u{1f}", "\u{7f}"] {
+                    let mut v = "a".repeat(n);
+                    v.replace_range(i..=i, bad);
+                    assert!(validate_text("x", &v).is_err(), "length {n}, byte {i}, {bad:?}");
+                }
+            }
+            assert!(validate_text("x", &"~".repeat(n)).is_ok());
+        }
+        for ok in ["a\u{e9}", "abcd\u{e9}fgh", "abcdefghijklmno\u{e9}", "\u{a0}bc"] {
+            assert!(validate_text("x", ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["ab\u{85}", "abcdefghijklmn\u{85}", "", &"a".repeat(MAX_NAME_LEN + 1)] {
+            assert!(validate_text("x", bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_text("x", &"a".repeat(MAX_NAME_LEN)).is_ok());
+    }
 }

@@ -1276,4 +1276,19 @@ mod tests {
         assert!(t.call(&call).is_err(), "forgotten");
         engine.check_invariants().unwrap();
     }
+
+    /// The random values kept for the journal are the last command's only: each command
+    /// starts the list again, so it does not grow with the engine's life.
+    #[test]
+    fn the_kept_draws_are_the_last_commands_only() {
+        let t = Engine::default().default_tenant();
+        let dial = || t.dial(&DialParams::new("1", "2", "c")).unwrap();
+        dial();
+        let one = t.state.lock().drawn.len();
+        assert!(one > 0);
+        for _ in 0..10 {
+            dial();
+        }
+        assert_eq!(t.state.lock().drawn.len(), one);
+    }
 }

@@ -838,6 +838,25 @@ fn a_service_level_threshold_counts_to_the_microsecond() {
     assert_eq!(q.wait_histogram.sum_micros, 25_000_001);
 }
 
+/// The threshold's microseconds below the millisecond count too.
+#[test]
+fn a_sub_millisecond_service_level_threshold_counts() {
+    let f = Fixture::with(Engine::builder().service_level_threshold(Duration::from_micros(12_000_500)));
+    let callers: Vec<String> = (0..2).map(|_| f.dial()).collect();
+    for c in &callers {
+        f.t.enqueue(c, &EnqueueParams::new("q")).unwrap();
+    }
+    let agent = f.dial();
+    let park = BridgeParams { after_unbridge: AfterUnbridge::Park, ..BridgeParams::queue("q") };
+    f.clock.advance(Duration::from_micros(12_000_500));
+    f.t.bridge(&agent, &park).unwrap(); // callers[0] after 12.0005 s: in time
+    f.t.hangup(&callers[0], &none()).unwrap();
+    f.clock.advance(Duration::from_micros(1));
+    f.t.bridge(&agent, &park).unwrap(); // callers[1] after 12.000501 s: late
+    let q = f.t.queue("q").unwrap();
+    assert_eq!((q.today.outcomes.bridged, q.bridged_within_service_level), (2, 1));
+}
+
 #[test]
 fn queue_figures_count_service_level_waits_and_the_hour_of_lengths() {
     // A 15 s threshold instead of the default 20 s: answered after 10 s is in time, 30 s is not.
