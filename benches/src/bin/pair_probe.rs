@@ -2,7 +2,7 @@
 //! Under `valgrind --tool=callgrind` it gives instruction counts that do not depend on how
 //! busy the machine is (see BENCHMARKS.md for the command).
 //!
-//! `cargo run --release -p waitline-benches --bin pair_probe -- [ROUNDS] [sub|owned|none] [QUEUES]`
+//! `cargo run --release -p waitline-benches --bin pair_probe -- [ROUNDS] [sub|owned|none|deadline] [QUEUES]`
 //!
 //! `QUEUES` (default 100) spreads the pairs over that many queues: with 1, every line a pair
 //! touches stays in the first-level cache, so the time against the default's says how much
@@ -11,12 +11,15 @@
 //! With `sub`, an event subscriber takes every event, read in place (`Subscription::try_next`)
 //! on the same thread every 256 pairs (as in the report's subscriber row); with `owned`, the
 //! same as owned `Event`s (`Subscription::try_recv`, what the server's webhooks and streams
-//! read).
+//! read). With `deadline`, no subscriber, and every enqueue carries `max_wait` of 60 s (as
+//! the report's deadline row): the difference with `none` is what a deadline costs a pair.
 
 use std::time::Instant;
 
 const PAIRS: usize = 100_000;
 const DEFAULT_QUEUES: usize = 100;
+/// The deadline of every enqueue in `deadline` mode, as in the report's deadline row.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -24,10 +27,11 @@ fn main() {
     let mode = args.next();
     let owned = mode.as_deref() == Some("owned");
     let subscribed = owned || mode.as_deref() == Some("sub");
+    let max_wait = (mode.as_deref() == Some("deadline")).then_some(MAX_WAIT);
     let queues: usize = args.next().and_then(|s| s.parse().ok()).filter(|&q| q > 0).unwrap_or(DEFAULT_QUEUES);
     let engine = waitline::Engine::default();
     let f = waitline_benches::PairFixture::new(&engine, queues);
-    let params: Vec<_> = (0..queues).map(|i| f.params(i, None)).collect();
+    let params: Vec<_> = (0..queues).map(|i| f.params(i, max_wait)).collect();
     let mut events = subscribed.then(|| engine.subscribe());
     let mut seen = 0usize;
     for round in 0..rounds {

@@ -349,6 +349,17 @@ mod tests {
     }
 
     #[test]
+    fn adds_a_duration_to_the_microsecond_and_saturates() {
+        let t = Timestamp::from_micros(5);
+        assert_eq!(t.saturating_add(Duration::new(2, 3_999)).as_micros(), 2_000_008, "sub-micros dropped");
+        assert_eq!(t.saturating_add(Duration::from_secs(60)).as_micros(), 60_000_005);
+        let max = Timestamp::from_micros(u64::MAX);
+        assert_eq!(Timestamp::from_micros(1).saturating_add(Duration::from_micros(u64::MAX)), max);
+        assert_eq!(t.saturating_add(Duration::from_secs(u64::MAX / 1_000_000 + 1)), max, "seconds overflow");
+        assert_eq!(t.saturating_add(Duration::MAX), max);
+    }
+
+    #[test]
     fn coarse_clock_follows_the_system_clock_within_its_tick() {
         let before = Timestamp::now_utc();
         let coarse = Clock::Coarse.now();

@@ -319,6 +319,8 @@ impl TenantCore {
     }
 
     /// Whether a timer due at `at` would do something when it fires (else it is stale).
+    /// Inline: a purge asks it of every pending timer.
+    #[inline]
     pub(crate) fn timer_holds(&self, at: Timestamp, timer: &Timer) -> bool {
         match *timer {
             Timer::Deadline { queue, call, arrival } => self.deadline_holds(queue, call, arrival, at),
@@ -335,6 +337,8 @@ impl TenantCore {
     }
 
     /// Drops the timers that would do nothing when they fire.
+    #[cold]
+    #[inline(never)]
     fn purge_stale_timers(&mut self) {
         let mut timers = std::mem::take(&mut self.timers);
         timers.purge(|at, timer| self.timer_holds(at, timer));
