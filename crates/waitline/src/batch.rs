@@ -5,10 +5,10 @@
 //! A command writes its events into its tenant's [`Batches`] (kept from command to
 //! command, so nothing is allocated in the steady state); the publish appends them to each
 //! subscriber's `Batches` in a few block copies; the reader swaps the whole of it out and
-//! reads the events in place, as [`EventRef`] views. A call event's record holds its call's
-//! identity (shared with the call's record: one count per event, released when the reader
-//! has read it), and names and client states are copied into the batch's text. Event ids
-//! are derived when asked (see `event::event_id`).
+//! reads the events in place, as [`EventRef`] views. Nothing in a record owns a reference
+//! count: each event's call identity (shared with the call's record) is held beside the
+//! records, at the event's own index, and names and client states are copied into the
+//! batch's text. Event ids are derived when asked (see `event::event_id`).
 
 use std::sync::Arc;
 
@@ -31,13 +31,10 @@ impl Span {
     const NONE: Self = Self { start: u32::MAX, end: u32::MAX };
 }
 
-/// One event: what happened, about which call (`None`: a queue event). When is its
-/// command's (see [`Header`]). The call is held here rather than once per command in a list
-/// of its own: a publish then copies one block less, and a push looks nothing up (a
-/// `Record` is 48 bytes either way).
-#[derive(Clone, Debug)]
+/// One event: what happened (about the call at its index in the [`Batches`]' calls). When
+/// is its command's (see [`Header`]).
+#[derive(Clone, Copy, Debug)]
 struct Record {
-    call: Option<Arc<CallIdentity>>,
     /// `Span::NONE`: none.
     client_state: Span,
     fact: Fact<Span>,
@@ -78,6 +75,11 @@ struct TenantRun {
 pub(crate) struct Batches {
     headers: Vec<Header>,
     records: Vec<Record>,
+    /// The call of each record, at the record's index (`None`: a queue event). Beside the
+    /// records rather than in them, so that a reader that has not read the records does not
+    /// go through them again to release the identities; one per event rather than one per
+    /// call of a command, so that a push looks nothing up and a publish rebases nothing.
+    calls: Vec<Option<Arc<CallIdentity>>>,
     text: String,
     /// The tenants of the headers, one per run of batches of one tenant.
     tenants: Vec<TenantRun>,
@@ -110,6 +112,7 @@ impl Batches {
     pub(crate) fn clear(&mut self) {
         self.headers.clear();
         self.records.clear();
+        self.calls.clear();
         self.text.clear();
         self.tenants.clear();
         self.open = (0, 0);
@@ -123,6 +126,7 @@ impl Batches {
         self.clear();
         self.headers.shrink_to(events);
         self.records.shrink_to(events);
+        self.calls.shrink_to(events);
         self.text.shrink_to(events * 64);
         self.tenants.shrink_to(events);
     }
@@ -143,11 +147,12 @@ impl Batches {
             None => (None, Span::NONE),
             Some((ident, state)) => (Some(ident.clone()), state.map_or(Span::NONE, |s| self.text_span(s))),
         };
+        self.calls.push(call);
         let rank = fact.rank();
         self.unsorted |= rank < self.last_rank;
         self.last_rank = rank;
         let fact = fact.map(|queue| self.text_span(queue));
-        self.records.push(Record { call, client_state, fact });
+        self.records.push(Record { client_state, fact });
     }
 
     /// Ends the open command: its events, if any, become a batch with its number and the
@@ -160,15 +165,28 @@ impl Batches {
             return;
         }
         if std::mem::take(&mut self.unsorted) {
-            self.records[records as usize..].sort_by_key(|r| r.fact.rank());
+            self.sort_open(records as usize);
         }
         self.last_rank = 0;
         self.headers.push(Header { seq, occurred_at, text, records, tenant: 0 });
         self.open = (self.records.len() as u32, self.text.len());
     }
 
+    /// Sorts the open command's events (from record `first` on) by kind, stable within a
+    /// kind, their calls with them. Out of line: a command's events rarely come out of order.
+    #[cold]
+    fn sort_open(&mut self, first: usize) {
+        let mut open: Vec<(Record, Option<Arc<CallIdentity>>)> =
+            self.records.drain(first..).zip(self.calls.drain(first..)).collect();
+        open.sort_by_key(|(r, _)| r.fact.rank());
+        for (record, call) in open {
+            self.records.push(record);
+            self.calls.push(call);
+        }
+    }
+
     /// Appends the batches of `from`, all of tenant `tenant` (the engine's copy of its
-    /// name) whose event ids start with `key`, its records (and the identities they hold) moved with `take` (the last
+    /// name) whose event ids start with `key`, its identities moved with `take` (the last
     /// use of `from`, which is to be cleared), else shared. The tenant's name is written
     /// once for a run of its batches. Into an empty one with `take`, nothing is copied: the
     /// two swap their contents (`from` then holds this one's emptied room), and only the
@@ -190,10 +208,11 @@ impl Batches {
             tenant: run,
             ..*h
         }));
+        self.records.extend_from_slice(&from.records);
         if take {
-            self.records.append(&mut from.records);
+            self.calls.append(&mut from.calls);
         } else {
-            self.records.extend_from_slice(&from.records);
+            self.calls.extend_from_slice(&from.calls);
         }
         self.text.push_str(&from.text);
     }
@@ -332,7 +351,7 @@ impl<'a> EventRef<'a> {
     /// The call the event is about, if it is a call event.
     #[must_use]
     pub fn call(self) -> Option<&'a Arc<CallIdentity>> {
-        self.record().call.as_ref()
+        self.batches.calls[self.index as usize].as_ref()
     }
 
     /// The call's client state when the event happened (a call event of a call that has one).
@@ -345,7 +364,7 @@ impl<'a> EventRef<'a> {
     /// Whether the event goes to webhooks (the Telnyx ones) or only to streams (\[ext\]).
     #[must_use]
     pub fn is_webhook_event(self) -> bool {
-        self.record().call.is_some()
+        self.batches.calls[self.index as usize].is_some()
     }
 
     /// What the event says besides its call, its names read from the batch.
@@ -426,6 +445,77 @@ mod tests {
         assert!(!b.unsorted);
         let kinds: Vec<&str> = b.records[4..].iter().map(|r| r.fact.event_type()).collect();
         assert_eq!(kinds, ["queue.deleted", "queue.created"]);
+    }
+
+    fn identity(id: &str) -> Arc<CallIdentity> {
+        Arc::new(CallIdentity {
+            call_control_id: crate::call::CallId::client(id, 0),
+            call_leg_id: Uuid::nil(),
+            call_session_id: Uuid::nil(),
+            connection_id: "c".into(),
+            from: "a".into(),
+            to: "b".into(),
+            start_time: Timestamp::EPOCH,
+            webhook_url: None,
+        })
+    }
+
+    #[test]
+    fn sorted_events_keep_their_calls_and_copies_share_them() {
+        let (a, b) = (identity("call-a"), identity("call-b"));
+        let mut staged = Batches::default();
+        staged.push(None, CREATED);
+        staged.push(
+            Some((&a, Some("state-a"))),
+            Fact::CallEnqueued { queue: "q", current_position: 1, queue_avg_wait_time_secs: 0 },
+        );
+        staged.push(
+            Some((&b, None)),
+            Fact::CallDequeued {
+                queue: "q",
+                queue_position: 1,
+                reason: crate::event::DequeueReason::Bridged,
+                wait_time_secs: 0,
+            },
+        );
+        staged.close(1, Timestamp::from_secs(1));
+        let read = |batches: &Batches| {
+            let mut cursor = Cursor::default();
+            std::iter::from_fn(|| {
+                cursor.next(batches).map(|e| {
+                    let call = e.call().map(|c| c.call_control_id.to_string());
+                    (e.event_type(), call, e.client_state().map(str::to_owned), e.is_webhook_event())
+                })
+            })
+            .collect::<Vec<_>>()
+        };
+        let want = vec![
+            ("call.dequeued", Some("call-b".to_owned()), None, true),
+            ("queue.created", None, None, false),
+            ("call.enqueued", Some("call-a".to_owned()), Some("state-a".to_owned()), true),
+        ];
+        assert_eq!(read(&staged), want);
+        // A first channel (not empty, not the last listener) gets a copy that shares the
+        // identities; the last one takes them.
+        let tenant = String::from("t");
+        let (mut first, mut last) = (Batches::default(), Batches::default());
+        first.append(&mut batch_of_one(), &tenant, 0, false);
+        last.append(&mut batch_of_one(), &tenant, 0, false);
+        first.append(&mut staged, &tenant, 0, false);
+        assert_eq!(Arc::strong_count(&a), 3, "the staging's and the copy's");
+        last.append(&mut staged, &tenant, 0, true);
+        assert_eq!(Arc::strong_count(&a), 3, "moved, not counted again");
+        assert!(staged.calls.is_empty());
+        assert_eq!(read(&first)[1..], want[..]);
+        assert_eq!(read(&last)[1..], want[..]);
+        first.clear();
+        assert_eq!(Arc::strong_count(&a), 2, "released when emptied");
+    }
+
+    fn batch_of_one() -> Batches {
+        let mut b = Batches::default();
+        command(&mut b, 0, &[CREATED]);
+        b
     }
 
     #[test]
