@@ -1,14 +1,14 @@
 //! Commands' events as they travel to subscribers: in batches, one per command, each
-//! carrying its tenant, its sequence number and the calls its events are about once, with
-//! events as compact records that refer to them by index.
+//! carrying its tenant, its sequence number and its instant once, with events as compact
+//! records.
 //!
 //! A command writes its events into its tenant's [`Batches`] (kept from command to
 //! command, so nothing is allocated in the steady state); the publish appends them to each
 //! subscriber's `Batches` in a few block copies; the reader swaps the whole of it out and
 //! reads the events in place, as [`EventRef`] views. Nothing in a record owns a reference
-//! count: a call's identity is held once per batch (shared with the call's record, so its
-//! count changes once per batch and call, not per event), and names and client states are
-//! copied into the batch's text. Event ids are derived when asked (see `event::event_id`).
+//! count: each event's call identity (shared with the call's record) is held beside the
+//! records, at the event's own index, and names and client states are copied into the
+//! batch's text. Event ids are derived when asked (see `event::event_id`).
 
 use std::sync::Arc;
 
@@ -31,20 +31,16 @@ impl Span {
     const NONE: Self = Self { start: u32::MAX, end: u32::MAX };
 }
 
-/// No call: the record of a queue event.
-const NO_CALL: u32 = u32::MAX;
-
-/// One event: what happened, about which of its command's calls (an index into them).
-/// When is its command's (see [`Header`]).
+/// One event: what happened (about the call at its index in the [`Batches`]' calls). When
+/// is its command's (see [`Header`]).
 #[derive(Clone, Copy, Debug)]
 struct Record {
-    call: u32,
     /// `Span::NONE`: none.
     client_state: Span,
     fact: Fact<Span>,
 }
 
-/// One command's events: where they, its calls and its text start in the [`Batches`], and
+/// One command's events: where they and its text start in the [`Batches`], and
 /// what they share (the tenant, the command's number and its instant: every event of a
 /// command happens at the instant it runs at, a timer's firing at its own).
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +51,6 @@ struct Header {
     /// 4 GiB: offsets into it are `usize`).
     text: usize,
     records: u32,
-    calls: u32,
     /// Its tenant: an index into the [`Batches`]' runs of one tenant (0 while staged).
     tenant: u32,
 }
@@ -80,13 +75,16 @@ struct TenantRun {
 pub(crate) struct Batches {
     headers: Vec<Header>,
     records: Vec<Record>,
-    /// The calls of each command's events, each once per command.
-    calls: Vec<Arc<CallIdentity>>,
+    /// The call of each record, at the record's index (`None`: a queue event). Beside the
+    /// records rather than in them, so that a reader that has not read the records does not
+    /// go through them again to release the identities; one per event rather than one per
+    /// call of a command, so that a push looks nothing up and a publish rebases nothing.
+    calls: Vec<Option<Arc<CallIdentity>>>,
     text: String,
     /// The tenants of the headers, one per run of batches of one tenant.
     tenants: Vec<TenantRun>,
     /// Where the open command (the one whose events are being written) starts.
-    open: (u32, u32, usize),
+    open: (u32, usize),
     /// The rank of the open command's last event, and whether one came before an event of
     /// a lower rank (then `close` sorts them): kept as they come, so that the usual command,
     /// whose events come in order, is not scanned again.
@@ -117,7 +115,7 @@ impl Batches {
         self.calls.clear();
         self.text.clear();
         self.tenants.clear();
-        self.open = (0, 0, 0);
+        self.open = (0, 0);
         self.last_rank = 0;
         self.unsorted = false;
     }
@@ -135,7 +133,7 @@ impl Batches {
 
     /// Copies `s` into the open command's text.
     fn text_span(&mut self, s: &str) -> Span {
-        let start = (self.text.len() - self.open.2) as u32;
+        let start = (self.text.len() - self.open.1) as u32;
         self.text.push_str(s);
         Span { start, end: start + s.len() as u32 }
     }
@@ -146,35 +144,15 @@ impl Batches {
     #[inline(never)]
     pub(crate) fn push(&mut self, call: Option<(&Arc<CallIdentity>, Option<&str>)>, fact: Fact<&str>) {
         let (call, client_state) = match call {
-            None => (NO_CALL, Span::NONE),
-            Some((ident, state)) => {
-                let call = self.call_index(ident);
-                (call, state.map_or(Span::NONE, |s| self.text_span(s)))
-            }
+            None => (None, Span::NONE),
+            Some((ident, state)) => (Some(ident.clone()), state.map_or(Span::NONE, |s| self.text_span(s))),
         };
+        self.calls.push(call);
         let rank = fact.rank();
         self.unsorted |= rank < self.last_rank;
         self.last_rank = rank;
         let fact = fact.map(|queue| self.text_span(queue));
-        self.records.push(Record { call, client_state, fact });
-    }
-
-    /// The index of `ident` among the open command's calls, added if it is not one yet.
-    /// A command's events are about one or two calls, most often the last one's again:
-    /// that is looked at first, then the others.
-    #[inline]
-    fn call_index(&mut self, ident: &Arc<CallIdentity>) -> u32 {
-        let first = self.open.1 as usize;
-        let open = &self.calls[first..];
-        let found = match open.last() {
-            Some(last) if Arc::ptr_eq(last, ident) => Some(open.len() - 1),
-            _ => open.iter().position(|c| Arc::ptr_eq(c, ident)),
-        };
-        let at = found.unwrap_or(open.len());
-        if found.is_none() {
-            self.calls.push(ident.clone());
-        }
-        at as u32
+        self.records.push(Record { client_state, fact });
     }
 
     /// Ends the open command: its events, if any, become a batch with its number and the
@@ -182,16 +160,29 @@ impl Batches {
     /// a kind).
     #[inline(never)]
     pub(crate) fn close(&mut self, seq: u64, occurred_at: Timestamp) {
-        let (records, calls, text) = self.open;
+        let (records, text) = self.open;
         if self.records.len() == records as usize {
             return;
         }
         if std::mem::take(&mut self.unsorted) {
-            self.records[records as usize..].sort_by_key(|r| r.fact.rank());
+            self.sort_open(records as usize);
         }
         self.last_rank = 0;
-        self.headers.push(Header { seq, occurred_at, text, records, calls, tenant: 0 });
-        self.open = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
+        self.headers.push(Header { seq, occurred_at, text, records, tenant: 0 });
+        self.open = (self.records.len() as u32, self.text.len());
+    }
+
+    /// Sorts the open command's events (from record `first` on) by kind, stable within a
+    /// kind, their calls with them. Out of line: a command's events rarely come out of order.
+    #[cold]
+    fn sort_open(&mut self, first: usize) {
+        let mut open: Vec<(Record, Option<Arc<CallIdentity>>)> =
+            self.records.drain(first..).zip(self.calls.drain(first..)).collect();
+        open.sort_by_key(|(r, _)| r.fact.rank());
+        for (record, call) in open {
+            self.records.push(record);
+            self.calls.push(call);
+        }
     }
 
     /// Appends the batches of `from`, all of tenant `tenant` (the engine's copy of its
@@ -210,10 +201,9 @@ impl Batches {
             Some(r) if r.at == at => self.tenants.len() - 1,
             _ => self.add_run(tenant, key, at),
         } as u32;
-        let (records, calls, text) = (self.records.len() as u32, self.calls.len() as u32, self.text.len());
+        let (records, text) = (self.records.len() as u32, self.text.len());
         self.headers.extend(from.headers.iter().map(|h| Header {
             records: h.records + records,
-            calls: h.calls + calls,
             text: h.text + text,
             tenant: run,
             ..*h
@@ -361,8 +351,7 @@ impl<'a> EventRef<'a> {
     /// The call the event is about, if it is a call event.
     #[must_use]
     pub fn call(self) -> Option<&'a Arc<CallIdentity>> {
-        let call = self.record().call;
-        if call == NO_CALL { None } else { self.batches.calls.get((self.header().calls + call) as usize) }
+        self.batches.calls[self.index as usize].as_ref()
     }
 
     /// The call's client state when the event happened (a call event of a call that has one).
@@ -375,7 +364,7 @@ impl<'a> EventRef<'a> {
     /// Whether the event goes to webhooks (the Telnyx ones) or only to streams (\[ext\]).
     #[must_use]
     pub fn is_webhook_event(self) -> bool {
-        self.record().call != NO_CALL
+        self.batches.calls[self.index as usize].is_some()
     }
 
     /// What the event says besides its call, its names read from the batch.
@@ -456,6 +445,77 @@ mod tests {
         assert!(!b.unsorted);
         let kinds: Vec<&str> = b.records[4..].iter().map(|r| r.fact.event_type()).collect();
         assert_eq!(kinds, ["queue.deleted", "queue.created"]);
+    }
+
+    fn identity(id: &str) -> Arc<CallIdentity> {
+        Arc::new(CallIdentity {
+            call_control_id: crate::call::CallId::client(id, 0),
+            call_leg_id: Uuid::nil(),
+            call_session_id: Uuid::nil(),
+            connection_id: "c".into(),
+            from: "a".into(),
+            to: "b".into(),
+            start_time: Timestamp::EPOCH,
+            webhook_url: None,
+        })
+    }
+
+    #[test]
+    fn sorted_events_keep_their_calls_and_copies_share_them() {
+        let (a, b) = (identity("call-a"), identity("call-b"));
+        let mut staged = Batches::default();
+        staged.push(None, CREATED);
+        staged.push(
+            Some((&a, Some("state-a"))),
+            Fact::CallEnqueued { queue: "q", current_position: 1, queue_avg_wait_time_secs: 0 },
+        );
+        staged.push(
+            Some((&b, None)),
+            Fact::CallDequeued {
+                queue: "q",
+                queue_position: 1,
+                reason: crate::event::DequeueReason::Bridged,
+                wait_time_secs: 0,
+            },
+        );
+        staged.close(1, Timestamp::from_secs(1));
+        let read = |batches: &Batches| {
+            let mut cursor = Cursor::default();
+            std::iter::from_fn(|| {
+                cursor.next(batches).map(|e| {
+                    let call = e.call().map(|c| c.call_control_id.to_string());
+                    (e.event_type(), call, e.client_state().map(str::to_owned), e.is_webhook_event())
+                })
+            })
+            .collect::<Vec<_>>()
+        };
+        let want = vec![
+            ("call.dequeued", Some("call-b".to_owned()), None, true),
+            ("queue.created", None, None, false),
+            ("call.enqueued", Some("call-a".to_owned()), Some("state-a".to_owned()), true),
+        ];
+        assert_eq!(read(&staged), want);
+        // A first channel (not empty, not the last listener) gets a copy that shares the
+        // identities; the last one takes them.
+        let tenant = String::from("t");
+        let (mut first, mut last) = (Batches::default(), Batches::default());
+        first.append(&mut batch_of_one(), &tenant, 0, false);
+        last.append(&mut batch_of_one(), &tenant, 0, false);
+        first.append(&mut staged, &tenant, 0, false);
+        assert_eq!(Arc::strong_count(&a), 3, "the staging's and the copy's");
+        last.append(&mut staged, &tenant, 0, true);
+        assert_eq!(Arc::strong_count(&a), 3, "moved, not counted again");
+        assert!(staged.calls.is_empty());
+        assert_eq!(read(&first)[1..], want[..]);
+        assert_eq!(read(&last)[1..], want[..]);
+        first.clear();
+        assert_eq!(Arc::strong_count(&a), 2, "released when emptied");
+    }
+
+    fn batch_of_one() -> Batches {
+        let mut b = Batches::default();
+        command(&mut b, 0, &[CREATED]);
+        b
     }
 
     #[test]
