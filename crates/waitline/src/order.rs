@@ -64,16 +64,13 @@ impl Marks {
         }
     }
 
-    /// Marks (`delta` 1) or unmarks (`delta` -1) `slot`; false (and nothing changed) when
-    /// the bitmap has no block for it, as before its allocation. One bounds check tells both.
-    fn add(&mut self, slot: usize, delta: i32) -> bool {
+    /// Marks (`delta` 1) or unmarks (`delta` -1) `slot`.
+    fn add(&mut self, slot: usize, delta: i32) {
         let (block, word, bit) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS, 1u64 << (slot % 64));
-        let Some(words) = self.blocks.get_mut(block) else { return false };
-        let w = &mut words.0[word];
+        let w = &mut self.blocks[block].0[word];
         debug_assert_eq!(*w & bit != 0, delta < 0, "mark set twice or cleared twice");
         *w ^= bit;
         self.add_to_tree(block, delta);
-        true
     }
 
     /// Marks the `count` slots from `first` on, none of them marked: each bitmap word
@@ -412,24 +409,14 @@ impl<T: Copy> MemberOrder<T> {
     #[inline]
     fn mark(&mut self, seq: Seq, band: u8, delta: i32) {
         let b = band as usize;
-        if !self.trees[b].add(seq, delta) {
-            self.mark_first(b, seq, delta);
+        if !self.trees[b].is_allocated() {
+            self.allocate_band(b);
         }
+        self.trees[b].add(seq, delta);
         self.band_len[b] = self.band_len[b].wrapping_add_signed(delta);
     }
 
-    /// Marks the first member of a band with no bitmap yet: once per band and queue, kept
-    /// out of line. A bitmap every slot fits in would have taken the mark.
-    #[cold]
-    #[inline(never)]
-    fn mark_first(&mut self, band: usize, seq: Seq, delta: i32) {
-        assert!(!self.trees[band].is_allocated(), "slot {seq} past the order's capacity");
-        self.allocate_band(band);
-        let marked = self.trees[band].add(seq, delta);
-        debug_assert!(marked);
-    }
-
-    /// The bitmap of a band's first members.
+    /// The bitmap of a band's first member: once per band and queue, kept out of line.
     #[cold]
     #[inline(never)]
     fn allocate_band(&mut self, band: usize) {
@@ -707,9 +694,6 @@ mod tests {
     /// One block has no tree (counts and selects read the bitmap alone); two blocks have one.
     #[test]
     fn marks_count_and_select_in_one_block_and_in_two() {
-        // Before its allocation a bitmap takes no mark, and says so.
-        let mut unallocated = Marks::default();
-        assert!(!unallocated.add(0, 1) && unallocated.blocks.is_empty());
         assert!(Marks::with_capacity(BLOCK_SLOTS).tree.is_empty());
         assert_eq!(Marks::with_capacity(2 * BLOCK_SLOTS).tree.len(), 3);
         marks_agree_with_a_sorted_list(16, 10);
@@ -740,7 +724,7 @@ mod tests {
         let picks: Vec<usize> = (0..random_picks).map(|_| random()).collect();
         for &slot in edges.iter().chain(&picks) {
             if model.insert(slot) {
-                assert!(marks.add(slot, 1));
+                marks.add(slot, 1);
             }
         }
         let check = |marks: &Marks, model: &std::collections::BTreeSet<usize>| {
@@ -760,7 +744,7 @@ mod tests {
             model.iter().copied().step_by(3).chain(edges.iter().copied().step_by(2)).collect();
         for slot in gone {
             if model.remove(&slot) {
-                assert!(marks.add(slot, -1));
+                marks.add(slot, -1);
             }
         }
         check(&marks, &model);
