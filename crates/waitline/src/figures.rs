@@ -242,7 +242,9 @@ impl Figures {
         threshold_micros: u64,
         len: usize,
     ) {
-        self.note_length(now, len + 1, len);
+        // Only a new minute has work here: the peak is at least the length before (every
+        // join raised it, a new minute starts from it), so never below the length after.
+        self.roll_minute(now, len + 1);
         let Some(reason) = reason else { return };
         self.observe_wait(wait_micros);
         let in_time = wait_micros <= threshold_micros;
@@ -261,6 +263,13 @@ impl Figures {
 
     /// Minutes with no change keep the length the queue had at the end of the one before.
     fn note_length(&mut self, now: Timestamp, before: usize, after: usize) {
+        self.roll_minute(now, before);
+        self.peak = self.peak.max(u32::try_from(after).unwrap_or(u32::MAX));
+    }
+
+    /// Past the current minute: the minute that ended gets its peak, the minutes after it
+    /// with no change the length `before`, and the new minute starts from it.
+    fn roll_minute(&mut self, now: Timestamp, before: usize) {
         if now.as_micros() > self.minute_last_micros {
             let (ended, minute) = (self.minute(), now.as_micros() / MICROS_PER_MINUTE);
             // The minute that ended goes into the hour first: a gap of an hour or more
@@ -275,7 +284,6 @@ impl Figures {
             self.minute_last_micros = last_micros(minute, MICROS_PER_MINUTE);
             self.peak = carried;
         }
-        self.peak = self.peak.max(u32::try_from(after).unwrap_or(u32::MAX));
     }
 
     pub(crate) fn today(&self, now: Timestamp) -> DayFigures {

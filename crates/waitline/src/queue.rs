@@ -95,7 +95,14 @@ impl FromIterator<Timestamp> for BridgeTimes {
 #[derive(Debug)]
 pub(crate) struct Departure {
     pub(crate) position: usize,
-    pub(crate) wait_time_secs: u64,
+    pub(crate) waited_micros: u64,
+}
+
+impl Departure {
+    /// The whole seconds waited, as the event reports them (worked out only for it).
+    pub(crate) const fn wait_time_secs(&self) -> u64 {
+        self.waited_micros / 1_000_000
+    }
 }
 
 /// Counts of calls that left a queue, by reason.
@@ -277,7 +284,7 @@ impl Queue {
         }
         let waited_micros = now.as_micros().saturating_sub(m.enqueued_at.as_micros());
         self.figures.left(now, reason, waited_micros, service_level_micros, self.members.len());
-        Departure { position, wait_time_secs: waited_micros / 1_000_000 }
+        Departure { position, waited_micros }
     }
 
     fn count(&mut self, reason: DequeueReason, now: Timestamp) {

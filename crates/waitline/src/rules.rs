@@ -131,7 +131,7 @@ impl Txn<'_> {
                 queue: &core.queues.at(queue).name,
                 queue_position: departure.position,
                 reason,
-                wait_time_secs: departure.wait_time_secs,
+                wait_time_secs: departure.wait_time_secs(),
             });
         }
     }

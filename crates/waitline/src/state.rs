@@ -52,11 +52,21 @@ pub(crate) struct Shared {
     /// [`crate::Engine::next_wakeup`]. Written only when an earlier timer is set, so it stays
     /// shared between cores instead of bouncing.
     pub(crate) next_due: AtomicU64,
+    /// `config.service_level_threshold` in microseconds (saturating), worked out once
+    /// rather than at every departure.
+    service_level_micros: u64,
 }
 
 impl Shared {
     pub(crate) fn new(config: Config) -> Self {
-        Self { config, hasher: foldhash::fast::RandomState::default(), next_due: AtomicU64::new(u64::MAX) }
+        let threshold = config.service_level_threshold;
+        let service_level_micros = u64::try_from(threshold.as_micros()).unwrap_or(u64::MAX);
+        Self {
+            config,
+            hasher: foldhash::fast::RandomState::default(),
+            next_due: AtomicU64::new(u64::MAX),
+            service_level_micros,
+        }
     }
 
     pub(crate) fn call_hash(&self, id: &str) -> u64 {
@@ -588,12 +598,7 @@ impl<'e> Txn<'e> {
     pub(crate) fn leave_queue(&mut self, call: u32, reason: Option<DequeueReason>) -> (u32, Departure) {
         let now = self.now;
         let with_position = reason.is_some() && self.events.is_some();
-        let threshold = self.shared.config.service_level_threshold;
-        // Saturating like `u64::try_from(threshold.as_micros())`, without the u128.
-        let threshold_micros = threshold
-            .as_secs()
-            .saturating_mul(1_000_000)
-            .saturating_add(u64::from(threshold.subsec_micros()));
+        let threshold_micros = self.shared.service_level_micros;
         let core = self.change();
         let rec = core.calls.at_mut(call);
         let Link::Queued(m) = std::mem::replace(&mut rec.link, Link::None) else {
