@@ -89,6 +89,9 @@ pub(crate) fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), Str
         if count != q.len() {
             return Err(format!("queue {} counts {} but has {count}", q.name, q.len()));
         }
+        if (q.figures.peak as usize) < count {
+            return Err(format!("queue {} has a peak length below its {count} members", q.name));
+        }
         positions.sort_unstable();
         if positions != (1..=count).collect::<Vec<_>>() {
             return Err(format!("queue {} positions are not 1..={count}", q.name));

@@ -664,6 +664,11 @@ fn queue(
     q.figures =
         Figures::from_parts(f.day, f.today, f.bridged_within_service_level, f.waits, f.minute, &f.lengths)
             .map_err(whose)?;
+    // Every change raises the minute's peak to the length it leaves, and a departure relies
+    // on it (it does not raise the peak again): a peak below the length is not the engine's.
+    if (q.figures.peak as usize) < q.len() {
+        return Err(whose("the current minute's peak length is below the queue's length".into()));
+    }
     Ok(q)
 }
 
@@ -942,6 +947,25 @@ mod tests {
 
     fn each_link(body: &mut Plain<'_>, f: impl FnMut(&mut LinkData)) {
         body.calls.iter_mut().filter_map(|(_, c)| c.as_mut()).map(|c| &mut c.link).for_each(f);
+    }
+
+    /// A queue whose current minute's peak is below its length is not the engine's (a
+    /// departure then would never raise it): refused.
+    #[test]
+    fn a_peak_below_the_queues_length_is_refused() {
+        let (engine, hand) = engine();
+        let (_, bytes) = busy_tenant(&engine, &hand).snapshot();
+        let got = edited(&bytes, |b| {
+            for (_, q) in &mut b.queues {
+                if let Some(q) = q.as_mut() {
+                    q.figures.lengths.iter_mut().for_each(|l| *l = 0);
+                }
+            }
+        });
+        assert!(
+            matches!(&got, Err(SnapshotError::Inconsistent(e)) if e.contains("peak length is below")),
+            "{got:?}"
+        );
     }
 
     #[test]

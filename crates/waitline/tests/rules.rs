@@ -264,6 +264,41 @@ fn leave_queue() {
     assert_eq!(code(f.t.leave_queue(&a, &none())), "90018");
 }
 
+/// `call.dequeued` gives the wait in whole seconds, rounded down.
+#[test]
+fn a_dequeued_events_wait_is_floored_to_whole_seconds() {
+    let mut f = Fixture::new();
+    let (a, b) = (f.dial(), f.dial());
+    f.t.enqueue(&a, &EnqueueParams::new("q")).unwrap();
+    f.t.enqueue(&b, &EnqueueParams::new("q")).unwrap();
+    f.clock.advance(Duration::from_micros(1_999_999));
+    f.t.leave_queue(&a, &none()).unwrap();
+    f.clock.advance(Duration::from_micros(1));
+    f.t.leave_queue(&b, &none()).unwrap();
+    let waits: Vec<u64> = f
+        .take_events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::CallDequeued { wait_time_secs, .. } => Some(*wait_time_secs),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waits, [1, 2]);
+}
+
+/// A threshold too long for microseconds counts every wait in time (it saturates).
+#[test]
+fn a_threshold_too_long_for_microseconds_counts_every_wait_in_time() {
+    let f = Fixture::with(Engine::builder().service_level_threshold(Duration::MAX));
+    let caller = f.dial();
+    f.t.enqueue(&caller, &EnqueueParams::new("q")).unwrap();
+    let agent = f.dial();
+    f.clock.advance(Duration::from_secs(3));
+    f.t.bridge(&agent, &BridgeParams::queue("q")).unwrap();
+    let q = f.t.queue("q").unwrap();
+    assert_eq!((q.today.outcomes.bridged, q.bridged_within_service_level), (1, 1));
+}
+
 #[test]
 fn bridge_to_a_queue_takes_the_head_and_ignores_call_control_id() {
     let mut f = Fixture::new();
