@@ -448,16 +448,7 @@ mod tests {
     }
 
     fn identity(id: &str) -> Arc<CallIdentity> {
-        Arc::new(CallIdentity {
-            call_control_id: crate::call::CallId::client(id, 0),
-            call_leg_id: Uuid::nil(),
-            call_session_id: Uuid::nil(),
-            connection_id: "c".into(),
-            from: "a".into(),
-            to: "b".into(),
-            start_time: Timestamp::EPOCH,
-            webhook_url: None,
-        })
+        crate::call::tests::identity(id, Some(0))
     }
 
     #[test]

@@ -593,12 +593,12 @@ pub struct CallInfo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An identity with the id `id`: the engine's (inline) if it has an engine id's length
     /// and no hash.
-    fn identity(id: &str, id_hash: Option<u64>) -> Arc<CallIdentity> {
+    pub(crate) fn identity(id: &str, id_hash: Option<u64>) -> Arc<CallIdentity> {
         let id = match (id_hash, <[u8; ID_LEN]>::try_from(id.as_bytes())) {
             (None, Ok(bytes)) => CallId(Id::Engine(bytes)),
             (hash, _) => CallId::client(id, hash.unwrap_or_default()),

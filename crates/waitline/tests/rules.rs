@@ -852,23 +852,30 @@ fn ended_calls_past_the_cap_are_forgotten_oldest_first() {
     f.engine.check_invariants().unwrap();
 }
 
-/// The threshold and the waits compare to the microsecond: a threshold of 12.5 s takes in a
-/// wait of exactly 12.5 s and leaves out one a microsecond longer.
-#[test]
-fn a_service_level_threshold_counts_to_the_microsecond() {
-    let f = Fixture::with(Engine::builder().service_level_threshold(Duration::from_millis(12_500)));
+/// Two callers bridged one after the other from queue "q" of an engine whose service-level
+/// threshold is `threshold`: the first after exactly `threshold`, the second a microsecond
+/// later.
+fn bridged_at_and_just_after(threshold: Duration) -> QueueInfo {
+    let f = Fixture::with(Engine::builder().service_level_threshold(threshold));
     let callers: Vec<String> = (0..2).map(|_| f.dial()).collect();
     for c in &callers {
         f.t.enqueue(c, &EnqueueParams::new("q")).unwrap();
     }
     let agent = f.dial();
     let park = BridgeParams { after_unbridge: AfterUnbridge::Park, ..BridgeParams::queue("q") };
-    f.clock.advance(Duration::from_millis(12_500));
-    f.t.bridge(&agent, &park).unwrap(); // callers[0] after 12.5 s: in time
+    f.clock.advance(threshold);
+    f.t.bridge(&agent, &park).unwrap(); // callers[0] after exactly the threshold: in time
     f.t.hangup(&callers[0], &none()).unwrap();
     f.clock.advance(Duration::from_micros(1));
-    f.t.bridge(&agent, &park).unwrap(); // callers[1] after 12.500001 s: late
-    let q = f.t.queue("q").unwrap();
+    f.t.bridge(&agent, &park).unwrap(); // callers[1] a microsecond later: late
+    f.t.queue("q").unwrap()
+}
+
+/// The threshold and the waits compare to the microsecond: a threshold of 12.5 s takes in a
+/// wait of exactly 12.5 s and leaves out one a microsecond longer.
+#[test]
+fn a_service_level_threshold_counts_to_the_microsecond() {
+    let q = bridged_at_and_just_after(Duration::from_millis(12_500));
     assert_eq!((q.today.outcomes.bridged, q.bridged_within_service_level), (2, 1));
     assert_eq!(q.wait_histogram.sum_micros, 25_000_001);
 }
@@ -876,19 +883,7 @@ fn a_service_level_threshold_counts_to_the_microsecond() {
 /// The threshold's microseconds below the millisecond count too.
 #[test]
 fn a_sub_millisecond_service_level_threshold_counts() {
-    let f = Fixture::with(Engine::builder().service_level_threshold(Duration::from_micros(12_000_500)));
-    let callers: Vec<String> = (0..2).map(|_| f.dial()).collect();
-    for c in &callers {
-        f.t.enqueue(c, &EnqueueParams::new("q")).unwrap();
-    }
-    let agent = f.dial();
-    let park = BridgeParams { after_unbridge: AfterUnbridge::Park, ..BridgeParams::queue("q") };
-    f.clock.advance(Duration::from_micros(12_000_500));
-    f.t.bridge(&agent, &park).unwrap(); // callers[0] after 12.0005 s: in time
-    f.t.hangup(&callers[0], &none()).unwrap();
-    f.clock.advance(Duration::from_micros(1));
-    f.t.bridge(&agent, &park).unwrap(); // callers[1] after 12.000501 s: late
-    let q = f.t.queue("q").unwrap();
+    let q = bridged_at_and_just_after(Duration::from_micros(12_000_500));
     assert_eq!((q.today.outcomes.bridged, q.bridged_within_service_level), (2, 1));
 }
 
