@@ -154,7 +154,10 @@ impl Txn<'_> {
     }
 
     /// Ends a call: `call.hangup`, and it will be forgotten after the retention time (or
-    /// earlier, past the tenant's cap on kept ended calls).
+    /// earlier, past the tenant's cap on kept ended calls). Out of line: the leg a bridge
+    /// leaves is usually parked, and `detach` (where it is inlined through
+    /// `release_partner`) then saves and restores no registers for it.
+    #[inline(never)]
     fn end_call(&mut self, call: u32, source: HangupSource) {
         let now = self.now;
         let rec = self.call_mut(call);
