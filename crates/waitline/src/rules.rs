@@ -405,8 +405,8 @@ impl Tenant {
             fire_due(inner, journal, &self.state, &mut core, now, listening);
         }
         let list = listening.then(|| core.take_event_list());
-        let replay = self.replaying.as_ref().map(|r| r.draws.clone().into_iter());
-        let mut txn = Txn::new(&inner.shared, &mut core, now, list, replay);
+        let mut replay = self.replaying.as_ref().map(|r| r.draws.clone().into_iter());
+        let mut txn = Txn::new(&inner.shared, &mut core, now, list, replay.as_mut());
         let r = body(&mut txn);
         if let Some(journal) = journal {
             record(journal, &self.state.name, &mut txn, change);
