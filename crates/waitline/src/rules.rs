@@ -154,7 +154,10 @@ impl Txn<'_> {
     }
 
     /// Ends a call: `call.hangup`, and it will be forgotten after the retention time (or
-    /// earlier, past the tenant's cap on kept ended calls).
+    /// earlier, past the tenant's cap on kept ended calls). Out of line: the leg a bridge
+    /// leaves is usually parked, and `detach` (where it is inlined through
+    /// `release_partner`) then saves and restores no registers for it.
+    #[inline(never)]
     fn end_call(&mut self, call: u32, source: HangupSource) {
         let now = self.now;
         let rec = self.call_mut(call);
@@ -210,12 +213,18 @@ impl Txn<'_> {
     }
 
     /// Bridges call `a` (as the command found it, unchanged since) with call `b`.
-    fn bridge_pair(&mut self, a: CallView, b: u32, park_a: bool) {
+    /// `b_queued`: `b` is known to be a member of a queue (a queue's head), so it leaves it
+    /// with no look at its link (freeing `a` first takes no other member out of a queue).
+    fn bridge_pair(&mut self, a: CallView, b: u32, b_queued: bool, park_a: bool) {
         if !matches!(a.link, Link::None) {
             // Known from the lookup: the caller of a bridge is usually in no queue or bridge.
             self.detach(a.ix, DequeueReason::Bridged);
         }
-        self.detach(b, DequeueReason::Bridged);
+        if b_queued {
+            self.leave(b, DequeueReason::Bridged);
+        } else {
+            self.detach(b, DequeueReason::Bridged);
+        }
         let a = a.ix;
         self.call_mut(a).link = Link::Bridged { with: b, park_after_unbridge: park_a };
         self.call_mut(b).link = Link::Bridged { with: a, park_after_unbridge: false };
@@ -353,7 +362,8 @@ impl Txn<'_> {
 }
 
 enum BridgePlan {
-    With(u32),
+    /// The call in this slot; `true`: a queue's head (a member).
+    With(u32, bool),
     AlreadyBridged,
     DeadHead(u32),
 }
@@ -402,8 +412,8 @@ impl Tenant {
             fire_due(inner, journal, &self.state, &mut core, now, listening);
         }
         let list = listening.then(|| core.take_event_list());
-        let replay = self.replaying.as_ref().map(|r| r.draws.clone().into_iter());
-        let mut txn = Txn::new(&inner.shared, &mut core, now, list, replay);
+        let mut replay = self.replaying.as_ref().map(|r| r.draws.clone().into_iter());
+        let mut txn = Txn::new(&inner.shared, &mut core, now, list, replay.as_mut());
         let r = body(&mut txn);
         if let Some(journal) = journal {
             record(journal, &self.state.name, &mut txn, change);
@@ -683,7 +693,7 @@ impl Tenant {
                         let Some(queue) = queue else { return Err(Error::QueueEmpty) };
                         let Some(head) = txn.queue_at(queue).head() else { return Err(Error::QueueEmpty) };
                         if txn.call_at(head).membership().is_some_and(|m| m.alive) {
-                            BridgePlan::With(head)
+                            BridgePlan::With(head, true)
                         } else {
                             BridgePlan::DeadHead(head)
                         }
@@ -703,14 +713,14 @@ impl Tenant {
                         if rec.bridged_with() == Some(a.ix) {
                             BridgePlan::AlreadyBridged
                         } else {
-                            BridgePlan::With(bix)
+                            BridgePlan::With(bix, false)
                         }
                     }
                 };
                 match plan {
-                    BridgePlan::With(b) => {
+                    BridgePlan::With(b, b_queued) => {
                         txn.accept(a.ix, &p.options);
-                        txn.bridge_pair(a, b, park);
+                        txn.bridge_pair(a, b, b_queued, park);
                         Ok(())
                     }
                     BridgePlan::AlreadyBridged => {
@@ -802,7 +812,7 @@ impl Tenant {
                 txn.accept(call.ix, &p.options);
                 txn.stamp_new_id(&mut b);
                 let b = txn.create_call(b, None);
-                txn.bridge_pair(call, b, false);
+                txn.bridge_pair(call, b, false, false);
                 Ok(txn.core().call_info(b, now))
             },
         )

@@ -411,8 +411,9 @@ pub(crate) struct Txn<'e> {
     /// Set when the command ended a call: the tenant may now keep too many ended calls.
     pub(crate) ended_calls: bool,
     /// The random values of a replayed command, as its record gives them (`None`: drawn,
-    /// and kept in `TenantCore::drawn` for its record).
-    replay: Option<std::vec::IntoIter<Uuid>>,
+    /// and kept in `TenantCore::drawn` for its record). Lent by the command: one word to set
+    /// up and nothing to drop in every `Txn`.
+    replay: Option<&'e mut std::vec::IntoIter<Uuid>>,
 }
 
 impl<'e> Txn<'e> {
@@ -422,7 +423,7 @@ impl<'e> Txn<'e> {
         core: &'e mut TenantCore,
         now: Timestamp,
         events: Option<Box<Batches>>,
-        replay: Option<std::vec::IntoIter<Uuid>>,
+        replay: Option<&'e mut std::vec::IntoIter<Uuid>>,
     ) -> Self {
         core.drawn.clear();
         Self { shared, core, now, events, seq: None, ended_calls: false, replay }
