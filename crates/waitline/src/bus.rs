@@ -195,7 +195,25 @@ impl EventBus {
         if open.is_some() {
             events.order_open();
         }
-        let channels = &listeners.channels;
+        match listeners.channels.as_slice() {
+            // The usual case: one listener, subscribed.
+            [only] if !only.closed.load(Ordering::Relaxed) => only.push(events, open, tenant, key, true),
+            channels => self.publish_each(channels, events, open, tenant, key),
+        }
+        events.clear();
+    }
+
+    /// [`EventBus::publish`] to each of `channels` that is still subscribed (the last one
+    /// takes the identities), forgetting those that are not.
+    #[inline(never)]
+    fn publish_each(
+        &self,
+        channels: &[Arc<Channel>],
+        events: &mut Batches,
+        open: Option<(u64, Timestamp)>,
+        tenant: &str,
+        key: u64,
+    ) {
         let mut any_closed = false;
         for (i, channel) in channels.iter().enumerate() {
             if channel.closed.load(Ordering::Relaxed) {
@@ -204,7 +222,6 @@ impl EventBus {
                 channel.push(events, open, tenant, key, i + 1 == channels.len());
             }
         }
-        events.clear();
         if any_closed {
             self.forget_closed();
         }
