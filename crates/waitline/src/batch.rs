@@ -172,6 +172,15 @@ impl Batches {
         self.open = (self.records.len() as u32, self.text.len());
     }
 
+    /// Puts the open command's events in publishing order (see [`Batches::close`]), for a
+    /// publish that writes their header where it copies them.
+    #[inline]
+    pub(crate) fn order_open(&mut self) {
+        if std::mem::take(&mut self.unsorted) {
+            self.sort_open(self.open.0 as usize);
+        }
+    }
+
     /// Sorts the open command's events (from record `first` on) by kind, stable within a
     /// kind, their calls with them. Out of line: a command's events rarely come out of order.
     #[cold]
@@ -187,13 +196,25 @@ impl Batches {
 
     /// Appends the batches of `from`, all of tenant `tenant` (the engine's copy of its
     /// name) whose event ids start with `key`, its identities moved with `take` (the last
-    /// use of `from`, which is to be cleared), else shared. The tenant's name is written
-    /// once for a run of its batches. Into an empty one with `take`, nothing is copied: the
-    /// two swap their contents (`from` then holds this one's emptied room), and only the
-    /// tenant's name is written.
-    pub(crate) fn append(&mut self, from: &mut Self, tenant: &str, key: u64, take: bool) {
+    /// use of `from`, which is to be cleared), else shared; then `from`'s open command's
+    /// events, in publishing order ([`Batches::order_open`]), as the batch of the number
+    /// and instant `open` gives, if any (its header written here: `from` is not closed
+    /// first). The tenant's name is written once for a run of its batches. Into an empty
+    /// one with `take`, nothing is copied: the two swap their contents (`from` then holds
+    /// this one's emptied room), and only the tenant's name is written.
+    pub(crate) fn append(
+        &mut self,
+        from: &mut Self,
+        open: Option<(u64, Timestamp)>,
+        tenant: &str,
+        key: u64,
+        take: bool,
+    ) {
         let at = tenant.as_ptr() as usize;
         if take && self.headers.is_empty() {
+            if let Some((seq, occurred_at)) = open {
+                from.close(seq, occurred_at);
+            }
             self.take_whole(from, tenant, key, at);
             return;
         }
@@ -208,6 +229,18 @@ impl Batches {
             tenant: run,
             ..*h
         }));
+        if let Some((seq, occurred_at)) = open
+            && from.records.len() > from.open.0 as usize
+        {
+            let (first, text_start) = from.open;
+            self.headers.push(Header {
+                seq,
+                occurred_at,
+                text: text_start + text,
+                records: first + records,
+                tenant: run,
+            });
+        }
         self.records.extend_from_slice(&from.records);
         if take {
             self.calls.append(&mut from.calls);
@@ -490,11 +523,11 @@ mod tests {
         // identities; the last one takes them.
         let tenant = String::from("t");
         let (mut first, mut last) = (Batches::default(), Batches::default());
-        first.append(&mut batch_of_one(), &tenant, 0, false);
-        last.append(&mut batch_of_one(), &tenant, 0, false);
-        first.append(&mut staged, &tenant, 0, false);
+        first.append(&mut batch_of_one(), None, &tenant, 0, false);
+        last.append(&mut batch_of_one(), None, &tenant, 0, false);
+        first.append(&mut staged, None, &tenant, 0, false);
         assert_eq!(Arc::strong_count(&a), 3, "the staging's and the copy's");
-        last.append(&mut staged, &tenant, 0, true);
+        last.append(&mut staged, None, &tenant, 0, true);
         assert_eq!(Arc::strong_count(&a), 3, "moved, not counted again");
         assert!(staged.calls.is_empty());
         assert_eq!(read(&first)[1..], want[..]);
@@ -516,7 +549,7 @@ mod tests {
         for (seq, tenant) in [(1, &t), (2, &t), (3, &u), (4, &t)] {
             let mut staged = Batches::default();
             command(&mut staged, seq, &[CREATED]);
-            channel.append(&mut staged, tenant, seq, false);
+            channel.append(&mut staged, None, tenant, seq, false);
         }
         assert_eq!(channel.text.matches("tenant-t").count(), 2, "{}", channel.text);
         assert_eq!(channel.tenants.len(), 3);
@@ -531,13 +564,46 @@ mod tests {
     }
 
     #[test]
+    fn an_open_command_is_published_as_its_batch_in_order() {
+        let tenant = String::from("t");
+        let mut staged = Batches::default();
+        command(&mut staged, 3, &[CREATED]);
+        // The command being published, left open, its events out of order.
+        staged.push(None, CREATED);
+        staged.push(None, DELETED);
+        staged.order_open();
+        let open = Some((4, Timestamp::from_secs(4)));
+        let read = |b: &Batches| {
+            let mut cursor = Cursor::default();
+            std::iter::from_fn(|| {
+                cursor.next(b).map(|e| (e.seq(), e.occurred_at().as_micros(), e.id(), e.event_type()))
+            })
+            .collect::<Vec<_>>()
+        };
+        let want = [
+            (3, 3_000_000, event_id(0, 3, 0), "queue.created"),
+            (4, 4_000_000, event_id(0, 4, 0), "queue.deleted"),
+            (4, 4_000_000, event_id(0, 4, 1), "queue.created"),
+        ];
+        // Copied after a channel's events: its header written there.
+        let mut channel = Batches::default();
+        channel.append(&mut batch_of_one(), None, &tenant, 0, false);
+        channel.append(&mut staged, open, &tenant, 0, false);
+        assert_eq!(read(&channel)[1..], want);
+        // Taken whole by an empty channel: closed first.
+        let mut empty = Batches::default();
+        empty.append(&mut staged, open, &tenant, 0, true);
+        assert_eq!(read(&empty), want);
+    }
+
+    #[test]
     fn an_empty_channel_takes_the_last_listeners_batch_whole() {
         let tenant = String::from("t");
         let mut channel = Batches::default();
         let mut staged = Batches::default();
         command(&mut staged, 7, &[CREATED, DELETED]);
         let records = staged.records.as_ptr();
-        channel.append(&mut staged, &tenant, 9, true);
+        channel.append(&mut staged, None, &tenant, 9, true);
         assert_eq!(channel.records.as_ptr(), records, "the records moved, not copied");
         assert!(staged.is_empty() && staged.headers.is_empty() && staged.text.is_empty());
         let mut cursor = Cursor::default();

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::{Batches, Cursor, EventRef, Names};
+use crate::clock::Timestamp;
 use crate::event::Event;
 
 /// A subscriber's bounded queue of events, with everything its reader may wait on behind
@@ -55,16 +56,17 @@ struct ChannelState {
 }
 
 impl Channel {
-    /// Appends commands' events unless `capacity` batches wait (then counts them as
-    /// dropped); `take` moves their calls' identities (the last subscriber) or shares them.
-    fn push(&self, events: &mut Batches, tenant: &str, key: u64, take: bool) {
+    /// Appends commands' events (and the open one's as the batch `open` says, see
+    /// [`Batches::append`]) unless `capacity` batches wait (then counts them as dropped);
+    /// `take` moves their calls' identities (the last subscriber) or shares them.
+    fn push(&self, events: &mut Batches, open: Option<(u64, Timestamp)>, tenant: &str, key: u64, take: bool) {
         let mut st = self.state.lock();
         if st.batches >= self.capacity {
             drop(st);
             self.dropped.fetch_add(events.len() as u64, Ordering::Relaxed);
             return;
         }
-        st.events.append(events, tenant, key, take);
+        st.events.append(events, open, tenant, key, take);
         st.batches += 1;
         let waker = st.waker.take();
         let sleeping = st.sleeping > 0;
@@ -176,21 +178,50 @@ impl EventBus {
 
     /// Hands commands' events to every channel of `listeners` (those of their tenant)
     /// without waiting: copied into each one, the calls' identities moved to the last one
-    /// and shared with the others. Leaves `events` empty, its room kept for later commands.
-    pub(crate) fn publish(&self, tenant: &str, key: u64, listeners: &Listeners, events: &mut Batches) {
+    /// and shared with the others; the open command's, if any, as the batch of the number
+    /// and instant `open` gives (its header written in each channel, not in `events`).
+    /// Leaves `events` empty, its room kept for later commands.
+    pub(crate) fn publish(
+        &self,
+        tenant: &str,
+        key: u64,
+        listeners: &Listeners,
+        events: &mut Batches,
+        open: Option<(u64, Timestamp)>,
+    ) {
         if events.is_empty() {
             return;
         }
-        let channels = &listeners.channels;
+        if open.is_some() {
+            events.order_open();
+        }
+        match listeners.channels.as_slice() {
+            // The usual case: one listener, subscribed.
+            [only] if !only.closed.load(Ordering::Relaxed) => only.push(events, open, tenant, key, true),
+            channels => self.publish_each(channels, events, open, tenant, key),
+        }
+        events.clear();
+    }
+
+    /// [`EventBus::publish`] to each of `channels` that is still subscribed (the last one
+    /// takes the identities), forgetting those that are not.
+    #[inline(never)]
+    fn publish_each(
+        &self,
+        channels: &[Arc<Channel>],
+        events: &mut Batches,
+        open: Option<(u64, Timestamp)>,
+        tenant: &str,
+        key: u64,
+    ) {
         let mut any_closed = false;
         for (i, channel) in channels.iter().enumerate() {
             if channel.closed.load(Ordering::Relaxed) {
                 any_closed = true;
             } else {
-                channel.push(events, tenant, key, i + 1 == channels.len());
+                channel.push(events, open, tenant, key, i + 1 == channels.len());
             }
         }
-        events.clear();
         if any_closed {
             self.forget_closed();
         }
@@ -471,7 +502,7 @@ mod tests {
     fn send(bus: &EventBus, mut batch: Batches) {
         let mut listeners = Listeners::default();
         bus.listens("t", &mut listeners);
-        bus.publish("t", 0, &listeners, &mut batch);
+        bus.publish("t", 0, &listeners, &mut batch, None);
     }
 
     #[test]
@@ -481,14 +512,14 @@ mod tests {
         let mut listeners = Listeners::default();
         bus.listens("t", &mut listeners);
         let mut staged = batch(&[1]);
-        bus.publish("t", 0, &listeners, &mut staged);
+        bus.publish("t", 0, &listeners, &mut staged, None);
         // The only listener's channel was empty: it took the staged batch whole, and the
         // tenant keeps the channel's room (none yet).
         assert!(!staged.has_room(), "the batch was handed over, not copied");
         let mut second = bus.subscribe(None, 8);
         bus.listens("t", &mut listeners);
         let mut staged = batch(&[2]);
-        bus.publish("t", 0, &listeners, &mut staged);
+        bus.publish("t", 0, &listeners, &mut staged, None);
         // Two listeners: the first one's (non-empty) channel gets a copy, the second's
         // (empty) takes the batch.
         assert!(!staged.has_room());

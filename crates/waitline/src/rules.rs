@@ -418,9 +418,10 @@ impl Tenant {
         if let Some(journal) = journal {
             record(journal, &self.state.name, &mut txn, change);
         }
-        if let Some(mut events) = settle(&mut txn) {
+        if let Some((mut events, seq)) = settle_open(&mut txn) {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
-            inner.bus.publish(&self.state.name, self.state.event_key, &core.listeners, &mut events);
+            let open = seq.map(|seq| (seq, now));
+            inner.bus.publish(&self.state.name, self.state.event_key, &core.listeners, &mut events, open);
             core.keep_event_list(events);
         }
         r
@@ -644,7 +645,7 @@ impl Tenant {
                 core.admit_run(run, now);
             }
             if let Some(mut events) = events {
-                inner.bus.publish(&self.state.name, self.state.event_key, &core.listeners, &mut events);
+                inner.bus.publish(&self.state.name, self.state.event_key, &core.listeners, &mut events, None);
                 core.keep_event_list(events);
             }
             drop(core);
@@ -1035,10 +1036,24 @@ fn record(journal: &dyn Journal, tenant: &str, txn: &mut Txn<'_>, change: impl F
 /// change), and hands back its events.
 #[inline(always)]
 fn settle(txn: &mut Txn<'_>) -> Option<Box<Batches>> {
+    end_change(txn);
+    txn.finish()
+}
+
+/// [`settle`] for a command whose events are published at once: they are left open, with
+/// its number (see [`Txn::finish_open`]).
+#[inline(always)]
+fn settle_open(txn: &mut Txn<'_>) -> Option<(Box<Batches>, Option<u64>)> {
+    end_change(txn);
+    txn.finish_open()
+}
+
+/// Forgets ended calls past the cap, if the command ended any (part of its change).
+#[inline(always)]
+fn end_change(txn: &mut Txn<'_>) {
     if txn.ended_calls {
         forget_excess_ended(txn);
     }
-    txn.finish()
 }
 
 /// Fires every timer of a locked tenant due at `now` in exact time order (ties: deadlines in
@@ -1086,7 +1101,7 @@ fn fire_due(
         events = settle(&mut txn);
     }
     if let Some(mut events) = events {
-        inner.bus.publish(&tenant.name, tenant.event_key, &core.listeners, &mut events);
+        inner.bus.publish(&tenant.name, tenant.event_key, &core.listeners, &mut events, None);
         core.keep_event_list(events);
     }
     fired

@@ -460,6 +460,16 @@ impl<'e> Txn<'e> {
         Some(events)
     }
 
+    /// The events given to [`Txn::new`] and the command's own after them, left open, and its
+    /// number if it changed anything: for a command whose events are published at once (the
+    /// publish writes their batch's header where it copies them, see [`Batches::append`]);
+    /// `None` when nobody listens.
+    #[inline(always)]
+    pub(crate) fn finish_open(&mut self) -> Option<(Box<Batches>, Option<u64>)> {
+        let events = self.events.take()?;
+        Some((events, self.seq))
+    }
+
     /// The state, for changing it: the first call gives the command its sequence number.
     fn change(&mut self) -> &mut TenantCore {
         if self.seq.is_none() {
