@@ -189,6 +189,12 @@ impl Queue {
         self.members.len() == 0
     }
 
+    /// An auto queue with no member and no idle check pending: one must be set, so that
+    /// it is collected if it stays idle.
+    pub(crate) fn wants_idle_check(&self) -> bool {
+        self.is_empty() && !self.explicit && self.idle_timer.is_none()
+    }
+
     /// Whether it is full once `pending` more calls have joined (a batch's run, not yet
     /// admitted; 0 for a single command).
     pub(crate) fn is_full_with(&self, pending: usize) -> bool {
