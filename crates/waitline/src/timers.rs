@@ -92,6 +92,9 @@ impl Bucket {
 /// Slots of the ring: seconds `s` and `s + 64` share one.
 const RING_SLOTS: usize = 64;
 
+/// The most timers' room a free slot of the ring keeps.
+const KEPT_ROOM: usize = 256;
+
 /// Below this many timers a tenant never purges.
 const PURGE_FLOOR: usize = 4096;
 
@@ -168,9 +171,13 @@ impl Timers {
     fn refresh(&mut self) {
         let mut next = self.spilled.values().next().map_or(u64::MAX, |b| b.earliest);
         for slot in self.occupied_slots() {
-            let bucket = &self.ring[slot].1;
+            let bucket = &mut self.ring[slot].1;
             if bucket.items.is_empty() {
                 self.occupied &= !(1 << slot);
+                // A usual second's room is kept for the next; a burst's is given back.
+                if bucket.items.capacity() > KEPT_ROOM {
+                    bucket.items = Vec::new();
+                }
             }
             next = next.min(bucket.earliest);
         }
