@@ -25,6 +25,15 @@ pub enum DequeueReason {
 }
 
 impl DequeueReason {
+    /// How many reasons there are.
+    pub(crate) const COUNT: usize = 4;
+
+    /// The reason's place in counts kept by reason (the order of declaration): a count
+    /// is then an index, not a branch per reason.
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The reason's name on the wire.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

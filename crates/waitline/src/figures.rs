@@ -33,6 +33,48 @@ const WAIT_BUCKETS_MICROS: [u64; WAIT_BUCKETS_SECS.len()] = {
     micros
 };
 
+/// Waits up to this many seconds find their bucket by [`WAIT_BUCKET_BY_SPAN`].
+const SHORT_WAIT_SECS: u64 = 60;
+/// The span of [`WAIT_BUCKET_BY_SPAN`]: every bound up to [`SHORT_WAIT_SECS`] is a multiple
+/// of it, so all the waits of one span share a bucket.
+const WAIT_SPAN_SECS: u64 = 5;
+/// Bounds up to [`SHORT_WAIT_SECS`].
+const SHORT_BOUNDS: usize = {
+    let mut n = 0;
+    while n < WAIT_BUCKETS_SECS.len() && WAIT_BUCKETS_SECS[n] <= SHORT_WAIT_SECS {
+        assert!(WAIT_BUCKETS_SECS[n] % WAIT_SPAN_SECS == 0, "a bound inside a span");
+        n += 1;
+    }
+    n
+};
+/// The bucket of the waits in the `k`-th span (`(k - 1) * 5, k * 5]` seconds; 0 s for `k`
+/// = 0): how many bounds are below its end.
+const WAIT_BUCKET_BY_SPAN: [u8; (SHORT_WAIT_SECS / WAIT_SPAN_SECS) as usize + 1] = {
+    let mut by_span = [0; (SHORT_WAIT_SECS / WAIT_SPAN_SECS) as usize + 1];
+    let mut k = 0;
+    while k < by_span.len() {
+        let mut below = 0;
+        while WAIT_BUCKETS_SECS[below] < k as u64 * WAIT_SPAN_SECS {
+            below += 1;
+        }
+        by_span[k] = below as u8;
+        k += 1;
+    }
+    by_span
+};
+
+/// The bucket of [`WaitHistogram`] that counts a wait: how many bounds are below it. A
+/// wait of up to a minute (most) reads it from its span, with no search; a longer one
+/// counts the larger bounds below it.
+fn wait_bucket(wait_micros: u64) -> usize {
+    const SPAN_MICROS: u64 = WAIT_SPAN_SECS * 1_000_000;
+    if wait_micros <= SHORT_WAIT_SECS * 1_000_000 {
+        usize::from(WAIT_BUCKET_BY_SPAN[wait_micros.div_ceil(SPAN_MICROS) as usize])
+    } else {
+        SHORT_BOUNDS + WAIT_BUCKETS_MICROS[SHORT_BOUNDS..].iter().filter(|&&b| b < wait_micros).count()
+    }
+}
+
 /// The last microsecond of the `n`-th span of `unit` microseconds since the epoch; the
 /// end of time for a span that runs past it (no instant is later, as none is after it).
 const fn last_micros(n: u64, unit: u64) -> u64 {
@@ -129,7 +171,12 @@ pub(crate) struct Figures {
     /// The last microsecond of the current minute ([`Figures::minute`]), the one `peak`
     /// is for.
     minute_last_micros: u64,
-    pub(crate) today: Outcomes,
+    /// Today's [`Outcomes`] ([`Figures::outcomes`]): callers who joined, ...
+    today_enqueued: u64,
+    /// ... who left, by [`DequeueReason::index`], ...
+    today_left: [u64; DequeueReason::COUNT],
+    /// ... and who were bridged within the service level.
+    today_in_time: u64,
     /// The longest the queue was in `minute`: kept here, not in `lengths`, so that an
     /// arrival or departure writes no line of the hour's 240 bytes (they are written once
     /// a minute).
@@ -147,7 +194,9 @@ impl Figures {
     pub(crate) fn new(now: Timestamp) -> Self {
         Self {
             day_last_micros: last_micros(now.as_micros() / MICROS_PER_DAY, MICROS_PER_DAY),
-            today: Outcomes::default(),
+            today_enqueued: 0,
+            today_left: [0; DequeueReason::COUNT],
+            today_in_time: 0,
             bridged_within_service_level: 0,
             wait_sum_micros: 0,
             wait_counts: [0; WAIT_BUCKETS_SECS.len() + 1],
@@ -176,7 +225,9 @@ impl Figures {
         let peak = std::mem::take(&mut lengths[minute_slot(minute)]);
         Ok(Self {
             day_last_micros: last_micros(day, MICROS_PER_DAY),
-            today,
+            today_enqueued: today.enqueued,
+            today_left: [today.bridged, today.hangup, today.leave, today.timeout],
+            today_in_time: today.bridged_within_service_level,
             bridged_within_service_level,
             wait_sum_micros: waits.sum_micros,
             wait_counts: waits.counts,
@@ -201,9 +252,21 @@ impl Figures {
         WaitHistogram { counts: self.wait_counts, sum_micros: self.wait_sum_micros }
     }
 
+    /// What happened to the callers of the day counted ([`Figures::day`]).
+    pub(crate) const fn outcomes(&self) -> Outcomes {
+        let [bridged, hangup, leave, timeout] = self.today_left;
+        Outcomes {
+            enqueued: self.today_enqueued,
+            bridged,
+            bridged_within_service_level: self.today_in_time,
+            hangup,
+            leave,
+            timeout,
+        }
+    }
+
     fn observe_wait(&mut self, wait_micros: u64) {
-        let bucket = WAIT_BUCKETS_MICROS.partition_point(|&b| b < wait_micros);
-        self.wait_counts[bucket] += 1;
+        self.wait_counts[wait_bucket(wait_micros)] += 1;
         self.wait_sum_micros = self.wait_sum_micros.saturating_add(wait_micros);
     }
 
@@ -215,19 +278,22 @@ impl Figures {
         lengths
     }
 
-    /// A clock set back stays in the day counted: only a later day starts a new one.
-    fn today_mut(&mut self, now: Timestamp) -> &mut Outcomes {
+    /// Starts a new day's counts past the day counted. A clock set back stays in the day
+    /// counted: only a later day starts a new one.
+    fn roll_day(&mut self, now: Timestamp) {
         let now = now.as_micros();
         if now > self.day_last_micros {
             self.day_last_micros = last_micros(now / MICROS_PER_DAY, MICROS_PER_DAY);
-            self.today = Outcomes::default();
+            self.today_enqueued = 0;
+            self.today_left = [0; DequeueReason::COUNT];
+            self.today_in_time = 0;
         }
-        &mut self.today
     }
 
     /// `count` callers joined at once; the queue went from `len - count` to `len` members.
     pub(crate) fn joined(&mut self, now: Timestamp, len: usize, count: u32) {
-        self.today_mut(now).enqueued += u64::from(count);
+        self.roll_day(now);
+        self.today_enqueued += u64::from(count);
         self.note_length(now, len.saturating_sub(count as usize), len);
     }
 
@@ -247,18 +313,12 @@ impl Figures {
         self.roll_minute(now, len + 1);
         let Some(reason) = reason else { return };
         self.observe_wait(wait_micros);
-        let in_time = wait_micros <= threshold_micros;
-        let today = self.today_mut(now);
-        match reason {
-            DequeueReason::Bridged => {
-                today.bridged += 1;
-                today.bridged_within_service_level += u64::from(in_time);
-                self.bridged_within_service_level += u64::from(in_time);
-            }
-            DequeueReason::Hangup => today.hangup += 1,
-            DequeueReason::Leave => today.leave += 1,
-            DequeueReason::Timeout => today.timeout += 1,
-        }
+        self.roll_day(now);
+        // Counted by index and flag: no branch per reason.
+        let in_time = u64::from(reason == DequeueReason::Bridged && wait_micros <= threshold_micros);
+        self.today_left[reason.index()] += 1;
+        self.today_in_time += in_time;
+        self.bridged_within_service_level += in_time;
     }
 
     /// Minutes with no change keep the length the queue had at the end of the one before.
@@ -288,7 +348,7 @@ impl Figures {
 
     pub(crate) fn today(&self, now: Timestamp) -> DayFigures {
         let (day, counted) = (now.as_micros() / MICROS_PER_DAY, self.day());
-        let outcomes = if day > counted { Outcomes::default() } else { self.today };
+        let outcomes = if day > counted { Outcomes::default() } else { self.outcomes() };
         DayFigures { since: Timestamp::from_micros(day.max(counted) * MICROS_PER_DAY), outcomes }
     }
 
@@ -376,6 +436,28 @@ mod tests {
         assert_eq!(f.today(at(86_400 + 6)).outcomes.enqueued, 2);
     }
 
+    /// The bucket read from a short wait's span, or counted for a longer one, is the
+    /// search's: at every bound, a microsecond either side, and many waits between.
+    #[test]
+    fn a_waits_bucket_is_the_searchs() {
+        let search = |w: u64| WAIT_BUCKETS_MICROS.partition_point(|&b| b < w);
+        let near_bounds = WAIT_BUCKETS_MICROS.iter().flat_map(|&b| [b - 1, b, b + 1]);
+        let spread = (0..200_000u64).map(|i| i * i * 97 % 4_000_000_000);
+        for w in near_bounds.chain(spread).chain([0, 1, u64::MAX]) {
+            assert_eq!(wait_bucket(w), search(w), "a wait of {w} us");
+        }
+    }
+
+    /// Today's counts share the first line with the day's and minute's ends: what every
+    /// arrival and departure writes.
+    #[test]
+    fn todays_counts_fill_the_first_line() {
+        use std::mem::offset_of;
+        assert!(offset_of!(Figures, today_in_time) + 8 <= 64);
+        assert!(offset_of!(Figures, today_left) + 8 * DequeueReason::COUNT <= 64);
+        assert!(offset_of!(Figures, today_enqueued) + 8 <= 64);
+    }
+
     #[test]
     fn the_histogram_puts_each_wait_in_its_bucket() {
         let mut f = Figures::new(at(0));
@@ -415,7 +497,7 @@ mod tests {
         let back = |f: &Figures| {
             Figures::from_parts(
                 f.day(),
-                f.today,
+                f.outcomes(),
                 f.bridged_within_service_level,
                 f.waits(),
                 f.minute(),
@@ -450,11 +532,11 @@ mod boundary_tests {
             (f.day(), f.minute()),
             ((MIDNIGHT - 1) / MICROS_PER_DAY, (MIDNIGHT - 1) / MICROS_PER_MINUTE)
         );
-        assert_eq!((f.today.enqueued, f.peak), (1, 3));
+        assert_eq!((f.outcomes().enqueued, f.peak), (1, 3));
         f.joined(Timestamp::from_micros(MIDNIGHT), 1, 1);
         assert_eq!((f.day(), f.minute()), (MIDNIGHT / MICROS_PER_DAY, MIDNIGHT / MICROS_PER_MINUTE));
         assert_eq!(
-            (f.today.enqueued, f.peak),
+            (f.outcomes().enqueued, f.peak),
             (1, 1),
             "a new day counts from zero, a new minute from the length carried"
         );
@@ -467,7 +549,7 @@ mod boundary_tests {
         last.joined(end, 4, 1);
         last.left(end, Some(DequeueReason::Bridged), 0, 0, 3);
         assert_eq!(
-            (last.today.enqueued, last.today.bridged, last.peak),
+            (last.outcomes().enqueued, last.outcomes().bridged, last.peak),
             (2, 1, 4),
             "still the same day and minute"
         );
@@ -512,7 +594,7 @@ mod restore_tests {
     fn figures_from_a_snapshot_are_checked() {
         let f = Figures::new(Timestamp::from_secs(1_767_225_600));
         let back = |day, minute, lengths: &[u32]| {
-            Figures::from_parts(day, f.today, 0, f.waits(), minute, lengths).map(|g| g.lengths.len())
+            Figures::from_parts(day, f.outcomes(), 0, f.waits(), minute, lengths).map(|g| g.lengths.len())
         };
         assert_eq!(back(f.day(), f.minute(), &f.lengths), Ok(LENGTH_HISTORY_MINUTES));
         assert!(back(f.day(), f.minute(), &f.lengths[1..]).is_err(), "an hour is 60 minutes");
@@ -522,7 +604,7 @@ mod restore_tests {
         // The last instants a clock can show still read without overflow.
         let last = Figures::from_parts(
             u64::MAX / MICROS_PER_DAY,
-            f.today,
+            f.outcomes(),
             0,
             f.waits(),
             u64::MAX / MICROS_PER_MINUTE,

@@ -471,7 +471,10 @@ impl<T: Copy> MemberOrder<T> {
         Ok(order)
     }
 
-    /// Renumbers live members densely in arrival order into `new_cap` slots.
+    /// Renumbers live members densely in arrival order into `new_cap` slots. Out of line:
+    /// amortised over many pushes and removals, it would only crowd their code.
+    #[cold]
+    #[inline(never)]
     fn rebuild(&mut self, new_cap: usize, mut relocate: impl FnMut(&T, Seq)) {
         let mut trees: Box<[Marks; BANDS]> = Default::default();
         for band in 0..BANDS {

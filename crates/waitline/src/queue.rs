@@ -141,7 +141,8 @@ pub(crate) struct Queue {
     pub(crate) idle_timer: Option<Timestamp>,
     /// Made by the create call (never idle-collected), not by an enqueue.
     pub(crate) explicit: bool,
-    pub(crate) totals: DequeueTotals,
+    /// Departures since creation, by [`DequeueReason::index`] ([`Queue::totals`]).
+    pub(crate) departed: [u64; DequeueReason::COUNT],
     pub(crate) bridge_dequeue_times: BridgeTimes,
     pub(crate) figures: Figures,
     pub(crate) id: Uuid,
@@ -171,7 +172,7 @@ impl Queue {
             last_enqueued_at: Timestamp::EPOCH,
             bridge_dequeue_times: BridgeTimes::new(),
             total_enqueued: 0,
-            totals: DequeueTotals::default(),
+            departed: [0; DequeueReason::COUNT],
             figures: Figures::new(now),
         }
     }
@@ -187,6 +188,12 @@ impl Queue {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.members.len() == 0
+    }
+
+    /// An auto queue with no member and no idle check pending: one must be set, so that
+    /// it is collected if it stays idle.
+    pub(crate) fn wants_idle_check(&self) -> bool {
+        self.is_empty() && !self.explicit && self.idle_timer.is_none()
     }
 
     /// Whether it is full once `pending` more calls have joined (a batch's run, not yet
@@ -280,23 +287,20 @@ impl Queue {
         self.sum_enqueued_micros -= u128::from(m.enqueued_at.as_micros());
         self.updated_at = now;
         if let Some(reason) = reason {
-            self.count(reason, now);
+            self.departed[reason.index()] += 1;
+            if reason == DequeueReason::Bridged {
+                self.bridge_dequeue_times.push(now);
+            }
         }
         let waited_micros = now.as_micros().saturating_sub(m.enqueued_at.as_micros());
         self.figures.left(now, reason, waited_micros, service_level_micros, self.members.len());
         Departure { position, waited_micros }
     }
 
-    fn count(&mut self, reason: DequeueReason, now: Timestamp) {
-        match reason {
-            DequeueReason::Bridged => {
-                self.totals.bridged += 1;
-                self.bridge_dequeue_times.push(now);
-            }
-            DequeueReason::Hangup => self.totals.hangup += 1,
-            DequeueReason::Leave => self.totals.leave += 1,
-            DequeueReason::Timeout => self.totals.timeout += 1,
-        }
+    /// Departures since creation, by reason.
+    pub(crate) const fn totals(&self) -> DequeueTotals {
+        let [bridged, hangup, leave, timeout] = self.departed;
+        DequeueTotals { bridged, hangup, leave, timeout }
     }
 
     /// The call slot of the member served next.
@@ -384,7 +388,7 @@ impl Queue {
             longest_wait_time_secs: self.longest_wait_secs(calls, now),
             estimated_wait_time_secs: self.estimated_wait_secs(self.len() + 1),
             total_enqueued: self.total_enqueued,
-            total_dequeued: self.totals,
+            total_dequeued: self.totals(),
             explicit: self.explicit,
             service_level_secs: service_level.as_secs(),
             bridged_within_service_level: self.figures.bridged_within_service_level,
@@ -507,7 +511,6 @@ mod tests {
     use std::mem::{align_of, offset_of, size_of};
 
     use super::*;
-    use crate::figures::Outcomes;
 
     /// The layout the pair path counts on: the fields an enqueue and a bridge from the queue
     /// touch in the first four cache lines, the day's figures in the fifth.
@@ -516,8 +519,7 @@ mod tests {
         assert_eq!(align_of::<Queue>(), 64);
         assert!(offset_of!(Queue, bridge_dequeue_times) + size_of::<BridgeTimes>() <= 4 * 64);
         let day_figures = offset_of!(Queue, figures);
-        assert_eq!(day_figures % 64, 0);
-        assert!(offset_of!(Figures, today) + size_of::<Outcomes>() <= 64);
+        assert_eq!(day_figures % 64, 0, "today's counts in one line (see `figures`)");
         // The minute's peak length, the sum of the waits and the first wait buckets share
         // the next line.
         let next_line = day_figures + 64..day_figures + 128;

@@ -23,7 +23,7 @@ use crate::params::{
 };
 use crate::queue::{Queue, QueueCallInfo, QueueInfo};
 use crate::slab::Handle;
-use crate::state::{JoinRun, TenantCore, TenantState, Txn};
+use crate::state::{JoinRun, Left, TenantCore, TenantState, Txn};
 use crate::timers::Timer;
 
 /// What a command knows of its call once it passed the common checks: its slot and its link.
@@ -114,17 +114,15 @@ impl Txn<'_> {
 
     /// Takes a call out of its queue; `reason: None` drops a dead member without an event.
     fn remove_member(&mut self, call: u32, reason: Option<DequeueReason>) {
-        let (queue, departure) = self.leave_queue(call, reason);
-        let q = self.queue_at(queue);
-        let emptied = q.is_empty() && !q.explicit;
-        if self.call_at(call).is_ended() {
+        let Left { queue, departure, ended, idle_check } = self.leave_queue(call, reason);
+        if ended {
             // A dead member leaving: kept from now on like any ended call, under the cap,
             // and forgotten one retention period after it left.
             self.note_ended(call);
             self.schedule_forget(call);
         }
-        if emptied {
-            self.arm_idle_timer(queue);
+        if idle_check {
+            self.set_idle_timer(queue);
         }
         if let Some(reason) = reason {
             self.emit_with(Some(call), |core| Fact::CallDequeued {
@@ -137,12 +135,18 @@ impl Txn<'_> {
     }
 
     /// An auto queue became empty (or changed while empty): make sure a timer will check it
-    /// for idleness. One pending timer per queue is enough: when it fires early (the queue
-    /// changed since) it sets itself again for `updated_at + queue_idle_ttl`.
+    /// for idleness.
     fn arm_idle_timer(&mut self, queue: u32) {
-        if self.queue_at(queue).idle_timer.is_some() {
-            return; // pending already (a queue emptied by every bridge finds it so)
+        if self.queue_at(queue).wants_idle_check() {
+            self.set_idle_timer(queue);
         }
+    }
+
+    /// Sets the idle check of a queue that wants one ([`Queue::wants_idle_check`]). One
+    /// pending timer per queue is enough (a queue emptied by every bridge finds one): when
+    /// it fires early (the queue changed since) it sets itself again for `updated_at +
+    /// queue_idle_ttl`.
+    fn set_idle_timer(&mut self, queue: u32) {
         let at = self.now.saturating_add(self.config().queue_idle_ttl);
         self.arm_idle_timer_at(queue, at);
     }
@@ -212,15 +216,15 @@ impl Txn<'_> {
         }
     }
 
-    /// Bridges call `a` (as the command found it, unchanged since) with call `b`.
-    /// `b_queued`: `b` is known to be a member of a queue (a queue's head), so it leaves it
-    /// with no look at its link (freeing `a` first takes no other member out of a queue).
-    fn bridge_pair(&mut self, a: CallView, b: u32, b_queued: bool, park_a: bool) {
+    /// Bridges call `a` (as the command found it, unchanged since) with call `b` (`b_head`:
+    /// the head of a queue, so a member, which leaves it with no look at its link first).
+    fn bridge_pair(&mut self, a: CallView, b: u32, b_head: bool, park_a: bool) {
         if !matches!(a.link, Link::None) {
             // Known from the lookup: the caller of a bridge is usually in no queue or bridge.
             self.detach(a.ix, DequeueReason::Bridged);
         }
-        if b_queued {
+        if b_head {
+            // Still a member: `a` was in another queue, or in none.
             self.leave(b, DequeueReason::Bridged);
         } else {
             self.detach(b, DequeueReason::Bridged);
@@ -362,8 +366,11 @@ impl Txn<'_> {
 }
 
 enum BridgePlan {
-    /// The call in this slot; `true`: a queue's head (a member).
-    With(u32, bool),
+    /// With this call; `head`: the head of a queue (alive).
+    With {
+        call: u32,
+        head: bool,
+    },
     AlreadyBridged,
     DeadHead(u32),
 }
@@ -694,7 +701,7 @@ impl Tenant {
                         let Some(queue) = queue else { return Err(Error::QueueEmpty) };
                         let Some(head) = txn.queue_at(queue).head() else { return Err(Error::QueueEmpty) };
                         if txn.call_at(head).membership().is_some_and(|m| m.alive) {
-                            BridgePlan::With(head, true)
+                            BridgePlan::With { call: head, head: true }
                         } else {
                             BridgePlan::DeadHead(head)
                         }
@@ -714,14 +721,14 @@ impl Tenant {
                         if rec.bridged_with() == Some(a.ix) {
                             BridgePlan::AlreadyBridged
                         } else {
-                            BridgePlan::With(bix, false)
+                            BridgePlan::With { call: bix, head: false }
                         }
                     }
                 };
                 match plan {
-                    BridgePlan::With(b, b_queued) => {
+                    BridgePlan::With { call: b, head } => {
                         txn.accept(a.ix, &p.options);
-                        txn.bridge_pair(a, b, b_queued, park);
+                        txn.bridge_pair(a, b, head, park);
                         Ok(())
                     }
                     BridgePlan::AlreadyBridged => {
@@ -881,15 +888,11 @@ impl Tenant {
             || Change::UpdateQueue { name: name.into(), max_size },
             |txn| {
                 let ix = txn.find_queue(name).ok_or(Error::QueueNotFound)?;
-                let q = txn.queue_at(ix);
-                let idle = q.is_empty() && !q.explicit;
                 let q = txn.queue_mut(ix);
                 q.max_size = size;
                 q.updated_at = now;
                 let snapshot = txn.core().queue_info(ix, now, txn.config().service_level_threshold);
-                if idle {
-                    txn.arm_idle_timer(ix);
-                }
+                txn.arm_idle_timer(ix);
                 Ok(snapshot)
             },
         )

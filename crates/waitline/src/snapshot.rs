@@ -31,7 +31,7 @@ use crate::clock::Timestamp;
 use crate::engine::Tenant;
 use crate::figures::{Figures, Outcomes, WaitHistogram};
 use crate::order::{MemberOrder, Seq};
-use crate::queue::{DequeueTotals, ESTIMATE_WINDOW, Queue};
+use crate::queue::{ESTIMATE_WINDOW, Queue};
 use crate::slab::{Handle, Slab};
 use crate::state::{Shared, TenantCore, share};
 use crate::timers::{Timer, Timers};
@@ -181,6 +181,7 @@ struct QueueData<'a, Times> {
     last_enqueued_at: u64,
     bridge_dequeue_times: Times,
     total_enqueued: u64,
+    /// By `DequeueReason::index`: bridged, hangup, leave, timeout.
     totals: [u64; 4],
     figures: FiguresData,
 }
@@ -262,7 +263,7 @@ fn call_data(rec: &CallRecord) -> CallData<'_> {
 
 fn queue_data(q: &Queue) -> QueueData<'_, impl Serialize> {
     let (used, cap, first_live) = q.members.layout();
-    let (t, f) = (q.totals, &q.figures);
+    let f = &q.figures;
     QueueData {
         name: &q.name,
         id: q.id,
@@ -275,10 +276,10 @@ fn queue_data(q: &Queue) -> QueueData<'_, impl Serialize> {
         last_enqueued_at: micros(q.last_enqueued_at),
         bridge_dequeue_times: Lazy(q.bridge_dequeue_times.iter().copied().map(micros)),
         total_enqueued: q.total_enqueued,
-        totals: [t.bridged, t.hangup, t.leave, t.timeout],
+        totals: q.departed,
         figures: FiguresData {
             day: f.day(),
-            today: f.today,
+            today: f.outcomes(),
             bridged_within_service_level: f.bridged_within_service_level,
             waits: f.waits(),
             minute: f.minute(),
@@ -658,8 +659,7 @@ fn queue(
     q.idle_timer = d.idle_timer.map(Timestamp::from_micros);
     q.bridge_dequeue_times = d.bridge_dequeue_times.into_iter().map(Timestamp::from_micros).collect();
     q.total_enqueued = d.total_enqueued;
-    let [bridged, hangup, leave, timeout] = d.totals;
-    q.totals = DequeueTotals { bridged, hangup, leave, timeout };
+    q.departed = d.totals;
     let f = d.figures;
     q.figures =
         Figures::from_parts(f.day, f.today, f.bridged_within_service_level, f.waits, f.minute, &f.lengths)

@@ -329,8 +329,9 @@ impl TenantCore {
     }
 
     /// Whether a timer due at `at` would do something when it fires (else it is stale).
-    /// Inline: a purge asks it of every pending timer.
-    #[inline]
+    /// Inline (always: LLVM kept it out of the purge's loop): a purge asks it of every
+    /// pending timer.
+    #[inline(always)]
     pub(crate) fn timer_holds(&self, at: Timestamp, timer: &Timer) -> bool {
         match *timer {
             Timer::Deadline { queue, call, arrival } => self.deadline_holds(queue, call, arrival, at),
@@ -370,6 +371,17 @@ impl TenantCore {
     pub(crate) const fn timer_count(&self) -> usize {
         self.timers.len()
     }
+}
+
+/// A member's departure ([`Txn::leave_queue`]), and what it leaves to do.
+pub(crate) struct Left {
+    /// The queue's slot.
+    pub(crate) queue: u32,
+    pub(crate) departure: Departure,
+    /// The call had ended: a dead member kept after its hangup.
+    pub(crate) ended: bool,
+    /// The queue wants an idle check ([`Queue::wants_idle_check`]).
+    pub(crate) idle_check: bool,
 }
 
 /// Calls joining one band of one queue one after the other in a batch
@@ -604,31 +616,27 @@ impl<'e> Txn<'e> {
     }
 
     /// Takes the call in slot `call` out of its queue (`reason` counted, if any); returns
-    /// the queue's slot and what the departure reports (its position only when someone
-    /// listens for the event).
-    pub(crate) fn leave_queue(&mut self, call: u32, reason: Option<DequeueReason>) -> (u32, Departure) {
+    /// what the departure reports (its position only when someone listens for the event)
+    /// and leaves to do, read here while the call and the queue are at hand.
+    pub(crate) fn leave_queue(&mut self, call: u32, reason: Option<DequeueReason>) -> Left {
         let now = self.now;
         let with_position = reason.is_some() && self.events.is_some();
         let threshold_micros = self.shared.service_level_micros;
         let core = self.change();
         let rec = core.calls.at_mut(call);
+        let ended = rec.is_ended();
         let Link::Queued(m) = std::mem::replace(&mut rec.link, Link::None) else {
             unreachable!("member checked before the change")
         };
-        let departure = core.queues.at_mut(m.queue).remove(
-            &mut core.calls,
-            &m,
-            reason,
-            now,
-            with_position,
-            threshold_micros,
-        );
+        let q = core.queues.at_mut(m.queue);
+        let departure = q.remove(&mut core.calls, &m, reason, now, with_position, threshold_micros);
+        let idle_check = q.wants_idle_check();
         if m.deadline().is_some() && reason != Some(DequeueReason::Timeout) {
             // Only its own deadline takes a member out with reason `timeout`: any other
             // departure leaves that timer stale.
             core.timers.note_stale();
         }
-        (m.queue, departure)
+        Left { queue: m.queue, departure, ended, idle_check }
     }
 
     /// Marks an idle check of a queue the command has found as pending at `at`, unless

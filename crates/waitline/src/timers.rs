@@ -1,8 +1,11 @@
 //! Per-tenant timers: queue-member deadlines, idle queues and ended-call retention.
 //!
-//! Timers are bucketed by whole second in a `BTreeMap`, so scheduling costs a lookup among
-//! the few distinct seconds in use plus a push, and taking the due ones is proportional to
-//! what is due. A timer is never cancelled: when it fires the engine checks that what it
+//! Timers are bucketed by whole second. The bucket of second `s` sits in slot `s % 64` of a
+//! ring when that slot is free or already holds `s` (the usual case: the seconds in use
+//! are few and near each other), else in a `BTreeMap` of the others; so scheduling costs
+//! a slot check and a push (a lookup among the seconds of the map otherwise), and taking
+//! the due ones is proportional to what is due (and the ring's 64 slots, when anything is).
+//! A timer is never cancelled: when it fires the engine checks that what it
 //! was set for still holds (the member is still there with that deadline, the queue is still
 //! idle, the call is still ended), so leaving a queue costs nothing here. Timers hold plain
 //! keys (slab handles: slot and generation), so a stale timer keeps nothing alive. So that
@@ -30,18 +33,80 @@ pub(crate) enum Timer {
     Forget { call: Handle },
 }
 
-#[derive(Debug, Default)]
+/// The timers of one second, in the order they were set.
+#[derive(Debug)]
 struct Bucket {
+    /// The earliest of them, in microseconds (`u64::MAX`: none).
     earliest: u64,
     items: Vec<(Timestamp, Timer)>,
 }
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Self { earliest: u64::MAX, items: Vec::new() }
+    }
+}
+
+impl Bucket {
+    fn push(&mut self, at: Timestamp, timer: Timer) {
+        self.earliest = self.earliest.min(at.as_micros());
+        self.items.push((at, timer));
+    }
+
+    /// Moves the timers due at `now` into `out` (all of them for a second before `now`'s);
+    /// returns how many.
+    fn take_due(&mut self, second: u64, now: Timestamp, out: &mut Vec<(Timestamp, Timer)>) -> usize {
+        if self.earliest > now.as_micros() {
+            return 0;
+        }
+        let before = self.items.len();
+        if second < now.as_secs() {
+            out.append(&mut self.items);
+        } else {
+            // The bucket of the current second: take what is due, keep the rest in order.
+            self.items.retain(|item| {
+                let due = item.0 <= now;
+                if due {
+                    out.push(*item);
+                }
+                !due
+            });
+        }
+        self.recount();
+        before - self.items.len()
+    }
+
+    /// Keeps the timers for which `valid` says yes; returns how many it dropped.
+    fn retain(&mut self, valid: &mut impl FnMut(Timestamp, &Timer) -> bool) -> usize {
+        let before = self.items.len();
+        self.items.retain(|(at, t)| valid(*at, t));
+        self.recount();
+        before - self.items.len()
+    }
+
+    fn recount(&mut self) {
+        self.earliest = self.items.iter().map(|(at, _)| at.as_micros()).min().unwrap_or(u64::MAX);
+    }
+}
+
+/// Slots of the ring: seconds `s` and `s + 64` share one.
+const RING_SLOTS: usize = 64;
+
+/// The most timers' room a free slot of the ring keeps.
+const KEPT_ROOM: usize = 256;
 
 /// Below this many timers a tenant never purges.
 const PURGE_FLOOR: usize = 4096;
 
 #[derive(Debug)]
 pub(crate) struct Timers {
-    buckets: BTreeMap<u64, Bucket>,
+    /// The bucket of second `s` in slot `s % RING_SLOTS` (empty until the first timer),
+    /// and the second each slot holds.
+    ring: Vec<(u64, Bucket)>,
+    /// Bit `i`: slot `i` of the ring holds timers. An empty slot keeps its bucket's room.
+    occupied: u64,
+    /// The buckets of the seconds whose ring slot holds another second.
+    spilled: BTreeMap<u64, Bucket>,
     /// The earliest pending timer in microseconds (`u64::MAX`: none), read by every command.
     next: u64,
     len: usize,
@@ -51,20 +116,40 @@ pub(crate) struct Timers {
 
 impl Default for Timers {
     fn default() -> Self {
-        Self { buckets: BTreeMap::new(), next: u64::MAX, len: 0, stale: 0 }
+        Self { ring: Vec::new(), occupied: 0, spilled: BTreeMap::new(), next: u64::MAX, len: 0, stale: 0 }
     }
 }
 
 impl Timers {
     pub(crate) fn schedule(&mut self, at: Timestamp, timer: Timer) {
-        let bucket = self
-            .buckets
-            .entry(at.as_secs())
-            .or_insert_with(|| Bucket { earliest: u64::MAX, items: Vec::new() });
-        bucket.earliest = bucket.earliest.min(at.as_micros());
-        bucket.items.push((at, timer));
+        let second = at.as_secs();
+        let slot = (second % RING_SLOTS as u64) as usize;
+        // The usual case inline: the slot holds the second already.
+        let held = self.occupied & (1 << slot) != 0 && self.ring[slot].0 == second;
+        let bucket = if held { &mut self.ring[slot].1 } else { self.bucket_mut(second) };
+        bucket.push(at, timer);
         self.len += 1;
         self.next = self.next.min(at.as_micros());
+    }
+
+    /// The bucket of `second`, made if needed: in its ring slot if the slot is free or
+    /// holds it, else in the map (where it stays until it empties: one bucket per second).
+    #[cold]
+    #[inline(never)]
+    fn bucket_mut(&mut self, second: u64) -> &mut Bucket {
+        if self.ring.is_empty() {
+            self.ring.resize_with(RING_SLOTS, Default::default);
+        }
+        let slot = (second % RING_SLOTS as u64) as usize;
+        let bit = 1 << slot;
+        if self.occupied & bit == 0 && !self.spilled.contains_key(&second) {
+            self.occupied |= bit;
+            self.ring[slot].0 = second;
+        }
+        if self.occupied & bit != 0 && self.ring[slot].0 == second {
+            return &mut self.ring[slot].1;
+        }
+        self.spilled.entry(second).or_default()
     }
 
     /// When the earliest pending timer is due, in microseconds (`u64::MAX`: none).
@@ -72,8 +157,31 @@ impl Timers {
         self.next
     }
 
-    fn refresh_next(&mut self) {
-        self.next = self.buckets.values().next().map_or(u64::MAX, |b| b.earliest);
+    /// The occupied slots of the ring.
+    fn occupied_slots(&self) -> impl Iterator<Item = usize> + use<> {
+        let mut bits = self.occupied;
+        std::iter::from_fn(move || {
+            let slot = (bits != 0).then(|| bits.trailing_zeros() as usize)?;
+            bits &= bits - 1;
+            Some(slot)
+        })
+    }
+
+    /// Marks ring slots left empty as free, and works out the earliest timer again.
+    fn refresh(&mut self) {
+        let mut next = self.spilled.values().next().map_or(u64::MAX, |b| b.earliest);
+        for slot in self.occupied_slots() {
+            let bucket = &mut self.ring[slot].1;
+            if bucket.items.is_empty() {
+                self.occupied &= !(1 << slot);
+                // A usual second's room is kept for the next; a burst's is given back.
+                if bucket.items.capacity() > KEPT_ROOM {
+                    bucket.items = Vec::new();
+                }
+            }
+            next = next.min(bucket.earliest);
+        }
+        self.next = next;
     }
 
     /// Whether enough timers piled up that a purge pays for itself.
@@ -93,14 +201,14 @@ impl Timers {
 
     /// Drops every timer for which `valid` says no.
     pub(crate) fn purge(&mut self, mut valid: impl FnMut(Timestamp, &Timer) -> bool) {
-        self.buckets.retain(|_, bucket| {
-            bucket.items.retain(|(at, t)| valid(*at, t));
-            bucket.earliest = bucket.items.iter().map(|(at, _)| at.as_micros()).min().unwrap_or(u64::MAX);
-            !bucket.items.is_empty()
-        });
-        self.len = self.buckets.values().map(|b| b.items.len()).sum();
+        // One loop over every bucket (a free slot's is empty): `valid` inlined once.
+        let ring = self.ring.iter_mut().map(|(_, bucket)| bucket);
+        for bucket in ring.chain(self.spilled.values_mut()) {
+            self.len -= bucket.retain(&mut valid);
+        }
+        self.spilled.retain(|_, bucket| !bucket.items.is_empty());
         self.stale = 0;
-        self.refresh_next();
+        self.refresh();
     }
 
     #[cfg(test)]
@@ -113,10 +221,18 @@ impl Timers {
         self.stale
     }
 
-    /// The buckets: each second with its timers in the order they were set (for a
-    /// snapshot: the order of timers due at one instant is the order they fire in).
+    /// The buckets, seconds increasing: each second with its timers in the order they
+    /// were set (for a snapshot: the order of timers due at one instant is the order they
+    /// fire in).
     pub(crate) fn buckets(&self) -> impl ExactSizeIterator<Item = (u64, &[(Timestamp, Timer)])> + Clone {
-        self.buckets.iter().map(|(second, b)| (*second, b.items.as_slice()))
+        let ring = self.occupied_slots().map(|slot| {
+            let (second, bucket) = &self.ring[slot];
+            (*second, bucket.items.as_slice())
+        });
+        let spilled = self.spilled.iter().map(|(second, b)| (*second, b.items.as_slice()));
+        let mut all: Vec<_> = ring.chain(spilled).collect();
+        all.sort_unstable_by_key(|(second, _)| *second);
+        all.into_iter()
     }
 
     /// Timers with these buckets (as [`Timers::buckets`] gave them: seconds increasing,
@@ -126,19 +242,21 @@ impl Timers {
         stale: usize,
     ) -> Result<Self, String> {
         let mut timers = Self { stale, ..Self::default() };
+        let mut last = None;
         for (second, items) in buckets {
-            if timers.buckets.last_key_value().is_some_and(|(last, _)| *last >= second) {
+            if last.is_some_and(|last| last >= second) {
                 return Err(format!("timer second {second} out of order"));
             }
+            last = Some(second);
             if let Some((at, _)) = items.iter().find(|(at, _)| at.as_secs() != second) {
                 return Err(format!("a timer due at {} µs in the bucket of second {second}", at.as_micros()));
             }
-            let Some(earliest) = items.iter().map(|(at, _)| at.as_micros()).min() else {
+            if items.is_empty() {
                 return Err(format!("an empty bucket of timers at second {second}"));
-            };
-            timers.len += items.len();
-            timers.next = timers.next.min(earliest);
-            timers.buckets.insert(second, Bucket { earliest, items });
+            }
+            for (at, timer) in items {
+                timers.schedule(at, timer);
+            }
         }
         Ok(timers)
     }
@@ -146,46 +264,30 @@ impl Timers {
     /// The earliest pending timer, exactly.
     #[cfg(test)]
     pub(crate) fn earliest(&self) -> Option<Timestamp> {
-        self.buckets.values().next().map(|b| Timestamp::from_micros(b.earliest))
+        self.buckets().filter_map(|(_, items)| items.iter().map(|(at, _)| *at).min()).min()
     }
 
-    /// Moves every timer due at `now` into `out`.
+    /// Moves every timer due at `now` into `out`, in no particular order (the caller sorts
+    /// them into the order they fire in).
     pub(crate) fn take_due(&mut self, now: Timestamp, out: &mut Vec<(Timestamp, Timer)>) {
-        self.take_due_inner(now, out);
-        self.refresh_next();
-    }
-
-    fn take_due_inner(&mut self, now: Timestamp, out: &mut Vec<(Timestamp, Timer)>) {
-        while let Some(mut entry) = self.buckets.first_entry() {
+        for slot in self.occupied_slots() {
+            let (second, bucket) = &mut self.ring[slot];
+            self.len -= bucket.take_due(*second, now, out);
+        }
+        while let Some(mut entry) = self.spilled.first_entry() {
             let second = *entry.key();
-            let bucket = entry.get_mut();
-            if bucket.earliest > now.as_micros() {
+            let taken = entry.get_mut().take_due(second, now, out);
+            if taken == 0 {
                 break;
             }
-            if second < now.as_secs() {
-                let items = entry.remove().items;
-                self.len -= items.len();
-                out.extend(items);
-                continue;
-            }
-            // The bucket of the current second: take what is due, keep the rest.
-            let mut rest = Vec::new();
-            for item in bucket.items.drain(..) {
-                if item.0 <= now {
-                    out.push(item);
-                    self.len -= 1;
-                } else {
-                    rest.push(item);
-                }
-            }
-            if rest.is_empty() {
+            self.len -= taken;
+            if entry.get().items.is_empty() {
                 entry.remove();
             } else {
-                bucket.earliest = rest.iter().map(|(at, _)| at.as_micros()).min().unwrap_or(u64::MAX);
-                bucket.items = rest;
+                break;
             }
-            break;
         }
+        self.refresh();
     }
 }
 
@@ -237,6 +339,37 @@ mod tests {
         assert!(Timers::from_parts(vec![at(2), at(2)], 0).is_err(), "a second twice");
         assert!(Timers::from_parts(vec![(3, vec![(Timestamp::from_secs(4), forget(0))])], 0).is_err());
         assert!(Timers::from_parts(vec![(3, Vec::new())], 0).is_err(), "an empty bucket");
+    }
+
+    /// Seconds that share a ring slot: the later ones wait in the map, one bucket per
+    /// second even when the slot frees while a second still waits there, and all come out
+    /// due in time and in the snapshot's order.
+    #[test]
+    fn seconds_sharing_a_ring_slot_keep_one_bucket_each() {
+        let slots = RING_SLOTS as u64;
+        let mut t = Timers::default();
+        let at = |s: u64, us: u64| Timestamp::from_micros(s * 1_000_000 + us);
+        t.schedule(at(5, 0), forget(1));
+        t.schedule(at(5 + slots, 1), forget(2)); // the map: slot 5 holds second 5
+        t.schedule(at(5 + 2 * slots, 2), forget(3)); // the map too
+        t.schedule(at(5, 3), forget(4));
+        let seconds = |t: &Timers| t.buckets().map(|(s, items)| (s, items.len())).collect::<Vec<_>>();
+        assert_eq!(seconds(&t), [(5, 2), (5 + slots, 1), (5 + 2 * slots, 1)]);
+        let mut out = Vec::new();
+        t.take_due(at(6, 0), &mut out);
+        assert_eq!(out, [(at(5, 0), forget(1)), (at(5, 3), forget(4))]);
+        assert_eq!(t.next_due(), at(5 + slots, 1).as_micros());
+        // Slot 5 is free, and second 5 + 64 still waits in the map: it gets no second bucket.
+        t.schedule(at(5 + slots, 0), forget(5));
+        assert_eq!(seconds(&t), [(5 + slots, 2), (5 + 2 * slots, 1)]);
+        assert_eq!(t.earliest(), Some(at(5 + slots, 0)));
+        let parts = t.buckets().map(|(s, items)| (s, items.to_vec())).collect::<Vec<_>>();
+        let again = Timers::from_parts(parts.clone(), 0).unwrap();
+        assert_eq!(again.buckets().map(|(s, items)| (s, items.to_vec())).collect::<Vec<_>>(), parts);
+        out.clear();
+        t.take_due(at(5 + 2 * slots, 2), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!((t.len(), t.next_due(), t.buckets().len()), (0, u64::MAX, 0));
     }
 
     #[test]
