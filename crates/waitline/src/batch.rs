@@ -160,16 +160,25 @@ impl Batches {
     /// a kind).
     #[inline(never)]
     pub(crate) fn close(&mut self, seq: u64, occurred_at: Timestamp) {
-        let (records, text) = self.open;
-        if self.records.len() == records as usize {
-            return;
-        }
-        if std::mem::take(&mut self.unsorted) {
-            self.sort_open(records as usize);
-        }
+        let Some(header) = self.open_header(seq, occurred_at) else { return };
+        self.order_open();
         self.last_rank = 0;
-        self.headers.push(Header { seq, occurred_at, text, records, tenant: 0 });
+        self.headers.push(header);
         self.open = (self.records.len() as u32, self.text.len());
+    }
+
+    /// The header of the open command's events as the batch of `seq` at `occurred_at`
+    /// (tenant 0, as staged), or `None` when it has none.
+    #[inline]
+    fn open_header(&self, seq: u64, occurred_at: Timestamp) -> Option<Header> {
+        let (records, text) = self.open;
+        (self.records.len() > records as usize).then_some(Header {
+            seq,
+            occurred_at,
+            text,
+            records,
+            tenant: 0,
+        })
     }
 
     /// Puts the open command's events in publishing order (see [`Batches::close`]), for a
@@ -210,6 +219,10 @@ impl Batches {
         key: u64,
         take: bool,
     ) {
+        debug_assert!(
+            open.is_some() || from.records.len() == from.open.0 as usize,
+            "an open command's events are appended with their header"
+        );
         let at = tenant.as_ptr() as usize;
         if take && self.headers.is_empty() {
             if let Some((seq, occurred_at)) = open {
@@ -229,17 +242,8 @@ impl Batches {
             tenant: run,
             ..*h
         }));
-        if let Some((seq, occurred_at)) = open
-            && from.records.len() > from.open.0 as usize
-        {
-            let (first, text_start) = from.open;
-            self.headers.push(Header {
-                seq,
-                occurred_at,
-                text: text_start + text,
-                records: first + records,
-                tenant: run,
-            });
+        if let Some(h) = open.and_then(|(seq, occurred_at)| from.open_header(seq, occurred_at)) {
+            self.headers.push(Header { records: h.records + records, text: h.text + text, tenant: run, ..h });
         }
         self.records.extend_from_slice(&from.records);
         if take {
