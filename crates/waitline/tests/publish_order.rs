@@ -17,15 +17,19 @@ fn kinds(events: &[Event]) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// The texts of an event's payload fields (`?` for one that is not a text).
+fn payload_texts(e: &Event, fields: &[&str]) -> Vec<String> {
+    let v = serde_json::to_value(e).unwrap();
+    fields.iter().map(|k| v["payload"][k].as_str().unwrap_or("?").to_owned()).collect()
+}
+
 /// A bridge whose caller is bridged already and whose target waits in a queue makes its
 /// events out of order (hangup of the old partner, then dequeued): published into a channel
 /// that still holds an unread command's events, they come in publishing order.
 #[test]
 fn an_unsorted_command_published_after_unread_events_comes_in_order() {
     let mut f = Fixture::new();
-    let (a, b, c) = (f.dial(), f.dial(), f.dial());
-    f.t.bridge(&a, &BridgeParams::call(&b)).unwrap();
-    f.t.enqueue(&c, &EnqueueParams::new("q")).unwrap();
+    let (a, b, c) = f.bridged_pair_and_queued_call();
     // Nothing read: the channel holds these commands' events.
     f.t.bridge(&a, &BridgeParams::call(&c)).unwrap();
     let all = f.take_events();
@@ -43,9 +47,7 @@ fn an_unsorted_command_published_after_unread_events_comes_in_order() {
 fn an_unsorted_command_reaches_two_listeners_in_order() {
     let mut f = Fixture::new();
     let mut second = f.engine.subscribe();
-    let (a, b, c) = (f.dial(), f.dial(), f.dial());
-    f.t.bridge(&a, &BridgeParams::call(&b)).unwrap();
-    f.t.enqueue(&c, &EnqueueParams::new("q")).unwrap();
+    let (a, b, c) = f.bridged_pair_and_queued_call();
     second.drain();
     f.t.bridge(&a, &BridgeParams::call(&c)).unwrap();
     let want =
@@ -76,23 +78,14 @@ fn unread_commands_each_keep_their_number_instant_and_text() {
         want.push((
             f.t.last_seq(),
             START.saturating_add(Duration::from_secs(i + 1)),
-            format!("queue-{i}"),
-            format!("state-{i}"),
+            vec![format!("queue-{i}"), format!("state-{i}")],
         ));
     }
     let events = f.take_events();
     let enqueued: Vec<_> = events
         .iter()
         .filter(|e| e.event_type() == "call.enqueued")
-        .map(|e| {
-            let v = serde_json::to_value(e).unwrap();
-            (
-                e.seq(),
-                e.occurred_at,
-                v["payload"]["queue"].as_str().unwrap().to_owned(),
-                v["payload"]["client_state"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|e| (e.seq(), e.occurred_at, payload_texts(e, &["queue", "client_state"])))
         .collect();
     assert_eq!(enqueued, want);
 }
@@ -111,22 +104,9 @@ fn a_queued_caller_bridging_with_another_queues_head_leaves_first() {
     let dequeued: Vec<_> = events
         .iter()
         .filter(|e| e.event_type() == "call.dequeued")
-        .map(|e| {
-            let v = serde_json::to_value(e).unwrap();
-            (
-                v["payload"]["call_control_id"].as_str().unwrap().to_owned(),
-                v["payload"]["queue"].as_str().unwrap().to_owned(),
-                v["payload"]["reason"].as_str().unwrap_or("?").to_owned(),
-            )
-        })
+        .map(|e| payload_texts(e, &["call_control_id", "queue", "reason"]))
         .collect();
-    assert_eq!(
-        dequeued,
-        vec![
-            (a.clone(), "qa".to_owned(), "bridged".to_owned()),
-            (b.clone(), "qb".to_owned(), "bridged".to_owned())
-        ]
-    );
+    assert_eq!(dequeued, vec![[a.as_str(), "qa", "bridged"], [b.as_str(), "qb", "bridged"]]);
     assert_eq!(kinds(&events)[2..], [ev("call.bridged", &a), ev("call.bridged", &b)]);
     assert_eq!(f.t.queue("qa").map(|q| q.total_dequeued.bridged).ok(), Some(1));
     assert_eq!(f.t.queue("qb").map(|q| q.total_dequeued.bridged).ok(), Some(1));

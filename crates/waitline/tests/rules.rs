@@ -385,9 +385,7 @@ fn unbridge_hangs_up_the_other_leg_unless_it_asked_to_park() {
 #[test]
 fn bridging_elsewhere_unbridges_first_and_queued_legs_leave_with_reason_bridged() {
     let mut f = Fixture::new();
-    let (a, b, c) = (f.dial(), f.dial(), f.dial());
-    f.t.bridge(&a, &BridgeParams::call(&b)).unwrap();
-    f.t.enqueue(&c, &EnqueueParams::new("q")).unwrap();
+    let (a, b, c) = f.bridged_pair_and_queued_call();
     f.take();
     f.t.bridge(&a, &BridgeParams::call(&c)).unwrap();
     assert_eq!(

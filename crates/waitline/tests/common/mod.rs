@@ -34,6 +34,14 @@ impl Fixture {
         self.t.dial(&DialParams::new("+15550001", "+15550002", "conn")).unwrap().call_control_id
     }
 
+    /// Calls `a` and `b` bridged together, and `c` waiting in queue `q`.
+    pub fn bridged_pair_and_queued_call(&self) -> (String, String, String) {
+        let (a, b, c) = (self.dial(), self.dial(), self.dial());
+        self.t.bridge(&a, &waitline::BridgeParams::call(&b)).unwrap();
+        self.t.enqueue(&c, &waitline::EnqueueParams::new("q")).unwrap();
+        (a, b, c)
+    }
+
     pub fn advance(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));
         self.engine.run_pending_tasks();
