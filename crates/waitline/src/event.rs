@@ -24,14 +24,33 @@ pub enum DequeueReason {
     Timeout,
 }
 
+// Each reason at its own index in `ALL`.
+const _: () = {
+    let mut i = 0;
+    while i < DequeueReason::COUNT {
+        assert!(DequeueReason::ALL[i].index() == i);
+        i += 1;
+    }
+};
+
 impl DequeueReason {
+    /// Every reason, at its [`DequeueReason::index`]: the order counts by reason are kept
+    /// (and snapshotted) in.
+    pub(crate) const ALL: [Self; 4] = [Self::Bridged, Self::Hangup, Self::Leave, Self::Timeout];
+
     /// How many reasons there are.
-    pub(crate) const COUNT: usize = 4;
+    pub(crate) const COUNT: usize = Self::ALL.len();
 
     /// The reason's place in counts kept by reason (the order of declaration): a count
-    /// is then an index, not a branch per reason.
+    /// is then an index, not a branch per reason. Exhaustive, so that a new reason does not
+    /// compile until it has its place in [`DequeueReason::ALL`].
     pub(crate) const fn index(self) -> usize {
-        self as usize
+        match self {
+            Self::Bridged => 0,
+            Self::Hangup => 1,
+            Self::Leave => 2,
+            Self::Timeout => 3,
+        }
     }
 
     /// The reason's name on the wire.

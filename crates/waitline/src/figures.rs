@@ -458,6 +458,21 @@ mod tests {
         assert!(offset_of!(Figures, today_enqueued) + 8 <= 64);
     }
 
+    /// Only a bridge counts within the service level: a caller who hangs up, leaves or
+    /// times out within the threshold does not.
+    #[test]
+    fn only_a_bridge_counts_within_the_service_level() {
+        let mut f = Figures::new(at(0));
+        for reason in [DequeueReason::Hangup, DequeueReason::Leave, DequeueReason::Timeout] {
+            f.joined(at(1), 1, 1);
+            f.left(at(2), Some(reason), 1_000_000, 20_000_000, 0);
+        }
+        assert_eq!((f.outcomes().bridged_within_service_level, f.bridged_within_service_level), (0, 0));
+        f.joined(at(3), 1, 1);
+        f.left(at(4), Some(DequeueReason::Bridged), 1_000_000, 20_000_000, 0);
+        assert_eq!((f.outcomes().bridged_within_service_level, f.bridged_within_service_level), (1, 1));
+    }
+
     #[test]
     fn the_histogram_puts_each_wait_in_its_bucket() {
         let mut f = Figures::new(at(0));

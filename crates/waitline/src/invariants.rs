@@ -23,6 +23,7 @@ impl Engine {
 }
 
 pub(crate) fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), String> {
+    core.timers.check()?;
     let mut live = 0;
     let mut calls = 0;
     for (ix, rec) in core.calls() {

@@ -1,8 +1,9 @@
 //! Per-tenant timers: queue-member deadlines, idle queues and ended-call retention.
 //!
 //! Timers are bucketed by whole second. The bucket of second `s` sits in slot `s % 64` of a
-//! ring when that slot is free or already holds `s` (the usual case: the seconds in use
-//! are few and near each other), else in a `BTreeMap` of the others; so scheduling costs
+//! ring when that slot is free or already holds `s` (deadlines under a minute ahead find
+//! their slot; timers minutes ahead often find it held), else in a `BTreeMap` of the
+//! others; so scheduling costs
 //! a slot check and a push (a lookup among the seconds of the map otherwise), and taking
 //! the due ones is proportional to what is due (and the ring's 64 slots, when anything is).
 //! A timer is never cancelled: when it fires the engine checks that what it
@@ -92,8 +93,9 @@ impl Bucket {
 /// Slots of the ring: seconds `s` and `s + 64` share one.
 const RING_SLOTS: usize = 64;
 
-/// The most timers' room a free slot of the ring keeps.
-const KEPT_ROOM: usize = 256;
+/// The most timers' room a free slot of the ring keeps (640 bytes: a tenant keeps at most
+/// 40 KiB for seconds to come; none at all once it has no timer).
+const KEPT_ROOM: usize = 16;
 
 /// Below this many timers a tenant never purges.
 const PURGE_FLOOR: usize = 4096;
@@ -167,8 +169,15 @@ impl Timers {
         })
     }
 
-    /// Marks ring slots left empty as free, and works out the earliest timer again.
+    /// Marks ring slots left empty as free, and works out the earliest timer again. With
+    /// no timer left the ring's room is given back (an idle tenant keeps none).
     fn refresh(&mut self) {
+        if self.len == 0 {
+            self.ring = Vec::new();
+            self.occupied = 0;
+            self.next = u64::MAX;
+            return;
+        }
         let mut next = self.spilled.values().next().map_or(u64::MAX, |b| b.earliest);
         for slot in self.occupied_slots() {
             let bucket = &mut self.ring[slot].1;
@@ -182,6 +191,54 @@ impl Timers {
             next = next.min(bucket.earliest);
         }
         self.next = next;
+    }
+
+    /// Checks the count, the earliest due time and the ring's rules: an occupied slot holds
+    /// timers of its own second only, a free one none, the map no second the ring holds
+    /// and no empty bucket (for [`crate::Engine::check_invariants`]).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let mut count = 0;
+        let mut earliest = u64::MAX;
+        for (slot, (second, bucket)) in self.ring.iter().enumerate() {
+            let occupied = self.occupied & (1 << slot) != 0;
+            if occupied && (bucket.items.is_empty() || *second % RING_SLOTS as u64 != slot as u64) {
+                return Err(format!(
+                    "timer ring slot {slot} occupied by second {second} with {} timers",
+                    bucket.items.len()
+                ));
+            }
+            if !occupied && !bucket.items.is_empty() {
+                return Err(format!("free timer ring slot {slot} holds timers"));
+            }
+            if occupied && self.spilled.contains_key(second) {
+                return Err(format!("timer second {second} both in the ring and in the map"));
+            }
+        }
+        if self.ring.is_empty() && self.occupied != 0 {
+            return Err("timer ring slots occupied in no ring".to_owned());
+        }
+        for (second, items) in self.buckets() {
+            if items.is_empty() {
+                return Err(format!("an empty bucket of timers at second {second}"));
+            }
+            for (at, _) in items {
+                if at.as_secs() != second {
+                    return Err(format!(
+                        "a timer due at {} µs in the bucket of second {second}",
+                        at.as_micros()
+                    ));
+                }
+                earliest = earliest.min(at.as_micros());
+            }
+            count += items.len();
+        }
+        if count != self.len || earliest != self.next {
+            return Err(format!(
+                "timers counted {} (next due {}) but holding {count} (earliest {earliest})",
+                self.len, self.next
+            ));
+        }
+        Ok(())
     }
 
     /// Whether enough timers piled up that a purge pays for itself.
@@ -389,5 +446,217 @@ mod tests {
         assert_eq!(t.len(), 5_000);
         assert!(!t.wants_purge());
         assert_eq!(t.earliest(), Some(Timestamp::from_secs(0)));
+    }
+}
+
+/// The ring against a map of buckets (the design it replaced), operation by operation.
+#[cfg(test)]
+mod ring_tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Old {
+        buckets: BTreeMap<u64, Vec<(Timestamp, Timer)>>,
+    }
+
+    impl Old {
+        fn schedule(&mut self, at: Timestamp, t: Timer) {
+            self.buckets.entry(at.as_secs()).or_default().push((at, t));
+        }
+        fn next(&self) -> u64 {
+            self.buckets
+                .values()
+                .next()
+                .map_or(u64::MAX, |b| b.iter().map(|(a, _)| a.as_micros()).min().unwrap())
+        }
+        fn take_due(&mut self, now: Timestamp, out: &mut Vec<(Timestamp, Timer)>) {
+            while let Some(mut e) = self.buckets.first_entry() {
+                let second = *e.key();
+                let earliest = e.get().iter().map(|(a, _)| a.as_micros()).min().unwrap();
+                if earliest > now.as_micros() {
+                    break;
+                }
+                if second < now.as_secs() {
+                    out.extend(e.remove());
+                    continue;
+                }
+                let (due, rest): (Vec<_>, Vec<_>) = e.get_mut().drain(..).partition(|i| i.0 <= now);
+                out.extend(due);
+                if rest.is_empty() {
+                    e.remove();
+                } else {
+                    *e.get_mut() = rest;
+                }
+                break;
+            }
+        }
+        fn purge(&mut self, mut valid: impl FnMut(Timestamp, &Timer) -> bool) {
+            self.buckets.retain(|_, b| {
+                b.retain(|(a, t)| valid(*a, t));
+                !b.is_empty()
+            });
+        }
+        fn len(&self) -> usize {
+            self.buckets.values().map(Vec::len).sum()
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A timer `us` microseconds after base second `s`.
+        Schedule(u64, u64),
+        /// Now moves to `s` seconds + `us` (may go back).
+        Take(u64, u64),
+        Purge(u32),
+        Restore,
+    }
+
+    fn op(span: u64) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..span, 0..3u64).prop_map(|(s, us)| Op::Schedule(s, us * 400_000)),
+            2 => (0..span, 0..3u64).prop_map(|(s, us)| Op::Take(s, us * 400_000)),
+            1 => (2..5u32).prop_map(Op::Purge),
+            1 => Just(Op::Restore),
+        ]
+    }
+
+    fn parts(t: &Timers) -> Vec<(u64, Vec<(Timestamp, Timer)>)> {
+        t.buckets().map(|(s, items)| (s, items.to_vec())).collect()
+    }
+
+    fn run(base: u64, ops: &[Op]) {
+        let (mut new, mut old) = (Timers::default(), Old::default());
+        let mut n = 0u32;
+        for op in ops {
+            match *op {
+                Op::Schedule(s, us) => {
+                    let at = Timestamp::from_micros((base + s) * 1_000_000 + us);
+                    let t = Timer::Forget { call: Handle { ix: n, generation: 0 } };
+                    n += 1;
+                    new.schedule(at, t);
+                    old.schedule(at, t);
+                }
+                Op::Take(s, us) => {
+                    let now = Timestamp::from_micros((base + s) * 1_000_000 + us);
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    new.take_due(now, &mut a);
+                    old.take_due(now, &mut b);
+                    // The ring gives them in no order: by second (stable) they must be the old order.
+                    a.sort_by_key(|(at, _)| at.as_secs());
+                    assert_eq!(a, b, "taken at {now:?}");
+                }
+                Op::Purge(m) => {
+                    let keep =
+                        |_: Timestamp, t: &Timer| matches!(t, Timer::Forget { call } if call.ix % m != 0);
+                    new.purge(keep);
+                    old.purge(keep);
+                }
+                Op::Restore => {
+                    new = Timers::from_parts(parts(&new), new.stale()).unwrap();
+                }
+            }
+            let want: Vec<_> = old.buckets.iter().map(|(s, b)| (*s, b.clone())).collect();
+            assert_eq!(parts(&new), want, "after {op:?}");
+            assert_eq!(new.next_due(), old.next(), "after {op:?}");
+            assert_eq!(new.len(), old.len(), "after {op:?}");
+            assert_eq!(new.buckets().len(), want.len());
+            new.check().unwrap();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// Seconds close together (the ring) and far apart (many sharing slots).
+        #[test]
+        fn ring_matches_the_map_near(ops in proptest::collection::vec(op(70), 1..200)) {
+            run(1_767_225_600, &ops);
+        }
+        #[test]
+        fn ring_matches_the_map_far(ops in proptest::collection::vec(op(400), 1..200)) {
+            run(0, &ops);
+        }
+        #[test]
+        fn ring_matches_the_map_colliding(ops in proptest::collection::vec(
+            (0..6u64, 0..3u64, any::<bool>()).prop_map(|(k, us, take)| if take {
+                Op::Take(k * 64, us * 400_000) } else { Op::Schedule(k * 64, us * 400_000) }), 1..200)) {
+            run(5, &ops);
+        }
+    }
+
+    /// The last instants a clock can show.
+    #[test]
+    fn timers_at_the_end_of_time() {
+        let mut t = Timers::default();
+        let end = Timestamp::from_micros(u64::MAX);
+        t.schedule(end, Timer::Forget { call: Handle { ix: 1, generation: 0 } });
+        t.schedule(
+            Timestamp::from_micros(u64::MAX - 64_000_000),
+            Timer::Forget { call: Handle { ix: 2, generation: 0 } },
+        );
+        let again = Timers::from_parts(parts(&t), 0).unwrap();
+        assert_eq!(parts(&again), parts(&t));
+        let mut out = Vec::new();
+        t.take_due(end, &mut out);
+        assert_eq!((out.len(), t.len(), t.next_due()), (2, 0, u64::MAX));
+    }
+
+    /// A burst in one second: the slot's room given back when it empties, and the ring's
+    /// when no timer is left.
+    #[test]
+    fn a_burst_gives_its_room_back() {
+        let mut t = Timers::default();
+        for n in 0..10_000 {
+            t.schedule(
+                Timestamp::from_micros(3_000_000 + u64::from(n)),
+                Timer::Forget { call: Handle { ix: n, generation: 0 } },
+            );
+        }
+        let mut out = Vec::new();
+        t.take_due(Timestamp::from_secs(3), &mut out);
+        assert_eq!(out.len(), 1);
+        // Another timer still pending: the ring stays, the burst's slot keeps little room.
+        t.schedule(Timestamp::from_secs(10), Timer::Forget { call: Handle { ix: 10_000, generation: 0 } });
+        t.take_due(Timestamp::from_secs(4), &mut out);
+        assert_eq!(out.len(), 10_000);
+        assert!(t.ring[3].1.items.capacity() <= KEPT_ROOM);
+        // None pending: no room kept at all (an idle tenant).
+        t.take_due(Timestamp::from_secs(10), &mut out);
+        assert_eq!((t.len(), t.ring.capacity(), t.occupied), (0, 0, 0));
+        t.check().unwrap();
+    }
+    /// A second waiting in the map (its slot holds another) that is only partly due keeps
+    /// the rest: nothing is lost, and the next due time is the rest's.
+    #[test]
+    fn a_spilled_second_partly_due_keeps_the_rest() {
+        let at = |s: u64, us: u64| Timestamp::from_micros(s * 1_000_000 + us);
+        let f = |n| Timer::Forget { call: Handle { ix: n, generation: 0 } };
+        let mut t = Timers::default();
+        t.schedule(at(5, 0), f(1)); // slot 5
+        t.schedule(at(69, 100), f(2)); // the map: slot 5 holds second 5
+        t.schedule(at(69, 900_000), f(3)); // the map
+        let mut out = Vec::new();
+        t.take_due(at(69, 500_000), &mut out);
+        assert_eq!(out, [(at(5, 0), f(1)), (at(69, 100), f(2))]);
+        assert_eq!((t.len(), t.next_due()), (1, at(69, 900_000).as_micros()));
+        assert_eq!(parts(&t), [(69, vec![(at(69, 900_000), f(3))])]);
+    }
+
+    /// A purge drops the stale timers of the seconds in the map too.
+    #[test]
+    fn a_purge_reaches_the_spilled_seconds() {
+        let at = |s: u64| Timestamp::from_secs(s);
+        let f = |n| Timer::Forget { call: Handle { ix: n, generation: 0 } };
+        let mut t = Timers::default();
+        t.schedule(at(5), f(1)); // slot 5
+        t.schedule(at(69), f(2)); // the map
+        t.schedule(at(69), f(3)); // the map
+        t.purge(|_, timer| *timer != f(2));
+        assert_eq!(t.len(), 2);
+        assert_eq!(parts(&t), [(5, vec![(at(5), f(1))]), (69, vec![(at(69), f(3))])]);
+        t.check().unwrap();
     }
 }
