@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use crate::call::{IdTail, Link};
 use crate::engine::Engine;
 use crate::state::{Shared, TenantCore};
+use crate::text;
 
 impl Engine {
     /// Checks the engine's invariants (every queued call in exactly the queue that lists it,
@@ -67,6 +68,9 @@ pub(crate) fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), Str
     for (qix, q) in core.queues() {
         if q.key_hash != shared.queue_hash(&q.name) {
             return Err(format!("queue {} with a wrong hash", q.name));
+        }
+        if q.name_words != text::words(q.name.as_bytes()).unwrap_or_default() {
+            return Err(format!("queue {} with wrong name words", q.name));
         }
         if core.queue_ix(q.key_hash, &q.name) != Some(qix) {
             return Err(format!("queue {} not found by its name", q.name));

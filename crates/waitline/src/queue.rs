@@ -17,6 +17,7 @@ use crate::event::DequeueReason;
 use crate::figures::{DayFigures, Figures, WaitHistogram};
 use crate::order::{MemberOrder, Seq};
 use crate::slab::Slab;
+use crate::text;
 
 /// How many bridge-dequeues the estimated wait looks back on (docs/behaviour.md §3).
 pub(crate) const ESTIMATE_WINDOW: usize = 20;
@@ -126,6 +127,10 @@ pub struct DequeueTotals {
 #[repr(C, align(64))]
 pub(crate) struct Queue {
     pub(crate) name: Arc<str>,
+    /// The name's bytes as [`text::words`] (zero when it is not 4 to 16 bytes long): its
+    /// lookup compares them beside the name's length, in the line it reads anyway, instead
+    /// of the name's bytes behind their pointer through `memcmp`.
+    pub(crate) name_words: [u64; 2],
     pub(crate) max_size: usize,
     /// Call slots in service order.
     pub(crate) members: MemberOrder<u32>,
@@ -160,6 +165,7 @@ impl Queue {
     ) -> Self {
         Self {
             key_hash,
+            name_words: text::words(name.as_bytes()).unwrap_or_default(),
             name,
             id,
             max_size,

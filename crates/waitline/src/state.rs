@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::event::{DequeueReason, Fact, tenant_event_key};
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
 use crate::slab::{Handle, Slab};
+use crate::text;
 use crate::timers::{Timer, Timers};
 
 #[derive(Debug)]
@@ -204,10 +205,20 @@ impl TenantCore {
         self.calls.at(ix)
     }
 
-    /// The slot of a queue, by name.
+    /// The slot of a queue, by name: a name of 4 to 16 bytes compared as its length and
+    /// two words (see `Queue::name_words`), others byte by byte. Inlined: left out of line
+    /// by the compiler, it cost ~11 instructions a command more.
+    #[inline(always)]
     pub(crate) fn queue_ix(&self, hash: u64, name: &str) -> Option<u32> {
         let queues = &self.queues;
-        self.queue_ids.find(hash, |&ix| *queues.at(ix).name == *name).copied()
+        let found = match text::words(name.as_bytes()) {
+            Some(words) => self.queue_ids.find(hash, |&ix| {
+                let q = queues.at(ix);
+                q.name_words == words && q.name.len() == name.len()
+            }),
+            None => self.queue_ids.find(hash, |&ix| *queues.at(ix).name == *name),
+        };
+        found.copied()
     }
 
     pub(crate) fn calls(&self) -> impl Iterator<Item = (u32, &CallRecord)> {
