@@ -301,15 +301,6 @@ fn a_batch_error_names_the_refused_call() {
     assert_eq!(e.to_string(), format!("item 3 refused: {}", Error::CallNotFound));
 }
 
-#[derive(Debug, Default)]
-struct Recorded(std::sync::Mutex<Vec<(u64, Vec<u8>)>>);
-
-impl Journal for Recorded {
-    fn append(&self, _tenant: &str, seq: u64, record: &[u8]) {
-        self.0.lock().unwrap().push((seq, record.to_vec()));
-    }
-}
-
 #[test]
 fn a_batch_is_journaled_as_its_single_enqueues_and_replays() {
     use waitline::journal::{Change, Record};

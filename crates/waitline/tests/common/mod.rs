@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use waitline::{
-    Clock, CommandOptions, DialParams, Engine, Event, ManualClock, Subscription, Tenant, Timestamp,
+    Clock, CommandOptions, DialParams, Engine, Event, Journal, ManualClock, Subscription, Tenant, Timestamp,
 };
 
 /// 2026-01-01T00:00:00Z
@@ -75,4 +75,14 @@ pub fn none() -> CommandOptions {
 
 pub fn ev(kind: &str, id: &str) -> (String, Option<String>) {
     (kind.to_owned(), Some(id.to_owned()))
+}
+
+/// A journal that keeps every record with its number (of any tenant), for replays.
+#[derive(Debug, Default)]
+pub struct Recorded(pub std::sync::Mutex<Vec<(u64, Vec<u8>)>>);
+
+impl Journal for Recorded {
+    fn append(&self, _tenant: &str, seq: u64, record: &[u8]) {
+        self.0.lock().unwrap().push((seq, record.to_vec()));
+    }
 }
