@@ -356,6 +356,71 @@ mod tests {
         Timer::Forget { call: Handle { ix: n, generation: 0 } }
     }
 
+    /// Seconds near each other take their ring slots (scheduling them is then a slot check
+    /// and a push); a second whose slot another holds goes to the map.
+    #[test]
+    fn near_seconds_take_their_ring_slots() {
+        let mut t = Timers::default();
+        for (second, n) in [(5, 1), (6, 2), (5, 3), (69, 4)] {
+            t.schedule(Timestamp::from_secs(second), forget(n));
+        }
+        assert_eq!(t.occupied, (1 << 5) | (1 << 6));
+        assert_eq!((t.ring[5].0, t.ring[5].1.items.len(), t.ring[6].0), (5, 2, 6));
+        assert_eq!(t.spilled.keys().copied().collect::<Vec<_>>(), [69]);
+        t.check().unwrap();
+    }
+
+    /// A slot emptied with the room of a usual second keeps it for the next.
+    #[test]
+    fn an_emptied_slot_keeps_a_usual_seconds_room() {
+        let mut t = Timers::default();
+        t.schedule(Timestamp::from_secs(40), forget(0)); // still pending after
+        for n in 1..=KEPT_ROOM as u32 {
+            t.schedule(Timestamp::from_secs(3), forget(n));
+        }
+        let room = t.ring[3].1.items.capacity();
+        assert_eq!(room, KEPT_ROOM, "room for exactly as many as a free slot keeps");
+        t.take_due(Timestamp::from_secs(4), &mut Vec::new());
+        assert_eq!((t.occupied, t.ring[3].1.items.capacity()), (1 << 40, room));
+    }
+
+    /// The check finds each way the timers' own bookkeeping can be wrong.
+    #[test]
+    fn the_check_finds_broken_timers() {
+        let good = || {
+            let mut t = Timers::default();
+            t.schedule(Timestamp::from_secs(5), forget(1));
+            t.schedule(Timestamp::from_secs(69), forget(2));
+            t.check().unwrap();
+            t
+        };
+        let mut t = good();
+        t.len += 1;
+        assert!(t.check().is_err(), "a count that is not the timers'");
+        let mut t = good();
+        t.next = Timestamp::from_secs(6).as_micros();
+        assert!(t.check().is_err(), "an earliest due time that is not the earliest");
+        let mut t = good();
+        t.occupied |= 1 << 7;
+        assert!(t.check().is_err(), "an occupied slot without timers");
+        let mut t = good();
+        t.occupied &= !(1 << 5);
+        assert!(t.check().is_err(), "a free slot holding timers");
+        let mut t = good();
+        t.ring[5].0 = 6;
+        assert!(t.check().is_err(), "a slot holding another slot's second");
+        let mut t = good();
+        t.spilled.entry(5).or_default().push(Timestamp::from_secs(5), forget(3));
+        t.len += 1;
+        assert!(t.check().is_err(), "a second both in the ring and in the map");
+        let mut t = good();
+        t.spilled.insert(70, Bucket::default());
+        assert!(t.check().is_err(), "an empty bucket in the map");
+        let mut t = good();
+        t.spilled.get_mut(&69).unwrap().items[0].0 = Timestamp::from_secs(70);
+        assert!(t.check().is_err(), "a timer in another second's bucket");
+    }
+
     #[test]
     fn takes_exactly_what_is_due() {
         let mut t = Timers::default();
