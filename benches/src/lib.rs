@@ -73,6 +73,18 @@ impl NaiveEngine {
     }
 }
 
+/// `n` enqueue + pop pairs of the naive engine over the queues `names`, round robin, with call
+/// ids from `offset`: the baseline of every pair row. Returns the elapsed time.
+pub fn naive_pairs(naive: &NaiveEngine, names: &[String], n: usize, offset: u64) -> Duration {
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let q = i % names.len();
+        naive.enqueue(offset + q as u64, &names[q]);
+        std::hint::black_box(naive.pop(&names[q]));
+    }
+    t.elapsed()
+}
+
 /// A caller and a parked agent per queue: `enqueue(caller)` then `bridge(agent, queue)` is
 /// one pair, and repeating it needs no new call (the agent asked to be parked, so the next
 /// enqueue of the caller just unbridges it).

@@ -2,7 +2,7 @@
 //! Under `valgrind --tool=callgrind` it gives instruction counts that do not depend on how
 //! busy the machine is (see BENCHMARKS.md for the command).
 //!
-//! `cargo run --release -p waitline-benches --bin pair_probe -- [ROUNDS] [sub|owned|none|deadline] [QUEUES]`
+//! `cargo run --release -p waitline-benches --bin pair_probe -- [ROUNDS] [sub|owned|none|deadline|naive] [QUEUES]`
 //!
 //! `QUEUES` (default 100) spreads the pairs over that many queues: with 1, every line a pair
 //! touches stays in the first-level cache, so the time against the default's says how much
@@ -13,6 +13,10 @@
 //! same as owned `Event`s (`Subscription::try_recv`, what the server's webhooks and streams
 //! read). With `deadline`, no subscriber, and every enqueue carries `max_wait` of 60 s (as
 //! the report's deadline row): the difference with `none` is what a deadline costs a pair.
+//! With `naive`, no subscriber, and each round of waitline's pairs is followed by a round of
+//! the naive engine's (the report's baseline) in the same process: the host's slow and fast
+//! phases (tens of milliseconds each here) then fall on both alike, and the ratio of the
+//! best rounds and the median of the rounds' ratios are printed at the end.
 
 use std::time::Instant;
 
@@ -28,12 +32,16 @@ fn main() {
     let owned = mode.as_deref() == Some("owned");
     let subscribed = owned || mode.as_deref() == Some("sub");
     let max_wait = (mode.as_deref() == Some("deadline")).then_some(MAX_WAIT);
+    let versus_naive = mode.as_deref() == Some("naive");
     let queues: usize = args.next().and_then(|s| s.parse().ok()).filter(|&q| q > 0).unwrap_or(DEFAULT_QUEUES);
     let engine = waitline::Engine::default();
     let f = waitline_benches::PairFixture::new(&engine, queues);
     let params: Vec<_> = (0..queues).map(|i| f.params(i, max_wait)).collect();
     let mut events = subscribed.then(|| engine.subscribe());
     let mut seen = 0usize;
+    let naive = waitline_benches::NaiveEngine::default();
+    let names: Vec<String> = f.lanes.iter().map(|lane| lane.2.clone()).collect();
+    let mut rounds_ns = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let t = Instant::now();
         for n in 0..PAIRS {
@@ -43,12 +51,38 @@ fn main() {
                 seen += drain(sub, owned);
             }
         }
-        println!("round {round}: {:?} per pair", t.elapsed() / PAIRS as u32);
+        let ours = t.elapsed() / PAIRS as u32;
+        if versus_naive {
+            let theirs = waitline_benches::naive_pairs(&naive, &names, PAIRS, 0) / PAIRS as u32;
+            println!("round {round}: {ours:?} per pair, naive {theirs:?}");
+            rounds_ns.push((ours.as_secs_f64(), theirs.as_secs_f64()));
+        } else {
+            println!("round {round}: {ours:?} per pair");
+        }
+    }
+    if !rounds_ns.is_empty() {
+        print_versus_naive(&rounds_ns);
     }
     if let Some(sub) = &events {
         assert_eq!(sub.dropped(), 0, "the subscriber must see every event");
         println!("{seen} events");
     }
+}
+
+/// The best rounds of both engines, their ratio (naive time / waitline time, as the report's
+/// pair row) and the median of the rounds' own ratios.
+fn print_versus_naive(rounds: &[(f64, f64)]) {
+    let best = |pick: fn(&(f64, f64)) -> f64| rounds.iter().map(pick).fold(f64::INFINITY, f64::min);
+    let (ours, theirs) = (best(|r| r.0), best(|r| r.1));
+    let mut ratios: Vec<f64> = rounds.iter().map(|(o, t)| t / o).collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "best rounds: waitline {:.1} ns, naive {:.1} ns, {:.2}x; median of the rounds' ratios {:.2}x",
+        ours * 1e9,
+        theirs * 1e9,
+        theirs / ours,
+        ratios[ratios.len() / 2]
+    );
 }
 
 /// Reads every waiting event (in place, or as owned `Event`s); returns how many. Out of

@@ -11,7 +11,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use waitline::{BridgeParams, Clock, Engine, EnqueueParams, Tenant, Timestamp};
-use waitline_benches::{NaiveEngine, PairFixture, dial};
+use waitline_benches::{NaiveEngine, PairFixture, dial, naive_pairs};
 
 struct Scale {
     pairs: usize,
@@ -60,16 +60,6 @@ fn latency_row(name: &str, mut ours: Vec<u64>, mut theirs: Vec<u64>, target: f64
         percentile(&theirs, 0.99),
         if r >= target { "yes" } else { "**no**" }
     );
-}
-
-fn naive_pairs(naive: &NaiveEngine, names: &[String], n: usize, offset: u64) -> Duration {
-    let t = Instant::now();
-    for i in 0..n {
-        let q = i % names.len();
-        naive.enqueue(offset + q as u64, &names[q]);
-        black_box(naive.pop(&names[q]));
-    }
-    t.elapsed()
 }
 
 fn engine_pairs(
