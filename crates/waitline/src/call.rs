@@ -1,6 +1,6 @@
 //! Calls: the record the engine keeps per call leg, and the snapshot it hands out.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -428,25 +428,28 @@ pub(crate) struct CallRecord {
     pub(crate) id_tail: IdTail,
 }
 
-/// What a vacant slot of the calls' slab holds: a record of one identity shared by every
-/// vacant slot (a slot emptied costs a reference count, not an allocation), whose tail no
-/// id matches.
+/// What a vacant slot of the calls' slab holds: a record of an identity shared by the
+/// vacant slots a thread empties (a slot emptied costs a reference count, not an
+/// allocation; per thread, so that threads serving other tenants do not share its count's
+/// cache line), whose tail no id matches.
 impl Vacant for CallRecord {
     fn vacant() -> Self {
-        static VACANT: LazyLock<Arc<CallIdentity>> = LazyLock::new(|| {
-            let none: Arc<str> = Arc::from("");
-            Arc::new(CallIdentity {
-                call_control_id: CallId::client("", 0),
-                call_leg_id: Uuid::nil(),
-                call_session_id: Uuid::nil(),
-                connection_id: none.clone(),
-                from: none.clone(),
-                to: none,
-                start_time: Timestamp::EPOCH,
-                webhook_url: None,
-            })
-        });
-        Self::new(VACANT.clone(), None)
+        thread_local! {
+            static VACANT: Arc<CallIdentity> = {
+                let none: Arc<str> = Arc::from("");
+                Arc::new(CallIdentity {
+                    call_control_id: CallId::client("", 0),
+                    call_leg_id: Uuid::nil(),
+                    call_session_id: Uuid::nil(),
+                    connection_id: none.clone(),
+                    from: none.clone(),
+                    to: none,
+                    start_time: Timestamp::EPOCH,
+                    webhook_url: None,
+                })
+            };
+        }
+        Self::new(VACANT.with(Arc::clone), None)
     }
 }
 
