@@ -6,7 +6,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
-use crate::slab::Handle;
+use crate::slab::{Handle, Vacant};
 
 /// The fixed facts of a call leg, shared (not copied) by the call record, the queue member
 /// and every event about the call.
@@ -426,6 +426,31 @@ pub(crate) struct CallRecord {
     /// The tail of the call's id, if the engine made it: finding the call by id reads this
     /// record and nothing else (the identity is in another allocation).
     pub(crate) id_tail: IdTail,
+}
+
+/// What a vacant slot of the calls' slab holds: a record of an identity shared by the
+/// vacant slots a thread empties (a slot emptied costs a reference count, not an
+/// allocation; per thread, so that threads serving other tenants do not share its count's
+/// cache line), whose tail no id matches.
+impl Vacant for CallRecord {
+    fn vacant() -> Self {
+        thread_local! {
+            static VACANT: Arc<CallIdentity> = {
+                let none: Arc<str> = Arc::from("");
+                Arc::new(CallIdentity {
+                    call_control_id: CallId::client("", 0),
+                    call_leg_id: Uuid::nil(),
+                    call_session_id: Uuid::nil(),
+                    connection_id: none.clone(),
+                    from: none.clone(),
+                    to: none,
+                    start_time: Timestamp::EPOCH,
+                    webhook_url: None,
+                })
+            };
+        }
+        Self::new(VACANT.with(Arc::clone), None)
+    }
 }
 
 /// The `command_id`s accepted for a call, with when.

@@ -36,7 +36,7 @@ pub(crate) fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), Str
         if rec.id_tail != IdTail::for_identity(&rec.ident) {
             return Err(format!("call {id} keeps a tail that is not its id's"));
         }
-        if core.call_ix(shared, id) != Some(ix) {
+        if core.call_by_id(shared, id).map(|(found, _)| found) != Some(ix) {
             return Err(format!("call {id} not found by its id"));
         }
         if !rec.is_ended() {
@@ -72,7 +72,7 @@ pub(crate) fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), Str
         if q.name_words != text::words(q.name.as_bytes()).unwrap_or_default() {
             return Err(format!("queue {} with wrong name words", q.name));
         }
-        if core.queue_ix(q.key_hash, &q.name) != Some(qix) {
+        if core.queue_by_name(q.key_hash, &q.name).map(|(found, _)| found) != Some(qix) {
             return Err(format!("queue {} not found by its name", q.name));
         }
         names.insert(q.name.clone());

@@ -75,8 +75,7 @@ impl Txn<'_> {
     #[inline]
     fn target(&self, id: &str, command_id: Option<&str>) -> Result<Option<CallView>> {
         // `let else`, not `ok_or`: an error built in advance is dropped on the common path.
-        let Some(ix) = self.find_call(id) else { return Err(Error::CallNotFound) };
-        let rec = self.call_at(ix);
+        let Some((ix, rec)) = self.call_by_id(id) else { return Err(Error::CallNotFound) };
         if command_id.is_some_and(|c| rec.saw_command(c, self.now)) {
             return Ok(None);
         }
@@ -266,8 +265,8 @@ impl Txn<'_> {
 
 impl Txn<'_> {
     /// One enqueue command on a locked tenant ([`Tenant::enqueue`], and each call of
-    /// [`Tenant::enqueue_many`] while someone listens); `find_queue` gives the queue's slot,
-    /// if it exists. Returns the slot of the queue the call joined (`None`: a repeated
+    /// [`Tenant::enqueue_many`] while someone listens); `find_queue` gives the queue's slot
+    /// and record, if it exists. Returns the slot of the queue the call joined (`None`: a repeated
     /// `command_id`, nothing done).
     #[inline]
     fn enqueue(
@@ -275,7 +274,7 @@ impl Txn<'_> {
         id: &str,
         options: &CommandOptions,
         v: &ValidEnqueue<'_>,
-        find_queue: impl FnOnce(&Self) -> Option<u32>,
+        find_queue: impl for<'t> FnOnce(&'t Self) -> Option<(u32, &'t Queue)>,
     ) -> Result<Option<u32>> {
         let now = self.now;
         let Some((call, queue)) = self.enter_queue(id, options, v, find_queue, 0)? else { return Ok(None) };
@@ -307,8 +306,18 @@ impl Txn<'_> {
         room: usize,
     ) -> Result<Option<u32>> {
         let pending = run.as_ref().map_or(0, JoinRun::len);
-        let find_queue = |txn: &Self| run.as_ref().map(|r| r.queue).or_else(|| txn.find_queue(v.queue));
-        let Some((call, queue)) = self.enter_queue(id, options, v, find_queue, pending)? else {
+        let queue = run.as_ref().map(|r| r.queue);
+        let found = self.enter_queue(
+            id,
+            options,
+            v,
+            |txn| match queue {
+                Some(q) => Some((q, txn.queue_at(q))),
+                None => txn.queue_by_name(v.queue),
+            },
+            pending,
+        )?;
+        let Some((call, queue)) = found else {
             return Ok(None);
         };
         let max_wait = v.max_wait_secs.map(Duration::from_secs);
@@ -326,20 +335,20 @@ impl Txn<'_> {
         id: &str,
         options: &CommandOptions,
         v: &ValidEnqueue<'_>,
-        find_queue: impl FnOnce(&Self) -> Option<u32>,
+        find_queue: impl for<'t> FnOnce(&'t Self) -> Option<(u32, &'t Queue)>,
         pending: usize,
     ) -> Result<Option<(u32, u32)>> {
         let Some(call) = self.target(id, options.command_id.as_deref())? else { return Ok(None) };
         let existing = find_queue(self);
-        if call.queue().is_some() && call.queue() == existing {
+        if call.queue().is_some() && call.queue() == existing.map(|(q, _)| q) {
             return Err(Error::AlreadyInQueue);
         }
-        if existing.is_some_and(|q| self.queue_at(q).is_full_with(pending)) {
+        if existing.is_some_and(|(_, q)| q.is_full_with(pending)) {
             return Err(Error::QueueFull);
         }
         // Checked; the first change (the new queue) may still be refused by the cap.
         let queue = match existing {
-            Some(q) => q,
+            Some((q, _)) => q,
             None => self.create_queue(v.queue, v.max_size, false)?,
         };
         self.accept(call.ix, options);
@@ -545,7 +554,7 @@ impl Tenant {
         self.run(
             now,
             || Change::Enqueue { call: id.into(), params: p.to_owned_params() },
-            |txn| txn.enqueue(id, &p.options, &v, |txn| txn.find_queue(v.queue)).map(drop),
+            |txn| txn.enqueue(id, &p.options, &v, |txn| txn.queue_by_name(v.queue)).map(drop),
         )
     }
 
@@ -620,7 +629,10 @@ impl Tenant {
                 let id = id.as_ref();
                 let r = if listening {
                     // Each event reports the queue as its command left it.
-                    txn.enqueue(id, &p.options, &v, |txn| queue.or_else(|| txn.find_queue(v.queue)))
+                    txn.enqueue(id, &p.options, &v, |txn| match queue {
+                        Some(q) => Some((q, txn.queue_at(q))),
+                        None => txn.queue_by_name(v.queue),
+                    })
                 } else {
                     txn.enqueue_in_run(id, &p.options, &v, &mut run, ids.len() - done)
                 };
@@ -691,15 +703,16 @@ impl Tenant {
                 let Some(a) = txn.target(id, p.options.command_id.as_deref())? else { return Ok(()) };
                 let plan = match target {
                     BridgeTarget::Queue(qname) => {
-                        let queue = txn.find_queue(qname);
-                        if a.queue().is_some() && a.queue() == queue {
+                        let queue = txn.queue_by_name(qname);
+                        if a.queue().is_some() && a.queue() == queue.map(|(q, _)| q) {
                             return Err(Error::out_of_range(
                                 "queue",
                                 "A call cannot be bridged with the queue it is waiting in.",
                             ));
                         }
-                        let Some(queue) = queue else { return Err(Error::QueueEmpty) };
-                        let Some(head) = txn.queue_at(queue).head() else { return Err(Error::QueueEmpty) };
+                        let Some(head) = queue.and_then(|(_, q)| q.head()) else {
+                            return Err(Error::QueueEmpty);
+                        };
                         if txn.call_at(head).membership().is_some_and(|m| m.alive) {
                             BridgePlan::With { call: head, head: true }
                         } else {
@@ -713,8 +726,7 @@ impl Tenant {
                                 "A call cannot be bridged with itself.",
                             ));
                         }
-                        let bix = txn.find_call(b).ok_or(Error::CallNotFound)?;
-                        let rec = txn.call_at(bix);
+                        let (bix, rec) = txn.call_by_id(b).ok_or(Error::CallNotFound)?;
                         if rec.is_ended() {
                             return Err(Error::CallEnded { callback: None });
                         }

@@ -4,6 +4,11 @@
 //! [`Handle`] (index + generation) kept somewhere else (a timer, the list of ended calls)
 //! tells the record it was made for from a later one in the same slot. Freed slots are
 //! reused last-freed-first, which keeps the slab dense and its hot slots in cache.
+//!
+//! A vacant slot holds a placeholder record ([`Vacant`]) and says so in a flag, rather
+//! than an `Option`: a command reads a slot it knows is live (a record it found, or one a
+//! live record links to) with a bounds check alone, and only the reads that take a slot
+//! from outside (an id's slot, a timer's handle) check the flag.
 
 /// A slot and the generation of the record in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -12,10 +17,24 @@ pub(crate) struct Handle {
     pub(crate) generation: u32,
 }
 
+/// The record a vacant slot holds: never read as a record (every read of a slot from
+/// outside checks that it is live first).
+pub(crate) trait Vacant {
+    fn vacant() -> Self;
+}
+
 #[derive(Debug)]
 struct Slot<T> {
     generation: u32,
-    value: Option<T>,
+    live: bool,
+    /// The record while `live`, else a placeholder.
+    value: T,
+}
+
+impl<T> Slot<T> {
+    fn get(&self) -> Option<&T> {
+        self.live.then_some(&self.value)
+    }
 }
 
 #[derive(Debug)]
@@ -35,7 +54,7 @@ fn ix_u32(ix: usize) -> u32 {
     u32::try_from(ix).expect("fewer than 2^32 records")
 }
 
-impl<T> Slab<T> {
+impl<T: Vacant> Slab<T> {
     pub(crate) const fn len(&self) -> usize {
         self.len
     }
@@ -52,37 +71,46 @@ impl<T> Slab<T> {
         self.len += 1;
         if let Some(ix) = self.free.pop() {
             let slot = &mut self.slots[ix as usize];
-            debug_assert!(slot.value.is_none());
-            slot.value = Some(value);
+            debug_assert!(!slot.live);
+            slot.value = value;
+            slot.live = true;
             return Handle { ix, generation: slot.generation };
         }
         let ix = ix_u32(self.slots.len());
-        self.slots.push(Slot { generation: 0, value: Some(value) });
+        self.slots.push(Slot { generation: 0, live: true, value });
         Handle { ix, generation: 0 }
     }
 
     /// Removes the record in `ix` (which must hold one); handles to it go stale.
     pub(crate) fn remove(&mut self, ix: u32) -> T {
         let slot = &mut self.slots[ix as usize];
-        let value = slot.value.take().expect("removing an empty slot");
+        assert!(slot.live, "removing an empty slot");
+        slot.live = false;
+        let value = std::mem::replace(&mut slot.value, T::vacant());
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(ix);
         self.len -= 1;
         value
     }
 
+    /// The record in `ix`, if there is one: for a slot that comes from outside.
     pub(crate) fn get(&self, ix: u32) -> Option<&T> {
-        self.slots.get(ix as usize)?.value.as_ref()
+        self.slots.get(ix as usize)?.get()
     }
 
-    /// The record in `ix`, which the caller knows is there.
+    /// The record in `ix`, which the caller knows is there (found, or linked from a live
+    /// record): no check that the slot is live, but in debug builds.
     pub(crate) fn at(&self, ix: u32) -> &T {
-        self.get(ix).expect("a live slot")
+        let slot = &self.slots[ix as usize];
+        debug_assert!(slot.live, "a live slot");
+        &slot.value
     }
 
-    /// The record in `ix`, which the caller knows is there, for changing.
+    /// The record in `ix`, which the caller knows is there, for changing (as [`Slab::at`]).
     pub(crate) fn at_mut(&mut self, ix: u32) -> &mut T {
-        self.slots[ix as usize].value.as_mut().expect("a live slot")
+        let slot = &mut self.slots[ix as usize];
+        debug_assert!(slot.live, "a live slot");
+        &mut slot.value
     }
 
     /// The handle of the record in `ix`, which the caller knows is there.
@@ -93,16 +121,16 @@ impl<T> Slab<T> {
     /// The record `h` was made for, if it is still there.
     pub(crate) fn get_handle(&self, h: Handle) -> Option<&T> {
         let slot = self.slots.get(h.ix as usize)?;
-        if slot.generation == h.generation { slot.value.as_ref() } else { None }
+        if slot.generation == h.generation { slot.get() } else { None }
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.value.as_ref().map(|v| (ix_u32(i), v)))
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.get().map(|v| (ix_u32(i), v)))
     }
 
     /// Every slot, empty ones included, with its generation (for a snapshot).
     pub(crate) fn slots(&self) -> impl ExactSizeIterator<Item = (u32, Option<&T>)> + Clone {
-        self.slots.iter().map(|s| (s.generation, s.value.as_ref()))
+        self.slots.iter().map(|s| (s.generation, s.get()))
     }
 
     /// The free slots in reuse order (the last is reused first).
@@ -136,7 +164,14 @@ impl<T> Slab<T> {
             return Err(format!("{empty} empty slots but {} on the free list", free.len()));
         }
         let len = slots.len() - empty;
-        let slots = slots.into_iter().map(|(generation, value)| Slot { generation, value }).collect();
+        let slots = slots
+            .into_iter()
+            .map(|(generation, value)| Slot {
+                generation,
+                live: value.is_some(),
+                value: value.unwrap_or_else(T::vacant),
+            })
+            .collect();
         Ok(Self { slots, free, len })
     }
 }
@@ -144,6 +179,18 @@ impl<T> Slab<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Vacant for &str {
+        fn vacant() -> Self {
+            ""
+        }
+    }
+
+    impl Vacant for i32 {
+        fn vacant() -> Self {
+            0
+        }
+    }
 
     #[test]
     fn reuses_slots_with_a_new_generation() {

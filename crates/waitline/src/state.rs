@@ -27,7 +27,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{DequeueReason, Fact, tenant_event_key};
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
-use crate::slab::{Handle, Slab};
+use crate::slab::{Handle, Slab, Vacant};
 use crate::text;
 use crate::timers::{Timer, Timers};
 
@@ -97,6 +97,14 @@ impl Shared {
     }
 }
 
+/// What a vacant slot of the queues' slab holds: an empty queue of no name (a queue is
+/// removed rarely: by its deletion or its idle check).
+impl Vacant for Queue {
+    fn vacant() -> Self {
+        Queue::new(0, Arc::from(""), Uuid::nil(), 0, false, Timestamp::EPOCH)
+    }
+}
+
 /// One tenant: its name and, behind one lock, all its state.
 #[derive(Debug)]
 pub(crate) struct TenantState {
@@ -155,6 +163,15 @@ pub(crate) struct TenantCore {
     pub(crate) drawn: Vec<Uuid>,
 }
 
+/// A lookup's compare: keeps the slot and record it matched in `found`; returns `hit`.
+#[inline(always)]
+fn keep_hit<'r, T>(found: &mut Option<(u32, &'r T)>, ix: u32, record: &'r T, hit: bool) -> bool {
+    if hit {
+        *found = Some((ix, record));
+    }
+    hit
+}
+
 /// Makes `s` the same allocation as the string in `last` if they are equal, else remembers
 /// it there.
 pub(crate) fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
@@ -165,29 +182,35 @@ pub(crate) fn share(last: &mut Option<Arc<str>>, s: &mut Arc<str>) {
 }
 
 impl TenantCore {
-    /// The slot of a call, by id: the slot an engine-made id names, if it holds a call with
-    /// this id (the id's tail in its record, the slot's generation included, compared in
-    /// constant time: one record read), else the map of client-given ids (see `call` for
-    /// the id layout). Inlined: every command calls it, and a call costs a prologue of ~20
-    /// instructions; the map's search is out of line.
+    /// A call, by id: its slot and its record. The slot an engine-made id names, if it
+    /// holds a call with this id (the id's tail in its record, the slot's generation
+    /// included, compared in constant time: one record read), else the map of client-given
+    /// ids (see `call` for the id layout). The record comes with its slot so that a command
+    /// reads it without indexing the slab again. Inlined: every command calls it, and a
+    /// call costs a prologue of ~20 instructions; the map's search is out of line.
     #[inline(always)]
-    pub(crate) fn call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
+    pub(crate) fn call_by_id(&self, shared: &Shared, id: &str) -> Option<(u32, &CallRecord)> {
         if let Some(ix) = engine_ix(id) {
-            if self.calls.get(ix).is_some_and(|r| r.id_tail.matches(id)) {
-                return Some(ix);
+            if let Some(rec) = self.calls.get(ix).filter(|r| r.id_tail.matches(id)) {
+                return Some((ix, rec));
             }
         }
-        self.client_call_ix(shared, id)
+        self.client_call(shared, id)
     }
 
-    /// [`TenantCore::call_ix`] for the ids clients gave at dial.
+    /// [`TenantCore::call_by_id`] for the ids clients gave at dial.
     #[inline(never)]
-    fn client_call_ix(&self, shared: &Shared, id: &str) -> Option<u32> {
+    fn client_call(&self, shared: &Shared, id: &str) -> Option<(u32, &CallRecord)> {
         if self.call_ids.is_empty() {
             return None;
         }
         let calls = &self.calls;
-        self.call_ids.find(shared.call_hash(id), |&ix| *calls.at(ix).ident.call_control_id == *id).copied()
+        let mut found = None;
+        self.call_ids.find(shared.call_hash(id), |&ix| {
+            let rec = calls.at(ix);
+            keep_hit(&mut found, ix, rec, *rec.ident.call_control_id == *id)
+        });
+        found
     }
 
     /// The call in slot `ix`, if there is one (for checks).
@@ -205,20 +228,25 @@ impl TenantCore {
         self.calls.at(ix)
     }
 
-    /// The slot of a queue, by name: a name of 4 to 16 bytes compared as its length and
-    /// two words (see `Queue::name_words`), others byte by byte. Inlined: left out of line
-    /// by the compiler, it cost ~11 instructions a command more.
+    /// A queue, by name: its slot and its record (kept from the lookup's compare, so that
+    /// a command reads it without indexing the slab again). A name of 4 to 16 bytes is
+    /// compared as its length and two words (see `Queue::name_words`), others byte by byte.
+    /// Inlined: left out of line by the compiler, it cost ~11 instructions a command more.
     #[inline(always)]
-    pub(crate) fn queue_ix(&self, hash: u64, name: &str) -> Option<u32> {
+    pub(crate) fn queue_by_name(&self, hash: u64, name: &str) -> Option<(u32, &Queue)> {
         let queues = &self.queues;
-        let found = match text::words(name.as_bytes()) {
+        let mut found = None;
+        match text::words(name.as_bytes()) {
             Some(words) => self.queue_ids.find(hash, |&ix| {
                 let q = queues.at(ix);
-                q.name_words == words && q.name.len() == name.len()
+                keep_hit(&mut found, ix, q, q.name_words == words && q.name.len() == name.len())
             }),
-            None => self.queue_ids.find(hash, |&ix| *queues.at(ix).name == *name),
+            None => self.queue_ids.find(hash, |&ix| {
+                let q = queues.at(ix);
+                keep_hit(&mut found, ix, q, *q.name == *name)
+            }),
         };
-        found.copied()
+        found
     }
 
     pub(crate) fn calls(&self) -> impl Iterator<Item = (u32, &CallRecord)> {
@@ -517,11 +545,16 @@ impl<'e> Txn<'e> {
         self.core
     }
 
-    /// The slot of a call, by id. Left to the compiler, which keeps it out of line: forced
-    /// inline, it made the commands' `Txn::target` too big to inline, and the pair took
-    /// ~75 instructions more (two out-of-line calls returning through memory).
+    /// A call, by id: its slot and its record. Left to the compiler, which keeps it out of
+    /// line: forced inline, it made the commands' `Txn::target` too big to inline, and the
+    /// pair took ~75 instructions more (two out-of-line calls returning through memory).
+    pub(crate) fn call_by_id(&self, id: &str) -> Option<(u32, &CallRecord)> {
+        self.core.call_by_id(self.shared, id)
+    }
+
+    /// The slot of a call, by id.
     pub(crate) fn find_call(&self, id: &str) -> Option<u32> {
-        self.core.call_ix(self.shared, id)
+        self.call_by_id(id).map(|(ix, _)| ix)
     }
 
     /// Completes an id the engine made (see `call`) with the slot the call will have: the
@@ -531,10 +564,17 @@ impl<'e> Txn<'e> {
         stamp_slot(&mut ident.call_control_id, self.core.calls.next_handle());
     }
 
-    /// The slot of a queue, by name (hashed here, once per command). Inlined, as `call_ix`.
+    /// A queue, by name (hashed here, once per command): its slot and its record. Inlined,
+    /// as `call_by_id`.
+    #[inline(always)]
+    pub(crate) fn queue_by_name(&self, name: &str) -> Option<(u32, &Queue)> {
+        self.core.queue_by_name(self.shared.queue_hash(name), name)
+    }
+
+    /// The slot of a queue, by name.
     #[inline(always)]
     pub(crate) fn find_queue(&self, name: &str) -> Option<u32> {
-        self.core.queue_ix(self.shared.queue_hash(name), name)
+        self.queue_by_name(name).map(|(ix, _)| ix)
     }
 
     pub(crate) fn call_at(&self, ix: u32) -> &CallRecord {
