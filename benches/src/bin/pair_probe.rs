@@ -39,9 +39,7 @@ fn main() {
     let params: Vec<_> = (0..queues).map(|i| f.params(i, max_wait)).collect();
     let mut events = subscribed.then(|| engine.subscribe());
     let mut seen = 0usize;
-    let naive = waitline_benches::NaiveEngine::default();
-    let names: Vec<String> = f.lanes.iter().map(|lane| lane.2.clone()).collect();
-    let mut rounds_ns = Vec::with_capacity(rounds);
+    let mut versus = versus_naive.then(|| Versus::new(&f));
     for round in 0..rounds {
         let t = Instant::now();
         for n in 0..PAIRS {
@@ -52,16 +50,13 @@ fn main() {
             }
         }
         let ours = t.elapsed() / PAIRS as u32;
-        if versus_naive {
-            let theirs = waitline_benches::naive_pairs(&naive, &names, PAIRS, 0) / PAIRS as u32;
-            println!("round {round}: {ours:?} per pair, naive {theirs:?}");
-            rounds_ns.push((ours.as_secs_f64(), theirs.as_secs_f64()));
-        } else {
-            println!("round {round}: {ours:?} per pair");
+        match versus.as_mut() {
+            Some(v) => v.round(round, ours),
+            None => println!("round {round}: {ours:?} per pair"),
         }
     }
-    if !rounds_ns.is_empty() {
-        print_versus_naive(&rounds_ns);
+    if let Some(v) = &versus {
+        v.print();
     }
     if let Some(sub) = &events {
         assert_eq!(sub.dropped(), 0, "the subscriber must see every event");
@@ -69,20 +64,48 @@ fn main() {
     }
 }
 
-/// The best rounds of both engines, their ratio (naive time / waitline time, as the report's
-/// pair row) and the median of the rounds' own ratios.
-fn print_versus_naive(rounds: &[(f64, f64)]) {
-    let best = |pick: fn(&(f64, f64)) -> f64| rounds.iter().map(pick).fold(f64::INFINITY, f64::min);
-    let (ours, theirs) = (best(|r| r.0), best(|r| r.1));
-    let mut ratios: Vec<f64> = rounds.iter().map(|(o, t)| t / o).collect();
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "best rounds: waitline {:.1} ns, naive {:.1} ns, {:.2}x; median of the rounds' ratios {:.2}x",
-        ours * 1e9,
-        theirs * 1e9,
-        theirs / ours,
-        ratios[ratios.len() / 2]
-    );
+/// The naive engine's rounds, each run after one of waitline's (`naive` mode). Out of line,
+/// as `drain`: the loop of pairs, into which the engine's commands are inlined, is then the
+/// same in every mode (more code in `main` changes how the compiler lays out the pair:
+/// +68 instructions a pair when this was inlined).
+struct Versus {
+    naive: waitline_benches::NaiveEngine,
+    names: Vec<String>,
+    /// (waitline, naive) seconds a pair, per round.
+    rounds: Vec<(f64, f64)>,
+}
+
+impl Versus {
+    #[inline(never)]
+    fn new(f: &waitline_benches::PairFixture) -> Self {
+        let names = f.lanes.iter().map(|lane| lane.2.clone()).collect();
+        Self { naive: waitline_benches::NaiveEngine::default(), names, rounds: Vec::new() }
+    }
+
+    /// Runs the naive engine's round after waitline's round `round`, which took `ours` a pair.
+    #[inline(never)]
+    fn round(&mut self, round: usize, ours: std::time::Duration) {
+        let theirs = waitline_benches::naive_pairs(&self.naive, &self.names, PAIRS, 0) / PAIRS as u32;
+        println!("round {round}: {ours:?} per pair, naive {theirs:?}");
+        self.rounds.push((ours.as_secs_f64(), theirs.as_secs_f64()));
+    }
+
+    /// The best rounds of both engines, their ratio (naive time / waitline time, as the
+    /// report's pair row) and the median of the rounds' own ratios.
+    #[inline(never)]
+    fn print(&self) {
+        let best = |pick: fn(&(f64, f64)) -> f64| self.rounds.iter().map(pick).fold(f64::INFINITY, f64::min);
+        let (ours, theirs) = (best(|r| r.0), best(|r| r.1));
+        let mut ratios: Vec<f64> = self.rounds.iter().map(|(o, t)| t / o).collect();
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "best rounds: waitline {:.1} ns, naive {:.1} ns, {:.2}x; median of the rounds' ratios {:.2}x",
+            ours * 1e9,
+            theirs * 1e9,
+            theirs / ours,
+            ratios[ratios.len() / 2]
+        );
+    }
 }
 
 /// Reads every waiting event (in place, or as owned `Event`s); returns how many. Out of

@@ -71,7 +71,9 @@ fn engine_pairs(
     engine_pairs_then(f, lanes, n, max_wait, |_| {})
 }
 
-/// Pairs with `after(k)` run (and timed) after pair `k`.
+/// Pairs with `after(k)` run (and timed) after pair `k`. Out of line, as the naive engine's
+/// loop: the rest of the report does not change how the loop is compiled.
+#[inline(never)]
 fn engine_pairs_then(
     f: &PairFixture,
     lanes: std::ops::Range<usize>,
