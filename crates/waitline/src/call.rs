@@ -1,6 +1,6 @@
 //! Calls: the record the engine keeps per call leg, and the snapshot it hands out.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -428,28 +428,27 @@ pub(crate) struct CallRecord {
     pub(crate) id_tail: IdTail,
 }
 
-/// What a vacant slot of the calls' slab holds: a record of an identity shared by the
-/// vacant slots a thread empties (a slot emptied costs a reference count, not an
-/// allocation; per thread, so that threads serving other tenants do not share its count's
-/// cache line), whose tail no id matches.
+/// What a vacant slot of the calls' slab holds: a record of one identity shared by every
+/// vacant slot (a slot emptied costs a reference count, not an allocation; a call is
+/// forgotten once in its life, so the count's line is seldom touched), whose tail no id
+/// matches. A process-wide static rather than a thread-local one: it is there for a
+/// command run from any thread, a thread-local destructor's included.
 impl Vacant for CallRecord {
     fn vacant() -> Self {
-        thread_local! {
-            static VACANT: Arc<CallIdentity> = {
-                let none: Arc<str> = Arc::from("");
-                Arc::new(CallIdentity {
-                    call_control_id: CallId::client("", 0),
-                    call_leg_id: Uuid::nil(),
-                    call_session_id: Uuid::nil(),
-                    connection_id: none.clone(),
-                    from: none.clone(),
-                    to: none,
-                    start_time: Timestamp::EPOCH,
-                    webhook_url: None,
-                })
-            };
-        }
-        Self::new(VACANT.with(Arc::clone), None)
+        static VACANT: LazyLock<Arc<CallIdentity>> = LazyLock::new(|| {
+            let none: Arc<str> = Arc::from("");
+            Arc::new(CallIdentity {
+                call_control_id: CallId::client("", 0),
+                call_leg_id: Uuid::nil(),
+                call_session_id: Uuid::nil(),
+                connection_id: none.clone(),
+                from: none.clone(),
+                to: none,
+                start_time: Timestamp::EPOCH,
+                webhook_url: None,
+            })
+        });
+        Self::new(Arc::clone(&VACANT), None)
     }
 }
 

@@ -307,16 +307,7 @@ impl Txn<'_> {
     ) -> Result<Option<u32>> {
         let pending = run.as_ref().map_or(0, JoinRun::len);
         let queue = run.as_ref().map(|r| r.queue);
-        let found = self.enter_queue(
-            id,
-            options,
-            v,
-            |txn| match queue {
-                Some(q) => Some((q, txn.queue_at(q))),
-                None => txn.queue_by_name(v.queue),
-            },
-            pending,
-        )?;
+        let found = self.enter_queue(id, options, v, |txn| txn.queue_at_or_named(queue, v.queue), pending)?;
         let Some((call, queue)) = found else {
             return Ok(None);
         };
@@ -629,10 +620,7 @@ impl Tenant {
                 let id = id.as_ref();
                 let r = if listening {
                     // Each event reports the queue as its command left it.
-                    txn.enqueue(id, &p.options, &v, |txn| match queue {
-                        Some(q) => Some((q, txn.queue_at(q))),
-                        None => txn.queue_by_name(v.queue),
-                    })
+                    txn.enqueue(id, &p.options, &v, |txn| txn.queue_at_or_named(queue, v.queue))
                 } else {
                     txn.enqueue_in_run(id, &p.options, &v, &mut run, ids.len() - done)
                 };

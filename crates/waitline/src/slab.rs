@@ -83,10 +83,12 @@ impl<T: Vacant> Slab<T> {
 
     /// Removes the record in `ix` (which must hold one); handles to it go stale.
     pub(crate) fn remove(&mut self, ix: u32) -> T {
+        // The placeholder first: nothing is changed if making it fails.
+        let placeholder = T::vacant();
         let slot = &mut self.slots[ix as usize];
         assert!(slot.live, "removing an empty slot");
         slot.live = false;
-        let value = std::mem::replace(&mut slot.value, T::vacant());
+        let value = std::mem::replace(&mut slot.value, placeholder);
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(ix);
         self.len -= 1;
@@ -227,5 +229,30 @@ mod tests {
         assert!(Slab::from_parts(slots.clone(), vec![0, 2, 2]).is_err(), "listed twice");
         assert!(Slab::from_parts(slots.clone(), vec![0, 1]).is_err(), "a used slot listed");
         assert!(Slab::from_parts(slots, vec![0, 7]).is_err(), "out of range");
+    }
+
+    #[test]
+    fn a_vacant_slot_is_found_by_no_read_from_outside() {
+        let mut s = Slab::default();
+        let a = s.insert("a");
+        s.insert("b");
+        s.remove(a.ix);
+        assert_eq!(s.get(a.ix), None, "an id's slot");
+        let current = Handle { ix: a.ix, generation: a.generation.wrapping_add(1) };
+        assert_eq!(s.get_handle(current), None, "a handle of the slot's own generation");
+        assert_eq!(s.iter().map(|(ix, _)| ix).collect::<Vec<_>>(), [1], "iterated past");
+        assert_eq!(s.slots().map(|(_, v)| v.copied()).collect::<Vec<_>>(), [None, Some("b")]);
+    }
+
+    /// In a build with debug assertions (the tests'), reading a vacant slot as a live one is
+    /// caught: only that check guards `at` (a release build reads the placeholder).
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a live slot")]
+    fn reading_a_vacant_slot_as_live_is_caught_in_debug_builds() {
+        let mut s = Slab::default();
+        let a = s.insert("a");
+        s.remove(a.ix);
+        let _ = s.at(a.ix);
     }
 }

@@ -571,6 +571,16 @@ impl<'e> Txn<'e> {
         self.core.queue_by_name(self.shared.queue_hash(name), name)
     }
 
+    /// The queue in slot `known` (a batch's queue, found by its first call), else the one
+    /// named `name`.
+    #[inline(always)]
+    pub(crate) fn queue_at_or_named(&self, known: Option<u32>, name: &str) -> Option<(u32, &Queue)> {
+        match known {
+            Some(q) => Some((q, self.queue_at(q))),
+            None => self.queue_by_name(name),
+        }
+    }
+
     /// The slot of a queue, by name.
     #[inline(always)]
     pub(crate) fn find_queue(&self, name: &str) -> Option<u32> {
