@@ -37,10 +37,13 @@ struct Block([u64; BLOCK_WORDS]);
 /// are touched by every operation and stay in the nearest caches, and an operation touches
 /// one line of the bitmap. (A tree over the bitmap's words would be 64 KiB, and its lower
 /// levels, each touched rarely, would be evicted by the records a random lookup reads.)
+///
+/// Boxed slices (they never grow: a rebuild makes new ones): a band's header is 32 bytes, so
+/// that a band's is found by a shift.
 #[derive(Debug, Default, Clone)]
 struct Marks {
-    blocks: Vec<Block>,
-    tree: Vec<u32>,
+    blocks: Box<[Block]>,
+    tree: Box<[u32]>,
 }
 
 impl Marks {
@@ -52,8 +55,8 @@ impl Marks {
     fn with_capacity(cap: usize) -> Self {
         let blocks = cap.div_ceil(BLOCK_SLOTS).max(1);
         // One block: no tree, so marking a slot writes one cache line, not two.
-        let tree = if blocks > 1 { vec![0; blocks + 1] } else { Vec::new() };
-        Self { blocks: vec![Block::default(); blocks], tree }
+        let tree = if blocks > 1 { vec![0; blocks + 1].into() } else { Box::default() };
+        Self { blocks: vec![Block::default(); blocks].into(), tree }
     }
 
     fn add_to_tree(&mut self, block: usize, delta: i32) {
