@@ -173,8 +173,12 @@ impl Marks {
 /// Members of one queue in service order.
 #[derive(Debug, Clone)]
 pub(crate) struct MemberOrder<T> {
-    /// The value of each slot in `0..len`; a slot that no band marks holds a stale value.
-    slots: Vec<T>,
+    /// The value of each slot in `0..used`; a slot that no band marks holds a stale value.
+    /// Its length is the room for values: `cap` once an arrival needed it (none before the
+    /// first), so that an arrival tests the room alone and stores with no further check.
+    slots: Box<[T]>,
+    /// Slots used: the next arrival takes slot `used`.
+    used: usize,
     cap: usize,
     /// No live slot below this index (advanced lazily).
     first_live: usize,
@@ -188,7 +192,8 @@ pub(crate) struct MemberOrder<T> {
 impl<T> Default for MemberOrder<T> {
     fn default() -> Self {
         Self {
-            slots: Vec::new(),
+            slots: Box::default(),
+            used: 0,
             cap: MIN_CAPACITY,
             first_live: 0,
             band_len: [0; BANDS],
@@ -198,7 +203,7 @@ impl<T> Default for MemberOrder<T> {
     }
 }
 
-impl<T: Copy> MemberOrder<T> {
+impl<T: Copy + Default> MemberOrder<T> {
     /// Number of members.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -214,12 +219,12 @@ impl<T: Copy> MemberOrder<T> {
     /// compaction renumbers (before the new member is added).
     pub(crate) fn push(&mut self, band: u8, value: T, mut relocate: impl FnMut(&T, Seq)) -> Seq {
         debug_assert!((band as usize) < BANDS);
-        if self.slots.len() == self.cap {
-            // Full: compact when at least half the slots are holes, else grow.
-            let new_cap = if self.len * 2 <= self.cap { self.cap } else { self.cap * 2 };
-            self.rebuild(new_cap, &mut relocate);
+        if self.used >= self.slots.len() {
+            self.make_room(&mut relocate);
         }
-        let seq = self.append_unmarked(value);
+        let seq = self.used;
+        self.slots[seq] = value;
+        self.used = seq + 1;
         self.mark(seq, band, 1);
         self.len += 1;
         seq
@@ -230,17 +235,40 @@ impl<T: Copy> MemberOrder<T> {
     /// ([`MemberOrder::mark_run`]). Until then the order must not be read or changed
     /// otherwise. The caller made room first ([`MemberOrder::reserve`]).
     pub(crate) fn append_unmarked(&mut self, value: T) -> Seq {
-        debug_assert!(self.slots.len() < self.cap, "no room reserved");
-        let seq = self.slots.len();
-        self.slots.push(value);
+        debug_assert!(self.used < self.cap, "no room reserved");
+        let seq = self.used;
+        self.slots[seq] = value;
+        self.used = seq + 1;
         seq
+    }
+
+    /// No room for one more value. At the capacity: compact when at least half the slots
+    /// are holes, else grow. Below it (a new order, or one read back from a snapshot):
+    /// room up to it.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self, relocate: impl FnMut(&T, Seq)) {
+        if self.used == self.cap {
+            let new_cap = if self.len * 2 <= self.cap { self.cap } else { self.cap * 2 };
+            self.rebuild(new_cap, relocate);
+        } else {
+            self.fill_room();
+        }
+    }
+
+    /// Room for `cap` values, those in use kept. Zeroed memory (`T::default()` of the
+    /// order's call slots) is not touched until used.
+    fn fill_room(&mut self) {
+        let mut slots = vec![T::default(); self.cap].into_boxed_slice();
+        slots[..self.used].copy_from_slice(&self.slots[..self.used]);
+        self.slots = slots;
     }
 
     /// Makes the `count` values appended from slot `first` on (the last ones appended)
     /// members at the end of `band`, in their order.
     pub(crate) fn mark_run(&mut self, band: u8, first: Seq, count: usize) {
         debug_assert!((band as usize) < BANDS);
-        debug_assert_eq!(first + count, self.slots.len(), "a run is the last values appended");
+        debug_assert_eq!(first + count, self.used, "a run is the last values appended");
         let b = band as usize;
         if !self.trees[b].is_allocated() {
             self.allocate_band(b);
@@ -254,9 +282,11 @@ impl<T: Copy> MemberOrder<T> {
     /// Makes room for `additional` more members: the pushes that follow neither compact nor
     /// grow (one rebuild now, when needed, instead of one per doubling on the way).
     pub(crate) fn reserve(&mut self, additional: usize, relocate: impl FnMut(&T, Seq)) {
-        if self.slots.len().saturating_add(additional) > self.cap {
+        if self.used.saturating_add(additional) > self.cap {
             let new_cap = self.len.saturating_add(additional).next_power_of_two().max(self.cap);
             self.rebuild(new_cap, relocate);
+        } else if self.slots.len() < self.cap {
+            self.fill_room();
         }
     }
 
@@ -309,7 +339,7 @@ impl<T: Copy> MemberOrder<T> {
 
     /// The member in `seq`, if the slot holds one.
     pub(crate) fn try_get(&self, seq: Seq) -> Option<&T> {
-        self.band_of(seq).and(self.slots.get(seq))
+        self.band_of(seq).and(self.slots[..self.used].get(seq))
     }
 
     /// 1-based position of the member in `seq`.
@@ -325,7 +355,7 @@ impl<T: Copy> MemberOrder<T> {
         let above: u32 = self.band_len[band + 1..].iter().sum();
         // The newest member is the last of its band, the oldest the first of its own: no
         // tree walk for the members that just joined or are about to be served.
-        let within = if seq + 1 == self.slots.len() {
+        let within = if seq + 1 == self.used {
             self.band_len[band]
         } else if seq == self.first_live {
             1
@@ -385,14 +415,14 @@ impl<T: Copy> MemberOrder<T> {
             return;
         }
         // Every +1 in the trees met its -1, so they are all zeros again: nothing to clear.
-        self.slots.clear();
+        self.used = 0;
         self.first_live = 0;
         debug_assert!(self.trees.iter().all(|t| t.blocks.iter().all(|b| *b == Block::default())));
     }
 
     /// The live slots in arrival order.
     fn live_seqs(&self) -> impl Iterator<Item = Seq> + '_ {
-        (self.first_live / 64..self.slots.len().div_ceil(64)).flat_map(move |word| {
+        (self.first_live / 64..self.used.div_ceil(64)).flat_map(move |word| {
             let mut bits = self.live_word(word);
             std::iter::from_fn(move || {
                 let bit = (bits != 0).then(|| bits.trailing_zeros() as usize)?;
@@ -429,7 +459,7 @@ impl<T: Copy> MemberOrder<T> {
     /// How the slots are laid out: slots used, capacity, first live slot (for a snapshot:
     /// they decide when the next compaction renumbers the members).
     pub(crate) fn layout(&self) -> (usize, usize, usize) {
-        (self.slots.len(), self.cap, self.first_live)
+        (self.used, self.cap, self.first_live)
     }
 
     /// An order with this layout (as [`MemberOrder::layout`] gave it) and these members:
@@ -447,7 +477,7 @@ impl<T: Copy> MemberOrder<T> {
         if !cap.is_power_of_two() || !(MIN_CAPACITY..=1 << 22).contains(&cap) || used > cap || !dense_enough {
             return Err(format!("a queue order of {used} slots in {cap} for {} members", members.len()));
         }
-        let mut order = Self { slots: vec![T::default(); used], cap, ..Self::default() };
+        let mut order = Self { slots: vec![T::default(); used].into(), used, cap, ..Self::default() };
         for &(seq, band, value) in members {
             if seq >= used || (band as usize) >= BANDS {
                 return Err(format!("a member in slot {seq} of {used}, band {band}"));
@@ -485,18 +515,22 @@ impl<T: Copy> MemberOrder<T> {
                 trees[band] = Marks::with_capacity(new_cap);
             }
         }
-        let mut slots = Vec::with_capacity(new_cap);
+        // Zeroed memory (`T::default()` of the order's call slots) is not touched until used.
+        let mut slots = vec![T::default(); new_cap].into_boxed_slice();
+        let mut used = 0;
         for seq in self.live_seqs() {
             let band = self.band_of(seq).map_or(0, usize::from);
             let value = self.slots[seq];
-            relocate(&value, slots.len());
-            trees[band].set_bit(slots.len());
-            slots.push(value);
+            relocate(&value, used);
+            trees[band].set_bit(used);
+            slots[used] = value;
+            used += 1;
         }
         for t in trees.iter_mut().filter(|t| t.is_allocated()) {
             t.build_tree();
         }
         self.slots = slots;
+        self.used = used;
         self.trees = trees;
         self.cap = new_cap;
         self.first_live = 0;
@@ -907,7 +941,7 @@ mod tests {
             seqs.insert(id, s);
         }
         let cap = order.cap;
-        order.reserve(cap - order.slots.len(), |_, _| panic!("rebuilt with room enough"));
+        order.reserve(cap - order.used, |_, _| panic!("rebuilt with room enough"));
         assert_eq!(order.cap, cap);
         for (id, s) in &seqs {
             assert_eq!(order.get(*s), id);
