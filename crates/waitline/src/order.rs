@@ -352,7 +352,13 @@ impl<T: Copy + Default> MemberOrder<T> {
     pub(crate) fn position_in_band(&self, seq: Seq, band: u8) -> usize {
         let band = band as usize;
         debug_assert!(self.trees[band].has(seq), "empty slot, or another band");
-        let above: u32 = self.band_len[band + 1..].iter().sum();
+        // The members of the higher bands, counted from the side with fewer bands: the
+        // default band, 0, the lowest, has all but its own members above it.
+        let above = if band < BANDS / 2 {
+            self.len as u32 - self.band_len[..=band].iter().sum::<u32>()
+        } else {
+            self.band_len[band + 1..].iter().sum()
+        };
         // The newest member is the last of its band, the oldest the first of its own: no
         // tree walk for the members that just joined or are about to be served.
         let within = if seq + 1 == self.used {
