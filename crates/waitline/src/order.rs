@@ -97,7 +97,10 @@ impl Marks {
         }
     }
 
-    /// Number of marked slots in `0..=slot`.
+    /// Number of marked slots in `0..=slot`. Out of line: a position is usually the newest
+    /// or the oldest member's, found without it, and its walk would have every position
+    /// save registers.
+    #[inline(never)]
     fn prefix(&self, slot: usize) -> u32 {
         let (block, word) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS);
         let mut i = block; // blocks 0..block, 1-based prefix up to `block`
