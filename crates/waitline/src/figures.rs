@@ -188,7 +188,9 @@ pub(crate) struct Figures {
     pub(crate) peak: u32,
     /// Over the queue's life; the other life totals are the queue's own counters.
     pub(crate) bridged_within_service_level: u64,
-    pub(crate) wait_sum_micros: u64,
+    /// The waits' sum, read as [`WaitHistogram::sum_micros`] up to `u64::MAX`: in 128 bits
+    /// a departure adds with no saturating test (no sum of 2^64 waits reaches 2^128).
+    pub(crate) wait_sum_micros: u128,
     pub(crate) wait_counts: [u64; WAIT_BUCKETS_SECS.len() + 1],
     /// The longest the queue was in each earlier minute of the hour, by `minute % 60`; the
     /// slot of `minute` itself holds 0 (its length is `peak`).
@@ -255,7 +257,7 @@ impl Figures {
             today_left: [today.bridged, today.hangup, today.leave, today.timeout],
             today_in_time: today.bridged_within_service_level,
             bridged_within_service_level,
-            wait_sum_micros: waits.sum_micros,
+            wait_sum_micros: u128::from(waits.sum_micros),
             wait_counts: waits.counts,
             minute_last_micros: last_micros(minute, MICROS_PER_MINUTE),
             peak,
@@ -276,7 +278,9 @@ impl Figures {
 
     /// The waits of the callers who left since the queue was made.
     pub(crate) const fn waits(&self) -> WaitHistogram {
-        WaitHistogram { counts: self.wait_counts, sum_micros: self.wait_sum_micros }
+        let sum = self.wait_sum_micros;
+        let sum_micros = if sum > u64::MAX as u128 { u64::MAX } else { sum as u64 };
+        WaitHistogram { counts: self.wait_counts, sum_micros }
     }
 
     /// What happened to the callers of the day counted ([`Figures::day`]).
@@ -294,7 +298,7 @@ impl Figures {
 
     fn observe_wait(&mut self, wait_micros: u64) {
         self.wait_counts[wait_bucket(wait_micros)] += 1;
-        self.wait_sum_micros = self.wait_sum_micros.saturating_add(wait_micros);
+        self.wait_sum_micros += u128::from(wait_micros);
     }
 
     /// The longest length of each minute of the hour up to `minute`, by `minute % 60` (as a
