@@ -632,6 +632,23 @@ mod boundary_tests {
         assert_eq!((f.outcomes().enqueued, f.peak), (1, 2));
     }
 
+    /// The waits' sum reads as it did when it saturated at `u64::MAX`, before and after a
+    /// snapshot's round trip.
+    #[test]
+    fn the_waits_sum_reads_at_most_u64_max() {
+        let mut f = Figures::new(Timestamp::from_micros(0));
+        f.left(Timestamp::from_micros(1), Some(DequeueReason::Leave), u64::MAX - 1, 0, 0);
+        assert_eq!(f.waits().sum_micros, u64::MAX - 1);
+        f.left(Timestamp::from_micros(2), Some(DequeueReason::Leave), 5, 0, 0);
+        assert_eq!((f.waits().sum_micros, f.waits().count()), (u64::MAX, 2));
+        let back =
+            Figures::from_parts(f.day(), f.outcomes(), 0, f.waits(), f.minute(), &f.lengths()).unwrap();
+        assert_eq!(back.waits(), f.waits());
+        let mut back = back;
+        back.left(Timestamp::from_micros(3), Some(DequeueReason::Leave), 1, 0, 0);
+        assert_eq!(back.waits().sum_micros, u64::MAX);
+    }
+
     /// A change at a minute's last microsecond is still in that minute: its peak is kept.
     #[test]
     fn a_change_at_a_minutes_last_microsecond_keeps_its_peak() {
