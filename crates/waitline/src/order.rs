@@ -297,7 +297,7 @@ impl<T: Copy + Default> MemberOrder<T> {
     /// at a million members that read would be a cache miss of its own.
     pub(crate) fn remove(&mut self, seq: Seq, band: u8, relocate: impl FnMut(&T, Seq)) {
         debug_assert_eq!(self.band_of(seq), Some(band), "removing an empty slot, or from another band");
-        self.mark(seq, band, -1);
+        self.unmark(seq, band);
         self.len -= 1;
         if self.len == 0 {
             self.reset();
@@ -456,6 +456,14 @@ impl<T: Copy + Default> MemberOrder<T> {
         }
         self.trees[b].add(seq, delta);
         self.band_len[b] = self.band_len[b].wrapping_add_signed(delta);
+    }
+
+    /// Unmarks the member in `seq` of `band`, whose bitmap is there (it holds the member).
+    #[inline]
+    fn unmark(&mut self, seq: Seq, band: u8) {
+        let b = band as usize;
+        self.trees[b].add(seq, -1);
+        self.band_len[b] -= 1;
     }
 
     /// The bitmap of a band's first member: once per band and queue, kept out of line.
