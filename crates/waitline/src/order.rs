@@ -173,6 +173,18 @@ impl Marks {
     }
 }
 
+/// The first slot from `seq` on whose bit is set in the bitmap that `word` reads by words;
+/// there must be one.
+fn next_set(seq: Seq, word: impl Fn(usize) -> u64) -> Seq {
+    let mut w = seq / 64;
+    let mut bits = word(w) & (u64::MAX << (seq % 64));
+    while bits == 0 {
+        w += 1;
+        bits = word(w);
+    }
+    w * 64 + bits.trailing_zeros() as usize
+}
+
 /// Members of one queue in service order.
 #[derive(Debug, Clone)]
 pub(crate) struct MemberOrder<T> {
@@ -303,7 +315,7 @@ impl<T: Copy + Default> MemberOrder<T> {
             self.reset();
         } else {
             if seq == self.first_live {
-                self.first_live = self.next_live(seq + 1);
+                self.first_live = self.next_live(seq + 1, band);
             }
             // Shrink when sparse; amortised against the removals that made it so.
             if self.cap > 1024 && self.len * 8 < self.cap {
@@ -318,15 +330,16 @@ impl<T: Copy + Default> MemberOrder<T> {
         self.trees.iter().fold(0, |w, t| w | t.word(word))
     }
 
-    /// The first live slot from `seq` on; there must be one.
-    fn next_live(&self, seq: Seq) -> Seq {
-        let mut word = seq / 64;
-        let mut bits = self.live_word(word) & (u64::MAX << (seq % 64));
-        while bits == 0 {
-            word += 1;
-            bits = self.live_word(word);
+    /// The first live slot from `seq` on; there must be one. When `band` holds every
+    /// member (the usual queue, whose head just left), its bitmap alone says which slots
+    /// are live: no union of the ten bands' words.
+    fn next_live(&self, seq: Seq, band: u8) -> Seq {
+        let b = band as usize;
+        if self.band_len[b] as usize == self.len {
+            next_set(seq, |word| self.trees[b].word(word))
+        } else {
+            next_set(seq, |word| self.live_word(word))
         }
-        word * 64 + bits.trailing_zeros() as usize
     }
 
     /// The band of the member in `seq`, if the slot holds one.
