@@ -408,8 +408,10 @@ impl<T: Copy + Default> MemberOrder<T> {
             return None;
         }
         // The common case, without the tree or the bitmaps: when one band holds every
-        // member, the member that arrived first is served first.
-        if self.band_len.iter().any(|&n| n as usize == self.len) {
+        // member, the member that arrived first is served first. The default band, 0,
+        // first: alone, its test is not folded into a test of all ten.
+        let one_band = |n: &u32| *n as usize == self.len;
+        if one_band(&self.band_len[0]) || self.band_len[1..].iter().any(one_band) {
             return Some(self.first_live);
         }
         self.seq_at(1)
