@@ -149,6 +149,11 @@ impl Marks {
         self.blocks[slot / BLOCK_SLOTS].0[slot / 64 % BLOCK_WORDS] |= 1 << (slot % 64);
     }
 
+    /// The word of the bitmap that holds slots `64 * word ..`, cleared.
+    fn take_word(&mut self, word: usize) -> u64 {
+        std::mem::take(&mut self.blocks[word / BLOCK_WORDS].0[word % BLOCK_WORDS])
+    }
+
     /// Builds the tree from the bitmap, in O(blocks).
     fn build_tree(&mut self) {
         self.tree.fill(0);
@@ -541,6 +546,13 @@ impl<T: Copy + Default> MemberOrder<T> {
     #[cold]
     #[inline(never)]
     fn rebuild(&mut self, new_cap: usize, mut relocate: impl FnMut(&T, Seq)) {
+        // A compaction of members that share one band (the usual queue) keeps the room.
+        if new_cap == self.cap && self.slots.len() == new_cap {
+            if let Some(band) = (0..BANDS).find(|&b| self.band_len[b] as usize == self.len) {
+                self.compact_band(band, relocate);
+                return;
+            }
+        }
         let mut trees: Box<[Marks; BANDS]> = Default::default();
         for band in 0..BANDS {
             if self.band_len[band] > 0 {
@@ -565,6 +577,29 @@ impl<T: Copy + Default> MemberOrder<T> {
         self.used = used;
         self.trees = trees;
         self.cap = new_cap;
+        self.first_live = 0;
+    }
+
+    /// What [`MemberOrder::rebuild`] does at the same capacity when `band` holds every
+    /// member, in place: the members renumbered densely in arrival order, read from that
+    /// band's bitmap (no search for each member's band, no allocation). A member only
+    /// moves down, into a word of the bitmap already read.
+    fn compact_band(&mut self, band: usize, mut relocate: impl FnMut(&T, Seq)) {
+        let mut used = 0;
+        for word in self.first_live / 64..self.used.div_ceil(64) {
+            let mut bits = self.trees[band].take_word(word);
+            while bits != 0 {
+                let seq = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let value = self.slots[seq];
+                relocate(&value, used);
+                self.slots[used] = value;
+                self.trees[band].set_bit(used);
+                used += 1;
+            }
+        }
+        self.trees[band].build_tree();
+        self.used = used;
         self.first_live = 0;
     }
 }
@@ -827,6 +862,34 @@ mod tests {
         rebuilt.build_tree();
         assert_eq!(rebuilt.tree, marks.tree);
         check(&rebuilt, &model);
+    }
+
+    /// A FIFO of one band (the usual queue) compacts in place at its capacity: the members
+    /// keep their order and positions, and each move is told.
+    #[test]
+    fn a_one_band_fifo_compacts_in_place() {
+        let mut order = MemberOrder::<u64>::default();
+        let mut seqs: HashMap<u64, Seq> = HashMap::new();
+        let mut fifo = std::collections::VecDeque::new();
+        for id in 0..1000u64 {
+            let seq = order.push(0, id, |v, s| {
+                seqs.insert(*v, s);
+            });
+            seqs.insert(id, seq);
+            fifo.push_back(id);
+            if fifo.len() > 10 {
+                let head = order.head().unwrap();
+                let left = fifo.pop_front().unwrap();
+                assert_eq!((*order.get(head), seqs[&left]), (left, head));
+                order.remove(head, 0, |v, s| {
+                    seqs.insert(*v, s);
+                });
+            }
+            for (i, id) in fifo.iter().enumerate() {
+                assert_eq!(order.position(seqs[id]), i + 1, "member {id} after {} arrivals", id + 1);
+            }
+        }
+        assert_eq!(order.capacity(), 32, "grown once, then compacted in place");
     }
 
     /// Many members in three bands, over many blocks, with compactions, growth and
