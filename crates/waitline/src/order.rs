@@ -413,10 +413,18 @@ impl<T: Copy + Default> MemberOrder<T> {
             return None;
         }
         // The common case, without the tree or the bitmaps: when one band holds every
-        // member, the member that arrived first is served first. The default band, 0,
-        // first: alone, its test is not folded into a test of all ten.
-        let one_band = |n: &u32| *n as usize == self.len;
-        if one_band(&self.band_len[0]) || self.band_len[1..].iter().any(one_band) {
+        // member, the member that arrived first is served first. The default band, 0, is
+        // tested alone: LLVM folds ten such tests into one sequence of all ten.
+        if self.band_len[0] as usize == self.len {
+            return Some(self.first_live);
+        }
+        self.head_past_band_0()
+    }
+
+    /// [`MemberOrder::head`] when band 0 does not hold every member.
+    #[inline(never)]
+    fn head_past_band_0(&self) -> Option<Seq> {
+        if self.band_len[1..].iter().any(|&n| n as usize == self.len) {
             return Some(self.first_live);
         }
         self.seq_at(1)
