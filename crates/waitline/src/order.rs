@@ -60,6 +60,10 @@ impl Marks {
     }
 
     fn add_to_tree(&mut self, block: usize, delta: i32) {
+        // A band of one block (most) has no tree: one test, before the walk's first index.
+        if self.tree.is_empty() {
+            return;
+        }
         let mut i = block + 1;
         while i < self.tree.len() {
             self.tree[i] = self.tree[i].wrapping_add_signed(delta);
