@@ -243,11 +243,15 @@ impl<T: Copy + Default> MemberOrder<T> {
     /// compaction renumbers (before the new member is added).
     pub(crate) fn push(&mut self, band: u8, value: T, mut relocate: impl FnMut(&T, Seq)) -> Seq {
         debug_assert!((band as usize) < BANDS);
-        if self.used >= self.slots.len() {
+        let mut seq = self.used;
+        // The test of the room is also the store's bounds check.
+        if seq < self.slots.len() {
+            self.slots[seq] = value;
+        } else {
             self.make_room(&mut relocate);
+            seq = self.used;
+            self.slots[seq] = value;
         }
-        let seq = self.used;
-        self.slots[seq] = value;
         self.used = seq + 1;
         self.mark(seq, band, 1);
         self.len += 1;
