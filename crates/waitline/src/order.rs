@@ -73,11 +73,20 @@ impl Marks {
 
     /// Marks (`delta` 1) or unmarks (`delta` -1) `slot`.
     fn add(&mut self, slot: usize, delta: i32) {
+        let added = self.try_add(slot, delta);
+        assert!(added, "a slot past the band's bitmap");
+    }
+
+    /// As [`Marks::add`]; false, with nothing changed, when the bitmap has no block for
+    /// `slot` (a band with no bitmap yet has no block at all).
+    fn try_add(&mut self, slot: usize, delta: i32) -> bool {
         let (block, word, bit) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS, 1u64 << (slot % 64));
-        let w = &mut self.blocks[block].0[word];
+        let Some(b) = self.blocks.get_mut(block) else { return false };
+        let w = &mut b.0[word];
         debug_assert_eq!(*w & bit != 0, delta < 0, "mark set twice or cleared twice");
         *w ^= bit;
         self.add_to_tree(block, delta);
+        true
     }
 
     /// Marks the `count` slots from `first` on, none of them marked: each bitmap word
@@ -487,10 +496,11 @@ impl<T: Copy + Default> MemberOrder<T> {
     #[inline]
     fn mark(&mut self, seq: Seq, band: u8, delta: i32) {
         let b = band as usize;
-        if !self.trees[b].is_allocated() {
+        // The bitmap's bounds check finds a band with no bitmap yet (it has no block).
+        if !self.trees[b].try_add(seq, delta) {
             self.allocate_band(b);
+            self.trees[b].add(seq, delta);
         }
-        self.trees[b].add(seq, delta);
         self.band_len[b] = self.band_len[b].wrapping_add_signed(delta);
     }
 
@@ -506,6 +516,7 @@ impl<T: Copy + Default> MemberOrder<T> {
     #[cold]
     #[inline(never)]
     fn allocate_band(&mut self, band: usize) {
+        assert!(!self.trees[band].is_allocated(), "a slot past the band's bitmap");
         self.trees[band] = Marks::with_capacity(self.cap);
     }
 
