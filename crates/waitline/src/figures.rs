@@ -69,7 +69,11 @@ const WAIT_BUCKET_BY_SPAN: [u8; (SHORT_WAIT_SECS / WAIT_SPAN_SECS) as usize + 1]
 fn wait_bucket(wait_micros: u64) -> usize {
     const SPAN_MICROS: u64 = WAIT_SPAN_SECS * 1_000_000;
     if wait_micros <= SHORT_WAIT_SECS * 1_000_000 {
-        usize::from(WAIT_BUCKET_BY_SPAN[wait_micros.div_ceil(SPAN_MICROS) as usize])
+        // `div_ceil` as one add and one division (a multiply; `div_ceil` also tests the
+        // remainder): no overflow below a minute, and the compiler then sees the span
+        // within the table, with no bounds check.
+        #[allow(clippy::manual_div_ceil)]
+        usize::from(WAIT_BUCKET_BY_SPAN[((wait_micros + SPAN_MICROS - 1) / SPAN_MICROS) as usize])
     } else {
         SHORT_BOUNDS + WAIT_BUCKETS_MICROS[SHORT_BOUNDS..].iter().filter(|&&b| b < wait_micros).count()
     }
@@ -155,9 +159,8 @@ impl WaitHistogram {
 }
 
 /// What a queue keeps to answer for its figures. In `repr(C)` order: what every arrival
-/// and departure updates (the day's and minute's ends, the day's counts) fills one cache
-/// line; the
-/// current minute's peak length, the sum of the waits and the first wait buckets the next
+/// and departure reads and updates (the instant up to which it starts no new minute or
+/// day, the day's counts) fills one cache line; the current minute's peak length, the sum of the waits and the first wait buckets the next
 /// one (the waits are kept as two fields, the sum first, rather than as a
 /// [`WaitHistogram`], whose sum comes after its 96 bytes of counts: a departure would write
 /// one more line).
@@ -165,9 +168,11 @@ impl WaitHistogram {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[repr(C, align(64))]
 pub(crate) struct Figures {
-    /// The last microsecond of the UTC day `today` counts ([`Figures::day`]): a change
-    /// after it starts a new day, found by a compare rather than a division per change.
-    day_last_micros: u64,
+    /// The earlier of `minute_last_micros` and `day_last_micros`: a change up to it starts
+    /// neither a new minute nor a new day, known by one compare (a day ends with a minute,
+    /// but a departure counted by no reason rolls the minute alone, so the day can end
+    /// first).
+    quiet_until_micros: u64,
     /// The last microsecond of the current minute ([`Figures::minute`]), the one `peak`
     /// is for.
     minute_last_micros: u64,
@@ -183,16 +188,23 @@ pub(crate) struct Figures {
     pub(crate) peak: u32,
     /// Over the queue's life; the other life totals are the queue's own counters.
     pub(crate) bridged_within_service_level: u64,
-    pub(crate) wait_sum_micros: u64,
+    /// The waits' sum, read as [`WaitHistogram::sum_micros`] up to `u64::MAX`: in 128 bits
+    /// a departure adds with no saturating test (no sum of 2^64 waits reaches 2^128).
+    pub(crate) wait_sum_micros: u128,
     pub(crate) wait_counts: [u64; WAIT_BUCKETS_SECS.len() + 1],
     /// The longest the queue was in each earlier minute of the hour, by `minute % 60`; the
     /// slot of `minute` itself holds 0 (its length is `peak`).
     lengths: [u32; LENGTH_HISTORY_MINUTES],
+    /// The last microsecond of the UTC day `today` counts ([`Figures::day`]): a change
+    /// after it starts a new day, found by a compare rather than a division per change
+    /// (read only past `quiet_until_micros`).
+    day_last_micros: u64,
 }
 
 impl Figures {
     pub(crate) fn new(now: Timestamp) -> Self {
         Self {
+            quiet_until_micros: 0,
             day_last_micros: last_micros(now.as_micros() / MICROS_PER_DAY, MICROS_PER_DAY),
             today_enqueued: 0,
             today_left: [0; DequeueReason::COUNT],
@@ -204,6 +216,21 @@ impl Figures {
             peak: 0,
             lengths: [0; LENGTH_HISTORY_MINUTES],
         }
+        .with_quiet_until()
+    }
+
+    /// Sets `quiet_until_micros` from the ends of the minute and of the day counted.
+    const fn with_quiet_until(mut self) -> Self {
+        self.note_ends();
+        self
+    }
+
+    const fn note_ends(&mut self) {
+        self.quiet_until_micros = if self.minute_last_micros < self.day_last_micros {
+            self.minute_last_micros
+        } else {
+            self.day_last_micros
+        };
     }
 
     /// Figures read back from a snapshot: `lengths` must hold the hour, and the day and
@@ -224,17 +251,19 @@ impl Figures {
         }
         let peak = std::mem::take(&mut lengths[minute_slot(minute)]);
         Ok(Self {
+            quiet_until_micros: 0,
             day_last_micros: last_micros(day, MICROS_PER_DAY),
             today_enqueued: today.enqueued,
             today_left: [today.bridged, today.hangup, today.leave, today.timeout],
             today_in_time: today.bridged_within_service_level,
             bridged_within_service_level,
-            wait_sum_micros: waits.sum_micros,
+            wait_sum_micros: u128::from(waits.sum_micros),
             wait_counts: waits.counts,
             minute_last_micros: last_micros(minute, MICROS_PER_MINUTE),
             peak,
             lengths,
-        })
+        }
+        .with_quiet_until())
     }
 
     /// The UTC day `today` counts (days since the epoch).
@@ -249,7 +278,9 @@ impl Figures {
 
     /// The waits of the callers who left since the queue was made.
     pub(crate) const fn waits(&self) -> WaitHistogram {
-        WaitHistogram { counts: self.wait_counts, sum_micros: self.wait_sum_micros }
+        let sum = self.wait_sum_micros;
+        let sum_micros = if sum > u64::MAX as u128 { u64::MAX } else { sum as u64 };
+        WaitHistogram { counts: self.wait_counts, sum_micros }
     }
 
     /// What happened to the callers of the day counted ([`Figures::day`]).
@@ -267,7 +298,7 @@ impl Figures {
 
     fn observe_wait(&mut self, wait_micros: u64) {
         self.wait_counts[wait_bucket(wait_micros)] += 1;
-        self.wait_sum_micros = self.wait_sum_micros.saturating_add(wait_micros);
+        self.wait_sum_micros += u128::from(wait_micros);
     }
 
     /// The longest length of each minute of the hour up to `minute`, by `minute % 60` (as a
@@ -290,11 +321,28 @@ impl Figures {
         }
     }
 
+    /// A change at `now` past `quiet_until_micros`: a new minute, when it is one (the queue
+    /// had `before` members as it began), and a new day, when it is one and `count_day`
+    /// (a change that counts a caller). Out of line: at most twice a minute.
+    #[cold]
+    #[inline(never)]
+    fn roll(&mut self, now: Timestamp, before: usize, count_day: bool) {
+        self.roll_minute(now, before);
+        if count_day {
+            self.roll_day(now);
+        }
+        self.note_ends();
+    }
+
     /// `count` callers joined at once; the queue went from `len - count` to `len` members.
     pub(crate) fn joined(&mut self, now: Timestamp, len: usize, count: u32) {
-        self.roll_day(now);
+        if now.as_micros() > self.quiet_until_micros {
+            self.roll(now, len.saturating_sub(count as usize), true);
+        }
         self.today_enqueued += u64::from(count);
-        self.note_length(now, len.saturating_sub(count as usize), len);
+        // A queue holds at most `QUEUE_MAX_SIZE` (1,000,000) members: its length fits, with
+        // no saturating conversion on every arrival.
+        self.peak = self.peak.max(len as u32);
     }
 
     /// A caller left after waiting `wait_micros`; the queue went from `len + 1` to `len`
@@ -310,10 +358,11 @@ impl Figures {
     ) {
         // Only a new minute has work here: the peak is at least the length before (every
         // join raised it, a new minute starts from it), so never below the length after.
-        self.roll_minute(now, len + 1);
+        if now.as_micros() > self.quiet_until_micros {
+            self.roll(now, len + 1, reason.is_some());
+        }
         let Some(reason) = reason else { return };
         self.observe_wait(wait_micros);
-        self.roll_day(now);
         // Counted by index and flag: no branch per reason.
         let in_time = u64::from(reason == DequeueReason::Bridged && wait_micros <= threshold_micros);
         self.today_left[reason.index()] += 1;
@@ -321,14 +370,9 @@ impl Figures {
         self.bridged_within_service_level += in_time;
     }
 
-    /// Minutes with no change keep the length the queue had at the end of the one before.
-    fn note_length(&mut self, now: Timestamp, before: usize, after: usize) {
-        self.roll_minute(now, before);
-        self.peak = self.peak.max(u32::try_from(after).unwrap_or(u32::MAX));
-    }
-
     /// Past the current minute: the minute that ended gets its peak, the minutes after it
-    /// with no change the length `before`, and the new minute starts from it.
+    /// with no change the length `before` (the length the queue had at the end of the one
+    /// before), and the new minute starts from it.
     fn roll_minute(&mut self, now: Timestamp, before: usize) {
         if now.as_micros() > self.minute_last_micros {
             let (ended, minute) = (self.minute(), now.as_micros() / MICROS_PER_MINUTE);
@@ -569,6 +613,42 @@ mod boundary_tests {
             "still the same day and minute"
         );
     }
+
+    /// A dead member dropped (a departure counted by no reason) past midnight rolls the
+    /// minute alone: the day counted stays until a counted change, which still starts the
+    /// new day within the same minute.
+    #[test]
+    fn a_drop_past_midnight_leaves_the_day_to_the_next_counted_change() {
+        const MIDNIGHT: u64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+        let mut f = Figures::new(Timestamp::from_micros(MIDNIGHT - 1));
+        f.joined(Timestamp::from_micros(MIDNIGHT - 1), 2, 1);
+        f.left(Timestamp::from_micros(MIDNIGHT + 1), None, 0, 0, 1);
+        assert_eq!((f.day(), f.minute()), ((MIDNIGHT - 1) / MICROS_PER_DAY, MIDNIGHT / MICROS_PER_MINUTE));
+        assert_eq!(f.outcomes().enqueued, 1, "no new day yet");
+        f.left(Timestamp::from_micros(MIDNIGHT + 2), Some(DequeueReason::Leave), 0, 0, 0);
+        assert_eq!(f.day(), MIDNIGHT / MICROS_PER_DAY);
+        assert_eq!((f.outcomes().enqueued, f.outcomes().leave), (0, 1), "the new day's counts");
+        f.joined(Timestamp::from_micros(MIDNIGHT + 3), 1, 1);
+        assert_eq!((f.outcomes().enqueued, f.peak), (1, 2));
+    }
+
+    /// The waits' sum reads as it did when it saturated at `u64::MAX`, before and after a
+    /// snapshot's round trip.
+    #[test]
+    fn the_waits_sum_reads_at_most_u64_max() {
+        let mut f = Figures::new(Timestamp::from_micros(0));
+        f.left(Timestamp::from_micros(1), Some(DequeueReason::Leave), u64::MAX - 1, 0, 0);
+        assert_eq!(f.waits().sum_micros, u64::MAX - 1);
+        f.left(Timestamp::from_micros(2), Some(DequeueReason::Leave), 5, 0, 0);
+        assert_eq!((f.waits().sum_micros, f.waits().count()), (u64::MAX, 2));
+        let back =
+            Figures::from_parts(f.day(), f.outcomes(), 0, f.waits(), f.minute(), &f.lengths()).unwrap();
+        assert_eq!(back.waits(), f.waits());
+        let mut back = back;
+        back.left(Timestamp::from_micros(3), Some(DequeueReason::Leave), 1, 0, 0);
+        assert_eq!(back.waits().sum_micros, u64::MAX);
+    }
+
     /// A change at a minute's last microsecond is still in that minute: its peak is kept.
     #[test]
     fn a_change_at_a_minutes_last_microsecond_keeps_its_peak() {

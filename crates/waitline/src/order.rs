@@ -37,10 +37,13 @@ struct Block([u64; BLOCK_WORDS]);
 /// are touched by every operation and stay in the nearest caches, and an operation touches
 /// one line of the bitmap. (A tree over the bitmap's words would be 64 KiB, and its lower
 /// levels, each touched rarely, would be evicted by the records a random lookup reads.)
+///
+/// Boxed slices (they never grow: a rebuild makes new ones): a band's header is 32 bytes, so
+/// that a band's is found by a shift.
 #[derive(Debug, Default, Clone)]
 struct Marks {
-    blocks: Vec<Block>,
-    tree: Vec<u32>,
+    blocks: Box<[Block]>,
+    tree: Box<[u32]>,
 }
 
 impl Marks {
@@ -52,11 +55,15 @@ impl Marks {
     fn with_capacity(cap: usize) -> Self {
         let blocks = cap.div_ceil(BLOCK_SLOTS).max(1);
         // One block: no tree, so marking a slot writes one cache line, not two.
-        let tree = if blocks > 1 { vec![0; blocks + 1] } else { Vec::new() };
-        Self { blocks: vec![Block::default(); blocks], tree }
+        let tree = if blocks > 1 { vec![0; blocks + 1].into() } else { Box::default() };
+        Self { blocks: vec![Block::default(); blocks].into(), tree }
     }
 
     fn add_to_tree(&mut self, block: usize, delta: i32) {
+        // A band of one block (most) has no tree: one test, before the walk's first index.
+        if self.tree.is_empty() {
+            return;
+        }
         let mut i = block + 1;
         while i < self.tree.len() {
             self.tree[i] = self.tree[i].wrapping_add_signed(delta);
@@ -66,11 +73,20 @@ impl Marks {
 
     /// Marks (`delta` 1) or unmarks (`delta` -1) `slot`.
     fn add(&mut self, slot: usize, delta: i32) {
+        let added = self.try_add(slot, delta);
+        assert!(added, "a slot past the band's bitmap");
+    }
+
+    /// As [`Marks::add`]; false, with nothing changed, when the bitmap has no block for
+    /// `slot` (a band with no bitmap yet has no block at all).
+    fn try_add(&mut self, slot: usize, delta: i32) -> bool {
         let (block, word, bit) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS, 1u64 << (slot % 64));
-        let w = &mut self.blocks[block].0[word];
+        let Some(b) = self.blocks.get_mut(block) else { return false };
+        let w = &mut b.0[word];
         debug_assert_eq!(*w & bit != 0, delta < 0, "mark set twice or cleared twice");
         *w ^= bit;
         self.add_to_tree(block, delta);
+        true
     }
 
     /// Marks the `count` slots from `first` on, none of them marked: each bitmap word
@@ -94,7 +110,10 @@ impl Marks {
         }
     }
 
-    /// Number of marked slots in `0..=slot`.
+    /// Number of marked slots in `0..=slot`. Out of line: a position is usually the newest
+    /// or the oldest member's, found without it, and its walk would have every position
+    /// save registers.
+    #[inline(never)]
     fn prefix(&self, slot: usize) -> u32 {
         let (block, word) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS);
         let mut i = block; // blocks 0..block, 1-based prefix up to `block`
@@ -143,6 +162,11 @@ impl Marks {
         self.blocks[slot / BLOCK_SLOTS].0[slot / 64 % BLOCK_WORDS] |= 1 << (slot % 64);
     }
 
+    /// The word of the bitmap that holds slots `64 * word ..`, cleared.
+    fn take_word(&mut self, word: usize) -> u64 {
+        std::mem::take(&mut self.blocks[word / BLOCK_WORDS].0[word % BLOCK_WORDS])
+    }
+
     /// Builds the tree from the bitmap, in O(blocks).
     fn build_tree(&mut self) {
         self.tree.fill(0);
@@ -167,11 +191,27 @@ impl Marks {
     }
 }
 
+/// The first slot from `seq` on whose bit is set in the bitmap that `word` reads by words;
+/// there must be one.
+fn next_set(seq: Seq, word: impl Fn(usize) -> u64) -> Seq {
+    let mut w = seq / 64;
+    let mut bits = word(w) & (u64::MAX << (seq % 64));
+    while bits == 0 {
+        w += 1;
+        bits = word(w);
+    }
+    w * 64 + bits.trailing_zeros() as usize
+}
+
 /// Members of one queue in service order.
 #[derive(Debug, Clone)]
 pub(crate) struct MemberOrder<T> {
-    /// The value of each slot in `0..len`; a slot that no band marks holds a stale value.
-    slots: Vec<T>,
+    /// The value of each slot in `0..used`; a slot that no band marks holds a stale value.
+    /// Its length is the room for values: `cap` once an arrival needed it (none before the
+    /// first), so that an arrival tests the room alone and stores with no further check.
+    slots: Box<[T]>,
+    /// Slots used: the next arrival takes slot `used`.
+    used: usize,
     cap: usize,
     /// No live slot below this index (advanced lazily).
     first_live: usize,
@@ -185,7 +225,8 @@ pub(crate) struct MemberOrder<T> {
 impl<T> Default for MemberOrder<T> {
     fn default() -> Self {
         Self {
-            slots: Vec::new(),
+            slots: Box::default(),
+            used: 0,
             cap: MIN_CAPACITY,
             first_live: 0,
             band_len: [0; BANDS],
@@ -195,7 +236,7 @@ impl<T> Default for MemberOrder<T> {
     }
 }
 
-impl<T: Copy> MemberOrder<T> {
+impl<T: Copy + Default> MemberOrder<T> {
     /// Number of members.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -211,12 +252,16 @@ impl<T: Copy> MemberOrder<T> {
     /// compaction renumbers (before the new member is added).
     pub(crate) fn push(&mut self, band: u8, value: T, mut relocate: impl FnMut(&T, Seq)) -> Seq {
         debug_assert!((band as usize) < BANDS);
-        if self.slots.len() == self.cap {
-            // Full: compact when at least half the slots are holes, else grow.
-            let new_cap = if self.len * 2 <= self.cap { self.cap } else { self.cap * 2 };
-            self.rebuild(new_cap, &mut relocate);
+        let mut seq = self.used;
+        // The test of the room is also the store's bounds check.
+        if seq < self.slots.len() {
+            self.slots[seq] = value;
+        } else {
+            self.make_room(&mut relocate);
+            seq = self.used;
+            self.slots[seq] = value;
         }
-        let seq = self.append_unmarked(value);
+        self.used = seq + 1;
         self.mark(seq, band, 1);
         self.len += 1;
         seq
@@ -227,17 +272,40 @@ impl<T: Copy> MemberOrder<T> {
     /// ([`MemberOrder::mark_run`]). Until then the order must not be read or changed
     /// otherwise. The caller made room first ([`MemberOrder::reserve`]).
     pub(crate) fn append_unmarked(&mut self, value: T) -> Seq {
-        debug_assert!(self.slots.len() < self.cap, "no room reserved");
-        let seq = self.slots.len();
-        self.slots.push(value);
+        debug_assert!(self.used < self.cap, "no room reserved");
+        let seq = self.used;
+        self.slots[seq] = value;
+        self.used = seq + 1;
         seq
+    }
+
+    /// No room for one more value. At the capacity: compact when at least half the slots
+    /// are holes, else grow. Below it (a new order, or one read back from a snapshot):
+    /// room up to it.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self, relocate: impl FnMut(&T, Seq)) {
+        if self.used == self.cap {
+            let new_cap = if self.len * 2 <= self.cap { self.cap } else { self.cap * 2 };
+            self.rebuild(new_cap, relocate);
+        } else {
+            self.fill_room();
+        }
+    }
+
+    /// Room for `cap` values, those in use kept. Zeroed memory (`T::default()` of the
+    /// order's call slots) is not touched until used.
+    fn fill_room(&mut self) {
+        let mut slots = vec![T::default(); self.cap].into_boxed_slice();
+        slots[..self.used].copy_from_slice(&self.slots[..self.used]);
+        self.slots = slots;
     }
 
     /// Makes the `count` values appended from slot `first` on (the last ones appended)
     /// members at the end of `band`, in their order.
     pub(crate) fn mark_run(&mut self, band: u8, first: Seq, count: usize) {
         debug_assert!((band as usize) < BANDS);
-        debug_assert_eq!(first + count, self.slots.len(), "a run is the last values appended");
+        debug_assert_eq!(first + count, self.used, "a run is the last values appended");
         let b = band as usize;
         if !self.trees[b].is_allocated() {
             self.allocate_band(b);
@@ -251,9 +319,11 @@ impl<T: Copy> MemberOrder<T> {
     /// Makes room for `additional` more members: the pushes that follow neither compact nor
     /// grow (one rebuild now, when needed, instead of one per doubling on the way).
     pub(crate) fn reserve(&mut self, additional: usize, relocate: impl FnMut(&T, Seq)) {
-        if self.slots.len().saturating_add(additional) > self.cap {
+        if self.used.saturating_add(additional) > self.cap {
             let new_cap = self.len.saturating_add(additional).next_power_of_two().max(self.cap);
             self.rebuild(new_cap, relocate);
+        } else if self.slots.len() < self.cap {
+            self.fill_room();
         }
     }
 
@@ -261,13 +331,13 @@ impl<T: Copy> MemberOrder<T> {
     /// at a million members that read would be a cache miss of its own.
     pub(crate) fn remove(&mut self, seq: Seq, band: u8, relocate: impl FnMut(&T, Seq)) {
         debug_assert_eq!(self.band_of(seq), Some(band), "removing an empty slot, or from another band");
-        self.mark(seq, band, -1);
+        self.unmark(seq, band);
         self.len -= 1;
         if self.len == 0 {
             self.reset();
         } else {
             if seq == self.first_live {
-                self.first_live = self.next_live(seq + 1);
+                self.first_live = self.next_live(seq + 1, band);
             }
             // Shrink when sparse; amortised against the removals that made it so.
             if self.cap > 1024 && self.len * 8 < self.cap {
@@ -282,15 +352,16 @@ impl<T: Copy> MemberOrder<T> {
         self.trees.iter().fold(0, |w, t| w | t.word(word))
     }
 
-    /// The first live slot from `seq` on; there must be one.
-    fn next_live(&self, seq: Seq) -> Seq {
-        let mut word = seq / 64;
-        let mut bits = self.live_word(word) & (u64::MAX << (seq % 64));
-        while bits == 0 {
-            word += 1;
-            bits = self.live_word(word);
+    /// The first live slot from `seq` on; there must be one. When `band` holds every
+    /// member (the usual queue, whose head just left), its bitmap alone says which slots
+    /// are live: no union of the ten bands' words.
+    fn next_live(&self, seq: Seq, band: u8) -> Seq {
+        let b = band as usize;
+        if self.band_len[b] as usize == self.len {
+            next_set(seq, |word| self.trees[b].word(word))
+        } else {
+            next_set(seq, |word| self.live_word(word))
         }
-        word * 64 + bits.trailing_zeros() as usize
     }
 
     /// The band of the member in `seq`, if the slot holds one.
@@ -306,7 +377,7 @@ impl<T: Copy> MemberOrder<T> {
 
     /// The member in `seq`, if the slot holds one.
     pub(crate) fn try_get(&self, seq: Seq) -> Option<&T> {
-        self.band_of(seq).and(self.slots.get(seq))
+        self.band_of(seq).and(self.slots[..self.used].get(seq))
     }
 
     /// 1-based position of the member in `seq`.
@@ -319,10 +390,16 @@ impl<T: Copy> MemberOrder<T> {
     pub(crate) fn position_in_band(&self, seq: Seq, band: u8) -> usize {
         let band = band as usize;
         debug_assert!(self.trees[band].has(seq), "empty slot, or another band");
-        let above: u32 = self.band_len[band + 1..].iter().sum();
+        // The members of the higher bands, counted from the side with fewer bands: the
+        // default band, 0, the lowest, has all but its own members above it.
+        let above = if band < BANDS / 2 {
+            self.len as u32 - self.band_len[..=band].iter().sum::<u32>()
+        } else {
+            self.band_len[band + 1..].iter().sum()
+        };
         // The newest member is the last of its band, the oldest the first of its own: no
         // tree walk for the members that just joined or are about to be served.
-        let within = if seq + 1 == self.slots.len() {
+        let within = if seq + 1 == self.used {
             self.band_len[band]
         } else if seq == self.first_live {
             1
@@ -353,8 +430,18 @@ impl<T: Copy> MemberOrder<T> {
             return None;
         }
         // The common case, without the tree or the bitmaps: when one band holds every
-        // member, the member that arrived first is served first.
-        if self.band_len.iter().any(|&n| n as usize == self.len) {
+        // member, the member that arrived first is served first. The default band, 0, is
+        // tested alone: LLVM folds ten such tests into one sequence of all ten.
+        if self.band_len[0] as usize == self.len {
+            return Some(self.first_live);
+        }
+        self.head_past_band_0()
+    }
+
+    /// [`MemberOrder::head`] when band 0 does not hold every member.
+    #[inline(never)]
+    fn head_past_band_0(&self) -> Option<Seq> {
+        if self.band_len[1..].iter().any(|&n| n as usize == self.len) {
             return Some(self.first_live);
         }
         self.seq_at(1)
@@ -382,14 +469,14 @@ impl<T: Copy> MemberOrder<T> {
             return;
         }
         // Every +1 in the trees met its -1, so they are all zeros again: nothing to clear.
-        self.slots.clear();
+        self.used = 0;
         self.first_live = 0;
         debug_assert!(self.trees.iter().all(|t| t.blocks.iter().all(|b| *b == Block::default())));
     }
 
     /// The live slots in arrival order.
     fn live_seqs(&self) -> impl Iterator<Item = Seq> + '_ {
-        (self.first_live / 64..self.slots.len().div_ceil(64)).flat_map(move |word| {
+        (self.first_live / 64..self.used.div_ceil(64)).flat_map(move |word| {
             let mut bits = self.live_word(word);
             std::iter::from_fn(move || {
                 let bit = (bits != 0).then(|| bits.trailing_zeros() as usize)?;
@@ -409,24 +496,34 @@ impl<T: Copy> MemberOrder<T> {
     #[inline]
     fn mark(&mut self, seq: Seq, band: u8, delta: i32) {
         let b = band as usize;
-        if !self.trees[b].is_allocated() {
+        // The bitmap's bounds check finds a band with no bitmap yet (it has no block).
+        if !self.trees[b].try_add(seq, delta) {
             self.allocate_band(b);
+            self.trees[b].add(seq, delta);
         }
-        self.trees[b].add(seq, delta);
         self.band_len[b] = self.band_len[b].wrapping_add_signed(delta);
+    }
+
+    /// Unmarks the member in `seq` of `band`, whose bitmap is there (it holds the member).
+    #[inline]
+    fn unmark(&mut self, seq: Seq, band: u8) {
+        let b = band as usize;
+        self.trees[b].add(seq, -1);
+        self.band_len[b] -= 1;
     }
 
     /// The bitmap of a band's first member: once per band and queue, kept out of line.
     #[cold]
     #[inline(never)]
     fn allocate_band(&mut self, band: usize) {
+        assert!(!self.trees[band].is_allocated(), "a slot past the band's bitmap");
         self.trees[band] = Marks::with_capacity(self.cap);
     }
 
     /// How the slots are laid out: slots used, capacity, first live slot (for a snapshot:
     /// they decide when the next compaction renumbers the members).
     pub(crate) fn layout(&self) -> (usize, usize, usize) {
-        (self.slots.len(), self.cap, self.first_live)
+        (self.used, self.cap, self.first_live)
     }
 
     /// An order with this layout (as [`MemberOrder::layout`] gave it) and these members:
@@ -444,7 +541,7 @@ impl<T: Copy> MemberOrder<T> {
         if !cap.is_power_of_two() || !(MIN_CAPACITY..=1 << 22).contains(&cap) || used > cap || !dense_enough {
             return Err(format!("a queue order of {used} slots in {cap} for {} members", members.len()));
         }
-        let mut order = Self { slots: vec![T::default(); used], cap, ..Self::default() };
+        let mut order = Self { slots: vec![T::default(); used].into(), used, cap, ..Self::default() };
         for &(seq, band, value) in members {
             if seq >= used || (band as usize) >= BANDS {
                 return Err(format!("a member in slot {seq} of {used}, band {band}"));
@@ -476,26 +573,60 @@ impl<T: Copy> MemberOrder<T> {
     #[cold]
     #[inline(never)]
     fn rebuild(&mut self, new_cap: usize, mut relocate: impl FnMut(&T, Seq)) {
+        // A compaction of members that share one band (the usual queue) keeps the room.
+        if new_cap == self.cap && self.slots.len() == new_cap {
+            if let Some(band) = (0..BANDS).find(|&b| self.band_len[b] as usize == self.len) {
+                self.compact_band(band, relocate);
+                return;
+            }
+        }
         let mut trees: Box<[Marks; BANDS]> = Default::default();
         for band in 0..BANDS {
             if self.band_len[band] > 0 {
                 trees[band] = Marks::with_capacity(new_cap);
             }
         }
-        let mut slots = Vec::with_capacity(new_cap);
+        // Zeroed memory (`T::default()` of the order's call slots) is not touched until used.
+        let mut slots = vec![T::default(); new_cap].into_boxed_slice();
+        let mut used = 0;
         for seq in self.live_seqs() {
             let band = self.band_of(seq).map_or(0, usize::from);
             let value = self.slots[seq];
-            relocate(&value, slots.len());
-            trees[band].set_bit(slots.len());
-            slots.push(value);
+            relocate(&value, used);
+            trees[band].set_bit(used);
+            slots[used] = value;
+            used += 1;
         }
         for t in trees.iter_mut().filter(|t| t.is_allocated()) {
             t.build_tree();
         }
         self.slots = slots;
+        self.used = used;
         self.trees = trees;
         self.cap = new_cap;
+        self.first_live = 0;
+    }
+
+    /// What [`MemberOrder::rebuild`] does at the same capacity when `band` holds every
+    /// member, in place: the members renumbered densely in arrival order, read from that
+    /// band's bitmap (no search for each member's band, no allocation). A member only
+    /// moves down, into a word of the bitmap already read.
+    fn compact_band(&mut self, band: usize, mut relocate: impl FnMut(&T, Seq)) {
+        let mut used = 0;
+        for word in self.first_live / 64..self.used.div_ceil(64) {
+            let mut bits = self.trees[band].take_word(word);
+            while bits != 0 {
+                let seq = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let value = self.slots[seq];
+                relocate(&value, used);
+                self.slots[used] = value;
+                self.trees[band].set_bit(used);
+                used += 1;
+            }
+        }
+        self.trees[band].build_tree();
+        self.used = used;
         self.first_live = 0;
     }
 }
@@ -760,6 +891,34 @@ mod tests {
         check(&rebuilt, &model);
     }
 
+    /// A FIFO of one band (the usual queue) compacts in place at its capacity: the members
+    /// keep their order and positions, and each move is told.
+    #[test]
+    fn a_one_band_fifo_compacts_in_place() {
+        let mut order = MemberOrder::<u64>::default();
+        let mut seqs: HashMap<u64, Seq> = HashMap::new();
+        let mut fifo = std::collections::VecDeque::new();
+        for id in 0..1000u64 {
+            let seq = order.push(0, id, |v, s| {
+                seqs.insert(*v, s);
+            });
+            seqs.insert(id, seq);
+            fifo.push_back(id);
+            if fifo.len() > 10 {
+                let head = order.head().unwrap();
+                let left = fifo.pop_front().unwrap();
+                assert_eq!((*order.get(head), seqs[&left]), (left, head));
+                order.remove(head, 0, |v, s| {
+                    seqs.insert(*v, s);
+                });
+            }
+            for (i, id) in fifo.iter().enumerate() {
+                assert_eq!(order.position(seqs[id]), i + 1, "member {id} after {} arrivals", id + 1);
+            }
+        }
+        assert_eq!(order.capacity(), 32, "grown once, then compacted in place");
+    }
+
     /// Many members in three bands, over many blocks, with compactions, growth and
     /// shrinking, against the sorted vector.
     #[test]
@@ -904,7 +1063,7 @@ mod tests {
             seqs.insert(id, s);
         }
         let cap = order.cap;
-        order.reserve(cap - order.slots.len(), |_, _| panic!("rebuilt with room enough"));
+        order.reserve(cap - order.used, |_, _| panic!("rebuilt with room enough"));
         assert_eq!(order.cap, cap);
         for (id, s) in &seqs {
             assert_eq!(order.get(*s), id);

@@ -22,9 +22,11 @@ use crate::text;
 /// How many bridge-dequeues the estimated wait looks back on (docs/behaviour.md §3).
 pub(crate) const ESTIMATE_WINDOW: usize = 20;
 
-/// Slots are bounded by twice the largest queue size (1,000,000), far below `u32::MAX`.
+/// Slots are bounded by twice the largest queue size (1,000,000), far below `u32::MAX`:
+/// a plain conversion (checked in tests), not a test on every arrival.
 fn seq_u32(seq: Seq) -> u32 {
-    u32::try_from(seq).expect("a slot number fits in 32 bits")
+    debug_assert!(u32::try_from(seq).is_ok(), "a slot number fits in 32 bits");
+    seq as u32
 }
 
 /// Points the membership of the call in slot `call` at its new slot in the order (after a
@@ -35,49 +37,56 @@ fn relocate(calls: &mut Slab<CallRecord>, call: u32, seq: Seq) {
     }
 }
 
+/// Slots of [`BridgeTimes`]' ring: a power of two at least [`ESTIMATE_WINDOW`], so that a
+/// time's slot is its number masked, with no wrap to test.
+const RING_SLOTS: usize = ESTIMATE_WINDOW.next_power_of_two();
+
 /// The times of the last bridge-dequeues of a queue (at most [`ESTIMATE_WINDOW`]), oldest
-/// first, in a fixed ring: a bridge writes one slot, with no pop and push of a deque.
+/// first, in a fixed ring: a bridge writes one slot and counts one more time, with no pop
+/// and push of a deque and no index to wrap.
 #[derive(Debug)]
 pub(crate) struct BridgeTimes {
-    times: Box<[Timestamp; ESTIMATE_WINDOW]>,
-    /// The slot the next time goes into.
-    next: u8,
-    len: u8,
+    times: Box<[Timestamp; RING_SLOTS]>,
+    /// Times pushed since the ring was made: the `n`-th (from 0) is in slot `n %
+    /// RING_SLOTS` while it is among the last [`ESTIMATE_WINDOW`].
+    pushed: u64,
 }
 
 impl BridgeTimes {
     fn new() -> Self {
-        Self { times: Box::new([Timestamp::EPOCH; ESTIMATE_WINDOW]), next: 0, len: 0 }
+        Self { times: Box::new([Timestamp::EPOCH; RING_SLOTS]), pushed: 0 }
+    }
+
+    /// The slot of the `n`-th time pushed.
+    const fn slot(n: u64) -> usize {
+        (n % RING_SLOTS as u64) as usize
     }
 
     /// Adds the latest time; past [`ESTIMATE_WINDOW`] times it replaces the oldest.
     fn push(&mut self, at: Timestamp) {
-        self.times[usize::from(self.next)] = at;
-        self.next = if usize::from(self.next) + 1 == ESTIMATE_WINDOW { 0 } else { self.next + 1 };
-        if usize::from(self.len) < ESTIMATE_WINDOW {
-            self.len += 1;
-        }
+        self.times[Self::slot(self.pushed)] = at;
+        self.pushed += 1;
     }
 
     pub(crate) fn len(&self) -> usize {
-        usize::from(self.len)
+        self.pushed.min(ESTIMATE_WINDOW as u64) as usize
     }
 
-    /// The slot of the oldest time: until the ring is full it fills from slot 0.
-    fn oldest_slot(&self) -> usize {
-        if self.len() == ESTIMATE_WINDOW { usize::from(self.next) } else { 0 }
+    /// The number of the oldest time kept.
+    fn oldest(&self) -> u64 {
+        self.pushed - self.len() as u64
     }
 
     /// The oldest and the latest time, if any.
     fn span(&self) -> Option<(Timestamp, Timestamp)> {
-        let latest = (usize::from(self.next) + ESTIMATE_WINDOW - 1) % ESTIMATE_WINDOW;
-        (self.len > 0).then(|| (self.times[self.oldest_slot()], self.times[latest]))
+        (self.pushed > 0)
+            .then(|| (self.times[Self::slot(self.oldest())], self.times[Self::slot(self.pushed - 1)]))
     }
 
     /// The times, oldest first.
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &Timestamp> + Clone {
-        let oldest = self.oldest_slot();
-        (0..self.len()).map(move |i| &self.times[(oldest + i) % ESTIMATE_WINDOW])
+        let oldest = self.oldest();
+        (0..self.len()).map(move |i| &self.times[Self::slot(oldest + i as u64)])
     }
 }
 
