@@ -423,9 +423,16 @@ impl<T: Copy + Default> MemberOrder<T> {
         } else if seq == self.first_live {
             1
         } else {
-            self.trees()[band].prefix(seq)
+            self.prefix(band, seq)
         };
         (above + within) as usize
+    }
+
+    /// Members of `band` in slots `0..=seq`: out of line with the check that the order has
+    /// its bands, which would keep [`MemberOrder::position_in_band`] from being inlined.
+    #[inline(never)]
+    fn prefix(&self, band: usize, seq: Seq) -> u32 {
+        self.trees()[band].prefix(seq)
     }
 
     /// The member at 1-based `position`, if any.
