@@ -217,22 +217,41 @@ pub(crate) struct MemberOrder<T> {
     first_live: usize,
     band_len: [u32; BANDS],
     /// Boxed: ten headers inline would spread a queue's hot fields over many more cache
-    /// lines, and a queue shared by threads pays for every line it touches.
-    trees: Box<[Marks; BANDS]>,
+    /// lines, and a queue shared by threads pays for every line it touches. None only in a
+    /// placeholder ([`MemberOrder::unallocated`]): one pointer still (a slice's length
+    /// would move the queue's fields), read through [`MemberOrder::trees`].
+    trees: Option<Box<[Marks; BANDS]>>,
     len: usize,
 }
 
 impl<T> Default for MemberOrder<T> {
     fn default() -> Self {
+        Self { trees: Some(Box::default()), ..Self::unallocated() }
+    }
+}
+
+impl<T> MemberOrder<T> {
+    /// An order that holds nothing on the heap, not even its bands' headers: the
+    /// placeholder of a vacant queue slot, never read or changed.
+    pub(crate) fn unallocated() -> Self {
         Self {
             slots: Box::default(),
             used: 0,
             cap: MIN_CAPACITY,
             first_live: 0,
             band_len: [0; BANDS],
-            trees: Default::default(),
+            trees: None,
             len: 0,
         }
+    }
+
+    /// The bands' bitmaps, which every order but a placeholder has.
+    fn trees(&self) -> &[Marks; BANDS] {
+        self.trees.as_deref().expect("an order in use has its bands")
+    }
+
+    fn trees_mut(&mut self) -> &mut [Marks; BANDS] {
+        self.trees.as_deref_mut().expect("an order in use has its bands")
     }
 }
 
@@ -307,10 +326,10 @@ impl<T: Copy + Default> MemberOrder<T> {
         debug_assert!((band as usize) < BANDS);
         debug_assert_eq!(first + count, self.used, "a run is the last values appended");
         let b = band as usize;
-        if !self.trees[b].is_allocated() {
+        if !self.trees()[b].is_allocated() {
             self.allocate_band(b);
         }
-        self.trees[b].add_run(first, count);
+        self.trees_mut()[b].add_run(first, count);
         // At most the capacity, itself at most 2^22.
         self.band_len[b] += count as u32;
         self.len += count;
@@ -349,7 +368,7 @@ impl<T: Copy + Default> MemberOrder<T> {
 
     /// The union of the bands' bitmaps over `64 * word ..`: the live slots there.
     fn live_word(&self, word: usize) -> u64 {
-        self.trees.iter().fold(0, |w, t| w | t.word(word))
+        self.trees().iter().fold(0, |w, t| w | t.word(word))
     }
 
     /// The first live slot from `seq` on; there must be one. When `band` holds every
@@ -358,7 +377,7 @@ impl<T: Copy + Default> MemberOrder<T> {
     fn next_live(&self, seq: Seq, band: u8) -> Seq {
         let b = band as usize;
         if self.band_len[b] as usize == self.len {
-            next_set(seq, |word| self.trees[b].word(word))
+            next_set(seq, |word| self.trees()[b].word(word))
         } else {
             next_set(seq, |word| self.live_word(word))
         }
@@ -366,7 +385,7 @@ impl<T: Copy + Default> MemberOrder<T> {
 
     /// The band of the member in `seq`, if the slot holds one.
     pub(crate) fn band_of(&self, seq: Seq) -> Option<u8> {
-        (0..BANDS).find(|&b| self.trees[b].has(seq)).map(|b| b as u8)
+        (0..BANDS).find(|&b| self.trees()[b].has(seq)).map(|b| b as u8)
     }
 
     /// The member in `seq`, which must hold one.
@@ -389,7 +408,7 @@ impl<T: Copy + Default> MemberOrder<T> {
     /// 1-based position of the member in `seq`, whose band the caller knows.
     pub(crate) fn position_in_band(&self, seq: Seq, band: u8) -> usize {
         let band = band as usize;
-        debug_assert!(self.trees[band].has(seq), "empty slot, or another band");
+        debug_assert!(self.trees()[band].has(seq), "empty slot, or another band");
         // The members of the higher bands, counted from the side with fewer bands: the
         // default band, 0, the lowest, has all but its own members above it.
         let above = if band < BANDS / 2 {
@@ -404,9 +423,16 @@ impl<T: Copy + Default> MemberOrder<T> {
         } else if seq == self.first_live {
             1
         } else {
-            self.trees[band].prefix(seq)
+            self.prefix(band, seq)
         };
         (above + within) as usize
+    }
+
+    /// Members of `band` in slots `0..=seq`: out of line with the check that the order has
+    /// its bands, which would keep [`MemberOrder::position_in_band`] from being inlined.
+    #[inline(never)]
+    fn prefix(&self, band: usize, seq: Seq) -> u32 {
+        self.trees()[band].prefix(seq)
     }
 
     /// The member at 1-based `position`, if any.
@@ -417,7 +443,7 @@ impl<T: Copy + Default> MemberOrder<T> {
         let mut k = u32::try_from(position).ok()?;
         for band in (0..BANDS).rev() {
             if k <= self.band_len[band] {
-                return Some(self.trees[band].select(k));
+                return Some(self.trees()[band].select(k));
             }
             k -= self.band_len[band];
         }
@@ -471,7 +497,7 @@ impl<T: Copy + Default> MemberOrder<T> {
         // Every +1 in the trees met its -1, so they are all zeros again: nothing to clear.
         self.used = 0;
         self.first_live = 0;
-        debug_assert!(self.trees.iter().all(|t| t.blocks.iter().all(|b| *b == Block::default())));
+        debug_assert!(self.trees().iter().all(|t| t.blocks.iter().all(|b| *b == Block::default())));
     }
 
     /// The live slots in arrival order.
@@ -497,9 +523,9 @@ impl<T: Copy + Default> MemberOrder<T> {
     fn mark(&mut self, seq: Seq, band: u8, delta: i32) {
         let b = band as usize;
         // The bitmap's bounds check finds a band with no bitmap yet (it has no block).
-        if !self.trees[b].try_add(seq, delta) {
+        if !self.trees_mut()[b].try_add(seq, delta) {
             self.allocate_band(b);
-            self.trees[b].add(seq, delta);
+            self.trees_mut()[b].add(seq, delta);
         }
         self.band_len[b] = self.band_len[b].wrapping_add_signed(delta);
     }
@@ -508,7 +534,7 @@ impl<T: Copy + Default> MemberOrder<T> {
     #[inline]
     fn unmark(&mut self, seq: Seq, band: u8) {
         let b = band as usize;
-        self.trees[b].add(seq, -1);
+        self.trees_mut()[b].add(seq, -1);
         self.band_len[b] -= 1;
     }
 
@@ -516,8 +542,9 @@ impl<T: Copy + Default> MemberOrder<T> {
     #[cold]
     #[inline(never)]
     fn allocate_band(&mut self, band: usize) {
-        assert!(!self.trees[band].is_allocated(), "a slot past the band's bitmap");
-        self.trees[band] = Marks::with_capacity(self.cap);
+        assert!(!self.trees()[band].is_allocated(), "a slot past the band's bitmap");
+        let cap = self.cap;
+        self.trees_mut()[band] = Marks::with_capacity(cap);
     }
 
     /// How the slots are laid out: slots used, capacity, first live slot (for a snapshot:
@@ -549,14 +576,14 @@ impl<T: Copy + Default> MemberOrder<T> {
             if order.band_of(seq).is_some() {
                 return Err(format!("two members in slot {seq}"));
             }
-            if !order.trees[band as usize].is_allocated() {
-                order.trees[band as usize] = Marks::with_capacity(cap);
+            if !order.trees_mut()[band as usize].is_allocated() {
+                order.trees_mut()[band as usize] = Marks::with_capacity(cap);
             }
-            order.trees[band as usize].set_bit(seq);
+            order.trees_mut()[band as usize].set_bit(seq);
             order.band_len[band as usize] += 1;
             order.slots[seq] = value;
         }
-        for t in order.trees.iter_mut().filter(|t| t.is_allocated()) {
+        for t in order.trees_mut().iter_mut().filter(|t| t.is_allocated()) {
             t.build_tree();
         }
         order.len = members.len();
@@ -580,7 +607,7 @@ impl<T: Copy + Default> MemberOrder<T> {
                 return;
             }
         }
-        let mut trees: Box<[Marks; BANDS]> = Default::default();
+        let mut trees: Box<[Marks; BANDS]> = Box::default();
         for band in 0..BANDS {
             if self.band_len[band] > 0 {
                 trees[band] = Marks::with_capacity(new_cap);
@@ -602,7 +629,7 @@ impl<T: Copy + Default> MemberOrder<T> {
         }
         self.slots = slots;
         self.used = used;
-        self.trees = trees;
+        self.trees = Some(trees);
         self.cap = new_cap;
         self.first_live = 0;
     }
@@ -614,18 +641,18 @@ impl<T: Copy + Default> MemberOrder<T> {
     fn compact_band(&mut self, band: usize, mut relocate: impl FnMut(&T, Seq)) {
         let mut used = 0;
         for word in self.first_live / 64..self.used.div_ceil(64) {
-            let mut bits = self.trees[band].take_word(word);
+            let mut bits = self.trees_mut()[band].take_word(word);
             while bits != 0 {
                 let seq = word * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let value = self.slots[seq];
                 relocate(&value, used);
                 self.slots[used] = value;
-                self.trees[band].set_bit(used);
+                self.trees_mut()[band].set_bit(used);
                 used += 1;
             }
         }
-        self.trees[band].build_tree();
+        self.trees_mut()[band].build_tree();
         self.used = used;
         self.first_live = 0;
     }

@@ -5,7 +5,7 @@
 //! member's call record ([`Membership`]), so a command that found the call has the member
 //! too. Operations that touch members take the call slab.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -16,7 +16,7 @@ use crate::clock::Timestamp;
 use crate::event::DequeueReason;
 use crate::figures::{DayFigures, Figures, WaitHistogram};
 use crate::order::{MemberOrder, Seq};
-use crate::slab::Slab;
+use crate::slab::{Slab, Vacant};
 use crate::text;
 
 /// How many bridge-dequeues the estimated wait looks back on (docs/behaviour.md §3).
@@ -44,17 +44,23 @@ const RING_SLOTS: usize = ESTIMATE_WINDOW.next_power_of_two();
 /// The times of the last bridge-dequeues of a queue (at most [`ESTIMATE_WINDOW`]), oldest
 /// first, in a fixed ring: a bridge writes one slot and counts one more time, with no pop
 /// and push of a deque and no index to wrap.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct BridgeTimes {
-    times: Box<[Timestamp; RING_SLOTS]>,
+    /// None in a vacant slot's placeholder, which holds no ring. One pointer (a slice's
+    /// length would move the queue's fields).
+    times: Option<Box<[Timestamp; RING_SLOTS]>>,
     /// Times pushed since the ring was made: the `n`-th (from 0) is in slot `n %
     /// RING_SLOTS` while it is among the last [`ESTIMATE_WINDOW`].
     pushed: u64,
 }
 
+const LIVE_RING: &str = "a live queue has its ring";
+
 impl BridgeTimes {
+    /// A live queue's ring, made with the queue (made at its first bridge, it lay apart
+    /// from the queue's other allocations: more misses a pair).
     fn new() -> Self {
-        Self { times: Box::new([Timestamp::EPOCH; RING_SLOTS]), pushed: 0 }
+        Self { times: Some(Box::new([Timestamp::EPOCH; RING_SLOTS])), pushed: 0 }
     }
 
     /// The slot of the `n`-th time pushed.
@@ -64,8 +70,13 @@ impl BridgeTimes {
 
     /// Adds the latest time; past [`ESTIMATE_WINDOW`] times it replaces the oldest.
     fn push(&mut self, at: Timestamp) {
-        self.times[Self::slot(self.pushed)] = at;
+        let slot = Self::slot(self.pushed);
+        self.times.as_deref_mut().expect(LIVE_RING)[slot] = at;
         self.pushed += 1;
+    }
+
+    fn times(&self) -> &[Timestamp; RING_SLOTS] {
+        self.times.as_deref().expect(LIVE_RING)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -80,13 +91,13 @@ impl BridgeTimes {
     /// The oldest and the latest time, if any.
     fn span(&self) -> Option<(Timestamp, Timestamp)> {
         (self.pushed > 0)
-            .then(|| (self.times[Self::slot(self.oldest())], self.times[Self::slot(self.pushed - 1)]))
+            .then(|| (self.times()[Self::slot(self.oldest())], self.times()[Self::slot(self.pushed - 1)]))
     }
 
     /// The times, oldest first.
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &Timestamp> + Clone {
         let oldest = self.oldest();
-        (0..self.len()).map(move |i| &self.times[Self::slot(oldest + i as u64)])
+        (0..self.len()).map(move |i| &self.times()[Self::slot(oldest + i as u64)])
     }
 }
 
@@ -163,8 +174,36 @@ pub(crate) struct Queue {
     pub(crate) created_at: Timestamp,
 }
 
+/// What a vacant slot of the queues' slab holds: an empty queue of no name that holds
+/// nothing on the heap (a queue's removal allocates nothing: its name is one shared by
+/// every vacant slot, a process-wide static as the vacant call's identity; its order has
+/// no bands' headers, and it has no ring of bridge times).
+impl Vacant for Queue {
+    fn vacant() -> Self {
+        static NO_NAME: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+        Self::unallocated(0, Arc::clone(&NO_NAME), Uuid::nil(), 0, false, Timestamp::EPOCH)
+    }
+}
+
 impl Queue {
     pub(crate) fn new(
+        key_hash: u64,
+        name: Arc<str>,
+        id: Uuid,
+        max_size: usize,
+        explicit: bool,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            members: MemberOrder::default(),
+            bridge_dequeue_times: BridgeTimes::new(),
+            ..Self::unallocated(key_hash, name, id, max_size, explicit, now)
+        }
+    }
+
+    /// A queue with nothing on the heap but its name: neither its order's bands nor its
+    /// ring of bridge times.
+    fn unallocated(
         key_hash: u64,
         name: Arc<str>,
         id: Uuid,
@@ -182,10 +221,10 @@ impl Queue {
             created_at: now,
             updated_at: now,
             idle_timer: None,
-            members: MemberOrder::default(),
+            members: MemberOrder::unallocated(),
             sum_enqueued_micros: 0,
             last_enqueued_at: Timestamp::EPOCH,
-            bridge_dequeue_times: BridgeTimes::new(),
+            bridge_dequeue_times: BridgeTimes::default(),
             total_enqueued: 0,
             departed: [0; DequeueReason::COUNT],
             figures: Figures::new(now),

@@ -114,14 +114,8 @@ impl Txn<'_> {
     /// Takes a call out of its queue; `reason: None` drops a dead member without an event.
     fn remove_member(&mut self, call: u32, reason: Option<DequeueReason>) {
         let Left { queue, departure, ended, idle_check } = self.leave_queue(call, reason);
-        if ended {
-            // A dead member leaving: kept from now on like any ended call, under the cap,
-            // and forgotten one retention period after it left.
-            self.note_ended(call);
-            self.schedule_forget(call);
-        }
-        if idle_check {
-            self.set_idle_timer(queue);
+        if ended | idle_check {
+            self.after_rare_departure(call, queue, ended, idle_check);
         }
         if let Some(reason) = reason {
             self.emit_with(Some(call), |core| Fact::CallDequeued {
@@ -130,6 +124,22 @@ impl Txn<'_> {
                 reason,
                 wait_time_secs: departure.wait_time_secs(),
             });
+        }
+    }
+
+    /// What a departure rarely leaves to do: the member had ended, or its queue wants an
+    /// idle check. Out of line, so that a departure saves no registers for it.
+    #[cold]
+    #[inline(never)]
+    fn after_rare_departure(&mut self, call: u32, queue: u32, ended: bool, idle_check: bool) {
+        if ended {
+            // A dead member leaving: kept from now on like any ended call, under the cap,
+            // and forgotten one retention period after it left.
+            self.note_ended(call);
+            self.schedule_forget(call);
+        }
+        if idle_check {
+            self.set_idle_timer(queue);
         }
     }
 

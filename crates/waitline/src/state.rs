@@ -27,7 +27,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{DequeueReason, Fact, tenant_event_key};
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
-use crate::slab::{Handle, Slab, Vacant};
+use crate::slab::{Handle, Slab};
 use crate::text;
 use crate::timers::{Timer, Timers};
 
@@ -94,14 +94,6 @@ impl Shared {
         if at < self.next_due.load(Ordering::Acquire) {
             self.next_due.fetch_min(at, Ordering::AcqRel);
         }
-    }
-}
-
-/// What a vacant slot of the queues' slab holds: an empty queue of no name (a queue is
-/// removed rarely: by its deletion or its idle check).
-impl Vacant for Queue {
-    fn vacant() -> Self {
-        Queue::new(0, Arc::from(""), Uuid::nil(), 0, false, Timestamp::EPOCH)
     }
 }
 
