@@ -688,15 +688,21 @@ mod tests {
         PushRun(u8, usize),
     }
 
+    /// Mostly the first three bands (members share bands: FIFOs, compaction), sometimes any
+    /// of the ten (positions counted from the high side, a queue whose one band is not 0).
+    fn band() -> impl Strategy<Value = u8> {
+        prop_oneof![3 => 0u8..3, 1 => 0..BANDS as u8]
+    }
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             // Arrivals (2 single, 1 run of 2 on average) as many as departures: the order
             // stays small and the checks after each step cheap.
-            2 => (0u8..3).prop_map(Op::Push),
+            2 => band().prop_map(Op::Push),
             2 => any::<usize>().prop_map(Op::Remove),
             2 => Just(Op::PopHead),
-            1 => (any::<usize>(), 0u8..3).prop_map(|(i, b)| Op::SetBand(i, b)),
-            1 => (0u8..3, 1usize..4).prop_map(|(b, n)| Op::PushRun(b, n)),
+            1 => (any::<usize>(), band()).prop_map(|(i, b)| Op::SetBand(i, b)),
+            1 => (band(), 1usize..4).prop_map(|(b, n)| Op::PushRun(b, n)),
         ]
     }
 
@@ -1124,6 +1130,122 @@ mod tests {
                 assert_eq!(runs.position(runs.seq_at(p).unwrap()), p);
             }
             assert_eq!(runs.head().map(|s| *runs.get(s)), singles.head().map(|s| *singles.get(s)));
+        }
+    }
+
+    /// An order read back from a snapshot has a slot array only as long as its slots used.
+    /// A batch's reserve that compacts at the same capacity must not compact it in place
+    /// (its array has no room up to the capacity), and one that needs no rebuild must still
+    /// give the array its room: the run's appends then fit.
+    #[test]
+    fn a_restored_order_takes_a_run_after_reserve() {
+        // 10 slots used of 16, members in 7, 8, 9 (band 0): 10 + 10 > 16, 3 + 10 <= 16.
+        for (layout, members, run) in [
+            ((10, 16, 7), vec![(7, 0u8, 70u64), (8, 0, 80), (9, 0, 90)], 10u64),
+            ((3, 16, 0), vec![(0, 0u8, 70u64), (1, 0, 80), (2, 0, 90)], 5),
+        ] {
+            let mut order = MemberOrder::<u64>::from_parts(layout, &members).unwrap();
+            let mut seqs: HashMap<u64, Seq> = members.iter().map(|&(s, _, v)| (v, s)).collect();
+            order.reserve(run as usize, |v, s| {
+                seqs.insert(*v, s);
+            });
+            let first = order.layout().0;
+            for k in 0..run {
+                seqs.insert(100 + k, order.append_unmarked(100 + k));
+            }
+            order.mark_run(0, first, run as usize);
+            let want: Vec<u64> = [70, 80, 90].into_iter().chain(100..100 + run).collect();
+            for (i, id) in want.iter().enumerate() {
+                assert_eq!(order.position(seqs[id]), i + 1, "{layout:?}");
+                assert_eq!(*order.get(order.seq_at(i + 1).unwrap()), *id);
+            }
+        }
+    }
+
+    /// A one-band FIFO kept ~600 deep: its slot array reaches 2,048 slots (4 blocks, with a
+    /// tree) and then compacts in place at that capacity; positions in the middle (the
+    /// tree's walk) agree with the FIFO.
+    #[test]
+    fn a_one_band_fifo_over_many_blocks_compacts_in_place() {
+        let mut order = MemberOrder::<u64>::default();
+        let mut seqs: HashMap<u64, Seq> = HashMap::new();
+        let mut fifo = std::collections::VecDeque::new();
+        let mut compactions = 0;
+        for id in 0..6000u64 {
+            let mut moved = false;
+            let seq = order.push(0, id, |v, s| {
+                moved = true;
+                seqs.insert(*v, s);
+            });
+            compactions += usize::from(moved && order.capacity() == 2048);
+            seqs.insert(id, seq);
+            fifo.push_back(id);
+            if fifo.len() > 600 {
+                let head = order.head().unwrap();
+                let left = fifo.pop_front().unwrap();
+                assert_eq!((*order.get(head), seqs[&left]), (left, head));
+                order.remove(head, 0, |v, s| {
+                    seqs.insert(*v, s);
+                });
+            }
+            if id % 37 == 0 {
+                for (i, id) in fifo.iter().enumerate() {
+                    assert_eq!(order.position(seqs[id]), i + 1, "member {id}");
+                    assert_eq!(order.seq_at(i + 1), Some(seqs[id]));
+                }
+            }
+        }
+        assert_eq!(order.capacity(), 2048);
+        assert!(compactions >= 2, "{compactions}");
+    }
+
+    /// All ten bands against the sorted vector, with long phases in which one high band
+    /// holds every member (positions counted from the high side, the head of a queue whose
+    /// one band is not 0).
+    #[test]
+    fn all_ten_bands_agree_with_a_sorted_vector() {
+        let mut order = MemberOrder::<u64>::default();
+        let mut seqs: HashMap<u64, Seq> = HashMap::new();
+        let mut model = Model::default();
+        let mut seed = 12345u64;
+        let mut random = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize % n
+        };
+        for round in 0..4_000u64 {
+            // Phases: one high band alone (a queue all of priority 7), then all bands.
+            let band = if (round / 400) % 2 == 0 { 7 } else { random(BANDS) as u8 };
+            if model.members.len() < 3 || random(10) < 5 {
+                let seq = order.push(band, round, |v, s| {
+                    seqs.insert(*v, s);
+                });
+                seqs.insert(round, seq);
+                model.members.push((band, round));
+            } else if random(5) == 0 {
+                let i = random(model.members.len());
+                let (old, id) = model.members[i];
+                model.members[i].0 = band;
+                order.set_band(seqs[&id], old, band);
+            } else {
+                let expected = model.service_order();
+                let id = if random(2) == 0 { expected[0] } else { expected[random(expected.len())] };
+                let i = model.members.iter().position(|m| m.1 == id).unwrap();
+                let (band, id) = model.members.remove(i);
+                let seq = seqs.remove(&id).unwrap();
+                order.remove(seq, band, |v, s| {
+                    seqs.insert(*v, s);
+                });
+            }
+            let expected = model.service_order();
+            assert_eq!(order.head(), expected.first().map(|id| seqs[id]), "round {round}");
+            if round % 7 == 0 {
+                for (pos, id) in expected.iter().enumerate() {
+                    assert_eq!(order.position(seqs[id]), pos + 1, "round {round}");
+                    assert_eq!(order.seq_at(pos + 1), Some(seqs[id]));
+                }
+            }
         }
     }
 }

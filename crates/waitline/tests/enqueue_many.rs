@@ -350,3 +350,32 @@ fn a_batch_is_journaled_as_its_single_enqueues_and_replays() {
     };
     assert_eq!(view(&t2), view(&t));
 }
+
+/// `q` holds 3 members in slots 7..10 of 16 (7 left from the head) when the snapshot is
+/// taken, and its restored order's slot array is only as long as its slots used; a batch of
+/// 10 (nobody listening: one run, one reserve at the same capacity, which must not compact
+/// in place an array that short) then joins it.
+#[test]
+fn a_restored_sparse_queue_takes_a_batch() {
+    let engine = Engine::builder().build();
+    let t = engine.tenant("a");
+    for i in 0..30 {
+        let mut p = DialParams::new("+15550001", "+15550002", "conn");
+        p.call_control_id = Some(format!("c{i}"));
+        t.dial(&p).unwrap();
+    }
+    for i in 0..10 {
+        t.enqueue(&format!("c{i}"), &EnqueueParams::new("q")).unwrap();
+    }
+    for i in 0..7 {
+        t.leave_queue(&format!("c{i}"), &CommandOptions::default()).unwrap();
+    }
+    let (_, bytes) = t.snapshot();
+    let restored = Engine::builder().build();
+    let t2 = restored.tenant("a");
+    t2.restore(&bytes).unwrap();
+    let ids: Vec<String> = (10..20).map(|i| format!("c{i}")).collect();
+    assert_eq!(t2.enqueue_many(&ids, &EnqueueParams::new("q")), Ok(10));
+    assert_eq!(t2.queue("q").unwrap().current_size, 13);
+    restored.check_invariants().unwrap();
+}
