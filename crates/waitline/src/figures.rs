@@ -160,10 +160,10 @@ impl WaitHistogram {
 
 /// What a queue keeps to answer for its figures. In `repr(C)` order: what every arrival
 /// and departure reads and updates (the instant up to which it starts no new minute or
-/// day, the day's counts) fills one cache line; the current minute's peak length, the sum of the waits and the first wait buckets the next
-/// one (the waits are kept as two fields, the sum first, rather than as a
-/// [`WaitHistogram`], whose sum comes after its 96 bytes of counts: a departure would write
-/// one more line).
+/// day, the day's counts) fills one cache line; the current minute's peak length, the sum
+/// of the waits and the first wait buckets the next one (the waits are kept as two fields,
+/// the sum first, rather than as a [`WaitHistogram`], whose sum comes after its 96 bytes of
+/// counts: a departure would write one more line).
 /// Aligned to a line, so that the day's counts fill one wherever the struct sits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[repr(C, align(64))]
@@ -323,7 +323,9 @@ impl Figures {
 
     /// A change at `now` past `quiet_until_micros`: a new minute, when it is one (the queue
     /// had `before` members as it began), and a new day, when it is one and `count_day`
-    /// (a change that counts a caller). Out of line: at most twice a minute.
+    /// (a change that counts a caller). Out of line: at most twice a minute, but for the
+    /// uncounted drops after midnight that come before the day's first counted change (each
+    /// comes here, and finds the day still to start).
     #[cold]
     #[inline(never)]
     fn roll(&mut self, now: Timestamp, before: usize, count_day: bool) {

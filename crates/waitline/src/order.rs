@@ -542,7 +542,7 @@ impl<T: Copy + Default> MemberOrder<T> {
     #[cold]
     #[inline(never)]
     fn allocate_band(&mut self, band: usize) {
-        assert!(!self.trees()[band].is_allocated(), "a slot past the band's bitmap");
+        assert!(!self.trees()[band].is_allocated(), "a band's bitmap allocated twice");
         let cap = self.cap;
         self.trees_mut()[band] = Marks::with_capacity(cap);
     }
@@ -637,7 +637,8 @@ impl<T: Copy + Default> MemberOrder<T> {
     /// What [`MemberOrder::rebuild`] does at the same capacity when `band` holds every
     /// member, in place: the members renumbered densely in arrival order, read from that
     /// band's bitmap (no search for each member's band, no allocation). A member only
-    /// moves down, into a word of the bitmap already read.
+    /// moves down, into a word of the bitmap already read. Unlike the full rebuild, the
+    /// other bands keep their (empty) bitmaps allocated.
     fn compact_band(&mut self, band: usize, mut relocate: impl FnMut(&T, Seq)) {
         let mut used = 0;
         for word in self.first_live / 64..self.used.div_ceil(64) {
