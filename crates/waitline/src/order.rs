@@ -662,6 +662,16 @@ impl<T: Copy + Default> MemberOrder<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small reproducible random source: `random(n)` is in `0..n`.
+    fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize % n
+        }
+    }
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -676,6 +686,55 @@ mod tests {
             let mut v: Vec<_> = self.members.iter().enumerate().collect();
             v.sort_by_key(|(i, (band, _))| (std::cmp::Reverse(*band), *i));
             v.into_iter().map(|(_, (_, id))| *id).collect()
+        }
+    }
+
+    /// An order and its model changed step by step alike, with each member's slot kept as
+    /// the order moves it.
+    #[derive(Default)]
+    struct Walk {
+        order: MemberOrder<u64>,
+        seqs: HashMap<u64, Seq>,
+        model: Model,
+    }
+
+    impl Walk {
+        fn push(&mut self, band: u8, id: u64) {
+            let seqs = &mut self.seqs;
+            let seq = self.order.push(band, id, |v, s| {
+                seqs.insert(*v, s);
+            });
+            seqs.insert(id, seq);
+            self.model.members.push((band, id));
+        }
+
+        /// The member at `i` in arrival order moves to `band`.
+        fn set_band(&mut self, i: usize, band: u8) {
+            let (old, id) = self.model.members[i];
+            self.model.members[i].0 = band;
+            self.order.set_band(self.seqs[&id], old, band);
+        }
+
+        /// The member at `i` in arrival order leaves.
+        fn remove(&mut self, i: usize) {
+            let (band, id) = self.model.members.remove(i);
+            let seq = self.seqs.remove(&id).unwrap();
+            assert_eq!(*self.order.get(seq), id);
+            let seqs = &mut self.seqs;
+            self.order.remove(seq, band, |v, s| {
+                seqs.insert(*v, s);
+            });
+        }
+
+        /// Every member's position and the slot at every position, the head and the length.
+        fn check(&self, at: u64) {
+            let expected = self.model.service_order();
+            assert_eq!(self.order.len(), expected.len(), "step {at}");
+            assert_eq!(self.order.head(), expected.first().map(|id| self.seqs[id]), "step {at}");
+            for (pos, id) in expected.iter().enumerate() {
+                assert_eq!(self.order.position(self.seqs[id]), pos + 1, "step {at}");
+                assert_eq!(self.order.seq_at(pos + 1), Some(self.seqs[id]), "step {at}");
+            }
         }
     }
 
@@ -925,20 +984,30 @@ mod tests {
         check(&rebuilt, &model);
     }
 
-    /// A FIFO of one band (the usual queue) compacts in place at its capacity: the members
-    /// keep their order and positions, and each move is told.
-    #[test]
-    fn a_one_band_fifo_compacts_in_place() {
+    /// A FIFO of one band (the usual queue) `depth` members deep through `arrivals`
+    /// arrivals, its head served after each past `depth`; every `check_every` arrivals each
+    /// member's position and the slot at each position agree with the FIFO. Returns the
+    /// arrivals whose push moved members (a compaction or growth) at `capacity` slots.
+    fn run_one_band_fifo(
+        depth: usize,
+        arrivals: u64,
+        check_every: u64,
+        capacity: usize,
+    ) -> (MemberOrder<u64>, usize) {
         let mut order = MemberOrder::<u64>::default();
         let mut seqs: HashMap<u64, Seq> = HashMap::new();
         let mut fifo = std::collections::VecDeque::new();
-        for id in 0..1000u64 {
+        let mut moves_at_capacity = 0;
+        for id in 0..arrivals {
+            let mut moved = false;
             let seq = order.push(0, id, |v, s| {
+                moved = true;
                 seqs.insert(*v, s);
             });
+            moves_at_capacity += usize::from(moved && order.capacity() == capacity);
             seqs.insert(id, seq);
             fifo.push_back(id);
-            if fifo.len() > 10 {
+            if fifo.len() > depth {
                 let head = order.head().unwrap();
                 let left = fifo.pop_front().unwrap();
                 assert_eq!((*order.get(head), seqs[&left]), (left, head));
@@ -946,10 +1015,21 @@ mod tests {
                     seqs.insert(*v, s);
                 });
             }
-            for (i, id) in fifo.iter().enumerate() {
-                assert_eq!(order.position(seqs[id]), i + 1, "member {id} after {} arrivals", id + 1);
+            if id % check_every == 0 {
+                for (i, id) in fifo.iter().enumerate() {
+                    assert_eq!(order.position(seqs[id]), i + 1, "member {id}");
+                    assert_eq!(order.seq_at(i + 1), Some(seqs[id]));
+                }
             }
         }
+        (order, moves_at_capacity)
+    }
+
+    /// A FIFO of one band compacts in place at its capacity: the members keep their order
+    /// and positions, and each move is told.
+    #[test]
+    fn a_one_band_fifo_compacts_in_place() {
+        let (order, _) = run_one_band_fifo(10, 1000, 1, 32);
         assert_eq!(order.capacity(), 32, "grown once, then compacted in place");
     }
 
@@ -957,51 +1037,23 @@ mod tests {
     /// shrinking, against the sorted vector.
     #[test]
     fn agrees_with_a_sorted_vector_over_many_blocks() {
-        let mut order = MemberOrder::<u64>::default();
-        let mut seqs: HashMap<u64, Seq> = HashMap::new();
-        let mut model = Model::default();
-        let mut seed = 99u64;
-        let mut random = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as usize % n
-        };
+        let mut walk = Walk::default();
+        let mut random = xorshift(99u64);
         for round in 0..40_000u64 {
             // Grow to ~4,800 members, then drain to none, twice: the array doubles,
             // compacts and shrinks over blocks of 512 slots.
             let grow = (round / 10_000) % 2 == 0;
-            if model.members.is_empty() || random(10) < if grow { 7 } else { 1 } {
-                let band = random(3) as u8;
-                let seq = order.push(band, round, |v, s| {
-                    seqs.insert(*v, s);
-                });
-                seqs.insert(round, seq);
-                model.members.push((band, round));
+            let members = walk.model.members.len();
+            if members == 0 || random(10) < if grow { 7 } else { 1 } {
+                walk.push(random(3) as u8, round);
             } else if random(4) == 0 {
-                let i = random(model.members.len());
-                let (old, id) = model.members[i];
-                let band = random(3) as u8;
-                model.members[i].0 = band;
-                order.set_band(seqs[&id], old, band);
+                walk.set_band(random(members), random(3) as u8);
             } else {
-                let i = if random(2) == 0 { 0 } else { random(model.members.len()) };
-                let (band, id) = model.members.remove(i);
-                let seq = seqs.remove(&id).unwrap();
-                assert_eq!(*order.get(seq), id);
-                order.remove(seq, band, |v, s| {
-                    seqs.insert(*v, s);
-                });
+                walk.remove(if random(2) == 0 { 0 } else { random(members) });
             }
             if round % 997 == 0 || round % 10_000 == 9_999 {
-                let expected = model.service_order();
-                assert_eq!(order.len(), expected.len());
-                for (pos, id) in expected.iter().enumerate() {
-                    assert_eq!(order.position(seqs[id]), pos + 1);
-                    assert_eq!(order.seq_at(pos + 1), Some(seqs[id]));
-                }
-                assert_eq!(order.head(), expected.first().map(|id| seqs[id]));
-                assert!(order.iter().copied().eq(model.members.iter().map(|m| m.1)));
+                walk.check(round);
+                assert!(walk.order.iter().copied().eq(walk.model.members.iter().map(|m| m.1)));
             }
         }
     }
@@ -1168,34 +1220,7 @@ mod tests {
     /// tree's walk) agree with the FIFO.
     #[test]
     fn a_one_band_fifo_over_many_blocks_compacts_in_place() {
-        let mut order = MemberOrder::<u64>::default();
-        let mut seqs: HashMap<u64, Seq> = HashMap::new();
-        let mut fifo = std::collections::VecDeque::new();
-        let mut compactions = 0;
-        for id in 0..6000u64 {
-            let mut moved = false;
-            let seq = order.push(0, id, |v, s| {
-                moved = true;
-                seqs.insert(*v, s);
-            });
-            compactions += usize::from(moved && order.capacity() == 2048);
-            seqs.insert(id, seq);
-            fifo.push_back(id);
-            if fifo.len() > 600 {
-                let head = order.head().unwrap();
-                let left = fifo.pop_front().unwrap();
-                assert_eq!((*order.get(head), seqs[&left]), (left, head));
-                order.remove(head, 0, |v, s| {
-                    seqs.insert(*v, s);
-                });
-            }
-            if id % 37 == 0 {
-                for (i, id) in fifo.iter().enumerate() {
-                    assert_eq!(order.position(seqs[id]), i + 1, "member {id}");
-                    assert_eq!(order.seq_at(i + 1), Some(seqs[id]));
-                }
-            }
-        }
+        let (order, compactions) = run_one_band_fifo(600, 6000, 37, 2048);
         assert_eq!(order.capacity(), 2048);
         assert!(compactions >= 2, "{compactions}");
     }
@@ -1205,47 +1230,27 @@ mod tests {
     /// one band is not 0).
     #[test]
     fn all_ten_bands_agree_with_a_sorted_vector() {
-        let mut order = MemberOrder::<u64>::default();
-        let mut seqs: HashMap<u64, Seq> = HashMap::new();
-        let mut model = Model::default();
-        let mut seed = 12345u64;
-        let mut random = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as usize % n
-        };
+        let mut walk = Walk::default();
+        let mut random = xorshift(12345u64);
         for round in 0..4_000u64 {
             // Phases: one high band alone (a queue all of priority 7), then all bands.
             let band = if (round / 400) % 2 == 0 { 7 } else { random(BANDS) as u8 };
-            if model.members.len() < 3 || random(10) < 5 {
-                let seq = order.push(band, round, |v, s| {
-                    seqs.insert(*v, s);
-                });
-                seqs.insert(round, seq);
-                model.members.push((band, round));
+            let members = walk.model.members.len();
+            if members < 3 || random(10) < 5 {
+                walk.push(band, round);
             } else if random(5) == 0 {
-                let i = random(model.members.len());
-                let (old, id) = model.members[i];
-                model.members[i].0 = band;
-                order.set_band(seqs[&id], old, band);
+                walk.set_band(random(members), band);
             } else {
-                let expected = model.service_order();
+                // The head or any member, by its place in the service order.
+                let expected = walk.model.service_order();
                 let id = if random(2) == 0 { expected[0] } else { expected[random(expected.len())] };
-                let i = model.members.iter().position(|m| m.1 == id).unwrap();
-                let (band, id) = model.members.remove(i);
-                let seq = seqs.remove(&id).unwrap();
-                order.remove(seq, band, |v, s| {
-                    seqs.insert(*v, s);
-                });
+                walk.remove(walk.model.members.iter().position(|m| m.1 == id).unwrap());
             }
-            let expected = model.service_order();
-            assert_eq!(order.head(), expected.first().map(|id| seqs[id]), "round {round}");
             if round % 7 == 0 {
-                for (pos, id) in expected.iter().enumerate() {
-                    assert_eq!(order.position(seqs[id]), pos + 1, "round {round}");
-                    assert_eq!(order.seq_at(pos + 1), Some(seqs[id]));
-                }
+                walk.check(round);
+            } else {
+                let head = walk.model.service_order().first().map(|id| walk.seqs[id]);
+                assert_eq!(walk.order.head(), head, "round {round}");
             }
         }
     }

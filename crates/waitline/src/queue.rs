@@ -186,24 +186,16 @@ impl Vacant for Queue {
 }
 
 impl Queue {
-    pub(crate) fn new(
-        key_hash: u64,
-        name: Arc<str>,
-        id: Uuid,
-        max_size: usize,
-        explicit: bool,
-        now: Timestamp,
-    ) -> Self {
-        Self {
-            members: MemberOrder::default(),
-            bridge_dequeue_times: BridgeTimes::new(),
-            ..Self::unallocated(key_hash, name, id, max_size, explicit, now)
-        }
+    /// The queue `unallocated` describes, with its order's bands and its ring of bridge
+    /// times (what a placeholder does without): a new queue is
+    /// `Queue::unallocated(..).with_room()`.
+    pub(crate) fn with_room(self) -> Self {
+        Self { members: MemberOrder::default(), bridge_dequeue_times: BridgeTimes::new(), ..self }
     }
 
     /// A queue with nothing on the heap but its name: neither its order's bands nor its
-    /// ring of bridge times.
-    fn unallocated(
+    /// ring of bridge times (see [`Queue::with_room`]).
+    pub(crate) fn unallocated(
         key_hash: u64,
         name: Arc<str>,
         id: Uuid,

@@ -258,7 +258,8 @@ impl Txn<'_> {
     fn create_queue(&mut self, name: &str, max_size: usize, explicit: bool) -> Result<u32> {
         let name: Arc<str> = name.into();
         let id = self.draw_uuid();
-        let q = Queue::new(self.shared.queue_hash(&name), name, id, max_size, explicit, self.now);
+        let q = Queue::unallocated(self.shared.queue_hash(&name), name, id, max_size, explicit, self.now)
+            .with_room();
         let ix = self.insert_queue(q)?;
         self.emit_with(None, |core| {
             let q = core.queues.at(ix);

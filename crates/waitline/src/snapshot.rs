@@ -635,7 +635,8 @@ fn queue(
     let name: Arc<str> = d.name.into();
     let max_size = usize::try_from(d.max_size).map_err(|_| inconsistent("queue size"))?;
     let created_at = Timestamp::from_micros(d.created_at);
-    let mut q = Queue::new(shared.queue_hash(&name), name, d.id, max_size, d.explicit, created_at);
+    let mut q = Queue::unallocated(shared.queue_hash(&name), name, d.id, max_size, d.explicit, created_at)
+        .with_room();
     let whose = |why: String| inconsistent(format!("queue {:?}: {why}", d.name));
     let size = |v: u64| usize::try_from(v).map_err(|_| whose("order layout".into()));
     let layout = (size(d.order.0)?, size(d.order.1)?, size(d.order.2)?);
