@@ -39,8 +39,11 @@ struct Block([u64; BLOCK_WORDS]);
 /// levels, each touched rarely, would be evicted by the records a random lookup reads.)
 ///
 /// Boxed slices (they never grow: a rebuild makes new ones): a band's header is 32 bytes, so
-/// that a band's is found by a shift.
+/// that a band's is found by a shift, and aligned to 32, so that the bands' headers (one
+/// allocation) never have one across two cache lines (at the allocator's 16, one in four
+/// did: a quarter of a miss more per arrival, when the queues' lines are not cached).
 #[derive(Debug, Default, Clone)]
+#[repr(align(32))]
 struct Marks {
     blocks: Box<[Block]>,
     tree: Box<[u32]>,
