@@ -236,12 +236,15 @@ impl Batches {
             _ => self.add_run(tenant, key, at),
         } as u32;
         let (records, text) = (self.records.len() as u32, self.text.len());
-        self.headers.extend(from.headers.iter().map(|h| Header {
-            records: h.records + records,
-            text: h.text + text,
-            tenant: run,
-            ..*h
-        }));
+        // Usually none: closed batches come before a command's own only when timers fired.
+        if !from.headers.is_empty() {
+            self.headers.extend(from.headers.iter().map(|h| Header {
+                records: h.records + records,
+                text: h.text + text,
+                tenant: run,
+                ..*h
+            }));
+        }
         if let Some(h) = open.and_then(|(seq, occurred_at)| from.open_header(seq, occurred_at)) {
             self.headers.push(Header { records: h.records + records, text: h.text + text, tenant: run, ..h });
         }
