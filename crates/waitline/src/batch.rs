@@ -7,8 +7,9 @@
 //! subscriber's `Batches` in a few block copies; the reader swaps the whole of it out and
 //! reads the events in place, as [`EventRef`] views. Nothing in a record owns a reference
 //! count: each event's call identity (shared with the call's record) is held beside the
-//! records, at the event's own index, and names and client states are copied into the
-//! batch's text. Event ids are derived when asked (see `event::event_id`).
+//! records, at the event's own index; a queue's name of 4 to 16 bytes is copied into its
+//! record, longer or shorter names and client states into the batch's text. Event ids are
+//! derived when asked (see `event::event_id`).
 
 use std::sync::Arc;
 
@@ -31,13 +32,51 @@ impl Span {
     const NONE: Self = Self { start: u32::MAX, end: u32::MAX };
 }
 
+/// A queue's name in a record: in it when it is 4 to 16 bytes (as names usually are: then
+/// neither the push nor the publish copies a text of variable length), else in the
+/// command's text.
+#[derive(Clone, Copy, Debug)]
+enum Name {
+    /// Its bytes, the first `len` of `bytes`.
+    Inline {
+        len: u8,
+        bytes: NameBytes,
+    },
+    Text(Span),
+}
+
+/// A short name's bytes, aligned as two words (copied as such with their record).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(8))]
+struct NameBytes([u8; 16]);
+
+impl Name {
+    /// `name`'s bytes in a record, if it is 4 to 16 bytes long: read as two pieces of 8 (or
+    /// 4) bytes from its two ends and put together in registers (the second shifted to where
+    /// it ends, the bytes where they overlap being the same), so that the copy is two loads
+    /// and two stores, not a call of `memcpy`. The bytes past its length are zero.
+    #[inline]
+    fn inline(name: &str) -> Option<Self> {
+        let s = name.as_bytes();
+        let n = s.len();
+        let word = |at: usize| s.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+        let half = |at: usize| s.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+        let bytes = match n {
+            8..=16 => u128::from(word(0)?) | (u128::from(word(n - 8)?) << (8 * (n - 8))),
+            4..=7 => u128::from(u64::from(half(0)?) | (u64::from(half(n - 4)?) << (8 * (n - 4)))),
+            _ => return None,
+        };
+        Some(Self::Inline { len: n as u8, bytes: NameBytes(bytes.to_le_bytes()) })
+    }
+}
+
 /// One event: what happened (about the call at its index in the [`Batches`]' calls). When
 /// is its command's (see [`Header`]).
 #[derive(Clone, Copy, Debug)]
 struct Record {
     /// `Span::NONE`: none.
     client_state: Span,
-    fact: Fact<Span>,
+    fact: Fact<Name>,
 }
 
 /// One command's events: where they and its text start in the [`Batches`], and
@@ -151,7 +190,7 @@ impl Batches {
         let rank = fact.rank();
         self.unsorted |= rank < self.last_rank;
         self.last_rank = rank;
-        let fact = fact.map(|queue| self.text_span(queue));
+        let fact = fact.map(|queue| Name::inline(queue).unwrap_or_else(|| Name::Text(self.text_span(queue))));
         self.records.push(Record { client_state, fact });
     }
 
@@ -254,7 +293,10 @@ impl Batches {
         } else {
             self.calls.extend_from_slice(&from.calls);
         }
-        self.text.push_str(&from.text);
+        // Usually none: short queue names are in their records.
+        if !from.text.is_empty() {
+            self.text.push_str(&from.text);
+        }
     }
 
     /// Into this empty one, `from` whole (their contents swapped: `from` keeps this one's
@@ -407,9 +449,22 @@ impl<'a> EventRef<'a> {
         self.batches.calls[self.index as usize].is_some()
     }
 
+    /// A queue's name in its record or its command's text.
+    fn name(self, name: &'a Name) -> &'a str {
+        match name {
+            // Copied from a `str` whole: valid UTF-8 (never the empty default).
+            Name::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes.0[..usize::from(*len)]).unwrap_or_default()
+            }
+            Name::Text(span) => self.text(*span),
+        }
+    }
+
     /// What the event says besides its call, its names read from the batch.
     fn fact(self) -> Fact<&'a str> {
-        self.record().fact.map(|s| self.text(s))
+        let fact = &self.record().fact;
+        let queue = fact.queue().map(|name| self.name(name));
+        fact.map(|_| queue.unwrap_or_default())
     }
 
     /// The payload object alone (docs/behaviour.md §4).
@@ -547,6 +602,36 @@ mod tests {
         let mut b = Batches::default();
         command(&mut b, 0, &[CREATED]);
         b
+    }
+
+    #[test]
+    fn queue_names_of_every_length_read_back_whole() {
+        let tenant = String::from("t");
+        let names: Vec<String> = [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 255]
+            .into_iter()
+            .map(|n| (0..n).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect())
+            .chain(["é-queue-ü".to_owned(), "q\u{1F600}xyz".to_owned()])
+            .collect();
+        let mut staged = Batches::default();
+        for (seq, name) in names.iter().enumerate() {
+            command(&mut staged, seq as u64, &[Fact::QueueCreated { queue: name, queue_id: Uuid::nil() }]);
+        }
+        // Only the names under 4 or over 16 bytes are in the text.
+        let in_text: usize = names.iter().map(String::len).filter(|n| !(4..=16).contains(n)).sum();
+        assert_eq!(staged.text.len(), in_text);
+        let mut channel = Batches::default();
+        channel.append(&mut batch_of_one(), None, &tenant, 0, false);
+        channel.append(&mut staged, None, &tenant, 0, false);
+        let mut cursor = Cursor::default();
+        cursor.next(&channel);
+        let read: Vec<String> = std::iter::from_fn(|| {
+            cursor.next(&channel).map(|e| match e.fact() {
+                Fact::QueueCreated { queue, .. } => queue.to_owned(),
+                other => panic!("{other:?}"),
+            })
+        })
+        .collect();
+        assert_eq!(read, names);
     }
 
     #[test]
