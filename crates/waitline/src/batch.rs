@@ -318,11 +318,21 @@ impl Batches {
     }
 }
 
-/// Where a reader is in the [`Batches`] it holds.
-#[derive(Debug, Default)]
+/// Where a reader is in the [`Batches`] it holds (which do not change while it reads them).
+#[derive(Debug)]
 pub(crate) struct Cursor {
+    /// The header of the last event read (`u32::MAX` before the first).
     header: u32,
     index: u32,
+    /// Where the batch after `header` starts (`u32::MAX`: there is none): an event before it
+    /// is in the same batch as the last one, found without a look at the headers.
+    next_batch: u32,
+}
+
+impl Default for Cursor {
+    fn default() -> Self {
+        Self { header: u32::MAX, index: 0, next_batch: 0 }
+    }
 }
 
 impl Cursor {
@@ -339,8 +349,9 @@ impl Cursor {
             return None;
         }
         let index = self.index;
-        while batches.headers.get(self.header as usize + 1).is_some_and(|h| h.records <= index) {
-            self.header += 1;
+        while index >= self.next_batch {
+            self.header = self.header.wrapping_add(1);
+            self.next_batch = batches.headers.get(self.header as usize + 1).map_or(u32::MAX, |h| h.records);
         }
         self.index += 1;
         Some(EventRef { batches, header: self.header, index })
