@@ -46,7 +46,7 @@ enum Name {
 }
 
 /// A short name's bytes, aligned as two words (copied as such with their record).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, align(8))]
 struct NameBytes([u8; 16]);
 
@@ -368,6 +368,9 @@ impl Cursor {
 pub(crate) struct Names {
     tenant: Option<Arc<str>>,
     queue: Option<Arc<str>>,
+    /// The last queue's name as its record held it, when it held it whole: a record
+    /// holding the same bytes has the same name, found without reading them as text.
+    queue_inline: Option<(u8, NameBytes)>,
 }
 
 impl Names {
@@ -377,6 +380,22 @@ impl Names {
             Some(l) if **l == *name => l.clone(),
             _ => last.insert(name.into()).clone(),
         }
+    }
+
+    /// A queue's name as an `Arc`, `name` as its record holds it and `read` reading it:
+    /// the last one when the record holds the same bytes, else as [`Names::shared`] gives it.
+    fn queue<'a>(&mut self, name: &Name, read: impl FnOnce() -> &'a str) -> Arc<str> {
+        let inline = match *name {
+            Name::Inline { len, bytes } => Some((len, bytes)),
+            Name::Text(_) => None,
+        };
+        if let (Some(last), Some(queue)) = (&self.queue_inline, &self.queue)
+            && inline.as_ref() == Some(last)
+        {
+            return queue.clone();
+        }
+        self.queue_inline = inline;
+        Self::shared(&mut self.queue, read())
     }
 }
 
@@ -494,9 +513,17 @@ impl<'a> EventRef<'a> {
             id: self.id(),
             occurred_at: self.occurred_at(),
             tenant: Names::shared(&mut names.tenant, self.tenant()),
-            kind: EventKind::new(subject, self.fact().map(|q| Names::shared(&mut names.queue, q))),
+            kind: EventKind::new(subject, self.owned_fact(names)),
             seq: self.seq(),
         }
+    }
+
+    /// What the event says besides its call, its queue's name an `Arc` from `names` (see
+    /// [`Names::queue`]).
+    fn owned_fact(self, names: &mut Names) -> Fact<Arc<str>> {
+        let fact = &self.record().fact;
+        let queue = fact.queue().map(|name| names.queue(name, || self.name(name)));
+        fact.map(|_| queue.unwrap_or_default())
     }
 
     /// The event as an owned [`Event`].
@@ -643,6 +670,31 @@ mod tests {
         })
         .collect();
         assert_eq!(read, names);
+    }
+
+    #[test]
+    fn owned_events_share_a_queues_name_with_the_event_before() {
+        let long = "a-queue-name-longer-than-sixteen-bytes";
+        let queues =
+            ["alpha-queue", "alpha-queue", "beta-queue", long, long, "alpha-queue", "abc", "alpha-queue"];
+        let mut staged = Batches::default();
+        for (seq, name) in queues.iter().enumerate() {
+            let name: Arc<str> = (*name).into();
+            command(&mut staged, seq as u64, &[Fact::QueueCreated { queue: &name, queue_id: Uuid::nil() }]);
+        }
+        let mut channel = Batches::default();
+        channel.append(&mut staged, None, "t", 0, false);
+        let (mut cursor, mut names) = (Cursor::default(), Names::default());
+        let read: Vec<Arc<str>> = std::iter::from_fn(|| {
+            cursor.next(&channel).map(|e| match e.to_event_with(&mut names).kind {
+                EventKind::QueueCreated { queue, .. } => queue,
+                other => panic!("{other:?}"),
+            })
+        })
+        .collect();
+        assert_eq!(read.iter().map(|q| &**q).collect::<Vec<_>>(), queues);
+        let shared: Vec<bool> = read.windows(2).map(|w| Arc::ptr_eq(&w[0], &w[1])).collect();
+        assert_eq!(shared, [true, false, false, true, false, false, false]);
     }
 
     #[test]
