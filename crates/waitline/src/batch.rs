@@ -177,16 +177,18 @@ impl Batches {
         Span { start, end: start + s.len() as u32 }
     }
 
-    /// Adds an event of the open command: about `call` (its identity and client state) if
-    /// it is a call event. Out of line, as `close`: only a command someone listens to
-    /// comes here.
+    /// Adds an event of the open command: about `call` (its identity) and its `client_state`
+    /// if it is a call event (each its own argument, passed in registers). Out of line, as
+    /// `close`: only a command someone listens to comes here.
     #[inline(never)]
-    pub(crate) fn push(&mut self, call: Option<(&Arc<CallIdentity>, Option<&str>)>, fact: Fact<&str>) {
-        let (call, client_state) = match call {
-            None => (None, Span::NONE),
-            Some((ident, state)) => (Some(ident.clone()), state.map_or(Span::NONE, |s| self.text_span(s))),
-        };
-        self.calls.push(call);
+    pub(crate) fn push(
+        &mut self,
+        call: Option<&Arc<CallIdentity>>,
+        client_state: Option<&str>,
+        fact: Fact<&str>,
+    ) {
+        let client_state = client_state.map_or(Span::NONE, |s| self.text_span(s));
+        self.calls.push(call.cloned());
         let rank = fact.rank();
         self.unsorted |= rank < self.last_rank;
         self.last_rank = rank;
@@ -547,7 +549,7 @@ mod tests {
     /// second `seq`.
     fn command(b: &mut Batches, seq: u64, facts: &[Fact<&str>]) {
         for &fact in facts {
-            b.push(None, fact);
+            b.push(None, None, fact);
         }
         b.close(seq, Timestamp::from_secs(seq));
     }
@@ -563,16 +565,16 @@ mod tests {
     fn events_in_order_are_not_sorted_again_and_others_are() {
         let mut b = Batches::default();
         // Equal kinds, then rising ranks: in order.
-        b.push(None, CREATED);
-        b.push(None, CREATED);
+        b.push(None, None, CREATED);
+        b.push(None, None, CREATED);
         assert!(!b.unsorted);
         b.close(1, Timestamp::from_secs(1));
-        b.push(None, DELETED);
-        b.push(None, CREATED);
+        b.push(None, None, DELETED);
+        b.push(None, None, CREATED);
         assert!(!b.unsorted);
         b.close(2, Timestamp::from_secs(2));
-        b.push(None, CREATED);
-        b.push(None, DELETED);
+        b.push(None, None, CREATED);
+        b.push(None, None, DELETED);
         assert!(b.unsorted, "a deletion after a creation ranks lower");
         b.close(3, Timestamp::from_secs(3));
         assert!(!b.unsorted);
@@ -588,13 +590,15 @@ mod tests {
     fn sorted_events_keep_their_calls_and_copies_share_them() {
         let (a, b) = (identity("call-a"), identity("call-b"));
         let mut staged = Batches::default();
-        staged.push(None, CREATED);
+        staged.push(None, None, CREATED);
         staged.push(
-            Some((&a, Some("state-a"))),
+            Some(&a),
+            Some("state-a"),
             Fact::CallEnqueued { queue: "q", current_position: 1, queue_avg_wait_time_secs: 0 },
         );
         staged.push(
-            Some((&b, None)),
+            Some(&b),
+            None,
             Fact::CallDequeued {
                 queue: "q",
                 queue_position: 1,
@@ -724,8 +728,8 @@ mod tests {
         let mut staged = Batches::default();
         command(&mut staged, 3, &[CREATED]);
         // The command being published, left open, its events out of order.
-        staged.push(None, CREATED);
-        staged.push(None, DELETED);
+        staged.push(None, None, CREATED);
+        staged.push(None, None, DELETED);
         staged.order_open();
         let open = Some((4, Timestamp::from_secs(4)));
         let read = |b: &Batches| {
