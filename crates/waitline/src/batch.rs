@@ -7,8 +7,9 @@
 //! subscriber's `Batches` in a few block copies; the reader swaps the whole of it out and
 //! reads the events in place, as [`EventRef`] views. Nothing in a record owns a reference
 //! count: each event's call identity (shared with the call's record) is held beside the
-//! records, at the event's own index, and names and client states are copied into the
-//! batch's text. Event ids are derived when asked (see `event::event_id`).
+//! records, at the event's own index; a queue's name of 4 to 16 bytes is copied into its
+//! record, longer or shorter names and client states into the batch's text. Event ids are
+//! derived when asked (see `event::event_id`).
 
 use std::sync::Arc;
 
@@ -31,13 +32,51 @@ impl Span {
     const NONE: Self = Self { start: u32::MAX, end: u32::MAX };
 }
 
+/// A queue's name in a record: in it when it is 4 to 16 bytes (as names usually are: then
+/// neither the push nor the publish copies a text of variable length), else in the
+/// command's text.
+#[derive(Clone, Copy, Debug)]
+enum Name {
+    /// Its bytes, the first `len` of `bytes`.
+    Inline {
+        len: u8,
+        bytes: NameBytes,
+    },
+    Text(Span),
+}
+
+/// A short name's bytes, aligned as two words (copied as such with their record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(8))]
+struct NameBytes([u8; 16]);
+
+impl Name {
+    /// `name`'s bytes in a record, if it is 4 to 16 bytes long: read as two pieces of 8 (or
+    /// 4) bytes from its two ends and put together in registers (the second shifted to where
+    /// it ends, the bytes where they overlap being the same), so that the copy is two loads
+    /// and two stores, not a call of `memcpy`. The bytes past its length are zero.
+    #[inline]
+    fn inline(name: &str) -> Option<Self> {
+        let s = name.as_bytes();
+        let n = s.len();
+        let word = |at: usize| s.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+        let half = |at: usize| s.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+        let bytes = match n {
+            8..=16 => u128::from(word(0)?) | (u128::from(word(n - 8)?) << (8 * (n - 8))),
+            4..=7 => u128::from(u64::from(half(0)?) | (u64::from(half(n - 4)?) << (8 * (n - 4)))),
+            _ => return None,
+        };
+        Some(Self::Inline { len: n as u8, bytes: NameBytes(bytes.to_le_bytes()) })
+    }
+}
+
 /// One event: what happened (about the call at its index in the [`Batches`]' calls). When
 /// is its command's (see [`Header`]).
 #[derive(Clone, Copy, Debug)]
 struct Record {
     /// `Span::NONE`: none.
     client_state: Span,
-    fact: Fact<Span>,
+    fact: Fact<Name>,
 }
 
 /// One command's events: where they and its text start in the [`Batches`], and
@@ -138,20 +177,22 @@ impl Batches {
         Span { start, end: start + s.len() as u32 }
     }
 
-    /// Adds an event of the open command: about `call` (its identity and client state) if
-    /// it is a call event. Out of line, as `close`: only a command someone listens to
-    /// comes here.
+    /// Adds an event of the open command: about `call` (its identity) and its `client_state`
+    /// if it is a call event (each its own argument, passed in registers). Out of line, as
+    /// `close`: only a command someone listens to comes here.
     #[inline(never)]
-    pub(crate) fn push(&mut self, call: Option<(&Arc<CallIdentity>, Option<&str>)>, fact: Fact<&str>) {
-        let (call, client_state) = match call {
-            None => (None, Span::NONE),
-            Some((ident, state)) => (Some(ident.clone()), state.map_or(Span::NONE, |s| self.text_span(s))),
-        };
-        self.calls.push(call);
+    pub(crate) fn push(
+        &mut self,
+        call: Option<&Arc<CallIdentity>>,
+        client_state: Option<&str>,
+        fact: Fact<&str>,
+    ) {
+        let client_state = client_state.map_or(Span::NONE, |s| self.text_span(s));
+        self.calls.push(call.cloned());
         let rank = fact.rank();
         self.unsorted |= rank < self.last_rank;
         self.last_rank = rank;
-        let fact = fact.map(|queue| self.text_span(queue));
+        let fact = fact.map(|queue| Name::inline(queue).unwrap_or_else(|| Name::Text(self.text_span(queue))));
         self.records.push(Record { client_state, fact });
     }
 
@@ -236,12 +277,15 @@ impl Batches {
             _ => self.add_run(tenant, key, at),
         } as u32;
         let (records, text) = (self.records.len() as u32, self.text.len());
-        self.headers.extend(from.headers.iter().map(|h| Header {
-            records: h.records + records,
-            text: h.text + text,
-            tenant: run,
-            ..*h
-        }));
+        // Usually none: closed batches come before a command's own only when timers fired.
+        if !from.headers.is_empty() {
+            self.headers.extend(from.headers.iter().map(|h| Header {
+                records: h.records + records,
+                text: h.text + text,
+                tenant: run,
+                ..*h
+            }));
+        }
         if let Some(h) = open.and_then(|(seq, occurred_at)| from.open_header(seq, occurred_at)) {
             self.headers.push(Header { records: h.records + records, text: h.text + text, tenant: run, ..h });
         }
@@ -251,7 +295,10 @@ impl Batches {
         } else {
             self.calls.extend_from_slice(&from.calls);
         }
-        self.text.push_str(&from.text);
+        // Usually none: short queue names are in their records.
+        if !from.text.is_empty() {
+            self.text.push_str(&from.text);
+        }
     }
 
     /// Into this empty one, `from` whole (their contents swapped: `from` keeps this one's
@@ -273,11 +320,21 @@ impl Batches {
     }
 }
 
-/// Where a reader is in the [`Batches`] it holds.
-#[derive(Debug, Default)]
+/// Where a reader is in the [`Batches`] it holds (which do not change while it reads them).
+#[derive(Debug)]
 pub(crate) struct Cursor {
+    /// The header of the last event read (`u32::MAX` before the first).
     header: u32,
     index: u32,
+    /// Where the batch after `header` starts (`u32::MAX`: there is none): an event before it
+    /// is in the same batch as the last one, found without a look at the headers.
+    next_batch: u32,
+}
+
+impl Default for Cursor {
+    fn default() -> Self {
+        Self { header: u32::MAX, index: 0, next_batch: 0 }
+    }
 }
 
 impl Cursor {
@@ -294,8 +351,9 @@ impl Cursor {
             return None;
         }
         let index = self.index;
-        while batches.headers.get(self.header as usize + 1).is_some_and(|h| h.records <= index) {
-            self.header += 1;
+        while index >= self.next_batch {
+            self.header = self.header.wrapping_add(1);
+            self.next_batch = batches.headers.get(self.header as usize + 1).map_or(u32::MAX, |h| h.records);
         }
         self.index += 1;
         Some(EventRef { batches, header: self.header, index })
@@ -312,6 +370,9 @@ impl Cursor {
 pub(crate) struct Names {
     tenant: Option<Arc<str>>,
     queue: Option<Arc<str>>,
+    /// The last queue's name as its record held it, when it held it whole: a record
+    /// holding the same bytes has the same name, found without reading them as text.
+    queue_inline: Option<(u8, NameBytes)>,
 }
 
 impl Names {
@@ -321,6 +382,22 @@ impl Names {
             Some(l) if **l == *name => l.clone(),
             _ => last.insert(name.into()).clone(),
         }
+    }
+
+    /// A queue's name as an `Arc`, `name` as its record holds it and `read` reading it:
+    /// the last one when the record holds the same bytes, else as [`Names::shared`] gives it.
+    fn queue<'a>(&mut self, name: &Name, read: impl FnOnce() -> &'a str) -> Arc<str> {
+        let inline = match *name {
+            Name::Inline { len, bytes } => Some((len, bytes)),
+            Name::Text(_) => None,
+        };
+        if let (Some(last), Some(queue)) = (&self.queue_inline, &self.queue)
+            && inline.as_ref() == Some(last)
+        {
+            return queue.clone();
+        }
+        self.queue_inline = inline;
+        Self::shared(&mut self.queue, read())
     }
 }
 
@@ -404,9 +481,22 @@ impl<'a> EventRef<'a> {
         self.batches.calls[self.index as usize].is_some()
     }
 
+    /// A queue's name in its record or its command's text.
+    fn name(self, name: &'a Name) -> &'a str {
+        match name {
+            // Copied from a `str` whole: valid UTF-8 (never the empty default).
+            Name::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes.0[..usize::from(*len)]).unwrap_or_default()
+            }
+            Name::Text(span) => self.text(*span),
+        }
+    }
+
     /// What the event says besides its call, its names read from the batch.
     fn fact(self) -> Fact<&'a str> {
-        self.record().fact.map(|s| self.text(s))
+        let fact = &self.record().fact;
+        let queue = fact.queue().map(|name| self.name(name));
+        fact.map(|_| queue.unwrap_or_default())
     }
 
     /// The payload object alone (docs/behaviour.md §4).
@@ -425,9 +515,17 @@ impl<'a> EventRef<'a> {
             id: self.id(),
             occurred_at: self.occurred_at(),
             tenant: Names::shared(&mut names.tenant, self.tenant()),
-            kind: EventKind::new(subject, self.fact().map(|q| Names::shared(&mut names.queue, q))),
+            kind: EventKind::new(subject, self.owned_fact(names)),
             seq: self.seq(),
         }
+    }
+
+    /// What the event says besides its call, its queue's name an `Arc` from `names` (see
+    /// [`Names::queue`]).
+    fn owned_fact(self, names: &mut Names) -> Fact<Arc<str>> {
+        let fact = &self.record().fact;
+        let queue = fact.queue().map(|name| names.queue(name, || self.name(name)));
+        fact.map(|_| queue.unwrap_or_default())
     }
 
     /// The event as an owned [`Event`].
@@ -451,7 +549,7 @@ mod tests {
     /// second `seq`.
     fn command(b: &mut Batches, seq: u64, facts: &[Fact<&str>]) {
         for &fact in facts {
-            b.push(None, fact);
+            b.push(None, None, fact);
         }
         b.close(seq, Timestamp::from_secs(seq));
     }
@@ -467,16 +565,16 @@ mod tests {
     fn events_in_order_are_not_sorted_again_and_others_are() {
         let mut b = Batches::default();
         // Equal kinds, then rising ranks: in order.
-        b.push(None, CREATED);
-        b.push(None, CREATED);
+        b.push(None, None, CREATED);
+        b.push(None, None, CREATED);
         assert!(!b.unsorted);
         b.close(1, Timestamp::from_secs(1));
-        b.push(None, DELETED);
-        b.push(None, CREATED);
+        b.push(None, None, DELETED);
+        b.push(None, None, CREATED);
         assert!(!b.unsorted);
         b.close(2, Timestamp::from_secs(2));
-        b.push(None, CREATED);
-        b.push(None, DELETED);
+        b.push(None, None, CREATED);
+        b.push(None, None, DELETED);
         assert!(b.unsorted, "a deletion after a creation ranks lower");
         b.close(3, Timestamp::from_secs(3));
         assert!(!b.unsorted);
@@ -492,13 +590,15 @@ mod tests {
     fn sorted_events_keep_their_calls_and_copies_share_them() {
         let (a, b) = (identity("call-a"), identity("call-b"));
         let mut staged = Batches::default();
-        staged.push(None, CREATED);
+        staged.push(None, None, CREATED);
         staged.push(
-            Some((&a, Some("state-a"))),
+            Some(&a),
+            Some("state-a"),
             Fact::CallEnqueued { queue: "q", current_position: 1, queue_avg_wait_time_secs: 0 },
         );
         staged.push(
-            Some((&b, None)),
+            Some(&b),
+            None,
             Fact::CallDequeued {
                 queue: "q",
                 queue_position: 1,
@@ -547,6 +647,61 @@ mod tests {
     }
 
     #[test]
+    fn queue_names_of_every_length_read_back_whole() {
+        let tenant = String::from("t");
+        let names: Vec<String> = [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 255]
+            .into_iter()
+            .map(|n| (0..n).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect())
+            .chain(["é-queue-ü".to_owned(), "q\u{1F600}xyz".to_owned()])
+            .collect();
+        let mut staged = Batches::default();
+        for (seq, name) in names.iter().enumerate() {
+            command(&mut staged, seq as u64, &[Fact::QueueCreated { queue: name, queue_id: Uuid::nil() }]);
+        }
+        // Only the names under 4 or over 16 bytes are in the text.
+        let in_text: usize = names.iter().map(String::len).filter(|n| !(4..=16).contains(n)).sum();
+        assert_eq!(staged.text.len(), in_text);
+        let mut channel = Batches::default();
+        channel.append(&mut batch_of_one(), None, &tenant, 0, false);
+        channel.append(&mut staged, None, &tenant, 0, false);
+        let mut cursor = Cursor::default();
+        cursor.next(&channel);
+        let read: Vec<String> = std::iter::from_fn(|| {
+            cursor.next(&channel).map(|e| match e.fact() {
+                Fact::QueueCreated { queue, .. } => queue.to_owned(),
+                other => panic!("{other:?}"),
+            })
+        })
+        .collect();
+        assert_eq!(read, names);
+    }
+
+    #[test]
+    fn owned_events_share_a_queues_name_with_the_event_before() {
+        let long = "a-queue-name-longer-than-sixteen-bytes";
+        let queues =
+            ["alpha-queue", "alpha-queue", "beta-queue", long, long, "alpha-queue", "abc", "alpha-queue"];
+        let mut staged = Batches::default();
+        for (seq, name) in queues.iter().enumerate() {
+            let name: Arc<str> = (*name).into();
+            command(&mut staged, seq as u64, &[Fact::QueueCreated { queue: &name, queue_id: Uuid::nil() }]);
+        }
+        let mut channel = Batches::default();
+        channel.append(&mut staged, None, "t", 0, false);
+        let (mut cursor, mut names) = (Cursor::default(), Names::default());
+        let read: Vec<Arc<str>> = std::iter::from_fn(|| {
+            cursor.next(&channel).map(|e| match e.to_event_with(&mut names).kind {
+                EventKind::QueueCreated { queue, .. } => queue,
+                other => panic!("{other:?}"),
+            })
+        })
+        .collect();
+        assert_eq!(read.iter().map(|q| &**q).collect::<Vec<_>>(), queues);
+        let shared: Vec<bool> = read.windows(2).map(|w| Arc::ptr_eq(&w[0], &w[1])).collect();
+        assert_eq!(shared, [true, false, false, true, false, false, false]);
+    }
+
+    #[test]
     fn a_tenants_name_is_written_once_for_a_run_of_its_batches() {
         let (t, u) = (String::from("tenant-t"), String::from("tenant-u"));
         let mut channel = Batches::default();
@@ -573,8 +728,8 @@ mod tests {
         let mut staged = Batches::default();
         command(&mut staged, 3, &[CREATED]);
         // The command being published, left open, its events out of order.
-        staged.push(None, CREATED);
-        staged.push(None, DELETED);
+        staged.push(None, None, CREATED);
+        staged.push(None, None, DELETED);
         staged.order_open();
         let open = Some((4, Timestamp::from_secs(4)));
         let read = |b: &Batches| {

@@ -492,7 +492,7 @@ mod tests {
     fn batch(ns: &[u128]) -> Batches {
         let mut b = Batches::default();
         for &n in ns {
-            b.push(None, Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(n) });
+            b.push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(n) });
             b.close(n as u64, Timestamp::from_secs(1));
         }
         b

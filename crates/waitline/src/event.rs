@@ -188,6 +188,17 @@ impl<Q> Fact<Q> {
         }
     }
 
+    /// Its queue's name, if it has one.
+    pub(crate) const fn queue(&self) -> Option<&Q> {
+        match self {
+            Self::CallDequeued { queue, .. }
+            | Self::CallEnqueued { queue, .. }
+            | Self::QueueCreated { queue, .. }
+            | Self::QueueDeleted { queue, .. } => Some(queue),
+            Self::CallInitiated | Self::CallAnswered | Self::CallBridged | Self::CallHangup { .. } => None,
+        }
+    }
+
     /// The `event_type` on the wire.
     pub(crate) const fn event_type(&self) -> &'static str {
         match self {

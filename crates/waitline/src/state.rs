@@ -847,9 +847,6 @@ impl<'e> Txn<'e> {
 /// Adds an event about the call in slot `call` of `core` (its identity and current client
 /// state), if any, to the open command of `events`.
 fn push_event(events: &mut Batches, core: &TenantCore, call: Option<u32>, fact: Fact<&str>) {
-    let subject = call.map(|ix| {
-        let rec = core.calls.at(ix);
-        (&rec.ident, rec.client_state.as_deref())
-    });
-    events.push(subject, fact);
+    let rec = call.map(|ix| core.calls.at(ix));
+    events.push(rec.map(|r| &r.ident), rec.and_then(|r| r.client_state.as_deref()), fact);
 }
