@@ -18,9 +18,11 @@ use uuid::Uuid;
 use crate::call::CallIdentity;
 use crate::clock::Timestamp;
 use crate::event::{CallSubject, Event, EventKind, Fact, Payload, event_id};
+use crate::text;
 
 /// A piece of a command's text: byte offsets from the start of the command's text (a
-/// command's text is small: its queue names and client states).
+/// command's text is small: its client states and its queue names of under 4 or over 16
+/// bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Span {
     start: u32,
@@ -51,22 +53,12 @@ enum Name {
 struct NameBytes([u8; 16]);
 
 impl Name {
-    /// `name`'s bytes in a record, if it is 4 to 16 bytes long: read as two pieces of 8 (or
-    /// 4) bytes from its two ends and put together in registers (the second shifted to where
-    /// it ends, the bytes where they overlap being the same), so that the copy is two loads
-    /// and two stores, not a call of `memcpy`. The bytes past its length are zero.
+    /// `name`'s bytes in a record, if it is 4 to 16 bytes long ([`text::packed`]: no call of
+    /// `memcpy`).
     #[inline]
     fn inline(name: &str) -> Option<Self> {
-        let s = name.as_bytes();
-        let n = s.len();
-        let word = |at: usize| s.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-        let half = |at: usize| s.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
-        let bytes = match n {
-            8..=16 => u128::from(word(0)?) | (u128::from(word(n - 8)?) << (8 * (n - 8))),
-            4..=7 => u128::from(u64::from(half(0)?) | (u64::from(half(n - 4)?) << (8 * (n - 4)))),
-            _ => return None,
-        };
-        Some(Self::Inline { len: n as u8, bytes: NameBytes(bytes.to_le_bytes()) })
+        let bytes = text::packed(name.as_bytes())?;
+        Some(Self::Inline { len: name.len() as u8, bytes: NameBytes(bytes.to_le_bytes()) })
     }
 }
 
@@ -320,14 +312,16 @@ impl Batches {
     }
 }
 
-/// Where a reader is in the [`Batches`] it holds (which do not change while it reads them).
+/// Where a reader is in the [`Batches`] it holds (which only grow by whole batches while it
+/// reads them, if they change at all: the bus swaps a read buffer out and resets).
 #[derive(Debug)]
 pub(crate) struct Cursor {
     /// The header of the last event read (`u32::MAX` before the first).
     header: u32,
     index: u32,
-    /// Where the batch after `header` starts (`u32::MAX`: there is none): an event before it
-    /// is in the same batch as the last one, found without a look at the headers.
+    /// Where the batch after `header` starts (if there was none, where the events ended
+    /// when it was read: a batch appended later starts there): an event before it is in the
+    /// same batch as the last one, found without a look at the headers.
     next_batch: u32,
 }
 
@@ -353,7 +347,8 @@ impl Cursor {
         let index = self.index;
         while index >= self.next_batch {
             self.header = self.header.wrapping_add(1);
-            self.next_batch = batches.headers.get(self.header as usize + 1).map_or(u32::MAX, |h| h.records);
+            let end = batches.records.len() as u32;
+            self.next_batch = batches.headers.get(self.header as usize + 1).map_or(end, |h| h.records);
         }
         self.index += 1;
         Some(EventRef { batches, header: self.header, index })
@@ -486,7 +481,9 @@ impl<'a> EventRef<'a> {
         match name {
             // Copied from a `str` whole: valid UTF-8 (never the empty default).
             Name::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes.0[..usize::from(*len)]).unwrap_or_default()
+                let name = std::str::from_utf8(&bytes.0[..usize::from(*len)]);
+                debug_assert!(name.is_ok(), "a record's name is a str's bytes");
+                name.unwrap_or_default()
             }
             Name::Text(span) => self.text(*span),
         }
@@ -699,6 +696,52 @@ mod tests {
         assert_eq!(read.iter().map(|q| &**q).collect::<Vec<_>>(), queues);
         let shared: Vec<bool> = read.windows(2).map(|w| Arc::ptr_eq(&w[0], &w[1])).collect();
         assert_eq!(shared, [true, false, false, true, false, false, false]);
+    }
+
+    #[test]
+    fn owned_events_share_a_name_only_of_the_same_length() {
+        // Names whose words are alike but whose lengths differ (a trailing NUL cannot come
+        // from a client, whose names are checked, but the record must not depend on that).
+        let queues = ["abcd", "abcd\0", "abcd", "abcdefghijklmnop", "abcdefghijklmnop\0", "abcdefghijklmnop"];
+        let mut staged = Batches::default();
+        for (seq, name) in queues.iter().enumerate() {
+            command(&mut staged, seq as u64, &[Fact::QueueCreated { queue: name, queue_id: Uuid::nil() }]);
+        }
+        let mut channel = Batches::default();
+        channel.append(&mut staged, None, "t", 0, false);
+        let (mut cursor, mut names) = (Cursor::default(), Names::default());
+        let read: Vec<Arc<str>> = std::iter::from_fn(|| {
+            cursor.next(&channel).map(|e| match e.to_event_with(&mut names).kind {
+                EventKind::QueueCreated { queue, .. } => queue,
+                other => panic!("{other:?}"),
+            })
+        })
+        .collect();
+        assert_eq!(read.iter().map(|q| &**q).collect::<Vec<_>>(), queues);
+        assert!(read.windows(2).all(|w| !Arc::ptr_eq(&w[0], &w[1])));
+    }
+
+    #[test]
+    fn a_cursor_reads_batches_appended_while_it_reads() {
+        let tenant = String::from("t");
+        let mut channel = Batches::default();
+        let mut first = Batches::default();
+        command(&mut first, 1, &[CREATED, DELETED]);
+        channel.append(&mut first, None, &tenant, 0, false);
+        let mut cursor = Cursor::default();
+        let mut read = |channel: &Batches| cursor.next(channel).map(|e| (e.seq(), e.event_type()));
+        assert_eq!(read(&channel), Some((1, "queue.deleted")));
+        let mut second = Batches::default();
+        command(&mut second, 2, &[CREATED]);
+        channel.append(&mut second, None, &tenant, 0, false);
+        assert_eq!(read(&channel), Some((1, "queue.created")));
+        assert_eq!(read(&channel), Some((2, "queue.created")));
+        assert_eq!(read(&channel), None);
+        let mut third = Batches::default();
+        command(&mut third, 3, &[DELETED]);
+        channel.append(&mut third, None, &tenant, 0, false);
+        assert_eq!(read(&channel), Some((3, "queue.deleted")));
+        assert_eq!(read(&channel), None);
     }
 
     #[test]

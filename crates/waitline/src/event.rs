@@ -154,7 +154,8 @@ pub enum EventKind {
 }
 
 /// What an event says besides the call it is about, with a queue's name as `Q`: a `&str`
-/// where events are made and read, a span of its batch's text where they travel (`batch`).
+/// where events are made and read, its bytes in the record or a span of its batch's text
+/// where they travel (`batch`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fact<Q> {
     CallInitiated,

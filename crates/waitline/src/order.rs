@@ -666,6 +666,12 @@ impl<T: Copy + Default> MemberOrder<T> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_bands_header_is_half_a_cache_line_and_never_across_two() {
+        assert_eq!(std::mem::size_of::<Marks>(), 32);
+        assert_eq!(std::mem::align_of::<Marks>(), 32);
+    }
+
     /// A small reproducible random source: `random(n)` is in `0..n`.
     fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
         move |n| {

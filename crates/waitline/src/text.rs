@@ -8,16 +8,41 @@
 #[inline]
 pub(crate) fn words(s: &[u8]) -> Option<[u64; 2]> {
     let n = s.len();
-    let word = |at: usize| s.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-    let half = |at: usize| s.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
     match n {
-        8..=16 => Some([word(0)?, word(n - 8)?]),
+        8..=16 => Some([word_at(s, 0)?, word_at(s, n - 8)?]),
         4..=7 => {
-            let w = u64::from(half(0)?) | (u64::from(half(n - 4)?) << 32);
+            let w = u64::from(half_at(s, 0)?) | (u64::from(half_at(s, n - 4)?) << 32);
             Some([w, w])
         }
         _ => None,
     }
+}
+
+/// The bytes of a text of 4 to 16 bytes in place, the rest zero (the `u128` of its bytes
+/// padded to 16, little-endian): read as [`words`] reads them, from its two ends, the second
+/// piece shifted to where it ends (the bytes where the two overlap are the same), so that a
+/// copy of a short name is two loads and two stores, not a call of `memcpy`; `None` for
+/// other lengths.
+#[inline]
+pub(crate) fn packed(s: &[u8]) -> Option<u128> {
+    let n = s.len();
+    match n {
+        8..=16 => Some(u128::from(word_at(s, 0)?) | (u128::from(word_at(s, n - 8)?) << (8 * (n - 8)))),
+        4..=7 => {
+            Some(u128::from(u64::from(half_at(s, 0)?) | (u64::from(half_at(s, n - 4)?) << (8 * (n - 4)))))
+        }
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn word_at(s: &[u8], at: usize) -> Option<u64> {
+    s.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+}
+
+#[inline(always)]
+fn half_at(s: &[u8], at: usize) -> Option<u32> {
+    s.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
 }
 
 const ONES: u64 = u64::from_le_bytes([0x01; 8]);
@@ -57,6 +82,19 @@ mod tests {
                 other[i] ^= 0x40;
                 assert_ne!(words(&other), words(&text[..n]), "length {n}, byte {i}");
             }
+        }
+    }
+
+    #[test]
+    fn packed_is_the_bytes_zero_padded_from_4_to_16() {
+        let text = "0123456789abcdefXYZ".as_bytes();
+        for n in 0..=text.len() {
+            let mut padded = [0; 16];
+            let expected = (4..=16).contains(&n).then(|| {
+                padded[..n].copy_from_slice(&text[..n]);
+                u128::from_le_bytes(padded)
+            });
+            assert_eq!(packed(&text[..n]), expected, "length {n}");
         }
     }
 
