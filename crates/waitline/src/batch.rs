@@ -491,9 +491,7 @@ impl<'a> EventRef<'a> {
 
     /// What the event says besides its call, its names read from the batch.
     fn fact(self) -> Fact<&'a str> {
-        let fact = &self.record().fact;
-        let queue = fact.queue().map(|name| self.name(name));
-        fact.map(|_| queue.unwrap_or_default())
+        self.record().fact.as_ref().map(|name| self.name(name))
     }
 
     /// The payload object alone (docs/behaviour.md §4).
@@ -520,9 +518,7 @@ impl<'a> EventRef<'a> {
     /// What the event says besides its call, its queue's name an `Arc` from `names` (see
     /// [`Names::queue`]).
     fn owned_fact(self, names: &mut Names) -> Fact<Arc<str>> {
-        let fact = &self.record().fact;
-        let queue = fact.queue().map(|name| names.queue(name, || self.name(name)));
-        fact.map(|_| queue.unwrap_or_default())
+        self.record().fact.as_ref().map(|name| names.queue(name, || self.name(name)))
     }
 
     /// The event as an owned [`Event`].

@@ -189,14 +189,28 @@ impl<Q> Fact<Q> {
         }
     }
 
-    /// Its queue's name, if it has one.
-    pub(crate) const fn queue(&self) -> Option<&Q> {
+    /// The same fact with its queue name borrowed.
+    pub(crate) const fn as_ref(&self) -> Fact<&Q> {
         match self {
-            Self::CallDequeued { queue, .. }
-            | Self::CallEnqueued { queue, .. }
-            | Self::QueueCreated { queue, .. }
-            | Self::QueueDeleted { queue, .. } => Some(queue),
-            Self::CallInitiated | Self::CallAnswered | Self::CallBridged | Self::CallHangup { .. } => None,
+            Self::CallInitiated => Fact::CallInitiated,
+            Self::CallAnswered => Fact::CallAnswered,
+            Self::CallDequeued { queue, queue_position, reason, wait_time_secs } => Fact::CallDequeued {
+                queue,
+                queue_position: *queue_position,
+                reason: *reason,
+                wait_time_secs: *wait_time_secs,
+            },
+            Self::CallBridged => Fact::CallBridged,
+            Self::CallHangup { source } => Fact::CallHangup { source: *source },
+            Self::CallEnqueued { queue, current_position, queue_avg_wait_time_secs } => Fact::CallEnqueued {
+                queue,
+                current_position: *current_position,
+                queue_avg_wait_time_secs: *queue_avg_wait_time_secs,
+            },
+            Self::QueueCreated { queue, queue_id } => Fact::QueueCreated { queue, queue_id: *queue_id },
+            Self::QueueDeleted { queue, queue_id, reason } => {
+                Fact::QueueDeleted { queue, queue_id: *queue_id, reason: *reason }
+            }
         }
     }
 
