@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 # One target directory for every step, so nothing is built twice.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# Test builds keep line tables (a panic's backtrace still names file and line) but not full
+# debug info, and CI builds nothing incrementally: a full debug target was ~13 GB and filled
+# a CI disk once; this keeps it a fraction of that and links faster.
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+fi
 
 step() { printf '\n==> %s\n' "$*"; }
 
