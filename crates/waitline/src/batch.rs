@@ -193,11 +193,48 @@ impl Batches {
     /// a kind).
     #[inline(never)]
     pub(crate) fn close(&mut self, seq: u64, occurred_at: Timestamp) {
-        let Some(header) = self.open_header(seq, occurred_at) else { return };
+        self.close_of(seq, occurred_at, 0);
+    }
+
+    /// [`Batches::close`] for tenant run `tenant` (0 while staged); whether it made a batch.
+    #[inline]
+    fn close_of(&mut self, seq: u64, occurred_at: Timestamp, tenant: u32) -> bool {
+        let Some(header) = self.open_header(seq, occurred_at) else { return false };
         self.order_open();
         self.last_rank = 0;
-        self.headers.push(header);
+        self.headers.push(Header { tenant, ..header });
         self.open = (self.records.len() as u32, self.text.len());
+        true
+    }
+
+    /// Opens a command of `tenant` (the engine's copy of its name) whose event ids start
+    /// with `key` at the end of these batches (a channel lent to the command, which writes
+    /// its events here: nothing staged, nothing copied); returns its tenant's run, for
+    /// [`Batches::close_lent`].
+    #[inline]
+    pub(crate) fn open_lent(&mut self, tenant: &str, key: u64) -> u32 {
+        let run = self.run_of(tenant, key, tenant.as_ptr() as usize);
+        self.open = (self.records.len() as u32, self.text.len());
+        run
+    }
+
+    /// Ends a command opened by [`Batches::open_lent`] as the batch of `seq` at
+    /// `occurred_at` of tenant run `run`; whether it had events (and so made a batch).
+    #[inline]
+    pub(crate) fn close_lent(&mut self, seq: u64, occurred_at: Timestamp, run: u32) -> bool {
+        self.close_of(seq, occurred_at, run)
+    }
+
+    /// Forgets the open command's events (a command that did not end: it panicked), so that
+    /// no event is read without its batch.
+    #[cold]
+    pub(crate) fn discard_open(&mut self) {
+        let (records, text) = self.open;
+        self.records.truncate(records as usize);
+        self.calls.truncate(records as usize);
+        self.text.truncate(text);
+        self.last_rank = 0;
+        self.unsorted = false;
     }
 
     /// The header of the open command's events as the batch of `seq` at `occurred_at`
@@ -264,10 +301,7 @@ impl Batches {
             self.take_whole(from, tenant, key, at);
             return;
         }
-        let run = match self.tenants.last() {
-            Some(r) if r.at == at => self.tenants.len() - 1,
-            _ => self.add_run(tenant, key, at),
-        } as u32;
+        let run = self.run_of(tenant, key, at);
         let (records, text) = (self.records.len() as u32, self.text.len());
         // Usually none: closed batches come before a command's own only when timers fired.
         if !from.headers.is_empty() {
@@ -300,6 +334,16 @@ impl Batches {
         from.add_run(tenant, key, at);
         std::mem::swap(self, from);
         from.clear();
+    }
+
+    /// The run of tenant `tenant` (at address `at`) for batches that follow: the last one if
+    /// it is this tenant's, else a new one.
+    #[inline]
+    fn run_of(&mut self, tenant: &str, key: u64, at: usize) -> u32 {
+        match self.tenants.last() {
+            Some(r) if r.at == at => self.tenants.len() as u32 - 1,
+            _ => self.add_run(tenant, key, at) as u32,
+        }
     }
 
     /// Writes the name of a tenant whose batches follow; returns its run's index.

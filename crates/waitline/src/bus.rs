@@ -19,19 +19,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::batch::{Batches, Cursor, EventRef, Names};
 use crate::clock::Timestamp;
 use crate::event::Event;
 
 /// A subscriber's bounded queue of events, with everything its reader may wait on behind
-/// one lock: a publish appends a command's events under it, a read swaps the whole queue
-/// for the reader's emptied one (no allocation either way once both have grown), and no
-/// wake-up can be lost (the reader looks at the queue and registers its waker under the
-/// lock the publisher appends under).
+/// one lock: a command of a tenant it is the only listener of writes its events into it
+/// under it ([`Lent`]), a publish appends a command's staged events under it, a read swaps
+/// the whole queue for the reader's emptied one (no allocation either way once both have
+/// grown), and no wake-up can be lost (the reader looks at the queue and registers its
+/// waker under the lock the publisher appends under).
 #[derive(Debug)]
-struct Channel {
+pub(crate) struct Channel {
     state: Mutex<ChannelState>,
     /// Signalled for a thread blocked in `recv` or `recv_timeout`.
     ready: Condvar,
@@ -67,6 +68,12 @@ impl Channel {
             return;
         }
         st.events.append(events, open, tenant, key, take);
+        self.added_batch(st);
+    }
+
+    /// A batch was added under `st`: counts it, unlocks, and wakes a reader that waits.
+    #[inline]
+    fn added_batch(&self, mut st: MutexGuard<'_, ChannelState>) {
         st.batches += 1;
         let waker = st.waker.take();
         let sleeping = st.sleeping > 0;
@@ -77,6 +84,20 @@ impl Channel {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// Lends the channel to a command of `tenant` (its events written straight into it, see
+    /// [`Lent`]) if nobody holds it (a reader, or another tenant's command: then the command
+    /// stages its events and publishes them as usual, so tenants never wait for each other's
+    /// commands) and it has room for a batch.
+    #[inline]
+    fn lend(&self, tenant: &str, key: u64) -> Option<Lent<'_>> {
+        let mut st = self.state.try_lock()?;
+        if st.batches >= self.capacity {
+            return None;
+        }
+        let run = st.events.open_lent(tenant, key);
+        Some(Lent { channel: self, state: Some(st), run })
     }
 
     /// Whether the channel holds as many batches as it can (tests).
@@ -94,6 +115,113 @@ impl Channel {
         self.ready.notify_all();
         if let Some(w) = waker {
             w.wake();
+        }
+    }
+}
+
+/// A tenant's only listening channel, locked for one of its commands, which writes its events
+/// into it directly (no staging, no copy: the usual case, a tenant with one subscriber).
+/// Held from before the command's first change to its end, under the tenant's lock, so the
+/// tenant's events still arrive in the order of its sequence; a reader that looks meanwhile
+/// waits for the command to end.
+#[derive(Debug)]
+pub(crate) struct Lent<'c> {
+    channel: &'c Channel,
+    /// `None` once the command ended ([`Lent::commit`]).
+    state: Option<MutexGuard<'c, ChannelState>>,
+    /// The command's tenant's run in the channel's batches.
+    run: u32,
+}
+
+impl Lent<'_> {
+    /// Where the command writes its events.
+    #[inline]
+    fn events(&mut self) -> &mut Batches {
+        match &mut self.state {
+            Some(st) => &mut st.events,
+            None => unreachable!("a lent channel is written before it is committed"),
+        }
+    }
+
+    /// Ends the command: its events, if any, become the batch of the number and instant
+    /// `open` gives, and the channel is unlocked (and its reader woken).
+    #[inline]
+    fn commit(mut self, open: Option<(u64, Timestamp)>) {
+        let Some(mut st) = self.state.take() else { return };
+        match open {
+            Some((seq, at)) if st.events.close_lent(seq, at, self.run) => self.channel.added_batch(st),
+            _ => st.events.discard_open(),
+        }
+    }
+}
+
+impl Drop for Lent<'_> {
+    /// A command that did not commit (it panicked) leaves none of its events behind.
+    fn drop(&mut self) {
+        if let Some(st) = &mut self.state {
+            st.events.discard_open();
+        }
+    }
+}
+
+/// Where a command's events go while someone listens to its tenant.
+#[derive(Debug)]
+pub(crate) enum Room<'c> {
+    /// The tenant's one listening channel, written directly.
+    Lent(Lent<'c>),
+    /// The tenant's own room, published when the command ends ([`EventBus::publish`]).
+    Staged(Box<Batches>),
+}
+
+impl<'c> Room<'c> {
+    /// Where a command of `tenant` (whose event ids start with `key`) writes its events:
+    /// `only`, the tenant's one listening channel ([`Listeners::only`]), lent if nobody holds
+    /// it (a reader, or another tenant's command: then the command stages its events, and
+    /// tenants never wait for each other's commands) and it has room for a batch; else the
+    /// tenant's own room, `staged`.
+    #[inline]
+    pub(crate) fn new(
+        only: Option<&'c Channel>,
+        tenant: &str,
+        key: u64,
+        staged: impl FnOnce() -> Box<Batches>,
+    ) -> Self {
+        match only.and_then(|channel| channel.lend(tenant, key)) {
+            Some(lent) => Self::Lent(lent),
+            None => Self::Staged(staged()),
+        }
+    }
+
+    /// Where the command writes its events.
+    #[inline]
+    pub(crate) fn events(&mut self) -> &mut Batches {
+        match self {
+            Self::Lent(lent) => lent.events(),
+            Self::Staged(events) => events,
+        }
+    }
+
+    /// Hands the command's events, left open, to the tenant's `listeners` as the batch
+    /// `open` says (none: the command changed nothing); gives back the tenant's own room,
+    /// emptied, if it was used.
+    #[inline]
+    pub(crate) fn publish(
+        self,
+        bus: &EventBus,
+        listeners: &Listeners,
+        tenant: &str,
+        key: u64,
+        open: Option<(u64, Timestamp)>,
+    ) -> Option<Box<Batches>> {
+        match self {
+            Self::Lent(lent) => {
+                lent.commit(open);
+                None
+            }
+            Self::Staged(mut events) => {
+                bus.publish(tenant, key, listeners, &mut events, open);
+                Some(events)
+            }
         }
     }
 }
@@ -125,6 +253,18 @@ impl Default for Listeners {
     /// Made at no generation: the first look makes the list.
     fn default() -> Self {
         Self { generation: u64::MAX, channels: Vec::new() }
+    }
+}
+
+impl Listeners {
+    /// The tenant's one listening channel, if it has one and it is still subscribed (see
+    /// [`Room::new`]).
+    #[inline]
+    pub(crate) fn only(&self) -> Option<&Channel> {
+        match self.channels.as_slice() {
+            [only] if !only.closed.load(Ordering::Relaxed) => Some(only),
+            _ => None,
+        }
     }
 }
 
