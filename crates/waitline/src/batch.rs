@@ -2,8 +2,10 @@
 //! carrying its tenant, its sequence number and its instant once, with events as compact
 //! records.
 //!
-//! A command writes its events into its tenant's [`Batches`] (kept from command to
-//! command, so nothing is allocated in the steady state); the publish appends them to each
+//! A command writes its events straight into the `Batches` of its tenant's one listening
+//! channel, lent to it (opened with [`Batches::open_lent`], closed with
+//! [`Batches::close_lent`]), or else into its tenant's own [`Batches`] (kept from command to
+//! command, so nothing is allocated in the steady state), which the publish appends to each
 //! subscriber's `Batches` in a few block copies; the reader swaps the whole of it out and
 //! reads the events in place, as [`EventRef`] views. Nothing in a record owns a reference
 //! count: each event's call identity (shared with the call's record) is held beside the

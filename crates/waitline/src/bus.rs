@@ -1,7 +1,8 @@
 //! The bus that hands commands' events to subscribers.
 //!
 //! A command's events are handed to every subscriber's channel as one batch at the moment the
-//! command commits, while it still holds its tenant's lock: so a tenant's events reach every
+//! command commits, while it still holds its tenant's lock (a tenant's one listening channel
+//! is lent to the command, which writes them into it directly: [`Room`]): so a tenant's events reach every
 //! subscriber in the order of the tenant's sequence numbers ([`Event::seq`]), and a command's
 //! events stay together. Subscriber code never runs under an engine lock, and a subscriber that does not
 //! keep up loses batches (counted) instead of slowing commands.
@@ -810,5 +811,145 @@ mod tests {
         send(&bus, batch(&[6]));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(6))));
         assert_eq!(sub.dropped(), 3);
+    }
+
+    /// One command of tenant "t" numbered `seq`, making the queue.created events `event(n)`
+    /// for each of `ns` through the room its listeners give it, then published, as
+    /// `Tenant::run` does (`staged`: the tenant's own room). Whether the channel was lent.
+    fn command(
+        bus: &EventBus,
+        listeners: &Listeners,
+        staged: &mut Option<Box<Batches>>,
+        ns: &[u128],
+    ) -> bool {
+        let mut room = Room::new(listeners.only(), "t", 0, || staged.take().unwrap_or_default());
+        let lent = matches!(room, Room::Lent(_));
+        for &n in ns {
+            room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(n) });
+        }
+        let seq = ns.first().map(|&n| (n as u64, Timestamp::from_secs(1)));
+        if let Some(own) = room.publish(bus, listeners, "t", 0, seq) {
+            *staged = Some(own);
+        }
+        lent
+    }
+
+    fn listeners_of_t(bus: &EventBus) -> Listeners {
+        let mut listeners = Listeners::default();
+        bus.listens("t", &mut listeners);
+        listeners
+    }
+
+    #[test]
+    fn a_command_writes_into_its_tenants_one_channel_read_after_later_publishes() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let listeners = listeners_of_t(&bus);
+        let mut staged = None;
+        assert!(command(&bus, &listeners, &mut staged, &[1]), "the one channel, free, is lent");
+        assert!(staged.is_none(), "the tenant's own room is not even taken");
+        // The reader takes the channel's buffer and reads part of it...
+        assert_eq!(sub.try_recv(), Some(event(1)));
+        // ... while commands write into the buffer it gave back, and a staged publish comes.
+        assert!(command(&bus, &listeners, &mut staged, &[2]));
+        send(&bus, batch(&[3]));
+        assert!(command(&bus, &listeners, &mut staged, &[4]));
+        // A command that changed nothing adds no batch.
+        assert!(command(&bus, &listeners, &mut staged, &[]));
+        let ids: Vec<Uuid> = std::iter::from_fn(|| sub.try_next().map(|e| e.id())).collect();
+        assert_eq!(ids, [2, 3, 4].map(|n| event(n).id));
+        assert!(sub.try_next().is_none());
+    }
+
+    #[test]
+    fn a_held_channel_makes_the_command_stage_its_events() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let listeners = listeners_of_t(&bus);
+        let held = sub.channel.state.lock();
+        let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
+        assert!(matches!(room, Room::Staged(_)), "a held channel is not lent");
+        room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(5) });
+        drop(held);
+        let own = room.publish(&bus, &listeners, "t", 0, Some((5, Timestamp::from_secs(1))));
+        assert!(own.is_some_and(|b| b.is_empty()), "published, and the room given back emptied");
+        assert_eq!(sub.drain(), [event(5)]);
+    }
+
+    #[test]
+    fn a_full_channel_counts_what_a_command_loses_and_lends_again_once_read() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 1);
+        let listeners = listeners_of_t(&bus);
+        let mut staged = None;
+        assert!(command(&bus, &listeners, &mut staged, &[1]));
+        assert!(!command(&bus, &listeners, &mut staged, &[2, 3]), "a full channel is not lent");
+        assert_eq!(sub.dropped(), 2, "the second command's two events are counted lost");
+        assert!(staged.as_ref().is_some_and(|b| b.is_empty()), "its room kept, emptied");
+        assert_eq!(sub.drain(), [event(1)]);
+        assert!(command(&bus, &listeners, &mut staged, &[4]));
+        assert_eq!(sub.drain(), [event(4)]);
+        assert_eq!(sub.dropped(), 2);
+    }
+
+    #[test]
+    fn two_subscribers_each_get_every_command_and_one_left_is_lent_again() {
+        let bus = EventBus::default();
+        let (mut first, mut second) = (bus.subscribe(None, 8), bus.subscribe(Some("t".into()), 8));
+        let mut listeners = listeners_of_t(&bus);
+        let mut staged = None;
+        assert!(!command(&bus, &listeners, &mut staged, &[1]), "two listeners: staged, copied");
+        assert_eq!(first.drain(), [event(1)]);
+        drop(first);
+        // Until the tenant sees the bus change, its list has the dropped one.
+        assert!(!command(&bus, &listeners, &mut staged, &[2]));
+        bus.listens("t", &mut listeners);
+        assert!(command(&bus, &listeners, &mut staged, &[3]), "the one left is lent");
+        assert_eq!(second.drain(), [event(1), event(2), event(3)]);
+        drop(second);
+        // Its only listener gone: nothing is lent, nothing published.
+        assert!(!command(&bus, &listeners, &mut staged, &[4]));
+        assert!(!bus.listens("t", &mut listeners));
+    }
+
+    #[test]
+    fn a_subscriber_dropped_while_its_channel_is_lent_lets_go_of_every_event() {
+        let call = crate::call::tests::identity("call-a", Some(0));
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let listeners = listeners_of_t(&bus);
+        let mut staged = None;
+        assert!(command(&bus, &listeners, &mut staged, &[1]));
+        assert_eq!(sub.try_recv(), Some(event(1)), "the reader holds a buffer");
+        let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
+        assert!(matches!(room, Room::Lent(_)));
+        room.events().push(Some(&call), None, Fact::CallBridged);
+        let channel = sub.channel.clone();
+        // The drop waits for the command to end, then takes what the channel holds.
+        let dropping = std::thread::spawn(move || drop(sub));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(Arc::strong_count(&call), 2, "the command's event holds the call");
+        assert!(room.publish(&bus, &listeners, "t", 0, Some((2, Timestamp::from_secs(1)))).is_none());
+        dropping.join().expect("drop");
+        assert!(channel.closed.load(Ordering::Relaxed));
+        assert_eq!(Arc::strong_count(&call), 1, "released with the channel's events");
+        assert!(channel.state.lock().events.is_empty());
+    }
+
+    #[test]
+    fn a_command_that_panics_leaves_none_of_its_events_in_its_lent_channel() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let listeners = listeners_of_t(&bus);
+        let mut staged = None;
+        assert!(command(&bus, &listeners, &mut staged, &[1]));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
+            room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::nil() });
+            panic!("a command's bug");
+        }));
+        assert!(panicked.is_err());
+        assert!(command(&bus, &listeners, &mut staged, &[3]), "unlocked as the stack unwound");
+        assert_eq!(sub.drain(), [event(1), event(3)]);
     }
 }
