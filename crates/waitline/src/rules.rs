@@ -430,13 +430,14 @@ impl Tenant {
             fire_due(inner, journal, &self.state, &mut core, now, listening);
         }
         // The state for the command's `Txn`, the channels apart: a channel lent to the command
-        // is borrowed from them.
+        // is borrowed from them. None is lent while a journal records: no code but the
+        // engine's runs while a command holds a channel.
         let Locked { core, listeners } = &mut *core;
         let (mut room, mut events) = (None, None);
         if listening {
             let (name, key) = (&*self.state.name, self.state.event_key);
-            events =
-                Some(room.insert(Room::new(listeners.only(), name, key, || core.take_event_list())).events());
+            let only = if journal.is_none() { listeners.only() } else { None };
+            events = Some(room.insert(Room::new(only, name, key, || core.take_event_list())).events());
         }
         let mut replay = self.replaying.as_ref().map(|r| r.draws.clone().into_iter());
         let mut txn = Txn::new(&inner.shared, core, now, events, replay.as_mut());
