@@ -952,4 +952,26 @@ mod tests {
         assert!(command(&bus, &listeners, &mut staged, &[3]), "unlocked as the stack unwound");
         assert_eq!(sub.drain(), [event(1), event(3)]);
     }
+
+    #[test]
+    fn lent_commands_of_two_tenants_name_each_its_own() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let (t, u) = (String::from("tenant-t"), String::from("tenant-u"));
+        let mut listeners = Listeners::default();
+        bus.listens(&t, &mut listeners);
+        for (seq, tenant, key) in [(1, &t, 10), (2, &u, 20), (3, &u, 20), (4, &t, 10)] {
+            let mut room = Room::new(listeners.only(), tenant, key, Box::<Batches>::default);
+            assert!(matches!(room, Room::Lent(_)));
+            room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::nil() });
+            assert!(
+                room.publish(&bus, &listeners, tenant, key, Some((seq, Timestamp::from_secs(seq)))).is_none()
+            );
+        }
+        let read: Vec<(String, u64, Uuid)> =
+            std::iter::from_fn(|| sub.try_next().map(|e| (e.tenant().to_owned(), e.seq(), e.id()))).collect();
+        let want = [(&t, 1, 10), (&u, 2, 20), (&u, 3, 20), (&t, 4, 10)]
+            .map(|(tenant, seq, key)| (tenant.clone(), seq, event_id(key, seq, 0)));
+        assert_eq!(read, want);
+    }
 }
