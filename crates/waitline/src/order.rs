@@ -81,7 +81,8 @@ impl Marks {
     }
 
     /// As [`Marks::add`]; false, with nothing changed, when the bitmap has no block for
-    /// `slot` (a band with no bitmap yet has no block at all).
+    /// `slot` (a band with no bitmap yet has no block at all). Inlined into `mark`.
+    #[inline]
     fn try_add(&mut self, slot: usize, delta: i32) -> bool {
         let (block, word, bit) = (slot / BLOCK_SLOTS, slot / 64 % BLOCK_WORDS, 1u64 << (slot % 64));
         let Some(b) = self.blocks.get_mut(block) else { return false };

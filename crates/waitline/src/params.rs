@@ -99,8 +99,19 @@ pub struct CommandOptions {
 }
 
 impl CommandOptions {
-    #[inline]
+    /// Inlined, with the checks of given options out of line: most commands carry neither,
+    /// and two tests then cost less than a call (left to the compiler, it was kept out of
+    /// line in a caller with several commands, ~20 instructions a command).
+    #[inline(always)]
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.client_state.is_none() && self.command_id.is_none() {
+            return Ok(());
+        }
+        self.validate_given()
+    }
+
+    #[inline(never)]
+    fn validate_given(&self) -> Result<()> {
         if let Some(cs) = &self.client_state {
             validate_client_state(cs)?;
         }
