@@ -215,6 +215,7 @@ impl Batches {
     /// [`Batches::close_lent`].
     #[inline]
     pub(crate) fn open_lent(&mut self, tenant: &str, key: u64) -> u32 {
+        self.discard_unclosed();
         let run = self.run_of(tenant, key, tenant.as_ptr() as usize);
         self.open = (self.records.len() as u32, self.text.len());
         run
@@ -227,8 +228,18 @@ impl Batches {
         self.close_of(seq, occurred_at, run)
     }
 
-    /// Forgets the open command's events (a command that did not end: it panicked), so that
-    /// no event is read without its batch.
+    /// Forgets the events of a command opened by [`Batches::open_lent`] that did not end
+    /// (it panicked, and its lent channel was unlocked as the stack unwound), so that no
+    /// event is read without its batch. Where no command writes, the open command starts
+    /// where the events end: kept so by everything that adds batches.
+    #[inline]
+    pub(crate) fn discard_unclosed(&mut self) {
+        if self.open != (self.records.len() as u32, self.text.len()) {
+            self.discard_open();
+        }
+    }
+
+    /// Forgets the open command's events.
     #[cold]
     pub(crate) fn discard_open(&mut self) {
         let (records, text) = self.open;
@@ -295,6 +306,7 @@ impl Batches {
             open.is_some() || from.records.len() == from.open.0 as usize,
             "an open command's events are appended with their header"
         );
+        self.discard_unclosed();
         let at = tenant.as_ptr() as usize;
         if take && self.headers.is_empty() {
             if let Some((seq, occurred_at)) = open {
@@ -327,6 +339,7 @@ impl Batches {
         if !from.text.is_empty() {
             self.text.push_str(&from.text);
         }
+        self.open = (self.records.len() as u32, self.text.len());
     }
 
     /// Into this empty one, `from` whole (their contents swapped: `from` keeps this one's
@@ -335,6 +348,7 @@ impl Batches {
     fn take_whole(&mut self, from: &mut Self, tenant: &str, key: u64, at: usize) {
         from.add_run(tenant, key, at);
         std::mem::swap(self, from);
+        self.open = (self.records.len() as u32, self.text.len());
         from.clear();
     }
 

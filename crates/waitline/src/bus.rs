@@ -98,7 +98,7 @@ impl Channel {
             return None;
         }
         let run = st.events.open_lent(tenant, key);
-        Some(Lent { channel: self, state: Some(st), run })
+        Some(Lent { channel: self, state: st, run })
     }
 
     /// Whether the channel holds as many batches as it can (tests).
@@ -124,12 +124,13 @@ impl Channel {
 /// into it directly (no staging, no copy: the usual case, a tenant with one subscriber).
 /// Held from before the command's first change to its end, under the tenant's lock, so the
 /// tenant's events still arrive in the order of its sequence; a reader that looks meanwhile
-/// waits for the command to end.
+/// waits for the command to end. A command that panics unlocks it as the stack unwinds,
+/// its events left unclosed: whatever next adds to the channel or reads it forgets them
+/// first ([`Batches::discard_unclosed`]).
 #[derive(Debug)]
 pub(crate) struct Lent<'c> {
     channel: &'c Channel,
-    /// `None` once the command ended ([`Lent::commit`]).
-    state: Option<MutexGuard<'c, ChannelState>>,
+    state: MutexGuard<'c, ChannelState>,
     /// The command's tenant's run in the channel's batches.
     run: u32,
 }
@@ -138,29 +139,17 @@ impl Lent<'_> {
     /// Where the command writes its events.
     #[inline]
     fn events(&mut self) -> &mut Batches {
-        match &mut self.state {
-            Some(st) => &mut st.events,
-            None => unreachable!("a lent channel is written before it is committed"),
-        }
+        &mut self.state.events
     }
 
     /// Ends the command: its events, if any, become the batch of the number and instant
     /// `open` gives, and the channel is unlocked (and its reader woken).
     #[inline]
-    fn commit(mut self, open: Option<(u64, Timestamp)>) {
-        let Some(mut st) = self.state.take() else { return };
+    fn commit(self, open: Option<(u64, Timestamp)>) {
+        let Self { channel, mut state, run } = self;
         match open {
-            Some((seq, at)) if st.events.close_lent(seq, at, self.run) => self.channel.added_batch(st),
-            _ => st.events.discard_open(),
-        }
-    }
-}
-
-impl Drop for Lent<'_> {
-    /// A command that did not commit (it panicked) leaves none of its events behind.
-    fn drop(&mut self) {
-        if let Some(st) = &mut self.state {
-            st.events.discard_open();
+            Some((seq, at)) if state.events.close_lent(seq, at, run) => channel.added_batch(state),
+            _ => state.events.discard_unclosed(),
         }
     }
 }
@@ -426,6 +415,7 @@ impl Subscription {
     /// Under the channel's lock: takes every waiting event (swapping queues: the reader's is
     /// emptied before).
     fn fetch_locked(events: &mut Batches, cursor: &mut Cursor, st: &mut ChannelState) -> Fetch {
+        st.events.discard_unclosed();
         if !st.events.is_empty() {
             std::mem::swap(events, &mut st.events);
             st.batches = 0;
@@ -951,6 +941,21 @@ mod tests {
         assert!(panicked.is_err());
         assert!(command(&bus, &listeners, &mut staged, &[3]), "unlocked as the stack unwound");
         assert_eq!(sub.drain(), [event(1), event(3)]);
+        // Left unclosed, forgotten by whatever comes next: a reader, or a staged publish.
+        let panic_in_a_command = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
+                room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::nil() });
+                panic!("a command's bug");
+            }))
+            .is_err()
+        };
+        assert!(panic_in_a_command());
+        assert_eq!(sub.try_recv(), None);
+        assert!(command(&bus, &listeners, &mut staged, &[4]));
+        assert!(panic_in_a_command());
+        send(&bus, batch(&[5]));
+        assert_eq!(sub.drain(), [event(4), event(5)]);
     }
 
     #[test]
