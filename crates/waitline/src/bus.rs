@@ -89,8 +89,9 @@ impl Channel {
 
     /// Lends the channel to a command of `tenant` (its events written straight into it, see
     /// [`Lent`]) if nobody holds it (a reader, or another tenant's command: then the command
-    /// stages its events and publishes them as usual, so tenants never wait for each other's
-    /// commands) and it has room for a batch.
+    /// stages its events and publishes them as usual, so that it does not wait to begin; its
+    /// publish waits for the channel as any publish does, at most the other command's end)
+    /// and it has room for a batch.
     #[inline]
     fn lend(&self, tenant: &str, key: u64) -> Option<Lent<'_>> {
         let mut st = self.state.try_lock()?;
@@ -166,9 +167,8 @@ pub(crate) enum Room<'c> {
 impl<'c> Room<'c> {
     /// Where a command of `tenant` (whose event ids start with `key`) writes its events:
     /// `only`, the tenant's one listening channel ([`Listeners::only`]), lent if nobody holds
-    /// it (a reader, or another tenant's command: then the command stages its events, and
-    /// tenants never wait for each other's commands) and it has room for a batch; else the
-    /// tenant's own room, `staged`.
+    /// it (see [`Channel::lend`]) and it has room for a batch; else the tenant's own room,
+    /// `staged`.
     #[inline]
     pub(crate) fn new(
         only: Option<&'c Channel>,
