@@ -2,8 +2,10 @@
 //! carrying its tenant, its sequence number and its instant once, with events as compact
 //! records.
 //!
-//! A command writes its events into its tenant's [`Batches`] (kept from command to
-//! command, so nothing is allocated in the steady state); the publish appends them to each
+//! A command writes its events straight into the `Batches` of its tenant's one listening
+//! channel, lent to it (opened with [`Batches::open_lent`], closed with
+//! [`Batches::close_lent`]), or else into its tenant's own [`Batches`] (kept from command to
+//! command, so nothing is allocated in the steady state), which the publish appends to each
 //! subscriber's `Batches` in a few block copies; the reader swaps the whole of it out and
 //! reads the events in place, as [`EventRef`] views. Nothing in a record owns a reference
 //! count: each event's call identity (shared with the call's record) is held beside the
@@ -193,11 +195,59 @@ impl Batches {
     /// a kind).
     #[inline(never)]
     pub(crate) fn close(&mut self, seq: u64, occurred_at: Timestamp) {
-        let Some(header) = self.open_header(seq, occurred_at) else { return };
+        self.close_of(seq, occurred_at, 0);
+    }
+
+    /// [`Batches::close`] for tenant run `tenant` (0 while staged); whether it made a batch.
+    #[inline]
+    fn close_of(&mut self, seq: u64, occurred_at: Timestamp, tenant: u32) -> bool {
+        let Some(header) = self.open_header(seq, occurred_at) else { return false };
         self.order_open();
         self.last_rank = 0;
-        self.headers.push(header);
+        self.headers.push(Header { tenant, ..header });
         self.open = (self.records.len() as u32, self.text.len());
+        true
+    }
+
+    /// Opens a command of `tenant` (the engine's copy of its name) whose event ids start
+    /// with `key` at the end of these batches (a channel lent to the command, which writes
+    /// its events here: nothing staged, nothing copied); returns its tenant's run, for
+    /// [`Batches::close_lent`].
+    #[inline]
+    pub(crate) fn open_lent(&mut self, tenant: &str, key: u64) -> u32 {
+        self.discard_unclosed();
+        let run = self.run_of(tenant, key, tenant.as_ptr() as usize);
+        self.open = (self.records.len() as u32, self.text.len());
+        run
+    }
+
+    /// Ends a command opened by [`Batches::open_lent`] as the batch of `seq` at
+    /// `occurred_at` of tenant run `run`; whether it had events (and so made a batch).
+    #[inline]
+    pub(crate) fn close_lent(&mut self, seq: u64, occurred_at: Timestamp, run: u32) -> bool {
+        self.close_of(seq, occurred_at, run)
+    }
+
+    /// Forgets the events of a command opened by [`Batches::open_lent`] that did not end
+    /// (it panicked, and its lent channel was unlocked as the stack unwound), so that no
+    /// event is read without its batch. Where no command writes, the open command starts
+    /// where the events end: kept so by everything that adds batches.
+    #[inline]
+    pub(crate) fn discard_unclosed(&mut self) {
+        if self.open != (self.records.len() as u32, self.text.len()) {
+            self.discard_open();
+        }
+    }
+
+    /// Forgets the open command's events.
+    #[cold]
+    pub(crate) fn discard_open(&mut self) {
+        let (records, text) = self.open;
+        self.records.truncate(records as usize);
+        self.calls.truncate(records as usize);
+        self.text.truncate(text);
+        self.last_rank = 0;
+        self.unsorted = false;
     }
 
     /// The header of the open command's events as the batch of `seq` at `occurred_at`
@@ -256,6 +306,7 @@ impl Batches {
             open.is_some() || from.records.len() == from.open.0 as usize,
             "an open command's events are appended with their header"
         );
+        self.discard_unclosed();
         let at = tenant.as_ptr() as usize;
         if take && self.headers.is_empty() {
             if let Some((seq, occurred_at)) = open {
@@ -264,10 +315,7 @@ impl Batches {
             self.take_whole(from, tenant, key, at);
             return;
         }
-        let run = match self.tenants.last() {
-            Some(r) if r.at == at => self.tenants.len() - 1,
-            _ => self.add_run(tenant, key, at),
-        } as u32;
+        let run = self.run_of(tenant, key, at);
         let (records, text) = (self.records.len() as u32, self.text.len());
         // Usually none: closed batches come before a command's own only when timers fired.
         if !from.headers.is_empty() {
@@ -291,6 +339,7 @@ impl Batches {
         if !from.text.is_empty() {
             self.text.push_str(&from.text);
         }
+        self.open = (self.records.len() as u32, self.text.len());
     }
 
     /// Into this empty one, `from` whole (their contents swapped: `from` keeps this one's
@@ -299,7 +348,18 @@ impl Batches {
     fn take_whole(&mut self, from: &mut Self, tenant: &str, key: u64, at: usize) {
         from.add_run(tenant, key, at);
         std::mem::swap(self, from);
+        self.open = (self.records.len() as u32, self.text.len());
         from.clear();
+    }
+
+    /// The run of tenant `tenant` (at address `at`) for batches that follow: the last one if
+    /// it is this tenant's, else a new one.
+    #[inline]
+    fn run_of(&mut self, tenant: &str, key: u64, at: usize) -> u32 {
+        match self.tenants.last() {
+            Some(r) if r.at == at => self.tenants.len() as u32 - 1,
+            _ => self.add_run(tenant, key, at) as u32,
+        }
     }
 
     /// Writes the name of a tenant whose batches follow; returns its run's index.

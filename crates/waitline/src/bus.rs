@@ -1,7 +1,8 @@
 //! The bus that hands commands' events to subscribers.
 //!
 //! A command's events are handed to every subscriber's channel as one batch at the moment the
-//! command commits, while it still holds its tenant's lock: so a tenant's events reach every
+//! command commits, while it still holds its tenant's lock (a tenant's one listening channel
+//! is lent to the command, which writes them into it directly: [`Room`]): so a tenant's events reach every
 //! subscriber in the order of the tenant's sequence numbers ([`Event::seq`]), and a command's
 //! events stay together. Subscriber code never runs under an engine lock, and a subscriber that does not
 //! keep up loses batches (counted) instead of slowing commands.
@@ -19,19 +20,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::batch::{Batches, Cursor, EventRef, Names};
 use crate::clock::Timestamp;
 use crate::event::Event;
 
 /// A subscriber's bounded queue of events, with everything its reader may wait on behind
-/// one lock: a publish appends a command's events under it, a read swaps the whole queue
-/// for the reader's emptied one (no allocation either way once both have grown), and no
-/// wake-up can be lost (the reader looks at the queue and registers its waker under the
-/// lock the publisher appends under).
+/// one lock: a command of a tenant it is the only listener of writes its events into it
+/// under it ([`Lent`]), a publish appends a command's staged events under it, a read swaps
+/// the whole queue for the reader's emptied one (no allocation either way once both have
+/// grown), and no wake-up can be lost (the reader looks at the queue and registers its
+/// waker under the lock the publisher appends under).
 #[derive(Debug)]
-struct Channel {
+pub(crate) struct Channel {
     state: Mutex<ChannelState>,
     /// Signalled for a thread blocked in `recv` or `recv_timeout`.
     ready: Condvar,
@@ -67,6 +69,12 @@ impl Channel {
             return;
         }
         st.events.append(events, open, tenant, key, take);
+        self.added_batch(st);
+    }
+
+    /// A batch was added under `st`: counts it, unlocks, and wakes a reader that waits.
+    #[inline]
+    fn added_batch(&self, mut st: MutexGuard<'_, ChannelState>) {
         st.batches += 1;
         let waker = st.waker.take();
         let sleeping = st.sleeping > 0;
@@ -77,6 +85,21 @@ impl Channel {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// Lends the channel to a command of `tenant` (its events written straight into it, see
+    /// [`Lent`]) if nobody holds it (a reader, or another tenant's command: then the command
+    /// stages its events and publishes them as usual, so that it does not wait to begin; its
+    /// publish waits for the channel as any publish does, at most the other command's end)
+    /// and it has room for a batch.
+    #[inline]
+    fn lend(&self, tenant: &str, key: u64) -> Option<Lent<'_>> {
+        let mut st = self.state.try_lock()?;
+        if st.batches >= self.capacity {
+            return None;
+        }
+        let run = st.events.open_lent(tenant, key);
+        Some(Lent { channel: self, state: st, run })
     }
 
     /// Whether the channel holds as many batches as it can (tests).
@@ -94,6 +117,101 @@ impl Channel {
         self.ready.notify_all();
         if let Some(w) = waker {
             w.wake();
+        }
+    }
+}
+
+/// A tenant's only listening channel, locked for one of its commands, which writes its events
+/// into it directly (no staging, no copy: the usual case, a tenant with one subscriber).
+/// Held from before the command's first change to its end, under the tenant's lock, so the
+/// tenant's events still arrive in the order of its sequence; a reader that looks meanwhile
+/// waits for the command to end. A command that panics unlocks it as the stack unwinds,
+/// its events left unclosed: whatever next adds to the channel or reads it forgets them
+/// first ([`Batches::discard_unclosed`]).
+#[derive(Debug)]
+pub(crate) struct Lent<'c> {
+    channel: &'c Channel,
+    state: MutexGuard<'c, ChannelState>,
+    /// The command's tenant's run in the channel's batches.
+    run: u32,
+}
+
+impl Lent<'_> {
+    /// Where the command writes its events.
+    #[inline]
+    fn events(&mut self) -> &mut Batches {
+        &mut self.state.events
+    }
+
+    /// Ends the command: its events, if any, become the batch of the number and instant
+    /// `open` gives, and the channel is unlocked (and its reader woken).
+    #[inline]
+    fn commit(self, open: Option<(u64, Timestamp)>) {
+        let Self { channel, mut state, run } = self;
+        match open {
+            Some((seq, at)) if state.events.close_lent(seq, at, run) => channel.added_batch(state),
+            _ => state.events.discard_unclosed(),
+        }
+    }
+}
+
+/// Where a command's events go while someone listens to its tenant.
+#[derive(Debug)]
+pub(crate) enum Room<'c> {
+    /// The tenant's one listening channel, written directly.
+    Lent(Lent<'c>),
+    /// The tenant's own room, published when the command ends ([`EventBus::publish`]).
+    Staged(Box<Batches>),
+}
+
+impl<'c> Room<'c> {
+    /// Where a command of `tenant` (whose event ids start with `key`) writes its events:
+    /// `only`, the tenant's one listening channel ([`Listeners::only`]), lent if nobody holds
+    /// it (see [`Channel::lend`]) and it has room for a batch; else the tenant's own room,
+    /// `staged`.
+    #[inline]
+    pub(crate) fn new(
+        only: Option<&'c Channel>,
+        tenant: &str,
+        key: u64,
+        staged: impl FnOnce() -> Box<Batches>,
+    ) -> Self {
+        match only.and_then(|channel| channel.lend(tenant, key)) {
+            Some(lent) => Self::Lent(lent),
+            None => Self::Staged(staged()),
+        }
+    }
+
+    /// Where the command writes its events.
+    #[inline]
+    pub(crate) fn events(&mut self) -> &mut Batches {
+        match self {
+            Self::Lent(lent) => lent.events(),
+            Self::Staged(events) => events,
+        }
+    }
+
+    /// Hands the command's events, left open, to the tenant's `listeners` as the batch
+    /// `open` says (none: the command changed nothing); gives back the tenant's own room,
+    /// emptied, if it was used.
+    #[inline]
+    pub(crate) fn publish(
+        self,
+        bus: &EventBus,
+        listeners: &Listeners,
+        tenant: &str,
+        key: u64,
+        open: Option<(u64, Timestamp)>,
+    ) -> Option<Box<Batches>> {
+        match self {
+            Self::Lent(lent) => {
+                lent.commit(open);
+                None
+            }
+            Self::Staged(mut events) => {
+                bus.publish(tenant, key, listeners, &mut events, open);
+                Some(events)
+            }
         }
     }
 }
@@ -125,6 +243,18 @@ impl Default for Listeners {
     /// Made at no generation: the first look makes the list.
     fn default() -> Self {
         Self { generation: u64::MAX, channels: Vec::new() }
+    }
+}
+
+impl Listeners {
+    /// The tenant's one listening channel, if it has one and it is still subscribed (see
+    /// [`Room::new`]).
+    #[inline]
+    pub(crate) fn only(&self) -> Option<&Channel> {
+        match self.channels.as_slice() {
+            [only] if !only.closed.load(Ordering::Relaxed) => Some(only),
+            _ => None,
+        }
     }
 }
 
@@ -285,6 +415,7 @@ impl Subscription {
     /// Under the channel's lock: takes every waiting event (swapping queues: the reader's is
     /// emptied before).
     fn fetch_locked(events: &mut Batches, cursor: &mut Cursor, st: &mut ChannelState) -> Fetch {
+        st.events.discard_unclosed();
         if !st.events.is_empty() {
             std::mem::swap(events, &mut st.events);
             st.batches = 0;
@@ -670,5 +801,182 @@ mod tests {
         send(&bus, batch(&[6]));
         assert_eq!(poll(&mut sub, &waker), Poll::Ready(Some(event(6))));
         assert_eq!(sub.dropped(), 3);
+    }
+
+    /// One command of tenant "t" numbered `seq`, making the queue.created events `event(n)`
+    /// for each of `ns` through the room its listeners give it, then published, as
+    /// `Tenant::run` does (`staged`: the tenant's own room). Whether the channel was lent.
+    fn command(
+        bus: &EventBus,
+        listeners: &Listeners,
+        staged: &mut Option<Box<Batches>>,
+        ns: &[u128],
+    ) -> bool {
+        let mut room = Room::new(listeners.only(), "t", 0, || staged.take().unwrap_or_default());
+        let lent = matches!(room, Room::Lent(_));
+        for &n in ns {
+            room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(n) });
+        }
+        let seq = ns.first().map(|&n| (n as u64, Timestamp::from_secs(1)));
+        if let Some(own) = room.publish(bus, listeners, "t", 0, seq) {
+            *staged = Some(own);
+        }
+        lent
+    }
+
+    fn listeners_of_t(bus: &EventBus) -> Listeners {
+        let mut listeners = Listeners::default();
+        bus.listens("t", &mut listeners);
+        listeners
+    }
+
+    #[test]
+    fn a_command_writes_into_its_tenants_one_channel_read_after_later_publishes() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let listeners = listeners_of_t(&bus);
+        let mut staged = None;
+        assert!(command(&bus, &listeners, &mut staged, &[1]), "the one channel, free, is lent");
+        assert!(staged.is_none(), "the tenant's own room is not even taken");
+        // The reader takes the channel's buffer and reads part of it...
+        assert_eq!(sub.try_recv(), Some(event(1)));
+        // ... while commands write into the buffer it gave back, and a staged publish comes.
+        assert!(command(&bus, &listeners, &mut staged, &[2]));
+        send(&bus, batch(&[3]));
+        assert!(command(&bus, &listeners, &mut staged, &[4]));
+        // A command that changed nothing adds no batch.
+        assert!(command(&bus, &listeners, &mut staged, &[]));
+        let ids: Vec<Uuid> = std::iter::from_fn(|| sub.try_next().map(|e| e.id())).collect();
+        assert_eq!(ids, [2, 3, 4].map(|n| event(n).id));
+        assert!(sub.try_next().is_none());
+    }
+
+    #[test]
+    fn a_held_channel_makes_the_command_stage_its_events() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let listeners = listeners_of_t(&bus);
+        let held = sub.channel.state.lock();
+        let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
+        assert!(matches!(room, Room::Staged(_)), "a held channel is not lent");
+        room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::from_u128(5) });
+        drop(held);
+        let own = room.publish(&bus, &listeners, "t", 0, Some((5, Timestamp::from_secs(1))));
+        assert!(own.is_some_and(|b| b.is_empty()), "published, and the room given back emptied");
+        assert_eq!(sub.drain(), [event(5)]);
+    }
+
+    #[test]
+    fn a_full_channel_counts_what_a_command_loses_and_lends_again_once_read() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 1);
+        let listeners = listeners_of_t(&bus);
+        let mut staged = None;
+        assert!(command(&bus, &listeners, &mut staged, &[1]));
+        assert!(!command(&bus, &listeners, &mut staged, &[2, 3]), "a full channel is not lent");
+        assert_eq!(sub.dropped(), 2, "the second command's two events are counted lost");
+        assert!(staged.as_ref().is_some_and(|b| b.is_empty()), "its room kept, emptied");
+        assert_eq!(sub.drain(), [event(1)]);
+        assert!(command(&bus, &listeners, &mut staged, &[4]));
+        assert_eq!(sub.drain(), [event(4)]);
+        assert_eq!(sub.dropped(), 2);
+    }
+
+    #[test]
+    fn two_subscribers_each_get_every_command_and_one_left_is_lent_again() {
+        let bus = EventBus::default();
+        let (mut first, mut second) = (bus.subscribe(None, 8), bus.subscribe(Some("t".into()), 8));
+        let mut listeners = listeners_of_t(&bus);
+        let mut staged = None;
+        assert!(!command(&bus, &listeners, &mut staged, &[1]), "two listeners: staged, copied");
+        assert_eq!(first.drain(), [event(1)]);
+        drop(first);
+        // Until the tenant sees the bus change, its list has the dropped one.
+        assert!(!command(&bus, &listeners, &mut staged, &[2]));
+        bus.listens("t", &mut listeners);
+        assert!(command(&bus, &listeners, &mut staged, &[3]), "the one left is lent");
+        assert_eq!(second.drain(), [event(1), event(2), event(3)]);
+        drop(second);
+        // Its only listener gone: nothing is lent, nothing published.
+        assert!(!command(&bus, &listeners, &mut staged, &[4]));
+        assert!(!bus.listens("t", &mut listeners));
+    }
+
+    #[test]
+    fn a_subscriber_dropped_while_its_channel_is_lent_lets_go_of_every_event() {
+        let call = crate::call::tests::identity("call-a", Some(0));
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let listeners = listeners_of_t(&bus);
+        let mut staged = None;
+        assert!(command(&bus, &listeners, &mut staged, &[1]));
+        assert_eq!(sub.try_recv(), Some(event(1)), "the reader holds a buffer");
+        let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
+        assert!(matches!(room, Room::Lent(_)));
+        room.events().push(Some(&call), None, Fact::CallBridged);
+        let channel = sub.channel.clone();
+        // The drop waits for the command to end, then takes what the channel holds.
+        let dropping = std::thread::spawn(move || drop(sub));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(Arc::strong_count(&call), 2, "the command's event holds the call");
+        assert!(room.publish(&bus, &listeners, "t", 0, Some((2, Timestamp::from_secs(1)))).is_none());
+        dropping.join().expect("drop");
+        assert!(channel.closed.load(Ordering::Relaxed));
+        assert_eq!(Arc::strong_count(&call), 1, "released with the channel's events");
+        assert!(channel.state.lock().events.is_empty());
+    }
+
+    #[test]
+    fn a_command_that_panics_leaves_none_of_its_events_in_its_lent_channel() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let listeners = listeners_of_t(&bus);
+        let mut staged = None;
+        assert!(command(&bus, &listeners, &mut staged, &[1]));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
+            room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::nil() });
+            panic!("a command's bug");
+        }));
+        assert!(panicked.is_err());
+        assert!(command(&bus, &listeners, &mut staged, &[3]), "unlocked as the stack unwound");
+        assert_eq!(sub.drain(), [event(1), event(3)]);
+        // Left unclosed, forgotten by whatever comes next: a reader, or a staged publish.
+        let panic_in_a_command = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
+                room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::nil() });
+                panic!("a command's bug");
+            }))
+            .is_err()
+        };
+        assert!(panic_in_a_command());
+        assert_eq!(sub.try_recv(), None);
+        assert!(command(&bus, &listeners, &mut staged, &[4]));
+        assert!(panic_in_a_command());
+        send(&bus, batch(&[5]));
+        assert_eq!(sub.drain(), [event(4), event(5)]);
+    }
+
+    #[test]
+    fn lent_commands_of_two_tenants_name_each_its_own() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe(None, 8);
+        let (t, u) = (String::from("tenant-t"), String::from("tenant-u"));
+        let mut listeners = Listeners::default();
+        bus.listens(&t, &mut listeners);
+        for (seq, tenant, key) in [(1, &t, 10), (2, &u, 20), (3, &u, 20), (4, &t, 10)] {
+            let mut room = Room::new(listeners.only(), tenant, key, Box::<Batches>::default);
+            assert!(matches!(room, Room::Lent(_)));
+            room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::nil() });
+            assert!(
+                room.publish(&bus, &listeners, tenant, key, Some((seq, Timestamp::from_secs(seq)))).is_none()
+            );
+        }
+        let read: Vec<(String, u64, Uuid)> =
+            std::iter::from_fn(|| sub.try_next().map(|e| (e.tenant().to_owned(), e.seq(), e.id()))).collect();
+        let want = [(&t, 1, 10), (&u, 2, 20), (&u, 3, 20), (&t, 4, 10)]
+            .map(|(tenant, seq, key)| (tenant.clone(), seq, event_id(key, seq, 0)));
+        assert_eq!(read, want);
     }
 }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::batch::Batches;
+use crate::bus::{Listeners, Room};
 use crate::call::{CallId, CallIdentity, CallInfo, CallRecord, Link, new_call_control_id};
 use crate::clock::Timestamp;
 use crate::engine::{Engine, Inner, Tenant};
@@ -23,7 +23,7 @@ use crate::params::{
 };
 use crate::queue::{Queue, QueueCallInfo, QueueInfo};
 use crate::slab::Handle;
-use crate::state::{JoinRun, Left, TenantCore, TenantState, Txn};
+use crate::state::{JoinRun, Left, Locked, TenantCore, TenantState, Txn};
 use crate::timers::Timer;
 
 /// What a command knows of its call once it passed the common checks: its slot and its link.
@@ -435,18 +435,26 @@ impl Tenant {
         if core.next_due() <= now.as_micros() {
             fire_due(inner, journal, &self.state, &mut core, now, listening);
         }
-        let list = listening.then(|| core.take_event_list());
+        // The state for the command's `Txn`, the channels apart: a channel lent to the command
+        // is borrowed from them. None is lent while a journal records: no code but the
+        // engine's runs while a command holds a channel.
+        let Locked { core, listeners } = &mut *core;
+        let (mut room, mut events) = (None, None);
+        if listening {
+            let (name, key) = (&*self.state.name, self.state.event_key);
+            let only = if journal.is_none() { listeners.only() } else { None };
+            events = Some(room.insert(Room::new(only, name, key, || core.take_event_list())).events());
+        }
         let mut replay = self.replaying.as_ref().map(|r| r.draws.clone().into_iter());
-        let mut txn = Txn::new(&inner.shared, &mut core, now, list, replay.as_mut());
+        let mut txn = Txn::new(&inner.shared, core, now, events, replay.as_mut());
         let r = body(&mut txn);
         if let Some(journal) = journal {
             record(journal, &self.state.name, &mut txn, change);
         }
-        if let Some((mut events, seq)) = settle_open(&mut txn) {
+        let seq = settle_open(&mut txn);
+        if let Some(room) = room {
             // Under the lock: a tenant's events reach subscribers in the order of its changes.
-            let open = seq.map(|seq| (seq, now));
-            inner.bus.publish(&self.state.name, self.state.event_key, &core.listeners, &mut events, open);
-            core.keep_event_list(events);
+            publish_room(inner, &self.state, core, listeners, room, seq.map(|seq| (seq, now)));
         }
         r
     }
@@ -633,7 +641,7 @@ impl Tenant {
                     // fires it before the next command, as the next single command would.
                     break;
                 }
-                let mut txn = Txn::new(&inner.shared, &mut core, now, events.take(), None);
+                let mut txn = Txn::new(&inner.shared, &mut core, now, events.as_deref_mut(), None);
                 let id = id.as_ref();
                 let r = if listening {
                     // Each event reports the queue as its command left it.
@@ -647,8 +655,7 @@ impl Tenant {
                         params: p.to_owned_params(),
                     });
                 }
-                events = settle(&mut txn);
-                drop(txn);
+                settle(&mut txn);
                 match r {
                     Ok(q) => {
                         queue = q.or(queue);
@@ -1055,17 +1062,34 @@ fn record(journal: &dyn Journal, tenant: &str, txn: &mut Txn<'_>, change: impl F
 /// Ends a command or a timer firing: forgets ended calls past the cap (part of the same
 /// change), and hands back its events.
 #[inline(always)]
-fn settle(txn: &mut Txn<'_>) -> Option<Box<Batches>> {
+fn settle(txn: &mut Txn<'_>) {
     end_change(txn);
-    txn.finish()
+    txn.finish();
 }
 
-/// [`settle`] for a command whose events are published at once: they are left open, with
+/// [`settle`] for a command whose events are published at once: they are left open; gives
 /// its number (see [`Txn::finish_open`]).
 #[inline(always)]
-fn settle_open(txn: &mut Txn<'_>) -> Option<(Box<Batches>, Option<u64>)> {
+fn settle_open(txn: &mut Txn<'_>) -> Option<u64> {
     end_change(txn);
     txn.finish_open()
+}
+
+/// Publishes a command's events from `room`, left open, as the batch `open` says (none: the
+/// command changed nothing), to the tenant's `listeners`, and keeps the tenant's own room if
+/// it was used.
+#[inline(never)]
+fn publish_room(
+    inner: &Inner,
+    tenant: &TenantState,
+    core: &mut TenantCore,
+    listeners: &Listeners,
+    room: Room<'_>,
+    open: Option<(u64, Timestamp)>,
+) {
+    if let Some(events) = room.publish(&inner.bus, listeners, &tenant.name, tenant.event_key, open) {
+        core.keep_event_list(events);
+    }
 }
 
 /// Forgets ended calls past the cap, if the command ended any (part of its change).
@@ -1085,10 +1109,11 @@ fn fire_due(
     inner: &Inner,
     journal: Option<&dyn Journal>,
     tenant: &TenantState,
-    core: &mut TenantCore,
+    locked: &mut Locked,
     now: Timestamp,
     listening: bool,
 ) -> usize {
+    let Locked { core, listeners } = locked;
     let mut fired = 0;
     let mut events = listening.then(|| core.take_event_list());
     // Sorted latest first, so the next to fire is popped from the end.
@@ -1105,7 +1130,7 @@ fn fire_due(
         }
         let Some((at, timer)) = due.pop() else { break };
         core.note_firing(at, &timer);
-        let mut txn = Txn::new(&inner.shared, core, at, events.take(), None);
+        let mut txn = Txn::new(&inner.shared, core, at, events.as_deref_mut(), None);
         let changed = match timer {
             Timer::Deadline { queue, call, arrival } => fire_deadline(&mut txn, queue, call, arrival),
             Timer::Idle { queue } => fire_idle(&mut txn, queue),
@@ -1118,10 +1143,10 @@ fn fire_due(
             let record = Record { at_micros: now.as_micros(), draws: Vec::new(), change: Change::Timers };
             journal.append(&tenant.name, seq, &record.encode());
         }
-        events = settle(&mut txn);
+        settle(&mut txn);
     }
     if let Some(mut events) = events {
-        inner.bus.publish(&tenant.name, tenant.event_key, &core.listeners, &mut events, None);
+        inner.bus.publish(&tenant.name, tenant.event_key, listeners, &mut events, None);
         core.keep_event_list(events);
     }
     fired

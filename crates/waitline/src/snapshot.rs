@@ -64,7 +64,7 @@ impl Tenant {
     pub fn forget(&self) {
         let mut core = self.state.lock();
         let event_list = std::mem::take(&mut core.event_list);
-        *core = crate::state::TenantCore::default();
+        **core = crate::state::TenantCore::default();
         core.event_list = event_list;
     }
 
@@ -92,7 +92,7 @@ impl Tenant {
             return Err(SnapshotError::TenantNotEmpty(self.name().to_owned()));
         }
         let event_list = std::mem::take(&mut core.event_list);
-        *core = restored;
+        **core = restored;
         core.event_list = event_list;
         shared.note_timer(core.next_due());
         Ok(core.seq)

@@ -103,18 +103,41 @@ pub(crate) struct TenantState {
     pub(crate) name: Arc<str>,
     /// The tenant's part of its event ids (see `event::event_id`).
     pub(crate) event_key: u64,
-    core: CachePadded<Mutex<TenantCore>>,
+    core: CachePadded<Mutex<Locked>>,
+}
+
+/// What a tenant's lock holds: its state, and apart from it the channels that take its
+/// events, so that a command can write its events into a channel of the one while its
+/// [`Txn`] changes the other (see `bus::Room`). Read and changed as the [`TenantCore`].
+#[derive(Debug, Default)]
+pub(crate) struct Locked {
+    pub(crate) core: TenantCore,
+    /// The subscribers' channels that take this tenant's events.
+    pub(crate) listeners: Listeners,
+}
+
+impl std::ops::Deref for Locked {
+    type Target = TenantCore;
+    fn deref(&self) -> &TenantCore {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for Locked {
+    fn deref_mut(&mut self) -> &mut TenantCore {
+        &mut self.core
+    }
 }
 
 impl TenantState {
     pub(crate) fn new(name: Arc<str>) -> Self {
         let event_key = tenant_event_key(&name);
-        Self { name, event_key, core: CachePadded::new(Mutex::new(TenantCore::default())) }
+        Self { name, event_key, core: CachePadded::new(Mutex::new(Locked::default())) }
     }
 
     /// The tenant's lock; a thread that finds it held backs off before it sleeps (see
     /// `backoff`).
-    pub(crate) fn lock(&self) -> MutexGuard<'_, TenantCore> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Locked> {
         backoff::lock(&self.core)
     }
 }
@@ -148,8 +171,6 @@ pub(crate) struct TenantCore {
     pub(crate) last_to: Option<Arc<str>>,
     /// The last command's events, emptied by the publish, for the next command's events.
     pub(crate) event_list: Option<Box<Batches>>,
-    /// The subscribers' channels that take this tenant's events.
-    pub(crate) listeners: Listeners,
     /// The random values the running command drew, for its journal record: kept here and
     /// emptied when a command starts, so that a command sets nothing up for them.
     pub(crate) drawn: Vec<Uuid>,
@@ -446,9 +467,10 @@ pub(crate) struct Txn<'e> {
     core: &'e mut TenantCore,
     pub(crate) now: Timestamp,
     /// `None` when nobody listens: events are then not even built. Else where they go: the
-    /// room the tenant kept from its last command ([`TenantCore::take_event_list`]), after
-    /// the events of earlier commands of the same publish.
-    events: Option<Box<Batches>>,
+    /// tenant's one listening channel lent to the command, or the room the tenant kept from
+    /// its last command ([`TenantCore::take_event_list`]) after the events of earlier
+    /// commands of the same publish.
+    events: Option<&'e mut Batches>,
     /// Taken from the tenant's sequence at the first change.
     seq: Option<u64>,
     /// Set when the command ended a call: the tenant may now keep too many ended calls.
@@ -465,7 +487,7 @@ impl<'e> Txn<'e> {
         shared: &'e Shared,
         core: &'e mut TenantCore,
         now: Timestamp,
-        events: Option<Box<Batches>>,
+        events: Option<&'e mut Batches>,
         replay: Option<&'e mut std::vec::IntoIter<Uuid>>,
     ) -> Self {
         core.drawn.clear();
@@ -492,25 +514,21 @@ impl<'e> Txn<'e> {
         self.seq.map(|seq| (seq, drawn))
     }
 
-    /// The events given to [`Txn::new`] with the command's own after them, as a batch of its
-    /// number and instant (see [`Batches::close`]); `None` when nobody listens.
+    /// Closes the command's events, if any, in the room given to [`Txn::new`] as a batch of
+    /// its number and instant (see [`Batches::close`]).
     #[inline(always)]
-    pub(crate) fn finish(&mut self) -> Option<Box<Batches>> {
-        let mut events = self.events.take()?;
-        if let Some(seq) = self.seq {
+    pub(crate) fn finish(&mut self) {
+        if let (Some(events), Some(seq)) = (self.events.take(), self.seq) {
             events.close(seq, self.now);
         }
-        Some(events)
     }
 
-    /// The events given to [`Txn::new`] and the command's own after them, left open, and its
-    /// number if it changed anything: for a command whose events are published at once (the
-    /// publish writes their batch's header where it copies them, see [`Batches::append`]);
-    /// `None` when nobody listens.
+    /// The command's number if it changed anything, its events left open: for a command
+    /// whose events are published at once (the publish, or the lent channel's commit, writes
+    /// their batch's header, see [`Batches::append`] and [`crate::bus::Lent::commit`]).
     #[inline(always)]
-    pub(crate) fn finish_open(&mut self) -> Option<(Box<Batches>, Option<u64>)> {
-        let events = self.events.take()?;
-        Some((events, self.seq))
+    pub(crate) const fn finish_open(&self) -> Option<u64> {
+        self.seq
     }
 
     /// The state, for changing it: the first call gives the command its sequence number.
@@ -844,7 +862,7 @@ impl<'e> Txn<'e> {
         self.events.as_ref()?;
         self.change();
         let Self { core, events, .. } = self;
-        Some((events.as_deref_mut()?, &**core))
+        Some((&mut **events.as_mut()?, &**core))
     }
 }
 

@@ -166,6 +166,46 @@ fn a_dropped_subscriber_is_forgotten_and_the_others_still_read() {
 }
 
 #[test]
+fn tenants_on_two_threads_reach_one_reader_whole_and_each_in_its_order() {
+    // A tenant's one listening channel is lent to each of its commands: with two tenants
+    // on two threads and a reader on a third, some commands find it held and publish as
+    // before. Every event arrives, each tenant's in its order, each command's together.
+    let engine = Engine::default();
+    let mut sub = engine.subscribe_bounded(1 << 20);
+    let threads: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            let tenant = engine.tenant(name);
+            std::thread::spawn(move || {
+                for _ in 0..2_000 {
+                    dial(&tenant);
+                }
+            })
+        })
+        .collect();
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    let mut read = |sub: &mut Subscription| {
+        while let Some(e) = sub.try_next() {
+            seen.push((e.tenant().to_owned(), e.seq()));
+        }
+    };
+    while threads.iter().any(|t| !t.is_finished()) {
+        read(&mut sub);
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    read(&mut sub);
+    assert_eq!(sub.dropped(), 0);
+    for name in ["a", "b"] {
+        let seqs: Vec<u64> = seen.iter().filter(|(t, _)| t == name).map(|&(_, s)| s).collect();
+        // Each dial: call.initiated and call.answered, one command.
+        let want: Vec<u64> = (1..=2_000).flat_map(|s| [s, s]).collect();
+        assert_eq!(seqs, want, "tenant {name}");
+    }
+}
+
+#[test]
 fn each_subscriber_reads_every_event_with_the_same_call() {
     let engine = Engine::default();
     let subs: Vec<Subscription> = (0..3).map(|_| engine.subscribe()).collect();
