@@ -830,11 +830,18 @@ mod tests {
         listeners
     }
 
+    /// A bus with one subscriber to every tenant, of `capacity` batches, and tenant "t"'s
+    /// listeners.
+    fn one_subscriber(capacity: usize) -> (EventBus, Subscription, Listeners) {
+        let bus = EventBus::default();
+        let sub = bus.subscribe(None, capacity);
+        let listeners = listeners_of_t(&bus);
+        (bus, sub, listeners)
+    }
+
     #[test]
     fn a_command_writes_into_its_tenants_one_channel_read_after_later_publishes() {
-        let bus = EventBus::default();
-        let mut sub = bus.subscribe(None, 8);
-        let listeners = listeners_of_t(&bus);
+        let (bus, mut sub, listeners) = one_subscriber(8);
         let mut staged = None;
         assert!(command(&bus, &listeners, &mut staged, &[1]), "the one channel, free, is lent");
         assert!(staged.is_none(), "the tenant's own room is not even taken");
@@ -853,9 +860,7 @@ mod tests {
 
     #[test]
     fn a_held_channel_makes_the_command_stage_its_events() {
-        let bus = EventBus::default();
-        let mut sub = bus.subscribe(None, 8);
-        let listeners = listeners_of_t(&bus);
+        let (bus, mut sub, listeners) = one_subscriber(8);
         let held = sub.channel.state.lock();
         let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
         assert!(matches!(room, Room::Staged(_)), "a held channel is not lent");
@@ -868,9 +873,7 @@ mod tests {
 
     #[test]
     fn a_full_channel_counts_what_a_command_loses_and_lends_again_once_read() {
-        let bus = EventBus::default();
-        let mut sub = bus.subscribe(None, 1);
-        let listeners = listeners_of_t(&bus);
+        let (bus, mut sub, listeners) = one_subscriber(1);
         let mut staged = None;
         assert!(command(&bus, &listeners, &mut staged, &[1]));
         assert!(!command(&bus, &listeners, &mut staged, &[2, 3]), "a full channel is not lent");
@@ -905,9 +908,7 @@ mod tests {
     #[test]
     fn a_subscriber_dropped_while_its_channel_is_lent_lets_go_of_every_event() {
         let call = crate::call::tests::identity("call-a", Some(0));
-        let bus = EventBus::default();
-        let mut sub = bus.subscribe(None, 8);
-        let listeners = listeners_of_t(&bus);
+        let (bus, mut sub, listeners) = one_subscriber(8);
         let mut staged = None;
         assert!(command(&bus, &listeners, &mut staged, &[1]));
         assert_eq!(sub.try_recv(), Some(event(1)), "the reader holds a buffer");
@@ -928,20 +929,9 @@ mod tests {
 
     #[test]
     fn a_command_that_panics_leaves_none_of_its_events_in_its_lent_channel() {
-        let bus = EventBus::default();
-        let mut sub = bus.subscribe(None, 8);
-        let listeners = listeners_of_t(&bus);
+        let (bus, mut sub, listeners) = one_subscriber(8);
         let mut staged = None;
-        assert!(command(&bus, &listeners, &mut staged, &[1]));
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
-            room.events().push(None, None, Fact::QueueCreated { queue: "q", queue_id: Uuid::nil() });
-            panic!("a command's bug");
-        }));
-        assert!(panicked.is_err());
-        assert!(command(&bus, &listeners, &mut staged, &[3]), "unlocked as the stack unwound");
-        assert_eq!(sub.drain(), [event(1), event(3)]);
-        // Left unclosed, forgotten by whatever comes next: a reader, or a staged publish.
+        // A command that writes an event into its room, then panics.
         let panic_in_a_command = || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
@@ -950,6 +940,11 @@ mod tests {
             }))
             .is_err()
         };
+        assert!(command(&bus, &listeners, &mut staged, &[1]));
+        assert!(panic_in_a_command());
+        assert!(command(&bus, &listeners, &mut staged, &[3]), "unlocked as the stack unwound");
+        assert_eq!(sub.drain(), [event(1), event(3)]);
+        // Left unclosed, forgotten by whatever comes next: a reader, or a staged publish.
         assert!(panic_in_a_command());
         assert_eq!(sub.try_recv(), None);
         assert!(command(&bus, &listeners, &mut staged, &[4]));
