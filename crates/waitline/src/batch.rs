@@ -228,6 +228,29 @@ impl Batches {
         self.close_of(seq, occurred_at, run)
     }
 
+    /// Ends a command opened by [`Batches::open_lent`] that made no batch (a read, a refused
+    /// command, a command that changed nothing): forgets its events, if any, and the run of
+    /// its tenant if the command added it (no batch names it), so that commands of several
+    /// tenants sharing an idle channel leave nothing behind.
+    #[cold]
+    pub(crate) fn end_lent_without_batch(&mut self, run: u32) {
+        self.discard_unclosed();
+        let named = self.headers.last().is_some_and(|h| h.tenant == run);
+        if !named
+            && run as usize + 1 == self.tenants.len()
+            && let Some(added) = self.tenants.pop()
+        {
+            self.text.truncate(added.name.0);
+            self.open = (self.records.len() as u32, self.text.len());
+        }
+    }
+
+    /// What the batches hold besides their events: (tenant runs, text bytes) (tests).
+    #[cfg(test)]
+    pub(crate) fn footprint(&self) -> (usize, usize) {
+        (self.tenants.len(), self.text.len())
+    }
+
     /// Forgets the events of a command opened by [`Batches::open_lent`] that did not end
     /// (it panicked, and its lent channel was unlocked as the stack unwound), so that no
     /// event is read without its batch. Where no command writes, the open command starts

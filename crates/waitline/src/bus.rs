@@ -150,7 +150,7 @@ impl Lent<'_> {
         let Self { channel, mut state, run } = self;
         match open {
             Some((seq, at)) if state.events.close_lent(seq, at, run) => channel.added_batch(state),
-            _ => state.events.discard_unclosed(),
+            _ => state.events.end_lent_without_batch(run),
         }
     }
 }
@@ -325,10 +325,10 @@ impl EventBus {
         if open.is_some() {
             events.order_open();
         }
-        match listeners.channels.as_slice() {
+        match listeners.only() {
             // The usual case: one listener, subscribed.
-            [only] if !only.closed.load(Ordering::Relaxed) => only.push(events, open, tenant, key, true),
-            channels => self.publish_each(channels, events, open, tenant, key),
+            Some(only) => only.push(events, open, tenant, key, true),
+            None => self.publish_each(&listeners.channels, events, open, tenant, key),
         }
         events.clear();
     }
@@ -951,6 +951,29 @@ mod tests {
         assert!(panic_in_a_command());
         send(&bus, batch(&[5]));
         assert_eq!(sub.drain(), [event(4), event(5)]);
+    }
+
+    /// Commands that make no event (reads, refused commands) of two tenants in turn, each
+    /// lent one channel to every tenant: none leaves its tenant's run or name behind (the
+    /// reader of an idle channel, which finds no event, would never take them).
+    #[test]
+    fn commands_without_events_of_two_tenants_leave_an_idle_lent_channel_empty() {
+        let engine = crate::Engine::default();
+        let mut sub = engine.subscribe_bounded(8);
+        let (a, b) = (engine.tenant("tenant-a"), engine.tenant("tenant-b"));
+        for _ in 0..1_000 {
+            assert!(a.queue("nope").is_err());
+            assert!(b.hangup("nope", &crate::CommandOptions::default()).is_err());
+        }
+        assert!(sub.try_next().is_none(), "no event was made");
+        assert_eq!(sub.channel.state.lock().events.footprint(), (0, 0), "an idle channel holds nothing");
+        // A command with events after them names its own tenant, and is read whole.
+        a.dial(&crate::DialParams::new("+15550001", "+15550002", "app")).expect("dial");
+        assert!(b.queue("nope").is_err());
+        let read: Vec<String> =
+            std::iter::from_fn(|| sub.try_next().map(|e| e.tenant().to_owned())).collect();
+        assert_eq!(read, ["tenant-a", "tenant-a"], "the dial's two events");
+        assert_eq!(sub.channel.state.lock().events.footprint(), (0, 0));
     }
 
     #[test]

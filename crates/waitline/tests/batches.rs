@@ -413,3 +413,38 @@ fn a_batch_copied_into_a_channel_its_reader_emptied_names_its_tenant() {
     assert_eq!(tenants, want);
     assert_eq!(seen_first, seen_second);
 }
+
+/// A journal's append (code that is not the engine's) may read the engine's own
+/// subscription: a command that records never holds a channel lent to it (it would lock it
+/// twice on one thread).
+#[test]
+fn a_journal_that_reads_a_subscription_does_not_find_the_channel_held() {
+    #[derive(Debug, Default)]
+    struct Reading(parking_lot::Mutex<Option<Subscription>>, std::sync::atomic::AtomicUsize);
+    impl waitline::Journal for Reading {
+        fn append(&self, _: &str, _: u64, _: &[u8]) {
+            if let Some(sub) = self.0.lock().as_mut() {
+                while sub.try_next().is_some() {
+                    self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    let journal = std::sync::Arc::new(Reading::default());
+    let engine = Engine::builder().journal(journal.clone()).build();
+    *journal.0.lock() = Some(engine.subscribe());
+    let tenant = engine.tenant("t");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..3 {
+            dial(&tenant);
+        }
+        tx.send(()).expect("the test waits");
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(5)).expect("a command whose journal reads events hung");
+    assert_eq!(
+        journal.1.load(std::sync::atomic::Ordering::Relaxed),
+        4,
+        "two events a dial, each read by the next dial's append"
+    );
+}
