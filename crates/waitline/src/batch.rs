@@ -195,12 +195,14 @@ impl Batches {
     /// a kind).
     #[inline(never)]
     pub(crate) fn close(&mut self, seq: u64, occurred_at: Timestamp) {
-        self.close_of(seq, occurred_at, 0);
+        self.close_lent(seq, occurred_at, 0);
     }
 
-    /// [`Batches::close`] for tenant run `tenant` (0 while staged); whether it made a batch.
+    /// [`Batches::close`] for tenant run `tenant` (0 while staged), the end of a command
+    /// opened by [`Batches::open_lent`] with the run it gave; whether it made a batch (the
+    /// command had events).
     #[inline]
-    fn close_of(&mut self, seq: u64, occurred_at: Timestamp, tenant: u32) -> bool {
+    pub(crate) fn close_lent(&mut self, seq: u64, occurred_at: Timestamp, tenant: u32) -> bool {
         let Some(header) = self.open_header(seq, occurred_at) else { return false };
         self.order_open();
         self.last_rank = 0;
@@ -219,13 +221,6 @@ impl Batches {
         let run = self.run_of(tenant, key, tenant.as_ptr() as usize);
         self.open = (self.records.len() as u32, self.text.len());
         run
-    }
-
-    /// Ends a command opened by [`Batches::open_lent`] as the batch of `seq` at
-    /// `occurred_at` of tenant run `run`; whether it had events (and so made a batch).
-    #[inline]
-    pub(crate) fn close_lent(&mut self, seq: u64, occurred_at: Timestamp, run: u32) -> bool {
-        self.close_of(seq, occurred_at, run)
     }
 
     /// Ends a command opened by [`Batches::open_lent`] that made no batch (a read, a refused

@@ -675,9 +675,9 @@ impl Tenant {
             if let Some(run) = run {
                 core.admit_run(run, now);
             }
-            if let Some(mut events) = events {
-                inner.bus.publish(&self.state.name, self.state.event_key, &core.listeners, &mut events, None);
-                core.keep_event_list(events);
+            if let Some(events) = events {
+                let Locked { core, listeners } = &mut *core;
+                publish_staged(inner, &self.state, core, listeners, events);
             }
             drop(core);
             if let Some(error) = refused {
@@ -1060,7 +1060,7 @@ fn record(journal: &dyn Journal, tenant: &str, txn: &mut Txn<'_>, change: impl F
 }
 
 /// Ends a command or a timer firing: forgets ended calls past the cap (part of the same
-/// change), and hands back its events.
+/// change), and closes its events, if any, as its batch.
 #[inline(always)]
 fn settle(txn: &mut Txn<'_>) {
     end_change(txn);
@@ -1090,6 +1090,19 @@ fn publish_room(
     if let Some(events) = room.publish(&inner.bus, listeners, &tenant.name, tenant.event_key, open) {
         core.keep_event_list(events);
     }
+}
+
+/// Publishes the closed batches staged in the tenant's own room `events` (timers fired, or a
+/// chunk of a batch enqueue) to its `listeners`, and keeps the room for the next command.
+fn publish_staged(
+    inner: &Inner,
+    tenant: &TenantState,
+    core: &mut TenantCore,
+    listeners: &Listeners,
+    mut events: Box<crate::batch::Batches>,
+) {
+    inner.bus.publish(&tenant.name, tenant.event_key, listeners, &mut events, None);
+    core.keep_event_list(events);
 }
 
 /// Forgets ended calls past the cap, if the command ended any (part of its change).
@@ -1145,9 +1158,8 @@ fn fire_due(
         }
         settle(&mut txn);
     }
-    if let Some(mut events) = events {
-        inner.bus.publish(&tenant.name, tenant.event_key, listeners, &mut events, None);
-        core.keep_event_list(events);
+    if let Some(events) = events {
+        publish_staged(inner, tenant, core, listeners, events);
     }
     fired
 }
