@@ -430,7 +430,7 @@ impl FileConfig {
                 .span()
                 .and_then(|span| text.get(..span.start))
                 .map_or(0, |before| before.matches('\n').count() + 1);
-            format!("{}: line {line}: {}", path.display(), e.message().trim_end())
+            format!("{}: line {line}: {}", path.display(), without_value(e.message().trim_end()))
         })
     }
 
@@ -452,6 +452,21 @@ fn parse_keys(keys: &[String]) -> Result<Vec<KeySpec>, String> {
         }
     }
     Ok(specs)
+}
+
+/// A parse error's message without the value it quotes: serde's type errors quote the value
+/// read (`invalid type: string "...", expected a sequence`), and a value put under the wrong
+/// name, or of the wrong type, may be a key. What was expected is kept; field names are kept.
+fn without_value(message: &str) -> String {
+    const QUOTING: [&str; 3] = ["invalid type: ", "invalid value: ", "unknown variant "];
+    let Some(head) = QUOTING.iter().find(|head| message.starts_with(*head)) else {
+        return message.to_owned();
+    };
+    // What was expected comes last and quotes no value; the value may hold anything.
+    match message.rfind(", expected ").or_else(|| message.rfind(", there are no variants")) {
+        Some(tail) => format!("{}(value not shown){}", head, &message[tail..]),
+        None => format!("{head}(value not shown)"),
+    }
 }
 
 /// A setting that must be at least 1.
@@ -840,6 +855,45 @@ mod tests {
             .unwrap();
         let keys = FileConfig::api_keys(&path).unwrap();
         assert_eq!(keys, vec![KeySpec::plain("k1", "a"), KeySpec::plain("k2", "b")]);
+    }
+
+    /// A value of the wrong type may be a key put in the wrong place: the message says what
+    /// was expected and where, never the value (serde's type errors quote it).
+    #[test]
+    fn file_type_errors_do_not_quote_the_value() {
+        let dir = tempfile_dir("type");
+        let path = dir.join("w.toml");
+        for (text, secret, expected) in [
+            ("api_keys = \"Sup3rSecretKey-abcdefgh:acme\"\n", "Sup3rSecretKey", "expected a sequence"),
+            ("signing_key = 1234567890123456789\n", "1234567890123456789", "expected a string"),
+            ("cluster_secret = 98765432109876543210\n", "98765432109876543210", ""),
+            ("listen = 8765432.5\n", "8765432.5", ""),
+            ("api_keys = [\"k:a\"]\nunknown_setting = 1\n", "", "unknown field `unknown_setting`"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            for err in [
+                FileConfig::read(&path).map(|_| ()).unwrap_err(),
+                FileConfig::api_keys(&path).map(|_| ()).unwrap_err(),
+            ] {
+                assert!(secret.is_empty() || !err.contains(secret), "{text:?} -> {err}");
+                assert!(err.contains(expected), "{text:?} -> {err}");
+                assert!(err.contains("line "), "{text:?} -> {err}");
+            }
+        }
+        assert_eq!(
+            without_value("invalid type: string \"k, expected x\", expected a sequence"),
+            "invalid type: (value not shown), expected a sequence"
+        );
+        assert_eq!(
+            without_value("unknown variant `s3cret`, expected `a` or `b`"),
+            "unknown variant (value not shown), expected `a` or `b`"
+        );
+        assert_eq!(
+            without_value("unknown variant `s3cret`, there are no variants"),
+            "unknown variant (value not shown), there are no variants"
+        );
+        assert_eq!(without_value("invalid value: integer `7`"), "invalid value: (value not shown)");
+        assert_eq!(without_value("missing field `listen`"), "missing field `listen`");
     }
 
     fn tempfile_dir(name: &str) -> PathBuf {
