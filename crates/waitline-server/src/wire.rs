@@ -61,18 +61,25 @@ impl Body {
         self.string(parameter)?.ok_or_else(|| waitline::Error::missing(parameter).into())
     }
 
-    /// An integer field, as any JSON integer (a number too large for 64 bits is taken as
-    /// `i64::MAX`, out of every range).
+    /// An integer field, as any JSON integer (an integer too large for 64 bits is taken as
+    /// `i64::MAX`, or `i64::MIN` when negative: out of every range).
     ///
     /// # Errors
     /// `WrongType` when present and not an integer.
     pub fn int(&self, parameter: &'static str) -> Result<Option<i64>, ApiError> {
+        /// 2^63: from here on a whole number does not fit an `i64`.
+        const BEYOND_I64: f64 = 9_223_372_036_854_775_808.0;
         match self.get(parameter) {
             None => Ok(None),
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(i) => Ok(Some(i)),
-                None if n.is_u64() => Ok(Some(i64::MAX)),
-                None => Err(ApiError::WrongType { parameter, expected: "an integer" }),
+            Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Ok(Some(i)),
+                (None, _) if n.is_u64() => Ok(Some(i64::MAX)),
+                // Digits beyond 64 bits are read as a float: a whole one is an integer out of
+                // range, not a fraction.
+                (None, Some(f)) if f.fract() == 0.0 && f.abs() >= BEYOND_I64 => {
+                    Ok(Some(if f > 0.0 { i64::MAX } else { i64::MIN }))
+                }
+                (None, _) => Err(ApiError::WrongType { parameter, expected: "an integer" }),
             },
             Some(_) => Err(ApiError::WrongType { parameter, expected: "an integer" }),
         }
@@ -266,6 +273,22 @@ mod tests {
             (&"10033".into(), &"/max_size".into())
         );
         assert!(b.bounded::<u8>(waitline::PRIORITY).is_err(), "negative: out of range, not a wrong type");
+        // Digits beyond 64 bits (serde reads them as a float) are an integer out of range too.
+        let b = Body::parse(
+            br#"{"max_size": 100000000000000000000000000000, "priority": -9223372036854775809, "a": 1e3, "b": 2.0e19}"#,
+        )
+        .unwrap();
+        assert_eq!(b.int("max_size").unwrap(), Some(i64::MAX));
+        assert_eq!(b.int("priority").unwrap(), Some(i64::MIN));
+        assert!(
+            matches!(b.int("a"), Err(ApiError::WrongType { .. })),
+            "a float within range is not an integer"
+        );
+        assert_eq!(b.int("b").unwrap(), Some(i64::MAX));
+        let (too_big, wrong) =
+            (b.bounded::<u32>(waitline::QUEUE_MAX_SIZE).unwrap_err().body(), b.int("a").unwrap_err().body());
+        assert_ne!(too_big["errors"][0]["detail"], wrong["errors"][0]["detail"], "a range, not a type");
+        assert!(b.bounded::<u8>(waitline::PRIORITY).is_err());
         assert_eq!(b.string("client_state").unwrap(), None);
         assert!(Body::parse(b"").is_ok());
         assert!(matches!(Body::parse(b"[1]"), Err(ApiError::MalformedJson(_))));
