@@ -79,7 +79,7 @@ struct Shared {
     body_timeout: Duration,
     /// Set when shutdown begins: event streams end so their connections can close.
     closing: tokio::sync::watch::Sender<bool>,
-    /// Free event-stream slots, of the server and of each tenant.
+    /// The event streams open, against the server's cap and each tenant's.
     stream_slots: StreamSlots,
     /// The request counts (`None`: metrics off), made when the router is built, which knows
     /// the routes.

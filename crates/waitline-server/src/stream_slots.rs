@@ -6,33 +6,35 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
-/// The free slots.
+/// The streams open, and the caps.
 #[derive(Debug)]
 pub(crate) struct StreamSlots {
-    /// Free slots of the whole server.
-    server: Arc<Semaphore>,
+    open: Arc<Mutex<Open>>,
     max: usize,
-    /// Streams open per tenant (a tenant with none has no entry).
-    open: Arc<Mutex<HashMap<Arc<str>, usize>>>,
     max_per_tenant: usize,
+}
+
+/// Streams open: in all, and per tenant (a tenant with none has no entry).
+#[derive(Debug, Default)]
+struct Open {
+    all: usize,
+    tenants: HashMap<Arc<str>, usize>,
 }
 
 /// One open stream's slots, given back when it is dropped.
 #[derive(Debug)]
 pub(crate) struct StreamSlot {
-    _server: OwnedSemaphorePermit,
     tenant: Arc<str>,
-    open: Arc<Mutex<HashMap<Arc<str>, usize>>>,
+    open: Arc<Mutex<Open>>,
 }
 
 impl StreamSlots {
     /// `max` streams at once, `max_per_tenant` of them for one tenant.
     pub(crate) fn new(max: usize, max_per_tenant: usize) -> Self {
-        Self { server: Arc::new(Semaphore::new(max)), max, open: Arc::default(), max_per_tenant }
+        Self { open: Arc::default(), max, max_per_tenant }
     }
 
     /// A slot for a stream of `tenant`: the tenant's cap is checked first, then the server's.
@@ -41,28 +43,28 @@ impl StreamSlots {
     /// Either cap is reached (429 `10011`).
     pub(crate) fn take(&self, tenant: &str) -> Result<StreamSlot, ApiError> {
         let mut open = self.open.lock();
-        let held = open.get(tenant).copied().unwrap_or(0);
+        let held = open.tenants.get(tenant).copied().unwrap_or(0);
         if held >= self.max_per_tenant {
             return Err(ApiError::TooManyTenantStreams { limit: self.max_per_tenant });
         }
-        let server = self
-            .server
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::TooManyStreams { limit: self.max })?;
+        if open.all >= self.max {
+            return Err(ApiError::TooManyStreams { limit: self.max });
+        }
         let tenant: Arc<str> = tenant.into();
-        open.insert(tenant.clone(), held + 1);
-        Ok(StreamSlot { _server: server, tenant, open: self.open.clone() })
+        open.all += 1;
+        open.tenants.insert(tenant.clone(), held + 1);
+        Ok(StreamSlot { tenant, open: self.open.clone() })
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut open = self.open.lock();
-        if let Some(held) = open.get_mut(&self.tenant) {
+        open.all -= 1;
+        if let Some(held) = open.tenants.get_mut(&self.tenant) {
             *held -= 1;
             if *held == 0 {
-                open.remove(&self.tenant);
+                open.tenants.remove(&self.tenant);
             }
         }
     }
@@ -84,7 +86,8 @@ mod tests {
         let b2 = slots.take("b").unwrap();
         assert!(matches!(slots.take("a"), Err(ApiError::TooManyStreams { .. })));
         drop((a2, b1, b2));
-        assert!(slots.open.lock().is_empty(), "no entry is kept for a tenant with no stream");
+        assert!(slots.open.lock().tenants.is_empty(), "no entry is kept for a tenant with no stream");
+        assert_eq!(slots.open.lock().all, 0);
         let _again = [slots.take("a").unwrap(), slots.take("a").unwrap(), slots.take("c").unwrap()];
     }
 }
