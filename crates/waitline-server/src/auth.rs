@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
@@ -166,13 +166,12 @@ impl ApiKeys {
         Self { entries }
     }
 
-    /// The entry of a presented key.
-    fn entry_of(&self, presented: &[u8]) -> Option<&Entry> {
-        let presented = digest(presented);
+    /// The entry of the key of digest `presented`.
+    fn entry_of(&self, presented: &KeyDigest) -> Option<&Entry> {
         let mut found = None;
         for entry in &self.entries {
             // Compare with every key, no early exit.
-            if bool::from(entry.digest.ct_eq(&presented)) {
+            if bool::from(entry.digest.ct_eq(presented)) {
                 found = Some(entry);
             }
         }
@@ -182,7 +181,13 @@ impl ApiKeys {
     /// The tenant of a presented key.
     #[must_use]
     pub fn tenant_of(&self, presented: &[u8]) -> Option<&Tenant> {
-        self.entry_of(presented).map(|e| &e.tenant)
+        self.entry_of(&digest(presented)).map(|e| &e.tenant)
+    }
+
+    /// Whether the key of digest `key` is one of these and belongs to `tenant`.
+    #[must_use]
+    pub fn names(&self, key: &KeyDigest, tenant: &str) -> bool {
+        self.entry_of(key).is_some_and(|e| e.tenant.name() == tenant)
     }
 }
 
@@ -203,20 +208,60 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = presented_key(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let keys = state.keys();
-        let entry = keys.entry_of(key).ok_or(ApiError::Unauthorized)?;
-        // The tenant's bucket was taken over, or is not (yet) this node's: its state here
-        // is not the truth.
-        if !state.durability().serves(entry.tenant.name()) {
-            return Err(ApiError::TenantMoved);
-        }
-        // Every authenticated request counts, reads and writes alike: a read costs the
-        // service as much as a write's answer, and one rule is easier to plan for.
-        if let Some(bucket) = &entry.bucket {
-            bucket.take().map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
-        }
-        Ok(Auth(entry.tenant.clone()))
+        authenticate(&digest(key), state).map(Auth)
     }
+}
+
+/// A route open to anyone that answers a key's tenant its own (`Option<Auth>`): no
+/// `Authorization` header is `None`; a header with a key that is refused is refused.
+impl OptionalFromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Ok(None);
+        }
+        <Self as FromRequestParts<AppState>>::from_request_parts(parts, state).await.map(Some)
+    }
+}
+
+/// The tenant of an authenticated request and the digest of the key it presented: for what
+/// outlives the request (an event stream), which ends once a reload takes the key away.
+#[derive(Debug, Clone)]
+pub struct KeyedAuth {
+    /// The key's tenant.
+    pub tenant: Tenant,
+    /// The key's digest.
+    pub key: KeyDigest,
+}
+
+impl FromRequestParts<AppState> for KeyedAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = digest(presented_key(&parts.headers).ok_or(ApiError::Unauthorized)?);
+        Ok(Self { tenant: authenticate(&key, state)?, key })
+    }
+}
+
+/// The tenant of the key of digest `key`, if it is served here and within its rate limit.
+fn authenticate(key: &KeyDigest, state: &AppState) -> Result<Tenant, ApiError> {
+    let keys = state.keys();
+    let entry = keys.entry_of(key).ok_or(ApiError::Unauthorized)?;
+    // The tenant's bucket was taken over, or is not (yet) this node's: its state here
+    // is not the truth.
+    if !state.durability().serves(entry.tenant.name()) {
+        return Err(ApiError::TenantMoved);
+    }
+    // Every authenticated request counts, reads and writes alike: a read costs the
+    // service as much as a write's answer, and one rule is easier to plan for.
+    if let Some(bucket) = &entry.bucket {
+        bucket.take().map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+    }
+    Ok(entry.tenant.clone())
 }
 
 #[cfg(test)]
@@ -264,5 +309,7 @@ mod tests {
         assert!(keys.tenant_of(hashed_form("k2").as_bytes()).is_none(), "the digest is not the key");
         assert!(keys.tenant_of(b"k").is_none());
         assert!(keys.tenant_of(b"k22").is_none());
+        assert!(keys.names(&digest(b"k1"), "a") && !keys.names(&digest(b"k1"), "b"));
+        assert!(!keys.names(&digest(b"k3"), "a"));
     }
 }

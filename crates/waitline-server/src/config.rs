@@ -36,6 +36,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Event streams (`GET /v2/events`) open at once, all tenants together.
     pub max_event_streams: usize,
+    /// Event streams open at once of one tenant (`None`: a quarter of `max_event_streams`,
+    /// at least 1).
+    pub max_event_streams_per_tenant: Option<usize>,
     /// Webhook delivery.
     pub webhooks: WebhookConfig,
     /// How long shutdown waits for the webhook outbox to drain.
@@ -148,6 +151,7 @@ impl Default for Config {
             max_queues_per_tenant: 10_000,
             max_body_bytes: 64 * 1024,
             max_event_streams: 64,
+            max_event_streams_per_tenant: None,
             webhooks: WebhookConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
@@ -255,6 +259,10 @@ pub struct ServeArgs {
     /// Event streams open at once [default: 64].
     #[arg(long, env = "WAITLINE_MAX_EVENT_STREAMS")]
     pub max_event_streams: Option<usize>,
+    /// Event streams open at once of one tenant [default: a quarter of --max-event-streams,
+    /// at least 1].
+    #[arg(long, env = "WAITLINE_MAX_EVENT_STREAMS_PER_TENANT")]
+    pub max_event_streams_per_tenant: Option<usize>,
     /// Attempts per webhook URL [default: 3].
     #[arg(long, env = "WAITLINE_WEBHOOK_ATTEMPTS")]
     pub webhook_attempts: Option<u32>,
@@ -396,6 +404,7 @@ pub struct FileConfig {
     max_queues_per_tenant: Option<usize>,
     max_body_bytes: Option<usize>,
     max_event_streams: Option<usize>,
+    max_event_streams_per_tenant: Option<usize>,
     webhook_attempts: Option<u32>,
     webhook_backoff_ms: Option<u64>,
     webhook_timeout_ms: Option<u64>,
@@ -573,6 +582,9 @@ impl ServeArgs {
                 .max_event_streams
                 .or(file.max_event_streams)
                 .unwrap_or(d.max_event_streams),
+            max_event_streams_per_tenant: self
+                .max_event_streams_per_tenant
+                .or(file.max_event_streams_per_tenant),
             webhooks: WebhookConfig {
                 url: self.webhook_url.or(file.webhook_url),
                 failover_url: self.webhook_failover_url.or(file.webhook_failover_url),

@@ -49,6 +49,11 @@ pub enum ApiError {
         /// The configured cap.
         limit: usize,
     },
+    /// Every event-stream slot of the key's tenant is taken.
+    TooManyTenantStreams {
+        /// The configured cap per tenant.
+        limit: usize,
+    },
     /// The tenant's rate limit is reached.
     RateLimited {
         /// Whole seconds until a request is allowed again.
@@ -181,6 +186,16 @@ impl ApiError {
                 "10011",
                 "Too many requests",
                 format!("At most {limit} event streams may be open at once; close one first."),
+                None,
+                None,
+            ),
+            Self::TooManyTenantStreams { limit } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "10011",
+                "Too many requests",
+                format!(
+                    "At most {limit} event streams of one tenant may be open at once (the per-tenant cap); close one first."
+                ),
                 None,
                 None,
             ),

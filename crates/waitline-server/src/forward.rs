@@ -134,7 +134,7 @@ pub async fn to_owner(State(state): State<AppState>, request: Request, next: Nex
     for looked_again in [false, true] {
         let Some(url) = owner.filter(|url| *url != forwarder.me) else { break };
         let answer = if route == Route::Events {
-            forward_stream(&state, forwarder, &url, bucket, &parts, body.clone()).await
+            forward_stream(&state, forwarder, (&url, bucket), &tenant, &parts, body.clone()).await
         } else {
             forward(forwarder, &url, &parts, body.clone()).await
         };
@@ -280,18 +280,18 @@ async fn forward(forwarder: &Forwarder, url: &str, parts: &Parts, body: Bytes) -
 /// Opens an event stream on the node at `url` (its head within [`TIMEOUT`]) and passes it
 /// on as it comes (never buffered whole): it ends when the owner ends it (its tenant moved,
 /// or it stops), when the owner sends nothing for [`STREAM_IDLE`], when this node's owner
-/// map says `bucket` moved off `url`, when this node stops, or when the client goes (then
-/// the owner's connection is closed too). It holds one of this node's event-stream slots
-/// while open.
+/// map says `bucket` moved off `url`, when this node stops, when a reload here takes the key
+/// away from `tenant`, or when the client goes (then the owner's connection is closed too).
+/// It holds one of this node's event-stream slots (and of `tenant`'s) while open.
 async fn forward_stream(
     state: &AppState,
     forwarder: &Forwarder,
-    url: &str,
-    bucket: u32,
+    (url, bucket): (&str, u32),
+    tenant: &str,
     parts: &Parts,
     body: Bytes,
 ) -> Answer {
-    let slot = match state.stream_slot() {
+    let slot = match state.stream_slot(tenant) {
         Ok(slot) => slot,
         Err(e) => return Answer::Passed(e.into_response()),
     };
@@ -309,6 +309,8 @@ async fn forward_stream(
         chunk
     });
     let chunks = futures_util::StreamExt::take_until(chunks, state.closing());
+    let key = crate::auth::digest(presented_key(&parts.headers).unwrap_or_default());
+    let chunks = futures_util::StreamExt::take_until(chunks, state.key_revoked(key, tenant));
     let chunks =
         futures_util::StreamExt::take_until(chunks, owner_moved(state.clone(), bucket, url.to_owned()));
     Answer::Passed((status, passed, Body::from_stream(chunks)).into_response())

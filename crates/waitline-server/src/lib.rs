@@ -25,12 +25,14 @@ mod request_metrics;
 pub mod routes;
 mod serve;
 pub mod simulate;
+mod stream_slots;
 pub mod tls;
 pub mod wallboard;
 pub mod webhook;
 mod webhook_delivery;
 pub mod webhook_destination;
 mod webhook_lane;
+mod webhook_signer;
 pub mod wire;
 
 use std::future::Future;
@@ -40,16 +42,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::response::Response;
 use axum::routing::get;
-use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use waitline::{Engine, EngineBuilder};
 
-use crate::auth::{ApiKeys, KeySpec};
+use crate::auth::{ApiKeys, KeyDigest, KeySpec};
 use crate::config::Config;
 use crate::durable::Durability;
 use crate::rate_limit::RateLimiter;
 use crate::request_metrics::RequestCounts;
 use crate::routes::Routes;
+use crate::stream_slots::{StreamSlot, StreamSlots};
 use crate::tls::Tls;
 use crate::webhook::{Signer, Webhooks};
 
@@ -64,18 +66,21 @@ struct Shared {
     engine: Engine,
     durability: Durability,
     webhooks: Webhooks,
-    /// Swapped whole when keys are reloaded; a request reads it once.
-    keys: RwLock<Arc<ApiKeys>>,
+    /// Swapped whole when keys are reloaded; a request reads it once, and an event stream
+    /// is woken by the change to check its key.
+    keys: tokio::sync::watch::Sender<Arc<ApiKeys>>,
     /// Per-tenant buckets, when rate limits are on.
     limiter: Option<RateLimiter>,
+    /// The configured signing key (the tenant `default`'s), which every tenant's derives from.
+    signer: Signer,
+    /// The tenant `default`'s public key, base64.
     public_key: String,
     body_limit: usize,
     body_timeout: Duration,
     /// Set when shutdown begins: event streams end so their connections can close.
     closing: tokio::sync::watch::Sender<bool>,
-    /// Free event-stream slots.
-    stream_slots: Arc<tokio::sync::Semaphore>,
-    max_streams: usize,
+    /// The event streams open, against the server's cap and each tenant's.
+    stream_slots: StreamSlots,
     /// The request counts (`None`: metrics off), made when the router is built, which knows
     /// the routes.
     request_counts: Option<OnceLock<Arc<RequestCounts>>>,
@@ -101,14 +106,17 @@ impl AppState {
                 webhooks: Webhooks::new(&engine, durability.clone(), signer.clone(), config.webhooks.clone()),
                 durability,
                 engine,
-                keys: RwLock::new(Arc::new(keys)),
+                keys: tokio::sync::watch::Sender::new(Arc::new(keys)),
                 limiter,
+                signer: signer.clone(),
                 public_key: signer.public_key_base64(),
                 body_limit: config.max_body_bytes,
                 body_timeout: config.connections.body_timeout,
                 closing: tokio::sync::watch::Sender::new(false),
-                stream_slots: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
-                max_streams: config.max_event_streams,
+                stream_slots: StreamSlots::new(
+                    config.max_event_streams,
+                    config.max_event_streams_per_tenant.unwrap_or((config.max_event_streams / 4).max(1)),
+                ),
                 request_counts: config.metrics.enabled.then(OnceLock::new),
                 metrics_max_queues: config.metrics.max_queues,
                 forwarder: config.cluster.as_ref().map(forward::Forwarder::new),
@@ -135,18 +143,38 @@ impl AppState {
     }
 
     pub(crate) fn keys(&self) -> Arc<ApiKeys> {
-        self.shared.keys.read().clone()
+        self.shared.keys.borrow().clone()
     }
 
-    /// Replaces the API keys: requests from now on are checked against `keys`; requests in
-    /// flight and open connections are not touched. A tenant's rate-limit bucket stays.
+    /// Replaces the API keys: requests from now on are checked against `keys`, and every
+    /// open event stream whose key no longer names its tenant ends; requests in flight and
+    /// open connections are not otherwise touched. A tenant's rate-limit bucket stays.
     pub fn reload_keys(&self, keys: &[KeySpec]) {
         let fresh = ApiKeys::new(&self.shared.engine, keys, self.shared.limiter.as_ref());
-        *self.shared.keys.write() = Arc::new(fresh);
+        self.shared.keys.send_replace(Arc::new(fresh));
     }
 
-    pub(crate) fn public_key(&self) -> &str {
-        &self.shared.public_key
+    /// Resolves once the key of digest `key` no longer names `tenant` (removed, or given to
+    /// another tenant, by a reload), or the service is gone. Woken by each reload, never
+    /// polled.
+    pub(crate) fn key_revoked(
+        &self,
+        key: KeyDigest,
+        tenant: &str,
+    ) -> impl Future<Output = ()> + Send + use<> {
+        let mut keys = self.shared.keys.subscribe();
+        let tenant = tenant.to_owned();
+        async move {
+            let _ = keys.wait_for(|keys| !keys.names(&key, &tenant)).await;
+        }
+    }
+
+    /// The public key that verifies `tenant`'s webhooks, base64 (see [`Signer::for_tenant`]).
+    pub(crate) fn public_key_of(&self, tenant: &str) -> String {
+        if tenant == waitline::DEFAULT_TENANT {
+            return self.shared.public_key.clone();
+        }
+        self.shared.signer.for_tenant(tenant).public_key_base64()
     }
 
     /// Resolves once shutdown has begun.
@@ -162,13 +190,9 @@ impl AppState {
         *self.shared.closing.borrow()
     }
 
-    /// A slot for one event stream, held while it is open.
-    pub(crate) fn stream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, crate::error::ApiError> {
-        self.shared
-            .stream_slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| crate::error::ApiError::TooManyStreams { limit: self.shared.max_streams })
+    /// A slot for one event stream of `tenant`, held while it is open.
+    pub(crate) fn stream_slot(&self, tenant: &str) -> Result<StreamSlot, crate::error::ApiError> {
+        self.shared.stream_slots.take(tenant)
     }
 
     pub(crate) fn body_limit(&self) -> usize {

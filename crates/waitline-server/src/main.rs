@@ -118,12 +118,12 @@ async fn main() -> std::process::ExitCode {
         Ok((s, origin)) => {
             match origin {
                 Some(SecretOrigin::Made) => println!(
-                    "No signing key configured; webhooks are signed with a generated key{}. Public key: {}",
+                    "No signing key configured; webhooks are signed with a generated key{} (tenant 'default' signs with it, every other tenant with a key derived from it: see GET /v2/webhook_public_key). Public key of tenant 'default': {}",
                     kept("signing-key"),
                     s.public_key_base64()
                 ),
                 Some(SecretOrigin::Stored) => println!(
-                    "No signing key configured; webhooks are signed with the key{}. Public key: {}",
+                    "No signing key configured; webhooks are signed with the key{} (tenant 'default' signs with it, every other tenant with a key derived from it: see GET /v2/webhook_public_key). Public key of tenant 'default': {}",
                     kept("signing-key"),
                     s.public_key_base64()
                 ),

@@ -18,7 +18,7 @@ use serde_json::json;
 use waitline::PageRequest;
 
 use crate::AppState;
-use crate::auth::Auth;
+use crate::auth::{Auth, KeyedAuth};
 use crate::error::ApiError;
 use crate::wire::{self, Body};
 
@@ -274,10 +274,10 @@ async fn remove_queue_call(Auth(t): Auth, p: Result<RawPathParams, RawPathParams
 /// [ext] The tenant's events as Server-Sent Events, in the webhook envelope.
 async fn events(
     State(state): State<AppState>,
-    Auth(t): Auth,
+    KeyedAuth { tenant: t, key }: KeyedAuth,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // Each stream holds a bounded buffer in the engine: their number is capped.
-    let slot = state.stream_slot()?;
+    let slot = state.stream_slot(t.name())?;
     let mut sub = state.engine().subscribe_tenant_bounded(t.name(), STREAM_BUFFER);
     let durability = state.durability().clone();
     let tenant: Arc<str> = t.name().into();
@@ -313,9 +313,17 @@ async fn events(
         }
     });
     // Ends when the service stops, or when the tenant moves to another node (a takeover):
-    // the client reconnects and reaches the new owner.
-    let moved = state.durability().moved(t.name());
-    let stopped = futures_util::future::select(Box::pin(state.closing()), Box::pin(moved));
+    // the client reconnects and reaches the new owner. Ends too when a reload takes its key
+    // away (or gives it to another tenant): what it was allowed to read, it no longer is.
+    let (closing, moved) = (state.closing(), state.durability().moved(t.name()));
+    let revoked = state.key_revoked(key, t.name());
+    let stopped = async move {
+        tokio::select! {
+            () = closing => {}
+            () = moved => {}
+            () = revoked => {}
+        }
+    };
     let stream = futures_util::StreamExt::take_until(stream, stopped);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -329,9 +337,11 @@ fn sse_event(ev: waitline::EventRef<'_>) -> SseEvent {
 /// Command batches an event stream may fall behind by before it loses events.
 const STREAM_BUFFER: usize = 4096;
 
-/// [ext] The Ed25519 public key that verifies webhook signatures.
-async fn public_key(State(state): State<AppState>) -> Response {
-    Json(json!({ "data": { "public_key": state.public_key() } })).into_response()
+/// [ext] The Ed25519 public key that verifies the webhook signatures of the key's tenant,
+/// or of the tenant `default` when no key is given.
+async fn public_key(State(state): State<AppState>, auth: Option<Auth>) -> Response {
+    let tenant = auth.as_ref().map_or(waitline::DEFAULT_TENANT, |Auth(t)| t.name());
+    Json(json!({ "data": { "public_key": state.public_key_of(tenant) } })).into_response()
 }
 
 /// [ext] The tenant's latest webhooks that finally failed, oldest first.

@@ -1,6 +1,7 @@
 //! Webhooks: every Telnyx event of a call is POSTed in the Telnyx envelope, signed with
 //! Ed25519 exactly as Telnyx signs (`telnyx-timestamp`, and `telnyx-signature-ed25519` over
-//! `"{timestamp}|{body}"`), to the call's `webhook_url` or the configured one. A failed
+//! `"{timestamp}|{body}"`) with its tenant's key (`webhook_signer`), to the call's
+//! `webhook_url` or the configured one. A failed
 //! delivery is retried with exponential backoff, then sent to the failover URL.
 //!
 //! Commands never wait for delivery, and no event is dropped: the engine hands every event
@@ -16,9 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -28,63 +26,7 @@ use crate::durable::Durability;
 use crate::webhook_delivery::Delivery;
 use crate::webhook_destination::{DestinationPolicy, Refusal};
 use crate::webhook_lane::{Lane, LaneContext};
-
-/// Signs webhook bodies.
-#[derive(Clone)]
-pub struct Signer {
-    key: SigningKey,
-}
-
-impl std::fmt::Debug for Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("public_key", &self.public_key_base64()).finish()
-    }
-}
-
-impl Signer {
-    /// From the base64 of a 32-byte Ed25519 seed.
-    ///
-    /// # Errors
-    /// Not base64, or not 32 bytes.
-    pub fn from_base64_seed(seed: &str) -> Result<Self, String> {
-        let bytes = BASE64.decode(seed.trim()).map_err(|e| format!("signing key is not base64: {e}"))?;
-        let seed: [u8; 32] =
-            bytes.try_into().map_err(|_| "signing key must be the base64 of 32 bytes".to_owned())?;
-        Ok(Self { key: SigningKey::from_bytes(&seed) })
-    }
-
-    /// A fresh random key.
-    ///
-    /// # Panics
-    /// If the operating system has no randomness to give.
-    #[must_use]
-    pub fn generate() -> Self {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).expect("the OS random source");
-        Self { key: SigningKey::from_bytes(&seed) }
-    }
-
-    /// The secret seed, base64 (what `from_base64_seed` reads): for keeping it in the data
-    /// directory, never for a log.
-    #[must_use]
-    pub fn seed_base64(&self) -> String {
-        BASE64.encode(self.key.to_bytes())
-    }
-
-    /// The public key, base64 (what receivers verify with).
-    #[must_use]
-    pub fn public_key_base64(&self) -> String {
-        BASE64.encode(self.key.verifying_key().as_bytes())
-    }
-
-    /// The two signature headers for `body` sent at Unix time `timestamp`.
-    #[must_use]
-    pub fn sign(&self, timestamp: u64, body: &[u8]) -> (String, String) {
-        let mut message = format!("{timestamp}|").into_bytes();
-        message.extend_from_slice(body);
-        (timestamp.to_string(), BASE64.encode(self.key.sign(&message).to_bytes()))
-    }
-}
+pub use crate::webhook_signer::Signer;
 
 /// Where and how webhooks are delivered.
 #[derive(Debug, Clone)]
@@ -423,23 +365,4 @@ async fn read(
 #[must_use]
 pub fn envelope(event: &impl serde::Serialize, attempt: u32, delivered_to: &str) -> serde_json::Value {
     json!({ "data": event, "meta": { "attempt": attempt, "delivered_to": delivered_to } })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-
-    #[test]
-    fn signature_verifies_over_timestamp_pipe_body() {
-        let signer = Signer::from_base64_seed(&BASE64.encode([7u8; 32])).unwrap();
-        let (ts, sig) = signer.sign(1_700_000_000, b"{\"a\":1}");
-        let public: [u8; 32] = BASE64.decode(signer.public_key_base64()).unwrap().try_into().unwrap();
-        let sig: [u8; 64] = BASE64.decode(sig).unwrap().try_into().unwrap();
-        let key = VerifyingKey::from_bytes(&public).unwrap();
-        assert_eq!(ts, "1700000000");
-        assert!(key.verify(b"1700000000|{\"a\":1}", &Signature::from_bytes(&sig)).is_ok());
-        assert!(key.verify(b"1700000001|{\"a\":1}", &Signature::from_bytes(&sig)).is_err());
-        assert!(Signer::from_base64_seed("AAAA").is_err());
-    }
 }

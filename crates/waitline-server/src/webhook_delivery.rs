@@ -23,6 +23,7 @@ use crate::webhook_destination::{DestinationPolicy, Refusal};
 /// Sends events; shared by every lane.
 #[derive(Debug)]
 pub(crate) struct Delivery {
+    /// The configured key, which each tenant's derives from.
     signer: Signer,
     config: WebhookConfig,
     /// For the operator's URLs.
@@ -63,9 +64,16 @@ impl Delivery {
         event.kind.subject().is_some_and(|s| s.call.webhook_url.is_some()) || self.config.url.is_some()
     }
 
-    /// Delivers `event`, holding one of `slots` for each request in flight (never while
-    /// waiting to retry), so a lane's requests at once are bounded.
-    pub(crate) async fn deliver(&self, event: &Event, slots: &Semaphore) -> Outcome {
+    /// The signer of `tenant`'s webhooks (for its lane to keep: deriving a key costs more
+    /// than a signature).
+    pub(crate) fn signer_of(&self, tenant: &str) -> Signer {
+        self.signer.for_tenant(tenant)
+    }
+
+    /// Delivers `event`, signed by `signer` (its tenant's), holding one of `slots` for each
+    /// request in flight (never while waiting to retry), so a lane's requests at once are
+    /// bounded.
+    pub(crate) async fn deliver(&self, event: &Event, signer: &Signer, slots: &Semaphore) -> Outcome {
         let own = event.kind.subject().and_then(|s| s.call.webhook_url.as_deref());
         let primary = match (own, self.config.url.as_deref()) {
             (Some(url), _) => Some((url, true)),
@@ -92,7 +100,7 @@ impl Delivery {
                 let sent = {
                     let _slot = slots.acquire().await;
                     let started = std::time::Instant::now();
-                    let sent = self.post(client, url, event, attempt).await;
+                    let sent = self.post(client, (url, signer), event, attempt).await;
                     self.stats.attempt_seconds.observe(started.elapsed().as_secs_f64());
                     sent
                 };
@@ -138,13 +146,13 @@ impl Delivery {
     async fn post(
         &self,
         client: &reqwest::Client,
-        url: &str,
+        (url, signer): (&str, &Signer),
         event: &Event,
         attempt: u32,
     ) -> Result<(), Failure> {
         let body = serde_json::to_vec(&envelope(event, attempt, url)).unwrap_or_default();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let (timestamp, signature) = self.signer.sign(now.as_secs(), &body);
+        let (timestamp, signature) = signer.sign(now.as_secs(), &body);
         let response = client
             .post(url)
             .header("content-type", "application/json")

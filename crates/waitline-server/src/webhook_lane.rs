@@ -84,6 +84,7 @@ struct Waiting {
 
 async fn run(tenant: Arc<str>, mut rx: mpsc::UnboundedReceiver<Event>, context: LaneContext) {
     let slots = Arc::new(Semaphore::new(context.requests.max(1)));
+    let signer = Arc::new(context.delivery.signer_of(&tenant));
     let mut marks = Marks::new(tenant.clone(), context.durability.clone());
     let mut waiting = Waiting::default();
     let mut in_flight: JoinSet<(Uuid, Event, Outcome)> = JoinSet::new();
@@ -91,9 +92,9 @@ async fn run(tenant: Arc<str>, mut rx: mpsc::UnboundedReceiver<Event>, context: 
     let mut calls_in_flight: HashMap<tokio::task::Id, (Uuid, u64)> = HashMap::new();
     let start = |event: Event, in_flight: &mut JoinSet<_>, calls: &mut HashMap<_, _>| {
         let (call, seq) = (leg(&event), event.seq());
-        let (delivery, slots) = (context.delivery.clone(), slots.clone());
+        let (delivery, signer, slots) = (context.delivery.clone(), signer.clone(), slots.clone());
         let task = in_flight.spawn(async move {
-            let outcome = delivery.deliver(&event, &slots).await;
+            let outcome = delivery.deliver(&event, &signer, &slots).await;
             (call, event, outcome)
         });
         calls.insert(task.id(), (call, seq));

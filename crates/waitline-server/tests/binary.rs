@@ -149,7 +149,9 @@ fn logs_to_a_pipe_carry_no_colour_codes_and_no_secrets() {
     assert!(!again.contains(key) && !stderr.contains(key));
     // The directory holds the key's hash, not the key.
     assert_eq!(std::fs::read_to_string(data.path().join("api-key")).unwrap(), hashed_form(key));
-    let public = |out: &str| out.lines().find_map(|l| l.split("Public key: ").nth(1)).map(str::to_owned);
+    let public = |out: &str| {
+        out.lines().find_map(|l| l.split("Public key of tenant 'default': ").nth(1)).map(str::to_owned)
+    };
     assert_eq!(public(&stdout), public(&again), "the same signing key after a restart");
     assert!(stderr.contains("journal replayed"), "{stderr:?}");
     // And the key works after the restart.

@@ -487,8 +487,8 @@ async fn a_bucket_taken_over_while_running_sends_what_its_former_owner_had_not_d
         late.refused.lock().iter().map(|b| b["data"]["id"].as_str().unwrap().to_owned()).collect();
     // In this process the first node's outbox may still try (its tasks outlive it): only
     // what the second node signed counts.
-    late.trust(&second.signer_public);
-    delivered.trust(&second.signer_public);
+    late.trust(&second.public_key_of(&tenant(i)));
+    delivered.trust(&second.public_key_of(&tenant(i)));
     let by_second = |r: &Receiver| r.got.lock().iter().filter(|h| h.verified).cloned().collect::<Vec<_>>();
     late.fail_next(0);
     settled_owners(&store, &[&second], lease * 3).await;
@@ -1355,7 +1355,7 @@ async fn a_takeovers_replayed_events_wait_for_no_commit() {
     let (s, v) = until_served(&first, "POST", "/v2/calls", &key_of(i), Some(dial_to)).await;
     assert_eq!(s, 200, "{v}");
     eventually(Duration::from_secs(5), "the first node tried", || !hooks.refused.lock().is_empty()).await;
-    hooks.trust(&second.signer_public);
+    hooks.trust(&second.public_key_of(&tenant(i)));
     second.durability.pause_writer();
     second.durability.mark_delivered(&tenant(j), 1); // queued, not committed
     first.stop().await;

@@ -233,8 +233,8 @@ async fn webhooks_are_signed_ordered_and_per_call_urls_win() {
     let rx = Receiver::start(0).await;
     let own = Receiver::start(0).await;
     let s = Server::start(allow_loopback(fast_webhooks(&rx.url, None))).await;
-    rx.trust(&s.signer_public);
-    own.trust(&s.signer_public);
+    rx.trust(&s.public_key_of("a"));
+    own.trust(&s.public_key_of("a"));
     let a = s.dial_with(json!({"client_state": "aGk="})).await;
     let agent = s.dial_with(json!({"webhook_url": own.url})).await;
     s.action(&a, "enqueue", json!({"queue_name": "q"})).await;
@@ -267,14 +267,14 @@ async fn webhooks_retry_then_fail_over() {
     let dead = Receiver::start(usize::MAX).await;
     let failover = Receiver::start(0).await;
     let s = Server::start(fast_webhooks(&flaky.url, None)).await;
-    flaky.trust(&s.signer_public);
+    flaky.trust(&s.public_key_of("a"));
     s.dial().await;
     let got = flaky.wait_for(2).await;
     assert_eq!(got[0].body["meta"]["attempt"], 2, "the first attempt failed, the retry counts 2");
     s.stop().await;
 
     let s = Server::start(fast_webhooks(&dead.url, Some(&failover.url))).await;
-    failover.trust(&s.signer_public);
+    failover.trust(&s.public_key_of("a"));
     s.dial().await;
     let got = failover.wait_for(2).await;
     assert_eq!(got[0].body["meta"]["attempt"], 3, "two attempts at the primary, then the failover");
@@ -360,7 +360,7 @@ async fn an_event_reaches_an_open_stream_without_delay() {
 async fn per_call_webhook_url_works_without_a_default_url() {
     let rx = Receiver::start(0).await;
     let s = Server::start(allow_loopback(Config::default())).await;
-    rx.trust(&s.signer_public);
+    rx.trust(&s.public_key_of("a"));
     s.dial().await; // no URL anywhere: nothing to deliver
     let a = s.dial_with(json!({"webhook_url": rx.url})).await;
     s.action(&a, "hangup", json!({})).await;

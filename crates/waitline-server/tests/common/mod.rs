@@ -34,7 +34,10 @@ pub struct Server {
     /// The operator's metrics listener (`--metrics-listen`), when metrics are on.
     pub metrics_base: Option<String>,
     pub http: reqwest::Client,
+    /// The public key of the configured signing key: the tenant `default`'s.
     pub signer_public: String,
+    /// The configured signing key, which every tenant's derives from.
+    pub signer: Signer,
     /// Reloads keys and certificates, as SIGHUP does.
     pub reloader: waitline_server::Reloader,
     /// The engine served, and its store (to look inside).
@@ -92,6 +95,7 @@ impl Server {
             metrics_base,
             http: reqwest::Client::new(),
             signer_public,
+            signer,
             reloader,
             engine: served,
             durability: kept,
@@ -99,6 +103,11 @@ impl Server {
             task: Some(task),
             _data: data,
         }
+    }
+
+    /// The public key that verifies `tenant`'s webhooks.
+    pub fn public_key_of(&self, tenant: &str) -> String {
+        self.signer.for_tenant(tenant).public_key_base64()
     }
 
     pub async fn stop(mut self) {
