@@ -179,6 +179,8 @@ pub fn api(prefix: &str) -> Routes {
 
 async fn dial(State(state): State<AppState>, Auth(t): Auth, JsonBody(b): JsonBody) -> ApiResult {
     let params = b.dial()?;
+    // The parameters' errors before the destination's, and no outbox for a refused dial.
+    params.check()?;
     if let Some(url) = &params.webhook_url {
         state.webhooks().check_destination(url).map_err(ApiError::WebhookDestination)?;
         // Before the call exists, so its first event is delivered too.

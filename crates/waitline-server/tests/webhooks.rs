@@ -120,7 +120,7 @@ async fn dial_refuses_a_literal_loopback_or_a_bad_url() {
         ("http://127.0.0.1:9/hook", "95005", "127.0.0.1 is a loopback address"),
         ("http://[::1]:9/hook", "95005", "::1 is a loopback address"),
         ("http://2130706433/", "95005", "127.0.0.1 is a loopback address"),
-        ("ftp://hooks.example.com/", "10033", "scheme 'ftp' is not http or https"),
+        ("ftp://hooks.example.com/", "10033", "must be an http(s) URL"),
         ("http://[::1/", "10033", "not a valid URL"),
     ] {
         let body = json!({"to": "+1", "from": "+2", "connection_id": "app", "call_control_id": "adopted", "webhook_url": url});
@@ -132,6 +132,21 @@ async fn dial_refuses_a_literal_loopback_or_a_bad_url() {
         let (status, v) = s.get("/v2/calls/adopted").await;
         assert_eq!((status, code(&v)), (422, "90015"), "no call was made for {url}");
     }
+    s.stop().await;
+}
+
+/// A dial's parameters are checked before its webhook's destination: a bad `client_state`
+/// with a refused destination is named as the bad `client_state` (docs/behaviour.md §2.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_names_a_bad_parameter_before_a_refused_destination() {
+    let s = Server::start(config(None, None, &[])).await;
+    let body = json!({"to": "+1", "from": "+2", "connection_id": "app", "call_control_id": "adopted",
+        "webhook_url": "http://127.0.0.1:9/hook", "client_state": "not base64!"});
+    let (status, v) = s.post("/v2/calls", body).await;
+    assert_eq!((status, code(&v)), (422, "10033"), "{v}");
+    assert_eq!(v["errors"][0]["source"]["pointer"], "/client_state", "{v}");
+    let (status, v) = s.get("/v2/calls/adopted").await;
+    assert_eq!((status, code(&v)), (422, "90015"), "no call was made: {v}");
     s.stop().await;
 }
 

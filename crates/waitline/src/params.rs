@@ -146,6 +146,17 @@ impl DialParams {
         Self { to: to.into(), from: from.into(), connection_id: connection_id.into(), ..Self::default() }
     }
 
+    /// Checks every parameter as [`crate::Tenant::dial`] does, without dialling: a frontend
+    /// with work of its own between the checks and the dial (the HTTP service checks the
+    /// webhook's destination, then starts its webhook outbox) calls this first, so that its
+    /// errors come after the parameters' (docs/behaviour.md §2.1).
+    ///
+    /// # Errors
+    /// The first parameter out of its rule, as dial would name it.
+    pub fn check(&self) -> Result<()> {
+        self.validate().map(|_| ())
+    }
+
     pub(crate) fn validate(&self) -> Result<(&str, &str, &str)> {
         validate_text("to", &self.to)?;
         validate_text("from", &self.from)?;
