@@ -143,6 +143,8 @@ struct Entry {
 /// The configured keys, each with its tenant's handle.
 pub struct ApiKeys {
     entries: Vec<Entry>,
+    /// How many tenants have a key.
+    tenants: usize,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -163,7 +165,14 @@ impl ApiKeys {
                 bucket: limiter.map(|l| l.bucket(&s.tenant)),
             })
             .collect();
-        Self { entries }
+        let tenants = specs.iter().map(|s| s.tenant.as_str()).collect::<std::collections::HashSet<_>>().len();
+        Self { entries, tenants }
+    }
+
+    /// How many tenants have a key.
+    #[must_use]
+    pub fn tenants(&self) -> usize {
+        self.tenants
     }
 
     /// The entry of the key of digest `presented`.

@@ -582,9 +582,10 @@ impl ServeArgs {
                 .max_event_streams
                 .or(file.max_event_streams)
                 .unwrap_or(d.max_event_streams),
-            max_event_streams_per_tenant: self
-                .max_event_streams_per_tenant
-                .or(file.max_event_streams_per_tenant),
+            max_event_streams_per_tenant: positive(
+                "max_event_streams_per_tenant",
+                self.max_event_streams_per_tenant.or(file.max_event_streams_per_tenant),
+            )?,
             webhooks: WebhookConfig {
                 url: self.webhook_url.or(file.webhook_url),
                 failover_url: self.webhook_failover_url.or(file.webhook_failover_url),

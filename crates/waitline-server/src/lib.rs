@@ -113,10 +113,7 @@ impl AppState {
                 body_limit: config.max_body_bytes,
                 body_timeout: config.connections.body_timeout,
                 closing: tokio::sync::watch::Sender::new(false),
-                stream_slots: StreamSlots::new(
-                    config.max_event_streams,
-                    config.max_event_streams_per_tenant.unwrap_or((config.max_event_streams / 4).max(1)),
-                ),
+                stream_slots: StreamSlots::new(config.max_event_streams, config.max_event_streams_per_tenant),
                 request_counts: config.metrics.enabled.then(OnceLock::new),
                 metrics_max_queues: config.metrics.max_queues,
                 forwarder: config.cluster.as_ref().map(forward::Forwarder::new),
@@ -192,7 +189,7 @@ impl AppState {
 
     /// A slot for one event stream of `tenant`, held while it is open.
     pub(crate) fn stream_slot(&self, tenant: &str) -> Result<StreamSlot, crate::error::ApiError> {
-        self.shared.stream_slots.take(tenant)
+        self.shared.stream_slots.take(tenant, self.keys().tenants())
     }
 
     pub(crate) fn body_limit(&self) -> usize {

@@ -118,12 +118,12 @@ async fn main() -> std::process::ExitCode {
         Ok((s, origin)) => {
             match origin {
                 Some(SecretOrigin::Made) => println!(
-                    "No signing key configured; webhooks are signed with a generated key{} (tenant 'default' signs with it, every other tenant with a key derived from it: see GET /v2/webhook_public_key). Public key of tenant 'default': {}",
+                    "No signing key configured; webhooks are signed with a generated key{} (the operator's webhook URLs and tenant 'default' get it; every other tenant's calls' own webhook URLs a key derived from it). Public key of tenant 'default': {}",
                     kept("signing-key"),
                     s.public_key_base64()
                 ),
                 Some(SecretOrigin::Stored) => println!(
-                    "No signing key configured; webhooks are signed with the key{} (tenant 'default' signs with it, every other tenant with a key derived from it: see GET /v2/webhook_public_key). Public key of tenant 'default': {}",
+                    "No signing key configured; webhooks are signed with the key{} (the operator's webhook URLs and tenant 'default' get it; every other tenant's calls' own webhook URLs a key derived from it). Public key of tenant 'default': {}",
                     kept("signing-key"),
                     s.public_key_base64()
                 ),
@@ -136,6 +136,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    print_tenant_public_keys(&signer, &config.api_keys);
     // Before serving: SIGHUP's default action would end the process.
     let hangups = match hangup_signals() {
         Ok(h) => h,
@@ -265,5 +266,29 @@ fn print_or_fail(report: Result<String, String>, code: u8) -> std::process::Exit
             eprintln!("waitline: {e}");
             std::process::ExitCode::from(code)
         }
+    }
+}
+
+/// How many tenants' webhook public keys are printed at start (the rest: ask the server).
+const TENANT_KEYS_PRINTED: usize = 20;
+
+/// Prints the webhook public key of each tenant with an API key other than `default` (whose
+/// key is the configured one): what the receivers of its calls' own `webhook_url` verify with.
+fn print_tenant_public_keys(signer: &Signer, keys: &[KeySpec]) {
+    let mut tenants: Vec<&str> =
+        keys.iter().map(|k| k.tenant.as_str()).filter(|t| *t != waitline::DEFAULT_TENANT).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    for tenant in tenants.iter().take(TENANT_KEYS_PRINTED) {
+        println!(
+            "Webhook public key of tenant '{tenant}' (its calls' own webhook URLs): {}",
+            signer.for_tenant(tenant).public_key_base64()
+        );
+    }
+    if tenants.len() > TENANT_KEYS_PRINTED {
+        println!(
+            "...and {} more tenants: GET /v2/webhook_public_key with a tenant's API key gives its key",
+            tenants.len() - TENANT_KEYS_PRINTED
+        );
     }
 }

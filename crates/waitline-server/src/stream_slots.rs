@@ -14,7 +14,8 @@ use crate::error::ApiError;
 pub(crate) struct StreamSlots {
     open: Arc<Mutex<Open>>,
     max: usize,
-    max_per_tenant: usize,
+    /// The configured cap of one tenant, if any (else [`StreamSlots::tenant_cap`]'s default).
+    max_per_tenant: Option<usize>,
 }
 
 /// Streams open: in all, and per tenant (a tenant with none has no entry).
@@ -32,20 +33,30 @@ pub(crate) struct StreamSlot {
 }
 
 impl StreamSlots {
-    /// `max` streams at once, `max_per_tenant` of them for one tenant.
-    pub(crate) fn new(max: usize, max_per_tenant: usize) -> Self {
+    /// `max` streams at once, `max_per_tenant` of them for one tenant (`None`: the default
+    /// of [`StreamSlots::tenant_cap`]).
+    pub(crate) fn new(max: usize, max_per_tenant: Option<usize>) -> Self {
         Self { open: Arc::default(), max, max_per_tenant }
     }
 
-    /// A slot for a stream of `tenant`: the tenant's cap is checked first, then the server's.
+    /// One tenant's cap when `tenants` tenants have keys: the configured one, else every slot
+    /// for a tenant alone (it has no neighbour to leave slots to), a quarter of them (at least
+    /// one) when there are several.
+    fn tenant_cap(&self, tenants: usize) -> usize {
+        self.max_per_tenant.unwrap_or(if tenants <= 1 { self.max } else { (self.max / 4).max(1) })
+    }
+
+    /// A slot for a stream of `tenant`, one of `tenants` with keys: the tenant's cap is
+    /// checked first, then the server's.
     ///
     /// # Errors
     /// Either cap is reached (429 `10011`).
-    pub(crate) fn take(&self, tenant: &str) -> Result<StreamSlot, ApiError> {
+    pub(crate) fn take(&self, tenant: &str, tenants: usize) -> Result<StreamSlot, ApiError> {
+        let cap = self.tenant_cap(tenants);
         let mut open = self.open.lock();
         let held = open.tenants.get(tenant).copied().unwrap_or(0);
-        if held >= self.max_per_tenant {
-            return Err(ApiError::TooManyTenantStreams { limit: self.max_per_tenant });
+        if held >= cap {
+            return Err(ApiError::TooManyTenantStreams { limit: cap });
         }
         if open.all >= self.max {
             return Err(ApiError::TooManyStreams { limit: self.max });
@@ -76,18 +87,32 @@ mod tests {
 
     #[test]
     fn the_tenant_cap_comes_first_and_slots_come_back() {
-        let slots = StreamSlots::new(3, 2);
-        let a1 = slots.take("a").unwrap();
-        let a2 = slots.take("a").unwrap();
-        assert!(matches!(slots.take("a"), Err(ApiError::TooManyTenantStreams { limit: 2 })));
-        let b1 = slots.take("b").unwrap();
-        assert!(matches!(slots.take("b"), Err(ApiError::TooManyStreams { limit: 3 })));
+        let slots = StreamSlots::new(3, Some(2));
+        let a1 = slots.take("a", 3).unwrap();
+        let a2 = slots.take("a", 3).unwrap();
+        assert!(matches!(slots.take("a", 3), Err(ApiError::TooManyTenantStreams { limit: 2 })));
+        let b1 = slots.take("b", 3).unwrap();
+        assert!(matches!(slots.take("b", 3), Err(ApiError::TooManyStreams { limit: 3 })));
         drop(a1);
-        let b2 = slots.take("b").unwrap();
-        assert!(matches!(slots.take("a"), Err(ApiError::TooManyStreams { .. })));
+        let b2 = slots.take("b", 3).unwrap();
+        assert!(matches!(slots.take("a", 3), Err(ApiError::TooManyStreams { .. })));
         drop((a2, b1, b2));
         assert!(slots.open.lock().tenants.is_empty(), "no entry is kept for a tenant with no stream");
         assert_eq!(slots.open.lock().all, 0);
-        let _again = [slots.take("a").unwrap(), slots.take("a").unwrap(), slots.take("c").unwrap()];
+        let _again = [slots.take("a", 3).unwrap(), slots.take("a", 3).unwrap(), slots.take("c", 3).unwrap()];
+    }
+
+    /// Unless configured, a tenant alone may hold every slot; with several tenants, a quarter.
+    #[test]
+    fn the_default_tenant_cap_follows_the_tenants_with_keys() {
+        let slots = StreamSlots::new(8, None);
+        let alone: Vec<_> = (0..8).map(|_| slots.take("a", 1).unwrap()).collect();
+        assert!(matches!(slots.take("a", 1), Err(ApiError::TooManyTenantStreams { limit: 8 })));
+        drop(alone);
+        let shared: Vec<_> = (0..2).map(|_| slots.take("a", 2).unwrap()).collect();
+        assert!(matches!(slots.take("a", 2), Err(ApiError::TooManyTenantStreams { limit: 2 })));
+        assert_eq!(StreamSlots::new(3, None).tenant_cap(5), 1, "at least one");
+        assert_eq!(StreamSlots::new(64, Some(5)).tenant_cap(1), 5, "the configured cap, even alone");
+        drop(shared);
     }
 }

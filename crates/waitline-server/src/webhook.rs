@@ -1,7 +1,7 @@
 //! Webhooks: every Telnyx event of a call is POSTed in the Telnyx envelope, signed with
 //! Ed25519 exactly as Telnyx signs (`telnyx-timestamp`, and `telnyx-signature-ed25519` over
-//! `"{timestamp}|{body}"`) with its tenant's key (`webhook_signer`), to the call's
-//! `webhook_url` or the configured one. A failed
+//! `"{timestamp}|{body}"`), to the call's `webhook_url` (with its tenant's key,
+//! `webhook_signer`) or the configured one (with the configured key). A failed
 //! delivery is retried with exponential backoff, then sent to the failover URL.
 //!
 //! Commands never wait for delivery, and no event is dropped: the engine hands every event

@@ -70,9 +70,11 @@ impl Delivery {
         self.signer.for_tenant(tenant)
     }
 
-    /// Delivers `event`, signed by `signer` (its tenant's), holding one of `slots` for each
-    /// request in flight (never while waiting to retry), so a lane's requests at once are
-    /// bounded.
+    /// Delivers `event`, holding one of `slots` for each request in flight (never while
+    /// waiting to retry), so a lane's requests at once are bounded. To the call's own URL it
+    /// is signed by `signer` (its tenant's: a URL a tenant chose only ever gets its own
+    /// tenant's signatures); to the operator's URLs by the configured key, whatever the
+    /// tenant, as the operator's receivers verify every tenant's events with one key.
     pub(crate) async fn deliver(&self, event: &Event, signer: &Signer, slots: &Semaphore) -> Outcome {
         let own = event.kind.subject().and_then(|s| s.call.webhook_url.as_deref());
         let primary = match (own, self.config.url.as_deref()) {
@@ -100,6 +102,7 @@ impl Delivery {
                 let sent = {
                     let _slot = slots.acquire().await;
                     let started = std::time::Instant::now();
+                    let signer = if chosen_by_client { signer } else { &self.signer };
                     let sent = self.post(client, (url, signer), event, attempt).await;
                     self.stats.attempt_seconds.observe(started.elapsed().as_secs_f64());
                     sent

@@ -1,8 +1,9 @@
-//! The keys that sign webhooks: one Ed25519 key per tenant, as Telnyx gives every account its
-//! own, so that no tenant can obtain a signature its neighbours' receivers would accept.
+//! The keys that sign webhooks: one Ed25519 key per tenant for the URLs tenants choose, as
+//! Telnyx gives every account its own, so that no tenant can obtain a signature its
+//! neighbours' receivers would accept; the configured key for the operator's URLs.
 //!
 //! Only one secret is configured (or generated and kept): the seed of `--signing-key`. The
-//! tenant `default` (what a single `--api-key` gives) signs with that key itself, so a
+//! tenant `default` (what a single `--api-key` gives) has that key itself, so a
 //! single-tenant deployment and its receivers see no change. Every other tenant's seed is
 //! HMAC-SHA-256 of its name under the configured seed, after a fixed label: every node of a
 //! cluster derives the same keys, nothing more is stored, and one tenant's key tells nothing

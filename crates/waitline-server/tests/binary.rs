@@ -159,6 +159,32 @@ fn logs_to_a_pipe_carry_no_colour_codes_and_no_secrets() {
     assert_eq!((status_with(&server, key), status_with(&server, &hashed_form(key))), (200, 401));
 }
 
+/// Each tenant with a key (other than `default`, whose key is the configured one) has its
+/// webhook public key printed at start: what its calls' own webhook receivers verify with.
+#[test]
+fn the_public_key_of_each_named_tenant_is_printed_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let seed = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let env = [
+        ("WAITLINE_DATA_DIR", data.path().to_str().unwrap()),
+        (
+            "WAITLINE_API_KEYS",
+            "key-of-acme-0123456789:acme,key-of-zeta-0123456789:zeta,k2-of-acme-0123456789:acme",
+        ),
+        ("WAITLINE_SIGNING_KEY", seed),
+    ];
+    let (stdout, _) = serve_piped(&env);
+    let signer = waitline_server::webhook::Signer::from_base64_seed(seed).unwrap();
+    for tenant in ["acme", "zeta"] {
+        let line = format!(
+            "Webhook public key of tenant '{tenant}' (its calls' own webhook URLs): {}",
+            signer.for_tenant(tenant).public_key_base64()
+        );
+        assert_eq!(stdout.matches(&line).count(), 1, "{tenant}: {stdout:?}");
+    }
+    assert!(!stdout.contains("tenant 'default'"), "no default tenant here: {stdout:?}");
+}
+
 #[test]
 fn a_generated_key_kept_in_plain_text_by_an_earlier_version_stays_usable() {
     let data = tempfile::tempdir().unwrap();

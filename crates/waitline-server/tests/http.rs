@@ -233,7 +233,9 @@ async fn webhooks_are_signed_ordered_and_per_call_urls_win() {
     let rx = Receiver::start(0).await;
     let own = Receiver::start(0).await;
     let s = Server::start(allow_loopback(fast_webhooks(&rx.url, None))).await;
-    rx.trust(&s.public_key_of("a"));
+    // The operator's URL gets every tenant's events under the configured key; a URL the
+    // tenant chose, under the tenant's own.
+    rx.trust(&s.signer_public);
     own.trust(&s.public_key_of("a"));
     let a = s.dial_with(json!({"client_state": "aGk="})).await;
     let agent = s.dial_with(json!({"webhook_url": own.url})).await;
@@ -255,6 +257,7 @@ async fn webhooks_are_signed_ordered_and_per_call_urls_win() {
     // The agent's events went to its own URL: initiated, answered, bridged, hangup.
     let agent_got = own.wait_for(4).await;
     assert_eq!(agent_got.len(), 4);
+    assert!(agent_got.iter().all(|r| r.verified), "the call's own URL: the tenant's key");
     assert!(agent_got.iter().all(|r| r.body["data"]["payload"]["call_control_id"] == agent.as_str()));
     // The agent has no client state: the field is left out, never null.
     assert!(agent_got.iter().all(|r| r.body["data"]["payload"].get("client_state").is_none()));
@@ -267,14 +270,14 @@ async fn webhooks_retry_then_fail_over() {
     let dead = Receiver::start(usize::MAX).await;
     let failover = Receiver::start(0).await;
     let s = Server::start(fast_webhooks(&flaky.url, None)).await;
-    flaky.trust(&s.public_key_of("a"));
+    flaky.trust(&s.signer_public);
     s.dial().await;
     let got = flaky.wait_for(2).await;
     assert_eq!(got[0].body["meta"]["attempt"], 2, "the first attempt failed, the retry counts 2");
     s.stop().await;
 
     let s = Server::start(fast_webhooks(&dead.url, Some(&failover.url))).await;
-    failover.trust(&s.public_key_of("a"));
+    failover.trust(&s.signer_public);
     s.dial().await;
     let got = failover.wait_for(2).await;
     assert_eq!(got[0].body["meta"]["attempt"], 3, "two attempts at the primary, then the failover");
