@@ -8,8 +8,9 @@
 //! command, so nothing is allocated in the steady state), which the publish appends to each
 //! subscriber's `Batches` in a few block copies; the reader swaps the whole of it out and
 //! reads the events in place, as [`EventRef`] views. Nothing in a record owns a reference
-//! count: each event's call identity (shared with the call's record) is held beside the
-//! records, at the event's own index; a queue's name of 4 to 16 bytes is copied into its
+//! count: the calls' identities (shared with the calls' records) are held beside the
+//! records, each once (however many events are about its call), and each event names its
+//! call's by index; a queue's name of 4 to 16 bytes is copied into its
 //! record, longer or shorter names and client states into the batch's text. Event ids are
 //! derived when asked (see `event::event_id`).
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::call::CallIdentity;
+use crate::call::{CallIdentity, RecordIdentity};
 use crate::clock::Timestamp;
 use crate::event::{CallSubject, Event, EventKind, Fact, Payload, event_id};
 use crate::text;
@@ -64,7 +65,7 @@ impl Name {
     }
 }
 
-/// One event: what happened (about the call at its index in the [`Batches`]' calls). When
+/// One event: what happened (about the call its index in the [`Batches`]' calls names). When
 /// is its command's (see [`Header`]).
 #[derive(Clone, Copy, Debug)]
 struct Record {
@@ -102,17 +103,24 @@ struct TenantRun {
     at: usize,
 }
 
+/// A queue event's call in [`Batches`]' calls: none.
+const NO_CALL: u32 = u32::MAX;
+
 /// The batches of one or more commands, in their order: a command's staging, and each
 /// subscriber's queue of events.
 #[derive(Debug, Default)]
 pub(crate) struct Batches {
     headers: Vec<Header>,
     records: Vec<Record>,
-    /// The call of each record, at the record's index (`None`: a queue event). Beside the
-    /// records rather than in them, so that a reader that has not read the records does not
-    /// go through them again to release the identities; one per event rather than one per
-    /// call of a command, so that a push looks nothing up and a publish rebases nothing.
-    calls: Vec<Option<Arc<CallIdentity>>>,
+    /// The call of each record, at the record's index: its identity's index in `held`
+    /// ([`NO_CALL`]: a queue event).
+    calls: Vec<u32>,
+    /// The identities of the records' calls, each once: an event about a call whose
+    /// identity is held already (the call's record says where, see [`Batches::push`]) clones
+    /// no `Arc`, and a reader releases each once. An atomic count on the identity's own
+    /// cache line, which the command does not otherwise read, twice an event (the push's
+    /// clone, the reader's release) cost more time than its instructions said.
+    held: Vec<Arc<CallIdentity>>,
     text: String,
     /// The tenants of the headers, one per run of batches of one tenant.
     tenants: Vec<TenantRun>,
@@ -146,6 +154,7 @@ impl Batches {
         self.headers.clear();
         self.records.clear();
         self.calls.clear();
+        self.held.clear();
         self.text.clear();
         self.tenants.clear();
         self.open = (0, 0);
@@ -160,6 +169,7 @@ impl Batches {
         self.headers.shrink_to(events);
         self.records.shrink_to(events);
         self.calls.shrink_to(events);
+        self.held.shrink_to(events);
         self.text.shrink_to(events * 64);
         self.tenants.shrink_to(events);
     }
@@ -171,23 +181,50 @@ impl Batches {
         Span { start, end: start + s.len() as u32 }
     }
 
-    /// Adds an event of the open command: about `call` (its identity) and its `client_state`
-    /// if it is a call event (each its own argument, passed in registers). Out of line, as
-    /// `close`: only a command someone listens to comes here.
+    /// Adds an event of the open command: about `call` (its identity, held as
+    /// [`Batches::hold`] says) and its `client_state` if it is a call event (each its own
+    /// argument, passed in registers). Out of line, as `close`: only a command someone
+    /// listens to comes here.
     #[inline(never)]
     pub(crate) fn push(
         &mut self,
-        call: Option<&Arc<CallIdentity>>,
+        call: Option<&RecordIdentity>,
         client_state: Option<&str>,
         fact: Fact<&str>,
     ) {
         let client_state = client_state.map_or(Span::NONE, |s| self.text_span(s));
-        self.calls.push(call.cloned());
+        let call = call.map_or(NO_CALL, |ident| self.hold(ident));
+        self.calls.push(call);
         let rank = fact.rank();
         self.unsorted |= rank < self.last_rank;
         self.last_rank = rank;
         let fact = fact.map(|queue| Name::inline(queue).unwrap_or_else(|| Name::Text(self.text_span(queue))));
         self.records.push(Record { client_state, fact });
+    }
+
+    /// The index of `ident` among the held identities: its `held_at`, the call record's hint,
+    /// when these batches hold it there (the same allocation: a held identity is not freed,
+    /// so its address is no other's), else a clone added, and the hint set to it. The hint
+    /// may name another batches' index (the call's last event went elsewhere, or these were
+    /// read and emptied since): the check finds another identity there, or none.
+    #[inline]
+    fn hold(&mut self, ident: &RecordIdentity) -> u32 {
+        let at = ident.held_at.get();
+        if self.held.get(at as usize).is_some_and(|held| Arc::ptr_eq(held, ident)) {
+            return at;
+        }
+        self.hold_new(ident)
+    }
+
+    /// [`Batches::hold`] for an identity not held here yet. Out of line: the push of a
+    /// call's second event on (in a batch, or in a channel's unread events) does not come
+    /// here.
+    #[cold]
+    fn hold_new(&mut self, ident: &RecordIdentity) -> u32 {
+        let at = self.held.len() as u32;
+        self.held.push(Arc::clone(ident));
+        ident.held_at.set(at);
+        at
     }
 
     /// Ends the open command: its events, if any, become a batch with its number and the
@@ -257,7 +294,8 @@ impl Batches {
         }
     }
 
-    /// Forgets the open command's events.
+    /// Forgets the open command's events (the identities they added stay held, unnamed,
+    /// until the batches are emptied).
     #[cold]
     pub(crate) fn discard_open(&mut self) {
         let (records, text) = self.open;
@@ -295,7 +333,7 @@ impl Batches {
     /// kind, their calls with them. Out of line: a command's events rarely come out of order.
     #[cold]
     fn sort_open(&mut self, first: usize) {
-        let mut open: Vec<(Record, Option<Arc<CallIdentity>>)> =
+        let mut open: Vec<(Record, u32)> =
             self.records.drain(first..).zip(self.calls.drain(first..)).collect();
         open.sort_by_key(|(r, _)| r.fact.rank());
         for (record, call) in open {
@@ -348,10 +386,13 @@ impl Batches {
             self.headers.push(Header { records: h.records + records, text: h.text + text, tenant: run, ..h });
         }
         self.records.extend_from_slice(&from.records);
+        // `from`'s identities follow these ones': its records name them past those.
+        let held = self.held.len() as u32;
+        self.calls.extend(from.calls.iter().map(|&call| if call == NO_CALL { call } else { call + held }));
         if take {
-            self.calls.append(&mut from.calls);
+            self.held.append(&mut from.held);
         } else {
-            self.calls.extend_from_slice(&from.calls);
+            self.held.extend_from_slice(&from.held);
         }
         // Usually none: short queue names are in their records.
         if !from.text.is_empty() {
@@ -538,7 +579,8 @@ impl<'a> EventRef<'a> {
     /// The call the event is about, if it is a call event.
     #[must_use]
     pub fn call(self) -> Option<&'a Arc<CallIdentity>> {
-        self.batches.calls[self.index as usize].as_ref()
+        let call = self.batches.calls[self.index as usize];
+        (call != NO_CALL).then(|| &self.batches.held[call as usize])
     }
 
     /// The call's client state when the event happened (a call event of a call that has one).
@@ -551,7 +593,7 @@ impl<'a> EventRef<'a> {
     /// Whether the event goes to webhooks (the Telnyx ones) or only to streams (\[ext\]).
     #[must_use]
     pub fn is_webhook_event(self) -> bool {
-        self.batches.calls[self.index as usize].is_some()
+        self.batches.calls[self.index as usize] != NO_CALL
     }
 
     /// A queue's name in its record or its command's text.
@@ -615,6 +657,7 @@ impl serde::Serialize for EventRef<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::CallRecord;
 
     /// A command of queue events of the given kinds (queue "q"), closed as number `seq` at
     /// second `seq`.
@@ -662,13 +705,14 @@ mod tests {
         let (a, b) = (identity("call-a"), identity("call-b"));
         let mut staged = Batches::default();
         staged.push(None, None, CREATED);
+        let (a_rec, b_rec) = (CallRecord::new(a.clone(), None), CallRecord::new(b, None));
         staged.push(
-            Some(&a),
+            Some(&a_rec.ident),
             Some("state-a"),
             Fact::CallEnqueued { queue: "q", current_position: 1, queue_avg_wait_time_secs: 0 },
         );
         staged.push(
-            Some(&b),
+            Some(&b_rec.ident),
             None,
             Fact::CallDequeued {
                 queue: "q",
@@ -678,6 +722,7 @@ mod tests {
             },
         );
         staged.close(1, Timestamp::from_secs(1));
+        drop((a_rec, b_rec));
         let read = |batches: &Batches| {
             let mut cursor = Cursor::default();
             std::iter::from_fn(|| {
@@ -704,11 +749,54 @@ mod tests {
         assert_eq!(Arc::strong_count(&a), 3, "the staging's and the copy's");
         last.append(&mut staged, None, &tenant, 0, true);
         assert_eq!(Arc::strong_count(&a), 3, "moved, not counted again");
-        assert!(staged.calls.is_empty());
+        assert!(staged.held.is_empty());
         assert_eq!(read(&first)[1..], want[..]);
         assert_eq!(read(&last)[1..], want[..]);
         first.clear();
         assert_eq!(Arc::strong_count(&a), 2, "released when emptied");
+    }
+
+    /// The call ids of `batches`' events, in order (`None`: a queue event).
+    fn call_ids(batches: &Batches) -> Vec<Option<String>> {
+        let mut cursor = Cursor::default();
+        std::iter::from_fn(|| cursor.next(batches).map(|e| e.call().map(|c| c.call_control_id.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn a_calls_identity_is_held_once_by_batches_whatever_its_events() {
+        let (a, b) = (CallRecord::new(identity("call-a"), None), CallRecord::new(identity("call-b"), None));
+        let bridged = Fact::CallBridged;
+        let mut channel = Batches::default();
+        channel.push(Some(&a.ident), None, bridged);
+        channel.push(Some(&b.ident), None, bridged);
+        channel.close(1, Timestamp::from_secs(1));
+        channel.push(Some(&a.ident), None, bridged);
+        channel.push(Some(&a.ident), None, bridged);
+        channel.push(None, None, CREATED);
+        channel.close(2, Timestamp::from_secs(2));
+        assert_eq!(Arc::strong_count(&a.ident), 2, "the record's and one for three events");
+        assert_eq!(Arc::strong_count(&b.ident), 2);
+        let (a_id, b_id) = (Some("call-a".to_owned()), Some("call-b".to_owned()));
+        assert_eq!(call_ids(&channel), [a_id.clone(), b_id.clone(), a_id.clone(), a_id.clone(), None]);
+        // Their hints name indexes of `channel`: other batches (a staging, the channel after
+        // its reader emptied it) hold other identities there, or none, and hold their own.
+        let mut staged = Batches::default();
+        staged.push(Some(&b.ident), None, bridged);
+        staged.push(Some(&a.ident), None, bridged);
+        staged.close(3, Timestamp::from_secs(3));
+        assert_eq!(call_ids(&staged), [b_id.clone(), a_id.clone()]);
+        channel.clear();
+        assert_eq!(Arc::strong_count(&a.ident), 2, "released once, with the channel's events");
+        channel.push(Some(&a.ident), None, bridged);
+        channel.close(4, Timestamp::from_secs(4));
+        assert_eq!(call_ids(&channel), std::slice::from_ref(&a_id));
+        // Appended, the staging's events name its identities past the channel's.
+        let tenant = String::from("t");
+        channel.append(&mut staged, None, &tenant, 0, true);
+        assert_eq!(call_ids(&channel), [a_id.clone(), b_id, a_id]);
+        assert_eq!(channel.held.len(), 3);
+        assert_eq!(Arc::strong_count(&a.ident), 3, "the channel's own and the staging's, moved");
     }
 
     fn batch_of_one() -> Batches {

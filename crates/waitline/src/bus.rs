@@ -914,7 +914,9 @@ mod tests {
         assert_eq!(sub.try_recv(), Some(event(1)), "the reader holds a buffer");
         let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
         assert!(matches!(room, Room::Lent(_)));
-        room.events().push(Some(&call), None, Fact::CallBridged);
+        let record = crate::call::CallRecord::new(call.clone(), None);
+        room.events().push(Some(&record.ident), None, Fact::CallBridged);
+        drop(record);
         let channel = sub.channel.clone();
         // The drop waits for the command to end, then takes what the channel holds.
         let dropping = std::thread::spawn(move || drop(sub));

@@ -1,5 +1,6 @@
 //! Calls: the record the engine keeps per call leg, and the snapshot it hands out.
 
+use std::cell::Cell;
 use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
@@ -415,7 +416,7 @@ pub(crate) const COMMAND_ID_WINDOW_MICROS: u64 = 60_000_000;
 
 #[derive(Debug)]
 pub(crate) struct CallRecord {
-    pub(crate) ident: Arc<CallIdentity>,
+    pub(crate) ident: RecordIdentity,
     pub(crate) client_state: Option<Arc<str>>,
     /// When the call ended, [`NONE`] while it is alive.
     end_time: u64,
@@ -426,6 +427,37 @@ pub(crate) struct CallRecord {
     /// The tail of the call's id, if the engine made it: finding the call by id reads this
     /// record and nothing else (the identity is in another allocation).
     pub(crate) id_tail: IdTail,
+}
+
+/// A call record's identity, and where the batches that took the call's last event hold it
+/// (an index among their identities, see `Batches::push`): a hint, checked there, so that
+/// batches clone the `Arc` once for their events about one call, not once an event. Set by
+/// the push, which reads the record shared; beside the `Arc`, so that an event's call is
+/// one pointer.
+#[derive(Debug)]
+pub(crate) struct RecordIdentity {
+    shared: Arc<CallIdentity>,
+    pub(crate) held_at: Cell<u32>,
+}
+
+impl RecordIdentity {
+    /// Held nowhere yet.
+    const fn new(shared: Arc<CallIdentity>) -> Self {
+        Self { shared, held_at: Cell::new(u32::MAX) }
+    }
+
+    /// The identity, to change, while this record alone holds it (see [`Arc::get_mut`]).
+    pub(crate) fn get_mut(&mut self) -> Option<&mut CallIdentity> {
+        Arc::get_mut(&mut self.shared)
+    }
+}
+
+impl std::ops::Deref for RecordIdentity {
+    type Target = Arc<CallIdentity>;
+
+    fn deref(&self) -> &Arc<CallIdentity> {
+        &self.shared
+    }
 }
 
 /// What a vacant slot of the calls' slab holds: a record of one identity shared by every
@@ -459,7 +491,14 @@ impl CallRecord {
     /// A record for `ident`, whose id is final (an engine id is stamped with its slot).
     pub(crate) fn new(ident: Arc<CallIdentity>, client_state: Option<Arc<str>>) -> Self {
         let id_tail = IdTail::for_identity(&ident);
-        Self { ident, client_state, end_time: NONE, link: Link::None, recent_commands: None, id_tail }
+        Self {
+            ident: RecordIdentity::new(ident),
+            client_state,
+            end_time: NONE,
+            link: Link::None,
+            recent_commands: None,
+            id_tail,
+        }
     }
 
     /// A record as a snapshot kept it.
@@ -648,9 +687,9 @@ pub(crate) mod tests {
     fn records_stay_small() {
         assert_eq!(size_of::<Membership>(), 32);
         assert_eq!(size_of::<Link>(), 32);
-        // 72 bytes and the 40 of the id's tail (which spare a cache miss, two at times, on
-        // every lookup by id).
-        assert_eq!(size_of::<CallRecord>(), 112);
+        // 72 bytes, the 40 of the id's tail (which spare a cache miss, two at times, on
+        // every lookup by id) and the events' hint (4 and padding).
+        assert_eq!(size_of::<CallRecord>(), 120);
         // An engine id inline (43 bytes and the variant) instead of a pointer to a 43-byte
         // allocation and an optional hash.
         assert_eq!(size_of::<CallId>(), 48);

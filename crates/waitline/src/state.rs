@@ -729,7 +729,7 @@ impl<'e> Txn<'e> {
     pub(crate) fn insert_call(&mut self, mut record: CallRecord) -> u32 {
         let hash = record.ident.id_hash();
         let core = self.change();
-        if let Some(ident) = Arc::get_mut(&mut record.ident) {
+        if let Some(ident) = record.ident.get_mut() {
             share(&mut core.last_connection, &mut ident.connection_id);
             share(&mut core.last_to, &mut ident.to);
         }

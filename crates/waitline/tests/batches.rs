@@ -448,3 +448,75 @@ fn a_journal_that_reads_a_subscription_does_not_find_the_channel_held() {
         "two events a dial, each read by the next dial's append"
     );
 }
+
+/// `lanes` calls and agents of tenant `name` (dialled first), then `rounds` times per lane:
+/// the lane's call enqueued into its queue and the lane's agent bridged with it (the same
+/// calls again and again, as the pair benchmarks do). Returns each lane's two call ids.
+fn pairs_of_lanes(tenant: &Tenant, lanes: usize, rounds: usize) -> Vec<[String; 2]> {
+    let ids: Vec<[String; 2]> = (0..lanes).map(|_| [dial(tenant), dial(tenant)]).collect();
+    for _ in 0..rounds {
+        for (lane, [caller, agent]) in ids.iter().enumerate() {
+            let queue = format!("lane-{lane}");
+            tenant.enqueue(caller, &EnqueueParams::new(queue.clone())).unwrap();
+            tenant.bridge(agent, &BridgeParams::queue(queue).park_after_unbridge()).unwrap();
+        }
+    }
+    ids
+}
+
+#[test]
+fn events_about_calls_seen_again_and_again_name_their_own_call_on_every_path() {
+    // Batches hold a call's identity once for all its events, found through a hint in the
+    // call's record. Two tenants on two threads share one subscriber to every tenant (lent
+    // to one tenant's command at a time: the other stages and publishes), read on this
+    // thread as they run; tenant b has a second, own subscriber (its commands always stage
+    // and copy). Every call event names a call of the lane its command's number says.
+    const LANES: usize = 10;
+    const ROUNDS: usize = 200;
+    let engine = Engine::default();
+    let mut all = engine.subscribe_bounded(1 << 20);
+    let mut own_b = engine.subscribe_tenant_bounded("b", 1 << 20);
+    let threads: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            let tenant = engine.tenant(name);
+            std::thread::spawn(move || pairs_of_lanes(&tenant, LANES, ROUNDS))
+        })
+        .collect();
+    let mut seen: Vec<(String, u64, Option<String>)> = Vec::new();
+    let mut read = |sub: &mut Subscription| {
+        while let Some(e) = sub.try_next() {
+            seen.push((e.tenant().to_owned(), e.seq(), e.call().map(|c| c.call_control_id.to_string())));
+        }
+    };
+    while threads.iter().any(|t| !t.is_finished()) {
+        read(&mut all);
+    }
+    let lanes: Vec<Vec<[String; 2]>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    read(&mut all);
+    assert_eq!((all.dropped(), own_b.dropped()), (0, 0));
+    let own: Vec<(String, u64, Option<String>)> = own_b
+        .drain()
+        .into_iter()
+        .map(|e| {
+            (e.tenant.to_string(), e.seq(), e.kind.subject().map(|s| s.call.call_control_id.to_string()))
+        })
+        .collect();
+    let of_b: Vec<_> = seen.iter().filter(|(t, ..)| t == "b").cloned().collect();
+    assert_eq!(own, of_b, "b's own subscriber reads what the shared one read of b");
+    // The dials took the first 2 * LANES numbers; then each pair two, lane after lane.
+    let dials = 2 * LANES as u64;
+    let mut calls_seen = 0;
+    for (tenant, seq, call) in &seen {
+        let lane_calls = &lanes[usize::from(tenant == "b")];
+        let Some(call) = call else { continue };
+        calls_seen += 1;
+        if *seq <= dials {
+            assert!(lane_calls.iter().flatten().any(|id| id == call), "{tenant} {seq}: {call}");
+            continue;
+        }
+        let lane = ((seq - dials - 1) / 2) as usize % LANES;
+        assert!(lane_calls[lane].contains(call), "{tenant} {seq}: {call} is not of lane {lane}");
+    }
+    assert!(calls_seen >= 2 * LANES * ROUNDS * 4, "{calls_seen} call events");
+}
