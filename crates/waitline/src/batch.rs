@@ -294,13 +294,15 @@ impl Batches {
         }
     }
 
-    /// Forgets the open command's events (the identities they added stay held, unnamed,
-    /// until the batches are emptied).
+    /// Forgets the open command's events, and the identities held for them alone (added
+    /// last: an idle channel holds no call alive after a command that panicked).
     #[cold]
     pub(crate) fn discard_open(&mut self) {
         let (records, text) = self.open;
         self.records.truncate(records as usize);
         self.calls.truncate(records as usize);
+        let named = self.calls.iter().filter(|&&c| c != NO_CALL).max().map_or(0, |&c| c as usize + 1);
+        self.held.truncate(named);
         self.text.truncate(text);
         self.last_rank = 0;
         self.unsorted = false;

@@ -929,6 +929,47 @@ mod tests {
         assert!(channel.state.lock().events.is_empty());
     }
 
+    /// A lent command that pushed events about calls and panicked leaves none of their
+    /// identities held by the idle channel: forgotten calls are freed at once, not when an
+    /// event is next read.
+    #[test]
+    fn a_command_that_panics_holds_none_of_its_calls_in_its_lent_channel() {
+        let (bus, mut sub, listeners) = one_subscriber(8);
+        let mut staged = None;
+        // An unread event before: its call stays held, the panicking commands' do not.
+        let first = crate::call::CallRecord::new(crate::call::tests::identity("call-first", Some(0)), None);
+        let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
+        assert!(matches!(room, Room::Lent(_)));
+        room.events().push(Some(&first.ident), None, Fact::CallBridged);
+        assert!(room.publish(&bus, &listeners, "t", 0, Some((1, Timestamp::from_secs(1)))).is_none());
+        let calls: Vec<_> =
+            (0..20).map(|i| crate::call::tests::identity(&format!("call-{i}"), Some(0))).collect();
+        for call in &calls {
+            let record = crate::call::CallRecord::new(call.clone(), None);
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut room = Room::new(listeners.only(), "t", 0, Box::<Batches>::default);
+                assert!(matches!(room, Room::Lent(_)));
+                room.events().push(Some(&record.ident), None, Fact::CallBridged);
+                room.events().push(Some(&first.ident), None, Fact::CallBridged);
+                panic!("a command's bug");
+            }));
+            assert!(panicked.is_err());
+            drop(record);
+            // Its unclosed events hold it until the channel is next touched; the earlier
+            // panicked commands' calls are let go.
+            assert_eq!(calls.iter().filter(|c| Arc::strong_count(c) > 1).count(), 1);
+        }
+        assert!(command(&bus, &listeners, &mut staged, &[2]));
+        assert_eq!(
+            calls.iter().filter(|c| Arc::strong_count(c) > 1).count(),
+            0,
+            "every panicked command's call let go"
+        );
+        let read: Vec<_> = std::iter::from_fn(|| sub.try_next().map(|e| e.seq())).collect();
+        assert_eq!(read, [1, 2], "the unread event before the panics is kept, with its call");
+        assert_eq!(Arc::strong_count(&first.ident), 1, "released once read");
+    }
+
     #[test]
     fn a_command_that_panics_leaves_none_of_its_events_in_its_lent_channel() {
         let (bus, mut sub, listeners) = one_subscriber(8);
