@@ -876,12 +876,12 @@ mod tests {
     fn file_type_errors_do_not_quote_the_value() {
         let dir = tempfile_dir("type");
         let path = dir.join("w.toml");
-        for (text, secret, expected) in [
-            ("api_keys = \"Sup3rSecretKey-abcdefgh:acme\"\n", "Sup3rSecretKey", "expected a sequence"),
-            ("signing_key = 1234567890123456789\n", "1234567890123456789", "expected a string"),
-            ("cluster_secret = 98765432109876543210\n", "98765432109876543210", ""),
-            ("listen = 8765432.5\n", "8765432.5", ""),
-            ("api_keys = [\"k:a\"]\nunknown_setting = 1\n", "", "unknown field `unknown_setting`"),
+        for (text, secret, expected, line) in [
+            ("api_keys = \"Sup3rSecretKey-abcdefgh:acme\"\n", "Sup3rSecretKey", "expected a sequence", 1),
+            ("signing_key = 1234567890123456789\n", "1234567890123456789", "expected a string", 1),
+            ("cluster_secret = 98765432109876543210\n", "98765432109876543210", "", 1),
+            ("listen = 8765432.5\n", "8765432.5", "", 1),
+            ("api_keys = [\"k:a\"]\nunknown_setting = 1\n", "", "unknown field `unknown_setting`", 2),
         ] {
             std::fs::write(&path, text).unwrap();
             for err in [
@@ -890,21 +890,9 @@ mod tests {
             ] {
                 assert!(secret.is_empty() || !err.contains(secret), "{text:?} -> {err}");
                 assert!(err.contains(expected), "{text:?} -> {err}");
-                assert!(err.contains("line "), "{text:?} -> {err}");
+                assert!(err.contains(&format!(": line {line}: ")), "{text:?} -> {err}");
             }
         }
-        assert_eq!(
-            without_value("invalid type: string \"k, expected x\", expected a sequence"),
-            "invalid type: (value not shown), expected a sequence"
-        );
-        assert_eq!(
-            without_value("unknown variant `s3cret`, expected `a` or `b`"),
-            "unknown variant (value not shown), expected `a` or `b`"
-        );
-        assert_eq!(
-            without_value("unknown variant `s3cret`, there are no variants"),
-            "unknown variant (value not shown), there are no variants"
-        );
         assert_eq!(without_value("invalid value: integer `7`"), "invalid value: (value not shown)");
         assert_eq!(without_value("missing field `listen`"), "missing field `listen`");
     }
