@@ -102,6 +102,20 @@ mod tests {
         let _again = [slots.take("a", 3).unwrap(), slots.take("a", 3).unwrap(), slots.take("c", 3).unwrap()];
     }
 
+    /// A tenant's count goes down by one per stream closed, not to nothing: its cap still
+    /// holds against the streams it keeps open.
+    #[test]
+    fn a_closed_stream_gives_back_one_of_its_tenants_slots() {
+        let slots = StreamSlots::new(10, Some(3));
+        let mut open: Vec<_> = (0..3).map(|_| slots.take("a", 2).unwrap()).collect();
+        open.pop();
+        open.push(slots.take("a", 2).unwrap());
+        assert!(matches!(slots.take("a", 2), Err(ApiError::TooManyTenantStreams { limit: 3 })));
+        assert_eq!(slots.open.lock().tenants.get("a"), Some(&3));
+        drop(open);
+        assert!(slots.open.lock().tenants.is_empty());
+    }
+
     /// Unless configured, a tenant alone may hold every slot; with several tenants, a quarter.
     #[test]
     fn the_default_tenant_cap_follows_the_tenants_with_keys() {

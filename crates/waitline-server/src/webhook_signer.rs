@@ -106,6 +106,16 @@ mod tests {
     use super::*;
     use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 
+    /// What a log or a panic message may show of a signer: its public key, never its seed.
+    #[test]
+    fn debug_shows_the_public_key_not_the_seed() {
+        let seed = BASE64.encode([7u8; 32]);
+        let signer = Signer::from_base64_seed(&seed).unwrap();
+        let shown = format!("{signer:?}");
+        assert!(shown.contains(&signer.public_key_base64()), "{shown}");
+        assert!(!shown.contains(&seed), "{shown}");
+    }
+
     #[test]
     fn signature_verifies_over_timestamp_pipe_body() {
         let signer = Signer::from_base64_seed(&BASE64.encode([7u8; 32])).unwrap();
