@@ -73,9 +73,8 @@ impl Body {
             None => Ok(None),
             Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
                 (Some(i), _) => Ok(Some(i)),
-                (None, _) if n.is_u64() => Ok(Some(i64::MAX)),
-                // Digits beyond 64 bits are read as a float: a whole one is an integer out of
-                // range, not a fraction.
+                // Beyond `i64` (a `u64` above it, or digits beyond 64 bits, which serde reads
+                // as a float): a whole number is an integer out of range, not a fraction.
                 (None, Some(f)) if f.fract() == 0.0 && f.abs() >= BEYOND_I64 => {
                     Ok(Some(if f > 0.0 { i64::MAX } else { i64::MIN }))
                 }
