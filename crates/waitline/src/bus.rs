@@ -965,8 +965,16 @@ mod tests {
             0,
             "every panicked command's call let go"
         );
-        let read: Vec<_> = std::iter::from_fn(|| sub.try_next().map(|e| e.seq())).collect();
-        assert_eq!(read, [1, 2], "the unread event before the panics is kept, with its call");
+        let read: Vec<_> = std::iter::from_fn(|| {
+            sub.try_next().map(|e| (e.seq(), e.call().map(|c| c.call_control_id.to_string())))
+        })
+        .collect();
+        let first_id = Some("call-first".to_owned());
+        assert_eq!(
+            read,
+            [(1, first_id), (2, None)],
+            "the unread event before the panics is kept, with its call"
+        );
         assert_eq!(Arc::strong_count(&first.ident), 1, "released once read");
     }
 
