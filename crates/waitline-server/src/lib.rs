@@ -71,10 +71,9 @@ struct Shared {
     keys: tokio::sync::watch::Sender<Arc<ApiKeys>>,
     /// Per-tenant buckets, when rate limits are on.
     limiter: Option<RateLimiter>,
-    /// The configured signing key (the tenant `default`'s), which every tenant's derives from.
+    /// The configured signing key (the operator's URLs', the tenant `default`'s), which every
+    /// other tenant's derives from.
     signer: Signer,
-    /// The tenant `default`'s public key, base64.
-    public_key: String,
     body_limit: usize,
     body_timeout: Duration,
     /// Set when shutdown begins: event streams end so their connections can close.
@@ -109,7 +108,6 @@ impl AppState {
                 keys: tokio::sync::watch::Sender::new(Arc::new(keys)),
                 limiter,
                 signer: signer.clone(),
-                public_key: signer.public_key_base64(),
                 body_limit: config.max_body_bytes,
                 body_timeout: config.connections.body_timeout,
                 closing: tokio::sync::watch::Sender::new(false),
@@ -166,11 +164,9 @@ impl AppState {
         }
     }
 
-    /// The public key that verifies `tenant`'s webhooks, base64 (see [`Signer::for_tenant`]).
+    /// The public key that verifies the webhooks to `tenant`'s own URLs, base64 (see
+    /// [`Signer::for_tenant`]; the tenant `default`'s is the configured one).
     pub(crate) fn public_key_of(&self, tenant: &str) -> String {
-        if tenant == waitline::DEFAULT_TENANT {
-            return self.shared.public_key.clone();
-        }
         self.shared.signer.for_tenant(tenant).public_key_base64()
     }
 
