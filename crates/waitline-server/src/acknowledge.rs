@@ -98,9 +98,10 @@ struct Write {
     /// The tenant of the API key presented and the epoch its bucket was held under before
     /// the command ran, where leases can be lost.
     held: Option<(String, Option<u64>)>,
-    /// Once the handler has answered: the answer, and the mark it waits for (taken when the
-    /// handler returned, so it covers the change's record, appended before).
-    waiting: Option<(Response, Option<Ticket>)>,
+    /// Once the handler has answered: the answer (moved out when given, with no placeholder
+    /// response built in its place), and the mark it waits for (taken when the handler
+    /// returned, so it covers the change's record, appended before).
+    waiting: Option<(Option<Response>, Option<Ticket>)>,
     /// Counts this write in its bucket until it is answered.
     _in_flight: Option<crate::node_share::InFlight>,
 }
@@ -138,12 +139,12 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Acknowledged<F
                 };
                 let Ok(answer) = ready!(inner.as_mut().poll(cx));
                 this.inner = None;
-                write.waiting.insert((answer, write.state.durability().mark()))
+                write.waiting.insert((Some(answer), write.state.durability().mark()))
             }
         };
         let durability = write.state.durability();
         let settled = ready!(durability.poll_durable(*mark, cx));
-        let answer = std::mem::replace(answer, ApiError::NotDurable.into_response());
+        let answer = answer.take();
         // A lease lost meanwhile: this change, or one sharing its commit, may have been
         // refused by fencing. The tenant's bucket given up, lost or taken again meanwhile
         // (not held, or under another epoch): its append may have been refused with no
@@ -165,7 +166,8 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Acknowledged<F
             }
             return Poll::Ready(Ok(stopped_answer(durability).into_response()));
         }
-        Poll::Ready(Ok(answer))
+        // Polled again after `Ready` (a contract breach by the caller): an error, not a panic.
+        Poll::Ready(Ok(answer.unwrap_or_else(|| ApiError::NotDurable.into_response())))
     }
 }
 
