@@ -130,7 +130,7 @@ impl Durability {
         snapshot_every: u64,
         engine: EngineBuilder,
     ) -> Result<(Engine, Self, Replayed), String> {
-        let options = Options { fsync, recover_truncate, replay_from_delivered: true, ..Options::default() };
+        let options = Options { fsync, recover_truncate, replay_from_delivered: true };
         let store = match keep {
             Keep::Dir(dir) => Store::open(dir, options).map_err(|e| e.to_string())?,
             Keep::Postgres(config) => every_bucket(config, options)?,

@@ -101,18 +101,7 @@ pub struct Options {
     /// yet delivered are made again (a service that sends webhooks). Otherwise a tenant
     /// restarts from its newest snapshot. See the `compact` module.
     pub replay_from_delivered: bool,
-    /// How long an operation nobody waits for may stay queued before the writer takes it by
-    /// itself; `None`: [`UNWAITED_WRITE_DELAY`]. For tests.
-    #[doc(hidden)]
-    pub unwaited_write_delay: Option<std::time::Duration>,
 }
-
-/// How long an operation nobody waits for (a delivery mark, an append whose ticket is never
-/// waited for) may stay queued before the writer takes it by itself. A wait for a ticket
-/// wakes the writer at once: an append does not, because the engine appends under the
-/// tenant's lock, where a wake is a system call and often hands the core to the writer
-/// while the lock is held.
-pub const UNWAITED_WRITE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -516,15 +505,21 @@ impl Store {
             return Err(self.stopped());
         }
         let claim = self.claim(tenant)?;
-        let mut p = channel.pending.lock();
-        let ticket = p.next_ticket;
-        p.next_ticket += 1;
-        let tenant = match &p.last_tenant {
-            Some(last) if **last == *tenant => Arc::clone(last),
-            _ => p.last_tenant.insert(tenant.into()).clone(),
+        let (ticket, wake) = {
+            let mut p = channel.pending.lock();
+            let ticket = p.next_ticket;
+            p.next_ticket += 1;
+            let tenant = match &p.last_tenant {
+                Some(last) if **last == *tenant => Arc::clone(last),
+                _ => p.last_tenant.insert(tenant.into()).clone(),
+            };
+            let write = write(&mut p.records);
+            p.ops.push(Op { tenant, claim, write });
+            (ticket, p.ops.len() == 1)
         };
-        let write = write(&mut p.records);
-        p.ops.push(Op { tenant, claim, write });
+        if wake {
+            channel.writer_wake.notify_one();
+        }
         Ok(Ticket(ticket))
     }
 
@@ -557,8 +552,6 @@ impl Store {
             if let Some(done) = self.check(&p, ticket) {
                 return done;
             }
-            // As in `poll_durable`.
-            channel.writer_wake.notify_one();
             channel.progress_changed.wait(&mut p);
         }
     }
@@ -571,10 +564,6 @@ impl Store {
             return Poll::Ready(done);
         }
         p.wakers.push((ticket.0, cx.waker().clone()));
-        drop(p);
-        // The append did not wake the writer (see `UNWAITED_WRITE_DELAY`); a no-op unless it
-        // sleeps.
-        self.shared.channel.writer_wake.notify_one();
         Poll::Pending
     }
 

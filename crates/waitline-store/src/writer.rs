@@ -178,12 +178,11 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
     // The batch's buffer goes back to the queue once written, so that appends do not grow
     // a new one each time.
     let mut records = Vec::new();
-    let unwaited_delay = options.unwaited_write_delay.unwrap_or(crate::UNWAITED_WRITE_DELAY);
     loop {
         let (ops, upto, closing) = {
             let mut p = channel.pending.lock();
             while !p.closing && (p.ops.is_empty() || p.paused) {
-                channel.writer_wake.wait_for(&mut p, unwaited_delay);
+                channel.writer_wake.wait(&mut p);
             }
             records.clear();
             std::mem::swap(&mut records, &mut p.records);

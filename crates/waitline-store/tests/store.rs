@@ -1,5 +1,5 @@
-//! What only the SQLite store does: its data directory (private, one process at a time), the
-//! upgrade of an older file, and when its writer wakes. The contract both databases keep is in `contract.rs`.
+//! What only the SQLite store does: its data directory (private, one process at a time) and
+//! the upgrade of an older file. The contract both databases keep is in `contract.rs`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -71,61 +71,4 @@ fn the_data_directory_is_private() {
     let path = dir.path().join("new");
     let _store = Store::open(&path, Options::default()).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
-}
-
-/// Waits (at most 30 s) for `done`, polling.
-fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    false
-}
-
-/// An append does not wake the writer (it is made under the tenant's lock): a waiter does,
-/// and so does the writer itself after a while for what nobody waits for.
-fn store_waking_only_when_waited(dir: &std::path::Path) -> Store {
-    let hour = std::time::Duration::from_secs(3600);
-    Store::open(dir, Options { unwaited_write_delay: Some(hour), ..Options::default() }).unwrap()
-}
-
-#[test]
-fn an_append_nobody_waits_for_is_written_by_the_writer_itself() {
-    let dir = tempfile::tempdir().unwrap();
-    let delay = std::time::Duration::from_millis(5);
-    let store =
-        Store::open(dir.path(), Options { unwaited_write_delay: Some(delay), ..Options::default() }).unwrap();
-    store.append("t", 1, &record(1)).unwrap();
-    assert!(eventually(|| store.commits() == 1), "the record was never written");
-}
-
-#[test]
-fn a_wait_wakes_the_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(store_waking_only_when_waited(dir.path()));
-    let ticket = store.append("t", 1, &record(1)).unwrap();
-    // Some time for a wrongly woken writer to take the record anyway.
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(store.commits(), 0, "the append woke the writer");
-    let waiter = std::thread::spawn({
-        let store = store.clone();
-        move || store.wait(ticket)
-    });
-    assert!(eventually(|| waiter.is_finished()), "the waiter was never answered");
-    waiter.join().unwrap().unwrap();
-    assert_eq!(store.commits(), 1);
-}
-
-#[test]
-fn a_pending_poll_wakes_the_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_waking_only_when_waited(dir.path());
-    let ticket = store.append("t", 1, &record(1)).unwrap();
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    assert!(store.poll_durable(ticket, &mut cx).is_pending());
-    assert!(eventually(|| store.poll_durable(ticket, &mut cx).is_ready()), "never durable");
-    assert_eq!(store.commits(), 1);
 }
