@@ -173,6 +173,9 @@ impl Durability {
         for (tenant, seq, why) in &replayed.truncated {
             tracing::warn!(tenant = %tenant, seq, why = %why, "damaged journal: dropped this record and the tenant's later ones");
         }
+        for (tenant, first, last) in &replayed.completed {
+            tracing::warn!(tenant = %tenant, first, last, "a firing of timers was cut by a crash: recorded its missing records again");
+        }
         let marked = Arc::new(parking_lot::Mutex::new(
             delivered.into_iter().map(|(t, s)| (t.into_boxed_str(), s)).collect::<HashMap<_, _>>(),
         ));

@@ -58,8 +58,9 @@ pub(crate) trait Conn: Send {
     fn put_delivered(&mut self, tenant: &str, seq: u64) -> Result<()>;
     /// Deletes the snapshots before `base` and the rows ending at or before it.
     fn delete_covered(&mut self, tenant: &str, base: u64) -> Result<()>;
-    /// Deletes the rows starting at or after `from`.
-    fn delete_rows_from(&mut self, tenant: &str, from: u64) -> Result<()>;
+    /// Forgets the tenant's history from `from` on: deletes the rows starting at or after
+    /// it and the snapshots at or after it, and lowers its delivery mark below it.
+    fn forget_from(&mut self, tenant: &str, from: u64) -> Result<()>;
     /// The row that starts before `seq` and ends at or after it.
     fn row_holding(&mut self, tenant: &str, seq: u64) -> Result<Option<Row>>;
     /// Shortens the row starting at `first` to end at `last` with `records`.

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
+use waitline::journal::{Change, Record};
 use waitline::{Engine, Journal, Tenant};
 
-use crate::{Entry, Replayed, Result, Store};
+use crate::{Entry, Error, Replayed, Result, Store};
 
 /// Records of a tenant between two snapshots, by default. A restart restores the snapshot
 /// and replays at most this many records (about 0.5 s, at about 2 million records a second;
@@ -162,6 +163,8 @@ impl StoreJournal {
             self.heads.lock().retain(|tenant, _| !buckets.contains(&self.store.bucket_of(tenant)));
         }
         let newest = self.store.newest_snapshots()?;
+        // Each tenant's last record replayed (the buffer reused), for `complete_timer_runs`.
+        let mut last_records: HashMap<Box<str>, Vec<u8>, foldhash::fast::RandomState> = HashMap::default();
         let visit = |entry: Entry<'_>| match entry {
             Entry::Snapshot { tenant, seq, data } => {
                 let restored = engine.tenant(tenant).restore(data).map_err(|e| e.to_string())?;
@@ -169,6 +172,7 @@ impl StoreJournal {
                     return Err(format!("the snapshot stored as number {seq} holds the state at {restored}"));
                 }
                 self.heads.lock().insert(tenant.into(), Head { last: seq, snapshot: seq });
+                last_records.remove(tenant);
                 Ok(())
             }
             Entry::Record { tenant, seq, data } => {
@@ -178,13 +182,20 @@ impl StoreJournal {
                     Some(head) => head.last = seq,
                     None => drop(heads.insert(tenant.into(), Head { last: seq, snapshot: 0 })),
                 }
+                let last = match last_records.get_mut(tenant) {
+                    Some(last) => last,
+                    None => last_records.entry(tenant.into()).or_default(),
+                };
+                last.clear();
+                last.extend_from_slice(data);
                 Ok(())
             }
         };
-        let replayed = match buckets {
+        let mut replayed = match buckets {
             Some(buckets) => self.store.replay_buckets(buckets, visit)?,
             None => self.store.replay(visit)?,
         };
+        replayed.completed = self.complete_timer_runs(engine, &last_records)?;
         let mut heads = self.heads.lock();
         for (tenant, head) in heads.iter_mut() {
             head.snapshot = head.snapshot.max(newest.get(&**tenant).copied().unwrap_or(0));
@@ -193,6 +204,49 @@ impl StoreJournal {
             }
         }
         Ok(replayed)
+    }
+}
+
+impl StoreJournal {
+    /// One firing of timers is recorded as one record per timer that changed something, all
+    /// alike and made by its first: replaying the first fires them all again, and replays
+    /// accept the others without running them. A crash between the commits of one firing
+    /// leaves the engine ahead of the stored journal after a replay; the records it lacks
+    /// are appended now, copies of the last one replayed, so that the tenant's next command
+    /// follows them instead of being refused as a second history. Returns each tenant so
+    /// completed with the numbers appended.
+    fn complete_timer_runs(
+        &self,
+        engine: &Engine,
+        last_records: &HashMap<Box<str>, Vec<u8>, foldhash::fast::RandomState>,
+    ) -> Result<Vec<(String, u64, u64)>> {
+        let mut completed = Vec::new();
+        for (tenant, record) in last_records {
+            // The tenant's lock, then the heads' (never both: a command holds its tenant's
+            // lock while it takes the heads').
+            let reached = engine.tenant(tenant).last_seq();
+            let Some(last) = self.heads.lock().get(tenant).map(|h| h.last) else { continue };
+            if reached <= last {
+                continue;
+            }
+            if !Record::decode(record).is_ok_and(|r| r.change == Change::Timers) {
+                return Err(Error::Replay {
+                    tenant: tenant.to_string(),
+                    seq: last,
+                    detail: format!(
+                        "replaying it took the tenant to {reached}, and it is not a firing of timers"
+                    ),
+                });
+            }
+            for seq in last + 1..=reached {
+                self.store.append(tenant, seq, record)?;
+            }
+            if let Some(head) = self.heads.lock().get_mut(tenant) {
+                head.last = reached;
+            }
+            completed.push((tenant.to_string(), last + 1, reached));
+        }
+        Ok(completed)
     }
 }
 

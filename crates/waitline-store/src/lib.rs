@@ -307,6 +307,9 @@ pub struct Replayed {
     pub records: usize,
     /// Records dropped by `recover_truncate`: (tenant, first dropped sequence number, why).
     pub truncated: Vec<(String, u64, String)>,
+    /// Records appended after the replay to complete a firing of timers that a crash cut
+    /// between two commits (see `StoreJournal::replay_into`): (tenant, first, last).
+    pub completed: Vec<(String, u64, u64)>,
 }
 
 /// What is stored for one tenant (see [`Store::describe`]).

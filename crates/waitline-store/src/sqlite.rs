@@ -211,8 +211,11 @@ impl Conn for Sqlite {
         )
     }
 
-    fn delete_rows_from(&mut self, tenant: &str, from: u64) -> Result<()> {
-        self.execute("DELETE FROM journal WHERE tenant = ?1 AND seq >= ?2", params![tenant, to_sql(from)])
+    fn forget_from(&mut self, tenant: &str, from: u64) -> Result<()> {
+        let from = to_sql(from);
+        self.execute("DELETE FROM journal WHERE tenant = ?1 AND seq >= ?2", params![tenant, from])?;
+        self.execute("DELETE FROM snapshots WHERE tenant = ?1 AND seq >= ?2", params![tenant, from])?;
+        self.execute("UPDATE delivered SET seq = ?2 - 1 WHERE tenant = ?1 AND seq >= ?2", params![tenant, from])
     }
 
     fn row_holding(&mut self, tenant: &str, seq: u64) -> Result<Option<Row>> {

@@ -149,9 +149,9 @@ impl Conn for RemoteConn {
         self.0.run(move |c| c.delete_covered(&tenant, base))
     }
 
-    fn delete_rows_from(&mut self, tenant: &str, from: u64) -> Result<()> {
+    fn forget_from(&mut self, tenant: &str, from: u64) -> Result<()> {
         let tenant = tenant.to_owned();
-        self.0.run(move |c| c.delete_rows_from(&tenant, from))
+        self.0.run(move |c| c.forget_from(&tenant, from))
     }
 
     fn row_holding(&mut self, tenant: &str, seq: u64) -> Result<Option<Row>> {

@@ -414,10 +414,11 @@ fn write_in_transaction(
     Ok(())
 }
 
-/// Deletes a tenant's records from `from` on: whole rows after it, and the tail of the row
-/// that holds it.
+/// Deletes a tenant's records from `from` on (whole rows after it, and the tail of the row
+/// that holds it), with the snapshots of that history and its delivery mark past the cut:
+/// the tenant's numbers from `from` on are given again to a new history.
 fn truncate(conn: &mut dyn Conn, tenant: &str, from: u64) -> Result<(), Error> {
-    conn.delete_rows_from(tenant, from)?;
+    conn.forget_from(tenant, from)?;
     if let Some(row) = conn.row_holding(tenant, from)? {
         let mut keep = 0;
         for item in crate::frame::decode_run(tenant, row.first, &row.records) {

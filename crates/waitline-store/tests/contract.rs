@@ -59,6 +59,7 @@ contract!(
     delivery_marks_survive_a_restart_and_never_move_back,
     what_was_appended_is_written_when_the_last_handle_goes,
     a_record_after_a_snapshot_in_the_same_batch_follows_it,
+    recovery_forgets_the_snapshots_and_the_mark_past_the_cut,
 );
 
 /// Records `seqs` of `acme` in one batch (one row), durable on return.
@@ -459,4 +460,45 @@ fn a_record_after_a_snapshot_in_the_same_batch_follows_it(b: &dyn Backend) {
     store.flush().unwrap();
     let (seen, _) = replay_all(&store);
     assert_eq!(seen.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), [("snapshot", 3), ("record", 4)]);
+}
+
+/// A recovery cuts the damaged history whole: its snapshots past the cut and its delivery
+/// mark past the cut go with its records. Kept, the old snapshot at 8 would be restored
+/// under a new history's 9 and 10 (and, with the new history short of it, would make the
+/// tenant's head 8, refusing its next record 7), and the mark at 6 would count the new
+/// history's events 5 and 6 as delivered.
+fn recovery_forgets_the_snapshots_and_the_mark_past_the_cut(b: &dyn Backend) {
+    let options = Options { replay_from_delivered: true, ..Options::default() };
+    {
+        let store = b.open(options);
+        for seq in 1..=10 {
+            store.wait(store.append("acme", seq, &record(seq)).unwrap()).unwrap();
+            match seq {
+                3 => store.wait(store.snapshot("acme", 3, b"state at 3").unwrap()).unwrap(),
+                6 => store.wait(store.mark_delivered("acme", 6).unwrap()).unwrap(),
+                8 => store.wait(store.snapshot("acme", 8, b"old state at 8").unwrap()).unwrap(),
+                _ => {}
+            }
+        }
+    }
+    let mut stored = b.records("acme", 5);
+    let last = stored.len() - 1;
+    stored[last] ^= 1;
+    b.set_records("acme", 5, &stored);
+    {
+        let store = b.open(Options { recover_truncate: true, ..options });
+        let (seen, summary) = replay_all(&store);
+        assert_eq!(summary.truncated.len(), 1, "{:?}", summary.truncated);
+        assert_eq!(seen.iter().map(|e| e.2).collect::<Vec<_>>(), vec![3, 4], "from the snapshot at 3");
+        assert_eq!(store.delivered().unwrap().get("acme").copied(), Some(4), "the mark is lowered to the cut");
+        for seq in 5..=6 {
+            store.wait(store.append("acme", seq, format!("new {seq}").as_bytes()).unwrap()).unwrap();
+        }
+    }
+    // The new history is short of the old snapshot: it goes on at 7.
+    let store = b.open(options);
+    let (seen, _) = replay_all(&store);
+    assert!(seen.iter().all(|e| e.3 != b"old state at 8"), "the old history's snapshot came back");
+    assert_eq!(seen.iter().map(|e| e.2).collect::<Vec<_>>(), vec![3, 4, 5, 6]);
+    store.wait(store.append("acme", 7, b"new 7").unwrap()).unwrap();
 }

@@ -124,3 +124,71 @@ fn a_snapshot_the_engine_refuses_stops_the_replay() {
         "{err}"
     );
 }
+
+/// One firing of three timers makes records 7, 8 and 9 (alike, made by the first). A crash
+/// after the commit of 7 alone (cut here by deleting 8 and 9, as the disk would hold them)
+/// leaves a journal whose replay takes the engine to 9: the missing records are appended
+/// again, so the tenant's next command (10) is written, not refused as a second history
+/// that would stop the store at every start.
+#[test]
+fn a_firing_of_timers_cut_by_a_crash_is_completed_at_the_replay() {
+    use std::time::Duration;
+    use waitline::{Clock, Timestamp};
+
+    /// Commits each record on its own, so that the disk holds one row per record.
+    #[derive(Debug)]
+    struct CommitEach(std::sync::Arc<StoreJournal>, Store);
+    impl waitline::Journal for CommitEach {
+        fn append(&self, tenant: &str, seq: u64, record: &[u8]) {
+            self.0.append(tenant, seq, record);
+            self.1.flush().unwrap();
+        }
+    }
+
+    const START: Timestamp = Timestamp::from_secs(1_767_225_600);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let (clock, hand) = Clock::manual(START);
+        let journal = std::sync::Arc::new(CommitEach(StoreJournal::new(store.clone()), store.clone()));
+        let engine = Engine::builder().clock(clock).journal(journal).build();
+        let t = engine.tenant("acme");
+        for _ in 0..3 {
+            let call = t.dial(&DialParams::new("+1", "+2", "app")).unwrap().call_control_id;
+            t.enqueue(&call, &EnqueueParams::new("support").max_wait_time_secs(5)).unwrap();
+        }
+        hand.advance(Duration::from_secs(6));
+        assert_eq!(engine.run_pending_tasks(), 3);
+        assert_eq!(t.last_seq(), 9);
+        store.flush().unwrap();
+    }
+    let db = rusqlite::Connection::open(dir.path().join(waitline_store::DB_FILE)).unwrap();
+    db.execute("DELETE FROM journal WHERE tenant = 'acme' AND seq > 7", []).unwrap();
+    drop(db);
+
+    let reopen = |at: Timestamp| {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let journal = StoreJournal::new(store.clone());
+        let (clock, _hand) = Clock::manual(at);
+        let engine = Engine::builder().clock(clock).journal(journal.clone()).build();
+        let replayed = journal.replay_into(&engine, apply_record).unwrap();
+        (store, journal, engine, replayed)
+    };
+    let later = START.saturating_add(Duration::from_secs(7));
+    let (store, journal, engine, replayed) = reopen(later);
+    assert_eq!(replayed.completed, vec![("acme".to_owned(), 8, 9)]);
+    assert_eq!(journal.heads().get("acme").copied(), Some(9));
+    let t = engine.tenant("acme");
+    assert_eq!(t.last_seq(), 9);
+    assert_eq!(t.queue("support").map(|q| q.current_size).ok(), Some(0), "every caller timed out");
+    t.dial(&DialParams::new("+1", "+2", "app")).unwrap();
+    store.flush().unwrap();
+    assert!(!store.is_stopped());
+    drop((t, store, journal, engine));
+
+    // The completed journal replays to the same state, with nothing more to complete.
+    let (store, _journal, engine, replayed) = reopen(later);
+    assert!(replayed.completed.is_empty(), "{:?}", replayed.completed);
+    assert_eq!(engine.tenant("acme").last_seq(), 10);
+    assert!(!store.is_stopped());
+}
