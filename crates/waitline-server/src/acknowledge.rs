@@ -64,13 +64,22 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        if !write {
-            return Acknowledged { inner: Some(Box::pin(self.inner.call(request))), write: None };
-        }
         let durability = self.state.durability();
+        if !write {
+            // Memory may hold the change whose write was answered 503 when the store
+            // stopped: no read shows it (health and metrics still answer).
+            if durability.is_stopped() && !answers_while_stopped(request.uri().path()) {
+                return Acknowledged { inner: None, write: None, refused: Some(stopped_answer(durability)) };
+            }
+            return Acknowledged {
+                inner: Some(Box::pin(self.inner.call(request))),
+                write: None,
+                refused: None,
+            };
+        }
         if durability.is_stopped() {
             let refused = Write { state: self.state.clone(), held: None, waiting: None, _in_flight: None };
-            return Acknowledged { inner: None, write: Some(refused) };
+            return Acknowledged { inner: None, write: Some(refused), refused: None };
         }
         // Read before the handler runs (the request moves into it); only where leases can be
         // lost or given up.
@@ -87,7 +96,7 @@ where
         // (which stops taking commands first) then waits for this write's answer.
         let in_flight = held.as_ref().and_then(|(tenant, _)| durability.write_begins(tenant));
         let write = Write { state: self.state.clone(), held, waiting: None, _in_flight: in_flight };
-        Acknowledged { inner: Some(Box::pin(self.inner.call(request))), write: Some(write) }
+        Acknowledged { inner: Some(Box::pin(self.inner.call(request))), write: Some(write), refused: None }
     }
 }
 
@@ -112,6 +121,8 @@ pub(crate) struct Acknowledged<F> {
     inner: Option<Pin<Box<F>>>,
     /// `Some` for a write.
     write: Option<Write>,
+    /// A read refused because the store has stopped.
+    refused: Option<ApiError>,
 }
 
 impl<F> std::fmt::Debug for Acknowledged<F> {
@@ -126,9 +137,9 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Acknowledged<F
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let Some(write) = this.write.as_mut() else {
-            return match this.inner.as_mut() {
-                Some(inner) => inner.as_mut().poll(cx),
-                None => Poll::Ready(Ok(ApiError::NotDurable.into_response())),
+            return match (this.inner.as_mut(), this.refused.take()) {
+                (Some(inner), _) => inner.as_mut().poll(cx),
+                (None, refused) => Poll::Ready(Ok(refused.unwrap_or(ApiError::NotDurable).into_response())),
             };
         };
         let (answer, mark) = match &mut write.waiting {
@@ -169,6 +180,12 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Acknowledged<F
         // Polled again after `Ready` (a contract breach by the caller): an error, not a panic.
         Poll::Ready(Ok(answer.unwrap_or_else(|| ApiError::NotDurable.into_response())))
     }
+}
+
+/// Whether a read of `path` is answered while the store has stopped: the health checks
+/// and the metrics (an operator's view of the failure, not a client's of its calls).
+fn answers_while_stopped(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | crate::metrics::TENANT_ROUTE)
 }
 
 /// The answer to a write the store cannot keep now: retryable when the node reconnects by

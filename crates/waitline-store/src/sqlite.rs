@@ -215,7 +215,10 @@ impl Conn for Sqlite {
         let from = to_sql(from);
         self.execute("DELETE FROM journal WHERE tenant = ?1 AND seq >= ?2", params![tenant, from])?;
         self.execute("DELETE FROM snapshots WHERE tenant = ?1 AND seq >= ?2", params![tenant, from])?;
-        self.execute("UPDATE delivered SET seq = ?2 - 1 WHERE tenant = ?1 AND seq >= ?2", params![tenant, from])
+        self.execute(
+            "UPDATE delivered SET seq = ?2 - 1 WHERE tenant = ?1 AND seq >= ?2",
+            params![tenant, from],
+        )
     }
 
     fn row_holding(&mut self, tenant: &str, seq: u64) -> Result<Option<Row>> {

@@ -490,7 +490,11 @@ fn recovery_forgets_the_snapshots_and_the_mark_past_the_cut(b: &dyn Backend) {
         let (seen, summary) = replay_all(&store);
         assert_eq!(summary.truncated.len(), 1, "{:?}", summary.truncated);
         assert_eq!(seen.iter().map(|e| e.2).collect::<Vec<_>>(), vec![3, 4], "from the snapshot at 3");
-        assert_eq!(store.delivered().unwrap().get("acme").copied(), Some(4), "the mark is lowered to the cut");
+        assert_eq!(
+            store.delivered().unwrap().get("acme").copied(),
+            Some(4),
+            "the mark is lowered to the cut"
+        );
         for seq in 5..=6 {
             store.wait(store.append("acme", seq, format!("new {seq}").as_bytes()).unwrap()).unwrap();
         }
