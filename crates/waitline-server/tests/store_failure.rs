@@ -38,8 +38,11 @@ async fn after_a_failed_write_reads_are_refused_until_a_restart() {
         let (status, v) = s.get(&path).await;
         assert_eq!((status, code(&v)), (503, "10007"), "{path}: {v}");
     }
-    let (status, _) = s.req("GET", "/healthz", None, None).await;
-    assert_eq!(status, 503, "the health check answers, and says the store has stopped");
+    let (status, v) = s.req("GET", "/healthz", None, None).await;
+    assert_eq!((status, &v["status"]), (503, &json!("not_ready")), "the health check itself answers: {v}");
+    assert!(v["reason"].as_str().is_some_and(|r| r.contains("stopped")), "{v}");
+    let metrics = s.http.get(format!("{}/metrics", s.base)).bearer_auth(common::KEY_A).send().await.unwrap();
+    assert_eq!(metrics.status(), 200, "the metrics still answer");
     s.stop().await;
 
     journal_writes_fail(dir.path(), false);
