@@ -67,7 +67,7 @@ where
         let durability = self.state.durability();
         if !write {
             // Memory may hold the change whose write was answered 503 when the store
-            // stopped: no read shows it (health and metrics still answer).
+            // stopped: no read shows it (the health checks still answer).
             if durability.is_stopped() && !answers_while_stopped(request.uri().path()) {
                 return Acknowledged { inner: None, write: None, refused: Some(stopped_answer(durability)) };
             }
@@ -182,10 +182,11 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Acknowledged<F
     }
 }
 
-/// Whether a read of `path` is answered while the store has stopped: the health checks
-/// and the metrics (an operator's view of the failure, not a client's of its calls).
+/// Whether a read of `path` is answered while the store has stopped: the health checks,
+/// which show no change. (The tenant's `/metrics` shows its queues: refused; the operator's
+/// metrics listener is another router.)
 fn answers_while_stopped(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | crate::metrics::TENANT_ROUTE)
+    matches!(path, "/healthz" | "/readyz")
 }
 
 /// The answer to a write the store cannot keep now: retryable when the node reconnects by

@@ -176,6 +176,12 @@ impl Durability {
         for (tenant, first, last) in &replayed.completed {
             tracing::warn!(tenant = %tenant, first, last, "a firing of timers was cut by a crash: recorded its missing records again");
         }
+        // Read again: a recovery in the replay lowers a cut tenant's mark.
+        let delivered = if replayed.truncated.is_empty() {
+            delivered
+        } else {
+            store.delivered().map_err(|e| e.to_string())?
+        };
         let marked = Arc::new(parking_lot::Mutex::new(
             delivered.into_iter().map(|(t, s)| (t.into_boxed_str(), s)).collect::<HashMap<_, _>>(),
         ));

@@ -238,8 +238,13 @@ impl StoreJournal {
                     ),
                 });
             }
+            let mut ticket = None;
             for seq in last + 1..=reached {
-                self.store.append(tenant, seq, record)?;
+                ticket = Some(self.store.append(tenant, seq, record)?);
+            }
+            // On disk before anything is told of the events they stand for.
+            if let Some(ticket) = ticket {
+                self.store.wait(ticket)?;
             }
             if let Some(head) = self.heads.lock().get_mut(tenant) {
                 head.last = reached;

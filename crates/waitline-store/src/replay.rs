@@ -82,8 +82,17 @@ impl Store {
                 if !self.shared.options.recover_truncate {
                     return Err(self.corrupt("record", tenant, first_bad, &detail));
                 }
-                out.truncated.push((tenant.clone(), first_bad, detail));
-                let ticket = self.push(tenant, crate::writer::Write::Truncate { seq: first_bad })?;
+                // Damage in a record the base snapshot covers (its row straddles it) costs
+                // nothing the snapshot does not hold; what follows it in its row cannot be
+                // read. The cut is after the snapshot: cut at the damage, it would take the
+                // snapshot with it.
+                let (cut, detail) = if first_bad <= last {
+                    (last + 1, format!("record {first_bad}, which the snapshot at {last} covers: {detail}"))
+                } else {
+                    (first_bad, detail)
+                };
+                out.truncated.push((tenant.clone(), cut, detail));
+                let ticket = self.push(tenant, crate::writer::Write::Truncate { seq: cut })?;
                 self.wait(ticket)?;
             }
         }

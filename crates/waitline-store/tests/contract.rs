@@ -60,6 +60,7 @@ contract!(
     what_was_appended_is_written_when_the_last_handle_goes,
     a_record_after_a_snapshot_in_the_same_batch_follows_it,
     recovery_forgets_the_snapshots_and_the_mark_past_the_cut,
+    recovery_of_damage_the_base_snapshot_covers_keeps_the_snapshot,
 );
 
 /// Records `seqs` of `acme` in one batch (one row), durable on return.
@@ -506,3 +507,34 @@ fn recovery_forgets_the_snapshots_and_the_mark_past_the_cut(b: &dyn Backend) {
     assert_eq!(seen.iter().map(|e| e.2).collect::<Vec<_>>(), vec![3, 4, 5, 6]);
     store.wait(store.append("acme", 7, b"new 7").unwrap()).unwrap();
 }
+
+/// Damage in a record the base snapshot covers (its row, one commit's, straddles the
+/// snapshot): the recovery keeps the snapshot and cuts after it, where the row can no longer
+/// be read. Cut at the damage, it would delete the snapshot the replay had just restored.
+fn recovery_of_damage_the_base_snapshot_covers_keeps_the_snapshot(b: &dyn Backend) {
+    {
+        let store = b.open(Options::default());
+        in_one_row(&store, 1..=6);
+        store.wait(store.snapshot("acme", 4, b"state at 4").unwrap()).unwrap();
+    }
+    let mut stored = b.records("acme", 1);
+    // A byte of record 2's payload: after record 1's frame and record 2's header.
+    let in_record_2 = crate::FRAME_HEADER + record(1).len() + crate::FRAME_HEADER;
+    stored[in_record_2] ^= 1;
+    b.set_records("acme", 1, &stored);
+    let kinds = |seen: &[common::Seen]| seen.iter().map(|e| (e.1, e.2)).collect::<Vec<_>>();
+    {
+        let store = b.open(Options { recover_truncate: true, ..Options::default() });
+        let (seen, summary) = replay_all(&store);
+        assert_eq!(kinds(&seen), vec![("snapshot", 4)]);
+        let [(tenant, cut, why)] = &summary.truncated[..] else { panic!("{:?}", summary.truncated) };
+        assert_eq!((tenant.as_str(), *cut), ("acme", 5));
+        assert!(why.contains("record 2, which the snapshot at 4 covers"), "{why}");
+        store.wait(store.append("acme", 5, b"new 5").unwrap()).unwrap();
+    }
+    let store = b.open(Options::default());
+    assert_eq!(kinds(&replay_all(&store).0), vec![("snapshot", 4), ("record", 5)]);
+}
+
+/// The bytes before a stored record's payload (its length and checksum).
+const FRAME_HEADER: usize = 8;

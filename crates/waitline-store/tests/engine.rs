@@ -178,6 +178,8 @@ fn a_firing_of_timers_cut_by_a_crash_is_completed_at_the_replay() {
     let (store, journal, engine, replayed) = reopen(later);
     assert_eq!(replayed.completed, vec![("acme".to_owned(), 8, 9)]);
     assert_eq!(journal.heads().get("acme").copied(), Some(9));
+    let on_disk = store.describe().unwrap();
+    assert_eq!(on_disk[0].last_seq, 9, "the completed records are on disk when the replay returns");
     let t = engine.tenant("acme");
     assert_eq!(t.last_seq(), 9);
     assert_eq!(t.queue("support").map(|q| q.current_size).ok(), Some(0), "every caller timed out");
