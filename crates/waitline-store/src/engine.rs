@@ -205,9 +205,7 @@ impl StoreJournal {
         }
         Ok(replayed)
     }
-}
 
-impl StoreJournal {
     /// One firing of timers is recorded as one record per timer that changed something, all
     /// alike and made by its first: replaying the first fires them all again, and replays
     /// accept the others without running them. A crash between the commits of one firing
