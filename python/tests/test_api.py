@@ -131,6 +131,19 @@ def test_command_id_is_not_executed_twice(engine: waitline.Engine) -> None:
     assert c.state == "queued"
 
 
+def test_a_dial_repeated_with_its_command_id_answers_the_first_call(engine: waitline.Engine) -> None:
+    first = engine.dial(to="1", from_="2", command_id="dial-once")
+    first.enqueue("q")
+    again = engine.dial(to="1", from_="2", command_id="dial-once")
+    assert (again.call_control_id, again.state) == (first.call_control_id, "queued")
+    assert engine.dial(to="1", from_="2", command_id="another").call_control_id != first.call_control_id
+    engine.advance(60)
+    assert engine.dial(to="1", from_="2", command_id="dial-once").call_control_id != first.call_control_id
+    with pytest.raises(waitline.InvalidParameterError) as err:
+        engine.dial(to="1", from_="2", command_id="")
+    assert err.value.parameter == "command_id"
+
+
 def test_figures(engine: waitline.Engine) -> None:
     agent = engine.dial(to="1", from_="2")
     calls = engine.dial_many(4, to="1", from_="2")

@@ -54,6 +54,15 @@ def test_a_command_id_is_remembered_across_a_restart(tmp_path: pathlib.Path) -> 
     assert engine.queue("support").current_size == 1
 
 
+def test_a_dial_command_id_is_remembered_across_a_restart(tmp_path: pathlib.Path) -> None:
+    engine = waitline.Engine(data_dir=tmp_path, manual_clock=True)
+    call_id = engine.dial(to="1", from_="2", command_id="dial-retry").call_control_id
+    engine.flush()
+    del engine
+    engine = reopen(tmp_path)
+    assert engine.dial(to="1", from_="2", command_id="dial-retry").call_control_id == call_id
+
+
 def test_one_engine_per_data_directory(tmp_path: pathlib.Path) -> None:
     engine = waitline.Engine(data_dir=tmp_path, manual_clock=True)
     with pytest.raises(waitline.StoreError, match="in use by another waitline process"):

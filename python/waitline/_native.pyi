@@ -33,6 +33,7 @@ class Engine:
         client_state: Optional[str] = None,
         call_control_id: Optional[str] = None,
         webhook_url: Optional[str] = None,
+        command_id: Optional[str] = None,
     ) -> Call: ...
     def dial_many(self, count: int, to: str, from_: str, connection_id: str = "default") -> list[Call]: ...
     def enqueue_many(

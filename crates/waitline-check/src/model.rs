@@ -50,6 +50,7 @@ pub enum Op {
     Dial {
         t: usize,
         c: usize,
+        cmd: Option<u8>,
     },
     Enqueue {
         t: usize,
@@ -136,6 +137,8 @@ struct MCall {
     link: MLink,
     client_state: Option<String>,
     commands: Vec<(String, u64)>,
+    /// Which call of this id it is (an id is free again once its call is forgotten).
+    born: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +188,8 @@ type Ev = String;
 struct Tenant {
     calls: BTreeMap<String, MCall>,
     queues: BTreeMap<String, MQueue>,
+    /// Each dial `command_id` accepted: the call it made (its id and `born`), and when.
+    dials: BTreeMap<String, (String, u64)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -329,9 +334,17 @@ impl Model {
     }
 
     fn new_call(&mut self, t: usize, id: &str) {
+        let now = self.now;
         self.t(t).calls.insert(
             id.into(),
-            MCall { ended: None, forget_at: 0, link: MLink::None, client_state: None, commands: vec![] },
+            MCall {
+                ended: None,
+                forget_at: 0,
+                link: MLink::None,
+                client_state: None,
+                commands: vec![],
+                born: now,
+            },
         );
         self.ev(format!("{t} call.initiated {id}"));
         self.ev(format!("{t} call.answered {id}"));
@@ -393,13 +406,24 @@ impl Model {
     fn apply_inner(&mut self, op: &Op, engine_new_id: Option<&str>) -> String {
         let now = self.now;
         match op {
-            Op::Dial { t, c } => {
-                let id = format!("c{c}");
-                if self.tenants[*t].calls.contains_key(&id) {
+            Op::Dial { t, c, cmd } => {
+                let (id, cmd) = (format!("c{c}"), cmd.map(|c| format!("cmd{c}")));
+                let tenant = &self.tenants[*t];
+                if let Some((first, at)) = cmd.as_ref().and_then(|c| tenant.dials.get(c)) {
+                    if now - at < 60 * SEC {
+                        // The same call, not a later one with its id.
+                        let same = tenant.calls.get(first).is_some_and(|c| c.born == *at);
+                        return if same { format!("ok {first}") } else { "90015".into() };
+                    }
+                }
+                if tenant.calls.contains_key(&id) {
                     return "90015".into();
                 }
                 self.new_call(*t, &id);
-                "ok".into()
+                if let Some(cmd) = cmd {
+                    self.t(*t).dials.insert(cmd, (id.clone(), now));
+                }
+                format!("ok {id}")
             }
             Op::Enqueue { t, c, q, wait, size, keep, prio, cmd } => {
                 let (t, id, qn) = (*t, format!("c{c}"), QUEUES[*q].to_owned());
@@ -712,10 +736,14 @@ pub(crate) fn run_engine(tenants: &[waitline::Tenant], op: &Op) -> (String, Opti
         command_id: cmd.map(|c| format!("cmd{c}")),
     };
     match op {
-        Op::Dial { t, c } => {
+        Op::Dial { t, c, cmd } => {
             let mut p = DialParams::new("+1555", "+1666", "conn");
             p.call_control_id = Some(format!("c{c}"));
-            (result_code(tenants[*t].dial(&p)), None)
+            p.command_id = cmd.map(|c| format!("cmd{c}"));
+            match tenants[*t].dial(&p) {
+                Ok(call) => (format!("ok {}", call.call_control_id), None),
+                Err(e) => (e.code().into(), None),
+            }
         }
         Op::Enqueue { t, c, q, wait, size, keep, prio, cmd } => {
             let p = || -> Result<EnqueueParams, Error> {
@@ -882,7 +910,7 @@ impl Op {
         let (nt, nc, nq) = (TENANTS.len(), CALLS, QUEUES.len());
         let cmd = |c: &Option<u8>| c.map(|c| c % 3);
         match self.clone() {
-            Self::Dial { t, c } => Self::Dial { t: t % nt, c: c % nc },
+            Self::Dial { t, c, cmd: k } => Self::Dial { t: t % nt, c: c % nc, cmd: cmd(&k) },
             Self::Enqueue { t, c, q, wait, size, keep, prio, cmd: k } => {
                 Self::Enqueue { t: t % nt, c: c % nc, q: q % nq, wait, size, keep, prio, cmd: cmd(&k) }
             }

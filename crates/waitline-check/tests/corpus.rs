@@ -101,8 +101,9 @@ fn write_snapshot_decode_seeds() {
         prio,
         cmd,
     };
-    let mut scenarios = vec![vec![], vec![model::Op::Dial { t: 0, c: 0 }]];
-    let mut busy: Vec<model::Op> = (0..6).map(|c| model::Op::Dial { t: 0, c }).collect();
+    let mut scenarios = vec![vec![], vec![model::Op::Dial { t: 0, c: 0, cmd: None }]];
+    let mut busy: Vec<model::Op> =
+        (0..6).map(|c| model::Op::Dial { t: 0, c, cmd: (c % 2 == 0).then_some(c as u8) }).collect();
     busy.extend((0..6).map(|c| enqueue(c, c % 3, Some(30 + c as i64), Some(c as i64 % 4), Some(c as u8))));
     busy.extend([
         model::Op::Hangup { t: 0, c: 0, cmd: Some(1) },

@@ -15,7 +15,7 @@ fn op() -> impl Strategy<Value = Op> {
     let q = 0..QUEUES.len();
     let cmd = prop::option::weighted(0.3, 0u8..3);
     prop_oneof![
-        3 => (t.clone(), c.clone()).prop_map(|(t, c)| Op::Dial { t, c }),
+        3 => (t.clone(), c.clone(), cmd.clone()).prop_map(|(t, c, cmd)| Op::Dial { t, c, cmd }),
         6 => (t.clone(), c.clone(), q.clone(), prop::option::of(1i64..200), prop::option::weighted(0.3, 0i64..4), any::<bool>(), prop::option::weighted(0.4, -1i64..11), cmd.clone())
             .prop_map(|(t, c, q, wait, size, keep, prio, cmd)| Op::Enqueue { t, c, q, wait, size, keep, prio, cmd }),
         2 => (t.clone(), c.clone(), cmd.clone()).prop_map(|(t, c, cmd)| Op::Leave { t, c, cmd }),
@@ -71,7 +71,7 @@ proptest! {
 fn cut_journals_match_prefixes_of_a_fixed_scenario() {
     let mut ops = Vec::new();
     for c in 0..CALLS {
-        ops.push(Op::Dial { t: c % 2, c });
+        ops.push(Op::Dial { t: c % 2, c, cmd: None });
         ops.push(Op::Enqueue {
             t: c % 2,
             c,
@@ -113,10 +113,10 @@ fn timers_and_command_ids_pending_across_a_snapshot() {
     let enqueue =
         |c, q, wait, cmd| Op::Enqueue { t: 0, c, q, wait, size: None, keep: false, prio: None, cmd };
     let ops = vec![
-        Op::Dial { t: 0, c: 0 },
-        Op::Dial { t: 0, c: 1 },
-        Op::Dial { t: 0, c: 2 },
-        Op::Dial { t: 0, c: 3 },
+        Op::Dial { t: 0, c: 0, cmd: Some(1) },
+        Op::Dial { t: 0, c: 1, cmd: None },
+        Op::Dial { t: 0, c: 2, cmd: Some(2) },
+        Op::Dial { t: 0, c: 3, cmd: None },
         enqueue(0, 0, Some(90), Some(1)),
         enqueue(1, 0, Some(30), None),
         enqueue(3, 1, None, None),
@@ -126,6 +126,8 @@ fn timers_and_command_ids_pending_across_a_snapshot() {
         // The snapshot is taken here (step 10).
         Op::Leave { t: 0, c: 3, cmd: Some(2) }, // the same command id, 10 s later: a repeat
         enqueue(0, 0, Some(90), Some(1)),       // a repeat too
+        Op::Dial { t: 0, c: 4, cmd: Some(1) },  // a dial's repeat: answers c0
+        Op::Dial { t: 0, c: 5, cmd: Some(2) },  // c2's, though c2 has ended
         Op::Advance { secs: 25 },               // c1's deadline
         Op::Advance { secs: 60 },               // c0's deadline
         Op::Advance { secs: 300 },              // q1 idle, c2 forgotten

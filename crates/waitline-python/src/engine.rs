@@ -267,7 +267,8 @@ impl PyEngine {
         py.detach(|| self.engine.run_pending_tasks())
     }
 
-    #[pyo3(signature = (to, from_, connection_id="default", client_state=None, call_control_id=None, webhook_url=None))]
+    #[pyo3(signature = (to, from_, connection_id="default", client_state=None, call_control_id=None, webhook_url=None, command_id=None))]
+    #[allow(clippy::too_many_arguments)]
     fn dial(
         &self,
         py: Python<'_>,
@@ -277,6 +278,7 @@ impl PyEngine {
         client_state: Option<String>,
         call_control_id: Option<String>,
         webhook_url: Option<String>,
+        command_id: Option<String>,
     ) -> PyResult<PyCall> {
         let p = DialParams {
             to,
@@ -285,6 +287,7 @@ impl PyEngine {
             client_state,
             webhook_url,
             call_control_id,
+            command_id,
         };
         let info = self.tenant.dial(&p).or_raise(py)?;
         Ok(PyCall::new(self.tenant.clone(), &info))

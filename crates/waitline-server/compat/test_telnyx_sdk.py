@@ -70,6 +70,13 @@ def test_seed_flow_with_the_sdk(client):
     assert err.value.body["errors"][0]["code"] == "90018"
 
 
+def test_a_dial_retried_by_the_sdk_with_its_command_id_makes_one_call(client):
+    first = client.calls.dial(connection_id="app", from_="+15550002", to="+15550001", command_id="sdk-dial-1").data
+    again = client.calls.dial(connection_id="app", from_="+15550002", to="+15550001", command_id="sdk-dial-1").data
+    assert again.call_control_id == first.call_control_id
+    assert dial(client) != first.call_control_id
+
+
 def test_queue_lifecycle_with_the_sdk(client):
     created = client.queues.create(queue_name="sdk-explicit", max_size=5).data
     assert (created.name, created.max_size) == ("sdk-explicit", 5)

@@ -135,6 +135,7 @@ impl Body {
             client_state: self.string("client_state")?,
             webhook_url: self.string("webhook_url")?,
             call_control_id: self.string("call_control_id")?,
+            command_id: self.string("command_id")?,
         })
     }
 

@@ -75,6 +75,43 @@ async fn seed_flow_with_telnyx_shapes() {
     s.stop().await;
 }
 
+/// Telnyx's dial takes a `command_id` "to avoid duplicate commands": a dial retried with it
+/// (an SDK retrying after a lost answer) answers the first call, across a restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_retried_with_its_command_id_makes_one_call_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = json!({"to": "+1555", "from": "+1666", "connection_id": "app", "command_id": "dial-1"});
+    let s = Server::start_in(dir.path(), Config::default()).await;
+    let (status, first) = s.post("/v2/calls", body.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let id = first["data"]["call_control_id"].as_str().unwrap().to_owned();
+    let (status, again) = s.post("/v2/calls", body.clone()).await;
+    assert_eq!((status, &again["data"]["call_control_id"]), (200, &first["data"]["call_control_id"]));
+    let (status, v) =
+        s.post("/v2/calls", json!({"to": "+1", "from": "+2", "connection_id": "a", "command_id": 5})).await;
+    assert_eq!(
+        (status, code(&v), &v["errors"][0]["source"]["pointer"]),
+        (422, "10033", &json!("/command_id"))
+    );
+    let (status, v) =
+        s.post("/v2/calls", json!({"to": "+1", "from": "+2", "connection_id": "a", "command_id": ""})).await;
+    assert_eq!((status, code(&v)), (422, "10033"));
+    s.action(&id, "enqueue", json!({"queue_name": "support"})).await;
+    s.stop().await;
+
+    let s = Server::start_in(dir.path(), Config::default()).await;
+    let (status, after) = s.post("/v2/calls", body.clone()).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["data"]["call_control_id"], id.as_str());
+    assert_eq!(after["data"]["state"], "queued", "the first call as it is now");
+    let mut second = body.clone();
+    second["command_id"] = json!("dial-2");
+    let (status, other) = s.post("/v2/calls", second).await;
+    assert_eq!(status, 200);
+    assert_ne!(other["data"]["call_control_id"], id.as_str(), "another command id, another call");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_answer_without_the_v2_prefix_and_decode_names() {
     let s = Server::start(Config::default()).await;

@@ -116,5 +116,5 @@ pub(crate) fn check_tenant(shared: &Shared, core: &TenantCore) -> Result<(), Str
     if *core.queue_names() != names {
         return Err("queue registry differs from its queues".into());
     }
-    Ok(())
+    core.dial_commands.check(|id| shared.command_hash(id))
 }

@@ -45,7 +45,8 @@ pub struct Record {
     pub change: Change,
 }
 
-/// The command behind a record.
+/// The command behind a record. Variants are only ever added at the end: a record names its
+/// variant by position.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 // Built only for a record, one at a time, and encoded at once: the size of the largest
@@ -128,6 +129,14 @@ pub enum Change {
     /// maintenance). One firing run may take several numbers, each with a record of its
     /// own: replaying the first makes them all.
     Timers,
+    /// [`crate::Tenant::dial`] with a `command_id` (after the variants that were there
+    /// before dial took one, so that their records still read).
+    DialWithCommandId {
+        /// The parameters but the `command_id` (which [`DialParams`] does not record).
+        params: DialParams,
+        /// The `command_id`.
+        command_id: String,
+    },
 }
 
 impl Record {
@@ -190,7 +199,7 @@ impl Change {
     #[must_use]
     pub const fn name(&self) -> &'static str {
         match self {
-            Self::Dial(_) => "dial",
+            Self::Dial(_) | Self::DialWithCommandId { .. } => "dial",
             Self::Enqueue { .. } => "enqueue",
             Self::LeaveQueue { .. } => "leave_queue",
             Self::Bridge { .. } => "bridge",

@@ -32,6 +32,7 @@ mod batch;
 mod bus;
 mod call;
 mod clock;
+mod dials;
 mod engine;
 mod error;
 mod event;

@@ -137,6 +137,12 @@ pub struct DialParams {
     pub webhook_url: Option<String>,
     /// \[ext\] Adopt this id (from an external switch) instead of making one.
     pub call_control_id: Option<String>,
+    /// A repeat of a dial's accepted `command_id` within 60 s makes no second call and
+    /// answers the first dial's call (docs/behaviour.md §2.1). Recorded apart from the other
+    /// fields ([`crate::journal::Change::DialWithCommandId`]), so that the records of dials
+    /// written before dial took one still read.
+    #[serde(skip)]
+    pub command_id: Option<String>,
 }
 
 impl DialParams {
@@ -169,6 +175,9 @@ impl DialParams {
         }
         if let Some(id) = &self.call_control_id {
             validate_text("call_control_id", id)?;
+        }
+        if let Some(id) = &self.command_id {
+            validate_text("command_id", id)?;
         }
         Ok((&self.to, &self.from, &self.connection_id))
     }

@@ -499,6 +499,9 @@ impl Tenant {
         // an error, like a bridge that finds a dead head): the number it took does.
         let _ = match &record.change {
             Change::Dial(p) => t.dial(p).map(drop),
+            Change::DialWithCommandId { params, command_id } => {
+                t.dial(&DialParams { command_id: Some(command_id.clone()), ..params.clone() }).map(drop)
+            }
             Change::Enqueue { call, params } => t.enqueue(call, params),
             Change::LeaveQueue { call, options } => t.leave_queue(call, options),
             Change::Bridge { call, params } => t.bridge(call, params),
@@ -524,15 +527,26 @@ impl Tenant {
         if made { Ok(()) } else { Err(ReplayError::Diverged { seq, change: record.change.name(), reached }) }
     }
 
-    /// Creates a call in state `active` with fresh ids (docs/behaviour.md §2.1, dial).
+    /// Creates a call in state `active` with fresh ids (docs/behaviour.md §2.1, dial). A
+    /// repeat of an accepted `command_id` within 60 s creates nothing and answers the call
+    /// the first dial made (`90015` if that call is forgotten since).
     pub fn dial(&self, p: &DialParams) -> Result<CallInfo> {
         let (to, from, connection_id) = p.validate()?;
         let now = self.begin();
         let hash = p.call_control_id.as_deref().map(|id| self.inner().shared.call_hash(id));
         self.run(
             now,
-            || Change::Dial(p.clone()),
+            || match &p.command_id {
+                None => Change::Dial(p.clone()),
+                Some(command_id) => Change::DialWithCommandId {
+                    params: DialParams { command_id: None, ..p.clone() },
+                    command_id: command_id.clone(),
+                },
+            },
             |txn| {
+                if let Some(first) = p.command_id.as_deref().and_then(|c| txn.dialled_by(c)) {
+                    return first.map(|ix| txn.core().call_info(ix, now)).ok_or(Error::CallNotFound);
+                }
                 // The random values are drawn under the lock, in a fixed order (id, leg, session),
                 // so that the record holds them in the order a replay asks for them.
                 let id = match (p.call_control_id.as_deref(), hash) {
@@ -549,6 +563,9 @@ impl Tenant {
                     txn.stamp_new_id(&mut ident);
                 }
                 let ix = txn.create_call(ident, p.client_state.as_deref());
+                if let Some(command_id) = &p.command_id {
+                    txn.remember_dial(command_id, ix);
+                }
                 Ok(txn.core().call_info(ix, now))
             },
         )

@@ -6,11 +6,13 @@
 //! future calls name their slot), each queue's order as its members' slots and bands with
 //! the layout that decides the next compaction, the timers in the order they fire within an
 //! instant with the stale count, the ended calls in end order, the `command_id`s still
-//! remembered, every figure, and the sequence number. What follows from these (the maps from
+//! remembered (each call's, and the dials' in the order they came), every figure, and the
+//! sequence number. What follows from these (the maps from
 //! ids and names to slots, the bitmaps of the orders, the live-call count, sums) is rebuilt.
 //!
 //! The bytes: a magic, a format version (u16, little endian), then the state encoded with
-//! postcard, written straight from the tenant's state under its lock (no copy of the state
+//! postcard (format 1, from before dials took a `command_id`, is the same without the dials'
+//! memory, and is still read), written straight from the tenant's state under its lock (no copy of the state
 //! is made). Restoring checks everything before the tenant uses it: every reference in
 //! range and consistent, every pending deadline, idle check and retention with its timer,
 //! then the engine's invariants. Bad bytes get a [`SnapshotError`], never a panic and never
@@ -28,6 +30,7 @@ use uuid::Uuid;
 
 use crate::call::{CallId, CallIdentity, CallRecord, Link, Membership, engine_slot};
 use crate::clock::Timestamp;
+use crate::dials::{DialCommand, DialCommands};
 use crate::engine::Tenant;
 use crate::figures::{Figures, Outcomes, WaitHistogram};
 use crate::order::{MemberOrder, Seq};
@@ -38,15 +41,17 @@ use crate::timers::{Timer, Timers};
 
 /// The first bytes of every snapshot.
 pub const MAGIC: &[u8; 8] = b"wlsnap\r\n";
-/// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format this code writes (it reads this one and the ones before).
+pub const FORMAT_VERSION: u16 = 2;
+/// The first format with the dials' `command_id`s.
+const DIAL_COMMANDS_FORMAT: u16 = 2;
 
 /// Why a snapshot could not be restored. The tenant is left as it was.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SnapshotError {
     /// The bytes are not a snapshot of this format.
-    #[error("not a waitline snapshot of format {FORMAT_VERSION}: {0}")]
+    #[error("not a waitline snapshot of format 1 to {FORMAT_VERSION}: {0}")]
     Format(String),
     /// The bytes decode, but describe a state that cannot be (a reference out of range, a
     /// member without its timer, a broken invariant).
@@ -108,7 +113,7 @@ impl Tenant {
 type HandleData = (u32, u32);
 
 #[derive(Serialize, Deserialize)]
-struct Body<'a, Calls, Queues, Timers, Ended> {
+struct Body<'a, Calls, Queues, Timers, Ended, Dials> {
     seq: u64,
     /// Each call slot: its generation and its call, if any.
     calls: Calls,
@@ -124,6 +129,9 @@ struct Body<'a, Calls, Queues, Timers, Ended> {
     last_connection: Option<&'a str>,
     #[serde(borrow)]
     last_to: Option<&'a str>,
+    /// (when, the call made, the `command_id`) of the dials remembered, oldest first. Not
+    /// in format 1.
+    dial_commands: Dials,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -314,6 +322,9 @@ fn encode(core: &TenantCore) -> Vec<u8> {
             ended: Lazy(core.ended.iter().map(|(at, h)| (micros(*at), handle_data(*h)))),
             last_connection: core.last_connection.as_deref(),
             last_to: core.last_to.as_deref(),
+            dial_commands: Lazy(
+                core.dial_commands.entries().map(|d| (micros(d.at), handle_data(d.call), &*d.command_id)),
+            ),
         };
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -332,6 +343,7 @@ type Decoded<'a> = Body<
     Vec<(u32, Option<QueueData<'a, Vec<u64>>>)>,
     Vec<(u64, Vec<(u64, TimerData)>)>,
     Vec<(u64, HandleData)>,
+    Vec<(u64, HandleData, &'a str)>,
 >;
 
 fn inconsistent(why: impl Into<String>) -> SnapshotError {
@@ -344,12 +356,12 @@ fn decode(shared: &Shared, bytes: &[u8]) -> Result<TenantCore, SnapshotError> {
     let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| format("no snapshot magic"))?;
     let (version, body) = rest.split_first_chunk::<2>().ok_or_else(|| format("no format version"))?;
     let version = u16::from_le_bytes(*version);
-    if version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(format(&format!("format version {version}")));
     }
     let failure = RefCell::new(None);
     let mut reader = postcard::Deserializer::from_bytes(body);
-    let decoded = BodySeed { shared, failure: &failure }.deserialize(&mut reader);
+    let decoded = BodySeed { shared, failure: &failure, version }.deserialize(&mut reader);
     if let Some(e) = failure.into_inner() {
         return Err(e);
     }
@@ -365,18 +377,21 @@ fn decode(shared: &Shared, bytes: &[u8]) -> Result<TenantCore, SnapshotError> {
 struct BodySeed<'s> {
     shared: &'s Shared,
     failure: &'s RefCell<Option<SnapshotError>>,
+    /// The bytes' format.
+    version: u16,
 }
 
 impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
     type Value = Decoded<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_tuple(BODY_FIELDS, self)
+        let fields = if self.version >= DIAL_COMMANDS_FORMAT { BODY_FIELDS } else { BODY_FIELDS - 1 };
+        d.deserialize_tuple(fields, self)
     }
 }
 
 /// The fields of [`Body`].
-const BODY_FIELDS: usize = 10;
+const BODY_FIELDS: usize = 11;
 
 impl<'de> Visitor<'de> for BodySeed<'_> {
     type Value = Decoded<'de>;
@@ -402,6 +417,7 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
             ended: next(&mut seq)?,
             last_connection: next(&mut seq)?,
             last_to: next(&mut seq)?,
+            dial_commands: if self.version >= DIAL_COMMANDS_FORMAT { next(&mut seq)? } else { Vec::new() },
         })
     }
 }
@@ -549,6 +565,20 @@ fn build(shared: &Shared, body: Decoded<'_>) -> Result<TenantCore, SnapshotError
         core.ended.push_back((Timestamp::from_micros(at), handle(h)));
     }
     core.live_calls = core.calls.iter().filter(|(_, r)| !r.is_ended()).count();
+    let mut dials = Vec::with_capacity(body.dial_commands.len());
+    for (at, h, command_id) in body.dial_commands {
+        if !in_range(h, call_slots) {
+            return Err(inconsistent(format!("a dial's call in slot {} of {call_slots}", h.0)));
+        }
+        crate::params::validate_text("command_id", command_id)
+            .map_err(|_| inconsistent(format!("dial command id {command_id:?}")))?;
+        dials.push(DialCommand {
+            command_id: command_id.into(),
+            at: Timestamp::from_micros(at),
+            call: handle(h),
+        });
+    }
+    core.dial_commands = DialCommands::from_entries(|id| shared.command_hash(id), dials);
 
     check_pending_timers(&core)?;
     crate::invariants::check_tenant(shared, &core).map_err(SnapshotError::Inconsistent)?;
@@ -731,17 +761,28 @@ mod tests {
     }
 
     fn dial(t: &Tenant, id: Option<&str>) -> String {
+        dial_once(t, id, None)
+    }
+
+    fn dial_once(t: &Tenant, id: Option<&str>, command_id: Option<&str>) -> String {
         let mut p = DialParams::new("+15550001", "+15550002", "app");
         p.call_control_id = id.map(Into::into);
+        p.command_id = command_id.map(Into::into);
         t.dial(&p).unwrap().call_control_id
     }
 
     /// A tenant with a bit of everything: engine and client ids, freed slots, members in
     /// several bands with deadlines, a kept dead member, a bridge, ended calls, remembered
-    /// command ids, an auto queue waiting for its idle check, a deleted queue.
+    /// command ids (of calls and of dials), an auto queue waiting for its idle check, a
+    /// deleted queue.
     fn busy_tenant(engine: &Engine, hand: &ManualClock) -> Tenant {
         let t = engine.tenant("acme");
-        let calls: Vec<String> = (0..8).map(|i| dial(&t, (i == 3).then_some("client-3"))).collect();
+        let calls: Vec<String> = (0..8)
+            .map(|i| {
+                let command_id = format!("dial-{i}");
+                dial_once(&t, (i == 3).then_some("client-3"), (i % 3 == 0).then_some(&command_id))
+            })
+            .collect();
         t.create_queue("gone", Some(5)).unwrap();
         for (i, c) in calls.iter().enumerate().take(6) {
             let p = EnqueueParams::new(if i % 2 == 0 { "support" } else { "sales" })
@@ -815,6 +856,14 @@ mod tests {
                 Some(x.queue("support").unwrap().current_size)
             );
         }
+        // So is a dial's: the repeat answers the first dial's call and makes nothing.
+        let (seq, copy_seq) = (t.last_seq(), copy.last_seq());
+        assert_eq!(dial_once(&t, None, Some("dial-3")), "client-3");
+        assert_eq!(dial_once(&copy, None, Some("dial-3")), "client-3");
+        let first = dial_once(&t, None, Some("dial-0"));
+        assert_eq!(dial_once(&copy, None, Some("dial-0")), first);
+        assert_eq!(t.call(&first).unwrap().start_time, START, "the tenant's first call");
+        assert_eq!((t.last_seq(), copy.last_seq()), (seq, copy_seq));
         // Then time runs: deadlines, retention and idle checks fire the same in both.
         for _ in 0..5 {
             hand.advance(Duration::from_secs(40));
@@ -879,6 +928,32 @@ mod tests {
         full(&t);
     }
 
+    /// Format 1 is format 2 without the dials' memory: a data directory written before dial
+    /// took a `command_id` still starts.
+    #[test]
+    fn a_snapshot_of_format_1_is_read() {
+        let (engine, hand) = engine();
+        let t = engine.tenant("acme");
+        for i in 0..3 {
+            let call = dial(&t, None);
+            t.enqueue(&call, &EnqueueParams::new("support").max_wait_time_secs(30 + i)).unwrap();
+            hand.advance(Duration::from_secs(1));
+        }
+        let (seq, bytes) = t.snapshot();
+        // No dial remembered: the state's last byte is the memory's length, 0.
+        assert_eq!(bytes.last(), Some(&0));
+        let mut old = bytes[..bytes.len() - 1].to_vec();
+        old[MAGIC.len()..MAGIC.len() + 2].copy_from_slice(&1u16.to_le_bytes());
+        let (copy_engine, copy, _) = restored(&old, &hand);
+        assert_eq!(copy.snapshot(), (seq, bytes), "the same state, written as format 2");
+        copy_engine.check_invariants().unwrap();
+        // Format 1 with something after the state it had is refused.
+        let mut longer = old.clone();
+        longer.push(0);
+        let (other, _) = self::engine();
+        assert!(matches!(other.tenant("acme").restore(&longer), Err(SnapshotError::Format(_))));
+    }
+
     #[test]
     fn only_a_new_tenant_is_restored() {
         let (engine, hand) = engine();
@@ -906,9 +981,11 @@ mod tests {
         let mut wrong = bytes.clone();
         wrong[0] ^= 1;
         assert!(format(&wrong), "magic");
-        let mut version = bytes.clone();
-        version[MAGIC.len()] = 2;
-        assert!(format(&version), "version");
+        for unknown in [0, FORMAT_VERSION + 1] {
+            let mut version = bytes.clone();
+            version[MAGIC.len()..MAGIC.len() + 2].copy_from_slice(&unknown.to_le_bytes());
+            assert!(format(&version), "version {unknown}");
+        }
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(format(&longer), "trailing bytes");
@@ -934,6 +1011,7 @@ mod tests {
         Vec<(u32, Option<QueueData<'a, Vec<u64>>>)>,
         Vec<(u64, Vec<(u64, TimerData)>)>,
         Vec<(u64, HandleData)>,
+        Vec<(u64, HandleData, &'a str)>,
     >;
 
     /// Decodes `bytes`, changes the state with `edit`, and restores the result.
@@ -1034,6 +1112,9 @@ mod tests {
             "out of range",
         );
         because(&|b| b.ended.push((0, (b.calls.len() as u32, 0))), "an ended call in slot");
+        because(&|b| b.dial_commands[0].1 = (b.calls.len() as u32, 0), "a dial's call in slot");
+        because(&|b| b.dial_commands[0].2 = "", "dial command id");
+        because(&|b| b.dial_commands[0].2 = "a\nb", "dial command id");
         // Enqueue times: after the queue's last, or out of arrival order.
         because(
             &|b| {

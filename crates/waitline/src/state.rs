@@ -24,6 +24,7 @@ use crate::batch::Batches;
 use crate::bus::Listeners;
 use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_ix, stamp_slot};
 use crate::clock::Timestamp;
+use crate::dials::DialCommands;
 use crate::error::{Error, Result};
 use crate::event::{DequeueReason, Fact, tenant_event_key};
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
@@ -72,6 +73,11 @@ impl Shared {
 
     pub(crate) fn call_hash(&self, id: &str) -> u64 {
         self.hash_text(id)
+    }
+
+    /// A dial's `command_id`'s hash (chosen by clients, like call ids).
+    pub(crate) fn command_hash(&self, command_id: &str) -> u64 {
+        self.hash_text(command_id)
     }
 
     #[inline]
@@ -174,6 +180,8 @@ pub(crate) struct TenantCore {
     /// The random values the running command drew, for its journal record: kept here and
     /// emptied when a command starts, so that a command sets nothing up for them.
     pub(crate) drawn: Vec<Uuid>,
+    /// The `command_id`s of recent dials, with the calls they made.
+    pub(crate) dial_commands: DialCommands,
 }
 
 /// A lookup's compare: keeps the slot and record it matched in `found`; returns `hit`.
@@ -760,6 +768,23 @@ impl<'e> Txn<'e> {
     }
 
     /// Counts one more live call, unless the cap is reached (then nothing changes).
+    /// The call a dial with `command_id` made within the last 60 s, if one did: its slot, or
+    /// `None` when that call is forgotten since.
+    pub(crate) fn dialled_by(&self, command_id: &str) -> Option<Option<u32>> {
+        let hash = self.shared.command_hash(command_id);
+        let call = self.core.dial_commands.find(hash, command_id, self.now)?;
+        Some(self.core.calls.get_handle(call).map(|_| call.ix))
+    }
+
+    /// Remembers that a dial with `command_id` made the call in slot `call`.
+    pub(crate) fn remember_dial(&mut self, command_id: &str, call: u32) {
+        let (shared, now) = (self.shared, self.now);
+        let core = self.change();
+        let handle = core.calls.handle(call);
+        let cap = shared.config.max_live_calls;
+        core.dial_commands.remember(|id| shared.command_hash(id), command_id, handle, now, cap);
+    }
+
     pub(crate) fn reserve_call(&mut self) -> Result<()> {
         let cap = self.shared.config.max_live_calls;
         if self.core.live_calls >= cap {

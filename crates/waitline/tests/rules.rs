@@ -502,6 +502,76 @@ fn command_id_is_not_executed_twice_within_60_seconds() {
     assert_eq!(code(f.t.hangup(&a, &opts_with("other"))), "90018");
 }
 
+/// A dial's `command_id` is remembered by the tenant (the dial has no call yet): a repeat
+/// within 60 s answers the first dial's call as it is now, and makes nothing.
+#[test]
+fn a_dial_repeated_with_its_command_id_makes_no_second_call() {
+    let mut f = Fixture::with(Engine::builder().ended_call_retention(Duration::from_secs(90)));
+    let dial = |command_id: &str| {
+        let mut p = DialParams::new("+15550001", "+15550002", "conn");
+        p.command_id = Some(command_id.into());
+        p
+    };
+    let a = f.t.dial(&dial("d1")).unwrap().call_control_id;
+    assert_eq!(f.take_events().len(), 2, "call.initiated and call.answered");
+    f.t.enqueue(&a, &EnqueueParams::new("q")).unwrap();
+    f.take_events();
+    let seq = f.t.last_seq();
+    // Even with other parameters: the first call, in its state now.
+    let mut other = dial("d1");
+    other.to = "+1999".into();
+    let again = f.t.dial(&other).unwrap();
+    assert_eq!((&*again.call_control_id, again.state, &*again.to), (&*a, CallState::Queued, "+15550001"));
+    assert!(f.take_events().is_empty());
+    assert_eq!((f.t.last_seq(), f.t.live_calls()), (seq, 1));
+    // Another id makes another call; so does the same id in another tenant.
+    let b = f.t.dial(&dial("d2")).unwrap().call_control_id;
+    assert_ne!(a, b);
+    let elsewhere = f.engine.tenant("other").dial(&dial("d1")).unwrap().call_control_id;
+    assert_ne!(elsewhere, a);
+    // After a hangup the repeat still answers (the call, ended), not 90018.
+    f.t.hangup(&a, &none()).unwrap();
+    f.advance(59);
+    assert_eq!(f.t.dial(&dial("d1")).unwrap().state, CallState::Ended);
+    // After 60 s the id makes a new call.
+    f.advance(1);
+    let c = f.t.dial(&dial("d1")).unwrap().call_control_id;
+    assert_ne!(c, a);
+    assert_eq!(f.t.dial(&dial("d1")).unwrap().call_control_id, c);
+    f.check();
+}
+
+#[test]
+fn a_dial_refused_is_not_remembered_and_a_forgotten_call_is_not_made_again() {
+    let f = Fixture::with(Engine::builder().ended_call_retention(Duration::from_secs(10)));
+    let dial = |command_id: &str, adopt: Option<&str>| {
+        let mut p = DialParams::new("+15550001", "+15550002", "conn");
+        p.command_id = Some(command_id.into());
+        p.call_control_id = adopt.map(Into::into);
+        f.t.dial(&p)
+    };
+    let mut bad = DialParams::new("+1", "+2", "conn");
+    bad.command_id = Some(String::new());
+    let refused = f.t.dial(&bad).unwrap_err();
+    assert_eq!((refused.code(), refused.parameter()), ("10033", Some("command_id")));
+    bad.command_id = Some("x".repeat(256));
+    assert_eq!(code(f.t.dial(&bad)), "10033");
+    // Refused for its adopted id, then accepted with a free one: the id was not remembered.
+    let a = dial("d1", Some("mine")).unwrap().call_control_id;
+    assert_eq!(code(dial("d2", Some("mine"))), "90015");
+    let b = dial("d2", None).unwrap().call_control_id;
+    assert_ne!(a, b);
+    // The first call forgotten within the window: its repeat answers 90015 and makes nothing.
+    f.t.hangup(&a, &none()).unwrap();
+    f.advance(11);
+    assert_eq!(code(f.t.call(&a)), "90015");
+    let seq = f.t.last_seq();
+    assert_eq!(code(dial("d1", Some("mine"))), "90015");
+    assert_eq!(code(dial("d1", None)), "90015");
+    assert_eq!((f.t.last_seq(), f.t.live_calls()), (seq, 1));
+    f.check();
+}
+
 fn opts_with(id: &str) -> CommandOptions {
     CommandOptions { client_state: None, command_id: Some(id.into()) }
 }

@@ -122,7 +122,9 @@ pub async fn run_client(n: usize, seed: u64, target: Target) -> Client {
             me.calls.iter().filter(|(_, k)| **k == Known::Active).map(|(id, _)| id.clone()).collect();
         // Choose a command from what the client knows.
         let (method, path, body, touches, after): Step = if alive.len() < 3 || rng.below(8) == 0 {
-            let body = json!({"connection_id": "crash", "from": format!("+1555{n:04}"), "to": "+15550000"});
+            let from = format!("+1555{n:04}");
+            let body =
+                json!({"connection_id": "crash", "from": from, "to": "+15550000", "command_id": command_id});
             ("POST", "/calls".into(), Some(body), vec![], vec![])
         } else {
             let id = alive[rng.below(alive.len() as u64) as usize].clone();
@@ -337,6 +339,18 @@ pub async fn check_acknowledged(
         }
         let (status, answer) = send(http, base, key, "POST", &f.path, Some(&f.body)).await.unwrap();
         assert!((200..300).contains(&status), "seed {seed}: retry of {} answered {status} {answer}", f.path);
+        if f.path == "/calls" {
+            // A dial: made before the crash or by this retry, and made once.
+            let dialled = &answer["data"]["call_control_id"];
+            assert_eq!(answer["data"]["state"], "active", "seed {seed}: {answer}");
+            let (status, again) = send(http, base, key, "POST", &f.path, Some(&f.body)).await.unwrap();
+            assert_eq!(status, 200);
+            assert_eq!(
+                &again["data"]["call_control_id"], dialled,
+                "seed {seed}: a dial retried made two calls"
+            );
+            continue;
+        }
         for (id, known) in &f.after {
             let seen = call(http, base, key, id).await;
             assert!(
