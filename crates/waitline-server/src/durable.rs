@@ -165,6 +165,19 @@ impl Durability {
         engine: EngineBuilder,
         buckets: Option<&[u32]>,
     ) -> Result<(Engine, Self, Replayed), String> {
+        match store.log_tail() {
+            Some(waitline_store::LogTail::Torn { offset, bytes }) => tracing::warn!(
+                offset,
+                bytes,
+                "the write-ahead log ended in a transaction a crash cut short (never acknowledged): dropped"
+            ),
+            Some(waitline_store::LogTail::Damaged { offset, detail }) => tracing::warn!(
+                offset,
+                detail = %detail,
+                "the write-ahead log was damaged: dropped it from there, committed transactions included (--recover-truncate)"
+            ),
+            Some(waitline_store::LogTail::Clean) | None => {}
+        }
         let journal = StoreJournal::with_snapshot_every(store.clone(), snapshot_every);
         let engine = engine.journal(journal.clone()).build();
         let delivered = store.delivered().map_err(|e| e.to_string())?;
@@ -609,6 +622,12 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
         size(db),
         size(&format!("{db}-wal"))
     );
+    if let Some(waitline_store::LogTail::Torn { offset, bytes }) = store.log_tail() {
+        let _ = writeln!(
+            out,
+            "the write-ahead log ends in a transaction cut short at byte {offset} ({bytes} bytes, never acknowledged): dropped"
+        );
+    }
     for t in tenants {
         let tenant = engine.tenant(&t.tenant);
         let snapshots = if t.snapshots.is_empty() {
@@ -812,6 +831,23 @@ mod tests {
         assert!(text.contains("restarts from the first record"), "{text}");
         assert!(text.contains("1 live calls"), "{text}");
         assert!(text.contains("queue \"support\": 1 waiting (max 100)"), "{text}");
+        assert!(!text.contains("cut short"), "{text}");
+    }
+
+    /// A directory as a `kill -9` in the middle of a commit leaves it: its log's last frame
+    /// cut short. `inspect` says what SQLite drops.
+    #[test]
+    fn inspect_tells_of_a_torn_last_transaction() {
+        let (dir, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (engine, durability) = open(dir.path());
+        dial(&engine, "acme");
+        durability.settled_blocking().unwrap();
+        let db = waitline_store::DB_FILE;
+        std::fs::copy(dir.path().join(db), crashed.path().join(db)).unwrap();
+        let wal = std::fs::read(dir.path().join(format!("{db}-wal"))).unwrap();
+        std::fs::write(crashed.path().join(format!("{db}-wal")), &wal[..wal.len() - 1]).unwrap();
+        let text = inspect(crashed.path()).unwrap();
+        assert!(text.contains("ends in a transaction cut short at byte"), "{text}");
     }
 
     #[test]

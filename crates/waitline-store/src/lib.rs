@@ -50,6 +50,7 @@ mod sqlite;
 #[doc(hidden)]
 pub mod test_support;
 mod timing;
+mod wal;
 mod worker;
 mod writer;
 
@@ -58,6 +59,7 @@ pub use crate::postgres::{PgConfig, PgTls};
 pub use crate::share::Share;
 pub use crate::sqlite::DB_FILE;
 pub use crate::timing::{COMMIT_BUCKETS_MICROS, CommitTimes};
+pub use crate::wal::LogTail;
 
 use std::fmt;
 use std::fs::File;
@@ -162,6 +164,20 @@ pub enum Error {
         tenant: String,
         /// Its sequence number.
         seq: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// SQLite's write-ahead log is damaged before transactions it committed: opening it
+    /// would drop them.
+    #[error(
+        "{}: damaged at byte {offset}: {detail}; SQLite would drop them (start with --recover-truncate to drop them and go on)",
+        path.display()
+    )]
+    LogDamaged {
+        /// The log file.
+        path: PathBuf,
+        /// Where the damage is.
+        offset: u64,
         /// What is wrong.
         detail: String,
     },
@@ -362,6 +378,8 @@ enum Location {
         db: PathBuf,
         /// Held (locked) for the life of the store.
         _lock: File,
+        /// What the write-ahead log held past its last complete transaction at open.
+        log_tail: LogTail,
     },
     Postgres {
         config: PgConfig,
@@ -403,11 +421,24 @@ impl Store {
         let lock = dir::open_locked(dir)?;
         let db = dir.join(DB_FILE);
         let place = db.display().to_string();
+        // Before SQLite opens the log (and drops what it finds past the damage).
+        let log = dir.join(format!("{DB_FILE}-wal"));
+        let log_tail = wal::inspect(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
+        if let LogTail::Damaged { offset, detail } = &log_tail
+            && !options.recover_truncate
+        {
+            return Err(Error::LogDamaged { path: log, offset: *offset, detail: detail.clone() });
+        }
         let make: MakeConn = {
             let db = db.clone();
             Arc::new(move || Ok(Box::new(Sqlite::open_writer(&db, options.fsync)?) as Box<dyn Conn>))
         };
-        Self::start(place, Location::Sqlite { dir: dir.to_path_buf(), db, _lock: lock }, make, options)
+        Self::start(
+            place,
+            Location::Sqlite { dir: dir.to_path_buf(), db, _lock: lock, log_tail },
+            make,
+            options,
+        )
     }
 
     /// Opens the store in PostgreSQL (creating its schema and tables if needed) and starts
@@ -442,6 +473,18 @@ impl Store {
                 make,
             }),
         })
+    }
+
+    /// What SQLite's write-ahead log held past its last complete transaction when the store
+    /// was opened, which SQLite then dropped: a transaction a crash cut ([`LogTail::Torn`],
+    /// never acknowledged), or, with [`Options::recover_truncate`], transactions after damage
+    /// ([`LogTail::Damaged`]). `None` in PostgreSQL. A service logs it.
+    #[must_use]
+    pub fn log_tail(&self) -> Option<&LogTail> {
+        match &self.shared.location {
+            Location::Sqlite { log_tail, .. } => Some(log_tail),
+            Location::Postgres { .. } => None,
+        }
     }
 
     /// The data directory (`None` in PostgreSQL).

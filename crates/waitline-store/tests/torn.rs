@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use waitline_store::{DB_FILE, Entry, Options, Store};
+use waitline_store::{DB_FILE, Entry, LogTail, Options, Store};
 
 const RECORDS: u64 = 40;
 
@@ -78,6 +78,10 @@ fn a_log_cut_anywhere_in_its_last_frames_gives_a_prefix() {
     let mut last_seen = in_the_database;
     cuts.sort_unstable();
     for cut in cuts {
+        // A crash cuts the log: never taken for damage before committed transactions.
+        let tail =
+            log_tail_of(dir.path(), &wal[..cut], false).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert!(!matches!(tail, LogTail::Damaged { .. }), "cut at {cut}: {tail:?}");
         let n = open_with(dir.path(), &wal[..cut]).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert!(n >= last_seen, "a longer log never gives fewer records ({cut}: {n} < {last_seen})");
         last_seen = n;
@@ -102,6 +106,62 @@ fn a_bit_flipped_in_the_last_frames_gives_a_prefix_or_names_the_damage() {
         }
     }
     assert!(prefixes > 0);
+}
+
+/// Opens `dir` with `wal` as its log and tells what the store found past the log's last
+/// complete transaction.
+fn log_tail_of(dir: &Path, wal: &[u8], recover_truncate: bool) -> Result<LogTail, String> {
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join(DB_FILE), scratch.path().join(DB_FILE)).unwrap();
+    std::fs::write(scratch.path().join(format!("{DB_FILE}-wal")), wal).unwrap();
+    let store = Store::open(scratch.path(), Options { recover_truncate, ..Options::default() })
+        .map_err(|e| e.to_string())?;
+    Ok(store.log_tail().unwrap().clone())
+}
+
+/// The frames of the current log (its salts, from the top): their offsets, and whether each
+/// commits.
+fn current_frames(wal: &[u8]) -> Vec<(usize, bool)> {
+    let be = |at: usize| u32::from_be_bytes(wal[at..at + 4].try_into().unwrap());
+    let frame = 24 + be(8) as usize;
+    let mut frames = Vec::new();
+    let mut at = 32;
+    while at + frame <= wal.len() && (be(at + 8), be(at + 12)) == (be(16), be(20)) {
+        frames.push((at, be(at + 4) != 0));
+        at += frame;
+    }
+    frames
+}
+
+/// SQLite drops everything after the first bad frame of its log, committed transactions
+/// too, without a word. A bit flipped in a transaction followed by a committed one stops the
+/// start, naming the log and the byte (unless recovery is asked for); one in the last
+/// transaction is its torn tail: dropped, and reported.
+#[test]
+fn damage_before_a_committed_transaction_stops_the_start_and_a_torn_last_one_is_reported() {
+    let (dir, wal) = crashed_copy();
+    let frames = current_frames(&wal);
+    let commits: Vec<usize> = (0..frames.len()).filter(|&k| frames[k].1).collect();
+    assert!(commits.len() >= 3, "{} commits in the log", commits.len());
+    let [before, last] = [commits[commits.len() - 3] + 1, commits[commits.len() - 2] + 1];
+    let flip = |k: usize| {
+        let mut bad = wal.clone();
+        bad[frames[k].0 + 24 + 100] ^= 0x10;
+        bad
+    };
+    for k in last..frames.len() {
+        let tail = log_tail_of(dir.path(), &flip(k), false).unwrap();
+        assert!(matches!(tail, LogTail::Torn { offset, .. } if offset == frames[last].0 as u64), "{tail:?}");
+        assert!(open_with(dir.path(), &flip(k)).unwrap() < RECORDS);
+    }
+    for (k, &(offset, _)) in frames.iter().enumerate().take(last).skip(before) {
+        let refused = log_tail_of(dir.path(), &flip(k), false).unwrap_err();
+        let named = format!("{DB_FILE}-wal: damaged at byte {offset}");
+        assert!(refused.contains(&named) && refused.contains("--recover-truncate"), "{refused}");
+        let recovered = log_tail_of(dir.path(), &flip(k), true).unwrap();
+        assert!(matches!(recovered, LogTail::Damaged { offset: at, .. } if at == offset as u64));
+    }
+    assert_eq!(log_tail_of(dir.path(), &wal, false), Ok(LogTail::Clean));
 }
 
 /// Records with a snapshot every 10 (each committed on its own, so the log holds snapshot

@@ -1,0 +1,296 @@
+//! What SQLite's recovery of the write-ahead log will drop, found before it drops it.
+//!
+//! At open SQLite reads the log's frames in order and keeps those up to the last commit
+//! frame before the first frame that is not valid (cut short, a checksum that does not
+//! match, or the salts of an older log); everything after is dropped without a word. That
+//! is right for a transaction a crash cut while it was being written (it was never
+//! acknowledged), and wrong for damage followed by committed transactions (a flipped bit,
+//! or pages lost by a power cut): those would be lost silently. So the store reads the log
+//! first (format: sqlite.org/fileformat2.html, "The Write-Ahead Log") and tells the two
+//! apart: frames of the current log (its salts) past the break that include a commit frame
+//! mean committed transactions after the damage.
+
+use std::path::Path;
+
+/// The log's header: magic, format, page size, checkpoint number, two salts, checksum.
+const HEADER: usize = 32;
+/// A frame's header: page number, database size (commit frames only), two salts, checksum.
+const FRAME_HEADER: usize = 24;
+const MAGIC_LITTLE_ENDIAN: u32 = 0x377f_0682;
+const MAGIC_BIG_ENDIAN: u32 = 0x377f_0683;
+const FORMAT: u32 = 3_007_000;
+
+/// What opening the log will do to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTail {
+    /// Every frame of the current log up to its end is kept (older logs' frames after them
+    /// are leftovers, not data).
+    Clean,
+    /// The log ends in a transaction that was not completely written (a crash cut it):
+    /// SQLite drops it. It was never acknowledged.
+    Torn {
+        /// Where the dropped part starts.
+        offset: u64,
+        /// How many bytes it has.
+        bytes: u64,
+    },
+    /// Damage followed by committed transactions, which SQLite would drop with it.
+    Damaged {
+        /// Where the damage is.
+        offset: u64,
+        /// What is wrong there.
+        detail: String,
+    },
+}
+
+/// Reads the log at `path` (absent or empty: [`LogTail::Clean`]).
+///
+/// # Errors
+/// The file exists and cannot be read.
+pub(crate) fn inspect(path: &Path) -> std::io::Result<LogTail> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(classify(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LogTail::Clean),
+        Err(e) => Err(e),
+    }
+}
+
+fn be(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// SQLite's log checksum over `data` (a multiple of 8 bytes), continuing from `sum`.
+fn checksum(sum: (u32, u32), data: &[u8], big_endian: bool) -> (u32, u32) {
+    let (mut s0, mut s1) = sum;
+    for pair in data.chunks_exact(8) {
+        let word = |b: &[u8]| {
+            let b = [b[0], b[1], b[2], b[3]];
+            if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+        };
+        s0 = s0.wrapping_add(word(&pair[..4])).wrapping_add(s1);
+        s1 = s1.wrapping_add(word(&pair[4..])).wrapping_add(s0);
+    }
+    (s0, s1)
+}
+
+/// What SQLite's recovery does to the log `bytes`.
+pub(crate) fn classify(bytes: &[u8]) -> LogTail {
+    if bytes.is_empty() {
+        return LogTail::Clean;
+    }
+    let damaged =
+        |offset: usize, detail: &str| LogTail::Damaged { offset: offset as u64, detail: detail.to_owned() };
+    if bytes.len() < HEADER {
+        // A log is made with its header in one write: a shorter one never held a frame.
+        return LogTail::Torn { offset: 0, bytes: bytes.len() as u64 };
+    }
+    let magic = be(bytes, 0);
+    let big_endian = magic == MAGIC_BIG_ENDIAN;
+    let page = be(bytes, 8) as usize;
+    let header_sum = checksum((0, 0), &bytes[..24], big_endian);
+    let header_ok = (magic == MAGIC_LITTLE_ENDIAN || big_endian)
+        && be(bytes, 4) == FORMAT
+        && page.is_power_of_two()
+        && (512..=65_536).contains(&page)
+        && header_sum == (be(bytes, 24), be(bytes, 28));
+    if !header_ok {
+        // SQLite then ignores the whole log; frames after a bad header cannot be told from
+        // leftovers, so any is taken for data.
+        return if bytes.len() > HEADER { damaged(0, "the log's header is damaged") } else { LogTail::Clean };
+    }
+    let salts = (be(bytes, 16), be(bytes, 20));
+    let frame = FRAME_HEADER + page;
+    let (mut sum, mut at, mut kept) = (header_sum, HEADER, HEADER);
+    // The valid frames, as SQLite's recovery reads them.
+    while at + frame <= bytes.len() {
+        let f = &bytes[at..at + frame];
+        if be(f, 0) == 0 || (be(f, 8), be(f, 12)) != salts {
+            break;
+        }
+        let next = checksum(checksum(sum, &f[..8], big_endian), &f[FRAME_HEADER..], big_endian);
+        if next != (be(f, 16), be(f, 20)) {
+            break;
+        }
+        sum = next;
+        at += frame;
+        if be(f, 4) != 0 {
+            kept = at;
+        }
+    }
+    // Past the break: the frames of this log (its salts), and its commit frames. One commit
+    // frame there, with nothing of this log after it, ends the last transaction, which the
+    // damage is in (a crash cut it, or a power cut lost one of its pages): a torn tail. More
+    // than that is committed transactions after the damage. (Older logs' frames come after
+    // all of this log's: a log starts over from the top of the file.)
+    let (mut commits, mut after_last_commit, mut end) = (0, false, at);
+    let mut scan = at;
+    while scan + FRAME_HEADER <= bytes.len() {
+        let f = &bytes[scan..];
+        if (be(f, 8), be(f, 12)) == salts {
+            end = (scan + frame).min(bytes.len());
+            let whole_commit = scan + frame <= bytes.len() && be(f, 4) != 0;
+            commits += usize::from(whole_commit);
+            after_last_commit = commits > 0 && !whole_commit;
+        }
+        scan += frame;
+    }
+    if commits > 1 || after_last_commit {
+        return damaged(at, "a frame of the log is damaged, and committed transactions follow it");
+    }
+    // A piece of a frame header at the end, right after this log's frames: a write cut short.
+    if scan < bytes.len() && end == scan {
+        end = bytes.len();
+    }
+    if end > kept {
+        LogTail::Torn { offset: kept as u64, bytes: (end - kept) as u64 }
+    } else {
+        LogTail::Clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: usize = 512;
+
+    /// One frame to write: whether it commits, whether it is of the current log (else of an
+    /// older one, with other salts), and whether a bit of its page is flipped after.
+    #[derive(Clone, Copy)]
+    struct F {
+        commit: bool,
+        current: bool,
+        flipped: bool,
+    }
+
+    const fn frame(commit: bool) -> F {
+        F { commit, current: true, flipped: false }
+    }
+
+    /// A log as SQLite writes it (little-endian checksums), frames in order.
+    fn log(frames: &[F]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in [MAGIC_LITTLE_ENDIAN, FORMAT, PAGE as u32, 7, 0xAAAA_0001, 0x1234_5678] {
+            out.extend(v.to_be_bytes());
+        }
+        let mut sum = checksum((0, 0), &out, false);
+        out.extend(sum.0.to_be_bytes());
+        out.extend(sum.1.to_be_bytes());
+        // The older log's frames chain from their own header, which is gone: their checksums
+        // only need to be wrong for this log's salts, as they are.
+        for (i, f) in frames.iter().enumerate() {
+            let salts: (u32, u32) =
+                if f.current { (0xAAAA_0001, 0x1234_5678) } else { (0xAAAA_0000, 0x9999) };
+            let mut head = Vec::new();
+            head.extend((i as u32 + 2).to_be_bytes());
+            head.extend(u32::from(f.commit).to_be_bytes());
+            let page: Vec<u8> = (0..PAGE).map(|b| (b * 7 + i) as u8).collect();
+            let next = checksum(checksum(sum, &head, false), &page, false);
+            if f.current {
+                sum = next;
+            }
+            head.extend(salts.0.to_be_bytes());
+            head.extend(salts.1.to_be_bytes());
+            head.extend(next.0.to_be_bytes());
+            head.extend(next.1.to_be_bytes());
+            out.extend(head);
+            let at = out.len();
+            out.extend(page);
+            if f.flipped {
+                out[at + 100] ^= 0x10;
+            }
+        }
+        out
+    }
+
+    const FRAME: u64 = (FRAME_HEADER + PAGE) as u64;
+    const fn at(frame: u64) -> u64 {
+        HEADER as u64 + frame * FRAME
+    }
+
+    #[test]
+    fn a_whole_log_and_an_empty_one_are_clean() {
+        assert_eq!(classify(&[]), LogTail::Clean);
+        assert_eq!(classify(&log(&[])), LogTail::Clean);
+        assert_eq!(classify(&log(&[frame(false), frame(true), frame(true)])), LogTail::Clean);
+        // An older log's frames after this one's are leftovers.
+        let old = F { commit: true, current: false, flipped: false };
+        assert_eq!(classify(&log(&[frame(true), old, old])), LogTail::Clean);
+    }
+
+    #[test]
+    fn a_transaction_cut_short_is_torn() {
+        let whole = log(&[frame(true), frame(false), frame(true)]);
+        // Cut anywhere in the last transaction (its two frames): torn from its start.
+        for cut in at(1) + 1..whole.len() as u64 {
+            let got = classify(&whole[..cut as usize]);
+            assert_eq!(got, LogTail::Torn { offset: at(1), bytes: cut - at(1) }, "cut at {cut}");
+        }
+        assert_eq!(classify(&whole[..at(1) as usize]), LogTail::Clean, "cut between transactions");
+        // Frames written without their commit frame.
+        assert_eq!(
+            classify(&log(&[frame(true), frame(false)])),
+            LogTail::Torn { offset: at(1), bytes: FRAME }
+        );
+        // A cut inside an older log's leftovers drops nothing.
+        let old = F { commit: true, current: false, flipped: false };
+        let with_old = log(&[frame(true), old, old]);
+        assert_eq!(classify(&with_old[..with_old.len() - 10]), LogTail::Clean);
+        // A log shorter than its header never held a frame.
+        assert_eq!(classify(&whole[..20]), LogTail::Torn { offset: 0, bytes: 20 });
+    }
+
+    #[test]
+    fn damage_in_the_last_transaction_is_a_torn_tail() {
+        let flipped = |commit| F { commit, current: true, flipped: true };
+        for last in
+            [vec![flipped(false), frame(true)], vec![frame(false), flipped(true)], vec![flipped(true)]]
+        {
+            let mut frames = vec![frame(true)];
+            frames.extend(last.iter().copied());
+            let got = classify(&log(&frames));
+            assert_eq!(got, LogTail::Torn { offset: at(1), bytes: FRAME * last.len() as u64 });
+        }
+    }
+
+    #[test]
+    fn damage_before_a_committed_transaction_is_named() {
+        let flipped = |commit| F { commit, current: true, flipped: true };
+        let cases = [
+            (vec![frame(true), flipped(false), frame(true), frame(true)], 1),
+            (vec![frame(true), flipped(true), frame(true)], 1),
+            (vec![flipped(true), frame(false), frame(true)], 0),
+            // A commit then a frame of a later transaction, cut: still committed data after.
+            (vec![frame(true), flipped(false), frame(true), frame(false)], 1),
+        ];
+        for (frames, broken) in cases {
+            let got = classify(&log(&frames));
+            assert!(
+                matches!(&got, LogTail::Damaged { offset, .. } if *offset == at(broken)),
+                "{got:?} for a break at frame {broken}"
+            );
+        }
+        // A bad header: SQLite would ignore every frame.
+        let mut bad = log(&[frame(true)]);
+        bad[13] ^= 1;
+        assert!(matches!(classify(&bad), LogTail::Damaged { offset: 0, .. }));
+        assert_eq!(classify(&bad[..HEADER]), LogTail::Clean, "a header alone holds nothing");
+    }
+
+    #[test]
+    fn a_big_endian_log_is_read_too() {
+        let mut bytes = log(&[frame(true)]);
+        // The same log with big-endian checksums: rewrite the header and the frame's sums.
+        bytes[..4].copy_from_slice(&MAGIC_BIG_ENDIAN.to_be_bytes());
+        let sum = checksum((0, 0), &bytes[..24], true);
+        bytes[24..28].copy_from_slice(&sum.0.to_be_bytes());
+        bytes[28..32].copy_from_slice(&sum.1.to_be_bytes());
+        let f = HEADER;
+        let next = checksum(checksum(sum, &bytes[f..f + 8], true), &bytes[f + FRAME_HEADER..], true);
+        bytes[f + 16..f + 20].copy_from_slice(&next.0.to_be_bytes());
+        bytes[f + 20..f + 24].copy_from_slice(&next.1.to_be_bytes());
+        assert_eq!(classify(&bytes), LogTail::Clean);
+        bytes.truncate(bytes.len() - 1);
+        assert_eq!(classify(&bytes), LogTail::Torn { offset: at(0), bytes: FRAME - 1 });
+    }
+}
