@@ -771,6 +771,41 @@ mod tests {
         assert!(!durability.has_backlog(), "every event was marked handled");
     }
 
+    /// A recovery that cuts a tenant's journal lowers its delivery mark below the cut; the
+    /// server's own copy of the marks follows, so that the new history's events are marked
+    /// as they are handled (a copy kept from before the replay would skip them up to the
+    /// old mark, and a later restart would send them again).
+    #[test]
+    fn a_recovery_that_lowers_a_mark_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, durability) = open(dir.path());
+            for _ in 0..3 {
+                dial(&engine, "acme");
+                durability.settled_blocking().unwrap(); // one row per record
+            }
+            durability.mark_all_delivered(|| true);
+            durability.settled_blocking().unwrap();
+            assert_eq!(durability.stored_mark("acme"), Some(3));
+        }
+        // A flipped bit in record 2.
+        let db = rusqlite::Connection::open(dir.path().join(waitline_store::DB_FILE)).unwrap();
+        let mut row: Vec<u8> = db
+            .query_row("SELECT records FROM journal WHERE tenant = 'acme' AND seq = 2", [], |r| r.get(0))
+            .unwrap();
+        *row.last_mut().unwrap() ^= 1;
+        db.execute("UPDATE journal SET records = ?1 WHERE tenant = 'acme' AND seq = 2", [row]).unwrap();
+        drop(db);
+        let (engine, durability, replayed) =
+            Durability::open(&Keep::Dir(dir.path()), Fsync::Always, true, 0, Engine::builder()).unwrap();
+        assert_eq!(replayed.truncated.len(), 1);
+        assert_eq!(durability.stored_mark("acme"), Some(1));
+        dial(&engine, "acme"); // number 2 again, in the new history
+        durability.mark_all_delivered(|| true);
+        durability.settled_blocking().unwrap();
+        assert_eq!(durability.stored_mark("acme"), Some(2));
+    }
+
     /// Snapshots do not lose what was not delivered: the journal after the delivery mark
     /// is kept and replayed (making its events again); once the mark passes the snapshot, a
     /// restart restores it and the journal it covers is gone.
