@@ -98,7 +98,7 @@ fi
 # The toolchain is stable: RUSTC_BOOTSTRAP lets it take cargo-fuzz's nightly flags.
 (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none --target-dir "$CARGO_TARGET_DIR/fuzz")
 fuzz_work=$(mktemp -d)
-for target in engine_model engine_concurrent http_request json_bodies journal_records webhook_destination snapshot_decode; do
+for target in engine_model engine_concurrent http_request json_bodies journal_records webhook_destination snapshot_decode write_ahead_log; do
   mkdir -p "$fuzz_work/$target"
   # New inputs go to a scratch corpus; the committed seeds are read only. A fixed seed
   # makes the test command's run repeatable (a failure here can be replayed as it was);

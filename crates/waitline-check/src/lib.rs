@@ -8,6 +8,7 @@ pub mod journal;
 pub mod json_bodies;
 pub mod model;
 pub mod snapshot;
+pub mod wal;
 pub mod webhook_destinations;
 
 /// The repository README's Rust example, compiled and run by `cargo test` as a doctest, so the

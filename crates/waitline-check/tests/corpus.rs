@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
-use waitline_check::{concurrent, http, journal, json_bodies, model, snapshot, webhook_destinations};
+use waitline_check::{concurrent, http, journal, json_bodies, model, snapshot, wal, webhook_destinations};
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
@@ -69,6 +69,11 @@ fn webhook_destination_corpus() {
 }
 
 #[test]
+fn write_ahead_log_corpus() {
+    assert!(replay::<wal::LogBytes>("write_ahead_log", wal::check_log_bytes) > 0);
+}
+
+#[test]
 fn snapshot_decode_corpus() {
     assert!(replay::<snapshot::SnapshotBytes>("snapshot_decode", snapshot::check_snapshot_decode) > 0);
     // The seeds are real snapshots, which restore.
@@ -80,12 +85,30 @@ fn snapshot_decode_corpus() {
         })
         .filter(|i| matches!(i, snapshot::SnapshotBytes::Raw(snapshot::RawBytes(b)) if waitline::Engine::default().tenant("t").restore(b).is_ok()))
         .count();
-    assert!(restoring >= 3, "{restoring} seeds restore");
+    assert!(restoring >= 6, "{restoring} seeds restore");
+    // Those named `format1-` were written by the code before format 2 (dials' command ids):
+    // a data directory of that time must still start.
+    let restore = |p: &PathBuf| {
+        let bytes = std::fs::read(p).unwrap();
+        let snapshot = &bytes[4..];
+        assert_eq!(snapshot[waitline::snapshot::MAGIC.len()], 1, "{} is of format 1", p.display());
+        waitline::Engine::default().tenant("t").restore(snapshot).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let format1: Vec<PathBuf> = inputs("snapshot_decode")
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("format1-")))
+        .collect();
+    assert_eq!(format1.len(), 4);
+    for p in &format1 {
+        restore(p).unwrap();
+    }
 }
 
 /// Writes the seed corpus of `snapshot_decode`: real snapshots of the first tenant after
 /// fixed scenarios, encoded as the target's `Raw` input. Run by hand
-/// (`cargo test -p waitline-check --test corpus -- --ignored`) when the format changes.
+/// (`cargo test -p waitline-check --test corpus -- --ignored`) when the format changes (keep
+/// the older format's seeds under another name, as `format1-seed-N`, to show they still
+/// restore).
 #[test]
 #[ignore = "writes the seed corpus"]
 fn write_snapshot_decode_seeds() {

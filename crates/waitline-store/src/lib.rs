@@ -50,7 +50,7 @@ mod sqlite;
 #[doc(hidden)]
 pub mod test_support;
 mod timing;
-mod wal;
+pub mod wal;
 mod worker;
 mod writer;
 

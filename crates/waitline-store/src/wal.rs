@@ -9,6 +9,11 @@
 //! first (format: sqlite.org/fileformat2.html, "The Write-Ahead Log") and tells the two
 //! apart: frames of the current log (its salts) past the break that include a commit frame
 //! mean committed transactions after the damage.
+//!
+//! What cannot be told, here as in SQLite: a frame whose salts are damaged looks like a
+//! leftover of an older log, and a damaged frame's own header cannot say whether it ended a
+//! transaction. Damage there, in the last two transactions, may be taken for a torn tail (or,
+//! in the very last frame's salts, for nothing).
 
 use std::path::Path;
 
@@ -47,7 +52,7 @@ pub enum LogTail {
 ///
 /// # Errors
 /// The file exists and cannot be read.
-pub(crate) fn inspect(path: &Path) -> std::io::Result<LogTail> {
+pub fn inspect(path: &Path) -> std::io::Result<LogTail> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(classify(&bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LogTail::Clean),
@@ -74,7 +79,8 @@ fn checksum(sum: (u32, u32), data: &[u8], big_endian: bool) -> (u32, u32) {
 }
 
 /// What SQLite's recovery does to the log `bytes`.
-pub(crate) fn classify(bytes: &[u8]) -> LogTail {
+#[must_use]
+pub fn classify(bytes: &[u8]) -> LogTail {
     if bytes.is_empty() {
         return LogTail::Clean;
     }
