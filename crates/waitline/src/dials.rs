@@ -6,7 +6,7 @@
 //!
 //! Entries are kept in the order they were accepted and found by id through a table of their
 //! positions. The memory is bounded: adding an entry first drops, from the oldest, those past
-//! the window and those over the cap. Entries are time-ordered unless the clock went back;
+//! the window and those over [`DIAL_COMMAND_IDS`]. Entries are time-ordered unless the clock went back;
 //! then an expired entry may sit behind a newer one, and a new entry for its id takes over its
 //! place in the table (dropping the old entry later leaves the table alone).
 
@@ -17,6 +17,12 @@ use hashbrown::HashTable;
 use crate::call::COMMAND_ID_WINDOW_MICROS;
 use crate::clock::Timestamp;
 use crate::slab::Handle;
+
+/// The most dials' `command_id`s a tenant remembers (past it the oldest go first): over
+/// 1,600 dials a second for the whole window, and at most about 30 MB with the longest ids.
+/// A constant, not a setting: a replay must remember what the live run did, whatever the
+/// configuration is at the restart.
+pub(crate) const DIAL_COMMAND_IDS: usize = 100_000;
 
 /// One accepted dial with a `command_id`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use crate::batch::Batches;
 use crate::bus::Listeners;
 use crate::call::{CallIdentity, CallInfo, CallRecord, Link, Membership, engine_ix, stamp_slot};
 use crate::clock::Timestamp;
-use crate::dials::DialCommands;
+use crate::dials::{DIAL_COMMAND_IDS, DialCommands};
 use crate::error::{Error, Result};
 use crate::event::{DequeueReason, Fact, tenant_event_key};
 use crate::queue::{Departure, Queue, QueueCallInfo, QueueInfo};
@@ -781,8 +781,7 @@ impl<'e> Txn<'e> {
         let (shared, now) = (self.shared, self.now);
         let core = self.change();
         let handle = core.calls.handle(call);
-        let cap = shared.config.max_live_calls;
-        core.dial_commands.remember(|id| shared.command_hash(id), command_id, handle, now, cap);
+        core.dial_commands.remember(|id| shared.command_hash(id), command_id, handle, now, DIAL_COMMAND_IDS);
     }
 
     pub(crate) fn reserve_call(&mut self) -> Result<()> {

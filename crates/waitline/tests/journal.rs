@@ -269,3 +269,35 @@ fn a_dial_record_keeps_its_bytes() {
     let record = Record { change: Change::Dial(p), ..record };
     assert_eq!(record.encode(), bytes);
 }
+
+/// The dials' memory does not depend on the configuration: with a live-call cap of 2, a
+/// third dial does not push the first one's `command_id` out, and a restart under another
+/// cap replays the same answers.
+#[test]
+fn the_dials_memory_is_the_same_under_any_live_call_cap() {
+    let journal = Arc::new(Recorded::default());
+    let (clock, _hand) = Clock::manual(START);
+    let live = Engine::builder().clock(clock).journal(journal.clone()).max_live_calls_per_tenant(2).build();
+    let t = live.tenant("acme");
+    let dial = |t: &Tenant, cmd: &str| {
+        let mut p = DialParams::new("+1", "+2", "app");
+        p.command_id = Some(cmd.into());
+        t.dial(&p).unwrap().call_control_id
+    };
+    let a = dial(&t, "a");
+    t.hangup(&a, &CommandOptions::default()).unwrap();
+    let b = dial(&t, "b");
+    t.hangup(&b, &CommandOptions::default()).unwrap();
+    dial(&t, "c");
+    assert_eq!(dial(&t, "a"), a, "a repeat within 60 s");
+    let records = journal.take();
+    for cap in [2, 3, 100] {
+        let (clock, _hand) = Clock::manual(START);
+        let replayed = Engine::builder().clock(clock).max_live_calls_per_tenant(cap).build();
+        let t2 = replayed.tenant("acme");
+        for (_, seq, bytes) in &records {
+            t2.replay(*seq, bytes).unwrap();
+        }
+        assert_eq!(dial(&t2, "a"), a, "cap {cap}");
+    }
+}

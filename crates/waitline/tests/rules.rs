@@ -561,6 +561,11 @@ fn a_dial_refused_is_not_remembered_and_a_forgotten_call_is_not_made_again() {
     assert_eq!(code(dial("d2", Some("mine"))), "90015");
     let b = dial("d2", None).unwrap().call_control_id;
     assert_ne!(a, b);
+    // A repeat is still checked first, as every command.
+    let mut repeat = DialParams::new("+15550001", "+15550002", "conn");
+    repeat.command_id = Some("d2".into());
+    repeat.webhook_url = Some("ftp://x".into());
+    assert_eq!(code(f.t.dial(&repeat)), "10033");
     // The first call forgotten within the window: its repeat answers 90015 and makes nothing.
     f.t.hangup(&a, &none()).unwrap();
     f.advance(11);
