@@ -171,7 +171,7 @@ impl Durability {
                 bytes,
                 "the write-ahead log ended in a transaction a crash cut short (never acknowledged): dropped"
             ),
-            Some(waitline_store::LogTail::Damaged { offset, detail }) => tracing::warn!(
+            Some(waitline_store::LogTail::Damaged { offset, detail, .. }) => tracing::warn!(
                 offset,
                 detail = %detail,
                 "the write-ahead log was damaged: dropped it from there, committed transactions included (--recover-truncate)"
@@ -604,7 +604,8 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
     if !dir.join(waitline_store::DB_FILE).exists() {
         return Err(format!("{}: no waitline data here", dir.display()));
     }
-    // Snapshots are never taken here: inspecting writes nothing.
+    // Snapshots are never taken here: inspecting writes nothing but what any start does (a
+    // torn end of the write-ahead log is cut, as SQLite would drop it).
     let (engine, durability, replayed) =
         Durability::open(&Keep::Dir(dir), Fsync::Always, false, 0, Engine::builder())?;
     let Some(store) = &durability.store else { unreachable!("opened on a directory") };

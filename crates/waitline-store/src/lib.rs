@@ -424,10 +424,16 @@ impl Store {
         // Before SQLite opens the log (and drops what it finds past the damage).
         let log = dir.join(format!("{DB_FILE}-wal"));
         let log_tail = wal::inspect(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
-        if let LogTail::Damaged { offset, detail } = &log_tail
-            && !options.recover_truncate
-        {
-            return Err(Error::LogDamaged { path: log, offset: *offset, detail: detail.clone() });
+        let keep = match &log_tail {
+            LogTail::Clean => None,
+            LogTail::Torn { offset, .. } => Some(*offset),
+            LogTail::Damaged { offset, detail, .. } if !options.recover_truncate => {
+                return Err(Error::LogDamaged { path: log, offset: *offset, detail: detail.clone() });
+            }
+            LogTail::Damaged { kept, .. } => Some(*kept),
+        };
+        if let Some(len) = keep {
+            wal::cut(&log, len).map_err(|source| Error::Io { path: log.clone(), source })?;
         }
         let make: MakeConn = {
             let db = db.clone();

@@ -10,10 +10,16 @@
 //! apart: frames of the current log (its salts) past the break that include a commit frame
 //! mean committed transactions after the damage.
 //!
-//! What cannot be told, here as in SQLite: a frame whose salts are damaged looks like a
-//! leftover of an older log, and a damaged frame's own header cannot say whether it ended a
-//! transaction. Damage there, in the last two transactions, may be taken for a torn tail (or,
-//! in the very last frame's salts, for nothing).
+//! The frames after the break still say much: SQLite's checksum covers a frame's page number,
+//! commit mark and page but not its salts, and chains each frame to the one before, so a
+//! frame after a damaged one still shows whether it is intact and of this log. A commit
+//! frame written whole after a damaged frame is damage, not a crash's cut (a crash leaves
+//! nothing whole after what it cut; a power cut that lost an earlier page of the last
+//! transaction is taken for damage too, and `recover_truncate` passes it). Damage in the
+//! very last frame is a torn tail. One damaged byte is told apart wherever it is; several
+//! can hide each other.
+//!
+//! What recovery drops is cut from the file before SQLite opens it ([`cut`]).
 
 use std::path::Path;
 
@@ -43,9 +49,24 @@ pub enum LogTail {
     Damaged {
         /// Where the damage is.
         offset: u64,
+        /// Where what SQLite keeps ends (its last commit frame before the damage).
+        kept: u64,
         /// What is wrong there.
         detail: String,
     },
+}
+
+/// Cuts the log at `path` to its first `len` bytes, synced: what SQLite's recovery would
+/// drop, removed before it opens the log. Else the frames dropped stay past the log's end
+/// with its salts until the log starts over, and a crash before then would show them after
+/// the frames written since, as committed transactions after damage.
+///
+/// # Errors
+/// The file cannot be cut or synced.
+pub fn cut(path: &Path, len: u64) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_len(len)?;
+    file.sync_all()
 }
 
 /// Reads the log at `path` (absent or empty: [`LogTail::Clean`]).
@@ -84,8 +105,11 @@ pub fn classify(bytes: &[u8]) -> LogTail {
     if bytes.is_empty() {
         return LogTail::Clean;
     }
-    let damaged =
-        |offset: usize, detail: &str| LogTail::Damaged { offset: offset as u64, detail: detail.to_owned() };
+    let damaged = |offset: usize, kept: usize, detail: &str| LogTail::Damaged {
+        offset: offset as u64,
+        kept: kept as u64,
+        detail: detail.to_owned(),
+    };
     if bytes.len() < HEADER {
         // A log is made with its header in one write: a shorter one never held a frame.
         return LogTail::Torn { offset: 0, bytes: bytes.len() as u64 };
@@ -102,7 +126,11 @@ pub fn classify(bytes: &[u8]) -> LogTail {
     if !header_ok {
         // SQLite then ignores the whole log; frames after a bad header cannot be told from
         // leftovers, so any is taken for data.
-        return if bytes.len() > HEADER { damaged(0, "the log's header is damaged") } else { LogTail::Clean };
+        return if bytes.len() > HEADER {
+            damaged(0, 0, "the log's header is damaged")
+        } else {
+            LogTail::Clean
+        };
     }
     let salts = (be(bytes, 16), be(bytes, 20));
     let frame = FRAME_HEADER + page;
@@ -123,25 +151,46 @@ pub fn classify(bytes: &[u8]) -> LogTail {
             kept = at;
         }
     }
-    // Past the break: the frames of this log (its salts), and its commit frames. One commit
-    // frame there, with nothing of this log after it, ends the last transaction, which the
-    // damage is in (a crash cut it, or a power cut lost one of its pages): a torn tail. More
-    // than that is committed transactions after the damage. (Older logs' frames come after
-    // all of this log's: a log starts over from the top of the file.)
+    // Past the break. A frame of this log still intact (its checksum follows from the frame
+    // before it, the break's from the chain so far) that commits is a committed transaction
+    // the damage would take with it. A frame is this log's if it has its salts, or if it
+    // follows one of this log's frames: the salts are not in the checksum, so a frame whose
+    // salts alone are damaged is still told from an older log's leftovers (those follow only
+    // each other). Then, by salts alone: one commit frame, with nothing of this log after it,
+    // ends the last transaction, which the damage is in (a crash cut it, or a power cut lost
+    // one of its pages): a torn tail. More than that is committed transactions after the
+    // damage. (Older logs' frames come after all of this log's: a log starts over from the
+    // top of the file.)
     let (mut commits, mut after_last_commit, mut end) = (0, false, at);
-    let mut scan = at;
+    let (mut scan, mut seed, mut ours_before) = (at, sum, true);
     while scan + FRAME_HEADER <= bytes.len() {
         let f = &bytes[scan..];
-        if (be(f, 8), be(f, 12)) == salts {
+        let current = (be(f, 8), be(f, 12)) == salts;
+        let whole = scan + frame <= bytes.len();
+        if whole {
+            let stored = (be(f, 16), be(f, 20));
+            let follows =
+                checksum(checksum(seed, &f[..8], big_endian), &f[FRAME_HEADER..frame], big_endian) == stored;
+            let ours = current || (follows && ours_before);
+            if ours && follows && be(f, 4) != 0 {
+                return damaged(
+                    at,
+                    kept,
+                    "a frame of the log is damaged, and a committed transaction after it is intact",
+                );
+            }
+            (seed, ours_before) = (stored, ours);
+        }
+        if current {
             end = (scan + frame).min(bytes.len());
-            let whole_commit = scan + frame <= bytes.len() && be(f, 4) != 0;
+            let whole_commit = whole && be(f, 4) != 0;
             commits += usize::from(whole_commit);
             after_last_commit = commits > 0 && !whole_commit;
         }
         scan += frame;
     }
     if commits > 1 || after_last_commit {
-        return damaged(at, "a frame of the log is damaged, and committed transactions follow it");
+        return damaged(at, kept, "a frame of the log is damaged, and committed transactions follow it");
     }
     // A piece of a frame header at the end, right after this log's frames: a write cut short.
     if scan < bytes.len() && end == scan {
@@ -182,8 +231,8 @@ mod tests {
         let mut sum = checksum((0, 0), &out, false);
         out.extend(sum.0.to_be_bytes());
         out.extend(sum.1.to_be_bytes());
-        // The older log's frames chain from their own header, which is gone: their checksums
-        // only need to be wrong for this log's salts, as they are.
+        // The older log's frames chain among themselves, from their own header (gone).
+        let mut old_sum = (1, 2);
         for (i, f) in frames.iter().enumerate() {
             let salts: (u32, u32) =
                 if f.current { (0xAAAA_0001, 0x1234_5678) } else { (0xAAAA_0000, 0x9999) };
@@ -191,10 +240,9 @@ mod tests {
             head.extend((i as u32 + 2).to_be_bytes());
             head.extend(u32::from(f.commit).to_be_bytes());
             let page: Vec<u8> = (0..PAGE).map(|b| (b * 7 + i) as u8).collect();
-            let next = checksum(checksum(sum, &head, false), &page, false);
-            if f.current {
-                sum = next;
-            }
+            let chain = if f.current { &mut sum } else { &mut old_sum };
+            let next = checksum(checksum(*chain, &head, false), &page, false);
+            *chain = next;
             head.extend(salts.0.to_be_bytes());
             head.extend(salts.1.to_be_bytes());
             head.extend(next.0.to_be_bytes());
@@ -247,16 +295,43 @@ mod tests {
     }
 
     #[test]
-    fn damage_in_the_last_transaction_is_a_torn_tail() {
+    fn damage_in_the_last_frame_is_a_torn_tail() {
         let flipped = |commit| F { commit, current: true, flipped: true };
         for last in
-            [vec![flipped(false), frame(true)], vec![frame(false), flipped(true)], vec![flipped(true)]]
+            [vec![frame(false), flipped(true)], vec![flipped(true)], vec![frame(false), flipped(false)]]
         {
             let mut frames = vec![frame(true)];
             frames.extend(last.iter().copied());
             let got = classify(&log(&frames));
             assert_eq!(got, LogTail::Torn { offset: at(1), bytes: FRAME * last.len() as u64 });
         }
+    }
+
+    /// A commit frame written whole after a damaged frame: no crash writes a later frame
+    /// before an earlier one is whole (a power cut may, and the start then stops on what was
+    /// the last transaction: `recover_truncate` passes it).
+    #[test]
+    fn damage_before_an_intact_commit_frame_is_named() {
+        let flipped = F { commit: false, current: true, flipped: true };
+        let got = classify(&log(&[frame(true), flipped, frame(true)]));
+        assert!(matches!(got, LogTail::Damaged { offset, .. } if offset == at(1)), "{got:?}");
+    }
+
+    /// The salts are not in the checksum: a frame whose salts alone are damaged still
+    /// follows the chain, and is this log's.
+    #[test]
+    fn damaged_salts_are_told_from_an_older_log() {
+        for frames in [vec![frame(true), frame(true)], vec![frame(true), frame(true), frame(true)]] {
+            let mut bytes = log(&frames);
+            let second = at(1) as usize;
+            bytes[second + 9] ^= 0x40; // salt-1 of the second frame
+            let got = classify(&bytes);
+            assert!(matches!(got, LogTail::Damaged { offset, .. } if offset == at(1)), "{got:?}");
+        }
+        // A commit mark flipped: the frame no longer follows, the next commit frame does.
+        let mut bytes = log(&[frame(true), frame(true), frame(true)]);
+        bytes[at(1) as usize + 7] ^= 1;
+        assert!(matches!(classify(&bytes), LogTail::Damaged { .. }));
     }
 
     #[test]

@@ -149,10 +149,14 @@ fn damage_before_a_committed_transaction_stops_the_start_and_a_torn_last_one_is_
         bad[frames[k].0 + 24 + 100] ^= 0x10;
         bad
     };
-    for k in last..frames.len() {
-        let tail = log_tail_of(dir.path(), &flip(k), false).unwrap();
-        assert!(matches!(tail, LogTail::Torn { offset, .. } if offset == frames[last].0 as u64), "{tail:?}");
-        assert!(open_with(dir.path(), &flip(k)).unwrap() < RECORDS);
+    // The last frame damaged: torn (dropped, reported). An earlier frame of the last
+    // transaction damaged, its commit frame whole: no crash leaves that, so it is named too.
+    let final_frame = frames.len() - 1;
+    let tail = log_tail_of(dir.path(), &flip(final_frame), false).unwrap();
+    assert!(matches!(tail, LogTail::Torn { offset, .. } if offset == frames[last].0 as u64), "{tail:?}");
+    assert_eq!(open_with(dir.path(), &flip(final_frame)), Ok(RECORDS - 1));
+    for k in last..final_frame {
+        assert!(log_tail_of(dir.path(), &flip(k), false).unwrap_err().contains("damaged at byte"));
     }
     for (k, &(offset, _)) in frames.iter().enumerate().take(last).skip(before) {
         let refused = log_tail_of(dir.path(), &flip(k), false).unwrap_err();
@@ -162,6 +166,55 @@ fn damage_before_a_committed_transaction_stops_the_start_and_a_torn_last_one_is_
         assert!(matches!(recovered, LogTail::Damaged { offset: at, .. } if at == offset as u64));
     }
     assert_eq!(log_tail_of(dir.path(), &wal, false), Ok(LogTail::Clean));
+}
+
+/// A start that recovered past damage cuts the log where SQLite's recovery ends it: else the
+/// frames dropped would stay past the frames written next, with the log's salts, and a
+/// crash then would show them as committed transactions after damage (a start refused at a
+/// byte that is not damaged).
+#[test]
+fn a_crash_after_a_recovered_start_starts() {
+    let (dir, wal) = crashed_copy();
+    let frames = current_frames(&wal);
+    let commits: Vec<usize> = (0..frames.len()).filter(|&k| frames[k].1).collect();
+    let k = commits[commits.len() - 20] + 1;
+    let mut bad = wal;
+    bad[frames[k].0 + 24 + 100] ^= 0x10;
+    assert!(log_tail_of(dir.path(), &bad, false).is_err(), "refused");
+    let live = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join(DB_FILE), live.path().join(DB_FILE)).unwrap();
+    std::fs::write(live.path().join(format!("{DB_FILE}-wal")), &bad).unwrap();
+    let store = Store::open(live.path(), Options { recover_truncate: true, ..Options::default() }).unwrap();
+    assert!(
+        matches!(store.log_tail(), Some(LogTail::Damaged { kept, .. }) if *kept < frames[k].0 as u64 + 1)
+    );
+    let mut last = 0;
+    store
+        .replay(|e| {
+            if let Entry::Record { seq, .. } = e {
+                last = seq;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store.wait(store.append("acme", last + 1, &record(last + 1)).unwrap()).unwrap();
+    // A crash now: the files as they are.
+    let crashed = tempfile::tempdir().unwrap();
+    for name in [DB_FILE.to_owned(), format!("{DB_FILE}-wal")] {
+        std::fs::copy(live.path().join(&name), crashed.path().join(&name)).unwrap();
+    }
+    drop(store);
+    let again = Store::open(crashed.path(), Options::default()).unwrap();
+    let mut seen = 0;
+    again
+        .replay(|e| {
+            if let Entry::Record { seq, .. } = e {
+                seen = seq;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, last + 1, "every record written since the recovery");
 }
 
 /// Records with a snapshot every 10 (each committed on its own, so the log holds snapshot
