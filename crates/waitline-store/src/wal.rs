@@ -21,6 +21,7 @@
 //!
 //! What recovery drops is cut from the file before SQLite opens it ([`cut`]).
 
+use std::io::Read;
 use std::path::Path;
 
 /// The log's header: magic, format, page size, checkpoint number, two salts, checksum.
@@ -69,16 +70,26 @@ pub fn cut(path: &Path, len: u64) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Reads the log at `path` (absent or empty: [`LogTail::Clean`]).
+/// Reads the log at `path` (absent or empty: [`LogTail::Clean`]), a frame at a time.
 ///
 /// # Errors
 /// The file exists and cannot be read.
 pub fn inspect(path: &Path) -> std::io::Result<LogTail> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(classify(&bytes)),
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            let len = file.metadata()?.len();
+            read_log(std::io::BufReader::with_capacity(1 << 16, file), len)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LogTail::Clean),
         Err(e) => Err(e),
     }
+}
+
+/// What SQLite's recovery does to the log `bytes`.
+#[must_use]
+pub fn classify(bytes: &[u8]) -> LogTail {
+    // Reading a slice cannot fail.
+    read_log(bytes, bytes.len() as u64).unwrap_or(LogTail::Clean)
 }
 
 fn be(bytes: &[u8], at: usize) -> u32 {
@@ -99,58 +110,40 @@ fn checksum(sum: (u32, u32), data: &[u8], big_endian: bool) -> (u32, u32) {
     (s0, s1)
 }
 
-/// What SQLite's recovery does to the log `bytes`.
-#[must_use]
-pub fn classify(bytes: &[u8]) -> LogTail {
-    if bytes.is_empty() {
-        return LogTail::Clean;
-    }
-    let damaged = |offset: usize, kept: usize, detail: &str| LogTail::Damaged {
-        offset: offset as u64,
-        kept: kept as u64,
-        detail: detail.to_owned(),
-    };
-    if bytes.len() < HEADER {
+/// What SQLite's recovery does to the log of `len` bytes that `log` reads.
+fn read_log(mut log: impl Read, len: u64) -> std::io::Result<LogTail> {
+    let damaged =
+        |offset: u64, kept: u64, detail: &str| LogTail::Damaged { offset, kept, detail: detail.to_owned() };
+    if len < HEADER as u64 {
         // A log is made with its header in one write: a shorter one never held a frame.
-        return LogTail::Torn { offset: 0, bytes: bytes.len() as u64 };
+        return Ok(if len == 0 { LogTail::Clean } else { LogTail::Torn { offset: 0, bytes: len } });
     }
-    let magic = be(bytes, 0);
+    let mut header = [0; HEADER];
+    log.read_exact(&mut header)?;
+    let magic = be(&header, 0);
     let big_endian = magic == MAGIC_BIG_ENDIAN;
-    let page = be(bytes, 8) as usize;
-    let header_sum = checksum((0, 0), &bytes[..24], big_endian);
+    let page = be(&header, 8) as usize;
+    let header_sum = checksum((0, 0), &header[..24], big_endian);
     let header_ok = (magic == MAGIC_LITTLE_ENDIAN || big_endian)
-        && be(bytes, 4) == FORMAT
+        && be(&header, 4) == FORMAT
         && page.is_power_of_two()
         && (512..=65_536).contains(&page)
-        && header_sum == (be(bytes, 24), be(bytes, 28));
+        && header_sum == (be(&header, 24), be(&header, 28));
     if !header_ok {
         // SQLite then ignores the whole log; frames after a bad header cannot be told from
         // leftovers, so any is taken for data.
-        return if bytes.len() > HEADER {
+        return Ok(if len > HEADER as u64 {
             damaged(0, 0, "the log's header is damaged")
         } else {
             LogTail::Clean
-        };
+        });
     }
-    let salts = (be(bytes, 16), be(bytes, 20));
+    let salts = (be(&header, 16), be(&header, 20));
     let frame = FRAME_HEADER + page;
-    let (mut sum, mut at, mut kept) = (header_sum, HEADER, HEADER);
-    // The valid frames, as SQLite's recovery reads them.
-    while at + frame <= bytes.len() {
-        let f = &bytes[at..at + frame];
-        if be(f, 0) == 0 || (be(f, 8), be(f, 12)) != salts {
-            break;
-        }
-        let next = checksum(checksum(sum, &f[..8], big_endian), &f[FRAME_HEADER..], big_endian);
-        if next != (be(f, 16), be(f, 20)) {
-            break;
-        }
-        sum = next;
-        at += frame;
-        if be(f, 4) != 0 {
-            kept = at;
-        }
-    }
+    let mut f = vec![0; frame];
+    // The valid frames, as SQLite's recovery reads them: the chain's sum, where it ends
+    // (`at`: the break), and where its last commit frame ends (`kept`).
+    let (mut sum, mut at, mut kept) = (header_sum, HEADER as u64, HEADER as u64);
     // Past the break. A frame of this log still intact (its checksum follows from the frame
     // before it, the break's from the chain so far) that commits is a committed transaction
     // the damage would take with it. A frame is this log's if it has its salts, or if it
@@ -161,46 +154,68 @@ pub fn classify(bytes: &[u8]) -> LogTail {
     // one of its pages): a torn tail. More than that is committed transactions after the
     // damage. (Older logs' frames come after all of this log's: a log starts over from the
     // top of the file.)
+    let mut broken = false;
     let (mut commits, mut after_last_commit, mut end) = (0, false, at);
-    let (mut scan, mut seed, mut ours_before) = (at, sum, true);
-    while scan + FRAME_HEADER <= bytes.len() {
-        let f = &bytes[scan..];
-        let current = (be(f, 8), be(f, 12)) == salts;
-        let whole = scan + frame <= bytes.len();
+    let (mut seed, mut ours_before) = (sum, true);
+    let mut pos = at;
+    while pos < len {
+        let n = usize::try_from(len - pos).map_or(frame, |left| left.min(frame));
+        if n < FRAME_HEADER {
+            // A piece of a frame header at the end, right after this log's frames: a write
+            // cut short.
+            if !broken || end == pos {
+                end = len;
+            }
+            break;
+        }
+        log.read_exact(&mut f[..n])?;
+        let whole = n == frame;
+        let current = (be(&f, 8), be(&f, 12)) == salts;
+        let next = checksum(
+            checksum(if broken { seed } else { sum }, &f[..8], big_endian),
+            &f[FRAME_HEADER..n],
+            big_endian,
+        );
+        let stored = (be(&f, 16), be(&f, 20));
+        if !broken {
+            if whole && be(&f, 0) != 0 && current && next == stored {
+                sum = next;
+                pos += frame as u64;
+                at = pos;
+                if be(&f, 4) != 0 {
+                    kept = pos;
+                }
+                continue;
+            }
+            (broken, end, seed) = (true, at, sum);
+        }
         if whole {
-            let stored = (be(f, 16), be(f, 20));
-            let follows =
-                checksum(checksum(seed, &f[..8], big_endian), &f[FRAME_HEADER..frame], big_endian) == stored;
+            let follows = next == stored;
             let ours = current || (follows && ours_before);
-            if ours && follows && be(f, 4) != 0 {
-                return damaged(
+            if ours && follows && be(&f, 4) != 0 {
+                return Ok(damaged(
                     at,
                     kept,
                     "a frame of the log is damaged, and a committed transaction after it is intact",
-                );
+                ));
             }
             (seed, ours_before) = (stored, ours);
         }
         if current {
-            end = (scan + frame).min(bytes.len());
-            let whole_commit = whole && be(f, 4) != 0;
+            end = (pos + frame as u64).min(len);
+            let whole_commit = whole && be(&f, 4) != 0;
             commits += usize::from(whole_commit);
             after_last_commit = commits > 0 && !whole_commit;
         }
-        scan += frame;
+        pos += n as u64;
+    }
+    if !broken {
+        end = end.max(at);
     }
     if commits > 1 || after_last_commit {
-        return damaged(at, kept, "a frame of the log is damaged, and committed transactions follow it");
+        return Ok(damaged(at, kept, "a frame of the log is damaged, and committed transactions follow it"));
     }
-    // A piece of a frame header at the end, right after this log's frames: a write cut short.
-    if scan < bytes.len() && end == scan {
-        end = bytes.len();
-    }
-    if end > kept {
-        LogTail::Torn { offset: kept as u64, bytes: (end - kept) as u64 }
-    } else {
-        LogTail::Clean
-    }
+    Ok(if end > kept { LogTail::Torn { offset: kept, bytes: end - kept } } else { LogTail::Clean })
 }
 
 #[cfg(test)]
