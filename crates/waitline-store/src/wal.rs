@@ -374,6 +374,18 @@ mod tests {
     }
 
     #[test]
+    fn a_log_that_cannot_be_read_is_an_error_and_an_absent_one_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(inspect(&dir.path().join("absent")).unwrap(), LogTail::Clean);
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(inspect(&file.join("wal")).is_err(), "a path through a file");
+        assert!(inspect(dir.path()).is_err(), "a directory");
+        std::fs::write(&file, log(&[frame(true)])).unwrap();
+        assert_eq!(inspect(&file).unwrap(), LogTail::Clean);
+    }
+
+    #[test]
     fn a_big_endian_log_is_read_too() {
         let mut bytes = log(&[frame(true)]);
         // The same log with big-endian checksums: rewrite the header and the frame's sums.
