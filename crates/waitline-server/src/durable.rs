@@ -176,6 +176,11 @@ impl Durability {
                 detail = %detail,
                 "the write-ahead log was damaged: dropped it from there, committed transactions included (--recover-truncate)"
             ),
+            Some(waitline_store::LogTail::Copied { offset, bytes }) => tracing::warn!(
+                offset,
+                bytes,
+                "the write-ahead log was damaged, but the database file already held all of it: dropped it, nothing lost"
+            ),
             Some(waitline_store::LogTail::Clean) | None => {}
         }
         let journal = StoreJournal::with_snapshot_every(store.clone(), snapshot_every);

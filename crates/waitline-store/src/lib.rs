@@ -423,10 +423,12 @@ impl Store {
         let place = db.display().to_string();
         // Before SQLite opens the log (and drops what it finds past the damage).
         let log = dir.join(format!("{DB_FILE}-wal"));
-        let log_tail = wal::inspect(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
+        let log_tail = wal::inspect(&log, &dir.join(format!("{DB_FILE}-shm")))
+            .map_err(|source| Error::Io { path: log.clone(), source })?;
         let keep = match &log_tail {
             LogTail::Clean => None,
             LogTail::Torn { offset, .. } => Some(*offset),
+            LogTail::Copied { .. } => Some(0),
             LogTail::Damaged { offset, detail, .. } if !options.recover_truncate => {
                 return Err(Error::LogDamaged { path: log, offset: *offset, detail: detail.clone() });
             }

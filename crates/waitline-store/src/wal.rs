@@ -46,12 +46,24 @@ pub enum LogTail {
         /// How many bytes it has.
         bytes: u64,
     },
+    /// Damaged, but the checkpointer had copied the whole log into the database file before
+    /// (its progress, in SQLite's `-shm` file, says so): the log holds nothing the database
+    /// lacks, and is dropped whole. Nothing is lost.
+    Copied {
+        /// Where the damage is.
+        offset: u64,
+        /// The log's size.
+        bytes: u64,
+    },
     /// Damage followed by committed transactions, which SQLite would drop with it.
     Damaged {
         /// Where the damage is.
         offset: u64,
         /// Where what SQLite keeps ends (its last commit frame before the damage).
         kept: u64,
+        /// Where this log's frames end (an older log's leftovers after them not counted;
+        /// the file's end when the log's header is damaged).
+        log_end: u64,
         /// What is wrong there.
         detail: String,
     },
@@ -70,19 +82,38 @@ pub fn cut(path: &Path, len: u64) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Reads the log at `path` (absent or empty: [`LogTail::Clean`]), a frame at a time.
+/// Reads the log at `path` (absent or empty: [`LogTail::Clean`]), a frame at a time; when
+/// it is damaged, reads SQLite's index of it, `shm`, for how much of it the database file
+/// already holds.
 ///
 /// # Errors
-/// The file exists and cannot be read.
-pub fn inspect(path: &Path) -> std::io::Result<LogTail> {
-    match std::fs::File::open(path) {
-        Ok(file) => {
-            let len = file.metadata()?.len();
-            read_log(std::io::BufReader::with_capacity(1 << 16, file), len)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LogTail::Clean),
-        Err(e) => Err(e),
+/// A file exists and cannot be read.
+pub fn inspect(path: &Path, shm: &Path) -> std::io::Result<LogTail> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LogTail::Clean),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let tail = read_log(std::io::BufReader::with_capacity(1 << 16, file), len)?;
+    // Damage in a frame (the header is whole): was all of this log copied already?
+    let LogTail::Damaged { offset, log_end, .. } = tail else { return Ok(tail) };
+    if offset == 0 {
+        return Ok(tail);
     }
+    let mut header = [0; HEADER];
+    std::fs::File::open(path)?.read_exact(&mut header)?;
+    let index = match std::fs::read(shm) {
+        Ok(index) => index,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(tail),
+        Err(e) => return Err(e),
+    };
+    let frame = (FRAME_HEADER as u64) + u64::from(be(&header, 8));
+    let frames = (log_end - HEADER as u64).div_ceil(frame);
+    Ok(match copied_frames(&index, &header) {
+        Some(copied) if copied >= frames => LogTail::Copied { offset, bytes: len },
+        _ => tail,
+    })
 }
 
 /// What SQLite's recovery does to the log `bytes`.
@@ -112,8 +143,12 @@ fn checksum(sum: (u32, u32), data: &[u8], big_endian: bool) -> (u32, u32) {
 
 /// What SQLite's recovery does to the log of `len` bytes that `log` reads.
 fn read_log(mut log: impl Read, len: u64) -> std::io::Result<LogTail> {
-    let damaged =
-        |offset: u64, kept: u64, detail: &str| LogTail::Damaged { offset, kept, detail: detail.to_owned() };
+    let damaged = |offset: u64, kept: u64, log_end: u64, detail: &str| LogTail::Damaged {
+        offset,
+        kept,
+        log_end,
+        detail: detail.to_owned(),
+    };
     if len < HEADER as u64 {
         // A log is made with its header in one write: a shorter one never held a frame.
         return Ok(if len == 0 { LogTail::Clean } else { LogTail::Torn { offset: 0, bytes: len } });
@@ -133,7 +168,7 @@ fn read_log(mut log: impl Read, len: u64) -> std::io::Result<LogTail> {
         // SQLite then ignores the whole log; frames after a bad header cannot be told from
         // leftovers, so any is taken for data.
         return Ok(if len > HEADER as u64 {
-            damaged(0, 0, "the log's header is damaged")
+            damaged(0, 0, len, "the log's header is damaged")
         } else {
             LogTail::Clean
         });
@@ -154,8 +189,8 @@ fn read_log(mut log: impl Read, len: u64) -> std::io::Result<LogTail> {
     // one of its pages): a torn tail. More than that is committed transactions after the
     // damage. (Older logs' frames come after all of this log's: a log starts over from the
     // top of the file.)
-    let mut broken = false;
-    let (mut commits, mut after_last_commit, mut end) = (0, false, at);
+    let (mut broken, mut intact_commit_after) = (false, false);
+    let (mut commits, mut after_last_commit, mut end, mut log_end) = (0, false, at, at);
     let (mut seed, mut ours_before) = (sum, true);
     let mut pos = at;
     while pos < len {
@@ -192,12 +227,9 @@ fn read_log(mut log: impl Read, len: u64) -> std::io::Result<LogTail> {
         if whole {
             let follows = next == stored;
             let ours = current || (follows && ours_before);
-            if ours && follows && be(&f, 4) != 0 {
-                return Ok(damaged(
-                    at,
-                    kept,
-                    "a frame of the log is damaged, and a committed transaction after it is intact",
-                ));
+            intact_commit_after |= ours && follows && be(&f, 4) != 0;
+            if ours {
+                log_end = pos + frame as u64;
             }
             (seed, ours_before) = (stored, ours);
         }
@@ -212,10 +244,38 @@ fn read_log(mut log: impl Read, len: u64) -> std::io::Result<LogTail> {
     if !broken {
         end = end.max(at);
     }
+    let log_end = log_end.max(end);
+    if intact_commit_after {
+        let why = "a frame of the log is damaged, and a committed transaction after it is intact";
+        return Ok(damaged(at, kept, log_end, why));
+    }
     if commits > 1 || after_last_commit {
-        return Ok(damaged(at, kept, "a frame of the log is damaged, and committed transactions follow it"));
+        let why = "a frame of the log is damaged, and committed transactions follow it";
+        return Ok(damaged(at, kept, log_end, why));
     }
     Ok(if end > kept { LogTail::Torn { offset: kept, bytes: end - kept } } else { LogTail::Clean })
+}
+
+/// How many frames of the log whose header is `header` the checkpointer had copied into
+/// the database file, as SQLite's index of the log (`-shm`, 136 bytes of header: two copies
+/// of the index header, then the checkpoint's progress, in the machine's byte order) says:
+/// `None` unless the index is whole (its two copies alike, its checksum right) and of this
+/// log (same salts, same page size). SQLite counts a frame copied only once the database
+/// file is synced.
+fn copied_frames(shm: &[u8], header: &[u8; HEADER]) -> Option<u64> {
+    const INDEX_HEADER: usize = 48;
+    const NBACKFILL: usize = 96;
+    let index = shm.get(..NBACKFILL + 4)?;
+    let ne = |at: usize| u32::from_ne_bytes([index[at], index[at + 1], index[at + 2], index[at + 3]]);
+    let (first, second) = (&index[..INDEX_HEADER], &index[INDEX_HEADER..2 * INDEX_HEADER]);
+    // The index header's checksum is over its first 40 bytes, in the machine's byte order.
+    let sum = checksum((0, 0), &first[..40], cfg!(target_endian = "big"));
+    let page = u32::from(u16::from_ne_bytes([first[14], first[15]]));
+    let page = if page == 1 { 65_536 } else { page };
+    let whole = first == second && ne(0) == FORMAT && first[12] == 1 && sum == (ne(40), ne(44));
+    let this_log = first[32..40] == header[16..24] && page == be(header, 8);
+    let (copied, last) = (ne(NBACKFILL), ne(16));
+    (whole && this_log && copied <= last).then_some(u64::from(copied))
 }
 
 #[cfg(test)]
@@ -376,13 +436,65 @@ mod tests {
     #[test]
     fn a_log_that_cannot_be_read_is_an_error_and_an_absent_one_is_clean() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(inspect(&dir.path().join("absent")).unwrap(), LogTail::Clean);
+        let shm = dir.path().join("shm");
+        assert_eq!(inspect(&dir.path().join("absent"), &shm).unwrap(), LogTail::Clean);
         let file = dir.path().join("file");
         std::fs::write(&file, b"").unwrap();
-        assert!(inspect(&file.join("wal")).is_err(), "a path through a file");
-        assert!(inspect(dir.path()).is_err(), "a directory");
+        assert!(inspect(&file.join("wal"), &shm).is_err(), "a path through a file");
+        assert!(inspect(dir.path(), &shm).is_err(), "a directory");
         std::fs::write(&file, log(&[frame(true)])).unwrap();
-        assert_eq!(inspect(&file).unwrap(), LogTail::Clean);
+        assert_eq!(inspect(&file, &shm).unwrap(), LogTail::Clean);
+    }
+
+    /// SQLite's index of the log `frames` long (as `log` writes them), with `copied` of
+    /// them copied into the database file.
+    fn index(frames: u32, copied: u32) -> Vec<u8> {
+        let bytes = log(&[]);
+        let mut first = Vec::new();
+        for v in [FORMAT, 0, 9] {
+            first.extend(v.to_ne_bytes());
+        }
+        first.extend([1, 0]); // initialised, little-endian checksums
+        first.extend((PAGE as u16).to_ne_bytes());
+        for v in [frames, 40, 0, 0] {
+            first.extend(v.to_ne_bytes());
+        }
+        first.extend(&bytes[16..24]); // the log's salts, as they are in its header
+        let sum = checksum((0, 0), &first, cfg!(target_endian = "big"));
+        first.extend(sum.0.to_ne_bytes());
+        first.extend(sum.1.to_ne_bytes());
+        let mut out = [first.clone(), first].concat();
+        out.extend(copied.to_ne_bytes());
+        out.resize(136, 0);
+        out
+    }
+
+    #[test]
+    fn a_damaged_log_the_database_holds_whole_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, shm) = (dir.path().join("wal"), dir.path().join("shm"));
+        let flipped = F { commit: false, current: true, flipped: true };
+        let bytes = log(&[frame(true), flipped, frame(true), frame(true)]);
+        std::fs::write(&path, &bytes).unwrap();
+        let damaged = inspect(&path, &shm).unwrap();
+        assert!(
+            matches!(damaged, LogTail::Damaged { offset, log_end, .. } if offset == at(1) && log_end == at(4))
+        );
+        std::fs::write(&shm, index(4, 4)).unwrap();
+        assert_eq!(inspect(&path, &shm).unwrap(), LogTail::Copied { offset: at(1), bytes: at(4) });
+        // Not all of it copied, or an index not whole or of another log: still damaged.
+        std::fs::write(&shm, index(4, 3)).unwrap();
+        assert_eq!(inspect(&path, &shm).unwrap(), damaged);
+        for at in [0, 12, 14, 20, 33, 41, 60] {
+            let mut bad = index(4, 4);
+            bad[at] ^= 1;
+            std::fs::write(&shm, &bad).unwrap();
+            assert_eq!(inspect(&path, &shm).unwrap(), damaged, "index byte {at}");
+        }
+        std::fs::write(&shm, &index(4, 4)[..90]).unwrap();
+        assert_eq!(inspect(&path, &shm).unwrap(), damaged, "an index cut short");
+        std::fs::write(&shm, index(4, 5)).unwrap();
+        assert_eq!(inspect(&path, &shm).unwrap(), damaged, "more copied than the index holds");
     }
 
     #[test]
