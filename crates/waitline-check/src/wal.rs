@@ -98,7 +98,7 @@ fn open(db: &Path, wal: &[u8], recover_truncate: bool) -> Result<u64, String> {
 /// A report outside the bytes, or an open that disagrees with the report.
 pub fn check_log_bytes(input: &LogBytes) -> Result<(), String> {
     let (bytes, strict, db) = match input {
-        LogBytes::Raw(bytes) => (bytes.clone(), false, None),
+        LogBytes::Raw(bytes) => (bytes.clone(), None, None),
         LogBytes::Changed { changes, cut } => {
             let real = real_log();
             let mut bytes = real.wal.clone();
@@ -108,9 +108,14 @@ pub fn check_log_bytes(input: &LogBytes) -> Result<(), String> {
             }
             // One damaged byte is told apart wherever it is; two can hide each other (the
             // second in the checksum the first frame's successor follows from, say).
-            let strict = bytes.iter().zip(&real.wal).filter(|(a, b)| a != b).count() <= 1;
             let kept = bytes.len() - cut.map_or(0, |c| c as usize % (bytes.len() + 1));
             bytes.truncate(kept);
+            // `Some(where)` when at most one byte is damaged (`None` inside: none).
+            let mut damaged = (0..kept).filter(|&i| bytes[i] != real.wal[i]);
+            let strict = match (damaged.next(), damaged.next()) {
+                (first, None) => Some(first),
+                _ => None,
+            };
             (bytes, strict, Some((&real.db, &real.wal[..kept])))
         }
     };
@@ -132,11 +137,16 @@ pub fn check_log_bytes(input: &LogBytes) -> Result<(), String> {
         }
         (LogTail::Damaged { .. }, other) => Err(format!("{tail:?}, yet the open gave {other:?}")),
         (_, Err(e)) => Err(format!("{tail:?}, yet the open failed: {e}")),
-        (LogTail::Clean, Ok(n)) if strict && n < written => {
+        (LogTail::Clean, Ok(n)) if strict.is_some() && n < written => {
             Err(format!("clean, yet {n} of {written} records"))
         }
-        (LogTail::Torn { .. }, Ok(n)) if strict && n + 1 < written => {
+        (LogTail::Torn { .. }, Ok(n)) if strict.is_some() && n + 1 < written => {
             Err(format!("a torn last transaction, yet {n} of {written} records"))
+        }
+        // A damaged byte before the torn part: the transaction dropped was committed and its
+        // damage is elsewhere, so it is damage, not a tear.
+        (LogTail::Torn { offset, .. }, Ok(_)) if strict.flatten().is_some_and(|at| (at as u64) < *offset) => {
+            Err(format!("{tail:?} with the damaged byte at {:?}, before it", strict.flatten()))
         }
         (_, Ok(_)) => Ok(()),
     }

@@ -20,6 +20,12 @@
 //! can hide each other.
 //!
 //! What recovery drops is cut from the file before SQLite opens it ([`cut`]).
+//!
+//! One state SQLite itself makes would read as damage: a transaction that spilled pages to
+//! the log and rolled back leaves them there with the log's salts, and a crash in the middle
+//! of a later, shorter commit then shows them after a torn frame. The store never goes on
+//! writing after a failed transaction (its writer stops), and a start cuts what recovery
+//! drops, so it does not arise here; a writer that did would need this reading to learn it.
 
 use std::io::Read;
 use std::path::Path;
@@ -43,7 +49,7 @@ pub enum LogTail {
     Torn {
         /// Where the dropped part starts.
         offset: u64,
-        /// How many bytes it has.
+        /// How many bytes the file has from there (all cut).
         bytes: u64,
     },
     /// Damaged, but the checkpointer had copied the whole log into the database file before
@@ -191,7 +197,9 @@ fn read_log(mut log: impl Read, len: u64) -> std::io::Result<LogTail> {
     // top of the file.)
     let (mut broken, mut intact_commit_after) = (false, false);
     let (mut commits, mut after_last_commit, mut end, mut log_end) = (0, false, at, at);
-    let (mut seed, mut ours_before) = (sum, true);
+    // A frame follows from the frame before it: from its stored checksum, or, when that is
+    // what is damaged, from the checksum its bytes give (`recomputed`).
+    let (mut seed, mut recomputed, mut ours_before) = (sum, sum, true);
     let mut pos = at;
     while pos < len {
         let n = usize::try_from(len - pos).map_or(frame, |left| left.min(frame));
@@ -225,13 +233,16 @@ fn read_log(mut log: impl Read, len: u64) -> std::io::Result<LogTail> {
             (broken, end, seed) = (true, at, sum);
         }
         if whole {
-            let follows = next == stored;
+            let from_recomputed = || {
+                checksum(checksum(recomputed, &f[..8], big_endian), &f[FRAME_HEADER..], big_endian) == stored
+            };
+            let follows = next == stored || from_recomputed();
             let ours = current || (follows && ours_before);
             intact_commit_after |= ours && follows && be(&f, 4) != 0;
             if ours {
                 log_end = pos + frame as u64;
             }
-            (seed, ours_before) = (stored, ours);
+            (seed, recomputed, ours_before) = (stored, next, ours);
         }
         if current {
             end = (pos + frame as u64).min(len);
@@ -253,7 +264,9 @@ fn read_log(mut log: impl Read, len: u64) -> std::io::Result<LogTail> {
         let why = "a frame of the log is damaged, and committed transactions follow it";
         return Ok(damaged(at, kept, log_end, why));
     }
-    Ok(if end > kept { LogTail::Torn { offset: kept, bytes: end - kept } } else { LogTail::Clean })
+    // Torn: everything past the last commit kept goes (frames SQLite wrote with zeroed salts
+    // while a transaction spilled, older logs' leftovers), so that is what is counted.
+    Ok(if end > kept { LogTail::Torn { offset: kept, bytes: len - kept } } else { LogTail::Clean })
 }
 
 /// How many frames of the log whose header is `header` the checkpointer had copied into
@@ -390,6 +403,29 @@ mod tests {
         let flipped = F { commit: false, current: true, flipped: true };
         let got = classify(&log(&[frame(true), flipped, frame(true)]));
         assert!(matches!(got, LogTail::Damaged { offset, .. } if offset == at(1)), "{got:?}");
+    }
+
+    /// A damaged stored checksum: the next frame follows from the checksum the damaged
+    /// frame's bytes give, so the last transaction's whole commit frame after it is seen.
+    #[test]
+    fn a_damaged_stored_checksum_does_not_hide_the_commit_after_it() {
+        for frames in
+            [vec![frame(true), frame(false), frame(true)], vec![frame(true), frame(true), frame(true)]]
+        {
+            for byte in 16..24 {
+                let mut bytes = log(&frames);
+                bytes[at(1) as usize + byte] ^= 0x08;
+                let got = classify(&bytes);
+                assert!(
+                    matches!(got, LogTail::Damaged { offset, .. } if offset == at(1)),
+                    "byte {byte}: {got:?}"
+                );
+            }
+        }
+        // In the last frame, the same damage is a torn tail.
+        let mut bytes = log(&[frame(true), frame(true)]);
+        bytes[at(1) as usize + 20] ^= 0x08;
+        assert_eq!(classify(&bytes), LogTail::Torn { offset: at(1), bytes: FRAME });
     }
 
     /// The salts are not in the checksum: a frame whose salts alone are damaged still
