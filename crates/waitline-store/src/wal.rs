@@ -249,6 +249,10 @@ fn read_log(mut log: impl Read, len: u64) -> std::io::Result<LogTail> {
             let whole_commit = whole && be(&f, 4) != 0;
             commits += usize::from(whole_commit);
             after_last_commit = commits > 0 && !whole_commit;
+        } else if !whole && end == pos {
+            // A frame cut short right after this log's frames, whatever its salts say (SQLite
+            // writes a spilled page's frame with none): a write cut short.
+            end = len;
         }
         pos += n as u64;
     }
@@ -405,6 +409,34 @@ mod tests {
         assert!(matches!(got, LogTail::Damaged { offset, .. } if offset == at(1)), "{got:?}");
     }
 
+    /// Frames of a transaction that never committed, the first damaged: torn, whatever
+    /// follows it of the same transaction; a piece of a frame only counts right after this
+    /// log's frames.
+    #[test]
+    fn an_uncommitted_transaction_with_damage_is_torn_and_pieces_count_where_they_join() {
+        let flipped = F { commit: false, current: true, flipped: true };
+        let bytes = log(&[frame(true), flipped, frame(false), frame(false)]);
+        assert_eq!(classify(&bytes), LogTail::Torn { offset: at(1), bytes: 3 * FRAME });
+        let old = F { commit: true, current: false, flipped: false };
+        for piece in [10, 24, 30] {
+            let mut bytes = log(&[frame(true), old]);
+            bytes.extend(vec![0x5a; piece]);
+            assert_eq!(
+                classify(&bytes),
+                LogTail::Clean,
+                "a piece of {piece} bytes after an older log's frame"
+            );
+            let mut bytes = log(&[frame(true)]);
+            bytes.extend(vec![0x5a; piece]);
+            let len = bytes.len() as u64;
+            assert_eq!(
+                classify(&bytes),
+                LogTail::Torn { offset: at(1), bytes: len - at(1) },
+                "{piece} bytes"
+            );
+        }
+    }
+
     /// A damaged stored checksum: the next frame follows from the checksum the damaged
     /// frame's bytes give, so the last transaction's whole commit frame after it is seen.
     #[test]
@@ -531,6 +563,13 @@ mod tests {
         assert_eq!(inspect(&path, &shm).unwrap(), damaged, "an index cut short");
         std::fs::write(&shm, index(4, 5)).unwrap();
         assert_eq!(inspect(&path, &shm).unwrap(), damaged, "more copied than the index holds");
+        // An older log's leftovers after this one's are not this log's frames.
+        let old = F { commit: true, current: false, flipped: false };
+        let with_old = log(&[frame(true), flipped, frame(true), frame(true), old, old]);
+        std::fs::write(&path, &with_old).unwrap();
+        std::fs::write(&shm, index(4, 4)).unwrap();
+        let len = with_old.len() as u64;
+        assert_eq!(inspect(&path, &shm).unwrap(), LogTail::Copied { offset: at(1), bytes: len });
     }
 
     #[test]
