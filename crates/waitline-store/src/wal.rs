@@ -437,6 +437,22 @@ mod tests {
         }
     }
 
+    /// Nothing after the break follows (every frame after it damaged): the salts alone tell
+    /// a commit frame followed by more of this log.
+    #[test]
+    fn with_nothing_intact_after_the_break_the_salts_tell_committed_transactions() {
+        let flipped = |commit| F { commit, current: true, flipped: true };
+        for frames in [
+            vec![frame(true), flipped(true), flipped(true)],
+            vec![frame(true), flipped(true), flipped(false)],
+        ] {
+            let got = classify(&log(&frames));
+            assert!(matches!(got, LogTail::Damaged { offset, .. } if offset == at(1)), "{got:?}");
+        }
+        let got = classify(&log(&[frame(true), flipped(false), flipped(true)]));
+        assert_eq!(got, LogTail::Torn { offset: at(1), bytes: 2 * FRAME }, "one commit frame, the last");
+    }
+
     /// A damaged stored checksum: the next frame follows from the checksum the damaged
     /// frame's bytes give, so the last transaction's whole commit frame after it is seen.
     #[test]
