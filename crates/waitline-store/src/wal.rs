@@ -566,6 +566,7 @@ mod tests {
         );
         std::fs::write(&shm, index(4, 4)).unwrap();
         assert_eq!(inspect(&path, &shm).unwrap(), LogTail::Copied { offset: at(1), bytes: at(4) });
+        assert!(inspect(&path, &shm.join("x")).is_err(), "an index that cannot be read");
         // Not all of it copied, or an index not whole or of another log: still damaged.
         std::fs::write(&shm, index(4, 3)).unwrap();
         assert_eq!(inspect(&path, &shm).unwrap(), damaged);
