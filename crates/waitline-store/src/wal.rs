@@ -533,17 +533,21 @@ mod tests {
     /// SQLite's index of the log `frames` long (as `log` writes them), with `copied` of
     /// them copied into the database file.
     fn index(frames: u32, copied: u32) -> Vec<u8> {
-        let bytes = log(&[]);
+        index_of(frames, copied, &log(&[])[16..24], PAGE as u16)
+    }
+
+    /// An index as `index` makes it, of a log with other salts or another page size.
+    fn index_of(frames: u32, copied: u32, salts: &[u8], page: u16) -> Vec<u8> {
         let mut first = Vec::new();
         for v in [FORMAT, 0, 9] {
             first.extend(v.to_ne_bytes());
         }
         first.extend([1, 0]); // initialised, little-endian checksums
-        first.extend((PAGE as u16).to_ne_bytes());
+        first.extend(page.to_ne_bytes());
         for v in [frames, 40, 0, 0] {
             first.extend(v.to_ne_bytes());
         }
-        first.extend(&bytes[16..24]); // the log's salts, as they are in its header
+        first.extend(salts); // the log's salts, as they are in its header
         let sum = checksum((0, 0), &first, cfg!(target_endian = "big"));
         first.extend(sum.0.to_ne_bytes());
         first.extend(sum.1.to_ne_bytes());
@@ -567,6 +571,12 @@ mod tests {
         std::fs::write(&shm, index(4, 4)).unwrap();
         assert_eq!(inspect(&path, &shm).unwrap(), LogTail::Copied { offset: at(1), bytes: at(4) });
         assert!(inspect(&path, &shm.join("x")).is_err(), "an index that cannot be read");
+        // A whole index of another log (an older one's salts, another page size).
+        let salts = &log(&[])[16..24];
+        for other in [index_of(4, 4, &[0; 8], PAGE as u16), index_of(4, 4, salts, 1024)] {
+            std::fs::write(&shm, other).unwrap();
+            assert!(matches!(inspect(&path, &shm).unwrap(), LogTail::Damaged { .. }));
+        }
         // Not all of it copied, or an index not whole or of another log: still damaged.
         std::fs::write(&shm, index(4, 3)).unwrap();
         assert_eq!(inspect(&path, &shm).unwrap(), damaged);
