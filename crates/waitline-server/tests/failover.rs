@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::crash_clients::{Client, Rng, Target, check_acknowledged, run_client, send};
-use common::process::{Process, free_port};
+use common::process::{Process, free_ports};
 use serde_json::{Value, json};
 use waitline_store::test_support::fresh_database;
 
@@ -58,9 +58,8 @@ fn bucket(tenant: &str) -> u32 {
     waitline_store::bucket::bucket_of(tenant, BUCKETS)
 }
 
-/// A node on a free loopback port, knowing the `OFFERED` tenants.
-fn start_node(pg: &str, lease: Duration) -> Process {
-    let port = free_port();
+/// A node on loopback `port` (free), knowing the `OFFERED` tenants.
+fn start_node(pg: &str, lease: Duration, port: u16) -> Process {
     let url = format!("http://127.0.0.1:{port}");
     let mut args: Vec<String> = [
         "--listen",
@@ -89,10 +88,11 @@ fn start_node(pg: &str, lease: Duration) -> Process {
 
 /// Three nodes, started side by side (each waits for its share at start).
 fn start_nodes(pg: &str, lease: Duration) -> Vec<Process> {
-    let started: Vec<_> = (0..NODES)
-        .map(|_| {
+    let started: Vec<_> = free_ports(NODES)
+        .into_iter()
+        .map(|port| {
             let pg = pg.to_owned();
-            std::thread::spawn(move || start_node(&pg, lease))
+            std::thread::spawn(move || start_node(&pg, lease, port))
         })
         .collect();
     started.into_iter().map(|t| t.join().unwrap()).collect()

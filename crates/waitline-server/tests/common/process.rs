@@ -72,7 +72,10 @@ impl Process {
     }
 }
 
-/// A free port on 127.0.0.1, for a node that must be told its own URL before it listens.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `n` distinct free ports on 127.0.0.1, for nodes that must be told their own URLs before
+/// they listen. Held all at once while they are picked: one at a time, a port let go could
+/// be handed out again to the next (two nodes of one test then met on one port).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
