@@ -165,23 +165,8 @@ impl Durability {
         engine: EngineBuilder,
         buckets: Option<&[u32]>,
     ) -> Result<(Engine, Self, Replayed), String> {
-        match store.log_tail() {
-            Some(waitline_store::LogTail::Torn { offset, bytes }) => tracing::warn!(
-                offset,
-                bytes,
-                "the write-ahead log ended in a transaction a crash cut short (never acknowledged): dropped"
-            ),
-            Some(waitline_store::LogTail::Damaged { offset, detail, .. }) => tracing::warn!(
-                offset,
-                detail = %detail,
-                "the write-ahead log was damaged: dropped it from there, committed transactions included (--recover-truncate)"
-            ),
-            Some(waitline_store::LogTail::Copied { offset, bytes }) => tracing::warn!(
-                offset,
-                bytes,
-                "the write-ahead log was damaged, but the database file already held all of it: dropped it, nothing lost"
-            ),
-            Some(waitline_store::LogTail::Clean) | None => {}
+        if let Some(tail) = store.log_tail().filter(|t| **t != waitline_store::LogTail::Clean) {
+            tracing::warn!("{tail}");
         }
         let journal = StoreJournal::with_snapshot_every(store.clone(), snapshot_every);
         let engine = engine.journal(journal.clone()).build();
@@ -609,8 +594,8 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
     if !dir.join(waitline_store::DB_FILE).exists() {
         return Err(format!("{}: no waitline data here", dir.display()));
     }
-    // Snapshots are never taken here: inspecting writes nothing but what any start does (a
-    // torn end of the write-ahead log is cut, as SQLite would drop it).
+    // Snapshots are never taken here: inspecting writes nothing but what any start does (what
+    // SQLite's recovery would drop from the write-ahead log is cut).
     let (engine, durability, replayed) =
         Durability::open(&Keep::Dir(dir), Fsync::Always, false, 0, Engine::builder())?;
     let Some(store) = &durability.store else { unreachable!("opened on a directory") };
@@ -628,11 +613,8 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
         size(db),
         size(&format!("{db}-wal"))
     );
-    if let Some(waitline_store::LogTail::Torn { offset, bytes }) = store.log_tail() {
-        let _ = writeln!(
-            out,
-            "the write-ahead log ends in a transaction cut short at byte {offset} ({bytes} bytes, never acknowledged): dropped"
-        );
+    if let Some(tail) = store.log_tail().filter(|t| **t != waitline_store::LogTail::Clean) {
+        let _ = writeln!(out, "{tail}");
     }
     for t in tenants {
         let tenant = engine.tenant(&t.tenant);

@@ -75,6 +75,27 @@ pub enum LogTail {
     },
 }
 
+/// What a service logs, and `waitline inspect` prints, of a log found at open.
+impl std::fmt::Display for LogTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Clean => f.write_str("the write-ahead log is whole"),
+            Self::Torn { offset, bytes } => write!(
+                f,
+                "the write-ahead log ends in a transaction cut short at byte {offset} ({bytes} bytes, never acknowledged): dropped"
+            ),
+            Self::Copied { offset, bytes } => write!(
+                f,
+                "the write-ahead log is damaged at byte {offset}, but the database file already held all of it ({bytes} bytes): dropped, nothing lost"
+            ),
+            Self::Damaged { offset, detail, .. } => write!(
+                f,
+                "the write-ahead log is damaged at byte {offset} ({detail}): dropped from there, committed transactions included (recovery asked for)"
+            ),
+        }
+    }
+}
+
 /// Cuts the log at `path` to its first `len` bytes, synced: what SQLite's recovery would
 /// drop, removed before it opens the log. Else the frames dropped stay past the log's end
 /// with its salts until the log starts over, and a crash before then would show them after

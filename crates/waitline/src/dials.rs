@@ -6,9 +6,9 @@
 //!
 //! Entries are kept in the order they were accepted and found by id through a table of their
 //! positions. The memory is bounded: adding an entry first drops, from the oldest, those past
-//! the window and those over [`DIAL_COMMAND_IDS`]. Entries are time-ordered unless the clock went back;
-//! then an expired entry may sit behind a newer one, and a new entry for its id takes over its
-//! place in the table (dropping the old entry later leaves the table alone).
+//! the window and those over [`DIAL_COMMAND_IDS`]. Entries are time-ordered unless the clock
+//! went back; then an expired entry may sit behind a newer one, and a new entry for its id
+//! takes over its place in the table (dropping the old entry later leaves the table alone).
 
 use std::collections::VecDeque;
 
