@@ -130,7 +130,7 @@ impl Durability {
         snapshot_every: u64,
         engine: EngineBuilder,
     ) -> Result<(Engine, Self, Replayed), String> {
-        let options = Options { fsync, recover_truncate, replay_from_delivered: true };
+        let options = Options { fsync, recover_truncate, replay_from_delivered: true, ..Options::default() };
         let store = match keep {
             Keep::Dir(dir) => Store::open(dir, options).map_err(|e| e.to_string())?,
             Keep::Postgres(config) => every_bucket(config, options)?,
@@ -167,6 +167,17 @@ impl Durability {
     ) -> Result<(Engine, Self, Replayed), String> {
         if let Some(tail) = store.log_tail().filter(|t| **t != waitline_store::LogTail::Clean) {
             tracing::warn!("{tail}");
+        }
+        match store.intake_tail() {
+            Some(tail @ waitline_store::IntakeTail::Clean { records }) if *records > 0 => {
+                tracing::info!("{tail}")
+            }
+            Some(
+                tail @ (waitline_store::IntakeTail::Torn { .. } | waitline_store::IntakeTail::Damaged { .. }),
+            ) => {
+                tracing::warn!("{tail}");
+            }
+            _ => {}
         }
         let journal = StoreJournal::with_snapshot_every(store.clone(), snapshot_every);
         let engine = engine.journal(journal.clone()).build();
@@ -614,6 +625,11 @@ pub fn inspect(dir: &Path) -> Result<String, String> {
         size(&format!("{db}-wal"))
     );
     if let Some(tail) = store.log_tail().filter(|t| **t != waitline_store::LogTail::Clean) {
+        let _ = writeln!(out, "{tail}");
+    }
+    if let Some(tail) =
+        store.intake_tail().filter(|t| **t != waitline_store::IntakeTail::Clean { records: 0 })
+    {
         let _ = writeln!(out, "{tail}");
     }
     for t in tenants {

@@ -56,6 +56,9 @@ pub(crate) trait Conn: Send {
     fn put_snapshot(&mut self, tenant: &str, seq: u64, data: &[u8]) -> Result<()>;
     /// Moves the delivery mark of `tenant` to `seq` unless it is already past it.
     fn put_delivered(&mut self, tenant: &str, seq: u64) -> Result<()>;
+    /// Notes that the intake (SQLite only, with `Fsync::Periodic`) is committed up to
+    /// `position`.
+    fn put_intake(&mut self, position: u64) -> Result<()>;
     /// Deletes the snapshots before `base` and the rows ending at or before it.
     fn delete_covered(&mut self, tenant: &str, base: u64) -> Result<()>;
     /// Forgets the tenant's history from `from` on: deletes the rows starting at or after

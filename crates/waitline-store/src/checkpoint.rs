@@ -137,7 +137,9 @@ fn run(shared: &Shared, db: &Path, fsync: Fsync) -> Result<()> {
     // A checkpoint syncs the log before copying it and the database file after, unless
     // the connection's `synchronous` is OFF.
     conn.execute_batch("PRAGMA synchronous = NORMAL;").map_err(sql)?;
-    let mut log = LogSync::new(db);
+    let mut log = FileSync::log_of(db);
+    // With `Fsync::Periodic`, what the writer has not committed yet waits in the intake.
+    let mut intake = FileSync { path: db.with_file_name(crate::intake::INTAKE_FILE), dir_synced: false };
     let mut next_sync = Instant::now() + PERIODIC_SYNC;
     // The log's frames at the last pass that held the writer: not held again until the
     // log changed (a reader can keep a pass from copying everything, and an idle writer
@@ -158,6 +160,7 @@ fn run(shared: &Shared, db: &Path, fsync: Fsync) -> Result<()> {
             held_at = Some(done.map_err(sql)?);
         }
         if fsync == Fsync::Periodic && (stopping || Instant::now() >= next_sync) {
+            intake.sync()?;
             log.sync()?;
             next_sync = Instant::now() + PERIODIC_SYNC;
         }
@@ -175,16 +178,17 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<u64> {
         .map(|f| f.max(0).unsigned_abs())
 }
 
-/// Syncs the write-ahead log file itself: a checkpoint syncs it only when it has frames
-/// to copy, which a reader can hold back.
-struct LogSync {
+/// Syncs a file of the store's: the write-ahead log itself (a checkpoint syncs it only when
+/// it has frames to copy, which a reader can hold back), and the intake (whose stores into
+/// its mapping the system writes back when the file is synced).
+struct FileSync {
     path: PathBuf,
-    /// The directory's entry of the log is synced once, with its first sync here.
+    /// The directory's entry of the file is synced once, with its first sync here.
     dir_synced: bool,
 }
 
-impl LogSync {
-    fn new(db: &Path) -> Self {
+impl FileSync {
+    fn log_of(db: &Path) -> Self {
         let mut path = db.as_os_str().to_owned();
         path.push("-wal");
         Self { path: path.into(), dir_synced: false }

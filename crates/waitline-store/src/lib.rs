@@ -40,6 +40,7 @@ mod compact;
 mod dir;
 pub mod engine;
 mod frame;
+mod intake;
 mod lease;
 pub mod placement;
 mod postgres;
@@ -54,6 +55,7 @@ pub mod wal;
 mod worker;
 mod writer;
 
+pub use crate::intake::IntakeTail;
 pub use crate::postgres::nodes::Node;
 pub use crate::postgres::{PgConfig, PgTls};
 pub use crate::share::Share;
@@ -103,6 +105,9 @@ pub struct Options {
     /// yet delivered are made again (a service that sends webhooks). Otherwise a tenant
     /// restarts from its newest snapshot. See the `compact` module.
     pub replay_from_delivered: bool,
+    /// The intake's size in bytes (0: [`intake::DEFAULT_BYTES`]); tests make it small.
+    #[doc(hidden)]
+    pub intake_bytes: u64,
 }
 
 /// What went wrong.
@@ -175,6 +180,20 @@ pub enum Error {
     )]
     LogDamaged {
         /// The log file.
+        path: PathBuf,
+        /// Where the damage is.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The intake (where `--fsync periodic` records land before their transaction) is
+    /// damaged before records written after it: they were acknowledged.
+    #[error(
+        "{}: damaged at byte {offset}: {detail}; the records after it were acknowledged (start with --recover-truncate to drop them and go on)",
+        path.display()
+    )]
+    IntakeDamaged {
+        /// The intake file.
         path: PathBuf,
         /// Where the damage is.
         offset: u64,
@@ -360,6 +379,9 @@ struct Shared {
     place: String,
     location: Location,
     options: Options,
+    /// Whether records go into an intake first (then the writer lingers, and whoever waits
+    /// for a commit says so).
+    intake: bool,
     channel: Arc<Channel>,
     writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
     /// Opens the writer's connection (again, after PostgreSQL dropped it: see `reconnect`).
@@ -380,6 +402,8 @@ enum Location {
         _lock: File,
         /// What the write-ahead log held past its last complete transaction at open.
         log_tail: LogTail,
+        /// What the intake held past what the database held, at open.
+        intake_tail: IntakeTail,
     },
     Postgres {
         config: PgConfig,
@@ -437,16 +461,24 @@ impl Store {
         if let Some(len) = keep {
             wal::cut(&log, len).map_err(|source| Error::Io { path: log.clone(), source })?;
         }
+        let (intake_tail, intake_next) = intake::recover(dir, &db, options)?;
+        let intake = match options.fsync {
+            Fsync::Periodic => {
+                let path = dir.join(intake::INTAKE_FILE);
+                let bytes =
+                    if options.intake_bytes == 0 { intake::DEFAULT_BYTES } else { options.intake_bytes };
+                let ring =
+                    intake::Intake::open(&path, bytes, intake_next).map_err(|e| Error::io(&path, e))?;
+                Some(ring)
+            }
+            Fsync::Always => None,
+        };
         let make: MakeConn = {
             let db = db.clone();
             Arc::new(move || Ok(Box::new(Sqlite::open_writer(&db, options.fsync)?) as Box<dyn Conn>))
         };
-        Self::start(
-            place,
-            Location::Sqlite { dir: dir.to_path_buf(), db, _lock: lock, log_tail },
-            make,
-            options,
-        )
+        let location = Location::Sqlite { dir: dir.to_path_buf(), db, _lock: lock, log_tail, intake_tail };
+        Self::start(place, location, make, options, intake)
     }
 
     /// Opens the store in PostgreSQL (creating its schema and tables if needed) and starts
@@ -459,13 +491,27 @@ impl Store {
         };
         let leases = parking_lot::Mutex::new(Arc::new(reconnect::lease_worker(config)?));
         let location = Location::Postgres { config: config.clone(), leases, held: Arc::new(Held::default()) };
-        Self::start(config.place(), location, make, options)
+        Self::start(config.place(), location, make, options, None)
     }
 
     /// Starts the writer thread (see [`spawn_writer`]) and makes the store.
-    fn start(place: String, location: Location, make: MakeConn, options: Options) -> Result<Self> {
+    fn start(
+        place: String,
+        location: Location,
+        make: MakeConn,
+        options: Options,
+        intake: Option<intake::Intake>,
+    ) -> Result<Self> {
         let channel = Arc::new(Channel::default());
-        channel.pending.lock().next_ticket = 1;
+        let has_intake = intake.is_some();
+        {
+            let mut pending = channel.pending.lock();
+            pending.next_ticket = 1;
+            if let Some(intake) = &intake {
+                channel.intake_committed.store(intake.next(), Ordering::Release);
+            }
+            pending.intake = intake;
+        }
         let held = match &location {
             Location::Postgres { held, .. } => Some(Arc::clone(held)),
             Location::Sqlite { .. } => None,
@@ -476,6 +522,7 @@ impl Store {
                 place,
                 location,
                 options,
+                intake: has_intake,
                 channel,
                 writer: parking_lot::Mutex::new(Some(writer)),
                 make,
@@ -495,6 +542,17 @@ impl Store {
         }
     }
 
+    /// What the intake (with [`Fsync::Periodic`]) held past what the database held when the
+    /// store was opened, now committed: the records a crash left there, and a record it cut
+    /// short, if any (never acknowledged). `None` in PostgreSQL. A service logs it.
+    #[must_use]
+    pub fn intake_tail(&self) -> Option<&IntakeTail> {
+        match &self.shared.location {
+            Location::Sqlite { intake_tail, .. } => Some(intake_tail),
+            Location::Postgres { .. } => None,
+        }
+    }
+
     /// The data directory (`None` in PostgreSQL).
     #[must_use]
     pub fn dir(&self) -> Option<&Path> {
@@ -510,7 +568,7 @@ impl Store {
     pub fn append(&self, tenant: &str, seq: u64, data: &[u8]) -> Result<Ticket> {
         let seq = checked(seq)?;
         let sum = frame::checksum(tenant, seq, data);
-        self.queue(tenant, |records| {
+        self.queue(tenant, Some(frame::HEADER + data.len()), |records| {
             let start = records.len();
             frame::put(records, sum, data);
             Write::Record { seq, stored: start..records.len() }
@@ -548,33 +606,107 @@ impl Store {
     }
 
     fn push(&self, tenant: &str, write: Write) -> Result<Ticket> {
-        self.queue(tenant, |_| write)
+        self.queue(tenant, None, |_| write)
     }
 
     /// Queues the operation `write` makes, given the batch's buffer of framed records (under
-    /// the queue's lock: it may frame a record there).
-    fn queue(&self, tenant: &str, write: impl FnOnce(&mut Vec<u8>) -> Write) -> Result<Ticket> {
+    /// the queue's lock: it may frame a record there). `record`: the stored length of the
+    /// record it frames, if it is one (it then goes into the intake, if there is one).
+    fn queue(
+        &self,
+        tenant: &str,
+        record: Option<usize>,
+        write: impl FnOnce(&mut Vec<u8>) -> Write,
+    ) -> Result<Ticket> {
         let channel = &self.shared.channel;
         if channel.failed.load(Ordering::Acquire) {
             return Err(self.stopped());
         }
         let claim = self.claim(tenant)?;
-        let (ticket, wake) = {
-            let mut p = channel.pending.lock();
-            let ticket = p.next_ticket;
-            p.next_ticket += 1;
-            let tenant = match &p.last_tenant {
-                Some(last) if **last == *tenant => Arc::clone(last),
-                _ => p.last_tenant.insert(tenant.into()).clone(),
-            };
-            let write = write(&mut p.records);
-            p.ops.push(Op { tenant, claim, write });
-            (ticket, p.ops.len() == 1)
+        let mut p = channel.pending.lock();
+        let held = match (record, p.intake.is_some()) {
+            (Some(len), true) => {
+                let (guard, held) = self.make_room(p, tenant, len)?;
+                p = guard;
+                held
+            }
+            _ => false,
         };
-        if wake {
+        let ticket = p.next_ticket;
+        p.next_ticket += 1;
+        let tenant = match &p.last_tenant {
+            Some(last) if **last == *tenant => Arc::clone(last),
+            _ => p.last_tenant.insert(tenant.into()).clone(),
+        };
+        let write = write(&mut p.records);
+        let pending = &mut *p;
+        let safe_at_once = match (&write, pending.intake.as_mut()) {
+            (Write::Record { seq, stored }, Some(intake)) if held => {
+                intake.put(&tenant, *seq, &pending.records[stored.clone()]);
+                true
+            }
+            (Write::Record { .. }, Some(_)) => {
+                pending.unheld = ticket;
+                false
+            }
+            // Marks only spare webhooks being sent again after a restart: a crash before
+            // their commit costs nothing promised.
+            (Write::Delivered { .. }, Some(_)) => true,
+            _ => false,
+        };
+        let intake = pending.intake.is_some();
+        pending.ops.push(Op { tenant, claim, write });
+        let first = pending.ops.len() == 1;
+        if safe_at_once {
+            // Under the queue's lock, in ticket order; unless an earlier ticket is still
+            // only queued (a snapshot, a record too large for the intake): then this one
+            // waits for their commit.
+            let _ = channel.safe.compare_exchange(ticket - 1, ticket, Ordering::AcqRel, Ordering::Acquire);
+        }
+        drop(p);
+        if intake && !safe_at_once {
+            channel.urge();
+        } else if first {
             channel.writer_wake.notify_one();
         }
         Ok(Ticket(ticket))
+    }
+
+    /// With the queue's lock `p` held: waits until a record stored in `len` bytes can go
+    /// into the intake; returns the lock and whether it goes there (`false`: too large for
+    /// it, it waits for its commit instead).
+    fn make_room<'a>(
+        &'a self,
+        mut p: parking_lot::MutexGuard<'a, writer::Pending>,
+        tenant: &str,
+        len: usize,
+    ) -> Result<(parking_lot::MutexGuard<'a, writer::Pending>, bool)> {
+        let channel = &self.shared.channel;
+        loop {
+            let Some(intake) = p.intake.as_ref() else { return Ok((p, false)) };
+            let committed = channel.intake_committed.load(Ordering::Acquire);
+            let fits = intake.fits(tenant, len as u64, committed);
+            let unheld_done = p.unheld <= channel.durable.load(Ordering::Acquire);
+            match fits {
+                None => return Ok((p, false)),
+                Some(true) if unheld_done => return Ok((p, true)),
+                Some(_) => {}
+            }
+            // Full, or behind a record that is not there: wait for the writer's next commit.
+            let commits = channel.commits.load(Ordering::Acquire);
+            drop(p);
+            channel.urge();
+            {
+                let mut progress = channel.progress.lock();
+                while channel.commits.load(Ordering::Acquire) == commits && progress.failed.is_none() {
+                    channel.progress_changed.wait(&mut progress);
+                }
+            }
+            if channel.failed.load(Ordering::Acquire) {
+                return Err(self.stopped());
+            }
+            p = channel.pending.lock();
+        }
     }
 
     fn stopped(&self) -> Error {
@@ -588,7 +720,7 @@ impl Store {
         if let Some(why) = progress.dropped(ticket.0) {
             return Some(Err(Error::Stopped(why)));
         }
-        if progress.durable >= ticket.0 {
+        if progress.durable >= ticket.0 || self.shared.channel.safe.load(Ordering::Acquire) >= ticket.0 {
             Some(match progress.refused.get(&ticket.0) {
                 Some(claim) => Err(Error::LeaseLost { bucket: claim.bucket, epoch: claim.epoch }),
                 None => Ok(()),
@@ -602,9 +734,17 @@ impl Store {
     pub fn wait(&self, ticket: Ticket) -> Result<()> {
         let channel = &self.shared.channel;
         let mut p = channel.progress.lock();
+        let mut urged = false;
         loop {
             if let Some(done) = self.check(&p, ticket) {
                 return done;
+            }
+            if !urged && self.shared.intake {
+                urged = true;
+                drop(p);
+                channel.urge();
+                p = channel.progress.lock();
+                continue;
             }
             channel.progress_changed.wait(&mut p);
         }
@@ -613,11 +753,18 @@ impl Store {
     /// `Ready` once `ticket` is durable (or the store has stopped); else the task of `cx` is
     /// woken when it is. Needs no particular async runtime.
     pub fn poll_durable(&self, ticket: Ticket, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let mut p = self.shared.channel.progress.lock();
-        if let Some(done) = self.check(&p, ticket) {
-            return Poll::Ready(done);
+        let channel = &self.shared.channel;
+        {
+            let mut p = channel.progress.lock();
+            if let Some(done) = self.check(&p, ticket) {
+                return Poll::Ready(done);
+            }
+            p.wakers.push((ticket.0, cx.waker().clone()));
         }
-        p.wakers.push((ticket.0, cx.waker().clone()));
+        // A writer that lingers for a larger batch would keep this waiting.
+        if self.shared.intake {
+            channel.urge();
+        }
         Poll::Pending
     }
 
@@ -634,9 +781,29 @@ impl Store {
         Ticket(self.shared.channel.pending.lock().next_ticket.saturating_sub(1))
     }
 
-    /// Waits until everything appended so far is durable.
+    /// Waits until everything appended so far is committed to the database (with an
+    /// intake, more than durable: what readers of the database see).
     pub fn flush(&self) -> Result<()> {
-        self.wait(self.last_ticket())
+        let channel = &self.shared.channel;
+        let ticket = self.last_ticket();
+        let mut p = channel.progress.lock();
+        let mut urged = false;
+        loop {
+            if p.durable >= ticket.0 {
+                return self.check(&p, ticket).unwrap_or(Ok(()));
+            }
+            if let Some(why) = &p.failed {
+                return Err(Error::Stopped(why.clone()));
+            }
+            if !urged && self.shared.intake {
+                urged = true;
+                drop(p);
+                channel.urge();
+                p = channel.progress.lock();
+                continue;
+            }
+            channel.progress_changed.wait(&mut p);
+        }
     }
 
     /// Whether the store has stopped after a failed write or sync (then every append and

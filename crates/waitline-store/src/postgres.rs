@@ -333,6 +333,11 @@ impl Conn for Postgres {
         )
     }
 
+    fn put_intake(&mut self, _position: u64) -> Result<()> {
+        // Only a SQLite store has an intake (`Store::open`).
+        Err(Error::Stopped("PostgreSQL keeps no intake".into()))
+    }
+
     fn put_delivered(&mut self, tenant: &str, seq: u64) -> Result<()> {
         let bucket = self.bucket(tenant);
         self.execute(

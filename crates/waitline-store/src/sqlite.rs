@@ -90,6 +90,17 @@ impl Sqlite {
         Ok(Self { checkpointer, conn, db: db.to_path_buf() })
     }
 
+    /// How far into the intake the database holds (0: never written).
+    pub(crate) fn intake_position(&self) -> Result<u64> {
+        let err = self.err();
+        let found: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'intake'", [], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        Ok(found.map_or(0, from_sql))
+    }
+
     /// A connection that only reads.
     pub(crate) fn open_reader(db: &Path) -> Result<Self> {
         let conn = Connection::open_with_flags(
@@ -200,6 +211,13 @@ impl Conn for Sqlite {
             "INSERT INTO delivered (tenant, seq) VALUES (?1, ?2) \
              ON CONFLICT (tenant) DO UPDATE SET seq = max(seq, excluded.seq)",
             params![tenant, to_sql(seq)],
+        )
+    }
+
+    fn put_intake(&mut self, position: u64) -> Result<()> {
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES ('intake', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![to_sql(position)],
         )
     }
 

@@ -144,6 +144,10 @@ impl Conn for RemoteConn {
         self.0.run(move |c| c.put_delivered(&tenant, seq))
     }
 
+    fn put_intake(&mut self, position: u64) -> Result<()> {
+        self.0.run(move |c| c.put_intake(position))
+    }
+
     fn delete_covered(&mut self, tenant: &str, base: u64) -> Result<()> {
         let tenant = tenant.to_owned();
         self.0.run(move |c| c.delete_covered(&tenant, base))

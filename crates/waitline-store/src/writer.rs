@@ -8,14 +8,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::backend::{Conn, NewRow};
 use crate::compact::compact;
+use crate::intake::Intake;
 use crate::lease::Held;
 use crate::{Error, Options};
+
+/// With an intake, how long the writer lets a batch fill when nobody waits for it: at the
+/// HTTP service's rates, a few hundred records a commit instead of a handful.
+pub(crate) const LINGER: Duration = Duration::from_millis(5);
 
 /// The lease an operation is written under: refused when it is no longer current.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,6 +64,13 @@ pub(crate) struct Pending {
     pub(crate) last_tenant: Option<Arc<str>>,
     /// The ticket the next operation gets (tickets start at 1).
     pub(crate) next_ticket: u64,
+    /// With [`crate::Fsync::Periodic`] in a data directory: where records land first (see
+    /// the `intake` module).
+    pub(crate) intake: Option<Intake>,
+    /// The ticket of the latest record queued without a place in the intake (0: none):
+    /// later records go there only once it is committed, so that the intake past the
+    /// committed point never misses a record.
+    pub(crate) unheld: u64,
     /// The store is closing: write what is pending, then stop.
     pub(crate) closing: bool,
     /// Tests hold the writer back to see a batch form.
@@ -102,6 +114,17 @@ pub(crate) struct Channel {
     /// Set with `failed` when the write failed because PostgreSQL dropped the connection (or
     /// could not be reached): the store may be reconnected (see `reconnect`).
     pub(crate) reconnectable: AtomicBool,
+    /// Every ticket up to this one is durable, or refused (`Progress::durable`, read
+    /// without its lock).
+    pub(crate) durable: AtomicU64,
+    /// Every ticket up to this one is durable or, with an intake, in the intake (what
+    /// [`crate::Fsync::Periodic`] promises: it survives the process). Never behind `durable`.
+    pub(crate) safe: AtomicU64,
+    /// How far into the intake the writer has committed.
+    pub(crate) intake_committed: AtomicU64,
+    /// With an intake, the writer lets a batch fill for [`LINGER`] unless this is set:
+    /// someone waits for a commit.
+    pub(crate) urgent: AtomicBool,
     /// Transactions committed.
     pub(crate) commits: AtomicU64,
     /// How long each commit took.
@@ -139,6 +162,17 @@ impl Channel {
             p.dropped.push((first, upto, why));
         }
         p.durable = p.durable.max(upto);
+        self.durable.store(p.durable, Ordering::Release);
+        self.safe.fetch_max(p.durable, Ordering::AcqRel);
+    }
+
+    /// Asks the writer to commit what is queued now, without lingering: someone waits.
+    pub(crate) fn urge(&self) {
+        self.urgent.store(true, Ordering::Release);
+        // Through the queue's lock: the writer either has not checked the flag yet or is
+        // already waiting, and hears this.
+        drop(self.pending.lock());
+        self.writer_wake.notify_one();
     }
 
     /// Once a new writer runs: appends are taken again.
@@ -158,6 +192,8 @@ impl Channel {
         let ready = {
             let mut p = self.progress.lock();
             p.durable = p.durable.max(upto);
+            self.durable.store(p.durable, Ordering::Release);
+            self.safe.fetch_max(p.durable, Ordering::AcqRel);
             let (ready, waiting) = std::mem::take(&mut p.wakers).into_iter().partition(|(t, _)| *t <= upto);
             p.wakers = waiting;
             ready
@@ -179,26 +215,44 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
     // a new one each time.
     let mut records = Vec::new();
     loop {
-        let (ops, upto, closing) = {
+        let (ops, upto, closing, intake_end) = {
             let mut p = channel.pending.lock();
-            while !p.closing && (p.ops.is_empty() || p.paused) {
-                channel.writer_wake.wait(&mut p);
+            loop {
+                if p.closing {
+                    break;
+                }
+                if p.ops.is_empty() || p.paused {
+                    channel.writer_wake.wait(&mut p);
+                    continue;
+                }
+                // Everything queued is already safe in the intake unless someone waits: a
+                // larger batch costs each record less.
+                if p.intake.is_none() || channel.urgent.swap(false, Ordering::AcqRel) {
+                    break;
+                }
+                if channel.writer_wake.wait_for(&mut p, LINGER).timed_out() {
+                    break;
+                }
             }
             records.clear();
             std::mem::swap(&mut records, &mut p.records);
-            (std::mem::take(&mut p.ops), p.next_ticket.saturating_sub(1), p.closing)
+            let intake_end = p.intake.as_ref().map(Intake::next);
+            (std::mem::take(&mut p.ops), p.next_ticket.saturating_sub(1), p.closing, intake_end)
         };
         if !ops.is_empty() {
             let started = Instant::now();
             let first = upto + 1 - ops.len() as u64;
             let tickets = (first..=upto).collect();
-            let batch = Batch { ops, records: &records };
+            let batch = Batch { ops, records: &records, intake_end };
             if let Err(e) = write_fenced(channel, conn.as_mut(), &mut heads, batch, tickets, options, held) {
                 channel.fail(format!("writing the journal failed: {e}"), e.is_disconnect());
                 return;
             }
             channel.commit_times.observe(started.elapsed());
-            channel.commits.fetch_add(1, Ordering::Relaxed);
+            if let Some(end) = intake_end {
+                channel.intake_committed.store(end, Ordering::Release);
+            }
+            channel.commits.fetch_add(1, Ordering::Release);
             channel.advance(upto);
         }
         if closing && channel.pending.lock().ops.is_empty() {
@@ -208,9 +262,12 @@ pub(crate) fn run(channel: &Channel, mut conn: Box<dyn Conn>, options: Options, 
 }
 
 /// Operations taken together, and the buffer their records are framed in.
-struct Batch<'a> {
-    ops: Vec<Op>,
-    records: &'a [u8],
+pub(crate) struct Batch<'a> {
+    pub(crate) ops: Vec<Op>,
+    pub(crate) records: &'a [u8],
+    /// With an intake: its position when the batch was taken, stored with it (every frame
+    /// before it is a record of this batch or of an earlier one).
+    pub(crate) intake_end: Option<u64>,
 }
 
 impl Batch<'_> {
@@ -286,6 +343,16 @@ impl Heads {
             Some(head) => *head = (epoch, last),
             None => drop(self.0.insert(tenant.into(), (epoch, last))),
         }
+    }
+}
+
+/// Writes `batch` in one transaction, outside the writer's loop (a start's recovery).
+pub(crate) fn write_alone(conn: &mut dyn Conn, batch: &Batch<'_>, from_delivered: bool) -> Result<(), Error> {
+    match write_batch(conn, &mut Heads::default(), batch, from_delivered) {
+        Ok(()) => Ok(()),
+        Err(Failure::Error(e)) => Err(e),
+        // Only operations written under a lease are fenced.
+        Err(Failure::Fenced(lost)) => Err(Error::Stopped(format!("leases lost: {lost:?}").into())),
     }
 }
 
@@ -410,6 +477,9 @@ fn write_in_transaction(
     }
     if !runs.is_empty() {
         conn.insert_rows(&runs)?;
+    }
+    if let Some(end) = batch.intake_end {
+        conn.put_intake(end)?;
     }
     Ok(())
 }

@@ -1,0 +1,209 @@
+//! The intake (`Fsync::Periodic` in a data directory): a record is durable once copied there,
+//! before its transaction; a start commits what the intake holds past the database. A crash
+//! is a copy of the data directory's files taken while the writer holds records back (the
+//! mapping's stores are in the files, as they are in the system's page cache after a
+//! `kill -9`; `tests/kill.rs` kills a real process).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{record, replay_all};
+use waitline_store::{DB_FILE, Error, Fsync, IntakeTail, Options, Store};
+
+const INTAKE: &str = "intake";
+
+fn periodic(bytes: u64) -> Options {
+    Options { fsync: Fsync::Periodic, intake_bytes: bytes, ..Options::default() }
+}
+
+/// The data directory's files as a crash at this moment leaves them.
+fn crash_copy(from: &Path, to: &Path) {
+    for name in [DB_FILE.to_owned(), format!("{DB_FILE}-wal"), INTAKE.to_owned()] {
+        if from.join(&name).exists() {
+            std::fs::copy(from.join(&name), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Each tenant's records, checked dense and as appended; the last number of each.
+fn stored(store: &Store) -> Vec<(String, u64)> {
+    let (seen, _) = replay_all(store);
+    let mut last: Vec<(String, u64)> = Vec::new();
+    for (tenant, kind, seq, data) in seen {
+        assert_eq!(kind, "record");
+        assert_eq!(data, record(seq), "{tenant} {seq}");
+        match last.iter_mut().find(|(t, _)| *t == tenant) {
+            Some((_, prev)) => {
+                assert_eq!(seq, *prev + 1, "{tenant}: dense");
+                *prev = seq;
+            }
+            None => {
+                assert_eq!(seq, 1, "{tenant}: from 1");
+                last.push((tenant, seq));
+            }
+        }
+    }
+    last
+}
+
+/// Appends records `seqs` to each tenant, waiting for each.
+fn append(store: &Store, tenants: &[&str], seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
+        for tenant in tenants {
+            store.wait(store.append(tenant, seq, &record(seq)).unwrap()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn records_only_in_the_intake_survive_a_crash_after_laps_of_a_small_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(4096)).unwrap();
+    // About 40 records a lap: the ring is full many times over, and waits for commits.
+    append(&store, &["a", "bb"], 1..=300);
+    store.flush().unwrap();
+    let commits = store.commits();
+    store.pause_writer();
+    append(&store, &["a", "bb"], 301..=310);
+    assert_eq!(store.commits(), commits, "the last records are in the intake only");
+    let crashed = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), crashed.path());
+    store.resume_writer();
+    drop(store);
+
+    let reopened = Store::open(crashed.path(), periodic(4096)).unwrap();
+    assert_eq!(reopened.intake_tail(), Some(&IntakeTail::Clean { records: 20 }));
+    assert_eq!(stored(&reopened), vec![("a".into(), 310), ("bb".into(), 310)]);
+    // The next run goes on, and a start after it finds nothing new in the intake.
+    append(&reopened, &["a"], 311..=320);
+    drop(reopened);
+    let again = Store::open(crashed.path(), Options::default()).unwrap();
+    assert_eq!(again.intake_tail(), Some(&IntakeTail::Clean { records: 0 }));
+    assert_eq!(stored(&again), vec![("a".into(), 320), ("bb".into(), 310)]);
+}
+
+#[test]
+fn a_record_waited_for_is_durable_before_its_commit_and_flush_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    store.pause_writer();
+    let ticket = store.append("t", 1, &record(1)).unwrap();
+    // Paused, the writer commits nothing: the wait returns because the intake holds it.
+    store.wait(ticket).unwrap();
+    assert_eq!(store.commits(), 0);
+    store.resume_writer();
+    store.flush().unwrap();
+    assert_eq!(store.commits(), 1);
+    assert_eq!(stored(&store), vec![("t".into(), 1)]);
+}
+
+#[test]
+fn a_snapshot_queued_before_a_record_makes_its_wait_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    store.append("t", 1, &record(1)).unwrap();
+    store.pause_writer();
+    store.snapshot("t", 1, b"state").unwrap();
+    let ticket = store.append("t", 2, &record(2)).unwrap();
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || store.wait(ticket))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!waiter.is_finished(), "the snapshot before it is not durable yet");
+    store.resume_writer();
+    waiter.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_record_too_large_for_the_intake_waits_for_its_commit_and_the_next_ones_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(4096)).unwrap();
+    append(&store, &["t"], 1..=3);
+    store.pause_writer();
+    let large = store.append("t", 4, &[9; 2000]).unwrap();
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || store.wait(large))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!waiter.is_finished(), "not in the intake: it waits for its commit");
+    store.resume_writer();
+    waiter.join().unwrap().unwrap();
+    // The next record goes into the intake only once the large one is committed, and a
+    // crash then loses neither.
+    store.pause_writer();
+    store.wait(store.append("t", 5, &record(5)).unwrap()).unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), crashed.path());
+    store.resume_writer();
+    drop(store);
+    let reopened = Store::open(crashed.path(), Options::default()).unwrap();
+    let (seen, _) = replay_all(&reopened);
+    let seqs: Vec<u64> = seen.iter().map(|s| s.2).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(seen[3].3, vec![9; 2000]);
+}
+
+#[test]
+fn damage_before_acknowledged_records_stops_the_start_unless_recovering() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    append(&store, &["t"], 1..=2);
+    store.flush().unwrap();
+    store.pause_writer();
+    append(&store, &["t"], 3..=8);
+    let crashed = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), crashed.path());
+    store.resume_writer();
+    drop(store);
+
+    // A byte of record 4's frame: the first frame past the committed point is record 3's.
+    let intake = crashed.path().join(INTAKE);
+    let mut ring = std::fs::read(&intake).unwrap();
+    // A frame: its position (here its offset: the first lap), length, checksum, then the
+    // record's number, its tenant's length and its tenant.
+    let frames: Vec<usize> = (0..ring.len() - 32)
+        .filter(|&i| {
+            ring[i..i + 8] == (i as u64).to_le_bytes()
+                && ring[i + 16..i + 24] == 4u64.to_le_bytes()
+                && ring[i + 24..i + 29] == [1, 0, 0, 0, b't']
+        })
+        .collect();
+    assert_eq!(frames.len(), 1, "record 4's frame");
+    ring[frames[0] + 40] ^= 0x10;
+    std::fs::write(&intake, &ring).unwrap();
+
+    match Store::open(crashed.path(), periodic(0)) {
+        Err(Error::IntakeDamaged { path, offset, detail }) => {
+            assert_eq!(path, intake);
+            assert_eq!(offset, frames[0] as u64);
+            assert!(detail.contains("checksum"), "{detail}");
+        }
+        other => panic!("expected the start refused, got {other:?}"),
+    }
+    let recovered = Store::open(crashed.path(), Options { recover_truncate: true, ..periodic(0) }).unwrap();
+    assert!(matches!(recovered.intake_tail(), Some(IntakeTail::Damaged { records: 1, .. })));
+    assert_eq!(stored(&recovered), vec![("t".into(), 3)]);
+}
+
+#[test]
+fn a_store_reopened_under_always_takes_the_intake_and_later_under_periodic_reads_nothing_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    store.pause_writer();
+    append(&store, &["t"], 1..=5);
+    let crashed = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), crashed.path());
+    store.resume_writer();
+    drop(store);
+    let always = Store::open(crashed.path(), Options::default()).unwrap();
+    assert_eq!(always.intake_tail(), Some(&IntakeTail::Clean { records: 5 }));
+    append(&always, &["t"], 6..=7);
+    drop(always);
+    let periodic_again = Store::open(crashed.path(), periodic(0)).unwrap();
+    assert_eq!(periodic_again.intake_tail(), Some(&IntakeTail::Clean { records: 0 }));
+    assert_eq!(stored(&periodic_again), vec![("t".into(), 7)]);
+}
