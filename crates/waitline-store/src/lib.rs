@@ -86,9 +86,12 @@ pub enum Fsync {
     /// loss. The default.
     #[default]
     Always,
-    /// After its transaction is written to the operating system; the log is synced at least
-    /// once a second. Survives a crash or a `kill -9` of the process, but a power loss or a
-    /// kernel crash can lose up to the last second (like Redis's `appendfsync everysec`).
+    /// Once written to the operating system: in a data directory, once copied into the
+    /// intake (a file mapped into memory, see the `intake` module; committed within a few
+    /// milliseconds); in PostgreSQL, once committed without waiting for its flush. What is
+    /// written is synced at least once a second. Survives a crash or a `kill -9` of the
+    /// process, but a power loss or a kernel crash can lose up to the last second (like
+    /// Redis's `appendfsync everysec`).
     Periodic,
 }
 
