@@ -232,7 +232,8 @@ impl std::fmt::Display for IntakeTail {
 }
 
 /// The frames of the ring `ring` from position `from` on, to the first one that is not
-/// there (see [`IntakeTail`]); and the position after the last one read.
+/// there (see [`IntakeTail`]); and the position where reading stopped (a restart goes two
+/// laps on from it).
 pub(crate) fn read(ring: &[u8], from: u64) -> (Vec<Found>, u64, IntakeTail) {
     let size = ring.len() as u64;
     let mut found = Vec::new();
@@ -587,6 +588,101 @@ mod tests {
         let (found, _, tail) = read(&intake.map, 0);
         assert!(found.is_empty());
         assert!(matches!(tail, IntakeTail::Damaged { offset: 0, .. }), "{tail:?}");
+    }
+
+    /// A small generator (xorshift), so that the cases are the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Random runs against a model: records of random tenants and sizes put into rings of
+    /// random sizes, committed at random points (the ring refusing a record until then);
+    /// then read back from the committed point whole, with the last frame cut at a random
+    /// byte, or with a random bit of a random frame flipped.
+    #[test]
+    fn random_runs_read_back_what_the_model_holds() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for case in 0..1000 {
+            let size = 400 + rng.below(3000);
+            let (_dir, mut intake) = ring(size);
+            intake.next = rng.below(3) * size + rng.below(size);
+            let mut committed = intake.next;
+            // Frames past the committed point: (position, length, record).
+            let mut model: Vec<(u64, u64, Found)> = Vec::new();
+            for seq in 1..=1 + rng.below(80) {
+                let tenant = ["a", "bb", "tenant-c"][rng.below(3) as usize];
+                let payload = vec![seq as u8; rng.below(180) as usize];
+                let stored = crate::frame::encode(tenant, seq, &payload);
+                if rng.below(6) == 0 {
+                    committed = intake.next();
+                    model.clear();
+                }
+                match intake.fits(tenant, stored.len() as u64, committed) {
+                    None => continue,
+                    Some(true) => {}
+                    Some(false) => {
+                        committed = intake.next();
+                        model.clear();
+                        assert_eq!(
+                            intake.fits(tenant, stored.len() as u64, committed),
+                            Some(true),
+                            "case {case}"
+                        );
+                    }
+                }
+                intake.put(tenant, seq, &stored);
+                let len = frame_len(tenant, stored.len() as u64);
+                model.push((intake.next() - len, len, Found { tenant: tenant.into(), seq, stored }));
+            }
+            let expected: Vec<&Found> = model.iter().map(|m| &m.2).collect();
+            let (found, at, tail) = read(&intake.map, committed);
+            assert_eq!(found.iter().collect::<Vec<_>>(), expected, "case {case}: whole");
+            // Where reading stopped: the next frame's place (past an end too short for a
+            // marker, if there is one).
+            assert!((intake.next()..intake.next() + HEADER).contains(&at), "case {case}: {at}");
+            assert_eq!(tail, IntakeTail::Clean { records: model.len() }, "case {case}");
+            let Some((last_at, last_len, _)) = model.last() else { continue };
+
+            // A crash while the last frame was being copied.
+            let mut cut = intake.map.to_vec();
+            let from = last_at % size + rng.below(*last_len);
+            cut[from as usize..(last_at % size + last_len) as usize].fill(0);
+            let (found, at, tail) = read(&cut, committed);
+            assert_eq!(found.len(), model.len() - 1, "case {case}: cut at {from}");
+            assert_eq!(at, *last_at, "case {case}");
+            assert!(
+                matches!(tail, IntakeTail::Clean { .. } | IntakeTail::Torn { .. }),
+                "case {case}: {tail:?}"
+            );
+
+            // A flipped bit in one frame: damage if a whole frame follows, else its end.
+            let hit = rng.below(model.len() as u64) as usize;
+            let (hit_at, hit_len, _) = &model[hit];
+            let byte = (hit_at % size + rng.below(*hit_len)) as usize;
+            let mut flipped = intake.map.to_vec();
+            flipped[byte] ^= 1 << rng.below(8);
+            let (found, at, tail) = read(&flipped, committed);
+            assert_eq!(found.len(), hit, "case {case}: flip at {byte}");
+            assert_eq!(at, *hit_at, "case {case}");
+            if hit + 1 < model.len() {
+                assert!(
+                    matches!(tail, IntakeTail::Damaged { offset, .. } if offset == hit_at % size),
+                    "case {case}: {tail:?}"
+                );
+            } else {
+                assert!(
+                    matches!(tail, IntakeTail::Clean { .. } | IntakeTail::Torn { .. }),
+                    "case {case}: {tail:?}"
+                );
+            }
+        }
     }
 
     #[test]
