@@ -464,6 +464,14 @@ mod tests {
     const FRAME: u64 = 137;
 
     #[test]
+    fn a_frame_of_a_quarter_of_the_ring_fits_and_one_byte_more_never_does() {
+        let (_dir, intake) = ring(1024);
+        // A frame of tenant `t`: 29 bytes before the stored record.
+        assert_eq!(intake.fits("t", 256 - 29, 0), Some(true));
+        assert_eq!(intake.fits("t", 256 - 28, 0), None);
+    }
+
+    #[test]
     fn a_frame_that_would_cross_the_end_goes_to_the_next_lap() {
         // The eighth would cross the end, 127 bytes after the seventh.
         let size = 8 * FRAME - 10;
