@@ -30,6 +30,7 @@ use std::path::Path;
 
 use memmap2::MmapMut;
 
+use crate::backend::Conn as _;
 use crate::sqlite::Sqlite;
 use crate::writer::{self, Batch, Op, Write};
 use crate::{Error, Fsync, Options, Result};
@@ -342,28 +343,51 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// What a start found of the intake, and what the store's queue needs to go on with it.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// How the intake ended past what the database held.
+    pub(crate) tail: IntakeTail,
+    /// Where the next frame goes.
+    pub(crate) next: u64,
+    /// Each tenant's last number stored (a record must follow it before it goes into the
+    /// intake); `None` when the store keeps no intake.
+    pub(crate) heads: Option<Vec<(String, u64)>>,
+}
+
 /// At a start, before the writer's: commits (synced) the records the intake in `dir` holds
-/// past what the database `db` holds; returns how the intake ended and the position its
-/// next frame goes at.
-pub(crate) fn recover(dir: &Path, db: &Path, options: Options) -> Result<(IntakeTail, u64)> {
+/// past what the database `db` holds. With [`Fsync::Periodic`] it also marks the store as
+/// using an intake and reads each tenant's last number.
+pub(crate) fn recover(dir: &Path, db: &Path, options: Options) -> Result<Recovered> {
     let path = dir.join(INTAKE_FILE);
+    let periodic = options.fsync == Fsync::Periodic;
     let ring = match std::fs::read(&path) {
-        Ok(ring) if ring.len() as u64 >= HEADER => ring,
-        Ok(_) => return Ok((IntakeTail::Clean { records: 0 }, 0)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((IntakeTail::Clean { records: 0 }, 0));
-        }
+        Ok(ring) => Some(ring),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::Io { path, source: e }),
     };
+    // A file too short to hold a frame (made again at another size, and cut by a crash)
+    // holds nothing.
+    let ring = ring.filter(|r| r.len() as u64 >= HEADER);
+    if ring.is_none() && !periodic {
+        return Ok(Recovered { tail: IntakeTail::Clean { records: 0 }, next: 0, heads: None });
+    }
     let mut conn = Sqlite::open_writer(db, Fsync::Always)?;
     let from = conn.intake_position()?;
-    let (found, end, tail) = read(&ring, from);
+    let (found, next, tail) = match &ring {
+        Some(ring) => {
+            let (found, end, tail) = read(ring, from);
+            (found, restart_at(end, ring.len() as u64), tail)
+        }
+        // No ring: nothing to take, and the next frame goes past every position the
+        // database may name.
+        None => (Vec::new(), from, IntakeTail::Clean { records: 0 }),
+    };
     if let IntakeTail::Damaged { offset, detail, .. } = &tail
         && !options.recover_truncate
     {
         return Err(Error::IntakeDamaged { path, offset: *offset, detail: detail.clone() });
     }
-    let next = restart_at(end, ring.len() as u64);
     let mut records = Vec::new();
     let ops = found
         .into_iter()
@@ -377,9 +401,22 @@ pub(crate) fn recover(dir: &Path, db: &Path, options: Options) -> Result<(Intake
             }
         })
         .collect();
+    if periodic {
+        conn.mark_intake_in_use()?;
+    }
     let batch = Batch { ops, records: &records, intake_end: Some(next) };
     writer::write_alone(&mut conn, &batch, options.replay_from_delivered)?;
-    Ok((tail, next))
+    let heads = if periodic {
+        let mut heads = Vec::new();
+        for tenant in conn.tenants()? {
+            let head = conn.head(&tenant)?;
+            heads.push((tenant, head));
+        }
+        Some(heads)
+    } else {
+        None
+    };
+    Ok(Recovered { tail, next, heads })
 }
 
 /// Where a start puts the next frame after reading up to `end`: two laps on, past every

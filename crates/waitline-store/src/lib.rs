@@ -464,18 +464,19 @@ impl Store {
         if let Some(len) = keep {
             wal::cut(&log, len).map_err(|source| Error::Io { path: log.clone(), source })?;
         }
-        let (intake_tail, intake_next) = intake::recover(dir, &db, options)?;
-        let intake = match options.fsync {
-            Fsync::Periodic => {
+        let recovered = intake::recover(dir, &db, options)?;
+        let intake = match recovered.heads {
+            Some(heads) => {
                 let path = dir.join(intake::INTAKE_FILE);
                 let bytes =
                     if options.intake_bytes == 0 { intake::DEFAULT_BYTES } else { options.intake_bytes };
                 let ring =
-                    intake::Intake::open(&path, bytes, intake_next).map_err(|e| Error::io(&path, e))?;
-                Some(ring)
+                    intake::Intake::open(&path, bytes, recovered.next).map_err(|e| Error::io(&path, e))?;
+                Some((ring, heads))
             }
-            Fsync::Always => None,
+            None => None,
         };
+        let intake_tail = recovered.tail;
         let make: MakeConn = {
             let db = db.clone();
             Arc::new(move || Ok(Box::new(Sqlite::open_writer(&db, options.fsync)?) as Box<dyn Conn>))
@@ -503,17 +504,18 @@ impl Store {
         location: Location,
         make: MakeConn,
         options: Options,
-        intake: Option<intake::Intake>,
+        intake: Option<(intake::Intake, Vec<(String, u64)>)>,
     ) -> Result<Self> {
         let channel = Arc::new(Channel::default());
         let has_intake = intake.is_some();
         {
             let mut pending = channel.pending.lock();
             pending.next_ticket = 1;
-            if let Some(intake) = &intake {
-                channel.intake_committed.store(intake.next(), Ordering::Release);
+            if let Some((ring, heads)) = intake {
+                channel.intake_committed.store(ring.next(), Ordering::Release);
+                pending.intake = Some(ring);
+                pending.last_seqs = heads.into_iter().map(|(tenant, seq)| (tenant.into(), seq)).collect();
             }
-            pending.intake = intake;
         }
         let held = match &location {
             Location::Postgres { held, .. } => Some(Arc::clone(held)),
@@ -571,7 +573,7 @@ impl Store {
     pub fn append(&self, tenant: &str, seq: u64, data: &[u8]) -> Result<Ticket> {
         let seq = checked(seq)?;
         let sum = frame::checksum(tenant, seq, data);
-        self.queue(tenant, Some(frame::HEADER + data.len()), |records| {
+        self.queue(tenant, Some((seq, frame::HEADER + data.len())), |records| {
             let start = records.len();
             frame::put(records, sum, data);
             Write::Record { seq, stored: start..records.len() }
@@ -613,12 +615,13 @@ impl Store {
     }
 
     /// Queues the operation `write` makes, given the batch's buffer of framed records (under
-    /// the queue's lock: it may frame a record there). `record`: the stored length of the
-    /// record it frames, if it is one (it then goes into the intake, if there is one).
+    /// the queue's lock: it may frame a record there). `record`: the number and stored
+    /// length of the record it frames, if it is one (it then goes into the intake, if there
+    /// is one).
     fn queue(
         &self,
         tenant: &str,
-        record: Option<usize>,
+        record: Option<(u64, usize)>,
         write: impl FnOnce(&mut Vec<u8>) -> Write,
     ) -> Result<Ticket> {
         let channel = &self.shared.channel;
@@ -628,10 +631,22 @@ impl Store {
         let claim = self.claim(tenant)?;
         let mut p = channel.pending.lock();
         let held = match (record, p.intake.is_some()) {
-            (Some(len), true) => {
+            (Some((seq, len)), true) => {
                 let (guard, held) = self.make_room(p, tenant, len)?;
                 p = guard;
-                held
+                // A record out of turn is not acknowledged from the intake (nor left there
+                // for every start to trip on): the writer refuses it, which stops the store,
+                // as without an intake.
+                let last = p.last_seqs.get(tenant).copied().unwrap_or(0);
+                if seq == last + 1 {
+                    match p.last_seqs.get_mut(tenant) {
+                        Some(last) => *last = seq,
+                        None => drop(p.last_seqs.insert(tenant.into(), seq)),
+                    }
+                    held
+                } else {
+                    false
+                }
             }
             _ => false,
         };
@@ -655,6 +670,15 @@ impl Store {
             // Marks only spare webhooks being sent again after a restart: a crash before
             // their commit costs nothing promised.
             (Write::Delivered { .. }, Some(_)) => true,
+            (Write::Truncate { seq }, Some(_)) => {
+                // The tenant's numbers from `seq` on are given again.
+                let last = seq.saturating_sub(1);
+                match pending.last_seqs.get_mut(&*tenant) {
+                    Some(known) => *known = last,
+                    None => drop(pending.last_seqs.insert((*tenant).into(), last)),
+                }
+                false
+            }
             _ => false,
         };
         let intake = pending.intake.is_some();
@@ -687,21 +711,23 @@ impl Store {
         let channel = &self.shared.channel;
         loop {
             let Some(intake) = p.intake.as_ref() else { return Ok((p, false)) };
+            // First: every commit moves it, after the intake position it covers (so that
+            // what is read below is at least that commit's), and under the progress lock.
+            let durable = channel.durable.load(Ordering::Acquire);
             let committed = channel.intake_committed.load(Ordering::Acquire);
             let fits = intake.fits(tenant, len as u64, committed);
-            let unheld_done = p.unheld <= channel.durable.load(Ordering::Acquire);
+            let unheld_done = p.unheld <= durable;
             match fits {
                 None => return Ok((p, false)),
                 Some(true) if unheld_done => return Ok((p, true)),
                 Some(_) => {}
             }
             // Full, or behind a record that is not there: wait for the writer's next commit.
-            let commits = channel.commits.load(Ordering::Acquire);
             drop(p);
             channel.urge();
             {
                 let mut progress = channel.progress.lock();
-                while channel.commits.load(Ordering::Acquire) == commits && progress.failed.is_none() {
+                while channel.durable.load(Ordering::Acquire) == durable && progress.failed.is_none() {
                     channel.progress_changed.wait(&mut progress);
                 }
             }

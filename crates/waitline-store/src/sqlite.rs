@@ -16,6 +16,11 @@ pub const DB_FILE: &str = "journal.sqlite3";
 /// Version of the tables this code reads and writes.
 pub(crate) const SCHEMA_VERSION: i64 = 3;
 
+/// The same tables, in a store whose intake has been used (`--fsync periodic`): an earlier
+/// waitline, which reads no intake, must refuse it rather than start without the records
+/// only the intake holds.
+pub(crate) const INTAKE_SCHEMA_VERSION: i64 = 4;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal (
@@ -69,7 +74,7 @@ impl Sqlite {
                 conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", params![SCHEMA_VERSION])
                     .map_err(sql)?;
             }
-            Some(SCHEMA_VERSION) => {}
+            Some(SCHEMA_VERSION | INTAKE_SCHEMA_VERSION) => {}
             // Version 2 kept one snapshot per tenant (and wrote none): the same rows, keyed
             // by tenant and number.
             Some(2) => conn
@@ -88,6 +93,11 @@ impl Sqlite {
         }
         let checkpointer = Some(Checkpointer::start(db, fsync)?);
         Ok(Self { checkpointer, conn, db: db.to_path_buf() })
+    }
+
+    /// Marks the store as one whose intake is in use (see [`INTAKE_SCHEMA_VERSION`]).
+    pub(crate) fn mark_intake_in_use(&self) -> Result<()> {
+        self.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", params![INTAKE_SCHEMA_VERSION])
     }
 
     /// How far into the intake the database holds (0: never written).

@@ -71,6 +71,9 @@ pub(crate) struct Pending {
     /// later records go there only once it is committed, so that the intake past the
     /// committed point never misses a record.
     pub(crate) unheld: u64,
+    /// With an intake: each tenant's last record number queued (or stored, read at open):
+    /// a record goes into the intake only if it follows.
+    pub(crate) last_seqs: HashMap<Box<str>, u64, foldhash::fast::RandomState>,
     /// The store is closing: write what is pending, then stop.
     pub(crate) closing: bool,
     /// Tests hold the writer back to see a batch form.

@@ -207,3 +207,106 @@ fn a_store_reopened_under_always_takes_the_intake_and_later_under_periodic_reads
     assert_eq!(periodic_again.intake_tail(), Some(&IntakeTail::Clean { records: 0 }));
     assert_eq!(stored(&periodic_again), vec![("t".into(), 7)]);
 }
+
+/// As without an intake (`contract.rs`, `a_record_out_of_turn_is_a_second_history_and_stops_the_store`):
+/// a record out of turn is refused and stops the store. It is never acknowledged from the
+/// intake, nor left there for every start to trip on.
+#[test]
+fn a_record_out_of_turn_is_not_acknowledged_and_the_next_start_has_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    store.wait(store.append("acme", 1, &record(1)).unwrap()).unwrap();
+    store.wait(store.append("other", 1, &record(1)).unwrap()).unwrap();
+    let skipped = store.append("acme", 3, &record(3)).unwrap();
+    assert!(matches!(store.wait(skipped), Err(Error::Stopped(_))));
+    assert!(store.is_stopped());
+    drop(store);
+    for options in [periodic(0), Options::default()] {
+        let reopened = Store::open(dir.path(), options).unwrap();
+        assert_eq!(stored(&reopened), vec![("acme".into(), 1), ("other".into(), 1)]);
+    }
+}
+
+/// A tenant's records before this run count: its first record here must follow them.
+#[test]
+fn the_first_record_of_a_run_must_follow_what_the_database_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    append(&store, &["t"], 1..=4);
+    drop(store);
+    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    store.wait(store.append("t", 5, &record(5)).unwrap()).unwrap();
+    assert!(store.wait(store.append("t", 7, &record(7)).unwrap()).is_err());
+    drop(store);
+    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    assert!(store.wait(store.append("t", 5, &record(5)).unwrap()).is_err(), "5 is taken");
+}
+
+/// A store whose intake was used says so in its schema's version, so that an earlier
+/// waitline, which reads no intake, refuses it instead of starting without the records only
+/// the intake holds.
+#[test]
+fn a_store_with_an_intake_is_marked_for_earlier_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path(), Options::default()).unwrap());
+    let schema = || {
+        let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        db.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    assert_eq!(schema(), 3);
+    drop(Store::open(dir.path(), periodic(0)).unwrap());
+    assert_eq!(schema(), 4);
+    // This version reads both.
+    drop(Store::open(dir.path(), Options::default()).unwrap());
+    assert_eq!(schema(), 4);
+}
+
+/// An intake file lost or cut short (a crash while it was made again at another size): the
+/// next frames go past the position the database names, so a crash before the next commit
+/// still finds them.
+#[test]
+fn a_missing_or_short_intake_starts_past_the_committed_position() {
+    for cut in [None, Some(8), Some(0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), periodic(4096)).unwrap();
+        append(&store, &["t"], 1..=100);
+        drop(store);
+        let intake = dir.path().join(INTAKE);
+        match cut {
+            None => std::fs::remove_file(&intake).unwrap(),
+            Some(len) => std::fs::OpenOptions::new().write(true).open(&intake).unwrap().set_len(len).unwrap(),
+        }
+        let store = Store::open(dir.path(), periodic(4096)).unwrap();
+        store.pause_writer();
+        append(&store, &["t"], 101..=103);
+        let crashed = tempfile::tempdir().unwrap();
+        crash_copy(dir.path(), crashed.path());
+        store.resume_writer();
+        drop(store);
+        let reopened = Store::open(crashed.path(), periodic(4096)).unwrap();
+        assert_eq!(reopened.intake_tail(), Some(&IntakeTail::Clean { records: 3 }), "{cut:?}");
+        assert_eq!(stored(&reopened), vec![("t".into(), 103)], "{cut:?}");
+    }
+}
+
+/// An append waiting for room (behind a record too large for the intake) is woken by the
+/// commit it waits for, whenever it looked.
+#[test]
+fn an_append_behind_a_record_too_large_for_the_intake_goes_on_after_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(4096)).unwrap();
+    for round in 0..50 {
+        let seq = 1 + 2 * round;
+        store.append("t", seq, &[9; 2000]).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let appender = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let done = store.append("t", seq + 1, &record(seq + 1)).and_then(|t| store.wait(t));
+                tx.send(done.is_ok()).unwrap();
+            })
+        };
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(true), "round {round}");
+        appender.join().unwrap();
+    }
+}
