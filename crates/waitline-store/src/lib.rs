@@ -761,11 +761,16 @@ impl Store {
 
     /// Blocks until `ticket` is durable.
     pub fn wait(&self, ticket: Ticket) -> Result<()> {
+        self.wait_until(|p| self.check(p, ticket))
+    }
+
+    /// Blocks until `done` says so, asking the writer once not to linger.
+    fn wait_until(&self, done: impl Fn(&writer::Progress) -> Option<Result<()>>) -> Result<()> {
         let channel = &self.shared.channel;
         let mut p = channel.progress.lock();
         let mut urged = false;
         loop {
-            if let Some(done) = self.check(&p, ticket) {
+            if let Some(done) = done(&p) {
                 return done;
             }
             if !urged && self.shared.intake {
@@ -813,26 +818,14 @@ impl Store {
     /// Waits until everything appended so far is committed to the database (with an
     /// intake, more than durable: what readers of the database see).
     pub fn flush(&self) -> Result<()> {
-        let channel = &self.shared.channel;
         let ticket = self.last_ticket();
-        let mut p = channel.progress.lock();
-        let mut urged = false;
-        loop {
+        self.wait_until(|p| {
             if p.durable >= ticket.0 {
-                return self.check(&p, ticket).unwrap_or(Ok(()));
+                Some(self.check(p, ticket).unwrap_or(Ok(())))
+            } else {
+                p.failed.as_ref().map(|why| Err(Error::Stopped(why.clone())))
             }
-            if let Some(why) = &p.failed {
-                return Err(Error::Stopped(why.clone()));
-            }
-            if !urged && self.shared.intake {
-                urged = true;
-                drop(p);
-                channel.urge();
-                p = channel.progress.lock();
-                continue;
-            }
-            channel.progress_changed.wait(&mut p);
-        }
+        })
     }
 
     /// Whether the store has stopped after a failed write or sync (then every append and

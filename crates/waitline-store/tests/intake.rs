@@ -27,6 +27,18 @@ fn crash_copy(from: &Path, to: &Path) {
     }
 }
 
+/// Runs `before_the_crash` with the writer held back, then returns a copy of `dir` as a
+/// crash leaves it (the store is then let go: what it commits after does not count).
+fn crash_while_held(store: Store, dir: &Path, before_the_crash: impl FnOnce(&Store)) -> tempfile::TempDir {
+    store.pause_writer();
+    before_the_crash(&store);
+    let crashed = tempfile::tempdir().unwrap();
+    crash_copy(dir, crashed.path());
+    store.resume_writer();
+    drop(store);
+    crashed
+}
+
 /// Each tenant's records, checked dense and as appended; the last number of each.
 fn stored(store: &Store) -> Vec<(String, u64)> {
     let (seen, _) = replay_all(store);
@@ -65,13 +77,10 @@ fn records_only_in_the_intake_survive_a_crash_after_laps_of_a_small_ring() {
     append(&store, &["a", "bb"], 1..=300);
     store.flush().unwrap();
     let commits = store.commits();
-    store.pause_writer();
-    append(&store, &["a", "bb"], 301..=310);
-    assert_eq!(store.commits(), commits, "the last records are in the intake only");
-    let crashed = tempfile::tempdir().unwrap();
-    crash_copy(dir.path(), crashed.path());
-    store.resume_writer();
-    drop(store);
+    let crashed = crash_while_held(store, dir.path(), |store| {
+        append(store, &["a", "bb"], 301..=310);
+        assert_eq!(store.commits(), commits, "the last records are in the intake only");
+    });
 
     let reopened = Store::open(crashed.path(), periodic(4096)).unwrap();
     assert_eq!(reopened.intake_tail(), Some(&IntakeTail::Clean { records: 20 }));
@@ -107,12 +116,17 @@ fn a_snapshot_queued_before_a_record_makes_its_wait_a_commit() {
     store.pause_writer();
     store.snapshot("t", 1, b"state").unwrap();
     let ticket = store.append("t", 2, &record(2)).unwrap();
+    waits_for_the_commit(&store, ticket, "the snapshot before it is not durable yet");
+}
+
+/// `ticket`'s wait goes on while the writer is paused, and ends once it commits.
+fn waits_for_the_commit(store: &Store, ticket: waitline_store::Ticket, why: &str) {
     let waiter = {
         let store = store.clone();
         std::thread::spawn(move || store.wait(ticket))
     };
     std::thread::sleep(std::time::Duration::from_millis(50));
-    assert!(!waiter.is_finished(), "the snapshot before it is not durable yet");
+    assert!(!waiter.is_finished(), "{why}");
     store.resume_writer();
     waiter.join().unwrap().unwrap();
 }
@@ -124,22 +138,10 @@ fn a_record_too_large_for_the_intake_waits_for_its_commit_and_the_next_ones_foll
     append(&store, &["t"], 1..=3);
     store.pause_writer();
     let large = store.append("t", 4, &[9; 2000]).unwrap();
-    let waiter = {
-        let store = store.clone();
-        std::thread::spawn(move || store.wait(large))
-    };
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    assert!(!waiter.is_finished(), "not in the intake: it waits for its commit");
-    store.resume_writer();
-    waiter.join().unwrap().unwrap();
+    waits_for_the_commit(&store, large, "not in the intake: it waits for its commit");
     // The next record goes into the intake only once the large one is committed, and a
     // crash then loses neither.
-    store.pause_writer();
-    store.wait(store.append("t", 5, &record(5)).unwrap()).unwrap();
-    let crashed = tempfile::tempdir().unwrap();
-    crash_copy(dir.path(), crashed.path());
-    store.resume_writer();
-    drop(store);
+    let crashed = crash_while_held(store, dir.path(), |store| append(store, &["t"], 5..=5));
     let reopened = Store::open(crashed.path(), Options::default()).unwrap();
     let (seen, _) = replay_all(&reopened);
     let seqs: Vec<u64> = seen.iter().map(|s| s.2).collect();
@@ -153,12 +155,7 @@ fn damage_before_acknowledged_records_stops_the_start_unless_recovering() {
     let store = Store::open(dir.path(), periodic(0)).unwrap();
     append(&store, &["t"], 1..=2);
     store.flush().unwrap();
-    store.pause_writer();
-    append(&store, &["t"], 3..=8);
-    let crashed = tempfile::tempdir().unwrap();
-    crash_copy(dir.path(), crashed.path());
-    store.resume_writer();
-    drop(store);
+    let crashed = crash_while_held(store, dir.path(), |store| append(store, &["t"], 3..=8));
 
     // A byte of record 4's frame: the first frame past the committed point is record 3's.
     let intake = crashed.path().join(INTAKE);
@@ -193,12 +190,7 @@ fn damage_before_acknowledged_records_stops_the_start_unless_recovering() {
 fn a_store_reopened_under_always_takes_the_intake_and_later_under_periodic_reads_nothing_old() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), periodic(0)).unwrap();
-    store.pause_writer();
-    append(&store, &["t"], 1..=5);
-    let crashed = tempfile::tempdir().unwrap();
-    crash_copy(dir.path(), crashed.path());
-    store.resume_writer();
-    drop(store);
+    let crashed = crash_while_held(store, dir.path(), |store| append(store, &["t"], 1..=5));
     let always = Store::open(crashed.path(), Options::default()).unwrap();
     assert_eq!(always.intake_tail(), Some(&IntakeTail::Clean { records: 5 }));
     append(&always, &["t"], 6..=7);
@@ -277,12 +269,7 @@ fn a_missing_or_short_intake_starts_past_the_committed_position() {
             Some(len) => std::fs::OpenOptions::new().write(true).open(&intake).unwrap().set_len(len).unwrap(),
         }
         let store = Store::open(dir.path(), periodic(4096)).unwrap();
-        store.pause_writer();
-        append(&store, &["t"], 101..=103);
-        let crashed = tempfile::tempdir().unwrap();
-        crash_copy(dir.path(), crashed.path());
-        store.resume_writer();
-        drop(store);
+        let crashed = crash_while_held(store, dir.path(), |store| append(store, &["t"], 101..=103));
         let reopened = Store::open(crashed.path(), periodic(4096)).unwrap();
         assert_eq!(reopened.intake_tail(), Some(&IntakeTail::Clean { records: 3 }), "{cut:?}");
         assert_eq!(stored(&reopened), vec![("t".into(), 103)], "{cut:?}");
