@@ -889,6 +889,28 @@ mod tests {
         assert!(text.contains("ends in a transaction cut short at byte"), "{text}");
     }
 
+    /// A directory as a `kill -9` under `--fsync periodic` leaves it: acknowledged records
+    /// in the intake only. `inspect` (a start) takes them and says so.
+    #[test]
+    fn inspect_tells_of_records_taken_from_the_intake() {
+        let (dir, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (engine, durability, _) =
+            Durability::open(&Keep::Dir(dir.path()), Fsync::Periodic, false, 0, Engine::builder()).unwrap();
+        let store = durability.store.as_ref().unwrap();
+        store.pause_writer();
+        dial(&engine, "acme");
+        dial(&engine, "acme");
+        let db = waitline_store::DB_FILE;
+        for name in [db.to_owned(), format!("{db}-wal"), "intake".to_owned()] {
+            std::fs::copy(dir.path().join(&name), crashed.path().join(&name)).unwrap();
+        }
+        store.resume_writer();
+        let text = inspect(crashed.path()).unwrap();
+        assert!(text.contains("2 record(s) taken from the intake"), "{text}");
+        assert!(text.contains("tenant \"acme\": last sequence number 2,"), "{text}");
+        assert!(text.contains("2 live calls"), "{text}");
+    }
+
     #[test]
     fn a_secret_is_made_once_then_read_back_private() {
         let dir = tempfile::tempdir().unwrap();
