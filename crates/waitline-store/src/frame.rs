@@ -66,7 +66,11 @@ pub(crate) fn decode_run<'a>(
     })
 }
 
-fn decode_one<'a>(tenant: &str, seq: u64, stored: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), &'static str> {
+pub(crate) fn decode_one<'a>(
+    tenant: &str,
+    seq: u64,
+    stored: &'a [u8],
+) -> Result<(&'a [u8], &'a [u8]), &'static str> {
     let Some((head, rest)) = stored.split_first_chunk::<HEADER>() else {
         return Err("shorter than its header");
     };
