@@ -297,3 +297,53 @@ fn an_append_behind_a_record_too_large_for_the_intake_goes_on_after_its_commit()
         appender.join().unwrap();
     }
 }
+
+/// Whether `wait` for `ticket` returns within a second while the writer is held back.
+fn returns_while_held(store: &Store, ticket: waitline_store::Ticket) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || tx.send(store.wait(ticket).is_ok()).unwrap())
+    };
+    let returned = rx.recv_timeout(std::time::Duration::from_secs(1)) == Ok(true);
+    store.resume_writer();
+    waiter.join().unwrap();
+    returned
+}
+
+#[test]
+fn a_record_of_a_fifth_of_the_ring_is_durable_before_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(4096)).unwrap();
+    store.pause_writer();
+    let ticket = store.append("t", 1, &[5; 800]).unwrap();
+    assert!(returns_while_held(&store, ticket), "an 800-byte record fits a quarter of 4,096");
+}
+
+#[test]
+fn a_delivery_mark_is_durable_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    append(&store, &["t"], 1..=1);
+    store.pause_writer();
+    let ticket = store.mark_delivered("t", 1).unwrap();
+    assert!(returns_while_held(&store, ticket), "losing a mark only sends webhooks again");
+    store.flush().unwrap();
+    assert_eq!(store.delivered().unwrap().get("t"), Some(&1));
+}
+
+#[test]
+fn a_record_behind_one_too_large_for_the_intake_waits_to_go_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(4096)).unwrap();
+    store.pause_writer();
+    store.append("t", 1, &[9; 2000]).unwrap();
+    let next = {
+        let store = store.clone();
+        std::thread::spawn(move || store.append("u", 1, &record(1)).unwrap())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!next.is_finished(), "not in the intake before the large record is committed");
+    store.resume_writer();
+    store.wait(next.join().unwrap()).unwrap();
+}
