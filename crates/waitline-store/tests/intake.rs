@@ -347,3 +347,32 @@ fn a_record_behind_one_too_large_for_the_intake_waits_to_go_in() {
     store.resume_writer();
     store.wait(next.join().unwrap()).unwrap();
 }
+
+/// After a start that cut a damaged record and the ones after it (`recover_truncate`), the
+/// tenant's numbers from the cut go into the intake again.
+#[test]
+fn after_a_recovery_cuts_a_tenant_its_next_record_goes_into_the_intake() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    store.pause_writer();
+    for seq in 1..=6 {
+        store.append("acme", seq, &record(seq)).unwrap();
+    }
+    store.resume_writer();
+    store.flush().unwrap();
+    drop(store);
+    // One row holds the six: damage the fourth.
+    let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let mut stored: Vec<u8> = db
+        .query_row("SELECT records FROM journal WHERE tenant = 'acme' AND seq = 1", [], |r| r.get(0))
+        .unwrap();
+    stored[3 * (8 + record(1).len()) + 8] ^= 1;
+    db.execute("UPDATE journal SET records = ?1 WHERE tenant = 'acme' AND seq = 1", [&stored]).unwrap();
+    drop(db);
+    let store = Store::open(dir.path(), Options { recover_truncate: true, ..periodic(0) }).unwrap();
+    let (seen, _) = replay_all(&store);
+    assert_eq!(seen.iter().map(|e| e.2).collect::<Vec<_>>(), [1, 2, 3]);
+    store.pause_writer();
+    let ticket = store.append("acme", 4, &record(4)).unwrap();
+    assert!(returns_while_held(&store, ticket), "4 follows the cut");
+}
