@@ -108,7 +108,7 @@ pub struct Options {
     /// yet delivered are made again (a service that sends webhooks). Otherwise a tenant
     /// restarts from its newest snapshot. See the `compact` module.
     pub replay_from_delivered: bool,
-    /// The intake's size in bytes (0: [`intake::DEFAULT_BYTES`]); tests make it small.
+    /// The intake's size in bytes (0: the default, 32 MiB); tests make it small.
     #[doc(hidden)]
     pub intake_bytes: u64,
 }
