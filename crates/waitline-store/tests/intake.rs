@@ -376,3 +376,35 @@ fn after_a_recovery_cuts_a_tenant_its_next_record_goes_into_the_intake() {
     let ticket = store.append("acme", 4, &record(4)).unwrap();
     assert!(returns_while_held(&store, ticket), "4 follows the cut");
 }
+
+/// The future's side (what the HTTP service waits with): pending while the ticket is only
+/// queued behind a snapshot, ready once committed.
+#[test]
+fn poll_durable_is_pending_until_a_ticket_behind_a_snapshot_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    append(&store, &["t"], 1..=1);
+    store.pause_writer();
+    let held = store.append("u", 1, &record(1)).unwrap();
+    store.snapshot("t", 1, b"state").unwrap();
+    let behind = store.append("t", 2, &record(2)).unwrap();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(matches!(store.poll_durable(held, &mut cx), std::task::Poll::Ready(Ok(()))));
+    assert!(store.poll_durable(behind, &mut cx).is_pending());
+    store.resume_writer();
+    store.flush().unwrap();
+    assert!(matches!(store.poll_durable(behind, &mut cx), std::task::Poll::Ready(Ok(()))));
+}
+
+#[test]
+fn an_intake_that_cannot_be_read_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path(), Options::default()).unwrap());
+    std::fs::create_dir(dir.path().join(INTAKE)).unwrap();
+    for options in [Options::default(), periodic(0)] {
+        match Store::open(dir.path(), options) {
+            Err(Error::Io { path, .. }) => assert_eq!(path, dir.path().join(INTAKE)),
+            other => panic!("expected the intake named, got {other:?}"),
+        }
+    }
+}
