@@ -298,8 +298,11 @@ fn an_append_behind_a_record_too_large_for_the_intake_goes_on_after_its_commit()
     }
 }
 
-/// Whether `wait` for `ticket` returns within a second while the writer is held back.
-fn returns_while_held(store: &Store, ticket: waitline_store::Ticket) -> bool {
+/// Whether `wait` for the ticket `queue` gets returns within a second while the writer is
+/// held back.
+fn returns_while_held(store: &Store, queue: impl FnOnce(&Store) -> waitline_store::Ticket) -> bool {
+    store.pause_writer();
+    let ticket = queue(store);
     let (tx, rx) = std::sync::mpsc::channel();
     let waiter = {
         let store = store.clone();
@@ -315,9 +318,8 @@ fn returns_while_held(store: &Store, ticket: waitline_store::Ticket) -> bool {
 fn a_record_of_a_fifth_of_the_ring_is_durable_before_its_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), periodic(4096)).unwrap();
-    store.pause_writer();
-    let ticket = store.append("t", 1, &[5; 800]).unwrap();
-    assert!(returns_while_held(&store, ticket), "an 800-byte record fits a quarter of 4,096");
+    let large = |store: &Store| store.append("t", 1, &[5; 800]).unwrap();
+    assert!(returns_while_held(&store, large), "an 800-byte record fits a quarter of 4,096");
 }
 
 #[test]
@@ -325,9 +327,8 @@ fn a_delivery_mark_is_durable_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), periodic(0)).unwrap();
     append(&store, &["t"], 1..=1);
-    store.pause_writer();
-    let ticket = store.mark_delivered("t", 1).unwrap();
-    assert!(returns_while_held(&store, ticket), "losing a mark only sends webhooks again");
+    let mark = |store: &Store| store.mark_delivered("t", 1).unwrap();
+    assert!(returns_while_held(&store, mark), "losing a mark only sends webhooks again");
     store.flush().unwrap();
     assert_eq!(store.delivered().unwrap().get("t"), Some(&1));
 }
@@ -372,9 +373,8 @@ fn after_a_recovery_cuts_a_tenant_its_next_record_goes_into_the_intake() {
     let store = Store::open(dir.path(), Options { recover_truncate: true, ..periodic(0) }).unwrap();
     let (seen, _) = replay_all(&store);
     assert_eq!(seen.iter().map(|e| e.2).collect::<Vec<_>>(), [1, 2, 3]);
-    store.pause_writer();
-    let ticket = store.append("acme", 4, &record(4)).unwrap();
-    assert!(returns_while_held(&store, ticket), "4 follows the cut");
+    let next = |store: &Store| store.append("acme", 4, &record(4)).unwrap();
+    assert!(returns_while_held(&store, next), "4 follows the cut");
 }
 
 /// The future's side (what the HTTP service waits with): pending while the ticket is only
