@@ -196,16 +196,17 @@ pub enum IntakeTail {
         /// Records found past what the database held.
         records: usize,
     },
-    /// A frame whose header names its place but whose checksum fails, with no whole frame
-    /// after it: the copy a crash cut short, dropped.
+    /// A frame whose header names its place but which is not whole (its header's check or
+    /// its record's checksum fails), with no whole frame after it: the copy a crash cut
+    /// short, dropped.
     Torn {
         /// Records found before it.
         records: usize,
         /// Its position in the intake file.
         offset: u64,
     },
-    /// A frame that fails its checksum, or names another place, with a whole frame of this
-    /// run after it: records answered after the damage would be lost.
+    /// A frame that is not whole, or names another place, with a whole frame of this run
+    /// after it: records answered after the damage would be lost.
     Damaged {
         /// Records found before it.
         records: usize,
@@ -249,22 +250,18 @@ pub(crate) fn read(ring: &[u8], from: u64) -> (Vec<Found>, u64, IntakeTail) {
             at += room;
             continue;
         }
-        let frame = match Frame::at(ring, offset) {
-            Some(frame) if frame.position == at && frame.valid() => frame,
-            _ => {
+        match Frame::at(ring, offset).filter(|f| f.position == at).and_then(|f| f.whole()) {
+            Some(Whole::Wrap) => at += room,
+            Some(Whole::Record { seq, tenant, stored }) => {
+                found.push(Found { tenant: tenant.to_owned(), seq, stored: stored.to_vec() });
+                at += frame_len(tenant, stored.len() as u64);
+            }
+            None => {
                 let records = found.len();
                 let tail = stop(ring, at, records);
                 return (found, at, tail);
             }
-        };
-        if frame.body_len == WRAP {
-            at += room;
-            continue;
         }
-        if let Some((seq, tenant, stored)) = frame.parts() {
-            found.push(Found { tenant: tenant.to_owned(), seq, stored: stored.to_vec() });
-        }
-        at += HEADER + u64::from(frame.body_len);
     }
     let records = found.len();
     (found, at, IntakeTail::Clean { records })
@@ -275,7 +272,11 @@ fn stop(ring: &[u8], at: u64, records: usize) -> IntakeTail {
     let offset = at % ring.len() as u64;
     let named_here = names(ring, offset) == Some(at);
     if let Some(later) = later_frame(ring, at) {
-        let what = if named_here { "its checksum does not match" } else { "it does not name this place" };
+        let what = if named_here {
+            "it is not whole (its check or its record's checksum fails)"
+        } else {
+            "it does not name this place"
+        };
         let detail = format!("{what}, and a whole record written after it is at byte {later}");
         return IntakeTail::Damaged { records, offset, detail };
     }
@@ -298,7 +299,7 @@ fn later_frame(ring: &[u8], at: u64) -> Option<u64> {
         if names(ring, offset)? != position {
             return None;
         }
-        Frame::at(ring, offset).filter(Frame::valid).map(|_| offset)
+        Frame::at(ring, offset).and_then(|f| f.whole()).map(|_| offset)
     })
 }
 
@@ -324,23 +325,32 @@ impl<'a> Frame<'a> {
         Some(Self { position, body_len, check, body })
     }
 
-    /// Whether the frame is whole: its header agrees with its check, and its body is one
-    /// record whose own checksum matches.
-    fn valid(&self) -> bool {
-        self.check == check(self.position, self.body_len) && (self.body_len == WRAP || self.parts().is_some())
-    }
-
-    /// The body's number, tenant and stored record, if it holds exactly one whole record.
-    fn parts(&self) -> Option<(u64, &'a str, &'a [u8])> {
+    /// What the frame is, if it is whole: its header agrees with its check, and its body
+    /// (unless it is a wrap marker) is exactly one record whose own checksum matches.
+    fn whole(&self) -> Option<Whole<'a>> {
+        if self.check != check(self.position, self.body_len) {
+            return None;
+        }
+        if self.body_len == WRAP {
+            return Some(Whole::Wrap);
+        }
         let seq = u64::from_le_bytes(self.body.get(..8)?.try_into().ok()?);
         let tenant_len = u32::from_le_bytes(self.body.get(8..12)?.try_into().ok()?) as usize;
         let tenant = std::str::from_utf8(self.body.get(12..12usize.checked_add(tenant_len)?)?).ok()?;
         let stored = self.body.get(12 + tenant_len..)?;
         match crate::frame::decode_one(tenant, seq, stored) {
-            Ok((_, [])) => Some((seq, tenant, stored)),
+            Ok((_, [])) => Some(Whole::Record { seq, tenant, stored }),
             _ => None,
         }
     }
+}
+
+/// A whole frame.
+enum Whole<'a> {
+    /// Go on at the next lap's start.
+    Wrap,
+    /// Record `seq` of `tenant`, in its stored form.
+    Record { seq: u64, tenant: &'a str, stored: &'a [u8] },
 }
 
 /// What a start found of the intake, and what the store's queue needs to go on with it.
@@ -379,8 +389,8 @@ pub(crate) fn recover(dir: &Path, db: &Path, options: Options) -> Result<Recover
             let (found, end, tail) = read(ring, from);
             (found, restart_at(end, ring.len() as u64), tail)
         }
-        // No ring: nothing to take, and the next frame goes past every position the
-        // database may name.
+        // No ring: nothing to take, and the new one (all zeros) starts at the position the
+        // database names.
         None => (Vec::new(), from, IntakeTail::Clean { records: 0 }),
     };
     if let IntakeTail::Damaged { offset, detail, .. } = &tail

@@ -637,16 +637,7 @@ impl Store {
                 // A record out of turn is not acknowledged from the intake (nor left there
                 // for every start to trip on): the writer refuses it, which stops the store,
                 // as without an intake.
-                let last = p.last_seqs.get(tenant).copied().unwrap_or(0);
-                if seq == last + 1 {
-                    match p.last_seqs.get_mut(tenant) {
-                        Some(last) => *last = seq,
-                        None => drop(p.last_seqs.insert(tenant.into(), seq)),
-                    }
-                    held
-                } else {
-                    false
-                }
+                p.follows(tenant, seq) && held
             }
             _ => false,
         };
@@ -672,11 +663,7 @@ impl Store {
             (Write::Delivered { .. }, Some(_)) => true,
             (Write::Truncate { seq }, Some(_)) => {
                 // The tenant's numbers from `seq` on are given again.
-                let last = seq.saturating_sub(1);
-                match pending.last_seqs.get_mut(&*tenant) {
-                    Some(known) => *known = last,
-                    None => drop(pending.last_seqs.insert((*tenant).into(), last)),
-                }
+                pending.set_last_seq(&tenant, seq.saturating_sub(1));
                 false
             }
             _ => false,

@@ -80,6 +80,28 @@ pub(crate) struct Pending {
     pub(crate) paused: bool,
 }
 
+impl Pending {
+    /// Whether record `seq` of `tenant` follows its last one (0: none yet); if so, it is
+    /// the last one now. One lookup: this is on every append.
+    pub(crate) fn follows(&mut self, tenant: &str, seq: u64) -> bool {
+        match self.last_seqs.get_mut(tenant) {
+            Some(last) if *last + 1 == seq => *last = seq,
+            Some(_) => return false,
+            None if seq == 1 => drop(self.last_seqs.insert(tenant.into(), seq)),
+            None => return false,
+        }
+        true
+    }
+
+    /// Sets the last record number of `tenant`.
+    pub(crate) fn set_last_seq(&mut self, tenant: &str, seq: u64) {
+        match self.last_seqs.get_mut(tenant) {
+            Some(last) => *last = seq,
+            None => drop(self.last_seqs.insert(tenant.into(), seq)),
+        }
+    }
+}
+
 /// What the writer has made durable.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
