@@ -280,6 +280,14 @@ impl Error {
         Self::Io { path: path.to_path_buf(), source }
     }
 
+    /// Whether PostgreSQL rolled the transaction back to resolve a conflict with another
+    /// (class 40: a deadlock broken, a serialization failure): nothing of it was kept, and
+    /// the same work may be tried again.
+    pub(crate) fn is_rolled_back_conflict(&self) -> bool {
+        let Self::Postgres { source, .. } = self else { return false };
+        source.as_db_error().is_some_and(|db| db.code().code().starts_with("40"))
+    }
+
     /// Whether PostgreSQL dropped the connection or could not be reached (a failover, a
     /// restart, a backend terminated): a new connection may work, and what was being
     /// committed may or may not have been.

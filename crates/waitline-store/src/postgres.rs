@@ -289,10 +289,11 @@ impl Conn for Postgres {
         let buckets: Vec<i32> = claims.iter().map(|c| i32::try_from(c.0).unwrap_or(i32::MAX)).collect();
         let node = self.node.clone();
         // FOR SHARE: a takeover (an UPDATE of the row) waits until this batch is committed,
-        // so what it then reads includes this batch.
+        // so what it then reads includes this batch. In bucket order, as every statement
+        // locking lease rows (see `LeaseConn`): no two wait on each other in a cycle.
         let rows = self.query(
             "SELECT bucket, epoch FROM leases \
-             WHERE bucket = ANY($1) AND owner = $2 AND expires_at > now() FOR SHARE",
+             WHERE bucket = ANY($1) AND owner = $2 AND expires_at > now() ORDER BY bucket FOR SHARE",
             &[&buckets, &node],
         )?;
         let current: HashMap<u32, u64> =
@@ -468,6 +469,11 @@ impl Conn for Postgres {
 
 /// The connection that takes, renews and gives up this node's leases (apart from the
 /// writer's, so that a long batch never delays a renewal).
+///
+/// Each of its statements, like a batch's fence, locks the lease rows it touches in bucket
+/// order: two nodes asking for the same buckets, or one renewing what another's batch
+/// fences, then wait on each other in one direction only, never in a cycle (which
+/// PostgreSQL would break by aborting one of them).
 pub(crate) struct LeaseConn {
     client: Client,
     place: String,
@@ -514,6 +520,7 @@ impl LeaseConn {
             .query(
                 "INSERT INTO leases (bucket, owner, epoch, expires_at) \
                  SELECT b, $2, 1, now() + $3::float8 * interval '1 millisecond' FROM unnest($1::integer[]) AS b \
+                 ORDER BY b \
                  ON CONFLICT (bucket) DO UPDATE \
                      SET owner = excluded.owner, epoch = leases.epoch + 1, expires_at = excluded.expires_at \
                      WHERE leases.expires_at <= now() OR leases.owner = excluded.owner \
@@ -530,9 +537,11 @@ impl LeaseConn {
         let rows = self
             .client
             .query(
-                "UPDATE leases SET expires_at = now() + $3::float8 * interval '1 millisecond' \
-                 WHERE bucket = ANY($1) AND owner = $2 AND expires_at > now() \
-                 RETURNING bucket, epoch",
+                "WITH mine AS (SELECT bucket FROM leases \
+                     WHERE bucket = ANY($1) AND owner = $2 AND expires_at > now() ORDER BY bucket FOR UPDATE) \
+                 UPDATE leases SET expires_at = now() + $3::float8 * interval '1 millisecond' \
+                 FROM mine WHERE leases.bucket = mine.bucket \
+                 RETURNING leases.bucket, leases.epoch",
                 &[&as_i32(buckets), &self.node, &self.lease_ms],
             )
             .map_err(pg_err(&self.place))?;
@@ -545,8 +554,11 @@ impl LeaseConn {
         let epochs: Vec<i64> = held.iter().map(|h| to_sql(h.1)).collect();
         self.client
             .execute(
-                "UPDATE leases SET expires_at = '-infinity' FROM unnest($1::integer[], $2::bigint[]) AS h(bucket, epoch) \
-                 WHERE leases.bucket = h.bucket AND leases.epoch = h.epoch AND leases.owner = $3",
+                "WITH given AS (SELECT leases.bucket FROM leases \
+                     JOIN unnest($1::integer[], $2::bigint[]) AS h(bucket, epoch) \
+                         ON leases.bucket = h.bucket AND leases.epoch = h.epoch \
+                     WHERE leases.owner = $3 ORDER BY leases.bucket FOR UPDATE OF leases) \
+                 UPDATE leases SET expires_at = '-infinity' FROM given WHERE leases.bucket = given.bucket",
                 &[&buckets, &epochs, &self.node],
             )
             .map_err(pg_err(&self.place))?;

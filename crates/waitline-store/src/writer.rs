@@ -314,10 +314,15 @@ fn write_fenced(
     options: Options,
     held: Option<&Held>,
 ) -> Result<(), Error> {
+    let mut conflicts = 0;
     loop {
         let lost = match write_batch(conn, heads, &batch, options.replay_from_delivered) {
             Ok(()) => return Ok(()),
-            Err(Failure::Error(e)) => return Err(e),
+            Err(Failure::Conflict(_)) if conflicts < CONFLICT_RETRIES => {
+                conflicts += 1;
+                continue;
+            }
+            Err(Failure::Conflict(e) | Failure::Error(e)) => return Err(e),
             Err(Failure::Fenced(lost)) => lost,
         };
         let mut refused = Vec::new();
@@ -375,7 +380,7 @@ impl Heads {
 pub(crate) fn write_alone(conn: &mut dyn Conn, batch: &Batch<'_>, from_delivered: bool) -> Result<(), Error> {
     match write_batch(conn, &mut Heads::default(), batch, from_delivered) {
         Ok(()) => Ok(()),
-        Err(Failure::Error(e)) => Err(e),
+        Err(Failure::Conflict(e) | Failure::Error(e)) => Err(e),
         // Only operations written under a lease are fenced.
         Err(Failure::Fenced(lost)) => Err(Error::Stopped(format!("leases lost: {lost:?}").into())),
     }
@@ -386,8 +391,16 @@ pub(crate) fn write_alone(conn: &mut dyn Conn, batch: &Batch<'_>, from_delivered
 enum Failure {
     /// These leases are no longer ours: nothing of the batch was kept.
     Fenced(Vec<Claim>),
+    /// The database rolled the transaction back before its commit to resolve a conflict
+    /// with another session (a lock cycle with an operator's statement, say): nothing of
+    /// it was kept.
+    Conflict(Error),
     Error(Error),
 }
+
+/// How many times in a row a batch rolled back by a conflict is written again before the
+/// store stops: a conflict that keeps coming back is not a passing one.
+const CONFLICT_RETRIES: u32 = 3;
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
@@ -423,7 +436,10 @@ fn write_batch(
         Err(e) => {
             conn.rollback();
             heads.0.clear();
-            Err(e)
+            match e {
+                Failure::Error(e) if e.is_rolled_back_conflict() => Err(Failure::Conflict(e)),
+                e => Err(e),
+            }
         }
     }
 }

@@ -202,3 +202,113 @@ fn a_bucket_taken_back_goes_on_from_what_the_other_node_wrote() {
     let (seen, _) = replay_all(&a);
     assert_eq!(seen.iter().map(|e| e.2).collect::<Vec<_>>(), [1, 2, 3, 4]);
 }
+
+/// Every statement that locks several lease rows locks them in bucket order, so none waits
+/// on another in a cycle (PostgreSQL would abort one as a deadlock): here one node writes
+/// to many buckets (each batch's fence locks their rows) and renews them, while another
+/// asks for the same buckets in every order, and releases and takes back buckets of its
+/// own.
+#[test]
+fn nodes_taking_renewing_and_fencing_many_buckets_at_once_never_deadlock() {
+    let Some(pg) = Postgres::new("leases_lock_order") else { return };
+    let buckets = pg.config.buckets;
+    let a = node(&pg, "a", Duration::from_secs(30));
+    let b = node(&pg, "b", Duration::from_secs(30));
+    let written: Vec<u32> = (0..24).collect();
+    let theirs: Vec<u32> = (24..32).collect();
+    assert_eq!(a.acquire(&written).unwrap().len(), written.len());
+    assert_eq!(b.acquire(&theirs).unwrap().len(), theirs.len());
+    // A tenant in each bucket A writes to.
+    let tenants: Vec<String> = written
+        .iter()
+        .map(|&bucket| (0..).map(|i| format!("t{i}")).find(|t| bucket_of(t, buckets) == bucket).unwrap())
+        .collect();
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut seq = 0;
+            while std::time::Instant::now() < until {
+                seq += 1;
+                let tickets: Vec<_> =
+                    tenants.iter().map(|t| a.append(t, seq, &record(seq)).unwrap()).collect();
+                for ticket in tickets {
+                    a.wait(ticket).unwrap();
+                }
+            }
+        });
+        s.spawn(|| {
+            while std::time::Instant::now() < until {
+                assert!(a.renew().unwrap().is_empty(), "A keeps every lease");
+            }
+        });
+        s.spawn(|| {
+            let mut round = 0_usize;
+            while std::time::Instant::now() < until {
+                round += 1;
+                // A's buckets in a different order each round, with B's own among them.
+                let mut asked: Vec<u32> = written.iter().chain(&theirs).copied().collect();
+                let turn = round % asked.len();
+                asked.rotate_left(turn);
+                if round.is_multiple_of(2) {
+                    asked.reverse();
+                }
+                let got = b.acquire(&asked).unwrap();
+                assert!(got.iter().all(|(bucket, _)| theirs.contains(bucket)), "B took one of A's: {got:?}");
+                b.release_buckets(&theirs[round % theirs.len()..]).unwrap();
+            }
+        });
+    });
+    assert!(!a.is_stopped() && !b.is_stopped());
+}
+
+/// A batch that PostgreSQL rolls back to break a lock cycle with another session (here an
+/// operator's transaction locking two lease rows against bucket order) kept nothing, so
+/// the writer writes it again: the store goes on and every record is stored once.
+#[test]
+fn a_batch_rolled_back_to_break_a_deadlock_is_written_again() {
+    let Some(pg) = Postgres::new("leases_deadlock_retry") else { return };
+    let (one, other) = two_tenants(pg.config.buckets);
+    let (mut low, mut high) =
+        ((one, bucket_of(one, pg.config.buckets)), (other, bucket_of(other, pg.config.buckets)));
+    if low.1 > high.1 {
+        std::mem::swap(&mut low, &mut high);
+    }
+    let a = node(&pg, "a", Duration::from_secs(30));
+    assert_eq!(a.acquire(&[low.1, high.1]).unwrap().len(), 2);
+    a.pause_writer();
+    let tickets = [a.append(low.0, 1, &record(1)).unwrap(), a.append(high.0, 1, &record(1)).unwrap()];
+    let mut operator = pg.client();
+    let (low_bucket, high_bucket) = (i32::try_from(low.1).unwrap(), i32::try_from(high.1).unwrap());
+    // The operator's own deadlock check comes later than the writer's (1 s): the writer's
+    // transaction is the one rolled back.
+    operator.batch_execute("SET deadlock_timeout = '30s'; BEGIN").unwrap();
+    let operator_pid: i32 = operator.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    operator.execute("SELECT 1 FROM leases WHERE bucket = $1 FOR UPDATE", &[&high_bucket]).unwrap();
+    a.resume_writer();
+    // The batch's fence holds the low bucket's row and waits for the high one's.
+    let mut observer = pg.client();
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))";
+    let since = std::time::Instant::now();
+    while observer.query_one(waiting, &[&operator_pid]).unwrap().get::<_, i64>(0) == 0 {
+        assert!(since.elapsed() < Duration::from_secs(20), "the writer never waited for the lease row");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    operator.execute("SELECT 1 FROM leases WHERE bucket = $1 FOR UPDATE", &[&low_bucket]).unwrap();
+    operator.batch_execute("COMMIT").unwrap();
+    for ticket in tickets {
+        a.wait(ticket).unwrap();
+    }
+    assert!(!a.is_stopped());
+    let mut seen = Vec::new();
+    a.replay_buckets(&[low.1, high.1], |e| {
+        if let waitline_store::Entry::Record { tenant, seq, .. } = e {
+            seen.push((tenant.to_owned(), seq));
+        }
+        Ok(())
+    })
+    .unwrap();
+    seen.sort();
+    let mut expected = vec![(low.0.to_owned(), 1), (high.0.to_owned(), 1)];
+    expected.sort();
+    assert_eq!(seen, expected);
+}
