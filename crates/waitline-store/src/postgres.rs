@@ -565,3 +565,33 @@ impl LeaseConn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::pg_err;
+
+    /// The error a statement raising `code` gets, as the store reports it.
+    fn raised(code: &str) -> crate::Error {
+        let Some(url) = crate::test_support::postgres_url() else { panic!("skipped") };
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$");
+        pg_err("a test")(client.batch_execute(&sql).unwrap_err())
+    }
+
+    /// Only a transaction PostgreSQL rolled back for a conflict (class 40) is written again:
+    /// any other failure (a constraint, a full disk, a lost connection) stops the store.
+    #[test]
+    fn only_class_40_counts_as_a_conflict_rolled_back() {
+        if crate::test_support::postgres_url().is_none() {
+            return;
+        }
+        for code in ["40P01", "40001", "40000"] {
+            assert!(raised(code).is_rolled_back_conflict(), "{code}");
+        }
+        for code in ["23505", "53100", "57P01", "08006", "P0001"] {
+            assert!(!raised(code).is_rolled_back_conflict(), "{code}");
+        }
+    }
+}

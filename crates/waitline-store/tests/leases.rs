@@ -312,3 +312,36 @@ fn a_batch_rolled_back_to_break_a_deadlock_is_written_again() {
     expected.sort();
     assert_eq!(seen, expected);
 }
+
+/// How many times the writer tried a batch that PostgreSQL failed with `code` each time (a
+/// trigger on the journal raises it, counting in a sequence, which no rollback undoes),
+/// and what the append's wait got.
+fn attempts_of_a_batch_failing_with(pg: &Postgres, code: &str) -> (i64, Error) {
+    let a = node(pg, "a", Duration::from_secs(30));
+    let tenant = "acme";
+    a.acquire(&[bucket_of(tenant, pg.config.buckets)]).unwrap();
+    pg.client()
+        .batch_execute(&format!(
+            "CREATE SEQUENCE attempts; \
+             CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 PERFORM nextval('attempts'); RAISE EXCEPTION 'refused' USING ERRCODE = '{code}'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON journal FOR EACH ROW EXECUTE FUNCTION refuse()"
+        ))
+        .unwrap();
+    let failed = a.wait(a.append(tenant, 1, &record(1)).unwrap()).unwrap_err();
+    assert!(a.is_stopped());
+    (pg.client().query_one("SELECT last_value FROM attempts", &[]).unwrap().get(0), failed)
+}
+
+/// A conflict that comes back every time is not a passing one: the batch is tried again
+/// three times, then the store stops. Any other failure stops it at the first.
+#[test]
+fn a_batch_is_tried_again_three_times_for_a_conflict_and_never_for_another_failure() {
+    let Some(pg) = Postgres::new("leases_conflict_retries") else { return };
+    let (attempts, failed) = attempts_of_a_batch_failing_with(&pg, "40P01");
+    assert_eq!(attempts, 4, "{failed}");
+    assert!(failed.to_string().contains("40P01"), "{failed}");
+    let Some(pg) = Postgres::new("leases_other_failure") else { return };
+    let (attempts, failed) = attempts_of_a_batch_failing_with(&pg, "P0001");
+    assert_eq!(attempts, 1, "{failed}");
+}
