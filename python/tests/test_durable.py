@@ -112,3 +112,51 @@ def test_snapshots_bound_the_journal_and_restore_the_same_state(tmp_path: pathli
 def test_snapshot_every_must_be_a_count(tmp_path: pathlib.Path) -> None:
     with pytest.raises(OverflowError):
         waitline.Engine(data_dir=tmp_path, manual_clock=True, snapshot_every=-1)
+
+
+def test_an_engine_forked_with_its_data_directory_is_refused_in_the_child(tmp_path: pathlib.Path) -> None:
+    """`multiprocessing` forks by default on Linux. The child has none of the engine's
+    threads and shares its files: what it changes is never kept (its `flush()` says why),
+    nothing it does reaches the parent's directory, and dropping the engine there returns."""
+    import os
+    import sys
+    import time
+
+    engine = waitline.Engine(data_dir=tmp_path, manual_clock=True, fsync="periodic")
+    call = engine.dial(to="1", from_="2")
+    engine.flush()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        verdict = b"?"
+        unraisable: list[BaseException | None] = []  # a panic while the engine is dropped
+        sys.unraisablehook = lambda hook: unraisable.append(hook.exc_value)
+        try:
+            call.enqueue("support")  # applied in the child's memory only
+            try:
+                engine.flush()
+                found = b"flush passed"
+            except waitline.StoreError as e:
+                found = b"ok" if "forked" in str(e) else str(e).encode()
+            del engine, call
+            gc.collect()
+            verdict = repr(unraisable).encode() if unraisable else found  # once the engine is gone
+        finally:
+            os.write(write, verdict)
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 60
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            pytest.fail("the child hung")
+        time.sleep(0.02)
+    assert os.read(read, 200) == b"ok"
+    # The parent goes on, and its directory holds its own changes only.
+    assert call.state == "active"
+    call.enqueue("sales")
+    engine.flush()
+    call_id = call.call_control_id
+    del engine, call
+    engine = reopen(tmp_path)
+    assert (engine.call(call_id).queue, engine.queue("sales").current_size) == ("sales", 1)

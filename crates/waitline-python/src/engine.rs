@@ -28,6 +28,9 @@ use crate::snapshots::{PyEvent, PyQueue, PyQueueCall};
 struct Maintenance {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The process that started the thread: a fork of it (`multiprocessing`) has no such
+    /// thread to join.
+    pid: u32,
 }
 
 impl Maintenance {
@@ -58,12 +61,17 @@ impl Maintenance {
                 }
             })
             .ok();
-        Self { stop, thread: Mutex::new(thread) }
+        Self { stop, thread: Mutex::new(thread), pid: std::process::id() }
     }
 }
 
 impl Drop for Maintenance {
     fn drop(&mut self) {
+        // In a fork the thread is not there, and it may have held the flag's lock when the
+        // parent forked: nothing to stop, and no lock to take.
+        if std::process::id() != self.pid {
+            return;
+        }
         *self.stop.0.lock() = true;
         self.stop.1.notify_all();
         if let Some(t) = self.thread.lock().take() {

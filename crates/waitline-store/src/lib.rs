@@ -39,6 +39,7 @@ mod checkpoint;
 mod compact;
 mod dir;
 pub mod engine;
+mod fork;
 mod frame;
 mod intake;
 mod lease;
@@ -269,6 +270,15 @@ pub enum Error {
         /// The epoch it was written under.
         epoch: u64,
     },
+    /// The store was opened by the process this one was forked from: it has none of the
+    /// store's threads here, and shares its files with the parent.
+    #[error(
+        "{place} was opened before this process was forked from the one that opened it: it cannot be used here; open a store in this process (another data directory, or this one once the parent has closed it)"
+    )]
+    Forked {
+        /// The database file, or PostgreSQL schema.
+        place: String,
+    },
     /// Leases are kept only by a PostgreSQL store (a SQLite store's data directory is locked
     /// by one process).
     #[error("this store keeps no leases (only a PostgreSQL store does)")]
@@ -397,6 +407,8 @@ struct Shared {
     writer: parking_lot::Mutex<Option<JoinHandle<()>>>,
     /// Opens the writer's connection (again, after PostgreSQL dropped it: see `reconnect`).
     make: MakeConn,
+    /// The process that opened the store: in a fork of it, the store refuses everything.
+    birth: fork::Birth,
 }
 
 /// Opens a writer's connection, on the writer's thread.
@@ -436,6 +448,11 @@ impl fmt::Debug for Store {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        // In a fork, the writer is not there to join (and a lock may have been held by a
+        // thread of the parent when it forked): the parent closes the store, not the child.
+        if self.birth.forked() {
+            return;
+        }
         self.channel.pending.lock().closing = true;
         self.channel.writer_wake.notify_one();
         if let Some(writer) = self.writer.lock().take() {
@@ -539,6 +556,7 @@ impl Store {
                 channel,
                 writer: parking_lot::Mutex::new(Some(writer)),
                 make,
+                birth: fork::Birth::now(),
             }),
         })
     }
@@ -632,6 +650,7 @@ impl Store {
         record: Option<(u64, usize)>,
         write: impl FnOnce(&mut Vec<u8>) -> Write,
     ) -> Result<Ticket> {
+        self.not_forked()?;
         let channel = &self.shared.channel;
         if channel.failed.load(Ordering::Acquire) {
             return Err(self.stopped());
@@ -759,8 +778,19 @@ impl Store {
         self.wait_until(|p| self.check(p, ticket))
     }
 
+    /// [`Error::Forked`] in a fork of the process that opened the store (checked before any
+    /// of its locks is taken: a thread of the parent may have held one when it forked).
+    fn not_forked(&self) -> Result<()> {
+        if self.shared.birth.forked() {
+            Err(Error::Forked { place: self.shared.place.clone() })
+        } else {
+            Ok(())
+        }
+    }
+
     /// Blocks until `done` says so, asking the writer once not to linger.
     fn wait_until(&self, done: impl Fn(&writer::Progress) -> Option<Result<()>>) -> Result<()> {
+        self.not_forked()?;
         let channel = &self.shared.channel;
         let mut p = channel.progress.lock();
         let mut urged = false;
@@ -782,6 +812,9 @@ impl Store {
     /// `Ready` once `ticket` is durable (or the store has stopped); else the task of `cx` is
     /// woken when it is. Needs no particular async runtime.
     pub fn poll_durable(&self, ticket: Ticket, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if let Err(e) = self.not_forked() {
+            return Poll::Ready(Err(e));
+        }
         let channel = &self.shared.channel;
         {
             let mut p = channel.progress.lock();
@@ -813,6 +846,7 @@ impl Store {
     /// Waits until everything appended so far is committed to the database (with an
     /// intake, more than durable: what readers of the database see).
     pub fn flush(&self) -> Result<()> {
+        self.not_forked()?;
         let ticket = self.last_ticket();
         self.wait_until(|p| {
             if p.durable >= ticket.0 {

@@ -17,6 +17,8 @@ type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 pub(crate) struct Worker<S> {
     jobs: Option<mpsc::Sender<Job<S>>>,
     thread: Option<JoinHandle<()>>,
+    /// In a fork of this process the thread is not there to join.
+    birth: crate::fork::Birth,
 }
 
 impl<S> std::fmt::Debug for Worker<S> {
@@ -54,7 +56,7 @@ impl<S: 'static> Worker<S> {
             })
             .map_err(|e| Error::Io { path: name.into(), source: e })?;
         made_rx.recv().map_err(|_| gone())??;
-        Ok(Self { jobs: Some(jobs), thread: Some(thread) })
+        Ok(Self { jobs: Some(jobs), thread: Some(thread), birth: crate::fork::Birth::now() })
     }
 
     /// Runs `f` on the thread and waits for its answer.
@@ -75,7 +77,9 @@ impl<S> Drop for Worker<S> {
     fn drop(&mut self) {
         // The thread ends once its inbox is closed and empty; its `S` is dropped there.
         drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.thread.take()
+            && !self.birth.forked()
+        {
             let _ = thread.join();
         }
     }
