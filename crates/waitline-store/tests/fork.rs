@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::replay_all;
+use common::{Postgres, replay_all};
+use waitline_store::bucket::bucket_of;
 use waitline_store::{Error, Fsync, Options, Store};
 
 /// What the child finds: a bit set for each use that was not refused as it should be.
@@ -31,6 +32,14 @@ fn in_child(store: Store, parents_ticket: waitline_store::Ticket) -> i32 {
     // The last handle: returns (the parent's writer is not joined from here).
     drop(store);
     wrong
+}
+
+/// The child's part: [`in_child`], then `_exit` with its answer (a panic is 99), so that the
+/// child never returns into the test harness.
+fn run_child(store: Store, parents_ticket: waitline_store::Ticket) -> ! {
+    let wrong = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| in_child(store, parents_ticket)));
+    // SAFETY: ends the child without running the test harness's exit.
+    unsafe { libc::_exit(wrong.unwrap_or(99)) }
 }
 
 /// The child's exit status, waiting at most `limit` (then it is killed: a hang).
@@ -64,9 +73,7 @@ fn a_store_is_refused_in_a_forked_child_and_the_parent_goes_on() {
     // leaves with `_exit`, running nothing of the parent's.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        let wrong = in_child(store, queued);
-        // SAFETY: ends the child without running the test harness's exit.
-        unsafe { libc::_exit(wrong) };
+        run_child(store, queued);
     }
     assert!(pid > 0, "fork failed");
     assert_eq!(exit_status(pid, Duration::from_secs(60)), 0, "a use in the child was not refused");
@@ -77,4 +84,28 @@ fn a_store_is_refused_in_a_forked_child_and_the_parent_goes_on() {
     let records: Vec<(u64, Vec<u8>)> =
         replay_all(&reopened).0.into_iter().map(|(_, _, seq, data)| (seq, data)).collect();
     assert_eq!(records, [(1, b"one".to_vec()), (2, b"two".to_vec()), (3, b"three".to_vec())]);
+}
+
+/// The same in PostgreSQL, whose connections live on threads of the store's own (none of
+/// them in the child either).
+#[test]
+fn a_postgres_store_is_refused_in_a_forked_child_and_the_parent_goes_on() {
+    let Some(pg) = Postgres::new("fork_postgres") else { return };
+    let store = Store::open_postgres(&pg.config, Options::default()).unwrap();
+    store.acquire(&[bucket_of("acme", pg.config.buckets)]).unwrap();
+    store.wait(store.append("acme", 1, b"one").unwrap()).unwrap();
+    store.pause_writer();
+    let queued = store.append("acme", 2, b"two").unwrap();
+    // SAFETY: as in the SQLite test.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        run_child(store, queued);
+    }
+    assert!(pid > 0, "fork failed");
+    assert_eq!(exit_status(pid, Duration::from_secs(60)), 0, "a use in the child was not refused");
+    store.resume_writer();
+    store.wait(queued).unwrap();
+    let records: Vec<(u64, Vec<u8>)> =
+        replay_all(&store).0.into_iter().map(|(_, _, seq, data)| (seq, data)).collect();
+    assert_eq!(records, [(1, b"one".to_vec()), (2, b"two".to_vec())]);
 }
