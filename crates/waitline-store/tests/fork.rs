@@ -62,6 +62,25 @@ fn exit_status(pid: libc::pid_t, limit: Duration) -> i32 {
     }
 }
 
+/// Forks: the child checks that `store` (its last handle there) refuses every use and
+/// drops it; the parent waits for its verdict and gets `store` back.
+fn refused_in_a_child(store: Store, parents_ticket: waitline_store::Ticket) -> Store {
+    // SAFETY: the child only calls the store (which refuses before taking any lock) and
+    // leaves with `_exit`, running nothing of the parent's.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        run_child(store, parents_ticket);
+    }
+    assert!(pid > 0, "fork failed");
+    assert_eq!(exit_status(pid, Duration::from_secs(60)), 0, "a use in the child was not refused");
+    store
+}
+
+/// The (number, data) of every record the store holds.
+fn records(store: &Store) -> Vec<(u64, Vec<u8>)> {
+    replay_all(store).0.into_iter().map(|(_, _, seq, data)| (seq, data)).collect()
+}
+
 #[test]
 fn a_store_is_refused_in_a_forked_child_and_the_parent_goes_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,21 +88,12 @@ fn a_store_is_refused_in_a_forked_child_and_the_parent_goes_on() {
     let store = Store::open(dir.path(), options).unwrap();
     store.wait(store.append("acme", 1, b"one").unwrap()).unwrap();
     let queued = store.append("acme", 2, b"two").unwrap();
-    // SAFETY: the child only calls the store (which refuses before taking any lock) and
-    // leaves with `_exit`, running nothing of the parent's.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        run_child(store, queued);
-    }
-    assert!(pid > 0, "fork failed");
-    assert_eq!(exit_status(pid, Duration::from_secs(60)), 0, "a use in the child was not refused");
+    let store = refused_in_a_child(store, queued);
     store.wait(queued).unwrap();
     store.wait(store.append("acme", 3, b"three").unwrap()).unwrap();
     drop(store);
     let reopened = Store::open(dir.path(), options).unwrap();
-    let records: Vec<(u64, Vec<u8>)> =
-        replay_all(&reopened).0.into_iter().map(|(_, _, seq, data)| (seq, data)).collect();
-    assert_eq!(records, [(1, b"one".to_vec()), (2, b"two".to_vec()), (3, b"three".to_vec())]);
+    assert_eq!(records(&reopened), [(1, b"one".to_vec()), (2, b"two".to_vec()), (3, b"three".to_vec())]);
 }
 
 /// The same in PostgreSQL, whose connections live on threads of the store's own (none of
@@ -96,16 +106,8 @@ fn a_postgres_store_is_refused_in_a_forked_child_and_the_parent_goes_on() {
     store.wait(store.append("acme", 1, b"one").unwrap()).unwrap();
     store.pause_writer();
     let queued = store.append("acme", 2, b"two").unwrap();
-    // SAFETY: as in the SQLite test.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        run_child(store, queued);
-    }
-    assert!(pid > 0, "fork failed");
-    assert_eq!(exit_status(pid, Duration::from_secs(60)), 0, "a use in the child was not refused");
+    let store = refused_in_a_child(store, queued);
     store.resume_writer();
     store.wait(queued).unwrap();
-    let records: Vec<(u64, Vec<u8>)> =
-        replay_all(&store).0.into_iter().map(|(_, _, seq, data)| (seq, data)).collect();
-    assert_eq!(records, [(1, b"one".to_vec()), (2, b"two".to_vec())]);
+    assert_eq!(records(&store), [(1, b"one".to_vec()), (2, b"two".to_vec())]);
 }
