@@ -779,7 +779,8 @@ impl Store {
     }
 
     /// [`Error::Forked`] in a fork of the process that opened the store (checked before any
-    /// of its locks is taken: a thread of the parent may have held one when it forked).
+    /// of its locks is taken: a thread of the parent may have held one when it forked), by
+    /// every append, wait, flush, read and lease call.
     fn not_forked(&self) -> Result<()> {
         if self.shared.birth.forked() {
             Err(Error::Forked { place: self.shared.place.clone() })
@@ -879,6 +880,9 @@ impl Store {
 
     /// A connection that reads (in PostgreSQL, one consistent view while it lives).
     fn reader(&self) -> Result<Box<dyn Conn>> {
+        // SQLite forbids carrying its state across a fork: a new connection in the child
+        // would share the parent's per-file locks and log mapping.
+        self.not_forked()?;
         Ok(match &self.shared.location {
             Location::Sqlite { db, .. } => Box::new(Sqlite::open_reader(db)?),
             Location::Postgres { config, .. } => {
@@ -936,6 +940,8 @@ impl Store {
     }
 
     fn leases(&self) -> Result<(Arc<Worker<LeaseConn>>, &Held)> {
+        // The lease connection's thread is not in a fork: a job sent there is never answered.
+        self.not_forked()?;
         match &self.shared.location {
             Location::Postgres { leases, held, .. } => Ok((Arc::clone(&leases.lock()), held)),
             Location::Sqlite { .. } => Err(Error::NoLeases),

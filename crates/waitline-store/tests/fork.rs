@@ -24,6 +24,13 @@ fn in_child(store: Store, parents_ticket: waitline_store::Ticket) -> i32 {
     if !matches!(store.flush(), Err(Error::Forked { .. })) {
         wrong |= 4;
     }
+    if !matches!(store.delivered(), Err(Error::Forked { .. })) {
+        wrong |= 16;
+    }
+    // Lease calls (a PostgreSQL store's; a SQLite store keeps none and says so).
+    if !matches!(store.renew(), Err(Error::Forked { .. } | Error::NoLeases)) {
+        wrong |= 32;
+    }
     match store.mark_delivered("acme", 1) {
         Err(e @ Error::Forked { .. })
             if e.to_string().contains("was opened before this process was forked") => {}
