@@ -18,6 +18,14 @@ fn periodic(bytes: u64) -> Options {
     Options { fsync: Fsync::Periodic, intake_bytes: bytes, ..Options::default() }
 }
 
+/// A store with `periodic(bytes)` in a data directory of its own (kept while the caller
+/// holds it).
+fn open_periodic(bytes: u64) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), periodic(bytes)).unwrap();
+    (dir, store)
+}
+
 /// The data directory's files as a crash at this moment leaves them.
 fn crash_copy(from: &Path, to: &Path) {
     for name in [DB_FILE.to_owned(), format!("{DB_FILE}-wal"), INTAKE.to_owned()] {
@@ -71,8 +79,7 @@ fn append(store: &Store, tenants: &[&str], seqs: std::ops::RangeInclusive<u64>) 
 
 #[test]
 fn records_only_in_the_intake_survive_a_crash_after_laps_of_a_small_ring() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(4096)).unwrap();
+    let (dir, store) = open_periodic(4096);
     // About 40 records a lap: the ring is full many times over, and waits for commits.
     append(&store, &["a", "bb"], 1..=300);
     store.flush().unwrap();
@@ -95,8 +102,7 @@ fn records_only_in_the_intake_survive_a_crash_after_laps_of_a_small_ring() {
 
 #[test]
 fn a_record_waited_for_is_durable_before_its_commit_and_flush_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    let (_dir, store) = open_periodic(0);
     store.pause_writer();
     let ticket = store.append("t", 1, &record(1)).unwrap();
     // Paused, the writer commits nothing: the wait returns because the intake holds it.
@@ -110,8 +116,7 @@ fn a_record_waited_for_is_durable_before_its_commit_and_flush_commits() {
 
 #[test]
 fn a_snapshot_queued_before_a_record_makes_its_wait_a_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    let (_dir, store) = open_periodic(0);
     store.append("t", 1, &record(1)).unwrap();
     store.pause_writer();
     store.snapshot("t", 1, b"state").unwrap();
@@ -133,8 +138,7 @@ fn waits_for_the_commit(store: &Store, ticket: waitline_store::Ticket, why: &str
 
 #[test]
 fn a_record_too_large_for_the_intake_waits_for_its_commit_and_the_next_ones_follow() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(4096)).unwrap();
+    let (dir, store) = open_periodic(4096);
     append(&store, &["t"], 1..=3);
     store.pause_writer();
     let large = store.append("t", 4, &[9; 2000]).unwrap();
@@ -151,8 +155,7 @@ fn a_record_too_large_for_the_intake_waits_for_its_commit_and_the_next_ones_foll
 
 #[test]
 fn damage_before_acknowledged_records_stops_the_start_unless_recovering() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    let (dir, store) = open_periodic(0);
     append(&store, &["t"], 1..=2);
     store.flush().unwrap();
     let crashed = crash_while_held(store, dir.path(), |store| append(store, &["t"], 3..=8));
@@ -188,8 +191,7 @@ fn damage_before_acknowledged_records_stops_the_start_unless_recovering() {
 
 #[test]
 fn a_store_reopened_under_always_takes_the_intake_and_later_under_periodic_reads_nothing_old() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    let (dir, store) = open_periodic(0);
     let crashed = crash_while_held(store, dir.path(), |store| append(store, &["t"], 1..=5));
     let always = Store::open(crashed.path(), Options::default()).unwrap();
     assert_eq!(always.intake_tail(), Some(&IntakeTail::Clean { records: 5 }));
@@ -205,8 +207,7 @@ fn a_store_reopened_under_always_takes_the_intake_and_later_under_periodic_reads
 /// intake, nor left there for every start to trip on.
 #[test]
 fn a_record_out_of_turn_is_not_acknowledged_and_the_next_start_has_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    let (dir, store) = open_periodic(0);
     store.wait(store.append("acme", 1, &record(1)).unwrap()).unwrap();
     store.wait(store.append("other", 1, &record(1)).unwrap()).unwrap();
     let skipped = store.append("acme", 3, &record(3)).unwrap();
@@ -280,8 +281,7 @@ fn a_missing_or_short_intake_starts_past_the_committed_position() {
 /// commit it waits for, whenever it looked.
 #[test]
 fn an_append_behind_a_record_too_large_for_the_intake_goes_on_after_its_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(4096)).unwrap();
+    let (_dir, store) = open_periodic(4096);
     for round in 0..50 {
         let seq = 1 + 2 * round;
         store.append("t", seq, &[9; 2000]).unwrap();
@@ -316,16 +316,14 @@ fn returns_while_held(store: &Store, queue: impl FnOnce(&Store) -> waitline_stor
 
 #[test]
 fn a_record_of_a_fifth_of_the_ring_is_durable_before_its_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(4096)).unwrap();
+    let (_dir, store) = open_periodic(4096);
     let large = |store: &Store| store.append("t", 1, &[5; 800]).unwrap();
     assert!(returns_while_held(&store, large), "an 800-byte record fits a quarter of 4,096");
 }
 
 #[test]
 fn a_delivery_mark_is_durable_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    let (_dir, store) = open_periodic(0);
     append(&store, &["t"], 1..=1);
     let mark = |store: &Store| store.mark_delivered("t", 1).unwrap();
     assert!(returns_while_held(&store, mark), "losing a mark only sends webhooks again");
@@ -335,8 +333,7 @@ fn a_delivery_mark_is_durable_at_once() {
 
 #[test]
 fn a_record_behind_one_too_large_for_the_intake_waits_to_go_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(4096)).unwrap();
+    let (_dir, store) = open_periodic(4096);
     store.pause_writer();
     store.append("t", 1, &[9; 2000]).unwrap();
     let next = {
@@ -381,8 +378,7 @@ fn after_a_recovery_cuts_a_tenant_its_next_record_goes_into_the_intake() {
 /// queued behind a snapshot, ready once committed.
 #[test]
 fn poll_durable_is_pending_until_a_ticket_behind_a_snapshot_is_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), periodic(0)).unwrap();
+    let (_dir, store) = open_periodic(0);
     append(&store, &["t"], 1..=1);
     store.pause_writer();
     let held = store.append("u", 1, &record(1)).unwrap();
